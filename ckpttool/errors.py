@@ -1,0 +1,46 @@
+"""The CkptError hierarchy: every failure the tool expects to meet.
+
+Lower layers raise these; only cli/errors.py turns them into exit codes and
+messages, so ops/ and formats/ never print or exit.
+"""
+from __future__ import annotations
+
+
+class CkptError(Exception):
+    """Base of all expected errors. `hint` is an optional second line for people."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageProblem(CkptError):
+    """The options or arguments do not make sense together."""
+
+
+class BadInput(CkptError):
+    """Missing, unreadable, corrupt or unsupported input."""
+
+
+class NotFound(BadInput):
+    """A target, file or shard that should exist does not."""
+
+
+class CorruptCheckpoint(BadInput):
+    """Bytes on disk do not match the format or their checksum."""
+
+
+class Unsupported(BadInput):
+    """A valid file that uses a feature this tool does not handle."""
+
+
+class UnknownVariable(BadInput):
+    """A variable name that is not in the checkpoint."""
+
+
+class Refused(CkptError):
+    """Refused for safety: no confirmation, destination exists, name collision, path escapes."""

@@ -1,0 +1,221 @@
+"""The LevelDB-style sorted table behind every `.index` file and V1 checkpoint.
+
+Layout (FORMAT.md §2): data blocks | metaindex block | index block | 48-byte
+footer. Every block carries a type byte and a masked CRC-32C, which the
+reader checks. The writer reproduces TensorFlow's TableBuilder byte for byte
+(restart interval 16, 256 KiB blocks, shortest separators, no compression).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from ckpttool.errors import CorruptCheckpoint, Unsupported
+from ckpttool.formats.crc32c import crc32c, mask, unmask
+from ckpttool.formats.wire import decode_fixed32, decode_varint, encode_fixed32, encode_varint
+
+MAGIC = 0xDB4775248B80FB57
+MAGIC_BYTES = MAGIC.to_bytes(8, "little")
+FOOTER_SIZE = 48
+BLOCK_TRAILER_SIZE = 5  # type byte + fixed32 masked crc
+BLOCK_SIZE = 262144
+RESTART_INTERVAL = 16
+_NO_COMPRESSION = 0
+_SNAPPY = 1
+
+
+@dataclass(frozen=True)
+class BlockHandle:
+    offset: int
+    size: int
+
+    def encode(self) -> bytes:
+        return encode_varint(self.offset) + encode_varint(self.size)
+
+
+def _decode_handle(buf: bytes, pos: int) -> tuple[BlockHandle, int]:
+    offset, pos = decode_varint(buf, pos, "block handle")
+    size, pos = decode_varint(buf, pos, "block handle")
+    return BlockHandle(offset, size), pos
+
+
+def has_table_footer(data: bytes) -> bool:
+    return len(data) >= FOOTER_SIZE and data[-8:] == MAGIC_BYTES
+
+
+def _read_block(data: bytes, handle: BlockHandle, source: str) -> bytes:
+    end = handle.offset + handle.size + BLOCK_TRAILER_SIZE
+    if end > len(data) - FOOTER_SIZE:
+        raise CorruptCheckpoint(f"{source}: block at offset {handle.offset} runs past the end of the file")
+    contents = data[handle.offset : handle.offset + handle.size]
+    block_type = data[handle.offset + handle.size]
+    stored = decode_fixed32(data, handle.offset + handle.size + 1)
+    if unmask(stored) != crc32c(data[handle.offset : handle.offset + handle.size + 1]):
+        raise CorruptCheckpoint(f"{source}: block checksum mismatch at offset {handle.offset}")
+    if block_type == _SNAPPY:
+        raise Unsupported(
+            f"{source}: Snappy-compressed table blocks are not supported",
+            hint="this file was written by TensorFlow 1.1 or older; re-save it with a newer TensorFlow",
+        )
+    if block_type != _NO_COMPRESSION:
+        raise CorruptCheckpoint(f"{source}: unknown block compression type {block_type}")
+    return contents
+
+
+def iter_block(contents: bytes, source: str) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) pairs of one block, in stored order."""
+    if len(contents) < 4:
+        raise CorruptCheckpoint(f"{source}: block too short")
+    num_restarts = decode_fixed32(contents, len(contents) - 4)
+    restarts_at = len(contents) - 4 - 4 * num_restarts
+    if num_restarts == 0 and len(contents) > 4 or restarts_at < 0:
+        raise CorruptCheckpoint(f"{source}: bad restart array")
+    pos = 0
+    key = b""
+    while pos < restarts_at:
+        shared, pos = decode_varint(contents, pos, "block entry")
+        non_shared, pos = decode_varint(contents, pos, "block entry")
+        value_len, pos = decode_varint(contents, pos, "block entry")
+        if shared > len(key) or pos + non_shared + value_len > restarts_at:
+            raise CorruptCheckpoint(f"{source}: block entry overruns its block")
+        key = key[:shared] + contents[pos : pos + non_shared]
+        pos += non_shared
+        yield key, contents[pos : pos + value_len]
+        pos += value_len
+
+
+def read_table(data: bytes, source: str = "table") -> list[tuple[bytes, bytes]]:
+    """Every (key, value) of a table held in `data`, checking CRCs and key order."""
+    if len(data) < FOOTER_SIZE:
+        raise CorruptCheckpoint(f"{source}: file too short to be a checkpoint table ({len(data)} bytes)")
+    if data[-8:] != MAGIC_BYTES:
+        raise CorruptCheckpoint(f"{source}: not a checkpoint table (bad magic number)")
+    footer = data[-FOOTER_SIZE:]
+    _metaindex, pos = _decode_handle(footer, 0)
+    index_handle, _ = _decode_handle(footer, pos)
+    index = _read_block(data, index_handle, source)
+    entries: list[tuple[bytes, bytes]] = []
+    previous: bytes | None = None
+    for _separator, handle_bytes in iter_block(index, source):
+        handle, _ = _decode_handle(handle_bytes, 0)
+        for key, value in iter_block(_read_block(data, handle, source), source):
+            if previous is not None and key <= previous:
+                raise CorruptCheckpoint(f"{source}: keys out of order")
+            previous = key
+            entries.append((key, value))
+    return entries
+
+
+def read_first_entry(head: bytes) -> tuple[bytes, bytes] | None:
+    """The first (key, value) of a table from its first bytes, without CRC checks.
+
+    Cheap look at a bundle's header for directory listings; None if unreadable.
+    """
+    try:
+        shared, pos = decode_varint(head, 0)
+        non_shared, pos = decode_varint(head, pos)
+        value_len, pos = decode_varint(head, pos)
+    except CorruptCheckpoint:
+        return None
+    if shared != 0 or pos + non_shared + value_len > len(head):
+        return None
+    return head[pos : pos + non_shared], head[pos + non_shared : pos + non_shared + value_len]
+
+
+class _BlockBuilder:
+    def __init__(self, restart_interval: int):
+        self.restart_interval = restart_interval
+        self.reset()
+
+    def reset(self) -> None:
+        self.buffer = bytearray()
+        self.restarts = [0]
+        self.counter = 0
+        self.last_key = b""
+
+    def empty(self) -> bool:
+        return not self.buffer
+
+    def size_estimate(self) -> int:
+        return len(self.buffer) + 4 * len(self.restarts) + 4
+
+    def add(self, key: bytes, value: bytes) -> None:
+        shared = 0
+        if self.counter < self.restart_interval:
+            limit = min(len(key), len(self.last_key))
+            while shared < limit and key[shared] == self.last_key[shared]:
+                shared += 1
+        else:
+            self.restarts.append(len(self.buffer))
+            self.counter = 0
+        self.buffer += encode_varint(shared) + encode_varint(len(key) - shared) + encode_varint(len(value))
+        self.buffer += key[shared:] + value
+        self.last_key = key
+        self.counter += 1
+
+    def finish(self) -> bytes:
+        out = self.buffer + b"".join(encode_fixed32(r) for r in self.restarts)
+        out += encode_fixed32(len(self.restarts))
+        return bytes(out)
+
+
+def shortest_separator(start: bytes, limit: bytes) -> bytes:
+    """A short key k with start <= k < limit, as LevelDB's BytewiseComparator picks it."""
+    common = 0
+    min_len = min(len(start), len(limit))
+    while common < min_len and start[common] == limit[common]:
+        common += 1
+    if common < min_len:
+        byte = start[common]
+        if byte < 0xFF and byte + 1 < limit[common]:
+            return start[:common] + bytes([byte + 1])
+    return start
+
+
+def short_successor(key: bytes) -> bytes:
+    """A short key >= `key`: its first non-0xFF byte incremented, the rest cut."""
+    for i, byte in enumerate(key):
+        if byte != 0xFF:
+            return key[:i] + bytes([byte + 1])
+    return key
+
+
+def build_table(items: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Serialize (key, value) pairs, keys strictly increasing, as TensorFlow's TableBuilder does."""
+    out = bytearray()
+    data_block = _BlockBuilder(RESTART_INTERVAL)
+    index_block = _BlockBuilder(1)
+    pending: BlockHandle | None = None
+    last_key: bytes | None = None
+
+    def write_block(block: _BlockBuilder) -> BlockHandle:
+        contents = block.finish() + bytes([_NO_COMPRESSION])
+        handle = BlockHandle(len(out), len(contents) - 1)
+        out.extend(contents)
+        out.extend(encode_fixed32(mask(crc32c(contents))))
+        block.reset()
+        return handle
+
+    for key, value in items:
+        if last_key is not None and key <= last_key:
+            raise ValueError(f"table keys must be strictly increasing: {key!r} after {last_key!r}")
+        # TensorFlow flushes a non-empty block before an entry that alone
+        # would exceed two blocks' worth.
+        if len(key) + len(value) >= 2 * BLOCK_SIZE and not data_block.empty():
+            pending = write_block(data_block)
+        if pending is not None:
+            index_block.add(shortest_separator(last_key, key), pending.encode())
+            pending = None
+        data_block.add(key, value)
+        last_key = key
+        if data_block.size_estimate() >= BLOCK_SIZE:
+            pending = write_block(data_block)
+    if not data_block.empty():
+        pending = write_block(data_block)
+    if pending is not None:
+        index_block.add(short_successor(last_key), pending.encode())
+    metaindex = write_block(_BlockBuilder(RESTART_INTERVAL))
+    index = write_block(index_block)
+    footer = (metaindex.encode() + index.encode()).ljust(40, b"\0") + MAGIC_BYTES
+    out.extend(footer)
+    return bytes(out)
