@@ -267,6 +267,20 @@ class Bundle:
             out[slice_bounds(extents, var.shape)] = piece
         return out
 
+    def iter_value_chunks(self, var: Variable) -> Iterator[np.ndarray]:
+        """The variable's values as 1-D chunks, slice by slice (order is not the logical order)."""
+        for part in var.parts:
+            if part.dtype.fixed_width:
+                yield from self.iter_fixed_chunks(part)
+            else:
+                yield self.read_part(part).reshape(-1)
+
+    def check_variable(self, var: Variable) -> int:
+        """Read every stored part of `var`, checking CRCs; the number of bytes checked."""
+        for part in var.parts:
+            self.check(part)
+        return sum(part.size for part in var.parts)
+
     def object_graph_bytes(self) -> bytes | None:
         var = self.variable(OBJECT_GRAPH_KEY)
         if var is None or var.dtype.code != STRING or var.shape != ():

@@ -1,0 +1,44 @@
+"""`ckpttool latest DIR`: the newest checkpoint prefix, as TensorFlow names it."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from ckpttool.cli import render
+from ckpttool.cli.errors import EXIT_NEGATIVE
+from ckpttool.cli.options import Directory, Json
+
+
+def command(
+    directory: Directory,
+    absolute: Annotated[bool, typer.Option("--absolute", help="Print an absolute path.")] = False,
+    step: Annotated[bool, typer.Option("--step", help="Print the step number only.")] = False,
+    json_out: Json = False,
+):
+    """Print the newest checkpoint in DIR (what tf.train.latest_checkpoint returns).
+
+    Still answers when the directory was moved or its state file is missing or
+    broken (with a warning). Exit 1 when there is no checkpoint.
+    """
+    from ckpttool.ops.latest import find_latest
+
+    result = find_latest(directory)
+    for warning in result.warnings:
+        render.warn(warning)
+    shown = result.prefix if absolute else result.latest
+    if json_out:
+        render.emit_json("latest", {"directory": directory, "latest": shown, "step": result.step,
+                                    "source": result.source})
+    elif result.latest is None:
+        print(f"no checkpoint in {directory}", file=sys.stderr)
+    elif step:
+        if result.step is None:
+            render.warn(f"{os.path.basename(result.prefix)} has no step number")
+            return EXIT_NEGATIVE
+        render.print_lines([str(result.step)])
+    else:
+        render.print_lines([shown])
+    return 0 if result.latest is not None else EXIT_NEGATIVE

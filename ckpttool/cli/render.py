@@ -1,0 +1,128 @@
+"""Output for people (Rich tables, markup off) and for machines (one JSON document).
+
+JSON conventions (DESIGN.md): `schema_version` and `command` first;
+non-finite floats as "NaN"/"Infinity"/"-Infinity"; bytes as UTF-8 text when
+valid, else {"base64": ...}; complex numbers as [re, im].
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import sys
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+SCHEMA_VERSION = 1
+_settings = {"no_color": False}
+
+
+def set_no_color(value: bool) -> None:
+    _settings["no_color"] = value
+
+
+def _no_color() -> bool:
+    return _settings["no_color"] or bool(os.environ.get("NO_COLOR"))
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output is read by programs and pagers: never wrap it at 80 columns.
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 100_000
+    return Console(stderr=stderr, markup=False, highlight=False, emoji=False, no_color=_no_color(),
+                   soft_wrap=False, width=width)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _float(value: float) -> float | str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def jsonable(value: Any) -> Any:
+    """Convert numpy values, bytes, complex and non-finite floats to JSON-safe values."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        if value.dtype == object or value.dtype.kind in "cfSU":
+            return [jsonable(v) for v in value] if value.ndim else jsonable(value.item())
+        return value.tolist()
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, (complex, np.complexfloating)):
+        return [_float(float(value.real)), _float(float(value.imag))]
+    if isinstance(value, (float, np.floating)):
+        return _float(float(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def emit_json(command: str, document: dict) -> None:
+    payload = {"schema_version": SCHEMA_VERSION, "command": command, **document}
+    sys.stdout.write(json.dumps(jsonable(payload), ensure_ascii=False, allow_nan=False, indent=2) + "\n")
+
+
+def iso_utc(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def local_time(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def human_bytes(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+def yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def print_table(columns: Iterable[str], rows: Iterable[Iterable[Any]], *, right: Iterable[str] = (),
+                title: str | None = None) -> None:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    right = set(right)
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(str(cell)) for cell in row))
+    console().print(table)
+
+
+def print_lines(lines: Iterable[str]) -> None:
+    for line in lines:
+        sys.stdout.write(line + "\n")

@@ -1,0 +1,130 @@
+"""Summaries of graphs stored beside checkpoints: `P.meta` (MetaGraphDef) and
+SavedModel's `saved_model.pb` / `.pbtxt`, read with our own protos."""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ckpttool.errors import CorruptCheckpoint, NotFound, Unsupported
+from ckpttool.formats.dtypes import dtype_from_code
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    key: str
+    name: str
+    dtype: str
+    shape: list[int] | None  # None when the rank is unknown; -1 for unknown dimensions
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    method_name: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+@dataclass(frozen=True)
+class MetaGraphSummary:
+    tags: list[str]
+    tensorflow_version: str
+    num_nodes: int
+    num_functions: int
+    op_counts: dict[str, int]
+    collections: dict[str, int]  # name -> number of items
+    saver_def: dict | None
+    signatures: list[Signature] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MetaSummary:
+    path: str
+    kind: str  # "meta_graph" | "saved_model"
+    meta_graphs: list[MetaGraphSummary]
+
+
+def _dtype_name(code: int) -> str:
+    try:
+        return dtype_from_code(code).name
+    except Unsupported:
+        return {0: "invalid", 20: "resource"}.get(code, f"dtype_{code}")
+
+
+def _tensor_spec(key: str, info) -> TensorSpec:
+    shape = None if info.tensor_shape.unknown_rank else [d.size for d in info.tensor_shape.dim]
+    name = info.name if info.WhichOneof("encoding") == "name" else info.WhichOneof("encoding") or ""
+    return TensorSpec(key, name, _dtype_name(info.dtype), shape)
+
+
+def _collection_size(collection) -> int:
+    kind = collection.WhichOneof("kind")
+    return len(getattr(collection, kind).value) if kind else 0
+
+
+def summarize_meta_graph(meta) -> MetaGraphSummary:
+    ops = Counter(node.op for node in meta.graph_def.node)
+    saver = None
+    if meta.HasField("saver_def"):
+        s = meta.saver_def
+        saver = {
+            "filename_tensor_name": s.filename_tensor_name,
+            "save_tensor_name": s.save_tensor_name,
+            "restore_op_name": s.restore_op_name,
+            "max_to_keep": s.max_to_keep,
+            "sharded": s.sharded,
+            "keep_checkpoint_every_n_hours": s.keep_checkpoint_every_n_hours,
+            "version": ["LEGACY", "V1", "V2"][s.version] if 0 <= s.version <= 2 else s.version,
+        }
+    signatures = [
+        Signature(
+            name,
+            sig.method_name,
+            [_tensor_spec(k, sig.inputs[k]) for k in sorted(sig.inputs)],
+            [_tensor_spec(k, sig.outputs[k]) for k in sorted(sig.outputs)],
+        )
+        for name, sig in sorted(meta.signature_def.items())
+    ]
+    return MetaGraphSummary(
+        tags=list(meta.meta_info_def.tags),
+        tensorflow_version=meta.meta_info_def.tensorflow_version,
+        num_nodes=len(meta.graph_def.node),
+        num_functions=len(meta.graph_def.library.function),
+        op_counts=dict(sorted(ops.items(), key=lambda item: (-item[1], item[0]))),
+        collections={name: _collection_size(c) for name, c in sorted(meta.collection_def.items())},
+        saver_def=saver,
+        signatures=signatures,
+    )
+
+
+def _parse_into(message, path: str):
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise NotFound(f"no graph file at {path}") from None
+    except OSError as exc:
+        raise NotFound(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if path.endswith(".pbtxt"):
+            from google.protobuf import text_format
+
+            text_format.Parse(data.decode("utf-8"), message, allow_unknown_field=True)
+        else:
+            message.ParseFromString(data)
+    except Exception as exc:  # protobuf's DecodeError / ParseError / UnicodeDecodeError
+        raise CorruptCheckpoint(f"{path}: unparseable {type(message).__name__} ({exc})") from None
+    return message
+
+
+def read_meta_summary(path: str) -> MetaSummary:
+    from ckpttool.formats.protos import graph_pb2
+
+    if os.path.basename(path).startswith("saved_model."):
+        if path.endswith(".cpb"):
+            raise Unsupported(f"{path}: chunked SavedModels (over 2 GB) are not supported")
+        saved = _parse_into(graph_pb2.SavedModel(), path)
+        return MetaSummary(path, "saved_model", [summarize_meta_graph(m) for m in saved.meta_graphs])
+    meta = _parse_into(graph_pb2.MetaGraphDef(), path)
+    return MetaSummary(path, "meta_graph", [summarize_meta_graph(meta)])

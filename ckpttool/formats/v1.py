@@ -1,0 +1,134 @@
+"""Reader of the old V1 checkpoint format: one table file per checkpoint.
+
+Key "" holds SavedTensorSliceMeta (names, dtypes, shapes, stored slices);
+every other key is a slice key whose value is a SavedSlice with a
+TensorProto (FORMAT.md §7). Like tf.train.load_checkpoint we read variables
+stored as one full slice and refuse sliced (partitioned) ones.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+
+from ckpttool.errors import CorruptCheckpoint, NotFound, Unsupported
+from ckpttool.formats.bundle import _extents, _parse, _shape
+from ckpttool.formats.dtypes import STRING, dtype_from_code
+from ckpttool.formats.ordered_code import decode_slice_key
+from ckpttool.formats.protos import checkpoint_pb2 as pb
+from ckpttool.formats.table import read_table
+from ckpttool.formats.variables import Variable
+
+# TensorProto's typed field for each dtype kind, when tensor_content is empty.
+_TYPED_FIELDS = {
+    1: "float_val", 2: "double_val", 3: "int_val", 4: "int_val", 5: "int_val", 6: "int_val",
+    7: "string_val", 8: "scomplex_val", 9: "int64_val", 10: "bool_val", 11: "int_val", 12: "int_val",
+    13: "int_val", 14: "half_val", 15: "int_val", 16: "int_val", 17: "int_val", 18: "dcomplex_val",
+    19: "half_val", 22: "uint32_val", 23: "uint64_val",
+}
+
+
+def _is_full(extents, shape) -> bool:
+    return all(length == -1 or (start == 0 and length == size) for (start, length), size in zip(extents, shape))
+
+
+def tensor_from_proto(proto: pb.TensorProto, dtype_code: int, shape: tuple[int, ...], what: str) -> np.ndarray:
+    dtype = dtype_from_code(dtype_code)
+    count = int(np.prod(shape, dtype=np.int64))
+    if dtype.code == STRING:
+        values = list(proto.string_val)
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+    elif proto.tensor_content:
+        array = dtype.decode(np.frombuffer(proto.tensor_content, dtype=np.dtype(dtype.storage)))
+    else:
+        field = _TYPED_FIELDS.get(dtype.code)
+        if field is None:
+            raise Unsupported(f"{what}: V1 values of dtype {dtype.name} are not supported")
+        raw = list(getattr(proto, field))
+        if dtype.kind == "complex":
+            pairs = np.array(raw, dtype=np.float64).reshape(-1, 2)
+            array = (pairs[:, 0] + 1j * pairs[:, 1]).astype(dtype.storage)
+        elif field == "half_val":
+            array = dtype.decode(np.array(raw, dtype=np.uint16).view(dtype.storage))
+        else:
+            array = np.array(raw).astype(dtype.storage)
+    if array.size != count:
+        if array.size == 0 or array.size > count:
+            raise CorruptCheckpoint(f"{what}: holds {array.size} values for shape {list(shape)}")
+        # TensorProto repeats its last value to fill the shape.
+        array = np.concatenate([array, np.repeat(array[-1:], count - array.size)])
+    return array.reshape(shape)
+
+
+class V1Checkpoint:
+    """An open V1 checkpoint file (read whole: these files predate large models)."""
+
+    format = "v1"
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        try:
+            with open(prefix, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise NotFound(f"cannot read {prefix}: {exc.strerror}") from None
+        source = os.path.basename(prefix)
+        items = read_table(data, source)
+        if not items or items[0][0] != b"":
+            raise CorruptCheckpoint(f"{source}: no V1 checkpoint header")
+        header = _parse(pb.SavedTensorSlices, items[0][1], source)
+        self._slices: dict[str, list[tuple[tuple, bytes]]] = {}
+        for key, value in items[1:]:
+            name, extents = decode_slice_key(key)
+            self._slices.setdefault(name.decode("utf-8", "surrogateescape"), []).append((extents, value))
+        self.variables = []
+        for meta in header.meta.tensor:
+            shape = _shape(meta.shape, meta.name)
+            slices = tuple(_extents(s) for s in meta.slice)
+            partitioned = not (len(slices) == 1 and _is_full(slices[0], shape))
+            self.variables.append(Variable(meta.name, dtype_from_code(meta.type), shape, (),
+                                           slices if partitioned else ()))
+        self.variables.sort(key=lambda v: v.name.encode("utf-8", "surrogateescape"))
+
+    def variable(self, name: str) -> Variable | None:
+        return next((v for v in self.variables if v.name == name), None)
+
+    def data_files(self) -> list[str]:
+        return [self.prefix]
+
+    def read(self, var: Variable) -> np.ndarray:
+        if var.partitioned:
+            raise Unsupported(
+                f"{var.name!r} is sliced (partitioned) in a V1 checkpoint; like TensorFlow's reader, "
+                "ckpttool reads only unsliced V1 tensors",
+                hint="restore it with tf.compat.v1.train.Saver and re-save in the V2 format",
+            )
+        stored = self._slices.get(var.name)
+        if not stored:
+            raise CorruptCheckpoint(f"{os.path.basename(self.prefix)}: no data for {var.name!r}")
+        saved = _parse(pb.SavedTensorSlices, stored[0][1], var.name).data
+        return tensor_from_proto(saved.data, var.dtype.code, var.shape, var.name)
+
+    def iter_value_chunks(self, var: Variable) -> Iterator[np.ndarray]:
+        yield self.read(var).reshape(-1)
+
+    def check_variable(self, var: Variable) -> int:
+        """Decode the variable (the table's CRCs were checked on open); bytes checked."""
+        if var.partitioned:
+            return 0
+        value = self.read(var)
+        return value.nbytes if value.dtype != object else sum(len(v) for v in value.reshape(-1))
+
+    def object_graph_bytes(self) -> bytes | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "V1Checkpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,110 @@
+"""`inspect`: the variables of a checkpoint, with optional statistics, values,
+slices, object paths and a summary of the graph stored beside it."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ckpttool.errors import UsageProblem
+from ckpttool.formats.meta import MetaSummary, read_meta_summary
+from ckpttool.formats.object_graph import key_object_paths, parse_object_graph
+from ckpttool.formats.reader import open_checkpoint
+from ckpttool.formats.variables import format_slice, slice_shape
+from ckpttool.ops.stats import TensorStats, stats_of_chunks
+from ckpttool.ops.targets import Target, resolve_target
+
+
+@dataclass(frozen=True)
+class SliceInfo:
+    spec: str  # TensorFlow's slice spec, e.g. "0,3:-"
+    shape: tuple[int, ...]
+    shard_id: int | None
+
+
+@dataclass(frozen=True)
+class VariableReport:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    num_elements: int
+    size_bytes: int
+    partitioned: bool
+    internal: bool
+    num_slices: int
+    slices: tuple[SliceInfo, ...] | None = None
+    stats: TensorStats | None = None
+    value: np.ndarray | None = None
+    object_path: str | None = None
+
+
+@dataclass(frozen=True)
+class InspectReport:
+    target: Target
+    checkpoint: str
+    format: str
+    variables: tuple[VariableReport, ...]
+    num_variables: int
+    total_elements: int
+    total_bytes: int
+    meta: MetaSummary | None
+    has_object_graph: bool
+
+
+def _compile(pattern: str | None):
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise UsageProblem(f"bad --filter regular expression {pattern!r}: {exc}") from None
+
+
+def inspect_checkpoint(
+    target_path: str,
+    *,
+    pattern: str | None = None,
+    include_internal: bool = False,
+    with_stats: bool = False,
+    with_values: bool = False,
+    with_slices: bool = False,
+    with_meta: bool = False,
+    with_object_paths: bool = False,
+) -> InspectReport:
+    regex = _compile(pattern)
+    target = resolve_target(target_path)
+    with open_checkpoint(target.prefix, target.format) as reader:
+        object_paths: dict[str, str] = {}
+        graph_bytes = reader.object_graph_bytes()
+        if with_object_paths and graph_bytes is not None:
+            object_paths = key_object_paths(parse_object_graph(graph_bytes))
+        reports = []
+        for var in reader.variables:
+            if var.internal and not include_internal:
+                continue
+            if regex and not regex.search(var.name):
+                continue
+            stats = None
+            if with_stats and var.dtype.kind in ("float", "int", "uint", "bool"):
+                stats = stats_of_chunks(reader.iter_value_chunks(var))
+            slices = None
+            if with_slices and var.partitioned:
+                slices = tuple(
+                    SliceInfo(format_slice(ext), slice_shape(ext, var.shape), part.shard_id if var.parts else None)
+                    for ext, part in zip(var.slices, var.parts or [None] * len(var.slices))
+                )
+            reports.append(VariableReport(
+                name=var.name, dtype=var.dtype.name, shape=var.shape, num_elements=var.num_elements,
+                size_bytes=var.size_bytes, partitioned=var.partitioned, internal=var.internal,
+                num_slices=len(var.slices), slices=slices, stats=stats, value=reader.read(var) if with_values else None,
+                object_path=object_paths.get(var.name),
+            ))
+    meta = read_meta_summary(target.meta_path) if with_meta and target.meta_path else None
+    if with_meta and not target.meta_path:
+        meta = None
+    return InspectReport(
+        target=target, checkpoint=target.prefix, format=target.format, variables=tuple(reports),
+        num_variables=len(reports), total_elements=sum(r.num_elements for r in reports),
+        total_bytes=sum(r.size_bytes for r in reports), meta=meta, has_object_graph=graph_bytes is not None,
+    )

@@ -1,0 +1,59 @@
+"""The newest checkpoint of a directory, as tf.train.latest_checkpoint finds
+it, and also when TensorFlow would give up (moved directory, no or broken
+state file)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ckpttool.errors import NotFound
+from ckpttool.ops.scan import DirectoryScan, scan_directory, split_step
+
+
+@dataclass(frozen=True)
+class LatestResult:
+    directory: str  # as given
+    latest: str | None  # the string tf.train.latest_checkpoint would return
+    prefix: str | None  # absolute prefix
+    step: int | None
+    source: str | None  # "state" | "relocated" | "scan"
+    warnings: tuple[str, ...]
+
+
+def _checkpoint_exists(prefix: str) -> bool:
+    return os.path.isfile(prefix + ".index") or os.path.isfile(prefix)
+
+
+def find_latest(directory: str, scan: DirectoryScan | None = None) -> LatestResult:
+    if not os.path.isdir(directory):
+        raise NotFound(f"no such directory: {directory}")
+    scan = scan or scan_directory(directory)
+    warnings: list[str] = []
+    state = scan.state
+    if scan.state_error:
+        warnings.append(f"{scan.state_error}; using the newest complete checkpoint on disk")
+    elif state is not None and state.model_checkpoint_path:
+        recorded = state.model_checkpoint_path
+        as_tf = recorded if os.path.isabs(recorded) else os.path.join(directory, recorded)
+        inside = scan.by_name(scan.state_latest) if scan.state_latest else None
+        if _checkpoint_exists(as_tf) and inside is not None:
+            return _result(directory, as_tf, inside.prefix, "state", warnings)
+        if inside is not None and _checkpoint_exists(inside.prefix):
+            warnings.append(f"state file names {recorded}, which does not exist; "
+                            f"using {inside.name} found in {directory}")
+            return _result(directory, os.path.join(directory, inside.name), inside.prefix, "relocated", warnings)
+        warnings.append(f"state file names {recorded}, which is not in {directory}; "
+                        "using the newest complete checkpoint on disk")
+    elif state is None:
+        if scan.checkpoints:
+            warnings.append(f"no state file in {directory}; using the newest complete checkpoint on disk")
+    else:
+        warnings.append("state file names no latest checkpoint; using the newest complete checkpoint on disk")
+    newest = scan.latest
+    if newest is None:
+        return LatestResult(directory, None, None, None, None, tuple(warnings))
+    return _result(directory, os.path.join(directory, newest.name), newest.prefix, "scan", warnings)
+
+
+def _result(directory, shown, prefix, source, warnings) -> LatestResult:
+    return LatestResult(directory, shown, prefix, split_step(os.path.basename(prefix))[1], source, tuple(warnings))

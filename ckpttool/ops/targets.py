@@ -1,0 +1,67 @@
+"""Turns any TARGET a user may type into a checkpoint to read (DESIGN.md
+"Targets"): a prefix, one of its files, a run directory, or a SavedModel."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from ckpttool.errors import NotFound
+from ckpttool.formats.reader import detect_format
+
+_SUFFIX_RE = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb")
+
+
+@dataclass(frozen=True)
+class Target:
+    prefix: str
+    format: str  # "v2" | "v1"
+    meta_path: str | None  # the graph beside it: P.meta or saved_model.pb
+    saved_model_dir: str | None
+
+
+def _saved_model_graph(directory: str) -> str | None:
+    for name in SAVED_MODEL_FILES:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _saved_model_target(directory: str, graph: str) -> Target:
+    prefix = os.path.join(directory, "variables", "variables")
+    if not os.path.isfile(prefix + ".index"):
+        raise NotFound(f"SavedModel {directory} has no variables (looked for {prefix}.index)")
+    return Target(prefix, "v2", graph, directory)
+
+
+def resolve_target(path: str) -> Target:
+    from ckpttool.ops.latest import find_latest
+
+    if os.path.isdir(path):
+        graph = _saved_model_graph(path)
+        if graph:
+            return _saved_model_target(path, graph)
+        latest = find_latest(path)
+        if latest.prefix is None:
+            raise NotFound(f"no checkpoint in directory {path} (looked for a state file, *.index files, "
+                           "V1 checkpoint files and saved_model.pb)")
+        return _prefix_target(latest.prefix)
+    if os.path.basename(path) in SAVED_MODEL_FILES and os.path.isfile(path):
+        return _saved_model_target(os.path.dirname(path) or ".", path)
+    match = _SUFFIX_RE.search(path)
+    if match:
+        prefix = path[: match.start()]
+        if os.path.isfile(prefix + ".index") or os.path.isfile(prefix):
+            return _prefix_target(prefix)
+    if os.path.isfile(path + ".index") or os.path.isfile(path):
+        return _prefix_target(path)
+    raise NotFound(f"no checkpoint at {path} (looked for {path}.index, a V1 checkpoint file {path}, "
+                   "a run directory and a SavedModel)")
+
+
+def _prefix_target(prefix: str) -> Target:
+    fmt = detect_format(prefix)
+    meta = prefix + ".meta"
+    return Target(prefix, fmt, meta if os.path.isfile(meta) else None, None)
