@@ -1,0 +1,86 @@
+"""Shared fixtures: TensorFlow-written checkpoints (built once per session in a
+subprocess), the TensorFlow oracle, and helpers to run the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tf_fixtures")
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "tf_fixtures.py"), str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def manifest(fixtures_dir) -> dict:
+    return json.loads((fixtures_dir / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tf():
+    import tensorflow
+
+    tensorflow.get_logger().setLevel("ERROR")
+    return tensorflow
+
+
+@pytest.fixture
+def copy_fixture(fixtures_dir, tmp_path):
+    """A private copy of one fixture directory, safe to damage."""
+    def copy(name: str) -> Path:
+        dest = tmp_path / name
+        shutil.copytree(fixtures_dir / name, dest, symlinks=True)
+        return dest
+    return copy
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+def run_cli(*args: str) -> CliResult:
+    """Run ckpttool in-process (fast); stdout and stderr kept apart."""
+    from ckpttool.cli.app import app, hoist_global_flags
+
+    runner = CliRunner()
+    result = runner.invoke(app, hoist_global_flags([str(a) for a in args]), catch_exceptions=False)
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def run_subprocess(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m ckpttool` as users do (for import checks, signals, real streams)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "ckpttool", *map(str, args)], capture_output=True,
+                          text=True, env=full_env, **kwargs)
+
+
+def assert_one_line_error(result, code: int) -> None:
+    """A user error: the documented exit code, one `error:` line (plus an optional hint), no traceback."""
+    stderr = result.stderr
+    assert result.exit_code == code if hasattr(result, "exit_code") else result.returncode == code, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, stderr
+    assert all(line.startswith(("error: ", "hint: ", "warning: ")) for line in lines), stderr
