@@ -151,8 +151,8 @@ def every_dtype(out):
 
 
 def many_vars(out):
-    """6001 small tensors: an index with more than one data block."""
-    names = [f"layer_{i:05d}/weights" for i in range(6001)]
+    """12000 small tensors: an index with more than one data block."""
+    names = [f"layer_{i:05d}/weights" for i in range(12000)]
     values = [tf.constant(np.full((3,), i, np.float32)) for i in range(len(names))]
     tf.raw_ops.SaveV2(prefix=os.path.join(out, "many"), tensor_names=names,
                       shape_and_slices=[""] * len(names), tensors=values)

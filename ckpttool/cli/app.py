@@ -9,7 +9,7 @@ import typer
 from ckpttool import __version__
 from ckpttool.cli import render
 from ckpttool.cli.commands import inspect, latest, ls, verify
-from ckpttool.cli.errors import handle_errors
+from ckpttool.cli.errors import handle_errors, set_debug
 
 app = typer.Typer(
     name="ckpttool",
@@ -40,10 +40,7 @@ def root(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Inspect, verify, prune and convert TensorFlow checkpoint directories."""
-    import os
-
-    if debug:
-        os.environ["CKPTTOOL_DEBUG"] = "1"
+    set_debug(debug)
     render.set_no_color(no_color)
 
 

@@ -22,8 +22,16 @@ EXIT_INTERRUPTED = 130
 _EXIT_BY_ERROR = ((UsageProblem, EXIT_USAGE), (BadInput, EXIT_BAD_INPUT), (Refused, EXIT_REFUSED))
 
 
+_debug_flag = {"on": False}
+
+
+def set_debug(value: bool) -> None:
+    """Set by the --debug option on each invocation."""
+    _debug_flag["on"] = value
+
+
 def debug_enabled() -> bool:
-    return os.environ.get("CKPTTOOL_DEBUG", "") not in ("", "0")
+    return _debug_flag["on"] or os.environ.get("CKPTTOOL_DEBUG", "") not in ("", "0")
 
 
 def exit_code_for(exc: BaseException) -> int:

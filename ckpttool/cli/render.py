@@ -40,6 +40,11 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def warn_all(messages: Iterable[str]) -> None:
+    for message in messages:
+        warn(message)
+
+
 def _float(value: float) -> float | str:
     if math.isnan(value):
         return "NaN"

@@ -36,7 +36,9 @@ def find_latest(directory: str, scan: DirectoryScan | None = None) -> LatestResu
         recorded = state.model_checkpoint_path
         as_tf = recorded if os.path.isabs(recorded) else os.path.join(directory, recorded)
         inside = scan.by_name(scan.state_latest) if scan.state_latest else None
-        if _checkpoint_exists(as_tf) and inside is not None:
+        points_inside = inside is not None and os.path.realpath(os.path.dirname(as_tf)) == os.path.realpath(
+            scan.directory)
+        if points_inside and _checkpoint_exists(as_tf):
             return _result(directory, as_tf, inside.prefix, "state", warnings)
         if inside is not None and _checkpoint_exists(inside.prefix):
             warnings.append(f"state file names {recorded}, which does not exist; "

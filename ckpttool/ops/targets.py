@@ -19,6 +19,7 @@ class Target:
     format: str  # "v2" | "v1"
     meta_path: str | None  # the graph beside it: P.meta or saved_model.pb
     saved_model_dir: str | None
+    warnings: tuple[str, ...] = ()  # e.g. how a directory's latest checkpoint had to be found
 
 
 def _saved_model_graph(directory: str) -> str | None:
@@ -47,7 +48,7 @@ def resolve_target(path: str) -> Target:
         if latest.prefix is None:
             raise NotFound(f"no checkpoint in directory {path} (looked for a state file, *.index files, "
                            "V1 checkpoint files and saved_model.pb)")
-        return _prefix_target(latest.prefix)
+        return _prefix_target(latest.prefix, latest.warnings)
     if os.path.basename(path) in SAVED_MODEL_FILES and os.path.isfile(path):
         return _saved_model_target(os.path.dirname(path) or ".", path)
     match = _SUFFIX_RE.search(path)
@@ -61,7 +62,7 @@ def resolve_target(path: str) -> Target:
                    "a run directory and a SavedModel)")
 
 
-def _prefix_target(prefix: str) -> Target:
+def _prefix_target(prefix: str, warnings: tuple[str, ...] = ()) -> Target:
     fmt = detect_format(prefix)
     meta = prefix + ".meta"
-    return Target(prefix, fmt, meta if os.path.isfile(meta) else None, None)
+    return Target(prefix, fmt, meta if os.path.isfile(meta) else None, None, warnings)

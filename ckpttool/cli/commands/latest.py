@@ -26,8 +26,7 @@ def command(
     from ckpttool.ops.latest import find_latest
 
     result = find_latest(directory)
-    for warning in result.warnings:
-        render.warn(warning)
+    render.warn_all(result.warnings)
     shown = result.prefix if absolute else result.latest
     if json_out:
         render.emit_json("latest", {"directory": directory, "latest": shown, "step": result.step,

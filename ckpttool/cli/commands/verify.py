@@ -11,6 +11,7 @@ def command(target: TargetArg, json_out: Json = False, quiet: Quiet = False):
     from ckpttool.ops.verify import verify_checkpoint
 
     report = verify_checkpoint(target)
+    render.warn_all(report.target.warnings)
     if json_out:
         render.emit_json("verify", {
             "checkpoint": report.checkpoint, "ok": report.ok, "checked_tensors": report.checked_tensors,

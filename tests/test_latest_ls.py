@@ -1,0 +1,131 @@
+"""`latest` agrees with tf.train.latest_checkpoint, and keeps answering where
+TensorFlow gives up; `ls` shows everything a crashed or moved run leaves."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+from tests.conftest import run_cli
+
+RUN_DIRS = ["saver_run", "sharded", "partitioned", "tf2_manager", "v1_format", "ema_run"]
+
+
+@pytest.mark.parametrize("name", RUN_DIRS)
+def test_latest_prints_what_tensorflow_returns(fixtures_dir, tf, name):
+    directory = str(fixtures_dir / name)
+    expected = tf.train.latest_checkpoint(directory)
+    assert expected is not None
+    result = run_cli("latest", directory)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == expected
+    assert result.stderr == ""
+    doc = run_cli("latest", "--json", directory).json()
+    assert doc["latest"] == expected and doc["source"] == "state"
+
+
+def test_latest_relative_directory_matches_tensorflow(fixtures_dir, tf, monkeypatch):
+    monkeypatch.chdir(fixtures_dir)
+    assert run_cli("latest", "tf2_manager/").stdout.strip() == tf.train.latest_checkpoint("tf2_manager/")
+    assert run_cli("latest", "--step", "tf2_manager").stdout.strip() == "3"
+    assert run_cli("latest", "--absolute", "tf2_manager").stdout.strip() == str(fixtures_dir / "tf2_manager" / "ckpt-3")
+
+
+def test_latest_after_directory_moved(copy_fixture, tmp_path, tf):
+    run = copy_fixture("saver_run")  # its state file holds absolute paths into the fixture dir
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(run), moved)
+    state = (moved / "checkpoint").read_text()
+    assert str(moved) not in state
+    result = run_cli("latest", "--json", moved)
+    assert result.exit_code == 0
+    doc = result.json()
+    assert doc["source"] == "relocated" and doc["latest"] == str(moved / "model.ckpt-50")
+    assert "warning:" in result.stderr
+    tf.train.load_checkpoint(doc["latest"])  # what we name really is a checkpoint
+
+
+def test_latest_without_state_file(copy_fixture):
+    run = copy_fixture("saver_run")
+    os.remove(run / "checkpoint")
+    result = run_cli("latest", "--json", run)
+    assert result.exit_code == 0 and result.json()["latest"] == str(run / "model.ckpt-50")
+    assert result.json()["source"] == "scan" and "no state file" in result.stderr
+
+
+def test_latest_with_garbage_state_file(copy_fixture, tf):
+    run = copy_fixture("tf2_manager")
+    (run / "checkpoint").write_bytes(b"\x00\xffthis is { not a state file")
+    with pytest.raises(Exception):
+        tf.train.latest_checkpoint(str(run))
+    result = run_cli("latest", run)
+    assert result.exit_code == 0 and result.stdout.strip() == str(run / "ckpt-3")
+    assert "warning:" in result.stderr and "unparseable" in result.stderr
+
+
+def test_latest_exit_1_when_no_checkpoint(tmp_path):
+    result = run_cli("latest", tmp_path)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert run_cli("latest", "--json", tmp_path).json()["latest"] is None
+
+
+def test_ls_json_shape_and_order(fixtures_dir):
+    doc = run_cli("ls", "--json", fixtures_dir / "saver_run").json()
+    assert doc["command"] == "ls" and doc["latest"] == "model.ckpt-50"
+    assert [c["name"] for c in doc["checkpoints"]] == ["model.ckpt-30", "model.ckpt-40", "model.ckpt-50"]
+    first = doc["checkpoints"][0]
+    assert set(first) == {"name", "prefix", "step", "format", "size_bytes", "num_shards", "complete", "has_meta",
+                          "in_state", "is_latest", "mtime", "timestamp"}
+    assert first["prefix"] == str(fixtures_dir / "saver_run" / "model.ckpt-30")
+    assert first["complete"] and first["has_meta"] and first["in_state"] and first["step"] == 30
+    assert first["mtime"].endswith("Z")
+    assert doc["problems"] == []
+    tf2 = run_cli("ls", "--json", fixtures_dir / "tf2_manager").json()
+    assert all(c["timestamp"] for c in tf2["checkpoints"])  # CheckpointManager records save times
+
+
+def test_ls_shows_orphans_incomplete_temp_stale_and_outside(copy_fixture, tmp_path):
+    run = copy_fixture("tf2_manager")
+    # A restarted job's orphan: on disk, not in the state file.
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copy(run / f"ckpt-2{suffix}", run / f"ckpt-1{suffix}")
+    # An interrupted save: data without index, and a leftover temp directory.
+    shutil.copy(run / "ckpt-3.data-00000-of-00001", run / "ckpt-4.data-00000-of-00001")
+    (run / "ckpt-5_temp").mkdir()
+    (run / "ckpt-5_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x")
+    state = (run / "checkpoint").read_text()
+    state = state.replace('all_model_checkpoint_paths: "ckpt-2"',
+                          'all_model_checkpoint_paths: "../outside/x"\nall_model_checkpoint_paths: "/old/place/ckpt-2"')
+    (run / "checkpoint").write_text(state)
+    doc = run_cli("ls", "--json", run).json()
+    by_name = {c["name"]: c for c in doc["checkpoints"]}
+    assert by_name["ckpt-1"]["in_state"] is False and by_name["ckpt-1"]["complete"]
+    assert by_name["ckpt-4"]["complete"] is False
+    kinds = {p["kind"] for p in doc["problems"]}
+    assert {"data_without_index", "temp_dir", "outside", "stale_path"} <= kinds
+    human = run_cli("ls", run)
+    assert "ckpt-1" in human.stdout and "problems:" in human.stdout
+    assert run_cli("ls", "-q", run).stdout.split() == ["ckpt-1", "ckpt-2", "ckpt-3", "ckpt-4"]
+
+
+def test_ls_missing_shard_is_incomplete(copy_fixture):
+    run = copy_fixture("sharded")
+    os.remove(run / "model.ckpt-1.data-00001-of-00002")
+    doc = run_cli("ls", "--json", run).json()
+    assert doc["checkpoints"][0]["complete"] is False
+    assert any(p["kind"] == "missing_shards" for p in doc["problems"])
+
+
+def test_ls_recursive(fixtures_dir):
+    doc = run_cli("ls", "--json", "--recursive", fixtures_dir).json()
+    dirs = {os.path.basename(d["directory"]) for d in doc["directories"]}
+    assert {"saver_run", "tf2_manager", "v1_format"} <= dirs
+    assert "variables" not in dirs  # SavedModel variables are not run directories
+
+
+def test_ls_nonexistent_directory(tmp_path):
+    from tests.conftest import assert_one_line_error
+
+    assert_one_line_error(run_cli("ls", tmp_path / "nope"), 3)
