@@ -1,0 +1,39 @@
+"""The fast paths never import TensorFlow: each command runs in a fresh
+subprocess that reports whether tensorflow ended up in sys.modules."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import sys
+from ckpttool.cli.app import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("TENSORFLOW_LOADED" if any(m == "tensorflow" or m.startswith("tensorflow.") for m in sys.modules) else "NO_TENSORFLOW", file=sys.stderr)
+"""
+
+
+def _commands(fixtures):
+    run, tf2, sm = fixtures / "saver_run", fixtures / "tf2_manager", fixtures / "tf2_saved_model" / "model"
+    return {
+        "help": ["--help"],
+        "ls": ["ls", "--recursive", str(fixtures)],
+        "latest": ["latest", str(run)],
+        "inspect": ["inspect", "--stats", "--values", "--slices", "--meta", "--all", str(run)],
+        "inspect-tree": ["inspect", "--tree", "--json", str(tf2)],
+        "inspect-savedmodel": ["inspect", "--meta", str(sm)],
+        "verify": ["verify", str(fixtures / "every_dtype" / "dtypes")],
+    }
+
+
+@pytest.mark.parametrize("name", ["help", "ls", "latest", "inspect", "inspect-tree", "inspect-savedmodel", "verify"])
+def test_command_does_not_import_tensorflow(fixtures_dir, name):
+    args = _commands(fixtures_dir)[name]
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True)
+    assert "NO_TENSORFLOW" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
