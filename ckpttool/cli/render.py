@@ -53,8 +53,20 @@ def _float(value: float) -> float | str:
     return value
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def jsonable(value: Any) -> Any:
     """Convert numpy values, bytes, complex and non-finite floats to JSON-safe values."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [jsonable(v) for v in value]
+    if kind is float:
+        return _float(value)
     import numpy as np
 
     if isinstance(value, np.ndarray):
@@ -83,7 +95,9 @@ def jsonable(value: Any) -> Any:
 
 def emit_json(command: str, document: dict) -> None:
     payload = {"schema_version": SCHEMA_VERSION, "command": command, **document}
-    sys.stdout.write(json.dumps(jsonable(payload), ensure_ascii=False, allow_nan=False, indent=2) + "\n")
+    # Indented for people at a terminal; compact (and far faster to encode) in pipes.
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(jsonable(payload), ensure_ascii=False, allow_nan=False, indent=indent) + "\n")
 
 
 def iso_utc(timestamp: float | None) -> str | None:

@@ -8,7 +8,7 @@ in bounded chunks (FORMAT.md §3, §4).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from math import prod
 from typing import Iterator
 
 import numpy as np
@@ -16,6 +16,7 @@ import numpy as np
 from ckpttool.errors import CorruptCheckpoint, NotFound, Unsupported
 from ckpttool.formats import crc32c as crc
 from ckpttool.formats.dtypes import STRING, VARIANT, DType, dtype_from_code
+from ckpttool.formats.messages import BundleHeader, extents_of, parse_header, parse_message, shape_of
 from ckpttool.formats.ordered_code import encode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
 from ckpttool.formats.table import read_table
@@ -28,38 +29,6 @@ _U32_MAX = 0xFFFFFFFF
 
 def data_file_path(prefix: str, shard_id: int, num_shards: int) -> str:
     return f"{prefix}.data-{shard_id:05d}-of-{num_shards:05d}"
-
-
-@dataclass(frozen=True)
-class BundleHeader:
-    num_shards: int
-    big_endian: bool
-    producer: int
-    min_consumer: int
-
-
-def _parse(message_type, data: bytes, what: str):
-    message = message_type()
-    try:
-        message.ParseFromString(data)
-    except Exception as exc:  # protobuf raises its own DecodeError types
-        raise CorruptCheckpoint(f"{what}: unparseable {message_type.__name__} ({exc})") from None
-    return message
-
-
-def _extents(slice_proto) -> tuple[tuple[int, int], ...]:
-    return tuple(
-        (e.start, e.length if e.HasField("length") else -1) for e in slice_proto.extent
-    )
-
-
-def _shape(shape_proto, what: str) -> tuple[int, ...]:
-    if shape_proto.unknown_rank:
-        raise Unsupported(f"{what}: tensor of unknown rank")
-    dims = tuple(d.size for d in shape_proto.dim)
-    if any(d < 0 for d in dims):
-        raise CorruptCheckpoint(f"{what}: negative dimension in shape {dims}")
-    return dims
 
 
 class Bundle:
@@ -78,13 +47,13 @@ class Bundle:
     def _stored(self, key: bytes, entry: pb.BundleEntryProto) -> StoredTensor:
         name = key.decode("utf-8", "surrogateescape")
         dtype = dtype_from_code(entry.dtype)
-        shape = _shape(entry.shape, name)
+        shape = shape_of(entry.shape, name)
         if not 0 <= entry.shard_id < self.header.num_shards:
             raise CorruptCheckpoint(f"{self.prefix}.index: tensor {name!r} names shard {entry.shard_id} "
                                     f"of {self.header.num_shards}")
         if entry.offset < 0 or entry.size < 0:
             raise CorruptCheckpoint(f"{self.prefix}.index: tensor {name!r} has a negative offset or size")
-        if dtype.fixed_width and entry.size != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        if dtype.fixed_width and entry.size != prod(shape) * dtype.itemsize:
             raise CorruptCheckpoint(f"{self.prefix}.index: tensor {name!r} size {entry.size} does not match "
                                     f"its shape {list(shape)} and dtype {dtype.name}")
         return StoredTensor(key, dtype, shape, entry.shard_id, entry.offset, entry.size, entry.crc32c)
@@ -100,10 +69,10 @@ class Bundle:
                 variables.append(Variable(name, part.dtype, part.shape, (part,)))
                 continue
             dtype = dtype_from_code(entry.dtype)
-            shape = _shape(entry.shape, name)
+            shape = shape_of(entry.shape, name)
             slices, parts = [], []
             for slice_proto in entry.slices:
-                extents = _extents(slice_proto)
+                extents = extents_of(slice_proto)
                 if len(extents) != len(shape):
                     raise CorruptCheckpoint(f"{self.prefix}.index: slice of {name!r} has the wrong rank")
                 slice_key = encode_slice_key(key, extents)
@@ -299,18 +268,6 @@ class Bundle:
         self.close()
 
 
-def parse_header(value: bytes, source: str) -> BundleHeader:
-    header = _parse(pb.BundleHeaderProto, value, source)
-    version = header.version
-    if version.producer < 0 or version.min_consumer > 1 or 1 in version.bad_consumers:
-        raise Unsupported(f"{source}: written by an incompatible TensorFlow "
-                          f"(producer {version.producer}, min_consumer {version.min_consumer})")
-    if header.num_shards < 1:
-        raise CorruptCheckpoint(f"{source}: header says {header.num_shards} shards")
-    return BundleHeader(header.num_shards, header.endianness == pb.BundleHeaderProto.BIG,
-                        version.producer, version.min_consumer)
-
-
 def open_bundle(prefix: str) -> Bundle:
     index_path = prefix + ".index"
     try:
@@ -327,5 +284,5 @@ def open_bundle(prefix: str) -> Bundle:
     if not items or items[0][0] != b"":
         raise CorruptCheckpoint(f"{source}: no bundle header (is this a checkpoint index?)")
     header = parse_header(items[0][1], source)
-    entries = {key: _parse(pb.BundleEntryProto, value, f"{source}: entry {key!r}") for key, value in items[1:]}
+    entries = {key: parse_message(pb.BundleEntryProto, value, f"{source}: entry {key!r}") for key, value in items[1:]}
     return Bundle(prefix, header, entries)

@@ -8,7 +8,7 @@ the reader needs no extension library.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Callable
 
 import numpy as np
@@ -28,7 +28,7 @@ class DType:
     kind: str  # "float", "int", "uint", "bool", "complex", "string", "variant"
     decoder: Callable[[np.ndarray], np.ndarray] | None = None  # storage -> presented values
 
-    @property
+    @cached_property
     def itemsize(self) -> int | None:
         return np.dtype(self.storage).itemsize if self.storage else None
 

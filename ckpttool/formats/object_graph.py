@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from collections import deque
 
-from ckpttool.formats.bundle import _parse
+from ckpttool.formats.messages import parse_message
 from ckpttool.formats.protos import checkpoint_pb2 as pb
 
 
 def parse_object_graph(data: bytes) -> pb.TrackableObjectGraph:
-    return _parse(pb.TrackableObjectGraph, data, "object graph")
+    return parse_message(pb.TrackableObjectGraph, data, "object graph")
 
 
 def node_paths(graph: pb.TrackableObjectGraph) -> dict[int, tuple[str, ...]]:

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from ckpttool.errors import CorruptCheckpoint, NotFound, Unsupported
-from ckpttool.formats.bundle import _extents, _parse, _shape
+from ckpttool.formats.messages import extents_of, parse_message, shape_of
 from ckpttool.formats.dtypes import STRING, dtype_from_code
 from ckpttool.formats.ordered_code import decode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
@@ -78,15 +78,15 @@ class V1Checkpoint:
         items = read_table(data, source)
         if not items or items[0][0] != b"":
             raise CorruptCheckpoint(f"{source}: no V1 checkpoint header")
-        header = _parse(pb.SavedTensorSlices, items[0][1], source)
+        header = parse_message(pb.SavedTensorSlices, items[0][1], source)
         self._slices: dict[str, list[tuple[tuple, bytes]]] = {}
         for key, value in items[1:]:
             name, extents = decode_slice_key(key)
             self._slices.setdefault(name.decode("utf-8", "surrogateescape"), []).append((extents, value))
         self.variables = []
         for meta in header.meta.tensor:
-            shape = _shape(meta.shape, meta.name)
-            slices = tuple(_extents(s) for s in meta.slice)
+            shape = shape_of(meta.shape, meta.name)
+            slices = tuple(extents_of(s) for s in meta.slice)
             partitioned = not (len(slices) == 1 and _is_full(slices[0], shape))
             self.variables.append(Variable(meta.name, dtype_from_code(meta.type), shape, (),
                                            slices if partitioned else ()))
@@ -108,7 +108,7 @@ class V1Checkpoint:
         stored = self._slices.get(var.name)
         if not stored:
             raise CorruptCheckpoint(f"{os.path.basename(self.prefix)}: no data for {var.name!r}")
-        saved = _parse(pb.SavedTensorSlices, stored[0][1], var.name).data
+        saved = parse_message(pb.SavedTensorSlices, stored[0][1], var.name).data
         return tensor_from_proto(saved.data, var.dtype.code, var.shape, var.name)
 
     def iter_value_chunks(self, var: Variable) -> Iterator[np.ndarray]:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from ckpttool.errors import CkptError, NotFound
-from ckpttool.formats.bundle import parse_header
+from ckpttool.formats.messages import parse_header
 from ckpttool.formats.state import STATE_FILENAME, CheckpointState, read_state
 from ckpttool.formats.table import MAGIC_BYTES, read_first_entry
 

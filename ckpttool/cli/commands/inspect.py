@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.options import Json, Quiet, TargetArg
-from ckpttool.ops.inspect import InspectReport, VariableReport
+
+if TYPE_CHECKING:  # the ops (and numpy) are imported only when the command runs
+    from ckpttool.ops.inspect import InspectReport, VariableReport
 
 
-def _variable_document(v: VariableReport) -> dict:
+def _variable_document(v: "VariableReport") -> dict:
     doc = {"name": v.name, "dtype": v.dtype, "shape": list(v.shape), "num_elements": v.num_elements,
            "size_bytes": v.size_bytes, "partitioned": v.partitioned}
     if v.slices is not None:
@@ -25,7 +27,7 @@ def _variable_document(v: VariableReport) -> dict:
     return doc
 
 
-def _meta_document(report: InspectReport) -> dict | None:
+def _meta_document(report: "InspectReport") -> dict | None:
     return asdict(report.meta) if report.meta else None
 
 
@@ -39,7 +41,7 @@ def _stat(value, digits: int = 6) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
-def _print_table(report: InspectReport, with_stats: bool) -> None:
+def _print_table(report: "InspectReport", with_stats: bool) -> None:
     columns = ["name", "dtype", "shape", "elements", "bytes"]
     if with_stats:
         columns += ["min", "max", "mean", "std", "nan", "inf", "zeros"]
@@ -58,7 +60,7 @@ def _print_table(report: InspectReport, with_stats: bool) -> None:
     render.print_table(columns, rows, right=["elements", "bytes", "nan", "inf", "zeros"])
 
 
-def _print_tree(report: InspectReport) -> None:
+def _print_tree(report: "InspectReport") -> None:
     from rich.text import Text
     from rich.tree import Tree
 
@@ -78,7 +80,7 @@ def _print_tree(report: InspectReport) -> None:
     render.console().print(root)
 
 
-def _print_values(report: InspectReport) -> None:
+def _print_values(report: "InspectReport") -> None:
     import numpy as np
 
     for v in report.variables:
@@ -88,7 +90,7 @@ def _print_values(report: InspectReport) -> None:
                             np.array2string(np.asarray(v.value), threshold=1000, separator=", "), ""])
 
 
-def _print_meta(report: InspectReport) -> None:
+def _print_meta(report: "InspectReport") -> None:
     meta = report.meta
     lines = [f"graph: {meta.path} ({meta.kind}, {len(meta.meta_graphs)} meta graph(s))"]
     for graph in meta.meta_graphs:

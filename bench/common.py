@@ -1,0 +1,50 @@
+"""Shared helpers for the benchmarks: whole-process timing and peak memory of
+a command (wait4's ru_maxrss), medians over repeats, and a results table."""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+CKPTTOOL = [sys.executable, "-m", "ckpttool"]
+PYTHON = [sys.executable, "-c"]
+
+
+@dataclass
+class Measure:
+    seconds: float
+    peak_mb: float
+
+
+def run_measured(cmd: list[str], repeats: int = 5) -> Measure:
+    """Median wall time and max peak RSS of `cmd` over `repeats` runs (one warm-up first)."""
+    times, peaks = [], []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        stderr = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        code = os.waitstatus_to_exitcode(status)
+        if code not in (0, 1):
+            raise SystemExit(f"command failed ({code}): {' '.join(cmd)}\n{stderr[-2000:]}")
+        if i:  # the first run warms the page cache and the interpreter's .pyc files
+            times.append(elapsed)
+            peaks.append(usage.ru_maxrss / 1024)
+    return Measure(statistics.median(times), max(peaks))
+
+
+def report(rows: list[tuple[str, Measure, Measure | None, str]]) -> None:
+    """Print ours vs TensorFlow's way, with the ratios."""
+    print(f"{'case':44} {'ours s':>8} {'ours MB':>8} {'tf s':>8} {'tf MB':>8} {'speedup':>8} {'mem ratio':>9}  note")
+    for name, ours, theirs, note in rows:
+        if theirs:
+            print(f"{name:44} {ours.seconds:8.3f} {ours.peak_mb:8.1f} {theirs.seconds:8.3f} {theirs.peak_mb:8.1f} "
+                  f"{theirs.seconds / ours.seconds:7.1f}x {theirs.peak_mb / ours.peak_mb:8.1f}x  {note}")
+        else:
+            print(f"{name:44} {ours.seconds:8.3f} {ours.peak_mb:8.1f} {'-':>8} {'-':>8} {'-':>8} {'-':>9}  {note}")

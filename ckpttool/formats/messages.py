@@ -1,0 +1,51 @@
+"""Parsing of the small protobuf messages in checkpoint indexes, without numpy,
+so that directory scans (ls, latest, prune) start fast."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ckpttool.errors import CorruptCheckpoint, Unsupported
+from ckpttool.formats.protos import checkpoint_pb2 as pb
+
+
+def parse_message(message_type, data: bytes, what: str):
+    message = message_type()
+    try:
+        message.ParseFromString(data)
+    except Exception as exc:  # protobuf raises its own DecodeError types
+        raise CorruptCheckpoint(f"{what}: unparseable {message_type.__name__} ({exc})") from None
+    return message
+
+
+def extents_of(slice_proto) -> tuple[tuple[int, int], ...]:
+    """(start, length) per dimension; length -1 for a full dimension."""
+    return tuple((e.start, e.length if e.HasField("length") else -1) for e in slice_proto.extent)
+
+
+def shape_of(shape_proto, what: str) -> tuple[int, ...]:
+    if shape_proto.unknown_rank:
+        raise Unsupported(f"{what}: tensor of unknown rank")
+    dims = tuple([d.size for d in shape_proto.dim])
+    if dims and min(dims) < 0:
+        raise CorruptCheckpoint(f"{what}: negative dimension in shape {dims}")
+    return dims
+
+
+@dataclass(frozen=True)
+class BundleHeader:
+    num_shards: int
+    big_endian: bool
+    producer: int
+    min_consumer: int
+
+
+def parse_header(value: bytes, source: str) -> BundleHeader:
+    header = parse_message(pb.BundleHeaderProto, value, source)
+    version = header.version
+    if version.producer < 0 or version.min_consumer > 1 or 1 in version.bad_consumers:
+        raise Unsupported(f"{source}: written by an incompatible TensorFlow "
+                          f"(producer {version.producer}, min_consumer {version.min_consumer})")
+    if header.num_shards < 1:
+        raise CorruptCheckpoint(f"{source}: header says {header.num_shards} shards")
+    return BundleHeader(header.num_shards, header.endianness == pb.BundleHeaderProto.BIG,
+                        version.producer, version.min_consumer)
