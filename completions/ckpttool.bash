@@ -10,7 +10,7 @@ _ckpttool() {
         esac
     done
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "ls latest inspect verify --debug --no-color --version -h --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "ls latest inspect verify prune repair --debug --no-color --version -h --help" -- "$cur"))
         return
     fi
     case "$cmd" in
@@ -18,6 +18,8 @@ _ckpttool() {
         latest) opts="--absolute --step --json -h --help" ;;
         inspect) opts="--filter -f --all -a --stats --values --tree --slices --meta --json --quiet -q -h --help" ;;
         verify) opts="--json --quiet -q -h --help" ;;
+        prune) opts="--keep-last --keep-every-hours --keep-every-steps --keep-step --min-age --clean --recursive -r --dry-run -n --yes -y --json --quiet -q -h --help" ;;
+        repair) opts="--dry-run -n --json -h --help" ;;
         *) opts="" ;;
     esac
     if [[ "$cur" == -* ]]; then

@@ -277,7 +277,40 @@ def ema_run(out):
     return _graph_session(build)
 
 
-BUILDERS = [saver_run, sharded, partitioned, every_dtype, many_vars, tf2_manager, max_shard,
+def prune_run(out):
+    """Saver keeping everything: model.ckpt-100 .. -1000 (relative paths), plus a
+    second family best.ckpt-300/-700 tracked in its own state file."""
+    def build():
+        step = v1.train.get_or_create_global_step()
+        w = v1.get_variable("w", initializer=np.zeros((4, 4), np.float32))
+        bump = [v1.assign_add(step, 100), v1.assign_add(w, tf.ones_like(w))]
+        saver = v1.train.Saver(max_to_keep=100, save_relative_paths=True)
+        best = v1.train.Saver(max_to_keep=5, save_relative_paths=True)
+
+        def run(sess):
+            for _ in range(10):
+                value = sess.run(bump)[0]
+                saver.save(sess, os.path.join(out, "model.ckpt"), global_step=step)
+                if value in (300, 700):
+                    best.save(sess, os.path.join(out, "best.ckpt"), global_step=step,
+                              latest_filename="best_checkpoint", write_meta_graph=False)
+            return {"steps": list(range(100, 1001, 100))}
+        return run
+    return _graph_session(build)
+
+
+def tf2_many(out):
+    """tf.train.CheckpointManager(max_to_keep=10) after six saves."""
+    module = tf.Module()
+    module.v = tf.Variable(np.zeros(3, np.float32))
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(module=module), out, max_to_keep=10)
+    for _ in range(6):
+        module.v.assign_add(np.ones(3, np.float32))
+        manager.save()
+    return {"kept": [f"ckpt-{i}" for i in range(1, 7)]}
+
+
+BUILDERS = [prune_run, tf2_many, saver_run, sharded, partitioned, every_dtype, many_vars, tf2_manager, max_shard,
             tf1_saved_model, tf2_saved_model, v1_format, ema_run]
 
 

@@ -83,8 +83,8 @@ def format_state(state: CheckpointState) -> str:
     return text_format.MessageToString(message)
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
+def prepare_replacement(path: str, data: bytes) -> str:
+    """A synced temp file beside `path` holding `data`, ready for commit_replacement."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp", dir=directory)
     try:
@@ -92,14 +92,32 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        discard_replacement(tmp)
         raise
-    fsync_directory(directory)
+    return tmp
+
+
+def discard_replacement(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
+def commit_replacement(tmp: str, path: str) -> None:
+    os.replace(tmp, path)
+    fsync_directory(os.path.dirname(os.path.abspath(path)))
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
+    tmp = prepare_replacement(path, data)
+    try:
+        commit_replacement(tmp, path)
+    except BaseException:
+        discard_replacement(tmp)
+        raise
 
 
 def fsync_directory(directory: str) -> None:

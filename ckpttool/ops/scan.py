@@ -142,7 +142,7 @@ class _Files:
     data: dict[int, tuple[str, int]] = field(default_factory=dict)  # shard -> (path, of-count)
 
 
-def _resolve_state_entry(directory: str, entry: str) -> tuple[str | None, Problem | None]:
+def resolve_state_entry(directory: str, entry: str) -> tuple[str | None, Problem | None]:
     """Name of a state-file entry inside `directory`, or the problem with it.
 
     Absolute paths elsewhere whose basename exists here are stale (the
@@ -196,9 +196,12 @@ def scan_directory(directory: str) -> DirectoryScan:
             continue
         if name == STATE_FILENAME or name == STATE_FILENAME + ".bak":
             continue
-        if not entry.is_file(follow_symlinks=False):
-            continue  # symlinks and specials are never treated as checkpoint files
-        stats[name] = entry.stat(follow_symlinks=False)
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue  # symlinks and specials are never treated as checkpoint files
+            stats[name] = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # renamed or removed since listed: a writer at work
         if _TEMPSTATE_RE.search(name) or name.startswith(STATE_FILENAME + ".tmp"):
             leftovers.append(Leftover(entry.path, stats[name].st_mtime, stats[name].st_size))
             problems.append(Problem("temp_file", entry.path, f"leftover temporary file {name}"))
@@ -215,13 +218,13 @@ def scan_directory(directory: str) -> DirectoryScan:
     state_latest = None
     if state is not None:
         for path in state.all_model_checkpoint_paths:
-            name, problem = _resolve_state_entry(directory, path)
+            name, problem = resolve_state_entry(directory, path)
             if problem:
                 problems.append(problem)
             if name:
                 state_names[name] = state.timestamp_of(path)
         if state.model_checkpoint_path:
-            name, problem = _resolve_state_entry(directory, state.model_checkpoint_path)
+            name, problem = resolve_state_entry(directory, state.model_checkpoint_path)
             if problem and problem not in problems:
                 problems.append(problem)
             if name:

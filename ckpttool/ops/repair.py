@@ -1,0 +1,105 @@
+"""`repair`: rewrite a directory's state file so TensorFlow can use it again.
+
+Relative paths; entries whose files are gone (or that point outside the
+directory) dropped; complete checkpoints missing from it added in step order;
+latest set to the newest complete checkpoint when the recorded one is gone.
+The old file is kept as `checkpoint.bak`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ckpttool.formats.state import STATE_FILENAME, CheckpointState, format_state, write_bytes_atomic, write_state
+from ckpttool.ops.lock import directory_lock
+from ckpttool.ops.scan import resolve_state_entry, scan_directory
+
+BACKUP_FILENAME = STATE_FILENAME + ".bak"
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    directory: str
+    old_text: str | None
+    new_state: CheckpointState | None  # None: no checkpoint to point at
+    changes: tuple[str, ...]
+
+    @property
+    def new_text(self) -> str | None:
+        return format_state(self.new_state) if self.new_state else None
+
+    @property
+    def changed(self) -> bool:
+        return self.new_state is not None and self.new_text != self.old_text
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
+
+
+def plan_repair(directory: str) -> RepairPlan:
+    scan = scan_directory(directory)
+    old_text = _read_text(os.path.join(scan.directory, STATE_FILENAME))
+    complete = {c.name: c for c in scan.checkpoints if c.complete}
+    changes: list[str] = []
+    if scan.state_error:
+        changes.append(f"replaced an unparseable state file ({scan.state_error})")
+    elif scan.state is None:
+        changes.append("created a missing state file")
+    state = scan.state
+    entries: dict[str, float | None] = {}
+    had_times = bool(state and state.all_model_checkpoint_timestamps
+                     and len(state.all_model_checkpoint_timestamps) == len(state.all_model_checkpoint_paths))
+    if state is not None:
+        for path in state.all_model_checkpoint_paths:
+            name, _problem = resolve_state_entry(scan.directory, path)
+            if name is None:
+                changes.append(f"dropped {path} (outside the directory)")
+            elif name not in complete:
+                changes.append(f"dropped {path} (its files are gone or incomplete)")
+            elif name not in entries:
+                if name != path:
+                    changes.append(f"made {path} relative ({name})")
+                entries[name] = state.timestamp_of(path)
+    for name, c in complete.items():
+        if name not in entries:
+            if state is not None:
+                changes.append(f"added {name} (on disk, missing from the state file)")
+            entries[name] = c.mtime
+    if not entries:
+        return RepairPlan(scan.directory, old_text, None, tuple(changes + ["no complete checkpoint to list"]))
+    ordered = sorted(entries, key=lambda n: (complete[n].step if complete[n].step is not None else -1,
+                                             complete[n].time, n))
+    recorded = None
+    if state is not None and state.model_checkpoint_path:
+        recorded, _problem = resolve_state_entry(scan.directory, state.model_checkpoint_path)
+    if recorded in complete:
+        latest = recorded
+    else:
+        latest = scan.latest.name
+        if state is not None and state.model_checkpoint_path:
+            changes.append(f"latest {state.model_checkpoint_path} is gone; latest is now {latest}")
+    # TensorFlow expects the latest checkpoint last in the list.
+    ordered = [n for n in ordered if n != latest] + [latest]
+    stamps = tuple(entries[n] if entries[n] is not None else complete[n].mtime for n in ordered)
+    new_state = CheckpointState(
+        model_checkpoint_path=latest,
+        all_model_checkpoint_paths=tuple(ordered),
+        all_model_checkpoint_timestamps=stamps if had_times or state is None else (),
+        last_preserved_timestamp=state.last_preserved_timestamp if state else 0.0,
+    )
+    return RepairPlan(scan.directory, old_text, new_state, tuple(changes))
+
+
+def apply_repair(plan: RepairPlan) -> None:
+    if not plan.changed:
+        return
+    with directory_lock(plan.directory):
+        if plan.old_text is not None:
+            with open(os.path.join(plan.directory, STATE_FILENAME), "rb") as handle:
+                write_bytes_atomic(os.path.join(plan.directory, BACKUP_FILENAME), handle.read())
+        write_state(plan.directory, plan.new_state)

@@ -1,0 +1,78 @@
+"""Retention rules: which checkpoints `prune` keeps, and why. Pure logic over
+the checkpoints a scan found; no file is touched here."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from itertools import groupby
+
+from ckpttool.errors import UsageProblem
+from ckpttool.ops.scan import CheckpointInfo
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `90`, `30s`, `15m`, `2h`, `7d`, `1w`."""
+    match = _DURATION_RE.match(text.lower())
+    if not match:
+        raise UsageProblem(f"bad duration {text!r}: use a number with s, m, h, d or w (e.g. 30m, 7d)")
+    return float(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+@dataclass(frozen=True)
+class RetentionRules:
+    keep_last: int | None = None
+    keep_every_hours: float | None = None
+    keep_every_steps: int | None = None
+    keep_steps: tuple[int, ...] = ()
+    min_age_seconds: float | None = None
+
+    def validate(self) -> None:
+        if not (self.keep_last is not None or self.keep_every_hours is not None
+                or self.keep_every_steps is not None or self.keep_steps or self.min_age_seconds is not None):
+            raise UsageProblem("no retention rule given: use --keep-last, --keep-every-hours, "
+                               "--keep-every-steps, --keep-step or --min-age")
+        for value, option in ((self.keep_last, "--keep-last"), (self.keep_every_steps, "--keep-every-steps")):
+            if value is not None and value < (0 if option == "--keep-last" else 1):
+                raise UsageProblem(f"{option} must be {'>= 0' if option == '--keep-last' else '>= 1'}")
+        if self.keep_every_hours is not None and self.keep_every_hours <= 0:
+            raise UsageProblem("--keep-every-hours must be > 0")
+
+
+def _order(c: CheckpointInfo):
+    return (c.step if c.step is not None else -1, c.time, c.name)
+
+
+def keep_reasons(checkpoints: list[CheckpointInfo], rules: RetentionRules, now: float,
+                 protected: dict[str, str]) -> dict[str, list[str]]:
+    """Name -> reasons it is kept (empty list: delete). Each family is judged on its own.
+
+    `protected` names are always kept, with the given reason (the latest
+    checkpoint, saves newer than it).
+    """
+    reasons: dict[str, list[str]] = {c.name: [] for c in checkpoints}
+    for name, why in protected.items():
+        if name in reasons:
+            reasons[name].append(why)
+    ordered = sorted(checkpoints, key=lambda c: (c.family, _order(c)))
+    for _family, members in groupby(ordered, key=lambda c: c.family):
+        members = list(members)
+        if rules.keep_last:
+            for c in members[-rules.keep_last:]:
+                reasons[c.name].append(f"keep-last {rules.keep_last}")
+        if rules.keep_every_hours is not None:
+            last_kept = None
+            for c in members:
+                if last_kept is None or c.time - last_kept >= rules.keep_every_hours * 3600:
+                    reasons[c.name].append(f"keep-every-hours {rules.keep_every_hours:g}")
+                    last_kept = c.time
+        for c in members:
+            if rules.keep_every_steps and c.step is not None and c.step % rules.keep_every_steps == 0:
+                reasons[c.name].append(f"keep-every-steps {rules.keep_every_steps}")
+            if c.step is not None and c.step in rules.keep_steps:
+                reasons[c.name].append(f"keep-step {c.step}")
+            if rules.min_age_seconds is not None and now - c.time < rules.min_age_seconds:
+                reasons[c.name].append("younger than min-age")
+    return reasons
