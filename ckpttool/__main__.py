@@ -1,5 +1,5 @@
 """`python -m ckpttool` runs the command-line tool."""
-from ckpttool.cli.app import main
+from ckpttool.cli.entry import main
 
 if __name__ == "__main__":
     main()

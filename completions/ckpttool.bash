@@ -10,7 +10,7 @@ _ckpttool() {
         esac
     done
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "ls latest inspect verify prune repair --debug --no-color --version -h --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "ls latest inspect verify prune repair rename-vars diff --debug --no-color --version -h --help" -- "$cur"))
         return
     fi
     case "$cmd" in
@@ -20,6 +20,8 @@ _ckpttool() {
         verify) opts="--json --quiet -q -h --help" ;;
         prune) opts="--keep-last --keep-every-hours --keep-every-steps --keep-step --min-age --clean --recursive -r --dry-run -n --yes -y --json --quiet -q -h --help" ;;
         repair) opts="--dry-run -n --json -h --help" ;;
+        rename-vars) opts="--map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --link --overwrite --dry-run -n --json --quiet -q -h --help" ;;
+        diff) opts="--rtol --atol --filter -f --json --quiet -q -h --help" ;;
         *) opts="" ;;
     esac
     if [[ "$cur" == -* ]]; then

@@ -18,9 +18,13 @@ print("TENSORFLOW_LOADED" if any(m == "tensorflow" or m.startswith("tensorflow."
 """
 
 
-def _commands(fixtures):
+def _commands(fixtures, tmp):
     run, tf2, sm = fixtures / "saver_run", fixtures / "tf2_manager", fixtures / "tf2_saved_model" / "model"
     return {
+        "prune": ["prune", "--dry-run", "--keep-last", "1", "--recursive", str(fixtures)],
+        "repair": ["repair", "--dry-run", str(run)],
+        "rename-vars": ["rename-vars", "--regex", "^model/dense1/=model/enc/", str(tf2), str(tmp / "renamed")],
+        "diff": ["diff", str(run / "model.ckpt-30"), str(run / "model.ckpt-50")],
         "help": ["--help"],
         "ls": ["ls", "--recursive", str(fixtures)],
         "latest": ["latest", str(run)],
@@ -31,9 +35,10 @@ def _commands(fixtures):
     }
 
 
-@pytest.mark.parametrize("name", ["help", "ls", "latest", "inspect", "inspect-tree", "inspect-savedmodel", "verify"])
-def test_command_does_not_import_tensorflow(fixtures_dir, name):
-    args = _commands(fixtures_dir)[name]
+@pytest.mark.parametrize("name", ["help", "ls", "latest", "inspect", "inspect-tree", "inspect-savedmodel", "verify",
+                                  "prune", "repair", "rename-vars", "diff"])
+def test_command_does_not_import_tensorflow(fixtures_dir, tmp_path, name):
+    args = _commands(fixtures_dir, tmp_path)[name]
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True)
     assert "NO_TENSORFLOW" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr

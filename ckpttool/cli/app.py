@@ -8,7 +8,7 @@ import typer
 
 from ckpttool import __version__
 from ckpttool.cli import render
-from ckpttool.cli.commands import inspect, latest, ls, prune, repair, verify
+from ckpttool.cli.commands import diff, inspect, latest, ls, prune, rename, repair, verify
 from ckpttool.cli.errors import handle_errors, set_debug
 
 app = typer.Typer(
@@ -51,6 +51,8 @@ COMMANDS = {
     "verify": verify.command,
     "prune": prune.command,
     "repair": repair.command,
+    "rename-vars": rename.command,
+    "diff": diff.command,
 }
 for _name, _function in COMMANDS.items():
     app.command(_name)(handle_errors(_function))

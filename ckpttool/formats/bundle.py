@@ -114,8 +114,9 @@ class Bundle:
     def _shard_name(self, part: StoredTensor) -> str:
         return os.path.basename(data_file_path(self.prefix, part.shard_id, self.header.num_shards))
 
-    def iter_raw(self, part: StoredTensor, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    def iter_raw(self, part: StoredTensor, chunk_bytes: int | None = None) -> Iterator[bytes]:
         """The stored bytes of `part` in chunks; raises on a short file. No CRC check."""
+        chunk_bytes = chunk_bytes or CHUNK_BYTES
         handle = self._file(part.shard_id)
         handle.seek(part.offset)
         remaining = part.size
@@ -133,8 +134,9 @@ class Bundle:
         name = part.key.decode("utf-8", "replace")
         return CorruptCheckpoint(f"checksum mismatch for tensor {name!r} in {self._shard_name(part)}")
 
-    def iter_fixed_chunks(self, part: StoredTensor, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+    def iter_fixed_chunks(self, part: StoredTensor, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
         """Decoded 1-D chunks of a fixed-width tensor, CRC checked at the end (bounded memory)."""
+        chunk_bytes = chunk_bytes or CHUNK_BYTES
         dtype = part.dtype
         storage = self._storage_dtype(dtype)
         step = max(dtype.itemsize, chunk_bytes - chunk_bytes % dtype.itemsize)
@@ -236,11 +238,11 @@ class Bundle:
             out[slice_bounds(extents, var.shape)] = piece
         return out
 
-    def iter_value_chunks(self, var: Variable) -> Iterator[np.ndarray]:
+    def iter_value_chunks(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
         """The variable's values as 1-D chunks, slice by slice (order is not the logical order)."""
         for part in var.parts:
             if part.dtype.fixed_width:
-                yield from self.iter_fixed_chunks(part)
+                yield from self.iter_fixed_chunks(part, chunk_bytes)
             else:
                 yield self.read_part(part).reshape(-1)
 

@@ -111,7 +111,7 @@ class V1Checkpoint:
         saved = parse_message(pb.SavedTensorSlices, stored[0][1], var.name).data
         return tensor_from_proto(saved.data, var.dtype.code, var.shape, var.name)
 
-    def iter_value_chunks(self, var: Variable) -> Iterator[np.ndarray]:
+    def iter_value_chunks(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
         yield self.read(var).reshape(-1)
 
     def check_variable(self, var: Variable) -> int:

@@ -1,0 +1,52 @@
+"""`ckpttool diff A B`: what differs between two checkpoints. Exit 1 when they differ."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Optional
+
+import typer
+
+from ckpttool.cli import render
+from ckpttool.cli.errors import EXIT_NEGATIVE
+from ckpttool.cli.options import Json, Quiet
+
+Target = Annotated[str, typer.Argument(help="A checkpoint (prefix, file, run directory or SavedModel).",
+                                       show_default=False)]
+
+
+def _detail(d) -> str:
+    if d.change == "added":
+        return f"{d.b_dtype} {list(d.b_shape)}"
+    if d.change == "removed":
+        return f"{d.a_dtype} {list(d.a_shape)}"
+    if d.change in ("dtype", "shape"):
+        return f"{d.a_dtype} {list(d.a_shape)} -> {d.b_dtype} {list(d.b_shape)}"
+    numeric = "" if d.max_abs_diff is None else f", max abs {d.max_abs_diff:.6g}, max rel {d.max_rel_diff:.6g}"
+    return f"{d.mismatched} element(s) differ{numeric}"
+
+
+def command(
+    a: Target,
+    b: Target,
+    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance, as numpy.isclose.")] = 0.0,
+    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance, as numpy.isclose.")] = 0.0,
+    filter_: Annotated[Optional[str], typer.Option("--filter", "-f", help="Only variables matching this regular expression.")] = None,
+    json_out: Json = False,
+    quiet: Quiet = False,
+):
+    """Added, removed, dtype/shape-changed and value-changed variables (exit 1 if any)."""
+    from ckpttool.ops.diff import diff_checkpoints
+
+    report = diff_checkpoints(a, b, rtol=rtol, atol=atol, pattern=filter_)
+    if json_out:
+        render.emit_json("diff", {"a": report.a, "b": report.b, "identical": report.identical,
+                                  "compared": report.compared,
+                                  "differences": [asdict(d) for d in report.differences]})
+    elif quiet:
+        render.print_lines(d.name for d in report.differences)
+    else:
+        if report.differences:
+            render.print_table(["name", "change", "detail"], [(d.name, d.change, _detail(d)) for d in report.differences])
+        render.print_lines([f"{'identical' if report.identical else f'{len(report.differences)} difference(s)'}: "
+                            f"{report.compared} variables compared"])
+    return 0 if report.identical else EXIT_NEGATIVE

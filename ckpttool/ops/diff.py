@@ -1,0 +1,148 @@
+"""`diff`: added, removed, dtype/shape-changed and value-changed variables of
+two checkpoints. Values are compared chunk by chunk, so memory stays bounded
+whatever the tensor size."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from ckpttool.errors import UsageProblem
+from ckpttool.formats.reader import open_checkpoint
+from ckpttool.ops.targets import resolve_target
+
+
+DIFF_CHUNK_BYTES = 1 << 20  # two streams and their comparison temporaries stay a few MiB
+
+
+@dataclass(frozen=True)
+class VariableDiff:
+    name: str
+    change: str  # "added" | "removed" | "dtype" | "shape" | "value"
+    a_dtype: str | None = None
+    b_dtype: str | None = None
+    a_shape: tuple[int, ...] | None = None
+    b_shape: tuple[int, ...] | None = None
+    mismatched: int | None = None  # elements outside the tolerance
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+
+
+@dataclass(frozen=True)
+class DiffReport:
+    a: str
+    b: str
+    compared: int  # variables present in both with the same dtype and shape
+    differences: tuple[VariableDiff, ...]
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+
+def zip_chunks(left: Iterator[np.ndarray], right: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Pairs of equally long pieces from two streams of 1-D chunks of the same total length."""
+    a = b = np.empty(0)
+    while True:
+        if not a.size:
+            a = next(left, None)
+        if not b.size:
+            b = next(right, None)
+        if a is None or b is None:
+            return
+        n = min(a.size, b.size)
+        yield a[:n], b[:n]
+        a, b = a[n:], b[n:]
+
+
+class _Accumulator:
+    def __init__(self, rtol: float, atol: float):
+        self.rtol, self.atol = rtol, atol
+        self.mismatched = 0
+        self.max_abs = 0.0
+        self.max_rel = 0.0
+        self.numeric = True
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        if a.dtype == object or b.dtype == object:
+            self.numeric = False
+            self.mismatched += sum(1 for x, y in zip(a, b) if x != y)
+            return
+        if self.rtol or self.atol:
+            different = ~np.isclose(self._wide(a), self._wide(b), rtol=self.rtol, atol=self.atol, equal_nan=True)
+        else:
+            different = a != b
+            if a.dtype.kind in "fc":
+                different &= ~(np.isnan(a) & np.isnan(b))
+        count = int(np.count_nonzero(different))
+        if not count:
+            return  # the common case costs no wide temporaries
+        self.mismatched += count
+        fa, fb = self._wide(a[different]), self._wide(b[different])
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            delta = np.abs(fa - fb)
+            finite = np.isfinite(delta)
+            if finite.any():
+                self.max_abs = max(self.max_abs, float(delta[finite].max()))
+                scale = np.abs(fb)
+                rel_ok = finite & (scale > 0)
+                if rel_ok.any():
+                    self.max_rel = max(self.max_rel, float((delta[rel_ok] / scale[rel_ok]).max()))
+
+    @staticmethod
+    def _wide(values: np.ndarray) -> np.ndarray:
+        return values.astype(np.complex128 if values.dtype.kind == "c" else np.float64)
+
+
+def _compile(pattern: str | None):
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise UsageProblem(f"bad --filter regular expression {pattern!r}: {exc}") from None
+
+
+def _values(reader, var, other_var) -> Iterator[np.ndarray]:
+    """The variable's elements in a stream both sides agree on: chunked when the
+    stored layouts match, the whole (assembled) tensor otherwise."""
+    if var.slices == other_var.slices:
+        return reader.iter_value_chunks(var, DIFF_CHUNK_BYTES)
+    return iter([reader.read(var).reshape(-1)])
+
+
+def diff_checkpoints(a_path: str, b_path: str, *, rtol: float = 0.0, atol: float = 0.0,
+                     pattern: str | None = None) -> DiffReport:
+    if rtol < 0 or atol < 0 or math.isnan(rtol) or math.isnan(atol):
+        raise UsageProblem("--rtol and --atol must be >= 0")
+    regex = _compile(pattern)
+    a_target, b_target = resolve_target(a_path), resolve_target(b_path)
+    differences: list[VariableDiff] = []
+    compared = 0
+    with open_checkpoint(a_target.prefix, a_target.format) as a, open_checkpoint(b_target.prefix, b_target.format) as b:
+        a_vars = {v.name: v for v in a.variables if not v.internal and (not regex or regex.search(v.name))}
+        b_vars = {v.name: v for v in b.variables if not v.internal and (not regex or regex.search(v.name))}
+        for name in sorted(set(a_vars) | set(b_vars)):
+            va, vb = a_vars.get(name), b_vars.get(name)
+            if vb is None:
+                differences.append(VariableDiff(name, "removed", a_dtype=va.dtype.name, a_shape=va.shape))
+                continue
+            if va is None:
+                differences.append(VariableDiff(name, "added", b_dtype=vb.dtype.name, b_shape=vb.shape))
+                continue
+            if va.dtype.name != vb.dtype.name or va.shape != vb.shape:
+                change = "dtype" if va.dtype.name != vb.dtype.name else "shape"
+                differences.append(VariableDiff(name, change, va.dtype.name, vb.dtype.name, va.shape, vb.shape))
+                continue
+            compared += 1
+            acc = _Accumulator(rtol, atol)
+            for chunk_a, chunk_b in zip_chunks(_values(a, va, vb), _values(b, vb, va)):
+                acc.add(chunk_a, chunk_b)
+            if acc.mismatched:
+                differences.append(VariableDiff(
+                    name, "value", va.dtype.name, vb.dtype.name, va.shape, vb.shape, acc.mismatched,
+                    acc.max_abs if acc.numeric else None, acc.max_rel if acc.numeric else None))
+    return DiffReport(a_target.prefix, b_target.prefix, compared, tuple(differences))

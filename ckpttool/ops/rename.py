@@ -1,0 +1,375 @@
+"""`rename-vars`: write a new checkpoint with variables renamed; SRC is never modified.
+
+Only the index changes: each entry keeps its bytes, so data shards are copied
+(or hard-linked, never written through) and the cost is O(index) plus the
+copy. TF2 object-based checkpoints also get a consistent object graph:
+attribute checkpoint keys and the children's local names along renamed
+object paths, so tf.train.Checkpoint.restore matches the new names.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+
+from ckpttool.errors import BadInput, NotFound, Refused, UnknownVariable, Unsupported, UsageProblem
+from ckpttool.formats.bundle import Bundle, data_file_path, open_bundle
+from ckpttool.formats.bundle_writer import encode_strings, make_entry, remove_checkpoint_files, write_index
+from ckpttool.formats.dtypes import dtype_from_code
+from ckpttool.formats.object_graph import node_paths, parse_object_graph
+from ckpttool.formats.ordered_code import encode_slice_key
+from ckpttool.formats.protos import checkpoint_pb2 as pb
+from ckpttool.formats.state import CheckpointState, commit_replacement, discard_replacement, prepare_replacement
+from ckpttool.formats.variables import OBJECT_GRAPH_KEY
+from ckpttool.ops.targets import resolve_target
+
+EMA_SUFFIX = "/ExponentialMovingAverage"
+_ATTRIBUTES = "/.ATTRIBUTES/"
+
+
+@dataclass(frozen=True)
+class RenameRules:
+    maps: tuple[tuple[str, str], ...] = ()  # --map and --map-file, exact
+    regexes: tuple[tuple[str, str], ...] = ()
+    add_prefix: str | None = None
+    strip_prefix: str | None = None
+    ema: bool = False
+    drop: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RenamePlan:
+    source: str
+    destination: str
+    mapping: dict[str, str]  # every variable kept: source name -> destination name
+    renamed: tuple[tuple[str, str], ...]
+    dropped: tuple[str, ...]
+    unchanged: int
+    object_graph: bool  # a TF2 object graph will be rewritten
+
+
+@dataclass(frozen=True)
+class RenameResult:
+    plan: RenamePlan
+    bytes_written: int
+
+
+def parse_pair(text: str, option: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise UsageProblem(f"{option} takes OLD=NEW, got {text!r}")
+    old, new = text.split("=", 1)
+    return old, new
+
+
+def read_map_file(path: str) -> tuple[tuple[str, str], ...]:
+    """A JSON object {old: new}, or lines `old new` (blank lines and # comments skipped)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise NotFound(f"cannot read map file {path}: {exc.strerror}") from None
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise BadInput(f"map file {path} is not valid JSON: {exc}") from None
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            raise BadInput(f"map file {path}: every key and value must be a string")
+        return tuple(data.items())
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise BadInput(f"map file {path}, line {number}: expected `old new`")
+        pairs.append((parts[0], parts[1]))
+    return tuple(pairs)
+
+
+def _compile(pattern: str, option: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise UsageProblem(f"bad {option} regular expression {pattern!r}: {exc}") from None
+
+
+def compute_mapping(names: list[str], rules: RenameRules) -> tuple[dict[str, str], list[str]]:
+    """(kept source name -> new name, dropped names). Rules apply in DESIGN order:
+    map, regex, add-prefix, strip-prefix, ema; then drop/keep on source names."""
+    known = set(names)
+    exact = dict(rules.maps)
+    unknown = [old for old in exact if old not in known]
+    if unknown:
+        raise UnknownVariable("no variable named " + ", ".join(repr(u) for u in unknown) + " in the source",
+                              hint="list the names with `ckpttool inspect -q SRC`")
+    regexes = [(_compile(p, "--regex"), repl) for p, repl in rules.regexes]
+    drops = [_compile(p, "--drop") for p in rules.drop]
+    keeps = [_compile(p, "--keep") for p in rules.keep]
+    mapping: dict[str, str] = {}
+    dropped: list[str] = []
+    shadowed = {n[: -len(EMA_SUFFIX)] for n in names if rules.ema and n.endswith(EMA_SUFFIX)}
+    for name in names:
+        if any(r.search(name) for r in drops) or (keeps and not any(r.search(name) for r in keeps)):
+            dropped.append(name)
+            continue
+        if rules.ema and name in shadowed:
+            dropped.append(name)  # replaced by its moving average
+            continue
+        new = exact.get(name, name)
+        for regex, repl in regexes:
+            try:
+                new = regex.sub(repl, new)
+            except (re.error, IndexError) as exc:
+                raise UsageProblem(f"bad --regex replacement {repl!r}: {exc}") from None
+        if rules.add_prefix:
+            new = rules.add_prefix + new
+        if rules.strip_prefix and new.startswith(rules.strip_prefix):
+            new = new[len(rules.strip_prefix):]
+        if rules.ema and new.endswith(EMA_SUFFIX):
+            new = new[: -len(EMA_SUFFIX)]
+        if not new:
+            raise UsageProblem(f"the rules give {name!r} an empty name")
+        mapping[name] = new
+    targets: dict[str, list[str]] = {}
+    for old, new in mapping.items():
+        targets.setdefault(new, []).append(old)
+    collisions = {new: olds for new, olds in targets.items() if len(olds) > 1}
+    if collisions:
+        listing = "; ".join(f"{' + '.join(sorted(olds))} -> {new}" for new, olds in sorted(collisions.items()))
+        raise Refused(f"name collision: {listing}")
+    return mapping, dropped
+
+
+# -- TF2 object graph -----------------------------------------------------
+
+def _unescape(component: str) -> str:
+    out, i = [], 0
+    while i < len(component):
+        if component.startswith("..", i):
+            out.append(".")
+            i += 2
+        elif component.startswith(".S", i):
+            out.append("/")
+            i += 2
+        else:
+            out.append(component[i])
+            i += 1
+    return "".join(out)
+
+
+def _object_path(key: str) -> tuple[str, ...] | None:
+    """Local names of the object a plain attribute key belongs to; None for slots and oddities."""
+    if _ATTRIBUTES not in key or ".OPTIMIZER_SLOT" in key:
+        return None
+    path = key[: key.index(_ATTRIBUTES)]
+    return tuple(_unescape(c) for c in path.split("/")) if path else ()
+
+
+def rewrite_object_graph(data: bytes, mapping: dict[str, str], dropped: set[str]) -> bytes:
+    """The object graph with checkpoint keys renamed and object paths renamed to match."""
+    graph = parse_object_graph(data)
+    paths = node_paths(graph)
+    edge_renames: dict[tuple[int, str], tuple[str, str]] = {}  # (parent, old local) -> (new local, why)
+    for node_id, path in paths.items():
+        node = graph.nodes[node_id]
+        keep_attributes = []
+        for attribute in node.attributes:
+            key = attribute.checkpoint_key
+            if key in dropped:
+                continue
+            new_key = mapping.get(key, key)
+            attribute.checkpoint_key = new_key
+            keep_attributes.append(attribute)
+            old_path, new_path = _object_path(key), _object_path(new_key)
+            if old_path == new_path or old_path is None:
+                continue
+            if new_path is None or len(new_path) != len(old_path) or old_path != path:
+                raise Unsupported(f"renaming {key!r} to {new_key!r} would move the object to a different depth "
+                                  "of the TF2 object graph",
+                                  hint="rename objects at the same depth (e.g. model/dense1 -> model/encoder)")
+            parent = 0
+            for depth, (old_local, new_local) in enumerate(zip(old_path, new_path)):
+                if old_local != new_local:
+                    seen = edge_renames.setdefault((parent, old_local), (new_local, key))
+                    if seen[0] != new_local:
+                        raise Refused(f"inconsistent object rename: {'/'.join(old_path[:depth + 1])} becomes "
+                                      f"{seen[0]!r} for {seen[1]!r} but {new_local!r} for {key!r}")
+                parent = next(c.node_id for c in graph.nodes[parent].children if c.local_name == old_local)
+        del node.attributes[:]
+        node.attributes.extend(keep_attributes)
+    # Slot variables and other nodes reached only indirectly: keys only.
+    for node_id, node in enumerate(graph.nodes):
+        if node_id in paths:
+            continue
+        kept = [a for a in node.attributes if a.checkpoint_key not in dropped]
+        for attribute in kept:
+            attribute.checkpoint_key = mapping.get(attribute.checkpoint_key, attribute.checkpoint_key)
+        del node.attributes[:]
+        node.attributes.extend(kept)
+    for (parent, old_local), (new_local, _why) in edge_renames.items():
+        children = graph.nodes[parent].children
+        if any(c.local_name == new_local for c in children):
+            raise Refused(f"object {new_local!r} already exists beside {old_local!r} in the object graph")
+        for child in children:
+            if child.local_name == old_local:
+                child.local_name = new_local
+    return graph.SerializeToString()
+
+
+# -- plan and apply -------------------------------------------------------
+
+def _checkpoint_exists(prefix: str) -> bool:
+    import glob
+
+    return os.path.exists(prefix + ".index") or bool(glob.glob(glob.escape(prefix) + ".data-*"))
+
+
+def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bool = False) -> RenamePlan:
+    target = resolve_target(source)
+    if target.format != "v2":
+        raise Unsupported("rename-vars writes the V2 format; the source is a V1 checkpoint",
+                          hint="restore it with tf.compat.v1.train.Saver and re-save it first")
+    destination = os.path.abspath(destination)
+    if os.path.abspath(target.prefix) == destination:
+        raise Refused("destination is the source; rename-vars never modifies SRC")
+    if os.path.isdir(destination):
+        raise Refused(f"destination {destination} is a directory; give a checkpoint prefix such as DIR/model.ckpt-1")
+    if not os.path.isdir(os.path.dirname(destination)):
+        raise NotFound(f"destination directory {os.path.dirname(destination)} does not exist")
+    if _checkpoint_exists(destination) and not overwrite:
+        raise Refused(f"destination {destination} exists (use --overwrite to replace it)")
+    with open_bundle(target.prefix) as bundle:
+        names = [v.name for v in bundle.variables if not v.internal]
+        graph = bundle.object_graph_bytes() is not None
+    mapping, dropped = compute_mapping(names, rules)
+    renamed = tuple((old, new) for old, new in mapping.items() if old != new)
+    return RenamePlan(target.prefix, destination, mapping, renamed, tuple(dropped),
+                      sum(1 for old, new in mapping.items() if old == new), graph)
+
+
+def _copy_shard(source: str, destination: str, length: int | None) -> int:
+    """Copy a data shard (the first `length` bytes, or all of it); bytes written."""
+    if length is None:
+        shutil.copyfile(source, destination)
+        return os.path.getsize(destination)
+    with open(source, "rb") as src, open(destination, "wb") as dst:
+        remaining = length
+        while remaining:
+            chunk = src.read(min(remaining, 16 << 20))
+            if not chunk:
+                break
+            dst.write(chunk)
+            remaining -= len(chunk)
+    return length
+
+
+def _new_entries(bundle: Bundle, plan: RenamePlan) -> dict[bytes, pb.BundleEntryProto]:
+    """Index entries under their new keys (slices re-keyed too); bytes stay where they are."""
+    raw = bundle.raw_entries()
+    entries: dict[bytes, pb.BundleEntryProto] = {}
+    for var in bundle.variables:
+        new = OBJECT_GRAPH_KEY if var.name == OBJECT_GRAPH_KEY else plan.mapping.get(var.name)
+        if new is None:
+            continue
+        new_key = new.encode("utf-8", "surrogateescape")
+        old_key = var.name.encode("utf-8", "surrogateescape")
+        entries[new_key] = raw[old_key]
+        for extents in var.slices:
+            entries[encode_slice_key(new_key, extents)] = raw[encode_slice_key(old_key, extents)]
+    return entries
+
+
+def _update_destination_state(destination: str) -> None:
+    from ckpttool.formats.state import read_state, write_state
+    from ckpttool.ops.statefile import update_state
+
+    directory, name = os.path.split(destination)
+
+    def add(state: CheckpointState) -> CheckpointState:
+        paths = [p for p in state.all_model_checkpoint_paths if os.path.basename(p) != name]
+        times_ok = len(state.all_model_checkpoint_timestamps) == len(state.all_model_checkpoint_paths)
+        stamps = [t for p, t in zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps)
+                  if os.path.basename(p) != name] if times_ok else []
+        return CheckpointState(name, tuple(paths + [name]),
+                               tuple(stamps + [time.time()]) if times_ok else (), state.last_preserved_timestamp)
+
+    try:
+        existing = read_state(directory)
+    except BadInput:
+        existing = None  # an unparseable state file is replaced, as TensorFlow's next save would
+    if existing is None or not update_state(directory, add):
+        write_state(directory, CheckpointState(name, (name,), (time.time(),)))
+
+
+def apply_rename(plan: RenamePlan, link: bool = False) -> RenameResult:
+    destination = plan.destination
+    written_files: list[str] = []
+    temp_files: list[str] = []
+    try:
+        with open_bundle(plan.source) as bundle:
+            entries = _new_entries(bundle, plan)
+            num_shards = bundle.header.num_shards
+            graph_part = None
+            new_graph = None
+            if plan.object_graph and (plan.renamed or plan.dropped):
+                graph_var = bundle.variable(OBJECT_GRAPH_KEY)
+                graph_part = graph_var.parts[0]
+                new_graph = rewrite_object_graph(bundle.object_graph_bytes(), plan.mapping, set(plan.dropped))
+            if _checkpoint_exists(destination):
+                remove_checkpoint_files(destination)  # --overwrite: the old index goes first
+            total = 0
+            out_shards = num_shards + (1 if link and new_graph is not None else 0)
+            for shard_id, source_path in enumerate(bundle.data_files()):
+                if not os.path.exists(source_path):
+                    raise NotFound(f"missing data shard {source_path}")
+                final = data_file_path(destination, shard_id, out_shards)
+                tmp = f"{final}.tempstate{os.getpid()}"
+                temp_files.append(tmp)
+                if link:
+                    os.link(source_path, tmp)
+                else:
+                    graph_here = new_graph is not None and graph_part.shard_id == shard_id
+                    graph_at_end = graph_here and graph_part.offset + graph_part.size == os.path.getsize(source_path)
+                    total += _copy_shard(source_path, tmp, graph_part.offset if graph_at_end else None)
+                    if graph_here:
+                        data, checksum = encode_strings([new_graph])
+                        with open(tmp, "ab") as handle:
+                            offset = handle.tell()
+                            handle.write(data)
+                        total += len(data)
+                        entries[OBJECT_GRAPH_KEY.encode()] = make_entry(dtype_from_code(7), (), shard_id, offset,
+                                                                         len(data), checksum)
+            if link and new_graph is not None:
+                # Linked shards are never written through: the new graph gets a shard of its own.
+                data, checksum = encode_strings([new_graph])
+                final = data_file_path(destination, num_shards, out_shards)
+                tmp = prepare_replacement(final, data)
+                temp_files.append(tmp)
+                total += len(data)
+                entries[OBJECT_GRAPH_KEY.encode()] = make_entry(dtype_from_code(7), (), num_shards, 0, len(data),
+                                                                 checksum)
+            for shard_id, tmp in enumerate(temp_files):
+                final = data_file_path(destination, shard_id, out_shards)
+                commit_replacement(tmp, final)
+                written_files.append(final)
+            temp_files = []
+            total += write_index(destination, out_shards, entries)
+            written_files.append(destination + ".index")
+        _update_destination_state(destination)
+        return RenameResult(plan, total)
+    except BaseException:
+        # Nothing half-written may stay: the index is written last, so without
+        # it TensorFlow never picks the destination up; remove what we made.
+        for tmp in temp_files:
+            discard_replacement(tmp)
+        for path in written_files:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        raise
