@@ -20,10 +20,10 @@ class Measure:
     peak_mb: float
 
 
-def run_measured(cmd: list[str], repeats: int = 5) -> Measure:
-    """Median wall time and max peak RSS of `cmd` over `repeats` runs (one warm-up first)."""
+def run_measured(cmd: list[str], repeats: int = 5, warmup: bool = True) -> Measure:
+    """Median wall time and max peak RSS of `cmd` over `repeats` runs (after one warm-up run)."""
     times, peaks = [], []
-    for i in range(repeats + 1):
+    for i in range(repeats + 1 if warmup else repeats):
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
         _pid, status, usage = os.wait4(proc.pid, 0)
@@ -33,7 +33,7 @@ def run_measured(cmd: list[str], repeats: int = 5) -> Measure:
         code = os.waitstatus_to_exitcode(status)
         if code not in (0, 1):
             raise SystemExit(f"command failed ({code}): {' '.join(cmd)}\n{stderr[-2000:]}")
-        if i:  # the first run warms the page cache and the interpreter's .pyc files
+        if i or not warmup:  # a warm-up run fills the page cache and the interpreter's .pyc files
             times.append(elapsed)
             peaks.append(usage.ru_maxrss / 1024)
     return Measure(statistics.median(times), max(peaks))
