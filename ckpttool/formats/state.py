@@ -1,16 +1,15 @@
 """The `checkpoint` state file: a text-format CheckpointState (FORMAT.md §1).
 
 Reading never trusts the paths it holds; callers decide what they point at.
-Writing is atomic (temp file in the same directory, fsync, rename, fsync of
-the directory), so a crash leaves either the old file or the new one.
+Writing is atomic (formats/atomic.py), so a crash leaves the old file or the new one.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 
 from ckpttool.errors import CorruptCheckpoint, NotFound
+from ckpttool.formats.atomic import write_bytes_atomic
 
 STATE_FILENAME = "checkpoint"
 
@@ -81,51 +80,6 @@ def format_state(state: CheckpointState) -> str:
         last_preserved_timestamp=state.last_preserved_timestamp,
     )
     return text_format.MessageToString(message)
-
-
-def prepare_replacement(path: str, data: bytes) -> str:
-    """A synced temp file beside `path` holding `data`, ready for commit_replacement."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        discard_replacement(tmp)
-        raise
-    return tmp
-
-
-def discard_replacement(tmp: str) -> None:
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-
-
-def commit_replacement(tmp: str, path: str) -> None:
-    os.replace(tmp, path)
-    fsync_directory(os.path.dirname(os.path.abspath(path)))
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
-    tmp = prepare_replacement(path, data)
-    try:
-        commit_replacement(tmp, path)
-    except BaseException:
-        discard_replacement(tmp)
-        raise
-
-
-def fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_state(directory: str, state: CheckpointState) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ckpttool.errors import CorruptCheckpoint
-from ckpttool.formats.state import fsync_directory, write_bytes_atomic
+from ckpttool.formats.atomic import fsync_directory, write_bytes_atomic
 from ckpttool.ops.lock import directory_lock
 from ckpttool.ops.retention import RetentionRules, keep_reasons
 from ckpttool.ops.scan import DirectoryScan, Problem, scan_directory
@@ -179,6 +179,8 @@ def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> 
             drop = {d.name for d in todo}
             listed = {c.name for c in scan.checkpoints if c.in_state}
             if drop & listed:
+                # None: a live writer kept replacing the file; its next save lists
+                # its own checkpoints anyway, and the latest is never deleted.
                 update_state(directory, lambda state: without_entries(state, directory, drop))
                 fault("state file rewritten")
         for deletion in todo:

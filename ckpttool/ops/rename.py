@@ -21,7 +21,8 @@ from ckpttool.formats.dtypes import dtype_from_code
 from ckpttool.formats.object_graph import node_paths, parse_object_graph
 from ckpttool.formats.ordered_code import encode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
-from ckpttool.formats.state import CheckpointState, commit_replacement, discard_replacement, prepare_replacement
+from ckpttool.formats.atomic import commit_replacement, discard_replacement, prepare_replacement
+from ckpttool.formats.state import CheckpointState
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY
 from ckpttool.ops.targets import resolve_target
 
@@ -309,7 +310,7 @@ def _update_destination_state(destination: str) -> None:
         existing = read_state(directory)
     except BadInput:
         existing = None  # an unparseable state file is replaced, as TensorFlow's next save would
-    if existing is None or not update_state(directory, add):
+    if existing is None or update_state(directory, add) is False:  # no usable state file: start one
         write_state(directory, CheckpointState(name, (name,), (time.time(),)))
 
 

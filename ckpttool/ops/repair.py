@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ckpttool.formats.state import STATE_FILENAME, CheckpointState, format_state, write_bytes_atomic, write_state
+from ckpttool.formats.atomic import write_bytes_atomic
+from ckpttool.formats.state import STATE_FILENAME, CheckpointState, format_state, write_state
 from ckpttool.ops.lock import directory_lock
 from ckpttool.ops.scan import resolve_state_entry, scan_directory
 

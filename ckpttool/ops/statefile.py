@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from ckpttool.formats.state import (STATE_FILENAME, CheckpointState, commit_replacement, discard_replacement,
-                                    format_state, parse_state, prepare_replacement)
+from ckpttool.formats.atomic import commit_replacement, discard_replacement, prepare_replacement
+from ckpttool.formats.state import STATE_FILENAME, CheckpointState, format_state, parse_state
 from ckpttool.ops.scan import resolve_state_entry
 
 
@@ -39,13 +39,18 @@ def _read_raw(path: str) -> bytes | None:
         return None
 
 
-def update_state(directory: str, transform: Callable[[CheckpointState], CheckpointState], attempts: int = 20) -> bool:
+def update_state(directory: str, transform: Callable[[CheckpointState], CheckpointState],
+                 attempts: int = 50) -> bool | None:
     """Rewrite the state file as transform(current) without losing a concurrent writer's update.
 
     TensorFlow's savers take no lock, so: prepare and sync the new file, then
     re-read the state file just before the rename and start over if it
-    changed meanwhile. Returns False if there is no state file any more.
+    changed meanwhile. True: rewritten; False: there is no state file;
+    None: a writer kept replacing it, so it was left as the writer wrote it.
     """
+    import random
+    import time
+
     path = os.path.join(directory, STATE_FILENAME)
     for _ in range(attempts):
         before = _read_raw(path)
@@ -57,4 +62,5 @@ def update_state(directory: str, transform: Callable[[CheckpointState], Checkpoi
             commit_replacement(tmp, path)
             return True
         discard_replacement(tmp)
-    raise RuntimeError(f"state file {path} kept changing while it was being rewritten")
+        time.sleep(random.uniform(0.001, 0.02))  # let the writer's save finish
+    return None
