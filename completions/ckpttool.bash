@@ -10,7 +10,7 @@ _ckpttool() {
         esac
     done
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "ls latest inspect verify prune repair rename-vars diff --debug --no-color --version -h --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "ls latest inspect verify prune repair rename-vars diff freeze export-json --debug --no-color --version -h --help" -- "$cur"))
         return
     fi
     case "$cmd" in
@@ -22,6 +22,8 @@ _ckpttool() {
         repair) opts="--dry-run -n --json -h --help" ;;
         rename-vars) opts="--map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --link --overwrite --dry-run -n --json --quiet -q -h --help" ;;
         diff) opts="--rtol --atol --filter -f --json --quiet -q -h --help" ;;
+        freeze) opts="--output -o --output-nodes --tags --signature --text --clear-devices --keep-devices --check --input-shape --overwrite --json -h --help" ;;
+        export-json) opts="--format --part --output -o --overwrite --json -h --help" ;;
         *) opts="" ;;
     esac
     if [[ "$cur" == -* ]]; then

@@ -310,7 +310,26 @@ def tf2_many(out):
     return {"kept": [f"ckpt-{i}" for i in range(1, 7)]}
 
 
-BUILDERS = [prune_run, tf2_many, saver_run, sharded, partitioned, every_dtype, many_vars, tf2_manager, max_shard,
+def classic(out):
+    """The classic freeze example: placeholder x, variables v1 and v2, op = (x + v1) * v2."""
+    def build():
+        step = v1.train.get_or_create_global_step()
+        x = v1.placeholder(tf.float32, [None, 3], name="x")
+        a = v1.get_variable("v1", initializer=np.array([1.0, 2.0, 3.0], np.float32))
+        b = v1.get_variable("v2", initializer=np.array([0.5, -1.0, 2.0], np.float32))
+        tf.multiply(x + a, b, name="op")
+        bump = v1.assign_add(step, 1)
+        saver = v1.train.Saver()
+
+        def run(sess):
+            sess.run(bump)
+            saver.save(sess, os.path.join(out, "model.ckpt"), global_step=step)
+            return {"prefix": "model.ckpt-1"}
+        return run
+    return _graph_session(build)
+
+
+BUILDERS = [classic, prune_run, tf2_many, saver_run, sharded, partitioned, every_dtype, many_vars, tf2_manager, max_shard,
             tf1_saved_model, tf2_saved_model, v1_format, ema_run]
 
 

@@ -8,7 +8,7 @@ import typer
 
 from ckpttool import __version__
 from ckpttool.cli import render
-from ckpttool.cli.commands import diff, inspect, latest, ls, prune, rename, repair, verify
+from ckpttool.cli.commands import diff, export_json, freeze, inspect, latest, ls, prune, rename, repair, verify
 from ckpttool.cli.errors import handle_errors, set_debug
 
 app = typer.Typer(
@@ -53,6 +53,8 @@ COMMANDS = {
     "repair": repair.command,
     "rename-vars": rename.command,
     "diff": diff.command,
+    "freeze": freeze.command,
+    "export-json": export_json.command,
 }
 for _name, _function in COMMANDS.items():
     app.command(_name)(handle_errors(_function))

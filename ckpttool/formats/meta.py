@@ -36,6 +36,7 @@ class MetaGraphSummary:
     collections: dict[str, int]  # name -> number of items
     saver_def: dict | None
     signatures: list[Signature] = field(default_factory=list)
+    object_graph_nodes: int = 0  # TF2 SavedModels carry a SavedObjectGraph
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def summarize_meta_graph(meta) -> MetaGraphSummary:
         collections={name: _collection_size(c) for name, c in sorted(meta.collection_def.items())},
         saver_def=saver,
         signatures=signatures,
+        object_graph_nodes=len(meta.object_graph_def.nodes),
     )
 
 

@@ -1,0 +1,49 @@
+"""`ckpttool export-json SRC`: a graph (MetaGraphDef, SavedModel, GraphDef) as JSON or pbtxt (uses TensorFlow)."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from ckpttool.cli import render
+from ckpttool.cli.options import Json
+from ckpttool.errors import Refused
+
+
+def command(
+    source: Annotated[str, typer.Argument(help="A .meta, a checkpoint prefix or directory, a .pb GraphDef or a SavedModel.",
+                                          show_default=False)],
+    format_: Annotated[str, typer.Option("--format", help="json (proto field names) or pbtxt.")] = "json",
+    part: Annotated[Optional[str], typer.Option("--part", help="Only one part: graph, saver, signatures, collections or meta_info.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write to this file (atomically) instead of stdout.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+    json_out: Json = False,
+):
+    """Print a graph as JSON (field names as in the proto) or pbtxt, whole or one part.
+
+    With --json: a report document (schema_version, command, source, kind,
+    part, format) holding the export under "message", or, with -o, the path
+    and size written.
+    """
+    import os
+
+    from ckpttool.formats.atomic import write_bytes_atomic
+    from ckpttool.graph.export import export_graph
+
+    if output and os.path.exists(output) and not overwrite:
+        raise Refused(f"{output} exists (use --overwrite to replace it)")
+    export = export_graph(source, fmt=format_, part=part)
+    report = {"source": export.source, "kind": export.kind, "part": export.part, "format": export.format}
+    if output:
+        data = export.text.encode("utf-8")
+        write_bytes_atomic(output, data)
+        if json_out:
+            render.emit_json("export-json", {**report, "output": os.path.abspath(output), "bytes": len(data)})
+    elif json_out:
+        body = json.loads(export.text) if export.format == "json" else export.text
+        render.emit_json("export-json", {**report, "message": body})
+    else:
+        sys.stdout.write(export.text)
+    return 0

@@ -1,0 +1,51 @@
+"""`ckpttool freeze SRC -o OUT.pb`: a frozen, self-contained GraphDef (uses TensorFlow)."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, List, Optional
+
+import typer
+
+from ckpttool.cli import render
+from ckpttool.cli.errors import EXIT_NEGATIVE
+from ckpttool.cli.options import Json, TargetArg
+
+
+def command(
+    source: TargetArg,
+    output: Annotated[str, typer.Option("--output", "-o", help="The .pb (or .pbtxt with --text) to write.",
+                                        show_default=False)],
+    output_nodes: Annotated[Optional[str], typer.Option("--output-nodes", help="Comma-separated output nodes (name or name:0).")] = None,
+    tags: Annotated[Optional[str], typer.Option("--tags", help="SavedModel tags, comma-separated (default: the only meta graph's, else serve).")] = None,
+    signature: Annotated[Optional[str], typer.Option("--signature", help="SavedModel signature (default: serving_default, else the only one).")] = None,
+    text: Annotated[bool, typer.Option("--text", help="Write text format (pbtxt).")] = False,
+    clear_devices: Annotated[bool, typer.Option("--clear-devices/--keep-devices", help="Drop device placements.")] = True,
+    check: Annotated[bool, typer.Option("--check", help="Run original and frozen graphs on the same random inputs; exit 1 if they differ.")] = False,
+    input_shape: Annotated[Optional[List[str]], typer.Option("--input-shape", help="NAME=D1,D2 for --check inputs without a static shape (repeatable).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+    json_out: Json = False,
+):
+    """Freeze a checkpoint (with its .meta) or a SavedModel into a GraphDef with constants."""
+    from ckpttool.graph.freeze import freeze, parse_input_shapes
+
+    report = freeze(source, output,
+                    output_nodes=[n.strip() for n in output_nodes.split(",") if n.strip()] if output_nodes else None,
+                    tags=[t.strip() for t in tags.split(",") if t.strip()] if tags else None, signature=signature,
+                    text=text, clear_devices=clear_devices, check=check,
+                    input_shapes=parse_input_shapes(input_shape or []), overwrite=overwrite)
+    failed = report.check is not None and not report.check.ok
+    if json_out:
+        doc = asdict(report)
+        doc.pop("warnings")
+        doc["output_nodes"] = list(report.output_nodes)
+        render.emit_json("freeze", doc)
+    else:
+        lines = [f"wrote {report.output}: {report.nodes_before} -> {report.nodes_after} nodes, "
+                 f"{report.variables_frozen} variables frozen, {render.human_bytes(report.bytes_written)}",
+                 f"outputs: {', '.join(report.output_nodes)}"]
+        if report.check is not None:
+            verdict = "same results" if report.check.ok else "RESULTS DIFFER"
+            details = ", ".join(f"{c.name} (max abs diff {c.max_abs_diff:.3g})" for c in report.check.outputs)
+            lines.append(f"check: {verdict}: {details}")
+        render.print_lines(lines)
+    return EXIT_NEGATIVE if failed else 0
