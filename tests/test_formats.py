@@ -79,8 +79,13 @@ def test_our_protos_match_tensorflow_descriptors(tf):
     """Field numbers and wire types of every mirrored message equal TensorFlow's."""
     from tensorflow.core.framework import graph_pb2 as tf_graph
     from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, tensor_slice_pb2
-    from tensorflow.core.protobuf import (meta_graph_pb2, saved_model_pb2, saver_pb2, tensor_bundle_pb2,
-                                          trackable_object_graph_pb2)
+    from tensorflow.core.protobuf import (
+        meta_graph_pb2,
+        saved_model_pb2,
+        saver_pb2,
+        tensor_bundle_pb2,
+        trackable_object_graph_pb2,
+    )
     from tensorflow.core.util import saved_tensor_slice_pb2
     from tensorflow.python.training import checkpoint_state_pb2
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ckpttool.formats.state import CheckpointState, read_state, write_state
-from tests.conftest import ROOT, assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli
 
 STEPS = list(range(100, 1001, 100))
 HOUR = 3600.0

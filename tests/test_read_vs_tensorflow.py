@@ -133,7 +133,6 @@ def test_meta_summary(fixtures_dir, tf):
     assert sig["name"] == "predict" and sig["inputs"][0]["name"] == "x:0"
     meta = run_cli("inspect", "--json", "--meta", fixtures_dir / "saver_run").json()["meta"]
     (graph,) = meta["meta_graphs"]
-    ref = tf.compat.v1.train.import_meta_graph  # noqa: F841 - the oracle below reads the same file
     from tensorflow.core.protobuf import meta_graph_pb2
 
     tf_meta = meta_graph_pb2.MetaGraphDef.FromString(

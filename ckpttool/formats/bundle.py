@@ -19,7 +19,7 @@ from ckpttool.formats.dtypes import STRING, VARIANT, DType, dtype_from_code
 from ckpttool.formats.messages import BundleHeader, extents_of, parse_header, parse_message, shape_of
 from ckpttool.formats.ordered_code import encode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
-from ckpttool.formats.table import read_table
+from ckpttool.formats.table import read_table_file
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY, StoredTensor, Variable, slice_bounds
 from ckpttool.formats.wire import decode_fixed32, decode_varint, encode_fixed32, encode_fixed64
 
@@ -272,17 +272,8 @@ class Bundle:
 
 def open_bundle(prefix: str) -> Bundle:
     index_path = prefix + ".index"
-    try:
-        with open(index_path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise NotFound(f"no checkpoint index at {index_path}") from None
-    except IsADirectoryError:
-        raise NotFound(f"{index_path} is a directory, not a checkpoint index") from None
-    except OSError as exc:
-        raise NotFound(f"cannot read {index_path}: {exc.strerror}") from None
+    items = read_table_file(index_path, "checkpoint index")
     source = os.path.basename(index_path)
-    items = read_table(data, source)
     if not items or items[0][0] != b"":
         raise CorruptCheckpoint(f"{source}: no bundle header (is this a checkpoint index?)")
     header = parse_header(items[0][1], source)

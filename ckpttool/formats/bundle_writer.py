@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ckpttool.formats import crc32c as crc
+from ckpttool.formats.atomic import commit_replacement, discard_replacement, prepare_replacement
 from ckpttool.formats.bundle import data_file_path
 from ckpttool.formats.dtypes import STRING, DType
 from ckpttool.formats.ordered_code import encode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
-from ckpttool.formats.atomic import commit_replacement, discard_replacement, prepare_replacement
 from ckpttool.formats.table import build_table
 from ckpttool.formats.wire import encode_fixed32, encode_fixed64, encode_varint
 

@@ -7,10 +7,11 @@ reader checks. The writer reproduces TensorFlow's TableBuilder byte for byte
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from ckpttool.errors import CorruptCheckpoint, Unsupported
+from ckpttool.errors import CorruptCheckpoint, NotFound, Unsupported
 from ckpttool.formats.crc32c import crc32c, mask, unmask
 from ckpttool.formats.wire import decode_fixed32, decode_varint, encode_fixed32, encode_varint
 
@@ -104,6 +105,20 @@ def read_table(data: bytes, source: str = "table") -> list[tuple[bytes, bytes]]:
             previous = key
             entries.append((key, value))
     return entries
+
+
+def read_table_file(path: str, what: str = "checkpoint table") -> list[tuple[bytes, bytes]]:
+    """Every (key, value) of the table file at `path`; NotFound when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise NotFound(f"no {what} at {path}") from None
+    except IsADirectoryError:
+        raise NotFound(f"{path} is a directory, not a {what}") from None
+    except OSError as exc:
+        raise NotFound(f"cannot read {path}: {exc.strerror}") from None
+    return read_table(data, os.path.basename(path))
 
 
 def read_first_entry(head: bytes) -> tuple[bytes, bytes] | None:

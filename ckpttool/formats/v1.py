@@ -12,12 +12,12 @@ from typing import Iterator
 
 import numpy as np
 
-from ckpttool.errors import CorruptCheckpoint, NotFound, Unsupported
-from ckpttool.formats.messages import extents_of, parse_message, shape_of
+from ckpttool.errors import CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import STRING, dtype_from_code
+from ckpttool.formats.messages import extents_of, parse_message, shape_of
 from ckpttool.formats.ordered_code import decode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
-from ckpttool.formats.table import read_table
+from ckpttool.formats.table import read_table_file
 from ckpttool.formats.variables import Variable
 
 # TensorProto's typed field for each dtype kind, when tensor_content is empty.
@@ -69,13 +69,8 @@ class V1Checkpoint:
 
     def __init__(self, prefix: str):
         self.prefix = prefix
-        try:
-            with open(prefix, "rb") as handle:
-                data = handle.read()
-        except OSError as exc:
-            raise NotFound(f"cannot read {prefix}: {exc.strerror}") from None
+        items = read_table_file(prefix, "V1 checkpoint")
         source = os.path.basename(prefix)
-        items = read_table(data, source)
         if not items or items[0][0] != b"":
             raise CorruptCheckpoint(f"{source}: no V1 checkpoint header")
         header = parse_message(pb.SavedTensorSlices, items[0][1], source)

@@ -4,7 +4,6 @@ whatever the tensor size."""
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -12,8 +11,8 @@ import numpy as np
 
 from ckpttool.errors import UsageProblem
 from ckpttool.formats.reader import open_checkpoint
+from ckpttool.ops.patterns import compile_optional
 from ckpttool.ops.targets import resolve_target
-
 
 DIFF_CHUNK_BYTES = 1 << 20  # two streams and their comparison temporaries stay a few MiB
 
@@ -97,15 +96,6 @@ class _Accumulator:
         return values.astype(np.complex128 if values.dtype.kind == "c" else np.float64)
 
 
-def _compile(pattern: str | None):
-    if pattern is None:
-        return None
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise UsageProblem(f"bad --filter regular expression {pattern!r}: {exc}") from None
-
-
 def _values(reader, var, other_var) -> Iterator[np.ndarray]:
     """The variable's elements in a stream both sides agree on: chunked when the
     stored layouts match, the whole (assembled) tensor otherwise."""
@@ -118,7 +108,7 @@ def diff_checkpoints(a_path: str, b_path: str, *, rtol: float = 0.0, atol: float
                      pattern: str | None = None) -> DiffReport:
     if rtol < 0 or atol < 0 or math.isnan(rtol) or math.isnan(atol):
         raise UsageProblem("--rtol and --atol must be >= 0")
-    regex = _compile(pattern)
+    regex = compile_optional(pattern, "--filter")
     a_target, b_target = resolve_target(a_path), resolve_target(b_path)
     differences: list[VariableDiff] = []
     compared = 0

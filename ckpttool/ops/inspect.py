@@ -2,16 +2,15 @@
 slices, object paths and a summary of the graph stored beside it."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from ckpttool.errors import UsageProblem
 from ckpttool.formats.meta import MetaSummary, read_meta_summary
 from ckpttool.formats.object_graph import key_object_paths, parse_object_graph
 from ckpttool.formats.reader import open_checkpoint
 from ckpttool.formats.variables import format_slice, slice_shape
+from ckpttool.ops.patterns import compile_optional
 from ckpttool.ops.stats import TensorStats, stats_of_chunks
 from ckpttool.ops.targets import Target, resolve_target
 
@@ -52,15 +51,6 @@ class InspectReport:
     has_object_graph: bool
 
 
-def _compile(pattern: str | None):
-    if pattern is None:
-        return None
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise UsageProblem(f"bad --filter regular expression {pattern!r}: {exc}") from None
-
-
 def inspect_checkpoint(
     target_path: str,
     *,
@@ -72,7 +62,7 @@ def inspect_checkpoint(
     with_meta: bool = False,
     with_object_paths: bool = False,
 ) -> InspectReport:
-    regex = _compile(pattern)
+    regex = compile_optional(pattern, "--filter")
     target = resolve_target(target_path)
     with open_checkpoint(target.prefix, target.format) as reader:
         object_paths: dict[str, str] = {}

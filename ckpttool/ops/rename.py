@@ -15,15 +15,16 @@ import time
 from dataclasses import dataclass
 
 from ckpttool.errors import BadInput, NotFound, Refused, UnknownVariable, Unsupported, UsageProblem
+from ckpttool.formats.atomic import commit_replacement, discard_replacement, prepare_replacement
 from ckpttool.formats.bundle import Bundle, data_file_path, open_bundle
 from ckpttool.formats.bundle_writer import encode_strings, make_entry, remove_checkpoint_files, write_index
 from ckpttool.formats.dtypes import dtype_from_code
 from ckpttool.formats.object_graph import node_paths, parse_object_graph
 from ckpttool.formats.ordered_code import encode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
-from ckpttool.formats.atomic import commit_replacement, discard_replacement, prepare_replacement
 from ckpttool.formats.state import CheckpointState
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY
+from ckpttool.ops.patterns import compile_pattern
 from ckpttool.ops.targets import resolve_target
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
@@ -91,13 +92,6 @@ def read_map_file(path: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _compile(pattern: str, option: str) -> re.Pattern:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise UsageProblem(f"bad {option} regular expression {pattern!r}: {exc}") from None
-
-
 def compute_mapping(names: list[str], rules: RenameRules) -> tuple[dict[str, str], list[str]]:
     """(kept source name -> new name, dropped names). Rules apply in DESIGN order:
     map, regex, add-prefix, strip-prefix, ema; then drop/keep on source names."""
@@ -107,9 +101,9 @@ def compute_mapping(names: list[str], rules: RenameRules) -> tuple[dict[str, str
     if unknown:
         raise UnknownVariable("no variable named " + ", ".join(repr(u) for u in unknown) + " in the source",
                               hint="list the names with `ckpttool inspect -q SRC`")
-    regexes = [(_compile(p, "--regex"), repl) for p, repl in rules.regexes]
-    drops = [_compile(p, "--drop") for p in rules.drop]
-    keeps = [_compile(p, "--keep") for p in rules.keep]
+    regexes = [(compile_pattern(p, "--regex"), repl) for p, repl in rules.regexes]
+    drops = [compile_pattern(p, "--drop") for p in rules.drop]
+    keeps = [compile_pattern(p, "--keep") for p in rules.keep]
     mapping: dict[str, str] = {}
     dropped: list[str] = []
     shadowed = {n[: -len(EMA_SUFFIX)] for n in names if rules.ema and n.endswith(EMA_SUFFIX)}
