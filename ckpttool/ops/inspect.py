@@ -3,6 +3,7 @@ slices, object paths and a summary of the graph stored beside it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -61,7 +62,9 @@ def inspect_checkpoint(
     with_slices: bool = False,
     with_meta: bool = False,
     with_object_paths: bool = False,
+    on_progress: Callable[[int], None] | None = None,
 ) -> InspectReport:
+    """`on_progress(bytes)` is called after each variable whose values were read (--stats)."""
     regex = compile_optional(pattern, "--filter")
     target = resolve_target(target_path)
     with open_checkpoint(target.prefix, target.format) as reader:
@@ -78,6 +81,8 @@ def inspect_checkpoint(
             stats = None
             if with_stats and var.dtype.kind in ("float", "int", "uint", "bool"):
                 stats = stats_of_chunks(reader.iter_value_chunks(var))
+                if on_progress:
+                    on_progress(var.size_bytes)
             slices = None
             if with_slices and var.partitioned:
                 slices = tuple(

@@ -6,6 +6,7 @@ import glob
 import os
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from ckpttool.errors import BadInput, NotFound
 from ckpttool.formats.bundle import Bundle
@@ -13,6 +14,16 @@ from ckpttool.formats.reader import open_checkpoint
 from ckpttool.ops.targets import Target, resolve_target
 
 _SHARD_RE = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
+
+
+def total_bytes(target_path: str) -> int:
+    """Bytes `verify` will read (for a progress bar); 0 when unknown."""
+    try:
+        target = resolve_target(target_path)
+        with open_checkpoint(target.prefix, target.format) as reader:
+            return sum(v.size_bytes for v in reader.variables)
+    except BadInput:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,8 @@ def _shard_errors(bundle: Bundle) -> list[VerifyError]:
     return errors
 
 
-def verify_checkpoint(target_path: str) -> VerifyReport:
+def verify_checkpoint(target_path: str, on_progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Check everything; `on_progress(bytes)` is called as each variable is done."""
     target = resolve_target(target_path)
     errors: list[VerifyError] = []
     checked_tensors = checked_bytes = 0
@@ -87,4 +99,6 @@ def verify_checkpoint(target_path: str) -> VerifyReport:
                 checked_tensors += 1
             except BadInput as exc:
                 errors.append(VerifyError(var.name, _problem_kind(exc), exc.message))
+            if on_progress:
+                on_progress(var.size_bytes)
     return VerifyReport(target, target.prefix, not errors, checked_tensors, checked_bytes, tuple(errors))

@@ -123,10 +123,14 @@ def command(
     quiet: Quiet = False,
 ):
     """List the variables of a checkpoint: name, dtype, shape, elements, bytes."""
+    from ckpttool.cli.progress import byte_progress
     from ckpttool.ops.inspect import inspect_checkpoint
+    from ckpttool.ops.verify import total_bytes
 
-    report = inspect_checkpoint(target, pattern=filter_, include_internal=all_, with_stats=stats,
-                                with_values=values, with_slices=slices, with_meta=meta, with_object_paths=tree)
+    with byte_progress("statistics", total_bytes(target) if stats and not json_out else 0, json_out) as advance:
+        report = inspect_checkpoint(target, pattern=filter_, include_internal=all_, with_stats=stats,
+                                    with_values=values, with_slices=slices, with_meta=meta, with_object_paths=tree,
+                                    on_progress=advance)
     render.warn_all(report.target.warnings)
     if meta and report.meta is None:
         render.warn(f"no .meta or SavedModel graph beside {report.checkpoint}")

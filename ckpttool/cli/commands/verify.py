@@ -8,9 +8,11 @@ from ckpttool.cli.options import Json, Quiet, TargetArg
 
 def command(target: TargetArg, json_out: Json = False, quiet: Quiet = False):
     """Check every tensor's CRC, shard presence and sizes. Exit 1 on damage."""
-    from ckpttool.ops.verify import verify_checkpoint
+    from ckpttool.cli.progress import byte_progress
+    from ckpttool.ops.verify import total_bytes, verify_checkpoint
 
-    report = verify_checkpoint(target)
+    with byte_progress("verifying", total_bytes(target) if not json_out else 0, json_out) as advance:
+        report = verify_checkpoint(target, on_progress=advance)
     render.warn_all(report.target.warnings)
     if json_out:
         render.emit_json("verify", {
