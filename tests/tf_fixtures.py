@@ -329,7 +329,15 @@ def classic(out):
     return _graph_session(build)
 
 
-BUILDERS = [classic, prune_run, tf2_many, saver_run, sharded, partitioned, every_dtype, many_vars, tf2_manager, max_shard,
+def iterator_state(out):
+    """A tf.data iterator saved mid-way: a DT_VARIANT tensor (ITERATOR_STATE)."""
+    iterator = iter(tf.data.Dataset.range(10).batch(3))
+    next(iterator)
+    path = tf.train.Checkpoint(it=iterator).write(os.path.join(out, "ckpt"))
+    return {"prefix": os.path.basename(path), "next": next(iterator).numpy().tolist()}
+
+
+BUILDERS = [iterator_state, classic, prune_run, tf2_many, saver_run, sharded, partitioned, every_dtype, many_vars, tf2_manager, max_shard,
             tf1_saved_model, tf2_saved_model, v1_format, ema_run]
 
 

@@ -29,7 +29,10 @@ def node_paths(graph: pb.TrackableObjectGraph) -> dict[int, tuple[str, ...]]:
 
 
 def key_object_paths(graph: pb.TrackableObjectGraph) -> dict[str, str]:
-    """checkpoint_key -> readable object path (`model/dense1/kernel`, slots as `.../m`)."""
+    """checkpoint_key -> readable object path (`model/dense1/kernel`, slots as `.../<slot m>`).
+
+    A saveable with several tensors stores them under its key plus a suffix;
+    `object_path_of` resolves those."""
     paths = node_paths(graph)
     result: dict[str, str] = {}
     for node_id, path in paths.items():
@@ -46,3 +49,11 @@ def key_object_paths(graph: pb.TrackableObjectGraph) -> dict[str, str]:
             for attribute in graph.nodes[slot_node].attributes:
                 result.setdefault(attribute.checkpoint_key, "/".join(owner + (f"<slot {slot.slot_name}>",)))
     return result
+
+
+def object_path_of(stored_key: str, paths: dict[str, str]) -> str | None:
+    """Object path of a stored tensor: its attribute's, found exactly or as the longest key prefix."""
+    if stored_key in paths:
+        return paths[stored_key]
+    best = max((k for k in paths if stored_key.startswith(k)), key=len, default=None)
+    return paths[best] if best else None

@@ -8,6 +8,7 @@ object paths, so tf.train.Checkpoint.restore matches the new names.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import re
@@ -164,9 +165,39 @@ def _object_path(key: str) -> tuple[str, ...] | None:
     return tuple(_unescape(c) for c in path.split("/")) if path else ()
 
 
+def _attribute_key(key: str, mapping: dict[str, str], dropped: set[str], stored: list[str]) -> str | None:
+    """The new checkpoint key of an object attribute, None if all its tensors are dropped.
+
+    An attribute's key is the stored key itself, or a prefix of the keys of
+    its tensors (a saveable with several: `it/.ATTRIBUTES/ITERATOR` stores
+    `it/.ATTRIBUTES/ITERATOR_STATE`); the new key keeps each suffix.
+    """
+    if key in mapping:
+        return mapping[key]
+    if key in dropped:
+        return None
+    start = bisect.bisect_right(stored, key)
+    members = []
+    while start < len(stored) and stored[start].startswith(key):
+        members.append(stored[start])
+        start += 1
+    kept = [m for m in members if m not in dropped]
+    if not members:
+        return key
+    if not kept:
+        return None
+    prefixes = {mapping[m][: len(mapping[m]) - (len(m) - len(key))] if mapping[m].endswith(m[len(key):]) else None
+                for m in kept}
+    if len(prefixes) != 1 or None in prefixes:
+        raise Refused(f"the tensors of object attribute {key!r} would be renamed inconsistently: "
+                      + ", ".join(f"{m} -> {mapping[m]}" for m in kept))
+    return prefixes.pop()
+
+
 def rewrite_object_graph(data: bytes, mapping: dict[str, str], dropped: set[str]) -> bytes:
     """The object graph with checkpoint keys renamed and object paths renamed to match."""
     graph = parse_object_graph(data)
+    stored = sorted(set(mapping) | dropped)
     paths = node_paths(graph)
     edge_renames: dict[tuple[int, str], tuple[str, str]] = {}  # (parent, old local) -> (new local, why)
     for node_id, path in paths.items():
@@ -174,9 +205,9 @@ def rewrite_object_graph(data: bytes, mapping: dict[str, str], dropped: set[str]
         keep_attributes = []
         for attribute in node.attributes:
             key = attribute.checkpoint_key
-            if key in dropped:
+            new_key = _attribute_key(key, mapping, dropped, stored)
+            if new_key is None:
                 continue
-            new_key = mapping.get(key, key)
             attribute.checkpoint_key = new_key
             keep_attributes.append(attribute)
             old_path, new_path = _object_path(key), _object_path(new_key)
@@ -200,9 +231,12 @@ def rewrite_object_graph(data: bytes, mapping: dict[str, str], dropped: set[str]
     for node_id, node in enumerate(graph.nodes):
         if node_id in paths:
             continue
-        kept = [a for a in node.attributes if a.checkpoint_key not in dropped]
-        for attribute in kept:
-            attribute.checkpoint_key = mapping.get(attribute.checkpoint_key, attribute.checkpoint_key)
+        kept = []
+        for attribute in node.attributes:
+            new_key = _attribute_key(attribute.checkpoint_key, mapping, dropped, stored)
+            if new_key is not None:
+                attribute.checkpoint_key = new_key
+                kept.append(attribute)
         del node.attributes[:]
         node.attributes.extend(kept)
     for (parent, old_local), (new_local, _why) in edge_renames.items():
