@@ -70,6 +70,8 @@ def jsonable(value: Any) -> Any:
     import numpy as np
 
     if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f" and np.isfinite(value).all():
+            return value.tolist()  # the common case, without a Python call per element
         if value.dtype == object or value.dtype.kind in "cfSU":
             return [jsonable(v) for v in value] if value.ndim else jsonable(value.item())
         return value.tolist()

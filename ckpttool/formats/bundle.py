@@ -42,6 +42,7 @@ class Bundle:
         self._entries = entries
         self._files: dict[int, object] = {}
         self.variables = self._collect_variables()
+        self._by_name = {var.name: var for var in self.variables}
 
     # -- structure --------------------------------------------------------
     def _stored(self, key: bytes, entry: pb.BundleEntryProto) -> StoredTensor:
@@ -85,10 +86,7 @@ class Bundle:
         return variables
 
     def variable(self, name: str) -> Variable | None:
-        for var in self.variables:
-            if var.name == name:
-                return var
-        return None
+        return self._by_name.get(name)
 
     def data_files(self) -> list[str]:
         return [data_file_path(self.prefix, i, self.header.num_shards) for i in range(self.header.num_shards)]
