@@ -64,7 +64,8 @@ def _describe():
         return opts
     commands = []
     for name, command in group.commands.items():
-        arguments = [p.name.upper() for p in command.params if p.param_type_name == "argument"]
+        arguments = [(getattr(p, "metavar", None) or p.name).upper() for p in command.params
+                     if p.param_type_name == "argument"]
         commands.append(Cmd(name, (command.help or "").strip(), arguments, options_of(command)))
     return group, options_of(group), commands
 

@@ -11,10 +11,11 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print bare names, on
 Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Walk a tree of run directories.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would be done; change nothing.")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do it without asking (needed when not interactive).")]
-Directory = Annotated[str, typer.Argument(help="A checkpoint directory.", show_default=False)]
+Directory = Annotated[str, typer.Argument(metavar="DIR", help="A checkpoint directory.", show_default=False)]
 TargetArg = Annotated[
     str,
     typer.Argument(
+        metavar="TARGET",
         help="A checkpoint prefix, one of its files, a run directory (its latest checkpoint) or a SavedModel.",
         show_default=False,
     ),

@@ -10,8 +10,9 @@ from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE
 from ckpttool.cli.options import Json, Quiet
 
-Target = Annotated[str, typer.Argument(help="A checkpoint (prefix, file, run directory or SavedModel).",
-                                       show_default=False)]
+def _target(metavar: str):
+    return Annotated[str, typer.Argument(metavar=metavar, help="A checkpoint (prefix, file, run directory or SavedModel).",
+                                         show_default=False)]
 
 
 def _detail(d) -> str:
@@ -26,8 +27,8 @@ def _detail(d) -> str:
 
 
 def command(
-    a: Target,
-    b: Target,
+    a: _target("A"),
+    b: _target("B"),
     rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance, as numpy.isclose.")] = 0.0,
     atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance, as numpy.isclose.")] = 0.0,
     filter_: Annotated[Optional[str], typer.Option("--filter", "-f", help="Only variables matching this regular expression.")] = None,

@@ -13,7 +13,7 @@ from ckpttool.errors import Refused
 
 
 def command(
-    source: Annotated[str, typer.Argument(help="A .meta, a checkpoint prefix or directory, a .pb GraphDef or a SavedModel.",
+    source: Annotated[str, typer.Argument(metavar="SRC", help="A .meta, a checkpoint prefix or directory, a .pb GraphDef or a SavedModel.",
                                           show_default=False)],
     format_: Annotated[str, typer.Option("--format", help="json (proto field names) or pbtxt.")] = "json",
     part: Annotated[Optional[str], typer.Option("--part", help="Only one part: graph, saver, signatures, collections or meta_info.")] = None,

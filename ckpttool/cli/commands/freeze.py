@@ -8,11 +8,12 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE
-from ckpttool.cli.options import Json, TargetArg
+from ckpttool.cli.options import Json
 
 
 def command(
-    source: TargetArg,
+    source: Annotated[str, typer.Argument(metavar="SRC", help="A checkpoint with its .meta, or a SavedModel directory.",
+                                          show_default=False)],
     output: Annotated[str, typer.Option("--output", "-o", help="The .pb (or .pbtxt with --text) to write.",
                                         show_default=False)],
     output_nodes: Annotated[Optional[str], typer.Option("--output-nodes", help="Comma-separated output nodes (name or name:0).")] = None,

@@ -6,12 +6,13 @@ from typing import Annotated, List, Optional
 import typer
 
 from ckpttool.cli import render
-from ckpttool.cli.options import DryRun, Json, Quiet, TargetArg
+from ckpttool.cli.options import DryRun, Json, Quiet
 
 
 def command(
-    source: TargetArg,
-    destination: Annotated[str, typer.Argument(help="Prefix of the checkpoint to write, e.g. out/model.ckpt-1.",
+    source: Annotated[str, typer.Argument(metavar="SRC", help="The checkpoint to read (prefix, file, run directory or SavedModel).",
+                                          show_default=False)],
+    destination: Annotated[str, typer.Argument(metavar="DST", help="Prefix of the checkpoint to write, e.g. out/model.ckpt-1.",
                                                show_default=False)],
     map_: Annotated[Optional[List[str]], typer.Option("--map", help="OLD=NEW, exact name (repeatable).")] = None,
     map_file: Annotated[Optional[str], typer.Option("--map-file", help="JSON object or `old new` lines.")] = None,
