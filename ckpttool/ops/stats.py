@@ -30,21 +30,26 @@ class _Accumulator:
         self.high = -math.inf
 
     def add(self, chunk: np.ndarray) -> None:
-        values = chunk.astype(np.float64, copy=False) if chunk.dtype != np.float64 else chunk
-        self.count += values.size
-        finite_mask = np.isfinite(values)
-        finite = values[finite_mask] if not finite_mask.all() else values
-        nan = int(np.isnan(values).sum()) if finite.size != values.size else 0
-        self.nan += nan
-        self.inf += values.size - finite.size - nan
-        self.zero += int(np.count_nonzero(finite == 0))
+        if chunk.dtype.kind == "b":
+            chunk = chunk.view(np.uint8)
+        self.count += chunk.size
+        finite = chunk
+        if chunk.dtype.kind == "f":
+            finite_mask = np.isfinite(chunk)
+            if not finite_mask.all():  # rare: only then pay for masks and a compacted copy
+                nan = int(np.isnan(chunk).sum())
+                self.nan += nan
+                self.inf += chunk.size - int(finite_mask.sum()) - nan
+                finite = chunk[finite_mask]
+        self.zero += finite.size - int(np.count_nonzero(finite))
         if not finite.size:
             return
         self.low = min(self.low, float(finite.min()))
         self.high = max(self.high, float(finite.max()))
         n_b = finite.size
-        mean_b = float(finite.mean())
-        m2_b = float(((finite - mean_b) ** 2).sum())
+        mean_b = float(finite.sum(dtype=np.float64)) / n_b
+        centered = finite.astype(np.float64) - mean_b
+        m2_b = float(np.dot(centered, centered))
         n_a = self.finite
         total = n_a + n_b
         delta = mean_b - self.mean
