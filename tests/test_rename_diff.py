@@ -228,9 +228,37 @@ def test_partitions_dtypes_and_shards_survive(fixtures_dir, tmp_path, tf, fixtur
 
 
 def test_tf2_depth_change_is_refused(fixtures_dir, tmp_path):
-    result = run_cli("rename-vars", "--add-prefix", "new/", fixtures_dir / "tf2_manager", tmp_path / "x")
+    result = run_cli("rename-vars", "--regex", "^model/dense1/=model/deep/dense1/", fixtures_dir / "tf2_manager",
+                     tmp_path / "x")
     assert_one_line_error(result, 3)
     assert "depth" in result.stderr and not os.path.exists(tmp_path / "x.index")
+
+
+def test_tf2_add_prefix_nests_the_objects(fixtures_dir, tmp_path, tf):
+    src = fixtures_dir / "tf2_manager" / "ckpt-3"
+    dst = tmp_path / "nested"
+    result = run_cli("rename-vars", "--add-prefix", "tower/replica.S0/", src, dst)
+    assert result.exit_code == 0, result.stderr
+    source = tf.train.load_checkpoint(str(src))
+
+    class Dense(tf.Module):
+        def __init__(self, n_in, n_out):
+            super().__init__()
+            self.kernel = tf.Variable(tf.zeros((n_in, n_out)))
+            self.bias = tf.Variable(tf.zeros(n_out))
+
+    model = tf.Module()
+    model.dense1, model.dense2 = Dense(4, 3), Dense(3, 2)
+    setattr(model, "we.ird/name", tf.Variable(tf.zeros(2)))
+    replica = tf.Module()
+    replica.model = model
+    replica.save_counter = tf.Variable(0, dtype=tf.int64)
+    tower = tf.Module()
+    setattr(tower, "replica/0", replica)  # local name "replica/0", escaped as replica.S0 in keys
+    tf.train.Checkpoint(tower=tower).read(str(dst)).assert_existing_objects_matched()
+    np.testing.assert_array_equal(model.dense1.kernel.numpy(),
+                                  source.get_tensor("model/dense1/kernel/.ATTRIBUTES/VARIABLE_VALUE"))
+    assert replica.save_counter.numpy() == source.get_tensor("save_counter/.ATTRIBUTES/VARIABLE_VALUE")
 
 
 def test_link_shares_data_and_never_writes_through(fixtures_dir, tmp_path, tf):

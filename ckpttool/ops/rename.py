@@ -194,29 +194,79 @@ def _attribute_key(key: str, mapping: dict[str, str], dropped: set[str], stored:
     return prefixes.pop()
 
 
+def _added_prefix(mapping: dict[str, str]) -> str | None:
+    """P when every object-graph key gains the same leading path components P ("a/b/")."""
+    prefixes = {new[: len(new) - len(old)] for old, new in mapping.items() if old != OBJECT_GRAPH_KEY}
+    if len(prefixes) != 1:
+        return None
+    (prefix,) = prefixes
+    if not prefix.endswith("/") or any(not new.endswith(old) for old, new in mapping.items()):
+        return None
+    return prefix
+
+
+def _nest_under(graph, components: tuple[str, ...]) -> None:
+    """Move the root's contents to a new node reached from the root through `components`."""
+    moved = len(graph.nodes)
+    graph.nodes.add().CopyFrom(graph.nodes[0])
+    for node in graph.nodes:  # references to the old root now mean the moved node
+        for child in node.children:
+            if child.node_id == 0:
+                child.node_id = moved
+    root = graph.nodes[0]
+    has_values = root.has_checkpoint_values.value
+    root.Clear()
+    parent = root
+    for depth, name in enumerate(components):
+        target = moved if depth == len(components) - 1 else len(graph.nodes)
+        parent.children.add(node_id=target, local_name=name)
+        parent.has_checkpoint_values.value = has_values
+        if target != moved:
+            parent = graph.nodes.add()
+
+
+def _rename_attributes(node, mapping: dict[str, str], dropped: set[str], stored: list[str]) -> list[tuple[str, str]]:
+    """Rename (or drop) a node's attributes in place; the (old, new) keys of those kept."""
+    kept, renamed = [], []
+    for attribute in node.attributes:
+        old = attribute.checkpoint_key
+        new = _attribute_key(old, mapping, dropped, stored)
+        if new is None:
+            continue
+        attribute.checkpoint_key = new
+        kept.append(attribute)
+        renamed.append((old, new))
+    del node.attributes[:]
+    node.attributes.extend(kept)
+    return renamed
+
+
 def rewrite_object_graph(data: bytes, mapping: dict[str, str], dropped: set[str]) -> bytes:
     """The object graph with checkpoint keys renamed and object paths renamed to match."""
     graph = parse_object_graph(data)
     stored = sorted(set(mapping) | dropped)
+    prefix = _added_prefix(mapping)
+    if prefix is not None:
+        # --add-prefix (or a rule that only prepends): a new level of objects above the old root.
+        _nest_under(graph, tuple(_unescape(c) for c in prefix[:-1].split("/")))
+        for node in graph.nodes:
+            _rename_attributes(node, mapping, dropped, stored)
+        return graph.SerializeToString()
     paths = node_paths(graph)
     edge_renames: dict[tuple[int, str], tuple[str, str]] = {}  # (parent, old local) -> (new local, why)
-    for node_id, path in paths.items():
-        node = graph.nodes[node_id]
-        keep_attributes = []
-        for attribute in node.attributes:
-            key = attribute.checkpoint_key
-            new_key = _attribute_key(key, mapping, dropped, stored)
-            if new_key is None:
-                continue
-            attribute.checkpoint_key = new_key
-            keep_attributes.append(attribute)
+    for node_id, node in enumerate(graph.nodes):
+        renamed = _rename_attributes(node, mapping, dropped, stored)
+        if node_id not in paths:
+            continue  # slot variables and other nodes reached only indirectly: keys only
+        for key, new_key in renamed:
             old_path, new_path = _object_path(key), _object_path(new_key)
             if old_path == new_path or old_path is None:
                 continue
-            if new_path is None or len(new_path) != len(old_path) or old_path != path:
+            if new_path is None or len(new_path) != len(old_path) or old_path != paths[node_id]:
                 raise Unsupported(f"renaming {key!r} to {new_key!r} would move the object to a different depth "
                                   "of the TF2 object graph",
-                                  hint="rename objects at the same depth (e.g. model/dense1 -> model/encoder)")
+                                  hint="rename objects at the same depth (e.g. model/dense1 -> model/encoder), "
+                                       "or add the same prefix to every name")
             parent = 0
             for depth, (old_local, new_local) in enumerate(zip(old_path, new_path)):
                 if old_local != new_local:
@@ -225,20 +275,6 @@ def rewrite_object_graph(data: bytes, mapping: dict[str, str], dropped: set[str]
                         raise Refused(f"inconsistent object rename: {'/'.join(old_path[:depth + 1])} becomes "
                                       f"{seen[0]!r} for {seen[1]!r} but {new_local!r} for {key!r}")
                 parent = next(c.node_id for c in graph.nodes[parent].children if c.local_name == old_local)
-        del node.attributes[:]
-        node.attributes.extend(keep_attributes)
-    # Slot variables and other nodes reached only indirectly: keys only.
-    for node_id, node in enumerate(graph.nodes):
-        if node_id in paths:
-            continue
-        kept = []
-        for attribute in node.attributes:
-            new_key = _attribute_key(attribute.checkpoint_key, mapping, dropped, stored)
-            if new_key is not None:
-                attribute.checkpoint_key = new_key
-                kept.append(attribute)
-        del node.attributes[:]
-        node.attributes.extend(kept)
     for (parent, old_local), (new_local, _why) in edge_renames.items():
         children = graph.nodes[parent].children
         if any(c.local_name == new_local for c in children):

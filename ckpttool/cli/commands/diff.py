@@ -10,6 +10,7 @@ from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE
 from ckpttool.cli.options import Json, Quiet
 
+
 def _target(metavar: str):
     return Annotated[str, typer.Argument(metavar=metavar, help="A checkpoint (prefix, file, run directory or SavedModel).",
                                          show_default=False)]
