@@ -135,3 +135,20 @@ def test_internal_error_exit_70_and_debug(fixtures_dir, monkeypatch):
 def test_usage_error_exit_2():
     assert run_cli("inspect").exit_code == 2
     assert run_cli("ls", "--no-such-option", ".").exit_code == 2
+
+
+def test_file_system_refusal_is_one_line_not_a_bug(copy_fixture, monkeypatch):
+    """Permission denied or a full disk is the environment's answer: exit 3, not internal error 70."""
+    import ckpttool.ops.prune as prune_ops
+
+    run = copy_fixture("saver_run")
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(prune_ops.os, "unlink", denied)
+    result = run_cli("prune", "--yes", "--keep-last", "1", run)
+    assert_one_line_error(result, 3)
+    assert "Permission denied" in result.stderr
+    monkeypatch.undo()
+    assert run_cli("prune", "--yes", "--keep-last", "1", run).exit_code == 0  # the journal finishes the job

@@ -38,6 +38,8 @@ def exit_code_for(exc: BaseException) -> int:
     for error_type, code in _EXIT_BY_ERROR:
         if isinstance(exc, error_type):
             return code
+    if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+        return EXIT_BAD_INPUT  # the file system said no (permissions, disk full): not a bug
     return EXIT_INTERNAL
 
 
@@ -61,6 +63,10 @@ def report(exc: BaseException) -> int:
         # The reader of our stdout went away (`ckpttool ls | head`): not an error.
         sys.stderr.close()
         return EXIT_OK
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"error: internal error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
     if not debug_enabled():
         print("hint: this is a bug in ckpttool; rerun with --debug for the traceback", file=sys.stderr)
