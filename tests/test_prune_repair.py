@@ -94,6 +94,15 @@ def test_families_judged_on_their_own(copy_fixture):
     assert "best.ckpt-300" in {d["name"] for d in doc["deleted"]}
 
 
+def test_latest_of_another_state_file_is_kept(copy_fixture, tf):
+    """best_checkpoint (Saver(latest_filename=...)) names best.ckpt-700: no rule may delete it."""
+    run = copy_fixture("prune_run")
+    doc = prune(run, "--keep-every-steps", "1000").json()
+    assert on_disk(run) == {"model.ckpt-1000", "best.ckpt-700"}
+    assert ["latest in best_checkpoint"] == next(k["reasons"] for k in doc["kept"] if k["name"] == "best.ckpt-700")
+    assert os.path.basename(tf.train.latest_checkpoint(str(run), latest_filename="best_checkpoint")) == "best.ckpt-700"
+
+
 def test_no_rule_is_usage_error(copy_fixture):
     run = copy_fixture("prune_run")
     result = run_cli("prune", "--yes", run)

@@ -70,13 +70,15 @@ class PruneResult:
 
 
 def protected_checkpoints(scan: DirectoryScan) -> dict[str, str]:
-    """Checkpoints no rule may delete: the latest, and saves of its family with
+    """Checkpoints no rule may delete: the latest (also of other state files such as
+    best_checkpoint), and saves of its family with
     a higher step written after it (a writer that has not updated the state
     file yet; a restarted job's old orphans have higher steps but older files)."""
-    protected: dict[str, str] = {}
+    protected: dict[str, str] = {name: f"latest in {state_file}" for name, state_file in scan.other_latest.items()
+                                 if scan.by_name(name)}
     latest = scan.latest
     if scan.state_latest and scan.by_name(scan.state_latest):
-        protected[scan.state_latest] = "latest"
+        protected.setdefault(scan.state_latest, "latest")
     if latest is not None:
         protected.setdefault(latest.name, "latest")
         for c in scan.checkpoints:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ckpttool.errors import CkptError, NotFound
 from ckpttool.formats.messages import parse_header
-from ckpttool.formats.state import STATE_FILENAME, CheckpointState, read_state
+from ckpttool.formats.state import STATE_FILENAME, CheckpointState, parse_state, read_state
 from ckpttool.formats.table import MAGIC_BYTES, read_first_entry
 
 _DATA_RE = re.compile(r"^(?P<stem>.+)\.data-(?P<shard>\d{5})-of-(?P<count>\d{5})$")
@@ -69,6 +69,9 @@ class DirectoryScan:
     state_error: str | None
     state_latest: str | None  # name of the state file's latest, when it is in this directory
     leftovers: tuple[Leftover, ...] = field(default=())
+    # Latest checkpoints named by other state files (Saver(latest_filename=...), e.g.
+    # best_checkpoint): name -> that file's name.
+    other_latest: dict[str, str] = field(default_factory=dict)
 
     @property
     def latest(self) -> CheckpointInfo | None:
@@ -231,6 +234,13 @@ def scan_directory(directory: str) -> DirectoryScan:
                 state_latest = name
                 state_names.setdefault(name, None)
 
+    other_latest = {}
+    for name in plain_files:
+        if name.endswith(STATE_FILENAME) and stats[name].st_size < 1 << 20:
+            latest = _other_state_latest(directory, name)
+            if latest:
+                other_latest[latest] = name
+
     # V1 checkpoints are bare table files: look only at names that something
     # else marks as checkpoints (the state file, a .meta beside them).
     for name, entry in plain_files.items():
@@ -257,7 +267,20 @@ def scan_directory(directory: str) -> DirectoryScan:
     checkpoints = [_with_latest(c, c.name == latest_name) for c in checkpoints]
     checkpoints.sort(key=lambda c: (c.step if c.step is not None else -1, c.time, c.name))
     return DirectoryScan(directory, tuple(checkpoints), tuple(problems), state, state_error,
-                         state_latest, tuple(sorted(leftovers, key=lambda l: l.path)))
+                         state_latest, tuple(sorted(leftovers, key=lambda l: l.path)), other_latest)
+
+
+def _other_state_latest(directory: str, filename: str) -> str | None:
+    """The latest named by another state file (`best_checkpoint`), if it parses as one."""
+    try:
+        with open(os.path.join(directory, filename), "rb") as handle:
+            state = parse_state(handle.read().decode("utf-8"), filename)
+    except (CkptError, OSError, UnicodeDecodeError):
+        return None
+    if not state.model_checkpoint_path:
+        return None
+    name, _problem = resolve_state_entry(directory, state.model_checkpoint_path)
+    return name
 
 
 def _with_latest(info: CheckpointInfo, is_latest: bool) -> CheckpointInfo:
