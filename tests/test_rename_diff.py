@@ -119,6 +119,14 @@ def test_map_file_json_and_lines(fixtures_dir, tmp_path, tf):
     assert_same_tensors(tf, src, tmp_path / "out-m.txt", {"counter": "steps_seen"})
 
 
+def _dense(tf, n_in, n_out):
+    """A layer shaped like the fixture model's dense layers (kernel, bias), zeroed."""
+    layer = tf.Module()
+    layer.kernel = tf.Variable(tf.zeros((n_in, n_out)))
+    layer.bias = tf.Variable(tf.zeros(n_out))
+    return layer
+
+
 def test_tf2_object_path_rename_restores(fixtures_dir, tmp_path, tf):
     src = fixtures_dir / "tf2_manager" / "ckpt-3"
     dst = tmp_path / "renamed" / "ckpt-3"
@@ -127,15 +135,9 @@ def test_tf2_object_path_rename_restores(fixtures_dir, tmp_path, tf):
     assert result.exit_code == 0, result.stderr
     source = tf.train.load_checkpoint(str(src))
 
-    class Dense(tf.Module):
-        def __init__(self, n_in, n_out):
-            super().__init__()
-            self.kernel = tf.Variable(tf.zeros((n_in, n_out)))
-            self.bias = tf.Variable(tf.zeros(n_out))
-
     model = tf.Module()
-    model.encoder = Dense(4, 3)
-    model.dense2 = Dense(3, 2)
+    model.encoder = _dense(tf, 4, 3)
+    model.dense2 = _dense(tf, 3, 2)
     setattr(model, "we.ird/name", tf.Variable(tf.zeros(2)))
     optimizer = tf.keras.optimizers.Adam(0.1)
     # Keras 3 keys slots by position (optimizer/_variables/N): build in the order
@@ -158,7 +160,7 @@ def test_tf2_object_path_rename_restores(fixtures_dir, tmp_path, tf):
                                   source.get_tensor("optimizer/_variables/6/.ATTRIBUTES/VARIABLE_VALUE"))
     # The old name no longer matches anything.
     old = tf.Module()
-    old.dense1 = Dense(4, 3)
+    old.dense1 = _dense(tf, 4, 3)
     with pytest.raises(AssertionError):
         tf.train.Checkpoint(model=old).restore(str(dst)).assert_existing_objects_matched()
 
@@ -241,14 +243,8 @@ def test_tf2_add_prefix_nests_the_objects(fixtures_dir, tmp_path, tf):
     assert result.exit_code == 0, result.stderr
     source = tf.train.load_checkpoint(str(src))
 
-    class Dense(tf.Module):
-        def __init__(self, n_in, n_out):
-            super().__init__()
-            self.kernel = tf.Variable(tf.zeros((n_in, n_out)))
-            self.bias = tf.Variable(tf.zeros(n_out))
-
     model = tf.Module()
-    model.dense1, model.dense2 = Dense(4, 3), Dense(3, 2)
+    model.dense1, model.dense2 = _dense(tf, 4, 3), _dense(tf, 3, 2)
     setattr(model, "we.ird/name", tf.Variable(tf.zeros(2)))
     replica = tf.Module()
     replica.model = model
