@@ -40,8 +40,17 @@ def _decode_handle(buf: bytes, pos: int) -> tuple[BlockHandle, int]:
     return BlockHandle(offset, size), pos
 
 
-def has_table_footer(data: bytes) -> bool:
-    return len(data) >= FOOTER_SIZE and data[-8:] == MAGIC_BYTES
+def is_table_file(path: str) -> bool:
+    """True if `path` is a regular file ending in the table magic (an .index or a V1 checkpoint)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() < FOOTER_SIZE:
+                return False
+            handle.seek(-8, os.SEEK_END)
+            return handle.read(8) == MAGIC_BYTES
+    except (IsADirectoryError, FileNotFoundError, PermissionError):
+        return False
 
 
 def _read_block(data: bytes, handle: BlockHandle, source: str) -> bytes:

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 
 from ckpttool.errors import NotFound
-from ckpttool.ops.scan import DirectoryScan, scan_directory, split_step
+from ckpttool.ops.scan import DirectoryScan, checkpoint_exists, scan_directory, split_step
 
 
 @dataclass(frozen=True)
@@ -18,10 +18,6 @@ class LatestResult:
     step: int | None
     source: str | None  # "state" | "relocated" | "scan"
     warnings: tuple[str, ...]
-
-
-def _checkpoint_exists(prefix: str) -> bool:
-    return os.path.isfile(prefix + ".index") or os.path.isfile(prefix)
 
 
 def find_latest(directory: str, scan: DirectoryScan | None = None) -> LatestResult:
@@ -38,9 +34,9 @@ def find_latest(directory: str, scan: DirectoryScan | None = None) -> LatestResu
         inside = scan.by_name(scan.state_latest) if scan.state_latest else None
         points_inside = inside is not None and os.path.realpath(os.path.dirname(as_tf)) == os.path.realpath(
             scan.directory)
-        if points_inside and _checkpoint_exists(as_tf):
+        if points_inside and checkpoint_exists(as_tf):
             return _result(directory, as_tf, inside.prefix, "state", warnings)
-        if inside is not None and _checkpoint_exists(inside.prefix):
+        if inside is not None and checkpoint_exists(inside.prefix):
             warnings.append(f"state file names {recorded}, which does not exist; "
                             f"using {inside.name} found in {directory}")
             return _result(directory, os.path.join(directory, inside.name), inside.prefix, "relocated", warnings)

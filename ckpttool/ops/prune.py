@@ -115,6 +115,7 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     protected = protected_checkpoints(scan)
     complete = [c for c in scan.checkpoints if c.complete]
     reasons = keep_reasons(complete, rules, now, protected)
+    debris_age = rules.min_age_seconds if rules.min_age_seconds is not None else CLEAN_DEFAULT_MIN_AGE
     kept, deleted = [], []
     for c in scan.checkpoints:
         if c.complete:
@@ -123,7 +124,6 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
             else:
                 deleted.append(Deletion(c.name, c.step, c.size_bytes, "checkpoint", c.files))
             continue
-        debris_age = rules.min_age_seconds if rules.min_age_seconds is not None else CLEAN_DEFAULT_MIN_AGE
         if c.name in protected:
             kept.append(Kept(c.name, c.step, (protected[c.name],)))
         elif clean and now - c.mtime >= debris_age:
@@ -131,7 +131,6 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
         else:
             kept.append(Kept(c.name, c.step, ("incomplete (use --clean)" if not clean else "incomplete, too young",)))
     if clean:
-        debris_age = rules.min_age_seconds if rules.min_age_seconds is not None else CLEAN_DEFAULT_MIN_AGE
         for leftover in scan.leftovers:
             if now - leftover.mtime >= debris_age:
                 deleted.append(Deletion(os.path.basename(leftover.path), None, leftover.size_bytes, "temp",

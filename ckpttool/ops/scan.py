@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ckpttool.errors import CkptError, NotFound
 from ckpttool.formats.messages import parse_header
 from ckpttool.formats.state import STATE_FILENAME, CheckpointState, parse_state, read_state
-from ckpttool.formats.table import MAGIC_BYTES, read_first_entry
+from ckpttool.formats.table import MAGIC_BYTES, is_table_file, read_first_entry
 
 _DATA_RE = re.compile(r"^(?P<stem>.+)\.data-(?P<shard>\d{5})-of-(?P<count>\d{5})$")
 _STEP_RE = re.compile(r"^(?P<family>.*?)-(?P<step>\d+)$")
@@ -81,6 +81,11 @@ class DirectoryScan:
         return next((c for c in self.checkpoints if c.name == name), None)
 
 
+def checkpoint_exists(prefix: str) -> bool:
+    """What tf.train.latest_checkpoint accepts: `prefix.index` (V2) or the file `prefix` (V1)."""
+    return os.path.isfile(prefix + ".index") or os.path.isfile(prefix)
+
+
 def split_step(name: str) -> tuple[str, int | None]:
     match = _STEP_RE.match(name)
     return (match["family"], int(match["step"])) if match else (name, None)
@@ -127,14 +132,6 @@ def _v2_shard_count(index_path: str) -> int | None:
         return parse_header(first[1], index_path).num_shards
     except CkptError:
         return None
-
-
-def _is_v1(path: str) -> bool:
-    try:
-        _head, tail = _read_head_and_tail(path)
-    except OSError:
-        return False
-    return tail == MAGIC_BYTES
 
 
 @dataclass
@@ -245,7 +242,7 @@ def scan_directory(directory: str) -> DirectoryScan:
     # else marks as checkpoints (the state file, a .meta beside them).
     for name, entry in plain_files.items():
         marked = name in state_names or (name in groups and groups[name].index is None)
-        if marked and _is_v1(entry.path):
+        if marked and is_table_file(entry.path):
             groups.setdefault(name, _Files()).v1 = entry.path
 
     checkpoints = []

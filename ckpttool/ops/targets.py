@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ckpttool.errors import NotFound
 from ckpttool.formats.reader import detect_format
+from ckpttool.ops.scan import checkpoint_exists
 
 _SUFFIX_RE = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb")
@@ -54,9 +55,9 @@ def resolve_target(path: str) -> Target:
     match = _SUFFIX_RE.search(path)
     if match:
         prefix = path[: match.start()]
-        if os.path.isfile(prefix + ".index") or os.path.isfile(prefix):
+        if checkpoint_exists(prefix):
             return _prefix_target(prefix)
-    if os.path.isfile(path + ".index") or os.path.isfile(path):
+    if checkpoint_exists(path):
         return _prefix_target(path)
     raise NotFound(f"no checkpoint at {path} (looked for {path}.index, a V1 checkpoint file {path}, "
                    "a run directory and a SavedModel)")

@@ -11,9 +11,9 @@ from ckpttool.cli.errors import EXIT_NEGATIVE
 from ckpttool.cli.options import Json, Quiet
 
 
-def _target(metavar: str):
-    return Annotated[str, typer.Argument(metavar=metavar, help="A checkpoint (prefix, file, run directory or SavedModel).",
-                                         show_default=False)]
+_CHECKPOINT_HELP = "A checkpoint (prefix, file, run directory or SavedModel)."
+TargetA = Annotated[str, typer.Argument(metavar="A", help=_CHECKPOINT_HELP, show_default=False)]
+TargetB = Annotated[str, typer.Argument(metavar="B", help=_CHECKPOINT_HELP, show_default=False)]
 
 
 def _detail(d) -> str:
@@ -28,8 +28,8 @@ def _detail(d) -> str:
 
 
 def command(
-    a: _target("A"),
-    b: _target("B"),
+    a: TargetA,
+    b: TargetB,
     rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance, as numpy.isclose.")] = 0.0,
     atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance, as numpy.isclose.")] = 0.0,
     filter_: Annotated[Optional[str], typer.Option("--filter", "-f", help="Only variables matching this regular expression.")] = None,
