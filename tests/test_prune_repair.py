@@ -341,16 +341,21 @@ def test_clean_removes_old_debris_only(copy_fixture):
     old = time.time() - 3 * HOUR
     shutil.copy(run / "model.ckpt-100.data-00000-of-00001", run / "model.ckpt-1100.data-00000-of-00001")
     shutil.copy(run / "model.ckpt-100.data-00000-of-00001", run / "model.ckpt-1200.data-00000-of-00001")
-    os.utime(run / "model.ckpt-1100.data-00000-of-00001", (old, old))
+    # Interrupted in TensorFlow's merge window: data shards and a half-written index (its head only).
+    (run / "model.ckpt-1100.index").write_bytes((run / "model.ckpt-100.index").read_bytes()[:40])
+    (run / "model.ckpt-1200.index").write_bytes((run / "model.ckpt-100.index").read_bytes()[:40])
+    for name in ("model.ckpt-1100.data-00000-of-00001", "model.ckpt-1100.index"):
+        os.utime(run / name, (old, old))
     for name, mtime in (("model.ckpt-1300_temp", old), ("model.ckpt-1400_temp", None)):
         (run / name).mkdir()
-        (run / name / "part-00000-of-00001.index").write_bytes(b"x")
+        (run / name / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x")
         if mtime:
-            os.utime(run / name / "part-00000-of-00001.index", (mtime, mtime))
+            os.utime(run / name / "part-00000-of-00001.data-00000-of-00001", (mtime, mtime))
             os.utime(run / name, (mtime, mtime))
     doc = prune(run, "--keep-last", "20", "--clean", "--min-age", "1h").json()
     assert {d["name"] for d in doc["deleted"]} == {"model.ckpt-1100", "model.ckpt-1300_temp"}
     assert not (run / "model.ckpt-1100.data-00000-of-00001").exists() and not (run / "model.ckpt-1300_temp").exists()
+    assert not (run / "model.ckpt-1100.index").exists()
     assert (run / "model.ckpt-1200.data-00000-of-00001").exists() and (run / "model.ckpt-1400_temp").exists()
     without_clean = prune(run, "--keep-last", "20").json()
     assert without_clean["deleted"] == []

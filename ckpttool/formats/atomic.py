@@ -1,16 +1,60 @@
 """Atomic file replacement: temp file in the same directory, fsync, rename,
 fsync of the directory. Readers see the old file or the new one, never a mix,
-and a crash leaves at worst a `*.tmp*` file behind."""
+and a crash leaves at worst a `NAME.tmp<32 hex digits>` file behind (the
+pattern TensorFlow uses for its own state-file temps, so `prune --clean` can
+tell such debris from user files).
+
+The replacement keeps the permission bits (and, when we may, the owner) of
+the file it replaces, and a new file gets the umask's mode as TensorFlow's
+files do: TensorBoard or an eval job running as another user must still be
+able to read a state file or an index that ckpttool rewrote.
+"""
 from __future__ import annotations
 
 import os
-import tempfile
+import re
+import stat
+import uuid
+
+TEMP_SUFFIX_RE = re.compile(r"\.tmp[0-9a-f]{32}$")
 
 
-def prepare_replacement(path: str, data: bytes) -> str:
+def temp_name_for(path: str) -> str:
+    """A fresh temp path beside `path`, named as TensorFlow names its temps."""
+    return f"{path}.tmp{uuid.uuid4().hex}"
+
+
+def _take_mode_and_owner(fd: int, replaced: str) -> None:
+    """Give the file open at `fd` the mode (and owner, when we may) of `replaced`, if it exists."""
+    try:
+        old = os.stat(replaced)
+    except OSError:
+        return  # a new file: os.open gave it 0o666 minus the umask, as TensorFlow's get
+    os.fchmod(fd, stat.S_IMODE(old.st_mode))
+    if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+        try:
+            os.fchown(fd, old.st_uid, old.st_gid)
+        except PermissionError:
+            pass  # only root may give a file away; the mode is kept all the same
+
+
+def create_temp_beside(path: str, mode_of: str | None = None) -> tuple[int, str]:
+    """(fd, temp path) of a new file beside `path`, with the mode `path` has or would get
+    (or the mode of `mode_of`: a backup copy is no more readable than its original)."""
+    tmp = temp_name_for(os.path.abspath(path))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        _take_mode_and_owner(fd, mode_of or path)
+    except BaseException:
+        os.close(fd)
+        discard_replacement(tmp)
+        raise
+    return fd, tmp
+
+
+def prepare_replacement(path: str, data: bytes, mode_of: str | None = None) -> str:
     """A synced temp file beside `path` holding `data`, ready for commit_replacement."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp", dir=directory)
+    fd, tmp = create_temp_beside(path, mode_of)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -34,9 +78,9 @@ def commit_replacement(tmp: str, path: str) -> None:
     fsync_directory(os.path.dirname(os.path.abspath(path)))
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
+def write_bytes_atomic(path: str, data: bytes, mode_of: str | None = None) -> None:
     """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
-    tmp = prepare_replacement(path, data)
+    tmp = prepare_replacement(path, data, mode_of)
     try:
         commit_replacement(tmp, path)
     except BaseException:

@@ -15,18 +15,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ckpttool.errors import CorruptCheckpoint
+from ckpttool.errors import BadInput, CorruptCheckpoint
 from ckpttool.formats.atomic import fsync_directory, write_bytes_atomic
+from ckpttool.formats.fs import read_capped
+from ckpttool.ops.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_file_debris,
+                                 temp_dir_debris_problem)
 from ckpttool.ops.lock import directory_lock
 from ckpttool.ops.retention import RetentionRules, keep_reasons
 from ckpttool.ops.scan import DirectoryScan, Problem, scan_directory
 from ckpttool.ops.statefile import update_state, without_entries
 
 JOURNAL_FILENAME = ".ckpttool-prune.journal"
+JOURNAL_MAX_BYTES = 16 << 20  # a journal lists file names of checkpoints: far smaller than this
 CLEAN_DEFAULT_MIN_AGE = 3600.0  # --clean without --min-age spares debris younger than an hour
 
 
@@ -52,6 +57,7 @@ class PrunePlan:
     kept: tuple[Kept, ...]
     deleted: tuple[Deletion, ...]
     problems: tuple[Problem, ...]
+    ignore_bad_state: bool = False
 
     @property
     def freed_bytes(self) -> int:
@@ -89,29 +95,113 @@ def protected_checkpoints(scan: DirectoryScan) -> dict[str, str]:
     return protected
 
 
-def _inside(directory: str, path: str) -> bool:
-    return (os.path.realpath(os.path.dirname(path)) == os.path.realpath(directory)
-            and not os.path.islink(path))
+def _refuse_bad_state(scan: DirectoryScan) -> None:
+    if scan.state_error:
+        raise BadInput(f"{scan.state_error}; not pruning, since the latest checkpoint is unknown (nothing deleted)",
+                       hint=f"`ckpttool repair {scan.directory}` rewrites the state file from the checkpoints on disk; "
+                            "--ignore-bad-state prunes by file times instead")
 
 
-def _read_journal(directory: str) -> list[Deletion]:
-    path = os.path.join(directory, JOURNAL_FILENAME)
+def path_problem(scan: DirectoryScan, name: str, path: str) -> str | None:
+    """None if `path` may be deleted as part of item `name` of a prune of scan.directory, else why not.
+
+    Only entries directly inside the directory (by real path), named as a
+    file of checkpoint `name` (NAME.index/.meta/.data-N-of-M), or `name`
+    itself when the scan recognised it as a V1 checkpoint or it is debris;
+    never a symlink, never a directory other than a `*_temp` debris directory.
+    """
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        return f"{name!r} is not a checkpoint name"
+    base = os.path.basename(path)
+    if os.path.isabs(path):
+        parent = os.path.dirname(path)
+        if parent != scan.directory and os.path.realpath(parent) != os.path.realpath(scan.directory):
+            return f"{path} is not in {scan.directory}"
+    elif path != base:
+        return f"{path} is not a file name"
+    full = os.path.join(scan.directory, base)
+    if base in ("", ".", "..") or os.path.dirname(os.path.realpath(full)) != os.path.realpath(scan.directory):
+        return f"{path} is not a file directly inside {scan.directory}"
     try:
-        with open(path, encoding="utf-8") as handle:
-            entries = json.load(handle)["deletions"]
-        return [Deletion(e["name"], e.get("step"), 0, "resumed", tuple(e["paths"])) for e in entries]
+        st = os.lstat(full)
     except FileNotFoundError:
+        st = None  # already gone: nothing to do, but the name must still be one we would delete
+    is_dir = st is not None and stat.S_ISDIR(st.st_mode)
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        return f"{base} is a symbolic link"
+    if st is not None and not is_dir and not stat.S_ISREG(st.st_mode):
+        return f"{base} is not a regular file"
+    if is_checkpoint_file_of(name, base) and not is_dir:
+        return None
+    if base == name:
+        if is_dir:
+            return temp_dir_debris_problem(full)
+        known = scan.by_name(name)
+        if st is None or is_temp_file_debris(base) or known is not None and known.format == "v1":
+            return None
+    return f"{base} is not a file of checkpoint {name}"
+
+
+def _read_journal(scan: DirectoryScan, protected: dict[str, str]) -> list[Deletion]:
+    """What an interrupted prune was deleting, each path checked as if we had planned it ourselves.
+
+    A journal lies in a directory that others may write to: if one entry
+    names anything else (a directory, `..`, the state file, the latest
+    checkpoint, a file outside), nothing at all is resumed.
+    """
+    path = os.path.join(scan.directory, JOURNAL_FILENAME)
+    if not os.path.lexists(path):
         return []
+
+    def refuse(why: str) -> CorruptCheckpoint:
+        return CorruptCheckpoint(f"prune journal {path} {why}; refusing to resume it (nothing deleted)",
+                                 hint="if no prune is running, look at it and remove it")
+
+    try:
+        entries = json.loads(read_capped(path, JOURNAL_MAX_BYTES, "prune journal"))["deletions"]
+        pending = [(e["name"], e.get("step"), e["paths"]) for e in entries]
     except (ValueError, KeyError, TypeError):
-        raise CorruptCheckpoint(f"unreadable prune journal {path}",
-                                hint="remove it if no prune is running; it lists files an interrupted prune "
-                                     "was deleting") from None
+        raise refuse("is unreadable") from None
+    resumed = []
+    for name, step, entry_paths in pending:
+        if not isinstance(name, str) or not isinstance(entry_paths, list) or \
+                not all(isinstance(p, str) for p in entry_paths):
+            raise refuse("holds an entry that is not a name with a list of paths")
+        if name in protected:
+            raise refuse(f"names {name}, which must be kept ({protected[name]})")
+        paths = []
+        for entry_path in entry_paths:
+            problem = path_problem(scan, name, entry_path)
+            if problem:
+                raise refuse(f"lists {entry_path!r}: {problem}")
+            full = os.path.join(scan.directory, os.path.basename(entry_path))
+            if os.path.lexists(full):
+                paths.append(full)
+        size = sum(os.lstat(p).st_size for p in paths)
+        resumed.append(Deletion(name, step if isinstance(step, int) else None, size, "resumed", tuple(paths)))
+    return resumed
 
 
-def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, now: float | None = None) -> PrunePlan:
+def _not_debris(leftover_path: str) -> str | None:
+    name = os.path.basename(leftover_path)
+    if os.path.isdir(leftover_path) and not os.path.islink(leftover_path):
+        return temp_dir_debris_problem(leftover_path)
+    return None if is_temp_file_debris(name) else f"{name} is not named like a temporary file of a save"
+
+
+def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, now: float | None = None,
+               ignore_bad_state: bool = False) -> PrunePlan:
+    """What a prune of `directory` would keep and delete; reads only.
+
+    Refuses (BadInput) when the state file exists but cannot be read: the
+    latest checkpoint it names is then unknown, and a rolled-back latest
+    looks old by file times. `ignore_bad_state` judges by file times anyway.
+    """
     rules.validate()
     now = time.time() if now is None else now
     scan = scan_directory(directory)
+    if not ignore_bad_state:
+        _refuse_bad_state(scan)
     protected = protected_checkpoints(scan)
     complete = [c for c in scan.checkpoints if c.complete]
     reasons = keep_reasons(complete, rules, now, protected)
@@ -124,25 +214,30 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
             else:
                 deleted.append(Deletion(c.name, c.step, c.size_bytes, "checkpoint", c.files))
             continue
+        index = c.prefix + ".index"
         if c.name in protected:
             kept.append(Kept(c.name, c.step, (protected[c.name],)))
-        elif clean and now - c.mtime >= debris_age:
-            deleted.append(Deletion(c.name, c.step, c.size_bytes, "incomplete", c.files))
+        elif not clean:
+            kept.append(Kept(c.name, c.step, ("incomplete (use --clean)",)))
+        elif not_debris := incomplete_checkpoint_problem(index if index in c.files else None, c.in_state):
+            kept.append(Kept(c.name, c.step, (f"left alone, not provably a checkpoint: {not_debris}",)))
+        elif now - c.mtime < debris_age:
+            kept.append(Kept(c.name, c.step, ("incomplete, too young",)))
         else:
-            kept.append(Kept(c.name, c.step, ("incomplete (use --clean)" if not clean else "incomplete, too young",)))
-    if clean:
-        for leftover in scan.leftovers:
-            if now - leftover.mtime >= debris_age:
-                deleted.append(Deletion(os.path.basename(leftover.path), None, leftover.size_bytes, "temp",
-                                        (leftover.path,)))
+            deleted.append(Deletion(c.name, c.step, c.size_bytes, "incomplete", c.files))
+    problems = list(scan.problems)
+    for leftover in scan.leftovers if clean else ():
+        if not_debris := _not_debris(leftover.path):
+            problems.append(Problem("not_debris", leftover.path, f"left alone: {not_debris}"))
+        elif now - leftover.mtime >= debris_age:
+            deleted.append(Deletion(os.path.basename(leftover.path), None, leftover.size_bytes, "temp",
+                                    (leftover.path,)))
     planned = {d.name for d in deleted}
-    for pending in _read_journal(scan.directory):
-        if pending.name not in planned and pending.name not in protected:
-            paths = tuple(p for p in pending.paths if os.path.lexists(p))
-            size = sum(os.lstat(p).st_size for p in paths)
-            deleted.append(Deletion(pending.name, pending.step, size, "resumed", paths))
+    for pending in _read_journal(scan, protected):
+        if pending.name not in planned:
+            deleted.append(pending)
             kept = [k for k in kept if k.name != pending.name]
-    return PrunePlan(scan.directory, tuple(kept), tuple(deleted), scan.problems)
+    return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state)
 
 
 def _remove(path: str) -> None:
@@ -166,14 +261,19 @@ def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> 
     directory = plan.directory
     with directory_lock(directory):
         scan = scan_directory(directory)  # the directory as it is now, under the lock
+        if not plan.ignore_bad_state:
+            _refuse_bad_state(scan)
         protected = protected_checkpoints(scan)
         todo = [d for d in plan.deleted if d.name not in protected]
         skipped = tuple(d.name for d in plan.deleted if d.name in protected)
-        todo = [Deletion(d.name, d.step, d.size_bytes, d.kind, tuple(p for p in d.paths if _inside(directory, p)))
+        todo = [Deletion(d.name, d.step, d.size_bytes, d.kind,
+                         tuple(p for p in d.paths if path_problem(scan, d.name, p) is None))
                 for d in todo]
         if not todo:
             return PruneResult(plan, (), skipped)
-        journal = {"deletions": [{"name": d.name, "step": d.step, "paths": list(d.paths)} for d in todo]}
+        # File names only: the journal stays valid if the directory is moved before it is resumed.
+        journal = {"deletions": [{"name": d.name, "step": d.step, "paths": [os.path.basename(p) for p in d.paths]}
+                                 for d in todo]}
         write_bytes_atomic(os.path.join(directory, JOURNAL_FILENAME), json.dumps(journal).encode())
         fault("journal written")
         if scan.state is not None:

@@ -290,7 +290,37 @@ def rewrite_object_graph(data: bytes, mapping: dict[str, str], dropped: set[str]
 def _checkpoint_exists(prefix: str) -> bool:
     import glob
 
-    return os.path.exists(prefix + ".index") or bool(glob.glob(glob.escape(prefix) + ".data-*"))
+    return os.path.exists(prefix + ".index") or bool(glob.glob(glob.escape(prefix) + ".data-?????-of-?????"))
+
+
+_FILE_SUFFIX_RE = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
+
+
+def _same_entry(a: str, b: str) -> bool:
+    """True if paths `a` and `b` name the same directory entry, through symlinks or bind mounts
+    (same real path, or same name in the same directory inode)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    if os.path.basename(a) != os.path.basename(b):
+        return False
+    try:
+        return os.path.samefile(os.path.dirname(a) or ".", os.path.dirname(b) or ".")
+    except OSError:
+        return False
+
+
+def _refuse_destination_in_source(source: str, source_files: list[str], destination: str) -> None:
+    """SRC is never modified: refuse a DST that is SRC, or whose files would be SRC's files."""
+    if _FILE_SUFFIX_RE.search(destination):
+        raise Refused(f"destination {destination} is a checkpoint file name; give the prefix to write "
+                      "(e.g. out/model.ckpt-1, without .index or .data-*)")
+    if _same_entry(source, destination):
+        raise Refused(f"destination {destination} is the source {source}; rename-vars never modifies SRC")
+    for path in source_files:
+        suffix = path[len(source):]
+        if _same_entry(path, destination + suffix):
+            raise Refused(f"destination file {destination + suffix} is the source's {path}; "
+                          "rename-vars never modifies SRC")
 
 
 def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bool = False) -> RenamePlan:
@@ -299,17 +329,18 @@ def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bo
         raise Unsupported("rename-vars writes the V2 format; the source is a V1 checkpoint",
                           hint="restore it with tf.compat.v1.train.Saver and re-save it first")
     destination = os.path.abspath(destination)
-    if os.path.abspath(target.prefix) == destination:
-        raise Refused("destination is the source; rename-vars never modifies SRC")
     if os.path.isdir(destination):
         raise Refused(f"destination {destination} is a directory; give a checkpoint prefix such as DIR/model.ckpt-1")
     if not os.path.isdir(os.path.dirname(destination)):
         raise NotFound(f"destination directory {os.path.dirname(destination)} does not exist")
-    if _checkpoint_exists(destination) and not overwrite:
-        raise Refused(f"destination {destination} exists (use --overwrite to replace it)")
     with open_bundle(target.prefix) as bundle:
         names = [v.name for v in bundle.variables if not v.internal]
         graph = bundle.object_graph_bytes() is not None
+        source_files = [target.prefix + ".index", target.prefix + ".meta"] + bundle.data_files()
+    _refuse_destination_in_source(os.path.abspath(target.prefix), [os.path.abspath(f) for f in source_files],
+                                  destination)
+    if _checkpoint_exists(destination) and not overwrite:
+        raise Refused(f"destination {destination} exists (use --overwrite to replace it)")
     mapping, dropped = compute_mapping(names, rules)
     renamed = tuple((old, new) for old, new in mapping.items() if old != new)
     return RenamePlan(target.prefix, destination, mapping, renamed, tuple(dropped),
@@ -378,8 +409,44 @@ def _update_destination_state(destination: str) -> None:
         write_state(directory, CheckpointState(name, (name,), (time.time(),)))
 
 
+_OUR_TEMP_RE = re.compile(r"\.data-\d{5}-of-\d{5}\.tempstate(?P<pid>\d{1,7})$")
+_PID_MAX = 1 << 22  # Linux's largest pid; TensorFlow's own .tempstate suffixes are random 64-bit numbers
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_temp_shards(destination: str) -> list[str]:
+    """Delete the `DST.data-*.tempstate<pid>` files a killed rename-vars left for this DST
+    (its process is gone); the paths removed."""
+    import glob
+
+    removed = []
+    for path in glob.glob(glob.escape(destination) + ".data-?????-of-?????.tempstate*"):
+        match = _OUR_TEMP_RE.search(path)
+        if not match or int(match["pid"]) >= _PID_MAX or not os.path.isfile(path) or os.path.islink(path):
+            continue
+        pid = int(match["pid"])
+        if pid != os.getpid() and _process_alive(pid):
+            continue  # another rename-vars is writing this DST right now
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def apply_rename(plan: RenamePlan, link: bool = False) -> RenameResult:
     destination = plan.destination
+    remove_stale_temp_shards(destination)
     written_files: list[str] = []
     temp_files: list[str] = []
     try:

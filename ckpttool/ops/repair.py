@@ -101,6 +101,7 @@ def apply_repair(plan: RepairPlan) -> None:
         return
     with directory_lock(plan.directory):
         if plan.old_text is not None:
-            with open(os.path.join(plan.directory, STATE_FILENAME), "rb") as handle:
-                write_bytes_atomic(os.path.join(plan.directory, BACKUP_FILENAME), handle.read())
+            state_path = os.path.join(plan.directory, STATE_FILENAME)
+            with open(state_path, "rb") as handle:
+                write_bytes_atomic(os.path.join(plan.directory, BACKUP_FILENAME), handle.read(), mode_of=state_path)
         write_state(plan.directory, plan.new_state)

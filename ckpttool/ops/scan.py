@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from ckpttool.errors import CkptError, NotFound
+from ckpttool.formats.atomic import TEMP_SUFFIX_RE
 from ckpttool.formats.messages import parse_header
 from ckpttool.formats.state import STATE_FILENAME, CheckpointState, parse_state, read_state
 from ckpttool.formats.table import MAGIC_BYTES, is_table_file, read_first_entry
@@ -202,7 +203,7 @@ def scan_directory(directory: str) -> DirectoryScan:
             stats[name] = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             continue  # renamed or removed since listed: a writer at work
-        if _TEMPSTATE_RE.search(name) or name.startswith(STATE_FILENAME + ".tmp"):
+        if _TEMPSTATE_RE.search(name) or TEMP_SUFFIX_RE.search(name):
             leftovers.append(Leftover(entry.path, stats[name].st_mtime, stats[name].st_size))
             problems.append(Problem("temp_file", entry.path, f"leftover temporary file {name}"))
         elif name.endswith(".index"):

@@ -9,7 +9,7 @@ import typer
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE
 from ckpttool.cli.options import Directory, DryRun, Json, Quiet, Recursive, Yes
-from ckpttool.errors import Refused
+from ckpttool.errors import BadInput, Refused
 
 
 def _plan_document(plan, deleted, dry_run: bool) -> dict:
@@ -53,7 +53,8 @@ def command(
     keep_every_steps: Annotated[Optional[int], typer.Option("--keep-every-steps", help="Keep checkpoints whose step is divisible by K.")] = None,
     keep_step: Annotated[Optional[List[int]], typer.Option("--keep-step", help="Keep the checkpoint of this step (repeatable).")] = None,
     min_age: Annotated[Optional[str], typer.Option("--min-age", help="Delete nothing younger than this (30m, 12h, 7d).")] = None,
-    clean: Annotated[bool, typer.Option("--clean", help="Also remove incomplete checkpoints and *_temp leftovers older than --min-age (default 1h).")] = False,
+    clean: Annotated[bool, typer.Option("--clean", help="Also remove provable debris (incomplete checkpoints, *_temp directories, temp files of saves) older than --min-age (default 1h); anything else is reported, never deleted.")] = False,
+    ignore_bad_state: Annotated[bool, typer.Option("--ignore-bad-state", help="Prune by file times even when the state file cannot be read (by default such a directory is refused: its latest checkpoint is unknown).")] = False,
     recursive: Recursive = False,
     dry_run: DryRun = False,
     yes: Yes = False,
@@ -73,7 +74,14 @@ def command(
                            parse_duration(min_age) if min_age is not None else None)
     rules.validate()
     dirs = find_checkpoint_dirs(directory) if recursive else [directory]
-    plans = [plan_prune(d, rules, clean=clean) for d in dirs]
+    plans, refused = [], []
+    for d in dirs:
+        try:
+            plans.append(plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state))
+        except BadInput as exc:
+            if not recursive:
+                raise
+            refused.append((d, exc))  # one broken run must not stop a cron job from pruning the others
     pending = any(p.deleted for p in plans)
     if pending and not dry_run and not yes:
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
@@ -87,6 +95,8 @@ def command(
     results = [(plan, plan.deleted if dry_run else apply_prune(plan).deleted) for plan in plans]
     if json_out:
         docs = [_plan_document(plan, deleted, dry_run) for plan, deleted in results]
+        docs += [{"directory": d, "error": {"kind": type(exc).__name__, "message": exc.message, "hint": exc.hint}}
+                 for d, exc in refused]
         render.emit_json("prune", docs[0] if not recursive else {"root": directory, "dry_run": dry_run,
                                                                   "directories": docs})
     elif quiet:
@@ -94,4 +104,9 @@ def command(
     else:
         for plan, deleted in results:
             _print_plan(plan, deleted, dry_run, recursive)
+    if refused:
+        for d, exc in refused:
+            render.warn(f"skipped {d}: {exc.message}")
+        raise BadInput(f"{len(refused)} of {len(dirs)} directories were not pruned (see the warnings above)",
+                       hint=refused[0][1].hint)
     return 0

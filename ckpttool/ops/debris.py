@@ -1,0 +1,101 @@
+"""What `prune` may delete besides whole checkpoints: only what is provably
+checkpoint debris, and only by names a checkpoint's files can have.
+
+A user's `vocab.index` (text), `embeddings.data-00000-of-00001` (no index,
+never in the state file), `checkpoint.tmpl` or `eval_temp/` directory look
+like checkpoint files by name alone; deleting them from a cron job would lose
+data. So each kind of debris needs evidence:
+- an incomplete checkpoint: an index whose first entry is a tensor-bundle
+  header (a half-written index starts with one too), or a state-file entry
+  saying the prefix had an index;
+- a `*_temp` directory: every entry a regular `part-NNNNN-of-NNNNN` file of a
+  sharded save (an empty one only when named `PREFIX-STEP_temp`);
+- a temp file: TensorFlow's `.tempstate<digits>` beside an index or data
+  shard, or a `.tmp<32 hex digits>` temp of a state file or index.
+"""
+from __future__ import annotations
+
+import os
+import re
+import stat
+
+from ckpttool.errors import CkptError
+from ckpttool.formats.messages import parse_header
+from ckpttool.formats.table import read_first_entry
+
+_CHECKPOINT_SUFFIX_RE = re.compile(r"^(\.index|\.meta|\.data-\d{5}-of-\d{5})$")
+_TEMPSTATE_RE = re.compile(r"^.+\.(index|data-\d{5}-of-\d{5})\.tempstate\d+$")
+_TMP_RE = re.compile(r"^.+\.tmp[0-9a-f]{32}$")
+_TEMP_DIR_RE = re.compile(r"^(?P<prefix>.+)_temp(_[0-9a-f]{32})?$")
+_PART_FILE_RE = re.compile(r"^part-\d{5}-of-\d{5}\.(index|data-\d{5}-of-\d{5})(\.tempstate\d+)?$")
+_STEP_RE = re.compile(r"-\d+$")
+_HEAD_BYTES = 4096
+
+
+def is_checkpoint_file_of(name: str, basename: str) -> bool:
+    """True if `basename` is one of the files checkpoint `name` has: NAME.index, .meta, .data-N-of-M."""
+    return basename.startswith(name) and bool(_CHECKPOINT_SUFFIX_RE.match(basename[len(name):]))
+
+
+def starts_with_bundle_header(path: str) -> bool:
+    """True if the regular file at `path` begins like a tensor-bundle index (even a half-written one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, _HEAD_BYTES)
+    finally:
+        os.close(fd)
+    first = read_first_entry(head)
+    if first is None or first[0] != b"":
+        return False
+    try:
+        parse_header(first[1], path)
+    except CkptError:
+        return False
+    return True
+
+
+def is_temp_file_debris(basename: str) -> bool:
+    """A temp file of an interrupted write, by the names TensorFlow and ckpttool give them."""
+    return bool(_TEMPSTATE_RE.match(basename) or _TMP_RE.match(basename))
+
+
+def temp_dir_debris_problem(path: str) -> str | None:
+    """None if `path` is provably a sharded save's `*_temp` directory, else why it is not.
+
+    Its entries must all be part files of a sharded save; an empty one counts
+    only when its name is a stepped checkpoint prefix (`ckpt-5_temp`), since an
+    empty `eval_temp/` could be anybody's.
+    """
+    basename = os.path.basename(path)
+    match = _TEMP_DIR_RE.match(basename)
+    if not match:
+        return f"{basename} is not named like a checkpoint's temporary directory"
+    count = 0
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if not entry.is_file(follow_symlinks=False) or not _PART_FILE_RE.match(entry.name):
+                    return f"{basename}/ holds {entry.name}, which is not a part file of a sharded save"
+                count += 1
+    except OSError as exc:
+        return f"cannot list {basename}/: {exc.strerror}"
+    if not count and not _STEP_RE.search(match["prefix"]):
+        return f"{basename}/ is empty and not named like a checkpoint's (PREFIX-STEP_temp)"
+    return None
+
+
+def incomplete_checkpoint_problem(index_path: str | None, in_state: bool) -> str | None:
+    """None if an incomplete checkpoint is provably one (its index starts like a bundle, or the
+    state file lists it), else why it is not and must be left alone."""
+    if in_state:
+        return None
+    if index_path is not None and starts_with_bundle_header(index_path):
+        return None
+    if index_path is not None:
+        return f"{os.path.basename(index_path)} is not a tensor-bundle index"
+    return "data files without an index, never listed in the state file"
