@@ -1,8 +1,8 @@
 """SavedModels as people have them (issue 9): graph-only models, a folder that
 lost its saved_model.pb, GPU placements, Keras SavedModels of TF 2.0-2.4,
 custom ops, session-bundle Anys; and freeze/export-json destinations and
-reports (issue 10). TensorFlow is the oracle: frozen graphs run in a fresh
-process and compute what TensorFlow's own loaders compute."""
+reports (issue 10). TensorFlow is the oracle: frozen graphs, run in a fresh
+tf.Graph, compute what TensorFlow's own loaders compute."""
 from __future__ import annotations
 
 import base64
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
-from tests.graph_helpers import load_graph_def, run_frozen_in_fresh_process
+from tests.graph_helpers import load_graph_def, run_frozen
 
 X3 = np.array([[1.0, -2.0, 0.5], [0.25, 3.0, -1.5]], np.float32)
 
@@ -68,7 +68,7 @@ def test_graph_only_saved_model_freezes_and_exports(fixtures_dir, tmp_path, tf):
     doc = result.json()
     assert doc["variables_frozen"] == 0 and doc["signature_outputs"] == {"y": "y:0"}
     expected = _tf1_loader_run(tf, model, "y:0", {"x:0": X3})
-    np.testing.assert_allclose(run_frozen_in_fresh_process(out, "y:0", {"x:0": X3}), expected)
+    np.testing.assert_allclose(run_frozen(tf, out, "y:0", {"x:0": X3}), expected)
     exported = run_cli("export-json", model)
     assert exported.exit_code == 0, exported.stderr
     original = saved_model_pb2.SavedModel.FromString((model / "saved_model.pb").read_bytes())
@@ -110,7 +110,7 @@ def test_gpu_placed_saved_model_freezes_on_a_cpu(fixtures_dir, tmp_path, tf):
     assert result.exit_code == 0, result.stderr
     assert result.json()["check"]["ok"] is True
     assert {node.device for node in load_graph_def(tf, out).node} == {""}
-    np.testing.assert_allclose(run_frozen_in_fresh_process(out, "y:0", {"x:0": X3}), expected, rtol=1e-6)
+    np.testing.assert_allclose(run_frozen(tf, out, "y:0", {"x:0": X3}), expected, rtol=1e-6)
     kept = tmp_path / "kept.pb"
     assert run_cli("freeze", model, "-o", kept, "--keep-devices", "--check").exit_code == 0
     assert "/device:GPU:0" in {node.device for node in load_graph_def(tf, kept).node}
@@ -136,7 +136,7 @@ def test_keras_saved_model_with_optimizer_slots_falls_back_to_the_tf1_loader(fix
     expected = 1 / (1 + np.exp(-(X3 @ kernel + bias)))
     loader_result = _tf1_loader_run(tf, model, output_tensor, {"serving_default_x:0": X3})
     np.testing.assert_allclose(loader_result, expected, rtol=1e-5)
-    got = run_frozen_in_fresh_process(out, output_tensor, {"serving_default_x:0": X3})
+    got = run_frozen(tf, out, output_tensor, {"serving_default_x:0": X3})
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     assert not {n.op for n in load_graph_def(tf, out).node} & {"VarHandleOp", "VariableV2", "RestoreV2"}
 
@@ -301,7 +301,7 @@ def test_freeze_maps_signature_outputs_to_frozen_tensors(fixtures_dir, tmp_path,
     placeholder = next(n.name for n in load_graph_def(tf, out).node if n.op == "Placeholder")
     expected = signature(x=tf.constant(x))
     for key, tensor in mapping.items():
-        got = run_frozen_in_fresh_process(out, tensor, {f"{placeholder}:0": x})
+        got = run_frozen(tf, out, tensor, {f"{placeholder}:0": x})
         np.testing.assert_allclose(got, expected[key].numpy(), rtol=1e-6)
     text = run_cli("freeze", model, "-o", tmp_path / "again.pb")
     assert "signature serving_default:" in text.stdout
