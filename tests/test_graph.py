@@ -5,41 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
+from tests.graph_helpers import load_graph_def, run_frozen_in_fresh_process
 
 VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp", "ReadVariableOp", "Assign", "AssignVariableOp"}
-
-FRESH_PROCESS = textwrap.dedent("""
-    import os, sys, json
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import numpy as np, tensorflow as tf
-    path, output, feeds = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(open(path, "rb").read())
-    with tf.Graph().as_default() as graph:
-        tf.graph_util.import_graph_def(graph_def, name="")
-        with tf.compat.v1.Session(graph=graph) as sess:
-            result = sess.run(output, {k: np.array(v, np.float32) for k, v in feeds.items()})
-    print(json.dumps(np.asarray(result).tolist()))
-""")
-
-
-def load_graph_def(tf, path):
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(open(path, "rb").read())
-    return graph_def
-
-
-def run_frozen_in_fresh_process(path, output, feeds):
-    proc = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(path), output,
-                           json.dumps({k: v.tolist() for k, v in feeds.items()})], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return np.array(json.loads(proc.stdout.strip().splitlines()[-1]), np.float32)
 
 
 def test_classic_example(fixtures_dir, tmp_path, tf):
@@ -60,14 +33,30 @@ def test_classic_example(fixtures_dir, tmp_path, tf):
     np.testing.assert_array_equal(expected, (feeds["x:0"] + [1.0, 2.0, 3.0]) * [0.5, -1.0, 2.0])
 
 
-def test_check_compares_and_needs_shapes(fixtures_dir, tmp_path):
-    prefix = fixtures_dir / "classic" / "model.ckpt-1"
-    no_shape = run_cli("freeze", prefix, "-o", tmp_path / "a.pb", "--output-nodes", "op:0", "--check")
+def test_check_fills_an_unknown_batch_dimension_and_needs_other_shapes(fixtures_dir, tmp_path, tf):
+    prefix = fixtures_dir / "classic" / "model.ckpt-1"  # x is float32 [?, 3]
+    batch_only = run_cli("freeze", prefix, "-o", tmp_path / "a.pb", "--output-nodes", "op:0", "--check", "--json")
+    assert batch_only.exit_code == 0, batch_only.stderr
+    assert batch_only.json()["check"]["ok"] is True and batch_only.json()["check"]["inputs"] == {"x": [1, 3]}
+    assert "batch" in run_cli("freeze", "--help").stdout
+    given = run_cli("freeze", prefix, "-o", tmp_path / "b.pb", "--output-nodes", "op:0", "--check",
+                    "--input-shape", "x=4,3", "--json")
+    assert given.exit_code == 0 and given.json()["check"]["inputs"] == {"x": [4, 3]}
+    # A placeholder of unknown rank: nothing to guess from, so --input-shape is needed.
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in prefix.parent.glob("model.ckpt-1.*"):
+        (copy / path.name).write_bytes(path.read_bytes())
+    meta = meta_graph_pb2.MetaGraphDef.FromString((copy / "model.ckpt-1.meta").read_bytes())
+    x = next(node for node in meta.graph_def.node if node.name == "x")
+    x.attr["shape"].shape.Clear()
+    x.attr["shape"].shape.unknown_rank = True
+    (copy / "model.ckpt-1.meta").write_bytes(meta.SerializeToString())
+    no_shape = run_cli("freeze", copy / "model.ckpt-1", "-o", tmp_path / "c.pb", "--output-nodes", "op", "--check")
     assert_one_line_error(no_shape, 2)
-    assert "--input-shape" in no_shape.stderr
-    good = run_cli("freeze", prefix, "-o", tmp_path / "b.pb", "--output-nodes", "op:0", "--check",
-                   "--input-shape", "x=4,3", "--json")
-    assert good.exit_code == 0 and good.json()["check"]["ok"] is True
+    assert "--input-shape x=" in no_shape.stderr and not (tmp_path / "c.pb").exists()
 
 
 def test_check_exits_1_when_results_differ(fixtures_dir, tmp_path, tf, monkeypatch):

@@ -337,8 +337,105 @@ def iterator_state(out):
     return {"prefix": os.path.basename(path), "next": next(iterator).numpy().tolist()}
 
 
+def _tf1_export(export, build, tags=("serve",), session_config=None):
+    """A TF1 SavedModelBuilder export of the graph `build()` makes; build returns (inputs, outputs) dicts."""
+    graph = tf.Graph()
+    with graph.as_default(), v1.Session(graph=graph, config=session_config) as sess:
+        inputs, outputs = build()
+        sess.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(export)
+        signature = v1.saved_model.predict_signature_def(inputs, outputs)
+        builder.add_meta_graph_and_variables(sess, list(tags), signature_def_map={"serving_default": signature})
+        builder.save()
+
+
+def graph_only_saved_model(out):
+    """A SavedModel without variables, as TF-Transform's transform_fn or a small serving model: constants
+    and a placeholder only. The builder leaves an empty variables/ folder, which a git checkout of such a
+    model lacks: it is removed (TensorFlow's loaders load the result)."""
+    export = os.path.join(out, "model")
+
+    def build():
+        x = v1.placeholder(tf.float32, [None, 3], name="x")
+        return {"x": x}, {"y": tf.add(x * 2.0, tf.constant([1.0, -2.0, 0.5]), name="y")}
+    _tf1_export(export, build)
+    os.rmdir(os.path.join(export, "variables"))
+    return {}
+
+
+def gpu_saved_model(out):
+    """A TF1 SavedModel whose variable and ops are placed on /device:GPU:0, as exported from a GPU
+    trainer (written here under allow_soft_placement; the placements stay in the graph)."""
+    export = os.path.join(out, "model")
+
+    def build():
+        x = v1.placeholder(tf.float32, [None, 3], name="x")
+        with tf.device("/device:GPU:0"):
+            w = v1.get_variable("w", initializer=RNG.standard_normal((3, 2)).astype(np.float32))
+            y = tf.nn.relu(tf.matmul(x, w), name="y")
+        return {"x": x}, {"y": y}
+    _tf1_export(export, build, session_config=v1.ConfigProto(allow_soft_placement=True))
+    return {}
+
+
+def keras_legacy_saved_model(out):
+    """A TF2 SavedModel shaped like Keras' of TF 2.0-2.4 with a compiled optimizer: an object of revived
+    type "optimizer" (version 1, as OptimizerV2 registered it) whose slot variables m/v are referenced
+    only through `slot_variables`. TensorFlow 2.21 without tf_keras cannot revive that optimizer:
+    tf.saved_model.load fails with "'_UserObject' object has no attribute 'add_slot'" as on such files.
+    Written with tf.saved_model.save, then saved_model.pb edited with TensorFlow's protos."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    class Layer(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = tf.Variable(RNG.standard_normal((3, 2)).astype(np.float32), name="kernel")
+            self.bias = tf.Variable(RNG.standard_normal(2).astype(np.float32), name="bias")
+
+    class Model(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.dense = Layer()
+            self.optimizer = tf.Module()
+            self.optimizer.iter = tf.Variable(np.int64(40), name="iter")
+            self.optimizer.learning_rate = tf.Variable(np.float32(0.001), name="learning_rate")
+            for var in ("kernel", "bias"):
+                for slot in ("m", "v"):
+                    value = getattr(self.dense, var) * 0 + RNG.uniform(0, 1)
+                    setattr(self.optimizer, f"{var}_{slot}", tf.Variable(value, name=f"{var}/{slot}"))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            return {"out": tf.nn.sigmoid(tf.matmul(x, self.dense.kernel) + self.dense.bias)}
+
+    model = Model()
+    export = os.path.join(out, "model")
+    tf.saved_model.save(model, export, signatures=model.serve)
+    path = os.path.join(export, "saved_model.pb")
+    saved = saved_model_pb2.SavedModel.FromString(open(path, "rb").read())
+    nodes = saved.meta_graphs[0].object_graph_def.nodes
+
+    def child(node_id, name):
+        return next(ref.node_id for ref in nodes[node_id].children if ref.local_name == name)
+    optimizer = nodes[child(0, "optimizer")]
+    optimizer.user_object.identifier = "optimizer"
+    optimizer.user_object.version.producer = optimizer.user_object.version.min_consumer = 1
+    nodes[0].user_object.identifier = "_tf_keras_model"
+    nodes[child(0, "dense")].user_object.identifier = "_tf_keras_layer"
+    slots = [ref for ref in optimizer.children if "_" in ref.local_name and ref.local_name != "learning_rate"]
+    for ref in slots:
+        var, slot = ref.local_name.split("_")
+        optimizer.slot_variables.add(original_variable_node_id=child(child(0, "dense"), var), slot_name=slot,
+                                     slot_variable_node_id=ref.node_id)
+    for ref in slots:
+        optimizer.children.remove(ref)
+    open(path, "wb").write(saved.SerializeToString())
+    return {"slots": len(slots)}
+
+
 BUILDERS = [iterator_state, classic, prune_run, tf2_many, saver_run, sharded, partitioned, every_dtype, many_vars, tf2_manager, max_shard,
-            tf1_saved_model, tf2_saved_model, v1_format, ema_run]
+            tf1_saved_model, tf2_saved_model, v1_format, ema_run,
+            graph_only_saved_model, gpu_saved_model, keras_legacy_saved_model]
 
 
 def build_all(root: str) -> dict:

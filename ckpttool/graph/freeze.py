@@ -3,8 +3,12 @@
 TF1 graphs (a checkpoint with its .meta, or a TF1 SavedModel): import the
 graph, restore the variables, graph_util.convert_variables_to_constants.
 TF2 SavedModels: load, take the signature's concrete function and
-convert_variables_to_constants_v2. `--check` runs the original and the
-frozen graph on the same random inputs and compares.
+convert_variables_to_constants_v2; when tf.saved_model.load cannot revive
+the objects (Keras SavedModels of TF 2.0-2.4 carrying optimizer slots), the
+TF1 loader and the signature do the job instead. Device placements are
+cleared at load (a model exported on GPUs freezes on a CPU-only machine).
+`--check` runs the original and the frozen graph on the same random inputs
+and compares.
 """
 from __future__ import annotations
 
@@ -14,36 +18,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ckpttool.errors import BadInput, CorruptCheckpoint, NotFound, Refused, UnknownVariable, UsageProblem
-from ckpttool.formats.atomic import write_bytes_atomic
-from ckpttool.formats.meta import read_meta_summary
+from ckpttool.errors import BadInput, NotFound, UnknownVariable, UsageProblem
 from ckpttool.graph.candidates import rank_output_candidates
-from ckpttool.graph.runtime import quiet_stderr, tensorflow
-from ckpttool.ops.targets import resolve_target
+from ckpttool.graph.check import CheckResult, check_result, compare, input_shapes_for_check, random_value
+from ckpttool.graph.custom_ops import require_registered_ops
+from ckpttool.graph.destination import check_destination, write_destination
+from ckpttool.graph.protos import meta_graph_with_tags, read_graph_def, read_meta_graph, read_saved_model
+from ckpttool.graph.runtime import quiet_stderr, tensorflow, tensorflow_errors
+from ckpttool.ops.targets import Target, resolve_target
 
 VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp", "AutoReloadVariable"}
 INIT_SIGNATURE = "__saved_model_init_op"
 
 
 @dataclass(frozen=True)
-class OutputComparison:
-    name: str
-    max_abs_diff: float
-    equal: bool
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    ok: bool
-    inputs: dict[str, list[int]]
-    outputs: tuple[OutputComparison, ...]
-
-
-@dataclass(frozen=True)
 class FreezeReport:
     source: str
     output: str
-    kind: str  # "checkpoint" | "saved_model_v1" | "saved_model_v2"
+    kind: str  # "checkpoint" | "saved_model_v1" | "saved_model_v2" (how it was loaded)
     output_nodes: tuple[str, ...]
     nodes_before: int
     nodes_after: int
@@ -51,42 +43,30 @@ class FreezeReport:
     bytes_written: int
     text: bool
     check: CheckResult | None = None
+    signature: str | None = None  # the signature the outputs came from
+    signature_outputs: dict[str, str] | None = None  # its output names -> tensors of the frozen graph
     warnings: tuple[str, ...] = field(default=())
 
 
-def parse_input_shapes(specs: list[str]) -> dict[str, list[int]]:
-    shapes = {}
-    for spec in specs:
-        name, sep, dims = spec.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            shapes[name.split(":")[0]] = [int(d) for d in dims.split(",")] if dims.strip() else []
-        except ValueError:
-            raise UsageProblem(f"--input-shape takes NAME=D1,D2,..., got {spec!r}") from None
-    return shapes
+@dataclass(frozen=True)
+class _Frozen:
+    graph_def: object
+    output_nodes: tuple[str, ...]
+    nodes_before: int
+    variables_frozen: int
+    check: CheckResult | None
+    signature: str | None
+    signature_outputs: dict[str, str] | None
 
 
-def _random_value(dtype, shape, rng):
-    np_dtype = np.dtype(dtype.as_numpy_dtype)
-    if np_dtype.kind == "f":
-        return rng.standard_normal(shape).astype(np_dtype)
-    if np_dtype.kind in "iu":
-        return rng.integers(0, 5, size=shape).astype(np_dtype)
-    if np_dtype.kind == "b":
-        return rng.integers(0, 2, size=shape).astype(bool)
-    raise UsageProblem(f"--check cannot make random inputs of type {dtype.name}")
-
-
-def _compare(name: str, original, frozen) -> OutputComparison:
-    a, b = np.asarray(original), np.asarray(frozen)
-    if a.shape != b.shape:
-        return OutputComparison(name, float("inf"), False)
-    if a.dtype.kind in "fc":
-        diff = float(np.max(np.abs(a - b))) if a.size else 0.0
-        return OutputComparison(name, diff, bool(np.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)))
-    equal = bool(np.array_equal(a, b))
-    return OutputComparison(name, 0.0 if equal else float("inf"), equal)
+@dataclass(frozen=True)
+class _Options:
+    output_nodes: list[str] | None
+    tags: list[str]
+    signature: str | None
+    clear_devices: bool
+    check: bool
+    input_shapes: dict[str, list[int]]
 
 
 def _closest(name: str, names) -> str:
@@ -94,46 +74,13 @@ def _closest(name: str, names) -> str:
     return f"; closest: {', '.join(matches)}" if matches else ""
 
 
-def _graph_def_file_problem(path: str, tf) -> BadInput:
-    """Why a bare .pb/.pbtxt cannot be frozen (already frozen, unparseable, no checkpoint)."""
-    from google.protobuf import text_format
-
-    graph_def = tf.compat.v1.GraphDef()
-    try:
-        data = open(path, "rb").read()
-        if path.endswith(".pbtxt"):
-            text_format.Parse(data.decode("utf-8"), graph_def)
-        else:
-            graph_def.ParseFromString(data)
-    except Exception as exc:  # protobuf's DecodeError / ParseError / UnicodeDecodeError
-        return CorruptCheckpoint(f"{path}: unparseable GraphDef ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+def _graph_def_file_problem(path: str) -> BadInput:
+    """Why a bare .pb/.pbtxt cannot be frozen (already frozen, or no checkpoint beside it)."""
+    graph_def = read_graph_def(path)
     if not any(node.op in VARIABLE_OPS for node in graph_def.node):
         return BadInput(f"{path} is already a frozen graph (no variables to freeze)")
     return BadInput(f"{path} is a GraphDef without its checkpoint",
                     hint="give the checkpoint (with its .meta) or the SavedModel directory")
-
-
-def _check_inputs(placeholders, input_shapes) -> dict[str, list[int]]:
-    shapes = {}
-    for name, shape in placeholders.items():
-        if name in input_shapes:
-            shapes[name] = input_shapes[name]
-        elif shape is not None and all(d >= 0 for d in shape):
-            shapes[name] = shape
-        else:
-            shown = "?" if shape is None else "[" + ", ".join("?" if d < 0 else str(d) for d in shape) + "]"
-            raise UsageProblem(f"--check needs a shape for input {name!r} (its shape is {shown})",
-                               hint=f"add --input-shape {name}=D1,D2,...")
-    return shapes
-
-
-def _choose_tags(saved_model_dir: str, graph_path: str, tags: list[str] | None) -> list[str]:
-    if tags:
-        return tags
-    graphs = read_meta_summary(graph_path).meta_graphs
-    if len(graphs) == 1:
-        return graphs[0].tags
-    return ["serve"]
 
 
 def _choose_signature(signatures: dict, requested: str | None, source: str):
@@ -149,142 +96,195 @@ def _choose_signature(signatures: dict, requested: str | None, source: str):
     return None, None
 
 
-def _freeze_tf1(tf, target, kind, output_nodes, tags, signature, clear_devices, check, input_shapes):
+def _tensor_names(info) -> list[str]:
+    """The graph tensors behind a signature's TensorInfo (a sparse or composite one has several)."""
+    encoding = info.WhichOneof("encoding")
+    if encoding == "coo_sparse":
+        sparse = info.coo_sparse
+        return [sparse.indices_tensor_name, sparse.values_tensor_name, sparse.dense_shape_tensor_name]
+    if encoding == "composite_tensor":
+        return [name for component in info.composite_tensor.components for name in _tensor_names(component)]
+    return [info.name]
+
+
+def _tf1_output_tensors(graph_def, meta_graph, options: _Options, source: str):
+    """(output tensors, signature name, signature output -> tensor names) for the TF1 path."""
+    if options.output_nodes:
+        names = {node.name for node in graph_def.node}
+        tensors = []
+        for spec in options.output_nodes:
+            node = spec.lstrip("^").split(":")[0]
+            if node not in names:
+                raise UnknownVariable(f"no node named {node!r} in the graph{_closest(node, names)}")
+            tensors.append(spec if ":" in spec else f"{node}:0")
+        return tensors, None, None
+    chosen, sig = _choose_signature(dict(meta_graph.signature_def), options.signature, source)
+    if sig is None:
+        ranked = rank_output_candidates(graph_def)
+        raise UsageProblem("no --output-nodes and no signature to take them from; likely outputs: "
+                           + (", ".join(ranked) if ranked else "none found"),
+                           hint="rerun with --output-nodes " + (ranked[0] if ranked else "NAME"))
+    mapping = {key: _tensor_names(sig.outputs[key]) for key in sorted(sig.outputs)}
+    tensors = [name for names in mapping.values() for name in names]
+    return tensors, chosen, {key: ", ".join(names) for key, names in mapping.items()}
+
+
+def _freeze_tf1(tf, target: Target, kind: str, meta_graph, options: _Options) -> _Frozen:
     v1 = tf.compat.v1
     graph = tf.Graph()
-    warnings = []
-    with graph.as_default(), v1.Session(graph=graph) as sess:
-        if kind == "saved_model_v1":
-            meta = v1.saved_model.loader.load(sess, tags, target.saved_model_dir)
-        else:
-            saver = v1.train.import_meta_graph(target.meta_path, clear_devices=clear_devices)
+    # Placements on devices this machine lacks (kept by --keep-devices) fall back to the CPU.
+    config = v1.ConfigProto(allow_soft_placement=True)
+    with graph.as_default(), v1.Session(graph=graph, config=config) as sess:
+        if kind == "checkpoint":
+            with tensorflow_errors(f"import the graph {target.meta_path}"):
+                saver = v1.train.import_meta_graph(target.meta_path, clear_devices=options.clear_devices)
             if saver is None:
                 raise BadInput(f"{target.meta_path} has no variables to restore")
-            saver.restore(sess, target.prefix)
-            meta = v1.train.export_meta_graph(graph=graph)
-        graph_def = graph.as_graph_def()
-        names = {node.name for node in graph_def.node}
-        output_tensors: list[str] = []
-        if output_nodes:
-            for spec in output_nodes:
-                node = spec.lstrip("^").split(":")[0]
-                if node not in names:
-                    raise UnknownVariable(f"no node named {node!r} in the graph{_closest(node, names)}")
-                output_tensors.append(spec if ":" in spec else f"{node}:0")
+            with tensorflow_errors(f"restore {target.prefix}"):
+                saver.restore(sess, target.prefix)
         else:
-            chosen, sig = _choose_signature(dict(meta.signature_def), signature, target.prefix)
-            if sig is None:
-                ranked = rank_output_candidates(graph_def)
-                raise UsageProblem("no --output-nodes and no signature to take them from; likely outputs: "
-                                   + (", ".join(ranked) if ranked else "none found"),
-                                   hint="rerun with --output-nodes " + (ranked[0] if ranked else "NAME"))
-            output_tensors = [sig.outputs[k].name for k in sorted(sig.outputs)]
-            warnings.append(f"output nodes from signature {chosen!r}")
+            with tensorflow_errors(f"load the SavedModel {target.saved_model_dir}"):
+                v1.saved_model.loader.load(sess, options.tags, target.saved_model_dir,
+                                           clear_devices=options.clear_devices)
+        graph_def = graph.as_graph_def()
+        output_tensors, signature, signature_outputs = _tf1_output_tensors(
+            graph_def, meta_graph, options, target.meta_path or target.prefix)
         outputs = sorted({t.split(":")[0] for t in output_tensors})
-        frozen = v1.graph_util.convert_variables_to_constants(sess, graph_def, outputs)
-        if clear_devices:
+        with tensorflow_errors("freeze the graph"):
+            frozen = v1.graph_util.convert_variables_to_constants(sess, graph_def, outputs)
+        if options.clear_devices:
             for node in frozen.node:
                 node.device = ""
         variable_names = {n.name for n in graph_def.node if n.op in VARIABLE_OPS}
         frozen_variables = sum(1 for n in frozen.node if n.name in variable_names)
         result = None
-        if check:
-            placeholders = {}
-            for node in frozen.node:
-                if node.op == "Placeholder":
-                    shape = node.attr["shape"].shape
-                    placeholders[node.name] = None if shape.unknown_rank else [d.size for d in shape.dim]
-            shapes = _check_inputs(placeholders, input_shapes)
+        if options.check:
+            declared = {node.name: None if node.attr["shape"].shape.unknown_rank
+                        else [d.size for d in node.attr["shape"].shape.dim]
+                        for node in frozen.node if node.op == "Placeholder"}
+            dtypes = {node.name: tf.dtypes.as_dtype(node.attr["dtype"].type)
+                      for node in frozen.node if node.op == "Placeholder"}
+            shapes = input_shapes_for_check(declared, options.input_shapes)
             rng = np.random.default_rng(0)
-            feeds = {f"{name}:0": _random_value(graph.get_tensor_by_name(f"{name}:0").dtype, shape, rng)
-                     for name, shape in shapes.items()}
-            original = sess.run(output_tensors, feeds)
-            frozen_graph = tf.Graph()
-            with frozen_graph.as_default():
+            feeds = {f"{name}:0": random_value(dtypes[name], shape, rng) for name, shape in shapes.items()}
+            with tensorflow_errors("run the original graph for --check"):
+                original = sess.run(output_tensors, feeds)
+            with tensorflow_errors("run the frozen graph for --check"), tf.Graph().as_default() as frozen_graph:
                 tf.graph_util.import_graph_def(frozen, name="")
-                with v1.Session(graph=frozen_graph) as frozen_sess:
+                with v1.Session(graph=frozen_graph, config=config) as frozen_sess:
                     refrozen = frozen_sess.run(output_tensors, feeds)
-            comparisons = tuple(_compare(n, a, b) for n, a, b in zip(output_tensors, original, refrozen))
-            result = CheckResult(all(c.equal for c in comparisons), shapes, comparisons)
-    return frozen, tuple(outputs), len(graph_def.node), frozen_variables, result, tuple(warnings)
+            result = check_result(shapes, (compare(n, a, b) for n, a, b in zip(output_tensors, original, refrozen)))
+    return _Frozen(frozen, tuple(outputs), len(graph_def.node), frozen_variables, result, signature,
+                   signature_outputs)
 
 
-def _freeze_tf2(tf, target, tags, signature, check, input_shapes):
+def _load_tf2(tf, target: Target, tags: list[str]):
+    with tensorflow_errors("load the SavedModel with tf.saved_model.load"):
+        return tf.saved_model.load(target.saved_model_dir, tags=tags)
+
+
+def _freeze_tf2(tf, loaded, target: Target, options: _Options) -> _Frozen:
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    loaded = tf.saved_model.load(target.saved_model_dir, tags=tags)
-    chosen, function = _choose_signature(dict(loaded.signatures), signature, target.saved_model_dir)
+    chosen, function = _choose_signature(dict(loaded.signatures), options.signature, target.saved_model_dir)
     if function is None:
         raise UsageProblem(f"{target.saved_model_dir} has no serving_default signature and several others; "
                            "choose one with --signature")
-    try:
+    with tensorflow_errors(f"freeze signature {chosen!r} of this TF2 SavedModel",
+                           hint="serve the SavedModel as it is, or convert it with the TFLite converter"):
         frozen_function = convert_variables_to_constants_v2(function)
-    except Exception as exc:  # TensorFlow's converter gives many error types
-        raise BadInput(f"cannot freeze signature {chosen!r} of this TF2 SavedModel: {str(exc).splitlines()[0]}",
-                       hint="serve the SavedModel as it is, or convert it with the TFLite converter") from None
-    graph_def = frozen_function.graph.as_graph_def()
-    outputs = tuple(t.name.split(":")[0] for t in frozen_function.outputs)
+        graph_def = frozen_function.graph.as_graph_def()
+    output_names = [t.name for t in frozen_function.outputs]
+    # Flat outputs follow the structured outputs' keys in sorted order (tf.nest's order for dicts).
+    structured = function.structured_outputs
+    signature_outputs, position = {}, 0
+    for key in sorted(structured):
+        count = len(tf.nest.flatten(structured[key], expand_composites=True))
+        signature_outputs[key] = ", ".join(output_names[position:position + count])
+        position += count
     result = None
-    if check:
+    if options.check:
         specs = function.structured_input_signature[1]
-        placeholders = {name: (None if spec.shape.rank is None else [-1 if d is None else d for d in spec.shape.as_list()])
-                        for name, spec in specs.items()}
-        shapes = _check_inputs(placeholders, input_shapes)
+        declared = {name: None if spec.shape.rank is None else [-1 if d is None else d for d in spec.shape.as_list()]
+                    for name, spec in specs.items()}
+        shapes = input_shapes_for_check(declared, options.input_shapes)
         rng = np.random.default_rng(0)
-        feeds = {name: tf.constant(_random_value(specs[name].dtype, shape, rng)) for name, shape in shapes.items()}
-        original = function(**feeds)
-        refrozen = frozen_function(**feeds)
+        feeds = {name: tf.constant(random_value(specs[name].dtype, shape, rng)) for name, shape in shapes.items()}
+        with tensorflow_errors("run the signature and its frozen graph for --check"):
+            original = function(**feeds)
+            refrozen = frozen_function(**feeds)
         if isinstance(refrozen, dict):
             pairs = [(k, original[k], refrozen[k]) for k in sorted(original)]
         else:
             flat = refrozen if isinstance(refrozen, (list, tuple)) else [refrozen]
             pairs = list(zip(sorted(original), [original[k] for k in sorted(original)], flat))
-        comparisons = tuple(_compare(k, a.numpy(), b.numpy()) for k, a, b in pairs)
-        result = CheckResult(all(c.equal for c in comparisons), shapes, comparisons)
+        result = check_result(shapes, (compare(k, a.numpy(), b.numpy()) for k, a, b in pairs))
     nodes_before = len(function.graph.as_graph_def().node)
-    return graph_def, outputs, nodes_before, len(function.variables), result, (f"output nodes from signature {chosen!r}",)
+    return _Frozen(graph_def, tuple(name.split(":")[0] for name in output_names), nodes_before,
+                   len(function.variables), result, chosen, signature_outputs)
+
+
+def _saved_model_graph(target: Target, tags: list[str] | None):
+    """(tags, meta graph) of the SavedModel, chosen as the loaders will."""
+    if target.meta_path is None:
+        raise NotFound(f"SavedModel {target.saved_model_dir} has no saved_model.pb: no graph to freeze",
+                       hint="freeze needs the graph; only inspect, verify and diff can use the variables alone")
+    saved_model = read_saved_model(target.meta_path)
+    if not tags:
+        graphs = saved_model.meta_graphs
+        tags = list(graphs[0].meta_info_def.tags) if len(graphs) == 1 else ["serve"]
+    return tags, meta_graph_with_tags(saved_model, tags, target.saved_model_dir)
+
+
+def _freeze_saved_model(tf, target: Target, options: _Options, meta_graph) -> tuple[str, _Frozen, list[str]]:
+    """(kind, result, warnings): TF2 SavedModels through tf.saved_model.load, falling back to the TF1 loader."""
+    if not meta_graph.object_graph_def.nodes or options.output_nodes:
+        return "saved_model_v1", _freeze_tf1(tf, target, "saved_model_v1", meta_graph, options), []
+    try:
+        loaded = _load_tf2(tf, target, options.tags)
+    except BadInput as load_error:
+        reason = load_error.message.partition(": ")[2]
+        try:
+            frozen = _freeze_tf1(tf, target, "saved_model_v1", meta_graph, options)
+        except BadInput as fallback_error:
+            raise BadInput(f"{load_error.message}; the TF1 loader failed too: {fallback_error.message}",
+                           hint=fallback_error.hint) from None
+        return "saved_model_v1", frozen, [f"tf.saved_model.load failed ({reason}); froze with the TF1 loader "
+                                          f"and the signature instead"]
+    return "saved_model_v2", _freeze_tf2(tf, loaded, target, options), []
 
 
 def freeze(source: str, output: str, *, output_nodes: list[str] | None = None, tags: list[str] | None = None,
            signature: str | None = None, text: bool = False, clear_devices: bool = True, check: bool = False,
            input_shapes: dict[str, list[int]] | None = None, overwrite: bool = False) -> FreezeReport:
-    output = os.path.abspath(output)
-    if os.path.exists(output) and not overwrite:
-        raise Refused(f"{output} exists (use --overwrite to replace it)")
-    if not os.path.isdir(os.path.dirname(output)):
-        raise NotFound(f"output directory {os.path.dirname(output)} does not exist")
+    output = check_destination(output, overwrite)
     is_graph_file = os.path.isfile(source) and source.endswith((".pb", ".pbtxt")) and \
         not os.path.basename(source).startswith("saved_model.")
-    if not is_graph_file:
-        target = resolve_target(source)  # exit 3 with what was looked for
+    target = None if is_graph_file else resolve_target(source, graph_only_ok=True)  # exit 3: what was looked for
     with quiet_stderr():
         tf = tensorflow()
-        if is_graph_file:
-            raise _graph_def_file_problem(source, tf)
+        if target is None:
+            raise _graph_def_file_problem(source)
         if target.saved_model_dir:
-            tags = _choose_tags(target.saved_model_dir, target.meta_path, tags)
-            tf2 = bool(read_meta_summary(target.meta_path).meta_graphs[0].object_graph_nodes)
-            kind = "saved_model_v2" if tf2 and not output_nodes else "saved_model_v1"
+            tags, meta_graph = _saved_model_graph(target, tags)
+        elif target.meta_path:
+            meta_graph = read_meta_graph(target.meta_path)
         else:
-            if not target.meta_path:
-                raise NotFound(f"no graph beside {target.prefix} (looked for {target.prefix}.meta)",
-                               hint="freeze needs the .meta that tf.compat.v1.train.Saver writes, or a SavedModel")
-            kind = "checkpoint"
-        try:
-            if kind == "saved_model_v2":
-                frozen, outputs, before, variables, result, notes = _freeze_tf2(
-                    tf, target, tags, signature, check, input_shapes or {})
-            else:
-                frozen, outputs, before, variables, result, notes = _freeze_tf1(
-                    tf, target, kind, output_nodes, tags, signature, clear_devices, check, input_shapes or {})
-        except tf.errors.OpError as exc:
-            raise BadInput(f"TensorFlow could not load or run the graph: {exc.message.splitlines()[0]}") from None
+            raise NotFound(f"no graph beside {target.prefix} (looked for {target.prefix}.meta)",
+                           hint="freeze needs the .meta that tf.compat.v1.train.Saver writes, or a SavedModel")
+        require_registered_ops(meta_graph.graph_def, target.meta_path)
+        options = _Options(output_nodes, tags or [], signature, clear_devices, check, input_shapes or {})
+        if target.saved_model_dir:
+            kind, frozen, warnings = _freeze_saved_model(tf, target, options, meta_graph)
+        else:
+            kind, frozen, warnings = "checkpoint", _freeze_tf1(tf, target, "checkpoint", meta_graph, options), []
         if text:
             from google.protobuf import text_format
 
-            data = text_format.MessageToString(frozen).encode("utf-8")
+            data = text_format.MessageToString(frozen.graph_def).encode("utf-8")
         else:
-            data = frozen.SerializeToString()
-    write_bytes_atomic(output, data)
-    return FreezeReport(source, output, kind, outputs, before, len(frozen.node), variables, len(data), text,
-                        result, notes)
+            data = frozen.graph_def.SerializeToString()
+    write_destination(output, data)
+    return FreezeReport(source, output, kind, frozen.output_nodes, frozen.nodes_before, len(frozen.graph_def.node),
+                        frozen.variables_frozen, len(data), text, frozen.check, frozen.signature,
+                        frozen.signature_outputs, tuple(warnings))

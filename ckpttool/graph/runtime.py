@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 
-from ckpttool.errors import Unsupported
+from ckpttool.errors import BadInput, CkptError, Unsupported
 
 
 def _debug() -> bool:
@@ -56,3 +56,29 @@ def tensorflow():
         warnings.filterwarnings("ignore", module=r"tensorflow\..*")
         warnings.filterwarnings("ignore", module=r"keras\..*")
     return tf
+
+
+def first_line(exc: BaseException) -> str:
+    """The gist of an exception. TensorFlow's messages run to many lines: headers
+    ending in ':' ("Graph execution error:", "... Original error:") introduce the
+    cause, followed by node names, stack frames and advice."""
+    text = getattr(exc, "message", None) or str(exc)
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    causes = [line for line in lines if not line.endswith(":") and not line.startswith(("Node: ", "[[", "File "))]
+    return (causes or lines or [type(exc).__name__])[0]
+
+
+@contextlib.contextmanager
+def tensorflow_errors(action: str, hint: str | None = None):
+    """Turn whatever TensorFlow raises on a user's file into one line, exit 3.
+
+    Wrap only calls into TensorFlow on user input: on such files TensorFlow
+    raises OpError subclasses, ValueError, KeyError, TypeError, even
+    AttributeError (an object it cannot revive), none of them ckpttool bugs.
+    """
+    try:
+        yield
+    except CkptError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        raise BadInput(f"TensorFlow could not {action}: {first_line(exc)}", hint=hint) from exc

@@ -66,7 +66,9 @@ def inspect_checkpoint(
 ) -> InspectReport:
     """`on_progress(bytes)` is called after each variable whose values were read (--stats)."""
     regex = compile_optional(pattern, "--filter")
-    target = resolve_target(target_path)
+    target = resolve_target(target_path, graph_only_ok=True)
+    if target.format == "none":
+        return _graph_only_report(target, with_meta)
     with open_checkpoint(target.prefix, target.format) as reader:
         object_paths: dict[str, str] = {}
         graph_bytes = reader.object_graph_bytes()
@@ -103,3 +105,10 @@ def inspect_checkpoint(
         num_variables=len(reports), total_elements=sum(r.num_elements for r in reports),
         total_bytes=sum(r.size_bytes for r in reports), meta=meta, has_object_graph=graph_bytes is not None,
     )
+
+
+def _graph_only_report(target: Target, with_meta: bool) -> InspectReport:
+    """A SavedModel without variables: an empty list, and its graph if asked for."""
+    meta = read_meta_summary(target.meta_path) if with_meta else None
+    return InspectReport(target=target, checkpoint=target.prefix, format=target.format, variables=(),
+                         num_variables=0, total_elements=0, total_bytes=0, meta=meta, has_object_graph=False)

@@ -17,7 +17,7 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb")
 @dataclass(frozen=True)
 class Target:
     prefix: str
-    format: str  # "v2" | "v1"
+    format: str  # "v2" | "v1" | "none" (a graph-only SavedModel, with graph_only_ok)
     meta_path: str | None  # the graph beside it: P.meta or saved_model.pb
     saved_model_dir: str | None
     warnings: tuple[str, ...] = ()  # e.g. how a directory's latest checkpoint had to be found
@@ -31,27 +31,42 @@ def _saved_model_graph(directory: str) -> str | None:
     return None
 
 
-def _saved_model_target(directory: str, graph: str) -> Target:
+def _saved_model_target(directory: str, graph: str, graph_only_ok: bool = False) -> Target:
     prefix = os.path.join(directory, "variables", "variables")
     if not os.path.isfile(prefix + ".index"):
+        if graph_only_ok:  # TF-Transform's transform_fn, small serving models: TensorFlow loads them so
+            return Target(prefix, "none", graph, directory,
+                          (f"SavedModel {directory} has no variables (graph only): nothing to list",))
         raise NotFound(f"SavedModel {directory} has no variables (looked for {prefix}.index)")
     return Target(prefix, "v2", graph, directory)
 
 
-def resolve_target(path: str) -> Target:
+def _variables_without_graph(directory: str) -> Target | None:
+    """A SavedModel folder that lost its saved_model.pb still holds a readable variables/ bundle."""
+    prefix = os.path.join(directory, "variables", "variables")
+    if not os.path.isfile(prefix + ".index"):
+        return None
+    return Target(prefix, "v2", None, directory,
+                  (f"{directory} has no saved_model.pb; reading its variables/variables",))
+
+
+def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
+    """`graph_only_ok`: a SavedModel without variables resolves (format "none") instead of failing."""
     from ckpttool.ops.latest import find_latest
 
     if os.path.isdir(path):
         graph = _saved_model_graph(path)
         if graph:
-            return _saved_model_target(path, graph)
+            return _saved_model_target(path, graph, graph_only_ok)
         latest = find_latest(path)
+        if latest.prefix is None and (orphan := _variables_without_graph(path)):
+            return orphan
         if latest.prefix is None:
             raise NotFound(f"no checkpoint in directory {path} (looked for a state file, *.index files, "
                            "V1 checkpoint files and saved_model.pb)")
         return _prefix_target(latest.prefix, latest.warnings)
     if os.path.basename(path) in SAVED_MODEL_FILES and os.path.isfile(path):
-        return _saved_model_target(os.path.dirname(path) or ".", path)
+        return _saved_model_target(os.path.dirname(path) or ".", path, graph_only_ok)
     match = _SUFFIX_RE.search(path)
     if match:
         prefix = path[: match.start()]

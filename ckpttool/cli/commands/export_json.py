@@ -9,7 +9,6 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.options import Json
-from ckpttool.errors import Refused
 
 
 def command(
@@ -17,30 +16,28 @@ def command(
                                           show_default=False)],
     format_: Annotated[str, typer.Option("--format", help="json (proto field names) or pbtxt.")] = "json",
     part: Annotated[Optional[str], typer.Option("--part", help="Only one part: graph, saver, signatures, collections or meta_info.")] = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write to this file (atomically) instead of stdout.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write to this file (atomically, creating missing directories) instead of stdout.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file (never a directory).")] = False,
     json_out: Json = False,
 ):
     """Print a graph as JSON (field names as in the proto) or pbtxt, whole or one part.
 
     With --json: a report document (schema_version, command, source, kind,
     part, format) holding the export under "message", or, with -o, the path
-    and size written.
+    and size written. An Any of a type TensorFlow does not know (a session
+    bundle's serving signatures) appears as {"@type", "value": {"base64"}}.
     """
-    import os
-
-    from ckpttool.formats.atomic import write_bytes_atomic
+    from ckpttool.graph.destination import check_destination, write_destination
     from ckpttool.graph.export import export_graph
 
-    if output and os.path.exists(output) and not overwrite:
-        raise Refused(f"{output} exists (use --overwrite to replace it)")
+    destination = check_destination(output, overwrite) if output else None
     export = export_graph(source, fmt=format_, part=part)
     report = {"source": export.source, "kind": export.kind, "part": export.part, "format": export.format}
-    if output:
+    if destination:
         data = export.text.encode("utf-8")
-        write_bytes_atomic(output, data)
+        write_destination(destination, data)
         if json_out:
-            render.emit_json("export-json", {**report, "output": os.path.abspath(output), "bytes": len(data)})
+            render.emit_json("export-json", {**report, "output": destination, "bytes": len(data)})
     elif json_out:
         body = json.loads(export.text) if export.format == "json" else export.text
         render.emit_json("export-json", {**report, "message": body})
