@@ -3,8 +3,10 @@ fsync of the directory. Readers see the old file or the new one, never a mix,
 and a crash leaves at worst a `*.tmp*` file behind."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from typing import BinaryIO, Iterator
 
 
 def prepare_replacement(path: str, data: bytes) -> str:
@@ -50,3 +52,51 @@ def fsync_directory(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class StagedFile:
+    """A file written through `handle` under a temporary name beside `path`;
+    `commit()` moves it into place (synced), `discard()` removes it. Several
+    staged files can be committed in a chosen order (data before the index
+    that names it), so an interrupted writer never leaves a destination."""
+
+    def __init__(self, path: str):
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, self.tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp", dir=directory)
+        try:
+            os.fchmod(fd, 0o666 & ~_current_umask())  # as open() would create it, not mkstemp's 0600
+            self.handle = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            discard_replacement(self.tmp)
+            raise
+
+    def commit(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        commit_replacement(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.handle.close()
+        discard_replacement(self.tmp)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[BinaryIO]:
+    """A binary handle whose contents replace `path` when the block ends; on any
+    error or interrupt the temporary file is removed and `path` is untouched."""
+    staged = StagedFile(path)
+    try:
+        yield staged.handle
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit()
