@@ -86,24 +86,31 @@ def _bundle_bytes(bundle: Bundle, var: Variable, chunk_bytes: int) -> Iterator[b
         yield bytes(data[start:start + chunk_bytes])
 
 
-def iter_stored_bytes(reader, var: Variable, chunk_bytes: int | None = None) -> Iterator[bytes]:
-    """The fixed-width variable's elements as stored: little-endian C-order bytes, in chunks."""
+def check_stored_readable(reader, var: Variable) -> None:
+    """Raise Unsupported now for a variable whose stored bytes cannot be had exactly."""
     if not var.dtype.fixed_width:
         raise Unsupported(f"{var.name!r} is a {var.dtype.name} tensor, which has no fixed-width bytes")
+    if isinstance(reader, Bundle) or hasattr(reader, "iter_stored_bytes"):
+        return
+    # V1 files: the reader's values are the stored ones for every dtype V1 can hold.
+    hint = "restore it with tf.compat.v1.train.Saver and re-save in the V2 format"
+    if var.partitioned:
+        raise Unsupported(f"{var.name!r} is sliced (partitioned) in a V1 checkpoint, which ckpttool does not "
+                          "reassemble", hint=hint)
+    if var.dtype.decoder is not None:
+        raise Unsupported(f"{var.name!r}: {var.dtype.name} values cannot be taken bit-exactly from a V1 "
+                          "checkpoint", hint=hint)
+
+
+def iter_stored_bytes(reader, var: Variable, chunk_bytes: int | None = None) -> Iterator[bytes]:
+    """The fixed-width variable's elements as stored: little-endian C-order bytes, in chunks."""
+    check_stored_readable(reader, var)
     chunk_bytes = chunk_bytes or CHUNK_BYTES
     if isinstance(reader, Bundle):
         return _bundle_bytes(reader, var, chunk_bytes)
     if hasattr(reader, "iter_stored_bytes"):
         return reader.iter_stored_bytes(var, chunk_bytes)
-    return _decoded_bytes(reader, var)
-
-
-def _decoded_bytes(reader, var: Variable) -> Iterator[bytes]:
-    """V1 files: the reader's values are the stored ones for every dtype V1 can hold."""
-    if var.dtype.decoder is not None:
-        raise Unsupported(f"{var.name!r}: {var.dtype.name} values cannot be taken bit-exactly from a V1 checkpoint",
-                          hint="restore it with tf.compat.v1.train.Saver and re-save in the V2 format")
-    yield np.ascontiguousarray(reader.read(var), dtype=np.dtype(var.dtype.storage)).tobytes()
+    return iter([np.ascontiguousarray(reader.read(var), dtype=np.dtype(var.dtype.storage)).tobytes()])
 
 
 def read_stored(reader, var: Variable) -> np.ndarray:

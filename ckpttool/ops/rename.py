@@ -44,6 +44,17 @@ class RenameRules:
     drop_optimizer: bool = False  # leave out OPTIMIZER_PATTERNS
     sep: str | None = None  # replaces "/" in the new names, last (`.` for PyTorch-style names)
 
+    @classmethod
+    def from_options(cls, *, maps=(), map_file: str | None = None, regexes=(), add_prefix: str | None = None,
+                     strip_prefix: str | None = None, ema: bool = False, drop=(), keep=(),
+                     drop_optimizer: bool = False, sep: str | None = None) -> "RenameRules":
+        """Rules from option values as typed: `OLD=NEW` texts for maps and regexes, a map file's path."""
+        pairs = tuple(parse_pair(m, "--map") for m in maps or ())
+        if map_file:
+            pairs += read_map_file(map_file)
+        return cls(pairs, tuple(parse_pair(r, "--regex") for r in regexes or ()), add_prefix, strip_prefix, ema,
+                   tuple(drop or ()), tuple(keep or ()), drop_optimizer, sep)
+
 
 # What --drop-optimizer leaves out (matched against source names):
 OPTIMIZER_PATTERNS = (
