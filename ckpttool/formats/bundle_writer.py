@@ -104,7 +104,8 @@ class BundleWriter:
     def _write(self, shard: int, data: bytes) -> None:
         staged = self._shards[shard]
         if staged is None:
-            staged = self._shards[shard] = StagedFile(data_file_path(self.prefix, shard, self.num_shards))
+            # Unsynced, like TensorFlow's writer: the index, written last and synced, is the commit point.
+            staged = self._shards[shard] = StagedFile(data_file_path(self.prefix, shard, self.num_shards), sync=False)
         staged.handle.write(data)
         self._sizes[shard] += len(data)
 

@@ -332,7 +332,7 @@ def _write_safetensors(plan: ConvertPlan, source: _Source) -> None:
     try:
         weight_map = {}
         for path, group in zip(plan.files, plan.shards):
-            staged.append(StagedFile(path))
+            staged.append(StagedFile(path, sync=False))
             specs = [source.spec(plan.items[i]) for i in group]
             write_safetensors(staged[-1].handle, specs, source.chunks, plan.metadata)
             weight_map.update({plan.items[i].name: os.path.basename(path) for i in group})
@@ -349,7 +349,7 @@ def _write_safetensors(plan: ConvertPlan, source: _Source) -> None:
 def _write_npz(plan: ConvertPlan, source: _Source) -> None:
     from ckpttool.formats.npz import write_npz
 
-    with atomic_output(plan.destination) as handle:
+    with atomic_output(plan.destination, sync=False) as handle:
         write_npz(handle, [source.spec(i) for i in plan.items], source.chunks)
 
 
