@@ -127,6 +127,9 @@ def _check_dtype(var: Variable, to: str) -> None:
 
 def _check_name(name: str, to: str) -> None:
     if to == "tf":
+        if name.startswith("\x00"):
+            raise Unsupported(f"{name!r} cannot be a TF checkpoint key (a leading NUL marks slice entries)",
+                              hint="rename it with --map or --regex")
         return
     try:
         name.encode("utf-8")
