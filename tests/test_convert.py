@@ -255,6 +255,9 @@ def test_tf1_optimizer_slots_dropped(tmp_path, tf):
     assert {"w/Adam", "w/Adam_1", "w/Momentum", "beta1_power", "beta2_power"} <= names
     doc = _convert(tmp_path / "model.ckpt", tmp_path / "w.npz", "--drop-optimizer")
     assert sorted(doc["dropped"]) == sorted(names - {"w", "global_step"})
+    # One rule set: rename-vars takes the same shorthand.
+    assert run_cli("rename-vars", "--drop-optimizer", tmp_path / "model.ckpt", tmp_path / "slim").exit_code == 0
+    assert set(tf.train.load_checkpoint(str(tmp_path / "slim")).get_variable_to_shape_map()) == {"w", "global_step"}
 
 
 def test_existing_destination_and_overwrite(fixtures_dir, tmp_path, tf):
