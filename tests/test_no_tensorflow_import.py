@@ -32,11 +32,13 @@ def _commands(fixtures, tmp):
         "inspect-tree": ["inspect", "--tree", "--json", str(tf2)],
         "inspect-savedmodel": ["inspect", "--meta", str(sm)],
         "verify": ["verify", str(fixtures / "every_dtype" / "dtypes")],
+        "convert": ["convert", "--drop-optimizer", str(tf2), str(tmp / "w.safetensors")],
+        "convert-keras": ["convert", str(fixtures / "keras3" / "m.keras"), str(tmp / "k" / "model.ckpt-1")],
     }
 
 
 @pytest.mark.parametrize("name", ["help", "ls", "latest", "inspect", "inspect-tree", "inspect-savedmodel", "verify",
-                                  "prune", "repair", "rename-vars", "diff"])
+                                  "prune", "repair", "rename-vars", "diff", "convert", "convert-keras"])
 def test_command_does_not_import_tensorflow(fixtures_dir, tmp_path, name):
     args = _commands(fixtures_dir, tmp_path)[name]
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True)

@@ -433,9 +433,52 @@ def keras_legacy_saved_model(out):
     return {"slots": len(slots)}
 
 
+def keras3(out):
+    """A Keras 3 model (TF 2.21's Keras) trained one step with Adam, saved with
+    save_weights('m.weights.h5') and save('m.keras'); expected.npz holds each
+    variable under its HDF5 path as Keras' own saving walk names it, and
+    get_weights.npz the values of model.get_weights()."""
+    import keras
+    from keras.src.saving import saving_lib
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(3, name="encoder")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.Sequential([keras.layers.Dense(3), keras.layers.Dense(2, dtype="bfloat16")], name="head")(x)
+    model = keras.Model(inputs, keras.ops.cast(x, "float32"))
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(RNG.standard_normal((8, 4)).astype(np.float32), np.ones((8, 2), np.float32), verbose=0)
+    model.save_weights(os.path.join(out, "m.weights.h5"))
+    model.save(os.path.join(out, "m.keras"))
+
+    class Recorder(saving_lib.H5IOStore):  # Keras' saving walk, recording instead of writing
+        def __init__(self):
+            self.values = {}
+
+        def __bool__(self):
+            return True
+
+        def make(self, path, metadata=None):
+            values, group = self.values, f"{path}/vars" if path else "vars"
+
+            class Entry(dict):
+                def __setitem__(self, key, value):
+                    values[f"{group}/{key}"] = keras.ops.convert_to_numpy(value)
+            return Entry()
+
+    recorder = Recorder()
+    saving_lib._save_state(model, recorder, None, "", set())
+    as_float = {k: v.astype(np.float32) if v.dtype.name == "bfloat16" else v for k, v in recorder.values.items()}
+    np.savez(os.path.join(out, "expected.npz"), **as_float)
+    weights = [w.astype(np.float32) if w.dtype.name == "bfloat16" else w for w in model.get_weights()]
+    np.savez(os.path.join(out, "get_weights.npz"), *weights)
+    return {"bfloat16": [k for k, v in recorder.values.items() if v.dtype.name == "bfloat16"]}
+
+
 BUILDERS = [iterator_state, classic, prune_run, tf2_many, saver_run, sharded, partitioned, every_dtype, many_vars, tf2_manager, max_shard,
             tf1_saved_model, tf2_saved_model, v1_format, ema_run,
-            graph_only_saved_model, gpu_saved_model, keras_legacy_saved_model]
+            graph_only_saved_model, gpu_saved_model, keras_legacy_saved_model, keras3]
 
 
 def build_all(root: str) -> dict:

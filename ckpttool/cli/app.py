@@ -8,7 +8,8 @@ import typer
 
 from ckpttool import __version__
 from ckpttool.cli import render
-from ckpttool.cli.commands import diff, export_json, freeze, inspect, latest, ls, prune, rename, repair, verify
+from ckpttool.cli.commands import (convert, diff, export_json, freeze, inspect, latest, ls, prune, rename, repair,
+                                   verify)
 from ckpttool.cli.errors import handle_errors, set_debug
 
 app = typer.Typer(
@@ -52,6 +53,7 @@ COMMANDS = {
     "prune": prune.command,
     "repair": repair.command,
     "rename-vars": rename.command,
+    "convert": convert.command,
     "diff": diff.command,
     "freeze": freeze.command,
     "export-json": export_json.command,

@@ -2,7 +2,7 @@
 documented the same way everywhere."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -20,3 +20,22 @@ TargetArg = Annotated[
         show_default=False,
     ),
 ]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing DST.")]
+SourceArg = Annotated[str, typer.Argument(
+    metavar="SRC", help="The checkpoint to read (prefix, file, run directory or SavedModel).", show_default=False)]
+
+# The rename rules, shared by rename-vars and convert (one implementation: ops/rename.RenameRules).
+MapOpt = Annotated[Optional[List[str]], typer.Option("--map", help="OLD=NEW, exact name (repeatable).")]
+MapFile = Annotated[Optional[str], typer.Option("--map-file", help="JSON object or `old new` lines.")]
+RegexOpt = Annotated[Optional[List[str]], typer.Option(
+    "--regex", help="PATTERN=REPLACEMENT, Python re.sub (repeatable).")]
+AddPrefix = Annotated[Optional[str], typer.Option("--add-prefix", help="Prepend this to every name.")]
+StripPrefix = Annotated[Optional[str], typer.Option("--strip-prefix", help="Remove this leading text where present.")]
+Ema = Annotated[bool, typer.Option("--ema", help="Promote X/ExponentialMovingAverage to X, replacing X.")]
+DropOpt = Annotated[Optional[List[str]], typer.Option(
+    "--drop", help="Leave out source names matching REGEX (repeatable).")]
+KeepOpt = Annotated[Optional[List[str]], typer.Option(
+    "--keep", help="Keep only source names matching REGEX (repeatable).")]
+DropOptimizer = Annotated[bool, typer.Option(
+    "--drop-optimizer", help="Leave out optimizer state: TF1 slots (/Adam, /Adam_1, /Momentum ...), beta1_power, "
+                             "TF2 .OPTIMIZER_SLOT keys, optimizer/... (TF2 and Keras 3).")]

@@ -5,19 +5,20 @@ Two levels:
   shards (rename-vars rewrites only the index); byte-identical to
   TensorFlow's when the entries are.
 - `BundleWriter`: new tensors of any fixed-width dtype or strings, plain or
-  partitioned, into one or more shards, then the index.
+  partitioned, streamed into one or more shards, then the index.
 Files are written under temporary names and renamed, data before the index,
 so an interrupted write never leaves an index TensorFlow would pick up.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from math import prod
+from typing import Iterable
 
 import numpy as np
 
 from ckpttool.formats import crc32c as crc
-from ckpttool.formats.atomic import commit_replacement, discard_replacement, prepare_replacement
+from ckpttool.formats.atomic import StagedFile, commit_replacement, discard_replacement, prepare_replacement
 from ckpttool.formats.bundle import data_file_path
 from ckpttool.formats.dtypes import STRING, DType
 from ckpttool.formats.ordered_code import encode_slice_key
@@ -85,36 +86,63 @@ def write_index(prefix: str, num_shards: int, entries: dict[bytes, pb.BundleEntr
     return len(data)
 
 
-@dataclass
-class _Shard:
-    buffer: bytearray = field(default_factory=bytearray)
-
-
 class BundleWriter:
-    """Collects tensors into shards; `finish()` writes data files, then the index."""
+    """Streams tensors into shards; `finish()` commits the data files, then the index.
+
+    Each shard is written straight to a temporary file as tensors are added
+    (memory stays bounded by one chunk), under a name TensorFlow never reads.
+    `abort()` (or leaving a `with` block by an exception) removes them.
+    """
 
     def __init__(self, prefix: str, num_shards: int = 1):
         self.prefix = prefix
         self.num_shards = num_shards
-        self._shards = [_Shard() for _ in range(num_shards)]
+        self._shards: list[StagedFile | None] = [None] * num_shards
+        self._sizes = [0] * num_shards
         self._entries: dict[bytes, pb.BundleEntryProto] = {}
+
+    def _write(self, shard: int, data: bytes) -> None:
+        staged = self._shards[shard]
+        if staged is None:
+            # Unsynced, like TensorFlow's writer: the index, written last and synced, is the commit point.
+            staged = self._shards[shard] = StagedFile(data_file_path(self.prefix, shard, self.num_shards), sync=False)
+        staged.handle.write(data)
+        self._sizes[shard] += len(data)
 
     def _append(self, key: bytes, dtype: DType, array, shard: int) -> pb.BundleEntryProto:
         data, checksum = encode_tensor(dtype, array)
-        buffer = self._shards[shard].buffer
-        entry = make_entry(dtype, np.shape(array), shard, len(buffer), len(data), checksum)
-        buffer += data
+        entry = make_entry(dtype, np.shape(array), shard, self._sizes[shard], len(data), checksum)
+        self._write(shard, data)
         return entry
 
-    def add(self, name: str, dtype: DType, array, shard: int = 0) -> None:
+    def _claim(self, name: str) -> bytes:
         key = name.encode("utf-8", "surrogateescape")
         if key in self._entries or key.startswith(b"\x00"):
             raise ValueError(f"duplicate or reserved tensor name {name!r}")
+        return key
+
+    def add(self, name: str, dtype: DType, array, shard: int = 0) -> None:
+        key = self._claim(name)
         self._entries[key] = self._append(key, dtype, array, shard)
+
+    def add_stream(self, name: str, dtype: DType, shape, chunks: Iterable[bytes], shard: int = 0) -> int:
+        """A fixed-width tensor from its little-endian C-order bytes, chunk by chunk; bytes written."""
+        key = self._claim(name)
+        if not dtype.fixed_width:
+            raise ValueError(f"cannot stream dtype {dtype.name}")
+        offset, running = self._sizes[shard], 0
+        for chunk in chunks:
+            running = crc.extend(running, chunk)
+            self._write(shard, chunk)
+        size = self._sizes[shard] - offset
+        if size != prod(shape) * dtype.itemsize:
+            raise ValueError(f"{name!r}: {size} bytes for shape {list(shape)} of {dtype.name}")
+        self._entries[key] = make_entry(dtype, shape, shard, offset, size, crc.mask(running))
+        return size
 
     def add_partitioned(self, name: str, dtype: DType, full_shape, pieces, shards=None) -> None:
         """`pieces`: (extents, array) per slice; extents (start, length), length -1 for a full dimension."""
-        key = name.encode("utf-8", "surrogateescape")
+        key = self._claim(name)
         full = make_entry(dtype, full_shape, 0, 0, 0, 0)
         for i, (extents, array) in enumerate(pieces):
             slice_proto = full.slices.add()
@@ -129,19 +157,37 @@ class BundleWriter:
         self._entries[key] = full
 
     def finish(self) -> None:
-        written = []
+        """Commit every data file (empty shards too), then write the index."""
+        committed: list[str] = []
         try:
-            for shard_id, shard in enumerate(self._shards):
-                path = data_file_path(self.prefix, shard_id, self.num_shards)
-                tmp = prepare_replacement(path, bytes(shard.buffer))
-                written.append((tmp, path))
-            for tmp, path in written:
-                commit_replacement(tmp, path)
-            written = []
+            for shard_id in range(self.num_shards):
+                if self._shards[shard_id] is None:
+                    self._write(shard_id, b"")
+            for shard_id, staged in enumerate(self._shards):
+                staged.commit()
+                self._shards[shard_id] = None
+                committed.append(staged.path)
             write_index(self.prefix, self.num_shards, self._entries)
-        finally:
-            for tmp, _path in written:
-                discard_replacement(tmp)
+        except BaseException:
+            # Data files without their index are orphans nobody would read: remove them too.
+            for path in committed:
+                discard_replacement(path)
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Remove the temporary shards written so far."""
+        for staged in self._shards:
+            if staged is not None:
+                staged.discard()
+        self._shards = [None] * self.num_shards
+
+    def __enter__(self) -> "BundleWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None:
+            self.abort()
 
 
 def remove_checkpoint_files(prefix: str) -> None:

@@ -1,4 +1,5 @@
-"""One entry point for reading a checkpoint whatever its format (V2 bundle or V1 file)."""
+"""One entry point for reading a checkpoint whatever its format: V2 bundle, V1
+file, or a weights file (safetensors, .npz, Keras 3), chosen by extension."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,18 @@ from ckpttool.formats.table import is_table_file
 from ckpttool.formats.v1 import V1Checkpoint
 
 Reader = Bundle | V1Checkpoint
+WEIGHTS_FORMATS = ("safetensors", "npz", "keras")
+
+
+def weights_file_format(path: str) -> str | None:
+    """"safetensors", "npz" or "keras" for a weights file named so; None for anything else."""
+    if path.endswith((".safetensors", ".safetensors.index.json")):
+        return "safetensors"
+    if path.endswith(".npz"):
+        return "npz"
+    if path.endswith((".weights.h5", ".keras")):
+        return "keras"
+    return None
 
 
 def detect_format(prefix: str) -> str:
@@ -22,5 +35,17 @@ def detect_format(prefix: str) -> str:
 
 
 def open_checkpoint(prefix: str, fmt: str | None = None) -> Reader:
-    fmt = fmt or detect_format(prefix)
+    fmt = fmt or weights_file_format(prefix) or detect_format(prefix)
+    if fmt == "safetensors":
+        from ckpttool.formats.safetensors import SafetensorsReader
+
+        return SafetensorsReader(prefix)
+    if fmt == "npz":
+        from ckpttool.formats.npz import NpzReader
+
+        return NpzReader(prefix)
+    if fmt == "keras":
+        from ckpttool.formats.keras import KerasWeights
+
+        return KerasWeights(prefix)
     return open_bundle(prefix) if fmt == "v2" else V1Checkpoint(prefix)

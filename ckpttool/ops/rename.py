@@ -41,6 +41,30 @@ class RenameRules:
     ema: bool = False
     drop: tuple[str, ...] = ()
     keep: tuple[str, ...] = ()
+    drop_optimizer: bool = False  # leave out OPTIMIZER_PATTERNS
+    sep: str | None = None  # replaces "/" in the new names, last (`.` for PyTorch-style names)
+
+    @classmethod
+    def from_options(cls, *, maps=(), map_file: str | None = None, regexes=(), add_prefix: str | None = None,
+                     strip_prefix: str | None = None, ema: bool = False, drop=(), keep=(),
+                     drop_optimizer: bool = False, sep: str | None = None) -> "RenameRules":
+        """Rules from option values as typed: `OLD=NEW` texts for maps and regexes, a map file's path."""
+        pairs = tuple(parse_pair(m, "--map") for m in maps or ())
+        if map_file:
+            pairs += read_map_file(map_file)
+        return cls(pairs, tuple(parse_pair(r, "--regex") for r in regexes or ()), add_prefix, strip_prefix, ema,
+                   tuple(drop or ()), tuple(keep or ()), drop_optimizer, sep)
+
+
+# What --drop-optimizer leaves out (matched against source names):
+OPTIMIZER_PATTERNS = (
+    # TF1 slot variables, named after their variable: `dense/kernel/Adam`, `.../Momentum` ...
+    r"/(Adam|Adam_1|AdamW|AdamW_1|Nadam|Nadam_1|LazyAdam|LazyAdam_1|Adamax|Adamax_1|Momentum|RMSProp|RMSProp_1"
+    r"|Adagrad|AdagradDA|AdagradDA_1|ProximalAdagrad|Adadelta|Adadelta_1|Ftrl|Ftrl_1|adam_m|adam_v|LAMB|LAMB_1)$",
+    r"(^|/)beta[12]_power(_\d+)?$",  # TF1 Adam's accumulators
+    r"\.OPTIMIZER_SLOT/",  # TF2 object-based slots: `<var>/.OPTIMIZER_SLOT/optimizer/m/...`
+    r"^(optimizer|opt)/",  # TF2 `Checkpoint(optimizer=...)` state; Keras 3 files' `optimizer/vars/N`
+)
 
 
 @dataclass(frozen=True)
@@ -95,7 +119,8 @@ def read_map_file(path: str) -> tuple[tuple[str, str], ...]:
 
 def compute_mapping(names: list[str], rules: RenameRules) -> tuple[dict[str, str], list[str]]:
     """(kept source name -> new name, dropped names). Rules apply in DESIGN order:
-    map, regex, add-prefix, strip-prefix, ema; then drop/keep on source names."""
+    map, regex, add-prefix, strip-prefix, ema, sep; then drop/keep (and
+    drop-optimizer) on source names."""
     known = set(names)
     exact = dict(rules.maps)
     unknown = [old for old in exact if old not in known]
@@ -104,6 +129,7 @@ def compute_mapping(names: list[str], rules: RenameRules) -> tuple[dict[str, str
                               hint="list the names with `ckpttool inspect -q SRC`")
     regexes = [(compile_pattern(p, "--regex"), repl) for p, repl in rules.regexes]
     drops = [compile_pattern(p, "--drop") for p in rules.drop]
+    drops += [re.compile(p) for p in OPTIMIZER_PATTERNS] if rules.drop_optimizer else []
     keeps = [compile_pattern(p, "--keep") for p in rules.keep]
     mapping: dict[str, str] = {}
     dropped: list[str] = []
@@ -127,6 +153,8 @@ def compute_mapping(names: list[str], rules: RenameRules) -> tuple[dict[str, str
             new = new[len(rules.strip_prefix):]
         if rules.ema and new.endswith(EMA_SUFFIX):
             new = new[: -len(EMA_SUFFIX)]
+        if rules.sep is not None:
+            new = new.replace("/", rules.sep)
         if not new:
             raise UsageProblem(f"the rules give {name!r} an empty name")
         mapping[name] = new

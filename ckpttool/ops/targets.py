@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from ckpttool.errors import NotFound
-from ckpttool.formats.reader import detect_format
+from ckpttool.formats.reader import detect_format, weights_file_format
 from ckpttool.ops.scan import checkpoint_exists
 
 _SUFFIX_RE = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
@@ -17,7 +17,8 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb")
 @dataclass(frozen=True)
 class Target:
     prefix: str
-    format: str  # "v2" | "v1" | "none" (a graph-only SavedModel, with graph_only_ok)
+    # "v2" | "v1" | "safetensors" | "npz" | "keras" | "none" (a graph-only SavedModel, with graph_only_ok)
+    format: str
     meta_path: str | None  # the graph beside it: P.meta or saved_model.pb
     saved_model_dir: str | None
     warnings: tuple[str, ...] = ()  # e.g. how a directory's latest checkpoint had to be found
@@ -54,6 +55,11 @@ def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
     """`graph_only_ok`: a SavedModel without variables resolves (format "none") instead of failing."""
     from ckpttool.ops.latest import find_latest
 
+    weights_format = weights_file_format(path)
+    if weights_format:  # a weights file (safetensors, .npz, Keras 3), found by its extension
+        if not os.path.exists(path):
+            raise NotFound(f"no {weights_format} file at {path}")
+        return Target(path, weights_format, None, None)
     if os.path.isdir(path):
         graph = _saved_model_graph(path)
         if graph:

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Benchmark `convert` (TF checkpoint -> safetensors), whole process, side by side.
+
+    python bench/bench_convert.py [--size-gib 1.0] [--repeats 3] [--out bench/out]
+
+Uses the ~1 GiB checkpoint bench_read.py builds (cached under --out) and prints
+wall time, peak memory and ratios for:
+  convert CKPT out.safetensors    vs cp of the checkpoint's data file (the same bytes)
+  convert CKPT out.safetensors    vs the usual script: tf.train.load_checkpoint, get_tensor of
+                                     every tensor, safetensors.numpy.save_file
+Issue targets: <= 1.5x the time of cp; >= 5x faster and >= 5x less peak memory
+than the usual script. Outputs go to a scratch directory under --out and are
+removed after each run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import CKPTTOOL, PYTHON, report, run_measured  # noqa: E402
+
+TF_SCRIPT = ("import sys, tensorflow as tf\nfrom safetensors.numpy import save_file\n"
+             "r = tf.train.load_checkpoint(sys.argv[1])\n"
+             "save_file({n: r.get_tensor(n) for n in r.get_variable_to_shape_map()}, sys.argv[2])")
+
+
+def _fresh(path: str) -> str:
+    """`path`'s directory emptied, so each measured run writes a new file."""
+    shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+    os.makedirs(os.path.dirname(path))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-gib", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    args = parser.parse_args()
+    # bench_read.py builds (and caches) the checkpoint in a child process of its own.
+    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "bench_read.py"), "--build-only",
+                    "--size-gib", str(args.size_gib), "--out", args.out], check=True)
+    big = os.path.join(args.out, f"big_{args.size_gib:g}", "big")
+    data = big + ".data-00000-of-00001"
+    size = os.path.getsize(data)
+    scratch = os.path.join(args.out, "convert_scratch", "x")
+    r = args.repeats
+
+    def measured(cmd: list[str], target: str):
+        """Median time and max peak over `r` runs, each writing into an emptied directory."""
+        runs = []
+        for _ in range(r + 1):
+            _fresh(target)
+            runs.append(run_measured(cmd, repeats=1, warmup=False))
+        runs = runs[1:]  # the first fills the page cache
+        runs.sort(key=lambda m: m.seconds)
+        median = runs[len(runs) // 2]
+        median.peak_mb = max(m.peak_mb for m in runs)
+        return median
+
+    out = scratch + ".safetensors"
+    ours = measured(CKPTTOOL + ["convert", big, out], out)
+    cp = measured(["cp", data, scratch + ".copy"], scratch + ".copy")
+    script = measured(PYTHON + [TF_SCRIPT, big, out], out)
+    shutil.rmtree(os.path.dirname(scratch), ignore_errors=True)
+    rows = [
+        (f"convert -> safetensors ({size / 2**30:.2f} GiB) vs cp", ours, cp,
+         f"{ours.seconds / cp.seconds:.2f}x the time of cp; target <= 1.5x"),
+        ("convert -> safetensors vs load_checkpoint+save_file", ours, script,
+         "target >= 5x time, >= 5x memory"),
+    ]
+    report(rows)
+
+
+if __name__ == "__main__":
+    main()

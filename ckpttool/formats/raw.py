@@ -1,0 +1,119 @@
+"""A variable's stored bytes, for conversion: the elements in their storage
+dtype (bfloat16 as its 16 bits, int4 as one byte per element, float8 as its
+byte ...), little-endian, C order, partitioned variables reassembled.
+
+`read()` on the readers decodes some dtypes for people (bfloat16 -> float32);
+conversion must move the bits instead, so it reads through here. Bundles are
+CRC checked on the way and byte-swapped when written big-endian.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+
+from ckpttool.errors import CorruptCheckpoint, Unsupported
+from ckpttool.formats import crc32c as crc
+from ckpttool.formats.bundle import Bundle
+from ckpttool.formats.variables import StoredTensor, Variable, slice_bounds, slice_shape
+
+CHUNK_BYTES = 8 << 20
+
+
+def _bundle_part(bundle: Bundle, part: StoredTensor, chunk_bytes: int) -> Iterator[bytes]:
+    itemsize = part.dtype.itemsize
+    step = max(itemsize, chunk_bytes // itemsize * itemsize)
+    swap = bundle.header.big_endian and itemsize > 1
+    running = 0
+    for chunk in bundle.iter_raw(part, step):
+        running = crc.extend(running, chunk)
+        yield np.frombuffer(chunk, np.dtype(part.dtype.storage).newbyteorder(">")).astype(
+            np.dtype(part.dtype.storage)).tobytes() if swap else chunk
+    if crc.mask(running) != part.crc32c:
+        name = part.key.decode("utf-8", "replace")
+        raise CorruptCheckpoint(f"checksum mismatch for tensor {name!r} in "
+                                f"{os.path.basename(bundle.data_files()[part.shard_id])}")
+
+
+def _rows_in_order(var: Variable) -> list[int] | None:
+    """Part indexes in output order when every slice spans whole rows (split on the
+    first axis only) and together they tile it; None otherwise."""
+    if not var.shape:
+        return None
+    for extents in var.slices:
+        if any(length != -1 and (start, length) != (0, size)
+               for (start, length), size in zip(extents[1:], var.shape[1:])):
+            return None
+    spans = sorted((slice_bounds(extents, var.shape)[0].start, slice_bounds(extents, var.shape)[0].stop, i)
+                   for i, extents in enumerate(var.slices))
+    position = 0
+    for start, stop, _i in spans:
+        if start != position:
+            raise CorruptCheckpoint(f"the slices of {var.name!r} do not cover its shape {list(var.shape)} exactly")
+        position = stop
+    if position != var.shape[0]:
+        raise CorruptCheckpoint(f"the slices of {var.name!r} do not cover its shape {list(var.shape)} exactly")
+    return [i for _start, _stop, i in spans]
+
+
+def _assembled(bundle: Bundle, var: Variable) -> np.ndarray:
+    """A partitioned variable split on other axes, assembled in memory in its storage dtype."""
+    storage = np.dtype(var.dtype.storage)
+    out = np.empty(var.shape, dtype=storage)
+    covered = np.zeros(var.shape, dtype=np.uint8)
+    for extents, part in zip(var.slices, var.parts):
+        piece = np.frombuffer(b"".join(_bundle_part(bundle, part, CHUNK_BYTES)), dtype=storage)
+        bounds = slice_bounds(extents, var.shape)
+        out[bounds] = piece.reshape(slice_shape(extents, var.shape))
+        covered[bounds] += 1
+    if not (covered == 1).all():
+        raise CorruptCheckpoint(f"the slices of {var.name!r} do not cover its shape {list(var.shape)} exactly")
+    return out
+
+
+def _bundle_bytes(bundle: Bundle, var: Variable, chunk_bytes: int) -> Iterator[bytes]:
+    if not var.partitioned:
+        yield from _bundle_part(bundle, var.parts[0], chunk_bytes)
+        return
+    order = _rows_in_order(var)
+    if order is not None:
+        for i in order:  # each slice is a run of whole rows: its bytes are contiguous in the output
+            yield from _bundle_part(bundle, var.parts[i], chunk_bytes)
+        return
+    data = memoryview(_assembled(bundle, var).reshape(-1).view(np.uint8))
+    for start in range(0, len(data), chunk_bytes):
+        yield bytes(data[start:start + chunk_bytes])
+
+
+def check_stored_readable(reader, var: Variable) -> None:
+    """Raise Unsupported now for a variable whose stored bytes cannot be had exactly."""
+    if not var.dtype.fixed_width:
+        raise Unsupported(f"{var.name!r} is a {var.dtype.name} tensor, which has no fixed-width bytes")
+    if isinstance(reader, Bundle) or hasattr(reader, "iter_stored_bytes"):
+        return
+    # V1 files: the reader's values are the stored ones for every dtype V1 can hold.
+    hint = "restore it with tf.compat.v1.train.Saver and re-save in the V2 format"
+    if var.partitioned:
+        raise Unsupported(f"{var.name!r} is sliced (partitioned) in a V1 checkpoint, which ckpttool does not "
+                          "reassemble", hint=hint)
+    if var.dtype.decoder is not None:
+        raise Unsupported(f"{var.name!r}: {var.dtype.name} values cannot be taken bit-exactly from a V1 "
+                          "checkpoint", hint=hint)
+
+
+def iter_stored_bytes(reader, var: Variable, chunk_bytes: int | None = None) -> Iterator[bytes]:
+    """The fixed-width variable's elements as stored: little-endian C-order bytes, in chunks."""
+    check_stored_readable(reader, var)
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    if isinstance(reader, Bundle):
+        return _bundle_bytes(reader, var, chunk_bytes)
+    if hasattr(reader, "iter_stored_bytes"):
+        return reader.iter_stored_bytes(var, chunk_bytes)
+    return iter([np.ascontiguousarray(reader.read(var), dtype=np.dtype(var.dtype.storage)).tobytes()])
+
+
+def read_stored(reader, var: Variable) -> np.ndarray:
+    """The whole variable in its storage dtype (e.g. uint16 bits for bfloat16), shaped."""
+    data = b"".join(iter_stored_bytes(reader, var))
+    return np.frombuffer(data, dtype=np.dtype(var.dtype.storage)).reshape(var.shape)

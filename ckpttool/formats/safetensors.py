@@ -1,0 +1,289 @@
+"""safetensors files, read and written by streaming, without the safetensors library.
+
+Layout: a little-endian u64 N, N bytes of JSON header, then the byte buffer.
+The header maps each tensor name to {"dtype", "shape", "data_offsets": [begin,
+end]} (offsets relative to the buffer) and may hold "__metadata__", a map of
+strings. A sharded set is several such files plus `NAME.safetensors.index.json`
+({"metadata": {...}, "weight_map": {tensor: file}}), as Hugging Face writes.
+
+Nothing a header claims is trusted: its size is capped, every offset must lie
+inside the file, the tensors must tile the buffer exactly (contiguous, no
+overlap, no gap), each size must equal elements x itemsize and every dtype must
+be known, so a lying header is a CorruptCheckpoint, never a huge allocation.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from math import prod
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+import numpy as np
+
+from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
+from ckpttool.formats.dtypes import DType, dtype_from_name
+from ckpttool.formats.fs import open_input, read_capped
+from ckpttool.formats.variables import StoredTensor, Variable
+
+HEADER_LIMIT = 100_000_000  # the safetensors library refuses larger headers too
+INDEX_LIMIT = 64 << 20
+INDEX_SUFFIX = ".safetensors.index.json"
+METADATA_KEY = "__metadata__"
+CHUNK_BYTES = 8 << 20
+
+# safetensors dtype -> TensorFlow dtype name; only exact equivalents.
+_TF_NAMES = {
+    "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16", "I32": "int32",
+    "U32": "uint32", "I64": "int64", "U64": "uint64", "F16": "float16", "BF16": "bfloat16", "F32": "float32",
+    "F64": "float64", "C64": "complex64", "F8_E5M2": "float8_e5m2", "F8_E4M3": "float8_e4m3fn",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz",
+}
+_SAFETENSORS_NAMES = {tf: st for st, tf in _TF_NAMES.items()}
+
+
+def safetensors_dtype(dtype: DType) -> str | None:
+    """The safetensors name of a TensorFlow dtype, None if safetensors cannot hold it."""
+    return _SAFETENSORS_NAMES.get(dtype.name)
+
+
+def is_safetensors_path(path: str) -> bool:
+    return path.endswith((".safetensors", INDEX_SUFFIX))
+
+
+# -- reading ----------------------------------------------------------------
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r}")
+        seen[key] = value
+    return seen
+
+
+def _int_list(value, length: int | None = None) -> bool:
+    return (isinstance(value, list) and (length is None or len(value) == length)
+            and all(type(v) is int and v >= 0 for v in value))
+
+
+class SafetensorsFile:
+    """One validated .safetensors file: its tensors (absolute offsets) and metadata."""
+
+    def __init__(self, path: str, shard_id: int = 0):
+        self.path = path
+        self.handle: BinaryIO = open_input(path, "safetensors file")
+        try:
+            self.tensors, self.metadata = self._read_header(shard_id)
+        except BaseException:
+            self.handle.close()
+            raise
+
+    def _corrupt(self, problem: str) -> CorruptCheckpoint:
+        return CorruptCheckpoint(f"{os.path.basename(self.path)}: {problem}")
+
+    def _read_header(self, shard_id: int) -> tuple[dict[str, StoredTensor], dict[str, str]]:
+        file_size = os.fstat(self.handle.fileno()).st_size
+        head = self.handle.read(8)
+        if len(head) < 8:
+            raise self._corrupt(f"too short to be a safetensors file ({file_size} bytes)")
+        (length,) = struct.unpack("<Q", head)
+        if length > HEADER_LIMIT:
+            raise self._corrupt(f"header length {length} is over the {HEADER_LIMIT}-byte limit")
+        if 8 + length > file_size:
+            raise self._corrupt(f"header length {length} runs past the end of the file ({file_size} bytes)")
+        raw = self.handle.read(length)
+        try:
+            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise self._corrupt(f"header is not valid JSON ({str(exc)[:200]})") from None
+        if not isinstance(header, dict):
+            raise self._corrupt("header is not a JSON object")
+        metadata = header.pop(METADATA_KEY, None) or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise self._corrupt("__metadata__ must map strings to strings")
+        data_start = 8 + length
+        buffer_size = file_size - data_start
+        tensors: dict[str, StoredTensor] = {}
+        spans = []
+        for name, info in header.items():
+            if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+                raise self._corrupt(f"tensor {name!r}: expected exactly dtype, shape and data_offsets")
+            st_dtype = info["dtype"]
+            if st_dtype not in _TF_NAMES:
+                raise (Unsupported if isinstance(st_dtype, str) and st_dtype.isupper() else CorruptCheckpoint)(
+                    f"{os.path.basename(self.path)}: tensor {name!r} has dtype {str(st_dtype)[:40]!r}, which "
+                    "has no TensorFlow equivalent")
+            dtype = dtype_from_name(_TF_NAMES[st_dtype])
+            if not _int_list(info["shape"]) or not _int_list(info["data_offsets"], 2):
+                raise self._corrupt(f"tensor {name!r}: shape and data_offsets must be lists of non-negative integers")
+            shape = tuple(info["shape"])
+            begin, end = info["data_offsets"]
+            if begin > end or end > buffer_size:
+                raise self._corrupt(f"tensor {name!r}: data_offsets [{begin}, {end}] lie outside the "
+                                    f"{buffer_size}-byte buffer")
+            if end - begin != prod(shape) * dtype.itemsize:
+                raise self._corrupt(f"tensor {name!r}: {end - begin} bytes for shape {list(shape)} of {st_dtype}")
+            spans.append((begin, end, name))
+            tensors[name] = StoredTensor(name.encode("utf-8", "surrogateescape"), dtype, shape, shard_id,
+                                         data_start + begin, end - begin, 0)
+        position = 0
+        for begin, end, name in sorted(spans):
+            if begin != position:
+                problem = "overlaps the tensor before it" if begin < position else f"leaves a gap at {position}"
+                raise self._corrupt(f"tensor {name!r} {problem} (data_offsets must tile the buffer)")
+            position = end
+        if position != buffer_size:
+            raise self._corrupt(f"{buffer_size - position} bytes after the last tensor belong to none")
+        return tensors, metadata
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _read_index(path: str) -> dict[str, str]:
+    """weight_map of a sharded set, checked: plain file names beside the index only."""
+    try:
+        index = json.loads(read_capped(path, INDEX_LIMIT, "safetensors index").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CorruptCheckpoint(f"{os.path.basename(path)}: not valid JSON ({str(exc)[:200]})") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CorruptCheckpoint(f"{os.path.basename(path)}: no weight_map of tensor names to file names")
+    for filename in set(weight_map.values()):
+        if os.path.basename(filename) != filename or filename in ("", ".", ".."):
+            raise BadInput(f"{os.path.basename(path)}: shard {filename[:200]!r} is not a file beside the index; "
+                           "refusing to read outside its directory")
+    return weight_map
+
+
+class SafetensorsReader:
+    """A .safetensors file or a sharded set (through its index), as a checkpoint reader."""
+
+    format = "safetensors"
+
+    def __init__(self, path: str):
+        self.prefix = path
+        self._files: list[SafetensorsFile] = []
+        try:
+            self._open(path)
+        except BaseException:
+            self.close()
+            raise
+        self._by_name = {v.name: v for v in self.variables}
+
+    def _open(self, path: str) -> None:
+        if path.endswith(INDEX_SUFFIX):
+            weight_map = _read_index(path)
+            directory = os.path.dirname(path)
+            shard_names = sorted(set(weight_map.values()))
+            for shard_id, filename in enumerate(shard_names):
+                self._files.append(SafetensorsFile(os.path.join(directory, filename), shard_id))
+            for name, filename in weight_map.items():
+                if name not in self._files[shard_names.index(filename)].tensors:
+                    raise CorruptCheckpoint(f"{os.path.basename(path)}: {filename} does not hold {name!r}")
+        else:
+            weight_map = None
+            self._files.append(SafetensorsFile(path))
+        parts: dict[str, StoredTensor] = {}
+        for file in self._files:
+            for name, part in file.tensors.items():
+                if weight_map is not None and weight_map.get(name) != os.path.basename(file.path):
+                    raise CorruptCheckpoint(f"{os.path.basename(file.path)} holds {name!r}, which the index "
+                                            "does not place there")
+                parts[name] = part
+        self.metadata: dict[str, str] = dict(self._files[0].metadata) if len(self._files) == 1 else {}
+        self.variables = [Variable(name, part.dtype, part.shape, (part,))
+                          for name, part in sorted(parts.items(), key=lambda item: item[1].key)]
+
+    def variable(self, name: str) -> Variable | None:
+        return self._by_name.get(name)
+
+    def data_files(self) -> list[str]:
+        return [f.path for f in self._files]
+
+    def iter_stored_bytes(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[bytes]:
+        """The tensor's bytes as stored (little-endian, C order), in chunks."""
+        part = var.parts[0]
+        handle = self._files[part.shard_id].handle
+        step = max(part.dtype.itemsize, (chunk_bytes or CHUNK_BYTES) // part.dtype.itemsize * part.dtype.itemsize)
+        position, remaining = part.offset, part.size
+        while remaining:
+            handle.seek(position)
+            chunk = handle.read(min(step, remaining))
+            if not chunk:
+                raise CorruptCheckpoint(f"{os.path.basename(self._files[part.shard_id].path)} was truncated "
+                                        f"while reading {var.name!r}")
+            position += len(chunk)
+            remaining -= len(chunk)
+            yield chunk
+
+    def iter_value_chunks(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
+        storage = np.dtype(var.dtype.storage)
+        for chunk in self.iter_stored_bytes(var, chunk_bytes):
+            yield var.dtype.decode(np.frombuffer(chunk, dtype=storage))
+
+    def read(self, var: Variable) -> np.ndarray:
+        storage = np.dtype(var.dtype.storage)
+        flat = np.frombuffer(b"".join(self.iter_stored_bytes(var)), dtype=storage)
+        return var.dtype.decode(flat).reshape(var.shape)
+
+    def check_variable(self, var: Variable) -> int:
+        """Read every byte (the format has no checksums); booleans must be 0 or 1."""
+        for chunk in self.iter_stored_bytes(var):
+            if var.dtype.name == "bool" and chunk.strip(b"\x00\x01"):
+                if np.frombuffer(chunk, np.uint8).max() > 1:
+                    raise CorruptCheckpoint(f"bool tensor {var.name!r} holds bytes other than 0 and 1")
+        return var.parts[0].size
+
+    def object_graph_bytes(self) -> bytes | None:
+        return None
+
+    def close(self) -> None:
+        for file in self._files:
+            file.close()
+
+    def __enter__(self) -> "SafetensorsReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- writing ----------------------------------------------------------------
+
+def _alignment_order(item: tuple[str, DType, tuple[int, ...]]):
+    name, dtype, _shape = item
+    return (-dtype.itemsize, name)  # widest first keeps every tensor aligned, as the library does
+
+
+def write_safetensors(handle: BinaryIO, items: list[tuple[str, DType, tuple[int, ...]]],
+                      chunks_of: Callable[[str], Iterable[bytes]], metadata: dict[str, str] | None = None) -> int:
+    """Write one file to `handle`: the header for `items` (name, dtype, shape), then
+    each tensor's bytes from `chunks_of(name)`, streamed. Bytes written."""
+    ordered = sorted(items, key=_alignment_order)
+    header: dict[str, object] = {METADATA_KEY: dict(metadata)} if metadata else {}
+    offset = 0
+    for name, dtype, shape in ordered:
+        size = prod(shape) * dtype.itemsize
+        header[name] = {"dtype": _SAFETENSORS_NAMES[dtype.name], "shape": list(shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the buffer starts 8-byte aligned
+    handle.write(struct.pack("<Q", len(text)) + text)
+    for name, dtype, shape in ordered:
+        expected, written = prod(shape) * dtype.itemsize, 0
+        for chunk in chunks_of(name):
+            handle.write(chunk)
+            written += len(chunk)
+        if written != expected:
+            raise CorruptCheckpoint(f"{name!r}: the source gave {written} bytes, its header says {expected}")
+    return 8 + len(text) + offset
+
+
+def index_document(weight_map: dict[str, str], total_size: int, metadata: dict[str, str]) -> bytes:
+    """`model.safetensors.index.json` as Hugging Face loaders read it."""
+    document = {"metadata": {"total_size": total_size, **metadata},
+                "weight_map": dict(sorted(weight_map.items()))}
+    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
