@@ -5,15 +5,44 @@ import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from ckpttool import __version__
 from ckpttool.cli import render
-from ckpttool.cli.commands import (convert, diff, export_json, freeze, inspect, latest, ls, prune, rename, repair,
+from ckpttool.cli.commands import (completion, convert, diff, export_json, freeze, inspect, latest, ls, prune, rename, repair,
                                    verify)
-from ckpttool.cli.errors import handle_errors, set_debug
+from ckpttool.cli.errors import handle_errors, set_debug, usage_error
+
+class _Group(TyperGroup):
+    """Parsing errors as the contract has them (DESIGN.md): one `error:` line and a hint on stderr,
+    exit 2, and with --json also a JSON document on stdout, instead of Typer's usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except Exception as exc:
+            if not all(hasattr(exc, a) for a in ("exit_code", "show", "format_message")):
+                raise
+            command = next((a for a in args if not a.startswith("-")), None)
+            command = command if command in COMMANDS else None
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # `ckpttool` alone: the help
+            else:
+                usage_error(command, exc.exit_code, exc.format_message(), "--json" in _options(args))
+            code = exc.exit_code
+        if not standalone_mode:
+            return code
+        sys.exit(code or 0)
+
+
+def _options(args: list[str]) -> list[str]:
+    return args[: args.index("--")] if "--" in args else args
+
 
 app = typer.Typer(
     name="ckpttool",
+    cls=_Group,
     help="Inspect, verify, prune and convert TensorFlow checkpoint directories.",
     no_args_is_help=True,
     add_completion=False,
@@ -42,7 +71,7 @@ def root(
 ) -> None:
     """Inspect, verify, prune and convert TensorFlow checkpoint directories."""
     set_debug(debug)
-    render.set_no_color(no_color)
+    render.begin_invocation(no_color)
 
 
 COMMANDS = {
@@ -57,9 +86,20 @@ COMMANDS = {
     "diff": diff.command,
     "freeze": freeze.command,
     "export-json": export_json.command,
+    "completion": completion.command,
 }
+
+
+class _Command(TyperCommand):
+    """Usage lines as man pages write them: `ckpttool ls [OPTIONS] DIR`, not Typer's `{DIR}`."""
+
+    def collect_usage_pieces(self, ctx):
+        return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
+                for piece in super().collect_usage_pieces(ctx)]
+
+
 for _name, _function in COMMANDS.items():
-    app.command(_name)(handle_errors(_function))
+    app.command(_name, cls=_Command)(handle_errors(_function, _name))
 
 
 def hoist_global_flags(argv: list[str]) -> list[str]:
@@ -71,5 +111,4 @@ def hoist_global_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = hoist_global_flags(sys.argv[1:] if argv is None else list(argv))
-    app(args=args, prog_name="ckpttool")
+    app(args=hoist_global_flags(sys.argv[1:] if argv is None else list(argv)), prog_name="ckpttool")

@@ -47,34 +47,72 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def report(exc: BaseException) -> int:
-    """Print the error for people (traceback only with --debug); return its exit code."""
+def _kind(exc: BaseException) -> str:
+    """A stable snake_case name for JSON: NotFound -> not_found, KeyboardInterrupt -> interrupted."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, UsageProblem):
+        return "usage_error"  # as Typer's own usage errors are reported
+    if not isinstance(exc, (CkptError, OSError)):
+        return "internal"
+    name = "os_error" if isinstance(exc, OSError) else type(exc).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def _describe(exc: BaseException) -> tuple[int, str, str | None]:
+    """(exit code, message, hint) of an exception, as people and JSON are told."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted", None
+    if isinstance(exc, CkptError):
+        return exit_code_for(exc), _one_line(exc.message), _one_line(exc.hint) if exc.hint else None
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return EXIT_BAD_INPUT, f"{exc.strerror or exc}{where}", None
+    hint = None if debug_enabled() else "this is a bug in ckpttool; rerun with --debug for the traceback"
+    return EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {_one_line(exc)}", hint
+
+
+def emit_json_error(command: str | None, code: int, kind: str, message: str, hint: str | None) -> None:
+    """The error as one JSON document on stdout (DESIGN.md), unless the command already printed its own."""
+    from ckpttool.cli import render
+
+    if render.json_emitted():
+        return
+    render.emit_json(command or "ckpttool", {"error": {"code": code, "kind": kind, "message": message,
+                                                       "hint": hint}})
+
+
+def usage_error(command: str | None, code: int, message: str, json_out: bool) -> None:
+    """A command line that does not parse (unknown option, missing argument, bad choice)."""
+    message = _one_line(message)
+    hint = f"see `ckpttool {command} --help`" if command else "see `ckpttool --help`"
+    print(f"error: {message}", file=sys.stderr)
+    print(f"hint: {hint}", file=sys.stderr)
+    if json_out:
+        emit_json_error(command, code, "usage_error", message, hint)
+
+
+def report(exc: BaseException, command: str | None = None, json_out: bool = False) -> int:
+    """Print the error for people (traceback only with --debug), and as JSON with --json;
+    return its exit code."""
     if debug_enabled():
         traceback.print_exception(exc, file=sys.stderr)
-    if isinstance(exc, KeyboardInterrupt):
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if isinstance(exc, CkptError):
-        print(f"error: {_one_line(exc.message)}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {_one_line(exc.hint)}", file=sys.stderr)
-        return exit_code_for(exc)
     if isinstance(exc, BrokenPipeError):
         # The reader of our stdout went away (`ckpttool ls | head`): not an error.
         sys.stderr.close()
         return EXIT_OK
-    if isinstance(exc, OSError):
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(f"error: internal error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
-    if not debug_enabled():
-        print("hint: this is a bug in ckpttool; rerun with --debug for the traceback", file=sys.stderr)
-    return EXIT_INTERNAL
+    code, message, hint = _describe(exc)
+    print(f"error: {message}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    if json_out:
+        emit_json_error(command, code, _kind(exc), message, hint)
+    return code
 
 
-def handle_errors(command):
-    """Wrap a command so that every failure becomes a message and an exit code."""
+def handle_errors(command, name: str | None = None):
+    """Wrap command `name` so that every failure becomes a message and an exit code
+    (plus a JSON error document when the command was given --json)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -83,7 +121,7 @@ def handle_errors(command):
         except typer.Exit:
             raise
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - this is the one place that maps them
-            code = report(exc)
+            code = report(exc, name, bool(kwargs.get("json_out")))
         if code:
             raise typer.Exit(code)
 

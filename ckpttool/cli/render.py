@@ -18,8 +18,10 @@ SCHEMA_VERSION = 1
 _settings = {"no_color": False}
 
 
-def set_no_color(value: bool) -> None:
-    _settings["no_color"] = value
+def begin_invocation(no_color: bool) -> None:
+    """Settings of one command run (tests run several in one process)."""
+    _settings["no_color"] = no_color
+    _settings["json_emitted"] = False
 
 
 def _no_color() -> bool:
@@ -95,7 +97,13 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def json_emitted() -> bool:
+    """True once this run printed its JSON document (an error after it must not print a second)."""
+    return _settings.get("json_emitted", False)
+
+
 def emit_json(command: str, document: dict) -> None:
+    _settings["json_emitted"] = True
     payload = {"schema_version": SCHEMA_VERSION, "command": command, **document}
     # Indented for people at a terminal; compact (and far faster to encode) in pipes.
     indent = 2 if sys.stdout.isatty() else None

@@ -22,7 +22,7 @@ from ckpttool.errors import BadInput, NotFound, UnknownVariable, UsageProblem
 from ckpttool.graph.candidates import rank_output_candidates
 from ckpttool.graph.check import CheckResult, check_result, compare, input_shapes_for_check, random_value
 from ckpttool.graph.custom_ops import require_registered_ops
-from ckpttool.graph.destination import check_destination, write_destination
+from ckpttool.ops.destination import check_destination, write_destination
 from ckpttool.graph.protos import meta_graph_with_tags, read_graph_def, read_meta_graph, read_saved_model
 from ckpttool.graph.runtime import quiet_stderr, tensorflow, tensorflow_errors
 from ckpttool.ops.targets import Target, resolve_target

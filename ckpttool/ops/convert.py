@@ -24,6 +24,7 @@ from ckpttool.formats.atomic import StagedFile, atomic_output
 from ckpttool.formats.dtypes import STRING, VARIANT, dtype_from_name
 from ckpttool.formats.reader import open_checkpoint, weights_file_format
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY, Variable
+from ckpttool.ops.destination import check_parent_creatable, make_parents, remove_empty
 from ckpttool.ops.rename import RenameRules, compute_mapping, rewrite_object_graph
 from ckpttool.ops.targets import resolve_target
 
@@ -212,6 +213,7 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
     destination = os.path.abspath(destination)
     if os.path.isdir(destination):
         raise Refused(f"destination {destination} is a directory; give a file name or a checkpoint prefix")
+    check_parent_creatable(destination)
     target = resolve_target(source)
     with open_checkpoint(target.prefix, target.format) as reader:
         variables = [v for v in reader.variables if not v.internal]
@@ -358,11 +360,14 @@ def _write_npz(plan: ConvertPlan, source: _Source) -> None:
 
 def apply_convert(plan: ConvertPlan, on_progress: Callable[[int], None] | None = None) -> ConvertResult:
     """Write what `plan` says; `on_progress(bytes)` is called as tensor bytes are moved."""
-    directory = os.path.dirname(plan.destination)
-    os.makedirs(directory, exist_ok=True)
+    created_directories = make_parents(plan.destination)
     writers = {"tf": _write_tf, "safetensors": _write_safetensors, "npz": _write_npz}
-    with open_checkpoint(plan.source, plan.source_format) as reader:
-        writers[plan.to](plan, _Source(reader, plan, on_progress))
+    try:
+        with open_checkpoint(plan.source, plan.source_format) as reader:
+            writers[plan.to](plan, _Source(reader, plan, on_progress))
+    except BaseException:
+        remove_empty(created_directories)
+        raise
     files = plan.files if plan.to != "tf" else (
         plan.destination + ".index", plan.destination + ".data-00000-of-00001")
     return ConvertResult(plan, files, sum(os.path.getsize(f) for f in files))

@@ -25,6 +25,7 @@ from ckpttool.formats.ordered_code import encode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
 from ckpttool.formats.state import CheckpointState
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY
+from ckpttool.ops.destination import check_parent_creatable, make_parents, remove_empty
 from ckpttool.ops.patterns import compile_pattern
 from ckpttool.ops.targets import resolve_target
 
@@ -233,6 +234,48 @@ def _added_prefix(mapping: dict[str, str]) -> str | None:
     return prefix
 
 
+def _removed_prefix(mapping: dict[str, str]) -> str | None:
+    """P when every kept object-graph key loses the same leading path components P ("model/")."""
+    prefixes = {old[: len(old) - len(new)] for old, new in mapping.items() if old != OBJECT_GRAPH_KEY}
+    if len(prefixes) != 1:
+        return None
+    (prefix,) = prefixes
+    if not prefix.endswith("/") or any(not old.endswith(new) for old, new in mapping.items()):
+        return None
+    return prefix
+
+
+def _swap_node_ids(graph, a: int, b: int) -> None:
+    """Exchange the ids of nodes a and b: their places in the list and every reference to them."""
+    def swapped(node_id: int) -> int:
+        return b if node_id == a else a if node_id == b else node_id
+
+    for node in graph.nodes:
+        for child in node.children:
+            child.node_id = swapped(child.node_id)
+        for slot in node.slot_variables:
+            slot.original_variable_node_id = swapped(slot.original_variable_node_id)
+            slot.slot_variable_node_id = swapped(slot.slot_variable_node_id)
+    first, second = type(graph.nodes[a])(), type(graph.nodes[b])()
+    first.CopyFrom(graph.nodes[a])
+    second.CopyFrom(graph.nodes[b])
+    graph.nodes[a].CopyFrom(second)
+    graph.nodes[b].CopyFrom(first)
+
+
+def _reroot_at(graph, components: tuple[str, ...]) -> None:
+    """Make the object reached from the root through `components` the new root (--strip-prefix of a
+    whole object path, e.g. `model/`). The old root stays in the graph, unreachable and without
+    attributes of its own, which TensorFlow's restore ignores."""
+    node_id = 0
+    for name in components:
+        child = next((c.node_id for c in graph.nodes[node_id].children if c.local_name == name), None)
+        if child is None:
+            raise Unsupported(f"no object {'/'.join(components)} in the TF2 object graph to make the root")
+        node_id = child
+    _swap_node_ids(graph, 0, node_id)
+
+
 def _nest_under(graph, components: tuple[str, ...]) -> None:
     """Move the root's contents to a new node reached from the root through `components`."""
     moved = len(graph.nodes)
@@ -273,10 +316,15 @@ def rewrite_object_graph(data: bytes, mapping: dict[str, str], dropped: set[str]
     """The object graph with checkpoint keys renamed and object paths renamed to match."""
     graph = parse_object_graph(data)
     stored = sorted(set(mapping) | dropped)
-    prefix = _added_prefix(mapping)
-    if prefix is not None:
-        # --add-prefix (or a rule that only prepends): a new level of objects above the old root.
-        _nest_under(graph, tuple(_unescape(c) for c in prefix[:-1].split("/")))
+    added, removed = _added_prefix(mapping), _removed_prefix(mapping)
+    if added is not None or removed is not None:
+        # --add-prefix (or a rule that only prepends): a new level of objects above the old root;
+        # --strip-prefix of a whole object path (with the rest dropped): that object becomes the root.
+        components = tuple(_unescape(c) for c in (added or removed)[:-1].split("/"))
+        if added is not None:
+            _nest_under(graph, components)
+        else:
+            _reroot_at(graph, components)
         for node in graph.nodes:
             _rename_attributes(node, mapping, dropped, stored)
         return graph.SerializeToString()
@@ -293,8 +341,9 @@ def rewrite_object_graph(data: bytes, mapping: dict[str, str], dropped: set[str]
             if new_path is None or len(new_path) != len(old_path) or old_path != paths[node_id]:
                 raise Unsupported(f"renaming {key!r} to {new_key!r} would move the object to a different depth "
                                   "of the TF2 object graph",
-                                  hint="rename objects at the same depth (e.g. model/dense1 -> model/encoder), "
-                                       "or add the same prefix to every name")
+                                  hint="rename objects at the same depth (e.g. model/dense1 -> model/encoder), add "
+                                       "the same prefix to every name, or strip one (--keep '^model/' "
+                                       "--strip-prefix model/ makes model the root)")
             parent = 0
             for depth, (old_local, new_local) in enumerate(zip(old_path, new_path)):
                 if old_local != new_local:
@@ -359,11 +408,10 @@ def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bo
     destination = os.path.abspath(destination)
     if os.path.isdir(destination):
         raise Refused(f"destination {destination} is a directory; give a checkpoint prefix such as DIR/model.ckpt-1")
-    if not os.path.isdir(os.path.dirname(destination)):
-        raise NotFound(f"destination directory {os.path.dirname(destination)} does not exist")
+    check_parent_creatable(destination)  # missing directories are made when the checkpoint is written
     with open_bundle(target.prefix) as bundle:
         names = [v.name for v in bundle.variables if not v.internal]
-        graph = bundle.object_graph_bytes() is not None
+        graph_bytes = bundle.object_graph_bytes()
         source_files = [target.prefix + ".index", target.prefix + ".meta"] + bundle.data_files()
     _refuse_destination_in_source(os.path.abspath(target.prefix), [os.path.abspath(f) for f in source_files],
                                   destination)
@@ -371,8 +419,10 @@ def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bo
         raise Refused(f"destination {destination} exists (use --overwrite to replace it)")
     mapping, dropped = compute_mapping(names, rules)
     renamed = tuple((old, new) for old, new in mapping.items() if old != new)
+    if graph_bytes is not None and (renamed or dropped):
+        rewrite_object_graph(graph_bytes, mapping, set(dropped))  # refuses here, before anything is written
     return RenamePlan(target.prefix, destination, mapping, renamed, tuple(dropped),
-                      sum(1 for old, new in mapping.items() if old == new), graph)
+                      sum(1 for old, new in mapping.items() if old == new), graph_bytes is not None)
 
 
 def _copy_shard(source: str, destination: str, length: int | None) -> int:
@@ -474,6 +524,7 @@ def remove_stale_temp_shards(destination: str) -> list[str]:
 
 def apply_rename(plan: RenamePlan, link: bool = False) -> RenameResult:
     destination = plan.destination
+    created_directories = make_parents(destination)  # as TensorFlow's BundleWriter makes its directory
     remove_stale_temp_shards(destination)
     written_files: list[str] = []
     temp_files: list[str] = []
@@ -539,4 +590,5 @@ def apply_rename(plan: RenamePlan, link: bool = False) -> RenameResult:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+        remove_empty(created_directories)
         raise

@@ -26,6 +26,13 @@ class RepairPlan:
     changes: tuple[str, ...]
 
     @property
+    def summary(self) -> str:
+        """One sentence for people and JSON alike."""
+        if self.new_state is None:
+            return "no complete checkpoint in the directory: nothing to repair"
+        return "state file rewritten" if self.changed else "state file is fine: nothing to repair"
+
+    @property
     def new_text(self) -> str | None:
         return format_state(self.new_state) if self.new_state else None
 
@@ -72,7 +79,7 @@ def plan_repair(directory: str) -> RepairPlan:
                 changes.append(f"added {name} (on disk, missing from the state file)")
             entries[name] = c.mtime
     if not entries:
-        return RepairPlan(scan.directory, old_text, None, tuple(changes + ["no complete checkpoint to list"]))
+        return RepairPlan(scan.directory, old_text, None, ())
     ordered = sorted(entries, key=lambda n: (complete[n].step if complete[n].step is not None else -1,
                                              complete[n].time, n))
     recorded = None

@@ -2,6 +2,7 @@
 the checkpoints a scan found; no file is touched here."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from itertools import groupby
@@ -37,8 +38,8 @@ class RetentionRules:
         for value, option in ((self.keep_last, "--keep-last"), (self.keep_every_steps, "--keep-every-steps")):
             if value is not None and value < (0 if option == "--keep-last" else 1):
                 raise UsageProblem(f"{option} must be {'>= 0' if option == '--keep-last' else '>= 1'}")
-        if self.keep_every_hours is not None and self.keep_every_hours <= 0:
-            raise UsageProblem("--keep-every-hours must be > 0")
+        if self.keep_every_hours is not None and not (0 < self.keep_every_hours < math.inf):
+            raise UsageProblem(f"--keep-every-hours must be a number of hours > 0, not {self.keep_every_hours}")
 
 
 def _order(c: CheckpointInfo):

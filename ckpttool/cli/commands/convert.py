@@ -1,6 +1,7 @@
 """`ckpttool convert SRC DST`: weights between TF checkpoints, safetensors and .npz (and out of Keras 3 files)."""
 from __future__ import annotations
 
+import enum
 from typing import Annotated, List, Optional
 
 import typer
@@ -8,6 +9,12 @@ import typer
 from ckpttool.cli import render
 from ckpttool.cli.options import (AddPrefix, DropOpt, DropOptimizer, DryRun, Ema, Json, KeepOpt, MapFile, MapOpt,
                                   Overwrite, Quiet, RegexOpt, StripPrefix)
+
+
+class TargetFormat(str, enum.Enum):
+    tf = "tf"
+    safetensors = "safetensors"
+    npz = "npz"
 
 
 def _document(plan, result, dry_run: bool) -> dict:
@@ -30,7 +37,7 @@ def command(
     destination: Annotated[str, typer.Argument(
         metavar="DST", help="What to write: NAME.safetensors, NAME.safetensors.index.json (sharded), NAME.npz, "
                             "or a checkpoint prefix such as out/model.ckpt-1.", show_default=False)],
-    to: Annotated[Optional[str], typer.Option(
+    to: Annotated[Optional[TargetFormat], typer.Option(
         "--to", help="Format of DST: tf, safetensors or npz (default: from DST's extension; tf otherwise).")] = None,
     map_: MapOpt = None,
     map_file: MapFile = None,
@@ -72,7 +79,7 @@ def command(
     rules = RenameRules.from_options(maps=map_, map_file=map_file, regexes=regex, add_prefix=add_prefix,
                                      strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep,
                                      drop_optimizer=drop_optimizer, sep=sep)
-    plan = plan_convert(source, destination, to=to, rules=rules, strict=strict,
+    plan = plan_convert(source, destination, to=to.value if to else None, rules=rules, strict=strict,
                         shard_size=parse_size(shard_size) if shard_size is not None else None,
                         metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()), overwrite=overwrite)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.skipped)

@@ -1,6 +1,7 @@
 """`ckpttool export-json SRC`: a graph (MetaGraphDef, SavedModel, GraphDef) as JSON or pbtxt (uses TensorFlow)."""
 from __future__ import annotations
 
+import enum
 import json
 import sys
 from typing import Annotated, Optional
@@ -11,11 +12,21 @@ from ckpttool.cli import render
 from ckpttool.cli.options import Json
 
 
+class ExportFormat(str, enum.Enum):
+    json = "json"
+    pbtxt = "pbtxt"
+
+
+# The MetaGraphDef parts graph/export.py knows (its PARTS; tests keep the two in step).
+Part = enum.Enum("Part", {name: name for name in ("graph", "saver", "signatures", "collections", "meta_info")},
+                 type=str)
+
+
 def command(
     source: Annotated[str, typer.Argument(metavar="SRC", help="A .meta, a checkpoint prefix or directory, a .pb GraphDef or a SavedModel.",
                                           show_default=False)],
-    format_: Annotated[str, typer.Option("--format", help="json (proto field names) or pbtxt.")] = "json",
-    part: Annotated[Optional[str], typer.Option("--part", help="Only one part: graph, saver, signatures, collections or meta_info.")] = None,
+    format_: Annotated[ExportFormat, typer.Option("--format", help="json (proto field names) or pbtxt.")] = ExportFormat.json,
+    part: Annotated[Optional[Part], typer.Option("--part", help="Only one part of the meta graph.")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write to this file (atomically, creating missing directories) instead of stdout.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file (never a directory).")] = False,
     json_out: Json = False,
@@ -27,11 +38,11 @@ def command(
     and size written. An Any of a type TensorFlow does not know (a session
     bundle's serving signatures) appears as {"@type", "value": {"base64"}}.
     """
-    from ckpttool.graph.destination import check_destination, write_destination
+    from ckpttool.ops.destination import check_destination, write_destination
     from ckpttool.graph.export import export_graph
 
     destination = check_destination(output, overwrite) if output else None
-    export = export_graph(source, fmt=format_, part=part)
+    export = export_graph(source, fmt=format_.value, part=part.value if part else None)
     report = {"source": export.source, "kind": export.kind, "part": export.part, "format": export.format}
     if destination:
         data = export.text.encode("utf-8")

@@ -82,6 +82,9 @@ def command(
             if not recursive:
                 raise
             refused.append((d, exc))  # one broken run must not stop a cron job from pruning the others
+    steps = {item.step for plan in plans for item in plan.kept + plan.deleted}
+    for step in sorted(set(rules.keep_steps) - steps):
+        render.warn(f"--keep-step {step}: no checkpoint has step {step}")
     pending = any(p.deleted for p in plans)
     if pending and not dry_run and not yes:
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
@@ -90,7 +93,7 @@ def command(
         for plan in plans:
             _print_plan(plan, plan.deleted, True, recursive, warn=False)
         if not _confirm(plans):
-            print("nothing deleted", file=sys.stderr)
+            print("nothing done", file=sys.stderr)
             return EXIT_NEGATIVE
     results = [(plan, plan.deleted if dry_run else apply_prune(plan).deleted) for plan in plans]
     if json_out:

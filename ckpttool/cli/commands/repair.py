@@ -17,14 +17,13 @@ def command(directory: Directory, dry_run: DryRun = False, json_out: Json = Fals
         apply_repair(plan)
     if json_out:
         render.emit_json("repair", {
-            "directory": plan.directory, "dry_run": dry_run, "changed": plan.changed,
-            "changes": list(plan.changes), "state": plan.new_text,
+            "directory": plan.directory, "dry_run": dry_run, "changed": plan.changed, "summary": plan.summary,
+            "changes": list(plan.changes) if plan.changed else [], "state": plan.new_text,
             "backup": os.path.join(plan.directory, BACKUP_FILENAME) if plan.changed and plan.old_text else None,
         })
         return 0
     if not plan.changed:
-        render.print_lines([f"{plan.directory}: state file is fine, nothing to do"] +
-                           [f"  {c}" for c in plan.changes])
+        render.print_lines([f"{plan.directory}: {plan.summary}"])
         return 0
     lines = [f"{plan.directory}: {'would rewrite' if dry_run else 'rewrote'} the state file:"]
     lines += [f"  {c}" for c in plan.changes]

@@ -1,0 +1,60 @@
+"""Where commands write (freeze/export-json `-o`, rename-vars and convert DST):
+refused when it would replace a directory or, without --overwrite, a file;
+missing parent directories are created (as tf.io.gfile.makedirs would), only
+once there is something to write."""
+from __future__ import annotations
+
+import os
+
+from ckpttool.errors import BadInput, Refused
+from ckpttool.formats.atomic import write_bytes_atomic
+
+
+def check_destination(path: str, overwrite: bool) -> str:
+    """The absolute output path; Refused (exit 4) naming what is in the way, checked before any work."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise Refused(f"{path} is a directory; refusing to replace it with a file", hint="name a file inside it")
+    if os.path.lexists(path) and not overwrite:
+        raise Refused(f"{path} exists (use --overwrite to replace it)")
+    check_parent_creatable(path)
+    return path
+
+
+def check_parent_creatable(path: str) -> None:
+    """BadInput unless the directories above `path` exist or can be made (no file is in the way)."""
+    parent = os.path.dirname(path)
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise BadInput(f"cannot create {path}: {parent} is a file, not a directory")
+
+
+def write_destination(path: str, data: bytes) -> None:
+    """Create the missing parent directories, then write `data` atomically."""
+    created = make_parents(path)
+    try:
+        write_bytes_atomic(path, data)
+    except BaseException:
+        remove_empty(created)
+        raise
+
+
+def make_parents(path: str) -> list[str]:
+    """Create the missing directories above `path`; those created, deepest first (for remove_empty)."""
+    missing = []
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return missing
+
+
+def remove_empty(directories: list[str]) -> None:
+    """Undo make_parents after a failed write: remove those directories that are still empty."""
+    for directory in directories:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return  # not empty (someone else's now) or gone: leave it and those above it
