@@ -23,12 +23,9 @@ def test_crc32c_and_mask():
 
 
 def _data_block_count(data: bytes) -> int:
-    from ckpttool.formats.table import FOOTER_SIZE, _decode_handle, _read_block, iter_block
+    from ckpttool.formats.table import table_layout
 
-    footer = data[-FOOTER_SIZE:]
-    _meta, pos = _decode_handle(footer, 0)
-    index, _ = _decode_handle(footer, pos)
-    return len(list(iter_block(_read_block(data, index, "index"), "index")))
+    return len(table_layout(data).data_blocks)
 
 
 def test_table_regenerated_byte_for_byte(fixtures_dir):

@@ -40,6 +40,8 @@ def exit_code_for(exc: BaseException) -> int:
             return code
     if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
         return EXIT_BAD_INPUT  # the file system said no (permissions, disk full): not a bug
+    if isinstance(exc, MemoryError):
+        return EXIT_BAD_INPUT  # the memory limit said no: not a bug either
     return EXIT_INTERNAL
 
 
@@ -67,6 +69,12 @@ def report(exc: BaseException) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if isinstance(exc, MemoryError):
+        # Readers never allocate more than the files hold: this is the size
+        # of the job against the machine's (or ulimit's) memory.
+        print("error: out of memory: the process could not allocate what this command needs", file=sys.stderr)
+        print("hint: raise the memory limit (ulimit -v) or free memory", file=sys.stderr)
+        return exit_code_for(exc)
     print(f"error: internal error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
     if not debug_enabled():
         print("hint: this is a bug in ckpttool; rerun with --debug for the traceback", file=sys.stderr)

@@ -3,6 +3,15 @@
 JSON conventions (DESIGN.md): `schema_version` and `command` first;
 non-finite floats as "NaN"/"Infinity"/"-Infinity"; bytes as UTF-8 text when
 valid, else {"base64": ...}; complex numbers as [re, im].
+
+Names need not be valid UTF-8 (TensorFlow's SaveV2 stores any bytes; file
+names are bytes too). Such a name never breaks the output:
+- for people (tables, trees, `-q`, warnings) its undecodable bytes, and any
+  control character, are shown escaped as `\\xNN`;
+- in JSON a text field (`"name"`, `"from"`, `"prefix"` ...) holding one is
+  given with U+FFFD in place of the bad bytes, plus a sibling field
+  `"<field>_base64"` with the exact bytes (`"name_base64"`); elsewhere (an
+  item of a list) it is text with U+FFFD.
 """
 from __future__ import annotations
 
@@ -13,6 +22,8 @@ import os
 import sys
 from datetime import datetime, timezone
 from typing import Any, Iterable
+
+from ckpttool.formats.text import base64_of, for_people, is_exact_text, replaced
 
 SCHEMA_VERSION = 1
 _settings = {"no_color": False}
@@ -37,7 +48,7 @@ def console(stderr: bool = False):
 
 
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    print(f"warning: {for_people(message)}", file=sys.stderr)
 
 
 def warn_all(messages: Iterable[str]) -> None:
@@ -53,16 +64,40 @@ def _float(value: float) -> float | str:
     return value
 
 
-_PLAIN = (str, int, bool, type(None))
+_PLAIN = (int, bool, type(None))
+
+
+def _json_object(value: dict) -> dict:
+    out = {}
+    for key, item in value.items():
+        key = text_for_json(key if type(key) is str else str(key))
+        kind = type(item)
+        if kind is str:
+            if is_exact_text(item):
+                out[key] = item
+            else:
+                out[key] = replaced(item)
+                out[key + "_base64"] = base64_of(item)
+        elif kind in _PLAIN:
+            out[key] = item
+        else:
+            out[key] = jsonable(item)
+    return out
+
+
+def text_for_json(text: str) -> str:
+    return text if is_exact_text(text) else replaced(text)
 
 
 def jsonable(value: Any) -> Any:
     """Convert numpy values, bytes, complex and non-finite floats to JSON-safe values."""
     kind = type(value)
+    if kind is str:
+        return text_for_json(value)
     if kind in _PLAIN:
         return value
     if kind is dict:
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return _json_object(value)
     if kind is list or kind is tuple:
         return [jsonable(v) for v in value]
     if kind is float:
@@ -89,9 +124,11 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return _json_object(dict(value))
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
+    if isinstance(value, str):
+        return text_for_json(str(value))
     return value
 
 
@@ -140,10 +177,10 @@ def print_table(columns: Iterable[str], rows: Iterable[Iterable[Any]], *, right:
     for column in columns:
         table.add_column(column, justify="right" if column in right else "left", overflow="fold")
     for row in rows:
-        table.add_row(*(Text(str(cell)) for cell in row))
+        table.add_row(*(Text(for_people(str(cell))) for cell in row))
     console().print(table)
 
 
 def print_lines(lines: Iterable[str]) -> None:
     for line in lines:
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(for_people(line) + "\n")

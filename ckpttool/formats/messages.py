@@ -3,9 +3,14 @@ so that directory scans (ls, latest, prune) start fast."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
 from ckpttool.formats.protos import checkpoint_pb2 as pb
+from ckpttool.formats.text import excerpt
+
+MAX_RANK = 254  # TensorFlow's TensorShape::MaxDimensions
+MAX_ELEMENTS = (1 << 63) - 1  # a shape TensorFlow accepts counts its elements in an int64
 
 
 def parse_message(message_type, data: bytes, what: str):
@@ -13,7 +18,7 @@ def parse_message(message_type, data: bytes, what: str):
     try:
         message.ParseFromString(data)
     except Exception as exc:  # protobuf raises its own DecodeError types
-        raise CorruptCheckpoint(f"{what}: unparseable {message_type.__name__} ({exc})") from None
+        raise CorruptCheckpoint(f"{what}: unparseable {message_type.__name__} ({excerpt(str(exc))})") from None
     return message
 
 
@@ -25,9 +30,13 @@ def extents_of(slice_proto) -> tuple[tuple[int, int], ...]:
 def shape_of(shape_proto, what: str) -> tuple[int, ...]:
     if shape_proto.unknown_rank:
         raise Unsupported(f"{what}: tensor of unknown rank")
+    if len(shape_proto.dim) > MAX_RANK:
+        raise CorruptCheckpoint(f"{what}: shape of rank {len(shape_proto.dim)} (TensorFlow allows {MAX_RANK})")
     dims = tuple([d.size for d in shape_proto.dim])
     if dims and min(dims) < 0:
-        raise CorruptCheckpoint(f"{what}: negative dimension in shape {dims}")
+        raise CorruptCheckpoint(f"{what}: negative dimension in shape {list(dims)}")
+    if prod(dims) > MAX_ELEMENTS:
+        raise CorruptCheckpoint(f"{what}: shape {list(dims)} has more elements than TensorFlow can hold")
     return dims
 
 
