@@ -268,7 +268,7 @@ def _commands(kind: str, run: Path, prefix: Path, reference: Path) -> list[list[
         target = run / "model" if (run / "model").is_dir() else prefix
         return [["inspect", "--meta", str(target)], ["inspect", "--meta", "--json", str(target)]]
     if kind == "state":
-        return [["ls", "--json", str(run)], ["latest", str(run)], ["inspect", str(run)]]
+        return [["ls", "--json", str(run)], ["ls", str(run)], ["latest", str(run)], ["inspect", str(run)]]
     return [["ls", "--json", str(prefix.parent)], ["latest", str(prefix.parent)],
             ["inspect", "--json", "--all", "--stats", "--values", "--slices", str(prefix)],
             ["inspect", "--tree", str(prefix)], ["verify", "--json", str(prefix)],

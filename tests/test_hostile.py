@@ -316,6 +316,24 @@ def test_state_file_beyond_the_cap_is_refused_and_never_echoed(copy_fixture):
         assert len(proc.stderr) < 1000 and len(proc.stdout) < 5000
 
 
+def test_state_file_times_that_are_not_times(copy_fixture):
+    """A save time that is not a number orders nothing (the files' time is used); one
+    beyond what a date holds is shown as unknown."""
+    run = copy_fixture("tf2_manager")
+    state = (run / "checkpoint").read_text().splitlines()
+    stamps = iter(["nan", "-1e300"])
+    state = [f"all_model_checkpoint_timestamps: {next(stamps)}" if line.startswith("all_model_checkpoint_t")
+             else line for line in state]
+    (run / "checkpoint").write_text("\n".join(state) + "\n")
+    doc = run_cli("ls", "--json", run).json()
+    assert doc["problems"] == []  # the state file itself parses
+    assert [c["timestamp"] for c in doc["checkpoints"]] == [None, -1e300]
+    assert all(c["mtime"] for c in doc["checkpoints"])
+    human = run_cli("ls", run)
+    assert human.exit_code == 0 and "ckpt-3" in human.stdout
+    assert run_cli("latest", run).stdout.strip() == str(run / "ckpt-3")
+
+
 # -- item 10: names that are not valid UTF-8 --------------------------------
 
 NAMES = [b"ok", "caf\u00e9".encode(), b"bad\xff\xfename", b"scope/\xff/w"]

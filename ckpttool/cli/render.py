@@ -139,16 +139,27 @@ def emit_json(command: str, document: dict) -> None:
     sys.stdout.write(json.dumps(jsonable(payload), ensure_ascii=False, allow_nan=False, indent=indent) + "\n")
 
 
+# Times come from files (state-file timestamps, mtimes) and may lie beyond
+# what a datetime holds (year 10000, NaN): those show as unknown.
+_BAD_TIME = (ValueError, OverflowError, OSError)
+
+
 def iso_utc(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except _BAD_TIME:
+        return None
 
 
 def local_time(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
-    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    except _BAD_TIME:
+        return "-"
 
 
 def human_bytes(size: int | None) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ckpttool.errors import CkptError, NotFound
 from ckpttool.formats.state import read_state
 from ckpttool.formats.table import is_table_file
+from ckpttool.formats.text import excerpt
 from ckpttool.ops.scan import DirectoryScan, checkpoint_exists, resolve_state_entry, scan_directory, split_step
 
 
@@ -44,10 +45,10 @@ def find_latest(directory: str, scan: DirectoryScan | None = None) -> LatestResu
         if points_inside and checkpoint_exists(as_tf):
             return _result(directory, as_tf, inside.prefix, "state", warnings)
         if inside is not None and checkpoint_exists(inside.prefix):
-            warnings.append(f"state file names {recorded}, which does not exist; "
+            warnings.append(f"state file names {excerpt(recorded)}, which does not exist; "
                             f"using {inside.name} found in {directory}")
             return _result(directory, os.path.join(directory, inside.name), inside.prefix, "relocated", warnings)
-        warnings.append(f"state file names {recorded}, which is not in {directory}; "
+        warnings.append(f"state file names {excerpt(recorded)}, which is not in {directory}; "
                         "using the newest complete checkpoint on disk")
     elif state is None:
         if scan.checkpoints:

@@ -7,6 +7,7 @@ agree on what a checkpoint is.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,7 @@ from ckpttool.formats.bundle import missing_shard_ids
 from ckpttool.formats.messages import parse_header
 from ckpttool.formats.state import STATE_FILENAME, CheckpointState, read_state, read_state_file
 from ckpttool.formats.table import first_entry_of_file, is_table_file
+from ckpttool.formats.text import excerpt
 
 _DATA_SUFFIX_LEN = len(".data-00000-of-00001")
 _STEP_RE = re.compile(r"^(?P<family>.*?)-(?P<step>\d+)$")
@@ -175,14 +177,14 @@ def resolve_state_entry(directory: str, entry: str) -> tuple[str | None, Problem
             os.path.join(directory, name))
         if exists_here:
             return name, Problem("stale_path", entry,
-                                 f"state file holds absolute path {entry}; found {name} in this directory "
+                                 f"state file holds absolute path {excerpt(entry)}; found {excerpt(name)} in this directory "
                                  "(directory moved?)")
-        return None, Problem("outside", entry, f"state file entry {entry} points outside the directory")
+        return None, Problem("outside", entry, f"state file entry {excerpt(entry)} points outside the directory")
     if os.sep not in entry and entry not in (".", "..", ""):
         return entry, None  # a plain name, as TensorFlow writes them
     normalized = os.path.normpath(entry)
     if normalized.startswith("..") or os.sep in normalized or normalized in (".", ""):
-        return None, Problem("outside", entry, f"state file entry {entry} leaves the directory")
+        return None, Problem("outside", entry, f"state file entry {excerpt(entry)} leaves the directory")
     return normalized, None
 
 
@@ -260,7 +262,9 @@ def _scan(directory: str) -> DirectoryScan:
             if problem:
                 problems.append(problem)
             if name:
-                state_names[name] = state.timestamp_of(path)
+                stamp = state.timestamp_of(path)
+                # A save time that is not a number cannot order anything: use the files' time.
+                state_names[name] = stamp if stamp is None or math.isfinite(stamp) else None
         if state.model_checkpoint_path:
             name, problem = resolve_state_entry(directory, state.model_checkpoint_path)
             if problem and problem not in problems:  # once per scan: a linear search is fine
@@ -292,7 +296,7 @@ def _scan(directory: str) -> DirectoryScan:
     for name in state_names:
         if name not in groups:
             problems.append(Problem("missing_checkpoint", os.path.join(directory, name),
-                                    f"state file lists {name}, whose files are gone"))
+                                    f"state file lists {excerpt(name)}, whose files are gone"))
 
     latest_name = state_latest if state_latest and any(
         c.name == state_latest and c.complete for c in checkpoints) else None
