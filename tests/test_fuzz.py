@@ -271,8 +271,8 @@ def _commands(kind: str, run: Path, prefix: Path, reference: Path) -> list[list[
         return [["ls", "--json", str(run)], ["ls", str(run)], ["latest", str(run)], ["inspect", str(run)]]
     return [["ls", "--json", str(prefix.parent)], ["latest", str(prefix.parent)],
             ["inspect", "--json", "--all", "--stats", "--values", "--slices", str(prefix)],
-            ["inspect", "--tree", str(prefix)], ["verify", "--json", str(prefix)],
-            ["diff", str(reference), str(prefix)]]
+            ["inspect", "--all", "--stats", "--slices", str(prefix)], ["inspect", "--tree", str(prefix)],
+            ["verify", str(prefix)], ["diff", str(reference), str(prefix)]]
 
 
 def _link_tree(source: Path, target: Path) -> None:

@@ -64,40 +64,16 @@ def _float(value: float) -> float | str:
     return value
 
 
-_PLAIN = (int, bool, type(None))
-
-
-def _json_object(value: dict) -> dict:
-    out = {}
-    for key, item in value.items():
-        key = text_for_json(key if type(key) is str else str(key))
-        kind = type(item)
-        if kind is str:
-            if is_exact_text(item):
-                out[key] = item
-            else:
-                out[key] = replaced(item)
-                out[key + "_base64"] = base64_of(item)
-        elif kind in _PLAIN:
-            out[key] = item
-        else:
-            out[key] = jsonable(item)
-    return out
-
-
-def text_for_json(text: str) -> str:
-    return text if is_exact_text(text) else replaced(text)
+_PLAIN = (str, int, bool, type(None))
 
 
 def jsonable(value: Any) -> Any:
     """Convert numpy values, bytes, complex and non-finite floats to JSON-safe values."""
     kind = type(value)
-    if kind is str:
-        return text_for_json(value)
     if kind in _PLAIN:
         return value
     if kind is dict:
-        return _json_object(value)
+        return {str(k): jsonable(v) for k, v in value.items()}
     if kind is list or kind is tuple:
         return [jsonable(v) for v in value]
     if kind is float:
@@ -124,19 +100,40 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, dict):
-        return _json_object(dict(value))
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
-    if isinstance(value, str):
-        return text_for_json(str(value))
     return value
 
 
+def _exact_names(value: Any) -> Any:
+    """A jsonable document with every text that is not valid UTF-8 replaced (U+FFFD)
+    and, in an object, joined by a `<field>_base64` sibling holding its exact bytes."""
+    if isinstance(value, str):
+        return replaced(value)
+    if isinstance(value, list):
+        return [_exact_names(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        key = replaced(key)
+        if isinstance(item, str) and not is_exact_text(item):
+            out[key] = replaced(item)
+            out[key + "_base64"] = base64_of(item)
+        else:
+            out[key] = _exact_names(item)
+    return out
+
+
 def emit_json(command: str, document: dict) -> None:
-    payload = {"schema_version": SCHEMA_VERSION, "command": command, **document}
+    payload = jsonable({"schema_version": SCHEMA_VERSION, "command": command, **document})
     # Indented for people at a terminal; compact (and far faster to encode) in pipes.
     indent = 2 if sys.stdout.isatty() else None
-    sys.stdout.write(json.dumps(jsonable(payload), ensure_ascii=False, allow_nan=False, indent=indent) + "\n")
+    text = json.dumps(payload, ensure_ascii=False, allow_nan=False, indent=indent)
+    if not is_exact_text(text):  # rare: a name or path that is not UTF-8 somewhere
+        text = json.dumps(_exact_names(payload), ensure_ascii=False, allow_nan=False, indent=indent)
+    sys.stdout.write(text + "\n")
 
 
 # Times come from files (state-file timestamps, mtimes) and may lie beyond
