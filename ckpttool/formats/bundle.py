@@ -27,6 +27,7 @@ from ckpttool.formats.fs import open_input
 from ckpttool.formats.messages import BundleHeader, extents_of, parse_header, parse_message, shape_of
 from ckpttool.formats.ordered_code import decode_slice_key, encode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
+from ckpttool.formats.shards import data_file_path  # noqa: F401 - writers import it from here
 from ckpttool.formats.table import read_table_file
 from ckpttool.formats.text import quote
 from ckpttool.formats.variables import (
@@ -43,24 +44,6 @@ from ckpttool.formats.wire import decode_fixed32, decode_varint, encode_fixed32,
 CHUNK_BYTES = 8 << 20
 _U32_MAX = 0xFFFFFFFF
 _VARIANT_MIN_ELEMENT_BYTES = 5  # a length varint and a 4-byte checksum
-
-
-def data_file_path(prefix: str, shard_id: int, num_shards: int) -> str:
-    return f"{prefix}.data-{shard_id:05d}-of-{num_shards:05d}"
-
-
-def missing_shard_ids(num_shards: int, present: set[int], limit: int) -> tuple[list[int], int]:
-    """The first `limit` shard ids below `num_shards` not in `present`, and how many are missing
-    in all; costs O(len(present) + limit) however large `num_shards` is."""
-    if present and (min(present) < 0 or max(present) >= num_shards):
-        present = {shard_id for shard_id in present if 0 <= shard_id < num_shards}
-    count = num_shards - len(present)
-    first, shard_id = [], 0
-    while len(first) < min(limit, count):
-        if shard_id not in present:
-            first.append(shard_id)
-        shard_id += 1
-    return first, count
 
 
 def _tensor_name(key: bytes) -> str:
@@ -101,22 +84,24 @@ class Bundle:
 
     # -- structure --------------------------------------------------------
     def _stored(self, key: bytes, entry: pb.BundleEntryProto) -> StoredTensor:
-        where = f"{self.prefix}.index: tensor {_tensor_name(key)}"
+        def where() -> str:
+            return f"{self.prefix}.index: tensor {_tensor_name(key)}"
+
         dtype = dtype_from_code(entry.dtype)
         shape = shape_of(entry.shape, where)
         if not 0 <= entry.shard_id < self.header.num_shards:
-            raise CorruptCheckpoint(f"{where} names shard {entry.shard_id} of {self.header.num_shards}")
+            raise CorruptCheckpoint(f"{where()} names shard {entry.shard_id} of {self.header.num_shards}")
         if entry.offset < 0 or entry.size < 0:
-            raise CorruptCheckpoint(f"{where} has a negative offset or size")
+            raise CorruptCheckpoint(f"{where()} has a negative offset or size")
         count = prod(shape)
-        if dtype.fixed_width and entry.size != count * dtype.itemsize:
-            raise CorruptCheckpoint(f"{where}: size {entry.size} does not match its shape {list(shape)} "
-                                    f"and dtype {dtype.name}")
+        if dtype.fixed_width:
+            if entry.size != count * dtype.itemsize:
+                raise CorruptCheckpoint(f"{where()}: size {entry.size} does not match its shape {list(shape)} "
+                                        f"and dtype {dtype.name}")
         # Every string element takes at least its length byte, every variant
         # element its length and checksum (TensorFlow checks the first too).
-        least = count * (_VARIANT_MIN_ELEMENT_BYTES if dtype.code == VARIANT else 1)
-        if not dtype.fixed_width and entry.size < least:
-            raise CorruptCheckpoint(f"{where}: {entry.size} bytes cannot hold the {count} elements of "
+        elif entry.size < count * (_VARIANT_MIN_ELEMENT_BYTES if dtype.code == VARIANT else 1):
+            raise CorruptCheckpoint(f"{where()}: {entry.size} bytes cannot hold the {count} elements of "
                                     f"its shape {list(shape)}")
         return StoredTensor(key, dtype, shape, entry.shard_id, entry.offset, entry.size, entry.crc32c)
 
@@ -131,7 +116,7 @@ class Bundle:
                 variables.append(Variable(name, part.dtype, part.shape, (part,)))
                 continue
             dtype = dtype_from_code(entry.dtype)
-            shape = shape_of(entry.shape, f"{self.prefix}.index: tensor {quote(name)}")
+            shape = shape_of(entry.shape, lambda: f"{self.prefix}.index: tensor {quote(name)}")
             slices, parts = [], []
             for slice_proto in entry.slices:
                 extents = extents_of(slice_proto)
@@ -399,6 +384,7 @@ def open_bundle(prefix: str) -> Bundle:
     if not items or items[0][0] != b"":
         raise CorruptCheckpoint(f"{source}: no bundle header (is this a checkpoint index?)")
     header = parse_header(items[0][1], source)
-    entries = {key: parse_message(pb.BundleEntryProto, value, f"{source}: entry {_tensor_name(key)}")
+    entries = {key: parse_message(pb.BundleEntryProto, value,
+                                  lambda key=key: f"{source}: entry {_tensor_name(key)}")
                for key, value in items[1:]}
     return Bundle(prefix, header, entries)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 
 from ckpttool.errors import CkptError, NotFound
-from ckpttool.formats.bundle import missing_shard_ids
+from ckpttool.formats.shards import missing_shard_ids
 from ckpttool.formats.messages import parse_header
 from ckpttool.formats.state import STATE_FILENAME, CheckpointState, read_state, read_state_file
 from ckpttool.formats.table import first_entry_of_file, is_table_file

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ckpttool.errors import BadInput, BadSlices, ChecksumMismatch, NotFound, Truncated
-from ckpttool.formats.bundle import Bundle, missing_shard_ids
+from ckpttool.formats.bundle import Bundle
+from ckpttool.formats.shards import missing_shard_ids
 from ckpttool.formats.reader import open_checkpoint
 from ckpttool.ops.targets import Target, resolve_target
 
