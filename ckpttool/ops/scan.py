@@ -21,7 +21,6 @@ from ckpttool.formats.table import first_entry_of_file, is_table_file
 from ckpttool.formats.text import excerpt
 
 _DATA_SUFFIX_LEN = len(".data-00000-of-00001")
-_STEP_RE = re.compile(r"^(?P<family>.*?)-(?P<step>\d+)$")
 _TEMPSTATE_RE = re.compile(r"\.tempstate\d+$")
 _TEMP_DIR_RE = re.compile(r"_temp(_[0-9a-f]{32})?$")
 _LISTED_SHARDS = 10  # missing shards named in a problem; the rest are counted
@@ -97,8 +96,9 @@ def checkpoint_exists(prefix: str) -> bool:
 
 
 def split_step(name: str) -> tuple[str, int | None]:
-    match = _STEP_RE.match(name)
-    return (match["family"], int(match["step"])) if match else (name, None)
+    """`model.ckpt-50` -> (`model.ckpt`, 50): the step is the digits after the last dash."""
+    family, dash, step = name.rpartition("-")
+    return (family, int(step)) if dash and step.isdecimal() else (name, None)
 
 
 def _tree_size(path: str) -> tuple[int, float]:
