@@ -58,12 +58,11 @@ def _tensor_name(key: bytes) -> str:
 
 
 class _Shard:
-    """An open data shard: its file, its size, and the tensors whose stored
-    ranges it cannot hold (past its end, or overlapping another tensor's)."""
+    """An open data shard: its file, and the tensors whose stored ranges it
+    cannot hold (past its end, or overlapping another tensor's)."""
 
-    def __init__(self, handle, size: int, bad: dict[bytes, Exception]):
+    def __init__(self, handle, bad: dict[bytes, Exception]):
         self.handle = handle
-        self.size = size
         self.bad = bad
 
 
@@ -165,7 +164,7 @@ class Bundle:
         if shard is None:
             handle = open_input(self.shard_path(shard_id), "data shard")
             size = os.fstat(handle.fileno()).st_size
-            shard = _Shard(handle, size, self._misplaced(shard_id, size))
+            shard = _Shard(handle, self._misplaced(shard_id, size))
             self._shards[shard_id] = shard
         return shard
 

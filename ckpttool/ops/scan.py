@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 
 from ckpttool.errors import CkptError, NotFound
-from ckpttool.formats.shards import missing_shard_ids
 from ckpttool.formats.messages import parse_header
+from ckpttool.formats.shards import missing_shard_ids
 from ckpttool.formats.state import STATE_FILENAME, CheckpointState, read_state, read_state_file
 from ckpttool.formats.table import first_entry_of_file, is_table_file
 from ckpttool.formats.text import excerpt
@@ -161,24 +161,25 @@ def _group(groups: dict[str, _Files], stem: str) -> _Files:
     return files
 
 
-def resolve_state_entry(directory: str, entry: str) -> tuple[str | None, Problem | None]:
+def resolve_state_entry(directory: str, entry: str,
+                        realpaths: dict[str, str] | None = None) -> tuple[str | None, Problem | None]:
     """Name of a state-file entry inside `directory`, or the problem with it.
 
     Absolute paths elsewhere whose basename exists here are stale (the
     directory was moved): they count as that name, with a problem reported.
-    Paths that leave the directory are never followed.
+    Paths that leave the directory are never followed. `realpaths` memoizes
+    resolved parents across the entries of one state file (they share one).
     """
     if os.path.isabs(entry):
         parent = os.path.dirname(os.path.normpath(entry))
-        if parent == directory or _realpath(parent) == _realpath(directory):
+        if parent == directory or _realpath(parent, realpaths) == _realpath(directory, realpaths):
             return os.path.basename(entry), None
         name = os.path.basename(os.path.normpath(entry))
         exists_here = os.path.exists(os.path.join(directory, name + ".index")) or os.path.isfile(
             os.path.join(directory, name))
         if exists_here:
-            return name, Problem("stale_path", entry,
-                                 f"state file holds absolute path {excerpt(entry)}; found {excerpt(name)} in this directory "
-                                 "(directory moved?)")
+            return name, Problem("stale_path", entry, f"state file holds absolute path {excerpt(entry)}; found "
+                                 f"{excerpt(name)} in this directory (directory moved?)")
         return None, Problem("outside", entry, f"state file entry {excerpt(entry)} points outside the directory")
     if os.sep not in entry and entry not in (".", "..", ""):
         return entry, None  # a plain name, as TensorFlow writes them
@@ -188,11 +189,12 @@ def resolve_state_entry(directory: str, entry: str) -> tuple[str | None, Problem
     return normalized, None
 
 
-@lru_cache(maxsize=64)
-def _realpath(path: str) -> str:
-    # A state file lists every checkpoint with the same (absolute) parent:
-    # resolve each parent once, not once per entry.
-    return os.path.realpath(path)
+def _realpath(path: str, memo: dict[str, str] | None) -> str:
+    if memo is None:
+        return os.path.realpath(path)
+    if path not in memo:
+        memo[path] = os.path.realpath(path)
+    return memo[path]
 
 
 def scan_directory(directory: str) -> DirectoryScan:
@@ -257,8 +259,9 @@ def _scan(directory: str) -> DirectoryScan:
     state_names: dict[str, float | None] = {}
     state_latest = None
     if state is not None:
+        realpaths: dict[str, str] = {}
         for path in state.all_model_checkpoint_paths:
-            name, problem = resolve_state_entry(directory, path)
+            name, problem = resolve_state_entry(directory, path, realpaths)
             if problem:
                 problems.append(problem)
             if name:
@@ -266,7 +269,7 @@ def _scan(directory: str) -> DirectoryScan:
                 # A save time that is not a number cannot order anything: use the files' time.
                 state_names[name] = stamp if stamp is None or math.isfinite(stamp) else None
         if state.model_checkpoint_path:
-            name, problem = resolve_state_entry(directory, state.model_checkpoint_path)
+            name, problem = resolve_state_entry(directory, state.model_checkpoint_path, realpaths)
             if problem and problem not in problems:  # once per scan: a linear search is fine
                 problems.append(problem)
             if name:
