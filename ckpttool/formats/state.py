@@ -22,7 +22,6 @@ STATE_FILE_CAP = 64 << 20
 
 _STRING_FIELDS = ("model_checkpoint_path", "all_model_checkpoint_paths")
 _NUMBER_FIELDS = ("all_model_checkpoint_timestamps", "last_preserved_timestamp")
-_SINGULAR_FIELDS = ("model_checkpoint_path", "last_preserved_timestamp")
 # As TensorFlow writes the file: one `field: value` per line, a string without
 # escapes or a plain decimal number. Anything else goes to protobuf's parser.
 _NUMBER_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|-?inf|nan")
@@ -49,7 +48,7 @@ class CheckpointState:
 
 def _parse_plain(text: str) -> CheckpointState | None:
     """The state as TensorFlow writes it, parsed fast; None when the text is
-    anything else (escapes, comments, repeated singular fields ...)."""
+    anything else (escapes, comments, lists ...)."""
     values: dict[str, list] = {name: [] for name in _STRING_FIELDS + _NUMBER_FIELDS}
     number = _NUMBER_RE.fullmatch
     for line in text.split("\n"):
@@ -65,17 +64,16 @@ def _parse_plain(text: str) -> CheckpointState | None:
             values[name].append(float(value))
         elif name or _colon or value:
             return None
-    if any(len(values[name]) > 1 for name in _SINGULAR_FIELDS):
-        return None
-    return CheckpointState(
-        (values["model_checkpoint_path"] or [""])[0],
+    return CheckpointState(  # a singular field given twice: the last one, as text_format.Merge does
+        (values["model_checkpoint_path"] or [""])[-1],
         tuple(values["all_model_checkpoint_paths"]),
         tuple(values["all_model_checkpoint_timestamps"]),
-        (values["last_preserved_timestamp"] or [0.0])[0],
+        (values["last_preserved_timestamp"] or [0.0])[-1],
     )
 
 
 def parse_state(text: str, source: str = STATE_FILENAME) -> CheckpointState:
+    """As tf.train.get_checkpoint_state reads it (text_format.Merge)."""
     plain = _parse_plain(text)
     if plain is not None:
         return plain
@@ -85,7 +83,7 @@ def parse_state(text: str, source: str = STATE_FILENAME) -> CheckpointState:
 
     message = checkpoint_pb2.CheckpointState()
     try:
-        text_format.Parse(text, message)
+        text_format.Merge(text, message)
     except text_format.ParseError as exc:
         raise CorruptCheckpoint(f"unparseable state file {source}: {excerpt(str(exc))}") from None
     return CheckpointState(
