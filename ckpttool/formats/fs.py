@@ -31,13 +31,18 @@ def _kind_of(mode: int) -> str:
     return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
 
 
-def _open_regular(path: str, what: str, missing_ok: bool = False) -> int | None:
+def _open_regular(path: str, what: str, missing_ok: bool = False, seen_regular: bool = False) -> int | None:
     """A read-only descriptor of the regular file at `path` (None if missing and `missing_ok`).
 
-    O_NONBLOCK makes opening a FIFO return at once (it is then refused as not
-    a regular file); it has no effect on reads of regular files.
+    What `path` is gets checked before it is opened (opening some devices
+    does something), unless the caller has just seen it is a regular file;
+    and again on the open descriptor, in case it was swapped meanwhile.
+    O_NONBLOCK makes opening a FIFO return at once; it has no effect on reads
+    of regular files.
     """
     try:
+        if not seen_regular:
+            _refuse_unless_regular(os.stat(path).st_mode, path, what)
         fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
         if missing_ok:
@@ -46,14 +51,16 @@ def _open_regular(path: str, what: str, missing_ok: bool = False) -> int | None:
     except OSError as exc:
         raise NotFound(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
-        mode = os.fstat(fd).st_mode
+        _refuse_unless_regular(os.fstat(fd).st_mode, path, what)
     except BaseException:
         os.close(fd)
         raise
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise BadInput(f"cannot read {path} as a {what}: it is {_kind_of(mode)}, not a regular file")
     return fd
+
+
+def _refuse_unless_regular(mode: int, path: str, what: str) -> None:
+    if not stat.S_ISREG(mode):
+        raise BadInput(f"cannot read {path} as a {what}: it is {_kind_of(mode)}, not a regular file")
 
 
 def open_input(path: str, what: str = "file") -> BinaryIO:
@@ -94,8 +101,9 @@ def read_capped(path: str, limit: int, what: str = "file", missing_ok: bool = Fa
 def read_head_and_tail(path: str, head: int, tail: int, what: str = "file",
                        size: int | None = None) -> tuple[bytes, bytes, int]:
     """The first `head` and last `tail` bytes of a regular file, and its size (a cheap look at a
-    table); one read when the file is small and its `size` is given."""
-    fd = _open_regular(path, what)
+    table). A `size` says the caller has just seen a regular file of that size: one read then
+    does for a small one."""
+    fd = _open_regular(path, what, seen_regular=size is not None)
     try:
         if size is None or size > head:
             size = os.fstat(fd).st_size
@@ -115,14 +123,6 @@ def read_range(path: str, offset: int, length: int, what: str = "file") -> bytes
         return os.pread(fd, length, offset)
     finally:
         os.close(fd)
-
-
-def is_regular_file(path: str) -> bool:
-    """True if `path` is (or is a symlink to) a regular file; never opens it."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except (OSError, ValueError):
-        return False
 
 
 def describe_size(size: int) -> str:
