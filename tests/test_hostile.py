@@ -334,6 +334,19 @@ def test_state_file_times_that_are_not_times(copy_fixture):
     assert run_cli("latest", run).stdout.strip() == str(run / "ckpt-3")
 
 
+def test_state_file_entry_with_a_nul_byte(copy_fixture):
+    """No file can have such a name (found by the fuzz test: the OS refuses to look it up)."""
+    run = copy_fixture("tf2_manager")
+    state = (run / "checkpoint").read_text().replace('model_checkpoint_path: "ckpt-3"',
+                                                      'model_checkpoint_path: "ckpt-3\\000"')
+    (run / "checkpoint").write_text(state)
+    doc = run_cli("ls", "--json", run).json()
+    assert [p["kind"] for p in doc["problems"]] == ["bad_entry"]
+    latest = run_cli("latest", run)
+    assert latest.exit_code == 0 and latest.stdout.strip() == str(run / "ckpt-3") and "warning:" in latest.stderr
+    assert run_cli("inspect", run).exit_code == 0
+
+
 # -- item 10: names that are not valid UTF-8 --------------------------------
 
 NAMES = [b"ok", "caf\u00e9".encode(), b"bad\xff\xfename", b"scope/\xff/w"]

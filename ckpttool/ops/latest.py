@@ -90,7 +90,7 @@ def _named_by_state_file(directory: str) -> LatestResult | None:
 def _is_plain_file(path: str) -> bool:
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
         return False
 
 

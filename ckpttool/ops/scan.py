@@ -170,6 +170,8 @@ def resolve_state_entry(directory: str, entry: str,
     Paths that leave the directory are never followed. `realpaths` memoizes
     resolved parents across the entries of one state file (they share one).
     """
+    if "\0" in entry:  # no file can have this name (and the OS refuses to look it up)
+        return None, Problem("bad_entry", entry, f"state file entry {excerpt(entry)} holds a NUL byte")
     if os.path.isabs(entry):
         parent = os.path.dirname(os.path.normpath(entry))
         if parent == directory or _realpath(parent, realpaths) == _realpath(directory, realpaths):
