@@ -34,6 +34,18 @@ class CorruptCheckpoint(BadInput):
     """Bytes on disk do not match the format or their checksum."""
 
 
+class ChecksumMismatch(CorruptCheckpoint):
+    """Stored bytes whose CRC does not match them."""
+
+
+class Truncated(CorruptCheckpoint):
+    """A file ends before the bytes its index says it holds."""
+
+
+class BadSlices(CorruptCheckpoint):
+    """The stored slices of a partitioned variable do not tile its shape."""
+
+
 class Unsupported(BadInput):
     """A valid file that uses a feature this tool does not handle."""
 

@@ -23,12 +23,9 @@ def test_crc32c_and_mask():
 
 
 def _data_block_count(data: bytes) -> int:
-    from ckpttool.formats.table import FOOTER_SIZE, _decode_handle, _read_block, iter_block
+    from ckpttool.formats.table import table_layout
 
-    footer = data[-FOOTER_SIZE:]
-    _meta, pos = _decode_handle(footer, 0)
-    index, _ = _decode_handle(footer, pos)
-    return len(list(iter_block(_read_block(data, index, "index"), "index")))
+    return len(table_layout(data).data_blocks)
 
 
 def test_table_regenerated_byte_for_byte(fixtures_dir):
@@ -130,3 +127,45 @@ def test_generated_protos_are_current():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--check"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+STATE_TEXTS = [
+    'model_checkpoint_path: "ckpt-3"\nall_model_checkpoint_paths: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-3"\n'
+    "all_model_checkpoint_timestamps: 1795293813.9609382\nall_model_checkpoint_timestamps: 1.5e9\n"
+    "last_preserved_timestamp: 1795293812\n",
+    'model_checkpoint_path: "/abs/dir/model.ckpt-5"\r\nall_model_checkpoint_paths: "/abs/dir/model.ckpt-5"\r\n',
+    '  model_checkpoint_path :  "a:b"  \n\n all_model_checkpoint_timestamps: -inf\nall_model_checkpoint_timestamps: nan\n',
+    'model_checkpoint_path: "caf\\303\\251"\n',  # what Python's writer makes of a non-ASCII path
+    '# a comment\nmodel_checkpoint_path: "x"\n',
+    "model_checkpoint_path: 'single'\n",
+    'model_checkpoint_path: "a" "b"\n',
+    'all_model_checkpoint_timestamps: 1.5f\nall_model_checkpoint_timestamps: .5\n',
+    'model_checkpoint_path: "a"\nmodel_checkpoint_path: "b"\n',
+    'model_checkpoint_path: 5\n',
+    'unknown_field: "x"\n',
+    '',
+]
+
+
+@pytest.mark.parametrize("text", STATE_TEXTS)
+def test_state_file_parse_equals_tensorflow(tf, text):
+    """The fast path for TensorFlow's own layout and protobuf's parser for the rest
+    answer as tf.train.get_checkpoint_state reads the file (text_format.Merge), or both refuse."""
+    from google.protobuf import text_format
+    from tensorflow.python.training import checkpoint_state_pb2
+
+    from ckpttool.errors import CorruptCheckpoint
+
+    expected = checkpoint_state_pb2.CheckpointState()
+    try:
+        text_format.Merge(text, expected)
+    except text_format.ParseError:
+        with pytest.raises(CorruptCheckpoint):
+            parse_state(text)
+        return
+    state = parse_state(text)
+    assert state.model_checkpoint_path == expected.model_checkpoint_path
+    assert list(state.all_model_checkpoint_paths) == list(expected.all_model_checkpoint_paths)
+    got, want = list(state.all_model_checkpoint_timestamps), list(expected.all_model_checkpoint_timestamps)
+    assert [str(x) for x in got] == [str(x) for x in want]  # NaN-safe and exact
+    assert state.last_preserved_timestamp == expected.last_preserved_timestamp

@@ -128,3 +128,38 @@ def test_ls_nonexistent_directory(tmp_path):
     from tests.conftest import assert_one_line_error
 
     assert_one_line_error(run_cli("ls", tmp_path / "nope"), 3)
+
+
+def test_a_long_run_of_10000_checkpoints(tmp_path, tf):
+    """What CheckpointManager(max_to_keep=None) leaves after a long run: every checkpoint
+    in the state file with its save time, the file written by TensorFlow itself. The
+    answers must be right (bench/bench_scale.py times 100,000 of them)."""
+    import time
+
+    from tensorflow.python.checkpoint import checkpoint_management
+
+    count = 10_000
+    one = tf.train.Checkpoint(v=tf.Variable([1.0, 2.0])).write(str(tmp_path / "source" / "one"))
+    run = tmp_path / "run"
+    run.mkdir()
+    names = [f"ckpt-{step}" for step in range(1, count + 1)]
+    for name in names:
+        for suffix in (".index", ".data-00000-of-00001"):
+            os.link(one + suffix, run / (name + suffix))
+    now = time.time()
+    checkpoint_management.update_checkpoint_state_internal(
+        str(run), str(run / names[-1]), all_model_checkpoint_paths=[str(run / n) for n in names],
+        all_model_checkpoint_timestamps=[now - count + i for i in range(count)],
+        last_preserved_timestamp=now - count - 1, save_relative_paths=True)
+    state = tf.train.get_checkpoint_state(str(run))
+    assert run_cli("latest", run).stdout.strip() == tf.train.latest_checkpoint(str(run))
+    doc = run_cli("ls", "--json", run).json()
+    assert [c["name"] for c in doc["checkpoints"]] == names and doc["latest"] == names[-1]
+    assert [c["timestamp"] for c in doc["checkpoints"]] == list(state.all_model_checkpoint_timestamps)
+    assert all(c["in_state"] and c["complete"] for c in doc["checkpoints"]) and doc["problems"] == []
+    plan = run_cli("prune", "--dry-run", "--json", "--keep-last", "5", run).json()
+    assert [k["name"] for k in plan["kept"]] == names[-5:] and len(plan["deleted"]) == count - 5
+    os.remove(run / "checkpoint")  # every index looked at, none named by a state file
+    scanned = run_cli("latest", "--json", run).json()
+    assert scanned["latest"] == str(run / names[-1]) and scanned["source"] == "scan"
+    assert len(run_cli("ls", "--json", run).json()["checkpoints"]) == count

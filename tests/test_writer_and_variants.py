@@ -1,18 +1,16 @@
-"""The bundle writer round-trips (property-based, and read by TensorFlow),
-variant tensors written by TensorFlow are read and carried over, and
-Snappy-compressed tables get a clear refusal."""
+"""The bundle writer round-trips (property-based, and read by TensorFlow), and
+variant tensors written by TensorFlow are read and carried over. (Snappy-compressed
+tables: tests/test_snappy.py.)"""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ckpttool.errors import Unsupported
 from ckpttool.formats.bundle import open_bundle
 from ckpttool.formats.bundle_writer import BundleWriter
 from ckpttool.formats.dtypes import dtype_from_name
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import run_cli
 
 NUMERIC = ["float32", "float64", "int32", "uint8", "int16", "int8", "int64", "bool", "complex64", "complex128",
            "float16", "uint16", "uint32", "uint64"]
@@ -102,34 +100,3 @@ def test_variant_tensor_read_verified_and_carried_over(fixtures_dir, tmp_path, t
     iterator = iter(tf.data.Dataset.range(10).batch(3))
     tf.train.Checkpoint(iterator=iterator).read(str(dst)).assert_existing_objects_matched()
     assert next(iterator).numpy().tolist() == manifest["iterator_state"]["next"]
-
-
-def _snappy_marked(data: bytes) -> bytes:
-    """The table with its first data block marked Snappy-compressed (CRC recomputed)."""
-    from ckpttool.formats import crc32c
-    from ckpttool.formats.table import FOOTER_SIZE, _decode_handle, _read_block, iter_block
-    from ckpttool.formats.wire import encode_fixed32
-
-    footer = data[-FOOTER_SIZE:]
-    _meta, pos = _decode_handle(footer, 0)
-    index, _ = _decode_handle(footer, pos)
-    _key, handle_bytes = next(iter_block(_read_block(data, index, "index"), "index"))
-    first, _ = _decode_handle(handle_bytes, 0)
-    out = bytearray(data)
-    out[first.offset + first.size] = 1
-    checksum = crc32c.mask(crc32c.crc32c(bytes(out[first.offset: first.offset + first.size + 1])))
-    out[first.offset + first.size + 1: first.offset + first.size + 5] = encode_fixed32(checksum)
-    return bytes(out)
-
-
-def test_snappy_blocks_are_refused_clearly(copy_fixture):
-    from ckpttool.formats.table import read_table
-
-    run = copy_fixture("saver_run")
-    index = run / "model.ckpt-50.index"
-    index.write_bytes(_snappy_marked(index.read_bytes()))
-    with pytest.raises(Unsupported, match="Snappy"):
-        read_table(index.read_bytes())
-    result = run_cli("inspect", run / "model.ckpt-50")
-    assert_one_line_error(result, 3)
-    assert "Snappy" in result.stderr

@@ -40,6 +40,8 @@ def exit_code_for(exc: BaseException) -> int:
             return code
     if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
         return EXIT_BAD_INPUT  # the file system said no (permissions, disk full): not a bug
+    if isinstance(exc, MemoryError):
+        return EXIT_BAD_INPUT  # the memory limit said no: not a bug either
     return EXIT_INTERNAL
 
 
@@ -53,6 +55,8 @@ def _kind(exc: BaseException) -> str:
         return "interrupted"
     if isinstance(exc, UsageProblem):
         return "usage_error"  # as Typer's own usage errors are reported
+    if isinstance(exc, MemoryError):
+        return "out_of_memory"
     if not isinstance(exc, (CkptError, OSError)):
         return "internal"
     name = "os_error" if isinstance(exc, OSError) else type(exc).__name__
@@ -68,6 +72,11 @@ def _describe(exc: BaseException) -> tuple[int, str, str | None]:
     if isinstance(exc, OSError):
         where = f": {exc.filename}" if exc.filename else ""
         return EXIT_BAD_INPUT, f"{exc.strerror or exc}{where}", None
+    if isinstance(exc, MemoryError):
+        # Readers never allocate more than the files hold: this is the size
+        # of the job against the machine's (or ulimit's) memory.
+        return (exit_code_for(exc), "out of memory: the process could not allocate what this command needs",
+                "raise the memory limit (ulimit -v) or free memory")
     hint = None if debug_enabled() else "this is a bug in ckpttool; rerun with --debug for the traceback"
     return EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {_one_line(exc)}", hint
 

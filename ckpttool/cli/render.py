@@ -3,6 +3,15 @@
 JSON conventions (DESIGN.md): `schema_version` and `command` first;
 non-finite floats as "NaN"/"Infinity"/"-Infinity"; bytes as UTF-8 text when
 valid, else {"base64": ...}; complex numbers as [re, im].
+
+Names need not be valid UTF-8 (TensorFlow's SaveV2 stores any bytes; file
+names are bytes too). Such a name never breaks the output:
+- for people (tables, trees, `-q`, warnings) its undecodable bytes, and any
+  control character, are shown escaped as `\\xNN`;
+- in JSON a text field (`"name"`, `"from"`, `"prefix"` ...) holding one is
+  given with U+FFFD in place of the bad bytes, plus a sibling field
+  `"<field>_base64"` with the exact bytes (`"name_base64"`); elsewhere (an
+  item of a list) it is text with U+FFFD.
 """
 from __future__ import annotations
 
@@ -13,6 +22,8 @@ import os
 import sys
 from datetime import datetime, timezone
 from typing import Any, Iterable
+
+from ckpttool.formats.text import base64_of, for_people, is_exact_text, replaced
 
 SCHEMA_VERSION = 1
 _settings = {"no_color": False}
@@ -39,7 +50,7 @@ def console(stderr: bool = False):
 
 
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    print(f"warning: {for_people(message)}", file=sys.stderr)
 
 
 def warn_all(messages: Iterable[str]) -> None:
@@ -64,7 +75,9 @@ def jsonable(value: Any) -> Any:
     if kind in _PLAIN:
         return value
     if kind is dict:
-        return {str(k): jsonable(v) for k, v in value.items()}
+        # Plain members are kept without a call each: `ls --json` of 100,000
+        # checkpoints holds over a million of them.
+        return {k if type(k) is str else str(k): v if type(v) in _PLAIN else jsonable(v) for k, v in value.items()}
     if kind is list or kind is tuple:
         return [jsonable(v) for v in value]
     if kind is float:
@@ -102,24 +115,58 @@ def json_emitted() -> bool:
     return _settings.get("json_emitted", False)
 
 
+def _exact_names(value: Any) -> Any:
+    """A jsonable document with every text that is not valid UTF-8 replaced (U+FFFD)
+    and, in an object, joined by a `<field>_base64` sibling holding its exact bytes."""
+    if isinstance(value, str):
+        return replaced(value)
+    if isinstance(value, list):
+        return [_exact_names(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        key = replaced(key)
+        if isinstance(item, str) and not is_exact_text(item):
+            out[key] = replaced(item)
+            out[key + "_base64"] = base64_of(item)
+        else:
+            out[key] = _exact_names(item)
+    return out
+
+
 def emit_json(command: str, document: dict) -> None:
     _settings["json_emitted"] = True
-    payload = {"schema_version": SCHEMA_VERSION, "command": command, **document}
+    payload = jsonable({"schema_version": SCHEMA_VERSION, "command": command, **document})
     # Indented for people at a terminal; compact (and far faster to encode) in pipes.
     indent = 2 if sys.stdout.isatty() else None
-    sys.stdout.write(json.dumps(jsonable(payload), ensure_ascii=False, allow_nan=False, indent=indent) + "\n")
+    text = json.dumps(payload, ensure_ascii=False, allow_nan=False, indent=indent)
+    if not is_exact_text(text):  # rare: a name or path that is not UTF-8 somewhere
+        text = json.dumps(_exact_names(payload), ensure_ascii=False, allow_nan=False, indent=indent)
+    sys.stdout.write(text + "\n")
+
+
+# Times come from files (state-file timestamps, mtimes) and may lie beyond
+# what a datetime holds (year 10000, NaN): those show as unknown.
+_BAD_TIME = (ValueError, OverflowError, OSError)
 
 
 def iso_utc(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except _BAD_TIME:
+        return None
 
 
 def local_time(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
-    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    except _BAD_TIME:
+        return "-"
 
 
 def human_bytes(size: int | None) -> str:
@@ -137,21 +184,53 @@ def yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+# Rich lays a table out cell by cell (minutes for 100,000 rows): longer tables
+# are laid out here, in the same shape, one pass for the widths.
+_RICH_TABLE_ROWS = 500
+
+
 def print_table(columns: Iterable[str], rows: Iterable[Iterable[Any]], *, right: Iterable[str] = (),
                 title: str | None = None) -> None:
+    columns, right = list(columns), set(right)
+    rows = [[for_people(str(cell)) for cell in row] for row in rows]
+    if len(rows) > _RICH_TABLE_ROWS:
+        _print_long_table(columns, rows, right, title)
+        return
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    right = set(right)
     table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
     for column in columns:
         table.add_column(column, justify="right" if column in right else "left", overflow="fold")
     for row in rows:
-        table.add_row(*(Text(str(cell)) for cell in row))
+        table.add_row(*(Text(cell) for cell in row))
     console().print(table)
+
+
+def _print_long_table(columns: list[str], rows: list[list[str]], right: set[str], title: str | None) -> None:
+    from rich.cells import cell_len
+
+    def width(text: str) -> int:
+        return len(text) if text.isascii() else cell_len(text)
+
+    widths = [width(column) for column in columns]
+    for row in rows:
+        widths = [max(w, width(cell)) for w, cell in zip(widths, row)]
+    total = sum(widths) + 3 * (len(widths) - 1) + 2
+
+    def line(cells) -> str:
+        padded = [" " * (w - width(cell)) + cell if column in right else cell + " " * (w - width(cell))
+                  for cell, w, column in zip(cells, widths, columns)]
+        return " " + "   ".join(padded) + " "
+
+    out = [for_people(title).ljust(total)] if title else []
+    out += [" " * total, line(columns), " " + "\u2500" * (total - 2) + " "]
+    out += [line(row) for row in rows]
+    out.append(" " * total)
+    sys.stdout.write("\n".join(out) + "\n")
 
 
 def print_lines(lines: Iterable[str]) -> None:
     for line in lines:
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(for_people(line) + "\n")

@@ -4,6 +4,13 @@ A checkpoint prefix P has `P.index` (a table: header + one BundleEntryProto
 per tensor) and data shards `P.data-SSSSS-of-NNNNN` holding the tensors'
 bytes. Every read checks the stored CRC; fixed-width tensors can be streamed
 in bounded chunks (FORMAT.md §3, §4).
+
+Nothing the index claims is trusted before it is checked against the files:
+a tensor's bytes must lie inside its shard and overlap no other tensor's (so
+what is read never exceeds what is on disk), a string tensor needs at least
+a byte per element, a partitioned variable's slices must tile its shape
+before it is assembled, and the header's shard count is never used to size
+anything (a 100-byte index may claim 2^31 shards).
 """
 from __future__ import annotations
 
@@ -13,22 +20,50 @@ from typing import Iterator
 
 import numpy as np
 
-from ckpttool.errors import CorruptCheckpoint, NotFound, Unsupported
+from ckpttool.errors import ChecksumMismatch, CorruptCheckpoint, Truncated, Unsupported
 from ckpttool.formats import crc32c as crc
 from ckpttool.formats.dtypes import STRING, VARIANT, DType, dtype_from_code
+from ckpttool.formats.fs import open_input
 from ckpttool.formats.messages import BundleHeader, extents_of, parse_header, parse_message, shape_of
-from ckpttool.formats.ordered_code import encode_slice_key
+from ckpttool.formats.ordered_code import decode_slice_key, encode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
+from ckpttool.formats.shards import data_file_path  # noqa: F401 - writers import it from here
 from ckpttool.formats.table import read_table_file
-from ckpttool.formats.variables import OBJECT_GRAPH_KEY, StoredTensor, Variable, slice_bounds
+from ckpttool.formats.text import quote
+from ckpttool.formats.variables import (
+    OBJECT_GRAPH_KEY,
+    StoredTensor,
+    Variable,
+    check_tiling,
+    format_slice,
+    slice_bounds,
+    slice_shape,
+)
 from ckpttool.formats.wire import decode_fixed32, decode_varint, encode_fixed32, encode_fixed64
 
 CHUNK_BYTES = 8 << 20
 _U32_MAX = 0xFFFFFFFF
+_VARIANT_MIN_ELEMENT_BYTES = 5  # a length varint and a 4-byte checksum
 
 
-def data_file_path(prefix: str, shard_id: int, num_shards: int) -> str:
-    return f"{prefix}.data-{shard_id:05d}-of-{num_shards:05d}"
+def _tensor_name(key: bytes) -> str:
+    """A stored tensor for messages; a slice key as its variable and slice."""
+    if key.startswith(b"\0"):
+        try:
+            name, extents = decode_slice_key(key)
+            return f"{quote(name)} (slice {format_slice(extents)})"
+        except CorruptCheckpoint:
+            pass
+    return quote(key)
+
+
+class _Shard:
+    """An open data shard: its file, and the tensors whose stored ranges it
+    cannot hold (past its end, or overlapping another tensor's)."""
+
+    def __init__(self, handle, bad: dict[bytes, Exception]):
+        self.handle = handle
+        self.bad = bad
 
 
 class Bundle:
@@ -40,23 +75,33 @@ class Bundle:
         self.prefix = prefix
         self.header = header
         self._entries = entries
-        self._files: dict[int, object] = {}
+        self._shards: dict[int, _Shard] = {}
+        self._parts_by_shard: dict[int, list[StoredTensor]] | None = None
+        self._tiled: set[str] = set()
         self.variables = self._collect_variables()
         self._by_name = {var.name: var for var in self.variables}
 
     # -- structure --------------------------------------------------------
     def _stored(self, key: bytes, entry: pb.BundleEntryProto) -> StoredTensor:
-        name = key.decode("utf-8", "surrogateescape")
+        def where() -> str:
+            return f"{self.prefix}.index: tensor {_tensor_name(key)}"
+
         dtype = dtype_from_code(entry.dtype)
-        shape = shape_of(entry.shape, name)
+        shape = shape_of(entry.shape, where)
         if not 0 <= entry.shard_id < self.header.num_shards:
-            raise CorruptCheckpoint(f"{self.prefix}.index: tensor {name!r} names shard {entry.shard_id} "
-                                    f"of {self.header.num_shards}")
+            raise CorruptCheckpoint(f"{where()} names shard {entry.shard_id} of {self.header.num_shards}")
         if entry.offset < 0 or entry.size < 0:
-            raise CorruptCheckpoint(f"{self.prefix}.index: tensor {name!r} has a negative offset or size")
-        if dtype.fixed_width and entry.size != prod(shape) * dtype.itemsize:
-            raise CorruptCheckpoint(f"{self.prefix}.index: tensor {name!r} size {entry.size} does not match "
-                                    f"its shape {list(shape)} and dtype {dtype.name}")
+            raise CorruptCheckpoint(f"{where()} has a negative offset or size")
+        count = prod(shape)
+        if dtype.fixed_width:
+            if entry.size != count * dtype.itemsize:
+                raise CorruptCheckpoint(f"{where()}: size {entry.size} does not match its shape {list(shape)} "
+                                        f"and dtype {dtype.name}")
+        # Every string element takes at least its length byte, every variant
+        # element its length and checksum (TensorFlow checks the first too).
+        elif entry.size < count * (_VARIANT_MIN_ELEMENT_BYTES if dtype.code == VARIANT else 1):
+            raise CorruptCheckpoint(f"{where()}: {entry.size} bytes cannot hold the {count} elements of "
+                                    f"its shape {list(shape)}")
         return StoredTensor(key, dtype, shape, entry.shard_id, entry.offset, entry.size, entry.crc32c)
 
     def _collect_variables(self) -> list[Variable]:
@@ -70,16 +115,17 @@ class Bundle:
                 variables.append(Variable(name, part.dtype, part.shape, (part,)))
                 continue
             dtype = dtype_from_code(entry.dtype)
-            shape = shape_of(entry.shape, name)
+            shape = shape_of(entry.shape, lambda: f"{self.prefix}.index: tensor {quote(name)}")
             slices, parts = [], []
             for slice_proto in entry.slices:
                 extents = extents_of(slice_proto)
                 if len(extents) != len(shape):
-                    raise CorruptCheckpoint(f"{self.prefix}.index: slice of {name!r} has the wrong rank")
+                    raise CorruptCheckpoint(f"{self.prefix}.index: slice of {quote(name)} has the wrong rank")
                 slice_key = encode_slice_key(key, extents)
                 slice_entry = self._entries.get(slice_key)
                 if slice_entry is None:
-                    raise CorruptCheckpoint(f"{self.prefix}.index: slice {extents} of {name!r} is missing")
+                    raise CorruptCheckpoint(f"{self.prefix}.index: slice {format_slice(extents)} of "
+                                            f"{quote(name)} is missing")
                 slices.append(extents)
                 parts.append(self._stored(slice_key, slice_entry))
             variables.append(Variable(name, dtype, shape, tuple(parts), tuple(slices)))
@@ -88,49 +134,89 @@ class Bundle:
     def variable(self, name: str) -> Variable | None:
         return self._by_name.get(name)
 
+    def shard_path(self, shard_id: int) -> str:
+        return data_file_path(self.prefix, shard_id, self.header.num_shards)
+
     def data_files(self) -> list[str]:
-        return [data_file_path(self.prefix, i, self.header.num_shards) for i in range(self.header.num_shards)]
+        """Every data shard's path. A header claiming more shards than the index
+        has tensors is refused here, before a list that long is made."""
+        stored = sum(len(var.parts) for var in self.variables)
+        if self.header.num_shards > max(1, stored):
+            raise CorruptCheckpoint(f"{self.prefix}.index: its header claims {self.header.num_shards} data "
+                                    f"shards for {stored} stored tensor(s)")
+        return [self.shard_path(i) for i in range(self.header.num_shards)]
+
+    def shard_ends(self) -> dict[int, int]:
+        """Where the last tensor stored in each referenced shard ends."""
+        ends: dict[int, int] = {}
+        for var in self.variables:
+            for part in var.parts:
+                ends[part.shard_id] = max(ends.get(part.shard_id, 0), part.offset + part.size)
+        return ends
 
     def raw_entries(self) -> dict[bytes, pb.BundleEntryProto]:
         """Every index entry by key, slice entries included (for writers and verify)."""
         return dict(self._entries)
 
     # -- bytes ------------------------------------------------------------
-    def _file(self, shard_id: int):
-        handle = self._files.get(shard_id)
-        if handle is None:
-            path = data_file_path(self.prefix, shard_id, self.header.num_shards)
-            try:
-                handle = open(path, "rb")
-            except FileNotFoundError:
-                raise NotFound(f"missing data shard {path}") from None
-            except OSError as exc:
-                raise NotFound(f"cannot read data shard {path}: {exc.strerror}") from None
-            self._files[shard_id] = handle
-        return handle
+    def _shard(self, shard_id: int) -> _Shard:
+        shard = self._shards.get(shard_id)
+        if shard is None:
+            handle = open_input(self.shard_path(shard_id), "data shard")
+            size = os.fstat(handle.fileno()).st_size
+            shard = _Shard(handle, self._misplaced(shard_id, size))
+            self._shards[shard_id] = shard
+        return shard
+
+    def _misplaced(self, shard_id: int, size: int) -> dict[bytes, Exception]:
+        """Tensors of this shard whose stored range the file cannot hold: past its
+        end (truncated), or overlapping another tensor's range (no writer does that)."""
+        if self._parts_by_shard is None:
+            self._parts_by_shard = {}
+            for var in self.variables:
+                for part in var.parts:
+                    if part.size:
+                        self._parts_by_shard.setdefault(part.shard_id, []).append(part)
+        name = os.path.basename(self.shard_path(shard_id))
+        parts = sorted(self._parts_by_shard.get(shard_id, ()), key=lambda p: p.offset)
+        bad: dict[bytes, Exception] = {}
+        reach: StoredTensor | None = None  # the part reaching furthest so far
+        for part in parts:
+            if part.offset + part.size > size:
+                bad[part.key] = Truncated(f"{name} is truncated: tensor {_tensor_name(part.key)} ends at byte "
+                                          f"{part.offset + part.size}, the file has {size}")
+                continue
+            if reach is not None and part.offset < reach.offset + reach.size:
+                for one, other in ((part, reach), (reach, part)):
+                    bad.setdefault(one.key, CorruptCheckpoint(
+                        f"{name}: tensors {_tensor_name(one.key)} and {_tensor_name(other.key)} claim the same bytes"))
+            if reach is None or part.offset + part.size > reach.offset + reach.size:
+                reach = part
+        return bad
 
     def _shard_name(self, part: StoredTensor) -> str:
-        return os.path.basename(data_file_path(self.prefix, part.shard_id, self.header.num_shards))
+        return os.path.basename(self.shard_path(part.shard_id))
 
     def iter_raw(self, part: StoredTensor, chunk_bytes: int | None = None) -> Iterator[bytes]:
-        """The stored bytes of `part` in chunks; raises on a short file. No CRC check."""
+        """The stored bytes of `part` in chunks, checked against the shard first. No CRC check."""
         chunk_bytes = chunk_bytes or CHUNK_BYTES
-        handle = self._file(part.shard_id)
+        shard = self._shard(part.shard_id)
+        problem = shard.bad.get(part.key)
+        if problem is not None:
+            raise problem
+        handle = shard.handle
         handle.seek(part.offset)
         remaining = part.size
         while remaining:
             chunk = handle.read(min(chunk_bytes, remaining))
-            if not chunk:
-                raise CorruptCheckpoint(
-                    f"{self._shard_name(part)} is truncated: tensor {part.key.decode('utf-8', 'replace')!r} "
-                    f"ends past the end of the file"
-                )
+            if len(chunk) < min(chunk_bytes, remaining):  # the file shrank while we read it
+                raise Truncated(f"{self._shard_name(part)} is truncated: tensor {_tensor_name(part.key)} "
+                                "ends past the end of the file")
             remaining -= len(chunk)
             yield chunk
 
     def _checksum_error(self, part: StoredTensor) -> CorruptCheckpoint:
-        name = part.key.decode("utf-8", "replace")
-        return CorruptCheckpoint(f"checksum mismatch for tensor {name!r} in {self._shard_name(part)}")
+        return ChecksumMismatch(f"checksum mismatch for tensor {_tensor_name(part.key)} in {self._shard_name(part)}")
 
     def iter_fixed_chunks(self, part: StoredTensor, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
         """Decoded 1-D chunks of a fixed-width tensor, CRC checked at the end (bounded memory)."""
@@ -180,7 +266,7 @@ class Bundle:
 
     def _decode_strings(self, part: StoredTensor, data: bytes) -> list[bytes]:
         count = part.num_elements
-        what = f"string tensor {part.key.decode('utf-8', 'replace')!r}"
+        what = f"string tensor {_tensor_name(part.key)}"
         lengths, pos = [], 0
         for _ in range(count):
             length, pos = decode_varint(data, pos, what)
@@ -207,7 +293,7 @@ class Bundle:
         return items
 
     def _decode_variants(self, part: StoredTensor, data: bytes) -> list[bytes]:
-        what = f"variant tensor {part.key.decode('utf-8', 'replace')!r}"
+        what = f"variant tensor {_tensor_name(part.key)}"
         items, pos, running = [], 0, 0
         for _ in range(part.num_elements):
             length, pos = decode_varint(data, pos, what)
@@ -226,18 +312,39 @@ class Bundle:
             raise self._checksum_error(part)
         return items
 
+    def _check_slices(self, var: Variable) -> None:
+        """A partitioned variable's slices tile its shape, each stored with the
+        variable's dtype and the slice's shape, all inside their shards."""
+        if not var.partitioned or var.name in self._tiled:
+            return
+        check_tiling(var.name, var.shape, var.slices)
+        for extents, part in zip(var.slices, var.parts):
+            if part.dtype != var.dtype or part.shape != slice_shape(extents, var.shape):
+                raise CorruptCheckpoint(f"slice {format_slice(extents)} of {quote(var.name)} is stored as "
+                                        f"{part.dtype.name} {list(part.shape)}, not as a slice of "
+                                        f"{var.dtype.name} {list(var.shape)}")
+        for part in var.parts:
+            problem = self._shard(part.shard_id).bad.get(part.key)
+            if problem is not None:
+                raise problem
+        self._tiled.add(var.name)
+
     def read(self, var: Variable) -> np.ndarray:
         """The whole variable, partitioned ones assembled from their slices."""
         if not var.partitioned:
             return self.read_part(var.parts[0])
-        pieces = [(extents, self.read_part(part)) for extents, part in zip(var.slices, var.parts)]
-        out = np.empty(var.shape, dtype=pieces[0][1].dtype if pieces else object)
-        for extents, piece in pieces:
+        self._check_slices(var)  # before allocating what the shape claims
+        out = None
+        for extents, part in zip(var.slices, var.parts):
+            piece = self.read_part(part)
+            if out is None:
+                out = np.empty(var.shape, dtype=piece.dtype)
             out[slice_bounds(extents, var.shape)] = piece
-        return out
+        return out if out is not None else np.empty(var.shape, dtype=object)
 
     def iter_value_chunks(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
         """The variable's values as 1-D chunks, slice by slice (order is not the logical order)."""
+        self._check_slices(var)
         for part in var.parts:
             if part.dtype.fixed_width:
                 yield from self.iter_fixed_chunks(part, chunk_bytes)
@@ -246,6 +353,7 @@ class Bundle:
 
     def check_variable(self, var: Variable) -> int:
         """Read every stored part of `var`, checking CRCs; the number of bytes checked."""
+        self._check_slices(var)
         for part in var.parts:
             self.check(part)
         return sum(part.size for part in var.parts)
@@ -257,9 +365,9 @@ class Bundle:
         return self.read(var).item()
 
     def close(self) -> None:
-        for handle in self._files.values():
-            handle.close()
-        self._files.clear()
+        for shard in self._shards.values():
+            shard.handle.close()
+        self._shards.clear()
 
     def __enter__(self) -> "Bundle":
         return self
@@ -275,5 +383,7 @@ def open_bundle(prefix: str) -> Bundle:
     if not items or items[0][0] != b"":
         raise CorruptCheckpoint(f"{source}: no bundle header (is this a checkpoint index?)")
     header = parse_header(items[0][1], source)
-    entries = {key: parse_message(pb.BundleEntryProto, value, f"{source}: entry {key!r}") for key, value in items[1:]}
+    entries = {key: parse_message(pb.BundleEntryProto, value,
+                                  lambda key=key: f"{source}: entry {_tensor_name(key)}")
+               for key, value in items[1:]}
     return Bundle(prefix, header, entries)

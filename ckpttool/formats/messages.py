@@ -3,17 +3,31 @@ so that directory scans (ls, latest, prune) start fast."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
+from typing import Callable, Union
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
 from ckpttool.formats.protos import checkpoint_pb2 as pb
+from ckpttool.formats.text import excerpt
+
+MAX_RANK = 254  # TensorFlow's TensorShape::MaxDimensions
+MAX_ELEMENTS = (1 << 63) - 1  # a shape TensorFlow accepts counts its elements in an int64
+
+# What a message is about, for errors: a string, or a function making it (an
+# index of 100,000 entries should not format 100,000 messages it never shows).
+What = Union[str, Callable[[], str]]
 
 
-def parse_message(message_type, data: bytes, what: str):
+def _said(what: What) -> str:
+    return what() if callable(what) else what
+
+
+def parse_message(message_type, data: bytes, what: What):
     message = message_type()
     try:
         message.ParseFromString(data)
     except Exception as exc:  # protobuf raises its own DecodeError types
-        raise CorruptCheckpoint(f"{what}: unparseable {message_type.__name__} ({exc})") from None
+        raise CorruptCheckpoint(f"{_said(what)}: unparseable {message_type.__name__} ({excerpt(str(exc))})") from None
     return message
 
 
@@ -22,12 +36,16 @@ def extents_of(slice_proto) -> tuple[tuple[int, int], ...]:
     return tuple((e.start, e.length if e.HasField("length") else -1) for e in slice_proto.extent)
 
 
-def shape_of(shape_proto, what: str) -> tuple[int, ...]:
+def shape_of(shape_proto, what: What) -> tuple[int, ...]:
     if shape_proto.unknown_rank:
-        raise Unsupported(f"{what}: tensor of unknown rank")
+        raise Unsupported(f"{_said(what)}: tensor of unknown rank")
     dims = tuple([d.size for d in shape_proto.dim])
+    if len(dims) > MAX_RANK:
+        raise CorruptCheckpoint(f"{_said(what)}: shape of rank {len(dims)} (TensorFlow allows {MAX_RANK})")
     if dims and min(dims) < 0:
-        raise CorruptCheckpoint(f"{what}: negative dimension in shape {dims}")
+        raise CorruptCheckpoint(f"{_said(what)}: negative dimension in shape {list(dims)}")
+    if prod(dims) > MAX_ELEMENTS:
+        raise CorruptCheckpoint(f"{_said(what)}: shape {list(dims)} has more elements than TensorFlow can hold")
     return dims
 
 

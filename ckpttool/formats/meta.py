@@ -1,13 +1,23 @@
 """Summaries of graphs stored beside checkpoints: `P.meta` (MetaGraphDef) and
-SavedModel's `saved_model.pb` / `.pbtxt`, read with our own protos."""
+SavedModel's `saved_model.pb` / `.pbtxt`, read with our own protos.
+
+A graph file is read whole, up to GRAPH_FILE_CAP: protobuf cannot parse a
+message over 2 GiB (bigger SavedModels are chunked into `.cpb` files), so
+nothing larger can be a graph. Running out of memory while parsing is said
+as such, never reported as a corrupt file.
+"""
 from __future__ import annotations
 
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ckpttool.errors import CorruptCheckpoint, NotFound, Unsupported
+from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import dtype_from_code
+from ckpttool.formats.fs import describe_size, read_capped
+from ckpttool.formats.text import excerpt
+
+GRAPH_FILE_CAP = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -101,13 +111,7 @@ def summarize_meta_graph(meta) -> MetaGraphSummary:
 
 
 def _parse_into(message, path: str):
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise NotFound(f"no graph file at {path}") from None
-    except OSError as exc:
-        raise NotFound(f"cannot read {path}: {exc.strerror}") from None
+    data = read_capped(path, GRAPH_FILE_CAP, "graph file")
     try:
         if path.endswith(".pbtxt"):
             from google.protobuf import text_format
@@ -115,9 +119,18 @@ def _parse_into(message, path: str):
             text_format.Parse(data.decode("utf-8"), message, allow_unknown_field=True)
         else:
             message.ParseFromString(data)
+    except MemoryError:
+        raise _out_of_memory(path, len(data)) from None
     except Exception as exc:  # protobuf's DecodeError / ParseError / UnicodeDecodeError
-        raise CorruptCheckpoint(f"{path}: unparseable {type(message).__name__} ({exc})") from None
+        if "Arena alloc failed" in str(exc):  # upb ran out of memory: not the file's fault
+            raise _out_of_memory(path, len(data)) from None
+        raise CorruptCheckpoint(f"{path}: unparseable {type(message).__name__} ({excerpt(str(exc))})") from None
     return message
+
+
+def _out_of_memory(path: str, size: int) -> BadInput:
+    return BadInput(f"not enough memory to parse {path} ({describe_size(size)}): the graph is larger than "
+                    "this process may allocate", hint="raise the memory limit (ulimit -v) or free memory")
 
 
 def read_meta_summary(path: str) -> MetaSummary:

@@ -2,8 +2,11 @@
 
 Layout (FORMAT.md §2): data blocks | metaindex block | index block | 48-byte
 footer. Every block carries a type byte and a masked CRC-32C, which the
-reader checks. The writer reproduces TensorFlow's TableBuilder byte for byte
-(restart interval 16, 256 KiB blocks, shortest separators, no compression).
+reader checks. Blocks are stored plain (type 0) or Snappy-compressed (type 1,
+raw unframed Snappy, CRC over the compressed bytes): TensorFlow builds
+compiled with Snappy compress a block whenever that pays, so both are read.
+The writer reproduces TensorFlow's TableBuilder byte for byte (restart
+interval 16, 256 KiB blocks, shortest separators, no compression).
 """
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from ckpttool.errors import CorruptCheckpoint, NotFound, Unsupported
+from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
 from ckpttool.formats.crc32c import crc32c, mask, unmask
+from ckpttool.formats.fs import open_input, read_head_and_tail, read_range
+from ckpttool.formats.text import excerpt
 from ckpttool.formats.wire import decode_fixed32, decode_varint, encode_fixed32, encode_varint
 
 MAGIC = 0xDB4775248B80FB57
@@ -23,6 +28,11 @@ BLOCK_SIZE = 262144
 RESTART_INTERVAL = 16
 _NO_COMPRESSION = 0
 _SNAPPY = 1
+# The most a Snappy element can expand: a 3-byte copy yields up to 64 bytes.
+# A block claiming more than that of its compressed size is not Snappy data,
+# and is refused before anything is allocated for it.
+_SNAPPY_MAX_EXPANSION = (64, 3)
+_KEY_BYTES_PER_FILE_BYTE = 64
 
 
 @dataclass(frozen=True)
@@ -43,33 +53,56 @@ def _decode_handle(buf: bytes, pos: int) -> tuple[BlockHandle, int]:
 def is_table_file(path: str) -> bool:
     """True if `path` is a regular file ending in the table magic (an .index or a V1 checkpoint)."""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            if handle.tell() < FOOTER_SIZE:
-                return False
-            handle.seek(-8, os.SEEK_END)
-            return handle.read(8) == MAGIC_BYTES
-    except (IsADirectoryError, FileNotFoundError, PermissionError):
+        _head, tail, size = read_head_and_tail(path, 0, len(MAGIC_BYTES), "checkpoint table")
+    except BadInput:
         return False
+    return size >= FOOTER_SIZE and tail == MAGIC_BYTES
 
 
-def _read_block(data: bytes, handle: BlockHandle, source: str) -> bytes:
+def read_block(data: bytes, handle: BlockHandle, source: str) -> bytes:
+    """The contents of the block at `handle` in the table bytes `data`: CRC checked, decompressed."""
     end = handle.offset + handle.size + BLOCK_TRAILER_SIZE
     if end > len(data) - FOOTER_SIZE:
         raise CorruptCheckpoint(f"{source}: block at offset {handle.offset} runs past the end of the file")
-    contents = data[handle.offset : handle.offset + handle.size]
-    block_type = data[handle.offset + handle.size]
-    stored = decode_fixed32(data, handle.offset + handle.size + 1)
-    if unmask(stored) != crc32c(data[handle.offset : handle.offset + handle.size + 1]):
-        raise CorruptCheckpoint(f"{source}: block checksum mismatch at offset {handle.offset}")
+    return decode_block(data[handle.offset : end], handle.offset, source)
+
+
+def decode_block(raw: bytes, offset: int, source: str) -> bytes:
+    """A block's contents from its bytes on disk (contents, type byte, masked CRC)."""
+    size = len(raw) - BLOCK_TRAILER_SIZE
+    if unmask(decode_fixed32(raw, size + 1)) != crc32c(raw[: size + 1]):
+        raise CorruptCheckpoint(f"{source}: block checksum mismatch at offset {offset}")
+    block_type = raw[size]
     if block_type == _SNAPPY:
-        raise Unsupported(
-            f"{source}: Snappy-compressed table blocks are not supported",
-            hint="this file was written by TensorFlow 1.1 or older; re-save it with a newer TensorFlow",
-        )
+        return snappy_block(raw[:size], f"{source}: Snappy-compressed block at offset {offset}")
     if block_type != _NO_COMPRESSION:
         raise CorruptCheckpoint(f"{source}: unknown block compression type {block_type}")
-    return contents
+    return raw[:size]
+
+
+def snappy_block(compressed: bytes, what: str) -> bytes:
+    """Raw (unframed) Snappy data decompressed; its stated length is checked before allocating."""
+    try:
+        length, start = decode_varint(compressed, 0, "Snappy length")
+    except CorruptCheckpoint:
+        raise CorruptCheckpoint(f"{what} is corrupt (no length)") from None
+    factor, per = _SNAPPY_MAX_EXPANSION
+    if length > (len(compressed) - start) * factor // per:
+        raise CorruptCheckpoint(f"{what} is corrupt: it claims {length} bytes from {len(compressed)} "
+                                "compressed ones, more than Snappy can expand")
+    try:
+        import cramjam
+    except ImportError:  # pragma: no cover - a base dependency
+        raise Unsupported(f"{what}: reading Snappy-compressed tables needs the cramjam package",
+                          hint="pip install cramjam") from None
+    out = bytearray(length)
+    try:
+        written = cramjam.snappy.decompress_raw_into(compressed, out)
+    except cramjam.DecompressionError as exc:
+        raise CorruptCheckpoint(f"{what} is corrupt ({excerpt(str(exc))})") from None
+    if written != length:
+        raise CorruptCheckpoint(f"{what} is corrupt: {written} bytes decompressed, {length} stated")
+    return bytes(out)
 
 
 def iter_block(contents: bytes, source: str) -> Iterator[tuple[bytes, bytes]]:
@@ -94,23 +127,43 @@ def iter_block(contents: bytes, source: str) -> Iterator[tuple[bytes, bytes]]:
         pos += value_len
 
 
-def read_table(data: bytes, source: str = "table") -> list[tuple[bytes, bytes]]:
-    """Every (key, value) of a table held in `data`, checking CRCs and key order."""
+@dataclass(frozen=True)
+class TableLayout:
+    """Where a table's blocks are: from its footer and its index block."""
+
+    metaindex: BlockHandle
+    index: BlockHandle
+    data_blocks: tuple[tuple[bytes, BlockHandle], ...]  # (separator key, handle), in key order
+
+
+def table_layout(data: bytes, source: str = "table") -> TableLayout:
+    """The footer and index block of a table held in `data` (CRC checked)."""
     if len(data) < FOOTER_SIZE:
         raise CorruptCheckpoint(f"{source}: file too short to be a checkpoint table ({len(data)} bytes)")
     if data[-8:] != MAGIC_BYTES:
         raise CorruptCheckpoint(f"{source}: not a checkpoint table (bad magic number)")
     footer = data[-FOOTER_SIZE:]
-    _metaindex, pos = _decode_handle(footer, 0)
+    metaindex, pos = _decode_handle(footer, 0)
     index_handle, _ = _decode_handle(footer, pos)
-    index = _read_block(data, index_handle, source)
+    blocks = tuple((separator, _decode_handle(handle_bytes, 0)[0])
+                   for separator, handle_bytes in iter_block(read_block(data, index_handle, source), source))
+    return TableLayout(metaindex, index_handle, blocks)
+
+
+def read_table(data: bytes, source: str = "table") -> list[tuple[bytes, bytes]]:
+    """Every (key, value) of a table held in `data`, checking CRCs and key order."""
     entries: list[tuple[bytes, bytes]] = []
     previous: bytes | None = None
-    for _separator, handle_bytes in iter_block(index, source):
-        handle, _ = _decode_handle(handle_bytes, 0)
-        for key, value in iter_block(_read_block(data, handle, source), source):
+    # Keys are prefix-compressed, so a hostile block could spell out keys far
+    # longer than the file; real tables stay within a few times its size.
+    key_budget = _KEY_BYTES_PER_FILE_BYTE * len(data) + (1 << 20)
+    for _separator, handle in table_layout(data, source).data_blocks:
+        for key, value in iter_block(read_block(data, handle, source), source):
             if previous is not None and key <= previous:
                 raise CorruptCheckpoint(f"{source}: keys out of order")
+            key_budget -= len(key)
+            if key_budget < 0:
+                raise CorruptCheckpoint(f"{source}: its keys, uncompressed, are far larger than the file")
             previous = key
             entries.append((key, value))
     return entries
@@ -118,23 +171,53 @@ def read_table(data: bytes, source: str = "table") -> list[tuple[bytes, bytes]]:
 
 def read_table_file(path: str, what: str = "checkpoint table") -> list[tuple[bytes, bytes]]:
     """Every (key, value) of the table file at `path`; NotFound when it cannot be read."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise NotFound(f"no {what} at {path}") from None
-    except IsADirectoryError:
-        raise NotFound(f"{path} is a directory, not a {what}") from None
-    except OSError as exc:
-        raise NotFound(f"cannot read {path}: {exc.strerror}") from None
+    with open_input(path, what) as handle:
+        data = handle.read()
     return read_table(data, os.path.basename(path))
 
 
-def read_first_entry(head: bytes) -> tuple[bytes, bytes] | None:
-    """The first (key, value) of a table from its first bytes, without CRC checks.
+def first_entry_of_file(path: str, what: str = "checkpoint table",
+                        size: int | None = None) -> tuple[bytes, bytes] | None:
+    """The first (key, value) of the table file at `path`, read cheaply; None if the file is not usable.
 
-    Cheap look at a bundle's header for directory listings; None if unreadable.
+    Directory listings look at every index this way. A plain first block
+    starts with its first entry (shared length 0), read from the head of the
+    file without CRC checks; a Snappy-compressed one (its first byte, the
+    stated length, is never 0) is read whole, CRC checked and decompressed.
+    `size`, when the caller knows it, saves a system call.
     """
+    try:
+        head, tail, size = read_head_and_tail(path, 4096, FOOTER_SIZE, what, size)
+    except BadInput:
+        return None
+    if size < FOOTER_SIZE or tail[-len(MAGIC_BYTES):] != MAGIC_BYTES:
+        return None
+    if head[:1] == b"\0":
+        return first_plain_entry(head)
+    try:
+        _metaindex, pos = _decode_handle(tail, 0)
+        index_handle, _ = _decode_handle(tail, pos)
+        index = _read_file_block(path, index_handle, size, what)
+        _separator, handle_bytes = next(iter_block(index, path))
+        first, _ = _decode_handle(handle_bytes, 0)
+        return next(iter_block(_read_file_block(path, first, size, what), path))
+    except (BadInput, StopIteration):
+        return None
+
+
+def _read_file_block(path: str, handle: BlockHandle, size: int, what: str) -> bytes:
+    """One block of the table file at `path`, without reading the rest of the file."""
+    end = handle.offset + handle.size + BLOCK_TRAILER_SIZE
+    if end > size - FOOTER_SIZE:
+        raise CorruptCheckpoint(f"{path}: block at offset {handle.offset} runs past the end of the file")
+    raw = read_range(path, handle.offset, end - handle.offset, what)
+    if len(raw) != end - handle.offset:
+        raise CorruptCheckpoint(f"{path}: block at offset {handle.offset} runs past the end of the file")
+    return decode_block(raw, handle.offset, path)
+
+
+def first_plain_entry(head: bytes) -> tuple[bytes, bytes] | None:
+    """The first (key, value) of an uncompressed first block, from the file's first bytes."""
     try:
         shared, pos = decode_varint(head, 0)
         non_shared, pos = decode_varint(head, pos)
@@ -181,6 +264,14 @@ class _BlockBuilder:
         out = self.buffer + b"".join(encode_fixed32(r) for r in self.restarts)
         out += encode_fixed32(len(self.restarts))
         return bytes(out)
+
+
+def block_contents(items: Iterable[tuple[bytes, bytes]], restart_interval: int = RESTART_INTERVAL) -> bytes:
+    """One block's contents (entries and restart array, no trailer) holding `items`."""
+    block = _BlockBuilder(restart_interval)
+    for key, value in items:
+        block.add(key, value)
+    return block.finish()
 
 
 def shortest_separator(start: bytes, limit: bytes) -> bytes:

@@ -4,10 +4,18 @@ Key "" holds SavedTensorSliceMeta (names, dtypes, shapes, stored slices);
 every other key is a slice key whose value is a SavedSlice with a
 TensorProto (FORMAT.md §7). Like tf.train.load_checkpoint we read variables
 stored as one full slice and refuse sliced (partitioned) ones.
+
+A TensorProto may hold fewer values than its shape: the last one is then
+repeated (TensorFlow's own V1 writer never does this, it stores every
+value). Expanding that shorthand is capped: a tensor is expanded only up to
+V1_EXPANSION_CAP bytes or the size of the checkpoint file, whichever is
+larger, so a 149-byte file claiming [3e8] floats is refused (exit 3), not
+grown to gigabytes.
 """
 from __future__ import annotations
 
 import os
+from math import prod
 from typing import Iterator
 
 import numpy as np
@@ -18,7 +26,10 @@ from ckpttool.formats.messages import extents_of, parse_message, shape_of
 from ckpttool.formats.ordered_code import decode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
 from ckpttool.formats.table import read_table_file
+from ckpttool.formats.text import quote
 from ckpttool.formats.variables import Variable
+
+V1_EXPANSION_CAP = 64 << 20
 
 # TensorProto's typed field for each dtype kind, when tensor_content is empty.
 _TYPED_FIELDS = {
@@ -33,14 +44,20 @@ def _is_full(extents, shape) -> bool:
     return all(length == -1 or (start == 0 and length == size) for (start, length), size in zip(extents, shape))
 
 
-def tensor_from_proto(proto: pb.TensorProto, dtype_code: int, shape: tuple[int, ...], what: str) -> np.ndarray:
+def tensor_from_proto(proto: pb.TensorProto, dtype_code: int, shape: tuple[int, ...], what: str,
+                      expansion_cap: int = V1_EXPANSION_CAP) -> np.ndarray:
+    """The tensor a TensorProto holds; `expansion_cap` bounds the bytes its
+    repeat-the-last-value shorthand may grow to."""
     dtype = dtype_from_code(dtype_code)
-    count = int(np.prod(shape, dtype=np.int64))
+    count = prod(shape)
     if dtype.code == STRING:
         values = list(proto.string_val)
         array = np.empty(len(values), dtype=object)
         array[:] = values
     elif proto.tensor_content:
+        if len(proto.tensor_content) % dtype.itemsize:
+            raise CorruptCheckpoint(f"{what}: {len(proto.tensor_content)} bytes of values are not a whole "
+                                    f"number of {dtype.name} elements")
         array = dtype.decode(np.frombuffer(proto.tensor_content, dtype=np.dtype(dtype.storage)))
     else:
         field = _TYPED_FIELDS.get(dtype.code)
@@ -57,6 +74,11 @@ def tensor_from_proto(proto: pb.TensorProto, dtype_code: int, shape: tuple[int, 
     if array.size != count:
         if array.size == 0 or array.size > count:
             raise CorruptCheckpoint(f"{what}: holds {array.size} values for shape {list(shape)}")
+        expanded = count * array.itemsize
+        if expanded > expansion_cap:
+            raise CorruptCheckpoint(f"{what}: stores {array.size} value(s) for shape {list(shape)}; expanding "
+                                    f"them would take {expanded} bytes, more than ckpttool allows "
+                                    f"({expansion_cap}) for a file this size")
         # TensorProto repeats its last value to fill the shape.
         array = np.concatenate([array, np.repeat(array[-1:], count - array.size)])
     return array.reshape(shape)
@@ -70,6 +92,7 @@ class V1Checkpoint:
     def __init__(self, prefix: str):
         self.prefix = prefix
         items = read_table_file(prefix, "V1 checkpoint")
+        self._expansion_cap = max(V1_EXPANSION_CAP, os.path.getsize(prefix))
         source = os.path.basename(prefix)
         if not items or items[0][0] != b"":
             raise CorruptCheckpoint(f"{source}: no V1 checkpoint header")
@@ -80,15 +103,16 @@ class V1Checkpoint:
             self._slices.setdefault(name.decode("utf-8", "surrogateescape"), []).append((extents, value))
         self.variables = []
         for meta in header.meta.tensor:
-            shape = shape_of(meta.shape, meta.name)
+            shape = shape_of(meta.shape, f"{source}: tensor {quote(meta.name)}")
             slices = tuple(extents_of(s) for s in meta.slice)
             partitioned = not (len(slices) == 1 and _is_full(slices[0], shape))
             self.variables.append(Variable(meta.name, dtype_from_code(meta.type), shape, (),
                                            slices if partitioned else ()))
         self.variables.sort(key=lambda v: v.name.encode("utf-8", "surrogateescape"))
+        self._by_name = {v.name: v for v in self.variables}
 
     def variable(self, name: str) -> Variable | None:
-        return next((v for v in self.variables if v.name == name), None)
+        return self._by_name.get(name)
 
     def data_files(self) -> list[str]:
         return [self.prefix]
@@ -96,15 +120,16 @@ class V1Checkpoint:
     def read(self, var: Variable) -> np.ndarray:
         if var.partitioned:
             raise Unsupported(
-                f"{var.name!r} is sliced (partitioned) in a V1 checkpoint; like TensorFlow's reader, "
+                f"{quote(var.name)} is sliced (partitioned) in a V1 checkpoint; like TensorFlow's reader, "
                 "ckpttool reads only unsliced V1 tensors",
                 hint="restore it with tf.compat.v1.train.Saver and re-save in the V2 format",
             )
         stored = self._slices.get(var.name)
+        what = f"{os.path.basename(self.prefix)}: tensor {quote(var.name)}"
         if not stored:
-            raise CorruptCheckpoint(f"{os.path.basename(self.prefix)}: no data for {var.name!r}")
-        saved = parse_message(pb.SavedTensorSlices, stored[0][1], var.name).data
-        return tensor_from_proto(saved.data, var.dtype.code, var.shape, var.name)
+            raise CorruptCheckpoint(f"{what} has no data")
+        saved = parse_message(pb.SavedTensorSlices, stored[0][1], what).data
+        return tensor_from_proto(saved.data, var.dtype.code, var.shape, what, self._expansion_cap)
 
     def iter_value_chunks(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
         yield self.read(var).reshape(-1)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import prod
 
+from ckpttool.errors import BadSlices
 from ckpttool.formats.dtypes import DType
 from ckpttool.formats.ordered_code import Extent
+from ckpttool.formats.text import quote
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 INTERNAL_NAMES = frozenset({OBJECT_GRAPH_KEY})
@@ -73,3 +75,50 @@ def slice_shape(extents: tuple[Extent, ...], shape: tuple[int, ...]) -> tuple[in
 def format_slice(extents: tuple[Extent, ...]) -> str:
     """TensorFlow's slice spec string: `start,length:...` with `-` for a full dimension."""
     return ":".join("-" if length == -1 else f"{start},{length}" for start, length in extents)
+
+
+def check_tiling(name: str, shape: tuple[int, ...], slices: tuple[tuple[Extent, ...], ...]) -> None:
+    """Raise BadSlices unless the slices tile `shape` exactly: each inside it,
+    none overlapping another, together covering every element (as TensorFlow
+    requires before it assembles a partitioned variable)."""
+    boxes = []
+    for extents in slices:
+        if len(extents) != len(shape):
+            raise BadSlices(f"slice {format_slice(extents)} of {quote(name)} has rank {len(extents)}, "
+                            f"its variable {len(shape)}")
+        starts, ends = [], []
+        for (start, length), size in zip(extents, shape):
+            end = size if length == -1 else start + length
+            if start < 0 or end > size or end < start or (length == -1 and start != 0):
+                raise BadSlices(f"slice {format_slice(extents)} of {quote(name)} falls outside its shape "
+                                f"{list(shape)}")
+            starts.append(start)
+            ends.append(end)
+        if all(end > start for start, end in zip(starts, ends)):
+            boxes.append((tuple(starts), tuple(ends), extents))
+    covered = sum(prod(end - start for start, end in zip(starts, ends)) for starts, ends, _ in boxes)
+    total = prod(shape)
+    if covered < total:
+        raise BadSlices(f"the slices of {quote(name)} do not cover its shape {list(shape)} "
+                        f"({covered} of {total} elements)")
+    _check_disjoint(name, boxes)
+
+
+def _check_disjoint(name: str, boxes: list) -> None:
+    """Sweep along the axis where the boxes' starts differ most, comparing each
+    box only with those still open there: about n log n for the one-axis
+    partitions TensorFlow's partitioners write."""
+    if len(boxes) < 2:
+        return
+    rank = len(boxes[0][0])
+    axis = max(range(rank), key=lambda d: len({box[0][d] for box in boxes}))
+    boxes = sorted(boxes, key=lambda box: box[0][axis])
+    active: list = []
+    for box in boxes:
+        starts, ends, extents = box
+        active = [other for other in active if other[1][axis] > starts[axis]]
+        for other in active:
+            if all(starts[d] < other[1][d] and other[0][d] < ends[d] for d in range(rank)):
+                raise BadSlices(f"slices {format_slice(other[2])} and {format_slice(extents)} of {quote(name)} "
+                                "overlap")
+        active.append(box)

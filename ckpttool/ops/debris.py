@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 
 from ckpttool.errors import CkptError
+from ckpttool.formats.fs import read_head_and_tail
 from ckpttool.formats.messages import parse_header
-from ckpttool.formats.table import read_first_entry
+from ckpttool.formats.table import first_plain_entry
 
 _CHECKPOINT_SUFFIX_RE = re.compile(r"^(\.index|\.meta|\.data-\d{5}-of-\d{5})$")
 _TEMPSTATE_RE = re.compile(r"^.+\.(index|data-\d{5}-of-\d{5})\.tempstate\d+$")
@@ -38,18 +38,13 @@ def is_checkpoint_file_of(name: str, basename: str) -> bool:
 
 
 def starts_with_bundle_header(path: str) -> bool:
-    """True if the regular file at `path` begins like a tensor-bundle index (even a half-written one)."""
+    """True if the regular file at `path` begins like a tensor-bundle index (even a half-written one,
+    which has no footer yet: TensorFlow writes the first block, holding the header, first)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except OSError:
+        head, _tail, _size = read_head_and_tail(path, _HEAD_BYTES, 0, "checkpoint index")
+    except CkptError:
         return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        head = os.read(fd, _HEAD_BYTES)
-    finally:
-        os.close(fd)
-    first = read_first_entry(head)
+    first = first_plain_entry(head)
     if first is None or first[0] != b"":
         return False
     try:

@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from ckpttool.formats.meta import MetaSummary, read_meta_summary
-from ckpttool.formats.object_graph import key_object_paths, object_path_of, parse_object_graph
+from ckpttool.formats.object_graph import KeyObjectPaths, key_object_paths, parse_object_graph
 from ckpttool.formats.reader import open_checkpoint
 from ckpttool.formats.variables import format_slice, slice_shape
 from ckpttool.ops.patterns import compile_optional
@@ -70,7 +70,7 @@ def inspect_checkpoint(
     if target.format == "none":
         return _graph_only_report(target, with_meta)
     with open_checkpoint(target.prefix, target.format) as reader:
-        object_paths: dict[str, str] = {}
+        object_paths = KeyObjectPaths({})
         graph_bytes = reader.object_graph_bytes()
         if with_object_paths and graph_bytes is not None:
             object_paths = key_object_paths(parse_object_graph(graph_bytes))
@@ -95,7 +95,7 @@ def inspect_checkpoint(
                 name=var.name, dtype=var.dtype.name, shape=var.shape, num_elements=var.num_elements,
                 size_bytes=var.size_bytes, partitioned=var.partitioned, internal=var.internal,
                 num_slices=len(var.slices), slices=slices, stats=stats, value=reader.read(var) if with_values else None,
-                object_path=object_path_of(var.name, object_paths) if object_paths else None,
+                object_path=object_paths.of(var.name) if object_paths else None,
             ))
     meta = read_meta_summary(target.meta_path) if with_meta and target.meta_path else None
     if with_meta and not target.meta_path:

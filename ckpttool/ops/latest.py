@@ -4,10 +4,14 @@ state file)."""
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
-from ckpttool.errors import NotFound
-from ckpttool.ops.scan import DirectoryScan, checkpoint_exists, scan_directory, split_step
+from ckpttool.errors import CkptError, NotFound
+from ckpttool.formats.state import read_state
+from ckpttool.formats.table import is_table_file
+from ckpttool.formats.text import excerpt
+from ckpttool.ops.scan import DirectoryScan, checkpoint_exists, resolve_state_entry, scan_directory, split_step
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,11 @@ class LatestResult:
 def find_latest(directory: str, scan: DirectoryScan | None = None) -> LatestResult:
     if not os.path.isdir(directory):
         raise NotFound(f"no such directory: {directory}")
-    scan = scan or scan_directory(directory)
+    if scan is None:
+        found = _named_by_state_file(directory)
+        if found is not None:
+            return found
+        scan = scan_directory(directory)
     warnings: list[str] = []
     state = scan.state
     if scan.state_error:
@@ -37,10 +45,10 @@ def find_latest(directory: str, scan: DirectoryScan | None = None) -> LatestResu
         if points_inside and checkpoint_exists(as_tf):
             return _result(directory, as_tf, inside.prefix, "state", warnings)
         if inside is not None and checkpoint_exists(inside.prefix):
-            warnings.append(f"state file names {recorded}, which does not exist; "
+            warnings.append(f"state file names {excerpt(recorded)}, which does not exist; "
                             f"using {inside.name} found in {directory}")
             return _result(directory, os.path.join(directory, inside.name), inside.prefix, "relocated", warnings)
-        warnings.append(f"state file names {recorded}, which is not in {directory}; "
+        warnings.append(f"state file names {excerpt(recorded)}, which is not in {directory}; "
                         "using the newest complete checkpoint on disk")
     elif state is None:
         if scan.checkpoints:
@@ -51,6 +59,39 @@ def find_latest(directory: str, scan: DirectoryScan | None = None) -> LatestResu
     if newest is None:
         return LatestResult(directory, None, None, None, None, tuple(warnings))
     return _result(directory, os.path.join(directory, newest.name), newest.prefix, "scan", warnings)
+
+
+def _named_by_state_file(directory: str) -> LatestResult | None:
+    """The common case without listing the directory: the state file parses and
+    names a checkpoint in this directory whose files are there. None when
+    anything is off; the full scan then says what and finds another answer."""
+    try:
+        state = read_state(directory)
+    except CkptError:
+        return None
+    if state is None or not state.model_checkpoint_path:
+        return None
+    absolute = os.path.abspath(directory)
+    recorded = state.model_checkpoint_path
+    name, problem = resolve_state_entry(absolute, recorded)
+    if name is None or problem is not None:
+        return None
+    as_tf = recorded if os.path.isabs(recorded) else os.path.join(directory, recorded)
+    prefix = os.path.join(absolute, name)
+    # What a scan would find: the index (or V1 file) itself, not through a symlink.
+    index_here = _is_plain_file(prefix + ".index") or (_is_plain_file(prefix) and is_table_file(prefix))
+    if not index_here or not checkpoint_exists(as_tf):
+        return None
+    if os.path.realpath(os.path.dirname(as_tf)) != os.path.realpath(absolute):
+        return None
+    return _result(directory, as_tf, prefix, "state", [])
+
+
+def _is_plain_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
+        return False
 
 
 def _result(directory, shown, prefix, source, warnings) -> LatestResult:

@@ -8,12 +8,14 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from ckpttool.errors import BadInput, NotFound
+from ckpttool.errors import BadInput, BadSlices, ChecksumMismatch, NotFound, Truncated
 from ckpttool.formats.bundle import Bundle
+from ckpttool.formats.shards import missing_shard_ids
 from ckpttool.formats.reader import open_checkpoint
 from ckpttool.ops.targets import Target, resolve_target
 
 _SHARD_RE = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
+_LISTED_SHARDS = 20  # missing shards reported one by one; the rest in one line
 
 
 def total_bytes(target_path: str) -> int:
@@ -43,35 +45,41 @@ class VerifyReport:
     errors: tuple[VerifyError, ...]
 
 
+_KINDS = ((NotFound, "missing_shard"), (ChecksumMismatch, "checksum"), (Truncated, "truncated"),
+          (BadSlices, "bad_slices"))
+
+
 def _problem_kind(exc: BadInput) -> str:
-    if isinstance(exc, NotFound):
-        return "missing_shard"
-    text = exc.message
-    if "checksum" in text:
-        return "checksum"
-    if "truncated" in text or "past the end" in text:
-        return "truncated"
-    return "corrupt"
+    return next((kind for error_type, kind in _KINDS if isinstance(exc, error_type)), "corrupt")
 
 
 def _shard_errors(bundle: Bundle) -> list[VerifyError]:
-    """Missing, unexpected and mis-sized data files."""
+    """Missing, unexpected and mis-sized data files. Costs what the directory
+    holds, never what the header claims (it may claim 2^31 shards)."""
     errors = []
-    expected = set(bundle.data_files())
+    num_shards = bundle.header.num_shards
+    present: dict[int, str] = {}
     for path in sorted(glob.glob(glob.escape(bundle.prefix) + ".data-*")):
-        if path not in expected and _SHARD_RE.search(path):
+        match = _SHARD_RE.search(path)
+        if not match:
+            continue
+        if int(match[2]) == num_shards and int(match[1]) < num_shards:
+            present[int(match[1])] = path
+        else:
             errors.append(VerifyError(os.path.basename(path), "unexpected_shard",
                                       f"{os.path.basename(path)} does not belong to this index "
-                                      f"({bundle.header.num_shards} shard(s) expected)"))
-    ends: dict[int, int] = {}
-    for var in bundle.variables:
-        for part in var.parts:
-            ends[part.shard_id] = max(ends.get(part.shard_id, 0), part.offset + part.size)
-    for shard_id, path in enumerate(bundle.data_files()):
+                                      f"({num_shards} shard(s) expected)"))
+    missing, count = missing_shard_ids(num_shards, set(present), _LISTED_SHARDS)
+    for shard_id in missing:
+        name = os.path.basename(bundle.shard_path(shard_id))
+        errors.append(VerifyError(name, "missing_shard", f"data shard {name} is missing"))
+    if count > len(missing):
+        errors.append(VerifyError(os.path.basename(bundle.prefix), "missing_shard",
+                                  f"{count - len(missing)} more of the {num_shards} data shards the index "
+                                  "names are missing"))
+    ends = bundle.shard_ends()
+    for shard_id, path in sorted(present.items()):
         name = os.path.basename(path)
-        if not os.path.isfile(path):
-            errors.append(VerifyError(name, "missing_shard", f"data shard {name} is missing"))
-            continue
         size = os.path.getsize(path)
         if size > ends.get(shard_id, 0):
             errors.append(VerifyError(name, "size_mismatch", f"{name} has {size - ends.get(shard_id, 0)} "

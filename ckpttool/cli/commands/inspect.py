@@ -60,23 +60,32 @@ def _print_table(report: "InspectReport", with_stats: bool) -> None:
     render.print_table(columns, rows, right=["elements", "bytes", "nan", "inf", "zeros"])
 
 
+# Deeper paths show their remaining components as one label: the tree's
+# indentation grows with depth, so a 30,000-level path must not nest 30,000 times.
+_TREE_DEPTH = 32
+
+
 def _print_tree(report: "InspectReport") -> None:
     from rich.text import Text
     from rich.tree import Tree
 
     by_object = report.has_object_graph and any(v.object_path for v in report.variables)
-    root = Tree(Text(report.checkpoint + ("  (TF2 object graph)" if by_object else "")))
-    nodes: dict[tuple[str, ...], Tree] = {(): root}
+    root = Tree(Text(render.for_people(report.checkpoint) + ("  (TF2 object graph)" if by_object else "")))
+    children: dict[int, dict[str, Tree]] = {}  # id(tree node) -> its subtrees by name
     for v in report.variables:
-        path = tuple((v.object_path if by_object and v.object_path else v.name).split("/"))
-        for depth in range(1, len(path)):
-            key = path[:depth]
-            if key not in nodes:
-                nodes[key] = nodes[path[: depth - 1]].add(Text(path[depth - 1] + "/"))
+        path = (v.object_path if by_object and v.object_path else v.name).split("/")
+        if len(path) > _TREE_DEPTH:
+            path[_TREE_DEPTH - 1:] = ["/".join(path[_TREE_DEPTH - 1:])]
+        node = root
+        for component in path[:-1]:
+            below = children.setdefault(id(node), {})
+            if component not in below:
+                below[component] = node.add(Text(render.for_people(component + "/")))
+            node = below[component]
         label = f"{path[-1]}  {v.dtype} {_shape_text(v.shape)}"
         if by_object and v.object_path:
             label += f"  <- {v.name}"
-        nodes[path[:-1]].add(Text(label))
+        node.add(Text(render.for_people(label)))
     render.console().print(root)
 
 
@@ -87,7 +96,7 @@ def _print_values(report: "InspectReport") -> None:
         if v.value is None:
             continue
         render.print_lines([f"{v.name} ({v.dtype} {_shape_text(v.shape)}):",
-                            np.array2string(np.asarray(v.value), threshold=1000, separator=", "), ""])
+                            *np.array2string(np.asarray(v.value), threshold=1000, separator=", ").split("\n"), ""])
 
 
 def _print_meta(report: "InspectReport") -> None:

@@ -1,0 +1,76 @@
+"""How names and other text taken from files are shown.
+
+Tensor names are bytes: TensorFlow's SaveV2 stores whatever it is given, so
+a name need not be valid UTF-8. Readers decode names with `surrogateescape`,
+which keeps every byte (`name_bytes(name)` gives the stored key back, so
+rename-vars writes the same bytes), but such a string cannot be printed.
+People see the undecodable bytes escaped as `\\xNN`; JSON gets the name with
+U+FFFD in their place plus the exact bytes in base64 (cli/render.py). Text
+quoted from a file in a message is cut to a short excerpt, so a hostile file
+cannot fill the terminal, a log or memory with it.
+"""
+from __future__ import annotations
+
+import base64
+import re
+
+EXCERPT_CHARS = 120
+# Control characters that could drive a terminal (escape sequences, carriage
+# returns); tabs and newlines stay, as output lines and tables are made of them.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def name_bytes(name: str) -> bytes:
+    """The stored bytes of a name read with surrogateescape."""
+    try:
+        return name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file's bytes
+        return name.encode("utf-8", "backslashreplace")
+
+
+def is_exact_text(text: str) -> bool:
+    """False when `text` holds undecodable bytes (lone surrogates), which UTF-8 output cannot carry."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def for_people(text: str) -> str:
+    """`text` with undecodable bytes and control characters shown as `\\xNN`;
+    other text unchanged."""
+    if not is_exact_text(text):
+        text = name_bytes(text).decode("utf-8", "backslashreplace")
+    return _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if _CONTROL_RE.search(text) else text
+
+
+def replaced(text: str) -> str:
+    """`text` with each undecodable byte replaced by U+FFFD (always valid UTF-8)."""
+    return text if is_exact_text(text) else name_bytes(text).decode("utf-8", "replace")
+
+
+def base64_of(text: str) -> str:
+    """The exact bytes of `text` (as read from the file) in base64."""
+    return base64.b64encode(name_bytes(text)).decode("ascii")
+
+
+def excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
+    """Printable text of at most `limit` characters (plus a note of how much was cut)."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        text = bytes(text)
+        length = len(text)
+        shown = for_people(text[:limit].decode("utf-8", "surrogateescape"))
+    else:
+        length = len(text)
+        shown = for_people(text[:limit])
+    if length > limit:
+        return f"{shown}... ({length - limit} more)"
+    return shown
+
+
+def quote(name: str | bytes, limit: int = EXCERPT_CHARS) -> str:
+    """A name for a message: quoted, undecodable bytes escaped, a long one cut."""
+    return "'" + excerpt(name, limit) + "'"
