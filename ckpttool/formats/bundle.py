@@ -23,7 +23,7 @@ import numpy as np
 from ckpttool.errors import ChecksumMismatch, CorruptCheckpoint, Truncated, Unsupported
 from ckpttool.formats import crc32c as crc
 from ckpttool.formats.dtypes import STRING, VARIANT, DType, dtype_from_code
-from ckpttool.formats.fs import open_input
+from ckpttool.formats.fs import open_random_access
 from ckpttool.formats.messages import BundleHeader, extents_of, parse_header, parse_message, shape_of
 from ckpttool.formats.ordered_code import decode_slice_key, encode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
@@ -162,9 +162,8 @@ class Bundle:
     def _shard(self, shard_id: int) -> _Shard:
         shard = self._shards.get(shard_id)
         if shard is None:
-            handle = open_input(self.shard_path(shard_id), "data shard")
-            size = os.fstat(handle.fileno()).st_size
-            shard = _Shard(handle, self._misplaced(shard_id, size))
+            handle = open_random_access(self.shard_path(shard_id), "data shard")
+            shard = _Shard(handle, self._misplaced(shard_id, handle.size))
             self._shards[shard_id] = shard
         return shard
 
@@ -204,16 +203,13 @@ class Bundle:
         problem = shard.bad.get(part.key)
         if problem is not None:
             raise problem
-        handle = shard.handle
-        handle.seek(part.offset)
         remaining = part.size
-        while remaining:
-            chunk = handle.read(min(chunk_bytes, remaining))
-            if len(chunk) < min(chunk_bytes, remaining):  # the file shrank while we read it
-                raise Truncated(f"{self._shard_name(part)} is truncated: tensor {_tensor_name(part.key)} "
-                                "ends past the end of the file")
+        for chunk in shard.handle.iter_range(part.offset, part.size, chunk_bytes):
             remaining -= len(chunk)
             yield chunk
+        if remaining:  # the file shrank while we read it
+            raise Truncated(f"{self._shard_name(part)} is truncated: tensor {_tensor_name(part.key)} "
+                            "ends past the end of the file")
 
     def _checksum_error(self, part: StoredTensor) -> CorruptCheckpoint:
         return ChecksumMismatch(f"checksum mismatch for tensor {_tensor_name(part.key)} in {self._shard_name(part)}")

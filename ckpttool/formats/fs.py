@@ -1,18 +1,21 @@
-"""The one seam through which files are opened for reading.
+"""The one seam through which every file is read, listed, written or deleted.
 
-Local paths use plain `os` calls (no extra import on the fast path). Only
-regular files are ever opened: a FIFO, a device or a directory where a file
-is expected is refused at once instead of hanging or reading forever (a
-symlink is followed, as TensorFlow follows it, and what it points at must be
-a regular file too), and files whose size the format does not bound are read
-with a cap.
+Local paths use plain `os` calls (no extra import on the fast path); URLs
+(`gs://`, `s3://`, any fsspec protocol) go to formats/remote.py, imported
+only then. Only regular files are ever opened: a FIFO, a device or a
+directory where a file is expected is refused at once instead of hanging or
+reading forever (a symlink is followed, as TensorFlow follows it, and what it
+points at must be a regular file too), and files whose size the format does
+not bound are read with a cap.
 """
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import stat
-from typing import BinaryIO
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator
 
 from ckpttool.errors import BadInput, NotFound
 
@@ -63,8 +66,16 @@ def _refuse_unless_regular(mode: int, path: str, what: str) -> None:
         raise BadInput(f"cannot read {path} as a {what}: it is {_kind_of(mode)}, not a regular file")
 
 
+def _remote():
+    from ckpttool.formats import remote
+
+    return remote
+
+
 def open_input(path: str, what: str = "file") -> BinaryIO:
     """`path` opened for binary reading; NotFound / BadInput with one clear line otherwise."""
+    if is_url(path):
+        return _remote().open_input(path, what)
     fd = _open_regular(path, what)
     try:
         return os.fdopen(fd, "rb")
@@ -76,6 +87,8 @@ def open_input(path: str, what: str = "file") -> BinaryIO:
 def read_capped(path: str, limit: int, what: str = "file", missing_ok: bool = False) -> bytes | None:
     """The whole file, refusing one larger than `limit` bytes (formats that do not bound their
     size); None for a missing file when `missing_ok`."""
+    if is_url(path):
+        return _remote().read_capped(path, limit, what, missing_ok)
     fd = _open_regular(path, what, missing_ok)
     if fd is None:
         return None
@@ -103,6 +116,8 @@ def read_head_and_tail(path: str, head: int, tail: int, what: str = "file",
     """The first `head` and last `tail` bytes of a regular file, and its size (a cheap look at a
     table). A `size` says the caller has just seen a regular file of that size: one read then
     does for a small one."""
+    if is_url(path):
+        return _remote().read_head_and_tail(path, head, tail, what, size)
     fd = _open_regular(path, what, seen_regular=size is not None)
     try:
         if size is None or size > head:
@@ -118,6 +133,8 @@ def read_head_and_tail(path: str, head: int, tail: int, what: str = "file",
 
 def read_range(path: str, offset: int, length: int, what: str = "file") -> bytes:
     """`length` bytes at `offset` of a regular file (fewer at its end)."""
+    if is_url(path):
+        return _remote().read_range(path, offset, offset + length)
     fd = _open_regular(path, what)
     try:
         return os.pread(fd, length, offset)
@@ -134,3 +151,199 @@ def describe_size(size: int) -> str:
             value = size / (1 << shift)
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
     return f"{size} bytes"  # pragma: no cover
+
+
+# -- reading at offsets: data shards ------------------------------------------
+
+CHUNK_BYTES = 8 << 20
+
+
+class LocalInput:
+    """A local regular file read at offsets (pread: no shared file position)."""
+
+    def __init__(self, path: str, what: str):
+        self.path = path
+        self._fd = _open_regular(path, what)
+        self.size = os.fstat(self._fd).st_size
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        return os.pread(self._fd, length, offset)
+
+    def iter_range(self, offset: int, length: int, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """Bytes [offset, offset+length) in order, in pieces of at most `chunk`; stops early at the
+        end of the file (callers compare what they got with what they asked for)."""
+        end = offset + length
+        while offset < end:
+            data = os.pread(self._fd, min(chunk, end - offset), offset)
+            if not data:
+                return
+            offset += len(data)
+            yield data
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def open_random_access(path: str, what: str = "file"):
+    """A file to read at offsets: `.size`, `.read_at(offset, n)`, `.iter_range(offset, n, chunk)`,
+    `.close()`. Local: pread on a descriptor; remote: ranged GETs, several in flight."""
+    if is_url(path):
+        return _remote().RemoteInput.open(path, what)
+    return LocalInput(path, what)
+
+
+# -- paths ----------------------------------------------------------------------
+
+def join(base: str, *names: str) -> str:
+    if is_url(base):
+        return "/".join([base.rstrip("/"), *names])
+    return os.path.join(base, *names)
+
+
+def dirname(path: str) -> str:
+    if is_url(path):
+        scheme, _, rest = path.partition("://")
+        return f"{scheme}://{posixpath.dirname(rest.rstrip('/'))}"
+    return os.path.dirname(path)
+
+
+def basename(path: str) -> str:
+    return posixpath.basename(path.rstrip("/")) if is_url(path) else os.path.basename(path)
+
+
+def absolute(path: str) -> str:
+    """Local paths made absolute; URLs without a trailing slash (`gs://b/run/` is `gs://b/run`)."""
+    if is_url(path):
+        scheme, _, rest = path.partition("://")
+        return f"{scheme.lower()}://{posixpath.normpath(rest) if rest.strip('/') else rest}".rstrip("/")
+    return os.path.abspath(path)
+
+
+def real(path: str) -> str:
+    """Where `path` really is: symlinks resolved locally; a URL is itself."""
+    return path if is_url(path) else os.path.realpath(path)
+
+
+# -- metadata ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Entry:
+    """One name in a directory listing (local: from lstat, symlinks never followed)."""
+
+    name: str
+    path: str
+    kind: str  # "file" | "dir" | "link" | "other"
+    size: int
+    mtime: float
+
+
+def _kind_of_mode(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "link" if stat.S_ISLNK(mode) else "other"
+
+
+def list_dir(path: str) -> list[Entry]:
+    """Every entry of directory `path` in one listing (a bucket: objects and common prefixes)."""
+    if is_url(path):
+        return [Entry(e.name, e.path, "dir" if e.is_dir else "file", e.size, e.mtime or 0.0)
+                for e in _remote().list_directory(path)]
+    entries = []
+    with os.scandir(path) as it:
+        for entry in it:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # renamed or removed since listed: a writer at work
+            entries.append(Entry(entry.name, entry.path, _kind_of_mode(st.st_mode), st.st_size, st.st_mtime))
+    return entries
+
+
+def stat_path(path: str) -> Entry | None:
+    """What `path` is (local: lstat, so a symlink is a "link"), None if nothing is there."""
+    if is_url(path):
+        info = _remote().info(path)
+        if info is None:
+            return None
+        kind = "dir" if info.get("type") == "directory" else "file"
+        return Entry(basename(path), path, kind, int(info.get("size") or 0), _remote().mtime_of(info) or 0.0)
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return Entry(os.path.basename(path), path, _kind_of_mode(st.st_mode), st.st_size, st.st_mtime)
+
+
+def is_dir(path: str) -> bool:
+    return _remote().is_dir(path) if is_url(path) else os.path.isdir(path)
+
+
+def is_file(path: str) -> bool:
+    """A regular file (local: following symlinks, as TensorFlow does) or an object."""
+    return _remote().is_file(path) if is_url(path) else is_regular_file(path)
+
+
+def is_regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def exists(path: str) -> bool:
+    return stat_path(path) is not None
+
+
+def same_store(a: str, b: str) -> bool:
+    """True if `a` and `b` are in one store, where a copy can happen without a download."""
+    if is_url(a) != is_url(b):
+        return False
+    return not is_url(a) or a.partition("://")[0].lower() == b.partition("://")[0].lower()
+
+
+# -- writing ------------------------------------------------------------------------
+
+def write_atomic(path: str, data: bytes, mode_of: str | None = None) -> None:
+    """Replace `path` with `data`: readers see the old file or the new one, never a mix
+    (a bucket: one whole-object write)."""
+    if is_url(path):
+        _remote().write_whole(path, data)
+        return
+    from ckpttool.formats.atomic import write_bytes_atomic
+
+    write_bytes_atomic(path, data, mode_of)
+
+
+def make_dirs(path: str) -> None:
+    """Create directory `path` and its parents (nothing to do in a bucket)."""
+    if not is_url(path):
+        os.makedirs(path, exist_ok=True)
+
+
+def remove_files(paths: list[str]) -> None:
+    """Delete files (objects), missing ones ignored; a bucket's in batched requests."""
+    remote = [p for p in paths if is_url(p)]
+    if remote:
+        _remote().remove_many(remote)
+    for path in paths:
+        if not is_url(path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def remove_tree(path: str) -> None:
+    if is_url(path):
+        _remote().remove_tree(path)
+        return
+    import shutil
+
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass

@@ -1,25 +1,37 @@
 """An exclusive lock per checkpoint directory, so that concurrent prune/repair
-runs (two cron jobs, a person and a cron job) take turns."""
+runs (two cron jobs, a person and a cron job) take turns.
+
+Local directories: flock on DIR/.ckpttool.lock. Buckets: an object
+DIR/.ckpttool.lock created only if absent (S3 `If-None-Match: *`, GCS
+`ifGenerationMatch=0`), plus a lock file on this host. Stores that cannot
+create conditionally get only the host lock: two prunes at once are refused
+from one host, not across hosts (the --help of prune and repair says so).
+"""
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
+import socket
+import tempfile
 import time
+import uuid
 
 from ckpttool.errors import Refused
+from ckpttool.formats.fs import is_url
 
 LOCK_FILENAME = ".ckpttool.lock"
+# A bucket lock older than this is taken to be left by a killed run and broken.
+# A prune of even 100k checkpoints finishes far sooner.
+STALE_REMOTE_LOCK_SECONDS = 3600.0
+LOCKING_NOTE = ("On gs:// and s3:// a lock object created only if absent keeps concurrent runs apart; "
+                "on other fsspec stores only runs from the same host are kept apart.")
 
 
 @contextlib.contextmanager
-def directory_lock(directory: str, timeout: float = 600.0):
-    """Hold an exclusive flock on DIR/.ckpttool.lock; Refused if not had within `timeout` s.
-
-    The lock file is left in place: removing it would let a waiter lock a
-    file that a third run no longer sees.
-    """
-    path = os.path.join(directory, LOCK_FILENAME)
+def _flock(path: str, timeout: float, what: str):
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         deadline = time.monotonic() + timeout
@@ -29,8 +41,76 @@ def directory_lock(directory: str, timeout: float = 600.0):
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise Refused(f"{directory} is locked by another ckpttool run ({path})") from None
+                    raise Refused(f"{what} is locked by another ckpttool run ({path})") from None
                 time.sleep(0.05)
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _host_lock_path(url: str) -> str:
+    """A lock file on this host standing for the remote directory `url`."""
+    directory = os.path.join(tempfile.gettempdir(), f"ckpttool-locks-{os.getuid()}")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    return os.path.join(directory, hashlib.sha256(url.encode()).hexdigest()[:32] + ".lock")
+
+
+@contextlib.contextmanager
+def _remote_lock(url: str, timeout: float):
+    from ckpttool.formats import remote
+
+    protocol, _ = remote.split_url(url)
+    with _flock(_host_lock_path(url), timeout, url):
+        if protocol not in remote.CONDITIONAL_CREATE:
+            yield
+            return
+        lock_url = url.rstrip("/") + "/" + LOCK_FILENAME
+        token = uuid.uuid4().hex
+        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+                           "token": token}).encode()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                remote.write_whole(lock_url, body, create_only=True)
+                break
+            except Refused:
+                holder = _read_holder(remote, lock_url)
+                if holder is not None and time.time() - holder.get("time", 0) > STALE_REMOTE_LOCK_SECONDS:
+                    remote.remove_many([lock_url])  # left by a killed run: break it, then race for it again
+                    continue
+                if time.monotonic() > deadline:
+                    who = f" by {holder.get('host')} pid {holder.get('pid')}" if holder else ""
+                    raise Refused(f"{url} is locked{who} ({lock_url})",
+                                  hint="if no ckpttool run is active there, delete the lock object") from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            holder = _read_holder(remote, lock_url)
+            if holder is not None and holder.get("token") == token:
+                remote.remove_many([lock_url])
+
+
+def _read_holder(remote, lock_url: str) -> dict | None:
+    try:
+        holder = json.loads(remote.read_capped(lock_url, 1 << 16, "lock object"))
+        return holder if isinstance(holder, dict) else {}
+    except (ValueError, OSError):
+        return {}
+    except Exception:  # noqa: BLE001 - vanished between create attempt and read: try again
+        return None
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str, timeout: float = 600.0):
+    """Hold the directory's exclusive lock; Refused if not had within `timeout` s.
+
+    A local lock file is left in place: removing it would let a waiter lock a
+    file that a third run no longer sees. A bucket's lock object is removed.
+    """
+    if is_url(directory):
+        with _remote_lock(directory, timeout):
+            yield
+        return
+    with _flock(os.path.join(directory, LOCK_FILENAME), timeout, directory):
+        yield

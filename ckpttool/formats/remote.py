@@ -1,0 +1,357 @@
+"""Object stores (`gs://`, `s3://`) and every other fsspec file system, behind
+the one file seam (formats/fs.py). Imported only when a path is a URL, so the
+local fast path never pays for fsspec.
+
+Credentials and endpoints come from the backends' own chains (AWS env vars
+and profiles, `AWS_ENDPOINT_URL`; Google application default credentials,
+`STORAGE_EMULATOR_HOST`), fsspec's configuration (`FSSPEC_S3_*` env vars,
+config files) and `--storage-option KEY=VALUE`. Whatever a backend raises
+(missing bucket, denied, server down, object vanished) becomes one CkptError
+line carrying the backend's message.
+"""
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Iterator, TypeVar
+
+from ckpttool.errors import BadInput, NotFound, Refused
+
+T = TypeVar("T")
+
+# The extra that installs each protocol's backend.
+_EXTRAS = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}
+# Stores whose whole-object writes can be made conditional ("create only if absent").
+CONDITIONAL_CREATE = frozenset({"s3", "s3a", "gs", "gcs"})
+READ_CHUNK = 8 << 20  # one ranged GET
+READS_IN_FLIGHT = 8
+
+_storage_options: dict[str, Any] = {}
+_instances: dict[str, Any] = {}
+
+
+def set_storage_options(options: dict[str, Any]) -> None:
+    """Options handed to every backend (`--storage-option KEY=VALUE`), on top of fsspec's config."""
+    _storage_options.clear()
+    _storage_options.update(options)
+    _instances.clear()
+
+
+def parse_storage_option(text: str) -> tuple[str, Any]:
+    """KEY=VALUE; VALUE parsed as JSON when it is JSON (numbers, true/false, objects), else a string."""
+    from ckpttool.errors import UsageProblem
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageProblem(f"--storage-option takes KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(protocol, path without the protocol): `gs://b/run` -> ("gs", "b/run")."""
+    protocol, _, rest = url.partition("://")
+    return protocol.lower(), rest.rstrip("/")
+
+
+def join_url(protocol: str, path: str) -> str:
+    return f"{protocol}://{path}"
+
+
+def _backend_error(url: str, exc: BaseException, what: str = "") -> BadInput:
+    """One line for whatever a backend raised."""
+    if isinstance(exc, BadInput):
+        return exc
+    if isinstance(exc, FileNotFoundError):
+        return NotFound(f"no {what or 'object'} at {url}")
+    if isinstance(exc, PermissionError):
+        return BadInput(f"access denied to {url}: {_first_line(exc)}",
+                        hint="check the credentials the backend found (env vars, profile, application default)")
+    message = _first_line(exc) or type(exc).__name__
+    return BadInput(f"{url}: {type(exc).__name__}: {message}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def filesystem(protocol: str):
+    """The fsspec file system for `protocol`, created once per process with our storage options."""
+    fs = _instances.get(protocol)
+    if fs is not None:
+        return fs
+    try:
+        import fsspec
+    except ImportError:
+        raise BadInput(f"{protocol}:// paths need fsspec", hint="pip install 'ckpttool[remote]'") from None
+    if protocol in ("gs", "gcs"):
+        # gcsfs otherwise probes every bucket over gRPC for hierarchical namespaces,
+        # which waits 60 s per bucket against an emulator and is not needed for reads.
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    import fsspec.config
+
+    # fsspec reads its FSSPEC_<PROTOCOL>_<KEY> variables once, at import: read them again, so
+    # settings made since (a test, a notebook) apply; our own cache keeps one instance per run.
+    fsspec.config.set_conf_env(fsspec.config.conf)
+    try:
+        fs = fsspec.filesystem(protocol, skip_instance_cache=True, **_storage_options)
+    except ImportError as exc:
+        extra = _EXTRAS.get(protocol)
+        hint = f"pip install 'ckpttool[{extra}]'" if extra else f"install the fsspec backend for {protocol}://"
+        raise BadInput(f"no backend installed for {protocol}:// ({_first_line(exc)})", hint=hint) from None
+    except ValueError as exc:
+        raise BadInput(f"unknown protocol {protocol}:// ({_first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - a backend's own error types, reported in one line
+        raise _backend_error(f"{protocol}://", exc) from None
+    _instances[protocol] = fs
+    return fs
+
+
+def call(url: str, function: Callable[..., T], *args, what: str = "", **kwargs) -> T:
+    """Run a backend call, turning whatever it raises into one CkptError line."""
+    try:
+        return function(*args, **kwargs)
+    except (BadInput, Refused):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every backend has its own exception zoo
+        raise _backend_error(url, exc, what) from None
+
+
+@dataclass(frozen=True)
+class RemoteEntry:
+    name: str
+    path: str  # full URL
+    is_dir: bool
+    size: int
+    mtime: float | None
+
+
+def mtime_of(info: dict) -> float | None:
+    from datetime import datetime
+
+    for key in ("LastModified", "updated", "mtime", "last_modified", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        try:
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def list_directory(url: str) -> list[RemoteEntry]:
+    """One listing of the "directory" `url` (objects and common prefixes), with sizes and times."""
+    protocol, path = split_url(url)
+    fs = filesystem(protocol)
+    infos = call(url, fs.ls, path, detail=True, refresh=True, what="directory")
+    entries = []
+    for info in infos:
+        name = posixpath.basename(info["name"].rstrip("/"))
+        if not name or info["name"].rstrip("/") == path:
+            continue
+        entries.append(RemoteEntry(name, join_url(protocol, info["name"].rstrip("/")), info.get("type") == "directory",
+                                   int(info.get("size") or 0), mtime_of(info)))
+    return entries
+
+
+def info(url: str) -> dict | None:
+    """The object's metadata, None if there is no such object or prefix."""
+    protocol, path = split_url(url)
+    fs = filesystem(protocol)
+    try:
+        return fs.info(path)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001
+        raise _backend_error(url, exc) from None
+
+
+def is_file(url: str) -> bool:
+    found = info(url)
+    return found is not None and found.get("type") != "directory"
+
+
+def is_dir(url: str) -> bool:
+    protocol, path = split_url(url)
+    fs = filesystem(protocol)
+    return bool(call(url, fs.isdir, path))
+
+
+def read_range(url: str, start: int, end: int) -> bytes:
+    protocol, path = split_url(url)
+    return call(url, filesystem(protocol).cat_file, path, start=start, end=end)
+
+
+def read_capped(url: str, limit: int, what: str, missing_ok: bool = False) -> bytes | None:
+    """A whole object no larger than `limit` bytes, in one GET; None if missing and `missing_ok`."""
+    found = info(url)
+    if found is None or found.get("type") == "directory":
+        if found is None and missing_ok:
+            return None
+        raise NotFound(f"no {what} at {url}")
+    if int(found.get("size") or 0) > limit:
+        raise BadInput(f"{what} {url} is larger than {limit >> 20} MiB, the most ckpttool reads; refusing to read it")
+    protocol, path = split_url(url)
+    return call(url, filesystem(protocol).cat_file, path, what=what)
+
+
+def read_head_and_tail(url: str, head: int, tail: int, what: str, size: int | None = None) -> tuple[bytes, bytes, int]:
+    """The first `head` and last `tail` bytes of an object and its size; one GET when it is small."""
+    if size is None:
+        found = info(url)
+        if found is None:
+            raise NotFound(f"no {what} at {url}")
+        size = int(found.get("size") or 0)
+    if size <= head:
+        first = read_range(url, 0, size) if size else b""
+        return first, first[max(0, len(first) - tail):], len(first)
+    first = read_range(url, 0, head)
+    return first, read_range(url, size - tail, size) if tail else b"", size
+
+
+def iter_range_chunks(url: str, start: int, size: int, chunk: int = READ_CHUNK,
+                      in_flight: int = READS_IN_FLIGHT) -> Iterator[bytes]:
+    """Bytes [start, start+size) of an object, in order, with several ranged GETs in flight and
+    at most `in_flight` chunks held at once (bounded memory); stops early at the object's end."""
+    if size <= 0:
+        return
+    ranges = [(offset, min(offset + chunk, start + size)) for offset in range(start, start + size, chunk)]
+    if len(ranges) == 1:
+        data = read_range(url, *ranges[0])
+        if data:
+            yield data
+        return
+    with ThreadPoolExecutor(max_workers=min(in_flight, len(ranges))) as pool:
+        pending = []
+        next_range = 0
+        try:
+            while next_range < len(ranges) or pending:
+                while next_range < len(ranges) and len(pending) < in_flight:
+                    pending.append(pool.submit(read_range, url, *ranges[next_range]))
+                    next_range += 1
+                data = pending.pop(0).result()
+                if not data:
+                    return
+                yield data
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+class RemoteInput:
+    """An object read at offsets over ranged GETs (the random-access interface of formats/fs.py),
+    also usable as a sequential file (`seek`/`read`) by readers that read a whole table."""
+
+    def __init__(self, url: str, size: int):
+        self.path = url
+        self.size = size
+        self._pos = 0
+
+    @classmethod
+    def open(cls, url: str, what: str) -> "RemoteInput":
+        found = info(url)
+        if found is None:
+            raise NotFound(f"no {what} at {url}")
+        if found.get("type") == "directory":
+            raise BadInput(f"cannot read {url} as a {what}: it is a directory")
+        return cls(url, int(found.get("size") or 0))
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        end = min(self.size, offset + length)
+        return read_range(self.path, offset, end) if end > offset else b""
+
+    def iter_range(self, offset: int, length: int, chunk: int = READ_CHUNK) -> Iterator[bytes]:
+        yield from iter_range_chunks(self.path, offset, min(length, max(0, self.size - offset)), chunk)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        length = self.size - self._pos if n is None or n < 0 else n
+        data = b"".join(self.iter_range(self._pos, length))
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "RemoteInput":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_input(url: str, what: str) -> BinaryIO:
+    return RemoteInput.open(url, what)  # type: ignore[return-value]
+
+
+def write_whole(url: str, data: bytes, *, create_only: bool = False) -> None:
+    """Write an object in one request: readers see the old object or the new one (atomic on S3/GCS).
+
+    `create_only`: fail with Refused if the object exists (S3 If-None-Match, GCS ifGenerationMatch=0).
+    """
+    protocol, path = split_url(url)
+    fs = filesystem(protocol)
+    kwargs = {"mode": "create"} if create_only else {}
+    try:
+        fs.pipe_file(path, data, **kwargs)
+    except FileExistsError:
+        raise Refused(f"{url} exists") from None
+    except Exception as exc:  # noqa: BLE001
+        if create_only and "precondition" in str(exc).lower():
+            raise Refused(f"{url} exists") from None
+        raise _backend_error(url, exc) from None
+
+
+def remove_many(urls: list[str]) -> None:
+    """Delete objects in as few requests as the store allows (S3: 1000 keys per request)."""
+    if not urls:
+        return
+    protocol, _ = split_url(urls[0])
+    fs = filesystem(protocol)
+    paths = [split_url(u)[1] for u in urls]
+    try:
+        fs.rm(paths)
+    except FileNotFoundError:
+        pass  # gone already: a concurrent cleanup or an earlier interrupted run
+    except Exception as exc:  # noqa: BLE001
+        raise _backend_error(urls[0], exc) from None
+
+
+def copy_object(src: str, dst: str) -> None:
+    """Server-side copy within one store (no download)."""
+    protocol, src_path = split_url(src)
+    _, dst_path = split_url(dst)
+    call(src, filesystem(protocol).copy, src_path, dst_path)
+
+
+def remove_tree(url: str) -> None:
+    protocol, path = split_url(url)
+    try:
+        filesystem(protocol).rm(path, recursive=True)
+    except FileNotFoundError:
+        pass
+    except Exception as exc:  # noqa: BLE001
+        raise _backend_error(url, exc) from None
+
+
+def download(url: str, local_path: str) -> None:
+    protocol, path = split_url(url)
+    call(url, filesystem(protocol).get_file, path, local_path)

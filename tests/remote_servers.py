@@ -1,0 +1,121 @@
+"""Real object-store servers on 127.0.0.1 for the remote tests: moto's S3
+server and the GCS emulator, each a real HTTP API in a thread of the test
+process (port 0: no port is guessed, so nothing races another process for
+it), plus a byte-counting TCP proxy. Clients reach them through the
+backends' standard settings (AWS_ENDPOINT_URL, STORAGE_EMULATOR_HOST,
+fsspec's FSSPEC_* config), exactly as users point ckpttool at MinIO or an
+emulator."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+
+BUCKET = "ckpt-bucket"
+
+
+@dataclass
+class Server:
+    protocol: str  # "s3" | "gs"
+    endpoint: str  # http://127.0.0.1:PORT
+    env: dict[str, str]
+    stop: callable = field(repr=False, default=None)
+
+    def url(self, *parts: str) -> str:
+        return f"{self.protocol}://" + "/".join((BUCKET,) + parts)
+
+
+def start_s3() -> Server:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true"}
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
+    return Server("s3", endpoint, env, server.stop)
+
+
+def start_gcs() -> Server:
+    import logging
+
+    from gcp_storage_emulator.server import create_server
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)
+    server = create_server("127.0.0.1", 0, in_memory=True, default_bucket=BUCKET)
+    server.start()
+    port = server._api._httpd.server_address[1]  # bound in create_server: ready before start() returns
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"STORAGE_EMULATOR_HOST": endpoint, "FSSPEC_GS_TOKEN": "anon", "FSSPEC_GS_PROJECT": "test",
+           "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    return Server("gs", endpoint, env, server.stop)
+
+
+class CountingProxy:
+    """A TCP relay to `target_port` counting the bytes sent back to clients."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.downstream_bytes = 0
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.downstream_bytes = 0
+            self.connections = 0
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, count: bool) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                if count:
+                    with self._lock:
+                        self.downstream_bytes += len(data)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def upload_tree(server: Server, local_dir: str, *prefix: str) -> str:
+    """Copy a local directory into the bucket under `prefix`; its URL."""
+    from ckpttool.formats import remote
+
+    fs = remote.filesystem(server.protocol)
+    target = "/".join((BUCKET,) + prefix)
+    for current, _dirs, files in os.walk(local_dir):
+        for name in files:
+            path = os.path.join(current, name)
+            rel = os.path.relpath(path, local_dir).replace(os.sep, "/")
+            with open(path, "rb") as handle:
+                fs.pipe_file(f"{target}/{rel}", handle.read())
+    return f"{server.protocol}://{target}"
