@@ -47,7 +47,9 @@ def shape_of(shape_proto, what: What) -> tuple[int, ...]:
         raise CorruptCheckpoint(f"{_said(what)}: shape of rank {len(dims)} (TensorFlow allows {MAX_RANK})")
     if dims and min(dims) < 0:
         raise CorruptCheckpoint(f"{_said(what)}: negative dimension in shape {list(dims)}")
-    if prod(d for d in dims if d) > MAX_ELEMENTS:  # [0, 3, 2^62] is empty, yet no array can have it
+    count = prod(dims)
+    # [0, 3, 2^62] is empty, yet no array can have that shape: count without the zeros then.
+    if count > MAX_ELEMENTS or (count == 0 and prod(d for d in dims if d) > MAX_ELEMENTS):
         raise CorruptCheckpoint(f"{_said(what)}: shape {list(dims)} is too large for any tensor")
     return dims
 
