@@ -132,6 +132,14 @@ def test_claimed_sizes_far_beyond_the_files(tmp_path):
     assert "cannot hold" in result.stderr
 
 
+def test_empty_tensor_of_a_shape_no_array_can_have(tmp_path):
+    """[0, 3, 2^62] holds no element, yet numpy cannot shape it (found by the fuzz test)."""
+    write_bundle(tmp_path / "x", {b"e": float_entry((0, 3, 2**62), 0, 0, size=0)}, {0: b""})
+    result = run_cli("inspect", "--values", tmp_path / "x")
+    assert_one_line_error(result, 3)
+    assert "too large for any tensor" in result.stderr
+
+
 def test_tensors_claiming_the_same_bytes_are_refused(tmp_path):
     """Two slices of one variable pointing at one stored range (no writer does
     that): refused, so assembling never needs more than the shard holds."""

@@ -11,7 +11,10 @@ from ckpttool.formats.protos import checkpoint_pb2 as pb
 from ckpttool.formats.text import excerpt
 
 MAX_RANK = 254  # TensorFlow's TensorShape::MaxDimensions
-MAX_ELEMENTS = (1 << 63) - 1  # a shape TensorFlow accepts counts its elements in an int64
+# numpy must be able to shape any tensor we return: its element count, empty
+# dimensions left out, times the widest element (16 bytes) must fit an int64.
+# (TensorFlow's own bound is 2^63 - 1 elements; no file holds either.)
+MAX_ELEMENTS = ((1 << 63) - 1) // 16
 
 # What a message is about, for errors: a string, or a function making it (an
 # index of 100,000 entries should not format 100,000 messages it never shows).
@@ -44,8 +47,10 @@ def shape_of(shape_proto, what: What) -> tuple[int, ...]:
         raise CorruptCheckpoint(f"{_said(what)}: shape of rank {len(dims)} (TensorFlow allows {MAX_RANK})")
     if dims and min(dims) < 0:
         raise CorruptCheckpoint(f"{_said(what)}: negative dimension in shape {list(dims)}")
-    if prod(dims) > MAX_ELEMENTS:
-        raise CorruptCheckpoint(f"{_said(what)}: shape {list(dims)} has more elements than TensorFlow can hold")
+    count = prod(dims)
+    # [0, 3, 2^62] is empty, yet no array can have that shape: count without the zeros then.
+    if count > MAX_ELEMENTS or (count == 0 and prod(d for d in dims if d) > MAX_ELEMENTS):
+        raise CorruptCheckpoint(f"{_said(what)}: shape {list(dims)} is too large for any tensor")
     return dims
 
 
