@@ -15,7 +15,7 @@ _ckpttool() {
         --part) COMPREPLY=($(compgen -W "graph saver signatures collections meta_info" -- "$cur")); return ;;
     esac
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "ls latest inspect verify prune repair rename-vars convert diff freeze export-json completion --debug --no-color --version -h --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "ls latest inspect verify prune repair rename-vars convert diff freeze export-json completion --debug --no-color --version --storage-option -h --help" -- "$cur"))
         return
     fi
     case "$cmd" in

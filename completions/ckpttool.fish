@@ -15,6 +15,7 @@ complete -c ckpttool -n 'not __fish_seen_subcommand_from ls latest inspect verif
 complete -c ckpttool -n 'not __fish_seen_subcommand_from ls latest inspect verify prune repair rename-vars convert diff freeze export-json completion' -l debug -d 'Show tracebacks (also CKPTTOOL_DEBUG=1).'
 complete -c ckpttool -n 'not __fish_seen_subcommand_from ls latest inspect verify prune repair rename-vars convert diff freeze export-json completion' -l no-color -d 'No colour (also NO_COLOR=1).'
 complete -c ckpttool -n 'not __fish_seen_subcommand_from ls latest inspect verify prune repair rename-vars convert diff freeze export-json completion' -l version -d 'Print the version and exit.'
+complete -c ckpttool -n 'not __fish_seen_subcommand_from ls latest inspect verify prune repair rename-vars convert diff freeze export-json completion' -l storage-option -r -F -d 'Passed to the storage backend of gs://, s3:// and other URLs (repeatable; VALUE is parsed as JSON when it is JSON), on top of the backends\' own settings: AWS_* and AWS_ENDPOINT_URL, Google application default credentials and STORAGE_EMULATOR_HOST, FSSPEC_<PROTOCOL>_<KEY>.'
 complete -c ckpttool -n 'not __fish_seen_subcommand_from ls latest inspect verify prune repair rename-vars convert diff freeze export-json completion' -s h -l help -d 'Show the help and exit.'
 complete -c ckpttool -n '__fish_seen_subcommand_from ls' -F
 complete -c ckpttool -n '__fish_seen_subcommand_from ls' -l recursive -s r -d 'Walk a tree of run directories.'

@@ -1,14 +1,20 @@
 """Real object-store servers on 127.0.0.1 for the remote tests: moto's S3
-server and the GCS emulator, each a real HTTP API in a thread of the test
-process (port 0: no port is guessed, so nothing races another process for
-it), plus a byte-counting TCP proxy. Clients reach them through the
-backends' standard settings (AWS_ENDPOINT_URL, STORAGE_EMULATOR_HOST,
-fsspec's FSSPEC_* config), exactly as users point ckpttool at MinIO or an
-emulator."""
+server and the GCS emulator, each a real HTTP API in a process of its own
+(its logs stay out of the tests' captured output), on port 0 so that no port
+is guessed; the process says `READY <port>` once it listens, which is what
+the tests wait for. Plus a byte-counting TCP proxy. Clients reach the servers
+through the backends' standard settings (AWS_ENDPOINT_URL,
+STORAGE_EMULATOR_HOST, fsspec's FSSPEC_* config), exactly as users point
+ckpttool at MinIO or an emulator.
+
+    python tests/remote_servers.py s3|gs   # serve until stdin closes
+"""
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -26,35 +32,65 @@ class Server:
         return f"{self.protocol}://" + "/".join((BUCKET,) + parts)
 
 
+_S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def _start(kind: str) -> tuple[str, callable]:
+    """Start `python tests/remote_servers.py KIND`; its endpoint once it is ready, and how to stop it."""
+    proc = subprocess.Popen([sys.executable, __file__, kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()  # blocks until the server listens (or the process died)
+    if not line.startswith("READY "):
+        proc.kill()
+        raise RuntimeError(f"the {kind} test server did not start (exit {proc.wait()})")
+
+    def stop() -> None:
+        proc.stdin.close()  # the server process exits when its stdin closes
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    return f"http://127.0.0.1:{int(line.split()[1])}", stop
+
+
 def start_s3() -> Server:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true"}
-    import boto3
-
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
-    return Server("s3", endpoint, env, server.stop)
+    endpoint, stop = _start("s3")
+    return Server("s3", endpoint, {**_S3_ENV, "AWS_ENDPOINT_URL": endpoint}, stop)
 
 
 def start_gcs() -> Server:
-    import logging
-
-    from gcp_storage_emulator.server import create_server
-
-    logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)
-    server = create_server("127.0.0.1", 0, in_memory=True, default_bucket=BUCKET)
-    server.start()
-    port = server._api._httpd.server_address[1]  # bound in create_server: ready before start() returns
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint, stop = _start("gs")
     env = {"STORAGE_EMULATOR_HOST": endpoint, "FSSPEC_GS_TOKEN": "anon", "FSSPEC_GS_PROJECT": "test",
            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
-    return Server("gs", endpoint, env, server.stop)
+    return Server("gs", endpoint, env, stop)
+
+
+def _serve(kind: str) -> None:
+    """Run one server in this process, with the test bucket, until stdin closes."""
+    if kind == "s3":
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        port = server.get_host_and_port()[1]
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                     aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
+    else:
+        import logging
+
+        from gcp_storage_emulator.server import create_server
+
+        logging.disable(logging.CRITICAL)
+        server = create_server("127.0.0.1", 0, in_memory=True, default_bucket=BUCKET)
+        server.start()
+        port = server._api._httpd.server_address[1]  # bound in create_server, serving once start() returns
+    print(f"READY {port}", flush=True)
+    sys.stdin.read()
+    server.stop()
 
 
 class CountingProxy:
@@ -119,3 +155,7 @@ def upload_tree(server: Server, local_dir: str, *prefix: str) -> str:
             with open(path, "rb") as handle:
                 fs.pipe_file(f"{target}/{rel}", handle.read())
     return f"{server.protocol}://{target}"
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1])

@@ -292,3 +292,20 @@ def test_prune_clean_removes_old_temp_shards(copy_fixture):
     doc = run_cli("prune", "--yes", "--json", "--clean", "--keep-last", "20", run).json()
     assert [d["name"] for d in doc["deleted"]] == [stale.name]
     assert not stale.exists()
+
+
+def test_rename_vars_never_reads_a_fifo(fixtures_dir, tmp_path):
+    """A FIFO as --map-file, or in place of a data shard: one line, exit 3, no hang."""
+    os.mkfifo(tmp_path / "map")
+    src = fixtures_dir / "saver_run" / "model.ckpt-50"
+    proc = subprocess.run([sys.executable, "-m", "ckpttool", "rename-vars", "--map-file", str(tmp_path / "map"),
+                           str(src), str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert_one_line_error(proc, 3)
+    run = tmp_path / "run"
+    shutil.copytree(fixtures_dir / "saver_run", run)
+    os.unlink(run / "model.ckpt-50.data-00000-of-00001")
+    os.mkfifo(run / "model.ckpt-50.data-00000-of-00001")
+    proc = subprocess.run([sys.executable, "-m", "ckpttool", "rename-vars", str(run / "model.ckpt-50"),
+                           str(tmp_path / "out2")], capture_output=True, text=True, timeout=60)
+    assert_one_line_error(proc, 3)
+    assert not list(tmp_path.glob("out*"))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, List, Optional
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -54,6 +54,7 @@ app = typer.Typer(
 # Options that work anywhere on the command line (they are moved in front of
 # the command name before parsing), so `ckpttool inspect X --debug` works.
 GLOBAL_FLAGS = ("--debug", "--no-color")
+GLOBAL_OPTIONS = ("--storage-option",)  # global options that take a value
 
 
 def _version(value: bool) -> None:
@@ -68,10 +69,19 @@ def root(
     no_color: Annotated[bool, typer.Option("--no-color", help="No colour (also NO_COLOR=1).")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    storage_option: Annotated[Optional[List[str]], typer.Option(
+        "--storage-option", metavar="KEY=VALUE",
+        help="Passed to the storage backend of gs://, s3:// and other URLs (repeatable; VALUE is parsed as "
+             "JSON when it is JSON), on top of the backends' own settings: AWS_* and AWS_ENDPOINT_URL, "
+             "Google application default credentials and STORAGE_EMULATOR_HOST, FSSPEC_<PROTOCOL>_<KEY>.")] = None,
 ) -> None:
-    """Inspect, verify, prune and convert TensorFlow checkpoint directories."""
+    """Inspect, verify, prune and convert TensorFlow checkpoint directories (local or in buckets)."""
     set_debug(debug)
     render.begin_invocation(no_color)
+    if storage_option:
+        from ckpttool.formats import remote  # only when asked for: the local fast path never loads it
+
+        remote.set_storage_options(dict(remote.parse_storage_option(o) for o in storage_option))
 
 
 COMMANDS = {
@@ -103,11 +113,21 @@ for _name, _function in COMMANDS.items():
 
 
 def hoist_global_flags(argv: list[str]) -> list[str]:
-    """Move global flags given after the command name to the front."""
+    """Move global flags (and global options with their values) given after the command name to the front."""
     cut = argv.index("--") if "--" in argv else len(argv)
-    flags = [a for a in argv[:cut] if a in GLOBAL_FLAGS]
-    rest = [a for a in argv[:cut] if a not in GLOBAL_FLAGS]
-    return flags + rest + argv[cut:]
+    front, rest = [], []
+    i = 0
+    while i < cut:
+        arg = argv[i]
+        if arg in GLOBAL_FLAGS or arg.startswith(tuple(o + "=" for o in GLOBAL_OPTIONS)):
+            front.append(arg)
+        elif arg in GLOBAL_OPTIONS and i + 1 < cut:
+            front += argv[i:i + 2]
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest + argv[cut:]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -263,6 +263,38 @@ def list_dir(path: str) -> list[Entry]:
     return entries
 
 
+def walk_files(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """(directory, subdirectory names, file names) for `root` and below, like os.walk without
+    following symlinks; a bucket's tree comes from one recursive listing."""
+    if is_url(root):
+        yield from _remote().walk(root)
+        return
+    yield from os.walk(root, followlinks=False)
+
+
+def tree_size(path: str) -> tuple[int, float]:
+    """Bytes and newest modification time of the files under directory `path` (not following links)."""
+    total, newest = 0, 0.0
+    if is_url(path):
+        for entry in _remote().list_tree(path):
+            total += entry.size
+            newest = max(newest, entry.mtime or 0.0)
+        return total, newest
+    for current, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(current, name))
+            except OSError:
+                continue
+            total += st.st_size
+            newest = max(newest, st.st_mtime)
+    try:
+        newest = max(newest, os.lstat(path).st_mtime)
+    except OSError:
+        pass
+    return total, newest
+
+
 def stat_path(path: str) -> Entry | None:
     """What `path` is (local: lstat, so a symlink is a "link"), None if nothing is there."""
     if is_url(path):
@@ -316,6 +348,17 @@ def write_atomic(path: str, data: bytes, mode_of: str | None = None) -> None:
     from ckpttool.formats.atomic import write_bytes_atomic
 
     write_bytes_atomic(path, data, mode_of)
+
+
+def atomic_output(path: str, sync: bool = True):
+    """A context manager giving a binary handle whose bytes replace `path` when the block ends, and
+    leave nothing on error: a temp file renamed into place, or a bucket object completed only then.
+    `sync=False` skips the fsync of bulk data whose index (written last, synced) is the commit."""
+    if is_url(path):
+        return _remote().whole_object_output(path)
+    from ckpttool.formats.atomic import atomic_output as local_atomic_output
+
+    return local_atomic_output(path, sync)
 
 
 def make_dirs(path: str) -> None:

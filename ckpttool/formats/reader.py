@@ -2,9 +2,8 @@
 file, or a weights file (safetensors, .npz, Keras 3), chosen by extension."""
 from __future__ import annotations
 
-import os
-
 from ckpttool.errors import CorruptCheckpoint, NotFound
+from ckpttool.formats import fs
 from ckpttool.formats.bundle import Bundle, open_bundle
 from ckpttool.formats.table import is_table_file
 from ckpttool.formats.v1 import V1Checkpoint
@@ -25,9 +24,9 @@ def weights_file_format(path: str) -> str | None:
 
 
 def detect_format(prefix: str) -> str:
-    if os.path.isfile(prefix + ".index"):
+    if fs.is_file(prefix + ".index"):
         return "v2"
-    if os.path.isfile(prefix):
+    if fs.is_file(prefix):
         if is_table_file(prefix):
             return "v1"
         raise CorruptCheckpoint(f"{prefix} is not a checkpoint (no index table found)")

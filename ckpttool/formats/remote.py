@@ -11,6 +11,7 @@ line carrying the backend's message.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -163,6 +164,36 @@ def list_directory(url: str) -> list[RemoteEntry]:
         entries.append(RemoteEntry(name, join_url(protocol, info["name"].rstrip("/")), info.get("type") == "directory",
                                    int(info.get("size") or 0), mtime_of(info)))
     return entries
+
+
+def list_tree(url: str) -> list[RemoteEntry]:
+    """Every object under `url`, in one recursive listing (paginated by the store)."""
+    protocol, path = split_url(url)
+    fs = filesystem(protocol)
+    found = call(url, fs.find, path, detail=True, withdirs=False)
+    return [RemoteEntry(posixpath.basename(name), join_url(protocol, name), False, int(entry.get("size") or 0),
+                        mtime_of(entry)) for name, entry in sorted(found.items())]
+
+
+def walk(url: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk for a bucket, built from one recursive listing: (directory URL, subdirectory names,
+    file names), top-down; a subdirectory removed from the list in place is not entered."""
+    protocol, root = split_url(url)
+    tree: dict[str, tuple[set[str], list[str]]] = {root: (set(), [])}
+    for entry in list_tree(url):
+        rel = split_url(entry.path)[1][len(root):].strip("/").split("/")
+        current = root
+        for part in rel[:-1]:
+            tree.setdefault(current, (set(), []))[0].add(part)
+            current = f"{current}/{part}"
+        tree.setdefault(current, (set(), []))[1].append(rel[-1])
+    pending = [root]
+    while pending:
+        current = pending.pop(0)
+        dirs, files = tree.get(current, (set(), []))
+        names = sorted(dirs)
+        yield join_url(protocol, current), names, sorted(files)
+        pending[:0] = [f"{current}/{d}" for d in names]
 
 
 def info(url: str) -> dict | None:
@@ -320,6 +351,23 @@ def write_whole(url: str, data: bytes, *, create_only: bool = False) -> None:
         raise _backend_error(url, exc) from None
 
 
+@contextlib.contextmanager
+def whole_object_output(url: str) -> Iterator[BinaryIO]:
+    """A handle whose bytes become the object `url` when the block ends (a multipart upload that is
+    completed only then); on any error or interrupt the upload is abandoned and no object appears."""
+    protocol, path = split_url(url)
+    handle = call(url, filesystem(protocol).open, path, "wb")
+    try:
+        yield handle
+    except BaseException:
+        try:
+            handle.discard()
+        finally:
+            handle.closed = True  # never let close() (or the finaliser) complete the upload
+        raise
+    call(url, handle.close)
+
+
 def remove_many(urls: list[str]) -> None:
     """Delete objects in as few requests as the store allows (S3: 1000 keys per request)."""
     if not urls:
@@ -350,6 +398,12 @@ def remove_tree(url: str) -> None:
         pass
     except Exception as exc:  # noqa: BLE001
         raise _backend_error(url, exc) from None
+
+
+def upload(local_path: str, url: str) -> None:
+    """A local file as the object `url` (multipart for big ones: the object appears when complete)."""
+    protocol, path = split_url(url)
+    call(url, filesystem(protocol).put_file, local_path, path)
 
 
 def download(url: str, local_path: str) -> None:

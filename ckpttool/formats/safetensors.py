@@ -83,7 +83,9 @@ class SafetensorsFile:
         return CorruptCheckpoint(f"{os.path.basename(self.path)}: {problem}")
 
     def _read_header(self, shard_id: int) -> tuple[dict[str, StoredTensor], dict[str, str]]:
-        file_size = os.fstat(self.handle.fileno()).st_size
+        file_size = getattr(self.handle, "size", None)  # an object in a bucket knows its size
+        if file_size is None:
+            file_size = os.fstat(self.handle.fileno()).st_size
         head = self.handle.read(8)
         if len(head) < 8:
             raise self._corrupt(f"too short to be a safetensors file ({file_size} bytes)")

@@ -8,12 +8,11 @@ Writing is atomic (formats/atomic.py), so a crash leaves the old file or the new
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 
 from ckpttool.errors import CorruptCheckpoint
-from ckpttool.formats.atomic import write_bytes_atomic
+from ckpttool.formats import fs
 from ckpttool.formats.fs import read_capped
 from ckpttool.formats.text import excerpt
 
@@ -108,7 +107,7 @@ def read_state_file(path: str) -> CheckpointState | None:
 
 def read_state(directory: str) -> CheckpointState | None:
     """The directory's state file, None if there is none; BadInput if unreadable or unparseable."""
-    return read_state_file(os.path.join(directory, STATE_FILENAME))
+    return read_state_file(fs.join(directory, STATE_FILENAME))
 
 
 def format_state(state: CheckpointState) -> str:
@@ -126,4 +125,4 @@ def format_state(state: CheckpointState) -> str:
 
 
 def write_state(directory: str, state: CheckpointState) -> None:
-    write_bytes_atomic(os.path.join(directory, STATE_FILENAME), format_state(state).encode("utf-8"))
+    fs.write_atomic(fs.join(directory, STATE_FILENAME), format_state(state).encode("utf-8"))

@@ -12,6 +12,7 @@ and compares.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 from dataclasses import dataclass, field
@@ -19,12 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ckpttool.errors import BadInput, NotFound, UnknownVariable, UsageProblem
+from ckpttool.formats import fs
 from ckpttool.graph.candidates import rank_output_candidates
 from ckpttool.graph.check import CheckResult, check_result, compare, input_shapes_for_check, random_value
 from ckpttool.graph.custom_ops import require_registered_ops
-from ckpttool.ops.destination import check_destination, write_destination
 from ckpttool.graph.protos import meta_graph_with_tags, read_graph_def, read_meta_graph, read_saved_model
 from ckpttool.graph.runtime import quiet_stderr, tensorflow, tensorflow_errors
+from ckpttool.ops.destination import check_destination, write_destination
+from ckpttool.ops.fetch import local_target
 from ckpttool.ops.targets import Target, resolve_target
 
 VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp", "AutoReloadVariable"}
@@ -258,9 +261,16 @@ def freeze(source: str, output: str, *, output_nodes: list[str] | None = None, t
            signature: str | None = None, text: bool = False, clear_devices: bool = True, check: bool = False,
            input_shapes: dict[str, list[int]] | None = None, overwrite: bool = False) -> FreezeReport:
     output = check_destination(output, overwrite)
-    is_graph_file = os.path.isfile(source) and source.endswith((".pb", ".pbtxt")) and \
-        not os.path.basename(source).startswith("saved_model.")
+    is_graph_file = fs.is_file(source) and source.endswith((".pb", ".pbtxt")) and \
+        not fs.basename(source).startswith("saved_model.")
     target = None if is_graph_file else resolve_target(source, graph_only_ok=True)  # exit 3: what was looked for
+    with local_target(target) if target is not None else contextlib.nullcontext() as local:
+        return _freeze(source, output, local, output_nodes, tags, signature, text, clear_devices, check,
+                       input_shapes)
+
+
+def _freeze(source, output, target, output_nodes, tags, signature, text, clear_devices, check,
+            input_shapes) -> FreezeReport:
     with quiet_stderr():
         tf = tensorflow()
         if target is None:

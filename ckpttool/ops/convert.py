@@ -19,7 +19,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ckpttool.errors import BadInput, CkptError, Refused, Unsupported, UsageProblem
+from ckpttool.errors import BadInput, CkptError, NotFound, Refused, Unsupported, UsageProblem
+from ckpttool.formats import fs
 from ckpttool.formats.atomic import StagedFile, atomic_output
 from ckpttool.formats.dtypes import STRING, VARIANT, dtype_from_name
 from ckpttool.formats.reader import open_checkpoint, weights_file_format
@@ -166,8 +167,22 @@ def _safetensors_layout(destination: str, sizes: list[int], shard_size: int | No
 
 def _destination_exists(plan_files: tuple[str, ...], to: str, destination: str) -> bool:
     if to == "tf":
+        if fs.is_url(destination):
+            prefix = fs.basename(destination)
+            return any(e.name == prefix + ".index" or e.name.startswith(prefix + ".data-")
+                       for e in _listing(fs.dirname(destination)))
         return os.path.exists(destination + ".index") or bool(glob.glob(glob.escape(destination) + ".data-*"))
+    if fs.is_url(destination):
+        names = {e.name for e in _listing(fs.dirname(destination))}
+        return any(fs.basename(f) in names for f in plan_files)
     return any(os.path.lexists(f) for f in plan_files)
+
+
+def _listing(directory: str) -> list[fs.Entry]:
+    try:
+        return fs.list_dir(directory)
+    except NotFound:
+        return []  # nothing under that prefix yet
 
 
 def _metadata(reader, target, overrides: dict[str, str]) -> dict[str, str]:
@@ -177,9 +192,9 @@ def _metadata(reader, target, overrides: dict[str, str]) -> dict[str, str]:
     metadata = dict(getattr(reader, "metadata", {}) or {})
     if target.format in ("v1", "v2", "keras"):
         metadata["format"] = "tf"  # TensorFlow names and layouts, as Hugging Face labels them
-    metadata["source"] = os.path.abspath(target.prefix)
+    metadata["source"] = fs.absolute(target.prefix)
     metadata["source_format"] = target.format
-    step = split_step(os.path.basename(target.prefix))[1] if target.format in ("v1", "v2") else None
+    step = split_step(fs.basename(target.prefix))[1] if target.format in ("v1", "v2") else None
     if step is not None:
         metadata["step"] = str(step)
     metadata["converted_by"] = f"ckpttool {__version__}"
@@ -210,10 +225,11 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
         raise UsageProblem("--shard-size applies to safetensors destinations only, and must be positive")
     if metadata and to != "safetensors":
         raise UsageProblem("--metadata applies to safetensors destinations only")
-    destination = os.path.abspath(destination)
-    if os.path.isdir(destination):
+    destination = fs.absolute(destination)
+    if fs.is_dir(destination):
         raise Refused(f"destination {destination} is a directory; give a file name or a checkpoint prefix")
-    check_parent_creatable(destination)
+    if not fs.is_url(destination):
+        check_parent_creatable(destination)
     target = resolve_target(source)
     with open_checkpoint(target.prefix, target.format) as reader:
         variables = [v for v in reader.variables if not v.internal]
@@ -259,7 +275,7 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
         elif to == "safetensors":
             files, shards = _safetensors_layout(destination, [i.size_bytes for i in items], shard_size)
             st_metadata = _metadata(reader, target, dict(metadata or {}))
-        sources = {os.path.abspath(f) for f in reader.data_files()} | {os.path.abspath(target.prefix)}
+        sources = {fs.absolute(f) for f in reader.data_files()} | {fs.absolute(target.prefix)}
     if sources & set(files) or destination in sources:
         raise Refused("destination is the source; convert never modifies SRC")
     if _destination_exists(files, to, destination) and not overwrite:
@@ -309,7 +325,7 @@ class _Source:
         return item.name, dtype_from_name(item.dtype), item.shape
 
 
-def _write_tf(plan: ConvertPlan, source: _Source) -> None:
+def _write_tf(plan: ConvertPlan, source: _Source, update_state: bool = True) -> None:
     from ckpttool.formats.bundle_writer import BundleWriter, remove_checkpoint_files
     from ckpttool.ops.rename import _update_destination_state as update_destination_state
 
@@ -327,10 +343,11 @@ def _write_tf(plan: ConvertPlan, source: _Source) -> None:
         if plan.overwrite:
             remove_checkpoint_files(plan.destination)  # only now: everything new is staged
         writer.finish()
-    update_destination_state(plan.destination)
+    if update_state:
+        update_destination_state(plan.destination)
 
 
-def _write_safetensors(plan: ConvertPlan, source: _Source) -> None:
+def _write_safetensors(plan: ConvertPlan, source: _Source, update_state: bool = True) -> None:
     from ckpttool.formats.safetensors import index_document, write_safetensors
 
     staged: list[StagedFile] = []
@@ -351,23 +368,63 @@ def _write_safetensors(plan: ConvertPlan, source: _Source) -> None:
         raise
 
 
-def _write_npz(plan: ConvertPlan, source: _Source) -> None:
+def _write_npz(plan: ConvertPlan, source: _Source, update_state: bool = True) -> None:
     from ckpttool.formats.npz import write_npz
 
     with atomic_output(plan.destination, sync=False) as handle:
         write_npz(handle, [source.spec(i) for i in plan.items], source.chunks)
 
 
+def _written_files(plan: ConvertPlan) -> tuple[str, ...]:
+    return plan.files if plan.to != "tf" else (plan.destination + ".index", plan.destination + ".data-00000-of-00001")
+
+
+_WRITERS = {"tf": _write_tf, "safetensors": _write_safetensors, "npz": _write_npz}
+
+
+def _apply_to_a_bucket(plan: ConvertPlan, on_progress: Callable[[int], None] | None) -> ConvertResult:
+    """Write into a local staging directory with the local writers, then upload in commit order: data
+    first, the index or manifest last (each upload is a whole object, seen complete or not at all)."""
+    import dataclasses
+    import tempfile
+
+    from ckpttool.formats import remote
+    from ckpttool.formats.safetensors import INDEX_SUFFIX
+
+    with tempfile.TemporaryDirectory(prefix="ckpttool-convert-") as staging:
+        local = fs.join(staging, fs.basename(plan.destination))
+        files = tuple(fs.join(staging, fs.basename(f)) for f in plan.files)
+        local_plan = dataclasses.replace(plan, destination=local, files=files)
+        with open_checkpoint(plan.source, plan.source_format) as reader:
+            _WRITERS[plan.to](local_plan, _Source(reader, local_plan, on_progress), update_state=False)
+        order = sorted(_written_files(local_plan), key=lambda f: f.endswith((".index", INDEX_SUFFIX)))
+        uploaded: list[str] = []
+        try:
+            for path in order:
+                url = fs.join(fs.dirname(plan.destination), fs.basename(path))
+                remote.upload(path, url)
+                uploaded.append(url)
+        except BaseException:
+            fs.remove_files(list(reversed(uploaded)))
+            raise
+        total = sum(os.path.getsize(f) for f in order)
+    if plan.to == "tf":
+        from ckpttool.ops.rename import _update_destination_state as update_destination_state
+
+        update_destination_state(plan.destination)
+    return ConvertResult(plan, _written_files(plan), total)
+
+
 def apply_convert(plan: ConvertPlan, on_progress: Callable[[int], None] | None = None) -> ConvertResult:
     """Write what `plan` says; `on_progress(bytes)` is called as tensor bytes are moved."""
+    if fs.is_url(plan.destination):
+        return _apply_to_a_bucket(plan, on_progress)
     created_directories = make_parents(plan.destination)
-    writers = {"tf": _write_tf, "safetensors": _write_safetensors, "npz": _write_npz}
     try:
         with open_checkpoint(plan.source, plan.source_format) as reader:
-            writers[plan.to](plan, _Source(reader, plan, on_progress))
+            _WRITERS[plan.to](plan, _Source(reader, plan, on_progress))
     except BaseException:
         remove_empty(created_directories)
         raise
-    files = plan.files if plan.to != "tf" else (
-        plan.destination + ".index", plan.destination + ".data-00000-of-00001")
+    files = _written_files(plan)
     return ConvertResult(plan, files, sum(os.path.getsize(f) for f in files))

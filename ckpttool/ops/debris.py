@@ -19,6 +19,7 @@ import os
 import re
 
 from ckpttool.errors import CkptError
+from ckpttool.formats import fs
 from ckpttool.formats.fs import read_head_and_tail
 from ckpttool.formats.messages import parse_header
 from ckpttool.formats.table import first_plain_entry
@@ -66,17 +67,16 @@ def temp_dir_debris_problem(path: str) -> str | None:
     only when its name is a stepped checkpoint prefix (`ckpt-5_temp`), since an
     empty `eval_temp/` could be anybody's.
     """
-    basename = os.path.basename(path)
+    basename = fs.basename(path)
     match = _TEMP_DIR_RE.match(basename)
     if not match:
         return f"{basename} is not named like a checkpoint's temporary directory"
     count = 0
     try:
-        with os.scandir(path) as entries:
-            for entry in entries:
-                if not entry.is_file(follow_symlinks=False) or not _PART_FILE_RE.match(entry.name):
-                    return f"{basename}/ holds {entry.name}, which is not a part file of a sharded save"
-                count += 1
+        for entry in fs.list_dir(path):
+            if entry.kind != "file" or not _PART_FILE_RE.match(entry.name):
+                return f"{basename}/ holds {entry.name}, which is not a part file of a sharded save"
+            count += 1
     except OSError as exc:
         return f"cannot list {basename}/: {exc.strerror}"
     if not count and not _STEP_RE.search(match["prefix"]):

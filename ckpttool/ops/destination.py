@@ -7,17 +7,21 @@ from __future__ import annotations
 import os
 
 from ckpttool.errors import BadInput, Refused
+from ckpttool.formats import fs
 from ckpttool.formats.atomic import write_bytes_atomic
 
 
 def check_destination(path: str, overwrite: bool) -> str:
-    """The absolute output path; Refused (exit 4) naming what is in the way, checked before any work."""
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
+    """The absolute output path (or URL); Refused (exit 4) naming what is in the way, checked before
+    any work."""
+    path = fs.absolute(path)
+    found = fs.stat_path(path)
+    if found is not None and found.kind == "dir" or fs.is_url(path) and fs.is_dir(path):
         raise Refused(f"{path} is a directory; refusing to replace it with a file", hint="name a file inside it")
-    if os.path.lexists(path) and not overwrite:
+    if found is not None and not overwrite:
         raise Refused(f"{path} exists (use --overwrite to replace it)")
-    check_parent_creatable(path)
+    if not fs.is_url(path):
+        check_parent_creatable(path)
     return path
 
 
@@ -31,7 +35,10 @@ def check_parent_creatable(path: str) -> None:
 
 
 def write_destination(path: str, data: bytes) -> None:
-    """Create the missing parent directories, then write `data` atomically."""
+    """Create the missing parent directories, then write `data` atomically (a bucket: one whole object)."""
+    if fs.is_url(path):
+        fs.write_atomic(path, data)
+        return
     created = make_parents(path)
     try:
         write_bytes_atomic(path, data)

@@ -10,7 +10,7 @@ import numpy as np
 from ckpttool.formats.meta import MetaSummary, read_meta_summary
 from ckpttool.formats.object_graph import KeyObjectPaths, key_object_paths, parse_object_graph
 from ckpttool.formats.reader import open_checkpoint
-from ckpttool.formats.variables import format_slice, slice_shape
+from ckpttool.formats.variables import OBJECT_GRAPH_KEY, format_slice, slice_shape
 from ckpttool.ops.patterns import compile_optional
 from ckpttool.ops.stats import TensorStats, stats_of_chunks
 from ckpttool.ops.targets import Target, resolve_target
@@ -71,8 +71,11 @@ def inspect_checkpoint(
         return _graph_only_report(target, with_meta)
     with open_checkpoint(target.prefix, target.format) as reader:
         object_paths: KeyObjectPaths | None = None
-        graph_bytes = reader.object_graph_bytes()
-        if with_object_paths and graph_bytes is not None:
+        # The object graph is a tensor in a data shard: read it only for --tree, so that names and
+        # shapes cost the index alone (a bucket: no data shard is fetched).
+        has_object_graph = reader.variable(OBJECT_GRAPH_KEY) is not None
+        graph_bytes = reader.object_graph_bytes() if with_object_paths and has_object_graph else None
+        if graph_bytes is not None:
             object_paths = key_object_paths(parse_object_graph(graph_bytes)) or None
         reports = []
         for var in reader.variables:
@@ -103,7 +106,7 @@ def inspect_checkpoint(
     return InspectReport(
         target=target, checkpoint=target.prefix, format=target.format, variables=tuple(reports),
         num_variables=len(reports), total_elements=sum(r.num_elements for r in reports),
-        total_bytes=sum(r.size_bytes for r in reports), meta=meta, has_object_graph=graph_bytes is not None,
+        total_bytes=sum(r.size_bytes for r in reports), meta=meta, has_object_graph=has_object_graph,
     )
 
 

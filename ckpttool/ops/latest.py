@@ -8,6 +8,7 @@ import stat
 from dataclasses import dataclass
 
 from ckpttool.errors import CkptError, NotFound
+from ckpttool.formats import fs
 from ckpttool.formats.state import read_state
 from ckpttool.formats.table import is_table_file
 from ckpttool.formats.text import excerpt
@@ -24,8 +25,13 @@ class LatestResult:
     warnings: tuple[str, ...]
 
 
+def _as_tensorflow_joins(directory: str, recorded: str) -> str:
+    """The path TensorFlow makes of a state-file entry: absolute ones (and URLs) as they are."""
+    return recorded if fs.is_url(recorded) or os.path.isabs(recorded) else fs.join(directory, recorded)
+
+
 def find_latest(directory: str, scan: DirectoryScan | None = None) -> LatestResult:
-    if not os.path.isdir(directory):
+    if not fs.is_url(directory) and not os.path.isdir(directory):
         raise NotFound(f"no such directory: {directory}")
     if scan is None:
         found = _named_by_state_file(directory)
@@ -38,16 +44,15 @@ def find_latest(directory: str, scan: DirectoryScan | None = None) -> LatestResu
         warnings.append(f"{scan.state_error}; using the newest complete checkpoint on disk")
     elif state is not None and state.model_checkpoint_path:
         recorded = state.model_checkpoint_path
-        as_tf = recorded if os.path.isabs(recorded) else os.path.join(directory, recorded)
+        as_tf = _as_tensorflow_joins(directory, recorded)
         inside = scan.by_name(scan.state_latest) if scan.state_latest else None
-        points_inside = inside is not None and os.path.realpath(os.path.dirname(as_tf)) == os.path.realpath(
-            scan.directory)
+        points_inside = inside is not None and fs.real(fs.dirname(as_tf)) == fs.real(scan.directory)
         if points_inside and checkpoint_exists(as_tf):
             return _result(directory, as_tf, inside.prefix, "state", warnings)
         if inside is not None and checkpoint_exists(inside.prefix):
             warnings.append(f"state file names {excerpt(recorded)}, which does not exist; "
                             f"using {inside.name} found in {directory}")
-            return _result(directory, os.path.join(directory, inside.name), inside.prefix, "relocated", warnings)
+            return _result(directory, fs.join(directory, inside.name), inside.prefix, "relocated", warnings)
         warnings.append(f"state file names {excerpt(recorded)}, which is not in {directory}; "
                         "using the newest complete checkpoint on disk")
     elif state is None:
@@ -58,7 +63,7 @@ def find_latest(directory: str, scan: DirectoryScan | None = None) -> LatestResu
     newest = scan.latest
     if newest is None:
         return LatestResult(directory, None, None, None, None, tuple(warnings))
-    return _result(directory, os.path.join(directory, newest.name), newest.prefix, "scan", warnings)
+    return _result(directory, fs.join(directory, newest.name), newest.prefix, "scan", warnings)
 
 
 def _named_by_state_file(directory: str) -> LatestResult | None:
@@ -71,23 +76,25 @@ def _named_by_state_file(directory: str) -> LatestResult | None:
         return None
     if state is None or not state.model_checkpoint_path:
         return None
-    absolute = os.path.abspath(directory)
+    absolute = fs.absolute(directory)
     recorded = state.model_checkpoint_path
     name, problem = resolve_state_entry(absolute, recorded)
     if name is None or problem is not None:
         return None
-    as_tf = recorded if os.path.isabs(recorded) else os.path.join(directory, recorded)
-    prefix = os.path.join(absolute, name)
+    as_tf = _as_tensorflow_joins(directory, recorded)
+    prefix = fs.join(absolute, name)
     # What a scan would find: the index (or V1 file) itself, not through a symlink.
     index_here = _is_plain_file(prefix + ".index") or (_is_plain_file(prefix) and is_table_file(prefix))
     if not index_here or not checkpoint_exists(as_tf):
         return None
-    if os.path.realpath(os.path.dirname(as_tf)) != os.path.realpath(absolute):
+    if fs.real(fs.dirname(as_tf)) != fs.real(absolute):
         return None
     return _result(directory, as_tf, prefix, "state", [])
 
 
 def _is_plain_file(path: str) -> bool:
+    if fs.is_url(path):
+        return fs.is_file(path)
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except (OSError, ValueError):  # ValueError: a NUL byte in the name
@@ -95,4 +102,4 @@ def _is_plain_file(path: str) -> bool:
 
 
 def _result(directory, shown, prefix, source, warnings) -> LatestResult:
-    return LatestResult(directory, shown, prefix, split_step(os.path.basename(prefix))[1], source, tuple(warnings))
+    return LatestResult(directory, shown, prefix, split_step(fs.basename(prefix))[1], source, tuple(warnings))

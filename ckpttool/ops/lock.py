@@ -75,7 +75,7 @@ def _remote_lock(url: str, timeout: float):
                 break
             except Refused:
                 holder = _read_holder(remote, lock_url)
-                if holder is not None and time.time() - holder.get("time", 0) > STALE_REMOTE_LOCK_SECONDS:
+                if holder is not None and _abandoned(holder):
                     remote.remove_many([lock_url])  # left by a killed run: break it, then race for it again
                     continue
                 if time.monotonic() > deadline:
@@ -89,6 +89,20 @@ def _remote_lock(url: str, timeout: float):
             holder = _read_holder(remote, lock_url)
             if holder is not None and holder.get("token") == token:
                 remote.remove_many([lock_url])
+
+
+def _abandoned(holder: dict) -> bool:
+    """A lock object left by a run that is gone: one of this host whose process has ended (we hold
+    the host lock, so no other run of this host is in the middle of taking it), or one too old."""
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # someone else's live process
+    stamp = holder.get("time")
+    return not isinstance(stamp, (int, float)) or time.time() - stamp > STALE_REMOTE_LOCK_SECONDS
 
 
 def _read_holder(remote, lock_url: str) -> dict | None:

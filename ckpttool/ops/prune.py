@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from ckpttool.errors import BadInput, CorruptCheckpoint
-from ckpttool.formats.atomic import fsync_directory, write_bytes_atomic
+from ckpttool.formats import fs
+from ckpttool.formats.atomic import fsync_directory
 from ckpttool.formats.fs import read_capped
 from ckpttool.ops.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_file_debris,
                                  temp_dir_debris_problem)
@@ -109,37 +109,48 @@ def path_problem(scan: DirectoryScan, name: str, path: str) -> str | None:
     file of checkpoint `name` (NAME.index/.meta/.data-N-of-M), or `name`
     itself when the scan recognised it as a V1 checkpoint or it is debris;
     never a symlink, never a directory other than a `*_temp` debris directory.
+    A bucket's entries are judged by the scan's listing (no request per file).
     """
     if not name or name in (".", "..") or "/" in name or "\0" in name:
         return f"{name!r} is not a checkpoint name"
-    base = os.path.basename(path)
-    if os.path.isabs(path):
-        parent = os.path.dirname(path)
-        if parent != scan.directory and os.path.realpath(parent) != os.path.realpath(scan.directory):
+    base = fs.basename(path)
+    if fs.is_url(path) or os.path.isabs(path):
+        parent = fs.dirname(path)
+        if parent != scan.directory and fs.real(parent) != fs.real(scan.directory):
             return f"{path} is not in {scan.directory}"
     elif path != base:
         return f"{path} is not a file name"
-    full = os.path.join(scan.directory, base)
-    if base in ("", ".", "..") or os.path.dirname(os.path.realpath(full)) != os.path.realpath(scan.directory):
+    full = fs.join(scan.directory, base)
+    if base in ("", ".", "..") or fs.dirname(fs.real(full)) != fs.real(scan.directory):
         return f"{path} is not a file directly inside {scan.directory}"
-    try:
-        st = os.lstat(full)
-    except FileNotFoundError:
-        st = None  # already gone: nothing to do, but the name must still be one we would delete
-    is_dir = st is not None and stat.S_ISDIR(st.st_mode)
-    if st is not None and stat.S_ISLNK(st.st_mode):
+    kind = _kind(scan, full, base)
+    if kind == "link":
         return f"{base} is a symbolic link"
-    if st is not None and not is_dir and not stat.S_ISREG(st.st_mode):
+    if kind not in (None, "file", "dir"):
         return f"{base} is not a regular file"
-    if is_checkpoint_file_of(name, base) and not is_dir:
+    if is_checkpoint_file_of(name, base) and kind != "dir":
         return None
     if base == name:
-        if is_dir:
+        if kind == "dir":
             return temp_dir_debris_problem(full)
         known = scan.by_name(name)
-        if st is None or is_temp_file_debris(base) or known is not None and known.format == "v1":
+        if kind is None or is_temp_file_debris(base) or known is not None and known.format == "v1":
             return None
     return f"{base} is not a file of checkpoint {name}"
+
+
+def _kind(scan: DirectoryScan, full: str, base: str) -> str | None:
+    """What is at `full` now: "file", "dir", "link", "other", or None if nothing (a bucket: per the
+    scan's listing; a local directory: lstat, right before any deletion)."""
+    if fs.is_url(full):
+        return scan.listing.get(base)
+    try:
+        mode = os.lstat(full).st_mode
+    except FileNotFoundError:
+        return None  # already gone: nothing to do, but the name must still be one we would delete
+    if stat.S_ISLNK(mode):
+        return "link"
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
 
 
 def _read_journal(scan: DirectoryScan, protected: dict[str, str]) -> list[Deletion]:
@@ -149,8 +160,8 @@ def _read_journal(scan: DirectoryScan, protected: dict[str, str]) -> list[Deleti
     names anything else (a directory, `..`, the state file, the latest
     checkpoint, a file outside), nothing at all is resumed.
     """
-    path = os.path.join(scan.directory, JOURNAL_FILENAME)
-    if not os.path.lexists(path):
+    path = fs.join(scan.directory, JOURNAL_FILENAME)
+    if JOURNAL_FILENAME not in scan.listing and (fs.is_url(path) or not os.path.lexists(path)):
         return []
 
     def refuse(why: str) -> CorruptCheckpoint:
@@ -174,17 +185,22 @@ def _read_journal(scan: DirectoryScan, protected: dict[str, str]) -> list[Deleti
             problem = path_problem(scan, name, entry_path)
             if problem:
                 raise refuse(f"lists {entry_path!r}: {problem}")
-            full = os.path.join(scan.directory, os.path.basename(entry_path))
-            if os.path.lexists(full):
+            full = fs.join(scan.directory, fs.basename(entry_path))
+            if _kind(scan, full, fs.basename(full)) is not None:
                 paths.append(full)
-        size = sum(os.lstat(p).st_size for p in paths)
+        size = sum(_size(p) for p in paths)
         resumed.append(Deletion(name, step if isinstance(step, int) else None, size, "resumed", tuple(paths)))
     return resumed
 
 
-def _not_debris(leftover_path: str) -> str | None:
-    name = os.path.basename(leftover_path)
-    if os.path.isdir(leftover_path) and not os.path.islink(leftover_path):
+def _size(path: str) -> int:
+    """Bytes a resumed deletion frees, for the report (a bucket's are not looked up: 0)."""
+    return 0 if fs.is_url(path) else os.lstat(path).st_size
+
+
+def _not_debris(scan: DirectoryScan, leftover_path: str) -> str | None:
+    name = fs.basename(leftover_path)
+    if _kind(scan, leftover_path, name) == "dir":
         return temp_dir_debris_problem(leftover_path)
     return None if is_temp_file_debris(name) else f"{name} is not named like a temporary file of a save"
 
@@ -227,10 +243,10 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
             deleted.append(Deletion(c.name, c.step, c.size_bytes, "incomplete", c.files))
     problems = list(scan.problems)
     for leftover in scan.leftovers if clean else ():
-        if not_debris := _not_debris(leftover.path):
+        if not_debris := _not_debris(scan, leftover.path):
             problems.append(Problem("not_debris", leftover.path, f"left alone: {not_debris}"))
         elif now - leftover.mtime >= debris_age:
-            deleted.append(Deletion(os.path.basename(leftover.path), None, leftover.size_bytes, "temp",
+            deleted.append(Deletion(fs.basename(leftover.path), None, leftover.size_bytes, "temp",
                                     (leftover.path,)))
     planned = {d.name for d in deleted}
     for pending in _read_journal(scan, protected):
@@ -241,18 +257,31 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
 
 
 def _remove(path: str) -> None:
-    try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
-    except FileNotFoundError:
-        pass  # already gone: a concurrent writer's own cleanup, or an earlier interrupted run
+    if fs.is_url(path):
+        fs.remove_files([path])
+    elif os.path.isdir(path) and not os.path.islink(path):
+        fs.remove_tree(path)
+    else:
+        fs.remove_files([path])
 
 
 def _index_first(paths: tuple[str, ...]) -> list[str]:
     # Removing the index first makes the checkpoint invisible to TensorFlow at once.
     return sorted(paths, key=lambda p: (not p.endswith(".index"), p.endswith(".meta"), p))
+
+
+def _remove_batched(scan: DirectoryScan, todo: list[Deletion], fault: Callable[[str], None]) -> None:
+    """A bucket's deletions in as few requests as the store allows: every index first (so TensorFlow
+    stops seeing those checkpoints at once), then the data and the rest; `_temp` prefixes last."""
+    files = [p for d in todo for p in d.paths if _kind(scan, p, fs.basename(p)) != "dir"]
+    trees = [p for d in todo for p in d.paths if _kind(scan, p, fs.basename(p)) == "dir"]
+    indexes = [p for p in files if p.endswith(".index")]
+    fs.remove_files(indexes)
+    fault("removed the indexes")
+    fs.remove_files([p for p in files if not p.endswith(".index")])
+    fault("removed the data")
+    for tree in trees:
+        fs.remove_tree(tree)
 
 
 def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> PruneResult:
@@ -272,9 +301,9 @@ def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> 
         if not todo:
             return PruneResult(plan, (), skipped)
         # File names only: the journal stays valid if the directory is moved before it is resumed.
-        journal = {"deletions": [{"name": d.name, "step": d.step, "paths": [os.path.basename(p) for p in d.paths]}
+        journal = {"deletions": [{"name": d.name, "step": d.step, "paths": [fs.basename(p) for p in d.paths]}
                                  for d in todo]}
-        write_bytes_atomic(os.path.join(directory, JOURNAL_FILENAME), json.dumps(journal).encode())
+        fs.write_atomic(fs.join(directory, JOURNAL_FILENAME), json.dumps(journal).encode())
         fault("journal written")
         if scan.state is not None:
             drop = {d.name for d in todo}
@@ -284,11 +313,15 @@ def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> 
                 # its own checkpoints anyway, and the latest is never deleted.
                 update_state(directory, lambda state: without_entries(state, directory, drop))
                 fault("state file rewritten")
-        for deletion in todo:
-            for path in _index_first(deletion.paths):
-                _remove(path)
-                fault(f"removed {os.path.basename(path)}")
-        os.unlink(os.path.join(directory, JOURNAL_FILENAME))
-        fsync_directory(directory)
+        if fs.is_url(directory):
+            _remove_batched(scan, todo, fault)
+        else:
+            for deletion in todo:
+                for path in _index_first(deletion.paths):
+                    _remove(path)
+                    fault(f"removed {os.path.basename(path)}")
+        fs.remove_files([fs.join(directory, JOURNAL_FILENAME)])
+        if not fs.is_url(directory):
+            fsync_directory(directory)
         fault("journal removed")
     return PruneResult(plan, tuple(todo), skipped)

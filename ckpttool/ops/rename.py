@@ -16,9 +16,11 @@ import time
 from dataclasses import dataclass
 
 from ckpttool.errors import BadInput, NotFound, Refused, UnknownVariable, Unsupported, UsageProblem
+from ckpttool.formats import fs
 from ckpttool.formats.atomic import commit_replacement, discard_replacement, prepare_replacement
 from ckpttool.formats.bundle import Bundle, data_file_path, open_bundle
-from ckpttool.formats.bundle_writer import encode_strings, make_entry, remove_checkpoint_files, write_index
+from ckpttool.formats.bundle_writer import (encode_strings, make_entry, remove_checkpoint_files, serialize_index,
+                                             write_index)
 from ckpttool.formats.dtypes import dtype_from_code
 from ckpttool.formats.object_graph import node_paths, parse_object_graph
 from ckpttool.formats.ordered_code import encode_slice_key
@@ -30,6 +32,7 @@ from ckpttool.ops.patterns import compile_pattern
 from ckpttool.ops.targets import resolve_target
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
+MAP_FILE_CAP = 256 << 20  # a name per line: far more names than any checkpoint holds
 _ATTRIBUTES = "/.ATTRIBUTES/"
 
 
@@ -95,10 +98,9 @@ def parse_pair(text: str, option: str) -> tuple[str, str]:
 def read_map_file(path: str) -> tuple[tuple[str, str], ...]:
     """A JSON object {old: new}, or lines `old new` (blank lines and # comments skipped)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise NotFound(f"cannot read map file {path}: {exc.strerror}") from None
+        text = fs.read_capped(path, MAP_FILE_CAP, "map file").decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"map file {path} is not UTF-8 text") from None
     if text.lstrip().startswith("{"):
         try:
             data = json.loads(text)
@@ -365,17 +367,29 @@ def rewrite_object_graph(data: bytes, mapping: dict[str, str], dropped: set[str]
 # -- plan and apply -------------------------------------------------------
 
 def _checkpoint_exists(prefix: str) -> bool:
-    import glob
+    return bool(_checkpoint_files(prefix))
 
-    return os.path.exists(prefix + ".index") or bool(glob.glob(glob.escape(prefix) + ".data-?????-of-?????"))
+
+def _checkpoint_files(prefix: str) -> list[str]:
+    """The index and data shards (`.data-?????-of-?????`) of the checkpoint at `prefix`."""
+    name = fs.basename(prefix)
+    try:
+        entries = fs.list_dir(fs.dirname(prefix))
+    except (NotFound, FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(e.path for e in entries if e.name == name + ".index" or (
+        e.name.startswith(name + ".data-") and _DATA_NAME_RE.fullmatch(e.name[len(name):])))
 
 
 _FILE_SUFFIX_RE = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
+_DATA_NAME_RE = re.compile(r"\.data-\d{5}-of-\d{5}")
 
 
 def _same_entry(a: str, b: str) -> bool:
     """True if paths `a` and `b` name the same directory entry, through symlinks or bind mounts
-    (same real path, or same name in the same directory inode)."""
+    (same real path, or same name in the same directory inode); URLs: the same URL."""
+    if fs.is_url(a) or fs.is_url(b):
+        return fs.absolute(a) == fs.absolute(b)
     if os.path.realpath(a) == os.path.realpath(b):
         return True
     if os.path.basename(a) != os.path.basename(b):
@@ -400,21 +414,29 @@ def _refuse_destination_in_source(source: str, source_files: list[str], destinat
                           "rename-vars never modifies SRC")
 
 
-def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bool = False) -> RenamePlan:
+def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bool = False,
+                link: bool = False) -> RenamePlan:
     target = resolve_target(source)
     if target.format != "v2":
         raise Unsupported("rename-vars writes the V2 format; the source is a V1 checkpoint",
                           hint="restore it with tf.compat.v1.train.Saver and re-save it first")
-    destination = os.path.abspath(destination)
-    if os.path.isdir(destination):
-        raise Refused(f"destination {destination} is a directory; give a checkpoint prefix such as DIR/model.ckpt-1")
-    check_parent_creatable(destination)  # missing directories are made when the checkpoint is written
+    if link and (fs.is_url(destination) or fs.is_url(target.prefix)):
+        raise UsageProblem("--link needs SRC and DST on one local file system; a bucket has no hard links",
+                           hint="leave out --link: within one bucket the shards are copied by the server")
+    destination = fs.absolute(destination)
+    if fs.is_url(destination):
+        if fs.is_dir(destination):
+            raise Refused(f"destination {destination} is a directory (objects live under it); "
+                          "give a checkpoint prefix such as DIR/model.ckpt-1")
+    else:
+        if os.path.isdir(destination):
+            raise Refused(f"destination {destination} is a directory; give a checkpoint prefix such as DIR/model.ckpt-1")
+        check_parent_creatable(destination)  # missing directories are made when the checkpoint is written
     with open_bundle(target.prefix) as bundle:
         names = [v.name for v in bundle.variables if not v.internal]
         graph_bytes = bundle.object_graph_bytes()
         source_files = [target.prefix + ".index", target.prefix + ".meta"] + bundle.data_files()
-    _refuse_destination_in_source(os.path.abspath(target.prefix), [os.path.abspath(f) for f in source_files],
-                                  destination)
+    _refuse_destination_in_source(fs.absolute(target.prefix), [fs.absolute(f) for f in source_files], destination)
     if _checkpoint_exists(destination) and not overwrite:
         raise Refused(f"destination {destination} exists (use --overwrite to replace it)")
     mapping, dropped = compute_mapping(names, rules)
@@ -428,7 +450,7 @@ def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bo
 def _copy_shard(source: str, destination: str, length: int | None) -> int:
     """Copy a data shard (its first `length` bytes, or all of it) in the kernel,
     as coreutils' cp does (copy_file_range); bytes written."""
-    with open(source, "rb") as src, open(destination, "wb") as dst:
+    with fs.open_input(source, "data shard") as src, open(destination, "wb") as dst:  # never a FIFO or device
         total = os.fstat(src.fileno()).st_size if length is None else length
         copied = 0
         try:
@@ -447,6 +469,72 @@ def _copy_shard(source: str, destination: str, length: int | None) -> int:
                 dst.write(chunk)
                 copied += len(chunk)
     return copied
+
+
+def _copy_object(source: str, destination: str) -> int:
+    """One data shard to `destination`: by the server within one store, else streamed; bytes moved."""
+    if fs.is_url(source) and fs.same_store(source, destination):
+        from ckpttool.formats import remote
+
+        found = fs.stat_path(source)
+        if found is None:
+            raise NotFound(f"missing data shard {source}")
+        remote.copy_object(source, destination)
+        return found.size
+    copied = 0
+    handle = fs.open_random_access(source, "data shard")
+    try:
+        with fs.atomic_output(destination, sync=False) as out:
+            for chunk in handle.iter_range(0, handle.size):
+                out.write(chunk)
+                copied += len(chunk)
+    finally:
+        handle.close()
+    return copied
+
+
+def _apply_rename_with_a_bucket(plan: RenamePlan) -> RenameResult:
+    """rename-vars when SRC or DST is in a bucket. Shards are copied by the server within one store
+    (no download), else streamed; a rewritten object graph gets a shard of its own (an object cannot
+    be appended to); the index, written last in one request, makes the checkpoint exist."""
+    destination = plan.destination
+    if not fs.is_url(destination):
+        created_directories = make_parents(destination)
+    written: list[str] = []
+    try:
+        with open_bundle(plan.source) as bundle:
+            entries = _new_entries(bundle, plan)
+            num_shards = bundle.header.num_shards
+            new_graph = None
+            if plan.object_graph and (plan.renamed or plan.dropped):
+                new_graph = rewrite_object_graph(bundle.object_graph_bytes(), plan.mapping, set(plan.dropped))
+            old = _checkpoint_files(destination)  # --overwrite: the old index goes first
+            fs.remove_files([p for p in old if p.endswith(".index")] + [p for p in old if not p.endswith(".index")])
+            out_shards = num_shards + (1 if new_graph is not None else 0)
+            total = 0
+            for shard_id, source_path in enumerate(bundle.data_files()):
+                final = data_file_path(destination, shard_id, out_shards)
+                written.append(final)
+                total += _copy_object(source_path, final)
+            if new_graph is not None:
+                data, checksum = encode_strings([new_graph])
+                final = data_file_path(destination, num_shards, out_shards)
+                written.append(final)
+                fs.write_atomic(final, data)
+                total += len(data)
+                entries[OBJECT_GRAPH_KEY.encode()] = make_entry(dtype_from_code(7), (), num_shards, 0, len(data),
+                                                                 checksum)
+            index = serialize_index(out_shards, entries)
+            written.append(destination + ".index")
+            fs.write_atomic(destination + ".index", index)
+            total += len(index)
+        _update_destination_state(destination)
+        return RenameResult(plan, total)
+    except BaseException:
+        fs.remove_files(list(reversed(written)))  # the index (last written) first
+        if not fs.is_url(destination):
+            remove_empty(created_directories)
+        raise
 
 
 def _new_entries(bundle: Bundle, plan: RenamePlan) -> dict[bytes, pb.BundleEntryProto]:
@@ -469,13 +557,13 @@ def _update_destination_state(destination: str) -> None:
     from ckpttool.formats.state import read_state, write_state
     from ckpttool.ops.statefile import update_state
 
-    directory, name = os.path.split(destination)
+    directory, name = fs.dirname(destination), fs.basename(destination)
 
     def add(state: CheckpointState) -> CheckpointState:
-        paths = [p for p in state.all_model_checkpoint_paths if os.path.basename(p) != name]
+        paths = [p for p in state.all_model_checkpoint_paths if fs.basename(p) != name]
         times_ok = len(state.all_model_checkpoint_timestamps) == len(state.all_model_checkpoint_paths)
         stamps = [t for p, t in zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps)
-                  if os.path.basename(p) != name] if times_ok else []
+                  if fs.basename(p) != name] if times_ok else []
         return CheckpointState(name, tuple(paths + [name]),
                                tuple(stamps + [time.time()]) if times_ok else (), state.last_preserved_timestamp)
 
@@ -523,6 +611,8 @@ def remove_stale_temp_shards(destination: str) -> list[str]:
 
 
 def apply_rename(plan: RenamePlan, link: bool = False) -> RenameResult:
+    if fs.is_url(plan.destination) or fs.is_url(plan.source):
+        return _apply_rename_with_a_bucket(plan)
     destination = plan.destination
     created_directories = make_parents(destination)  # as TensorFlow's BundleWriter makes its directory
     remove_stale_temp_shards(destination)

@@ -7,11 +7,11 @@ The old file is kept as `checkpoint.bak`.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from ckpttool.formats.atomic import write_bytes_atomic
-from ckpttool.formats.state import STATE_FILENAME, CheckpointState, format_state, write_state
+from ckpttool.errors import CkptError
+from ckpttool.formats import fs
+from ckpttool.formats.state import STATE_FILE_CAP, STATE_FILENAME, CheckpointState, format_state, write_state
 from ckpttool.ops.lock import directory_lock
 from ckpttool.ops.scan import resolve_state_entry, scan_directory
 
@@ -41,17 +41,23 @@ class RepairPlan:
         return self.new_state is not None and self.new_text != self.old_text
 
 
-def _read_text(path: str) -> str | None:
+def _read_raw(path: str) -> bytes | None:
+    """The state file's bytes; None if there is none, or it cannot be read (a FIFO, over the cap):
+    it is then replaced without a backup."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read().decode("utf-8", "replace")
-    except FileNotFoundError:
+        return fs.read_capped(path, STATE_FILE_CAP, "state file", missing_ok=True)
+    except CkptError:
         return None
+
+
+def _read_text(path: str) -> str | None:
+    raw = _read_raw(path)
+    return None if raw is None else raw.decode("utf-8", "replace")
 
 
 def plan_repair(directory: str) -> RepairPlan:
     scan = scan_directory(directory)
-    old_text = _read_text(os.path.join(scan.directory, STATE_FILENAME))
+    old_text = _read_text(fs.join(scan.directory, STATE_FILENAME))
     complete = {c.name: c for c in scan.checkpoints if c.complete}
     changes: list[str] = []
     if scan.state_error:
@@ -107,8 +113,8 @@ def apply_repair(plan: RepairPlan) -> None:
     if not plan.changed:
         return
     with directory_lock(plan.directory):
-        if plan.old_text is not None:
-            state_path = os.path.join(plan.directory, STATE_FILENAME)
-            with open(state_path, "rb") as handle:
-                write_bytes_atomic(os.path.join(plan.directory, BACKUP_FILENAME), handle.read(), mode_of=state_path)
+        state_path = fs.join(plan.directory, STATE_FILENAME)
+        old = _read_raw(state_path) if plan.old_text is not None else None
+        if old is not None:
+            fs.write_atomic(fs.join(plan.directory, BACKUP_FILENAME), old, mode_of=state_path)
         write_state(plan.directory, plan.new_state)

@@ -12,8 +12,10 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
+from typing import Callable, TypeVar
 
 from ckpttool.errors import CkptError, NotFound
+from ckpttool.formats import fs
 from ckpttool.formats.atomic import TEMP_SUFFIX_RE
 from ckpttool.formats.messages import parse_header
 from ckpttool.formats.shards import missing_shard_ids
@@ -24,6 +26,7 @@ from ckpttool.formats.text import excerpt
 _DATA_SUFFIX_LEN = len(".data-00000-of-00001")
 _TEMPSTATE_RE = re.compile(r"\.tempstate\d+$")
 _TEMP_DIR_RE = re.compile(r"_temp(_[0-9a-f]{32})?$")
+T = TypeVar("T")
 _LISTED_SHARDS = 10  # missing shards named in a problem; the rest are counted
 
 
@@ -78,6 +81,9 @@ class DirectoryScan:
     # Latest checkpoints named by other state files (Saver(latest_filename=...), e.g.
     # best_checkpoint): name -> that file's name.
     other_latest: dict[str, str] = field(default_factory=dict)
+    # What the listing held: name -> "file" | "dir" | "link" | "other" (prune checks deletions
+    # against it, so that a bucket costs no request per file).
+    listing: dict[str, str] = field(default_factory=dict)
 
     @property
     def latest(self) -> CheckpointInfo | None:
@@ -93,30 +99,13 @@ class DirectoryScan:
 
 def checkpoint_exists(prefix: str) -> bool:
     """What tf.train.latest_checkpoint accepts: `prefix.index` (V2) or the file `prefix` (V1)."""
-    return os.path.isfile(prefix + ".index") or os.path.isfile(prefix)
+    return fs.is_file(prefix + ".index") or fs.is_file(prefix)
 
 
 def split_step(name: str) -> tuple[str, int | None]:
     """`model.ckpt-50` -> (`model.ckpt`, 50): the step is the digits after the last dash."""
     family, dash, step = name.rpartition("-")
     return (family, int(step)) if dash and step.isdecimal() else (name, None)
-
-
-def _tree_size(path: str) -> tuple[int, float]:
-    total, newest = 0, 0.0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            total += st.st_size
-            newest = max(newest, st.st_mtime)
-    try:
-        newest = max(newest, os.lstat(path).st_mtime)
-    except OSError:
-        pass
-    return total, newest
 
 
 def _v2_shard_count(index_path: str, size: int) -> int | None:
@@ -162,29 +151,34 @@ def _group(groups: dict[str, _Files], stem: str) -> _Files:
     return files
 
 
-def resolve_state_entry(directory: str, entry: str,
-                        realpaths: dict[str, str] | None = None) -> tuple[str | None, Problem | None]:
+def resolve_state_entry(directory: str, entry: str, realpaths: dict[str, str] | None = None,
+                        present: set[str] | None = None) -> tuple[str | None, Problem | None]:
     """Name of a state-file entry inside `directory`, or the problem with it.
 
-    Absolute paths elsewhere whose basename exists here are stale (the
-    directory was moved): they count as that name, with a problem reported.
-    Paths that leave the directory are never followed. `realpaths` memoizes
-    resolved parents across the entries of one state file (they share one).
+    Absolute paths (and URLs, which TensorFlow writes for buckets) elsewhere
+    whose basename exists here are stale (the directory was moved): they
+    count as that name, with a problem reported. Paths that leave the
+    directory are never followed. `realpaths` memoizes resolved parents across
+    the entries of one state file (they share one); `present`, the names the
+    directory holds, saves looking each one up.
     """
     if "\0" in entry:  # no file can have this name (and the OS refuses to look it up)
         return None, Problem("bad_entry", entry, f"state file entry {excerpt(entry)} holds a NUL byte")
-    if os.path.isabs(entry):
-        parent = os.path.dirname(os.path.normpath(entry))
-        if parent == directory or _realpath(parent, realpaths) == _realpath(directory, realpaths):
-            return os.path.basename(entry), None
-        name = os.path.basename(os.path.normpath(entry))
-        exists_here = os.path.exists(os.path.join(directory, name + ".index")) or os.path.isfile(
-            os.path.join(directory, name))
+    if fs.is_url(entry) or os.path.isabs(entry):
+        normalized = fs.absolute(entry) if fs.is_url(entry) else os.path.normpath(entry)
+        parent, name = fs.dirname(normalized), fs.basename(normalized)
+        if parent == directory or (fs.is_url(parent) == fs.is_url(directory)
+                                   and _realpath(parent, realpaths) == _realpath(directory, realpaths)):
+            return name, None
+        if present is not None:
+            exists_here = name + ".index" in present or name in present
+        else:
+            exists_here = fs.exists(fs.join(directory, name + ".index")) or fs.is_file(fs.join(directory, name))
         if exists_here:
             return name, Problem("stale_path", entry, f"state file holds absolute path {excerpt(entry)}; found "
                                  f"{excerpt(name)} in this directory (directory moved?)")
         return None, Problem("outside", entry, f"state file entry {excerpt(entry)} points outside the directory")
-    if os.sep not in entry and entry not in (".", "..", ""):
+    if "/" not in entry and os.sep not in entry and entry not in (".", "..", ""):
         return entry, None  # a plain name, as TensorFlow writes them
     normalized = os.path.normpath(entry)
     if normalized.startswith("..") or os.sep in normalized or normalized in (".", ""):
@@ -194,9 +188,9 @@ def resolve_state_entry(directory: str, entry: str,
 
 def _realpath(path: str, memo: dict[str, str] | None) -> str:
     if memo is None:
-        return os.path.realpath(path)
+        return fs.real(path)
     if path not in memo:
-        memo[path] = os.path.realpath(path)
+        memo[path] = fs.real(path)
     return memo[path]
 
 
@@ -213,42 +207,42 @@ def scan_directory(directory: str) -> DirectoryScan:
 
 
 def _scan(directory: str) -> DirectoryScan:
-    if not os.path.isdir(directory):
+    remote = fs.is_url(directory)
+    if not remote and not os.path.isdir(directory):
         raise NotFound(f"no such directory: {directory}")
-    directory = os.path.abspath(directory)
+    directory = fs.absolute(directory)
     problems: list[Problem] = []
     state, state_error = None, None
     try:
         state = read_state(directory)
     except CkptError as exc:
         state_error = exc.message
-        problems.append(Problem("bad_state_file", os.path.join(directory, STATE_FILENAME), exc.message))
+        problems.append(Problem("bad_state_file", fs.join(directory, STATE_FILENAME), exc.message))
 
     groups: dict[str, _Files] = {}
     leftovers: list[Leftover] = []
-    plain_files: dict[str, os.DirEntry] = {}
-    stats: dict[str, os.stat_result] = {}
-    with os.scandir(directory) as it:
-        entries = list(it)
+    plain_files: dict[str, fs.Entry] = {}
+    stats: dict[str, fs.Entry] = {}
+    entries = fs.list_dir(directory)
+    listing = {entry.name: entry.kind for entry in entries}
+    if remote and not entries and state is None and state_error is None:
+        raise NotFound(f"nothing at {directory} (no such bucket or prefix, or it is empty)")
     for entry in entries:
         name = entry.name
-        if entry.is_dir(follow_symlinks=False):
+        if entry.kind == "dir":
             if _TEMP_DIR_RE.search(name):
-                size, mtime = _tree_size(entry.path)
+                size, mtime = fs.tree_size(entry.path)
                 leftovers.append(Leftover(entry.path, mtime, size))
                 problems.append(Problem("temp_dir", entry.path, f"leftover temporary directory {name} "
                                         "from an interrupted save"))
             continue
         if name == STATE_FILENAME or name == STATE_FILENAME + ".bak":
             continue
-        try:
-            if not entry.is_file(follow_symlinks=False):
-                continue  # symlinks and specials are never treated as checkpoint files
-            stats[name] = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # renamed or removed since listed: a writer at work
+        if entry.kind != "file":
+            continue  # symlinks and specials are never treated as checkpoint files
+        stats[name] = entry
         if (".tempstate" in name and _TEMPSTATE_RE.search(name)) or (".tmp" in name and TEMP_SUFFIX_RE.search(name)):
-            leftovers.append(Leftover(entry.path, stats[name].st_mtime, stats[name].st_size))
+            leftovers.append(Leftover(entry.path, entry.mtime, entry.size))
             problems.append(Problem("temp_file", entry.path, f"leftover temporary file {name}"))
         elif name.endswith(".index"):
             _group(groups, name[:-6]).index = name
@@ -263,8 +257,9 @@ def _scan(directory: str) -> DirectoryScan:
     state_latest = None
     if state is not None:
         realpaths: dict[str, str] = {}
+        present = set(stats)
         for path in state.all_model_checkpoint_paths:
-            name, problem = resolve_state_entry(directory, path, realpaths)
+            name, problem = resolve_state_entry(directory, path, realpaths, present)
             if problem:
                 problems.append(problem)
             if name:
@@ -272,7 +267,7 @@ def _scan(directory: str) -> DirectoryScan:
                 # A save time that is not a number cannot order anything: use the files' time.
                 state_names[name] = stamp if stamp is None or math.isfinite(stamp) else None
         if state.model_checkpoint_path:
-            name, problem = resolve_state_entry(directory, state.model_checkpoint_path, realpaths)
+            name, problem = resolve_state_entry(directory, state.model_checkpoint_path, realpaths, present)
             if problem and problem not in problems:  # once per scan: a linear search is fine
                 problems.append(problem)
             if name:
@@ -281,7 +276,7 @@ def _scan(directory: str) -> DirectoryScan:
 
     other_latest = {}
     for name in plain_files:
-        if name.endswith(STATE_FILENAME) and stats[name].st_size < 1 << 20:
+        if name.endswith(STATE_FILENAME) and stats[name].size < 1 << 20:
             latest = _other_state_latest(directory, name)
             if latest:
                 other_latest[latest] = name
@@ -294,14 +289,16 @@ def _scan(directory: str) -> DirectoryScan:
             _group(groups, name).v1 = name
 
     checkpoints = []
-    base = os.path.join(directory, "")
+    base = fs.join(directory, "")
     for name, files in groups.items():
-        info = _describe(base, name, files, stats, state_names, problems)
+        # A bucket's indexes are not read one by one (a request each): the data files' names give
+        # the shard count, and `verify` checks it against the index.
+        info = _describe(base, name, files, stats, state_names, problems, read_headers=not remote)
         if info is not None:
             checkpoints.append(info)
     for name in state_names:
         if name not in groups:
-            problems.append(Problem("missing_checkpoint", os.path.join(directory, name),
+            problems.append(Problem("missing_checkpoint", fs.join(directory, name),
                                     f"state file lists {excerpt(name)}, whose files are gone"))
 
     latest_name = state_latest if state_latest and any(
@@ -313,13 +310,13 @@ def _scan(directory: str) -> DirectoryScan:
     checkpoints = [replace(c, is_latest=True) if c.name == latest_name else c for c in checkpoints]
     checkpoints.sort(key=lambda c: (c.step if c.step is not None else -1, c.time, c.name))
     return DirectoryScan(directory, tuple(checkpoints), tuple(problems), state, state_error,
-                         state_latest, tuple(sorted(leftovers, key=lambda l: l.path)), other_latest)
+                         state_latest, tuple(sorted(leftovers, key=lambda l: l.path)), other_latest, listing)
 
 
 def _other_state_latest(directory: str, filename: str) -> str | None:
     """The latest named by another state file (`best_checkpoint`), if it parses as one."""
     try:
-        state = read_state_file(os.path.join(directory, filename))
+        state = read_state_file(fs.join(directory, filename))
     except CkptError:
         return None
     if state is None or not state.model_checkpoint_path:
@@ -328,8 +325,10 @@ def _other_state_latest(directory: str, filename: str) -> str | None:
     return name
 
 
-def _describe(base: str, name: str, files: _Files, stats, state_names, problems) -> CheckpointInfo | None:
-    """`base`: the directory with a trailing separator."""
+def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
+              read_headers: bool = True) -> CheckpointInfo | None:
+    """`base`: the directory with a trailing separator. Without `read_headers`, the shard count
+    comes from the data files' names (`-of-N`)."""
     if files.index is None and files.v1 is None and not files.data:
         # A lone .meta (a graph without its checkpoint) is not a checkpoint.
         problems.append(Problem("orphan_meta", base + files.meta, f"{files.meta} has no checkpoint"))
@@ -343,7 +342,8 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems)
             problems.append(Problem("data_without_index", base + name,
                                     f"{name} has data files but no .index (interrupted save?)"))
         else:
-            num_shards = _v2_shard_count(base + files.index, stats[files.index].st_size)
+            num_shards = (_v2_shard_count(base + files.index, stats[files.index].size) if read_headers
+                          else _shard_count_of_names(files))
             if num_shards is None:
                 complete = False
                 problems.append(Problem("bad_index", base + files.index, f"{name}.index is incomplete or corrupt"))
@@ -352,14 +352,20 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems)
     names = [n for n in (files.index, files.meta, files.v1) if n]
     names += [n for n, _ in files.data.values()]
     # The .meta is written after the checkpoint: its time is not the save's unless it is all there is.
-    times = [stats[n].st_mtime for n in names if n != files.meta] or [stats[files.meta].st_mtime]
+    times = [stats[n].mtime for n in names if n != files.meta] or [stats[files.meta].mtime]
     family, step = split_step(name)
     return CheckpointInfo(
         name=name, prefix=base + name, family=family, step=step, format=fmt,
-        size_bytes=sum([stats[n].st_size for n in names]), num_shards=num_shards if fmt == "v2" else 1,
+        size_bytes=sum([stats[n].size for n in names]), num_shards=num_shards if fmt == "v2" else 1,
         complete=complete, has_meta=files.meta is not None, in_state=name in state_names, is_latest=False,
         mtime=max(times), timestamp=state_names.get(name), files=tuple(sorted([base + n for n in names])),
     )
+
+
+def _shard_count_of_names(files: _Files) -> int | None:
+    """The `-of-N` the data files agree on (N = 1 when there are none: the shard is then missing)."""
+    counts = {count for _name, count in files.data.values()}
+    return counts.pop() if len(counts) == 1 else 1 if not counts else max(counts)
 
 
 def _report_missing_shards(prefix: str, name: str, num_shards: int, files: _Files, problems) -> bool:
@@ -376,13 +382,24 @@ def _report_missing_shards(prefix: str, name: str, num_shards: int, files: _File
 def find_checkpoint_dirs(root: str) -> list[str]:
     """Directories under `root` (itself included) that hold checkpoints, without
     following symlinks, entering `*_temp` leftovers or SavedModels' variables."""
-    if not os.path.isdir(root):
+    if not fs.is_url(root) and not os.path.isdir(root):
         raise NotFound(f"no such directory: {root}")
     found = []
-    for current, dirs, files in os.walk(root, followlinks=False):
+    for current, dirs, files in fs.walk_files(root):
         dirs[:] = sorted(d for d in dirs if not _TEMP_DIR_RE.search(d))
         if "saved_model.pb" in files or "saved_model.pbtxt" in files:
             dirs[:] = [d for d in dirs if d != "variables"]
         if STATE_FILENAME in files or any(name.endswith(".index") for name in files):
             found.append(current)
     return found
+
+
+def for_each_directory(function: Callable[[str], T], directories: list[str]) -> list[T]:
+    """function(d) for each directory, in order; a bucket's several at a time (each is a listing
+    and a few requests, which wait on the network, not the CPU)."""
+    if len(directories) > 1 and fs.is_url(directories[0]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(pool.map(function, directories))
+    return [function(d) for d in directories]

@@ -2,11 +2,11 @@
 removed with their timestamps. Shared by prune and repair."""
 from __future__ import annotations
 
-import os
 from typing import Callable
 
+from ckpttool.formats import fs
 from ckpttool.formats.atomic import commit_replacement, discard_replacement, prepare_replacement
-from ckpttool.formats.state import STATE_FILENAME, CheckpointState, format_state, parse_state
+from ckpttool.formats.state import STATE_FILE_CAP, STATE_FILENAME, CheckpointState, format_state, parse_state
 from ckpttool.ops.scan import resolve_state_entry
 
 
@@ -32,11 +32,7 @@ def without_entries(state: CheckpointState, directory: str, drop: set[str]) -> C
 
 
 def _read_raw(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
+    return fs.read_capped(path, STATE_FILE_CAP, "state file", missing_ok=True)
 
 
 def update_state(directory: str, transform: Callable[[CheckpointState], CheckpointState],
@@ -45,22 +41,28 @@ def update_state(directory: str, transform: Callable[[CheckpointState], Checkpoi
 
     TensorFlow's savers take no lock, so: prepare and sync the new file, then
     re-read the state file just before the rename and start over if it
-    changed meanwhile. True: rewritten; False: there is no state file;
-    None: a writer kept replacing it, so it was left as the writer wrote it.
+    changed meanwhile (a bucket: re-read, then one whole-object write).
+    True: rewritten; False: there is no state file; None: a writer kept
+    replacing it, so it was left as the writer wrote it.
     """
     import random
     import time
 
-    path = os.path.join(directory, STATE_FILENAME)
+    path = fs.join(directory, STATE_FILENAME)
     for _ in range(attempts):
         before = _read_raw(path)
         if before is None:
             return False
-        new_text = format_state(transform(parse_state(before.decode("utf-8"), path)))
-        tmp = prepare_replacement(path, new_text.encode("utf-8"))
-        if _read_raw(path) == before:
-            commit_replacement(tmp, path)
-            return True
-        discard_replacement(tmp)
+        new_text = format_state(transform(parse_state(before.decode("utf-8"), path))).encode("utf-8")
+        if fs.is_url(path):
+            if _read_raw(path) == before:
+                fs.write_atomic(path, new_text)
+                return True
+        else:
+            tmp = prepare_replacement(path, new_text)
+            if _read_raw(path) == before:
+                commit_replacement(tmp, path)
+                return True
+            discard_replacement(tmp)
         time.sleep(random.uniform(0.001, 0.02))  # let the writer's save finish
     return None

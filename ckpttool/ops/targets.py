@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from ckpttool.errors import NotFound
+from ckpttool.formats import fs
 from ckpttool.formats.reader import detect_format, weights_file_format
 from ckpttool.ops.scan import checkpoint_exists
 
@@ -24,17 +25,18 @@ class Target:
     warnings: tuple[str, ...] = ()  # e.g. how a directory's latest checkpoint had to be found
 
 
-def _saved_model_graph(directory: str) -> str | None:
+def _saved_model_graph(directory: str, names: set[str] | None = None) -> str | None:
+    """The graph file of a SavedModel directory; `names`, the directory's listing, saves a look-up each."""
     for name in SAVED_MODEL_FILES:
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
+        path = fs.join(directory, name)
+        if name in names if names is not None else fs.is_file(path):
             return path
     return None
 
 
 def _saved_model_target(directory: str, graph: str, graph_only_ok: bool = False) -> Target:
-    prefix = os.path.join(directory, "variables", "variables")
-    if not os.path.isfile(prefix + ".index"):
+    prefix = fs.join(directory, "variables", "variables")
+    if not fs.is_file(prefix + ".index"):
         if graph_only_ok:  # TF-Transform's transform_fn, small serving models: TensorFlow loads them so
             return Target(prefix, "none", graph, directory,
                           (f"SavedModel {directory} has no variables (graph only): nothing to list",))
@@ -44,8 +46,8 @@ def _saved_model_target(directory: str, graph: str, graph_only_ok: bool = False)
 
 def _variables_without_graph(directory: str) -> Target | None:
     """A SavedModel folder that lost its saved_model.pb still holds a readable variables/ bundle."""
-    prefix = os.path.join(directory, "variables", "variables")
-    if not os.path.isfile(prefix + ".index"):
+    prefix = fs.join(directory, "variables", "variables")
+    if not fs.is_file(prefix + ".index"):
         return None
     return Target(prefix, "v2", None, directory,
                   (f"{directory} has no saved_model.pb; reading its variables/variables",))
@@ -55,13 +57,16 @@ def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
     """`graph_only_ok`: a SavedModel without variables resolves (format "none") instead of failing."""
     from ckpttool.ops.latest import find_latest
 
+    if fs.is_url(path):
+        path = fs.absolute(path)
     weights_format = weights_file_format(path)
     if weights_format:  # a weights file (safetensors, .npz, Keras 3), found by its extension
-        if not os.path.exists(path):
+        if not fs.exists(path):
             raise NotFound(f"no {weights_format} file at {path}")
         return Target(path, weights_format, None, None)
-    if os.path.isdir(path):
-        graph = _saved_model_graph(path)
+    is_directory, names = _directory_listing(path)
+    if is_directory:
+        graph = _saved_model_graph(path, names)
         if graph:
             return _saved_model_target(path, graph, graph_only_ok)
         latest = find_latest(path)
@@ -71,8 +76,8 @@ def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
             raise NotFound(f"no checkpoint in directory {path} (looked for a state file, *.index files, "
                            "V1 checkpoint files and saved_model.pb)")
         return _prefix_target(latest.prefix, latest.warnings)
-    if os.path.basename(path) in SAVED_MODEL_FILES and os.path.isfile(path):
-        return _saved_model_target(os.path.dirname(path) or ".", path, graph_only_ok)
+    if fs.basename(path) in SAVED_MODEL_FILES and fs.is_file(path):
+        return _saved_model_target(fs.dirname(path) or ".", path, graph_only_ok)
     match = _SUFFIX_RE.search(path)
     if match:
         prefix = path[: match.start()]
@@ -84,7 +89,19 @@ def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
                    "a run directory and a SavedModel)")
 
 
+def _directory_listing(path: str) -> tuple[bool, set[str] | None]:
+    """Whether `path` is a directory, and for a bucket its names (one listing answers both; a local
+    directory's names are looked up one by one instead, as listing it could be long)."""
+    if not fs.is_url(path):
+        return os.path.isdir(path), None
+    try:
+        names = {entry.name for entry in fs.list_dir(path)}
+    except NotFound:
+        return False, None  # not a "directory" (no object under path/): a prefix or a file
+    return bool(names), names
+
+
 def _prefix_target(prefix: str, warnings: tuple[str, ...] = ()) -> Target:
     fmt = detect_format(prefix)
     meta = prefix + ".meta"
-    return Target(prefix, fmt, meta if os.path.isfile(meta) else None, None, warnings)
+    return Target(prefix, fmt, meta if fs.is_file(meta) else None, None, warnings)

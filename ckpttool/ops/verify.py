@@ -2,13 +2,13 @@
 shard presence and sizes, and index/data pairing. Reports all damage."""
 from __future__ import annotations
 
-import glob
 import os
 import re
 from dataclasses import dataclass
 from typing import Callable
 
 from ckpttool.errors import BadInput, BadSlices, ChecksumMismatch, NotFound, Truncated
+from ckpttool.formats import fs
 from ckpttool.formats.bundle import Bundle
 from ckpttool.formats.shards import missing_shard_ids
 from ckpttool.formats.reader import open_checkpoint
@@ -59,10 +59,14 @@ def _shard_errors(bundle: Bundle) -> list[VerifyError]:
     errors = []
     num_shards = bundle.header.num_shards
     present: dict[int, str] = {}
-    for path in sorted(glob.glob(glob.escape(bundle.prefix) + ".data-*")):
-        match = _SHARD_RE.search(path)
-        if not match:
+    sizes: dict[str, int] = {}
+    stem = fs.basename(bundle.prefix) + ".data-"
+    for entry in sorted(fs.list_dir(fs.dirname(bundle.prefix)), key=lambda e: e.name):
+        match = _SHARD_RE.search(entry.name)
+        if not entry.name.startswith(stem) or not match or entry.kind == "dir":
             continue
+        path = entry.path
+        sizes[path] = os.path.getsize(path) if entry.kind == "link" else entry.size  # a link: its target's
         if int(match[2]) == num_shards and int(match[1]) < num_shards:
             present[int(match[1])] = path
         else:
@@ -80,7 +84,7 @@ def _shard_errors(bundle: Bundle) -> list[VerifyError]:
     ends = bundle.shard_ends()
     for shard_id, path in sorted(present.items()):
         name = os.path.basename(path)
-        size = os.path.getsize(path)
+        size = sizes[path]
         if size > ends.get(shard_id, 0):
             errors.append(VerifyError(name, "size_mismatch", f"{name} has {size - ends.get(shard_id, 0)} "
                                       "bytes that no tensor in the index accounts for"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ckpttool.cli import render
 from ckpttool.cli.options import Directory, Json, Quiet, Recursive
-from ckpttool.ops.scan import DirectoryScan, find_checkpoint_dirs, scan_directory
+from ckpttool.ops.scan import DirectoryScan, find_checkpoint_dirs, for_each_directory, scan_directory
 
 
 def scan_document(scan: DirectoryScan) -> dict:
@@ -44,7 +44,7 @@ def _print_scan(scan: DirectoryScan, show_directory: bool) -> None:
 def command(directory: Directory, recursive: Recursive = False, json_out: Json = False, quiet: Quiet = False):
     """List every checkpoint in DIR, from the state file and from the files on disk."""
     dirs = find_checkpoint_dirs(directory) if recursive else [directory]
-    scans = [scan_directory(d) for d in dirs]
+    scans = for_each_directory(scan_directory, dirs)
     if json_out:
         if recursive:
             render.emit_json("ls", {"root": directory, "directories": [scan_document(s) for s in scans]})

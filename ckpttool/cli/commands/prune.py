@@ -68,20 +68,23 @@ def command(
     """
     from ckpttool.ops.prune import apply_prune, plan_prune
     from ckpttool.ops.retention import RetentionRules, parse_duration
-    from ckpttool.ops.scan import find_checkpoint_dirs
+    from ckpttool.ops.scan import find_checkpoint_dirs, for_each_directory
 
     rules = RetentionRules(keep_last, keep_every_hours, keep_every_steps, tuple(keep_step or ()),
                            parse_duration(min_age) if min_age is not None else None)
     rules.validate()
     dirs = find_checkpoint_dirs(directory) if recursive else [directory]
-    plans, refused = [], []
-    for d in dirs:
+    def plan(d: str):
         try:
-            plans.append(plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state))
+            return plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state)
         except BadInput as exc:
             if not recursive:
                 raise
-            refused.append((d, exc))  # one broken run must not stop a cron job from pruning the others
+            return exc  # one broken run must not stop a cron job from pruning the others
+
+    planned = for_each_directory(plan, dirs)
+    plans = [p for p in planned if not isinstance(p, BadInput)]
+    refused = [(d, p) for d, p in zip(dirs, planned) if isinstance(p, BadInput)]
     steps = {item.step for plan in plans for item in plan.kept + plan.deleted}
     for step in sorted(set(rules.keep_steps) - steps):
         render.warn(f"--keep-step {step}: no checkpoint has step {step}")

@@ -40,7 +40,7 @@ def command(
     rules = RenameRules.from_options(maps=map_, map_file=map_file, regexes=regex, add_prefix=add_prefix,
                                      strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep,
                                      drop_optimizer=drop_optimizer)
-    plan = plan_rename(source, destination, rules, overwrite=overwrite)
+    plan = plan_rename(source, destination, rules, overwrite=overwrite, link=link)
     bytes_written = 0 if dry_run else apply_rename(plan, link=link).bytes_written
     if json_out:
         render.emit_json("rename-vars", {

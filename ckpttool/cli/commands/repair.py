@@ -8,8 +8,7 @@ from ckpttool.cli.options import Directory, DryRun, Json
 def command(directory: Directory, dry_run: DryRun = False, json_out: Json = False):
     """Rewrite DIR's state file: relative paths, gone entries dropped, orphans added
     in step order, latest fixed. The old file is kept as checkpoint.bak."""
-    import os
-
+    from ckpttool.formats import fs
     from ckpttool.ops.repair import BACKUP_FILENAME, apply_repair, plan_repair
 
     plan = plan_repair(directory)
@@ -19,7 +18,7 @@ def command(directory: Directory, dry_run: DryRun = False, json_out: Json = Fals
         render.emit_json("repair", {
             "directory": plan.directory, "dry_run": dry_run, "changed": plan.changed, "summary": plan.summary,
             "changes": list(plan.changes) if plan.changed else [], "state": plan.new_text,
-            "backup": os.path.join(plan.directory, BACKUP_FILENAME) if plan.changed and plan.old_text else None,
+            "backup": fs.join(plan.directory, BACKUP_FILENAME) if plan.changed and plan.old_text else None,
         })
         return 0
     if not plan.changed:

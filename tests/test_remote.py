@@ -1,0 +1,359 @@
+"""Every command on object stores (issue 11), against real servers on 127.0.0.1:
+moto's S3 server and the GCS emulator. TensorFlow stays the oracle on the
+local copy: each answer on a bucket must equal the answer on the same files
+on disk, and what prune leaves in a bucket must restore in TensorFlow once
+downloaded."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import assert_one_line_error, run_cli
+from tests.remote_servers import BUCKET, CountingProxy, start_gcs, start_s3, upload_tree
+
+READ_FIXTURES = [("saver_run", None), ("sharded", None), ("partitioned", None), ("tf2_manager", None),
+                 ("tf2_saved_model", "model")]
+
+
+@pytest.fixture(scope="session")
+def servers():
+    """Both servers, with the backends' standard settings pointing at them for this process and
+    for every subprocess the tests start."""
+    started = {"s3": start_s3(), "gs": start_gcs()}
+    saved = dict(os.environ)
+    for server in started.values():
+        os.environ.update(server.env)
+    from ckpttool.formats import remote
+
+    remote.set_storage_options({})  # forget backends made before the environment was set
+    yield started
+    os.environ.clear()
+    os.environ.update(saved)
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture(params=["s3", "gs"])
+def store(request, servers):
+    return servers[request.param]
+
+
+_counter = iter(range(1_000_000))
+
+
+def fresh_prefix(name: str) -> str:
+    return f"{name}-{next(_counter)}-{os.getpid()}"
+
+
+def upload(store, fixtures_dir, name: str, sub: str | None = None) -> tuple[str, str]:
+    """(local directory, its URL in the bucket)."""
+    local = fixtures_dir / name / sub if sub else fixtures_dir / name
+    return str(local), upload_tree(store, str(local), fresh_prefix(name))
+
+
+def _localize(doc, local: str, url: str):
+    """The document with the remote URL replaced by the local path, for comparison."""
+    return json.loads(json.dumps(doc).replace(url, local))
+
+
+def _without_times(listing: dict) -> dict:
+    # A TF1 Saver's state file holds the writer's absolute paths: stale once the files are in a bucket.
+    listing["problems"] = [p for p in listing["problems"] if p["kind"] != "stale_path"]
+    for c in listing["checkpoints"]:
+        c.pop("mtime")  # upload time in the bucket, not the file's
+        if c["timestamp"] is None:
+            c.pop("timestamp")
+    return listing
+
+
+# -- reading --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,sub", READ_FIXTURES, ids=[f[0] for f in READ_FIXTURES])
+def test_reads_on_a_bucket_equal_reads_on_disk(store, fixtures_dir, tf, name, sub):
+    from tests.oracle import assert_inspect_matches_tf
+
+    local, url = upload(store, fixtures_dir, name, sub)
+    remote_inspect = run_cli("inspect", "--json", "--all", "--values", url)
+    assert remote_inspect.exit_code == 0, remote_inspect.stderr
+    local_inspect = run_cli("inspect", "--json", "--all", "--values", local).json()
+    assert _localize(remote_inspect.json(), local, url) == local_inspect
+    target = local if sub else tf.train.latest_checkpoint(local)
+    assert_inspect_matches_tf(remote_inspect.json(), tf.train.load_checkpoint(
+        target if sub is None else os.path.join(local, "variables", "variables")))
+    remote_verify = run_cli("verify", "--json", url)
+    assert remote_verify.exit_code == 0, remote_verify.stderr
+    assert _localize(remote_verify.json(), local, url) == run_cli("verify", "--json", local).json()
+    diff = run_cli("diff", local, url)
+    assert diff.exit_code == 0, diff.stdout + diff.stderr
+    if sub is None:
+        remote_ls = run_cli("ls", "--json", url).json()
+        assert remote_ls["directory"] == url
+        assert all(c["prefix"].startswith(f"{store.protocol}://") for c in remote_ls["checkpoints"])
+        assert _without_times(_localize(remote_ls, local, url)) == _without_times(run_cli("ls", "--json", local).json())
+        latest = run_cli("latest", url)
+        assert latest.exit_code == 0, latest.stderr
+        assert latest.stdout.strip() == f"{url}/{os.path.basename(tf.train.latest_checkpoint(local))}"
+
+
+def test_inspect_reads_the_index_only(servers, fixtures_dir, tmp_path, tf):
+    """Names and shapes of a checkpoint with a 100 MB shard cost under 1 MB of transfer."""
+    import numpy as np
+
+    prefix = tmp_path / "big" / "ckpt"
+    prefix.parent.mkdir()
+    tensors = {"big/w": np.zeros((25, 1024, 1024), np.float32), "small/b": np.ones(3, np.float32)}
+    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=sorted(tensors), shape_and_slices=["", ""],
+                      tensors=[tf.constant(tensors[n]) for n in sorted(tensors)])
+    s3 = servers["s3"]
+    url = upload_tree(s3, str(prefix.parent), fresh_prefix("big"))
+    proxy = CountingProxy(int(s3.endpoint.rsplit(":", 1)[1]))
+    try:
+        env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}
+        proc = subprocess.run([sys.executable, "-m", "ckpttool", "inspect", "--json", f"{url}/ckpt"],
+                              capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert {v["name"] for v in json.loads(proc.stdout)["variables"]} == set(tensors)
+        assert 0 < proxy.downstream_bytes < 1 << 20, proxy.downstream_bytes
+        proxy.reset()
+        proc = subprocess.run([sys.executable, "-m", "ckpttool", "verify", f"{url}/ckpt"], capture_output=True,
+                              text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert proxy.downstream_bytes > 100 << 20  # verify does read every byte
+    finally:
+        proxy.close()
+
+
+def test_remote_paths_are_urls_in_every_document(store, fixtures_dir):
+    _local, url = upload(store, fixtures_dir, "saver_run")
+    doc = run_cli("inspect", "--json", url).json()
+    assert doc["checkpoint"] == f"{url}/model.ckpt-50"
+    assert run_cli("latest", "--json", url).json()["latest"] == f"{url}/model.ckpt-50"
+
+
+# -- prune and repair on a bucket ------------------------------------------------------------
+
+def _download(store, url: str, local) -> None:
+    from ckpttool.formats import remote
+
+    fs = remote.filesystem(store.protocol)
+    path = remote.split_url(url)[1]
+    local.mkdir(parents=True, exist_ok=True)
+    for entry in fs.ls(path, detail=True, refresh=True):
+        if entry["type"] == "file":
+            fs.get_file(entry["name"], str(local / os.path.basename(entry["name"])))
+
+
+def _names_in_bucket(store, url: str) -> set[str]:
+    from ckpttool.formats import remote
+
+    fs = remote.filesystem(store.protocol)
+    return {os.path.basename(name.rstrip("/")) for name in fs.ls(remote.split_url(url)[1], detail=False, refresh=True)}
+
+
+def test_prune_on_a_bucket_keeps_what_it_keeps_on_disk(store, copy_fixture, tmp_path, tf):
+    from tests.test_prune_repair import assert_tf_restores_latest, restore_with_saver
+
+    run = copy_fixture("prune_run")
+    url = upload_tree(store, str(run), fresh_prefix("prune"))
+    remote_doc = run_cli("prune", "--yes", "--json", "--keep-last", "3", "--keep-step", "200", url)
+    assert remote_doc.exit_code == 0, remote_doc.stderr
+    local_doc = run_cli("prune", "--yes", "--json", "--keep-last", "3", "--keep-step", "200", run).json()
+    assert {d["name"] for d in remote_doc.json()["deleted"]} == {d["name"] for d in local_doc["deleted"]}
+    assert not any(".ckpttool" in n for n in _names_in_bucket(store, url))  # lock and journal gone
+    downloaded = tmp_path / "downloaded"
+    _download(store, url, downloaded)
+    assert sorted(os.listdir(downloaded)) == sorted(n for n in os.listdir(run) if not n.startswith(".ckpttool"))
+    latest = assert_tf_restores_latest(tf, downloaded, "model.ckpt-1000")
+    restore_with_saver(tf, latest)
+
+
+def test_prune_killed_mid_run_leaves_a_bucket_tensorflow_can_use(servers, fixtures_dir, tmp_path, tf):
+    from tests.test_prune_repair import _many_checkpoint_dir, assert_tf_restores_latest
+
+    s3 = servers["s3"]
+    local = tmp_path / "many"
+    _many_checkpoint_dir(fixtures_dir, local, 60)
+    url = upload_tree(s3, str(local), fresh_prefix("killed"))
+    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "--yes", "--keep-last", "5", url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while ".ckpttool-prune.journal" not in _names_in_bucket(s3, url):  # readiness: deletions are about to start
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = tmp_path / "after-kill"
+    _download(s3, url, first)
+    assert_tf_restores_latest(tf, first, "ckpt-60")
+    finish = run_cli("prune", "--yes", "--keep-last", "5", url)
+    assert finish.exit_code == 0, finish.stderr
+    second = tmp_path / "after-finish"
+    _download(s3, url, second)
+    assert {n[:-6] for n in os.listdir(second) if n.endswith(".index")} == {f"ckpt-{i}" for i in range(56, 61)}
+    assert_tf_restores_latest(tf, second, "ckpt-60")
+
+
+def test_two_prunes_at_once_on_one_prefix(store, fixtures_dir, tmp_path):
+    from tests.test_prune_repair import _many_checkpoint_dir
+
+    local = tmp_path / "twice"
+    _many_checkpoint_dir(fixtures_dir, local, 40)
+    url = upload_tree(store, str(local), fresh_prefix("twice"))
+    cmd = [sys.executable, "-m", "ckpttool", "prune", "--yes", "--keep-last", "3", url]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    names = _names_in_bucket(store, url)
+    assert {n[:-6] for n in names if n.endswith(".index")} == {"ckpt-38", "ckpt-39", "ckpt-40"}
+
+
+def test_bucket_lock_object_keeps_a_second_prune_out(servers, fixtures_dir, tmp_path):
+    """A lock object held by another host: prune waits for it (S3's If-None-Match: *)."""
+    from ckpttool.formats import remote
+    from ckpttool.ops.lock import directory_lock
+
+    s3 = servers["s3"]
+    local = tmp_path / "locked"
+    _local_dir = shutil.copytree(fixtures_dir / "tf2_many", local)
+    url = upload_tree(s3, str(_local_dir), fresh_prefix("locked"))
+    with directory_lock(url):
+        assert ".ckpttool.lock" in _names_in_bucket(s3, url)
+        with pytest.raises(Exception) as refused:
+            remote.write_whole(f"{url}/.ckpttool.lock", b"{}", create_only=True)
+        assert "exists" in str(refused.value)
+    assert ".ckpttool.lock" not in _names_in_bucket(s3, url)
+
+
+def test_repair_on_a_bucket(store, copy_fixture, tmp_path, tf):
+    run = copy_fixture("saver_run")  # absolute paths from another machine in its state file
+    url = upload_tree(store, str(run), fresh_prefix("repair"))
+    result = run_cli("repair", "--json", url)
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["changed"] is True
+    downloaded = tmp_path / "downloaded"
+    _download(store, url, downloaded)
+    assert tf.train.latest_checkpoint(str(downloaded)) == str(downloaded / "model.ckpt-50")
+    assert (downloaded / "checkpoint.bak").exists()
+
+
+# -- writing -------------------------------------------------------------------------
+
+def test_rename_vars_between_local_and_bucket(store, fixtures_dir, tmp_path, tf):
+    from tests.test_rename_diff import assert_same_tensors
+
+    src = fixtures_dir / "tf2_manager" / "ckpt-3"
+    _local, url = upload(store, fixtures_dir, "tf2_manager")
+    to_bucket = run_cli("rename-vars", "--regex", "^model/dense1/=model/encoder/", src, f"{url}/renamed-3")
+    assert to_bucket.exit_code == 0, to_bucket.stderr
+    within = run_cli("rename-vars", "--regex", "^model/dense1/=model/encoder/", f"{url}/ckpt-3", f"{url}/copy-3")
+    assert within.exit_code == 0, within.stderr
+    back = tmp_path / "back" / "renamed-3"
+    assert run_cli("rename-vars", f"{url}/renamed-3", back).exit_code == 0
+    mapping = {k: k.replace("model/dense1/", "model/encoder/")
+               for k in tf.train.load_checkpoint(str(src)).get_variable_to_shape_map()}
+    assert_same_tensors(tf, src, back, mapping)
+    downloaded = tmp_path / "downloaded"
+    _download(store, url, downloaded)
+    assert_same_tensors(tf, src, downloaded / "copy-3", mapping)
+    assert tf.train.latest_checkpoint(str(downloaded)) == str(downloaded / "copy-3")
+    linked = run_cli("rename-vars", "--link", src, f"{url}/linked")
+    assert_one_line_error(linked, 2)
+
+
+def test_convert_and_export_to_a_bucket(store, fixtures_dir, tmp_path, tf):
+    import numpy as np
+
+    _local, url = upload(store, fixtures_dir, "saver_run")
+    result = run_cli("convert", f"{url}/model.ckpt-50", f"{url}/weights.safetensors")
+    assert result.exit_code == 0, result.stderr
+    doc = run_cli("inspect", "--json", "--values", f"{url}/weights.safetensors").json()
+    reader = tf.train.load_checkpoint(str(fixtures_dir / "saver_run" / "model.ckpt-50"))
+    for var in doc["variables"]:
+        np.testing.assert_array_equal(np.array(var["value"], dtype=np.float64).reshape(var["shape"]),
+                                      reader.get_tensor(var["name"]).astype(np.float64))
+    exported = run_cli("export-json", "--part", "saver", "-o", f"{url}/saver.json", f"{url}/model.ckpt-50.meta")
+    assert exported.exit_code == 0, exported.stderr
+    frozen = run_cli("freeze", "--output-nodes", "output", "-o", f"{url}/frozen.pb", f"{url}/model.ckpt-50")
+    assert frozen.exit_code == 0, frozen.stderr
+    assert {"saver.json", "frozen.pb", "weights.safetensors"} <= _names_in_bucket(store, url)
+
+
+# -- failures: one line, exit 3, nothing deleted ---------------------------------------------
+
+def test_missing_bucket_and_missing_prefix(store):
+    for url in (f"{store.protocol}://no-such-bucket-{os.getpid()}/run", store.url("no", "such", "run")):
+        for args in (["ls", url], ["latest", url], ["inspect", url], ["prune", "--yes", "--keep-last", "1", url]):
+            result = run_cli(*args)
+            assert_one_line_error(result, 3)
+
+
+def test_server_down_is_one_line(tmp_path):
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "x", "AWS_MAX_ATTEMPTS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "ckpttool", "ls", f"s3://{BUCKET}/run"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert_one_line_error(proc, 3)
+
+
+def test_access_denied_is_one_line_and_deletes_nothing(servers, fixtures_dir):
+    import urllib.request
+
+    s3 = servers["s3"]
+    _local, url = upload(s3, fixtures_dir, "prune_run")
+    before = _names_in_bucket(s3, url)
+
+    def auth_after(count: str) -> None:  # moto's switch: credentials are checked after `count` requests
+        request = urllib.request.Request(f"{s3.endpoint}/moto-api/reset-auth", method="POST", data=count.encode(),
+                                         headers={"Content-Type": "text/plain"})
+        urllib.request.urlopen(request).read()
+
+    auth_after("0")  # from now on the server checks credentials, and ours are unknown to it
+    try:
+        result = run_cli("prune", "--yes", "--keep-last", "1", url)
+    finally:
+        auth_after("inf")
+    assert_one_line_error(result, 3)
+    assert _names_in_bucket(s3, url) == before
+
+
+def test_data_shard_vanished_after_listing(store, fixtures_dir):
+    from ckpttool.formats import remote
+
+    _local, url = upload(store, fixtures_dir, "saver_run")
+    remote.remove_many([f"{url}/model.ckpt-50.data-00000-of-00001"])
+    assert_one_line_error(run_cli("inspect", "--values", f"{url}/model.ckpt-50"), 3)
+    verify = run_cli("verify", "--json", f"{url}/model.ckpt-50")
+    assert verify.exit_code == 1 and {e["problem"] for e in verify.json()["errors"]} == {"missing_shard"}
+
+
+def test_unknown_backend_names_the_extra_to_install():
+    result = run_cli("ls", "az://container/run")
+    assert_one_line_error(result, 3)
+    assert "pip install" in result.stderr or "install" in result.stderr
+
+
+def test_storage_option_reaches_the_backend(servers, fixtures_dir):
+    gcs = servers["gs"]
+    _local, url = upload(gcs, fixtures_dir, "tf2_many")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FSSPEC_GS")}
+    proc = subprocess.run([sys.executable, "-m", "ckpttool", "--storage-option", "token=anon", "latest", url],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{url}/ckpt-6"
+
+
+def test_local_commands_never_import_fsspec(fixtures_dir):
+    probe = ("import sys\nfrom ckpttool.cli.app import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
+             "    pass\nprint('FSSPEC' if 'fsspec' in sys.modules else 'NO_FSSPEC', file=sys.stderr)")
+    for args in (["latest", str(fixtures_dir / "saver_run")], ["inspect", "--json", str(fixtures_dir / "saver_run")],
+                 ["prune", "--dry-run", "--keep-last", "1", str(fixtures_dir / "prune_run")]):
+        proc = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
+        assert "NO_FSSPEC" in proc.stderr, (args, proc.stderr[-500:])
