@@ -26,8 +26,6 @@ LOCK_FILENAME = ".ckpttool.lock"
 # A bucket lock older than this is taken to be left by a killed run and broken.
 # A prune of even 100k checkpoints finishes far sooner.
 STALE_REMOTE_LOCK_SECONDS = 3600.0
-LOCKING_NOTE = ("On gs:// and s3:// a lock object created only if absent keeps concurrent runs apart; "
-                "on other fsspec stores only runs from the same host are kept apart.")
 
 
 @contextlib.contextmanager

@@ -65,6 +65,10 @@ def command(
 
     A checkpoint is kept if any rule keeps it. Each family (model.ckpt,
     best.ckpt, ...) is judged on its own. Not interactive and no --yes: exit 4.
+
+    DIR may be a bucket (gs://, s3://, other fsspec URLs). Runs take turns:
+    on gs:// and s3:// through a lock object created only if absent, across
+    hosts; on other stores only runs on the same host are kept apart.
     """
     from ckpttool.ops.prune import apply_prune, plan_prune
     from ckpttool.ops.retention import RetentionRules, parse_duration

@@ -7,7 +7,10 @@ from ckpttool.cli.options import Directory, DryRun, Json
 
 def command(directory: Directory, dry_run: DryRun = False, json_out: Json = False):
     """Rewrite DIR's state file: relative paths, gone entries dropped, orphans added
-    in step order, latest fixed. The old file is kept as checkpoint.bak."""
+    in step order, latest fixed. The old file is kept as checkpoint.bak.
+
+    DIR may be a bucket; runs take turns as prune's do (across hosts on gs://
+    and s3://, on the same host only elsewhere)."""
     from ckpttool.formats import fs
     from ckpttool.ops.repair import BACKUP_FILENAME, apply_repair, plan_repair
 
