@@ -476,9 +476,44 @@ def keras3(out):
     return {"bfloat16": [k for k, v in recorder.values.items() if v.dtype.name == "bfloat16"]}
 
 
+def v1_layouts(out):
+    """V1 checkpoints as people have them, written by TF 2.21's Saver(write_version=V1):
+    bare/model.ckpt with no .meta and no state file; sharded/ with two sharded saves
+    (model.ckpt-N-0000i-of-00002 + model.ckpt-N.meta, the state file holding the pattern);
+    export/ a session-bundle-like sharded save (export-0000i-of-00002 + export.meta, no state
+    file); tf07/ a bare file whose state file names `save/model.ckpt`, relative to the working
+    directory of the job that wrote it (as TF 0.x did)."""
+    def build():
+        with tf.device("/cpu:0"):
+            a = v1.get_variable("a", initializer=np.arange(6, dtype=np.float32).reshape(2, 3))
+        with tf.device("/cpu:1"):
+            b = v1.get_variable("b/c", initializer=np.int64(7))
+        step = v1.train.get_or_create_global_step()
+        bump = [v1.assign_add(a, tf.ones_like(a)), v1.assign_add(step, 1)]
+
+        def run(sess):
+            for name in ("bare", "sharded", "export", "tf07"):
+                os.makedirs(os.path.join(out, name))
+            plain = v1.train.Saver([a, b], write_version=v1.train.SaverDef.V1)
+            plain.save(sess, os.path.join(out, "bare", "model.ckpt"), write_meta_graph=False, write_state=False)
+            plain.save(sess, os.path.join(out, "tf07", "model.ckpt"), write_meta_graph=False, write_state=False)
+            with open(os.path.join(out, "tf07", "checkpoint"), "w") as handle:
+                handle.write('model_checkpoint_path: "save/model.ckpt"\nall_model_checkpoint_paths: "save/model.ckpt"\n')
+            sharded_saver = v1.train.Saver(write_version=v1.train.SaverDef.V1, sharded=True)
+            for _ in range(2):
+                sess.run(bump)
+                sharded_saver.save(sess, os.path.join(out, "sharded", "model.ckpt"), global_step=step)
+                time.sleep(0.02)
+            v1.train.Saver([a, b], write_version=v1.train.SaverDef.V1, sharded=True).save(
+                sess, os.path.join(out, "export", "export"), write_state=False)
+            return {"sharded_latest": "model.ckpt-2-?????-of-00002"}
+        return run
+    return _graph_session(build)
+
+
 BUILDERS = [iterator_state, classic, prune_run, tf2_many, saver_run, sharded, partitioned, every_dtype, many_vars, tf2_manager, max_shard,
             tf1_saved_model, tf2_saved_model, v1_format, ema_run,
-            graph_only_saved_model, gpu_saved_model, keras_legacy_saved_model, keras3]
+            graph_only_saved_model, gpu_saved_model, keras_legacy_saved_model, keras3, v1_layouts]
 
 
 def build_all(root: str) -> dict:

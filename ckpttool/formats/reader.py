@@ -5,6 +5,7 @@ from __future__ import annotations
 from ckpttool.errors import CorruptCheckpoint, NotFound
 from ckpttool.formats import fs
 from ckpttool.formats.bundle import Bundle, open_bundle
+from ckpttool.formats.shards import split_v1_pattern
 from ckpttool.formats.table import is_table_file
 from ckpttool.formats.v1 import V1Checkpoint
 
@@ -26,6 +27,11 @@ def weights_file_format(path: str) -> str | None:
 def detect_format(prefix: str) -> str:
     if fs.is_file(prefix + ".index"):
         return "v2"
+    if split_v1_pattern(fs.basename(prefix)):  # the shards of a sharded V1 save, P-?????-of-N
+        from ckpttool.ops.scan import checkpoint_exists
+
+        if checkpoint_exists(prefix):
+            return "v1"
     if fs.is_file(prefix):
         if is_table_file(prefix):
             return "v1"

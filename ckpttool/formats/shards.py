@@ -1,6 +1,43 @@
 """Data shard file names and which of them are missing, without numpy (directory
-scans use this; reading tensors is formats/bundle.py's job)."""
+scans use this; reading tensors is formats/bundle.py's job).
+
+V1 checkpoints saved sharded are files `P-00000-of-00002`, `P-00001-of-00002`
+(with the graph in `P.meta`); TensorFlow names the checkpoint by the pattern
+`P-?????-of-00002`, in the state file and in tf.train.latest_checkpoint, and
+tf.train.load_checkpoint reads every file the pattern matches.
+"""
 from __future__ import annotations
+
+import re
+
+_V1_SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<shard>\d{5})-of-(?P<count>\d{5})$")
+_V1_PATTERN_RE = re.compile(r"^(?P<stem>.+)-\?{5}-of-(?P<count>\d{5})$")
+
+
+def v1_shard(name: str) -> tuple[str, int, int] | None:
+    """(stem, shard, count) of a V1 shard file name `P-SSSSS-of-NNNNN`."""
+    match = _V1_SHARD_RE.match(name)
+    return (match["stem"], int(match["shard"]), int(match["count"])) if match else None
+
+
+def v1_pattern(stem: str, count: int) -> str:
+    """The name TensorFlow gives a sharded V1 checkpoint: `P-?????-of-NNNNN`."""
+    return f"{stem}-?????-of-{count:05d}"
+
+
+def split_v1_pattern(name: str) -> tuple[str, int] | None:
+    """(stem, count) of a sharded V1 checkpoint name `P-?????-of-NNNNN`, None for other names."""
+    match = _V1_PATTERN_RE.match(name)
+    return (match["stem"], int(match["count"])) if match else None
+
+
+def v1_shard_names(name: str) -> list[str]:
+    """The files of V1 checkpoint `name`: itself, or each shard of a pattern."""
+    pattern = split_v1_pattern(name)
+    if pattern is None:
+        return [name]
+    stem, count = pattern
+    return [f"{stem}-{i:05d}-of-{count:05d}" for i in range(count)]
 
 
 def data_file_path(prefix: str, shard_id: int, num_shards: int) -> str:

@@ -21,10 +21,12 @@ from typing import Iterator
 import numpy as np
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
+from ckpttool.formats import fs
 from ckpttool.formats.dtypes import STRING, dtype_from_code
 from ckpttool.formats.messages import extents_of, parse_message, shape_of
 from ckpttool.formats.ordered_code import decode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
+from ckpttool.formats.shards import v1_shard_names
 from ckpttool.formats.table import read_table_file
 from ckpttool.formats.text import quote
 from ckpttool.formats.variables import Variable
@@ -85,37 +87,52 @@ def tensor_from_proto(proto: pb.TensorProto, dtype_code: int, shape: tuple[int, 
 
 
 class V1Checkpoint:
-    """An open V1 checkpoint file (read whole: these files predate large models)."""
+    """An open V1 checkpoint: one file, or every shard `P-SSSSS-of-NNNNN` of a sharded save named by
+    its pattern `P-?????-of-NNNNN` (read whole: these files predate large models)."""
 
     format = "v1"
 
     def __init__(self, prefix: str):
         self.prefix = prefix
-        items = read_table_file(prefix, "V1 checkpoint")
-        self._expansion_cap = max(V1_EXPANSION_CAP, os.path.getsize(prefix))
-        source = os.path.basename(prefix)
+        directory = fs.dirname(prefix)
+        self._files = [fs.join(directory, name) if directory else name for name in v1_shard_names(fs.basename(prefix))]
+        self._slices: dict[str, list[tuple[tuple, bytes]]] = {}
+        metas: dict[str, tuple[int, tuple[int, ...], list]] = {}  # name -> (dtype code, shape, slices)
+        total = 0
+        for path in self._files:
+            items = read_table_file(path, "V1 checkpoint")
+            total += sum(len(key) + len(value) for key, value in items)
+            self._add_shard(fs.basename(path), items, metas)
+        self._expansion_cap = max(V1_EXPANSION_CAP, total)
+        self.variables = []
+        for name, (code, shape, slices) in metas.items():
+            partitioned = not (len(slices) == 1 and _is_full(slices[0], shape))
+            self.variables.append(Variable(name, dtype_from_code(code), shape, (), tuple(slices) if partitioned else ()))
+        self.variables.sort(key=lambda v: v.name.encode("utf-8", "surrogateescape"))
+        self._by_name = {v.name: v for v in self.variables}
+
+    def _add_shard(self, source: str, items: list[tuple[bytes, bytes]], metas: dict) -> None:
+        """One table's tensors. Each shard's header lists the tensors (and slices) stored in it: a
+        variable partitioned across devices has slices in several shards."""
         if not items or items[0][0] != b"":
             raise CorruptCheckpoint(f"{source}: no V1 checkpoint header")
         header = parse_message(pb.SavedTensorSlices, items[0][1], source)
-        self._slices: dict[str, list[tuple[tuple, bytes]]] = {}
         for key, value in items[1:]:
             name, extents = decode_slice_key(key)
             self._slices.setdefault(name.decode("utf-8", "surrogateescape"), []).append((extents, value))
-        self.variables = []
         for meta in header.meta.tensor:
             shape = shape_of(meta.shape, f"{source}: tensor {quote(meta.name)}")
-            slices = tuple(extents_of(s) for s in meta.slice)
-            partitioned = not (len(slices) == 1 and _is_full(slices[0], shape))
-            self.variables.append(Variable(meta.name, dtype_from_code(meta.type), shape, (),
-                                           slices if partitioned else ()))
-        self.variables.sort(key=lambda v: v.name.encode("utf-8", "surrogateescape"))
-        self._by_name = {v.name: v for v in self.variables}
+            code, known_shape, slices = metas.setdefault(meta.name, (meta.type, shape, []))
+            if (code, known_shape) != (meta.type, shape):
+                raise CorruptCheckpoint(f"{source}: tensor {quote(meta.name)} has another dtype or shape "
+                                        "than in the other shards")
+            slices.extend(extents_of(s) for s in meta.slice)
 
     def variable(self, name: str) -> Variable | None:
         return self._by_name.get(name)
 
     def data_files(self) -> list[str]:
-        return [self.prefix]
+        return list(self._files)
 
     def read(self, var: Variable) -> np.ndarray:
         if var.partitioned:

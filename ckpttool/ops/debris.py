@@ -22,6 +22,7 @@ from ckpttool.errors import CkptError
 from ckpttool.formats import fs
 from ckpttool.formats.fs import read_head_and_tail
 from ckpttool.formats.messages import parse_header
+from ckpttool.formats.shards import split_v1_pattern, v1_shard
 from ckpttool.formats.table import first_plain_entry
 
 _CHECKPOINT_SUFFIX_RE = re.compile(r"^(\.index|\.meta|\.data-\d{5}-of-\d{5})$")
@@ -34,7 +35,13 @@ _HEAD_BYTES = 4096
 
 
 def is_checkpoint_file_of(name: str, basename: str) -> bool:
-    """True if `basename` is one of the files checkpoint `name` has: NAME.index, .meta, .data-N-of-M."""
+    """True if `basename` is one of the files checkpoint `name` has: NAME.index, .meta, .data-N-of-M;
+    for a sharded V1 save named P-?????-of-N, P-SSSSS-of-N and P.meta."""
+    pattern = split_v1_pattern(name)
+    if pattern is not None:
+        shard = v1_shard(basename)
+        return basename == pattern[0] + ".meta" or (shard is not None and shard[0] == pattern[0]
+                                                     and shard[2] == pattern[1] and shard[1] < pattern[1])
     return basename.startswith(name) and bool(_CHECKPOINT_SUFFIX_RE.match(basename[len(name):]))
 
 

@@ -7,6 +7,8 @@ from typing import Callable
 
 import numpy as np
 
+from ckpttool.errors import CkptError
+from ckpttool.formats import fs
 from ckpttool.formats.meta import MetaSummary, read_meta_summary
 from ckpttool.formats.object_graph import KeyObjectPaths, key_object_paths, parse_object_graph
 from ckpttool.formats.reader import open_checkpoint
@@ -50,6 +52,30 @@ class InspectReport:
     total_bytes: int
     meta: MetaSummary | None
     has_object_graph: bool
+    warnings: tuple[str, ...] = ()  # how the target was found; data shards the index names but are gone
+
+    @property
+    def all_warnings(self) -> tuple[str, ...]:
+        return self.target.warnings + self.warnings
+
+
+_SHARDS_LOOKED_AT = 64  # a hostile header may claim millions: look at this many, say how many more
+
+
+def _missing_shards(reader) -> tuple[str, ...]:
+    """A warning when data shards of the checkpoint are gone: names, dtypes and shapes come from
+    the index alone then, as tf.train.list_variables gives them (values cannot be read)."""
+    try:
+        files = reader.data_files()
+    except CkptError:
+        return ()
+    missing = [f for f in files[:_SHARDS_LOOKED_AT] if not fs.is_file(f)]
+    if not missing:
+        return ()
+    more = f" (of the first {_SHARDS_LOOKED_AT} looked at)" if len(files) > _SHARDS_LOOKED_AT else ""
+    names = ", ".join(fs.basename(f) for f in missing[:3]) + (" ..." if len(missing) > 3 else "")
+    return (f"{reader.prefix} is incomplete: {len(missing)} of its {len(files)} data shard(s) are missing{more} "
+            f"({names}); names, dtypes and shapes come from the index alone",)
 
 
 def inspect_checkpoint(
@@ -77,6 +103,7 @@ def inspect_checkpoint(
         graph_bytes = reader.object_graph_bytes() if with_object_paths and has_object_graph else None
         if graph_bytes is not None:
             object_paths = key_object_paths(parse_object_graph(graph_bytes)) or None
+        incomplete = _missing_shards(reader) if target.format in ("v1", "v2") else ()
         reports = []
         for var in reader.variables:
             if var.internal and not include_internal:
@@ -107,6 +134,7 @@ def inspect_checkpoint(
         target=target, checkpoint=target.prefix, format=target.format, variables=tuple(reports),
         num_variables=len(reports), total_elements=sum(r.num_elements for r in reports),
         total_bytes=sum(r.size_bytes for r in reports), meta=meta, has_object_graph=has_object_graph,
+        warnings=incomplete,
     )
 
 

@@ -18,9 +18,9 @@ from ckpttool.errors import CkptError, NotFound
 from ckpttool.formats import fs
 from ckpttool.formats.atomic import TEMP_SUFFIX_RE
 from ckpttool.formats.messages import parse_header
-from ckpttool.formats.shards import missing_shard_ids
+from ckpttool.formats.shards import missing_shard_ids, split_v1_pattern, v1_pattern, v1_shard, v1_shard_names
 from ckpttool.formats.state import STATE_FILENAME, CheckpointState, read_state, read_state_file
-from ckpttool.formats.table import first_entry_of_file, is_table_file
+from ckpttool.formats.table import FOOTER_SIZE, first_entry_of_file
 from ckpttool.formats.text import excerpt
 
 _DATA_SUFFIX_LEN = len(".data-00000-of-00001")
@@ -98,8 +98,13 @@ class DirectoryScan:
 
 
 def checkpoint_exists(prefix: str) -> bool:
-    """What tf.train.latest_checkpoint accepts: `prefix.index` (V2) or the file `prefix` (V1)."""
-    return fs.is_file(prefix + ".index") or fs.is_file(prefix)
+    """What tf.train.latest_checkpoint accepts: `prefix.index` (V2), the file `prefix` (V1), or a
+    file of the V1 pattern `P-?????-of-N`."""
+    if fs.is_file(prefix + ".index") or fs.is_file(prefix):
+        return True
+    directory = fs.dirname(prefix)
+    return split_v1_pattern(fs.basename(prefix)) is not None and any(
+        fs.is_file(fs.join(directory, name) if directory else name) for name in v1_shard_names(fs.basename(prefix)))
 
 
 def split_step(name: str) -> tuple[str, int | None]:
@@ -133,6 +138,7 @@ class _Files:
     meta: str | None = None
     v1: str | None = None
     data: dict[int, tuple[str, int]] = field(default_factory=dict)  # shard -> (name, of-count)
+    v1_shards: dict[int, str] = field(default_factory=dict)  # a sharded V1 save: shard -> file name
 
 
 def _data_shard(name: str) -> tuple[int, int] | None:
@@ -170,20 +176,30 @@ def resolve_state_entry(directory: str, entry: str, realpaths: dict[str, str] | 
         if parent == directory or (fs.is_url(parent) == fs.is_url(directory)
                                    and _realpath(parent, realpaths) == _realpath(directory, realpaths)):
             return name, None
-        if present is not None:
-            exists_here = name + ".index" in present or name in present
-        else:
-            exists_here = fs.exists(fs.join(directory, name + ".index")) or fs.is_file(fs.join(directory, name))
-        if exists_here:
+        if _found_here(directory, name, present):
             return name, Problem("stale_path", entry, f"state file holds absolute path {excerpt(entry)}; found "
                                  f"{excerpt(name)} in this directory (directory moved?)")
         return None, Problem("outside", entry, f"state file entry {excerpt(entry)} points outside the directory")
     if "/" not in entry and os.sep not in entry and entry not in (".", "..", ""):
         return entry, None  # a plain name, as TensorFlow writes them
     normalized = os.path.normpath(entry)
-    if normalized.startswith("..") or os.sep in normalized or normalized in (".", ""):
-        return None, Problem("outside", entry, f"state file entry {excerpt(entry)} leaves the directory")
-    return normalized, None
+    if os.sep not in normalized and not normalized.startswith("..") and normalized not in (".", ""):
+        return normalized, None  # `./x`, `a/../x`: a plain name in the end
+    name = os.path.basename(normalized)
+    # Relative to another working directory (TF 0.x wrote `save/model.ckpt` run from save/'s parent):
+    # the name found here, with the problem reported, as for a moved directory.
+    if name not in (".", "..", "") and _found_here(directory, name, present):
+        return name, Problem("stale_path", entry, f"state file holds {excerpt(entry)}, relative to another "
+                             f"directory; found {excerpt(name)} in this directory")
+    return None, Problem("outside", entry, f"state file entry {excerpt(entry)} leaves the directory")
+
+
+def _found_here(directory: str, name: str, present: set[str] | None) -> bool:
+    """Whether checkpoint `name` has files in `directory` (`present`: its file names, if listed)."""
+    files = [name + ".index"] + v1_shard_names(name)[:1]  # V2 index, V1 file or first shard of a V1 pattern
+    if present is not None:
+        return any(f in present for f in files)
+    return any(fs.is_file(fs.join(directory, f)) for f in files)
 
 
 def _realpath(path: str, memo: dict[str, str] | None) -> str:
@@ -281,12 +297,7 @@ def _scan(directory: str) -> DirectoryScan:
             if latest:
                 other_latest[latest] = name
 
-    # V1 checkpoints are bare table files: look only at names that something
-    # else marks as checkpoints (the state file, a .meta beside them).
-    for name, entry in plain_files.items():
-        marked = name in state_names or (name in groups and groups[name].index is None)
-        if marked and is_table_file(entry.path):
-            _group(groups, name).v1 = name
+    _find_v1_checkpoints(groups, plain_files, state_names, remote)
 
     checkpoints = []
     base = fs.join(directory, "")
@@ -313,6 +324,39 @@ def _scan(directory: str) -> DirectoryScan:
                          state_latest, tuple(sorted(leftovers, key=lambda l: l.path)), other_latest, listing)
 
 
+def _find_v1_checkpoints(groups: dict[str, _Files], plain_files: dict[str, fs.Entry],
+                         state_names: dict[str, float | None], remote: bool) -> None:
+    """Add the V1 checkpoints among the plain files: tables whose header is V1's, whole (`model.ckpt`)
+    or sharded (`model.ckpt-3-00000-of-00002`, named `model.ckpt-3-?????-of-00002` as TensorFlow
+    names it). On disk every plain file gets a cheap look (its last bytes: no .meta or state entry
+    need name it, as with TF 0.x files or session bundles); in a bucket, where each look is a
+    request, only files something marks (the state file, a .meta beside them)."""
+    for name, entry in plain_files.items():
+        shard = v1_shard(name)
+        checkpoint = v1_pattern(shard[0], shard[2]) if shard else name
+        stem = shard[0] if shard else name
+        marked = checkpoint in state_names or name in state_names or (stem in groups and groups[stem].index is None)
+        if not (marked or not remote and entry.size >= FOOTER_SIZE) or not _is_v1_table(entry.path, entry.size):
+            continue
+        if shard:
+            _group(groups, checkpoint).v1_shards[shard[1]] = name
+        else:
+            _group(groups, name).v1 = name
+    for name, files in list(groups.items()):
+        pattern = split_v1_pattern(name) if files.v1_shards else None
+        graph = groups.get(pattern[0]) if pattern else None
+        if graph is not None and graph.meta and not (graph.index or graph.v1 or graph.data or graph.v1_shards):
+            files.meta = graph.meta  # P.meta is the graph of P-?????-of-N
+            del groups[pattern[0]]
+
+
+def _is_v1_table(path: str, size: int) -> bool:
+    """A table whose first entry is a V1 header (SavedTensorSlices starts with field 1, 0x0A;
+    a V2 bundle header with field 1 as a varint, 0x08)."""
+    first = first_entry_of_file(path, "V1 checkpoint", size)
+    return first is not None and first[0] == b"" and first[1][:1] == b"\x0a"
+
+
 def _other_state_latest(directory: str, filename: str) -> str | None:
     """The latest named by another state file (`best_checkpoint`), if it parses as one."""
     try:
@@ -329,12 +373,20 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
               read_headers: bool = True) -> CheckpointInfo | None:
     """`base`: the directory with a trailing separator. Without `read_headers`, the shard count
     comes from the data files' names (`-of-N`)."""
-    if files.index is None and files.v1 is None and not files.data:
+    if files.index is None and files.v1 is None and not files.data and not files.v1_shards:
         # A lone .meta (a graph without its checkpoint) is not a checkpoint.
         problems.append(Problem("orphan_meta", base + files.meta, f"{files.meta} has no checkpoint"))
         return None
-    fmt = "v1" if files.v1 and not files.index else "v2"
-    complete, num_shards = True, None
+    fmt = "v1" if (files.v1 or files.v1_shards) and not files.index else "v2"
+    complete, num_shards = True, 1
+    if files.v1_shards and fmt == "v1":
+        stem, num_shards = split_v1_pattern(name)
+        present = {i for i in files.v1_shards if i < num_shards}
+        missing, count = missing_shard_ids(num_shards, present, _LISTED_SHARDS)
+        if count:
+            complete = False
+            problems.append(Problem("missing_shards", base + name, f"{name} is missing V1 shard(s) "
+                                    + ", ".join(f"{stem}-{i:05d}-of-{num_shards:05d}" for i in missing)))
     if fmt == "v2":
         if files.index is None:
             complete = False
@@ -350,13 +402,14 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
             elif len(files.data) != num_shards or any(count != num_shards for _, count in files.data.values()):
                 complete = _report_missing_shards(base + name, name, num_shards, files, problems)
     names = [n for n in (files.index, files.meta, files.v1) if n]
-    names += [n for n, _ in files.data.values()]
+    names += [n for n, _ in files.data.values()] + list(files.v1_shards.values())
     # The .meta is written after the checkpoint: its time is not the save's unless it is all there is.
     times = [stats[n].mtime for n in names if n != files.meta] or [stats[files.meta].mtime]
-    family, step = split_step(name)
+    pattern = split_v1_pattern(name) if files.v1_shards else None
+    family, step = split_step(pattern[0] if pattern else name)
     return CheckpointInfo(
         name=name, prefix=base + name, family=family, step=step, format=fmt,
-        size_bytes=sum([stats[n].size for n in names]), num_shards=num_shards if fmt == "v2" else 1,
+        size_bytes=sum([stats[n].size for n in names]), num_shards=num_shards,
         complete=complete, has_meta=files.meta is not None, in_state=name in state_names, is_latest=False,
         mtime=max(times), timestamp=state_names.get(name), files=tuple(sorted([base + n for n in names])),
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ckpttool.errors import NotFound
 from ckpttool.formats import fs
 from ckpttool.formats.reader import detect_format, weights_file_format
+from ckpttool.formats.shards import split_v1_pattern, v1_pattern, v1_shard
 from ckpttool.ops.scan import checkpoint_exists
 
 _SUFFIX_RE = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
@@ -83,6 +84,12 @@ def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
         prefix = path[: match.start()]
         if checkpoint_exists(prefix):
             return _prefix_target(prefix)
+    shard = v1_shard(fs.basename(path))
+    if shard and fs.is_file(path):  # one file of a sharded V1 save: the checkpoint is all of them
+        pattern = fs.join(fs.dirname(path), v1_pattern(shard[0], shard[2])) if fs.dirname(path) else \
+            v1_pattern(shard[0], shard[2])
+        if detect_format(pattern) == "v1":
+            return _prefix_target(pattern)
     if checkpoint_exists(path):
         return _prefix_target(path)
     raise NotFound(f"no checkpoint at {path} (looked for {path}.index, a V1 checkpoint file {path}, "
@@ -103,5 +110,7 @@ def _directory_listing(path: str) -> tuple[bool, set[str] | None]:
 
 def _prefix_target(prefix: str, warnings: tuple[str, ...] = ()) -> Target:
     fmt = detect_format(prefix)
-    meta = prefix + ".meta"
+    pattern = split_v1_pattern(fs.basename(prefix))
+    # A sharded V1 save P-?????-of-N keeps its graph in P.meta (a session bundle's export.meta).
+    meta = (prefix[: len(prefix) - len(fs.basename(prefix))] + pattern[0] if pattern else prefix) + ".meta"
     return Target(prefix, fmt, meta if fs.is_file(meta) else None, None, warnings)

@@ -140,7 +140,7 @@ def command(
         report = inspect_checkpoint(target, pattern=filter_, include_internal=all_, with_stats=stats,
                                     with_values=values, with_slices=slices, with_meta=meta, with_object_paths=tree,
                                     on_progress=advance)
-    render.warn_all(report.target.warnings)
+    render.warn_all(report.all_warnings)
     if meta and report.meta is None:
         render.warn(f"no .meta or SavedModel graph beside {report.checkpoint}")
     if json_out:
