@@ -16,6 +16,10 @@ TargetA = Annotated[str, typer.Argument(metavar="A", help=_CHECKPOINT_HELP, show
 TargetB = Annotated[str, typer.Argument(metavar="B", help=_CHECKPOINT_HELP, show_default=False)]
 
 
+_COLUMNS = [render.Column("name", kind=render.NAME), render.Column("change"),
+            render.Column("detail", kind=render.TEXT)]
+
+
 def _detail(d) -> str:
     if d.change == "added":
         return f"{d.b_dtype} {list(d.b_shape)}"
@@ -48,7 +52,7 @@ def command(
         render.print_lines(d.name for d in report.differences)
     else:
         if report.differences:
-            render.print_table(["name", "change", "detail"], [(d.name, d.change, _detail(d)) for d in report.differences])
+            render.print_table(_COLUMNS, [(d.name, d.change, _detail(d)) for d in report.differences])
         render.print_lines([f"{'identical' if report.identical else f'{len(report.differences)} difference(s)'}: "
                             f"{report.compared} variables compared"])
     return 0 if report.identical else EXIT_NEGATIVE

@@ -23,6 +23,10 @@ def _plan_document(plan, deleted, dry_run: bool) -> dict:
     }
 
 
+_COLUMNS = [render.Column("name", kind=render.NAME), render.Column("step", right=True, drop=1),
+            render.Column("action"), render.Column("why / size", kind=render.TEXT)]
+
+
 def _print_plan(plan, deleted, dry_run: bool, show_directory: bool, warn: bool = True) -> None:
     rows = [(k.name, "-" if k.step is None else k.step, "keep", ", ".join(k.reasons)) for k in plan.kept]
     verb = "would delete" if dry_run else "deleted"
@@ -31,8 +35,7 @@ def _print_plan(plan, deleted, dry_run: bool, show_directory: bool, warn: bool =
              for d in deleted]
     rows.sort(key=lambda row: (row[1] if isinstance(row[1], int) else -1, row[0]))
     if rows:
-        render.print_table(["name", "step", "action", "why / size"], rows, right=["step"],
-                           title=plan.directory if show_directory else None)
+        render.print_table(_COLUMNS, rows, title=plan.directory if show_directory else None)
     for p in plan.problems if warn else ():
         render.warn(f"{plan.directory}: {p.message}")
     total = render.human_bytes(sum(d.size_bytes for d in deleted))
