@@ -8,24 +8,25 @@ from ckpttool.cli.options import Directory, DryRun, Json
 def command(directory: Directory, dry_run: DryRun = False, json_out: Json = False):
     """Rewrite DIR's state file: relative paths, gone entries dropped, orphans added
     in step order, latest fixed. The old file is kept as checkpoint.bak."""
-    import os
-
+    from ckpttool.formats import fs
+    from ckpttool.ops.directories import require_directory
     from ckpttool.ops.repair import BACKUP_FILENAME, apply_repair, plan_repair
 
+    require_directory(directory, "repair")
     plan = plan_repair(directory)
     if not dry_run:
         apply_repair(plan)
     if json_out:
         render.emit_json("repair", {
-            "directory": plan.directory, "dry_run": dry_run, "changed": plan.changed, "summary": plan.summary,
+            "directory": directory, "dry_run": dry_run, "changed": plan.changed, "summary": plan.summary,
             "changes": list(plan.changes) if plan.changed else [], "state": plan.new_text,
-            "backup": os.path.join(plan.directory, BACKUP_FILENAME) if plan.changed and plan.old_text else None,
+            "backup": fs.join(directory, BACKUP_FILENAME) if plan.changed and plan.old_text else None,
         })
         return 0
     if not plan.changed:
-        render.print_lines([f"{plan.directory}: {plan.summary}"])
+        render.print_lines([f"{directory}: {plan.summary}"])
         return 0
-    lines = [f"{plan.directory}: {'would rewrite' if dry_run else 'rewrote'} the state file:"]
+    lines = [f"{directory}: {'would rewrite' if dry_run else 'rewrote'} the state file:"]
     lines += [f"  {c}" for c in plan.changes]
     lines += ["", plan.new_text.rstrip("\n")]
     render.print_lines(lines)
