@@ -368,6 +368,23 @@ def print_table(columns: Iterable[str | Column], rows: Iterable[Iterable[Any]], 
     sys.stdout.write("\n".join(out) + "\n")
 
 
+def print_wrapped(lines: Iterable[str], indent: str = "") -> None:
+    """Lines of prose (problems, notes) wrapped at spaces to the terminal, continued under
+    `indent`; a name or path longer than a line is never cut."""
+    width = terminal_width()
+    if width is None:
+        print_lines(lines)
+        return
+    import textwrap
+
+    for line in lines:
+        text = for_people(line)
+        first = text[: len(text) - len(text.lstrip())]
+        print_lines(textwrap.wrap(text, width, initial_indent="", subsequent_indent=first + indent,
+                                  break_long_words=False, break_on_hyphens=False, drop_whitespace=True)
+                    if text.strip() else [text])
+
+
 def print_lines(lines: Iterable[str]) -> None:
     for line in lines:
         sys.stdout.write(for_people(line) + "\n")

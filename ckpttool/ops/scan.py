@@ -329,9 +329,11 @@ def state_file_problems(scan: DirectoryScan) -> tuple[Problem, ...]:
                         "here (`ckpttool repair` writes one)"),)
     if scan.state is None:
         return ()  # unparseable: already a bad_state_file problem
+    # Families another state file keeps (Saver(latest_filename="best_checkpoint")) are not orphans.
+    elsewhere = {split_step(name)[0] for name in scan.other_latest}
     return tuple(Problem("not_in_state", c.prefix, f"{excerpt(c.name)} is not in the state file "
                          "(TensorFlow does not see it; `ckpttool repair` adds it)")
-                 for c in scan.checkpoints if c.complete and not c.in_state)
+                 for c in scan.checkpoints if c.complete and not c.in_state and c.family not in elsewhere)
 
 
 def _other_state_latest(directory: str, filename: str) -> str | None:

@@ -64,5 +64,5 @@ def command(
         if report.differences:
             render.print_table(_COLUMNS, [(d.name, d.change, _detail(d)) for d in report.differences])
         verdict = "identical" if report.identical else render.plural(len(report.differences), "difference")
-        render.print_lines([f"{verdict}: {render.plural(report.compared, 'variable')} compared"])
+        render.print_wrapped([f"{verdict}: {render.plural(report.compared, 'variable')} compared"])
     return 0 if report.identical else EXIT_NEGATIVE

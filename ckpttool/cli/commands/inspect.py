@@ -212,7 +212,7 @@ def command(
         _print_values(report, full)
     if report.meta:
         _print_meta(report)
-    render.print_lines([f"{render.plural(report.num_variables, 'variable')}, "
+    render.print_wrapped([f"{render.plural(report.num_variables, 'variable')}, "
                         f"{render.plural(report.total_elements, 'element')}, "
                         f"{render.human_bytes(report.total_bytes)} ({report.format})"])
     return 0

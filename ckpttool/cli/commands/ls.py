@@ -59,7 +59,8 @@ def _print_scan(scan: DirectoryScan, directory: str, show_directory: bool) -> No
         render.print_lines([f"{directory}: no checkpoints"])
     problems = _problems(scan)
     if problems:
-        render.print_lines(["problems:"] + [f"  {p.kind}: {p.message}" for p in problems] + [""] * show_directory)
+        render.print_wrapped(["problems:"] + [f"  {p.kind}: {p.message}" for p in problems] + [""] * show_directory,
+                             indent="  ")
 
 
 _SUMMARY_COLUMNS = [render.Column("directory", kind=render.NAME), render.Column("checkpoints", right=True),
@@ -72,7 +73,7 @@ def _print_summary(scans: list[DirectoryScan], dirs: list[str]) -> None:
         (d, len(s.checkpoints), render.human_bytes(checkpoints_bytes(s)), s.latest.name if s.latest else "-")
         for s, d in zip(scans, dirs)])
     total = sum(checkpoints_bytes(s) for s in scans)
-    render.print_lines([f"{render.plural(len(dirs), 'run directory', 'run directories')}, "
+    render.print_wrapped([f"{render.plural(len(dirs), 'run directory', 'run directories')}, "
                         f"{render.plural(sum(len(s.checkpoints) for s in scans), 'checkpoint')}, "
                         f"{render.human_bytes(total)} in total"])
 

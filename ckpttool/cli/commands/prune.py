@@ -58,7 +58,7 @@ def _print_summary(results, dry_run: bool) -> None:
         for d, plan, deleted in results])
     totals = [sum(len(deleted) for _d, _plan, deleted in results), sum(len(plan.kept) for _d, plan, _x in results),
               sum(x.size_bytes for _d, _plan, deleted in results for x in deleted)]
-    render.print_lines([f"{render.plural(len(results), 'run directory', 'run directories')}: "
+    render.print_wrapped([f"{render.plural(len(results), 'run directory', 'run directories')}: "
                         + _outcome(*totals, dry_run)])
 
 

@@ -59,7 +59,7 @@ def _print_directory(report: "DirectoryVerifyReport") -> None:
             _print_errors(r, title=f"{r.checkpoint}:")
     damaged = sum(not r.ok for r in checkpoints)
     verdict = "OK: " if not damaged else f"DAMAGED: {damaged} of "
-    render.print_lines([f"{verdict}{render.plural(len(checkpoints), 'checkpoint')} in {report.directory}: "
+    render.print_wrapped([f"{verdict}{render.plural(len(checkpoints), 'checkpoint')} in {report.directory}: "
                         f"{render.plural(sum(r.checked_tensors for r in checkpoints), 'tensor')}, "
                         f"{render.human_bytes(sum(r.checked_bytes for r in checkpoints))} checked"
                         + (f", {render.plural(sum(len(r.errors) for r in checkpoints), 'problem')}"
@@ -105,7 +105,7 @@ def command(
         render.print_lines(e.name for e in single.errors)
     else:
         _print_errors(single)
-        render.print_lines([f"{_verdict(len(single.errors))}: {single.checkpoint}: "
+        render.print_wrapped([f"{_verdict(len(single.errors))}: {single.checkpoint}: "
                             f"{render.plural(single.checked_tensors, 'tensor')}, "
                             f"{render.human_bytes(single.checked_bytes)} checked"])
     return 0 if single.ok else EXIT_NEGATIVE
