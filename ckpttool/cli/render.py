@@ -60,6 +60,14 @@ def warn_all(messages: Iterable[str]) -> None:
         warn(message)
 
 
+def say_resolved(given: str, target, header: bool = True) -> None:
+    """On stderr: which checkpoint a directory (or state file) given as TARGET stood for
+    (`given -> given/model.ckpt-500`, with `header`), and how it had to be found."""
+    if header and target.directory is not None:
+        print(f"{for_people(given)} -> {for_people(target.prefix)}", file=sys.stderr)
+    warn_all(target.warnings)
+
+
 def _float(value: float) -> float | str:
     if math.isnan(value):
         return "NaN"

@@ -4,8 +4,6 @@ usually a checkpoint file meant for `inspect`, or the state file meant for its
 directory. Imports nothing heavy: `latest` and `ls` start fast."""
 from __future__ import annotations
 
-import shlex
-
 from ckpttool.errors import BadInput, NotFound
 from ckpttool.formats import fs
 from ckpttool.formats.state import STATE_FILENAME
@@ -18,6 +16,8 @@ def require_directory(path: str, command: str) -> None:
         return
     if not fs.is_file(path):
         raise NotFound(f"no such directory: {path}")
+    import shlex
+
     if fs.basename(path) == STATE_FILENAME:
         parent = fs.dirname(path) or "."
         raise BadInput(f"{path} is a file (the state file of {parent}), not a directory",

@@ -42,7 +42,6 @@ def command(
     quiet: Quiet = False,
 ):
     """Added, removed, dtype/shape-changed and value-changed variables (exit 1 if any)."""
-    from ckpttool.cli.commands.inspect import say_resolved
     from ckpttool.ops.diff import check_tolerances, diff_checkpoints
     from ckpttool.ops.patterns import compile_optional
     from ckpttool.ops.targets import resolve_target
@@ -52,7 +51,7 @@ def command(
     targets = []
     for given in (a, b):
         targets.append(resolve_target(given))
-        say_resolved(given, targets[-1])
+        render.say_resolved(given, targets[-1], header=not quiet)
     report = diff_checkpoints(*targets, rtol=rtol, atol=atol, pattern=filter_)
     if json_out:
         render.emit_json("diff", {"a": report.a, "b": report.b, "identical": report.identical,

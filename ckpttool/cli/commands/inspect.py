@@ -1,7 +1,6 @@
 """`ckpttool inspect TARGET`: variables, statistics, values, object tree, graph summary."""
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, List, Optional
 
@@ -10,11 +9,9 @@ import typer
 from ckpttool.cli import render
 from ckpttool.cli.options import Json, Quiet, TargetArg
 from ckpttool.errors import UsageProblem
-from ckpttool.formats.text import for_people
 
 if TYPE_CHECKING:  # the ops (and numpy) are imported only when the command runs
     from ckpttool.ops.inspect import InspectReport, VariableReport
-    from ckpttool.ops.targets import Target
 
 
 def _variable_document(v: "VariableReport", with_values: bool) -> dict:
@@ -180,7 +177,7 @@ def command(
 
         values_limit = parse_size(limit)
     resolved = resolve_target(target, graph_only_ok=True)
-    say_resolved(target, resolved)
+    render.say_resolved(target, resolved, header=not quiet)
     mode = (VALUES_FULL if full or json_out else VALUES_SUMMARY) if values else None
     with byte_progress("statistics", total_bytes(resolved) if stats and not json_out else 0, json_out) as advance:
         report = inspect_checkpoint(resolved, pattern=filter_, names=tuple(name or ()), include_internal=all_,
@@ -217,9 +214,3 @@ def command(
                         f"{render.human_bytes(report.total_bytes)} ({report.format})"])
     return 0
 
-
-def say_resolved(given: str, target: "Target") -> None:
-    """Which checkpoint a directory (or state file) stood for, and how it was found, on stderr."""
-    if target.directory is not None:
-        print(f"{for_people(given)} -> {for_people(target.prefix)}", file=sys.stderr)
-    render.warn_all(target.warnings)

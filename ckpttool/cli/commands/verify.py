@@ -76,7 +76,6 @@ def command(
     quiet: Quiet = False,
 ):
     """Check every tensor's CRC, shard presence and sizes. Exit 1 on damage."""
-    from ckpttool.cli.commands.inspect import say_resolved
     from ckpttool.cli.progress import byte_progress
     from ckpttool.ops.directories import require_directory
     from ckpttool.ops.targets import resolve_target
@@ -96,7 +95,7 @@ def command(
             _print_directory(report)
         return 0 if report.ok else EXIT_NEGATIVE
     resolved = resolve_target(target)
-    say_resolved(target, resolved)
+    render.say_resolved(target, resolved, header=not quiet)
     with byte_progress("verifying", total_bytes(resolved) if not json_out else 0, json_out) as advance:
         single = verify_checkpoint(resolved, on_progress=advance)
     if json_out:
