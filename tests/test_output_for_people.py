@@ -109,8 +109,9 @@ def test_inspect_and_diff_say_which_checkpoint_a_directory_resolved_to(fixtures_
     latest = os.path.basename(tf.train.latest_checkpoint("saver_run"))
     assert diff.stderr.splitlines() == [f"saver_run -> saver_run/{latest}"]
     assert run_cli("inspect", "tf2_manager/ckpt-2").stderr == ""  # a prefix needs no header
-    saved_model = run_cli("inspect", "-q", "tf2_saved_model/model")
+    saved_model = run_cli("inspect", "tf2_saved_model/model")
     assert saved_model.stderr.splitlines()[0] == "tf2_saved_model/model -> tf2_saved_model/model/variables/variables"
+    assert run_cli("inspect", "-q", "tf2_manager").stderr == ""  # bare names: no header
 
 
 def _printed_values(stdout: str, name: str) -> str:
