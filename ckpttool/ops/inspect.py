@@ -2,7 +2,6 @@
 slices, object paths and a summary of the graph stored beside it."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -147,6 +146,8 @@ def _select(variables, regex, names: tuple[str, ...], include_internal: bool):
 
 def unknown_variable(name: str, known: list[str]) -> UnknownVariable:
     """`name` is not a variable: said with the names it may have meant."""
+    import difflib
+
     close = [k for k in known if name in k][:3]
     close += [k for k in difflib.get_close_matches(name, known, n=3, cutoff=0.6) if k not in close]
     hint = ("did you mean " + ", ".join(quote(k) for k in close[:3]) + "?") if close else (
