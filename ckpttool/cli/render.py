@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
-from ckpttool.formats.text import base64_of, for_people, is_exact_text, replaced
+from ckpttool.formats.text import base64_of, for_people, format_size, is_exact_text, replaced
 
 SCHEMA_VERSION = 1
 _settings = {"no_color": False}
@@ -187,14 +187,7 @@ def local_time(timestamp: float | None) -> str:
 
 
 def human_bytes(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"  # pragma: no cover
+    return "-" if size is None else format_size(size)
 
 
 def yes_no(flag: bool) -> str:

@@ -138,6 +138,7 @@ def command(
     if refused:
         for d, exc in refused:
             render.warn(f"skipped {d}: {exc.message}")
-        raise BadInput(f"{len(refused)} of {len(dirs)} directories were not pruned (see the warnings above)",
+        raise BadInput(f"not pruned: {render.plural(len(refused), 'directory', 'directories')} of {len(dirs)} "
+                       "(see the warnings above)",
                        hint=refused[0][1].hint)
     return 0
