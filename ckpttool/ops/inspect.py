@@ -91,11 +91,11 @@ def inspect_checkpoint(
     if target.format == "none":
         return _graph_only_report(target, with_meta, names)
     with open_checkpoint(target.prefix, target.format) as reader:
-        selected, filter_matches = _select(reader.variables, regex, names, include_internal)
-        object_paths = KeyObjectPaths({})
+        object_paths: KeyObjectPaths | None = None
         graph_bytes = reader.object_graph_bytes()
         if with_object_paths and graph_bytes is not None:
-            object_paths = key_object_paths(parse_object_graph(graph_bytes))
+            object_paths = key_object_paths(parse_object_graph(graph_bytes)) or None
+        selected, filter_matches = _select(reader.variables, regex, names, include_internal)
         included = _values_included(selected, values_limit) if values else set()
         if on_values and values:
             on_values(sum(selected[i].size_bytes for i in included))
@@ -120,7 +120,7 @@ def inspect_checkpoint(
                 name=var.name, dtype=var.dtype.name, shape=var.shape, num_elements=var.num_elements,
                 size_bytes=var.size_bytes, partitioned=var.partitioned, internal=var.internal,
                 num_slices=len(var.slices), slices=slices, stats=stats, value=value, value_summarized=summarized,
-                object_path=object_paths.of(var.name) if object_paths else None,
+                object_path=object_paths.of(var.name) if object_paths is not None else None,
             ))
     meta = read_meta_summary(target.meta_path) if with_meta and target.meta_path else None
     return InspectReport(
