@@ -95,11 +95,11 @@ def inspect_checkpoint(
         graph_bytes = reader.object_graph_bytes()
         if with_object_paths and graph_bytes is not None:
             object_paths = key_object_paths(parse_object_graph(graph_bytes)) or None
+        reports = []
         selected, filter_matches = _select(reader.variables, regex, names, include_internal)
         included = _values_included(selected, values_limit) if values else set()
         if on_values and values:
             on_values(sum(selected[i].size_bytes for i in included))
-        reports = []
         for i, var in enumerate(selected):
             stats = None
             if with_stats and var.dtype.kind in ("float", "int", "uint", "bool"):
