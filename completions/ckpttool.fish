@@ -25,13 +25,17 @@ complete -c ckpttool -n '__fish_seen_subcommand_from ls' -s h -l help -d 'Show t
 complete -c ckpttool -n '__fish_seen_subcommand_from latest' -F
 complete -c ckpttool -n '__fish_seen_subcommand_from latest' -l absolute -d 'Print an absolute path.'
 complete -c ckpttool -n '__fish_seen_subcommand_from latest' -l step -d 'Print the step number only.'
+complete -c ckpttool -n '__fish_seen_subcommand_from latest' -l complete -d 'The newest complete checkpoint (never one with missing shards).'
 complete -c ckpttool -n '__fish_seen_subcommand_from latest' -l json -d 'Print one JSON document on stdout.'
 complete -c ckpttool -n '__fish_seen_subcommand_from latest' -s h -l help -d 'Show the help and exit.'
 complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -F
 complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l filter -s f -r -F -d 'Only variables whose name matches this regular expression.'
+complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l name -r -F -d 'Only this variable, by its exact name (repeatable; with --filter: both).'
 complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l all -s a -d 'Also internal entries such as _CHECKPOINTABLE_OBJECT_GRAPH.'
 complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l stats -d 'min/max/mean/std and NaN/Inf/zero counts, streamed in bounded memory.'
-complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l values -d 'Print the tensors themselves.'
+complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l values -d 'Print the tensors themselves (large ones summarised as numpy does).'
+complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l full -d 'With --values: print every element.'
+complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l limit -r -F -d 'With --values: leave out values past this many stored bytes in total (100MB, 1GiB); they show as null in JSON.'
 complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l tree -d 'Group by scope, or by the TF2 object graph.'
 complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l slices -d 'Show the stored slices of partitioned variables.'
 complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l meta -d 'Summarise the .meta / SavedModel graph.'
@@ -39,6 +43,8 @@ complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l json -d 'Print 
 complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l quiet -s q -d 'Print bare names, one per line.'
 complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -s h -l help -d 'Show the help and exit.'
 complete -c ckpttool -n '__fish_seen_subcommand_from verify' -F
+complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l all -s a -d 'Every checkpoint of the directory TARGET, not just the latest.'
+complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l recursive -s r -d 'Every checkpoint of every run directory under TARGET (implies --all).'
 complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l json -d 'Print one JSON document on stdout.'
 complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l quiet -s q -d 'Print bare names, one per line.'
 complete -c ckpttool -n '__fish_seen_subcommand_from verify' -s h -l help -d 'Show the help and exit.'

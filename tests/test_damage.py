@@ -80,8 +80,11 @@ def test_missing_shard(copy_fixture, tf):
     assert in_second == _tf_damaged(tf, prefix, ["a", "b", "c/d"])
     assert_one_line_error(run_cli("inspect", "--values", prefix), 3)
     doc = run_cli("verify", "--json", prefix).json()
-    named = {e["name"] for e in doc["errors"]}
-    assert in_second <= named and "model.ckpt-1.data-00001-of-00002" in named
+    # One missing shard is one problem, naming the tensors TensorFlow cannot read (issue 10 item 9).
+    (error,) = doc["errors"]
+    assert error["name"] == "model.ckpt-1.data-00001-of-00002" and error["problem"] == "missing_shard"
+    assert set(error["tensors"]) == in_second
+    assert doc["checked_tensors"] == 3 - len(in_second)
 
 
 def test_truncated_data_file(copy_fixture):

@@ -83,7 +83,9 @@ def test_saved_model_without_graph_resolves_to_its_variables(fixtures_dir, tmp_p
     expected = dict(tf.train.list_variables(str(model / "variables" / "variables")))
     result = run_cli("inspect", "--json", "--all", model)
     assert result.exit_code == 0, result.stderr
-    assert "no saved_model.pb" in result.stderr and result.stderr.startswith("warning: ")
+    header, warning = result.stderr.splitlines()  # which checkpoint the directory stood for, and why
+    assert header == f"{model} -> {model / 'variables' / 'variables'}"
+    assert "no saved_model.pb" in warning and warning.startswith("warning: ")
     doc = result.json()
     assert {v["name"]: v["shape"] for v in doc["variables"]} == expected
     verified = run_cli("verify", model)

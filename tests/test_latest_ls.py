@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import datetime, timezone
 
 import pytest
 
@@ -76,13 +77,19 @@ def test_ls_json_shape_and_order(fixtures_dir):
     assert [c["name"] for c in doc["checkpoints"]] == ["model.ckpt-30", "model.ckpt-40", "model.ckpt-50"]
     first = doc["checkpoints"][0]
     assert set(first) == {"name", "prefix", "step", "format", "size_bytes", "num_shards", "complete", "has_meta",
-                          "in_state", "is_latest", "mtime", "timestamp"}
+                          "in_state", "is_latest", "mtime", "mtime_epoch", "timestamp", "timestamp_epoch"}
     assert first["prefix"] == str(fixtures_dir / "saver_run" / "model.ckpt-30")
     assert first["complete"] and first["has_meta"] and first["in_state"] and first["step"] == 30
     assert first["mtime"].endswith("Z")
+    # Every time twice: ISO-8601 UTC text and Unix seconds (issue 10 item 4).
+    newest = max(os.stat(f).st_mtime for f in (fixtures_dir / "saver_run").glob("model.ckpt-30.*")
+                 if not str(f).endswith(".meta"))
+    assert first["mtime_epoch"] == newest
+    assert first["mtime"] == datetime.fromtimestamp(newest, timezone.utc).isoformat(timespec="seconds")[:19] + "Z"
+    assert first["timestamp"] is None and first["timestamp_epoch"] is None  # a TF1 Saver records no save times
     assert doc["problems"] == []
     tf2 = run_cli("ls", "--json", fixtures_dir / "tf2_manager").json()
-    assert all(c["timestamp"] for c in tf2["checkpoints"])  # CheckpointManager records save times
+    assert all(c["timestamp"].endswith("Z") and c["timestamp_epoch"] for c in tf2["checkpoints"])  # Manager records them
 
 
 def test_ls_shows_orphans_incomplete_temp_stale_and_outside(copy_fixture, tmp_path):
@@ -155,7 +162,7 @@ def test_a_long_run_of_10000_checkpoints(tmp_path, tf):
     assert run_cli("latest", run).stdout.strip() == tf.train.latest_checkpoint(str(run))
     doc = run_cli("ls", "--json", run).json()
     assert [c["name"] for c in doc["checkpoints"]] == names and doc["latest"] == names[-1]
-    assert [c["timestamp"] for c in doc["checkpoints"]] == list(state.all_model_checkpoint_timestamps)
+    assert [c["timestamp_epoch"] for c in doc["checkpoints"]] == list(state.all_model_checkpoint_timestamps)
     assert all(c["in_state"] and c["complete"] for c in doc["checkpoints"]) and doc["problems"] == []
     plan = run_cli("prune", "--dry-run", "--json", "--keep-last", "5", run).json()
     assert [k["name"] for k in plan["kept"]] == names[-5:] and len(plan["deleted"]) == count - 5

@@ -67,9 +67,8 @@ def _without_times(listing: dict) -> dict:
     # A TF1 Saver's state file holds the writer's absolute paths: stale once the files are in a bucket.
     listing["problems"] = [p for p in listing["problems"] if p["kind"] != "stale_path"]
     for c in listing["checkpoints"]:
-        c.pop("mtime")  # upload time in the bucket, not the file's
-        if c["timestamp"] is None:
-            c.pop("timestamp")
+        for field in ("mtime", "mtime_epoch"):
+            c.pop(field)  # upload time in the bucket, not the file's
     return listing
 
 

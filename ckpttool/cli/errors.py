@@ -81,6 +81,12 @@ def _describe(exc: BaseException) -> tuple[int, str, str | None]:
     return EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {_one_line(exc)}", hint
 
 
+def error_fields(exc: BaseException) -> dict:
+    """The `error` object of a JSON document (DESIGN.md): code, kind, message, hint."""
+    code, message, hint = _describe(exc)
+    return {"code": code, "kind": _kind(exc), "message": message, "hint": hint}
+
+
 def emit_json_error(command: str | None, code: int, kind: str, message: str, hint: str | None) -> None:
     """The error as one JSON document on stdout (DESIGN.md), unless the command already printed its own."""
     from ckpttool.cli import render

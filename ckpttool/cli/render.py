@@ -20,10 +20,11 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from ckpttool.formats.text import base64_of, for_people, is_exact_text, replaced
+from ckpttool.formats.text import base64_of, for_people, format_size, is_exact_text, replaced
 
 SCHEMA_VERSION = 1
 _settings = {"no_color": False}
@@ -39,12 +40,13 @@ def _no_color() -> bool:
     return _settings["no_color"] or bool(os.environ.get("NO_COLOR"))
 
 
-def console(stderr: bool = False):
+def console(stderr: bool = False, unbounded: bool = False):
+    """A Rich console; `unbounded`: lines as long as they are (a tree of names: never wrapped)."""
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
     # Piped output is read by programs and pagers: never wrap it at 80 columns.
-    width = None if stream.isatty() or os.environ.get("COLUMNS") else 100_000
+    width = None if (stream.isatty() or os.environ.get("COLUMNS")) and not unbounded else 100_000
     return Console(stderr=stderr, markup=False, highlight=False, emoji=False, no_color=_no_color(),
                    soft_wrap=False, width=width)
 
@@ -56,6 +58,14 @@ def warn(message: str) -> None:
 def warn_all(messages: Iterable[str]) -> None:
     for message in messages:
         warn(message)
+
+
+def say_resolved(given: str, target, header: bool = True) -> None:
+    """On stderr: which checkpoint a directory (or state file) given as TARGET stood for
+    (`given -> given/model.ckpt-500`, with `header`), and how it had to be found."""
+    if header and target.directory is not None:
+        print(f"{for_people(given)} -> {for_people(target.prefix)}", file=sys.stderr)
+    warn_all(target.warnings)
 
 
 def _float(value: float) -> float | str:
@@ -160,6 +170,13 @@ def iso_utc(timestamp: float | None) -> str | None:
         return None
 
 
+def time_fields(field: str, timestamp: float | None) -> dict:
+    """A time in JSON, both ways: `<field>` ISO-8601 UTC text, `<field>_epoch` Unix seconds."""
+    if timestamp is not None and not math.isfinite(timestamp):
+        timestamp = None
+    return {field: iso_utc(timestamp), f"{field}_epoch": timestamp}
+
+
 def local_time(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
@@ -170,65 +187,203 @@ def local_time(timestamp: float | None) -> str:
 
 
 def human_bytes(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"  # pragma: no cover
+    return "-" if size is None else format_size(size)
 
 
 def yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-# Rich lays a table out cell by cell (minutes for 100,000 rows): longer tables
-# are laid out here, in the same shape, one pass for the widths.
-_RICH_TABLE_ROWS = 500
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """`1 variable`, `2 variables`, `0 variables` (`plural_form` for irregular nouns)."""
+    return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
 
 
-def print_table(columns: Iterable[str], rows: Iterable[Iterable[Any]], *, right: Iterable[str] = (),
-                title: str | None = None) -> None:
-    columns, right = list(columns), set(right)
-    rows = [[for_people(str(cell)) for cell in row] for row in rows]
-    if len(rows) > _RICH_TABLE_ROWS:
-        _print_long_table(columns, rows, right, title)
-        return
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
-    for column in columns:
-        table.add_column(column, justify="right" if column in right else "left", overflow="fold")
-    for row in rows:
-        table.add_row(*(Text(cell) for cell in row))
-    console().print(table)
+def short_time(full: str) -> str:
+    """A `local_time` string in short form for narrow tables, as `ls -l` does: the date and
+    minute this year (`11-22 02:18`), the date alone for older ones (`2025-11-22`)."""
+    if len(full) < 16:
+        return full
+    return full[5:16] if full[:4] == str(datetime.now().year) else full[:10]
 
 
-def _print_long_table(columns: list[str], rows: list[list[str]], right: set[str], title: str | None) -> None:
+# -- tables ---------------------------------------------------------------------------------
+#
+# Tables are laid out here rather than by Rich: Rich folds any cell mid-word to
+# fit the terminal (`model.ck` / `pt-300`) and lays out cell by cell (minutes
+# for 100,000 rows). To fit a narrow terminal, in this order: columns with a
+# short form use it (times), the gap between columns narrows, lesser columns
+# are dropped (`Column.drop`, lowest first), long text is wrapped at spaces.
+# Names are never wrapped or cut: a name wider than its column is printed
+# whole on a line of its own, the rest of its row on the next line.
+
+NAME, PLAIN, TEXT = "name", "plain", "text"
+_GAPS = (3, 2)
+_TEXT_MIN = 24  # a wrapped text column is never made narrower than this
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    right: bool = False  # numbers
+    kind: str = PLAIN  # NAME: never broken; TEXT: may be wrapped at spaces; PLAIN: kept whole
+    drop: int = 0  # 0: always shown; else dropped to fit a narrow terminal, lowest first
+    shorten: Callable[[str], str] | None = None  # a shorter form of a cell, used before dropping
+
+
+def terminal_width() -> int | None:
+    """The width tables fit: $COLUMNS, else the terminal's; None (no limit) when stdout is piped."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdecimal() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        import shutil
+
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def _cell_width(text: str) -> int:
+    if text.isascii():
+        return len(text)
     from rich.cells import cell_len
 
-    def width(text: str) -> int:
-        return len(text) if text.isascii() else cell_len(text)
+    return cell_len(text)
 
-    widths = [width(column) for column in columns]
-    for row in rows:
-        widths = [max(w, width(cell)) for w, cell in zip(widths, row)]
-    total = sum(widths) + 3 * (len(widths) - 1) + 2
 
-    def line(cells) -> str:
-        padded = [" " * (w - width(cell)) + cell if column in right else cell + " " * (w - width(cell))
-                  for cell, w, column in zip(cells, widths, columns)]
-        return " " + "   ".join(padded) + " "
+def _natural(column: Column, cells: list[str]) -> int:
+    return max([_cell_width(column.header)] + [_cell_width(cell) for cell in cells])
 
-    out = [for_people(title).ljust(total)] if title else []
-    out += [" " * total, line(columns), " " + "\u2500" * (total - 2) + " "]
-    out += [line(row) for row in rows]
-    out.append(" " * total)
+
+def _layout(columns: list[Column], cells: list[list[str]], width: int | None):
+    """(shown column indexes, their widths, gap) for a terminal `width` (None: no limit)."""
+    shown = list(range(len(columns)))
+    natural = [_natural(c, col) for c, col in zip(columns, cells)]
+
+    def need(gap: int) -> int:
+        return sum(min(natural[i], _TEXT_MIN) if columns[i].kind == TEXT else natural[i]
+                   for i in shown) + gap * (len(shown) - 1)
+
+    gap = _GAPS[0]
+    if width is None or need(gap) <= width:
+        return shown, _widen_text(columns, shown, natural, gap, width), gap
+    for i, column in enumerate(columns):
+        if column.shorten is not None:
+            cells[i] = [column.shorten(cell) for cell in cells[i]]
+            natural[i] = _natural(column, cells[i])
+    gap = _GAPS[1]
+    for i in sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: columns[i].drop):
+        if need(gap) <= width:
+            break
+        shown.remove(i)
+    return shown, _widen_text(columns, shown, natural, gap, width), gap
+
+
+def _widen_text(columns, shown, natural, gap, width):
+    """Widths of the shown columns: natural, except that text columns share what is left
+    (at least _TEXT_MIN each) and, when even that does not fit, name columns are narrowed
+    (their longer names then overflow onto lines of their own)."""
+    widths = {i: natural[i] for i in shown}
+    if width is None:
+        return widths
+    text = [i for i in shown if columns[i].kind == TEXT]
+    names = [i for i in shown if columns[i].kind == NAME]
+    fixed = sum(natural[i] for i in shown if i not in text and i not in names) + gap * (len(shown) - 1)
+    room = width - fixed
+    text_min = sum(min(natural[i], _TEXT_MIN) for i in text)
+    names_room = max(room - text_min, 0)
+    for i in names:
+        widths[i] = max(min(natural[i], names_room // len(names)), _cell_width(columns[i].header))
+    room -= sum(widths[i] for i in names)
+    for n, i in enumerate(text):
+        widths[i] = max(min(natural[i], room // (len(text) - n)), min(natural[i], _TEXT_MIN))
+        room -= widths[i]
+    return widths
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    if _cell_width(text) <= width:
+        return [text]
+    import textwrap
+
+    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [""]
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    space = " " * (width - _cell_width(text))
+    return space + text if right else text + space
+
+
+def _render_row(columns, shown, widths, gap, row) -> list[str]:
+    """The lines of one row: usually one; more when text wraps or a name overflows."""
+    lines, line, used = [], "", 0
+    wrapped: dict[int, list[str]] = {}
+    for n, i in enumerate(shown):
+        column, cell, width = columns[i], row[i], widths[i]
+        if n:
+            line += " " * gap
+            used += gap
+        if column.kind == TEXT:
+            wrapped[i] = _wrap(cell, width)
+            cell = wrapped[i][0]
+        if column.kind == NAME and _cell_width(cell) > width:
+            lines.append(line + cell)  # whole, on a line of its own
+            line = " " * (used + width)
+        else:
+            line += _pad(cell, width, column.right)
+        used += width
+    lines.append(line.rstrip())
+    for i, parts in wrapped.items():
+        start = sum(widths[j] + gap for j in shown[: shown.index(i)])
+        lines.extend(" " * start + part for part in parts[1:])
+    return lines
+
+
+def print_table(columns: Iterable[str | Column], rows: Iterable[Iterable[Any]], *, right: Iterable[str] = (),
+                title: str | None = None) -> None:
+    """A table for people, fitted to the terminal (see above). `columns`: Column
+    descriptions, or headers (plain columns, right-aligned when named in `right`)."""
+    right = set(right)
+    columns = [c if isinstance(c, Column) else Column(c, right=c in right) for c in columns]
+    rows = [[for_people(str(cell)) for cell in row] for row in rows]
+    if not rows:
+        return
+    cells = [[row[i] for row in rows] for i in range(len(columns))]
+    shown, widths, gap = _layout(columns, cells, terminal_width())
+    rows = [[cells[i][r] for i in range(len(columns))] for r in range(len(rows))]
+    header = [columns[i].header for i in shown]
+    head = (" " * gap).join(_pad(h, widths[i], columns[i].right) for h, i in zip(header, shown)).rstrip()
+    rule = "\u2500" * (sum(widths.values()) + gap * (len(shown) - 1))
+    if sys.stdout.isatty() and os.environ.get("TERM") != "dumb":
+        head = f"\x1b[1m{head}\x1b[0m"
+    out = ([for_people(title)] if title else []) + [head, rule]
+    if all(_natural(columns[i], cells[i]) <= widths[i] for i in shown):
+        # Everything fits its column (the common case, and tables of 100,000 rows): one line a row.
+        sep = " " * gap
+        for row in rows:
+            out.append(sep.join(_pad(row[i], widths[i], columns[i].right) for i in shown).rstrip())
+    else:
+        for row in rows:
+            out.extend(_render_row(columns, shown, widths, gap, row))
+    out.append("")
     sys.stdout.write("\n".join(out) + "\n")
+
+
+def print_wrapped(lines: Iterable[str], indent: str = "") -> None:
+    """Lines of prose (problems, notes) wrapped at spaces to the terminal, continued under
+    `indent`; a name or path longer than a line is never cut."""
+    width = terminal_width()
+    if width is None:
+        print_lines(lines)
+        return
+    import textwrap
+
+    for line in lines:
+        text = for_people(line)
+        first = text[: len(text) - len(text.lstrip())]
+        print_lines(textwrap.wrap(text, width, initial_indent="", subsequent_indent=first + indent,
+                                  break_long_words=False, break_on_hyphens=False, drop_whitespace=True)
+                    if text.strip() else [text])
 
 
 def print_lines(lines: Iterable[str]) -> None:

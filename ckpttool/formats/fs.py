@@ -143,14 +143,10 @@ def read_range(path: str, offset: int, length: int, what: str = "file") -> bytes
 
 
 def describe_size(size: int) -> str:
-    """`64 MiB`, `1.5 GiB`, `312 bytes`: sizes in messages."""
-    if size < 1 << 20:
-        return f"{size} bytes"
-    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20)):
-        if size >= 1 << shift:
-            value = size / (1 << shift)
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-    return f"{size} bytes"  # pragma: no cover
+    """`64 MiB`, `1.5 GiB`, `312 B`: sizes in messages, as in tables (text.format_size)."""
+    from ckpttool.formats.text import format_size
+
+    return format_size(size)
 
 
 # -- reading at offsets: data shards ------------------------------------------

@@ -7,8 +7,8 @@ from math import prod
 from typing import Callable, Union
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
+from ckpttool.formats.proto_errors import decode_error_text
 from ckpttool.formats.protos import checkpoint_pb2 as pb
-from ckpttool.formats.text import excerpt
 
 MAX_RANK = 254  # TensorFlow's TensorShape::MaxDimensions
 # numpy must be able to shape any tensor we return: its element count, empty
@@ -30,7 +30,7 @@ def parse_message(message_type, data: bytes, what: What):
     try:
         message.ParseFromString(data)
     except Exception as exc:  # protobuf raises its own DecodeError types
-        raise CorruptCheckpoint(f"{_said(what)}: unparseable {message_type.__name__} ({excerpt(str(exc))})") from None
+        raise CorruptCheckpoint(f"{_said(what)}: unparseable {message_type.__name__} ({decode_error_text(exc)})") from None
     return message
 
 

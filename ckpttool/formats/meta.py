@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import dtype_from_code
 from ckpttool.formats.fs import describe_size, read_capped
-from ckpttool.formats.text import excerpt
+from ckpttool.formats.proto_errors import decode_error_text, text_format_error_text
 
 GRAPH_FILE_CAP = 2 << 30
 
@@ -112,8 +112,9 @@ def summarize_meta_graph(meta) -> MetaGraphSummary:
 
 def _parse_into(message, path: str):
     data = read_capped(path, GRAPH_FILE_CAP, "graph file")
+    text = path.endswith(".pbtxt")
     try:
-        if path.endswith(".pbtxt"):
+        if text:
             from google.protobuf import text_format
 
             text_format.Parse(data.decode("utf-8"), message, allow_unknown_field=True)
@@ -121,10 +122,13 @@ def _parse_into(message, path: str):
             message.ParseFromString(data)
     except MemoryError:
         raise _out_of_memory(path, len(data)) from None
-    except Exception as exc:  # protobuf's DecodeError / ParseError / UnicodeDecodeError
+    except UnicodeDecodeError:
+        raise CorruptCheckpoint(f"{path}: unparseable {type(message).__name__} (not UTF-8 text)") from None
+    except Exception as exc:  # protobuf's DecodeError / ParseError
         if "Arena alloc failed" in str(exc):  # upb ran out of memory: not the file's fault
             raise _out_of_memory(path, len(data)) from None
-        raise CorruptCheckpoint(f"{path}: unparseable {type(message).__name__} ({excerpt(str(exc))})") from None
+        reason = text_format_error_text(exc) if text else decode_error_text(exc)
+        raise CorruptCheckpoint(f"{path}: unparseable {type(message).__name__} ({reason})") from None
     return message
 
 
@@ -138,7 +142,7 @@ def read_meta_summary(path: str) -> MetaSummary:
 
     if os.path.basename(path).startswith("saved_model."):
         if path.endswith(".cpb"):
-            raise Unsupported(f"{path}: chunked SavedModels (over 2 GB) are not supported")
+            raise Unsupported(f"{path}: chunked SavedModels (over 2 GiB) are not supported")
         saved = _parse_into(graph_pb2.SavedModel(), path)
         return MetaSummary(path, "saved_model", [summarize_meta_graph(m) for m in saved.meta_graphs])
     meta = _parse_into(graph_pb2.MetaGraphDef(), path)

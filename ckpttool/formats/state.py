@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ckpttool.errors import CorruptCheckpoint
 from ckpttool.formats import fs
 from ckpttool.formats.fs import read_capped
-from ckpttool.formats.text import excerpt
+from ckpttool.formats.proto_errors import text_format_error_text
 
 STATE_FILENAME = "checkpoint"
 STATE_FILE_CAP = 64 << 20
@@ -84,7 +84,7 @@ def parse_state(text: str, source: str = STATE_FILENAME) -> CheckpointState:
     try:
         text_format.Merge(text, message)
     except text_format.ParseError as exc:
-        raise CorruptCheckpoint(f"unparseable state file {source}: {excerpt(str(exc))}") from None
+        raise CorruptCheckpoint(f"unparseable state file {source}: {text_format_error_text(exc)}") from None
     return CheckpointState(
         message.model_checkpoint_path,
         tuple(message.all_model_checkpoint_paths),

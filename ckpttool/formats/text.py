@@ -74,3 +74,16 @@ def excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
 def quote(name: str | bytes, limit: int = EXCERPT_CHARS) -> str:
     """A name for a message: quoted, undecodable bytes escaped, a long one cut."""
     return "'" + excerpt(name, limit) + "'"
+
+
+def format_size(size: int) -> str:
+    """A size for people, in binary units everywhere (tables and messages alike): `312 B`,
+    `7.2 KiB`, `64 MiB` (an exact number of units shows no decimal)."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        value /= 1024
+        if value < 1024 or unit == "PiB":
+            break
+    return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"

@@ -78,7 +78,7 @@ def tensor_from_proto(proto: pb.TensorProto, dtype_code: int, shape: tuple[int, 
             raise CorruptCheckpoint(f"{what}: holds {array.size} values for shape {list(shape)}")
         expanded = count * array.itemsize
         if expanded > expansion_cap:
-            raise CorruptCheckpoint(f"{what}: stores {array.size} value(s) for shape {list(shape)}; expanding "
+            raise CorruptCheckpoint(f"{what}: stores {array.size} value{'s' if array.size != 1 else ''} for shape {list(shape)}; expanding "
                                     f"them would take {expanded} bytes, more than ckpttool allows "
                                     f"({expansion_cap}) for a file this size")
         # TensorProto repeats its last value to fill the shape.

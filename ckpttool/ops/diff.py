@@ -12,7 +12,7 @@ import numpy as np
 from ckpttool.errors import UsageProblem
 from ckpttool.formats.reader import open_checkpoint
 from ckpttool.ops.patterns import compile_optional
-from ckpttool.ops.targets import resolve_target
+from ckpttool.ops.targets import Target, resolve_target
 
 DIFF_CHUNK_BYTES = 1 << 20  # two streams and their comparison temporaries stay a few MiB
 
@@ -104,12 +104,19 @@ def _values(reader, var, other_var) -> Iterator[np.ndarray]:
     return iter([reader.read(var).reshape(-1)])
 
 
-def diff_checkpoints(a_path: str, b_path: str, *, rtol: float = 0.0, atol: float = 0.0,
+def check_tolerances(rtol: float, atol: float) -> None:
+    """numpy.isclose takes any float; NaN or infinity would compare everything as equal (or warn)."""
+    for option, value in (("--rtol", rtol), ("--atol", atol)):
+        if not math.isfinite(value) or value < 0:
+            raise UsageProblem(f"{option} must be a finite number >= 0, not {value}")
+
+
+def diff_checkpoints(a_path: str | Target, b_path: str | Target, *, rtol: float = 0.0, atol: float = 0.0,
                      pattern: str | None = None) -> DiffReport:
-    if rtol < 0 or atol < 0 or math.isnan(rtol) or math.isnan(atol):
-        raise UsageProblem("--rtol and --atol must be >= 0")
+    """`a_path`, `b_path`: paths, or Targets already resolved."""
+    check_tolerances(rtol, atol)
     regex = compile_optional(pattern, "--filter")
-    a_target, b_target = resolve_target(a_path), resolve_target(b_path)
+    a_target, b_target = (t if isinstance(t, Target) else resolve_target(t) for t in (a_path, b_path))
     differences: list[VariableDiff] = []
     compared = 0
     with open_checkpoint(a_target.prefix, a_target.format) as a, open_checkpoint(b_target.prefix, b_target.format) as b:

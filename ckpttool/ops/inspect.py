@@ -7,15 +7,17 @@ from typing import Callable
 
 import numpy as np
 
-from ckpttool.errors import CkptError
+from ckpttool.errors import CkptError, UnknownVariable
 from ckpttool.formats import fs
 from ckpttool.formats.meta import MetaSummary, read_meta_summary
 from ckpttool.formats.object_graph import KeyObjectPaths, key_object_paths, parse_object_graph
 from ckpttool.formats.reader import open_checkpoint
+from ckpttool.formats.text import quote
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY, format_slice, slice_shape
 from ckpttool.ops.patterns import compile_optional
 from ckpttool.ops.stats import TensorStats, stats_of_chunks
 from ckpttool.ops.targets import Target, resolve_target
+from ckpttool.ops.values import needs_summary, read_corners
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,8 @@ class VariableReport:
     num_slices: int
     slices: tuple[SliceInfo, ...] | None = None
     stats: TensorStats | None = None
-    value: np.ndarray | None = None
+    value: np.ndarray | None = None  # with values: None when left out by the values limit
+    value_summarized: bool = False  # `value` holds the corners numpy shows of a large tensor (ops/values.py)
     object_path: str | None = None
 
 
@@ -52,6 +55,8 @@ class InspectReport:
     total_bytes: int
     meta: MetaSummary | None
     has_object_graph: bool
+    filter_matches: int = 0  # variables the --filter pattern matched
+    values_omitted: int = 0  # variables whose value the values limit left out
     warnings: tuple[str, ...] = ()  # how the target was found; data shards the index names but are gone
 
     @property
@@ -78,23 +83,38 @@ def _missing_shards(reader) -> tuple[str, ...]:
             f"({names}); names, dtypes and shapes come from the index alone",)
 
 
+VALUES_SUMMARY, VALUES_FULL = "summary", "full"
+
+
 def inspect_checkpoint(
-    target_path: str,
+    target: str | Target,
     *,
     pattern: str | None = None,
+    names: tuple[str, ...] = (),
     include_internal: bool = False,
     with_stats: bool = False,
     with_values: bool = False,
+    values: str | None = None,
+    values_limit: int | None = None,
+    on_values: Callable[[int], None] | None = None,
     with_slices: bool = False,
     with_meta: bool = False,
     with_object_paths: bool = False,
     on_progress: Callable[[int], None] | None = None,
 ) -> InspectReport:
-    """`on_progress(bytes)` is called after each variable whose values were read (--stats)."""
+    """`target`: a path or a resolved Target. Variables shown: all (internal ones with
+    `include_internal`), or those matching `pattern` or named exactly in `names` (a name
+    that does not exist is UnknownVariable). `values`: VALUES_SUMMARY (what numpy prints
+    of a large tensor) or VALUES_FULL; `values_limit` leaves out values past that many
+    stored bytes in total, and `on_values(bytes)` is told the stored bytes of the values
+    about to be read (`with_values`: VALUES_FULL). `on_progress(bytes)` is called after each
+    variable whose values were read (--stats)."""
+    values = values or (VALUES_FULL if with_values else None)
     regex = compile_optional(pattern, "--filter")
-    target = resolve_target(target_path, graph_only_ok=True)
+    if isinstance(target, str):
+        target = resolve_target(target, graph_only_ok=True)
     if target.format == "none":
-        return _graph_only_report(target, with_meta)
+        return _graph_only_report(target, with_meta, names)
     with open_checkpoint(target.prefix, target.format) as reader:
         object_paths: KeyObjectPaths | None = None
         # The object graph is a tensor in a data shard: read it only for --tree, so that names and
@@ -105,11 +125,11 @@ def inspect_checkpoint(
             object_paths = key_object_paths(parse_object_graph(graph_bytes)) or None
         incomplete = _missing_shards(reader) if target.format in ("v1", "v2") else ()
         reports = []
-        for var in reader.variables:
-            if var.internal and not include_internal:
-                continue
-            if regex and not regex.search(var.name):
-                continue
+        selected, filter_matches = _select(reader.variables, regex, names, include_internal)
+        included = _values_included(selected, values_limit) if values else set()
+        if on_values and values:
+            on_values(sum(selected[i].size_bytes for i in included))
+        for i, var in enumerate(selected):
             stats = None
             if with_stats and var.dtype.kind in ("float", "int", "uint", "bool"):
                 stats = stats_of_chunks(reader.iter_value_chunks(var))
@@ -121,25 +141,67 @@ def inspect_checkpoint(
                     SliceInfo(format_slice(ext), slice_shape(ext, var.shape), part.shard_id if var.parts else None)
                     for ext, part in zip(var.slices, var.parts or [None] * len(var.slices))
                 )
+            value, summarized = None, False
+            if i in included:
+                summarized = values == VALUES_SUMMARY and needs_summary(var)
+                value = read_corners(reader, var) if summarized else reader.read(var)
             reports.append(VariableReport(
                 name=var.name, dtype=var.dtype.name, shape=var.shape, num_elements=var.num_elements,
                 size_bytes=var.size_bytes, partitioned=var.partitioned, internal=var.internal,
-                num_slices=len(var.slices), slices=slices, stats=stats, value=reader.read(var) if with_values else None,
+                num_slices=len(var.slices), slices=slices, stats=stats, value=value, value_summarized=summarized,
                 object_path=object_paths.of(var.name) if object_paths is not None else None,
             ))
     meta = read_meta_summary(target.meta_path) if with_meta and target.meta_path else None
-    if with_meta and not target.meta_path:
-        meta = None
     return InspectReport(
         target=target, checkpoint=target.prefix, format=target.format, variables=tuple(reports),
         num_variables=len(reports), total_elements=sum(r.num_elements for r in reports),
         total_bytes=sum(r.size_bytes for r in reports), meta=meta, has_object_graph=has_object_graph,
         warnings=incomplete,
+        filter_matches=filter_matches, values_omitted=len(selected) - len(included) if values else 0,
     )
 
 
-def _graph_only_report(target: Target, with_meta: bool) -> InspectReport:
+def _select(variables, regex, names: tuple[str, ...], include_internal: bool):
+    """(the variables to show, how many the pattern matched); UnknownVariable for a name not there."""
+    wanted = set(names)
+    missing = wanted - {var.name for var in variables}
+    if missing:
+        raise unknown_variable(sorted(missing)[0], [var.name for var in variables])
+    if regex is None and not wanted:
+        return [var for var in variables if include_internal or not var.internal], 0
+    matched = [var for var in variables if regex and (include_internal or not var.internal) and regex.search(var.name)]
+    chosen = {var.name for var in matched} | wanted
+    return [var for var in variables if var.name in chosen], len(matched)
+
+
+def unknown_variable(name: str, known: list[str]) -> UnknownVariable:
+    """`name` is not a variable: said with the names it may have meant."""
+    import difflib
+
+    close = [k for k in known if name in k][:3]
+    close += [k for k in difflib.get_close_matches(name, known, n=3, cutoff=0.6) if k not in close]
+    hint = ("did you mean " + ", ".join(quote(k) for k in close[:3]) + "?") if close else (
+        "`ckpttool inspect -q` lists the names")
+    return UnknownVariable(f"no variable {quote(name)} in the checkpoint", hint=hint)
+
+
+def _values_included(variables, limit: int | None) -> set[int]:
+    """Which variables' values fit `limit` stored bytes in total (in order; a value too
+    large is left out and smaller ones after it still come)."""
+    if limit is None:
+        return set(range(len(variables)))
+    included, total = set(), 0
+    for i, var in enumerate(variables):
+        if total + var.size_bytes <= limit:
+            included.add(i)
+            total += var.size_bytes
+    return included
+
+
+def _graph_only_report(target: Target, with_meta: bool, names: tuple[str, ...]) -> InspectReport:
     """A SavedModel without variables: an empty list, and its graph if asked for."""
+    if names:
+        raise unknown_variable(names[0], [])
     meta = read_meta_summary(target.meta_path) if with_meta else None
     return InspectReport(target=target, checkpoint=target.prefix, format=target.format, variables=(),
                          num_variables=0, total_elements=0, total_bytes=0, meta=meta, has_object_graph=False)

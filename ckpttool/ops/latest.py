@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ckpttool.errors import CkptError, NotFound
 from ckpttool.formats import fs
 from ckpttool.formats.state import read_state
 from ckpttool.formats.table import is_table_file
 from ckpttool.formats.text import excerpt
-from ckpttool.ops.scan import DirectoryScan, checkpoint_exists, resolve_state_entry, scan_directory, split_step
+from ckpttool.ops.scan import (DirectoryScan, _v2_shard_count, checkpoint_exists, resolve_state_entry, scan_directory,
+                               split_step)
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,10 @@ def _as_tensorflow_joins(directory: str, recorded: str) -> str:
     return recorded if fs.is_url(recorded) or os.path.isabs(recorded) else fs.join(directory, recorded)
 
 
-def find_latest(directory: str, scan: DirectoryScan | None = None) -> LatestResult:
+def find_latest(directory: str, scan: DirectoryScan | None = None, *, complete: bool = False) -> LatestResult:
+    """`complete`: never answer an incomplete checkpoint (missing shards, data without
+    index), as TensorFlow would: the newest complete one instead. Otherwise an
+    incomplete answer comes with a warning."""
     if not fs.is_url(directory) and not os.path.isdir(directory):
         raise NotFound(f"no such directory: {directory}")
     if scan is None:
@@ -38,6 +42,24 @@ def find_latest(directory: str, scan: DirectoryScan | None = None) -> LatestResu
         if found is not None:
             return found
         scan = scan_directory(directory)
+    result = _latest_of_scan(directory, scan)
+    chosen = scan.by_name(fs.basename(result.prefix)) if result.prefix else None
+    if chosen is None or chosen.complete:
+        return result
+    why = next((p.message for p in scan.problems if p.path == chosen.prefix), "files are missing")
+    if not complete:
+        return replace(result, warnings=result.warnings + (
+            f"the latest checkpoint is incomplete: {why} (`ckpttool latest --complete` names the newest "
+            "complete one)",))
+    newest = scan.latest
+    warnings = result.warnings + (f"the latest checkpoint is incomplete: {why}; "
+                                  + (f"using {newest.name}" if newest else "no checkpoint is complete"),)
+    if newest is None:
+        return LatestResult(directory, None, None, None, None, warnings)
+    return _result(directory, fs.join(directory, newest.name), newest.prefix, "scan", warnings)
+
+
+def _latest_of_scan(directory: str, scan: DirectoryScan) -> LatestResult:
     warnings: list[str] = []
     state = scan.state
     if scan.state_error:
@@ -69,7 +91,11 @@ def find_latest(directory: str, scan: DirectoryScan | None = None) -> LatestResu
 def _named_by_state_file(directory: str) -> LatestResult | None:
     """The common case without listing the directory: the state file parses and
     names a checkpoint in this directory whose files are there. None when
-    anything is off; the full scan then says what and finds another answer."""
+    anything is off; the full scan then says what and finds another answer. Local only:
+    in a bucket the scan (the state file and one listing) costs fewer requests than
+    looking at each file."""
+    if fs.is_url(directory):
+        return None
     try:
         state = read_state(directory)
     except CkptError:
@@ -89,7 +115,21 @@ def _named_by_state_file(directory: str) -> LatestResult | None:
         return None
     if fs.real(fs.dirname(as_tf)) != fs.real(absolute):
         return None
+    if _is_plain_file(prefix + ".index") and not _shards_present(prefix):
+        return None  # incomplete: the scan says what is missing
     return _result(directory, as_tf, prefix, "state", [])
+
+
+_CHECKED_SHARDS = 64  # more than this many shards: the scan counts them
+
+
+def _shards_present(prefix: str) -> bool:
+    """Whether every data shard the V2 index names is there (False when unsure)."""
+    index = prefix + ".index"
+    count = _v2_shard_count(index, os.stat(index).st_size)
+    if count is None or count > _CHECKED_SHARDS:
+        return False
+    return all(_is_plain_file(f"{prefix}.data-{i:05d}-of-{count:05d}") for i in range(count))
 
 
 def _is_plain_file(path: str) -> bool:

@@ -168,8 +168,11 @@ def _read_journal(scan: DirectoryScan, protected: dict[str, str]) -> list[Deleti
         return CorruptCheckpoint(f"prune journal {path} {why}; refusing to resume it (nothing deleted)",
                                  hint="if no prune is running, look at it and remove it")
 
+    raw = read_capped(path, JOURNAL_MAX_BYTES, "prune journal", missing_ok=True)
+    if raw is None:
+        return []  # removed since the listing: a concurrent prune finished (plans are checked again under the lock)
     try:
-        entries = json.loads(read_capped(path, JOURNAL_MAX_BYTES, "prune journal"))["deletions"]
+        entries = json.loads(raw)["deletions"]
         pending = [(e["name"], e.get("step"), e["paths"]) for e in entries]
     except (ValueError, KeyError, TypeError):
         raise refuse("is unreadable") from None

@@ -357,6 +357,26 @@ def _is_v1_table(path: str, size: int) -> bool:
     return first is not None and first[0] == b"" and first[1][:1] == b"\x0a"
 
 
+def state_file_problems(scan: DirectoryScan) -> tuple[Problem, ...]:
+    """What `latest` and `repair` act on and TensorFlow misses: a missing state file
+    (tf.train.latest_checkpoint finds nothing), complete checkpoints missing from it
+    (CheckpointManager neither restores nor deletes them). Not in `scan.problems`,
+    which prune reports: these are not prune's business."""
+    state_path = os.path.join(scan.directory, STATE_FILENAME)
+    if scan.state is None and scan.state_error is None:
+        if not scan.checkpoints:
+            return ()
+        return (Problem("no_state_file", state_path, "no state file: tf.train.latest_checkpoint finds nothing "
+                        "here (`ckpttool repair` writes one)"),)
+    if scan.state is None:
+        return ()  # unparseable: already a bad_state_file problem
+    # Families another state file keeps (Saver(latest_filename="best_checkpoint")) are not orphans.
+    elsewhere = {split_step(name)[0] for name in scan.other_latest}
+    return tuple(Problem("not_in_state", c.prefix, f"{excerpt(c.name)} is not in the state file "
+                         "(TensorFlow does not see it; `ckpttool repair` adds it)")
+                 for c in scan.checkpoints if c.complete and not c.in_state and c.family not in elsewhere)
+
+
 def _other_state_latest(directory: str, filename: str) -> str | None:
     """The latest named by another state file (`best_checkpoint`), if it parses as one."""
     try:
@@ -427,7 +447,7 @@ def _report_missing_shards(prefix: str, name: str, num_shards: int, files: _File
     missing, count = missing_shard_ids(num_shards, present, _LISTED_SHARDS)
     if count:
         more = f" and {count - len(missing)} more" if count > len(missing) else ""
-        problems.append(Problem("missing_shards", prefix, f"{name} is missing data shard(s) "
+        problems.append(Problem("missing_shards", prefix, f"{name} is missing data shard{'s' if count > 1 else ''} "
                                 + ", ".join(f"{i:05d}-of-{num_shards:05d}" for i in missing) + more))
     return not count
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ckpttool.errors import NotFound
+from ckpttool.errors import NotFound, Unsupported
 from ckpttool.formats import fs
 from ckpttool.formats.reader import detect_format, weights_file_format
 from ckpttool.formats.shards import split_v1_pattern, v1_pattern, v1_shard
+from ckpttool.formats.state import STATE_FILENAME
 from ckpttool.ops.scan import checkpoint_exists
 
 _SUFFIX_RE = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
@@ -24,6 +25,7 @@ class Target:
     meta_path: str | None  # the graph beside it: P.meta or saved_model.pb
     saved_model_dir: str | None
     warnings: tuple[str, ...] = ()  # e.g. how a directory's latest checkpoint had to be found
+    directory: str | None = None  # the directory given for it (run, SavedModel), as given: say what it chose
 
 
 def _saved_model_graph(directory: str, names: set[str] | None = None) -> str | None:
@@ -56,8 +58,6 @@ def _variables_without_graph(directory: str) -> Target | None:
 
 def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
     """`graph_only_ok`: a SavedModel without variables resolves (format "none") instead of failing."""
-    from ckpttool.ops.latest import find_latest
-
     if fs.is_url(path):
         path = fs.absolute(path)
     weights_format = weights_file_format(path)
@@ -67,18 +67,11 @@ def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
         return Target(path, weights_format, None, None)
     is_directory, names = _directory_listing(path)
     if is_directory:
-        graph = _saved_model_graph(path, names)
-        if graph:
-            return _saved_model_target(path, graph, graph_only_ok)
-        latest = find_latest(path)
-        if latest.prefix is None and (orphan := _variables_without_graph(path)):
-            return orphan
-        if latest.prefix is None:
-            raise NotFound(f"no checkpoint in directory {path} (looked for a state file, *.index files, "
-                           "V1 checkpoint files and saved_model.pb)")
-        return _prefix_target(latest.prefix, latest.warnings)
+        return replace(_directory_target(path, graph_only_ok, names), directory=path)
     if fs.basename(path) in SAVED_MODEL_FILES and fs.is_file(path):
         return _saved_model_target(fs.dirname(path) or ".", path, graph_only_ok)
+    if fs.basename(path) == STATE_FILENAME and fs.is_file(path):  # run/checkpoint: the run's latest
+        return resolve_target(fs.dirname(path) or ".", graph_only_ok=graph_only_ok)
     match = _SUFFIX_RE.search(path)
     if match:
         prefix = path[: match.start()]
@@ -91,6 +84,8 @@ def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
         if detect_format(pattern) == "v1":
             return _prefix_target(pattern)
     if checkpoint_exists(path):
+        if not fs.is_file(path + ".index") and fs.is_file(path):  # a file that is no V2 index: what is it?
+            _refuse_foreign_file(path)
         return _prefix_target(path)
     raise NotFound(f"no checkpoint at {path} (looked for {path}.index, a V1 checkpoint file {path}, "
                    "a run directory and a SavedModel)")
@@ -106,6 +101,55 @@ def _directory_listing(path: str) -> tuple[bool, set[str] | None]:
     except NotFound:
         return False, None  # not a "directory" (no object under path/): a prefix or a file
     return bool(names), names
+
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _refuse_foreign_file(path: str) -> None:
+    """A file that is no checkpoint but something people often take for one (an HDF5
+    Keras 2 model, a PyTorch zip) is named as what it is."""
+    head = fs.read_range(path, 0, 8, "file")
+    if head == _HDF5_MAGIC:
+        raise Unsupported(f"{path} is an HDF5 file, not a TensorFlow checkpoint",
+                          hint="ckpttool reads Keras 3 weights named *.weights.h5 or *.keras; a Keras 2 .h5 model "
+                               "can be loaded in Keras and saved with save_weights('model.weights.h5')")
+    if head[:4] in _ZIP_MAGICS:
+        members = _zip_members(path)
+        if any(name.endswith("data.pkl") for name in members):
+            what, hint = "a PyTorch checkpoint (a zip archive)", "save it as .safetensors with PyTorch, then read that"
+        elif "model.weights.h5" in members:
+            what, hint = "a zip archive holding model.weights.h5", "a Keras 3 model: name it *.keras"
+        else:
+            what, hint = "a zip archive", None
+        raise Unsupported(f"{path} is {what}, not a TensorFlow checkpoint", hint=hint)
+
+
+def _zip_members(path: str) -> list[str]:
+    import zipfile
+
+    try:
+        with fs.open_input(path, "zip archive") as handle, zipfile.ZipFile(handle) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return []
+
+
+def _directory_target(path: str, graph_only_ok: bool, names: set[str] | None) -> Target:
+    from ckpttool.ops.latest import find_latest
+
+    graph = _saved_model_graph(path, names)
+    if graph:
+        return _saved_model_target(path, graph, graph_only_ok)
+    latest = find_latest(path)
+    if latest.prefix is None and (orphan := _variables_without_graph(path)):
+        return orphan
+    if latest.prefix is None:
+        raise NotFound(f"no checkpoint in directory {path} (looked for a state file, *.index files, "
+                       "V1 checkpoint files and saved_model.pb)")
+    # The latest is always directly in the directory: named from the path as given.
+    return _prefix_target(fs.join(path, fs.basename(latest.prefix)), latest.warnings)
 
 
 def _prefix_target(prefix: str, warnings: tuple[str, ...] = ()) -> Target:

@@ -1,5 +1,8 @@
 """`verify`: read every tensor of a checkpoint and check every stored CRC,
-shard presence and sizes, and index/data pairing. Reports all damage."""
+shard presence and sizes, and index/data pairing. Reports all damage, each
+cause once: a missing data shard is one problem (naming the tensors it held),
+not one per tensor. `verify_directory` checks every checkpoint of a run
+directory, or of every run directory under a root."""
 from __future__ import annotations
 
 import os
@@ -10,18 +13,21 @@ from typing import Callable
 from ckpttool.errors import BadInput, BadSlices, ChecksumMismatch, NotFound, Truncated
 from ckpttool.formats import fs
 from ckpttool.formats.bundle import Bundle
-from ckpttool.formats.shards import missing_shard_ids
 from ckpttool.formats.reader import open_checkpoint
+from ckpttool.formats.shards import missing_shard_ids
+from ckpttool.ops.scan import find_checkpoint_dirs, scan_directory
 from ckpttool.ops.targets import Target, resolve_target
 
 _SHARD_RE = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 _LISTED_SHARDS = 20  # missing shards reported one by one; the rest in one line
+_NAMED_TENSORS = 5  # tensors of a missing shard named in its message; JSON lists them all
 
 
-def total_bytes(target_path: str) -> int:
+def total_bytes(target: str | Target) -> int:
     """Bytes `verify` will read (for a progress bar); 0 when unknown."""
     try:
-        target = resolve_target(target_path)
+        if isinstance(target, str):
+            target = resolve_target(target)
         with open_checkpoint(target.prefix, target.format) as reader:
             return sum(v.size_bytes for v in reader.variables)
     except BadInput:
@@ -33,6 +39,7 @@ class VerifyError:
     name: str
     problem: str
     message: str
+    tensors: tuple[str, ...] = ()  # a missing shard: the tensors stored in it (not checked)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,16 @@ class VerifyReport:
     errors: tuple[VerifyError, ...]
 
 
+@dataclass(frozen=True)
+class DirectoryVerifyReport:
+    directory: str  # as given
+    checkpoints: tuple[VerifyReport, ...]  # oldest first, directory by directory
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.checkpoints)
+
+
 _KINDS = ((NotFound, "missing_shard"), (ChecksumMismatch, "checksum"), (Truncated, "truncated"),
           (BadSlices, "bad_slices"))
 
@@ -53,13 +70,14 @@ def _problem_kind(exc: BadInput) -> str:
     return next((kind for error_type, kind in _KINDS if isinstance(exc, error_type)), "corrupt")
 
 
-def _shard_errors(bundle: Bundle) -> list[VerifyError]:
-    """Missing, unexpected and mis-sized data files. Costs what the directory
-    holds, never what the header claims (it may claim 2^31 shards)."""
-    errors = []
+def _present_shards(bundle: Bundle) -> tuple[dict[int, str], dict[str, int], list[VerifyError]]:
+    """The data files of the bundle's index by shard id, their sizes, and the files that do not
+    belong to it (one listing of the directory: a bucket's too). Costs what the directory holds,
+    never what the header claims (it may claim 2^31 shards)."""
     num_shards = bundle.header.num_shards
     present: dict[int, str] = {}
     sizes: dict[str, int] = {}
+    errors = []
     stem = fs.basename(bundle.prefix) + ".data-"
     for entry in sorted(fs.list_dir(fs.dirname(bundle.prefix)), key=lambda e: e.name):
         match = _SHARD_RE.search(entry.name)
@@ -72,15 +90,33 @@ def _shard_errors(bundle: Bundle) -> list[VerifyError]:
         else:
             errors.append(VerifyError(os.path.basename(path), "unexpected_shard",
                                       f"{os.path.basename(path)} does not belong to this index "
-                                      f"({num_shards} shard(s) expected)"))
+                                      f"({num_shards} shard{'s' if num_shards != 1 else ''} expected)"))
+    return present, sizes, errors
+
+
+def _missing_shard_errors(bundle: Bundle, present: dict[int, str],
+                          unreadable: dict[int, list[str]]) -> list[VerifyError]:
+    """One problem per missing data shard, naming the tensors stored in it (`unreadable`)."""
+    errors = []
+    num_shards = bundle.header.num_shards
     missing, count = missing_shard_ids(num_shards, set(present), _LISTED_SHARDS)
     for shard_id in missing:
         name = os.path.basename(bundle.shard_path(shard_id))
-        errors.append(VerifyError(name, "missing_shard", f"data shard {name} is missing"))
+        held = unreadable.get(shard_id, [])
+        message = f"data shard {name} is missing"
+        if held:
+            shown = ", ".join(held[:_NAMED_TENSORS]) + (", ..." if len(held) > _NAMED_TENSORS else "")
+            message += f"; it holds {len(held)} tensor{'s' if len(held) != 1 else ''} ({shown})"
+        errors.append(VerifyError(name, "missing_shard", message, tuple(held)))
     if count > len(missing):
         errors.append(VerifyError(os.path.basename(bundle.prefix), "missing_shard",
                                   f"{count - len(missing)} more of the {num_shards} data shards the index "
                                   "names are missing"))
+    return errors
+
+
+def _size_errors(bundle: Bundle, present: dict[int, str], sizes: dict[str, int]) -> list[VerifyError]:
+    errors = []
     ends = bundle.shard_ends()
     for shard_id, path in sorted(present.items()):
         name = os.path.basename(path)
@@ -91,9 +127,10 @@ def _shard_errors(bundle: Bundle) -> list[VerifyError]:
     return errors
 
 
-def verify_checkpoint(target_path: str, on_progress: Callable[[int], None] | None = None) -> VerifyReport:
+def verify_checkpoint(target: str | Target, on_progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check everything; `on_progress(bytes)` is called as each variable is done."""
-    target = resolve_target(target_path)
+    if isinstance(target, str):
+        target = resolve_target(target)
     errors: list[VerifyError] = []
     checked_tensors = checked_bytes = 0
     try:
@@ -103,14 +140,56 @@ def verify_checkpoint(target_path: str, on_progress: Callable[[int], None] | Non
         errors.append(VerifyError(os.path.basename(index), "corrupt_index", exc.message))
         return VerifyReport(target, target.prefix, False, 0, 0, tuple(errors))
     with reader:
+        present: dict[int, str] | None = None
         if isinstance(reader, Bundle):
-            errors.extend(_shard_errors(reader))
+            present, sizes, errors = _present_shards(reader)
+        unreadable: dict[int, list[str]] = {}  # missing shard -> tensors stored in it
+        tensor_errors = []
         for var in reader.variables:
-            try:
-                checked_bytes += reader.check_variable(var)
-                checked_tensors += 1
-            except BadInput as exc:
-                errors.append(VerifyError(var.name, _problem_kind(exc), exc.message))
+            gone = sorted({p.shard_id for p in var.parts if present is not None and p.shard_id not in present})
+            if gone:
+                unreadable.setdefault(gone[0], []).append(var.name)
+            else:
+                try:
+                    checked_bytes += reader.check_variable(var)
+                    checked_tensors += 1
+                except BadInput as exc:
+                    tensor_errors.append(VerifyError(var.name, _problem_kind(exc), exc.message))
             if on_progress:
                 on_progress(var.size_bytes)
+        if present is not None:
+            errors += _missing_shard_errors(reader, present, unreadable) + _size_errors(reader, present, sizes)
+    errors += tensor_errors
     return VerifyReport(target, target.prefix, not errors, checked_tensors, checked_bytes, tuple(errors))
+
+
+def verify_directory(directory: str, *, recursive: bool = False,
+                     on_progress: Callable[[int], None] | None = None) -> DirectoryVerifyReport:
+    """Every checkpoint of `directory` (and, `recursive`, of every run directory under it),
+    oldest first; an incomplete one is verified too (and reported damaged)."""
+    reports = []
+    for run in find_checkpoint_dirs(directory) if recursive else [directory]:
+        for checkpoint in scan_directory(run).checkpoints:
+            prefix = fs.join(run, checkpoint.name)
+            if checkpoint.format == "v2" and not fs.is_file(prefix + ".index"):
+                reports.append(_without_index(prefix, checkpoint.name))
+                continue
+            reports.append(verify_checkpoint(resolve_target(prefix), on_progress))
+    if not reports:
+        raise NotFound(f"no checkpoint in {'any directory under ' if recursive else 'directory '}{directory}")
+    return DirectoryVerifyReport(directory, tuple(reports))
+
+
+def directory_bytes(directory: str, recursive: bool) -> int:
+    """Bytes of every checkpoint `verify_directory` will read (for a progress bar)."""
+    try:
+        runs = find_checkpoint_dirs(directory) if recursive else [directory]
+        return sum(c.size_bytes for run in runs for c in scan_directory(run).checkpoints)
+    except BadInput:
+        return 0
+
+
+def _without_index(prefix: str, name: str) -> VerifyReport:
+    error = VerifyError(name + ".index", "missing_index",
+                        f"{name} has data files but no .index (an interrupted save?): nothing can be read")
+    return VerifyReport(Target(prefix, "v2", None, None), prefix, False, 0, 0, (error,))

@@ -99,7 +99,7 @@ def command(
                                [(i.source, i.name, i.dtype, list(i.shape)) for i in plan.items])
         files = result.files if result else plan.files
         verb = "would write" if dry_run else "wrote"
-        render.print_lines([f"{verb} {plan.to} {', '.join(files)}: {len(plan.items)} tensors, "
+        render.print_lines([f"{verb} {plan.to} {', '.join(files)}: {render.plural(len(plan.items), 'tensor')}, "
                             f"{render.human_bytes(plan.total_bytes)} ({len(plan.renamed)} renamed, "
                             f"{len(plan.dropped)} dropped, {len(plan.skipped)} skipped)"])
     return 0

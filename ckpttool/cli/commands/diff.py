@@ -16,6 +16,10 @@ TargetA = Annotated[str, typer.Argument(metavar="A", help=_CHECKPOINT_HELP, show
 TargetB = Annotated[str, typer.Argument(metavar="B", help=_CHECKPOINT_HELP, show_default=False)]
 
 
+_COLUMNS = [render.Column("name", kind=render.NAME), render.Column("change"),
+            render.Column("detail", kind=render.TEXT)]
+
+
 def _detail(d) -> str:
     if d.change == "added":
         return f"{d.b_dtype} {list(d.b_shape)}"
@@ -24,7 +28,8 @@ def _detail(d) -> str:
     if d.change in ("dtype", "shape"):
         return f"{d.a_dtype} {list(d.a_shape)} -> {d.b_dtype} {list(d.b_shape)}"
     numeric = "" if d.max_abs_diff is None else f", max abs {d.max_abs_diff:.6g}, max rel {d.max_rel_diff:.6g}"
-    return f"{d.mismatched} element(s) differ{numeric}"
+    verb = "differs" if d.mismatched == 1 else "differ"
+    return f"{render.plural(d.mismatched, 'element')} {verb}{numeric}"
 
 
 def command(
@@ -37,9 +42,17 @@ def command(
     quiet: Quiet = False,
 ):
     """Added, removed, dtype/shape-changed and value-changed variables (exit 1 if any)."""
-    from ckpttool.ops.diff import diff_checkpoints
+    from ckpttool.ops.diff import check_tolerances, diff_checkpoints
+    from ckpttool.ops.patterns import compile_optional
+    from ckpttool.ops.targets import resolve_target
 
-    report = diff_checkpoints(a, b, rtol=rtol, atol=atol, pattern=filter_)
+    check_tolerances(rtol, atol)  # usage errors before anything is read
+    compile_optional(filter_, "--filter")
+    targets = []
+    for given in (a, b):
+        targets.append(resolve_target(given))
+        render.say_resolved(given, targets[-1], header=not quiet)
+    report = diff_checkpoints(*targets, rtol=rtol, atol=atol, pattern=filter_)
     if json_out:
         render.emit_json("diff", {"a": report.a, "b": report.b, "identical": report.identical,
                                   "compared": report.compared,
@@ -48,7 +61,7 @@ def command(
         render.print_lines(d.name for d in report.differences)
     else:
         if report.differences:
-            render.print_table(["name", "change", "detail"], [(d.name, d.change, _detail(d)) for d in report.differences])
-        render.print_lines([f"{'identical' if report.identical else f'{len(report.differences)} difference(s)'}: "
-                            f"{report.compared} variables compared"])
+            render.print_table(_COLUMNS, [(d.name, d.change, _detail(d)) for d in report.differences])
+        verdict = "identical" if report.identical else render.plural(len(report.differences), "difference")
+        render.print_wrapped([f"{verdict}: {render.plural(report.compared, 'variable')} compared"])
     return 0 if report.identical else EXIT_NEGATIVE

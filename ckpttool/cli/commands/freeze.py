@@ -48,8 +48,9 @@ def command(
         doc["warnings"] = list(report.warnings)
         render.emit_json("freeze", doc)
     else:
-        lines = [f"wrote {report.output}: {report.nodes_before} -> {report.nodes_after} nodes, "
-                 f"{report.variables_frozen} variables frozen, {render.human_bytes(report.bytes_written)}",
+        lines = [f"wrote {report.output}: {report.nodes_before} -> {render.plural(report.nodes_after, 'node')}, "
+                 f"{render.plural(report.variables_frozen, 'variable')} frozen, "
+                 f"{render.human_bytes(report.bytes_written)}",
                  f"outputs: {', '.join(report.output_nodes)}"]
         if report.signature_outputs is not None:
             lines.append(f"signature {report.signature}:")

@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, List, Optional
 
 import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.options import Json, Quiet, TargetArg
+from ckpttool.errors import UsageProblem
 
 if TYPE_CHECKING:  # the ops (and numpy) are imported only when the command runs
     from ckpttool.ops.inspect import InspectReport, VariableReport
 
 
-def _variable_document(v: "VariableReport") -> dict:
+def _variable_document(v: "VariableReport", with_values: bool) -> dict:
     doc = {"name": v.name, "dtype": v.dtype, "shape": list(v.shape), "num_elements": v.num_elements,
            "size_bytes": v.size_bytes, "partitioned": v.partitioned}
     if v.slices is not None:
@@ -22,8 +23,8 @@ def _variable_document(v: "VariableReport") -> dict:
         doc["object_path"] = v.object_path
     if v.stats is not None:
         doc["stats"] = asdict(v.stats)
-    if v.value is not None:
-        doc["value"] = v.value
+    if with_values:
+        doc["value"] = v.value  # null: left out by --limit
     return doc
 
 
@@ -42,9 +43,11 @@ def _stat(value, digits: int = 6) -> str:
 
 
 def _print_table(report: "InspectReport", with_stats: bool) -> None:
-    columns = ["name", "dtype", "shape", "elements", "bytes"]
+    columns = [render.Column("name", kind=render.NAME), render.Column("dtype"), render.Column("shape"),
+               render.Column("elements", right=True, drop=1), render.Column("bytes", right=True)]
     if with_stats:
-        columns += ["min", "max", "mean", "std", "nan", "inf", "zeros"]
+        columns += [render.Column(h) for h in ("min", "max", "mean", "std")]
+        columns += [render.Column(h, right=True) for h in ("nan", "inf", "zeros")]
     rows = []
     for v in report.variables:
         shape = _shape_text(v.shape) + (f" ({v.num_slices} slices)" if v.partitioned else "")
@@ -57,7 +60,7 @@ def _print_table(report: "InspectReport", with_stats: bool) -> None:
         for sl in v.slices or ():
             rows.append([f"  └ slice {sl.spec}", "", _shape_text(sl.shape), "", f"shard {sl.shard_id}"]
                         + ([""] * 7 if with_stats else []))
-    render.print_table(columns, rows, right=["elements", "bytes", "nan", "inf", "zeros"])
+    render.print_table(columns, rows)
 
 
 # Deeper paths show their remaining components as one label: the tree's
@@ -86,22 +89,34 @@ def _print_tree(report: "InspectReport") -> None:
         if by_object and v.object_path:
             label += f"  <- {v.name}"
         node.add(Text(render.for_people(label)))
-    render.console().print(root)
+    render.console(unbounded=True).print(root)  # names are never wrapped
 
 
-def _print_values(report: "InspectReport") -> None:
-    import numpy as np
+def _print_values(report: "InspectReport", full: bool) -> None:
+    from ckpttool.ops.values import format_values
 
     for v in report.variables:
+        head = f"{v.name} ({v.dtype} {_shape_text(v.shape)})"
         if v.value is None:
+            render.print_lines([f"{head}: value left out (over --limit)", ""])
             continue
-        render.print_lines([f"{v.name} ({v.dtype} {_shape_text(v.shape)}):",
-                            *np.array2string(np.asarray(v.value), threshold=1000, separator=", ").split("\n"), ""])
+        if v.value_summarized:
+            head += f", {render.plural(v.num_elements, 'element')}, summarised (--full prints all)"
+        render.print_lines([f"{head}:", *format_values(v.value, v.value_summarized, full).split("\n"), ""])
+
+
+def _tensor_text(spec) -> str:
+    """One input or output of a signature: `x: float32 [?, 4] (serving_default_x:0)`;
+    an operation (the init op's output, which is no tensor): `op NoOp`."""
+    if spec.dtype == "invalid":
+        return f"{spec.key}: op {spec.name}"
+    shape = "unknown shape" if spec.shape is None else _shape_text("?" if d < 0 else d for d in spec.shape)
+    return f"{spec.key}: {spec.dtype} {shape} ({spec.name})"
 
 
 def _print_meta(report: "InspectReport") -> None:
     meta = report.meta
-    lines = [f"graph: {meta.path} ({meta.kind}, {len(meta.meta_graphs)} meta graph(s))"]
+    lines = [f"graph: {meta.path} ({meta.kind}, {render.plural(len(meta.meta_graphs), 'meta graph')})"]
     for graph in meta.meta_graphs:
         lines.append(f"  tags: {', '.join(graph.tags) or '-'}   tensorflow: {graph.tensorflow_version or '-'}")
         top_ops = ", ".join(f"{op} x{n}" for op, n in list(graph.op_counts.items())[:8])
@@ -113,40 +128,73 @@ def _print_meta(report: "InspectReport") -> None:
             lines.append(f"  saver: {s['version']}, restore op {s['restore_op_name']}, "
                          f"max_to_keep {s['max_to_keep']}, sharded {s['sharded']}")
         for sig in graph.signatures:
-            ins = ", ".join(f"{t.key}={t.name} {t.dtype}{t.shape}" for t in sig.inputs)
-            outs = ", ".join(f"{t.key}={t.name} {t.dtype}{t.shape}" for t in sig.outputs)
-            lines.append(f"  signature {sig.name} ({sig.method_name}): {ins} -> {outs}")
+            lines.append(f"  signature {sig.name}" + (f" ({sig.method_name})" if sig.method_name else "") + ":")
+            lines += [f"    input  {_tensor_text(t)}" for t in sig.inputs]
+            lines += [f"    output {_tensor_text(t)}" for t in sig.outputs]
     render.print_lines(lines)
+
+
+JSON_VALUES_WARNING = 100 << 20  # --json --values past this many stored bytes: say so, and how to cap it
+
+
+def _values_warning(total: int) -> None:
+    if total > JSON_VALUES_WARNING:
+        render.warn(f"--values puts {render.human_bytes(total)} of tensors into the JSON document (several times "
+                    "that as text); `--limit BYTES` caps it")
 
 
 def command(
     target: TargetArg,
     filter_: Annotated[Optional[str], typer.Option("--filter", "-f", help="Only variables whose name matches this regular expression.")] = None,
+    name: Annotated[Optional[List[str]], typer.Option("--name", help="Only this variable, by its exact name (repeatable; with --filter: both).")] = None,
     all_: Annotated[bool, typer.Option("--all", "-a", help="Also internal entries such as _CHECKPOINTABLE_OBJECT_GRAPH.")] = False,
     stats: Annotated[bool, typer.Option("--stats", help="min/max/mean/std and NaN/Inf/zero counts, streamed in bounded memory.")] = False,
-    values: Annotated[bool, typer.Option("--values", help="Print the tensors themselves.")] = False,
+    values: Annotated[bool, typer.Option("--values", help="Print the tensors themselves (large ones summarised as numpy does).")] = False,
+    full: Annotated[bool, typer.Option("--full", help="With --values: print every element.")] = False,
+    limit: Annotated[Optional[str], typer.Option("--limit", metavar="BYTES", help="With --values: leave out values past this many stored bytes in total (100MB, 1GiB); they show as null in JSON.")] = None,
     tree: Annotated[bool, typer.Option("--tree", help="Group by scope, or by the TF2 object graph.")] = False,
     slices: Annotated[bool, typer.Option("--slices", help="Show the stored slices of partitioned variables.")] = False,
     meta: Annotated[bool, typer.Option("--meta", help="Summarise the .meta / SavedModel graph.")] = False,
     json_out: Json = False,
     quiet: Quiet = False,
 ):
-    """List the variables of a checkpoint: name, dtype, shape, elements, bytes."""
+    """List the variables of a checkpoint: name, dtype, shape, elements, bytes.
+
+    For a directory, says on stderr which checkpoint it chose.
+    """
     from ckpttool.cli.progress import byte_progress
-    from ckpttool.ops.inspect import inspect_checkpoint
+    from ckpttool.ops.inspect import VALUES_FULL, VALUES_SUMMARY, inspect_checkpoint
+    from ckpttool.ops.patterns import compile_optional
+    from ckpttool.ops.targets import resolve_target
     from ckpttool.ops.verify import total_bytes
 
-    with byte_progress("statistics", total_bytes(target) if stats and not json_out else 0, json_out) as advance:
-        report = inspect_checkpoint(target, pattern=filter_, include_internal=all_, with_stats=stats,
-                                    with_values=values, with_slices=slices, with_meta=meta, with_object_paths=tree,
-                                    on_progress=advance)
-    render.warn_all(report.all_warnings)
+    if (full or limit is not None) and not values:
+        raise UsageProblem(f"{'--full' if full else '--limit'} goes with --values")
+    compile_optional(filter_, "--filter")  # a bad pattern is a usage error before anything is read
+    values_limit = None
+    if limit is not None:
+        from ckpttool.ops.convert import parse_size
+
+        values_limit = parse_size(limit)
+    resolved = resolve_target(target, graph_only_ok=True)
+    render.say_resolved(target, resolved, header=not quiet)
+    mode = (VALUES_FULL if full or json_out else VALUES_SUMMARY) if values else None
+    with byte_progress("statistics", total_bytes(resolved) if stats and not json_out else 0, json_out) as advance:
+        report = inspect_checkpoint(resolved, pattern=filter_, names=tuple(name or ()), include_internal=all_,
+                                    with_stats=stats, values=mode, values_limit=values_limit,
+                                    on_values=_values_warning if json_out and limit is None else None,
+                                    with_slices=slices, with_meta=meta, with_object_paths=tree, on_progress=advance)
+    if filter_ is not None and not report.filter_matches:
+        render.warn(f"--filter {filter_!r} matches no variable")
+    render.warn_all(report.warnings)
     if meta and report.meta is None:
         render.warn(f"no .meta or SavedModel graph beside {report.checkpoint}")
     if json_out:
         doc = {"checkpoint": report.checkpoint, "format": report.format, "num_variables": report.num_variables,
                "total_elements": report.total_elements, "total_bytes": report.total_bytes,
-               "variables": [_variable_document(v) for v in report.variables]}
+               "variables": [_variable_document(v, values) for v in report.variables]}
+        if values:
+            doc.update(values_limit_bytes=values_limit, values_omitted=report.values_omitted)
         if meta:
             doc["meta"] = _meta_document(report)
         render.emit_json("inspect", doc)
@@ -159,9 +207,11 @@ def command(
     else:
         _print_table(report, stats)
     if values:
-        _print_values(report)
+        _print_values(report, full)
     if report.meta:
         _print_meta(report)
-    render.print_lines([f"{report.num_variables} variables, {report.total_elements} elements, "
+    render.print_wrapped([f"{render.plural(report.num_variables, 'variable')}, "
+                        f"{render.plural(report.total_elements, 'element')}, "
                         f"{render.human_bytes(report.total_bytes)} ({report.format})"])
     return 0
+

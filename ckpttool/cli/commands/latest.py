@@ -10,29 +10,37 @@ import typer
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE
 from ckpttool.cli.options import Directory, Json
+from ckpttool.errors import UsageProblem
+from ckpttool.ops.directories import require_directory
 
 
 def command(
     directory: Directory,
     absolute: Annotated[bool, typer.Option("--absolute", help="Print an absolute path.")] = False,
     step: Annotated[bool, typer.Option("--step", help="Print the step number only.")] = False,
+    complete: Annotated[bool, typer.Option(
+        "--complete", help="The newest complete checkpoint (never one with missing shards).")] = False,
     json_out: Json = False,
 ):
     """Print the newest checkpoint in DIR (what tf.train.latest_checkpoint returns).
 
     Still answers when the directory was moved or its state file is missing or
-    broken (with a warning). Exit 1 when there is no checkpoint.
+    broken, and warns when the answer is incomplete (all with a warning).
+    Exit 1 when there is no checkpoint.
     """
     from ckpttool.ops.latest import find_latest
 
-    result = find_latest(directory)
+    if absolute and step:
+        raise UsageProblem("--absolute and --step cannot be used together (--step prints the step only)")
+    require_directory(directory, "latest")
+    result = find_latest(directory, complete=complete)
     render.warn_all(result.warnings)
     shown = result.prefix if absolute else result.latest
     if json_out:
         render.emit_json("latest", {"directory": directory, "latest": shown, "step": result.step,
                                     "source": result.source})
     elif result.latest is None:
-        print(f"no checkpoint in {directory}", file=sys.stderr)
+        print(f"no {'complete ' if complete else ''}checkpoint in {directory}", file=sys.stderr)
     elif step:
         if result.step is None:
             render.warn(f"{os.path.basename(result.prefix)} has no step number")

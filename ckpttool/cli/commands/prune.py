@@ -7,14 +7,15 @@ from typing import Annotated, List, Optional
 import typer
 
 from ckpttool.cli import render
-from ckpttool.cli.errors import EXIT_NEGATIVE
+from ckpttool.cli.errors import EXIT_NEGATIVE, error_fields
 from ckpttool.cli.options import Directory, DryRun, Json, Quiet, Recursive, Yes
 from ckpttool.errors import BadInput, Refused
 
 
-def _plan_document(plan, deleted, dry_run: bool) -> dict:
+def _plan_document(directory: str, plan, deleted, dry_run: bool) -> dict:
+    """`directory`: as given (or as found under the root given)."""
     return {
-        "directory": plan.directory,
+        "directory": directory,
         "dry_run": dry_run,
         "kept": [{"name": k.name, "step": k.step, "reasons": list(k.reasons)} for k in plan.kept],
         "deleted": [{"name": d.name, "step": d.step, "size_bytes": d.size_bytes, "kind": d.kind} for d in deleted],
@@ -23,27 +24,48 @@ def _plan_document(plan, deleted, dry_run: bool) -> dict:
     }
 
 
-def _print_plan(plan, deleted, dry_run: bool, show_directory: bool, warn: bool = True) -> None:
+_COLUMNS = [render.Column("name", kind=render.NAME), render.Column("step", right=True, drop=1),
+            render.Column("action"), render.Column("why / size", kind=render.TEXT)]
+
+
+def _outcome(deleted: int, kept: int, freed: int, dry_run: bool) -> str:
+    return (f"{deleted} {'to delete' if dry_run else 'deleted'}, {kept} kept, {render.human_bytes(freed)} "
+            f"{'would be freed' if dry_run else 'freed'}")
+
+
+def _print_plan(directory: str, plan, deleted, dry_run: bool, recursive: bool, warn: bool = True) -> None:
     rows = [(k.name, "-" if k.step is None else k.step, "keep", ", ".join(k.reasons)) for k in plan.kept]
     verb = "would delete" if dry_run else "deleted"
     rows += [(d.name, "-" if d.step is None else d.step, verb,
               f"{render.human_bytes(d.size_bytes)}" + ("" if d.kind == "checkpoint" else f" ({d.kind})"))
              for d in deleted]
     rows.sort(key=lambda row: (row[1] if isinstance(row[1], int) else -1, row[0]))
-    if rows:
-        render.print_table(["name", "step", "action", "why / size"], rows, right=["step"],
-                           title=plan.directory if show_directory else None)
+    render.print_table(_COLUMNS, rows, title=directory if recursive else None)
     for p in plan.problems if warn else ():
-        render.warn(f"{plan.directory}: {p.message}")
-    total = render.human_bytes(sum(d.size_bytes for d in deleted))
-    render.print_lines([f"{len(deleted)} to delete, {len(plan.kept)} kept, {total} "
-                        f"{'would be freed' if dry_run else 'freed'}"])
+        render.warn(f"{directory}: {p.message}")
+    if not recursive:  # a tree gets one table of its directories instead
+        render.print_lines([_outcome(len(deleted), len(plan.kept), sum(d.size_bytes for d in deleted), dry_run)])
+
+
+_SUMMARY_COLUMNS = [render.Column("directory", kind=render.NAME), render.Column("kept", right=True),
+                    render.Column("deleted", right=True), render.Column("freed", right=True)]
+
+
+def _print_summary(results, dry_run: bool) -> None:
+    """Per run directory and in total, as `huggingface-cli scan-cache` sums up a cache."""
+    render.print_table(_SUMMARY_COLUMNS, [
+        (d, len(plan.kept), len(deleted), render.human_bytes(sum(x.size_bytes for x in deleted)))
+        for d, plan, deleted in results])
+    totals = [sum(len(deleted) for _d, _plan, deleted in results), sum(len(plan.kept) for _d, plan, _x in results),
+              sum(x.size_bytes for _d, _plan, deleted in results for x in deleted)]
+    render.print_wrapped([f"{render.plural(len(results), 'run directory', 'run directories')}: "
+                        + _outcome(*totals, dry_run)])
 
 
 def _confirm(plans) -> bool:
-    count = sum(len(p.deleted) for p in plans)
-    size = render.human_bytes(sum(p.freed_bytes for p in plans))
-    return typer.confirm(f"Delete {count} item(s), {size}?", default=False, err=True)
+    count = sum(len(p.deleted) for _d, p in plans)
+    size = render.human_bytes(sum(p.freed_bytes for _d, p in plans))
+    return typer.confirm(f"Delete {render.plural(count, 'item')}, {size}?", default=False, err=True)
 
 
 def command(
@@ -70,6 +92,7 @@ def command(
     on gs:// and s3:// through a lock object created only if absent, across
     hosts; on other stores only runs on the same host are kept apart.
     """
+    from ckpttool.ops.directories import require_directory
     from ckpttool.ops.prune import apply_prune, plan_prune
     from ckpttool.ops.retention import RetentionRules, parse_duration
     from ckpttool.ops.scan import find_checkpoint_dirs, for_each_directory
@@ -77,7 +100,9 @@ def command(
     rules = RetentionRules(keep_last, keep_every_hours, keep_every_steps, tuple(keep_step or ()),
                            parse_duration(min_age) if min_age is not None else None)
     rules.validate()
+    require_directory(directory, "prune")
     dirs = find_checkpoint_dirs(directory) if recursive else [directory]
+
     def plan(d: str):
         try:
             return plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state)
@@ -87,36 +112,41 @@ def command(
             return exc  # one broken run must not stop a cron job from pruning the others
 
     planned = for_each_directory(plan, dirs)
-    plans = [p for p in planned if not isinstance(p, BadInput)]
+    plans = [(d, p) for d, p in zip(dirs, planned) if not isinstance(p, BadInput)]
     refused = [(d, p) for d, p in zip(dirs, planned) if isinstance(p, BadInput)]
-    steps = {item.step for plan in plans for item in plan.kept + plan.deleted}
+    steps = {item.step for _d, plan in plans for item in plan.kept + plan.deleted}
     for step in sorted(set(rules.keep_steps) - steps):
         render.warn(f"--keep-step {step}: no checkpoint has step {step}")
-    pending = any(p.deleted for p in plans)
+    pending = any(p.deleted for _d, p in plans)
     if pending and not dry_run and not yes:
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
             raise Refused("not deleting without --yes when not interactive (nothing deleted)",
                           hint="preview with --dry-run, then rerun with --yes")
-        for plan in plans:
-            _print_plan(plan, plan.deleted, True, recursive, warn=False)
+        for d, plan in plans:
+            _print_plan(d, plan, plan.deleted, True, recursive, warn=False)
         if not _confirm(plans):
             print("nothing done", file=sys.stderr)
             return EXIT_NEGATIVE
-    results = [(plan, plan.deleted if dry_run else apply_prune(plan).deleted) for plan in plans]
+    results = [(d, plan, plan.deleted if dry_run else apply_prune(plan).deleted) for d, plan in plans]
     if json_out:
-        docs = [_plan_document(plan, deleted, dry_run) for plan, deleted in results]
-        docs += [{"directory": d, "error": {"kind": type(exc).__name__, "message": exc.message, "hint": exc.hint}}
-                 for d, exc in refused]
-        render.emit_json("prune", docs[0] if not recursive else {"root": directory, "dry_run": dry_run,
-                                                                  "directories": docs})
+        docs = [_plan_document(d, plan, deleted, dry_run) for d, plan, deleted in results]
+        docs += [{"directory": d, "error": error_fields(exc)} for d, exc in refused]
+        render.emit_json("prune", docs[0] if not recursive else {
+            "root": directory, "dry_run": dry_run, "directories": docs,
+            "deleted_count": sum(len(deleted) for _d, _plan, deleted in results),
+            "kept_count": sum(len(plan.kept) for _d, plan, _x in results),
+            "freed_bytes": sum(doc.get("freed_bytes", 0) for doc in docs)})
     elif quiet:
-        render.print_lines(d.name for _plan, deleted in results for d in deleted)
+        render.print_lines(d.name for _d, _plan, deleted in results for d in deleted)
     else:
-        for plan, deleted in results:
-            _print_plan(plan, deleted, dry_run, recursive)
+        for d, plan, deleted in results:
+            _print_plan(d, plan, deleted, dry_run, recursive)
+        if recursive:
+            _print_summary(results, dry_run)
     if refused:
         for d, exc in refused:
             render.warn(f"skipped {d}: {exc.message}")
-        raise BadInput(f"{len(refused)} of {len(dirs)} directories were not pruned (see the warnings above)",
+        raise BadInput(f"not pruned: {render.plural(len(refused), 'directory', 'directories')} of {len(dirs)} "
+                       "(see the warnings above)",
                        hint=refused[0][1].hint)
     return 0

@@ -12,22 +12,24 @@ def command(directory: Directory, dry_run: DryRun = False, json_out: Json = Fals
     DIR may be a bucket; runs take turns as prune's do (across hosts on gs://
     and s3://, on the same host only elsewhere)."""
     from ckpttool.formats import fs
+    from ckpttool.ops.directories import require_directory
     from ckpttool.ops.repair import BACKUP_FILENAME, apply_repair, plan_repair
 
+    require_directory(directory, "repair")
     plan = plan_repair(directory)
     if not dry_run:
         apply_repair(plan)
     if json_out:
         render.emit_json("repair", {
-            "directory": plan.directory, "dry_run": dry_run, "changed": plan.changed, "summary": plan.summary,
+            "directory": directory, "dry_run": dry_run, "changed": plan.changed, "summary": plan.summary,
             "changes": list(plan.changes) if plan.changed else [], "state": plan.new_text,
-            "backup": fs.join(plan.directory, BACKUP_FILENAME) if plan.changed and plan.old_text else None,
+            "backup": fs.join(directory, BACKUP_FILENAME) if plan.changed and plan.old_text else None,
         })
         return 0
     if not plan.changed:
-        render.print_lines([f"{plan.directory}: {plan.summary}"])
+        render.print_lines([f"{directory}: {plan.summary}"])
         return 0
-    lines = [f"{plan.directory}: {'would rewrite' if dry_run else 'rewrote'} the state file:"]
+    lines = [f"{directory}: {'would rewrite' if dry_run else 'rewrote'} the state file:"]
     lines += [f"  {c}" for c in plan.changes]
     lines += ["", plan.new_text.rstrip("\n")]
     render.print_lines(lines)

@@ -1,32 +1,110 @@
-"""`ckpttool verify TARGET`: read everything, check every CRC, report all damage."""
+"""`ckpttool verify TARGET`: read everything, check every CRC, report all damage;
+`--all` / `--recursive`: every checkpoint of a directory or a tree, one summary."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE
 from ckpttool.cli.options import Json, Quiet, TargetArg
 
+if TYPE_CHECKING:
+    from ckpttool.ops.verify import DirectoryVerifyReport, VerifyReport
 
-def command(target: TargetArg, json_out: Json = False, quiet: Quiet = False):
+
+def report_document(report: "VerifyReport") -> dict:
+    return {
+        "checkpoint": report.checkpoint, "ok": report.ok, "checked_tensors": report.checked_tensors,
+        "checked_bytes": report.checked_bytes,
+        "errors": [{"name": e.name, "problem": e.problem, "message": e.message, "tensors": list(e.tensors)}
+                   for e in report.errors],
+    }
+
+
+def _directory_document(report: "DirectoryVerifyReport") -> dict:
+    checkpoints = report.checkpoints
+    return {
+        "directory": report.directory, "ok": report.ok, "num_checkpoints": len(checkpoints),
+        "damaged": sum(not r.ok for r in checkpoints),
+        "checked_tensors": sum(r.checked_tensors for r in checkpoints),
+        "checked_bytes": sum(r.checked_bytes for r in checkpoints),
+        "checkpoints": [report_document(r) for r in checkpoints],
+    }
+
+
+_ERROR_COLUMNS = [render.Column("name", kind=render.NAME), render.Column("problem"),
+                  render.Column("message", kind=render.TEXT)]
+_SUMMARY_COLUMNS = [render.Column("checkpoint", kind=render.NAME), render.Column("result"),
+                    render.Column("tensors", right=True), render.Column("checked", right=True),
+                    render.Column("problems", right=True, drop=1)]
+
+
+def _print_errors(report: "VerifyReport", title: str | None = None) -> None:
+    render.print_table(_ERROR_COLUMNS, [(e.name, e.problem, e.message) for e in report.errors], title=title)
+
+
+def _verdict(errors: int) -> str:
+    return "OK" if not errors else f"DAMAGED ({render.plural(errors, 'problem')})"
+
+
+def _print_directory(report: "DirectoryVerifyReport") -> None:
+    checkpoints = report.checkpoints
+    render.print_table(_SUMMARY_COLUMNS, [
+        (r.checkpoint, "ok" if r.ok else "DAMAGED", r.checked_tensors, render.human_bytes(r.checked_bytes),
+         len(r.errors)) for r in checkpoints])
+    for r in checkpoints:
+        if r.errors:
+            _print_errors(r, title=f"{r.checkpoint}:")
+    damaged = sum(not r.ok for r in checkpoints)
+    verdict = "OK: " if not damaged else f"DAMAGED: {damaged} of "
+    render.print_wrapped([f"{verdict}{render.plural(len(checkpoints), 'checkpoint')} in {report.directory}: "
+                        f"{render.plural(sum(r.checked_tensors for r in checkpoints), 'tensor')}, "
+                        f"{render.human_bytes(sum(r.checked_bytes for r in checkpoints))} checked"
+                        + (f", {render.plural(sum(len(r.errors) for r in checkpoints), 'problem')}"
+                           if damaged else "")])
+
+
+def command(
+    target: TargetArg,
+    all_: Annotated[bool, typer.Option(
+        "--all", "-a", help="Every checkpoint of the directory TARGET, not just the latest.")] = False,
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", "-r", help="Every checkpoint of every run directory under TARGET (implies --all).")] = False,
+    json_out: Json = False,
+    quiet: Quiet = False,
+):
     """Check every tensor's CRC, shard presence and sizes. Exit 1 on damage."""
     from ckpttool.cli.progress import byte_progress
-    from ckpttool.ops.verify import total_bytes, verify_checkpoint
+    from ckpttool.ops.directories import require_directory
+    from ckpttool.ops.targets import resolve_target
+    from ckpttool.ops.verify import directory_bytes, total_bytes, verify_checkpoint, verify_directory
 
-    with byte_progress("verifying", total_bytes(target) if not json_out else 0, json_out) as advance:
-        report = verify_checkpoint(target, on_progress=advance)
-    render.warn_all(report.target.warnings)
+    if all_ or recursive:
+        require_directory(target, "verify")
+        size = directory_bytes(target, recursive) if not json_out else 0
+        with byte_progress("verifying", size, json_out) as advance:
+            report = verify_directory(target, recursive=recursive, on_progress=advance)
+        reports = report.checkpoints
+        if json_out:
+            render.emit_json("verify", _directory_document(report))
+        elif quiet:
+            render.print_lines(f"{r.checkpoint}\t{e.name}" for r in reports for e in r.errors)
+        else:
+            _print_directory(report)
+        return 0 if report.ok else EXIT_NEGATIVE
+    resolved = resolve_target(target)
+    render.say_resolved(target, resolved, header=not quiet)
+    with byte_progress("verifying", total_bytes(resolved) if not json_out else 0, json_out) as advance:
+        single = verify_checkpoint(resolved, on_progress=advance)
     if json_out:
-        render.emit_json("verify", {
-            "checkpoint": report.checkpoint, "ok": report.ok, "checked_tensors": report.checked_tensors,
-            "checked_bytes": report.checked_bytes,
-            "errors": [{"name": e.name, "problem": e.problem, "message": e.message} for e in report.errors],
-        })
+        render.emit_json("verify", report_document(single))
     elif quiet:
-        render.print_lines(e.name for e in report.errors)
+        render.print_lines(e.name for e in single.errors)
     else:
-        if report.errors:
-            render.print_table(["name", "problem", "message"],
-                               [(e.name, e.problem, e.message) for e in report.errors])
-        verdict = "OK" if report.ok else f"DAMAGED ({len(report.errors)} problem(s))"
-        render.print_lines([f"{verdict}: {report.checkpoint}: {report.checked_tensors} tensors, "
-                            f"{render.human_bytes(report.checked_bytes)} checked"])
-    return 0 if report.ok else EXIT_NEGATIVE
+        _print_errors(single)
+        render.print_wrapped([f"{_verdict(len(single.errors))}: {single.checkpoint}: "
+                            f"{render.plural(single.checked_tensors, 'tensor')}, "
+                            f"{render.human_bytes(single.checked_bytes)} checked"])
+    return 0 if single.ok else EXIT_NEGATIVE
