@@ -271,8 +271,9 @@ class RemoteInput:
         end = min(self.size, offset + length)
         return read_range(self.path, offset, end) if end > offset else b""
 
-    def iter_range(self, offset: int, length: int, chunk: int = READ_CHUNK) -> Iterator[bytes]:
-        yield from iter_range_chunks(self.path, offset, min(length, max(0, self.size - offset)), chunk)
+    def iter_range(self, offset: int, length: int, chunk: int | None = None) -> Iterator[bytes]:
+        """As LocalInput.iter_range; chunk None: one ranged GET (READ_CHUNK) a piece."""
+        yield from iter_range_chunks(self.path, offset, min(length, max(0, self.size - offset)), chunk or READ_CHUNK)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         base = {0: 0, 1: self._pos, 2: self.size}[whence]

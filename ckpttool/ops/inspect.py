@@ -3,17 +3,24 @@ slices, object paths and a summary of the graph stored beside it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import numpy as np
-
-from ckpttool.formats.meta import MetaSummary, read_meta_summary
-from ckpttool.formats.object_graph import KeyObjectPaths, key_object_paths, parse_object_graph
 from ckpttool.formats.reader import open_checkpoint
 from ckpttool.formats.variables import format_slice, slice_shape
 from ckpttool.ops.patterns import compile_optional
-from ckpttool.ops.stats import TensorStats, stats_of_chunks
 from ckpttool.ops.targets import Target, resolve_target
+
+if TYPE_CHECKING:  # numpy (values, statistics), protobuf (--tree), graphs (--meta): imported when asked for
+    import numpy as np
+
+    from ckpttool.formats.meta import MetaSummary
+    from ckpttool.ops.stats import TensorStats
+
+
+def read_meta_summary(path: str) -> MetaSummary:
+    from ckpttool.formats.meta import read_meta_summary as read
+
+    return read(path)
 
 
 @dataclass(frozen=True)
@@ -70,10 +77,14 @@ def inspect_checkpoint(
     if target.format == "none":
         return _graph_only_report(target, with_meta)
     with open_checkpoint(target.prefix, target.format) as reader:
-        object_paths = KeyObjectPaths({})
+        object_paths = None
         graph_bytes = reader.object_graph_bytes()
         if with_object_paths and graph_bytes is not None:
+            from ckpttool.formats.object_graph import key_object_paths, parse_object_graph
+
             object_paths = key_object_paths(parse_object_graph(graph_bytes))
+        if with_stats:
+            from ckpttool.ops.stats import stats_of_chunks
         reports = []
         for var in reader.variables:
             if var.internal and not include_internal:

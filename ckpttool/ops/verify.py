@@ -5,13 +5,15 @@ from __future__ import annotations
 import glob
 import os
 import re
+from contextlib import closing
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from ckpttool.errors import BadInput, BadSlices, ChecksumMismatch, NotFound, Truncated
 from ckpttool.formats.bundle import Bundle
 from ckpttool.formats.shards import missing_shard_ids
 from ckpttool.formats.reader import open_checkpoint
+from ckpttool.formats.variables import Variable
 from ckpttool.ops.targets import Target, resolve_target
 
 _SHARD_RE = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
@@ -87,6 +89,18 @@ def _shard_errors(bundle: Bundle) -> list[VerifyError]:
     return errors
 
 
+def _checked_variables(reader) -> Iterator[tuple[Variable, int | BadInput]]:
+    """(variable, bytes checked or the damage found), in order; a bundle reads in parallel."""
+    if isinstance(reader, Bundle):
+        yield from reader.check_variables(reader.variables)
+        return
+    for var in reader.variables:
+        try:
+            yield var, reader.check_variable(var)
+        except BadInput as exc:
+            yield var, exc
+
+
 def verify_checkpoint(target_path: str, on_progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check everything; `on_progress(bytes)` is called as each variable is done."""
     target = resolve_target(target_path)
@@ -101,12 +115,13 @@ def verify_checkpoint(target_path: str, on_progress: Callable[[int], None] | Non
     with reader:
         if isinstance(reader, Bundle):
             errors.extend(_shard_errors(reader))
-        for var in reader.variables:
-            try:
-                checked_bytes += reader.check_variable(var)
-                checked_tensors += 1
-            except BadInput as exc:
-                errors.append(VerifyError(var.name, _problem_kind(exc), exc.message))
-            if on_progress:
-                on_progress(var.size_bytes)
+        with closing(_checked_variables(reader)) as checks:  # its reading threads stop before the reader closes
+            for var, outcome in checks:
+                if isinstance(outcome, BadInput):
+                    errors.append(VerifyError(var.name, _problem_kind(outcome), outcome.message))
+                else:
+                    checked_bytes += outcome
+                    checked_tensors += 1
+                if on_progress:
+                    on_progress(var.size_bytes)
     return VerifyReport(target, target.prefix, not errors, checked_tensors, checked_bytes, tuple(errors))
