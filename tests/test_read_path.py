@@ -19,7 +19,8 @@ from ckpttool.formats import crc32c, messages, parallel_check
 from ckpttool.formats.bundle import open_bundle
 from ckpttool.formats.protos import checkpoint_pb2 as pb
 from ckpttool.formats.table import read_table_file
-from tests.conftest import run_cli
+from ckpttool.ops import stats
+from tests.conftest import assert_one_line_error, run_cli
 
 _INT32 = st.integers(-(2**31), 2**31 - 1)
 _INT64 = st.one_of(st.integers(0, 300), st.integers(-(2**63), 2**63 - 1))
@@ -231,7 +232,9 @@ def test_verify_in_pieces_across_shards(copy_fixture, tf, monkeypatch):
 
 # -- statistics ---------------------------------------------------------------------------
 
-def test_stats_in_one_pass_match_numpy(tmp_path, tf):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_stats_in_one_pass_match_numpy(tmp_path, tf, monkeypatch, workers):
+    monkeypatch.setattr(stats, "WORKERS", workers)
     rng = np.random.default_rng(3)
     noisy = rng.standard_normal(700_000).astype(np.float32)
     noisy[[5, 300_001, 699_999]] = [np.nan, np.inf, -np.inf]
@@ -252,16 +255,20 @@ def test_stats_in_one_pass_match_numpy(tmp_path, tf):
     for var in doc["variables"]:
         ref = reader.get_tensor(var["name"]).astype(np.float64).ravel()
         finite = ref[np.isfinite(ref)]
-        stats = var["stats"]
-        assert (stats["count"], stats["finite_count"]) == (ref.size, finite.size)
-        assert stats["nan_count"] == int(np.isnan(ref).sum()) and stats["inf_count"] == int(np.isinf(ref).sum())
-        assert stats["zero_count"] == int((finite == 0).sum())
+        found = var["stats"]
+        assert (found["count"], found["finite_count"]) == (ref.size, finite.size)
+        assert found["nan_count"] == int(np.isnan(ref).sum()) and found["inf_count"] == int(np.isinf(ref).sum())
+        assert found["zero_count"] == int((finite == 0).sum())
         if not finite.size:
-            assert stats["min"] is stats["mean"] is stats["std"] is None
+            assert found["min"] is found["mean"] is found["std"] is None
             continue
-        assert stats["min"] == finite.min() and stats["max"] == finite.max()
-        assert stats["mean"] == pytest.approx(finite.mean(), rel=1e-9, abs=1e-12)
-        assert stats["std"] == pytest.approx(finite.std(), rel=1e-9, abs=1e-12)
+        assert found["min"] == finite.min() and found["max"] == finite.max()
+        assert found["mean"] == pytest.approx(finite.mean(), rel=1e-9, abs=1e-12)
+        assert found["std"] == pytest.approx(finite.std(), rel=1e-9, abs=1e-12)
+    with open_bundle(prefix) as bundle:
+        noisy = bundle.variable("noisy").parts[0]
+    _flip(prefix + ".data-00000-of-00001", noisy.offset + noisy.size // 2)  # read by a worker thread
+    assert_one_line_error(run_cli("inspect", "--stats", prefix), 3)
 
 
 # -- what the fast paths import -------------------------------------------------------------
