@@ -21,6 +21,7 @@ from ckpttool.formats.protos import checkpoint_pb2 as pb
 from ckpttool.formats.table import read_table_file
 from ckpttool.ops import stats
 from tests.conftest import assert_one_line_error, run_cli
+from tests.test_damage import _flip
 
 _INT32 = st.integers(-(2**31), 2**31 - 1)
 _INT64 = st.one_of(st.integers(0, 300), st.integers(-(2**63), 2**63 - 1))
@@ -149,14 +150,6 @@ def test_crc_join_over_long_pieces():
 
 
 # -- verify in parallel pieces ---------------------------------------------------------
-
-def _flip(path, offset):
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([byte[0] ^ 0x5A]))
-
 
 def _verify_both_ways(monkeypatch, target) -> dict:
     """verify's JSON read in small pieces by three threads; asserted equal to one thread's."""
@@ -294,3 +287,21 @@ def test_listing_and_verifying_import_neither_numpy_nor_protobuf(fixtures_dir, a
     args = [*args[:-1], str(fixtures_dir / args[-1])]
     proc = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True)
     assert "HEAVY:\n" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_remote_input_hands_out_small_pieces_from_whole_gets(monkeypatch):
+    fsspec = pytest.importorskip("fsspec")
+    from ckpttool.formats import fs, remote
+
+    data = os.urandom(3 * remote.READ_CHUNK + 12345)
+    fsspec.filesystem("memory").pipe_file("/perf-test/blob", data)
+    gets = []
+    real_read_range = remote.read_range
+    monkeypatch.setattr(remote, "read_range", lambda url, start, end: gets.append(end - start) or
+                        real_read_range(url, start, end))
+    handle = fs.open_random_access("memory://perf-test/blob")
+    pieces = list(handle.iter_range(100, len(data) - 100, 256 << 10))
+    assert b"".join(pieces) == data[100:]
+    assert max(map(len, pieces)) == 256 << 10
+    assert len(gets) == 4 and max(gets) == remote.READ_CHUNK  # one GET per READ_CHUNK, whatever the piece size
+    assert b"".join(handle.iter_range(0, 50)) == data[:50]

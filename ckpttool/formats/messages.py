@@ -96,6 +96,14 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
     raise _NotCanonical
 
 
+def _optional_varint(data: bytes, pos: int, end: int, tag: int) -> tuple[int, int]:
+    """The varint field `tag` at `pos` and the position after it; (0, pos) when the field is
+    not there (proto3 leaves out zeros)."""
+    if pos < end and data[pos] == tag:
+        return _varint(data, pos + 1)
+    return 0, pos
+
+
 def _submessage(data: bytes, pos: int, end: int) -> tuple[int, int]:
     """The bounds of a length-delimited field's payload."""
     length, pos = _varint(data, pos)
@@ -168,23 +176,19 @@ _new_tuple = tuple.__new__  # EntryFields without NamedTuple's slower constructo
 def _fast_entry(data: bytes) -> EntryFields:
     """Decode the encoding TensorFlow writes: fields 1..7 in order, each singular one at most
     once (proto3 leaves out those that are zero)."""
-    dtype = shard_id = offset = size = crc = 0
+    crc = 0
     dims: tuple[int, ...] = ()
     unknown_rank = False
     slices = _NO_SLICES
-    pos, end = 0, len(data)
+    end = len(data)
     try:
-        if pos < end and data[pos] == 0x08:
-            dtype, pos = _varint(data, pos + 1)
+        dtype, pos = _optional_varint(data, 0, end, 0x08)
         if pos < end and data[pos] == 0x12:
             start, pos = _submessage(data, pos + 1, end)
             dims, unknown_rank = _dims(data, start, pos)
-        if pos < end and data[pos] == 0x18:
-            shard_id, pos = _varint(data, pos + 1)
-        if pos < end and data[pos] == 0x20:
-            offset, pos = _varint(data, pos + 1)
-        if pos < end and data[pos] == 0x28:
-            size, pos = _varint(data, pos + 1)
+        shard_id, pos = _optional_varint(data, pos, end, 0x18)
+        offset, pos = _optional_varint(data, pos, end, 0x20)
+        size, pos = _optional_varint(data, pos, end, 0x28)
         if pos + 5 <= end and data[pos] == 0x35:
             crc = int.from_bytes(data[pos + 1 : pos + 5], "little")
             pos += 5
@@ -225,20 +229,16 @@ class BundleHeader:
 
 def _fast_header(data: bytes) -> tuple[int, int, int, int, tuple[int, ...]]:
     """BundleHeaderProto as TensorFlow writes it: num_shards, endianness, version in order."""
-    num_shards = endianness = producer = min_consumer = 0
+    producer = min_consumer = 0
     bad: list[int] = []
-    pos, end = 0, len(data)
+    end = len(data)
     try:
-        if pos < end and data[pos] == 0x08:
-            num_shards, pos = _varint(data, pos + 1)
-        if pos < end and data[pos] == 0x10:
-            endianness, pos = _varint(data, pos + 1)
+        num_shards, pos = _optional_varint(data, 0, end, 0x08)
+        endianness, pos = _optional_varint(data, pos, end, 0x10)
         if pos < end and data[pos] == 0x1A:
             start, pos = _submessage(data, pos + 1, end)
-            if start < pos and data[start] == 0x08:
-                producer, start = _varint(data, start + 1)
-            if start < pos and data[start] == 0x10:
-                min_consumer, start = _varint(data, start + 1)
+            producer, start = _optional_varint(data, start, pos, 0x08)
+            min_consumer, start = _optional_varint(data, start, pos, 0x10)
             while start < pos and data[start] == 0x18:
                 value, start = _varint(data, start + 1)
                 bad.append(value)
