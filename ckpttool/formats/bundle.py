@@ -22,7 +22,8 @@ from ckpttool.errors import BadInput, ChecksumMismatch, CorruptCheckpoint, Trunc
 from ckpttool.formats import crc32c as crc
 from ckpttool.formats.dtypes import STRING, VARIANT, DType, dtype_from_code
 from ckpttool.formats.fs import open_random_access
-from ckpttool.formats.messages import BundleHeader, EntryFields, checked_shape, parse_entry, parse_header
+from ckpttool.formats.messages import (BundleHeader, EntryFields, checked_shape, parse_entry, parse_header,
+                                       parse_message)
 from ckpttool.formats.ordered_code import decode_slice_key, encode_slice_key
 from ckpttool.formats.shards import data_file_path  # noqa: F401 - writers import it from here
 from ckpttool.formats.table import read_table_file
@@ -76,7 +77,7 @@ class Bundle:
     format = "v2"
 
     def __init__(self, prefix: str, header: BundleHeader, entries: dict[bytes, EntryFields],
-                 encoded: dict[bytes, bytes] | None = None):
+                 encoded: dict[bytes, bytes]):
         self.prefix = prefix
         self.header = header
         self._entries = entries
@@ -161,13 +162,10 @@ class Bundle:
                 ends[part.shard_id] = max(ends.get(part.shard_id, 0), part.offset + part.size)
         return ends
 
-    def raw_entries(self) -> dict[bytes, "pb.BundleEntryProto"]:
+    def raw_entries(self) -> dict[bytes, pb.BundleEntryProto]:
         """Every index entry by key as a protobuf message, slice entries included (for writers)."""
-        from ckpttool.formats.messages import parse_message
         from ckpttool.formats.protos import checkpoint_pb2 as pb
 
-        if self._encoded is None:
-            raise ValueError("this bundle was made without its encoded entries")
         return {key: parse_message(pb.BundleEntryProto, value, "index entry") for key, value in self._encoded.items()}
 
     # -- bytes ------------------------------------------------------------
