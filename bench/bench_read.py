@@ -8,14 +8,16 @@ checkpoint and a checkpoint of about --size-gib GiB, then prints wall time,
 peak memory and ratios for:
   latest DIR               vs python -c "import tensorflow as tf; print(tf.train.latest_checkpoint(DIR))"
   inspect --json (3000)    vs tf.train.list_variables
-  verify (1 GiB)           vs reading every tensor with tf.train.load_checkpoint
+  verify (1 GiB)           vs reading every tensor with tf.train.load_checkpoint, and vs cat of the data
   inspect --stats (1 GiB)  vs the same TensorFlow read plus numpy statistics
-Issue targets: latest >= 15x faster and >= 8x less memory; inspect >= 10x
-faster; verify and --stats under 300 MB peak, verify >= 1 GB/s from page cache.
+Issue targets: latest >= 15x faster and >= 8x less memory; inspect --json
+>= 15x faster; verify >= 3 GB/s and --stats >= 1 GB/s from page cache (whole
+process, start-up included), both under 300 MB peak.
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import subprocess
 import sys
@@ -83,14 +85,18 @@ def main() -> None:
     rows.append(("latest DIR", run_measured(CKPTTOOL + ["latest", paths["run"]], r),
                  run_measured(PYTHON + [TF_LATEST, paths["run"]], r), "target >=15x time, >=8x memory"))
     rows.append(("inspect --json (3000 variables)", run_measured(CKPTTOOL + ["inspect", "--json", paths["many"]], r),
-                 run_measured(PYTHON + [TF_LIST, paths["many"]], r), "target >=10x time"))
-    verify = run_measured(CKPTTOOL + ["verify", paths["big"]], max(1, r // 2))
+                 run_measured(PYTHON + [TF_LIST, paths["many"]], r), "target >=15x time"))
+    verify = run_measured(CKPTTOOL + ["verify", paths["big"]], r)
     rows.append((f"verify ({big_bytes / 2**30:.2f} GiB)", verify,
                  run_measured(PYTHON + [TF_READ_ALL, paths["big"]], max(1, r // 2)),
-                 f"{big_bytes / verify.seconds / 1e9:.2f} GB/s; target <300 MB, >=1 GB/s"))
-    rows.append((f"inspect --stats ({big_bytes / 2**30:.2f} GiB)",
-                 run_measured(CKPTTOOL + ["inspect", "--stats", paths["big"]], max(1, r // 2)),
-                 run_measured(PYTHON + [TF_STATS, paths["big"]], max(1, r // 2)), "target <300 MB"))
+                 f"{big_bytes / verify.seconds / 1e9:.2f} GB/s; target <300 MB, >=3 GB/s"))
+    cat = run_measured(["cat", *sorted(glob.glob(glob.escape(paths["big"]) + ".data-*"))], r)
+    rows.append(("  cat of the same data files", cat, None,
+                 f"{big_bytes / cat.seconds / 1e9:.2f} GB/s; verify takes {verify.seconds / cat.seconds:.1f}x cat's time"))
+    stats = run_measured(CKPTTOOL + ["inspect", "--stats", paths["big"]], max(1, r // 2))
+    rows.append((f"inspect --stats ({big_bytes / 2**30:.2f} GiB)", stats,
+                 run_measured(PYTHON + [TF_STATS, paths["big"]], max(1, r // 2)),
+                 f"{big_bytes / stats.seconds / 1e9:.2f} GB/s; target <300 MB, >=1 GB/s"))
     report(rows)
 
 

@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import os
 from math import prod
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import numpy as np
-
-from ckpttool.errors import ChecksumMismatch, CorruptCheckpoint, Truncated, Unsupported
+from ckpttool.errors import BadInput, ChecksumMismatch, CorruptCheckpoint, Truncated, Unsupported
 from ckpttool.formats import crc32c as crc
 from ckpttool.formats.dtypes import STRING, VARIANT, DType, dtype_from_code
 from ckpttool.formats.fs import open_random_access
-from ckpttool.formats.messages import BundleHeader, extents_of, parse_header, parse_message, shape_of
+from ckpttool.formats.messages import (BundleHeader, EntryFields, checked_shape, parse_entry, parse_header,
+                                       parse_message)
 from ckpttool.formats.ordered_code import decode_slice_key, encode_slice_key
-from ckpttool.formats.protos import checkpoint_pb2 as pb
 from ckpttool.formats.shards import data_file_path  # noqa: F401 - writers import it from here
 from ckpttool.formats.table import read_table_file
 from ckpttool.formats.text import quote
@@ -41,7 +39,14 @@ from ckpttool.formats.variables import (
 )
 from ckpttool.formats.wire import decode_fixed32, decode_varint, encode_fixed32, encode_fixed64
 
-CHUNK_BYTES = 8 << 20
+if TYPE_CHECKING:  # numpy is imported where tensors are decoded, not to list or verify them
+    import numpy as np
+
+    from ckpttool.formats.protos import checkpoint_pb2 as pb
+
+# Bytes per read when a caller names no size: None lets the input choose (a
+# cache-sized piece locally, one ranged GET remotely).
+CHUNK_BYTES: int | None = None
 _U32_MAX = 0xFFFFFFFF
 _VARIANT_MIN_ELEMENT_BYTES = 5  # a length varint and a 4-byte checksum
 
@@ -71,10 +76,12 @@ class Bundle:
 
     format = "v2"
 
-    def __init__(self, prefix: str, header: BundleHeader, entries: dict[bytes, pb.BundleEntryProto]):
+    def __init__(self, prefix: str, header: BundleHeader, entries: dict[bytes, EntryFields],
+                 encoded: dict[bytes, bytes]):
         self.prefix = prefix
         self.header = header
         self._entries = entries
+        self._encoded = encoded  # each entry's bytes as stored, for raw_entries()
         self._shards: dict[int, _Shard] = {}
         self._parts_by_shard: dict[int, list[StoredTensor]] | None = None
         self._tiled: set[str] = set()
@@ -82,32 +89,33 @@ class Bundle:
         self._by_name = {var.name: var for var in self.variables}
 
     # -- structure --------------------------------------------------------
-    def _stored(self, key: bytes, entry: pb.BundleEntryProto) -> StoredTensor:
+    def _stored(self, key: bytes, entry: EntryFields) -> StoredTensor:
         def where() -> str:
             return f"{self.prefix}.index: tensor {_tensor_name(key)}"
 
-        dtype = dtype_from_code(entry.dtype)
-        shape = shape_of(entry.shape, where)
-        if not 0 <= entry.shard_id < self.header.num_shards:
-            raise CorruptCheckpoint(f"{where()} names shard {entry.shard_id} of {self.header.num_shards}")
-        if entry.offset < 0 or entry.size < 0:
+        dtype_code, dims, unknown_rank, shard_id, offset, size, checksum, _slices = entry
+        dtype = dtype_from_code(dtype_code)
+        shape = checked_shape(dims, unknown_rank, where)
+        if not 0 <= shard_id < self.header.num_shards:
+            raise CorruptCheckpoint(f"{where()} names shard {shard_id} of {self.header.num_shards}")
+        if offset < 0 or size < 0:
             raise CorruptCheckpoint(f"{where()} has a negative offset or size")
         count = prod(shape)
         if dtype.fixed_width:
-            if entry.size != count * dtype.itemsize:
-                raise CorruptCheckpoint(f"{where()}: size {entry.size} does not match its shape {list(shape)} "
+            if size != count * dtype.itemsize:
+                raise CorruptCheckpoint(f"{where()}: size {size} does not match its shape {list(shape)} "
                                         f"and dtype {dtype.name}")
         # Every string element takes at least its length byte, every variant
         # element its length and checksum (TensorFlow checks the first too).
-        elif entry.size < count * (_VARIANT_MIN_ELEMENT_BYTES if dtype.code == VARIANT else 1):
-            raise CorruptCheckpoint(f"{where()}: {entry.size} bytes cannot hold the {count} elements of "
+        elif size < count * (_VARIANT_MIN_ELEMENT_BYTES if dtype.code == VARIANT else 1):
+            raise CorruptCheckpoint(f"{where()}: {size} bytes cannot hold the {count} elements of "
                                     f"its shape {list(shape)}")
-        return StoredTensor(key, dtype, shape, entry.shard_id, entry.offset, entry.size, entry.crc32c)
+        return StoredTensor(key, dtype, shape, shard_id, offset, size, checksum)
 
     def _collect_variables(self) -> list[Variable]:
         variables = []
         for key, entry in self._entries.items():
-            if key.startswith(b"\x00"):
+            if key[:1] == b"\x00":
                 continue  # a slice of a partitioned variable, listed under its full key
             name = key.decode("utf-8", "surrogateescape")
             if not entry.slices:
@@ -115,10 +123,10 @@ class Bundle:
                 variables.append(Variable(name, part.dtype, part.shape, (part,)))
                 continue
             dtype = dtype_from_code(entry.dtype)
-            shape = shape_of(entry.shape, lambda: f"{self.prefix}.index: tensor {quote(name)}")
+            shape = checked_shape(entry.dims, entry.unknown_rank,
+                                  lambda: f"{self.prefix}.index: tensor {quote(name)}")
             slices, parts = [], []
-            for slice_proto in entry.slices:
-                extents = extents_of(slice_proto)
+            for extents in entry.slices:
                 if len(extents) != len(shape):
                     raise CorruptCheckpoint(f"{self.prefix}.index: slice of {quote(name)} has the wrong rank")
                 slice_key = encode_slice_key(key, extents)
@@ -155,8 +163,10 @@ class Bundle:
         return ends
 
     def raw_entries(self) -> dict[bytes, pb.BundleEntryProto]:
-        """Every index entry by key, slice entries included (for writers and verify)."""
-        return dict(self._entries)
+        """Every index entry by key as a protobuf message, slice entries included (for writers)."""
+        from ckpttool.formats.protos import checkpoint_pb2 as pb
+
+        return {key: parse_message(pb.BundleEntryProto, value, "index entry") for key, value in self._encoded.items()}
 
     # -- bytes ------------------------------------------------------------
     def _shard(self, shard_id: int) -> _Shard:
@@ -198,28 +208,32 @@ class Bundle:
 
     def iter_raw(self, part: StoredTensor, chunk_bytes: int | None = None) -> Iterator[bytes]:
         """The stored bytes of `part` in chunks, checked against the shard first. No CRC check."""
-        chunk_bytes = chunk_bytes or CHUNK_BYTES
         shard = self._shard(part.shard_id)
         problem = shard.bad.get(part.key)
         if problem is not None:
             raise problem
         remaining = part.size
-        for chunk in shard.handle.iter_range(part.offset, part.size, chunk_bytes):
+        for chunk in shard.handle.iter_range(part.offset, part.size, chunk_bytes or CHUNK_BYTES):
             remaining -= len(chunk)
             yield chunk
         if remaining:  # the file shrank while we read it
-            raise Truncated(f"{self._shard_name(part)} is truncated: tensor {_tensor_name(part.key)} "
-                            "ends past the end of the file")
+            raise self._truncated(part)
+
+    def _truncated(self, part: StoredTensor) -> Truncated:
+        return Truncated(f"{self._shard_name(part)} is truncated: tensor {_tensor_name(part.key)} "
+                         "ends past the end of the file")
 
     def _checksum_error(self, part: StoredTensor) -> CorruptCheckpoint:
         return ChecksumMismatch(f"checksum mismatch for tensor {_tensor_name(part.key)} in {self._shard_name(part)}")
 
     def iter_fixed_chunks(self, part: StoredTensor, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
         """Decoded 1-D chunks of a fixed-width tensor, CRC checked at the end (bounded memory)."""
+        import numpy as np
+
         chunk_bytes = chunk_bytes or CHUNK_BYTES
         dtype = part.dtype
         storage = self._storage_dtype(dtype)
-        step = max(dtype.itemsize, chunk_bytes - chunk_bytes % dtype.itemsize)
+        step = max(dtype.itemsize, chunk_bytes - chunk_bytes % dtype.itemsize) if chunk_bytes else None
         running = 0
         for chunk in self.iter_raw(part, step):
             running = crc.extend(running, chunk)
@@ -236,27 +250,55 @@ class Bundle:
             if crc.mask(running) != part.crc32c:
                 raise self._checksum_error(part)
         else:
-            self.read_part(part)
+            self._decoded_items(part)
+
+    def open_parts(self, var: Variable) -> list[tuple[StoredTensor, object]]:
+        """Each stored part of `var` with its open shard file (`fs.open_random_access`), after
+        the checks made before reading: slices tile the shape, ranges lie inside the shard."""
+        self._check_slices(var)
+        opened = []
+        for part in var.parts:
+            shard = self._shard(part.shard_id)
+            problem = shard.bad.get(part.key)
+            if problem is not None:
+                raise problem
+            opened.append((part, shard.handle))
+        return opened
+
+    def check_read(self, part: StoredTensor, crc32c: int, bytes_read: int) -> None:
+        """Raise what `check` raises for a fixed-width part that read as `bytes_read` bytes with
+        this (unmasked) CRC."""
+        if bytes_read != part.size:
+            raise self._truncated(part)
+        if crc.mask(crc32c) != part.crc32c:
+            raise self._checksum_error(part)
+
+    def _decoded_items(self, part: StoredTensor) -> list[bytes]:
+        """The elements of a string or variant tensor, CRC checked, as a flat list."""
+        data = b"".join(self.iter_raw(part))
+        if part.dtype.code == STRING:
+            return self._decode_strings(part, data)
+        if part.dtype.code == VARIANT:
+            return self._decode_variants(part, data)
+        raise Unsupported(f"cannot decode dtype {part.dtype.name}")  # pragma: no cover - none other
 
     def read_part(self, part: StoredTensor) -> np.ndarray:
         """One stored tensor as a numpy array of its shape, CRC checked."""
+        import numpy as np
+
         if part.dtype.fixed_width:
             chunks = list(self.iter_fixed_chunks(part))
             flat = np.concatenate(chunks) if len(chunks) > 1 else (
                 chunks[0] if chunks else part.dtype.decode(np.empty(0, self._storage_dtype(part.dtype))))
             return flat.reshape(part.shape)
-        data = b"".join(self.iter_raw(part))
-        if part.dtype.code == STRING:
-            items = self._decode_strings(part, data)
-        elif part.dtype.code == VARIANT:
-            items = self._decode_variants(part, data)
-        else:  # pragma: no cover - every variable-width dtype is handled above
-            raise Unsupported(f"cannot decode dtype {part.dtype.name}")
+        items = self._decoded_items(part)
         array = np.empty(len(items), dtype=object)
         array[:] = items
         return array.reshape(part.shape)
 
     def _storage_dtype(self, dtype: DType) -> np.dtype:
+        import numpy as np
+
         storage = np.dtype(dtype.storage)
         return storage.newbyteorder(">") if self.header.big_endian and storage.itemsize > 1 else storage
 
@@ -327,6 +369,8 @@ class Bundle:
 
     def read(self, var: Variable) -> np.ndarray:
         """The whole variable, partitioned ones assembled from their slices."""
+        import numpy as np
+
         if not var.partitioned:
             return self.read_part(var.parts[0])
         self._check_slices(var)  # before allocating what the shape claims
@@ -354,11 +398,21 @@ class Bundle:
             self.check(part)
         return sum(part.size for part in var.parts)
 
+    def check_variables(self, variables: list[Variable]) -> Iterator[tuple[Variable, int | BadInput]]:
+        """(variable, bytes checked or the damage found) for each of `variables`, in order: what
+        `check_variable` gives, with large local tensors read and checksummed in pieces by
+        several threads (the shards of a sharded checkpoint among them)."""
+        from ckpttool.formats.parallel_check import check_in_parallel
+
+        return check_in_parallel(self, variables)
+
     def object_graph_bytes(self) -> bytes | None:
         var = self.variable(OBJECT_GRAPH_KEY)
         if var is None or var.dtype.code != STRING or var.shape != ():
             return None
-        return self.read(var).item()
+        if var.partitioned:
+            return self.read(var).item()
+        return self._decoded_items(var.parts[0])[0]
 
     def close(self) -> None:
         for shard in self._shards.values():
@@ -379,7 +433,7 @@ def open_bundle(prefix: str) -> Bundle:
     if not items or items[0][0] != b"":
         raise CorruptCheckpoint(f"{source}: no bundle header (is this a checkpoint index?)")
     header = parse_header(items[0][1], source)
-    entries = {key: parse_message(pb.BundleEntryProto, value,
-                                  lambda key=key: f"{source}: entry {_tensor_name(key)}")
-               for key, value in items[1:]}
-    return Bundle(prefix, header, entries)
+    encoded = dict(items[1:])
+    entries = {key: parse_entry(value, lambda key=key: f"{source}: entry {_tensor_name(key)}")
+               for key, value in encoded.items()}
+    return Bundle(prefix, header, entries, encoded)

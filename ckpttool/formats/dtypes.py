@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Callable
-
-import numpy as np
+from typing import TYPE_CHECKING, Callable
 
 from ckpttool.errors import Unsupported
+
+if TYPE_CHECKING:  # numpy is imported when values are decoded, not to list them
+    import numpy as np
 
 STRING = 7
 RESOURCE = 20
@@ -30,7 +31,8 @@ class DType:
 
     @cached_property
     def itemsize(self) -> int | None:
-        return np.dtype(self.storage).itemsize if self.storage else None
+        # numpy's spelling: "<f4", "u1", "?" (bool, one byte)
+        return (int(self.storage.lstrip("<>|")[1:] or 1)) if self.storage else None
 
     @property
     def fixed_width(self) -> bool:
@@ -42,12 +44,16 @@ class DType:
 
 
 def _bfloat16(raw: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
 @lru_cache(maxsize=None)
 def _minifloat_table(exp_bits: int, man_bits: int, bias: int, ieee_specials: bool, nan_codes: tuple[int, ...]) -> np.ndarray:
     """float32 value of every code of a small float format."""
+    import numpy as np
+
     width = 1 + exp_bits + man_bits
     codes = np.arange(1 << width, dtype=np.int64)
     sign = np.where((codes >> (width - 1)) & 1, -1.0, 1.0)
@@ -78,6 +84,8 @@ def _signed_low_bits(bits: int):
     sign = 1 << (bits - 1)
 
     def decode(raw: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         low = (raw & ((1 << bits) - 1)).astype(np.int8)
         return (low ^ sign) - sign
 

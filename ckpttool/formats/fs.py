@@ -151,11 +151,15 @@ def describe_size(size: int) -> str:
 
 # -- reading at offsets: data shards ------------------------------------------
 
-CHUNK_BYTES = 8 << 20
+# Reads sized for the CPU's cache: a checksum or copy then finds the bytes
+# where pread left them (8 MiB pieces ran at half the speed), and
+# google-crc32c lets other threads run from 1 MiB on.
+CHUNK_BYTES = 1 << 20
 
 
 class LocalInput:
-    """A local regular file read at offsets (pread: no shared file position)."""
+    """A local regular file read at offsets (pread: no shared file position, so threads may
+    read one at once)."""
 
     def __init__(self, path: str, what: str):
         self.path = path
@@ -165,9 +169,11 @@ class LocalInput:
     def read_at(self, offset: int, length: int) -> bytes:
         return os.pread(self._fd, length, offset)
 
-    def iter_range(self, offset: int, length: int, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
-        """Bytes [offset, offset+length) in order, in pieces of at most `chunk`; stops early at the
-        end of the file (callers compare what they got with what they asked for)."""
+    def iter_range(self, offset: int, length: int, chunk: int | None = None) -> Iterator[bytes]:
+        """Bytes [offset, offset+length) in order, in pieces of at most `chunk` (None: the size
+        this input reads best, a power of two); stops early at the end of the file (callers
+        compare what they got with what they asked for)."""
+        chunk = chunk or CHUNK_BYTES
         end = offset + length
         while offset < end:
             data = os.pread(self._fd, min(chunk, end - offset), offset)
@@ -183,7 +189,7 @@ class LocalInput:
 
 
 def open_random_access(path: str, what: str = "file"):
-    """A file to read at offsets: `.size`, `.read_at(offset, n)`, `.iter_range(offset, n, chunk)`,
+    """A file to read at offsets: `.size`, `.read_at(offset, n)`, `.iter_range(offset, n, chunk=None)`,
     `.close()`. Local: pread on a descriptor; remote: ranged GETs, several in flight."""
     if is_url(path):
         return _remote().RemoteInput.open(path, what)

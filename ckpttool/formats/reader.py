@@ -2,14 +2,18 @@
 file, or a weights file (safetensors, .npz, Keras 3), chosen by extension."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Union
+
 from ckpttool.errors import CorruptCheckpoint, NotFound
 from ckpttool.formats import fs
 from ckpttool.formats.bundle import Bundle, open_bundle
 from ckpttool.formats.shards import split_v1_pattern
 from ckpttool.formats.table import is_table_file
-from ckpttool.formats.v1 import V1Checkpoint
 
-Reader = Bundle | V1Checkpoint
+if TYPE_CHECKING:  # V1 files need numpy and protobuf at once: imported only for them
+    from ckpttool.formats.v1 import V1Checkpoint
+
+Reader = Union[Bundle, "V1Checkpoint"]
 WEIGHTS_FORMATS = ("safetensors", "npz", "keras")
 
 
@@ -53,4 +57,8 @@ def open_checkpoint(prefix: str, fmt: str | None = None) -> Reader:
         from ckpttool.formats.keras import KerasWeights
 
         return KerasWeights(prefix)
-    return open_bundle(prefix) if fmt == "v2" else V1Checkpoint(prefix)
+    if fmt == "v2":
+        return open_bundle(prefix)
+    from ckpttool.formats.v1 import V1Checkpoint
+
+    return V1Checkpoint(prefix)

@@ -116,9 +116,15 @@ def iter_block(contents: bytes, source: str) -> Iterator[tuple[bytes, bytes]]:
     pos = 0
     key = b""
     while pos < restarts_at:
-        shared, pos = decode_varint(contents, pos, "block entry")
-        non_shared, pos = decode_varint(contents, pos, "block entry")
-        value_len, pos = decode_varint(contents, pos, "block entry")
+        # Three varints, nearly always one byte each: read those inline (an
+        # index of 100,000 entries would otherwise make 300,000 calls).
+        shared, non_shared, value_len = contents[pos : pos + 3] if pos + 3 <= restarts_at else (128, 0, 0)
+        if shared < 128 and non_shared < 128 and value_len < 128:
+            pos += 3
+        else:
+            shared, pos = decode_varint(contents, pos, "block entry")
+            non_shared, pos = decode_varint(contents, pos, "block entry")
+            value_len, pos = decode_varint(contents, pos, "block entry")
         if shared > len(key) or pos + non_shared + value_len > restarts_at:
             raise CorruptCheckpoint(f"{source}: block entry overruns its block")
         key = key[:shared] + contents[pos : pos + non_shared]

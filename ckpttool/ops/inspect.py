@@ -3,21 +3,28 @@ slices, object paths and a summary of the graph stored beside it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
-import numpy as np
+from typing import TYPE_CHECKING, Callable
 
 from ckpttool.errors import CkptError, UnknownVariable
 from ckpttool.formats import fs
-from ckpttool.formats.meta import MetaSummary, read_meta_summary
-from ckpttool.formats.object_graph import KeyObjectPaths, key_object_paths, parse_object_graph
 from ckpttool.formats.reader import open_checkpoint
 from ckpttool.formats.text import quote
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY, format_slice, slice_shape
 from ckpttool.ops.patterns import compile_optional
-from ckpttool.ops.stats import TensorStats, stats_of_chunks
 from ckpttool.ops.targets import Target, resolve_target
-from ckpttool.ops.values import needs_summary, read_corners
+
+if TYPE_CHECKING:  # numpy (values, statistics), protobuf (--tree), graphs (--meta): imported when asked for
+    import numpy as np
+
+    from ckpttool.formats.meta import MetaSummary
+    from ckpttool.formats.object_graph import KeyObjectPaths
+    from ckpttool.ops.stats import TensorStats
+
+
+def read_meta_summary(path: str) -> MetaSummary:
+    from ckpttool.formats.meta import read_meta_summary as read
+
+    return read(path)
 
 
 @dataclass(frozen=True)
@@ -122,8 +129,12 @@ def inspect_checkpoint(
         has_object_graph = reader.variable(OBJECT_GRAPH_KEY) is not None
         graph_bytes = reader.object_graph_bytes() if with_object_paths and has_object_graph else None
         if graph_bytes is not None:
+            from ckpttool.formats.object_graph import key_object_paths, parse_object_graph
+
             object_paths = key_object_paths(parse_object_graph(graph_bytes)) or None
         incomplete = _missing_shards(reader) if target.format in ("v1", "v2") else ()
+        if with_stats:
+            from ckpttool.ops.stats import stats_of_chunks
         reports = []
         selected, filter_matches = _select(reader.variables, regex, names, include_internal)
         included = _values_included(selected, values_limit) if values else set()
@@ -143,6 +154,8 @@ def inspect_checkpoint(
                 )
             value, summarized = None, False
             if i in included:
+                from ckpttool.ops.values import needs_summary, read_corners  # numpy: only for values
+
                 summarized = values == VALUES_SUMMARY and needs_summary(var)
                 value = read_corners(reader, var) if summarized else reader.read(var)
             reports.append(VariableReport(

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import closing
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from ckpttool.errors import BadInput, BadSlices, ChecksumMismatch, NotFound, Truncated
 from ckpttool.formats import fs
 from ckpttool.formats.bundle import Bundle
 from ckpttool.formats.reader import open_checkpoint
 from ckpttool.formats.shards import missing_shard_ids
+from ckpttool.formats.variables import Variable
 from ckpttool.ops.scan import find_checkpoint_dirs, scan_directory
 from ckpttool.ops.targets import Target, resolve_target
 
@@ -127,6 +129,18 @@ def _size_errors(bundle: Bundle, present: dict[int, str], sizes: dict[str, int])
     return errors
 
 
+def _checked_variables(reader, variables: list[Variable]) -> Iterator[tuple[Variable, int | BadInput]]:
+    """(variable, bytes checked or the damage found), in order; a bundle reads in parallel."""
+    if isinstance(reader, Bundle):
+        yield from reader.check_variables(variables)
+        return
+    for var in variables:
+        try:
+            yield var, reader.check_variable(var)
+        except BadInput as exc:
+            yield var, exc
+
+
 def verify_checkpoint(target: str | Target, on_progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check everything; `on_progress(bytes)` is called as each variable is done."""
     if isinstance(target, str):
@@ -143,20 +157,26 @@ def verify_checkpoint(target: str | Target, on_progress: Callable[[int], None] |
         present: dict[int, str] | None = None
         if isinstance(reader, Bundle):
             present, sizes, errors = _present_shards(reader)
-        unreadable: dict[int, list[str]] = {}  # missing shard -> tensors stored in it
-        tensor_errors = []
+        unreadable: dict[int, list[str]] = {}  # missing shard -> tensors stored in it (one problem per shard)
+        checkable = []
         for var in reader.variables:
             gone = sorted({p.shard_id for p in var.parts if present is not None and p.shard_id not in present})
             if gone:
                 unreadable.setdefault(gone[0], []).append(var.name)
+                if on_progress:
+                    on_progress(var.size_bytes)
             else:
-                try:
-                    checked_bytes += reader.check_variable(var)
+                checkable.append(var)
+        tensor_errors = []
+        with closing(_checked_variables(reader, checkable)) as checks:  # its threads stop before the reader closes
+            for var, outcome in checks:
+                if isinstance(outcome, BadInput):
+                    tensor_errors.append(VerifyError(var.name, _problem_kind(outcome), outcome.message))
+                else:
+                    checked_bytes += outcome
                     checked_tensors += 1
-                except BadInput as exc:
-                    tensor_errors.append(VerifyError(var.name, _problem_kind(exc), exc.message))
-            if on_progress:
-                on_progress(var.size_bytes)
+                if on_progress:
+                    on_progress(var.size_bytes)
         if present is not None:
             errors += _missing_shard_errors(reader, present, unreadable) + _size_errors(reader, present, sizes)
     errors += tensor_errors
