@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import os
 from math import prod
-from typing import Iterable
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterable
 
 from ckpttool.formats import crc32c as crc
 from ckpttool.formats.atomic import StagedFile, commit_replacement, discard_replacement, prepare_replacement
@@ -25,6 +23,9 @@ from ckpttool.formats.ordered_code import encode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
 from ckpttool.formats.table import build_table
 from ckpttool.formats.wire import encode_fixed32, encode_fixed64, encode_varint
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _U32_MAX = 0xFFFFFFFF
 
@@ -42,12 +43,16 @@ def encode_strings(items) -> tuple[bytes, int]:
 
 def encode_fixed(dtype: DType, array: np.ndarray) -> tuple[bytes, int]:
     """Little-endian C-order bytes of a fixed-width tensor and their masked CRC."""
+    import numpy as np  # here, not at the top: rename-vars and convert to safetensors never need it
+
     data = np.ascontiguousarray(array, dtype=np.dtype(dtype.storage)).tobytes()
     return data, crc.mask(crc.crc32c(data))
 
 
 def encode_tensor(dtype: DType, array) -> tuple[bytes, int]:
     if dtype.code == STRING:
+        import numpy as np
+
         return encode_strings(np.asarray(array, dtype=object).reshape(-1))
     if not dtype.fixed_width:
         raise ValueError(f"cannot write dtype {dtype.name}")
@@ -111,6 +116,8 @@ class BundleWriter:
 
     def _append(self, key: bytes, dtype: DType, array, shard: int) -> pb.BundleEntryProto:
         data, checksum = encode_tensor(dtype, array)
+        import numpy as np
+
         entry = make_entry(dtype, np.shape(array), shard, self._sizes[shard], len(data), checksum)
         self._write(shard, data)
         return entry

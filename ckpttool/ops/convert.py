@@ -17,8 +17,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-import numpy as np
-
 from ckpttool.errors import BadInput, CkptError, NotFound, Refused, Unsupported, UsageProblem
 from ckpttool.formats import fs
 from ckpttool.formats.atomic import StagedFile, atomic_output
@@ -114,8 +112,12 @@ def _cannot_hold(var: Variable, to: str) -> str | None:
 
 def _check_dtype(var: Variable, to: str) -> None:
     """A fixed-width dtype the destination cannot hold exactly: refused, naming the variable."""
-    from ckpttool.formats.npz import numpy_storage
     from ckpttool.formats.safetensors import safetensors_dtype
+
+    def numpy_storage(dtype):
+        from ckpttool.formats.npz import numpy_storage  # and numpy with it: only when it is needed
+
+        return numpy_storage(dtype)
 
     if to == "safetensors" and safetensors_dtype(var.dtype) is None:
         other = "npz" if numpy_storage(var.dtype) is not None else "a TF checkpoint"
@@ -337,6 +339,8 @@ def _write_tf(plan: ConvertPlan, source: _Source, update_state: bool = True) -> 
             else:
                 writer.add_stream(item.name, var.dtype, var.shape, source.chunks(item.name))
         if plan.object_graph is not None:
+            import numpy as np  # only here: converting to safetensors never needs numpy
+
             graph = np.empty((), dtype=object)
             graph[()] = plan.object_graph
             writer.add(OBJECT_GRAPH_KEY, dtype_from_name("string"), graph)
