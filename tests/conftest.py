@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -37,6 +38,17 @@ def tf():
 
     tensorflow.get_logger().setLevel("ERROR")
     return tensorflow
+
+
+@pytest.fixture
+def sigint_reaches_children():
+    """Children started in the test get Ctrl-C's default meaning, so that they install their
+    KeyboardInterrupt handler. A suite started as `cmd &` from a script or under nohup runs with
+    SIGINT ignored, which every child inherits through exec (and Python then leaves ignored):
+    the interrupt tests would then see their SIGINT do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

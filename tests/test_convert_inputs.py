@@ -273,7 +273,7 @@ main(sys.argv[1:])
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 @pytest.mark.parametrize("dst", ["model.safetensors", "model.npz", "model.ckpt-1", "sharded.safetensors.index.json"])
-def test_interrupted_convert_leaves_no_destination(fixtures_dir, tmp_path, sig, dst):
+def test_interrupted_convert_leaves_no_destination(fixtures_dir, tmp_path, sig, dst, sigint_reaches_children):
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", BLOCKING_PROBE, "convert", "--shard-size", "100B",

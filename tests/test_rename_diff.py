@@ -317,11 +317,12 @@ def _wait_for_temp_shard(proc, out, min_bytes: int) -> bool:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_interrupted_write_leaves_nothing_tensorflow_would_pick_up(big_checkpoint, tmp_path, tf, sig):
+def test_interrupted_write_leaves_nothing_tensorflow_would_pick_up(big_checkpoint, tmp_path, tf, sig,
+                                                                   sigint_reaches_children):
     interrupted_mid_write = 0
     total = os.path.getsize(f"{big_checkpoint}.data-00000-of-00001")
-    for fraction in (0.0, 0.0, 0.25, 0.5, 0.75):
-        out = tmp_path / f"out-{sig.name}-{interrupted_mid_write}-{fraction}"
+    for attempt, fraction in enumerate((0.0, 0.0, 0.25, 0.5, 0.75)):
+        out = tmp_path / f"out-{sig.name}-{attempt}-{fraction}"
         out.mkdir()
         proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "rename-vars", "--add-prefix", "x/",
                                  str(big_checkpoint), str(out / "dst")], stderr=subprocess.PIPE, text=True)
