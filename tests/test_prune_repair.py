@@ -273,6 +273,40 @@ def test_two_prunes_at_once_are_serialised(fixtures_dir, tmp_path):
     assert read_state(str(run)).all_model_checkpoint_paths == ("ckpt-118", "ckpt-119", "ckpt-120")
 
 
+
+def test_plan_beside_a_running_prune_whose_files_vanish(fixtures_dir, tmp_path, monkeypatch):
+    """A second prune plans without the lock while the first deletes what its journal lists, so a
+    file the plan has just seen can be gone a moment later (test_two_prunes_at_once_are_serialised
+    met this in 1 run of 5: exit 3 "No such file or directory"). Reproduced exactly: each journal
+    file vanishes right after the plan's last look at it."""
+    import json
+
+    from ckpttool.ops import prune
+    from ckpttool.ops.retention import RetentionRules
+
+    run = tmp_path / "busy"
+    _many_checkpoint_dir(fixtures_dir, run, 6)
+    journal = {"deletions": [{"name": "ckpt-1", "step": 1,
+                              "paths": ["ckpt-1.index", "ckpt-1.data-00000-of-00001"]}]}
+    (run / ".ckpttool-prune.journal").write_text(json.dumps(journal))  # the running prune's
+    looks: dict[str, int] = {}
+    real_kind = prune._kind
+
+    def kind_then_deleted_by_the_other_prune(scan, full, base):
+        kind = real_kind(scan, full, base)
+        looks[base] = looks.get(base, 0) + 1
+        if base.startswith("ckpt-1.") and looks[base] == 2 and kind == "file":
+            os.remove(full)
+        return kind
+
+    monkeypatch.setattr(prune, "_kind", kind_then_deleted_by_the_other_prune)
+    plan = prune.plan_prune(str(run), RetentionRules(keep_last=3))
+    assert looks.get("ckpt-1.index") == 2 and not (run / "ckpt-1.index").exists()  # the race happened
+    monkeypatch.setattr(prune, "_kind", real_kind)
+    prune.apply_prune(plan)
+    assert on_disk(run) == {"ckpt-4", "ckpt-5", "ckpt-6"}
+    assert read_state(str(run)).all_model_checkpoint_paths == ("ckpt-4", "ckpt-5", "ckpt-6")
+
 WRITER = textwrap.dedent("""
     import os, sys, time
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"

@@ -198,7 +198,14 @@ def _read_journal(scan: DirectoryScan, protected: dict[str, str]) -> list[Deleti
 
 def _size(path: str) -> int:
     """Bytes a resumed deletion frees, for the report (a bucket's are not looked up: 0)."""
-    return 0 if fs.is_url(path) else os.lstat(path).st_size
+    if fs.is_url(path):
+        return 0
+    try:
+        return os.lstat(path).st_size
+    except FileNotFoundError:
+        # A plan is made without the lock: the prune that wrote the journal may be deleting this
+        # file right now. The plan is checked again under the lock, where it counts as done.
+        return 0
 
 
 def _not_debris(scan: DirectoryScan, leftover_path: str) -> str | None:
