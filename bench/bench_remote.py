@@ -27,8 +27,8 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from common import CKPTTOOL, ENV, PYTHON, report, run_measured  # noqa: E402
+from tests.remote_servers import BUCKET, start_s3  # noqa: E402  (the test suite's server, in its own process)
 
-BUCKET = "bench-bucket"
 
 DOWNLOAD_THEN_INSPECT = """
 import os, subprocess, sys, tempfile, fsspec
@@ -55,45 +55,6 @@ fs = fsspec.filesystem("s3")
 with tempfile.TemporaryDirectory() as tmp:
     fs.get(sys.argv[1] + "/", tmp + "/", recursive=True)
 """
-SERVER = """
-import logging, sys
-from moto.server import ThreadedMotoServer
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=True)
-server.start()
-print("READY", server.get_host_and_port()[1], flush=True)
-sys.stdin.read()
-server.stop()
-"""
-
-
-class MotoServer:
-    """moto's S3 server in a process of its own (so its memory is not the commands'),
-    counting the requests it logs (werkzeug writes one stderr line per request)."""
-
-    def __init__(self):
-        import threading
-
-        self.requests = 0
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        for line in self.proc.stdout:  # moto prints a banner first; READY once it listens
-            if line.startswith("READY "):
-                break
-        else:
-            raise SystemExit("moto's server did not start")
-        self.endpoint = f"http://127.0.0.1:{int(line.split()[1])}"
-        threading.Thread(target=self._count, daemon=True).start()
-
-    def _count(self) -> None:
-        for line in self.proc.stderr:
-            if '"GET ' in line or '"PUT ' in line or '"POST ' in line or '"DELETE ' in line or '"HEAD ' in line:
-                self.requests += 1
-
-    def stop(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gib", type=float, default=1.0)
@@ -108,11 +69,9 @@ def main() -> None:
                     "--size-gib", str(args.size_gib), "--out", args.out], check=True)
     big_dir = os.path.join(args.out, f"big_{args.size_gib:g}")
 
-    server = MotoServer()
-    credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                   "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": server.endpoint}
-    os.environ.update(credentials)
-    ENV.update(credentials)  # the measured subprocesses get common.ENV, built at import
+    server = start_s3(count_requests=True)
+    os.environ.update(server.env)
+    ENV.update(server.env)  # the measured subprocesses get common.ENV, built at import
     # Uploading in a child process keeps this one small: a child started by vfork counts
     # its parent's resident memory in its own peak (ru_maxrss) until it execs.
     subprocess.run([sys.executable, __file__, "--upload", big_dir], check=True)
@@ -122,9 +81,9 @@ def main() -> None:
     rows = []
 
     def measured(cmd):
-        before = server.requests
+        before = server.requests()
         result = run_measured(cmd, r)
-        return result, (server.requests - before) // (r + 1)
+        return result, (server.requests() - before) // (r + 1)
 
     inspect, inspect_requests = measured(CKPTTOOL + ["inspect", "--json", url])
     rows.append((f"inspect {url} ({size / 2**30:.2f} GiB)", inspect, run_measured(PYTHON + [DOWNLOAD_THEN_INSPECT, url], r),
@@ -137,10 +96,10 @@ def main() -> None:
                  f"(8 MiB parts, 8 in flight, {ranged_requests} requests); target >= 0.67x"))
     rows.append(("  the same verify", verify, whole,
                  f"vs fsspec get (one streamed GET per object, {whole_requests} requests)"))
-    before = server.requests
+    before = server.requests()
     prune = run_measured(CKPTTOOL + ["prune", "--yes", "--keep-last", "10", f"s3://{BUCKET}/many"], 1, warmup=False)
     rows.append(("prune s3://.../many (1000 checkpoints)", prune, None,
-                 f"{server.requests - before} requests"))
+                 f"{server.requests() - before} requests"))
     report(rows)
     server.stop()
 
@@ -150,7 +109,6 @@ def _upload(big_dir: str) -> None:
     import fsspec
 
     fs = fsspec.filesystem("s3")
-    fs.mkdir(BUCKET)
     fs.put(big_dir + "/", f"{BUCKET}/big/", recursive=True)
     small = tempfile.mkdtemp()
     _many(small, 1000)

@@ -27,6 +27,8 @@ class Server:
     endpoint: str  # http://127.0.0.1:PORT
     env: dict[str, str]
     stop: callable = field(repr=False, default=None)
+    # The requests answered so far, when started with count_requests (the benchmarks report them).
+    requests: callable = field(repr=False, default=None)
 
     def url(self, *parts: str) -> str:
         return f"{self.protocol}://" + "/".join((BUCKET,) + parts)
@@ -34,16 +36,28 @@ class Server:
 
 _S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_EC2_METADATA_DISABLED": "true"}
+_REQUEST_LOG_MARKS = ('"GET ', '"PUT ', '"POST ', '"DELETE ', '"HEAD ')
 
 
-def _start(kind: str) -> tuple[str, callable]:
-    """Start `python tests/remote_servers.py KIND`; its endpoint once it is ready, and how to stop it."""
+def _start(kind: str, count_requests: bool = False) -> tuple[str, callable, callable]:
+    """Start `python tests/remote_servers.py KIND`; its endpoint once it is ready, how to stop it,
+    and how many requests it has answered (counted from the one log line per request that the
+    server writes on stderr, when `count_requests`; else None)."""
     proc = subprocess.Popen([sys.executable, __file__, kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.PIPE if count_requests else subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()  # blocks until the server listens (or the process died)
     if not line.startswith("READY "):
         proc.kill()
         raise RuntimeError(f"the {kind} test server did not start (exit {proc.wait()})")
+    answered = [0]
+
+    def count() -> None:
+        for log_line in proc.stderr:
+            if any(mark in log_line for mark in _REQUEST_LOG_MARKS):
+                answered[0] += 1
+
+    if count_requests:
+        threading.Thread(target=count, daemon=True).start()
 
     def stop() -> None:
         proc.stdin.close()  # the server process exits when its stdin closes
@@ -53,16 +67,16 @@ def _start(kind: str) -> tuple[str, callable]:
             proc.kill()
             proc.wait()
 
-    return f"http://127.0.0.1:{int(line.split()[1])}", stop
+    return f"http://127.0.0.1:{int(line.split()[1])}", stop, (lambda: answered[0]) if count_requests else None
 
 
-def start_s3() -> Server:
-    endpoint, stop = _start("s3")
-    return Server("s3", endpoint, {**_S3_ENV, "AWS_ENDPOINT_URL": endpoint}, stop)
+def start_s3(count_requests: bool = False) -> Server:
+    endpoint, stop, requests = _start("s3", count_requests)
+    return Server("s3", endpoint, {**_S3_ENV, "AWS_ENDPOINT_URL": endpoint}, stop, requests)
 
 
 def start_gcs() -> Server:
-    endpoint, stop = _start("gs")
+    endpoint, stop, _requests = _start("gs")
     env = {"STORAGE_EMULATOR_HOST": endpoint, "FSSPEC_GS_TOKEN": "anon", "FSSPEC_GS_PROJECT": "test",
            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
     return Server("gs", endpoint, env, stop)
