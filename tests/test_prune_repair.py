@@ -274,12 +274,14 @@ def test_two_prunes_at_once_are_serialised(fixtures_dir, tmp_path):
 
 
 
-def test_plan_beside_a_running_prune_whose_files_vanish(fixtures_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("vanishes_after_look", [1, 2])
+def test_plan_beside_a_running_prune_whose_files_vanish(fixtures_dir, tmp_path, monkeypatch, vanishes_after_look):
     """A second prune plans without the lock while the first deletes what its journal lists, so a
     file the plan has just seen can be gone a moment later (test_two_prunes_at_once_are_serialised
     met this in 1 run of 5: exit 3 "No such file or directory"). Reproduced exactly: each journal
-    file vanishes right after the plan's last look at it."""
+    file vanishes right after the plan's first or second lstat of it."""
     import json
+    import types
 
     from ckpttool.ops import prune
     from ckpttool.ops.retention import RetentionRules
@@ -290,22 +292,28 @@ def test_plan_beside_a_running_prune_whose_files_vanish(fixtures_dir, tmp_path, 
                               "paths": ["ckpt-1.index", "ckpt-1.data-00000-of-00001"]}]}
     (run / ".ckpttool-prune.journal").write_text(json.dumps(journal))  # the running prune's
     looks: dict[str, int] = {}
-    real_kind = prune._kind
+    seen_then_deleted: list[str] = []
 
-    def kind_then_deleted_by_the_other_prune(scan, full, base):
-        kind = real_kind(scan, full, base)
-        looks[base] = looks.get(base, 0) + 1
-        if base.startswith("ckpt-1.") and looks[base] == 2 and kind == "file":
-            os.remove(full)
-        return kind
+    def lstat_then_deleted_by_the_other_prune(path, *args, **kwargs):
+        result = os.lstat(path, *args, **kwargs)
+        base = os.path.basename(path)
+        if base.startswith("ckpt-1."):
+            looks[base] = looks.get(base, 0) + 1
+            if looks[base] == vanishes_after_look:
+                os.remove(path)
+                seen_then_deleted.append(base)
+        return result
 
-    monkeypatch.setattr(prune, "_kind", kind_then_deleted_by_the_other_prune)
+    planning_os = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os) if not name.startswith("__")})
+    planning_os.lstat = lstat_then_deleted_by_the_other_prune
+    monkeypatch.setattr(prune, "os", planning_os)
     plan = prune.plan_prune(str(run), RetentionRules(keep_last=3))
-    assert looks.get("ckpt-1.index") == 2 and not (run / "ckpt-1.index").exists()  # the race happened
-    monkeypatch.setattr(prune, "_kind", real_kind)
+    assert "ckpt-1.index" in seen_then_deleted and not (run / "ckpt-1.index").exists()  # the race happened
+    monkeypatch.setattr(prune, "os", os)
     prune.apply_prune(plan)
     assert on_disk(run) == {"ckpt-4", "ckpt-5", "ckpt-6"}
     assert read_state(str(run)).all_model_checkpoint_paths == ("ckpt-4", "ckpt-5", "ckpt-6")
+
 
 WRITER = textwrap.dedent("""
     import os, sys, time

@@ -183,29 +183,30 @@ def _read_journal(scan: DirectoryScan, protected: dict[str, str]) -> list[Deleti
             raise refuse("holds an entry that is not a name with a list of paths")
         if name in protected:
             raise refuse(f"names {name}, which must be kept ({protected[name]})")
-        paths = []
+        paths, size = [], 0
         for entry_path in entry_paths:
             problem = path_problem(scan, name, entry_path)
             if problem:
                 raise refuse(f"lists {entry_path!r}: {problem}")
             full = fs.join(scan.directory, fs.basename(entry_path))
-            if _kind(scan, full, fs.basename(full)) is not None:
+            left = _size_if_present(scan, full)
+            if left is not None:
                 paths.append(full)
-        size = sum(_size(p) for p in paths)
+                size += left
         resumed.append(Deletion(name, step if isinstance(step, int) else None, size, "resumed", tuple(paths)))
     return resumed
 
 
-def _size(path: str) -> int:
-    """Bytes a resumed deletion frees, for the report (a bucket's are not looked up: 0)."""
-    if fs.is_url(path):
-        return 0
+def _size_if_present(scan: DirectoryScan, full: str) -> int | None:
+    """Bytes of `full` if it is still there, else None, in one look: a plan takes no lock, and the
+    prune that wrote the journal may be deleting these files right now (the plan is checked again
+    under the lock). A bucket's are judged by the listing, their sizes not looked up (0)."""
+    if fs.is_url(full):
+        return 0 if fs.basename(full) in scan.listing else None
     try:
-        return os.lstat(path).st_size
+        return os.lstat(full).st_size
     except FileNotFoundError:
-        # A plan is made without the lock: the prune that wrote the journal may be deleting this
-        # file right now. The plan is checked again under the lock, where it counts as done.
-        return 0
+        return None
 
 
 def _not_debris(scan: DirectoryScan, leftover_path: str) -> str | None:
