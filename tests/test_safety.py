@@ -121,6 +121,25 @@ def test_rename_through_a_symlinked_directory_is_refused(fixtures_dir, tmp_path,
     assert_same_tensors(tf, fixtures_dir / "saver_run" / "model.ckpt-50", run / "model.ckpt-50")
 
 
+
+@pytest.mark.parametrize("to", ["tf", "safetensors"])
+def test_convert_through_a_symlinked_directory_is_refused(fixtures_dir, tmp_path, tf, to):
+    """convert's twin of the rename-vars case: `--overwrite` onto SRC reached through a symlink
+    replaced SRC's files with the converted ones (found in the final review)."""
+    run = tmp_path / "run"
+    shutil.copytree(fixtures_dir / "saver_run", run)
+    os.symlink(run, tmp_path / "alias")
+    source = run / "model.ckpt-50"
+    if to == "safetensors":
+        assert run_cli("convert", source, run / "model.safetensors").exit_code == 0
+        source = run / "model.safetensors"
+    destination = tmp_path / "alias" / source.name
+    before = {name: (run / name).read_bytes() for name in os.listdir(run)}
+    result = run_cli("convert", "--to", to, "--overwrite", "--drop", "Adam", source, destination)
+    assert_one_line_error(result, 4)
+    assert {name: (run / name).read_bytes() for name in os.listdir(run)} == before
+    assert_same_tensors(tf, fixtures_dir / "saver_run" / "model.ckpt-50", run / "model.ckpt-50")
+
 @pytest.mark.parametrize("suffix", [".index", ".data-00000-of-00001", ".meta"])
 def test_rename_onto_one_of_the_sources_files_is_refused(fixtures_dir, tmp_path, tf, suffix):
     run = tmp_path / "run"

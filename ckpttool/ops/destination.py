@@ -25,6 +25,31 @@ def check_destination(path: str, overwrite: bool) -> str:
     return path
 
 
+def _entry_keys(path: str) -> set[tuple]:
+    """What names the directory entry `path`, whichever way it is reached: its real path (through
+    symlinks), and its name in its directory's inode (a bind mount reaches that directory by another
+    real path). A URL is itself."""
+    if fs.is_url(path):
+        return {("url", fs.absolute(path))}
+    keys: set[tuple] = {("real", os.path.realpath(path))}
+    try:
+        parent = os.stat(os.path.dirname(path) or ".")
+        keys.add(("entry", parent.st_dev, parent.st_ino, os.path.basename(path)))
+    except OSError:
+        pass
+    return keys
+
+
+def refuse_writing_over_source(sources: list[str], destinations: list[str], command: str) -> None:
+    """SRC is never modified: Refused if a path to be written or replaced is one of SRC's, however
+    it is reached (the same name, a symlink, a bind mount)."""
+    owner = {key: source for source in sources for key in _entry_keys(source)}
+    for path in destinations:
+        source = next((owner[key] for key in _entry_keys(path) if key in owner), None)
+        if source is not None:
+            raise Refused(f"destination {path} is the source's {source}; {command} never modifies SRC")
+
+
 def check_parent_creatable(path: str) -> None:
     """BadInput unless the directories above `path` exist or can be made (no file is in the way)."""
     parent = os.path.dirname(path)

@@ -27,7 +27,8 @@ from ckpttool.formats.ordered_code import encode_slice_key
 from ckpttool.formats.protos import checkpoint_pb2 as pb
 from ckpttool.formats.state import CheckpointState
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY
-from ckpttool.ops.destination import check_parent_creatable, make_parents, remove_empty
+from ckpttool.ops.destination import (check_parent_creatable, make_parents, refuse_writing_over_source,
+                                      remove_empty)
 from ckpttool.ops.patterns import compile_pattern
 from ckpttool.ops.targets import resolve_target
 
@@ -385,33 +386,14 @@ _FILE_SUFFIX_RE = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
 _DATA_NAME_RE = re.compile(r"\.data-\d{5}-of-\d{5}")
 
 
-def _same_entry(a: str, b: str) -> bool:
-    """True if paths `a` and `b` name the same directory entry, through symlinks or bind mounts
-    (same real path, or same name in the same directory inode); URLs: the same URL."""
-    if fs.is_url(a) or fs.is_url(b):
-        return fs.absolute(a) == fs.absolute(b)
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    if os.path.basename(a) != os.path.basename(b):
-        return False
-    try:
-        return os.path.samefile(os.path.dirname(a) or ".", os.path.dirname(b) or ".")
-    except OSError:
-        return False
-
-
 def _refuse_destination_in_source(source: str, source_files: list[str], destination: str) -> None:
     """SRC is never modified: refuse a DST that is SRC, or whose files would be SRC's files."""
     if _FILE_SUFFIX_RE.search(destination):
         raise Refused(f"destination {destination} is a checkpoint file name; give the prefix to write "
                       "(e.g. out/model.ckpt-1, without .index or .data-*)")
-    if _same_entry(source, destination):
-        raise Refused(f"destination {destination} is the source {source}; rename-vars never modifies SRC")
-    for path in source_files:
-        suffix = path[len(source):]
-        if _same_entry(path, destination + suffix):
-            raise Refused(f"destination file {destination + suffix} is the source's {path}; "
-                          "rename-vars never modifies SRC")
+    refuse_writing_over_source([source, *source_files],
+                               [destination] + [destination + path[len(source):] for path in source_files],
+                               "rename-vars")
 
 
 def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bool = False,
