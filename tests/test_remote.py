@@ -399,3 +399,27 @@ def test_a_store_without_conditional_writes(fixtures_dir, tf):
     assert sorted(d["name"] for d in result.json()["deleted"]) == [f"ckpt-{i}" for i in range(1, 5)]
     assert sorted(n.rsplit("/", 1)[1] for n in fs.ls(f"{root}/run", detail=False)) == \
         sorted(["checkpoint"] + [f"ckpt-{i}{s}" for i in (5, 6) for s in (".index", ".data-00000-of-00001")])
+
+
+def test_an_object_removed_between_lookup_and_read_counts_as_missing(monkeypatch):
+    """A second prune planning beside a running one sees its journal listed, then gone when it
+    reads it (test_two_prunes_at_once_on_one_prefix met this in 1 run of 3: exit 3 "no prune
+    journal"). Reproduced exactly on memory://: the object vanishes right after the lookup."""
+    from ckpttool.errors import NotFound
+    from ckpttool.formats import remote
+
+    store = remote.filesystem("memory")
+    store.pipe_file("/race/.ckpttool-prune.journal", b"{}")
+    looked_up = remote.info
+
+    def lookup_then_removed(url):
+        found = looked_up(url)
+        store.rm("/race/.ckpttool-prune.journal")
+        return found
+
+    monkeypatch.setattr(remote, "info", lookup_then_removed)
+    assert remote.read_capped("memory://race/.ckpttool-prune.journal", 1 << 20, "prune journal",
+                              missing_ok=True) is None
+    store.pipe_file("/race/.ckpttool-prune.journal", b"{}")
+    with pytest.raises(NotFound):
+        remote.read_capped("memory://race/.ckpttool-prune.journal", 1 << 20, "prune journal")

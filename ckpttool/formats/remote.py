@@ -234,7 +234,12 @@ def read_capped(url: str, limit: int, what: str, missing_ok: bool = False) -> by
     if int(found.get("size") or 0) > limit:
         raise BadInput(f"{what} {url} is larger than {limit >> 20} MiB, the most ckpttool reads; refusing to read it")
     protocol, path = split_url(url)
-    return call(url, filesystem(protocol).cat_file, path, what=what)
+    try:
+        return call(url, filesystem(protocol).cat_file, path, what=what)
+    except NotFound:
+        if missing_ok:  # removed since it was looked up (a concurrent prune finishing its journal)
+            return None
+        raise
 
 
 def read_head_and_tail(url: str, head: int, tail: int, what: str, size: int | None = None) -> tuple[bytes, bytes, int]:
