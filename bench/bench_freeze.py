@@ -70,7 +70,7 @@ def main() -> None:
 def _structure(path: str):
     """(name, op, inputs) of every node, read with our own protos (no TensorFlow here).
     freeze_graph.py also keeps the .meta's _output_shapes attributes; we do not."""
-    from ckpttool.formats.protos import graph_pb2
+    from ckpttool.formats.tf.protos import graph_pb2
 
     graph = graph_pb2.GraphDef.FromString(open(path, "rb").read())
     return sorted((n.name, n.op, tuple(n.input)) for n in graph.node)

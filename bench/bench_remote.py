@@ -121,9 +121,9 @@ def _many(directory: str, count: int) -> None:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import numpy as np
 
-    from ckpttool.formats.bundle_writer import BundleWriter
+    from ckpttool.formats.tf.bundle_writer import BundleWriter
     from ckpttool.formats.dtypes import dtype_from_name
-    from ckpttool.formats.state import CheckpointState, write_state
+    from ckpttool.formats.tf.state import CheckpointState, write_state
 
     for step in range(1, count + 1):
         writer = BundleWriter(os.path.join(directory, f"ckpt-{step}"))

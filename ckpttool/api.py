@@ -169,7 +169,7 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
     text such as "5GB". With `dry_run` nothing is written (files_written = ()).
     """
     from ckpttool.ops.convert import ConvertResult, apply_convert, parse_size, plan_convert
-    from ckpttool.ops.rename import RenameRules
+    from ckpttool.ops.rename_rules import RenameRules
 
     rules = RenameRules(tuple((map or {}).items()), tuple(regex), add_prefix, strip_prefix, ema, tuple(drop),
                         tuple(keep), drop_optimizer, sep)

@@ -18,13 +18,18 @@ sys.path.insert(0, str(ROOT))
 
 
 def generated() -> dict[Path, str]:
+    import typer
+
+    from ckpttool.cli.app import app
     from ckpttool.cli.docs import completion_script, man_page
 
+    group = typer.main.get_command(app)
+
     return {
-        ROOT / "completions" / "ckpttool.bash": completion_script("bash"),
-        ROOT / "completions" / "_ckpttool": completion_script("zsh"),
-        ROOT / "completions" / "ckpttool.fish": completion_script("fish"),
-        ROOT / "man" / "ckpttool.1": man_page(),
+        ROOT / "completions" / "ckpttool.bash": completion_script(group, "bash"),
+        ROOT / "completions" / "_ckpttool": completion_script(group, "zsh"),
+        ROOT / "completions" / "ckpttool.fish": completion_script(group, "fish"),
+        ROOT / "man" / "ckpttool.1": man_page(group),
     }
 
 

@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTO_DIR = ROOT / "ckpttool" / "formats" / "protos"
-PACKAGE = "ckpttool.formats.protos"
+PROTO_DIR = ROOT / "ckpttool" / "formats" / "tf" / "protos"
+PACKAGE = "ckpttool.formats.tf.protos"
 
 
 def _descriptor_bytes(proto: Path) -> bytes:

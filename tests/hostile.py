@@ -12,13 +12,13 @@ import resource
 import subprocess
 import sys
 
-from ckpttool.formats import crc32c
-from ckpttool.formats.bundle import data_file_path
-from ckpttool.formats.bundle_writer import make_entry, write_index
+from ckpttool.formats.tf import crc32c
+from ckpttool.formats.tf.bundle import data_file_path
+from ckpttool.formats.tf.bundle_writer import make_entry, write_index
 from ckpttool.formats.dtypes import dtype_from_name
-from ckpttool.formats.protos import checkpoint_pb2 as pb
-from ckpttool.formats.table import MAGIC_BYTES, BlockHandle, block_contents, read_block, table_layout
-from ckpttool.formats.wire import encode_fixed32
+from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
+from ckpttool.formats.tf.table import MAGIC_BYTES, BlockHandle, block_contents, read_block, table_layout
+from ckpttool.formats.tf.wire import encode_fixed32
 
 MEMORY_CAP_MB = 1024  # ckpttool itself needs about 150 MB of address space
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's ckpttool is run

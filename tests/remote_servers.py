@@ -158,8 +158,7 @@ class CountingProxy:
 
 def upload_tree(server: Server, local_dir: str, *prefix: str) -> str:
     """Copy a local directory into the bucket under `prefix`; its URL."""
-    from ckpttool.formats import remote
-
+    from ckpttool.storage import remote
     fs = remote.filesystem(server.protocol)
     target = "/".join((BUCKET,) + prefix)
     for current, _dirs, files in os.walk(local_dir):

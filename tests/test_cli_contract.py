@@ -229,7 +229,7 @@ def test_a_filter_that_matches_nothing_is_warned_about(fixtures_dir):
 # -- item 9: verify --all / --recursive ------------------------------------------------------
 
 def test_verify_all_checks_every_checkpoint_with_one_summary(copy_fixture, tf, monkeypatch):
-    from ckpttool.formats.bundle import open_bundle
+    from ckpttool.formats.tf.bundle import open_bundle
     from tests.test_damage import _flip, _tf_damaged
 
     run = copy_fixture("saver_run")

@@ -301,7 +301,7 @@ def test_dry_run_writes_nothing_and_v1_source(fixtures_dir, tmp_path, tf):
 
 def test_bundle_writer_streams_byte_identically(tmp_path):
     """add_stream writes the very bytes add() writes (and TensorFlow's writer would)."""
-    from ckpttool.formats.bundle_writer import BundleWriter
+    from ckpttool.formats.tf.bundle_writer import BundleWriter
     from ckpttool.formats.dtypes import dtype_from_name
 
     rng = np.random.default_rng(3)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ckpttool.formats.bundle import open_bundle
+from ckpttool.formats.tf.bundle import open_bundle
 from tests.conftest import assert_one_line_error, run_cli
 
 

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from ckpttool.formats import crc32c
-from ckpttool.formats.ordered_code import decode_slice_key, encode_signed_num_increasing, encode_slice_key
-from ckpttool.formats.state import format_state, parse_state
-from ckpttool.formats.table import build_table, read_table, short_successor
+from ckpttool.formats.tf import crc32c
+from ckpttool.formats.tf.ordered_code import decode_slice_key, encode_signed_num_increasing, encode_slice_key
+from ckpttool.formats.tf.state import format_state, parse_state
+from ckpttool.formats.tf.table import build_table, read_table, short_successor
 from tests.conftest import ROOT
 
 
@@ -23,7 +23,7 @@ def test_crc32c_and_mask():
 
 
 def _data_block_count(data: bytes) -> int:
-    from ckpttool.formats.table import table_layout
+    from ckpttool.formats.tf.table import table_layout
 
     return len(table_layout(data).data_blocks)
 
@@ -86,7 +86,7 @@ def test_our_protos_match_tensorflow_descriptors(tf):
     from tensorflow.core.util import saved_tensor_slice_pb2
     from tensorflow.python.training import checkpoint_state_pb2
 
-    from ckpttool.formats.protos import checkpoint_pb2, graph_pb2
+    from ckpttool.formats.tf.protos import checkpoint_pb2, graph_pb2
 
     pairs = [
         (checkpoint_pb2.BundleHeaderProto, tensor_bundle_pb2.BundleHeaderProto),

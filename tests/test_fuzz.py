@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 
 from ckpttool.errors import CkptError
-from ckpttool.formats import crc32c
-from ckpttool.formats.bundle import open_bundle
-from ckpttool.formats.bundle_writer import write_index
-from ckpttool.formats.protos import checkpoint_pb2 as pb
-from ckpttool.formats.table import build_table, read_table
-from ckpttool.formats.wire import decode_varint, encode_fixed32
+from ckpttool.formats.tf import crc32c
+from ckpttool.formats.tf.bundle import open_bundle
+from ckpttool.formats.tf.bundle_writer import write_index
+from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
+from ckpttool.formats.tf.table import build_table, read_table
+from ckpttool.formats.tf.wire import decode_varint, encode_fixed32
 from tests.hostile import MEMORY_CAP_MB, ROOT, snappy_table
 
 SEED = 20260817

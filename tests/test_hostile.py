@@ -13,13 +13,13 @@ import sys
 import numpy as np
 import pytest
 
-from ckpttool.formats.bundle import open_bundle
-from ckpttool.formats.bundle_writer import BundleWriter, make_entry, write_index
+from ckpttool.formats.tf.bundle import open_bundle
+from ckpttool.formats.tf.bundle_writer import BundleWriter, make_entry, write_index
 from ckpttool.formats.dtypes import dtype_from_name
-from ckpttool.formats.object_graph import ELLIPSIS, MAX_SHOWN_DEPTH, KeyObjectPaths
-from ckpttool.formats.ordered_code import encode_slice_key
-from ckpttool.formats.protos import checkpoint_pb2 as pb
-from ckpttool.formats.table import build_table
+from ckpttool.formats.tf.object_graph import ELLIPSIS, MAX_SHOWN_DEPTH, KeyObjectPaths
+from ckpttool.formats.tf.ordered_code import encode_slice_key
+from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
+from ckpttool.formats.tf.table import build_table
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 from tests.hostile import assert_clean_exit, float_entry, run_limited, slice_proto, write_bundle
 
@@ -429,9 +429,9 @@ def test_rename_keeps_non_utf8_names_byte_exact(non_utf8_checkpoint, tmp_path, t
 _PARSE_UNDER_A_CAP = """
 import resource, sys
 import numpy, google.protobuf.text_format
-import ckpttool.formats.meta, ckpttool.ops.inspect
+import ckpttool.formats.tf.meta, ckpttool.ops.inspect
 from ckpttool.cli.app import main
-from ckpttool.formats.protos import checkpoint_pb2, graph_pb2
+from ckpttool.formats.tf.protos import checkpoint_pb2, graph_pb2
 used = int(next(l for l in open('/proc/self/status') if l.startswith('VmSize')).split()[1]) * 1024
 cap = used + int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
@@ -443,7 +443,7 @@ def test_graph_too_large_for_memory_is_not_called_corrupt(copy_fixture):
     """A 12 MB .meta with room to read it but not to parse it: "not enough memory", not "unparseable"."""
     import subprocess
 
-    from ckpttool.formats.protos import graph_pb2
+    from ckpttool.formats.tf.protos import graph_pb2
 
     run = copy_fixture("classic")
     meta = graph_pb2.MetaGraphDef()

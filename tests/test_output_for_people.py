@@ -39,7 +39,7 @@ def _tables(fixtures_dir, tmp_path, tf):
     tf2 = fixtures_dir / "tf2_manager"
     damaged = tmp_path / "damaged"
     shutil.copytree(tf2, damaged)
-    from ckpttool.formats.bundle import open_bundle
+    from ckpttool.formats.tf.bundle import open_bundle
 
     with open_bundle(str(damaged / "ckpt-3")) as bundle:
         parts = {v.name: v.parts[0] for v in bundle.variables if not v.internal}
@@ -209,7 +209,7 @@ def test_counts_are_words(copy_fixture, fixtures_dir, tf):
     assert diff.stdout.splitlines()[-1] == "1 difference: 1 variable compared"
     assert "1 element differs" in diff.stdout
     damaged = copy_fixture("saver_run")
-    from ckpttool.formats.bundle import open_bundle
+    from ckpttool.formats.tf.bundle import open_bundle
 
     with open_bundle(str(damaged / "model.ckpt-50")) as bundle:
         offset = bundle.variable("embedding").parts[0].offset

@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ckpttool.errors import CkptError
-from ckpttool.formats.ordered_code import decode_slice_key, encode_slice_key
+from ckpttool.formats.tf.ordered_code import decode_slice_key, encode_slice_key
 from ckpttool.formats.reader import open_checkpoint
-from ckpttool.formats.table import build_table, read_table
+from ckpttool.formats.tf.table import build_table, read_table
 
 _entries = st.dictionaries(st.binary(max_size=24), st.binary(max_size=3000), max_size=300)
 

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from ckpttool.formats.state import CheckpointState, read_state, write_state
+from ckpttool.formats.tf.state import CheckpointState, read_state, write_state
 from tests.conftest import assert_one_line_error, run_cli
 
 STEPS = list(range(100, 1001, 100))

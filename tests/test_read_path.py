@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ckpttool.errors import CorruptCheckpoint
-from ckpttool.formats import crc32c, messages, parallel_check
-from ckpttool.formats.bundle import open_bundle
-from ckpttool.formats.protos import checkpoint_pb2 as pb
-from ckpttool.formats.table import read_table_file
+from ckpttool.formats.tf import crc32c, messages, parallel_check
+from ckpttool.formats.tf.bundle import open_bundle
+from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
+from ckpttool.formats.tf.table import read_table_file
 from tests.conftest import assert_one_line_error, run_cli
 from tests.test_damage import _flip
 
@@ -290,8 +290,7 @@ def test_listing_and_verifying_import_neither_numpy_nor_protobuf(fixtures_dir, a
 
 def test_remote_input_hands_out_small_pieces_from_whole_gets(monkeypatch):
     fsspec = pytest.importorskip("fsspec")
-    from ckpttool.formats import fs, remote
-
+    from ckpttool.storage import fs, remote
     data = os.urandom(3 * remote.READ_CHUNK + 12345)
     fsspec.filesystem("memory").pipe_file("/perf-test/blob", data)
     gets = []

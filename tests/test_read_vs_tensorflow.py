@@ -98,8 +98,7 @@ def test_filter_and_quiet(fixtures_dir):
 
 
 def test_stats_match_numpy_in_small_chunks(fixtures_dir, tf, monkeypatch):
-    from ckpttool.formats import bundle
-
+    from ckpttool.formats.tf import bundle
     monkeypatch.setattr(bundle, "CHUNK_BYTES", 1000)  # force many chunks on the 300x200 matrix
     prefix = fixtures_dir / "every_dtype" / "dtypes"
     doc = run_cli("inspect", "--json", "--stats", "--filter", "^(big/matrix|f32|i64|bool)$", prefix).json()

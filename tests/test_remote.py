@@ -30,8 +30,7 @@ def servers():
     saved = dict(os.environ)
     for server in started.values():
         os.environ.update(server.env)
-    from ckpttool.formats import remote
-
+    from ckpttool.storage import remote
     remote.set_storage_options({})  # forget backends made before the environment was set
     yield started
     os.environ.clear()
@@ -139,8 +138,7 @@ def test_remote_paths_are_urls_in_every_document(store, fixtures_dir):
 # -- prune and repair on a bucket ------------------------------------------------------------
 
 def _download(store, url: str, local) -> None:
-    from ckpttool.formats import remote
-
+    from ckpttool.storage import remote
     fs = remote.filesystem(store.protocol)
     path = remote.split_url(url)[1]
     local.mkdir(parents=True, exist_ok=True)
@@ -150,8 +148,7 @@ def _download(store, url: str, local) -> None:
 
 
 def _names_in_bucket(store, url: str) -> set[str]:
-    from ckpttool.formats import remote
-
+    from ckpttool.storage import remote
     fs = remote.filesystem(store.protocol)
     return {os.path.basename(name.rstrip("/")) for name in fs.ls(remote.split_url(url)[1], detail=False, refresh=True)}
 
@@ -216,7 +213,7 @@ def test_two_prunes_at_once_on_one_prefix(store, fixtures_dir, tmp_path):
 
 def test_bucket_lock_object_keeps_a_second_prune_out(servers, fixtures_dir, tmp_path):
     """A lock object held by another host: prune waits for it (S3's If-None-Match: *)."""
-    from ckpttool.formats import remote
+    from ckpttool.storage import remote
     from ckpttool.ops.lock import directory_lock
 
     s3 = servers["s3"]
@@ -324,8 +321,7 @@ def test_access_denied_is_one_line_and_deletes_nothing(servers, fixtures_dir):
 
 
 def test_data_shard_vanished_after_listing(store, fixtures_dir):
-    from ckpttool.formats import remote
-
+    from ckpttool.storage import remote
     _local, url = upload(store, fixtures_dir, "saver_run")
     remote.remove_many([f"{url}/model.ckpt-50.data-00000-of-00001"])
     assert_one_line_error(run_cli("inspect", "--values", f"{url}/model.ckpt-50"), 3)
@@ -385,8 +381,7 @@ def test_rename_within_a_bucket_copies_on_the_server(servers, fixtures_dir, tmp_
 
 def test_a_store_without_conditional_writes(fixtures_dir, tf):
     """memory:// (fsspec's in-process store): every command works; prune keeps runs of this host apart."""
-    from ckpttool.formats import remote
-
+    from ckpttool.storage import remote
     fs = remote.filesystem("memory")
     root = f"/mem-{os.getpid()}"
     for name in os.listdir(fixtures_dir / "tf2_many"):
@@ -406,8 +401,7 @@ def test_an_object_removed_between_lookup_and_read_counts_as_missing(monkeypatch
     reads it (test_two_prunes_at_once_on_one_prefix met this in 1 run of 3: exit 3 "no prune
     journal"). Reproduced exactly on memory://: the object vanishes right after the lookup."""
     from ckpttool.errors import NotFound
-    from ckpttool.formats import remote
-
+    from ckpttool.storage import remote
     store = remote.filesystem("memory")
     store.pipe_file("/race/.ckpttool-prune.journal", b"{}")
     looked_up = remote.info

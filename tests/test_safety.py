@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from ckpttool.formats.state import CheckpointState, read_state, write_state
+from ckpttool.formats.tf.state import CheckpointState, read_state, write_state
 from tests.conftest import assert_one_line_error, run_cli
 from tests.test_prune_repair import HOUR, STEPS, assert_tf_restores_latest, names, on_disk
 from tests.test_rename_diff import assert_same_tensors, digest

@@ -9,8 +9,8 @@ import shutil
 import cramjam
 import pytest
 
-from ckpttool.formats.table import BlockHandle, read_table, table_layout
-from ckpttool.formats.wire import decode_varint, encode_varint
+from ckpttool.formats.tf.table import BlockHandle, read_table, table_layout
+from ckpttool.formats.tf.wire import decode_varint, encode_varint
 from tests.conftest import assert_one_line_error, run_cli
 from tests.hostile import assert_clean_exit, block_bytes, run_limited, snappy_table
 from tests.oracle import assert_inspect_matches_tf

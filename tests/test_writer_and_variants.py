@@ -7,8 +7,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ckpttool.formats.bundle import open_bundle
-from ckpttool.formats.bundle_writer import BundleWriter
+from ckpttool.formats.tf.bundle import open_bundle
+from ckpttool.formats.tf.bundle_writer import BundleWriter
 from ckpttool.formats.dtypes import dtype_from_name
 from tests.conftest import run_cli
 

@@ -79,7 +79,7 @@ def root(
     set_debug(debug)
     render.begin_invocation(no_color)
     if storage_option:
-        from ckpttool.formats import remote  # only when asked for: the local fast path never loads it
+        from ckpttool.storage import remote  # only when asked for: the local fast path never loads it
 
         remote.set_storage_options(dict(remote.parse_storage_option(o) for o in storage_option))
 

@@ -38,13 +38,9 @@ class Cmd:
     options: list[Opt]
 
 
-def describe():
-    """(click group, global options, commands) of the Typer app."""
-    import typer
-
-    from ckpttool.cli.app import app
-
-    group = typer.main.get_command(app)
+def describe(group):
+    """(global options, commands) of the app's click group (given, so that this module never
+    imports the app that registers the command calling it)."""
 
     def options_of(command):
         opts = []
@@ -60,7 +56,7 @@ def describe():
         arguments = [(getattr(p, "metavar", None) or p.name).upper() for p in command.params
                      if p.param_type_name == "argument"]
         commands.append(Cmd(name, (command.help or "").strip(), arguments, options_of(command)))
-    return group, options_of(group), commands
+    return options_of(group), commands
 
 
 def _first_line(text: str) -> str:
@@ -215,11 +211,11 @@ def render_man(global_opts, commands) -> str:
 SHELLS = ("bash", "zsh", "fish")
 
 
-def completion_script(shell: str) -> str:
-    _group, global_opts, commands = describe()
+def completion_script(group, shell: str) -> str:
+    global_opts, commands = describe(group)
     return {"bash": render_bash, "zsh": render_zsh, "fish": render_fish}[shell](global_opts, commands)
 
 
-def man_page() -> str:
-    _group, global_opts, commands = describe()
+def man_page(group) -> str:
+    global_opts, commands = describe(group)
     return render_man(global_opts, commands)

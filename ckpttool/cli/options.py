@@ -24,7 +24,7 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existin
 SourceArg = Annotated[str, typer.Argument(
     metavar="SRC", help="The checkpoint to read (prefix, file, run directory or SavedModel).", show_default=False)]
 
-# The rename rules, shared by rename-vars and convert (one implementation: ops/rename.RenameRules).
+# The rename rules, shared by rename-vars and convert (one implementation: ops/rename_rules.RenameRules).
 MapOpt = Annotated[Optional[List[str]], typer.Option("--map", help="OLD=NEW, exact name (repeatable).")]
 MapFile = Annotated[Optional[str], typer.Option("--map-file", help="JSON object or `old new` lines.")]
 RegexOpt = Annotated[Optional[List[str]], typer.Option(

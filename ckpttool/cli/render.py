@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
-from ckpttool.formats.text import base64_of, for_people, format_size, is_exact_text, replaced
+from ckpttool.text import base64_of, for_people, format_size, is_exact_text, replaced
 
 SCHEMA_VERSION = 1
 _settings = {"no_color": False}

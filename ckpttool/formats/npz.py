@@ -18,7 +18,7 @@ import numpy as np
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import STRING, DType, dtype_from_name
-from ckpttool.formats.fs import open_input
+from ckpttool.storage.fs import open_input
 from ckpttool.formats.variables import Variable
 
 CHUNK_BYTES = 8 << 20

@@ -12,8 +12,8 @@ import os
 from typing import TYPE_CHECKING, Iterator
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
-from ckpttool.formats import crc32c as crc
-from ckpttool.formats.bundle import Bundle
+from ckpttool.formats.tf import crc32c as crc
+from ckpttool.formats.tf.bundle import Bundle
 from ckpttool.formats.variables import StoredTensor, Variable, slice_bounds, slice_shape
 
 if TYPE_CHECKING:  # numpy only to swap bytes or reassemble slices: a plain copy needs none

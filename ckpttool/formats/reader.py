@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Union
 
 from ckpttool.errors import CorruptCheckpoint, NotFound
-from ckpttool.formats import fs
-from ckpttool.formats.bundle import Bundle, open_bundle
-from ckpttool.formats.shards import split_v1_pattern
-from ckpttool.formats.table import is_table_file
+from ckpttool.storage import fs
+from ckpttool.formats.tf.bundle import Bundle, open_bundle
+from ckpttool.formats.tf.shards import checkpoint_exists, split_v1_pattern
+from ckpttool.formats.tf.table import is_table_file
 
 if TYPE_CHECKING:  # V1 files need numpy and protobuf at once: imported only for them
-    from ckpttool.formats.v1 import V1Checkpoint
+    from ckpttool.formats.tf.v1 import V1Checkpoint
 
 Reader = Union[Bundle, "V1Checkpoint"]
 WEIGHTS_FORMATS = ("safetensors", "npz", "keras")
@@ -32,8 +32,6 @@ def detect_format(prefix: str) -> str:
     if fs.is_file(prefix + ".index"):
         return "v2"
     if split_v1_pattern(fs.basename(prefix)):  # the shards of a sharded V1 save, P-?????-of-N
-        from ckpttool.ops.scan import checkpoint_exists
-
         if checkpoint_exists(prefix):
             return "v1"
     if fs.is_file(prefix):
@@ -59,6 +57,6 @@ def open_checkpoint(prefix: str, fmt: str | None = None) -> Reader:
         return KerasWeights(prefix)
     if fmt == "v2":
         return open_bundle(prefix)
-    from ckpttool.formats.v1 import V1Checkpoint
+    from ckpttool.formats.tf.v1 import V1Checkpoint
 
     return V1Checkpoint(prefix)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import DType, dtype_from_name
-from ckpttool.formats.fs import open_input, read_capped
+from ckpttool.storage.fs import open_input, read_capped
 from ckpttool.formats.variables import StoredTensor, Variable
 
 if TYPE_CHECKING:  # numpy is imported where values are decoded, not to copy bytes

@@ -7,8 +7,8 @@ from math import prod
 
 from ckpttool.errors import BadSlices
 from ckpttool.formats.dtypes import DType
-from ckpttool.formats.ordered_code import Extent
-from ckpttool.formats.text import quote
+from ckpttool.formats.tf.ordered_code import Extent
+from ckpttool.text import quote
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 INTERNAL_NAMES = frozenset({OBJECT_GRAPH_KEY})

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ckpttool.errors import BadInput, NotFound, UnknownVariable, UsageProblem
-from ckpttool.formats import fs
+from ckpttool.storage import fs
 from ckpttool.graph.candidates import rank_output_candidates
 from ckpttool.graph.check import CheckResult, check_result, compare, input_shapes_for_check, random_value
 from ckpttool.graph.custom_ops import require_registered_ops

@@ -4,7 +4,7 @@ by its tags as TensorFlow's loaders do."""
 from __future__ import annotations
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
-from ckpttool.formats.fs import read_capped
+from ckpttool.storage.fs import read_capped
 
 # A serialized protobuf message cannot exceed 2 GiB; TensorFlow writes bigger
 # SavedModels chunked (saved_model.cpb), which is refused before reading.

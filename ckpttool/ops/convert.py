@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from ckpttool.errors import BadInput, CkptError, NotFound, Refused, Unsupported, UsageProblem
-from ckpttool.formats import fs
-from ckpttool.formats.atomic import StagedFile, atomic_output
+from ckpttool.storage import fs
+from ckpttool.storage.atomic import StagedFile, atomic_output
 from ckpttool.formats.dtypes import STRING, VARIANT, dtype_from_name
 from ckpttool.formats.reader import open_checkpoint, weights_file_format
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY, Variable
 from ckpttool.ops.destination import check_parent_creatable, make_parents, refuse_writing_over_source, remove_empty
-from ckpttool.ops.rename import RenameRules, compute_mapping, rewrite_object_graph
+from ckpttool.formats.tf.object_graph import rewrite_object_graph
+from ckpttool.ops.rename_rules import RenameRules, compute_mapping
 from ckpttool.ops.targets import resolve_target
 
 FORMATS = ("tf", "safetensors", "npz")
@@ -327,8 +328,8 @@ class _Source:
 
 
 def _write_tf(plan: ConvertPlan, source: _Source, update_state: bool = True) -> None:
-    from ckpttool.formats.bundle_writer import BundleWriter, remove_checkpoint_files
-    from ckpttool.ops.rename import _update_destination_state as update_destination_state
+    from ckpttool.formats.tf.bundle_writer import BundleWriter, remove_checkpoint_files
+    from ckpttool.ops.destination import update_destination_state
 
     with BundleWriter(plan.destination) as writer:
         for item in plan.items:
@@ -391,7 +392,7 @@ def _apply_to_a_bucket(plan: ConvertPlan, on_progress: Callable[[int], None] | N
     import dataclasses
     import tempfile
 
-    from ckpttool.formats import remote
+    from ckpttool.storage import remote
     from ckpttool.formats.safetensors import INDEX_SUFFIX
 
     with tempfile.TemporaryDirectory(prefix="ckpttool-convert-") as staging:
@@ -412,7 +413,7 @@ def _apply_to_a_bucket(plan: ConvertPlan, on_progress: Callable[[int], None] | N
             raise
         total = sum(os.path.getsize(f) for f in order)
     if plan.to == "tf":
-        from ckpttool.ops.rename import _update_destination_state as update_destination_state
+        from ckpttool.ops.destination import update_destination_state
 
         update_destination_state(plan.destination)
     return ConvertResult(plan, _written_files(plan), total)

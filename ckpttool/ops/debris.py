@@ -19,11 +19,11 @@ import os
 import re
 
 from ckpttool.errors import CkptError
-from ckpttool.formats import fs
-from ckpttool.formats.fs import read_head_and_tail
-from ckpttool.formats.messages import parse_header
-from ckpttool.formats.shards import split_v1_pattern, v1_shard
-from ckpttool.formats.table import first_plain_entry
+from ckpttool.storage import fs
+from ckpttool.storage.fs import read_head_and_tail
+from ckpttool.formats.tf.messages import parse_header
+from ckpttool.formats.tf.shards import split_v1_pattern, v1_shard
+from ckpttool.formats.tf.table import first_plain_entry
 
 _CHECKPOINT_SUFFIX_RE = re.compile(r"^(\.index|\.meta|\.data-\d{5}-of-\d{5})$")
 _TEMPSTATE_RE = re.compile(r"^.+\.(index|data-\d{5}-of-\d{5})\.tempstate\d+$")

@@ -5,10 +5,12 @@ once there is something to write."""
 from __future__ import annotations
 
 import os
+import time
 
 from ckpttool.errors import BadInput, Refused
-from ckpttool.formats import fs
-from ckpttool.formats.atomic import write_bytes_atomic
+from ckpttool.storage import fs
+from ckpttool.storage.atomic import write_bytes_atomic
+from ckpttool.formats.tf.state import CheckpointState
 
 
 def check_destination(path: str, overwrite: bool) -> str:
@@ -90,3 +92,25 @@ def remove_empty(directories: list[str]) -> None:
             os.rmdir(directory)
         except OSError:
             return  # not empty (someone else's now) or gone: leave it and those above it
+
+
+def update_destination_state(destination: str) -> None:
+    from ckpttool.formats.tf.state import read_state, write_state
+    from ckpttool.ops.statefile import update_state
+
+    directory, name = fs.dirname(destination), fs.basename(destination)
+
+    def add(state: CheckpointState) -> CheckpointState:
+        paths = [p for p in state.all_model_checkpoint_paths if fs.basename(p) != name]
+        times_ok = len(state.all_model_checkpoint_timestamps) == len(state.all_model_checkpoint_paths)
+        stamps = [t for p, t in zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps)
+                  if fs.basename(p) != name] if times_ok else []
+        return CheckpointState(name, tuple(paths + [name]),
+                               tuple(stamps + [time.time()]) if times_ok else (), state.last_preserved_timestamp)
+
+    try:
+        existing = read_state(directory)
+    except BadInput:
+        existing = None  # an unparseable state file is replaced, as TensorFlow's next save would
+    if existing is None or update_state(directory, add) is False:  # no usable state file: start one
+        write_state(directory, CheckpointState(name, (name,), (time.time(),)))

@@ -5,8 +5,8 @@ directory. Imports nothing heavy: `latest` and `ls` start fast."""
 from __future__ import annotations
 
 from ckpttool.errors import BadInput, NotFound
-from ckpttool.formats import fs
-from ckpttool.formats.state import STATE_FILENAME
+from ckpttool.storage import fs
+from ckpttool.formats.tf.state import STATE_FILENAME
 
 
 def require_directory(path: str, command: str) -> None:

@@ -10,13 +10,12 @@ import os
 import tempfile
 from typing import Iterator
 
-from ckpttool.formats import fs
+from ckpttool.storage import fs
 from ckpttool.ops.targets import Target
 
 
 def _fetch(url: str, local: str) -> None:
-    from ckpttool.formats import remote
-
+    from ckpttool.storage import remote
     os.makedirs(os.path.dirname(local), exist_ok=True)
     remote.download(url, local)
 

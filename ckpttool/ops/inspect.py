@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from ckpttool.errors import CkptError, UnknownVariable
-from ckpttool.formats import fs
+from ckpttool.storage import fs
 from ckpttool.formats.reader import open_checkpoint
-from ckpttool.formats.text import quote
+from ckpttool.text import quote
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY, format_slice, slice_shape
 from ckpttool.ops.patterns import compile_optional
 from ckpttool.ops.targets import Target, resolve_target
@@ -16,13 +16,13 @@ from ckpttool.ops.targets import Target, resolve_target
 if TYPE_CHECKING:  # numpy (values, statistics), protobuf (--tree), graphs (--meta): imported when asked for
     import numpy as np
 
-    from ckpttool.formats.meta import MetaSummary
-    from ckpttool.formats.object_graph import KeyObjectPaths
+    from ckpttool.formats.tf.meta import MetaSummary
+    from ckpttool.formats.tf.object_graph import KeyObjectPaths
     from ckpttool.ops.stats import TensorStats
 
 
 def read_meta_summary(path: str) -> MetaSummary:
-    from ckpttool.formats.meta import read_meta_summary as read
+    from ckpttool.formats.tf.meta import read_meta_summary as read
 
     return read(path)
 
@@ -129,7 +129,7 @@ def inspect_checkpoint(
         has_object_graph = reader.variable(OBJECT_GRAPH_KEY) is not None
         graph_bytes = reader.object_graph_bytes() if with_object_paths and has_object_graph else None
         if graph_bytes is not None:
-            from ckpttool.formats.object_graph import key_object_paths, parse_object_graph
+            from ckpttool.formats.tf.object_graph import key_object_paths, parse_object_graph
 
             object_paths = key_object_paths(parse_object_graph(graph_bytes)) or None
         incomplete = _missing_shards(reader) if target.format in ("v1", "v2") else ()

@@ -8,11 +8,12 @@ import stat
 from dataclasses import dataclass, replace
 
 from ckpttool.errors import CkptError, NotFound
-from ckpttool.formats import fs
-from ckpttool.formats.state import read_state
-from ckpttool.formats.table import is_table_file
-from ckpttool.formats.text import excerpt
-from ckpttool.ops.scan import (DirectoryScan, _v2_shard_count, checkpoint_exists, resolve_state_entry, scan_directory,
+from ckpttool.storage import fs
+from ckpttool.formats.tf.state import read_state
+from ckpttool.formats.tf.table import is_table_file
+from ckpttool.text import excerpt
+from ckpttool.formats.tf.shards import checkpoint_exists
+from ckpttool.ops.scan import (DirectoryScan, _v2_shard_count, resolve_state_entry, scan_directory,
                                split_step)
 
 

@@ -20,7 +20,7 @@ import time
 import uuid
 
 from ckpttool.errors import Refused
-from ckpttool.formats.fs import is_url
+from ckpttool.storage.fs import is_url
 
 LOCK_FILENAME = ".ckpttool.lock"
 # A bucket lock older than this is taken to be left by a killed run and broken.
@@ -55,8 +55,7 @@ def _host_lock_path(url: str) -> str:
 
 @contextlib.contextmanager
 def _remote_lock(url: str, timeout: float):
-    from ckpttool.formats import remote
-
+    from ckpttool.storage import remote
     protocol, _ = remote.split_url(url)
     with _flock(_host_lock_path(url), timeout, url):
         if protocol not in remote.CONDITIONAL_CREATE:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ckpttool.errors import BadInput, CorruptCheckpoint
-from ckpttool.formats import fs
-from ckpttool.formats.atomic import fsync_directory
-from ckpttool.formats.fs import read_capped
+from ckpttool.storage import fs
+from ckpttool.storage.atomic import fsync_directory
+from ckpttool.storage.fs import read_capped
 from ckpttool.ops.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_file_debris,
                                  temp_dir_debris_problem)
 from ckpttool.ops.lock import directory_lock

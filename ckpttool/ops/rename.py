@@ -8,70 +8,25 @@ object paths, so tf.train.Checkpoint.restore matches the new names.
 """
 from __future__ import annotations
 
-import bisect
-import json
 import os
 import re
-import time
 from dataclasses import dataclass
 
-from ckpttool.errors import BadInput, NotFound, Refused, UnknownVariable, Unsupported, UsageProblem
-from ckpttool.formats import fs
-from ckpttool.formats.atomic import commit_replacement, discard_replacement, prepare_replacement
-from ckpttool.formats.bundle import Bundle, data_file_path, open_bundle
-from ckpttool.formats.bundle_writer import (encode_strings, make_entry, remove_checkpoint_files, serialize_index,
+from ckpttool.errors import NotFound, Refused, Unsupported, UsageProblem
+from ckpttool.storage import fs
+from ckpttool.storage.atomic import commit_replacement, discard_replacement, prepare_replacement
+from ckpttool.formats.tf.bundle import Bundle, data_file_path, open_bundle
+from ckpttool.formats.tf.bundle_writer import (encode_strings, make_entry, remove_checkpoint_files, serialize_index,
                                              write_index)
 from ckpttool.formats.dtypes import dtype_from_code
-from ckpttool.formats.object_graph import node_paths, parse_object_graph
-from ckpttool.formats.ordered_code import encode_slice_key
-from ckpttool.formats.protos import checkpoint_pb2 as pb
-from ckpttool.formats.state import CheckpointState
+from ckpttool.formats.tf.object_graph import rewrite_object_graph
+from ckpttool.formats.tf.ordered_code import encode_slice_key
+from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY
-from ckpttool.ops.destination import (check_parent_creatable, make_parents, refuse_writing_over_source,
+from ckpttool.ops.destination import (update_destination_state, check_parent_creatable, make_parents, refuse_writing_over_source,
                                       remove_empty)
-from ckpttool.ops.patterns import compile_pattern
+from ckpttool.ops.rename_rules import RenameRules, compute_mapping
 from ckpttool.ops.targets import resolve_target
-
-EMA_SUFFIX = "/ExponentialMovingAverage"
-MAP_FILE_CAP = 256 << 20  # a name per line: far more names than any checkpoint holds
-_ATTRIBUTES = "/.ATTRIBUTES/"
-
-
-@dataclass(frozen=True)
-class RenameRules:
-    maps: tuple[tuple[str, str], ...] = ()  # --map and --map-file, exact
-    regexes: tuple[tuple[str, str], ...] = ()
-    add_prefix: str | None = None
-    strip_prefix: str | None = None
-    ema: bool = False
-    drop: tuple[str, ...] = ()
-    keep: tuple[str, ...] = ()
-    drop_optimizer: bool = False  # leave out OPTIMIZER_PATTERNS
-    sep: str | None = None  # replaces "/" in the new names, last (`.` for PyTorch-style names)
-
-    @classmethod
-    def from_options(cls, *, maps=(), map_file: str | None = None, regexes=(), add_prefix: str | None = None,
-                     strip_prefix: str | None = None, ema: bool = False, drop=(), keep=(),
-                     drop_optimizer: bool = False, sep: str | None = None) -> "RenameRules":
-        """Rules from option values as typed: `OLD=NEW` texts for maps and regexes, a map file's path."""
-        pairs = tuple(parse_pair(m, "--map") for m in maps or ())
-        if map_file:
-            pairs += read_map_file(map_file)
-        return cls(pairs, tuple(parse_pair(r, "--regex") for r in regexes or ()), add_prefix, strip_prefix, ema,
-                   tuple(drop or ()), tuple(keep or ()), drop_optimizer, sep)
-
-
-# What --drop-optimizer leaves out (matched against source names):
-OPTIMIZER_PATTERNS = (
-    # TF1 slot variables, named after their variable: `dense/kernel/Adam`, `.../Momentum` ...
-    r"/(Adam|Adam_1|AdamW|AdamW_1|Nadam|Nadam_1|LazyAdam|LazyAdam_1|Adamax|Adamax_1|Momentum|RMSProp|RMSProp_1"
-    r"|Adagrad|AdagradDA|AdagradDA_1|ProximalAdagrad|Adadelta|Adadelta_1|Ftrl|Ftrl_1|adam_m|adam_v|LAMB|LAMB_1)$",
-    r"(^|/)beta[12]_power(_\d+)?$",  # TF1 Adam's accumulators
-    r"\.OPTIMIZER_SLOT/",  # TF2 object-based slots: `<var>/.OPTIMIZER_SLOT/optimizer/m/...`
-    r"^(optimizer|opt)/",  # TF2 `Checkpoint(optimizer=...)` state; Keras 3 files' `optimizer/vars/N`
-)
-
-
 @dataclass(frozen=True)
 class RenamePlan:
     source: str
@@ -88,284 +43,6 @@ class RenameResult:
     plan: RenamePlan
     bytes_written: int
 
-
-def parse_pair(text: str, option: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise UsageProblem(f"{option} takes OLD=NEW, got {text!r}")
-    old, new = text.split("=", 1)
-    return old, new
-
-
-def read_map_file(path: str) -> tuple[tuple[str, str], ...]:
-    """A JSON object {old: new}, or lines `old new` (blank lines and # comments skipped)."""
-    try:
-        text = fs.read_capped(path, MAP_FILE_CAP, "map file").decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadInput(f"map file {path} is not UTF-8 text") from None
-    if text.lstrip().startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise BadInput(f"map file {path} is not valid JSON: {exc}") from None
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-            raise BadInput(f"map file {path}: every key and value must be a string")
-        return tuple(data.items())
-    pairs = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise BadInput(f"map file {path}, line {number}: expected `old new`")
-        pairs.append((parts[0], parts[1]))
-    return tuple(pairs)
-
-
-def compute_mapping(names: list[str], rules: RenameRules) -> tuple[dict[str, str], list[str]]:
-    """(kept source name -> new name, dropped names). Rules apply in DESIGN order:
-    map, regex, add-prefix, strip-prefix, ema, sep; then drop/keep (and
-    drop-optimizer) on source names."""
-    known = set(names)
-    exact = dict(rules.maps)
-    unknown = [old for old in exact if old not in known]
-    if unknown:
-        raise UnknownVariable("no variable named " + ", ".join(repr(u) for u in unknown) + " in the source",
-                              hint="list the names with `ckpttool inspect -q SRC`")
-    regexes = [(compile_pattern(p, "--regex"), repl) for p, repl in rules.regexes]
-    drops = [compile_pattern(p, "--drop") for p in rules.drop]
-    drops += [re.compile(p) for p in OPTIMIZER_PATTERNS] if rules.drop_optimizer else []
-    keeps = [compile_pattern(p, "--keep") for p in rules.keep]
-    mapping: dict[str, str] = {}
-    dropped: list[str] = []
-    shadowed = {n[: -len(EMA_SUFFIX)] for n in names if rules.ema and n.endswith(EMA_SUFFIX)}
-    for name in names:
-        if any(r.search(name) for r in drops) or (keeps and not any(r.search(name) for r in keeps)):
-            dropped.append(name)
-            continue
-        if rules.ema and name in shadowed:
-            dropped.append(name)  # replaced by its moving average
-            continue
-        new = exact.get(name, name)
-        for regex, repl in regexes:
-            try:
-                new = regex.sub(repl, new)
-            except (re.error, IndexError) as exc:
-                raise UsageProblem(f"bad --regex replacement {repl!r}: {exc}") from None
-        if rules.add_prefix:
-            new = rules.add_prefix + new
-        if rules.strip_prefix and new.startswith(rules.strip_prefix):
-            new = new[len(rules.strip_prefix):]
-        if rules.ema and new.endswith(EMA_SUFFIX):
-            new = new[: -len(EMA_SUFFIX)]
-        if rules.sep is not None:
-            new = new.replace("/", rules.sep)
-        if not new:
-            raise UsageProblem(f"the rules give {name!r} an empty name")
-        mapping[name] = new
-    targets: dict[str, list[str]] = {}
-    for old, new in mapping.items():
-        targets.setdefault(new, []).append(old)
-    collisions = {new: olds for new, olds in targets.items() if len(olds) > 1}
-    if collisions:
-        listing = "; ".join(f"{' + '.join(sorted(olds))} -> {new}" for new, olds in sorted(collisions.items()))
-        raise Refused(f"name collision: {listing}")
-    return mapping, dropped
-
-
-# -- TF2 object graph -----------------------------------------------------
-
-def _unescape(component: str) -> str:
-    out, i = [], 0
-    while i < len(component):
-        if component.startswith("..", i):
-            out.append(".")
-            i += 2
-        elif component.startswith(".S", i):
-            out.append("/")
-            i += 2
-        else:
-            out.append(component[i])
-            i += 1
-    return "".join(out)
-
-
-def _object_path(key: str) -> tuple[str, ...] | None:
-    """Local names of the object a plain attribute key belongs to; None for slots and oddities."""
-    if _ATTRIBUTES not in key or ".OPTIMIZER_SLOT" in key:
-        return None
-    path = key[: key.index(_ATTRIBUTES)]
-    return tuple(_unescape(c) for c in path.split("/")) if path else ()
-
-
-def _attribute_key(key: str, mapping: dict[str, str], dropped: set[str], stored: list[str]) -> str | None:
-    """The new checkpoint key of an object attribute, None if all its tensors are dropped.
-
-    An attribute's key is the stored key itself, or a prefix of the keys of
-    its tensors (a saveable with several: `it/.ATTRIBUTES/ITERATOR` stores
-    `it/.ATTRIBUTES/ITERATOR_STATE`); the new key keeps each suffix.
-    """
-    if key in mapping:
-        return mapping[key]
-    if key in dropped:
-        return None
-    start = bisect.bisect_right(stored, key)
-    members = []
-    while start < len(stored) and stored[start].startswith(key):
-        members.append(stored[start])
-        start += 1
-    kept = [m for m in members if m not in dropped]
-    if not members:
-        return key
-    if not kept:
-        return None
-    prefixes = {mapping[m][: len(mapping[m]) - (len(m) - len(key))] if mapping[m].endswith(m[len(key):]) else None
-                for m in kept}
-    if len(prefixes) != 1 or None in prefixes:
-        raise Refused(f"the tensors of object attribute {key!r} would be renamed inconsistently: "
-                      + ", ".join(f"{m} -> {mapping[m]}" for m in kept))
-    return prefixes.pop()
-
-
-def _added_prefix(mapping: dict[str, str]) -> str | None:
-    """P when every object-graph key gains the same leading path components P ("a/b/")."""
-    prefixes = {new[: len(new) - len(old)] for old, new in mapping.items() if old != OBJECT_GRAPH_KEY}
-    if len(prefixes) != 1:
-        return None
-    (prefix,) = prefixes
-    if not prefix.endswith("/") or any(not new.endswith(old) for old, new in mapping.items()):
-        return None
-    return prefix
-
-
-def _removed_prefix(mapping: dict[str, str]) -> str | None:
-    """P when every kept object-graph key loses the same leading path components P ("model/")."""
-    prefixes = {old[: len(old) - len(new)] for old, new in mapping.items() if old != OBJECT_GRAPH_KEY}
-    if len(prefixes) != 1:
-        return None
-    (prefix,) = prefixes
-    if not prefix.endswith("/") or any(not old.endswith(new) for old, new in mapping.items()):
-        return None
-    return prefix
-
-
-def _swap_node_ids(graph, a: int, b: int) -> None:
-    """Exchange the ids of nodes a and b: their places in the list and every reference to them."""
-    def swapped(node_id: int) -> int:
-        return b if node_id == a else a if node_id == b else node_id
-
-    for node in graph.nodes:
-        for child in node.children:
-            child.node_id = swapped(child.node_id)
-        for slot in node.slot_variables:
-            slot.original_variable_node_id = swapped(slot.original_variable_node_id)
-            slot.slot_variable_node_id = swapped(slot.slot_variable_node_id)
-    first, second = type(graph.nodes[a])(), type(graph.nodes[b])()
-    first.CopyFrom(graph.nodes[a])
-    second.CopyFrom(graph.nodes[b])
-    graph.nodes[a].CopyFrom(second)
-    graph.nodes[b].CopyFrom(first)
-
-
-def _reroot_at(graph, components: tuple[str, ...]) -> None:
-    """Make the object reached from the root through `components` the new root (--strip-prefix of a
-    whole object path, e.g. `model/`). The old root stays in the graph, unreachable and without
-    attributes of its own, which TensorFlow's restore ignores."""
-    node_id = 0
-    for name in components:
-        child = next((c.node_id for c in graph.nodes[node_id].children if c.local_name == name), None)
-        if child is None:
-            raise Unsupported(f"no object {'/'.join(components)} in the TF2 object graph to make the root")
-        node_id = child
-    _swap_node_ids(graph, 0, node_id)
-
-
-def _nest_under(graph, components: tuple[str, ...]) -> None:
-    """Move the root's contents to a new node reached from the root through `components`."""
-    moved = len(graph.nodes)
-    graph.nodes.add().CopyFrom(graph.nodes[0])
-    for node in graph.nodes:  # references to the old root now mean the moved node
-        for child in node.children:
-            if child.node_id == 0:
-                child.node_id = moved
-    root = graph.nodes[0]
-    has_values = root.has_checkpoint_values.value
-    root.Clear()
-    parent = root
-    for depth, name in enumerate(components):
-        target = moved if depth == len(components) - 1 else len(graph.nodes)
-        parent.children.add(node_id=target, local_name=name)
-        parent.has_checkpoint_values.value = has_values
-        if target != moved:
-            parent = graph.nodes.add()
-
-
-def _rename_attributes(node, mapping: dict[str, str], dropped: set[str], stored: list[str]) -> list[tuple[str, str]]:
-    """Rename (or drop) a node's attributes in place; the (old, new) keys of those kept."""
-    kept, renamed = [], []
-    for attribute in node.attributes:
-        old = attribute.checkpoint_key
-        new = _attribute_key(old, mapping, dropped, stored)
-        if new is None:
-            continue
-        attribute.checkpoint_key = new
-        kept.append(attribute)
-        renamed.append((old, new))
-    del node.attributes[:]
-    node.attributes.extend(kept)
-    return renamed
-
-
-def rewrite_object_graph(data: bytes, mapping: dict[str, str], dropped: set[str]) -> bytes:
-    """The object graph with checkpoint keys renamed and object paths renamed to match."""
-    graph = parse_object_graph(data)
-    stored = sorted(set(mapping) | dropped)
-    added, removed = _added_prefix(mapping), _removed_prefix(mapping)
-    if added is not None or removed is not None:
-        # --add-prefix (or a rule that only prepends): a new level of objects above the old root;
-        # --strip-prefix of a whole object path (with the rest dropped): that object becomes the root.
-        components = tuple(_unescape(c) for c in (added or removed)[:-1].split("/"))
-        if added is not None:
-            _nest_under(graph, components)
-        else:
-            _reroot_at(graph, components)
-        for node in graph.nodes:
-            _rename_attributes(node, mapping, dropped, stored)
-        return graph.SerializeToString()
-    paths = node_paths(graph)
-    edge_renames: dict[tuple[int, str], tuple[str, str]] = {}  # (parent, old local) -> (new local, why)
-    for node_id, node in enumerate(graph.nodes):
-        renamed = _rename_attributes(node, mapping, dropped, stored)
-        if node_id not in paths:
-            continue  # slot variables and other nodes reached only indirectly: keys only
-        for key, new_key in renamed:
-            old_path, new_path = _object_path(key), _object_path(new_key)
-            if old_path == new_path or old_path is None:
-                continue
-            if new_path is None or len(new_path) != len(old_path) or old_path != paths[node_id]:
-                raise Unsupported(f"renaming {key!r} to {new_key!r} would move the object to a different depth "
-                                  "of the TF2 object graph",
-                                  hint="rename objects at the same depth (e.g. model/dense1 -> model/encoder), add "
-                                       "the same prefix to every name, or strip one (--keep '^model/' "
-                                       "--strip-prefix model/ makes model the root)")
-            parent = 0
-            for depth, (old_local, new_local) in enumerate(zip(old_path, new_path)):
-                if old_local != new_local:
-                    seen = edge_renames.setdefault((parent, old_local), (new_local, key))
-                    if seen[0] != new_local:
-                        raise Refused(f"inconsistent object rename: {'/'.join(old_path[:depth + 1])} becomes "
-                                      f"{seen[0]!r} for {seen[1]!r} but {new_local!r} for {key!r}")
-                parent = next(c.node_id for c in graph.nodes[parent].children if c.local_name == old_local)
-    for (parent, old_local), (new_local, _why) in edge_renames.items():
-        children = graph.nodes[parent].children
-        if any(c.local_name == new_local for c in children):
-            raise Refused(f"object {new_local!r} already exists beside {old_local!r} in the object graph")
-        for child in children:
-            if child.local_name == old_local:
-                child.local_name = new_local
-    return graph.SerializeToString()
-
-
-# -- plan and apply -------------------------------------------------------
 
 def _checkpoint_exists(prefix: str) -> bool:
     return bool(_checkpoint_files(prefix))
@@ -456,8 +133,7 @@ def _copy_shard(source: str, destination: str, length: int | None) -> int:
 def _copy_object(source: str, destination: str) -> int:
     """One data shard to `destination`: by the server within one store, else streamed; bytes moved."""
     if fs.is_url(source) and fs.same_store(source, destination):
-        from ckpttool.formats import remote
-
+        from ckpttool.storage import remote
         found = fs.stat_path(source)
         if found is None:
             raise NotFound(f"missing data shard {source}")
@@ -510,7 +186,7 @@ def _apply_rename_with_a_bucket(plan: RenamePlan) -> RenameResult:
             written.append(destination + ".index")
             fs.write_atomic(destination + ".index", index)
             total += len(index)
-        _update_destination_state(destination)
+        update_destination_state(destination)
         return RenameResult(plan, total)
     except BaseException:
         fs.remove_files(list(reversed(written)))  # the index (last written) first
@@ -533,29 +209,6 @@ def _new_entries(bundle: Bundle, plan: RenamePlan) -> dict[bytes, pb.BundleEntry
         for extents in var.slices:
             entries[encode_slice_key(new_key, extents)] = raw[encode_slice_key(old_key, extents)]
     return entries
-
-
-def _update_destination_state(destination: str) -> None:
-    from ckpttool.formats.state import read_state, write_state
-    from ckpttool.ops.statefile import update_state
-
-    directory, name = fs.dirname(destination), fs.basename(destination)
-
-    def add(state: CheckpointState) -> CheckpointState:
-        paths = [p for p in state.all_model_checkpoint_paths if fs.basename(p) != name]
-        times_ok = len(state.all_model_checkpoint_timestamps) == len(state.all_model_checkpoint_paths)
-        stamps = [t for p, t in zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps)
-                  if fs.basename(p) != name] if times_ok else []
-        return CheckpointState(name, tuple(paths + [name]),
-                               tuple(stamps + [time.time()]) if times_ok else (), state.last_preserved_timestamp)
-
-    try:
-        existing = read_state(directory)
-    except BadInput:
-        existing = None  # an unparseable state file is replaced, as TensorFlow's next save would
-    if existing is None or update_state(directory, add) is False:  # no usable state file: start one
-        write_state(directory, CheckpointState(name, (name,), (time.time(),)))
-
 
 _OUR_TEMP_RE = re.compile(r"\.data-\d{5}-of-\d{5}\.tempstate(?P<pid>\d{1,7})$")
 _PID_MAX = 1 << 22  # Linux's largest pid; TensorFlow's own .tempstate suffixes are random 64-bit numbers
@@ -650,7 +303,7 @@ def apply_rename(plan: RenamePlan, link: bool = False) -> RenameResult:
             temp_files = []
             total += write_index(destination, out_shards, entries)
             written_files.append(destination + ".index")
-        _update_destination_state(destination)
+        update_destination_state(destination)
         return RenameResult(plan, total)
     except BaseException:
         # Nothing half-written may stay: the index is written last, so without

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ckpttool.errors import CkptError
-from ckpttool.formats import fs
-from ckpttool.formats.state import STATE_FILE_CAP, STATE_FILENAME, CheckpointState, format_state, write_state
+from ckpttool.storage import fs
+from ckpttool.formats.tf.state import STATE_FILE_CAP, STATE_FILENAME, CheckpointState, format_state, write_state
 from ckpttool.ops.lock import directory_lock
 from ckpttool.ops.scan import resolve_state_entry, scan_directory
 

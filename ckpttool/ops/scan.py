@@ -15,13 +15,13 @@ from functools import cached_property, lru_cache
 from typing import Callable, TypeVar
 
 from ckpttool.errors import CkptError, NotFound
-from ckpttool.formats import fs
-from ckpttool.formats.atomic import TEMP_SUFFIX_RE
-from ckpttool.formats.messages import parse_header
-from ckpttool.formats.shards import missing_shard_ids, split_v1_pattern, v1_pattern, v1_shard, v1_shard_names
-from ckpttool.formats.state import STATE_FILENAME, CheckpointState, read_state, read_state_file
-from ckpttool.formats.table import FOOTER_SIZE, first_entry_of_file
-from ckpttool.formats.text import excerpt
+from ckpttool.storage import fs
+from ckpttool.storage.atomic import TEMP_SUFFIX_RE
+from ckpttool.formats.tf.messages import parse_header
+from ckpttool.formats.tf.shards import missing_shard_ids, split_v1_pattern, v1_pattern, v1_shard, v1_shard_names
+from ckpttool.formats.tf.state import STATE_FILENAME, CheckpointState, read_state, read_state_file
+from ckpttool.formats.tf.table import FOOTER_SIZE, first_entry_of_file
+from ckpttool.text import excerpt
 
 _DATA_SUFFIX_LEN = len(".data-00000-of-00001")
 _TEMPSTATE_RE = re.compile(r"\.tempstate\d+$")
@@ -97,14 +97,6 @@ class DirectoryScan:
         return self._by_name.get(name)
 
 
-def checkpoint_exists(prefix: str) -> bool:
-    """What tf.train.latest_checkpoint accepts: `prefix.index` (V2), the file `prefix` (V1), or a
-    file of the V1 pattern `P-?????-of-N`."""
-    if fs.is_file(prefix + ".index") or fs.is_file(prefix):
-        return True
-    directory = fs.dirname(prefix)
-    return split_v1_pattern(fs.basename(prefix)) is not None and any(
-        fs.is_file(fs.join(directory, name) if directory else name) for name in v1_shard_names(fs.basename(prefix)))
 
 
 def split_step(name: str) -> tuple[str, int | None]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ckpttool.formats import fs
-from ckpttool.formats.atomic import commit_replacement, discard_replacement, prepare_replacement
-from ckpttool.formats.state import STATE_FILE_CAP, STATE_FILENAME, CheckpointState, format_state, parse_state
+from ckpttool.storage import fs
+from ckpttool.storage.atomic import commit_replacement, discard_replacement, prepare_replacement
+from ckpttool.formats.tf.state import STATE_FILE_CAP, STATE_FILENAME, CheckpointState, format_state, parse_state
 from ckpttool.ops.scan import resolve_state_entry
 
 

@@ -7,11 +7,11 @@ import re
 from dataclasses import dataclass, replace
 
 from ckpttool.errors import NotFound, Unsupported
-from ckpttool.formats import fs
+from ckpttool.storage import fs
 from ckpttool.formats.reader import detect_format, weights_file_format
-from ckpttool.formats.shards import split_v1_pattern, v1_pattern, v1_shard
-from ckpttool.formats.state import STATE_FILENAME
-from ckpttool.ops.scan import checkpoint_exists
+from ckpttool.formats.tf.shards import split_v1_pattern, v1_pattern, v1_shard
+from ckpttool.formats.tf.state import STATE_FILENAME
+from ckpttool.formats.tf.shards import checkpoint_exists
 
 _SUFFIX_RE = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb")

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from ckpttool.errors import BadInput, BadSlices, ChecksumMismatch, NotFound, Truncated
-from ckpttool.formats import fs
-from ckpttool.formats.bundle import Bundle
+from ckpttool.storage import fs
+from ckpttool.formats.tf.bundle import Bundle
 from ckpttool.formats.reader import open_checkpoint
-from ckpttool.formats.shards import missing_shard_ids
+from ckpttool.formats.tf.shards import missing_shard_ids
 from ckpttool.formats.variables import Variable
 from ckpttool.ops.scan import find_checkpoint_dirs, scan_directory
 from ckpttool.ops.targets import Target, resolve_target

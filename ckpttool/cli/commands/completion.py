@@ -32,6 +32,7 @@ def _install_path(shell: Shell) -> tuple[str, str | None]:
 
 
 def command(
+    ctx: typer.Context,
     shell: Annotated[Shell, typer.Argument(metavar="SHELL", help="bash, zsh or fish.", show_default=False)],
     install: Annotated[bool, typer.Option("--install", help="Write it where the shell loads user completions from, instead of printing it.")] = False,
     json_out: Json = False,
@@ -41,9 +42,9 @@ def command(
     bash: `ckpttool completion bash --install` (or `source <(ckpttool completion bash)` in ~/.bashrc).
     """
     from ckpttool.cli.docs import completion_script
-    from ckpttool.formats.atomic import write_bytes_atomic
+    from ckpttool.storage.atomic import write_bytes_atomic
 
-    script = completion_script(shell.value)
+    script = completion_script(ctx.find_root().command, shell.value)
     if not install:
         if json_out:
             render.emit_json("completion", {"shell": shell.value, "script": script})

@@ -74,7 +74,7 @@ def command(
     file beside it updated. Writes are atomic: an interrupted convert leaves no DST.
     """
     from ckpttool.ops.convert import apply_convert, parse_size, plan_convert
-    from ckpttool.ops.rename import RenameRules, parse_pair
+    from ckpttool.ops.rename_rules import RenameRules, parse_pair
 
     rules = RenameRules.from_options(maps=map_, map_file=map_file, regexes=regex, add_prefix=add_prefix,
                                      strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ckpttool.cli import render
 from ckpttool.cli.options import Directory, Json, Quiet, Recursive
-from ckpttool.formats import fs
+from ckpttool.storage import fs
 from ckpttool.ops.directories import require_directory
 from ckpttool.ops.scan import (DirectoryScan, find_checkpoint_dirs, for_each_directory, scan_directory,
                                state_file_problems)

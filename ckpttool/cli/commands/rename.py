@@ -35,7 +35,8 @@ def command(
     --strip-prefix, --ema; --drop/--keep/--drop-optimizer match source names.
     TF2 object graphs are kept consistent. The state file beside DST is updated to name it.
     """
-    from ckpttool.ops.rename import RenameRules, apply_rename, plan_rename
+    from ckpttool.ops.rename import apply_rename, plan_rename
+    from ckpttool.ops.rename_rules import RenameRules
 
     rules = RenameRules.from_options(maps=map_, map_file=map_file, regexes=regex, add_prefix=add_prefix,
                                      strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep,

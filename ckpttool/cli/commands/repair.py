@@ -11,7 +11,7 @@ def command(directory: Directory, dry_run: DryRun = False, json_out: Json = Fals
 
     DIR may be a bucket; runs take turns as prune's do (across hosts on gs://
     and s3://, on the same host only elsewhere)."""
-    from ckpttool.formats import fs
+    from ckpttool.storage import fs
     from ckpttool.ops.directories import require_directory
     from ckpttool.ops.repair import BACKUP_FILENAME, apply_repair, plan_repair
 

@@ -1,7 +1,7 @@
 """The one seam through which every file is read, listed, written or deleted.
 
 Local paths use plain `os` calls (no extra import on the fast path); URLs
-(`gs://`, `s3://`, any fsspec protocol) go to formats/remote.py, imported
+(`gs://`, `s3://`, any fsspec protocol) go to storage/remote.py, imported
 only then. Only regular files are ever opened: a FIFO, a device or a
 directory where a file is expected is refused at once instead of hanging or
 reading forever (a symlink is followed, as TensorFlow follows it, and what it
@@ -67,8 +67,7 @@ def _refuse_unless_regular(mode: int, path: str, what: str) -> None:
 
 
 def _remote():
-    from ckpttool.formats import remote
-
+    from ckpttool.storage import remote
     return remote
 
 
@@ -144,7 +143,7 @@ def read_range(path: str, offset: int, length: int, what: str = "file") -> bytes
 
 def describe_size(size: int) -> str:
     """`64 MiB`, `1.5 GiB`, `312 B`: sizes in messages, as in tables (text.format_size)."""
-    from ckpttool.formats.text import format_size
+    from ckpttool.text import format_size
 
     return format_size(size)
 
@@ -347,7 +346,7 @@ def write_atomic(path: str, data: bytes, mode_of: str | None = None) -> None:
     if is_url(path):
         _remote().write_whole(path, data)
         return
-    from ckpttool.formats.atomic import write_bytes_atomic
+    from ckpttool.storage.atomic import write_bytes_atomic
 
     write_bytes_atomic(path, data, mode_of)
 
@@ -358,7 +357,7 @@ def atomic_output(path: str, sync: bool = True):
     `sync=False` skips the fsync of bulk data whose index (written last, synced) is the commit."""
     if is_url(path):
         return _remote().whole_object_output(path)
-    from ckpttool.formats.atomic import atomic_output as local_atomic_output
+    from ckpttool.storage.atomic import atomic_output as local_atomic_output
 
     return local_atomic_output(path, sync)
 

@@ -19,15 +19,15 @@ from math import prod
 from typing import TYPE_CHECKING, Iterator
 
 from ckpttool.errors import BadInput, ChecksumMismatch, CorruptCheckpoint, Truncated, Unsupported
-from ckpttool.formats import crc32c as crc
+from ckpttool.formats.tf import crc32c as crc
 from ckpttool.formats.dtypes import STRING, VARIANT, DType, dtype_from_code
-from ckpttool.formats.fs import open_random_access
-from ckpttool.formats.messages import (BundleHeader, EntryFields, checked_shape, parse_entry, parse_header,
+from ckpttool.storage.fs import open_random_access
+from ckpttool.formats.tf.messages import (BundleHeader, EntryFields, checked_shape, parse_entry, parse_header,
                                        parse_message)
-from ckpttool.formats.ordered_code import decode_slice_key, encode_slice_key
-from ckpttool.formats.shards import data_file_path  # noqa: F401 - writers import it from here
-from ckpttool.formats.table import read_table_file
-from ckpttool.formats.text import quote
+from ckpttool.formats.tf.ordered_code import decode_slice_key, encode_slice_key
+from ckpttool.formats.tf.shards import data_file_path  # noqa: F401 - writers import it from here
+from ckpttool.formats.tf.table import read_table_file
+from ckpttool.text import quote
 from ckpttool.formats.variables import (
     OBJECT_GRAPH_KEY,
     StoredTensor,
@@ -37,12 +37,12 @@ from ckpttool.formats.variables import (
     slice_bounds,
     slice_shape,
 )
-from ckpttool.formats.wire import decode_fixed32, decode_varint, encode_fixed32, encode_fixed64
+from ckpttool.formats.tf.wire import decode_fixed32, decode_varint, encode_fixed32, encode_fixed64
 
 if TYPE_CHECKING:  # numpy is imported where tensors are decoded, not to list or verify them
     import numpy as np
 
-    from ckpttool.formats.protos import checkpoint_pb2 as pb
+    from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
 
 # Bytes per read when a caller names no size: None lets the input choose (a
 # cache-sized piece locally, one ranged GET remotely).
@@ -164,7 +164,7 @@ class Bundle:
 
     def raw_entries(self) -> dict[bytes, pb.BundleEntryProto]:
         """Every index entry by key as a protobuf message, slice entries included (for writers)."""
-        from ckpttool.formats.protos import checkpoint_pb2 as pb
+        from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
 
         return {key: parse_message(pb.BundleEntryProto, value, "index entry") for key, value in self._encoded.items()}
 
@@ -402,7 +402,7 @@ class Bundle:
         """(variable, bytes checked or the damage found) for each of `variables`, in order: what
         `check_variable` gives, with large local tensors read and checksummed in pieces by
         several threads (the shards of a sharded checkpoint among them)."""
-        from ckpttool.formats.parallel_check import check_in_parallel
+        from ckpttool.formats.tf.parallel_check import check_in_parallel
 
         return check_in_parallel(self, variables)
 

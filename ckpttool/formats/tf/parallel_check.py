@@ -15,14 +15,14 @@ from collections import deque
 from typing import TYPE_CHECKING, Iterator, Union
 
 from ckpttool.errors import BadInput
-from ckpttool.formats import crc32c as crc
-from ckpttool.formats.fs import LocalInput
+from ckpttool.formats.tf import crc32c as crc
+from ckpttool.storage.fs import LocalInput
 from ckpttool.formats.variables import StoredTensor, Variable
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from ckpttool.formats.bundle import Bundle
+    from ckpttool.formats.tf.bundle import Bundle
 
 PIECE_BYTES = 16 << 20  # one worker's share of a large tensor
 THREADED_MIN_BYTES = 1 << 20  # smaller variables are checked by the calling thread

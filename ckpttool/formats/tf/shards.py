@@ -1,5 +1,5 @@
 """Data shard file names and which of them are missing, without numpy (directory
-scans use this; reading tensors is formats/bundle.py's job).
+scans use this; reading tensors is formats/tf/bundle.py's job).
 
 V1 checkpoints saved sharded are files `P-00000-of-00002`, `P-00001-of-00002`
 (with the graph in `P.meta`); TensorFlow names the checkpoint by the pattern
@@ -9,6 +9,8 @@ tf.train.load_checkpoint reads every file the pattern matches.
 from __future__ import annotations
 
 import re
+
+from ckpttool.storage import fs
 
 _V1_SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<shard>\d{5})-of-(?P<count>\d{5})$")
 _V1_PATTERN_RE = re.compile(r"^(?P<stem>.+)-\?{5}-of-(?P<count>\d{5})$")
@@ -56,3 +58,13 @@ def missing_shard_ids(num_shards: int, present: set[int], limit: int) -> tuple[l
             first.append(shard_id)
         shard_id += 1
     return first, count
+
+
+def checkpoint_exists(prefix: str) -> bool:
+    """What tf.train.latest_checkpoint accepts: `prefix.index` (V2), the file `prefix` (V1), or a
+    file of the V1 pattern `P-?????-of-N`."""
+    if fs.is_file(prefix + ".index") or fs.is_file(prefix):
+        return True
+    directory = fs.dirname(prefix)
+    return split_v1_pattern(fs.basename(prefix)) is not None and any(
+        fs.is_file(fs.join(directory, name) if directory else name) for name in v1_shard_names(fs.basename(prefix)))

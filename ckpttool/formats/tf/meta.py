@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import dtype_from_code
-from ckpttool.formats.fs import describe_size, read_capped
-from ckpttool.formats.proto_errors import decode_error_text, text_format_error_text
+from ckpttool.storage.fs import describe_size, read_capped
+from ckpttool.formats.tf.proto_errors import decode_error_text, text_format_error_text
 
 GRAPH_FILE_CAP = 2 << 30
 
@@ -138,7 +138,7 @@ def _out_of_memory(path: str, size: int) -> BadInput:
 
 
 def read_meta_summary(path: str) -> MetaSummary:
-    from ckpttool.formats.protos import graph_pb2
+    from ckpttool.formats.tf.protos import graph_pb2
 
     if os.path.basename(path).startswith("saved_model."):
         if path.endswith(".cpb"):

@@ -15,14 +15,14 @@ import os
 from math import prod
 from typing import TYPE_CHECKING, Iterable
 
-from ckpttool.formats import crc32c as crc
-from ckpttool.formats.atomic import StagedFile, commit_replacement, discard_replacement, prepare_replacement
-from ckpttool.formats.bundle import data_file_path
+from ckpttool.formats.tf import crc32c as crc
+from ckpttool.storage.atomic import StagedFile, commit_replacement, discard_replacement, prepare_replacement
+from ckpttool.formats.tf.bundle import data_file_path
 from ckpttool.formats.dtypes import STRING, DType
-from ckpttool.formats.ordered_code import encode_slice_key
-from ckpttool.formats.protos import checkpoint_pb2 as pb
-from ckpttool.formats.table import build_table
-from ckpttool.formats.wire import encode_fixed32, encode_fixed64, encode_varint
+from ckpttool.formats.tf.ordered_code import encode_slice_key
+from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
+from ckpttool.formats.tf.table import build_table
+from ckpttool.formats.tf.wire import encode_fixed32, encode_fixed64, encode_varint
 
 if TYPE_CHECKING:
     import numpy as np

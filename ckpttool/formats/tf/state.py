@@ -4,7 +4,7 @@ Reading never trusts the paths it holds; callers decide what they point at.
 The file is read with a cap (STATE_FILE_CAP): TensorFlow's are small (about
 100 bytes per checkpoint, so even 100,000 checkpoints with timestamps make
 10 MB), and a huge or endless file must not take the tool's memory.
-Writing is atomic (formats/atomic.py), so a crash leaves the old file or the new one.
+Writing is atomic (storage/atomic.py), so a crash leaves the old file or the new one.
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass, field
 
 from ckpttool.errors import CorruptCheckpoint
-from ckpttool.formats import fs
-from ckpttool.formats.fs import read_capped
-from ckpttool.formats.proto_errors import text_format_error_text
+from ckpttool.storage import fs
+from ckpttool.storage.fs import read_capped
+from ckpttool.formats.tf.proto_errors import text_format_error_text
 
 STATE_FILENAME = "checkpoint"
 STATE_FILE_CAP = 64 << 20
@@ -78,7 +78,7 @@ def parse_state(text: str, source: str = STATE_FILENAME) -> CheckpointState:
         return plain
     from google.protobuf import text_format
 
-    from ckpttool.formats.protos import checkpoint_pb2
+    from ckpttool.formats.tf.protos import checkpoint_pb2
 
     message = checkpoint_pb2.CheckpointState()
     try:
@@ -113,7 +113,7 @@ def read_state(directory: str) -> CheckpointState | None:
 def format_state(state: CheckpointState) -> str:
     from google.protobuf import text_format
 
-    from ckpttool.formats.protos import checkpoint_pb2
+    from ckpttool.formats.tf.protos import checkpoint_pb2
 
     message = checkpoint_pb2.CheckpointState(
         model_checkpoint_path=state.model_checkpoint_path,

@@ -1,5 +1,5 @@
 """Object stores (`gs://`, `s3://`) and every other fsspec file system, behind
-the one file seam (formats/fs.py). Imported only when a path is a URL, so the
+the one file seam (storage/fs.py). Imported only when a path is a URL, so the
 local fast path never pays for fsspec.
 
 Credentials and endpoints come from the backends' own chains (AWS env vars
@@ -286,7 +286,7 @@ def iter_range_chunks(url: str, start: int, size: int, chunk: int = READ_CHUNK,
 
 
 class RemoteInput:
-    """An object read at offsets over ranged GETs (the random-access interface of formats/fs.py),
+    """An object read at offsets over ranged GETs (the random-access interface of storage/fs.py),
     also usable as a sequential file (`seek`/`read`) by readers that read a whole table."""
 
     def __init__(self, url: str, size: int):

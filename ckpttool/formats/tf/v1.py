@@ -21,14 +21,14 @@ from typing import Iterator
 import numpy as np
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
-from ckpttool.formats import fs
+from ckpttool.storage import fs
 from ckpttool.formats.dtypes import STRING, dtype_from_code
-from ckpttool.formats.messages import extents_of, parse_message, shape_of
-from ckpttool.formats.ordered_code import decode_slice_key
-from ckpttool.formats.protos import checkpoint_pb2 as pb
-from ckpttool.formats.shards import v1_shard_names
-from ckpttool.formats.table import read_table_file
-from ckpttool.formats.text import quote
+from ckpttool.formats.tf.messages import extents_of, parse_message, shape_of
+from ckpttool.formats.tf.ordered_code import decode_slice_key
+from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
+from ckpttool.formats.tf.shards import v1_shard_names
+from ckpttool.formats.tf.table import read_table_file
+from ckpttool.text import quote
 from ckpttool.formats.variables import Variable
 
 V1_EXPANSION_CAP = 64 << 20

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from ckpttool.formats.text import excerpt
+from ckpttool.text import excerpt
 
 _DECODE_PREFIX_RE = re.compile(r"^Error parsing message(?: with type '[\w.]+')?:? ?")
 _LOCATION_RE = re.compile(r"^\d+:\d+ : ")

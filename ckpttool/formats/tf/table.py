@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
-from ckpttool.formats.crc32c import crc32c, mask, unmask
-from ckpttool.formats.fs import open_input, read_head_and_tail, read_range
-from ckpttool.formats.text import excerpt
-from ckpttool.formats.wire import decode_fixed32, decode_varint, encode_fixed32, encode_varint
+from ckpttool.formats.tf.crc32c import crc32c, mask, unmask
+from ckpttool.storage.fs import open_input, read_head_and_tail, read_range
+from ckpttool.text import excerpt
+from ckpttool.formats.tf.wire import decode_fixed32, decode_varint, encode_fixed32, encode_varint
 
 MAGIC = 0xDB4775248B80FB57
 MAGIC_BYTES = MAGIC.to_bytes(8, "little")

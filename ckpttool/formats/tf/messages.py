@@ -16,8 +16,8 @@ from math import prod
 from typing import Callable, NamedTuple, Union
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
-from ckpttool.formats.proto_errors import decode_error_text
-from ckpttool.formats.text import excerpt
+from ckpttool.formats.tf.proto_errors import decode_error_text
+from ckpttool.text import excerpt
 
 MAX_RANK = 254  # TensorFlow's TensorShape::MaxDimensions
 # numpy must be able to shape any tensor we return: its element count, empty
@@ -38,7 +38,7 @@ def _said(what: What) -> str:
 
 
 def _pb():
-    from ckpttool.formats.protos import checkpoint_pb2
+    from ckpttool.formats.tf.protos import checkpoint_pb2
 
     return checkpoint_pb2
 

@@ -1,0 +1,341 @@
+"""The TF2 object graph stored under `_CHECKPOINTABLE_OBJECT_GRAPH` (FORMAT.md §5).
+
+Maps each checkpoint key to the object path TensorFlow restores it through
+(`model/dense1/kernel`), which `inspect --tree` groups by.
+
+Every cost here is linear in the graph: paths are kept as parent links and
+spelled out only for the nodes that need them (a 30,000-node chain must not
+hold 30,000 copies of ever longer paths), and a shown path is cut to its last
+MAX_SHOWN_DEPTH components (deeper object graphs are not written by
+TensorFlow; a hostile one must not make each of its keys 30,000 names long).
+"""
+from __future__ import annotations
+
+import bisect
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Mapping
+from os.path import commonprefix
+from typing import Iterator
+
+from ckpttool.errors import Refused, Unsupported
+from ckpttool.formats.tf.messages import parse_message
+from ckpttool.formats.variables import OBJECT_GRAPH_KEY
+from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
+
+MAX_SHOWN_DEPTH = 64
+ELLIPSIS = "\u2026"
+
+
+def parse_object_graph(data: bytes) -> pb.TrackableObjectGraph:
+    return parse_message(pb.TrackableObjectGraph, data, "object graph")
+
+
+class NodePaths(Mapping):
+    """node id -> tuple of local names on the shortest path from the root (node 0),
+    for every reachable node; stored as parent links, spelled out on access."""
+
+    def __init__(self, graph: pb.TrackableObjectGraph):
+        self._links: dict[int, tuple[int, str]] = {}  # node -> (parent, local name); the root -> (-1, "")
+        count = len(graph.nodes)
+        if count:
+            self._links[0] = (-1, "")
+        queue = deque([0] if count else [])
+        while queue:
+            node_id = queue.popleft()
+            for child in graph.nodes[node_id].children:
+                if child.node_id not in self._links and 0 <= child.node_id < count:
+                    self._links[child.node_id] = (node_id, child.local_name)
+                    queue.append(child.node_id)
+
+    def __getitem__(self, node_id: int) -> tuple[str, ...]:
+        return self._walk(node_id, None)[0]
+
+    def shown(self, node_id: int) -> tuple[str, ...]:
+        """The path, or its last MAX_SHOWN_DEPTH - 1 names after an ellipsis when deeper."""
+        names, cut = self._walk(node_id, MAX_SHOWN_DEPTH - 1)
+        return (ELLIPSIS,) + names if cut else names
+
+    def _walk(self, node_id: int, limit: int | None) -> tuple[tuple[str, ...], bool]:
+        """The last `limit` names of the path (all with None), and whether more were left out."""
+        parent, name = self._links[node_id]  # KeyError for unreachable nodes, as a Mapping should
+        names = []
+        while parent != -1:
+            if limit is not None and len(names) == limit:
+                return tuple(reversed(names)), True
+            names.append(name)
+            parent, name = self._links[parent]
+        return tuple(reversed(names)), False
+
+    def __contains__(self, node_id) -> bool:
+        return node_id in self._links
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._links)
+
+    def __len__(self) -> int:
+        return len(self._links)
+
+
+def node_paths(graph: pb.TrackableObjectGraph) -> NodePaths:
+    """Shortest path of local names from the root (node 0) to every reachable node."""
+    return NodePaths(graph)
+
+
+class KeyObjectPaths:
+    """checkpoint key -> readable object path, with the longest-prefix lookup
+    that multi-tensor saveables need (see `of`)."""
+
+    def __init__(self, paths: dict[str, str]):
+        self._paths = paths
+        self._keys = sorted(key for key in paths if key)
+
+    def __bool__(self) -> bool:
+        return bool(self._paths)
+
+    def of(self, stored_key: str) -> str | None:
+        """Object path of a stored tensor: its attribute's, found exactly or as the
+        longest key that prefixes it (`it/.ATTRIBUTES/ITERATOR` for
+        `it/.ATTRIBUTES/ITERATOR_STATE`), by bisection, not a scan of every key."""
+        exact = self._paths.get(stored_key)
+        if exact is not None:
+            return exact
+        probe = stored_key
+        while True:
+            at = bisect_right(self._keys, probe) - 1
+            if at < 0:
+                return None
+            candidate = self._keys[at]
+            if stored_key.startswith(candidate):
+                return self._paths[candidate]
+            # A prefix of stored_key sorting at or below `candidate` is a
+            # prefix of what the two share, which is shorter than `probe`.
+            probe = commonprefix([candidate, stored_key])
+            if not probe:
+                return None
+
+
+def key_object_paths(graph: pb.TrackableObjectGraph) -> KeyObjectPaths:
+    """checkpoint_key -> readable object path (`model/dense1/kernel`, slots as `.../<slot m>`)."""
+    paths = node_paths(graph)
+    result: dict[str, str] = {}
+    for node_id in paths:
+        attributes = graph.nodes[node_id].attributes
+        if not attributes:
+            continue
+        shown = paths.shown(node_id)
+        for attribute in attributes:
+            suffix = () if attribute.name == "VARIABLE_VALUE" else (attribute.name,)
+            result[attribute.checkpoint_key] = "/".join(shown + suffix) or attribute.name
+    # Slot variables are reachable only through the optimizer's slot table.
+    seen_slots: set[int] = set()
+    count = len(graph.nodes)
+    for node in graph.nodes:
+        for slot in node.slot_variables:
+            slot_node = slot.slot_variable_node_id
+            if (slot.original_variable_node_id not in paths or slot_node in seen_slots
+                    or not 0 <= slot_node < count):
+                continue
+            seen_slots.add(slot_node)  # the first owner names it, as each key keeps its first path
+            owner = paths.shown(slot.original_variable_node_id)
+            for attribute in graph.nodes[slot_node].attributes:
+                result.setdefault(attribute.checkpoint_key, "/".join(owner + (f"<slot {slot.slot_name}>",)))
+    return KeyObjectPaths(result)
+
+
+# Rewriting the graph for renamed checkpoint keys (rename-vars, convert to a TF checkpoint).
+_ATTRIBUTES = "/.ATTRIBUTES/"
+
+
+def _unescape(component: str) -> str:
+    out, i = [], 0
+    while i < len(component):
+        if component.startswith("..", i):
+            out.append(".")
+            i += 2
+        elif component.startswith(".S", i):
+            out.append("/")
+            i += 2
+        else:
+            out.append(component[i])
+            i += 1
+    return "".join(out)
+
+
+def _object_path(key: str) -> tuple[str, ...] | None:
+    """Local names of the object a plain attribute key belongs to; None for slots and oddities."""
+    if _ATTRIBUTES not in key or ".OPTIMIZER_SLOT" in key:
+        return None
+    path = key[: key.index(_ATTRIBUTES)]
+    return tuple(_unescape(c) for c in path.split("/")) if path else ()
+
+
+def _attribute_key(key: str, mapping: dict[str, str], dropped: set[str], stored: list[str]) -> str | None:
+    """The new checkpoint key of an object attribute, None if all its tensors are dropped.
+
+    An attribute's key is the stored key itself, or a prefix of the keys of
+    its tensors (a saveable with several: `it/.ATTRIBUTES/ITERATOR` stores
+    `it/.ATTRIBUTES/ITERATOR_STATE`); the new key keeps each suffix.
+    """
+    if key in mapping:
+        return mapping[key]
+    if key in dropped:
+        return None
+    start = bisect.bisect_right(stored, key)
+    members = []
+    while start < len(stored) and stored[start].startswith(key):
+        members.append(stored[start])
+        start += 1
+    kept = [m for m in members if m not in dropped]
+    if not members:
+        return key
+    if not kept:
+        return None
+    prefixes = {mapping[m][: len(mapping[m]) - (len(m) - len(key))] if mapping[m].endswith(m[len(key):]) else None
+                for m in kept}
+    if len(prefixes) != 1 or None in prefixes:
+        raise Refused(f"the tensors of object attribute {key!r} would be renamed inconsistently: "
+                      + ", ".join(f"{m} -> {mapping[m]}" for m in kept))
+    return prefixes.pop()
+
+
+def _added_prefix(mapping: dict[str, str]) -> str | None:
+    """P when every object-graph key gains the same leading path components P ("a/b/")."""
+    prefixes = {new[: len(new) - len(old)] for old, new in mapping.items() if old != OBJECT_GRAPH_KEY}
+    if len(prefixes) != 1:
+        return None
+    (prefix,) = prefixes
+    if not prefix.endswith("/") or any(not new.endswith(old) for old, new in mapping.items()):
+        return None
+    return prefix
+
+
+def _removed_prefix(mapping: dict[str, str]) -> str | None:
+    """P when every kept object-graph key loses the same leading path components P ("model/")."""
+    prefixes = {old[: len(old) - len(new)] for old, new in mapping.items() if old != OBJECT_GRAPH_KEY}
+    if len(prefixes) != 1:
+        return None
+    (prefix,) = prefixes
+    if not prefix.endswith("/") or any(not old.endswith(new) for old, new in mapping.items()):
+        return None
+    return prefix
+
+
+def _swap_node_ids(graph, a: int, b: int) -> None:
+    """Exchange the ids of nodes a and b: their places in the list and every reference to them."""
+    def swapped(node_id: int) -> int:
+        return b if node_id == a else a if node_id == b else node_id
+
+    for node in graph.nodes:
+        for child in node.children:
+            child.node_id = swapped(child.node_id)
+        for slot in node.slot_variables:
+            slot.original_variable_node_id = swapped(slot.original_variable_node_id)
+            slot.slot_variable_node_id = swapped(slot.slot_variable_node_id)
+    first, second = type(graph.nodes[a])(), type(graph.nodes[b])()
+    first.CopyFrom(graph.nodes[a])
+    second.CopyFrom(graph.nodes[b])
+    graph.nodes[a].CopyFrom(second)
+    graph.nodes[b].CopyFrom(first)
+
+
+def _reroot_at(graph, components: tuple[str, ...]) -> None:
+    """Make the object reached from the root through `components` the new root (--strip-prefix of a
+    whole object path, e.g. `model/`). The old root stays in the graph, unreachable and without
+    attributes of its own, which TensorFlow's restore ignores."""
+    node_id = 0
+    for name in components:
+        child = next((c.node_id for c in graph.nodes[node_id].children if c.local_name == name), None)
+        if child is None:
+            raise Unsupported(f"no object {'/'.join(components)} in the TF2 object graph to make the root")
+        node_id = child
+    _swap_node_ids(graph, 0, node_id)
+
+
+def _nest_under(graph, components: tuple[str, ...]) -> None:
+    """Move the root's contents to a new node reached from the root through `components`."""
+    moved = len(graph.nodes)
+    graph.nodes.add().CopyFrom(graph.nodes[0])
+    for node in graph.nodes:  # references to the old root now mean the moved node
+        for child in node.children:
+            if child.node_id == 0:
+                child.node_id = moved
+    root = graph.nodes[0]
+    has_values = root.has_checkpoint_values.value
+    root.Clear()
+    parent = root
+    for depth, name in enumerate(components):
+        target = moved if depth == len(components) - 1 else len(graph.nodes)
+        parent.children.add(node_id=target, local_name=name)
+        parent.has_checkpoint_values.value = has_values
+        if target != moved:
+            parent = graph.nodes.add()
+
+
+def _rename_attributes(node, mapping: dict[str, str], dropped: set[str], stored: list[str]) -> list[tuple[str, str]]:
+    """Rename (or drop) a node's attributes in place; the (old, new) keys of those kept."""
+    kept, renamed = [], []
+    for attribute in node.attributes:
+        old = attribute.checkpoint_key
+        new = _attribute_key(old, mapping, dropped, stored)
+        if new is None:
+            continue
+        attribute.checkpoint_key = new
+        kept.append(attribute)
+        renamed.append((old, new))
+    del node.attributes[:]
+    node.attributes.extend(kept)
+    return renamed
+
+
+def rewrite_object_graph(data: bytes, mapping: dict[str, str], dropped: set[str]) -> bytes:
+    """The object graph with checkpoint keys renamed and object paths renamed to match."""
+    graph = parse_object_graph(data)
+    stored = sorted(set(mapping) | dropped)
+    added, removed = _added_prefix(mapping), _removed_prefix(mapping)
+    if added is not None or removed is not None:
+        # --add-prefix (or a rule that only prepends): a new level of objects above the old root;
+        # --strip-prefix of a whole object path (with the rest dropped): that object becomes the root.
+        components = tuple(_unescape(c) for c in (added or removed)[:-1].split("/"))
+        if added is not None:
+            _nest_under(graph, components)
+        else:
+            _reroot_at(graph, components)
+        for node in graph.nodes:
+            _rename_attributes(node, mapping, dropped, stored)
+        return graph.SerializeToString()
+    paths = node_paths(graph)
+    edge_renames: dict[tuple[int, str], tuple[str, str]] = {}  # (parent, old local) -> (new local, why)
+    for node_id, node in enumerate(graph.nodes):
+        renamed = _rename_attributes(node, mapping, dropped, stored)
+        if node_id not in paths:
+            continue  # slot variables and other nodes reached only indirectly: keys only
+        for key, new_key in renamed:
+            old_path, new_path = _object_path(key), _object_path(new_key)
+            if old_path == new_path or old_path is None:
+                continue
+            if new_path is None or len(new_path) != len(old_path) or old_path != paths[node_id]:
+                raise Unsupported(f"renaming {key!r} to {new_key!r} would move the object to a different depth "
+                                  "of the TF2 object graph",
+                                  hint="rename objects at the same depth (e.g. model/dense1 -> model/encoder), add "
+                                       "the same prefix to every name, or strip one (--keep '^model/' "
+                                       "--strip-prefix model/ makes model the root)")
+            parent = 0
+            for depth, (old_local, new_local) in enumerate(zip(old_path, new_path)):
+                if old_local != new_local:
+                    seen = edge_renames.setdefault((parent, old_local), (new_local, key))
+                    if seen[0] != new_local:
+                        raise Refused(f"inconsistent object rename: {'/'.join(old_path[:depth + 1])} becomes "
+                                      f"{seen[0]!r} for {seen[1]!r} but {new_local!r} for {key!r}")
+                parent = next(c.node_id for c in graph.nodes[parent].children if c.local_name == old_local)
+    for (parent, old_local), (new_local, _why) in edge_renames.items():
+        children = graph.nodes[parent].children
+        if any(c.local_name == new_local for c in children):
+            raise Refused(f"object {new_local!r} already exists beside {old_local!r} in the object graph")
+        for child in children:
+            if child.local_name == old_local:
+                child.local_name = new_local
+    return graph.SerializeToString()
+
+
+# -- plan and apply -------------------------------------------------------

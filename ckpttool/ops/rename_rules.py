@@ -1,0 +1,135 @@
+"""The rename rules that rename-vars and convert (and average) share: exact maps, map files,
+regular expressions, prefixes, EMA promotion, drop/keep and the optimizer patterns, turned into one
+source name -> new name mapping. Pure: knows names, not files (a map file is read through storage)."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from ckpttool.errors import BadInput, Refused, UnknownVariable, UsageProblem
+from ckpttool.storage import fs
+from ckpttool.ops.patterns import compile_pattern
+
+EMA_SUFFIX = "/ExponentialMovingAverage"
+MAP_FILE_CAP = 256 << 20  # a name per line: far more names than any checkpoint holds
+
+
+@dataclass(frozen=True)
+class RenameRules:
+    maps: tuple[tuple[str, str], ...] = ()  # --map and --map-file, exact
+    regexes: tuple[tuple[str, str], ...] = ()
+    add_prefix: str | None = None
+    strip_prefix: str | None = None
+    ema: bool = False
+    drop: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+    drop_optimizer: bool = False  # leave out OPTIMIZER_PATTERNS
+    sep: str | None = None  # replaces "/" in the new names, last (`.` for PyTorch-style names)
+
+    @classmethod
+    def from_options(cls, *, maps=(), map_file: str | None = None, regexes=(), add_prefix: str | None = None,
+                     strip_prefix: str | None = None, ema: bool = False, drop=(), keep=(),
+                     drop_optimizer: bool = False, sep: str | None = None) -> "RenameRules":
+        """Rules from option values as typed: `OLD=NEW` texts for maps and regexes, a map file's path."""
+        pairs = tuple(parse_pair(m, "--map") for m in maps or ())
+        if map_file:
+            pairs += read_map_file(map_file)
+        return cls(pairs, tuple(parse_pair(r, "--regex") for r in regexes or ()), add_prefix, strip_prefix, ema,
+                   tuple(drop or ()), tuple(keep or ()), drop_optimizer, sep)
+
+
+# What --drop-optimizer leaves out (matched against source names):
+OPTIMIZER_PATTERNS = (
+    # TF1 slot variables, named after their variable: `dense/kernel/Adam`, `.../Momentum` ...
+    r"/(Adam|Adam_1|AdamW|AdamW_1|Nadam|Nadam_1|LazyAdam|LazyAdam_1|Adamax|Adamax_1|Momentum|RMSProp|RMSProp_1"
+    r"|Adagrad|AdagradDA|AdagradDA_1|ProximalAdagrad|Adadelta|Adadelta_1|Ftrl|Ftrl_1|adam_m|adam_v|LAMB|LAMB_1)$",
+    r"(^|/)beta[12]_power(_\d+)?$",  # TF1 Adam's accumulators
+    r"\.OPTIMIZER_SLOT/",  # TF2 object-based slots: `<var>/.OPTIMIZER_SLOT/optimizer/m/...`
+    r"^(optimizer|opt)/",  # TF2 `Checkpoint(optimizer=...)` state; Keras 3 files' `optimizer/vars/N`
+)
+
+def parse_pair(text: str, option: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise UsageProblem(f"{option} takes OLD=NEW, got {text!r}")
+    old, new = text.split("=", 1)
+    return old, new
+
+
+def read_map_file(path: str) -> tuple[tuple[str, str], ...]:
+    """A JSON object {old: new}, or lines `old new` (blank lines and # comments skipped)."""
+    try:
+        text = fs.read_capped(path, MAP_FILE_CAP, "map file").decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"map file {path} is not UTF-8 text") from None
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise BadInput(f"map file {path} is not valid JSON: {exc}") from None
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            raise BadInput(f"map file {path}: every key and value must be a string")
+        return tuple(data.items())
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise BadInput(f"map file {path}, line {number}: expected `old new`")
+        pairs.append((parts[0], parts[1]))
+    return tuple(pairs)
+
+
+def compute_mapping(names: list[str], rules: RenameRules) -> tuple[dict[str, str], list[str]]:
+    """(kept source name -> new name, dropped names). Rules apply in DESIGN order:
+    map, regex, add-prefix, strip-prefix, ema, sep; then drop/keep (and
+    drop-optimizer) on source names."""
+    known = set(names)
+    exact = dict(rules.maps)
+    unknown = [old for old in exact if old not in known]
+    if unknown:
+        raise UnknownVariable("no variable named " + ", ".join(repr(u) for u in unknown) + " in the source",
+                              hint="list the names with `ckpttool inspect -q SRC`")
+    regexes = [(compile_pattern(p, "--regex"), repl) for p, repl in rules.regexes]
+    drops = [compile_pattern(p, "--drop") for p in rules.drop]
+    drops += [re.compile(p) for p in OPTIMIZER_PATTERNS] if rules.drop_optimizer else []
+    keeps = [compile_pattern(p, "--keep") for p in rules.keep]
+    mapping: dict[str, str] = {}
+    dropped: list[str] = []
+    shadowed = {n[: -len(EMA_SUFFIX)] for n in names if rules.ema and n.endswith(EMA_SUFFIX)}
+    for name in names:
+        if any(r.search(name) for r in drops) or (keeps and not any(r.search(name) for r in keeps)):
+            dropped.append(name)
+            continue
+        if rules.ema and name in shadowed:
+            dropped.append(name)  # replaced by its moving average
+            continue
+        new = exact.get(name, name)
+        for regex, repl in regexes:
+            try:
+                new = regex.sub(repl, new)
+            except (re.error, IndexError) as exc:
+                raise UsageProblem(f"bad --regex replacement {repl!r}: {exc}") from None
+        if rules.add_prefix:
+            new = rules.add_prefix + new
+        if rules.strip_prefix and new.startswith(rules.strip_prefix):
+            new = new[len(rules.strip_prefix):]
+        if rules.ema and new.endswith(EMA_SUFFIX):
+            new = new[: -len(EMA_SUFFIX)]
+        if rules.sep is not None:
+            new = new.replace("/", rules.sep)
+        if not new:
+            raise UsageProblem(f"the rules give {name!r} an empty name")
+        mapping[name] = new
+    targets: dict[str, list[str]] = {}
+    for old, new in mapping.items():
+        targets.setdefault(new, []).append(old)
+    collisions = {new: olds for new, olds in targets.items() if len(olds) > 1}
+    if collisions:
+        listing = "; ".join(f"{' + '.join(sorted(olds))} -> {new}" for new, olds in sorted(collisions.items()))
+        raise Refused(f"name collision: {listing}")
+    return mapping, dropped
+
+
+# -- TF2 object graph -----------------------------------------------------
