@@ -1,0 +1,348 @@
+"""Eval metrics for retention by quality: a tag's value at each step, from whatever the run left.
+
+Sources, in the order they are tried (the first that has the tag answers):
+1. `--metrics FILE`: JSON lines or CSV with a `step` or `epoch` column (Keras' CSVLogger writes
+   `epoch,accuracy,loss,val_accuracy,val_loss`);
+2. an HF Trainer's `trainer_state.json` (`log_history` entries with `step`), in DIR or in its newest
+   `checkpoint-<step>/`;
+3. TensorBoard event files under DIR (or `--events DIR`), read without TensorFlow (formats/tfevents):
+   TAG is `tag`, `run/tag` (`validation/epoch_loss`), or Keras' name (`val_loss` is `epoch_loss` of
+   the `validation` run, `loss` that of `train`).
+A checkpoint's name can carry its own score too (`--name-pattern`, Keras ModelCheckpoint's template):
+`name_pattern_scores` reads it.
+
+Steps and epochs: Keras logs epochs from 0 (TensorBoard `epoch_*` steps, CSVLogger's `epoch`), while
+ModelCheckpoint's `{epoch}` counts from 1: the file for `{epoch}=k` holds the weights after log epoch
+k-1. A series read from epoch logs says so (`zero_based_epochs`), and `score_at` aligns it for
+checkpoints numbered by Keras epochs. Steps are matched exactly; the last value written for a step
+wins (a restarted run rewrites its steps). A NaN or infinite value is no score (warned about).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+from ckpttool.errors import BadInput, UsageProblem
+from ckpttool.formats import tfevents
+from ckpttool.storage import fs
+
+METRICS_FILE_CAP = 256 << 20
+TRAINER_STATE = "trainer_state.json"
+_MAX_TAG_NAMES = 200  # tags named in an error at most
+
+# Keras 3 infers a direction from the metric object; without the model, from the name as Keras 2 did
+# (max for accuracy-like names), widened to the metrics Keras 3 marks as "up".
+_MAX_WORDS = ("acc", "auc", "precision", "recall", "f1", "fbeta", "fmeasure", "iou", "r2", "bleu", "rouge",
+              "map", "ndcg", "mrr", "psnr", "ssim", "score")
+_MIN_WORDS = ("loss", "error", "mse", "mae", "mape", "msle", "rmse", "perplexity", "ppl", "wer", "cer",
+              "hinge", "crossentropy", "entropy", "divergence", "distance")
+
+
+@dataclass(frozen=True)
+class MetricSeries:
+    tag: str  # as asked for
+    source: str  # what answered: "events logs/validation (epoch_loss)", "metrics log.csv (val_loss)" ...
+    values: dict[int, float]  # step (or log epoch) -> value
+    zero_based_epochs: bool = False  # Keras epoch logs: checkpoint epoch k reads log epoch k-1
+    warnings: tuple[str, ...] = ()
+
+    def score_at(self, step: int | None, keras_epoch: bool = False) -> float | None:
+        if step is None:
+            return None
+        key = step - 1 if keras_epoch and self.zero_based_epochs else step
+        return self.values.get(key)
+
+
+def infer_mode(tag: str, mode: str = "auto") -> str:
+    """"min" or "max"; auto as Keras' ModelCheckpoint(mode="auto") does without a model."""
+    if mode in ("min", "max"):
+        return mode
+    if mode != "auto":
+        raise UsageProblem(f"--mode takes min, max or auto, not {mode!r}")
+    name = tag.rsplit("/", 1)[-1].lower()
+    for prefix in ("val_", "eval_", "test_", "epoch_", "validation_"):
+        name = name.removeprefix(prefix)
+    if any(word in name for word in _MIN_WORDS):
+        return "min"
+    if any(word in name for word in _MAX_WORDS):
+        return "max"
+    raise UsageProblem(f"cannot tell whether {tag!r} should be low or high: give --mode min or --mode max")
+
+
+def _finite(values: dict[int, float], what: str) -> tuple[dict[int, float], list[str]]:
+    bad = sorted(step for step, value in values.items() if not math.isfinite(value))
+    if not bad:
+        return values, []
+    shown = ", ".join(str(s) for s in bad[:5]) + (" ..." if len(bad) > 5 else "")
+    return ({s: v for s, v in values.items() if math.isfinite(v)},
+            [f"{what}: {len(bad)} value{'s' if len(bad) != 1 else ''} not finite (step {shown}): no score there"])
+
+
+# -- metrics files --------------------------------------------------------------------------------
+
+def _number(text, where: str) -> float:
+    if isinstance(text, bool) or not isinstance(text, (int, float, str)):
+        raise BadInput(f"{where}: {text!r} is not a number")
+    try:
+        return float(text)
+    except ValueError:
+        raise BadInput(f"{where}: {text!r} is not a number") from None
+
+
+def _step_of(row: dict, where: str) -> tuple[int, bool]:
+    """(step, zero_based_epochs) of one row: its `step`, else its (Keras, 0-based) `epoch`."""
+    for key, epochs in (("step", False), ("global_step", False), ("epoch", True)):
+        if key in row and row[key] not in (None, ""):
+            value = _number(row[key], where)
+            if not value.is_integer() or value < 0:
+                raise BadInput(f"{where}: {key} {row[key]!r} is not a whole number")
+            return int(value), epochs
+    raise BadInput(f"{where}: no step or epoch column")
+
+
+def read_metrics_file(path: str, tag: str) -> MetricSeries:
+    """TAG's values from a JSON-lines or CSV file with a step or epoch column."""
+    try:
+        text = fs.read_capped(path, METRICS_FILE_CAP, "metrics file").decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"metrics file {path} is not UTF-8 text") from None
+    rows: list[tuple[str, dict]] = []
+    name = fs.basename(path)
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        lines = text.splitlines()
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                if number == len(lines) and not text.endswith("\n"):
+                    continue  # the last line of a file still being written
+                raise BadInput(f"metrics file {path}, line {number}: not a JSON object") from None
+            if not isinstance(row, dict):
+                raise BadInput(f"metrics file {path}, line {number}: not a JSON object")
+            rows.append((f"metrics file {path}, line {number}", row))
+    else:
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames or not ({"step", "epoch", "global_step"} & set(reader.fieldnames)):
+            raise BadInput(f"metrics file {path}: neither JSON lines nor CSV with a step or epoch column")
+        try:
+            parsed = list(reader)
+        except csv.Error as exc:
+            raise BadInput(f"metrics file {path}: {exc}") from None
+        for number, row in enumerate(parsed, 2):
+            if None in row or any(v is None for v in row.values()):
+                if number - 2 == len(parsed) - 1 and not text.endswith("\n"):
+                    continue  # the last line of a file still being written
+                raise BadInput(f"metrics file {path}, line {number}: wrong number of columns")
+            rows.append((f"metrics file {path}, line {number}", row))
+    columns: set[str] = set()
+    values: dict[int, float] = {}
+    epochs_seen = steps_seen = False
+    for where, row in rows:
+        columns.update(k for k in row if isinstance(k, str))
+        if tag not in row or row[tag] in (None, ""):
+            continue
+        step, epochs = _step_of(row, where)
+        epochs_seen |= epochs
+        steps_seen |= not epochs
+        values[step] = _number(row[tag], where)
+    if not values:
+        shown = ", ".join(sorted(c for c in columns if c not in ("step", "epoch", "global_step")))
+        raise BadInput(f"metrics file {path} has no {tag!r}" + (f" (it has {shown})" if shown else ""))
+    if epochs_seen and steps_seen:
+        raise BadInput(f"metrics file {path}: rows give steps and epochs mixed")
+    values, warnings = _finite(values, f"metrics file {name}")
+    return MetricSeries(tag, f"metrics file {path} ({tag})", values, epochs_seen, tuple(warnings))
+
+
+# -- HF trainer_state.json ------------------------------------------------------------------------
+
+def find_trainer_state(directory: str) -> str | None:
+    """DIR/trainer_state.json, else that of the newest `checkpoint-<step>/` (it holds the whole log)."""
+    own = fs.join(directory, TRAINER_STATE)
+    if fs.is_regular_file(own):
+        return own
+    best = None
+    try:
+        entries = fs.list_dir(directory)
+    except (BadInput, OSError):
+        return None
+    for entry in entries:
+        head, _, step = entry.name.partition("-")
+        if entry.kind == "dir" and head == "checkpoint" and step.isdecimal():
+            candidate = fs.join(directory, entry.name, TRAINER_STATE)
+            if (best is None or int(step) > best[0]) and fs.is_regular_file(candidate):
+                best = (int(step), candidate)
+    return best[1] if best else None
+
+
+def read_trainer_state(path: str, tag: str) -> MetricSeries | None:
+    """TAG's values from `log_history`; None when the file does not log TAG."""
+    try:
+        state = json.loads(fs.read_capped(path, METRICS_FILE_CAP, "trainer state").decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadInput(f"{path} is not a trainer state (not JSON)") from None
+    history = state.get("log_history") if isinstance(state, dict) else None
+    if not isinstance(history, list):
+        raise BadInput(f"{path} is not a trainer state (no log_history list)")
+    values: dict[int, float] = {}
+    for number, row in enumerate(history):
+        if isinstance(row, dict) and tag in row and "step" in row:
+            where = f"{path}, log_history[{number}]"
+            step, _ = _step_of({"step": row["step"]}, where)
+            values[step] = _number(row[tag], where)
+    if not values:
+        return None
+    values, warnings = _finite(values, fs.basename(path))
+    return MetricSeries(tag, f"trainer state {path} ({tag})", values, False, tuple(warnings))
+
+
+# -- TensorBoard event files ----------------------------------------------------------------------
+
+@dataclass
+class _Candidate:
+    run: str
+    tag: str
+    rank: int  # 0 exact run/tag, 1 run suffix/tag, 2 the tag in one run, 3 Keras' name for it
+
+
+def _match_rank(run: str, tag: str, wanted: str) -> int | None:
+    full = f"{run}/{tag}" if run else tag
+    if full == wanted:
+        return 0
+    if full.endswith("/" + wanted):
+        return 1
+    if tag == wanted:
+        return 2
+    last_run = run.rsplit("/", 1)[-1]
+    if tag.startswith("epoch_"):
+        if wanted.startswith("val_") and last_run == "validation" and tag == "epoch_" + wanted[4:]:
+            return 3
+        if not wanted.startswith("val_") and last_run == "train" and tag == "epoch_" + wanted:
+            return 3
+    return None
+
+
+@dataclass
+class EventScan:
+    """Every run's scalars for the tags that could be TAG, and what else was there."""
+    values: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict)
+    ranks: dict[tuple[str, str], int] = field(default_factory=dict)
+    other_tags: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+    files: int = 0
+
+
+def scan_events(root: str, wanted: str) -> EventScan:
+    found = EventScan()
+    for run, paths in tfevents.find_event_files(root).items():
+        for path in paths:
+            found.files += 1
+            report = tfevents.EventFileReport(path)
+            rank_of: dict[str, int | None] = {}
+            for scalar in tfevents.iter_scalars(path, report):
+                rank = rank_of.get(scalar.tag, -1)
+                if rank == -1:
+                    rank = rank_of[scalar.tag] = _match_rank(run, scalar.tag, wanted)
+                    if rank is None and len(found.other_tags) < _MAX_TAG_NAMES:
+                        found.other_tags.add(f"{run}/{scalar.tag}" if run else scalar.tag)
+                if rank is not None:
+                    key = (run, scalar.tag)
+                    found.ranks[key] = rank
+                    found.values.setdefault(key, {})[scalar.step] = scalar.value
+            found.warnings.extend(report.warnings)
+    return found
+
+
+def read_events(root: str, tag: str) -> MetricSeries | None:
+    """TAG's values from the event files under root; None when there are no event files."""
+    scan = scan_events(root, tag)
+    if not scan.files:
+        return None
+    if not scan.values:
+        shown = ", ".join(sorted(scan.other_tags)) or "no scalars"
+        raise BadInput(f"no scalar {tag!r} in the {scan.files} event file{'s' if scan.files != 1 else ''} "
+                       f"under {root} (there: {shown})")
+    best = min(scan.ranks.values())
+    chosen = [key for key, rank in scan.ranks.items() if rank == best]
+    if len(chosen) > 1:
+        names = ", ".join(sorted(f"{run}/{t}" if run else t for run, t in chosen))
+        raise UsageProblem(f"--metric {tag!r} names several scalars: {names}; give one as RUN/TAG")
+    run, found_tag = chosen[0]
+    values, warnings = _finite(scan.values[(run, found_tag)], f"events {run or '.'}")
+    epochs = found_tag.startswith("epoch_")
+    where = fs.join(root, run) if run else root
+    return MetricSeries(tag, f"events {where} ({found_tag})", values, epochs,
+                        tuple(scan.warnings) + tuple(warnings))
+
+
+def read_metric(directory: str, tag: str, metrics_file: str | None = None,
+                events_dir: str | None = None) -> MetricSeries:
+    """TAG's values for the checkpoints of `directory`, from the first source that has them."""
+    if metrics_file:
+        return read_metrics_file(metrics_file, tag)
+    if events_dir is None:
+        state = find_trainer_state(directory)
+        if state is not None:
+            series = read_trainer_state(state, tag)
+            if series is not None:
+                return series
+    series = read_events(events_dir or directory, tag)
+    if series is None:
+        raise BadInput(f"no metrics for {tag!r}: no event files under {events_dir or directory}"
+                       + ("" if events_dir else ", no trainer_state.json logging it"),
+                       hint="point to them with --events DIR or --metrics FILE, or use --name-pattern")
+    return series
+
+
+# -- scores in checkpoint names -------------------------------------------------------------------
+
+_FIELD_RE = re.compile(r"\{([^{}:!]*)(?:![rsa])?(?::([^{}]*))?\}")
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf"
+
+
+@dataclass(frozen=True)
+class NamePattern:
+    """A Keras ModelCheckpoint template (`w.{epoch:02d}-{val_loss:.2f}.weights.h5`) as a matcher."""
+    template: str
+    regex: re.Pattern
+    fields: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, template: str) -> "NamePattern":
+        parts, names, pos = [], [], 0
+        for number, match in enumerate(_FIELD_RE.finditer(template)):
+            literal = template[pos:match.start()].replace("{{", "{").replace("}}", "}")
+            parts.append(re.escape(literal))
+            name, spec = match[1], match[2] or ""
+            if not name:
+                raise UsageProblem(f"--name-pattern {template!r}: every field needs a name ({{epoch}}, {{val_loss}})")
+            names.append(name)
+            integer = spec.endswith("d") or (name in ("epoch", "step", "batch") and not spec)
+            parts.append(f"(?P<f{number}>\\d+)" if integer else f"(?P<f{number}>{_NUMBER})")
+            pos = match.end()
+        parts.append(re.escape(template[pos:].replace("{{", "{").replace("}}", "}")))
+        if not names:
+            raise UsageProblem(f"--name-pattern {template!r} has no {{field}}")
+        return cls(template, re.compile("".join(parts) + r"\Z"), tuple(names))
+
+    def match(self, name: str) -> dict[str, float] | None:
+        found = self.regex.match(name)
+        if not found:
+            return None
+        return {field: float(found[f"f{i}"]) for i, field in enumerate(self.fields)}
+
+    def score(self, name: str, tag: str) -> float | None:
+        if tag not in self.fields:
+            raise UsageProblem(f"--name-pattern {self.template!r} has no field {{{tag}}} for --metric {tag!r}")
+        fields = self.match(name)
+        if fields is None:
+            return None
+        value = fields[tag]
+        return value if math.isfinite(value) else None

@@ -1,0 +1,98 @@
+"""Builds TensorBoard event files with TensorFlow and Keras, for the TF-free event reader's tests.
+
+Run as a script (`python tests/tb_fixtures.py OUT`); the tests run it once per session. Each
+layout is a directory under OUT:
+- tf2/: `tf.summary.scalar` (float32 and float64 values), a histogram, an image, text, under
+  `tf.summary.create_file_writer`, steps 0..9 (a tag `loss`, another `acc`);
+- tf1/: `tf.compat.v1.summary.FileWriter` with simple_value scalars, and merged summaries holding
+  a 1.5 MiB image beside two scalars (records large enough to be streamed);
+- keras/: a Keras 3 model fitted 4 epochs with the TensorBoard callback (`train/`, `validation/`,
+  `epoch_*` tags), a CSVLogger file and ModelCheckpoint files named from a template;
+- restart/: two files of one run, the second rewriting steps 5..9 with other values.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")
+RNG = np.random.default_rng(7)
+
+
+def tf2(out):
+    writer = tf.summary.create_file_writer(out)
+    with writer.as_default():
+        for step in range(10):
+            tf.summary.scalar("loss", 1.0 / (step + 1), step=step)
+            tf.summary.scalar("acc", tf.constant(step / 10.0, tf.float64), step=step)
+            tf.summary.histogram("weights", RNG.standard_normal(100), step=step)
+            if step % 3 == 0:
+                tf.summary.image("picture", RNG.random((1, 8, 8, 3)), step=step)
+                tf.summary.text("note", f"step {step}", step=step)
+    writer.close()
+
+
+def tf1(out):
+    graph = tf.Graph()
+    with graph.as_default():
+        image = tf.compat.v1.placeholder(tf.uint8, [1, 700, 700, 3])
+        loss = tf.compat.v1.placeholder(tf.float32, [])
+        merged = tf.compat.v1.summary.merge([
+            tf.compat.v1.summary.image("big", image),
+            tf.compat.v1.summary.scalar("merged_loss", loss),
+            tf.compat.v1.summary.scalar("merged_twice", loss * 2),
+        ])
+        writer = tf.compat.v1.summary.FileWriter(out, graph)
+        with tf.compat.v1.Session() as sess:
+            for step in range(6):
+                value = tf.compat.v1.Summary(value=[tf.compat.v1.Summary.Value(tag="val_loss",
+                                                                               simple_value=0.5 + step * 0.25 % 1)])
+                writer.add_summary(value, step * 100)
+                if step % 2 == 0:
+                    pixels = RNG.integers(0, 255, (1, 700, 700, 3), dtype=np.uint8)
+                    writer.add_summary(sess.run(merged, {image: pixels, loss: 0.1 * step}), step * 100)
+        writer.close()
+
+
+def keras(out):
+    import keras
+
+    x = RNG.standard_normal((64, 4)).astype("float32")
+    y = (x.sum(axis=1, keepdims=True) > 0).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, validation_split=0.25, epochs=4, verbose=0, callbacks=[
+        keras.callbacks.TensorBoard(os.path.join(out, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(out, "log.csv")),
+        keras.callbacks.ModelCheckpoint(os.path.join(out, "ckpt", "w.{epoch:02d}-{val_loss:.2f}.weights.h5"),
+                                        save_weights_only=True),
+    ])
+    with open(os.path.join(out, "history.json"), "w") as f:
+        json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f)
+
+
+def restart(out):
+    for offset, steps in ((0.0, range(10)), (100.0, range(5, 10))):
+        writer = tf.summary.create_file_writer(out, filename_suffix=f".part{int(offset)}")
+        with writer.as_default():
+            for step in steps:
+                tf.summary.scalar("loss", offset + step, step=step)
+        writer.close()
+
+
+def main(root: str) -> None:
+    for name, build in (("tf2", tf2), ("tf1", tf1), ("keras", keras), ("restart", restart)):
+        directory = os.path.join(root, name)
+        os.makedirs(directory, exist_ok=True)
+        build(directory)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
