@@ -218,7 +218,7 @@ def test_metrics_files(tmp_path):
                           ("step,a\n1,2\n2\n3,4\n", "line 3"),
                           ('{"step": 1, "b": 1}\n', "has no 'a' \\(it has b\\)"),
                           ("[" * 100000, "step or epoch column"),
-                          ("{" * 100000, "line 1")):
+                          ("{" * 100000 + "\n", "line 1")):
         bad = tmp_path / "bad.txt"
         bad.write_text(text)
         with pytest.raises(BadInput, match=message):
