@@ -14,9 +14,10 @@ data_compat relies on the same), so a file's plugin names are remembered per tag
 What is read, and what is not:
 - scalars: `simple_value`, and rank-0 numeric tensors of the "scalars" plugin (or of no plugin);
   other values (images, histograms, audio, text, tensors of other plugins) are skipped undecoded;
-- the decoding is by hand over the few fields above (no protobuf import), in bounded memory: a
-  record is read whole only up to `_WHOLE_RECORD`; a larger one (a merged TF1 summary holding
-  images) is streamed, its CRC computed piece by piece and only its small values kept;
+- in bounded memory: a record is read whole only up to `_WHOLE_RECORD` and parsed with protobuf
+  (our mirror of those messages, formats/tf/protos/events.proto); a larger one (a merged TF1
+  summary holding images) is streamed, framed by hand, its CRC computed piece by piece and only
+  its small Summary.Values parsed;
 - a record cut short at the end of the file (a writer still running) ends the file quietly;
 - a record whose data fails its CRC is skipped, and a length that fails its CRC ends the file
   (nothing after it can be framed): both are reported once per file through `warnings`.
@@ -26,7 +27,9 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator, NamedTuple
+
+import google_crc32c
 
 from ckpttool.errors import BadInput
 from ckpttool.formats.tf import crc32c as crc
@@ -34,10 +37,12 @@ from ckpttool.storage import fs
 
 EVENT_FILE_RE = re.compile(r"(^|\.)tfevents\.")
 _HEADER = struct.Struct("<QI")
+_DOUBLE = struct.Struct("<d")
 _FOOTER = struct.Struct("<I")
 _WHOLE_RECORD = 1 << 20  # records up to this size are read at once; larger ones are streamed
-_VALUE_CAP = 1 << 20  # a Summary.Value larger than this holds no scalar: skipped unread
+_VALUE_CAP = 64 << 10  # a Summary.Value larger than this holds no scalar: skipped unread
 _STREAM_PIECE = 1 << 20
+_READ_PIECE = 4 << 20
 _MAX_RECORD = 1 << 40  # a length beyond this is not a record (a damaged or foreign file)
 
 # tensorflow DataType codes of the numeric dtypes a scalar summary may hold
@@ -46,11 +51,10 @@ _DT_INT64, _DT_BOOL, _DT_BFLOAT16, _DT_UINT16, _DT_HALF, _DT_UINT32, _DT_UINT64 
 _CONTENT_FORMATS = {_DT_FLOAT: "<f", _DT_DOUBLE: "<d", _DT_INT32: "<i", _DT_UINT8: "<B", _DT_INT16: "<h",
                     _DT_INT8: "<b", _DT_INT64: "<q", _DT_BOOL: "<?", _DT_UINT16: "<H", _DT_HALF: "<e",
                     _DT_UINT32: "<I", _DT_UINT64: "<Q"}
-_SCALARS_PLUGIN = "scalars"
+_SCALARS_PLUGIN = b"scalars"
 
 
-@dataclass(frozen=True)
-class Scalar:
+class Scalar(NamedTuple):  # a tuple: a long log makes millions of them
     tag: str
     step: int
     value: float
@@ -76,183 +80,119 @@ class _Malformed(Exception):
     """A record whose bytes pass their CRC but do not parse as an Event: skipped."""
 
 
-def _varint(buf, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= end or shift >= 64:
-            raise _Malformed
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
+def _pb():
+    from ckpttool.formats.tf.protos import events_pb2
+
+    return events_pb2
 
 
-def _skip(buf, pos: int, end: int, wire_type: int) -> int:
-    if wire_type == 0:
-        return _varint(buf, pos, end)[1]
-    if wire_type == 1:
-        pos += 8
-    elif wire_type == 2:
-        length, pos = _varint(buf, pos, end)
-        pos += length
-    elif wire_type == 5:
-        pos += 4
-    else:
-        raise _Malformed
-    if pos > end:
-        raise _Malformed
-    return pos
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    from google.protobuf.message import DecodeError
+
+    return DecodeError, RecursionError, _Malformed
 
 
-def _fields(buf, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """(field number, wire type, start, end) of each field in buf[pos:end]; for varints and fixed
-    fields start..end is the encoded value, for length-delimited ones the payload."""
-    while pos < end:
-        key, pos = _varint(buf, pos, end)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 2:
-            length, start = _varint(buf, pos, end)
-            pos = start + length
-            if pos > end:
-                raise _Malformed
-            yield number, wire_type, start, pos
-        else:
-            start = pos
-            pos = _skip(buf, pos, end, wire_type)
-            yield number, wire_type, start, pos
-
-
-def _signed64(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _plugin_name(buf, start: int, end: int) -> str | None:
-    for number, wire_type, a, b in _fields(buf, start, end):
-        if number == 1 and wire_type == 2:  # SummaryMetadata.plugin_data
-            for n2, w2, c, d in _fields(buf, a, b):
-                if n2 == 1 and w2 == 2:  # PluginData.plugin_name
-                    return bytes(buf[c:d]).decode("utf-8", "replace")
-            return ""
-    return None
-
-
-def _tensor_scalar(buf, start: int, end: int) -> float | None:
+def _tensor_scalar(tensor) -> float | None:
     """The value of a rank-0 numeric TensorProto, None for anything else."""
-    dtype = 0
-    rank = 0
-    content = None
-    listed: list[float] = []
-    for number, wire_type, a, b in _fields(buf, start, end):
-        if number == 1 and wire_type == 0:
-            dtype = _varint(buf, a, b)[0]
-        elif number == 2 and wire_type == 2:  # tensor_shape: count its dims (a scalar has none)
-            for n2, w2, _c, _d in _fields(buf, a, b):
-                if n2 == 2 and w2 == 2:
-                    rank += 1
-                elif n2 == 3 and w2 == 0 and _varint(buf, _c, _d)[0]:  # unknown_rank
-                    return None
-        elif number == 4 and wire_type == 2:
-            content = bytes(buf[a:b])
-        elif number in (5, 6, 7, 10, 11, 13, 16, 17):
-            listed.extend(_listed_values(buf, number, wire_type, a, b, dtype))
-    if rank or dtype not in _CONTENT_FORMATS and dtype != _DT_BFLOAT16:
+    dtype = tensor.dtype
+    if tensor.HasField("tensor_shape") and (tensor.tensor_shape.dim or tensor.tensor_shape.unknown_rank):
         return None
-    if content is not None:
+    content = tensor.tensor_content
+    if content:
         if dtype == _DT_BFLOAT16:
             return struct.unpack("<f", b"\0\0" + content)[0] if len(content) == 2 else None
-        fmt = _CONTENT_FORMATS[dtype]
-        return float(struct.unpack(fmt, content)[0]) if len(content) == struct.calcsize(fmt) else None
-    if dtype in (_DT_HALF, _DT_BFLOAT16) and listed:  # half_val holds the 16 bits in an int
-        bits = int(listed[-1]) & 0xFFFF
+        fmt = _CONTENT_FORMATS.get(dtype)
+        return float(struct.unpack(fmt, content)[0]) if fmt and len(content) == struct.calcsize(fmt) else None
+    if dtype in (_DT_FLOAT,):
+        listed = tensor.float_val
+    elif dtype == _DT_DOUBLE:
+        listed = tensor.double_val
+    elif dtype in (_DT_INT32, _DT_UINT8, _DT_INT16, _DT_INT8, _DT_UINT16):
+        listed = tensor.int_val
+    elif dtype == _DT_INT64:
+        listed = tensor.int64_val
+    elif dtype == _DT_BOOL:
+        listed = tensor.bool_val
+    elif dtype == _DT_UINT32:
+        listed = tensor.uint32_val
+    elif dtype == _DT_UINT64:
+        listed = tensor.uint64_val
+    elif dtype in (_DT_HALF, _DT_BFLOAT16):  # half_val holds the 16 bits in an int
+        if not tensor.half_val:
+            return None
+        bits = tensor.half_val[-1] & 0xFFFF
         return (struct.unpack("<e", bits.to_bytes(2, "little"))[0] if dtype == _DT_HALF
                 else struct.unpack("<f", (bits << 16).to_bytes(4, "little"))[0])
-    return float(listed[-1]) if listed else None
-
-
-def _listed_values(buf, number: int, wire_type: int, a: int, b: int, dtype: int) -> list[float]:
-    """The *_val fields of a TensorProto: float_val (5), double_val (6), int_val (7, also the 8/16-bit
-    and bool types), int64_val (10), bool_val (11), half_val (13), uint32_val (16), uint64_val (17)."""
-    if number == 5:
-        fmt, size = "<f", 4
-    elif number == 6:
-        fmt, size = "<d", 8
     else:
-        fmt, size = None, 0
-    if fmt is not None:
-        if wire_type == 2:  # packed
-            count = (b - a) // size
-            return list(struct.unpack_from(f"<{count}{fmt[1]}", buf, a)) if count else []
-        return [struct.unpack_from(fmt, buf, a)[0]] if wire_type in (1, 5) else []
-    values = []
-    if wire_type == 2:
-        pos = a
-        while pos < b:
-            value, pos = _varint(buf, pos, b)
-            values.append(value)
-    elif wire_type == 0:
-        values.append(_varint(buf, a, b)[0])
-    if number in (7, 10):
-        bits = 64 if number == 10 else 32
-        values = [v - (1 << 64) if v >= 1 << 63 else v for v in values]
-        if bits == 32:
-            values = [((v + (1 << 31)) % (1 << 32)) - (1 << 31) for v in values]
-    return [float(v) for v in values]
+        return None
+    return float(listed[-1]) if listed else None  # TensorProto repeats the last value to fill a shape
 
 
 class _Reader:
-    """The scalars of one record's Event, with the per-file memory of tags' plugin names."""
+    """The scalars of parsed Summary.Values, with the per-file memory of tags' plugin names and of
+    which tags are wanted (asked once per tag)."""
 
-    def __init__(self, plugins: dict[str, str | None]):
-        self.plugins = plugins
+    def __init__(self, wanted: Callable[[str], bool] | None):
+        events = _pb()
+        self.tag_of, self.parse_value = events.ValueTag.FromString, events.Summary.Value.FromString
+        self.plugins: dict[bytes, bytes] = {}
+        self.names: dict[bytes, str | None] = {}  # tag bytes -> text, None when not wanted
+        self.wanted = wanted
 
-    def value(self, buf, start: int, end: int) -> tuple[str, float] | None:
-        tag = None
-        simple = None
-        tensor = None
-        plugin = None
-        for number, wire_type, a, b in _fields(buf, start, end):
-            if number == 1 and wire_type == 2:
-                tag = bytes(buf[a:b]).decode("utf-8", "replace")
-            elif number == 2 and wire_type == 5:
-                simple = struct.unpack_from("<f", buf, a)[0]
-            elif number == 8 and wire_type == 2:
-                tensor = (a, b)
-            elif number == 9 and wire_type == 2:
-                plugin = _plugin_name(buf, a, b)
-        if tag is None:
+    def _name(self, tag: bytes) -> str | None:
+        name = self.names.get(tag, False)
+        if name is False:
+            text = tag.decode("utf-8", "replace")
+            name = self.names[tag] = text if self.wanted is None or self.wanted(text) else None
+        return name
+
+    def value_of_bytes(self, data: bytes) -> tuple[str, float] | None:
+        """The scalar of a serialized Summary.Value, parsed only when its tag is wanted."""
+        tag = self.tag_of(data).tag
+        if self.names.get(tag, False) is None:
+            return None  # a tag not wanted: nothing more to parse
+        return self.value(self.parse_value(data))
+
+    def value(self, value) -> tuple[str, float] | None:
+        # Each attribute of a parsed message costs a wrapper object: look at as few as the answer needs.
+        tag = value.tag
+        plugin = self.plugins.get(tag)
+        if plugin is None and value.HasField("metadata"):
+            plugin = self.plugins[tag] = value.metadata.plugin_data.plugin_name
+        name = self.names.get(tag, False)
+        if name is False:
+            name = self._name(tag)
+        if name is None:
             return None
-        if plugin is not None:
-            self.plugins.setdefault(tag, plugin)
-        if simple is not None:
-            return tag, float(simple)
-        if tensor is None:
-            return None
-        known = self.plugins.get(tag)
-        if known not in (None, "", _SCALARS_PLUGIN):
-            return None  # images, histograms, text ... keep their own tags
-        number = _tensor_scalar(buf, *tensor)
-        return None if number is None else (tag, number)
+        kind = value.WhichOneof("value")
+        if kind == "simple_value":
+            return name, float(value.simple_value)
+        if kind != "tensor" or plugin not in (None, b"", _SCALARS_PLUGIN):
+            return None  # images, histograms, text ... keep their own plugin's tags
+        number = _tensor_scalar(value.tensor)
+        return None if number is None else (name, number)
 
 
-def _event_head(buf, end: int) -> tuple[float, int, list[tuple[int, int]]]:
-    """(wall_time, step, [summary spans]) of an Event held whole in buf[:end]."""
-    wall_time, step, summaries = 0.0, 0, []
-    for number, wire_type, a, b in _fields(buf, 0, end):
-        if number == 1 and wire_type == 1:
-            wall_time = struct.unpack_from("<d", buf, a)[0]
-        elif number == 2 and wire_type == 0:
-            step = _signed64(_varint(buf, a, b)[0])
-        elif number == 5 and wire_type == 2:
-            summaries.append((a, b))
-    return wall_time, step, summaries
+class _Buffered:
+    """Reads of a few bytes served from large reads of the file (three per record otherwise)."""
 
+    def __init__(self, raw: BinaryIO):
+        self.raw, self.buffer, self.pos = raw, b"", 0
 
-def _values_of_summary(buf, start: int, end: int) -> Iterator[tuple[int, int]]:
-    for number, wire_type, a, b in _fields(buf, start, end):
-        if number == 1 and wire_type == 2 and b - a <= _VALUE_CAP:
-            yield a, b
+    def read(self, count: int) -> bytes:
+        end = self.pos + count
+        if end <= len(self.buffer):
+            data = self.buffer[self.pos:end]
+            self.pos = end
+            return data
+        rest = self.buffer[self.pos:]
+        if count - len(rest) >= _READ_PIECE:
+            self.buffer, self.pos = b"", 0
+            return rest + self.raw.read(count - len(rest))
+        self.buffer = rest + self.raw.read(_READ_PIECE)
+        data = self.buffer[:count]
+        self.pos = len(data)
+        return data
 
 
 class _StreamedRecord:
@@ -324,7 +264,8 @@ def _streamed_event(record: _StreamedRecord, reader: _Reader) -> tuple[float, in
         if number == 1 and wire_type == 1:
             wall_time = struct.unpack("<d", record.take(8))[0]
         elif number == 2 and wire_type == 0:
-            step = _signed64(record.varint())
+            step = record.varint()
+            step = step - (1 << 64) if step >= 1 << 63 else step
         elif number == 5 and wire_type == 2:
             left = record.varint()
             while left > 0:
@@ -334,8 +275,7 @@ def _streamed_event(record: _StreamedRecord, reader: _Reader) -> tuple[float, in
                     raise _Malformed
                 length = record.varint()
                 if inner_key >> 3 == 1 and length <= _VALUE_CAP:
-                    data = record.take(length)
-                    value = reader.value(data, 0, length)
+                    value = reader.value_of_bytes(record.take(length))
                     if value is not None:
                         found.append(value)
                 else:
@@ -354,11 +294,17 @@ def _streamed_event(record: _StreamedRecord, reader: _Reader) -> tuple[float, in
     return wall_time, step, found
 
 
-def iter_scalars(path: str, report: EventFileReport | None = None) -> Iterator[Scalar]:
-    """Every scalar in one event file, in file order."""
+def iter_scalars(path: str, report: EventFileReport | None = None,
+                 wanted: Callable[[str], bool] | None = None) -> Iterator[Scalar]:
+    """Every scalar in one event file, in file order (only those of tags `wanted` says yes to)."""
     report = report if report is not None else EventFileReport(path)
-    reader = _Reader({})
-    stream = fs.open_input(path, "event file")
+    reader = _Reader(wanted)
+    events = _pb()
+    parse_event, parse_summary = events.EventFrame.FromString, events.SummaryFrame.FromString
+    decode_errors = _decode_errors()
+    raw = fs.open_input(path, "event file")
+    stream = _Buffered(raw)
+    checksum, masked, unpack_header, unpack_footer = google_crc32c.value, crc.mask, _HEADER.unpack, _FOOTER.unpack
     try:
         while True:
             head = stream.read(_HEADER.size)
@@ -367,8 +313,8 @@ def iter_scalars(path: str, report: EventFileReport | None = None) -> Iterator[S
             if len(head) < _HEADER.size:
                 report.cut_short = True
                 return
-            length, length_crc = _HEADER.unpack(head)
-            if crc.mask(crc.crc32c(head[:8])) != length_crc or length > _MAX_RECORD:
+            length, length_crc = unpack_header(head)
+            if masked(checksum(head[:8])) != length_crc or length > _MAX_RECORD:
                 report.unframed_tail = True
                 report.warnings.append(f"{path}: a record's length fails its checksum after {report.records} "
                                        "records; the rest of the file is not read")
@@ -381,21 +327,22 @@ def iter_scalars(path: str, report: EventFileReport | None = None) -> Iterator[S
                     if len(data) < length or len(footer) < _FOOTER.size:
                         report.cut_short = True
                         return
-                    if crc.mask(crc.crc32c(data)) != _FOOTER.unpack(footer)[0]:
+                    if masked(checksum(data)) != unpack_footer(footer)[0]:
                         report.damaged_records += 1
                         continue
                     try:
-                        wall_time, step, summaries = _event_head(data, length)
-                        found = [v for s in summaries for a, b in _values_of_summary(data, *s)
-                                 if (v := reader.value(data, a, b)) is not None]
-                    except (_Malformed, struct.error):
+                        event = parse_event(data)
+                        wall_time, step, summary = event.wall_time, event.step, event.summary
+                        found = [v for value in parse_summary(summary).value
+                                 if (v := reader.value_of_bytes(value)) is not None] if summary else []
+                    except decode_errors:
                         report.damaged_records += 1
                         continue
                 else:
                     record = _StreamedRecord(stream, length)
                     try:
                         wall_time, step, found = _streamed_event(record, reader)
-                    except (_Malformed, struct.error):
+                    except (struct.error, *decode_errors):
                         found = None
                     record_crc = record.drain()
                     footer = stream.read(_FOOTER.size)
@@ -411,7 +358,7 @@ def iter_scalars(path: str, report: EventFileReport | None = None) -> Iterator[S
             for tag, value in found:
                 yield Scalar(tag, step, value, wall_time)
     finally:
-        stream.close()
+        raw.close()
         if report.damaged_records:
             report.warnings.append(f"{path}: {report.damaged_records} damaged record"
                                    f"{'s' if report.damaged_records != 1 else ''} skipped")

@@ -242,20 +242,25 @@ class EventScan:
 def scan_events(root: str, wanted: str) -> EventScan:
     found = EventScan()
     for run, paths in tfevents.find_event_files(root).items():
+        rank_of: dict[str, int | None] = {}
+
+        def matches(tag: str) -> bool:
+            if tag not in rank_of:
+                rank_of[tag] = _match_rank(run, tag, wanted)
+                if rank_of[tag] is None and len(found.other_tags) < _MAX_TAG_NAMES:
+                    found.other_tags.add(f"{run}/{tag}" if run else tag)
+            return rank_of[tag] is not None
+
         for path in paths:
             found.files += 1
             report = tfevents.EventFileReport(path)
-            rank_of: dict[str, int | None] = {}
-            for scalar in tfevents.iter_scalars(path, report):
-                rank = rank_of.get(scalar.tag, -1)
-                if rank == -1:
-                    rank = rank_of[scalar.tag] = _match_rank(run, scalar.tag, wanted)
-                    if rank is None and len(found.other_tags) < _MAX_TAG_NAMES:
-                        found.other_tags.add(f"{run}/{scalar.tag}" if run else scalar.tag)
-                if rank is not None:
-                    key = (run, scalar.tag)
-                    found.ranks[key] = rank
-                    found.values.setdefault(key, {})[scalar.step] = scalar.value
+            for scalar in tfevents.iter_scalars(path, report, matches):
+                key = (run, scalar.tag)
+                series = found.values.get(key)
+                if series is None:
+                    series = found.values[key] = {}
+                    found.ranks[key] = rank_of[scalar.tag]
+                series[scalar.step] = scalar.value
             found.warnings.extend(report.warnings)
     return found
 
