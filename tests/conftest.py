@@ -28,6 +28,17 @@ def fixtures_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def series_dir(tmp_path_factory) -> Path:
+    """Event files, Keras ModelCheckpoint files and SavedModel versions written by TensorFlow and
+    Keras (tests/series_fixtures.py), built once per session."""
+    out = tmp_path_factory.mktemp("series_fixtures")
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "series_fixtures.py"), str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
 def manifest(fixtures_dir) -> dict:
     return json.loads((fixtures_dir / "manifest.json").read_text())
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,17 +14,6 @@ from ckpttool.errors import BadInput, UsageProblem
 from ckpttool.formats import tfevents
 from ckpttool.formats.tf import crc32c
 from ckpttool.ops import metrics
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def tb_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tb_fixtures")
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "tb_fixtures.py"), str(out)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
 
 
 def _tf_scalars(tf, path) -> list[tuple[str, int, float]]:
@@ -50,8 +37,8 @@ def _ours(path) -> list[tuple[str, int, float]]:
     return [(s.tag, s.step, s.value) for s in tfevents.iter_scalars(str(path))]
 
 
-def test_every_scalar_tensorflow_reads(tb_dir, tf):
-    files = sorted(tb_dir.rglob("events.out.tfevents.*"))
+def test_every_scalar_tensorflow_reads(series_dir, tf):
+    files = sorted(series_dir.rglob("events.out.tfevents.*"))
     assert len(files) == 6
     for path in files:
         theirs = _tf_scalars(tf, path)
@@ -59,8 +46,8 @@ def test_every_scalar_tensorflow_reads(tb_dir, tf):
         assert _ours(path) == theirs, path
 
 
-def test_large_merged_records_are_streamed_and_their_scalars_kept(tb_dir, tf):
-    path = next((tb_dir / "tf1").glob("events.out.tfevents.*"))
+def test_large_merged_records_are_streamed_and_their_scalars_kept(series_dir, tf):
+    path = next((series_dir / "tf1").glob("events.out.tfevents.*"))
     sizes, data, pos = [], path.read_bytes(), 0
     while pos < len(data):
         length = struct.unpack_from("<Q", data, pos)[0]
@@ -72,35 +59,35 @@ def test_large_merged_records_are_streamed_and_their_scalars_kept(tb_dir, tf):
     assert "big" not in tags
 
 
-def test_images_histograms_and_text_are_not_scalars(tb_dir):
-    tags = {tag for tag, _, _ in _ours(next((tb_dir / "tf2").glob("events.out.tfevents.*")))}
+def test_images_histograms_and_text_are_not_scalars(series_dir):
+    tags = {tag for tag, _, _ in _ours(next((series_dir / "tf2").glob("events.out.tfevents.*")))}
     assert tags == {"loss", "acc"}
 
 
-def test_keras_logs_align_with_modelcheckpoint_epochs(tb_dir):
+def test_keras_logs_align_with_modelcheckpoint_epochs(series_dir):
     """Keras itself says how its epochs line up: ModelCheckpoint names the file for {epoch}=k with the
     logs of epoch k-1, which TensorBoard and CSVLogger record as epoch k-1."""
-    history = json.loads((tb_dir / "keras" / "history.json").read_text())
-    from_events = metrics.read_metric(str(tb_dir / "keras"), "val_loss", events_dir=str(tb_dir / "keras" / "logs"))
-    from_csv = metrics.read_metrics_file(str(tb_dir / "keras" / "log.csv"), "val_loss")
+    history = json.loads((series_dir / "keras" / "history.json").read_text())
+    from_events = metrics.read_metric(str(series_dir / "keras"), "val_loss", events_dir=str(series_dir / "keras" / "logs"))
+    from_csv = metrics.read_metrics_file(str(series_dir / "keras" / "log.csv"), "val_loss")
     for series in (from_events, from_csv):
         assert series.zero_based_epochs
         assert [series.values[e] for e in range(4)] == pytest.approx(history["val_loss"], rel=1e-6)
     assert "validation" in from_events.source and "epoch_loss" in from_events.source
     pattern = metrics.NamePattern.parse("w.{epoch:02d}-{val_loss:.2f}.weights.h5")
-    files = sorted((tb_dir / "keras" / "ckpt").iterdir())
+    files = sorted((series_dir / "keras" / "ckpt").iterdir())
     assert len(files) == 4
     for path in files:
         fields = pattern.match(path.name)
         epoch = int(fields["epoch"])
         assert round(from_events.score_at(epoch, keras_epoch=True), 2) == fields["val_loss"]
         assert round(from_csv.score_at(epoch, keras_epoch=True), 2) == pattern.score(path.name, "val_loss")
-    train_loss = metrics.read_events(str(tb_dir / "keras" / "logs"), "loss")
+    train_loss = metrics.read_events(str(series_dir / "keras" / "logs"), "loss")
     assert [train_loss.values[e] for e in range(4)] == pytest.approx(history["loss"], rel=1e-6)
 
 
-def test_tags_name_runs_and_ambiguity_is_refused(tb_dir):
-    logs = str(tb_dir / "keras" / "logs")
+def test_tags_name_runs_and_ambiguity_is_refused(series_dir):
+    logs = str(series_dir / "keras" / "logs")
     assert metrics.read_events(logs, "validation/epoch_accuracy").values
     with pytest.raises(UsageProblem, match="train/epoch_loss, validation/epoch_loss"):
         metrics.read_events(logs, "epoch_loss")
@@ -108,8 +95,8 @@ def test_tags_name_runs_and_ambiguity_is_refused(tb_dir):
         metrics.read_events(logs, "val_f1")
 
 
-def test_restarted_run_last_written_value_wins(tb_dir, tf):
-    series = metrics.read_events(str(tb_dir / "restart"), "loss")
+def test_restarted_run_last_written_value_wins(series_dir, tf):
+    series = metrics.read_events(str(series_dir / "restart"), "loss")
     assert series.values == {s: (100.0 + s if s >= 5 else float(s)) for s in range(10)}
 
 
@@ -124,8 +111,8 @@ def _records(path: Path) -> list[tuple[int, int]]:
 
 
 @pytest.fixture
-def tf2_events(tb_dir, tmp_path) -> Path:
-    source = next((tb_dir / "tf2").glob("events.out.tfevents.*"))
+def tf2_events(series_dir, tmp_path) -> Path:
+    source = next((series_dir / "tf2").glob("events.out.tfevents.*"))
     copy = tmp_path / source.name
     copy.write_bytes(source.read_bytes())
     return copy

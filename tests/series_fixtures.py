@@ -1,6 +1,8 @@
-"""Builds TensorBoard event files with TensorFlow and Keras, for the TF-free event reader's tests.
+"""Builds what training runs leave besides TF prefixes, with TensorFlow and Keras: TensorBoard event
+files (for the TF-free event reader and retention by quality) and checkpoint series (Keras
+ModelCheckpoint files, SavedModel export versions).
 
-Run as a script (`python tests/tb_fixtures.py OUT`); the tests run it once per session. Each
+Run as a script (`python tests/series_fixtures.py OUT`); the tests run it once per session. Each
 layout is a directory under OUT:
 - tf2/: `tf.summary.scalar` (float32 and float64 values), a histogram, an image, text, under
   `tf.summary.create_file_writer`, steps 0..9 (a tag `loss`, another `acc`);
@@ -8,7 +10,9 @@ layout is a directory under OUT:
   a 1.5 MiB image beside two scalars (records large enough to be streamed);
 - keras/: a Keras 3 model fitted 4 epochs with the TensorBoard callback (`train/`, `validation/`,
   `epoch_*` tags), a CSVLogger file and ModelCheckpoint files named from a template;
-- restart/: two files of one run, the second rewriting steps 5..9 with other values.
+- restart/: two files of one run, the second rewriting steps 5..9 with other values;
+- export/: SavedModel versions 1, 2, 3 of a tf.Module (`tf.saved_model.save`), as TF Serving's
+  model_base_path holds them, and an exporter's leftover `temp-4/`.
 """
 from __future__ import annotations
 
@@ -87,8 +91,24 @@ def restart(out):
         writer.close()
 
 
+def export(out):
+    class Scale(tf.Module):
+        def __init__(self, factor):
+            self.factor = tf.Variable(factor)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def __call__(self, x):
+            return x * self.factor
+
+    for version in (1, 2, 3):
+        tf.saved_model.save(Scale(float(version)), os.path.join(out, str(version)))
+    os.makedirs(os.path.join(out, "temp-4", "variables"))
+    with open(os.path.join(out, "temp-4", "saved_model.pb"), "wb") as f:
+        f.write(b"partial")
+
+
 def main(root: str) -> None:
-    for name, build in (("tf2", tf2), ("tf1", tf1), ("keras", keras), ("restart", restart)):
+    for name, build in (("tf2", tf2), ("tf1", tf1), ("keras", keras), ("restart", restart), ("export", export)):
         directory = os.path.join(root, name)
         os.makedirs(directory, exist_ok=True)
         build(directory)
