@@ -47,10 +47,12 @@ def _is_full(extents, shape) -> bool:
 
 
 def tensor_from_proto(proto: pb.TensorProto, dtype_code: int, shape: tuple[int, ...], what: str,
-                      expansion_cap: int = V1_EXPANSION_CAP) -> np.ndarray:
+                      expansion_cap: int = V1_EXPANSION_CAP, decode: bool = True) -> np.ndarray:
     """The tensor a TensorProto holds; `expansion_cap` bounds the bytes its
-    repeat-the-last-value shorthand may grow to."""
+    repeat-the-last-value shorthand may grow to. `decode=False` keeps the storage dtype
+    (bfloat16 as its 16 bits), as conversion needs."""
     dtype = dtype_from_code(dtype_code)
+    decoder = dtype.decode if decode else (lambda raw: raw)
     count = prod(shape)
     if dtype.code == STRING:
         values = list(proto.string_val)
@@ -60,7 +62,7 @@ def tensor_from_proto(proto: pb.TensorProto, dtype_code: int, shape: tuple[int, 
         if len(proto.tensor_content) % dtype.itemsize:
             raise CorruptCheckpoint(f"{what}: {len(proto.tensor_content)} bytes of values are not a whole "
                                     f"number of {dtype.name} elements")
-        array = dtype.decode(np.frombuffer(proto.tensor_content, dtype=np.dtype(dtype.storage)))
+        array = decoder(np.frombuffer(proto.tensor_content, dtype=np.dtype(dtype.storage)))
     else:
         field = _TYPED_FIELDS.get(dtype.code)
         if field is None:
@@ -70,7 +72,7 @@ def tensor_from_proto(proto: pb.TensorProto, dtype_code: int, shape: tuple[int, 
             pairs = np.array(raw, dtype=np.float64).reshape(-1, 2)
             array = (pairs[:, 0] + 1j * pairs[:, 1]).astype(dtype.storage)
         elif field == "half_val":
-            array = dtype.decode(np.array(raw, dtype=np.uint16).view(dtype.storage))
+            array = decoder(np.array(raw, dtype=np.uint16).view(dtype.storage))
         else:
             array = np.array(raw).astype(dtype.storage)
     if array.size != count:

@@ -1,0 +1,136 @@
+"""Weights out of graphs without TensorFlow (formats/tf/graphdef.py): every Const node of frozen
+GraphDefs, MetaGraphs and SavedModel graphs, with TensorFlow's make_ndarray as the oracle; hostile
+graphs bounded."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ckpttool.errors import BadInput, CorruptCheckpoint
+from ckpttool.formats import raw
+from ckpttool.formats.tf.graphdef import GraphConstants
+
+
+@pytest.fixture(scope="module")
+def frozen(tf, tmp_path_factory):
+    """A TF1 graph with variables of several dtypes and constants in every encoding TF uses
+    (tensor_content, a splat in one typed value, typed lists, strings), frozen by TensorFlow."""
+    out = tmp_path_factory.mktemp("frozen")
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    rng = np.random.default_rng(5)
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None, 8], name="x")
+        kernel = v1.get_variable("dense/kernel", initializer=rng.standard_normal((8, 4)).astype(np.float32))
+        bias = v1.get_variable("dense/bias", initializer=rng.standard_normal(4).astype(np.float32))
+        half = v1.get_variable("half", initializer=rng.standard_normal((3, 5)).astype(np.float16))
+        wide = v1.get_variable("wide", initializer=rng.standard_normal((2, 3)))
+        ints = v1.get_variable("ints", initializer=np.arange(12, dtype=np.int64).reshape(3, 4))
+        bf = tf.cast(tf.constant(rng.standard_normal((4, 4)).astype(np.float32)), tf.bfloat16, name="bf_src")
+        y = tf.matmul(x, kernel) + bias
+        y = y + tf.reduce_sum(tf.cast(half, tf.float32)) + tf.cast(tf.reduce_sum(wide), tf.float32)
+        y = y + tf.cast(tf.reduce_sum(ints), tf.float32) + tf.reduce_sum(tf.cast(bf, tf.float32))
+        y = y + tf.reduce_sum(tf.constant(0.5, shape=[64, 64], name="splat"))  # one float_val, 4096 elements
+        y = y + tf.cast(tf.reduce_sum(tf.constant([1, 2, 3], tf.int8)), tf.float32)
+        y = tf.identity(y + tf.cast(tf.reduce_all(tf.constant([True, False])), tf.float32), name="out")
+        tf.constant([b"ab", b"\xffz"], name="strings")
+        tf.constant(np.array([1.5, -2.0], np.float16), name="half_list")
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            frozen_def = v1.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), ["out", "strings",
+                                                                                                    "half_list"])
+            v1.train.export_meta_graph(str(out / "model.meta"))
+    path = out / "frozen.pb"
+    path.write_bytes(frozen_def.SerializeToString())
+    return path
+
+
+def _tf_consts(tf, graph_def):
+    return {node.name: tf.make_ndarray(node.attr["value"].tensor) for node in graph_def.node if node.op == "Const"}
+
+
+def _raw_bytes(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
+def test_every_const_equals_make_ndarray(tf, frozen):
+    graph_def = tf.compat.v1.GraphDef.FromString(frozen.read_bytes())
+    theirs = _tf_consts(tf, graph_def)
+    with GraphConstants(str(frozen), min_elements=0) as reader:
+        assert sorted(v.name for v in reader.variables) == sorted(theirs)
+        for var in reader.variables:
+            ref = theirs[var.name]
+            assert var.dtype.name == tf.as_dtype(ref.dtype).name, var.name
+            assert var.shape == ref.shape, var.name
+            ours = reader.read(var)
+            if ref.dtype == object:
+                assert list(ours.reshape(-1)) == list(ref.reshape(-1)), var.name
+            else:
+                assert np.array_equal(_raw_bytes(raw.read_stored(reader, var)), _raw_bytes(ref)), var.name
+                if ref.dtype.name != "bfloat16":  # people get bfloat16 as float32; the bits are checked above
+                    assert ours.dtype == ref.dtype and np.array_equal(ours, ref), var.name
+    assert {"dense/kernel", "dense/bias", "half", "wide", "ints"} <= set(theirs)
+
+
+def test_small_constants_are_left_out_by_default(tf, frozen):
+    graph_def = tf.compat.v1.GraphDef.FromString(frozen.read_bytes())
+    sizes = {name: value.size for name, value in _tf_consts(tf, graph_def).items()}
+    with GraphConstants(str(frozen)) as reader:
+        assert sorted(v.name for v in reader.variables) == sorted(n for n, s in sizes.items() if s >= 2)
+        assert reader.left_out == sum(1 for s in sizes.values() if s < 2)
+        splat = reader.variable("splat")
+        assert splat is not None and np.array_equal(reader.read(splat), np.full((64, 64), 0.5, np.float32))
+
+
+def test_meta_graph_and_saved_model_constants(tf, frozen, fixtures_dir):
+    meta = tf.compat.v1.MetaGraphDef.FromString((frozen.parent / "model.meta").read_bytes())
+    with GraphConstants(str(frozen.parent / "model.meta"), min_elements=0) as reader:
+        assert sorted(v.name for v in reader.variables) == sorted(_tf_consts(tf, meta.graph_def))
+    for saved in sorted(fixtures_dir.rglob("saved_model.pb"))[:3]:
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        model = saved_model_pb2.SavedModel.FromString(saved.read_bytes())
+        theirs = _tf_consts(tf, model.meta_graphs[0].graph_def)
+        with GraphConstants(str(saved), min_elements=0) as reader:
+            assert sorted(v.name for v in reader.variables) == sorted(theirs), saved
+            for var in reader.variables:
+                if theirs[var.name].dtype != object:
+                    assert np.array_equal(_raw_bytes(raw.read_stored(reader, var)), _raw_bytes(theirs[var.name]))
+
+
+def _edited(tf, frozen, tmp_path, edit) -> str:
+    graph_def = tf.compat.v1.GraphDef.FromString(frozen.read_bytes())
+    node = next(n for n in graph_def.node if n.name == "dense/kernel")
+    edit(node.attr["value"].tensor)
+    path = tmp_path / "edited.pb"
+    path.write_bytes(graph_def.SerializeToString())
+    return str(path)
+
+
+def test_hostile_graphs(tf, frozen, tmp_path):
+    def lying_content(tensor):
+        tensor.tensor_content = tensor.tensor_content[:-4]
+
+    def huge_shape(tensor):
+        tensor.tensor_shape.dim[0].size = 1 << 62
+
+    def huge_splat(tensor):
+        tensor.tensor_content = b""
+        tensor.float_val.append(1.0)
+        tensor.tensor_shape.dim[0].size = 1 << 24
+        tensor.tensor_shape.dim[1].size = 1 << 10
+
+    for edit, message in ((lying_content, "holds 124 bytes"), (huge_shape, "too large")):
+        with pytest.raises(CorruptCheckpoint, match=message):
+            GraphConstants(_edited(tf, frozen, tmp_path, edit))
+    with GraphConstants(_edited(tf, frozen, tmp_path, huge_splat)) as reader:  # listed; its values refused
+        with pytest.raises(CorruptCheckpoint, match="expanding"):
+            reader.read(reader.variable("dense/kernel"))
+    data = frozen.read_bytes()
+    for cut in (len(data) // 2, len(data) - 3, 7):
+        (tmp_path / "cut.pb").write_bytes(data[:cut])
+        with pytest.raises(BadInput):
+            GraphConstants(str(tmp_path / "cut.pb"))
+    (tmp_path / "garbage.pb").write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(BadInput):
+        GraphConstants(str(tmp_path / "garbage.pb"))
