@@ -103,8 +103,8 @@ complete -c ckpttool -n '__fish_seen_subcommand_from convert' -l json -d 'Print 
 complete -c ckpttool -n '__fish_seen_subcommand_from convert' -l quiet -s q -d 'Print bare names, one per line.'
 complete -c ckpttool -n '__fish_seen_subcommand_from convert' -s h -l help -d 'Show the help and exit.'
 complete -c ckpttool -n '__fish_seen_subcommand_from diff' -F
-complete -c ckpttool -n '__fish_seen_subcommand_from diff' -l rtol -r -F -d 'Relative tolerance, as numpy.isclose.'
-complete -c ckpttool -n '__fish_seen_subcommand_from diff' -l atol -r -F -d 'Absolute tolerance, as numpy.isclose.'
+complete -c ckpttool -n '__fish_seen_subcommand_from diff' -l rtol -r -F -d 'Relative tolerance for floating-point values, as numpy.isclose (integers compare exactly).'
+complete -c ckpttool -n '__fish_seen_subcommand_from diff' -l atol -r -F -d 'Absolute tolerance for floating-point values, as numpy.isclose (integers compare exactly).'
 complete -c ckpttool -n '__fish_seen_subcommand_from diff' -l filter -s f -r -F -d 'Only variables matching this regular expression.'
 complete -c ckpttool -n '__fish_seen_subcommand_from diff' -l json -d 'Print one JSON document on stdout.'
 complete -c ckpttool -n '__fish_seen_subcommand_from diff' -l quiet -s q -d 'Print bare names, one per line.'

@@ -35,8 +35,8 @@ def _detail(d) -> str:
 def command(
     a: TargetA,
     b: TargetB,
-    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance, as numpy.isclose.")] = 0.0,
-    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance, as numpy.isclose.")] = 0.0,
+    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance for floating-point values, as numpy.isclose (integers compare exactly).")] = 0.0,
+    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance for floating-point values, as numpy.isclose (integers compare exactly).")] = 0.0,
     filter_: Annotated[Optional[str], typer.Option("--filter", "-f", help="Only variables matching this regular expression.")] = None,
     json_out: Json = False,
     quiet: Quiet = False,
