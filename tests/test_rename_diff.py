@@ -434,3 +434,4 @@ def test_diff_compares_integers_exactly_whatever_the_tolerance(tmp_path, tf):
         assert ("weights/.ATTRIBUTES/VARIABLE_VALUE" in changes) == (not tolerances)
     human = run_cli("diff", "--atol", "0.01", a, b)
     assert human.exit_code == 1 and "bigger/.ATTRIBUTES/VARIABLE_VALUE" in human.stdout
+    assert f"max abs {2**63}," in human.stdout  # exact, not 9.22337e+18
