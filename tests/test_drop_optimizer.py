@@ -125,3 +125,49 @@ def test_weights_reached_only_through_the_optimizer_are_not_silently_dropped(ker
     assert_one_line_error(result, 3)
     assert not (tmp_path / "out.safetensors").exists()
     assert run_cli("convert", src, tmp_path / "all.safetensors").exit_code == 0
+
+
+@pytest.mark.parametrize("names", [("model", "optimizer"), ("net", "trainer")])
+def test_object_based_slot_variables_and_accumulators_are_dropped(tmp_path, tf, names):
+    """tf.compat.v1 optimizers in a TF2 checkpoint: slot variables (slot_variables of the optimizer's
+    node) and the optimizer's own beta1_power/beta2_power, whatever the optimizer is called."""
+    module = tf.Module()
+    module.kernel = tf.Variable(np.arange(1, 7, dtype=np.float32).reshape(2, 3))
+    optimizer = tf.compat.v1.train.AdamOptimizer(0.1)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(module.kernel ** 2)
+    optimizer.apply_gradients([(tape.gradient(loss, module.kernel), module.kernel)])
+    src = tf.train.Checkpoint(**dict(zip(names, (module, optimizer)))).save(str(tmp_path / "src" / "ckpt"))
+    stored = {n for n, _ in tf.train.list_variables(src)} - {"_CHECKPOINTABLE_OBJECT_GRAPH"}
+    assert any(f"{names[1]}/beta1_power" in n for n in stored) and any(".OPTIMIZER_SLOT" in n for n in stored)
+    doc = run_cli("convert", "--json", "--drop-optimizer", src, tmp_path / "w.npz").json()
+    kernel = f"{names[0]}/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+    with np.load(tmp_path / "w.npz") as out:
+        assert sorted(out.files) == sorted([kernel, "save_counter/.ATTRIBUTES/VARIABLE_VALUE"])
+        np.testing.assert_array_equal(out[kernel], module.kernel.numpy())
+    assert set(doc["dropped"]) == stored - set(out.files)
+    refused = run_cli("convert", "--drop-optimizer", "--drop", "kernel/.ATTRIBUTES", src, tmp_path / "x.npz")
+    assert_one_line_error(refused, 3)
+
+
+def test_optimizer_keys_survive_hostile_graphs():
+    """Cycles, self-references and node ids out of range: an answer, no exception."""
+    from ckpttool.formats.tf.object_graph import optimizer_keys
+    from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
+
+    graph = pb.TrackableObjectGraph()
+    root, model, opt, var = (graph.nodes.add() for _ in range(4))
+    root.children.add(node_id=1, local_name="model")
+    root.children.add(node_id=2, local_name="trainer")
+    root.children.add(node_id=99, local_name="optimizer")
+    model.children.add(node_id=0, local_name="up")  # a cycle back to the root
+    model.children.add(node_id=3, local_name="w")
+    model.children.add(node_id=-5, local_name="bad")
+    opt.children.add(node_id=2, local_name="self")
+    opt.slot_variables.add(original_variable_node_id=3, slot_name="m", slot_variable_node_id=1234)
+    opt.slot_variables.add(original_variable_node_id=-1, slot_name="v", slot_variable_node_id=3)
+    var.attributes.add(name="VARIABLE_VALUE", checkpoint_key="model/w/.ATTRIBUTES/VARIABLE_VALUE")
+    found = optimizer_keys(graph)
+    assert found.state == frozenset()  # w is the model's, even as a slot
+    assert found.trained == {"model/w/.ATTRIBUTES/VARIABLE_VALUE"}
+    assert optimizer_keys(pb.TrackableObjectGraph()).state == frozenset()
