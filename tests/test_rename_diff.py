@@ -408,3 +408,30 @@ def test_diff_renamed_checkpoint_against_source(fixtures_dir, tmp_path):
     assert run_cli("rename-vars", "--map", "embedding=emb", src, tmp_path / "r").exit_code == 0
     doc = run_cli("diff", "--json", src, tmp_path / "r").json()
     assert {(d["name"], d["change"]) for d in doc["differences"]} == {("embedding", "removed"), ("emb", "added")}
+
+
+def test_diff_compares_integers_exactly_whatever_the_tolerance(tmp_path, tf):
+    """int64 values that float64 cannot tell apart (2**53 vs 2**53 + 1, 2**62 vs 2**62 + 512) differ,
+    with or without --atol/--rtol; tolerances still apply to floats."""
+    def save(name, big, bigger, weights):
+        ckpt = tf.train.Checkpoint(big=tf.Variable(np.int64(big)), bigger=tf.Variable(np.array(bigger, np.int64)),
+                                   weights=tf.Variable(np.array(weights, np.float32)))
+        return ckpt.write(str(tmp_path / name))
+
+    a = save("a", 2**53, [2**62, -2**62, 5], [1.0, 2.0])
+    b = save("b", 2**53 + 1, [2**62 + 512, 2**62, 5], [1.0005, 2.0])
+    reader = tf.train.load_checkpoint(b)  # TensorFlow holds the values exactly
+    assert int(reader.get_tensor("big/.ATTRIBUTES/VARIABLE_VALUE")) == 2**53 + 1
+    for tolerances in ([], ["--atol", "0.01"], ["--rtol", "0.01"], ["--atol", "1000", "--rtol", "1"]):
+        result = run_cli("diff", "--json", *tolerances, a, b)
+        assert result.exit_code == 1, (tolerances, result.stdout)
+        changes = {d["name"]: d for d in result.json()["differences"]}
+        assert changes["big/.ATTRIBUTES/VARIABLE_VALUE"]["mismatched"] == 1
+        assert changes["big/.ATTRIBUTES/VARIABLE_VALUE"]["max_abs_diff"] == 1
+        bigger = changes["bigger/.ATTRIBUTES/VARIABLE_VALUE"]
+        assert bigger["mismatched"] == 2
+        assert bigger["max_abs_diff"] == 2**63  # -2**62 vs 2**62, exactly: no int64 overflow, no rounding
+        assert ("weights/.ATTRIBUTES/VARIABLE_VALUE" in changes) == (not tolerances)
+    human = run_cli("diff", "--atol", "0.01", a, b)
+    assert human.exit_code == 1 and "bigger/.ATTRIBUTES/VARIABLE_VALUE" in human.stdout
+    assert f"max abs {2**63}," in human.stdout  # exact, not 9.22337e+18

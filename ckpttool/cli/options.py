@@ -37,5 +37,7 @@ DropOpt = Annotated[Optional[List[str]], typer.Option(
 KeepOpt = Annotated[Optional[List[str]], typer.Option(
     "--keep", help="Keep only source names matching REGEX (repeatable).")]
 DropOptimizer = Annotated[bool, typer.Option(
-    "--drop-optimizer", help="Leave out optimizer state: TF1 slots (/Adam, /Adam_1, /Momentum ...), beta1_power, "
-                             "TF2 .OPTIMIZER_SLOT keys, optimizer/... (TF2 and Keras 3).")]
+    "--drop-optimizer", help="Leave out optimizer state: in a TF2 checkpoint what its object graph shows only the "
+                             "optimizer reaches (slot variables, step, learning rate, moments), never a model "
+                             "variable; elsewhere by name: TF1 slots (/Adam, /Adam_1, /Momentum ...), beta1_power, "
+                             "optimizer/... (Keras 3 files). Refused if the rules drop every trained variable.")]

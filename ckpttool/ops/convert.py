@@ -236,7 +236,8 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
     target = resolve_target(source)
     with open_checkpoint(target.prefix, target.format) as reader:
         variables = [v for v in reader.variables if not v.internal]
-        mapping, dropped = compute_mapping([v.name for v in variables], rules)
+        graph_bytes = reader.object_graph_bytes() if reader.variable(OBJECT_GRAPH_KEY) is not None else None
+        mapping, dropped = compute_mapping([v.name for v in variables], rules, graph_bytes)
         items, skipped = [], []
         for var in variables:
             if var.name not in mapping:

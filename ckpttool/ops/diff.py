@@ -26,7 +26,7 @@ class VariableDiff:
     a_shape: tuple[int, ...] | None = None
     b_shape: tuple[int, ...] | None = None
     mismatched: int | None = None  # elements outside the tolerance
-    max_abs_diff: float | None = None
+    max_abs_diff: float | int | None = None  # exact (an int) for integer dtypes
     max_rel_diff: float | None = None
 
 
@@ -70,6 +70,9 @@ class _Accumulator:
             self.numeric = False
             self.mismatched += sum(1 for x, y in zip(a, b) if x != y)
             return
+        if a.dtype.kind in "iub" and b.dtype.kind in "iub":
+            self._add_exact(a, b)
+            return
         if self.rtol or self.atol:
             different = ~np.isclose(self._wide(a), self._wide(b), rtol=self.rtol, atol=self.atol, equal_nan=True)
         else:
@@ -90,6 +93,25 @@ class _Accumulator:
                 rel_ok = finite & (scale > 0)
                 if rel_ok.any():
                     self.max_rel = max(self.max_rel, float((delta[rel_ok] / scale[rel_ok]).max()))
+
+    def _add_exact(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Integers (and booleans) are equal or not: no tolerance, and never through float64, which
+        cannot tell 2**53 from 2**53 + 1. The largest difference is exact too: |a - b| of two
+        64-bit integers always fits in uint64, where the subtraction of the larger from the smaller
+        is exact modulo 2**64."""
+        different = a != b
+        count = int(np.count_nonzero(different))
+        if not count:
+            return
+        self.mismatched += count
+        da, db = a[different], b[different]
+        ua, ub = da.astype(np.uint64), db.astype(np.uint64)  # two's complement: exact modulo 2**64
+        delta = np.where(da > db, ua - ub, ub - ua)
+        self.max_abs = max(self.max_abs, int(delta.max()))
+        nonzero = db != 0
+        if nonzero.any():
+            rel = delta[nonzero].astype(np.float64) / np.abs(db[nonzero].astype(np.float64))
+            self.max_rel = max(self.max_rel, float(rel.max()))
 
     @staticmethod
     def _wide(values: np.ndarray) -> np.ndarray:

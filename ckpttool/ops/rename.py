@@ -98,7 +98,7 @@ def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bo
     _refuse_destination_in_source(fs.absolute(target.prefix), [fs.absolute(f) for f in source_files], destination)
     if _checkpoint_exists(destination) and not overwrite:
         raise Refused(f"destination {destination} exists (use --overwrite to replace it)")
-    mapping, dropped = compute_mapping(names, rules)
+    mapping, dropped = compute_mapping(names, rules, graph_bytes)
     renamed = tuple((old, new) for old, new in mapping.items() if old != new)
     if graph_bytes is not None and (renamed or dropped):
         rewrite_object_graph(graph_bytes, mapping, set(dropped))  # refuses here, before anything is written

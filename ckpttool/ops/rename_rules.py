@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ckpttool.errors import BadInput, Refused, UnknownVariable, UsageProblem
 from ckpttool.storage import fs
+from ckpttool.formats.tf.object_graph import optimizer_keys, parse_object_graph
 from ckpttool.ops.patterns import compile_pattern
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
@@ -24,7 +25,7 @@ class RenameRules:
     ema: bool = False
     drop: tuple[str, ...] = ()
     keep: tuple[str, ...] = ()
-    drop_optimizer: bool = False  # leave out OPTIMIZER_PATTERNS
+    drop_optimizer: bool = False  # leave out optimizer state (optimizer_roles)
     sep: str | None = None  # replaces "/" in the new names, last (`.` for PyTorch-style names)
 
     @classmethod
@@ -39,14 +40,19 @@ class RenameRules:
                    tuple(drop or ()), tuple(keep or ()), drop_optimizer, sep)
 
 
-# What --drop-optimizer leaves out (matched against source names):
-OPTIMIZER_PATTERNS = (
-    # TF1 slot variables, named after their variable: `dense/kernel/Adam`, `.../Momentum` ...
+# TF1 slot variables, named after their variable: `dense/kernel/Adam`, `.../Momentum` ...
+TF1_SLOT_PATTERN = (
     r"/(Adam|Adam_1|AdamW|AdamW_1|Nadam|Nadam_1|LazyAdam|LazyAdam_1|Adamax|Adamax_1|Momentum|RMSProp|RMSProp_1"
-    r"|Adagrad|AdagradDA|AdagradDA_1|ProximalAdagrad|Adadelta|Adadelta_1|Ftrl|Ftrl_1|adam_m|adam_v|LAMB|LAMB_1)$",
+    r"|Adagrad|AdagradDA|AdagradDA_1|ProximalAdagrad|Adadelta|Adadelta_1|Ftrl|Ftrl_1|adam_m|adam_v|LAMB|LAMB_1)$")
+# What --drop-optimizer leaves out of a source without a TF2 object graph (TF1 checkpoints, Keras
+# files, safetensors, .npz), matched against source names. A TF2 checkpoint's object graph says
+# which keys are optimizer state (formats/tf/object_graph.optimizer_keys): there these names lie,
+# Keras 3 stores model weights under `optimizer/_trainable_variables/N`.
+OPTIMIZER_PATTERNS = (
+    TF1_SLOT_PATTERN,
     r"(^|/)beta[12]_power(_\d+)?$",  # TF1 Adam's accumulators
     r"\.OPTIMIZER_SLOT/",  # TF2 object-based slots: `<var>/.OPTIMIZER_SLOT/optimizer/m/...`
-    r"^(optimizer|opt)/",  # TF2 `Checkpoint(optimizer=...)` state; Keras 3 files' `optimizer/vars/N`
+    r"^(optimizer|opt)/",  # Keras 3 files' `optimizer/vars/N`; tensors converted from `Checkpoint(optimizer=...)`
 )
 
 def parse_pair(text: str, option: str) -> tuple[str, str]:
@@ -81,10 +87,41 @@ def read_map_file(path: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def compute_mapping(names: list[str], rules: RenameRules) -> tuple[dict[str, str], list[str]]:
+@dataclass(frozen=True)
+class OptimizerRoles:
+    state: frozenset[str]  # the names --drop-optimizer leaves out
+    trained: frozenset[str]  # names of variables an optimizer trains: never all dropped
+
+
+def optimizer_roles(names: list[str], object_graph: bytes | None = None,
+                    drop_optimizer: bool = True) -> OptimizerRoles:
+    """Optimizer state and trained variables among `names`: from the TF2 object graph when there is
+    one (slot variables and what only the optimizer reaches), else from the names (TF1 slots name
+    their variable: `w/Adam` trains `w`)."""
+    graph = None
+    if object_graph is not None:
+        try:
+            graph = parse_object_graph(object_graph)
+        except BadInput:
+            if drop_optimizer:
+                raise  # its optimizer state cannot be told from its names
+            # --drop/--keep alone work on names; the refusal then knows only TF1 slot names
+    if graph is not None:
+        return OptimizerRoles(*optimizer_keys(graph).split(names))
+    patterns = [re.compile(p) for p in OPTIMIZER_PATTERNS]
+    state = frozenset(n for n in names if any(p.search(n) for p in patterns))
+    slot = re.compile(TF1_SLOT_PATTERN)
+    known = set(names) - state
+    trained = frozenset(n[: m.start()] for n in state if (m := slot.search(n)) and n[: m.start()] in known)
+    return OptimizerRoles(state, trained)
+
+
+def compute_mapping(names: list[str], rules: RenameRules,
+                    object_graph: bytes | None = None) -> tuple[dict[str, str], list[str]]:
     """(kept source name -> new name, dropped names). Rules apply in DESIGN order:
     map, regex, add-prefix, strip-prefix, ema, sep; then drop/keep (and
-    drop-optimizer) on source names."""
+    drop-optimizer) on source names. `object_graph`: the source's TF2 object graph, which
+    says what optimizer state is. Refuses (BadInput) rules that drop every trained variable."""
     known = set(names)
     exact = dict(rules.maps)
     unknown = [old for old in exact if old not in known]
@@ -93,14 +130,18 @@ def compute_mapping(names: list[str], rules: RenameRules) -> tuple[dict[str, str
                               hint="list the names with `ckpttool inspect -q SRC`")
     regexes = [(compile_pattern(p, "--regex"), repl) for p, repl in rules.regexes]
     drops = [compile_pattern(p, "--drop") for p in rules.drop]
-    drops += [re.compile(p) for p in OPTIMIZER_PATTERNS] if rules.drop_optimizer else []
     keeps = [compile_pattern(p, "--keep") for p in rules.keep]
+    roles = (optimizer_roles(names, object_graph, rules.drop_optimizer) if drops or keeps or rules.drop_optimizer
+             else None)
     mapping: dict[str, str] = {}
     dropped: list[str] = []
+    ruled_out: set[str] = set()  # dropped by --drop, --keep or --drop-optimizer (not replaced by an average)
     shadowed = {n[: -len(EMA_SUFFIX)] for n in names if rules.ema and n.endswith(EMA_SUFFIX)}
     for name in names:
-        if any(r.search(name) for r in drops) or (keeps and not any(r.search(name) for r in keeps)):
+        if (any(r.search(name) for r in drops) or (keeps and not any(r.search(name) for r in keeps))
+                or (rules.drop_optimizer and name in roles.state)):
             dropped.append(name)
+            ruled_out.add(name)
             continue
         if rules.ema and name in shadowed:
             dropped.append(name)  # replaced by its moving average
@@ -122,6 +163,12 @@ def compute_mapping(names: list[str], rules: RenameRules) -> tuple[dict[str, str
         if not new:
             raise UsageProblem(f"the rules give {name!r} an empty name")
         mapping[name] = new
+    if roles is not None and roles.trained and roles.trained <= ruled_out:
+        shown = sorted(roles.trained)
+        raise BadInput(f"the rules drop every trained variable ({len(shown)}: "
+                       + ", ".join(repr(n) for n in shown[:5]) + (" ..." if len(shown) > 5 else "")
+                       + "): the result would hold no model weights",
+                       hint="check --drop/--keep against `ckpttool inspect -q SRC`")
     targets: dict[str, list[str]] = {}
     for old, new in mapping.items():
         targets.setdefault(new, []).append(old)

@@ -27,7 +27,9 @@ def _detail(d) -> str:
         return f"{d.a_dtype} {list(d.a_shape)}"
     if d.change in ("dtype", "shape"):
         return f"{d.a_dtype} {list(d.a_shape)} -> {d.b_dtype} {list(d.b_shape)}"
-    numeric = "" if d.max_abs_diff is None else f", max abs {d.max_abs_diff:.6g}, max rel {d.max_rel_diff:.6g}"
+    exact = isinstance(d.max_abs_diff, int)  # integer dtypes: the difference itself, not rounded
+    max_abs = f"{d.max_abs_diff}" if exact else f"{d.max_abs_diff:.6g}"
+    numeric = "" if d.max_abs_diff is None else f", max abs {max_abs}, max rel {d.max_rel_diff:.6g}"
     verb = "differs" if d.mismatched == 1 else "differ"
     return f"{render.plural(d.mismatched, 'element')} {verb}{numeric}"
 
@@ -35,8 +37,8 @@ def _detail(d) -> str:
 def command(
     a: TargetA,
     b: TargetB,
-    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance, as numpy.isclose.")] = 0.0,
-    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance, as numpy.isclose.")] = 0.0,
+    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance for floating-point values, as numpy.isclose (integers compare exactly).")] = 0.0,
+    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance for floating-point values, as numpy.isclose (integers compare exactly).")] = 0.0,
     filter_: Annotated[Optional[str], typer.Option("--filter", "-f", help="Only variables matching this regular expression.")] = None,
     json_out: Json = False,
     quiet: Quiet = False,

@@ -15,6 +15,7 @@ import bisect
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from os.path import commonprefix
 from typing import Iterator
 
@@ -141,6 +142,75 @@ def key_object_paths(graph: pb.TrackableObjectGraph) -> KeyObjectPaths:
             for attribute in graph.nodes[slot_node].attributes:
                 result.setdefault(attribute.checkpoint_key, "/".join(owner + (f"<slot {slot.slot_name}>",)))
     return KeyObjectPaths(result)
+
+
+# Which keys are optimizer state (--drop-optimizer), decided on the graph, not on key names: each
+# variable is stored once, under the FIRST path a breadth-first walk finds, and Keras 3 optimizers
+# track the model's variables (`optimizer/_trainable_variables/N`), so a model weight's key may well
+# be an optimizer path.
+_OPTIMIZER_STEP = frozenset({"_iterations", "iterations", "iter"})
+_OPTIMIZER_STATE = frozenset({"_learning_rate", "learning_rate", "_variables", "_trainable_variables",
+                              "_momentums", "_velocities", "beta_1", "decay"})
+_OPTIMIZER_ROOT_NAMES = frozenset({"optimizer", "opt"})  # tf.train.Checkpoint(optimizer=...) by convention
+
+
+@dataclass(frozen=True)
+class OptimizerKeys:
+    state: frozenset[str]  # attribute keys of optimizer state: slots, step, learning rate, moments
+    trained: frozenset[str]  # attribute keys of the variables an optimizer trains (state too if only it reaches them)
+
+    def split(self, names) -> tuple[frozenset[str], frozenset[str]]:
+        """(state, trained) among stored names, each found as its attribute's key or the longest
+        one prefixing it (a saveable with several tensors)."""
+        state, trained = KeyObjectPaths(dict.fromkeys(self.state, "")), KeyObjectPaths(dict.fromkeys(self.trained, ""))
+        return (frozenset(n for n in names if state.of(n) is not None),
+                frozenset(n for n in names if trained.of(n) is not None))
+
+
+def _is_optimizer(graph, node_id: int) -> bool:
+    """A node holding slot variables, or a Keras optimizer's own tracked state (its step counter
+    beside its learning rate or variable lists)."""
+    node = graph.nodes[node_id]
+    if node.slot_variables:
+        return True
+    names = {child.local_name for child in node.children}
+    return bool(names & _OPTIMIZER_STEP) and bool(names & _OPTIMIZER_STATE)
+
+
+def _reach(graph, starts, blocked: set[int]) -> set[int]:
+    """Nodes reachable from `starts` through children, never entering `blocked`."""
+    count = len(graph.nodes)
+    seen = {s for s in starts if 0 <= s < count and s not in blocked}
+    queue = deque(seen)
+    while queue:
+        for child in graph.nodes[queue.popleft()].children:
+            if 0 <= child.node_id < count and child.node_id not in seen and child.node_id not in blocked:
+                seen.add(child.node_id)
+                queue.append(child.node_id)
+    return seen
+
+
+def optimizer_keys(graph: pb.TrackableObjectGraph) -> OptimizerKeys:
+    """The optimizer's state and the variables it trains. A variable is the model's when it is
+    reachable from the root without passing through an optimizer node; optimizer state is what is
+    reachable only through an optimizer, plus the slot variables. Linear in the graph."""
+    count = len(graph.nodes)
+    optimizers = {i for i in range(1, count) if _is_optimizer(graph, i)}
+    optimizers |= {c.node_id for c in graph.nodes[0].children if c.local_name in _OPTIMIZER_ROOT_NAMES
+                   and 0 < c.node_id < count} if count else set()
+    model = _reach(graph, [0], optimizers) if count else set()
+    slots = [s for node in graph.nodes for s in node.slot_variables]
+    state = _reach(graph, list(optimizers) + [s.slot_variable_node_id for s in slots], model)
+    trained = {s.original_variable_node_id for s in slots}
+    lists = {c.node_id for o in optimizers for c in graph.nodes[o].children  # Keras 3's list of what it trains
+             if c.local_name == "_trainable_variables" and 0 <= c.node_id < count}
+    trained |= {c.node_id for node_id in lists for c in graph.nodes[node_id].children}
+    trained = {t for t in trained if 0 <= t < count}
+
+    def keys(nodes: set[int]) -> frozenset[str]:
+        return frozenset(a.checkpoint_key for n in nodes for a in graph.nodes[n].attributes)
+
+    return OptimizerKeys(keys(state), keys(trained))
 
 
 # Rewriting the graph for renamed checkpoint keys (rename-vars, convert to a TF checkpoint).
