@@ -212,6 +212,23 @@ def test_capped_read_is_capped_on_the_bytes_read(store, monkeypatch):
     assert fetched and max(fetched) <= (1 << 20) + 1
 
 
+# -- item 19: an unreadable lock object is stale -----------------------------------------------
+
+def test_an_oversized_lock_object_is_broken(store, fixtures_dir, tmp_path):
+    """A lock object over 64 KiB cannot be ckpttool's: it was never broken, whatever its age, and
+    every prune waited out its timeout (exit 4)."""
+    from ckpttool.ops.lock import directory_lock
+    from ckpttool.storage import remote
+    run = tmp_path / "run"
+    _many_checkpoint_dir(fixtures_dir, run, 2)
+    url = upload_tree(store, str(run), fresh_prefix("biglock"))
+    body = json.dumps({"host": "elsewhere", "pid": 1, "time": 0, "padding": "x" * (70 << 10)}).encode()
+    remote.write_whole(f"{url}/.ckpttool.lock", body)
+    with directory_lock(url, timeout=3):
+        assert remote.read_capped(f"{url}/.ckpttool.lock", 1 << 16, "lock object") != body
+    assert ".ckpttool.lock" not in _store_keys(store, url)
+
+
 # -- item 14: a plan applied twice -------------------------------------------------------------
 
 def test_a_plan_applied_twice_deletes_nothing_the_second_time(store, fixtures_dir, tmp_path, copy_fixture):
@@ -227,3 +244,65 @@ def test_a_plan_applied_twice_deletes_nothing_the_second_time(store, fixtures_di
         assert first.deleted and {d.name for d in first.deleted} == {d.name for d in plan.deleted}
         second = apply_prune(plan)
         assert second.deleted == () and second.freed_bytes == 0
+
+
+# -- item 21: a local lock leaves nothing that locks anyone out ------------------------------------
+
+def _as_user(uid: int, gid: int, function) -> str:
+    """Run `function()` in a forked child with the given ids; "ok" or the error it raised.
+    (A fork, not a new interpreter: the interpreter lives where `nobody` may not read.)"""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            function()
+            message = b"ok"
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            message = f"{type(exc).__name__}: {exc}".encode()
+        os.write(write_end, message)
+        os._exit(0)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 4096):
+        chunks.append(chunk)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    return b"".join(chunks).decode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to prune as root and then as another user")
+def test_a_prune_by_root_does_not_lock_the_owner_out(fixtures_dir, tf):
+    """root's cron pruned DIR and left DIR/.ckpttool.lock (root, 0644): the owner's next prune
+    failed to open it (Permission denied, exit 3). No lock file is left now, and a leftover one
+    that cannot be written does not matter."""
+    from ckpttool.ops.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention import RetentionRules
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    top = tempfile.mkdtemp(prefix="ckpttool-owner-")
+    try:
+        os.chmod(top, 0o755)
+        run = os.path.join(top, "run")
+        shutil.copytree(fixtures_dir / "prune_run", run)
+        for current, _dirs, files in os.walk(run):
+            for name in [current] + [os.path.join(current, f) for f in files]:
+                os.chown(name, nobody.pw_uid, nobody.pw_gid)
+        apply_prune(plan_prune(run, RetentionRules(keep_last=5)))  # root's cron
+        assert not [n for n in os.listdir(run) if n.startswith(".ckpttool")]
+        stale = os.path.join(run, ".ckpttool.lock")  # as an older ckpttool run by root left it
+        with open(stale, "w"):
+            pass
+        os.chmod(stale, 0o600)
+        outcome = _as_user(nobody.pw_uid, nobody.pw_gid,
+                           lambda: apply_prune(plan_prune(run, RetentionRules(keep_last=2))))
+        assert outcome == "ok"
+        assert {n[:-6] for n in os.listdir(run) if n.endswith(".index")} == \
+            {"model.ckpt-900", "model.ckpt-1000", "best.ckpt-300", "best.ckpt-700"}
+        assert_tf_restores_latest(tf, run, "model.ckpt-1000")
+    finally:
+        shutil.rmtree(top)
