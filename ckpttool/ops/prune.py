@@ -8,7 +8,8 @@ directory restorable at every instant:
   3. each checkpoint's files removed, index first;
   4. the journal removed.
 Only regular files (and `*_temp` directories) directly inside the directory
-are ever removed; state-file entries that point elsewhere are never followed.
+are ever removed (in a bucket: exact keys, a `*_temp` prefix as the part files
+listed under it); state-file entries that point elsewhere are never followed.
 """
 from __future__ import annotations
 
