@@ -61,10 +61,11 @@ def _download_keys(store, url: str, keys, local) -> None:
 
 def test_recursive_prune_never_follows_dot_dot_keys(servers, fixtures_dir, tmp_path, tf):
     """`root/../../victim/prod/run/checkpoint` is a legal S3 key; a normalised walk pruned the
-    victim bucket through it, and `root/../sibling/...` another prefix of the same bucket."""
+    victim bucket through it (4 of 5 checkpoints and its state file), and `root/../sibling/...`
+    another prefix of the same bucket; ls -r and verify -r read there too."""
     s3 = servers["s3"]
     client = _s3_client(s3)
-    victim = f"victim-{os.getpid()}-{fresh_prefix('b')[-12:]}".lower().replace("_", "-")[:60]
+    victim = f"victim-{fresh_prefix('b')}".lower().replace("_", "-")[:60]
     client.create_bucket(Bucket=victim)
     run = tmp_path / "run"
     _many_checkpoint_dir(fixtures_dir, run, 5)
@@ -73,36 +74,52 @@ def test_recursive_prune_never_follows_dot_dot_keys(servers, fixtures_dir, tmp_p
     _put_dir(client, BUCKET, f"{root}-sibling/run", run)
     _put_dir(client, BUCKET, f"{root}/own", run)  # a real run under the root, pruned as asked
     state = (run / "checkpoint").read_bytes()
-    client.put_object(Bucket=BUCKET, Key=f"{root}/../../{victim}/prod/run/checkpoint", Body=state)
-    client.put_object(Bucket=BUCKET, Key=f"{root}/../{root}-sibling/run/checkpoint", Body=state)
-    client.put_object(Bucket=BUCKET, Key=f"{root}//run/checkpoint", Body=state)
+    hostile = [f"{root}/../../{victim}/prod/run/checkpoint", f"{root}/../{root}-sibling/run/checkpoint"]
+    for key in hostile:
+        client.put_object(Bucket=BUCKET, Key=key, Body=state)
     victim_before = _keys(client, victim)
     sibling_before = _keys(client, BUCKET, f"{root}-sibling/")
     url = f"s3://{BUCKET}/{root}"
 
-    listing = run_cli("ls", "--recursive", "--json", url)
-    assert listing.exit_code == 0, listing.stderr
-    assert [d["directory"] for d in listing.json()["directories"]] == [f"{url}/own"]
-    assert listing.stderr.count("never followed") == 3, listing.stderr
-    verify = run_cli("verify", "--all", "--recursive", "--json", url)
-    assert verify.exit_code == 0, verify.stderr
-    assert {r["checkpoint"].rsplit("/", 1)[0] for r in verify.json()["checkpoints"]} == {f"{url}/own"}
-
     result = run_cli("prune", url, "--recursive", "--keep-last", "1", "--yes", "--json")
-    assert result.exit_code == 0, result.stderr
-    assert [d["directory"] for d in result.json()["directories"]] == [f"{url}/own"]
-    assert "never followed" in result.stderr
     assert _keys(client, victim) == victim_before
     assert _keys(client, BUCKET, f"{root}-sibling/") == sibling_before
+    assert result.exit_code == 0, result.stderr
+    assert [d["directory"] for d in result.json()["directories"]] == [f"{url}/own"]
+    assert result.stderr.count("never followed") == 2, result.stderr
     assert {k.rsplit("/", 1)[1] for k in _keys(client, BUCKET, f"{root}/own/")} == \
         {"checkpoint", "ckpt-5.index", "ckpt-5.data-00000-of-00001"}
-    # The hostile keys themselves are left alone too (nothing below the root was touched but `own`).
-    assert f"{root}/../../{victim}/prod/run/checkpoint" in _keys(client, BUCKET, f"{root}/")
+    assert set(hostile) <= set(_keys(client, BUCKET, f"{root}/"))  # reported, left alone
     downloaded = tmp_path / "victim"
     downloaded.mkdir()
     for key, data in victim_before.items():
         (downloaded / key.rsplit("/", 1)[1]).write_bytes(data)
     assert_tf_restores_latest(tf, downloaded, "ckpt-5")
+
+    listing = run_cli("ls", "--recursive", "--json", url)
+    assert listing.exit_code == 0, listing.stderr
+    assert [d["directory"] for d in listing.json()["directories"]] == [f"{url}/own"]
+    assert listing.stderr.count("never followed") == 2, listing.stderr
+    verify = run_cli("verify", "--recursive", "--json", url)
+    assert verify.exit_code == 0, verify.stderr
+    assert {r["checkpoint"].rsplit("/", 1)[0] for r in verify.json()["checkpoints"]} == {f"{url}/own"}
+
+
+def test_an_empty_segment_key_is_reported_not_followed(servers, fixtures_dir, tmp_path):
+    """`root//run/checkpoint`: the walk made it `root//run`, normalised to `root/run` (exit 3, "no
+    directory"); it is now reported and the rest of the tree listed."""
+    s3 = servers["s3"]
+    client = _s3_client(s3)
+    run = tmp_path / "run"
+    _many_checkpoint_dir(fixtures_dir, run, 2)
+    root = fresh_prefix("root")
+    _put_dir(client, BUCKET, f"{root}/own", run)
+    client.put_object(Bucket=BUCKET, Key=f"{root}//run/checkpoint", Body=(run / "checkpoint").read_bytes())
+    url = f"s3://{BUCKET}/{root}"
+    listing = run_cli("ls", "--recursive", "--json", url)
+    assert listing.exit_code == 0, listing.stderr
+    assert [d["directory"] for d in listing.json()["directories"]] == [f"{url}/own"]
+    assert listing.stderr.count("never followed") == 1, listing.stderr
 
 
 def test_a_dot_dot_url_is_refused_not_normalised(servers, fixtures_dir, tmp_path):
