@@ -30,6 +30,10 @@ class NotFound(BadInput):
     """A target, file or shard that should exist does not."""
 
 
+class TooLarge(BadInput):
+    """A file or object larger than the most ckpttool reads of its kind (a capped read)."""
+
+
 class CorruptCheckpoint(BadInput):
     """Bytes on disk do not match the format or their checksum."""
 

@@ -62,6 +62,11 @@ def starts_with_bundle_header(path: str) -> bool:
     return True
 
 
+def is_temp_dir_name(basename: str) -> bool:
+    """Named like a sharded save's temporary directory (`PREFIX_temp`, `PREFIX_temp_<32 hex>`)."""
+    return bool(_TEMP_DIR_RE.match(basename))
+
+
 def is_temp_file_debris(basename: str) -> bool:
     """A temp file of an interrupted write, by the names TensorFlow and ckpttool give them."""
     return bool(_TEMPSTATE_RE.match(basename) or _TMP_RE.match(basename))
@@ -74,21 +79,28 @@ def temp_dir_debris_problem(path: str) -> str | None:
     only when its name is a stepped checkpoint prefix (`ckpt-5_temp`), since an
     empty `eval_temp/` could be anybody's.
     """
+    return temp_dir_parts(path)[0]
+
+
+def temp_dir_parts(path: str) -> tuple[str | None, tuple[str, ...]]:
+    """(temp_dir_debris_problem, the part files found) from one listing of `path`: a bucket's
+    `*_temp` prefix is removed by deleting exactly these keys, never by a recursive delete
+    (which would also take an object named like the prefix, or anything written since)."""
     basename = fs.basename(path)
     match = _TEMP_DIR_RE.match(basename)
     if not match:
-        return f"{basename} is not named like a checkpoint's temporary directory"
-    count = 0
+        return f"{basename} is not named like a checkpoint's temporary directory", ()
+    parts = []
     try:
         for entry in fs.list_dir(path):
             if entry.kind != "file" or not _PART_FILE_RE.match(entry.name):
-                return f"{basename}/ holds {entry.name}, which is not a part file of a sharded save"
-            count += 1
+                return f"{basename}/ holds {entry.name}, which is not a part file of a sharded save", ()
+            parts.append(entry.path)
     except OSError as exc:
-        return f"cannot list {basename}/: {exc.strerror}"
-    if not count and not _STEP_RE.search(match["prefix"]):
-        return f"{basename}/ is empty and not named like a checkpoint's (PREFIX-STEP_temp)"
-    return None
+        return f"cannot list {basename}/: {exc.strerror}", ()
+    if not parts and not _STEP_RE.search(match["prefix"]):
+        return f"{basename}/ is empty and not named like a checkpoint's (PREFIX-STEP_temp)", ()
+    return None, tuple(parts)
 
 
 def incomplete_checkpoint_problem(index_path: str | None, in_state: bool) -> str | None:

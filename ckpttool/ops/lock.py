@@ -1,7 +1,9 @@
 """An exclusive lock per checkpoint directory, so that concurrent prune/repair
 runs (two cron jobs, a person and a cron job) take turns.
 
-Local directories: flock on DIR/.ckpttool.lock. Buckets: an object
+Local directories: flock on DIR itself, so no file is left behind that another
+user could not open (a lock file made by root's cron locked the directory's
+owner out); an old DIR/.ckpttool.lock is neither needed nor opened. Buckets: an object
 DIR/.ckpttool.lock created only if absent (S3 `If-None-Match: *`, GCS
 `ifGenerationMatch=0`), plus a lock file on this host. Stores that cannot
 create conditionally get only the host lock: two prunes at once are refused
@@ -19,7 +21,7 @@ import tempfile
 import time
 import uuid
 
-from ckpttool.errors import Refused
+from ckpttool.errors import NotFound, Refused, TooLarge
 from ckpttool.storage.fs import is_url
 
 LOCK_FILENAME = ".ckpttool.lock"
@@ -29,8 +31,13 @@ STALE_REMOTE_LOCK_SECONDS = 3600.0
 
 
 @contextlib.contextmanager
-def _flock(path: str, timeout: float, what: str):
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+def _flock(path: str, timeout: float, what: str, directory: bool = False):
+    """flock on the file at `path` (created if absent), or on the directory `path` itself."""
+    if directory:
+        # Read-only is all flock needs; whoever may list the directory may lock it.
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -103,12 +110,16 @@ def _abandoned(holder: dict) -> bool:
 
 
 def _read_holder(remote, lock_url: str) -> dict | None:
+    """Who holds the lock object: its JSON; {} (stale) if it is unreadable: not JSON, or larger
+    than any lock ckpttool writes; None if it vanished meanwhile, or the read failed (try again)."""
     try:
         holder = json.loads(remote.read_capped(lock_url, 1 << 16, "lock object"))
         return holder if isinstance(holder, dict) else {}
-    except (ValueError, OSError):
+    except (ValueError, TooLarge):
         return {}
-    except Exception:  # noqa: BLE001 - vanished between create attempt and read: try again
+    except NotFound:  # vanished between create attempt and read: try again
+        return None
+    except Exception:  # noqa: BLE001 - a failed request says nothing about the holder: try again
         return None
 
 
@@ -116,12 +127,12 @@ def _read_holder(remote, lock_url: str) -> dict | None:
 def directory_lock(directory: str, timeout: float = 600.0):
     """Hold the directory's exclusive lock; Refused if not had within `timeout` s.
 
-    A local lock file is left in place: removing it would let a waiter lock a
-    file that a third run no longer sees. A bucket's lock object is removed.
+    A local directory is locked as itself (nothing is written into it); a
+    bucket's lock object is removed when done.
     """
     if is_url(directory):
         with _remote_lock(directory, timeout):
             yield
         return
-    with _flock(os.path.join(directory, LOCK_FILENAME), timeout, directory):
+    with _flock(directory, timeout, directory, directory=True):
         yield

@@ -8,7 +8,8 @@ directory restorable at every instant:
   3. each checkpoint's files removed, index first;
   4. the journal removed.
 Only regular files (and `*_temp` directories) directly inside the directory
-are ever removed; state-file entries that point elsewhere are never followed.
+are ever removed (in a bucket: exact keys, a `*_temp` prefix as the part files
+listed under it); state-file entries that point elsewhere are never followed.
 """
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ckpttool.errors import BadInput, CorruptCheckpoint
+from ckpttool.errors import BadInput, CorruptCheckpoint, Refused
 from ckpttool.storage import fs
 from ckpttool.storage.atomic import fsync_directory
 from ckpttool.storage.fs import read_capped
-from ckpttool.ops.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_file_debris,
-                                 temp_dir_debris_problem)
+from ckpttool.ops.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_dir_name,
+                                 is_temp_file_debris, temp_dir_debris_problem, temp_dir_parts)
 from ckpttool.ops.lock import directory_lock
 from ckpttool.ops.retention import RetentionRules, keep_reasons
 from ckpttool.ops.scan import DirectoryScan, Problem, scan_directory
@@ -126,12 +127,12 @@ def path_problem(scan: DirectoryScan, name: str, path: str) -> str | None:
     kind = _kind(scan, full, base)
     if kind == "link":
         return f"{base} is a symbolic link"
-    if kind not in (None, "file", "dir"):
+    if kind not in (None, "file", "dir", "both"):
         return f"{base} is not a regular file"
     if is_checkpoint_file_of(name, base) and kind != "dir":
-        return None
+        return None  # a bucket's "both": the object alone is deleted, never what is below it
     if base == name:
-        if kind == "dir":
+        if _is_temp_dir(scan, full, base):
             return temp_dir_debris_problem(full)
         known = scan.by_name(name)
         if kind is None or is_temp_file_debris(base) or known is not None and known.format == "v1":
@@ -139,9 +140,17 @@ def path_problem(scan: DirectoryScan, name: str, path: str) -> str | None:
     return f"{base} is not a file of checkpoint {name}"
 
 
+def _is_temp_dir(scan: DirectoryScan, full: str, base: str) -> bool:
+    """Whether `full` is to be judged (and removed) as a `*_temp` directory: a directory, or a bucket
+    name that is an object and a prefix at once and named like one (its object is then kept)."""
+    kind = _kind(scan, full, base)
+    return kind == "dir" or kind == "both" and is_temp_dir_name(base)
+
+
 def _kind(scan: DirectoryScan, full: str, base: str) -> str | None:
     """What is at `full` now: "file", "dir", "link", "other", or None if nothing (a bucket: per the
-    scan's listing; a local directory: lstat, right before any deletion)."""
+    scan's listing, "both" for an object that is also a prefix; a local directory: lstat, right
+    before any deletion)."""
     if fs.is_url(full):
         return scan.listing.get(base)
     try:
@@ -211,7 +220,7 @@ def _size_if_present(scan: DirectoryScan, full: str) -> int | None:
 
 def _not_debris(scan: DirectoryScan, leftover_path: str) -> str | None:
     name = fs.basename(leftover_path)
-    if _kind(scan, leftover_path, name) == "dir":
+    if _is_temp_dir(scan, leftover_path, name):
         return temp_dir_debris_problem(leftover_path)
     return None if is_temp_file_debris(name) else f"{name} is not named like a temporary file of a save"
 
@@ -283,16 +292,42 @@ def _index_first(paths: tuple[str, ...]) -> list[str]:
 
 def _remove_batched(scan: DirectoryScan, todo: list[Deletion], fault: Callable[[str], None]) -> None:
     """A bucket's deletions in as few requests as the store allows: every index first (so TensorFlow
-    stops seeing those checkpoints at once), then the data and the rest; `_temp` prefixes last."""
-    files = [p for d in todo for p in d.paths if _kind(scan, p, fs.basename(p)) != "dir"]
-    trees = [p for d in todo for p in d.paths if _kind(scan, p, fs.basename(p)) == "dir"]
+    stops seeing those checkpoints at once), then the data and the rest; `_temp` prefixes last.
+
+    Exact keys only: a file is its object (nothing below it), a `_temp` prefix the part files
+    just listed under it (no recursive delete); each one checked to lie under the directory as
+    listed."""
+    files = [p for d in todo for p in d.paths if not _is_temp_dir(scan, p, fs.basename(p))]
+    parts = [part for d in todo for p in d.paths if _is_temp_dir(scan, p, fs.basename(p))
+             for part in _verified_parts(p)]
+    for url, depth in [(f, 0) for f in files] + [(p, 1) for p in parts]:
+        _refuse_unless_inside(scan.directory, url, depth)
     indexes = [p for p in files if p.endswith(".index")]
     fs.remove_files(indexes)
     fault("removed the indexes")
     fs.remove_files([p for p in files if not p.endswith(".index")])
     fault("removed the data")
-    for tree in trees:
-        fs.remove_tree(tree)
+    fs.remove_files(parts)
+
+
+def _refuse_unless_inside(directory: str, url: str, depth: int) -> None:
+    """`url` must be `directory/NAME` (depth 0) or `directory/NAME_temp/PART` (depth 1), as listed."""
+    inside = directory + "/"
+    rest = url[len(inside):] if url.startswith(inside) else ""
+    if not rest or rest.count("/") != depth:
+        raise Refused(f"{url} is not an object of {directory}; not deleting it")
+
+
+def _verified_parts(temp_dir: str) -> tuple[str, ...]:
+    problem, parts = temp_dir_parts(temp_dir)
+    return () if problem else parts
+
+
+def _present(scan: DirectoryScan, path: str) -> bool:
+    """Whether `path` is still there, by the scan made under the lock (a bucket: its listing)."""
+    if fs.is_url(path):
+        return fs.basename(path) in scan.listing
+    return os.path.lexists(path)
 
 
 def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> PruneResult:
@@ -306,9 +341,15 @@ def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> 
         protected = protected_checkpoints(scan)
         todo = [d for d in plan.deleted if d.name not in protected]
         skipped = tuple(d.name for d in plan.deleted if d.name in protected)
+        # Only what is still there: a plan applied twice (or after another run) deletes nothing
+        # the second time, and says so. An interrupted run's journal entry stays while its
+        # journal does, even with no file left: its state-file entries must still go.
         todo = [Deletion(d.name, d.step, d.size_bytes, d.kind,
-                         tuple(p for p in d.paths if path_problem(scan, d.name, p) is None))
+                         tuple(p for p in d.paths if path_problem(scan, d.name, p) is None and _present(scan, p)))
                 for d in todo]
+        drop = {d.name for d in todo}  # state-file entries to remove, of vanished checkpoints too
+        journal_left = JOURNAL_FILENAME in scan.listing
+        todo = [d for d in todo if d.paths or d.kind == "resumed" and journal_left]
         if not todo:
             return PruneResult(plan, (), skipped)
         # File names only: the journal stays valid if the directory is moved before it is resumed.
@@ -317,7 +358,6 @@ def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> 
         fs.write_atomic(fs.join(directory, JOURNAL_FILENAME), json.dumps(journal).encode())
         fault("journal written")
         if scan.state is not None:
-            drop = {d.name for d in todo}
             listed = {c.name for c in scan.checkpoints if c.in_state}
             if drop & listed:
                 # None: a live writer kept replacing the file; its next save lists

@@ -81,8 +81,9 @@ class DirectoryScan:
     # Latest checkpoints named by other state files (Saver(latest_filename=...), e.g.
     # best_checkpoint): name -> that file's name.
     other_latest: dict[str, str] = field(default_factory=dict)
-    # What the listing held: name -> "file" | "dir" | "link" | "other" (prune checks deletions
-    # against it, so that a bucket costs no request per file).
+    # What the listing held: name -> "file" | "dir" | "link" | "other", or "both" for a bucket
+    # name that is an object and a prefix (prune checks deletions against it, so that a bucket
+    # costs no request per file).
     listing: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -232,7 +233,12 @@ def _scan(directory: str) -> DirectoryScan:
     plain_files: dict[str, fs.Entry] = {}
     stats: dict[str, fs.Entry] = {}
     entries = fs.list_dir(directory)
-    listing = {entry.name: entry.kind for entry in entries}
+    listing: dict[str, str] = {}
+    for entry in entries:
+        # A bucket name can be an object and a prefix at once (`run/x.index` beside
+        # `run/x.index/notes.txt`): "both", so that prune deletes the object alone.
+        seen = listing.get(entry.name)
+        listing[entry.name] = "both" if seen is not None and seen != entry.kind else entry.kind
     if remote and not entries and state is None and state_error is None:
         raise NotFound(f"nothing at {directory} (no such bucket or prefix, or it is empty)")
     for entry in entries:
@@ -444,18 +450,26 @@ def _report_missing_shards(prefix: str, name: str, num_shards: int, files: _File
     return not count
 
 
-def find_checkpoint_dirs(root: str) -> list[str]:
+def find_checkpoint_dirs(root: str, problems: list[Problem] | None = None) -> list[str]:
     """Directories under `root` (itself included) that hold checkpoints, without
-    following symlinks, entering `*_temp` leftovers or SavedModels' variables."""
+    following symlinks, entering `*_temp` leftovers or SavedModels' variables.
+
+    A bucket's keys are taken as listed: one with a `.`, `..` or empty segment below
+    `root` is never followed (a normalised `root/../../other/run` is another bucket);
+    each is added to `problems`."""
     if not fs.is_url(root) and not os.path.isdir(root):
         raise NotFound(f"no such directory: {root}")
     found = []
-    for current, dirs, files in fs.walk_files(root):
+    skipped: list[str] = []
+    for current, dirs, files in fs.walk_files(root, skipped):
         dirs[:] = sorted(d for d in dirs if not _TEMP_DIR_RE.search(d))
         if "saved_model.pb" in files or "saved_model.pbtxt" in files:
             dirs[:] = [d for d in dirs if d != "variables"]
         if STATE_FILENAME in files or any(name.endswith(".index") for name in files):
             found.append(current)
+    if problems is not None:
+        problems.extend(Problem("bad_key", url, f"skipped {excerpt(url)}: an object key with a `.`, `..` or "
+                                "empty segment is never followed") for url in skipped)
     return found
 
 

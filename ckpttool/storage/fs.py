@@ -215,10 +215,12 @@ def basename(path: str) -> str:
 
 
 def absolute(path: str) -> str:
-    """Local paths made absolute; URLs without a trailing slash (`gs://b/run/` is `gs://b/run`)."""
+    """Local paths made absolute; URLs without a trailing slash (`gs://b/run/` is `gs://b/run`),
+    never normalised otherwise: object keys are opaque (`b/root/../../other/run` is a key of
+    bucket b, not a path into bucket `other`)."""
     if is_url(path):
         scheme, _, rest = path.partition("://")
-        return f"{scheme.lower()}://{posixpath.normpath(rest) if rest.strip('/') else rest}".rstrip("/")
+        return f"{scheme.lower()}://{rest}".rstrip("/")
     return os.path.abspath(path)
 
 
@@ -264,11 +266,12 @@ def list_dir(path: str) -> list[Entry]:
     return entries
 
 
-def walk_files(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
+def walk_files(root: str, skipped: list[str] | None = None) -> Iterator[tuple[str, list[str], list[str]]]:
     """(directory, subdirectory names, file names) for `root` and below, like os.walk without
-    following symlinks; a bucket's tree comes from one recursive listing."""
+    following symlinks; a bucket's tree comes from one recursive listing, its keys with `.`,
+    `..` or empty segments left out and added to `skipped`."""
     if is_url(root):
-        yield from _remote().walk(root)
+        yield from _remote().walk(root, skipped)
         return
     yield from os.walk(root, followlinks=False)
 

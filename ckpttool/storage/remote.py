@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator, TypeVar
 
-from ckpttool.errors import BadInput, NotFound, Refused
+from ckpttool.errors import BadInput, NotFound, Refused, TooLarge
 
 T = TypeVar("T")
 
@@ -55,9 +55,28 @@ def parse_storage_option(text: str) -> tuple[str, Any]:
 
 
 def split_url(url: str) -> tuple[str, str]:
-    """(protocol, path without the protocol): `gs://b/run` -> ("gs", "b/run")."""
+    """(protocol, path without the protocol): `gs://b/run` -> ("gs", "b/run").
+
+    Object keys are opaque strings, never normalised: a key whose segments include `.`, `..` or
+    empty ones is refused here, before any request (an HTTP layer may resolve `root/../../other`
+    to another bucket), so no read, write or delete ever reaches one.
+    """
     protocol, _, rest = url.partition("://")
-    return protocol.lower(), rest.rstrip("/")
+    rest = rest.rstrip("/")
+    problem = key_problem(rest)
+    if problem:
+        raise BadInput(f"{url}: {problem}; object keys are not normalised, refusing to use it")
+    return protocol.lower(), rest
+
+
+def key_problem(path: str, rooted: bool = True) -> str | None:
+    """Why the bucket path `path` (`bucket/key`; `rooted`: one leading `/` allowed, for stores
+    rooted at `/` such as memory://) cannot be used as it is, or None."""
+    segments = (path[1:] if rooted and path.startswith("/") else path).split("/")
+    bad = next((s for s in segments if s in ("", ".", "..")), None)
+    if bad is None:
+        return None
+    return "it has an empty segment (`//`)" if bad == "" else f"it has a `{bad}` segment"
 
 
 def join_url(protocol: str, path: str) -> str:
@@ -159,8 +178,8 @@ def list_directory(url: str) -> list[RemoteEntry]:
     entries = []
     for info in infos:
         name = posixpath.basename(info["name"].rstrip("/"))
-        if not name or info["name"].rstrip("/") == path:
-            continue
+        if not name or info["name"].rstrip("/") == path or name in (".", ".."):
+            continue  # `run/../x` lists as a prefix `..`: never followed
         entries.append(RemoteEntry(name, join_url(protocol, info["name"].rstrip("/")), info.get("type") == "directory",
                                    int(info.get("size") or 0), mtime_of(info)))
     return entries
@@ -175,13 +194,21 @@ def list_tree(url: str) -> list[RemoteEntry]:
                         mtime_of(entry)) for name, entry in sorted(found.items())]
 
 
-def walk(url: str) -> Iterator[tuple[str, list[str], list[str]]]:
+def walk(url: str, skipped: list[str] | None = None) -> Iterator[tuple[str, list[str], list[str]]]:
     """os.walk for a bucket, built from one recursive listing: (directory URL, subdirectory names,
-    file names), top-down; a subdirectory removed from the list in place is not entered."""
+    file names), top-down; a subdirectory removed from the list in place is not entered.
+
+    Keys are taken as listed: one whose part below `url` has a `.`, `..` or empty segment
+    (`root/../../other-bucket/run/checkpoint`) is left out, its URL added to `skipped`."""
     protocol, root = split_url(url)
     tree: dict[str, tuple[set[str], list[str]]] = {root: (set(), [])}
+    start = len(protocol) + 3 + len(root) + 1  # where the key below `root/` begins in an entry's URL
     for entry in list_tree(url):
-        rel = split_url(entry.path)[1][len(root):].strip("/").split("/")
+        if not entry.path.startswith(join_url(protocol, root) + "/") or key_problem(entry.path[start:], rooted=False):
+            if skipped is not None:
+                skipped.append(entry.path)
+            continue
+        rel = entry.path[start:].split("/")
         current = root
         for part in rel[:-1]:
             tree.setdefault(current, (set(), []))[0].add(part)
@@ -225,21 +252,28 @@ def read_range(url: str, start: int, end: int) -> bytes:
 
 
 def read_capped(url: str, limit: int, what: str, missing_ok: bool = False) -> bytes | None:
-    """A whole object no larger than `limit` bytes, in one GET; None if missing and `missing_ok`."""
+    """A whole object no larger than `limit` bytes, in one GET; None if missing and `missing_ok`.
+
+    The cap holds on the bytes read, not on a size looked up before (the object may be replaced
+    in between): one ranged GET of `limit + 1` bytes, refused (TooLarge) if it brings more than
+    `limit`."""
     found = info(url)
     if found is None or found.get("type") == "directory":
         if found is None and missing_ok:
             return None
         raise NotFound(f"no {what} at {url}")
     if int(found.get("size") or 0) > limit:
-        raise BadInput(f"{what} {url} is larger than {limit >> 20} MiB, the most ckpttool reads; refusing to read it")
+        raise TooLarge(f"{what} {url} is larger than {limit >> 20} MiB, the most ckpttool reads; refusing to read it")
     protocol, path = split_url(url)
     try:
-        return call(url, filesystem(protocol).cat_file, path, what=what)
+        data = call(url, filesystem(protocol).cat_file, path, start=0, end=limit + 1, what=what)
     except NotFound:
         if missing_ok:  # removed since it was looked up (a concurrent prune finishing its journal)
             return None
         raise
+    if len(data) > limit:
+        raise TooLarge(f"{what} {url} is larger than {limit >> 20} MiB, the most ckpttool reads; refusing to read it")
+    return data
 
 
 def read_head_and_tail(url: str, head: int, tail: int, what: str, size: int | None = None) -> tuple[bytes, bytes, int]:
@@ -379,15 +413,29 @@ def whole_object_output(url: str) -> Iterator[BinaryIO]:
     call(url, handle.close)
 
 
+_GLOB_CHARS = frozenset("*?[")
+
+
 def remove_many(urls: list[str]) -> None:
-    """Delete objects in as few requests as the store allows (S3: 1000 keys per request)."""
+    """Delete exactly these objects (keys as given, nothing below them), in as few requests as the
+    store allows (S3: 1000 keys per request)."""
     if not urls:
         return
     protocol, _ = split_url(urls[0])
     fs = filesystem(protocol)
     paths = [split_url(u)[1] for u in urls]
+    # fsspec's rm expands `*?[` as a glob (`run/m*-1.index` would match `run/model.ckpt-1.index`):
+    # such keys go one request each to rm_file, which takes a key as it is.
+    literal = [p for p in paths if _GLOB_CHARS.isdisjoint(p)]
     try:
-        fs.rm(paths)
+        for path in paths:
+            if not _GLOB_CHARS.isdisjoint(path):
+                try:
+                    fs.rm_file(path)
+                except FileNotFoundError:
+                    pass
+        if literal:
+            fs.rm(literal)
     except FileNotFoundError:
         pass  # gone already: a concurrent cleanup or an earlier interrupted run
     except Exception as exc:  # noqa: BLE001

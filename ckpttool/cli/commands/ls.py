@@ -84,7 +84,9 @@ def command(directory: Directory, recursive: Recursive = False, json_out: Json =
 
     With --recursive, every run directory under DIR, then each one's size and the total."""
     require_directory(directory, "ls")
-    dirs = find_checkpoint_dirs(directory) if recursive else [directory]
+    skipped = []  # keys of the tree never followed (`root/../other`): reported, not read
+    dirs = find_checkpoint_dirs(directory, skipped) if recursive else [directory]
+    render.warn_all(p.message for p in skipped)
     scans = for_each_directory(scan_directory, dirs)
     if json_out:
         if recursive:

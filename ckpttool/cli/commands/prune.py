@@ -101,7 +101,9 @@ def command(
                            parse_duration(min_age) if min_age is not None else None)
     rules.validate()
     require_directory(directory, "prune")
-    dirs = find_checkpoint_dirs(directory) if recursive else [directory]
+    skipped = []  # keys of the tree never followed (`root/../other`): reported, not pruned
+    dirs = find_checkpoint_dirs(directory, skipped) if recursive else [directory]
+    render.warn_all(p.message for p in skipped)
 
     def plan(d: str):
         try:
