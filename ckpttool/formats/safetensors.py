@@ -63,6 +63,9 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
     return seen
 
 
+_JSON_KINDS = {dict: "object", list: "array", type(None): "null", bool: "boolean", int: "number", float: "number"}
+
+
 def _int_list(value, length: int | None = None) -> bool:
     """A list of u64 values (the library's usize), as the safetensors library accepts."""
     return (isinstance(value, list) and (length is None or len(value) == length)
@@ -133,8 +136,10 @@ class SafetensorsFile:
                 raise self._corrupt(f"tensor {name!r}: expected exactly dtype, shape and data_offsets")
             st_dtype = info["dtype"]
             if not isinstance(st_dtype, str) or st_dtype not in _TF_NAMES:
+                kind = _JSON_KINDS.get(type(st_dtype), "value")
+                shown_dtype = repr(st_dtype[:40]) if isinstance(st_dtype, str) else f"a JSON {kind}"
                 raise (Unsupported if isinstance(st_dtype, str) and st_dtype.isupper() else CorruptCheckpoint)(
-                    f"{os.path.basename(self.path)}: tensor {name!r} has dtype {json.dumps(st_dtype)[:40]}, which "
+                    f"{os.path.basename(self.path)}: tensor {name!r} has dtype {shown_dtype}, which "
                     "has no TensorFlow equivalent")
             dtype = dtype_from_name(_TF_NAMES[st_dtype])
             if not _int_list(info["shape"]) or not _int_list(info["data_offsets"], 2):
