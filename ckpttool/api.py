@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
-from ckpttool.errors import UnknownVariable
+from ckpttool.errors import UnknownVariable, UsageProblem
 
 if TYPE_CHECKING:  # only for type checkers: importing numpy is left to the first read
     import numpy as np
@@ -60,6 +60,7 @@ class Checkpoint:
         self.path: str = resolved.prefix  #: the prefix or file actually read
         self.format: str = resolved.format  #: "v2", "v1", "safetensors", "npz" or "keras"
         self._reader = open_checkpoint(resolved.prefix, resolved.format)
+        self._closed = False
         self.variables: tuple[VariableInfo, ...] = tuple(
             VariableInfo(v.name, v.dtype.name, v.shape, v.num_elements, v.size_bytes, v.partitioned)
             for v in self._reader.variables if not v.internal)
@@ -68,6 +69,8 @@ class Checkpoint:
         return [v.name for v in self.variables]
 
     def _variable(self, name: str):
+        if self._closed:
+            raise UsageProblem(f"{self.path} is closed; open it again to read {name!r}")
         var = self._reader.variable(name)
         if var is None or var.internal:
             raise UnknownVariable(f"no variable named {name!r} in {self.path}")
@@ -81,7 +84,10 @@ class Checkpoint:
         gives the stored elements instead (bfloat16 as its uint16 bits).
         Strings come back as an object array of bytes.
         """
+        from ckpttool.ops.values import check_value_shape
+
         var = self._variable(name)
+        check_value_shape(var)
         if raw and var.dtype.fixed_width:
             from ckpttool.formats.raw import read_stored
 
@@ -101,6 +107,7 @@ class Checkpoint:
         return len(self.variables)
 
     def close(self) -> None:
+        self._closed = True
         self._reader.close()
 
     def __enter__(self) -> "Checkpoint":

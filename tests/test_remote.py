@@ -417,3 +417,67 @@ def test_an_object_removed_between_lookup_and_read_counts_as_missing(monkeypatch
     store.pipe_file("/race/.ckpttool-prune.journal", b"{}")
     with pytest.raises(NotFound):
         remote.read_capped("memory://race/.ckpttool-prune.journal", 1 << 20, "prune journal")
+
+
+# -- weights files in a bucket (issue 16 item 15) -----------------------------------------------
+
+def test_npz_and_safetensors_in_a_bucket_read_as_on_disk(store, fixtures_dir, tmp_path):
+    import numpy as np
+
+    local = tmp_path / "weights"
+    local.mkdir()
+    rng = np.random.default_rng(3)
+    arrays = {"w": rng.standard_normal((300, 7)).astype(np.float32), "flags": np.array([True, False]),
+              "f": np.asfortranarray(rng.standard_normal((5, 3)))}
+    np.savez(local / "numpy.npz", **arrays)
+    np.savez_compressed(local / "compressed.npz", **arrays)
+    for fmt in ("npz", "safetensors"):  # files ckpttool wrote itself
+        written = run_cli("convert", fixtures_dir / "saver_run", local / f"ours.{fmt}")
+        assert written.exit_code == 0, written.stderr
+    url = upload_tree(store, str(local), fresh_prefix("weights"))
+    for name in ("numpy.npz", "compressed.npz", "ours.npz", "ours.safetensors"):
+        remote = run_cli("inspect", "--json", "--values", f"{url}/{name}")
+        assert remote.exit_code == 0, (name, remote.stderr)
+        on_disk = run_cli("inspect", "--json", "--values", local / name).json()
+        assert _localize(remote.json(), str(local), url) == on_disk
+        assert run_cli("verify", f"{url}/{name}").exit_code == 0
+    import ckpttool
+
+    with ckpttool.open(f"{url}/numpy.npz") as ckpt:  # numpy is the oracle of the values
+        for key, array in arrays.items():
+            np.testing.assert_array_equal(ckpt.read(key), array)
+
+
+def test_keras_files_in_a_bucket_open_as_files(store, fixtures_dir):
+    """The storage side of reading .keras and .weights.h5 from a bucket: the object is a seekable
+    file that zipfile and h5py read as they read the local file."""
+    import zipfile
+
+    import h5py
+    import numpy as np
+
+    from ckpttool.storage.remote import RemoteInput
+
+    local, url = upload(store, fixtures_dir, "keras3")
+    with zipfile.ZipFile(os.path.join(local, "m.keras")) as on_disk, \
+            zipfile.ZipFile(RemoteInput.open(f"{url}/m.keras", "Keras archive")) as remote:
+        assert remote.namelist() == on_disk.namelist()
+        for name in on_disk.namelist():
+            assert remote.read(name) == on_disk.read(name)
+
+    def datasets(handle) -> dict:
+        found = {}
+        handle.visititems(lambda name, obj: found.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset)
+                          else None)
+        return found
+
+    with h5py.File(os.path.join(local, "m.weights.h5"), "r") as on_disk, \
+            h5py.File(RemoteInput.open(f"{url}/m.weights.h5", "Keras weights file"), "r") as remote:
+        expected, got = datasets(on_disk), datasets(remote)
+    assert expected and set(got) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value)
+    keras_inspect = run_cli("inspect", "--json", "--values", f"{url}/m.keras")
+    assert keras_inspect.exit_code == 0, keras_inspect.stderr
+    assert _localize(keras_inspect.json(), local, url) == run_cli("inspect", "--json", "--values",
+                                                                  os.path.join(local, "m.keras")).json()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Callable
 
-from ckpttool.errors import Unsupported
+from ckpttool.errors import CorruptCheckpoint, Unsupported
 
 if TYPE_CHECKING:  # numpy is imported when values are decoded, not to list them
     import numpy as np
@@ -151,3 +151,33 @@ def dtype_from_name(name: str) -> DType:
 
 def all_dtypes() -> list[DType]:
     return list(_ALL)
+
+
+def check_bool_bytes(name: str, dtype: DType, chunk: bytes) -> None:
+    """A stored bool is byte 0 or 1 (safetensors' check; numpy would show 2 as True and write it back)."""
+    if dtype.name == "bool" and chunk.translate(None, b"\x00\x01"):
+        raise CorruptCheckpoint(f"bool tensor {name!r} holds bytes other than 0 and 1")
+
+
+NUMPY_MAX_DIMS = 64  # numpy's NPY_MAXDIMS (numpy 2)
+INT64_MAX = (1 << 63) - 1  # TensorShapeProto dims are int64, numpy's npy_intp is 64 bits here
+
+
+def array_shape_problem(shape: tuple[int, ...], itemsize: int | None) -> str | None:
+    """Why no numpy array (nor TensorFlow tensor) can have `shape`, or None if one can.
+
+    numpy's own rules (np.empty refuses the same shapes): at most 64 axes, each
+    at most 2**63-1, and the non-zero axes times the itemsize must fit in 2**63-1
+    bytes even when another axis is 0. Checked before any value is read or written,
+    so a header claiming [0, 10**30] is refused instead of crashing numpy."""
+    if len(shape) > NUMPY_MAX_DIMS:
+        return f"{len(shape)} dimensions, more than the {NUMPY_MAX_DIMS} numpy allows"
+    total = max(itemsize or 1, 1)
+    for size in shape:
+        if size > INT64_MAX:
+            return f"a dimension of {size}, more than 2**63-1"
+        if size:
+            total *= size
+    if total > INT64_MAX:
+        return "more than 2**63-1 bytes (numpy refuses such a shape even with a zero dimension)"
+    return None

@@ -17,7 +17,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 import numpy as np
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
-from ckpttool.formats.dtypes import STRING, DType, dtype_from_name
+from ckpttool.formats.dtypes import STRING, DType, array_shape_problem, check_bool_bytes, dtype_from_name
 from ckpttool.storage.fs import open_input
 from ckpttool.formats.variables import Variable
 
@@ -25,6 +25,7 @@ CHUNK_BYTES = 8 << 20
 NPY_HEADER_LIMIT = 10_000  # numpy's own default cap on .npy header size
 ZIP_RATIO_FLOOR = 256 << 20  # members this large ...
 ZIP_MAX_RATIO = 100  # ... that expand more than this are refused (DEFLATE of real weights stays far below)
+ZERO_WIDTH_LIMIT = 1 << 20  # elements of a zero-width string array (S0), which hold no bytes to bound them
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, zipfile.LargeZipFile, NotImplementedError, ValueError)
 
 _NUMPY_KINDS = {("b", 1): "bool", ("i", 1): "int8", ("i", 2): "int16", ("i", 4): "int32", ("i", 8): "int64",
@@ -54,7 +55,11 @@ def numpy_storage(dtype: DType) -> np.dtype | None:
 
 
 def check_zip_member(info: zipfile.ZipInfo, archive: str) -> None:
-    """Refuse a member that declares far more bytes than it stores (a zip bomb)."""
+    """Refuse a member that declares far more bytes than it stores (a zip bomb), or is encrypted
+    (zipfile would ask for a password; numpy cannot load it either)."""
+    if info.flag_bits & 0x1:
+        raise Unsupported(f"{os.path.basename(archive)}: member {info.filename!r} is encrypted; ckpttool reads "
+                          "no encrypted archives", hint="decrypt it with your zip tool first")
     if info.file_size > ZIP_RATIO_FLOOR and info.file_size > ZIP_MAX_RATIO * max(info.compress_size, 1):
         raise CorruptCheckpoint(f"{os.path.basename(archive)}: member {info.filename!r} declares {info.file_size} "
                                 f"bytes but stores {info.compress_size}; refusing a likely zip bomb",
@@ -117,7 +122,13 @@ class NpzReader:
                 raise self._fail(exc, info.filename) from None
             what = f"{os.path.basename(self.prefix)} member {info.filename!r}"
             dtype = tf_dtype_of(np_dtype, what)
+            problem = array_shape_problem(tuple(shape), np_dtype.itemsize)
+            if problem:  # numpy's read_array refuses such a member: so do we, before anything is written
+                raise Unsupported(f"{what}: a shape with {problem}, which numpy cannot load")
             expected = prod(shape) * np_dtype.itemsize
+            if np_dtype.itemsize == 0 and prod(shape) > ZERO_WIDTH_LIMIT:
+                raise Unsupported(f"{what}: {prod(shape)} zero-width strings ({np_dtype.str}); ckpttool reads at most "
+                                  f"{ZERO_WIDTH_LIMIT} (they hold no bytes, but each costs memory)")
             if info.file_size != data_offset + expected:
                 raise CorruptCheckpoint(f"{what}: {info.file_size - data_offset} data bytes for shape {list(shape)} "
                                         f"of {np_dtype.str} ({expected} expected)")
@@ -155,6 +166,8 @@ class NpzReader:
 
     def _whole(self, var: Variable) -> np.ndarray:
         member = self._members[var.name]
+        if member.np_dtype.itemsize == 0:  # S0: as numpy's read_array, empty strings without reading
+            return np.ndarray(var.shape, dtype=member.np_dtype)
         data = b"".join(self._iter_member(member, CHUNK_BYTES))
         return np.frombuffer(data, dtype=member.np_dtype).reshape(var.shape, order="F" if member.fortran else "C")
 
@@ -186,9 +199,13 @@ class NpzReader:
             yield np.frombuffer(chunk, dtype=native)
 
     def check_variable(self, var: Variable) -> int:
-        """Read the member to its end: zipfile checks its CRC-32."""
+        """Read the member to its end: zipfile checks its CRC-32; booleans must be 0 or 1."""
         member = self._members[var.name]
-        return sum(len(chunk) for chunk in self._iter_member(member, CHUNK_BYTES))
+        total = 0
+        for chunk in self._iter_member(member, CHUNK_BYTES):
+            check_bool_bytes(var.name, var.dtype, chunk)
+            total += len(chunk)
+        return total
 
     def object_graph_bytes(self) -> bytes | None:
         return None

@@ -20,8 +20,8 @@ from math import prod
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
-from ckpttool.formats.dtypes import DType, dtype_from_name
-from ckpttool.storage.fs import open_input, read_capped
+from ckpttool.formats.dtypes import DType, check_bool_bytes, dtype_from_name
+from ckpttool.storage.fs import is_url, open_random_access, read_capped
 from ckpttool.formats.variables import StoredTensor, Variable
 
 if TYPE_CHECKING:  # numpy is imported where values are decoded, not to copy bytes
@@ -63,17 +63,34 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
     return seen
 
 
+_JSON_KINDS = {dict: "object", list: "array", type(None): "null", bool: "boolean", int: "number", float: "number"}
+
+
 def _int_list(value, length: int | None = None) -> bool:
+    """A list of u64 values (the library's usize), as the safetensors library accepts."""
     return (isinstance(value, list) and (length is None or len(value) == length)
-            and all(type(v) is int and v >= 0 for v in value))
+            and all(type(v) is int and 0 <= v < 1 << 64 for v in value))
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a string holding a lone surrogate (JSON's "\\ud800"), which is no UTF-8 text:
+    the safetensors library refuses such a header, and no name may hold one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class SafetensorsFile:
-    """One validated .safetensors file: its tensors (absolute offsets) and metadata."""
+    """One validated .safetensors file: its tensors (absolute offsets) and metadata.
+
+    Read at offsets only (pread, or ranged GETs), never through a shared file
+    position, so threads may read one file at once."""
 
     def __init__(self, path: str, shard_id: int = 0):
         self.path = path
-        self.handle: BinaryIO = open_input(path, "safetensors file")
+        self.handle = open_random_access(path, "safetensors file")
         try:
             self.tensors, self.metadata = self._read_header(shard_id)
         except BaseException:
@@ -84,18 +101,20 @@ class SafetensorsFile:
         return CorruptCheckpoint(f"{os.path.basename(self.path)}: {problem}")
 
     def _read_header(self, shard_id: int) -> tuple[dict[str, StoredTensor], dict[str, str]]:
-        file_size = getattr(self.handle, "size", None)  # an object in a bucket knows its size
-        if file_size is None:
-            file_size = os.fstat(self.handle.fileno()).st_size
-        head = self.handle.read(8)
+        file_size = self.handle.size
+        head = self.handle.read_at(0, 8)
         if len(head) < 8:
             raise self._corrupt(f"too short to be a safetensors file ({file_size} bytes)")
         (length,) = struct.unpack("<Q", head)
+        # The length is never quoted: for a file that is not safetensors it is its first 8 bytes.
         if length > HEADER_LIMIT:
-            raise self._corrupt(f"header length {length} is over the {HEADER_LIMIT}-byte limit")
+            raise self._corrupt(f"not a safetensors file (its header length is over the {HEADER_LIMIT}-byte limit)")
         if 8 + length > file_size:
-            raise self._corrupt(f"header length {length} runs past the end of the file ({file_size} bytes)")
-        raw = self.handle.read(length)
+            raise self._corrupt(f"not a safetensors file (its header length runs past the end of the file, "
+                                f"{file_size} bytes)")
+        raw = self.handle.read_at(8, length)
+        if len(raw) < length:
+            raise self._corrupt("the file was truncated while its header was read")
         try:
             header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -103,23 +122,29 @@ class SafetensorsFile:
         if not isinstance(header, dict):
             raise self._corrupt("header is not a JSON object")
         metadata = header.pop(METADATA_KEY, None) or {}
-        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) and _is_utf8(v) and _is_utf8(k)
+                                                         for k, v in metadata.items()):
             raise self._corrupt("__metadata__ must map strings to strings")
         data_start = 8 + length
         buffer_size = file_size - data_start
         tensors: dict[str, StoredTensor] = {}
         spans = []
         for name, info in header.items():
+            if not _is_utf8(name):
+                raise self._corrupt(f"tensor name {name!r} holds a lone surrogate, which is not UTF-8 text")
             if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
                 raise self._corrupt(f"tensor {name!r}: expected exactly dtype, shape and data_offsets")
             st_dtype = info["dtype"]
-            if st_dtype not in _TF_NAMES:
+            if not isinstance(st_dtype, str) or st_dtype not in _TF_NAMES:
+                kind = _JSON_KINDS.get(type(st_dtype), "value")
+                shown_dtype = repr(st_dtype[:40]) if isinstance(st_dtype, str) else f"a JSON {kind}"
                 raise (Unsupported if isinstance(st_dtype, str) and st_dtype.isupper() else CorruptCheckpoint)(
-                    f"{os.path.basename(self.path)}: tensor {name!r} has dtype {str(st_dtype)[:40]!r}, which "
+                    f"{os.path.basename(self.path)}: tensor {name!r} has dtype {shown_dtype}, which "
                     "has no TensorFlow equivalent")
             dtype = dtype_from_name(_TF_NAMES[st_dtype])
             if not _int_list(info["shape"]) or not _int_list(info["data_offsets"], 2):
-                raise self._corrupt(f"tensor {name!r}: shape and data_offsets must be lists of non-negative integers")
+                raise self._corrupt(f"tensor {name!r}: shape and data_offsets must be lists of integers "
+                                    "from 0 to 2**64-1")
             shape = tuple(info["shape"])
             begin, end = info["data_offsets"]
             if begin > end or end > buffer_size:
@@ -153,11 +178,29 @@ def _read_index(path: str) -> dict[str, str]:
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise CorruptCheckpoint(f"{os.path.basename(path)}: no weight_map of tensor names to file names")
+    if not all(_is_utf8(name) for name in weight_map):
+        raise CorruptCheckpoint(f"{os.path.basename(path)}: a tensor name holds a lone surrogate, "
+                                "which is not UTF-8 text")
     for filename in set(weight_map.values()):
+        if not _is_utf8(filename) or "\x00" in filename:
+            raise CorruptCheckpoint(f"{os.path.basename(path)}: shard name {filename[:200]!r} is not a file name "
+                                    "(a NUL byte or a lone surrogate)")
         if os.path.basename(filename) != filename or filename in ("", ".", ".."):
             raise BadInput(f"{os.path.basename(path)}: shard {filename[:200]!r} is not a file beside the index; "
                            "refusing to read outside its directory")
     return weight_map
+
+
+def _refuse_leaving(index: str, directory: str, shard: str) -> None:
+    """A shard that is a symlink resolving outside the index's directory is refused, as `../`
+    is: an index must not make ckpttool read (and describe) /etc/shadow."""
+    if is_url(shard):
+        return  # object keys are plain names beside the index: no links
+    real_dir = os.path.realpath(directory or ".")
+    real = os.path.realpath(shard)
+    if os.path.commonpath([real_dir, real]) != real_dir:
+        raise BadInput(f"{os.path.basename(index)}: shard {os.path.basename(shard)!r} is a link to a file outside "
+                       "the index's directory; refusing to read outside its directory")
 
 
 class SafetensorsReader:
@@ -181,7 +224,9 @@ class SafetensorsReader:
             directory = os.path.dirname(path)
             shard_names = sorted(set(weight_map.values()))
             for shard_id, filename in enumerate(shard_names):
-                self._files.append(SafetensorsFile(os.path.join(directory, filename), shard_id))
+                shard = os.path.join(directory, filename)
+                _refuse_leaving(path, directory, shard)
+                self._files.append(SafetensorsFile(shard, shard_id))
             for name, filename in weight_map.items():
                 if name not in self._files[shard_names.index(filename)].tensors:
                     raise CorruptCheckpoint(f"{os.path.basename(path)}: {filename} does not hold {name!r}")
@@ -210,16 +255,19 @@ class SafetensorsReader:
         part = var.parts[0]
         handle = self._files[part.shard_id].handle
         step = max(part.dtype.itemsize, (chunk_bytes or CHUNK_BYTES) // part.dtype.itemsize * part.dtype.itemsize)
-        position, remaining = part.offset, part.size
-        while remaining:
-            handle.seek(position)
-            chunk = handle.read(min(step, remaining))
-            if not chunk:
-                raise CorruptCheckpoint(f"{os.path.basename(self._files[part.shard_id].path)} was truncated "
-                                        f"while reading {var.name!r}")
-            position += len(chunk)
-            remaining -= len(chunk)
-            yield chunk
+        remaining, pending = part.size, b""
+        # Positional reads (no shared file position): threads reading one file get their own bytes.
+        for data in handle.iter_range(part.offset, part.size, step):
+            remaining -= len(data)
+            if pending or len(data) % part.dtype.itemsize:
+                data, pending = pending + data, b""
+                cut = len(data) - len(data) % part.dtype.itemsize
+                data, pending = data[:cut], data[cut:]
+            if data:
+                yield data
+        if remaining or pending:
+            raise CorruptCheckpoint(f"{os.path.basename(self._files[part.shard_id].path)} was truncated "
+                                    f"while reading {var.name!r}")
 
     def iter_value_chunks(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
         import numpy as np
@@ -238,8 +286,7 @@ class SafetensorsReader:
     def check_variable(self, var: Variable) -> int:
         """Read every byte (the format has no checksums); booleans must be 0 or 1."""
         for chunk in self.iter_stored_bytes(var):
-            if var.dtype.name == "bool" and chunk.translate(None, b"\x00\x01"):
-                raise CorruptCheckpoint(f"bool tensor {var.name!r} holds bytes other than 0 and 1")
+            check_bool_bytes(var.name, var.dtype, chunk)
         return var.parts[0].size
 
     def object_graph_bytes(self) -> bytes | None:

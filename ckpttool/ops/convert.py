@@ -130,17 +130,38 @@ def _check_dtype(var: Variable, to: str) -> None:
                           hint=f"leave it out with --drop, or convert to {other}")
 
 
+def _check_shape(var: Variable, to: str) -> None:
+    """A shape no numpy array or TensorFlow tensor can have (a header may claim [0, 10**30]):
+    the converted file would be one that numpy, safetensors and TensorFlow refuse to load."""
+    from ckpttool.formats.dtypes import array_shape_problem
+
+    problem = array_shape_problem(var.shape, var.dtype.itemsize)
+    if problem:
+        raise Unsupported(f"{var.name!r} has a shape with {problem}, which {to} readers cannot load",
+                          hint="leave it out with --drop")
+
+
+def _is_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_name(name: str, to: str) -> None:
     if to == "tf":
         if name.startswith("\x00"):
             raise Unsupported(f"{name!r} cannot be a TF checkpoint key (a leading NUL marks slice entries)",
                               hint="rename it with --map or --regex")
         return
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
+    if not _is_text(name):
         raise Unsupported(f"{name!r} is not valid UTF-8, which {to} names must be",
-                          hint="rename it with --map or --regex") from None
+                          hint="rename it with --map or --regex")
+    if to == "npz" and (len(name.encode("utf-8")) + len(".npy") > 0xFFFF or "\x00" in name):
+        # a zip member name is at most 65535 bytes, and zipfile (numpy) cuts a name at a NUL
+        raise Unsupported(f"{name[:100]!r}{'...' if len(name) > 100 else ''} cannot be an .npz member name "
+                          "(at most 65531 UTF-8 bytes, no NUL)", hint="rename it with --map or --regex")
     if to == "safetensors" and name == "__metadata__":
         raise Unsupported("a tensor named '__metadata__' cannot be stored in safetensors (the name is reserved)",
                           hint="rename it with --map")
@@ -228,6 +249,10 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
         raise UsageProblem("--shard-size applies to safetensors destinations only, and must be positive")
     if metadata and to != "safetensors":
         raise UsageProblem("--metadata applies to safetensors destinations only")
+    for key, value in (metadata or {}).items():
+        if not (isinstance(key, str) and isinstance(value, str) and _is_text(key) and _is_text(value)):
+            raise UsageProblem(f"metadata {key!r}: keys and values must be UTF-8 strings "
+                               "(safetensors refuses a header holding anything else)")
     destination = fs.absolute(destination)
     if fs.is_dir(destination):
         raise Refused(f"destination {destination} is a directory; give a file name or a checkpoint prefix")
@@ -252,6 +277,7 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
                 check_stored_readable(reader, var)
                 _check_dtype(var, to)
             _check_name(mapping[var.name], to)
+            _check_shape(var, to)
             items.append(ConvertItem(var.name, mapping[var.name], var.dtype.name, var.shape, var.size_bytes))
         graph = None
         if reader.variable(OBJECT_GRAPH_KEY) is not None and reader.object_graph_bytes() is not None:

@@ -154,8 +154,9 @@ def inspect_checkpoint(
                 )
             value, summarized = None, False
             if i in included:
-                from ckpttool.ops.values import needs_summary, read_corners  # numpy: only for values
+                from ckpttool.ops.values import check_value_shape, needs_summary, read_corners  # numpy: only now
 
+                check_value_shape(var)
                 summarized = values == VALUES_SUMMARY and needs_summary(var)
                 value = read_corners(reader, var) if summarized else reader.read(var)
             reports.append(VariableReport(

@@ -71,9 +71,11 @@ def read_map_file(path: str) -> tuple[tuple[str, str], ...]:
     if text.lstrip().startswith("{"):
         try:
             data = json.loads(text)
+        except RecursionError:  # nested deeper than Python's stack: no map is
+            raise BadInput(f"map file {path} is not a JSON object of names (nested too deeply)") from None
         except ValueError as exc:
             raise BadInput(f"map file {path} is not valid JSON: {exc}") from None
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
             raise BadInput(f"map file {path}: every key and value must be a string")
         return tuple(data.items())
     pairs = []

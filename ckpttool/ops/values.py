@@ -16,11 +16,22 @@ from math import prod
 
 import numpy as np
 
+from ckpttool.errors import Unsupported
+from ckpttool.formats.dtypes import array_shape_problem
 from ckpttool.formats.variables import Variable, slice_shape
 
 SUMMARY_THRESHOLD = 1000  # numpy's print threshold: larger tensors are summarised
 EDGE_ITEMS = 3  # numpy's edgeitems
 _ELEMENT_CHARS = 200  # a longer string element is cut in a summary
+
+
+def check_value_shape(var: Variable) -> None:
+    """Unsupported for a variable whose value no numpy array can hold (rank 301, a dimension of
+    10**30 beside a 0): the file may list it, but there is no value to show."""
+    problem = array_shape_problem(var.shape, var.dtype.itemsize)
+    if problem:
+        raise Unsupported(f"{var.name!r} has a shape with {problem}: numpy cannot hold its value",
+                          hint="list it without --values")
 
 
 def needs_summary(var: Variable) -> bool:

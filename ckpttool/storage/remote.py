@@ -29,6 +29,7 @@ _EXTRAS = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}
 CONDITIONAL_CREATE = frozenset({"s3", "s3a", "gs", "gcs"})
 READ_CHUNK = 8 << 20  # one ranged GET
 READS_IN_FLIGHT = 8
+READ_AHEAD = 1 << 20  # a small sequential read (zipfile, h5py) fetches this much at once
 
 _storage_options: dict[str, Any] = {}
 _instances: dict[str, Any] = {}
@@ -321,12 +322,19 @@ def iter_range_chunks(url: str, start: int, size: int, chunk: int = READ_CHUNK,
 
 class RemoteInput:
     """An object read at offsets over ranged GETs (the random-access interface of storage/fs.py),
-    also usable as a sequential file (`seek`/`read`) by readers that read a whole table."""
+    also usable as a seekable binary file (`seek`/`tell`/`read`/`readinto`) by readers that take a
+    file object: zipfile (.npz, .keras) and h5py (.weights.h5).
+
+    `read_at` and `iter_range` share nothing (threads may call them at once). The file interface
+    has one position, as any file, and keeps the last READ_AHEAD bytes fetched: zipfile and h5py
+    read a few bytes at a time, and a GET each would cost far more than the bytes."""
 
     def __init__(self, url: str, size: int):
         self.path = url
         self.size = size
         self._pos = 0
+        self._buffer_start, self._buffer = 0, b""
+        self.closed = False
 
     @classmethod
     def open(cls, url: str, what: str) -> "RemoteInput":
@@ -360,12 +368,41 @@ class RemoteInput:
 
     def read(self, n: int = -1) -> bytes:
         length = self.size - self._pos if n is None or n < 0 else n
-        data = b"".join(self.iter_range(self._pos, length))
+        length = max(0, min(length, self.size - self._pos))
+        if not length:
+            return b""
+        start = self._pos - self._buffer_start
+        if 0 <= start and start + length <= len(self._buffer):
+            data = self._buffer[start : start + length]
+        elif length >= READ_AHEAD:
+            data = b"".join(self.iter_range(self._pos, length))
+        else:
+            self._buffer_start, self._buffer = self._pos, self.read_at(self._pos, READ_AHEAD)
+            data = self._buffer[:length]
         self._pos += len(data)
         return data
 
-    def close(self) -> None:
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
         pass
+
+    def close(self) -> None:
+        self.closed = True
+        self._buffer = b""
 
     def __enter__(self) -> "RemoteInput":
         return self

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Iterable
 from ckpttool.formats.tf import crc32c as crc
 from ckpttool.storage.atomic import StagedFile, commit_replacement, discard_replacement, prepare_replacement
 from ckpttool.formats.tf.bundle import data_file_path
-from ckpttool.formats.dtypes import STRING, DType
+from ckpttool.errors import Unsupported
+from ckpttool.formats.dtypes import INT64_MAX, STRING, DType
 from ckpttool.formats.tf.ordered_code import encode_slice_key
 from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
 from ckpttool.formats.tf.table import build_table
@@ -62,6 +63,8 @@ def encode_tensor(dtype: DType, array) -> tuple[bytes, int]:
 def make_entry(dtype: DType, shape, shard_id: int, offset: int, size: int, checksum: int) -> pb.BundleEntryProto:
     entry = pb.BundleEntryProto(dtype=dtype.code, shard_id=shard_id, offset=offset, size=size, crc32c=checksum)
     entry.shape.SetInParent()  # TensorFlow always writes the shape, even for scalars
+    if any(dim > INT64_MAX for dim in shape):
+        raise Unsupported(f"shape {list(shape)} has a dimension over 2**63-1, which a TF checkpoint cannot hold")
     for dim in shape:
         entry.shape.dim.add(size=dim)
     return entry
