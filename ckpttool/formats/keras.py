@@ -36,14 +36,14 @@ import numpy as np
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import STRING, dtype_from_name
-from ckpttool.formats.npz import ZIP_ERRORS, check_zip_member, open_zip, tf_dtype_of
+from ckpttool.formats.npz import (ZIP_ERRORS, ZIP_MAX_RATIO, ZIP_RATIO_FLOOR, check_zip_member, open_zip,
+                                  tf_dtype_of)
 from ckpttool.formats.variables import Variable
 from ckpttool.text import name_bytes, quote
 
 WEIGHTS_MEMBER = "model.weights.h5"
 CHUNK_BYTES = 8 << 20
-_BOMB_FLOOR = 256 << 20  # the .keras zip rule's numbers (formats/npz.py: ZIP_RATIO_FLOOR, ZIP_MAX_RATIO)
-_BOMB_RATIO = 100
+_BOMB_FLOOR, _BOMB_RATIO = ZIP_RATIO_FLOOR, ZIP_MAX_RATIO  # the .keras zip rule's numbers
 _PY_OBJECT_BYTES = 64  # a string element read into Python costs about this much beyond its text
 _H5_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError)
 
