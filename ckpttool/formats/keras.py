@@ -10,27 +10,42 @@ path segments are Keras' per-class counters (`dense`, `dense_1`), which equal
 the layer names unless layers were named by hand.
 
 h5py (the `keras` extra) is imported only when such a file is opened. External
-and virtual datasets (which would read other files) are refused, and so are
-datasets that declare far more bytes than they store.
+and virtual datasets (which would read other files) are refused. A file may
+declare more than it holds, so before anything is read (the rule of the
+.keras zip members, see formats/npz.py):
+- a dataset whose storage was never written (or only partly: chunks missing)
+  is refused; HDF5 would hand out its fill value for every element, and Keras
+  writes every weight whole;
+- a dataset that declares more than 256 MiB and over 100 times the bytes it
+  stores (compression past any real weight's), and a file whose datasets
+  together declare more than 256 MiB and over 100 times the file's size
+  (chunks shared between datasets), are refused as decompression bombs.
+Reading goes by bands of whole chunk rows, one HDF5 read each, so a
+compressed chunk is inflated once however small the pieces handed on; no
+dataset is held open between reads (100k open datasets cost gigabytes).
 """
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from math import prod
 from typing import Iterator
 
 import numpy as np
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import STRING, dtype_from_name
-from ckpttool.formats.npz import ZIP_ERRORS, check_zip_member, open_zip, tf_dtype_of
+from ckpttool.formats.npz import (ZIP_ERRORS, ZIP_MAX_RATIO, ZIP_RATIO_FLOOR, check_zip_member, open_zip,
+                                  tf_dtype_of)
 from ckpttool.formats.variables import Variable
+from ckpttool.text import name_bytes, quote
 
 WEIGHTS_MEMBER = "model.weights.h5"
 CHUNK_BYTES = 8 << 20
-_BOMB_FLOOR = 256 << 20
-_BOMB_RATIO = 100
+_BOMB_FLOOR, _BOMB_RATIO = ZIP_RATIO_FLOOR, ZIP_MAX_RATIO  # the .keras zip rule's numbers
+_PY_OBJECT_BYTES = 64  # a string element read into Python costs about this much beyond its text
+_H5_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError)
 
 
 def is_keras_path(path: str) -> bool:
@@ -46,6 +61,16 @@ def _import_h5py():
     return h5py
 
 
+def _is_bfloat16(dataset) -> bool:
+    """Keras marks a bfloat16 weight (stored as 2-byte items) with a `dtype` attribute."""
+    if dataset.dtype.itemsize != 2 or "dtype" not in dataset.attrs:
+        return False
+    if dataset.attrs.get_id("dtype").get_storage_size() > 64:  # a hostile attribute is not read whole
+        return False
+    value = dataset.attrs["dtype"]
+    return isinstance(value, (str, bytes)) and value in ("bfloat16", b"bfloat16")
+
+
 def _extract_weights(archive_path: str, directory: str) -> str:
     """Copy model.weights.h5 out of a .keras archive into `directory` (h5py needs a real file)."""
     archive = open_zip(archive_path, "Keras archive")
@@ -57,6 +82,9 @@ def _extract_weights(archive_path: str, directory: str) -> str:
             raise CorruptCheckpoint(f"{os.path.basename(archive_path)} holds no {WEIGHTS_MEMBER} "
                                     "(is it a Keras 3 .keras file?)") from None
         check_zip_member(info, archive_path)
+        if info.flag_bits & 0x1:  # zipfile would raise RuntimeError, asking for a password
+            raise Unsupported(f"{os.path.basename(archive_path)}: {WEIGHTS_MEMBER} is encrypted",
+                              hint="Keras never encrypts; unzip it with its password and give the .weights.h5")
         with archive.open(info) as source, open(out, "wb") as target:
             # zipfile stops at the declared size and checks the CRC at the end.
             shutil.copyfileobj(source, target, CHUNK_BYTES)
@@ -90,41 +118,67 @@ class KerasWeights:
                 raise BadInput(f"{path} is not a regular file")
             try:
                 self._file = h5py.File(h5_path, "r", locking=False)
-                self._datasets = self._collect(h5py)
-            except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+                variables = self._collect(h5py, os.path.getsize(h5_path))
+            except _H5_ERRORS as exc:
                 raise CorruptCheckpoint(f"{os.path.basename(path)}: not a readable HDF5 weights file "
                                         f"({str(exc)[:200]})") from None
         except BaseException:
             self.close()
             raise
-        self.variables = [Variable(name, dtype, shape, ()) for name, (_ds, dtype, shape) in
-                          sorted(self._datasets.items(), key=lambda item: item[0].encode("utf-8", "surrogateescape"))]
+        self.variables = sorted(variables, key=lambda v: name_bytes(v.name))
         self._by_name = {v.name: v for v in self.variables}
 
-    def _collect(self, h5py) -> dict:
-        found: dict[str, tuple] = {}
+    def _collect(self, h5py, file_size: int) -> list[Variable]:
+        # The low-level walk hands out each dataset's name as bytes (it need not be UTF-8) and
+        # opens nothing; each dataset is then opened, checked and closed again.
+        paths: list[bytes] = []
 
-        def visit(name, obj):
-            if not isinstance(obj, h5py.Dataset):
-                return
-            what = f"{os.path.basename(self.prefix)} dataset {name!r}"
-            if obj.external:
-                raise BadInput(f"{what} is stored in another file; refusing to follow it")
-            if obj.is_virtual:
-                raise BadInput(f"{what} is a virtual dataset; refusing to follow it")
-            if obj.attrs.get("dtype") == "bfloat16" and obj.dtype.itemsize == 2:
-                dtype = dtype_from_name("bfloat16")
-            else:
-                dtype = tf_dtype_of(obj.dtype, what)
-            shape = tuple(int(d) for d in obj.shape)
-            declared = int(np.prod(shape, dtype=object)) * obj.dtype.itemsize
-            if declared > _BOMB_FLOOR and declared > _BOMB_RATIO * max(obj.id.get_storage_size(), 1):
-                raise CorruptCheckpoint(f"{what} declares {declared} bytes but stores "
-                                        f"{obj.id.get_storage_size()}; refusing a likely decompression bomb")
-            found[name] = (obj, dtype, shape)
+        def visit(path: bytes, info) -> None:
+            if info.type == h5py.h5o.TYPE_DATASET:
+                paths.append(path)
 
-        self._file.visititems(visit)
-        return found
+        h5py.h5o.visit(self._file.id, visit, info=True)
+        self._datasets: dict[str, tuple[bytes, int]] = {}
+        variables, total = [], 0
+        for path in paths:
+            name = path.decode("utf-8", "surrogateescape")
+            var, declared, chunk_rows = self._check_dataset(h5py, path, name)
+            total += declared
+            self._datasets[name] = (path, chunk_rows)
+            variables.append(var)
+        if total > _BOMB_FLOOR and total > _BOMB_RATIO * max(file_size, 1):
+            raise CorruptCheckpoint(f"{os.path.basename(self.prefix)}: its datasets declare {total} bytes but the "
+                                    f"file holds {file_size}; refusing a likely decompression bomb")
+        return variables
+
+    def _check_dataset(self, h5py, path: bytes, name: str) -> tuple[Variable, int, int]:
+        """The dataset's variable, declared bytes and rows per chunk (0: not chunked), or why it is refused."""
+        what = f"{os.path.basename(self.prefix)} dataset {quote(name)}"
+        dataset = self._file[path]
+        plist = dataset.id.get_create_plist()
+        layout = plist.get_layout()
+        if plist.get_external_count():
+            raise BadInput(f"{what} is stored in another file; refusing to follow it")
+        if layout == h5py.h5d.VIRTUAL:
+            raise BadInput(f"{what} is a virtual dataset; refusing to follow it")
+        if dataset.shape is None:
+            raise CorruptCheckpoint(f"{what} has no shape (an empty dataspace)")
+        if _is_bfloat16(dataset):
+            dtype = dtype_from_name("bfloat16")
+        else:
+            dtype = tf_dtype_of(dataset.dtype, what)
+        shape = tuple(int(d) for d in dataset.shape)
+        declared = prod(shape) * dataset.id.get_type().get_size()
+        stored = dataset.id.get_storage_size()
+        if prod(shape) and dataset.id.get_space_status() != h5py.h5d.SPACE_STATUS_ALLOCATED:
+            partly = "partly " if stored else ""
+            raise CorruptCheckpoint(f"{what} was {partly}never written: it declares {declared} bytes and "
+                                    f"stores {stored} (every element would read as its fill value)")
+        if declared > _BOMB_FLOOR and declared > _BOMB_RATIO * max(stored, 1):
+            raise CorruptCheckpoint(f"{what} declares {declared} bytes but stores {stored}; "
+                                    "refusing a likely decompression bomb")
+        chunk_rows = int(plist.get_chunk()[0]) if layout == h5py.h5d.CHUNKED and shape else 0
+        return Variable(name, dtype, shape, ()), declared, chunk_rows
 
     def variable(self, name: str) -> Variable | None:
         return self._by_name.get(name)
@@ -132,13 +186,36 @@ class KerasWeights:
     def data_files(self) -> list[str]:
         return [self.prefix]
 
-    def _read(self, var: Variable, selection=()) -> np.ndarray:
-        dataset = self._datasets[var.name][0]
+    def _fail(self, var: Variable, exc: BaseException) -> CorruptCheckpoint:
+        return CorruptCheckpoint(f"{os.path.basename(self.prefix)}: cannot read {quote(var.name)} "
+                                 f"({str(exc)[:200]})")
+
+    def _read(self, var: Variable) -> np.ndarray:
+        """The whole dataset, in one HDF5 read."""
         try:
-            return np.asarray(dataset[selection] if selection else dataset[()])
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise CorruptCheckpoint(f"{os.path.basename(self.prefix)}: cannot read {var.name!r} "
-                                    f"({str(exc)[:200]})") from None
+            return np.asarray(self._file[self._datasets[var.name][0]][()])
+        except _H5_ERRORS as exc:
+            raise self._fail(var, exc) from None
+
+    def _bands(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
+        """The dataset in C order, as bands along the first axis of about `chunk_bytes` each.
+        A chunked dataset's bands are whole rows of chunks, each band one HDF5 read: every
+        chunk is inflated once (HDF5 keeps no chunk over 1 MiB in its cache, so reads of
+        pieces of a larger chunk each inflated all of it)."""
+        path, chunk_rows = self._datasets[var.name]
+        try:
+            dataset = self._file[path]
+            if not var.shape or not var.num_elements:
+                yield np.asarray(dataset[()])
+                return
+            row_bytes = var.num_elements // var.shape[0] * dataset.dtype.itemsize
+            rows = max(1, (chunk_bytes or CHUNK_BYTES) // max(1, row_bytes))
+            if chunk_rows:
+                rows = max(1, rows // chunk_rows) * chunk_rows
+            for start in range(0, var.shape[0], rows):
+                yield np.asarray(dataset[start:start + rows])
+        except _H5_ERRORS as exc:
+            raise self._fail(var, exc) from None
 
     @staticmethod
     def _stored(array: np.ndarray, var: Variable) -> np.ndarray:
@@ -147,21 +224,32 @@ class KerasWeights:
             return np.ascontiguousarray(array).view("<u2")
         return np.ascontiguousarray(array, dtype=np.dtype(var.dtype.storage))
 
+    @staticmethod
+    def _strings(array: np.ndarray) -> np.ndarray:
+        values = array.reshape(-1).tolist()
+        out = np.empty(len(values), dtype=object)
+        out[:] = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
+        return out
+
     def iter_stored_bytes(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[bytes]:
-        """Little-endian C-order bytes, read in slabs along the first axis."""
+        """Little-endian C-order bytes, in pieces of at most `chunk_bytes` (a band may be larger)."""
         if var.dtype.code == STRING:
             raise Unsupported(f"{var.name!r} holds strings, which have no fixed-width bytes")
-        if not var.shape or not var.num_elements:
-            yield self._stored(self._read(var), var).tobytes()
-            return
-        row_bytes = max(1, var.num_elements // var.shape[0] * var.dtype.itemsize)
-        rows = max(1, (chunk_bytes or CHUNK_BYTES) // row_bytes)
-        for start in range(0, var.shape[0], rows):
-            yield self._stored(self._read(var, np.s_[start:start + rows]), var).tobytes()
+        step = max(1, (chunk_bytes or CHUNK_BYTES) // var.dtype.itemsize)
+        for band in self._bands(var, chunk_bytes):
+            flat = self._stored(band, var).reshape(-1)
+            if not flat.size:
+                yield b""
+            for start in range(0, flat.size, step):
+                yield flat[start:start + step].tobytes()
 
     def iter_value_chunks(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
-        if var.dtype.code == STRING:
-            yield self.read(var).reshape(-1)
+        if var.dtype.code == STRING:  # Python objects: a band is handed on in smaller pieces
+            for band in self._bands(var, chunk_bytes):
+                flat = band.reshape(-1)
+                step = max(1, (chunk_bytes or CHUNK_BYTES) // (flat.dtype.itemsize + _PY_OBJECT_BYTES))
+                for start in range(0, max(flat.size, 1), step):
+                    yield self._strings(flat[start:start + step])
             return
         storage = np.dtype(var.dtype.storage)
         for chunk in self.iter_stored_bytes(var, chunk_bytes):
@@ -169,16 +257,13 @@ class KerasWeights:
 
     def read(self, var: Variable) -> np.ndarray:
         if var.dtype.code == STRING:
-            values = self._read(var).reshape(-1).tolist()
-            out = np.empty(len(values), dtype=object)
-            out[:] = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
-            return out.reshape(var.shape)
+            return self._strings(self._read(var)).reshape(var.shape)
         return var.dtype.decode(self._stored(self._read(var), var)).reshape(var.shape)
 
     def check_variable(self, var: Variable) -> int:
         """Read every element (HDF5 checks its own structures; Keras stores no checksums)."""
         if var.dtype.code == STRING:
-            return sum(len(v) for v in self.read(var).reshape(-1))
+            return sum(int(np.char.str_len(band).sum()) for band in self._bands(var) if band.size)
         return sum(len(chunk) for chunk in self.iter_stored_bytes(var))
 
     def object_graph_bytes(self) -> bytes | None:
