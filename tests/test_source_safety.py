@@ -10,7 +10,8 @@ import shutil
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
-from tests.test_rename_diff import assert_same_tensors, digest
+from tests.test_remote import servers, store, upload  # noqa: F401 - the moto S3 server and the GCS emulator
+from tests.test_rename_diff import assert_same_tensors
 
 
 # -- 13. the reserved name _CHECKPOINTABLE_OBJECT_GRAPH ------------------------------------------
@@ -25,3 +26,150 @@ def test_reserved_object_graph_name_is_refused_as_a_new_name(fixtures_dir, tmp_p
     # The same map to any other name is fine, and TensorFlow restores the result.
     assert run_cli(*command, "--map", "dense/kernel=k", src, tmp_path / "ok").exit_code == 0
     assert_same_tensors(tf, src, tmp_path / "ok", {"dense/kernel": "k"})
+
+
+# -- 3. aliases of SRC: file:// URLs, fsspec's protocol aliases ------------------------------------
+
+def _saver_run(fixtures_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(fixtures_dir / "saver_run", run)
+    return run
+
+
+def _files(directory) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("command", [["rename-vars", "--add-prefix", "x/"], ["convert", "--to", "tf"],
+                                     ["convert", "--to", "safetensors"]])
+@pytest.mark.parametrize("scheme", ["file://", "local://"])
+def test_a_file_url_naming_the_source_is_refused(fixtures_dir, tmp_path, tf, command, scheme):
+    run = _saver_run(fixtures_dir, tmp_path)
+    before = _files(run)
+    destination = f"{scheme}{run / 'model.ckpt-50'}"
+    if command[-1] == "safetensors":
+        destination += ".index"  # a file the source reads, named through the alias
+    result = run_cli(*command, "--overwrite", run / "model.ckpt-50", destination)
+    assert_one_line_error(result, 4)
+    assert "never modifies SRC" in result.stderr
+    assert _files(run) == before
+    assert_same_tensors(tf, fixtures_dir / "saver_run" / "model.ckpt-50", run / "model.ckpt-50")
+
+
+ALIASES = {"s3": "s3a", "gs": "gcs"}
+
+
+def _bucket_files(store, url: str) -> dict[str, bytes]:
+    from ckpttool.storage import remote
+
+    bucket = remote.filesystem(store.protocol)
+    bucket.invalidate_cache()
+    root = url.partition("://")[2]
+    return {path[len(root):]: bucket.cat_file(path) for path in sorted(bucket.find(root))}
+
+
+def test_fsspec_registers_the_aliases_the_tests_use():
+    """The aliases come from fsspec's registry, not from a list of ours: check it holds them."""
+    from fsspec.registry import known_implementations
+
+    for protocol, alias in ALIASES.items():
+        assert known_implementations[protocol]["class"] == known_implementations[alias]["class"]
+
+
+@pytest.mark.parametrize("command", [["rename-vars", "--add-prefix", "x/"], ["convert", "--to", "tf"],
+                                     ["convert", "--to", "safetensors"]])
+def test_a_protocol_alias_naming_the_source_is_refused(store, fixtures_dir, tf, command):
+    _local, url = upload(store, fixtures_dir, "saver_run")
+    before = _bucket_files(store, url)
+    alias = ALIASES[store.protocol] + url[len(store.protocol):]
+    destination = f"{alias}/model.ckpt-50" + (".index" if command[-1] == "safetensors" else "")
+    result = run_cli(*command, "--overwrite", f"{url}/model.ckpt-50", destination)
+    assert_one_line_error(result, 4)
+    assert "never modifies SRC" in result.stderr
+    assert _bucket_files(store, url) == before
+    # The alias is a working name for the same store: a new destination through it is written.
+    fresh = run_cli(*command, f"{url}/model.ckpt-50", f"{alias}/other")
+    assert fresh.exit_code == 0, fresh.stderr
+
+
+# -- 4. every file convert reads is protected, its index and .meta too -------------------------------
+
+@pytest.mark.parametrize("suffix", [".index", ".meta", ".data-00000-of-00001"])
+@pytest.mark.parametrize("to", ["safetensors", "npz"])
+def test_convert_onto_any_file_of_its_source_is_refused(fixtures_dir, tmp_path, tf, suffix, to):
+    run = _saver_run(fixtures_dir, tmp_path)
+    before = _files(run)
+    result = run_cli("convert", "--to", to, "--overwrite", run / "model.ckpt-50", run / f"model.ckpt-50{suffix}")
+    assert_one_line_error(result, 4)
+    assert _files(run) == before
+    assert_same_tensors(tf, fixtures_dir / "saver_run" / "model.ckpt-50", run / "model.ckpt-50")
+
+
+def test_convert_of_a_run_directory_never_replaces_its_state_file(fixtures_dir, tmp_path, tf):
+    run = _saver_run(fixtures_dir, tmp_path)
+    before = _files(run)
+    result = run_cli("convert", "--to", "safetensors", "--overwrite", run, run / "checkpoint")
+    assert_one_line_error(result, 4)
+    assert _files(run) == before
+    assert tf.train.latest_checkpoint(str(run)).endswith("model.ckpt-50")
+
+
+# -- 5. freeze / export-json -o onto their own source ------------------------------------------------
+
+def _classic(fixtures_dir, tmp_path):
+    run = tmp_path / "classic"
+    shutil.copytree(fixtures_dir / "classic", run)
+    return run
+
+
+@pytest.mark.parametrize("name", ["model.ckpt-1.meta", "model.ckpt-1.index", "model.ckpt-1.data-00000-of-00001"])
+@pytest.mark.parametrize("how", ["direct", "symlink", "file-url"])
+def test_freeze_onto_its_own_checkpoint_is_refused(fixtures_dir, tmp_path, tf, name, how):
+    import os
+
+    run = _classic(fixtures_dir, tmp_path)
+    before = _files(run)
+    output = str(run / name)
+    if how == "symlink":
+        os.symlink(run, tmp_path / "alias")
+        output = str(tmp_path / "alias" / name)
+    elif how == "file-url":
+        output = f"file://{output}"
+    result = run_cli("freeze", run / "model.ckpt-1", "-o", output, "--output-nodes", "op", "--overwrite")
+    assert_one_line_error(result, 4)
+    assert _files(run) == before
+    assert_same_tensors(tf, fixtures_dir / "classic" / "model.ckpt-1", run / "model.ckpt-1")
+
+
+@pytest.mark.parametrize("name", ["saved_model.pb", "variables/variables.index"])
+def test_freeze_onto_its_own_saved_model_is_refused(fixtures_dir, tmp_path, tf, name):
+    model = tmp_path / "model"
+    shutil.copytree(fixtures_dir / "tf1_saved_model" / "model", model)
+    before = {p: p.read_bytes() for p in model.rglob("*") if p.is_file()}
+    result = run_cli("freeze", model, "-o", model / name, "--overwrite")
+    assert_one_line_error(result, 4)
+    assert {p: p.read_bytes() for p in model.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("source,name", [("prefix", "model.ckpt-1.meta"), ("meta", "model.ckpt-1.meta"),
+                                         ("saved_model", "saved_model.pb")])
+@pytest.mark.parametrize("how", ["direct", "symlink"])
+def test_export_json_onto_its_own_source_is_refused(fixtures_dir, tmp_path, source, name, how):
+    import os
+
+    if source == "saved_model":
+        run = tmp_path / "model"
+        shutil.copytree(fixtures_dir / "tf1_saved_model" / "model", run)
+        given = run
+    else:
+        run = _classic(fixtures_dir, tmp_path)
+        given = run / ("model.ckpt-1" if source == "prefix" else "model.ckpt-1.meta")
+    before = _files(run)
+    output = run / name
+    if how == "symlink":
+        os.symlink(run, tmp_path / "alias")
+        output = tmp_path / "alias" / name
+    result = run_cli("export-json", given, "-o", output, "--overwrite")
+    assert_one_line_error(result, 4)
+    assert _files(run) == before
+

@@ -26,7 +26,7 @@ from ckpttool.graph.check import CheckResult, check_result, compare, input_shape
 from ckpttool.graph.custom_ops import require_registered_ops
 from ckpttool.graph.protos import meta_graph_with_tags, read_graph_def, read_meta_graph, read_saved_model
 from ckpttool.graph.runtime import quiet_stderr, tensorflow, tensorflow_errors
-from ckpttool.ops.destination import check_destination, write_destination
+from ckpttool.ops.destination import check_destination, files_read, refuse_writing_over_source, write_destination
 from ckpttool.ops.fetch import local_target
 from ckpttool.ops.targets import Target, resolve_target
 
@@ -264,6 +264,7 @@ def freeze(source: str, output: str, *, output_nodes: list[str] | None = None, t
     is_graph_file = fs.is_file(source) and source.endswith((".pb", ".pbtxt")) and \
         not fs.basename(source).startswith("saved_model.")
     target = None if is_graph_file else resolve_target(source, graph_only_ok=True)  # exit 3: what was looked for
+    refuse_writing_over_source([source] if target is None else files_read(target, source), [output], "freeze")
     with local_target(target) if target is not None else contextlib.nullcontext() as local:
         return _freeze(source, output, local, output_nodes, tags, signature, text, clear_devices, check,
                        input_shapes)
