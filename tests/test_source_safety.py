@@ -173,3 +173,116 @@ def test_export_json_onto_its_own_source_is_refused(fixtures_dir, tmp_path, sour
     assert_one_line_error(result, 4)
     assert _files(run) == before
 
+
+# -- 6. freeze runs no code the graph brings ---------------------------------------------------------
+
+X = [[1.0, 2.0, 3.0], [-1.0, 0.5, 4.0]]
+
+
+def _crafted_classic(fixtures_dir, tmp_path, tf, edit):
+    """classic's checkpoint with its .meta edited by `edit(meta, write_file_node_names)`: a WriteFile
+    node (writing `marker`) is added to the graph, for `edit` to hang it where it would run."""
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    from tests.test_graph_savedmodels import _edit_proto
+
+    run = _classic(fixtures_dir, tmp_path)
+    marker = tmp_path / "written-by-the-graph"
+    with tf.Graph().as_default() as graph:
+        tf.io.write_file(tf.constant(str(marker), name="evil/name"), tf.constant("owned", name="evil/contents"),
+                         name="evil/write")
+    nodes = graph.as_graph_def().node
+
+    def add_and_edit(meta):
+        meta.graph_def.node.extend(nodes)
+        edit(meta)
+    _edit_proto(run / "model.ckpt-1.meta", meta_graph_pb2.MetaGraphDef, add_and_edit)
+    return run, marker
+
+
+def _node(meta, name):
+    return next(n for n in meta.graph_def.node if n.name == name.split(":")[0])
+
+
+def _original_output(tf, fixtures_dir):
+    """What TensorFlow computes for classic's `op` with the untouched .meta and its own Saver."""
+    import numpy as np
+
+    prefix = fixtures_dir / "classic" / "model.ckpt-1"
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as sess:
+        v1.train.import_meta_graph(f"{prefix}.meta").restore(sess, str(prefix))
+        return sess.run("op:0", {"x:0": np.array(X, np.float32)})
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_freeze_never_runs_the_restore_op_of_the_meta_graph(fixtures_dir, tmp_path, tf, check):
+    import numpy as np
+
+    from tests.graph_helpers import run_frozen_in_fresh_process
+
+    run, marker = _crafted_classic(fixtures_dir, tmp_path, tf,
+                                   lambda meta: _node(meta, meta.saver_def.restore_op_name).input.append("^evil/write"))
+    out = tmp_path / "frozen.pb"
+    result = run_cli("freeze", run / "model.ckpt-1", "-o", out, "--output-nodes", "op", *(["--check"] if check else []))
+    assert result.exit_code == 0, result.stderr
+    assert not marker.exists()
+    frozen = run_frozen_in_fresh_process(out, "op:0", {"x:0": np.array(X, np.float32)})
+    np.testing.assert_array_equal(frozen, _original_output(tf, fixtures_dir))
+    assert not marker.exists()
+
+
+def test_freeze_never_runs_what_a_variable_read_depends_on(fixtures_dir, tmp_path, tf):
+    """convert_variables_to_constants reads a resource variable through the graph's own
+    `<var>/Read/ReadVariableOp` node: ckpttool reads it with an op of its own instead."""
+    import numpy as np
+
+    from tests.graph_helpers import run_frozen_in_fresh_process
+
+    def edit(meta):
+        reads = [n for n in meta.graph_def.node if n.op == "ReadVariableOp" and n.name.endswith("/Read/ReadVariableOp")]
+        assert reads, "classic has resource variables"
+        for node in reads:
+            node.input.append("^evil/write")
+    run, marker = _crafted_classic(fixtures_dir, tmp_path, tf, edit)
+    out = tmp_path / "frozen.pb"
+    result = run_cli("freeze", run / "model.ckpt-1", "-o", out, "--output-nodes", "op")
+    assert result.exit_code == 0, result.stderr
+    assert not marker.exists()
+    frozen = run_frozen_in_fresh_process(out, "op:0", {"x:0": np.array(X, np.float32)})
+    np.testing.assert_array_equal(frozen, _original_output(tf, fixtures_dir))
+
+
+def test_freeze_refuses_a_variable_that_depends_on_other_nodes(fixtures_dir, tmp_path, tf):
+    """A variable node takes no input: one with a control input would run it whenever it is read."""
+    run, marker = _crafted_classic(fixtures_dir, tmp_path, tf,
+                                   lambda meta: _node(meta, "v1").input.append("^evil/write"))
+    result = run_cli("freeze", run / "model.ckpt-1", "-o", tmp_path / "frozen.pb", "--output-nodes", "op")
+    assert_one_line_error(result, 3)
+    assert "v1" in result.stderr
+    assert not marker.exists() and not (tmp_path / "frozen.pb").exists()
+
+
+def test_freeze_refuses_a_recursive_function_library(fixtures_dir, tmp_path, tf):
+    """A function that calls itself crashed TensorFlow (SIGSEGV, exit 139, no message)."""
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    from tests.conftest import run_subprocess
+    from tests.test_graph_savedmodels import _edit_proto
+
+    run = _classic(fixtures_dir, tmp_path)
+
+    def edit(meta):
+        function = meta.graph_def.library.function.add()
+        function.signature.name = "loop"
+        function.signature.input_arg.add(name="x", type=1)
+        function.signature.output_arg.add(name="y", type=1)
+        function.node_def.add(name="again", op="loop", input=["x"])
+        function.ret["y"] = "again:y:0"
+        meta.graph_def.node.add(name="calls_loop", op="loop", input=["x"])
+    _edit_proto(run / "model.ckpt-1.meta", meta_graph_pb2.MetaGraphDef, edit)
+    result = run_subprocess("freeze", run / "model.ckpt-1", "-o", tmp_path / "frozen.pb", "--output-nodes", "op",
+                            timeout=300)
+    assert_one_line_error(result, 3)
+    assert "loop" in result.stderr and "recursi" in result.stderr
+    assert not (tmp_path / "frozen.pb").exists()

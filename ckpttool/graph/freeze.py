@@ -1,7 +1,10 @@
 """`freeze`: a self-contained GraphDef with variables folded into constants.
 
 TF1 graphs (a checkpoint with its .meta, or a TF1 SavedModel): import the
-graph, restore the variables, graph_util.convert_variables_to_constants.
+graph, restore the variables, graph_util.convert_variables_to_constants. A
+checkpoint's graph is imported without the file's Saver and restored with one
+ckpttool builds, and values are read with ckpttool's own ops: no node of the
+file runs unless --check asks (README "What freeze executes").
 TF2 SavedModels: load, take the signature's concrete function and
 convert_variables_to_constants_v2; when tf.saved_model.load cannot revive
 the objects (Keras SavedModels of TF 2.0-2.4 carrying optimizer slots), the
@@ -24,6 +27,7 @@ from ckpttool.storage import fs
 from ckpttool.graph.candidates import rank_output_candidates
 from ckpttool.graph.check import CheckResult, check_result, compare, input_shapes_for_check, random_value
 from ckpttool.graph.custom_ops import require_registered_ops
+from ckpttool.graph.library import refuse_recursive_functions
 from ckpttool.graph.protos import meta_graph_with_tags, read_graph_def, read_meta_graph, read_saved_model
 from ckpttool.graph.runtime import quiet_stderr, tensorflow, tensorflow_errors
 from ckpttool.ops.destination import check_destination, files_read, refuse_writing_over_source, write_destination
@@ -132,6 +136,78 @@ def _tf1_output_tensors(graph_def, meta_graph, options: _Options, source: str):
     return tensors, chosen, {key: ", ".join(names) for key, names in mapping.items()}
 
 
+def _refuse_variables_with_inputs(graph_def, source: str) -> None:
+    """A variable node takes no input: one with an input or a control input (crafted) would run
+    other nodes of the file whenever the variable is restored or read."""
+    for node in graph_def.node:
+        if node.op in VARIABLE_OPS and node.input:
+            raise BadInput(f"{source}: variable {node.name!r} has inputs ({', '.join(node.input[:3])}); a variable "
+                           "takes none, and freeze runs no other node of the file")
+
+
+def _without_saver(meta_graph):
+    """The meta graph without its Saver: the file's saver_def names a restore op, which is the file's
+    own code (a crafted one can do anything an op can: write files, ...)."""
+    stripped = type(meta_graph)()
+    stripped.CopyFrom(meta_graph)
+    stripped.ClearField("saver_def")
+    if "savers" in stripped.collection_def:
+        del stripped.collection_def["savers"]
+    return stripped
+
+
+def _restore_variables(tf, sess, target: Target) -> None:
+    """Restore the graph's variables that the checkpoint holds, with a Saver ckpttool builds over
+    them (its RestoreV2 and assignments are ckpttool's ops, never the file's restore op)."""
+    v1 = tf.compat.v1
+    with tensorflow_errors(f"read the variable list of {target.prefix}"):
+        held = set(tf.train.load_checkpoint(target.prefix).get_variable_to_shape_map())
+    variables = v1.global_variables()
+    if not variables:
+        raise BadInput(f"{target.meta_path} has no variables to restore")
+    var_list: dict = {}
+    for var in variables:
+        info = var._save_slice_info  # a partitioned variable's part: saved under its whole name
+        name = info.full_name if info else var.op.name
+        if name not in held:
+            continue  # not saved by this checkpoint's Saver: left as it is, as that Saver left it
+        if var.op.type not in VARIABLE_OPS or list(var.op.inputs) or var.op.control_inputs:
+            raise BadInput(f"{target.meta_path}: {var.op.name!r} is listed as a variable but is a {var.op.type} "
+                           "node with inputs; freeze runs no other node of the file")
+        if info:
+            var_list.setdefault(name, []).append(var)
+        else:
+            var_list[name] = var
+    if not var_list:
+        raise BadInput(f"{target.prefix} holds none of the variables of {target.meta_path}")
+    with tensorflow_errors(f"restore {target.prefix}"):
+        v1.train.Saver(var_list=var_list).restore(sess, target.prefix)
+
+
+class _VariableReads:
+    """The session convert_variables_to_constants reads the variables' values through. It asks for
+    a resource variable's `<name>/Read/ReadVariableOp:0`, a node of the file that may carry control
+    inputs of its own; each read here is an op ckpttool adds on the variable's handle instead (a
+    reference variable's value is the variable node's own output, checked to take no input)."""
+
+    _READ = "/Read/ReadVariableOp:0"
+
+    def __init__(self, tf, sess):
+        self._tf, self._sess = tf, sess
+
+    def run(self, names):
+        graph, fetches = self._sess.graph, []
+        with graph.as_default():
+            for name in names:
+                if name.endswith(self._READ):
+                    handle = graph.get_tensor_by_name(name[: -len(self._READ)] + ":0")
+                    fetches.append(self._tf.raw_ops.ReadVariableOp(resource=handle,
+                                                                    dtype=handle.op.get_attr("dtype")))
+                else:
+                    fetches.append(graph.get_tensor_by_name(name))
+        return self._sess.run(fetches)
+
+
 def _freeze_tf1(tf, target: Target, kind: str, meta_graph, options: _Options) -> _Frozen:
     v1 = tf.compat.v1
     graph = tf.Graph()
@@ -140,21 +216,20 @@ def _freeze_tf1(tf, target: Target, kind: str, meta_graph, options: _Options) ->
     with graph.as_default(), v1.Session(graph=graph, config=config) as sess:
         if kind == "checkpoint":
             with tensorflow_errors(f"import the graph {target.meta_path}"):
-                saver = v1.train.import_meta_graph(target.meta_path, clear_devices=options.clear_devices)
-            if saver is None:
-                raise BadInput(f"{target.meta_path} has no variables to restore")
-            with tensorflow_errors(f"restore {target.prefix}"):
-                saver.restore(sess, target.prefix)
+                v1.train.import_meta_graph(_without_saver(meta_graph), clear_devices=options.clear_devices)
+            _restore_variables(tf, sess, target)
         else:
             with tensorflow_errors(f"load the SavedModel {target.saved_model_dir}"):
                 v1.saved_model.loader.load(sess, options.tags, target.saved_model_dir,
                                            clear_devices=options.clear_devices)
         graph_def = graph.as_graph_def()
+        # The graph as the file has it, not counting the Saver nodes ckpttool added.
+        nodes_before = len(meta_graph.graph_def.node) if kind == "checkpoint" else len(graph_def.node)
         output_tensors, signature, signature_outputs = _tf1_output_tensors(
             graph_def, meta_graph, options, target.meta_path or target.prefix)
         outputs = sorted({t.split(":")[0] for t in output_tensors})
         with tensorflow_errors("freeze the graph"):
-            frozen = v1.graph_util.convert_variables_to_constants(sess, graph_def, outputs)
+            frozen = v1.graph_util.convert_variables_to_constants(_VariableReads(tf, sess), graph_def, outputs)
         if options.clear_devices:
             for node in frozen.node:
                 node.device = ""
@@ -177,8 +252,7 @@ def _freeze_tf1(tf, target: Target, kind: str, meta_graph, options: _Options) ->
                 with v1.Session(graph=frozen_graph, config=config) as frozen_sess:
                     refrozen = frozen_sess.run(output_tensors, feeds)
             result = check_result(shapes, (compare(n, a, b) for n, a, b in zip(output_tensors, original, refrozen)))
-    return _Frozen(frozen, tuple(outputs), len(graph_def.node), frozen_variables, result, signature,
-                   signature_outputs)
+    return _Frozen(frozen, tuple(outputs), nodes_before, frozen_variables, result, signature, signature_outputs)
 
 
 def _load_tf2(tf, target: Target, tags: list[str]):
@@ -284,6 +358,8 @@ def _freeze(source, output, target, output_nodes, tags, signature, text, clear_d
             raise NotFound(f"no graph beside {target.prefix} (looked for {target.prefix}.meta)",
                            hint="freeze needs the .meta that tf.compat.v1.train.Saver writes, or a SavedModel")
         require_registered_ops(meta_graph.graph_def, target.meta_path)
+        refuse_recursive_functions(meta_graph.graph_def, target.meta_path)
+        _refuse_variables_with_inputs(meta_graph.graph_def, target.meta_path)
         options = _Options(output_nodes, tags or [], signature, clear_devices, check, input_shapes or {})
         if target.saved_model_dir:
             kind, frozen, warnings = _freeze_saved_model(tf, target, options, meta_graph)
