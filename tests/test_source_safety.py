@@ -286,3 +286,31 @@ def test_freeze_refuses_a_recursive_function_library(fixtures_dir, tmp_path, tf)
     assert_one_line_error(result, 3)
     assert "loop" in result.stderr and "recursi" in result.stderr
     assert not (tmp_path / "frozen.pb").exists()
+
+
+def test_freeze_restores_variables_saved_under_other_names(tmp_path, tf):
+    """Without the file's restore op, the names a Saver stored variables under (Saver({"renamed/w": w}))
+    are read from its restore subgraph, never run: the frozen graph computes what TensorFlow's own
+    restore gives."""
+    import numpy as np
+
+    from tests.graph_helpers import run_frozen_in_fresh_process
+
+    v1 = tf.compat.v1
+    prefix = str(tmp_path / "model.ckpt")
+    feeds = {"x:0": np.array([[1.0, 2.0], [-3.0, 0.5]], np.float32)}
+    with tf.Graph().as_default(), v1.Session() as sess:
+        x = v1.placeholder(tf.float32, [None, 2], name="x")
+        w = v1.get_variable("w", initializer=np.array([1.5, -2.0], np.float32))
+        u = v1.get_variable("u", initializer=np.array([3.0, 4.0], np.float32))
+        tf.multiply(x + u, w, name="y")
+        sess.run(v1.global_variables_initializer())
+        v1.train.Saver({"renamed/w": w, "u": u}).save(sess, prefix)
+    assert set(tf.train.load_checkpoint(prefix).get_variable_to_shape_map()) == {"renamed/w", "u"}
+    with tf.Graph().as_default(), v1.Session() as sess:
+        v1.train.import_meta_graph(prefix + ".meta").restore(sess, prefix)
+        expected = sess.run("y:0", feeds)
+    out = tmp_path / "frozen.pb"
+    result = run_cli("freeze", prefix, "-o", out, "--output-nodes", "y")
+    assert result.exit_code == 0, result.stderr
+    np.testing.assert_array_equal(run_frozen_in_fresh_process(out, "y:0", feeds), expected)

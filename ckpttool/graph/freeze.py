@@ -156,7 +156,45 @@ def _without_saver(meta_graph):
     return stripped
 
 
-def _restore_variables(tf, sess, target: Target) -> None:
+_ASSIGN_OPS = {"Assign", "AssignVariableOp"}
+
+
+def _saved_names(meta_graph) -> dict[str, str]:
+    """Variable node -> the key the file's Saver stores it under (`Saver({"old/name": var})` saves
+    under another name than the variable's), read from the restore subgraph the saver_def names,
+    never run: each assignment's value traced through Identity nodes to `RestoreV2:i`, whose key
+    is entry i of RestoreV2's constant tensor_names. Empty when the graph is not laid out so."""
+    nodes = {node.name: node for node in meta_graph.graph_def.node}
+
+    def node_of(name: str):
+        return nodes.get(name.lstrip("^").split(":")[0])
+
+    def output_index(name: str) -> int:
+        return int(name.rpartition(":")[2]) if ":" in name else 0
+
+    names: dict[str, str] = {}
+    seen, pending = set(), [meta_graph.saver_def.restore_op_name]
+    while pending:
+        node = node_of(pending.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op in _ASSIGN_OPS and len(node.input) >= 2:
+            value = node.input[1]
+            while (source := node_of(value)) is not None and source.op == "Identity" and source.input:
+                value = source.input[0]
+            keys = node_of(source.input[1]) if source is not None and source.op == "RestoreV2" and \
+                len(source.input) >= 2 else None
+            index = output_index(value)
+            if keys is not None and keys.op == "Const" and index < len(keys.attr["value"].tensor.string_val):
+                key = keys.attr["value"].tensor.string_val[index].decode("utf-8", "surrogateescape")
+                names[node.input[0].split(":")[0]] = key
+            continue
+        pending.extend(node.input)
+    return names
+
+
+def _restore_variables(tf, sess, target: Target, saved_names: dict[str, str]) -> None:
     """Restore the graph's variables that the checkpoint holds, with a Saver ckpttool builds over
     them (its RestoreV2 and assignments are ckpttool's ops, never the file's restore op)."""
     v1 = tf.compat.v1
@@ -168,7 +206,7 @@ def _restore_variables(tf, sess, target: Target) -> None:
     var_list: dict = {}
     for var in variables:
         info = var._save_slice_info  # a partitioned variable's part: saved under its whole name
-        name = info.full_name if info else var.op.name
+        name = info.full_name if info else saved_names.get(var.op.name, var.op.name)
         if name not in held:
             continue  # not saved by this checkpoint's Saver: left as it is, as that Saver left it
         if var.op.type not in VARIABLE_OPS or list(var.op.inputs) or var.op.control_inputs:
@@ -217,7 +255,7 @@ def _freeze_tf1(tf, target: Target, kind: str, meta_graph, options: _Options) ->
         if kind == "checkpoint":
             with tensorflow_errors(f"import the graph {target.meta_path}"):
                 v1.train.import_meta_graph(_without_saver(meta_graph), clear_devices=options.clear_devices)
-            _restore_variables(tf, sess, target)
+            _restore_variables(tf, sess, target, _saved_names(meta_graph))
         else:
             with tensorflow_errors(f"load the SavedModel {target.saved_model_dir}"):
                 v1.saved_model.loader.load(sess, options.tags, target.saved_model_dir,
