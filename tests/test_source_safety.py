@@ -314,3 +314,32 @@ def test_freeze_restores_variables_saved_under_other_names(tmp_path, tf):
     result = run_cli("freeze", prefix, "-o", out, "--output-nodes", "y")
     assert result.exit_code == 0, result.stderr
     np.testing.assert_array_equal(run_frozen_in_fresh_process(out, "y:0", feeds), expected)
+
+
+def test_freeze_never_runs_the_restore_op_of_a_tf1_saved_model(fixtures_dir, tmp_path, tf):
+    """A TF1 SavedModel is restored as a checkpoint is; only --check hands it to TensorFlow's loader."""
+    import numpy as np
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from tests.graph_helpers import run_frozen
+    from tests.test_graph_savedmodels import _edit_proto, _tf1_loader_run
+
+    model = tmp_path / "model"
+    shutil.copytree(fixtures_dir / "tf1_saved_model" / "model", model)
+    marker = tmp_path / "written-by-the-graph"
+    with tf.Graph().as_default() as graph:
+        tf.io.write_file(tf.constant(str(marker), name="evil/name"), tf.constant("owned", name="evil/contents"),
+                         name="evil/write")
+
+    def edit(saved):
+        meta = saved.meta_graphs[0]
+        meta.graph_def.node.extend(graph.as_graph_def().node)
+        _node(meta, meta.saver_def.restore_op_name).input.append("^evil/write")
+    _edit_proto(model / "saved_model.pb", saved_model_pb2.SavedModel, edit)
+    out = tmp_path / "frozen.pb"
+    result = run_cli("freeze", model, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert not marker.exists()
+    x = np.array([[1.0, -2.0, 0.5], [0.25, 3.0, -1.5]], np.float32)
+    expected = _tf1_loader_run(tf, fixtures_dir / "tf1_saved_model" / "model", "y:0", {"x:0": x}, tags=["custom_tag"])
+    np.testing.assert_array_equal(run_frozen(tf, out, "y:0", {"x:0": x}), expected)

@@ -2,9 +2,10 @@
 
 TF1 graphs (a checkpoint with its .meta, or a TF1 SavedModel): import the
 graph, restore the variables, graph_util.convert_variables_to_constants. A
-checkpoint's graph is imported without the file's Saver and restored with one
-ckpttool builds, and values are read with ckpttool's own ops: no node of the
-file runs unless --check asks (README "What freeze executes").
+checkpoint's (or TF1 SavedModel's) graph is imported without the file's Saver
+and restored with one ckpttool builds, and values are read with ckpttool's
+own ops: no node of the file runs unless --check asks (README "What freeze
+executes").
 TF2 SavedModels: load, take the signature's concrete function and
 convert_variables_to_constants_v2; when tf.saved_model.load cannot revive
 the objects (Keras SavedModels of TF 2.0-2.4 carrying optimizer slots), the
@@ -252,17 +253,21 @@ def _freeze_tf1(tf, target: Target, kind: str, meta_graph, options: _Options) ->
     # Placements on devices this machine lacks (kept by --keep-devices) fall back to the CPU.
     config = v1.ConfigProto(allow_soft_placement=True)
     with graph.as_default(), v1.Session(graph=graph, config=config) as sess:
-        if kind == "checkpoint":
+        # A TF1 SavedModel is restored as a checkpoint is, unless --check asks for TensorFlow's loader
+        # (which runs the SavedModel's restore and init ops, as serving would); a TF2 one needs that loader.
+        own_restore = kind == "checkpoint" or not options.check and not meta_graph.object_graph_def.nodes
+        if own_restore:
             with tensorflow_errors(f"import the graph {target.meta_path}"):
                 v1.train.import_meta_graph(_without_saver(meta_graph), clear_devices=options.clear_devices)
-            _restore_variables(tf, sess, target, _saved_names(meta_graph))
+            if target.format != "none":  # a graph-only SavedModel has no variables to restore
+                _restore_variables(tf, sess, target, _saved_names(meta_graph))
         else:
             with tensorflow_errors(f"load the SavedModel {target.saved_model_dir}"):
                 v1.saved_model.loader.load(sess, options.tags, target.saved_model_dir,
                                            clear_devices=options.clear_devices)
         graph_def = graph.as_graph_def()
         # The graph as the file has it, not counting the Saver nodes ckpttool added.
-        nodes_before = len(meta_graph.graph_def.node) if kind == "checkpoint" else len(graph_def.node)
+        nodes_before = len(meta_graph.graph_def.node) if own_restore else len(graph_def.node)
         output_tensors, signature, signature_outputs = _tf1_output_tensors(
             graph_def, meta_graph, options, target.meta_path or target.prefix)
         outputs = sorted({t.split(":")[0] for t in output_tensors})
