@@ -116,7 +116,7 @@ complete -c ckpttool -n '__fish_seen_subcommand_from freeze' -l tags -r -F -d 'S
 complete -c ckpttool -n '__fish_seen_subcommand_from freeze' -l signature -r -F -d 'SavedModel signature (default: serving_default, else the only one).'
 complete -c ckpttool -n '__fish_seen_subcommand_from freeze' -l text -d 'Write text format (pbtxt).'
 complete -c ckpttool -n '__fish_seen_subcommand_from freeze' -l clear-devices -l keep-devices -d 'Drop device placements (at load, so GPU-placed graphs freeze on a CPU).'
-complete -c ckpttool -n '__fish_seen_subcommand_from freeze' -l check -d 'Run original and frozen graphs on the same random inputs; exit 1 if they differ. An unknown batch (first) dimension is fed as 1.'
+complete -c ckpttool -n '__fish_seen_subcommand_from freeze' -l check -d 'Run original and frozen graphs on the same random inputs; exit 1 if they differ. An unknown batch (first) dimension is fed as 1. This runs the file\'s graph (its output nodes); without --check, freezing a checkpoint or a TF1 SavedModel runs none of its nodes (a TF2 SavedModel\'s loader runs its own restore and init functions).'
 complete -c ckpttool -n '__fish_seen_subcommand_from freeze' -l input-shape -r -F -d 'NAME=D1,D2 for --check inputs whose other dimensions are unknown (repeatable).'
 complete -c ckpttool -n '__fish_seen_subcommand_from freeze' -l overwrite -d 'Replace an existing output file (never a directory).'
 complete -c ckpttool -n '__fish_seen_subcommand_from freeze' -l json -d 'Print one JSON document on stdout.'

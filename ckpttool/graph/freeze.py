@@ -1,7 +1,11 @@
 """`freeze`: a self-contained GraphDef with variables folded into constants.
 
 TF1 graphs (a checkpoint with its .meta, or a TF1 SavedModel): import the
-graph, restore the variables, graph_util.convert_variables_to_constants.
+graph, restore the variables, graph_util.convert_variables_to_constants. A
+checkpoint's (or TF1 SavedModel's) graph is imported without the file's Saver
+and restored with one ckpttool builds, and values are read with ckpttool's
+own ops: no node of the file runs unless --check asks (README "What freeze
+executes").
 TF2 SavedModels: load, take the signature's concrete function and
 convert_variables_to_constants_v2; when tf.saved_model.load cannot revive
 the objects (Keras SavedModels of TF 2.0-2.4 carrying optimizer slots), the
@@ -24,9 +28,10 @@ from ckpttool.storage import fs
 from ckpttool.graph.candidates import rank_output_candidates
 from ckpttool.graph.check import CheckResult, check_result, compare, input_shapes_for_check, random_value
 from ckpttool.graph.custom_ops import require_registered_ops
+from ckpttool.graph.library import refuse_recursive_functions
 from ckpttool.graph.protos import meta_graph_with_tags, read_graph_def, read_meta_graph, read_saved_model
 from ckpttool.graph.runtime import quiet_stderr, tensorflow, tensorflow_errors
-from ckpttool.ops.destination import check_destination, write_destination
+from ckpttool.ops.destination import check_destination, files_read, refuse_writing_over_source, write_destination
 from ckpttool.ops.fetch import local_target
 from ckpttool.ops.targets import Target, resolve_target
 
@@ -132,29 +137,142 @@ def _tf1_output_tensors(graph_def, meta_graph, options: _Options, source: str):
     return tensors, chosen, {key: ", ".join(names) for key, names in mapping.items()}
 
 
+def _refuse_variables_with_inputs(graph_def, source: str) -> None:
+    """A variable node takes no input: one with an input or a control input (crafted) would run
+    other nodes of the file whenever the variable is restored or read."""
+    for node in graph_def.node:
+        if node.op in VARIABLE_OPS and node.input:
+            raise BadInput(f"{source}: variable {node.name!r} has inputs ({', '.join(node.input[:3])}); a variable "
+                           "takes none, and freeze runs no other node of the file")
+
+
+def _without_saver(meta_graph):
+    """The meta graph without its Saver: the file's saver_def names a restore op, which is the file's
+    own code (a crafted one can do anything an op can: write files, ...)."""
+    stripped = type(meta_graph)()
+    stripped.CopyFrom(meta_graph)
+    stripped.ClearField("saver_def")
+    if "savers" in stripped.collection_def:
+        del stripped.collection_def["savers"]
+    return stripped
+
+
+_ASSIGN_OPS = {"Assign", "AssignVariableOp"}
+
+
+def _saved_names(meta_graph) -> dict[str, str]:
+    """Variable node -> the key the file's Saver stores it under (`Saver({"old/name": var})` saves
+    under another name than the variable's), read from the restore subgraph the saver_def names,
+    never run: each assignment's value traced through Identity nodes to `RestoreV2:i`, whose key
+    is entry i of RestoreV2's constant tensor_names. Empty when the graph is not laid out so."""
+    nodes = {node.name: node for node in meta_graph.graph_def.node}
+
+    def node_of(name: str):
+        return nodes.get(name.lstrip("^").split(":")[0])
+
+    def output_index(name: str) -> int:
+        return int(name.rpartition(":")[2]) if ":" in name else 0
+
+    names: dict[str, str] = {}
+    seen, pending = set(), [meta_graph.saver_def.restore_op_name]
+    while pending:
+        node = node_of(pending.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op in _ASSIGN_OPS and len(node.input) >= 2:
+            value = node.input[1]
+            while (source := node_of(value)) is not None and source.op == "Identity" and source.input:
+                value = source.input[0]
+            keys = node_of(source.input[1]) if source is not None and source.op == "RestoreV2" and \
+                len(source.input) >= 2 else None
+            index = output_index(value)
+            if keys is not None and keys.op == "Const" and index < len(keys.attr["value"].tensor.string_val):
+                key = keys.attr["value"].tensor.string_val[index].decode("utf-8", "surrogateescape")
+                names[node.input[0].split(":")[0]] = key
+            continue
+        pending.extend(node.input)
+    return names
+
+
+def _restore_variables(tf, sess, target: Target, saved_names: dict[str, str]) -> None:
+    """Restore the graph's variables that the checkpoint holds, with a Saver ckpttool builds over
+    them (its RestoreV2 and assignments are ckpttool's ops, never the file's restore op)."""
+    v1 = tf.compat.v1
+    with tensorflow_errors(f"read the variable list of {target.prefix}"):
+        held = set(tf.train.load_checkpoint(target.prefix).get_variable_to_shape_map())
+    variables = v1.global_variables()
+    if not variables:
+        raise BadInput(f"{target.meta_path} has no variables to restore")
+    var_list: dict = {}
+    for var in variables:
+        info = var._save_slice_info  # a partitioned variable's part: saved under its whole name
+        name = info.full_name if info else saved_names.get(var.op.name, var.op.name)
+        if name not in held:
+            continue  # not saved by this checkpoint's Saver: left as it is, as that Saver left it
+        if var.op.type not in VARIABLE_OPS or list(var.op.inputs) or var.op.control_inputs:
+            raise BadInput(f"{target.meta_path}: {var.op.name!r} is listed as a variable but is a {var.op.type} "
+                           "node with inputs; freeze runs no other node of the file")
+        if info:
+            var_list.setdefault(name, []).append(var)
+        else:
+            var_list[name] = var
+    if not var_list:
+        raise BadInput(f"{target.prefix} holds none of the variables of {target.meta_path}")
+    with tensorflow_errors(f"restore {target.prefix}"):
+        v1.train.Saver(var_list=var_list).restore(sess, target.prefix)
+
+
+class _VariableReads:
+    """The session convert_variables_to_constants reads the variables' values through. It asks for
+    a resource variable's `<name>/Read/ReadVariableOp:0`, a node of the file that may carry control
+    inputs of its own; each read here is an op ckpttool adds on the variable's handle instead (a
+    reference variable's value is the variable node's own output, checked to take no input)."""
+
+    _READ = "/Read/ReadVariableOp:0"
+
+    def __init__(self, tf, sess):
+        self._tf, self._sess = tf, sess
+
+    def run(self, names):
+        graph, fetches = self._sess.graph, []
+        with graph.as_default():
+            for name in names:
+                if name.endswith(self._READ):
+                    handle = graph.get_tensor_by_name(name[: -len(self._READ)] + ":0")
+                    fetches.append(self._tf.raw_ops.ReadVariableOp(resource=handle,
+                                                                    dtype=handle.op.get_attr("dtype")))
+                else:
+                    fetches.append(graph.get_tensor_by_name(name))
+        return self._sess.run(fetches)
+
+
 def _freeze_tf1(tf, target: Target, kind: str, meta_graph, options: _Options) -> _Frozen:
     v1 = tf.compat.v1
     graph = tf.Graph()
     # Placements on devices this machine lacks (kept by --keep-devices) fall back to the CPU.
     config = v1.ConfigProto(allow_soft_placement=True)
     with graph.as_default(), v1.Session(graph=graph, config=config) as sess:
-        if kind == "checkpoint":
+        # A TF1 SavedModel is restored as a checkpoint is, unless --check asks for TensorFlow's loader
+        # (which runs the SavedModel's restore and init ops, as serving would); a TF2 one needs that loader.
+        own_restore = kind == "checkpoint" or not options.check and not meta_graph.object_graph_def.nodes
+        if own_restore:
             with tensorflow_errors(f"import the graph {target.meta_path}"):
-                saver = v1.train.import_meta_graph(target.meta_path, clear_devices=options.clear_devices)
-            if saver is None:
-                raise BadInput(f"{target.meta_path} has no variables to restore")
-            with tensorflow_errors(f"restore {target.prefix}"):
-                saver.restore(sess, target.prefix)
+                v1.train.import_meta_graph(_without_saver(meta_graph), clear_devices=options.clear_devices)
+            if target.format != "none":  # a graph-only SavedModel has no variables to restore
+                _restore_variables(tf, sess, target, _saved_names(meta_graph))
         else:
             with tensorflow_errors(f"load the SavedModel {target.saved_model_dir}"):
                 v1.saved_model.loader.load(sess, options.tags, target.saved_model_dir,
                                            clear_devices=options.clear_devices)
         graph_def = graph.as_graph_def()
+        # The graph as the file has it, not counting the Saver nodes ckpttool added.
+        nodes_before = len(meta_graph.graph_def.node) if own_restore else len(graph_def.node)
         output_tensors, signature, signature_outputs = _tf1_output_tensors(
             graph_def, meta_graph, options, target.meta_path or target.prefix)
         outputs = sorted({t.split(":")[0] for t in output_tensors})
         with tensorflow_errors("freeze the graph"):
-            frozen = v1.graph_util.convert_variables_to_constants(sess, graph_def, outputs)
+            frozen = v1.graph_util.convert_variables_to_constants(_VariableReads(tf, sess), graph_def, outputs)
         if options.clear_devices:
             for node in frozen.node:
                 node.device = ""
@@ -177,8 +295,7 @@ def _freeze_tf1(tf, target: Target, kind: str, meta_graph, options: _Options) ->
                 with v1.Session(graph=frozen_graph, config=config) as frozen_sess:
                     refrozen = frozen_sess.run(output_tensors, feeds)
             result = check_result(shapes, (compare(n, a, b) for n, a, b in zip(output_tensors, original, refrozen)))
-    return _Frozen(frozen, tuple(outputs), len(graph_def.node), frozen_variables, result, signature,
-                   signature_outputs)
+    return _Frozen(frozen, tuple(outputs), nodes_before, frozen_variables, result, signature, signature_outputs)
 
 
 def _load_tf2(tf, target: Target, tags: list[str]):
@@ -264,6 +381,7 @@ def freeze(source: str, output: str, *, output_nodes: list[str] | None = None, t
     is_graph_file = fs.is_file(source) and source.endswith((".pb", ".pbtxt")) and \
         not fs.basename(source).startswith("saved_model.")
     target = None if is_graph_file else resolve_target(source, graph_only_ok=True)  # exit 3: what was looked for
+    refuse_writing_over_source([source] if target is None else files_read(target, source), [output], "freeze")
     with local_target(target) if target is not None else contextlib.nullcontext() as local:
         return _freeze(source, output, local, output_nodes, tags, signature, text, clear_devices, check,
                        input_shapes)
@@ -283,6 +401,8 @@ def _freeze(source, output, target, output_nodes, tags, signature, text, clear_d
             raise NotFound(f"no graph beside {target.prefix} (looked for {target.prefix}.meta)",
                            hint="freeze needs the .meta that tf.compat.v1.train.Saver writes, or a SavedModel")
         require_registered_ops(meta_graph.graph_def, target.meta_path)
+        refuse_recursive_functions(meta_graph.graph_def, target.meta_path)
+        _refuse_variables_with_inputs(meta_graph.graph_def, target.meta_path)
         options = _Options(output_nodes, tags or [], signature, clear_devices, check, input_shapes or {})
         if target.saved_model_dir:
             kind, frozen, warnings = _freeze_saved_model(tf, target, options, meta_graph)

@@ -23,7 +23,8 @@ from ckpttool.storage.atomic import StagedFile, atomic_output
 from ckpttool.formats.dtypes import STRING, VARIANT, dtype_from_name
 from ckpttool.formats.reader import open_checkpoint, weights_file_format
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY, Variable
-from ckpttool.ops.destination import check_parent_creatable, make_parents, refuse_writing_over_source, remove_empty
+from ckpttool.ops.destination import (check_parent_creatable, files_read, make_parents, refuse_writing_over_source,
+                                      remove_empty)
 from ckpttool.formats.tf.object_graph import rewrite_object_graph
 from ckpttool.ops.rename_rules import RenameRules, compute_mapping
 from ckpttool.ops.targets import resolve_target
@@ -305,8 +306,9 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
         elif to == "safetensors":
             files, shards = _safetensors_layout(destination, [i.size_bytes for i in items], shard_size)
             st_metadata = _metadata(reader, target, dict(metadata or {}))
-        sources = [fs.absolute(target.prefix), *(fs.absolute(f) for f in reader.data_files())]
-    refuse_writing_over_source(sources, [destination, *files], "convert")
+        sources = [*files_read(target, source), *reader.data_files()]
+    written = (destination + ".index", destination + ".data-00000-of-00001") if to == "tf" else ()
+    refuse_writing_over_source(sources, [destination, *files, *written], "convert")
     if _destination_exists(files, to, destination) and not overwrite:
         raise Refused(f"destination {destination} exists (use --overwrite to replace it)")
     return ConvertPlan(target.prefix, target.format, destination, to, tuple(items), tuple(dropped), tuple(skipped),

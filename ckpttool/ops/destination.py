@@ -27,29 +27,35 @@ def check_destination(path: str, overwrite: bool) -> str:
     return path
 
 
-def _entry_keys(path: str) -> set[tuple]:
-    """What names the directory entry `path`, whichever way it is reached: its real path (through
-    symlinks), and its name in its directory's inode (a bind mount reaches that directory by another
-    real path). A URL is itself."""
-    if fs.is_url(path):
-        return {("url", fs.absolute(path))}
-    keys: set[tuple] = {("real", os.path.realpath(path))}
-    try:
-        parent = os.stat(os.path.dirname(path) or ".")
-        keys.add(("entry", parent.st_dev, parent.st_ino, os.path.basename(path)))
-    except OSError:
-        pass
-    return keys
-
-
 def refuse_writing_over_source(sources: list[str], destinations: list[str], command: str) -> None:
-    """SRC is never modified: Refused if a path to be written or replaced is one of SRC's, however
-    it is reached (the same name, a symlink, a bind mount)."""
-    owner = {key: source for source in sources for key in _entry_keys(source)}
+    """SRC is never modified: Refused if a path to be written or replaced is one of the files the
+    command reads, however it is reached (the same name, a symlink, a bind mount, a file:// URL, a
+    protocol alias such as s3a:// for s3://): storage's canonical identity of each is compared."""
+    owner = {key: source for source in sources for key in fs.identity(source)}
     for path in destinations:
-        source = next((owner[key] for key in _entry_keys(path) if key in owner), None)
+        source = next((owner[key] for key in fs.identity(path) if key in owner), None)
         if source is not None:
             raise Refused(f"destination {path} is the source's {source}; {command} never modifies SRC")
+
+
+def files_read(target, given: str | None = None) -> list[str]:
+    """Every file a command reading `target` (a resolved Target) reads, to protect them all: the
+    path as given, the checkpoint's prefix, index, data shards and graph, the run directory's state
+    file, and for a SavedModel every file under its directory (its graph, variables, assets)."""
+    from ckpttool.formats.tf.state import STATE_FILENAME
+
+    files = [path for path in (given, target.prefix, target.prefix + ".index", target.meta_path) if path]
+    if target.saved_model_dir:
+        for current, _dirs, names in fs.walk_files(target.saved_model_dir):
+            files.extend(fs.join(current, name) for name in names)
+    elif target.directory:
+        files.append(fs.join(target.directory, STATE_FILENAME))
+    stem = fs.basename(target.prefix) + ".data-"
+    try:
+        files.extend(e.path for e in fs.list_dir(fs.dirname(target.prefix) or ".") if e.name.startswith(stem))
+    except (BadInput, OSError):
+        pass  # no directory to list (a graph-only SavedModel): no data shards either
+    return files
 
 
 def check_parent_creatable(path: str) -> None:

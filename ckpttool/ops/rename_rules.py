@@ -7,7 +7,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from ckpttool.errors import BadInput, Refused, UnknownVariable, UsageProblem
+from ckpttool.errors import BadInput, Refused, UnknownVariable, Unsupported, UsageProblem
+from ckpttool.formats.variables import INTERNAL_NAMES
 from ckpttool.storage import fs
 from ckpttool.formats.tf.object_graph import optimizer_keys, parse_object_graph
 from ckpttool.ops.patterns import compile_pattern
@@ -164,6 +165,9 @@ def compute_mapping(names: list[str], rules: RenameRules,
             new = new.replace("/", rules.sep)
         if not new:
             raise UsageProblem(f"the rules give {name!r} an empty name")
+        if new in INTERNAL_NAMES:  # TensorFlow reads that key as the TF2 object graph, and fails to restore
+            raise Unsupported(f"the rules give {name!r} the name {new!r}, which is reserved (TensorFlow's own "
+                              "checkpoint entry)", hint="rename it with --map")
         mapping[name] = new
     if roles is not None and roles.trained and roles.trained <= ruled_out:
         shown = sorted(roles.trained)

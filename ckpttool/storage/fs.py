@@ -229,6 +229,38 @@ def real(path: str) -> str:
     return path if is_url(path) else os.path.realpath(path)
 
 
+def identity(path: str) -> frozenset[tuple]:
+    """Canonical names of the file `path` (or URL) names: two paths reaching one file, whichever way,
+    share a key. Local: its real path (symlinks resolved); its name in its directory's inode (a bind
+    mount reaches that directory by another real path); and for a file with a single link, its own
+    device and inode (a case-insensitive file system, a bind-mounted file). A second hard link is
+    another name, not the same file: every write replaces a name, never writes through it. A URL: its
+    protocol as fsspec's registry aliases it (s3a:// is s3://, gcs:// is gs://) and its path; a
+    file:// URL is the local path it names. Plain paths never import fsspec."""
+    if is_url(path):
+        from ckpttool.storage import remote
+
+        local = remote.local_path(path)
+        if local is None:
+            protocol, _, rest = absolute(path).partition("://")
+            return frozenset({("url", remote.canonical_protocol(protocol), rest)})
+        path = local
+    path = os.path.abspath(path)
+    keys: set[tuple] = {("real", os.path.realpath(path))}
+    try:
+        parent = os.stat(os.path.dirname(path))
+        keys.add(("entry", parent.st_dev, parent.st_ino, os.path.basename(path)))
+    except OSError:
+        pass  # no directory there yet: nothing in it can be a source
+    try:
+        found = os.stat(path)
+        if found.st_nlink == 1:
+            keys.add(("inode", found.st_dev, found.st_ino))
+    except (OSError, ValueError):
+        pass
+    return frozenset(keys)
+
+
 # -- metadata ---------------------------------------------------------------------
 
 @dataclass(frozen=True)

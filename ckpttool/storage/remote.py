@@ -84,6 +84,40 @@ def join_url(protocol: str, path: str) -> str:
     return f"{protocol}://{path}"
 
 
+def canonical_protocol(protocol: str) -> str:
+    """One name for each file system among fsspec's own aliases: the protocols its registry maps to
+    one implementation (s3 and s3a, gs and gcs, file and local) answer the same (the first in sorted
+    order), so a source and a destination are compared as the store sees them."""
+    protocol = protocol.lower()
+    try:
+        from fsspec.registry import known_implementations, registry
+    except ImportError:
+        return protocol  # no fsspec: no URL can be opened at all
+
+    def implementation(name: str) -> str | None:
+        known = known_implementations.get(name)
+        if known is not None:
+            return known["class"]
+        cls = registry.get(name)  # registered at run time (fsspec.register_implementation)
+        return None if cls is None else f"{cls.__module__}.{cls.__qualname__}"
+
+    mine = implementation(protocol)
+    if mine is None:
+        return protocol
+    return min(name for name in {protocol, *known_implementations, *registry} if implementation(name) == mine)
+
+
+def local_path(url: str) -> str | None:
+    """The local path a `file://` (or `local://`) URL names, as fsspec's LocalFileSystem reads it;
+    None for any other store."""
+    protocol, _, rest = url.partition("://")
+    if canonical_protocol(protocol) != canonical_protocol("file"):
+        return None
+    from fsspec.implementations.local import LocalFileSystem
+
+    return LocalFileSystem._strip_protocol(f"file://{rest}")
+
+
 def _backend_error(url: str, exc: BaseException, what: str = "") -> BadInput:
     """One line for whatever a backend raised."""
     if isinstance(exc, BadInput):

@@ -38,11 +38,13 @@ def command(
     and size written. An Any of a type TensorFlow does not know (a session
     bundle's serving signatures) appears as {"@type", "value": {"base64"}}.
     """
-    from ckpttool.ops.destination import check_destination, write_destination
+    from ckpttool.ops.destination import check_destination, refuse_writing_over_source, write_destination
     from ckpttool.graph.export import export_graph
 
     destination = check_destination(output, overwrite) if output else None
     export = export_graph(source, fmt=format_.value, part=part.value if part else None)
+    if destination:
+        refuse_writing_over_source([source, export.source], [destination], "export-json")
     report = {"source": export.source, "kind": export.kind, "part": export.part, "format": export.format}
     if destination:
         data = export.text.encode("utf-8")

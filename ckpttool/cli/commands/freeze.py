@@ -21,7 +21,7 @@ def command(
     signature: Annotated[Optional[str], typer.Option("--signature", help="SavedModel signature (default: serving_default, else the only one).")] = None,
     text: Annotated[bool, typer.Option("--text", help="Write text format (pbtxt).")] = False,
     clear_devices: Annotated[bool, typer.Option("--clear-devices/--keep-devices", help="Drop device placements (at load, so GPU-placed graphs freeze on a CPU).")] = True,
-    check: Annotated[bool, typer.Option("--check", help="Run original and frozen graphs on the same random inputs; exit 1 if they differ. An unknown batch (first) dimension is fed as 1.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Run original and frozen graphs on the same random inputs; exit 1 if they differ. An unknown batch (first) dimension is fed as 1. This runs the file's graph (its output nodes); without --check, freezing a checkpoint or a TF1 SavedModel runs none of its nodes (a TF2 SavedModel's loader runs its own restore and init functions).")] = False,
     input_shape: Annotated[Optional[List[str]], typer.Option("--input-shape", help="NAME=D1,D2 for --check inputs whose other dimensions are unknown (repeatable).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file (never a directory).")] = False,
     json_out: Json = False,
