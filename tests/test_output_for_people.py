@@ -217,3 +217,65 @@ def test_counts_are_words(copy_fixture, fixtures_dir, tf):
     readable = len(tf.train.list_variables(str(damaged / "model.ckpt-50"))) - 1
     verdict = run_cli("verify", damaged / "model.ckpt-50").stdout.splitlines()[-1]
     assert verdict.startswith("DAMAGED (1 problem): ") and f" {readable} tensors, " in verdict
+
+
+# -- issue 18 item 11: every table of every command fits 60, 80 and 120 columns ---------------
+
+def _every_table(fixtures_dir, tmp_path, tf):
+    """Command lines covering each table ckpttool prints (stats, verify summaries with damage)."""
+    tf2 = fixtures_dir / "tf2_manager"
+    damaged = tmp_path / "damaged_run"
+    shutil.copytree(tf2, damaged)
+    from ckpttool.formats.tf.bundle import open_bundle
+
+    with open_bundle(str(damaged / "ckpt-3")) as bundle:
+        parts = {v.name: v.parts[0] for v in bundle.variables if not v.internal}
+    for name in list(parts)[:3]:
+        _flip(damaged / "ckpt-3.data-00000-of-00001", parts[name].offset)
+    names = [n for n, _ in tf.train.list_variables(str(tf2 / "ckpt-3")) if n != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+    state = tf.train.get_checkpoint_state(str(fixtures_dir / "prune_run"))
+    prune_names = [os.path.basename(p) for p in state.all_model_checkpoint_paths]
+    return [
+        (["ls", fixtures_dir / "prune_run"], prune_names),
+        (["ls", "-r", fixtures_dir], []),
+        (["inspect", tf2 / "ckpt-3"], names),
+        (["inspect", "--stats", tf2 / "ckpt-3"], names),
+        (["inspect", "--stats", fixtures_dir / "saver_run"], []),
+        (["verify", damaged / "ckpt-3"], []),
+        (["verify", "--all", damaged], []),
+        (["diff", tf2 / "ckpt-2", tf2 / "ckpt-3"], []),
+        (["prune", "--dry-run", "--keep-last", "2", fixtures_dir / "prune_run"], prune_names),
+        (["rename-vars", "--dry-run", "--add-prefix", "tower_0/", tf2 / "ckpt-3", tmp_path / "renamed" / "ckpt-3"],
+         []),
+        (["convert", "--dry-run", "--sep", ".", tf2 / "ckpt-3", tmp_path / "converted.safetensors"], []),
+    ]
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_every_table_fits_the_terminal(fixtures_dir, tmp_path, tf, monkeypatch, width):
+    """No line is wider than the terminal except one holding a single name; `inspect --stats`
+    once took 101 columns at any width and `verify --all` 104."""
+    monkeypatch.setenv("COLUMNS", str(width))
+    for args, names in _every_table(fixtures_dir, tmp_path / str(width), tf):
+        result = run_cli(*args)
+        assert result.exit_code in (0, 1), (args, result.stderr)
+        assert result.stdout.strip(), args
+        _assert_names_whole(result.stdout, names, width)
+
+
+def test_narrow_stats_keep_every_statistic(fixtures_dir, tf, monkeypatch):
+    """At 60 columns the statistics are stacked or shortened, never dropped: each variable's
+    min and max (by TensorFlow, to 4 significant digits) still show."""
+    monkeypatch.setenv("COLUMNS", "60")
+    prefix = str(fixtures_dir / "saver_run")
+    result = run_cli("inspect", "--stats", prefix)
+    assert result.exit_code == 0, result.stderr
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(prefix))
+    for name, _ in tf.train.list_variables(tf.train.latest_checkpoint(prefix)):
+        value = np.asarray(reader.get_tensor(name))
+        if value.dtype.kind != "f" or value.size == 0:
+            continue
+        assert f"{float(value.min()):.4g}" in result.stdout, (name, result.stdout)
+        assert f"{float(value.max()):.4g}" in result.stdout, (name, result.stdout)
+    for header in ("nan", "inf", "zeros", "mean", "std"):
+        assert header in result.stdout

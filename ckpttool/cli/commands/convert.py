@@ -95,11 +95,13 @@ def command(
         render.print_lines(item.name for item in plan.items)
     else:
         if dry_run:
-            render.print_table(["source name", "new name", "dtype", "shape"],
+            render.print_table([render.Column("source name", kind=render.NAME),
+                                render.Column("new name", kind=render.NAME), render.Column("dtype"),
+                                render.Column("shape")],
                                [(i.source, i.name, i.dtype, list(i.shape)) for i in plan.items])
         files = result.files if result else plan.files
         verb = "would write" if dry_run else "wrote"
-        render.print_lines([f"{verb} {plan.to} {', '.join(files)}: {render.plural(len(plan.items), 'tensor')}, "
+        render.print_wrapped([f"{verb} {plan.to} {', '.join(files)}: {render.plural(len(plan.items), 'tensor')}, "
                             f"{render.human_bytes(plan.total_bytes)} ({len(plan.renamed)} renamed, "
                             f"{len(plan.dropped)} dropped, {len(plan.skipped)} skipped)"])
     return 0

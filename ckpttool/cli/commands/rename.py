@@ -54,9 +54,10 @@ def command(
     else:
         rows = [(old, "->", new) for old, new in plan.renamed] + [(name, "dropped", "") for name in plan.dropped]
         if rows:
-            render.print_table(["source name", "", "new name"], rows)
+            render.print_table([render.Column("source name", kind=render.NAME), render.Column(""),
+                                render.Column("new name", kind=render.NAME)], rows)
         verb = "would write" if dry_run else "wrote"
-        render.print_lines([f"{verb} {plan.destination}: {len(plan.renamed)} renamed, {len(plan.dropped)} dropped, "
+        render.print_wrapped([f"{verb} {plan.destination}: {len(plan.renamed)} renamed, {len(plan.dropped)} dropped, "
                             f"{plan.unchanged} unchanged" + ("" if dry_run else
                                                             f", {render.human_bytes(bytes_written)} written")])
     return 0
