@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line_error, run_cli
 from tests.test_damage import _flip, _tf_damaged
 
 
@@ -279,3 +279,28 @@ def test_narrow_stats_keep_every_statistic(fixtures_dir, tf, monkeypatch):
         assert f"{float(value.max()):.4g}" in result.stdout, (name, result.stdout)
     for header in ("nan", "inf", "zeros", "mean", "std"):
         assert header in result.stdout
+
+
+# -- issue 18 item 16: safetensors' float4 and E8M0 dtypes are named, not called foreign -----
+
+@pytest.mark.parametrize("st_dtype,shape,size,named", [
+    ("F4", [2, 4], 4, "float4_e2m1fn"), ("F8_E8M0", [3], 3, "float8_e8m0fnu")])
+def test_safetensors_float4_and_e8m0_are_refused_by_name(tmp_path, st_dtype, shape, size, named):
+    """The format defines F4 and F8_E8M0 (the safetensors library parses such a file);
+    ckpttool refuses them, exit 3, naming the dtype, not 'no TensorFlow equivalent'."""
+    import json
+    import struct
+
+    import safetensors
+
+    header = json.dumps({"w": {"dtype": st_dtype, "shape": shape, "data_offsets": [0, size]}}).encode()
+    header += b" " * (-len(header) % 8)
+    data = struct.pack("<Q", len(header)) + header + bytes(size)
+    assert safetensors.deserialize(data)[0][1]["dtype"] == st_dtype  # the library's own parser accepts it
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(data)
+    result = run_cli("inspect", path)
+    assert_one_line_error(result, 3)
+    assert st_dtype in result.stderr and named in result.stderr and "equivalent" not in result.stderr
+    result = run_cli("verify", path)  # a damage report: the file cannot be checked
+    assert result.exit_code == 1 and st_dtype in result.stdout and named in result.stdout, result.stdout
