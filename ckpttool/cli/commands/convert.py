@@ -49,16 +49,16 @@ def command(
     keep: KeepOpt = None,
     drop_optimizer: DropOptimizer = False,
     sep: Annotated[Optional[str], typer.Option(
-        "--sep", help="Replace the scope separator / by this in the new names, last (--sep . for PyTorch-style "
+        "--sep", metavar="SEP", help="Replace the scope separator / by this in the new names, last (--sep . for PyTorch-style "
                       "names).")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Refuse (exit 3) instead of skipping what DST cannot hold (strings, variants, the TF2 "
                          "object graph).")] = False,
     shard_size: Annotated[Optional[str], typer.Option(
-        "--shard-size", help="Split safetensors output into files of at most this size (5GB, 500MiB): "
+        "--shard-size", metavar="SIZE", help="Split safetensors output into files of at most this size (5GB, 500MiB): "
                              "NAME-00001-of-0000N.safetensors plus NAME.safetensors.index.json.")] = None,
     metadata: Annotated[Optional[List[str]], typer.Option(
-        "--metadata", help="KEY=VALUE for the safetensors __metadata__ (repeatable; e.g. format=pt).")] = None,
+        "--metadata", metavar="KEY=VALUE", help="KEY=VALUE for the safetensors __metadata__ (repeatable; e.g. format=pt).")] = None,
     overwrite: Overwrite = False,
     dry_run: DryRun = False,
     json_out: Json = False,

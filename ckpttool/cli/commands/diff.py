@@ -35,9 +35,9 @@ def _detail(d) -> str:
 def command(
     a: TargetA,
     b: TargetB,
-    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance, as numpy.isclose.")] = 0.0,
-    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance, as numpy.isclose.")] = 0.0,
-    filter_: Annotated[Optional[str], typer.Option("--filter", "-f", help="Only variables matching this regular expression.")] = None,
+    rtol: Annotated[float, typer.Option("--rtol", metavar="RTOL", help="Relative tolerance, as numpy.isclose.")] = 0.0,
+    atol: Annotated[float, typer.Option("--atol", metavar="ATOL", help="Absolute tolerance, as numpy.isclose.")] = 0.0,
+    filter_: Annotated[Optional[str], typer.Option("--filter", "-f", metavar="REGEX", help="Only variables matching this regular expression.")] = None,
     json_out: Json = False,
     quiet: Quiet = False,
 ):

@@ -153,8 +153,8 @@ def _values_warning(total: int) -> None:
 
 def command(
     target: TargetArg,
-    filter_: Annotated[Optional[str], typer.Option("--filter", "-f", help="Only variables whose name matches this regular expression.")] = None,
-    name: Annotated[Optional[List[str]], typer.Option("--name", help="Only this variable, by its exact name (repeatable; with --filter: both).")] = None,
+    filter_: Annotated[Optional[str], typer.Option("--filter", "-f", metavar="REGEX", help="Only variables whose name matches this regular expression.")] = None,
+    name: Annotated[Optional[List[str]], typer.Option("--name", metavar="NAME", help="Only this variable, by its exact name (repeatable; with --filter: both).")] = None,
     all_: Annotated[bool, typer.Option("--all", "-a", help="Also internal entries such as _CHECKPOINTABLE_OBJECT_GRAPH.")] = False,
     stats: Annotated[bool, typer.Option("--stats", help="min/max/mean/std and NaN/Inf/zero counts, streamed in bounded memory.")] = False,
     values: Annotated[bool, typer.Option("--values", help="Print the tensors themselves (large ones summarised as numpy does).")] = False,
