@@ -304,3 +304,56 @@ def test_safetensors_float4_and_e8m0_are_refused_by_name(tmp_path, st_dtype, sha
     assert st_dtype in result.stderr and named in result.stderr and "equivalent" not in result.stderr
     result = run_cli("verify", path)  # a damage report: the file cannot be checked
     assert result.exit_code == 1 and st_dtype in result.stdout and named in result.stdout, result.stdout
+
+
+# -- issue 18 item 13: hints where they are cheap ---------------------------------------------
+
+def test_hints_where_they_are_cheap(fixtures_dir, tmp_path, tf):
+    tree = tmp_path / "tree"
+    shutil.copytree(fixtures_dir / "saver_run", tree / "exp1" / "run")
+    run = tree / "exp1" / "run"
+    state = tf.train.get_checkpoint_state(str(run))
+    prefix = tf.train.latest_checkpoint(str(run))
+    # ls of a checkpoint: it is one, try inspect
+    result = run_cli("ls", prefix)
+    assert_one_line_error(result, 3)
+    assert "is a checkpoint" in result.stderr and f"hint: did you mean `ckpttool inspect {prefix}`" in result.stderr
+    # ls of a directory with run directories two levels below: try -r
+    result = run_cli("ls", tree)
+    assert result.exit_code == 0 and "no checkpoints" in result.stdout
+    assert f"ckpttool ls -r {tree}" in result.stderr and str(run) in result.stderr
+    # a step that does not exist: the ones that do
+    missing = str(run / "model.ckpt-7")
+    for command in ("inspect", "verify"):
+        result = run_cli(command, missing)
+        assert_one_line_error(result, 3)
+        hint = next(line for line in result.stderr.splitlines() if line.startswith("hint: "))
+        for path in state.all_model_checkpoint_paths:
+            assert os.path.basename(path) in hint, (path, hint)
+    # a corrupt index: what to run next
+    index = prefix + ".index"
+    data = bytearray(open(index, "rb").read())
+    data[20:40] = bytes(20)
+    open(index, "wb").write(bytes(data))
+    with pytest.raises(Exception):
+        tf.train.load_checkpoint(prefix).get_variable_to_shape_map()  # TensorFlow cannot read it either
+    result = run_cli("inspect", prefix)
+    assert_one_line_error(result, 3)
+    assert all(step in result.stderr for step in ("ckpttool verify", "ckpttool repair", "prune --clean"))
+
+
+def test_a_missing_bucket_is_not_a_missing_directory(tmp_path, monkeypatch):
+    from tests.remote_servers import start_s3
+
+    server = start_s3()
+    try:
+        for key, value in server.env.items():
+            monkeypatch.setenv(key, value)
+        result = run_cli("ls", "s3://no-such-bucket-h18/runs/exp1")
+        assert_one_line_error(result, 3)
+        assert "no such bucket: s3://no-such-bucket-h18" in result.stderr
+        result = run_cli("ls", server.url("runs", "missing"))  # the bucket exists: a directory is missing
+        assert_one_line_error(result, 3)
+        assert "no such directory: s3://ckpt-bucket/runs/missing" in result.stderr
+    finally:
+        server.stop()

@@ -55,6 +55,11 @@ def warn(message: str) -> None:
     print(f"warning: {for_people(message)}", file=sys.stderr)
 
 
+def hint(message: str) -> None:
+    """What to try next, on stderr, as error hints are given."""
+    print(f"hint: {for_people(message)}", file=sys.stderr)
+
+
 def warn_all(messages: Iterable[str]) -> None:
     for message in messages:
         warn(message)
