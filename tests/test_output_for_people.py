@@ -357,3 +357,71 @@ def test_a_missing_bucket_is_not_a_missing_directory(tmp_path, monkeypatch):
         assert "no such directory: s3://ckpt-bucket/runs/missing" in result.stderr
     finally:
         server.stop()
+
+
+# -- issue 18 item 12: progress counts bytes as they are read; one unit system ----------------
+
+@pytest.fixture(scope="module")
+def one_big_tensor(tmp_path_factory, tf):
+    """A checkpoint holding one 24 MiB tensor (and the object graph), written by TensorFlow."""
+    directory = tmp_path_factory.mktemp("big")
+    value = np.arange(6 << 20, dtype=np.float32)
+    prefix = tf.train.Checkpoint(w=tf.Variable(value)).write(str(directory / "ckpt"))
+    return prefix, value.nbytes
+
+
+def _progress_calls(function, *args, **kwargs) -> list[int]:
+    calls: list[int] = []
+    function(*args, on_progress=calls.append, **kwargs)
+    return calls
+
+
+def test_verify_progress_moves_within_one_large_tensor(one_big_tensor, tmp_path, monkeypatch):
+    """Progress was counted per finished tensor: one call for a 24 MiB tensor, so a bar sat at 0
+    while it was read (65 s on S3). Now it moves as pieces (local) and ranged GETs (S3) complete."""
+    from ckpttool.ops.verify import total_bytes, verify_checkpoint
+    from ckpttool.ops.targets import resolve_target
+    from tests.remote_servers import start_s3, upload_tree
+
+    prefix, nbytes = one_big_tensor
+    calls = _progress_calls(verify_checkpoint, prefix)
+    assert sum(calls) == total_bytes(resolve_target(prefix)) >= nbytes
+    assert sum(1 for c in calls if c < nbytes) >= 2 and max(calls) < nbytes, calls
+    server = start_s3()
+    try:
+        for key, value in server.env.items():
+            monkeypatch.setenv(key, value)
+        url = upload_tree(server, os.path.dirname(prefix), "big-h18")
+        remote = f"{url}/{os.path.basename(prefix)}"
+        calls = _progress_calls(verify_checkpoint, remote)
+        assert sum(calls) == total_bytes(resolve_target(remote)) >= nbytes
+        assert max(calls) < nbytes, calls
+    finally:
+        server.stop()
+
+
+def test_diff_reports_progress(one_big_tensor, fixtures_dir):
+    from ckpttool.ops.diff import bytes_to_compare, diff_checkpoints
+    from ckpttool.ops.targets import resolve_target
+
+    prefix, nbytes = one_big_tensor
+    a, b = resolve_target(prefix), resolve_target(prefix)
+    calls = _progress_calls(diff_checkpoints, a, b)
+    assert sum(calls) == bytes_to_compare(a, b) == 2 * nbytes
+    assert len(calls) >= 2 and max(calls) < 2 * nbytes, calls
+
+
+def test_bars_use_the_units_of_the_tables():
+    """Bars said `0.0/1.6 GB` beside tables in GiB; now both say GiB (ckpttool.text.format_size)."""
+    from ckpttool.cli.progress import bar_texts
+
+    size = 1_610_612_736  # 1.5 GiB, 1.6 GB
+    done, speed = bar_texts(0, size, 120 << 20)
+    assert done.endswith("/" + render_size(size)) and "GiB" in done and "GB" not in done.replace("GiB", "")
+    assert speed == render_size(120 << 20) + "/s" and "MiB" in speed
+
+
+def render_size(size: int) -> str:
+    from ckpttool.cli.render import human_bytes
+
+    return human_bytes(size)

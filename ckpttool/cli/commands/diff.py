@@ -52,7 +52,12 @@ def command(
     for given in (a, b):
         targets.append(resolve_target(given))
         render.say_resolved(given, targets[-1], header=not quiet)
-    report = diff_checkpoints(*targets, rtol=rtol, atol=atol, pattern=filter_)
+    from ckpttool.cli.progress import byte_progress, showing
+    from ckpttool.ops.diff import bytes_to_compare
+
+    total = bytes_to_compare(*targets, pattern=filter_) if showing(json_out) else 0
+    with byte_progress("comparing", total, json_out) as advance:
+        report = diff_checkpoints(*targets, rtol=rtol, atol=atol, pattern=filter_, on_progress=advance)
     if json_out:
         render.emit_json("diff", {"a": report.a, "b": report.b, "identical": report.identical,
                                   "compared": report.compared,
