@@ -342,21 +342,13 @@ def test_hints_where_they_are_cheap(fixtures_dir, tmp_path, tf):
     assert all(step in result.stderr for step in ("ckpttool verify", "ckpttool repair", "prune --clean"))
 
 
-def test_a_missing_bucket_is_not_a_missing_directory(tmp_path, monkeypatch):
-    from tests.remote_servers import start_s3
-
-    server = start_s3()
-    try:
-        for key, value in server.env.items():
-            monkeypatch.setenv(key, value)
-        result = run_cli("ls", "s3://no-such-bucket-h18/runs/exp1")
-        assert_one_line_error(result, 3)
-        assert "no such bucket: s3://no-such-bucket-h18" in result.stderr
-        result = run_cli("ls", server.url("runs", "missing"))  # the bucket exists: a directory is missing
-        assert_one_line_error(result, 3)
-        assert "no such directory: s3://ckpt-bucket/runs/missing" in result.stderr
-    finally:
-        server.stop()
+def test_a_missing_bucket_is_not_a_missing_directory(s3_server):
+    result = run_cli("ls", "s3://no-such-bucket-h18/runs/exp1")
+    assert_one_line_error(result, 3)
+    assert "no such bucket: s3://no-such-bucket-h18" in result.stderr
+    result = run_cli("ls", s3_server.url("runs", "missing"))  # the bucket exists: a directory is missing
+    assert_one_line_error(result, 3)
+    assert "no such directory: s3://ckpt-bucket/runs/missing" in result.stderr
 
 
 # -- issue 18 item 12: progress counts bytes as they are read; one unit system ----------------
@@ -370,34 +362,48 @@ def one_big_tensor(tmp_path_factory, tf):
     return prefix, value.nbytes
 
 
+@pytest.fixture(scope="module")
+def s3_server():
+    """One S3 test server for this module's bucket tests, the backends pointed at it (and
+    ckpttool's cached file systems dropped, so none points at another test's server)."""
+    from ckpttool.storage import remote
+    from tests.remote_servers import start_s3
+
+    server = start_s3()
+    saved = dict(os.environ)
+    os.environ.update(server.env)
+    remote.set_storage_options({})
+    try:
+        yield server
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        remote.set_storage_options({})
+        server.stop()
+
+
 def _progress_calls(function, *args, **kwargs) -> list[int]:
     calls: list[int] = []
     function(*args, on_progress=calls.append, **kwargs)
     return calls
 
 
-def test_verify_progress_moves_within_one_large_tensor(one_big_tensor, tmp_path, monkeypatch):
+def test_verify_progress_moves_within_one_large_tensor(one_big_tensor, s3_server):
     """Progress was counted per finished tensor: one call for a 24 MiB tensor, so a bar sat at 0
     while it was read (65 s on S3). Now it moves as pieces (local) and ranged GETs (S3) complete."""
     from ckpttool.ops.verify import total_bytes, verify_checkpoint
     from ckpttool.ops.targets import resolve_target
-    from tests.remote_servers import start_s3, upload_tree
+    from tests.remote_servers import upload_tree
 
     prefix, nbytes = one_big_tensor
     calls = _progress_calls(verify_checkpoint, prefix)
     assert sum(calls) == total_bytes(resolve_target(prefix)) >= nbytes
     assert sum(1 for c in calls if c < nbytes) >= 2 and max(calls) < nbytes, calls
-    server = start_s3()
-    try:
-        for key, value in server.env.items():
-            monkeypatch.setenv(key, value)
-        url = upload_tree(server, os.path.dirname(prefix), "big-h18")
-        remote = f"{url}/{os.path.basename(prefix)}"
-        calls = _progress_calls(verify_checkpoint, remote)
-        assert sum(calls) == total_bytes(resolve_target(remote)) >= nbytes
-        assert max(calls) < nbytes, calls
-    finally:
-        server.stop()
+    url = upload_tree(s3_server, os.path.dirname(prefix), "big-h18")
+    remote = f"{url}/{os.path.basename(prefix)}"
+    calls = _progress_calls(verify_checkpoint, remote)
+    assert sum(calls) == total_bytes(resolve_target(remote)) >= nbytes
+    assert max(calls) < nbytes, calls
 
 
 def test_diff_reports_progress(one_big_tensor, fixtures_dir):
@@ -425,3 +431,22 @@ def render_size(size: int) -> str:
     from ckpttool.cli.render import human_bytes
 
     return human_bytes(size)
+
+
+def test_rename_from_a_bucket_reports_progress(one_big_tensor, tmp_path, s3_server):
+    """rename-vars from a bucket showed nothing while it streamed the data; now it reports
+    bytes chunk by chunk, in all the size of the source's data shards."""
+    import glob
+
+    from ckpttool.ops.rename import apply_rename, bytes_to_copy, plan_rename
+    from ckpttool.ops.rename_rules import RenameRules
+    from tests.remote_servers import upload_tree
+
+    prefix, nbytes = one_big_tensor
+    shards = sum(os.path.getsize(p) for p in glob.glob(prefix + ".data-*"))
+    url = upload_tree(s3_server, os.path.dirname(prefix), "rename-h18")
+    plan = plan_rename(f"{url}/{os.path.basename(prefix)}", str(tmp_path / "out" / "ckpt"),
+                       RenameRules.from_options(add_prefix="tower_0/"))
+    assert bytes_to_copy(plan) == shards
+    calls = _progress_calls(apply_rename, plan)
+    assert sum(calls) == shards and len(calls) >= 2 and max(calls) < nbytes, calls

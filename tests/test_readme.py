@@ -56,6 +56,7 @@ def bucket_env():
         os.environ.update(env)
         from ckpttool.storage import remote
 
+        remote.set_storage_options({})  # no cached file system pointing at another test's server
         for server in servers:
             fs = remote.filesystem(server.protocol)
             fs.mkdir("my-bucket")
@@ -65,6 +66,9 @@ def bucket_env():
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        from ckpttool.storage import remote
+
+        remote.set_storage_options({})  # the next test's servers get file systems of their own
         for server in servers:
             server.stop()
 
