@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
-from ckpttool.errors import UnknownVariable, UsageProblem
+from ckpttool.errors import Refused, UnknownVariable, UsageProblem
 
 if TYPE_CHECKING:  # only for type checkers: importing numpy is left to the first read
     import numpy as np
@@ -181,6 +181,15 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
     rules = RenameRules(tuple((map or {}).items()), tuple(regex), add_prefix, strip_prefix, ema, tuple(drop),
                         tuple(keep), drop_optimizer, sep)
     size = parse_size(shard_size) if isinstance(shard_size, str) else shard_size
-    plan = plan_convert(os.fspath(source), os.fspath(destination), to=to, rules=rules, strict=strict,
-                        shard_size=size, metadata=dict(metadata or {}), overwrite=overwrite)
-    return ConvertResult(plan, (), 0) if dry_run else apply_convert(plan)
+    try:
+        plan = plan_convert(os.fspath(source), os.fspath(destination), to=to, rules=rules, strict=strict,
+                            shard_size=size, metadata=dict(metadata or {}), overwrite=overwrite)
+        return ConvertResult(plan, (), 0) if dry_run else apply_convert(plan)
+    except Refused as exc:
+        raise _in_api_words(exc) from None
+
+
+def _in_api_words(exc: "Refused") -> "Refused":
+    """A refusal worded for the CLI (`use --overwrite`) names the keyword when raised here."""
+    message = exc.message.replace("use --overwrite", "pass overwrite=True")
+    return type(exc)(message, exc.hint) if message != exc.message else exc

@@ -8,7 +8,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from ckpttool import __version__
-from ckpttool.cli import render
+from ckpttool.cli import docs, render
 from ckpttool.cli.commands import (completion, convert, diff, export_json, freeze, inspect, latest, ls, prune, rename, repair,
                                    verify)
 from ckpttool.cli.errors import handle_errors, set_debug, usage_error
@@ -109,7 +109,8 @@ class _Command(TyperCommand):
 
 
 for _name, _function in COMMANDS.items():
-    app.command(_name, cls=_Command)(handle_errors(_function, _name))
+    app.command(_name, cls=_Command, short_help=docs.SUMMARIES[_name], epilog=docs.epilog(_name))(
+        handle_errors(_function, _name))
 
 
 def hoist_global_flags(argv: list[str]) -> list[str]:

@@ -21,6 +21,58 @@ ENVIRONMENT = [
     ("NO_COLOR", "disable colour, like --no-color"),
 ]
 
+# One line per command for `ckpttool --help` (Click would cut the docstring's first
+# sentence with "..." to fit) and the man page's command list.
+SUMMARIES = {
+    "ls": "List the checkpoints of a run directory and their problems.",
+    "latest": "Print the newest checkpoint, as tf.train.latest_checkpoint.",
+    "inspect": "Show a checkpoint's variables, statistics or values.",
+    "verify": "Read every tensor and check its CRC; report all damage.",
+    "prune": "Delete old checkpoints by retention rules.",
+    "repair": "Rewrite a directory's state file so TensorFlow can use it.",
+    "rename-vars": "Write a checkpoint with variables renamed.",
+    "convert": "Convert weights: TF checkpoint, safetensors, .npz, Keras 3.",
+    "diff": "Compare the variables of two checkpoints.",
+    "freeze": "Freeze a checkpoint or SavedModel into a GraphDef.",
+    "export-json": "Print a graph as JSON or pbtxt.",
+    "completion": "Print or install a shell completion script.",
+}
+
+# Examples for each command's --help and the man page (they run on the shipped examples/run).
+EXAMPLES = {
+    "ls": [("ckpttool ls examples/run", "every checkpoint, from the state file and the disk"),
+           ("ckpttool ls -r runs/", "every run directory below runs/, with sizes")],
+    "latest": [("ckpttool latest examples/run", "as tf.train.latest_checkpoint"),
+               ("ckpttool latest --complete --step examples/run", "the step of the newest complete one")],
+    "inspect": [("ckpttool inspect examples/run", "the latest checkpoint's variables"),
+                ("ckpttool inspect examples/run/model.ckpt-400 --stats", "min, max, mean, std, NaN counts"),
+                ("ckpttool inspect examples/run --name head/bias --values", "one variable's values")],
+    "verify": [("ckpttool verify examples/run/model.ckpt-500", "every CRC of one checkpoint"),
+               ("ckpttool verify --all examples/run", "every checkpoint of the directory")],
+    "prune": [("ckpttool prune --dry-run --keep-last 2 examples/run", "what would be deleted, and why"),
+              ("ckpttool prune -r --keep-last 3 --min-age 2h --yes runs/", "from cron")],
+    "repair": [("ckpttool repair --dry-run examples/run", "the state file it would write")],
+    "rename-vars": [("ckpttool rename-vars --dry-run --regex '^encoder/=enc/' examples/run out/model.ckpt-500",
+                     "the new names"),
+                    ("ckpttool rename-vars --ema run/model.ckpt-100 eval/model.ckpt-100", "averages as weights")],
+    "convert": [("ckpttool convert --drop-optimizer examples/run model.safetensors", "for PyTorch/JAX tools"),
+                ("ckpttool convert model.safetensors init/model.ckpt-0", "back to a V2 bundle")],
+    "diff": [("ckpttool diff examples/run/model.ckpt-400 examples/run/model.ckpt-500", "what changed"),
+             ("ckpttool diff --atol 1e-6 A B", "equal within a tolerance")],
+    "freeze": [("ckpttool freeze examples/run -o frozen.pb", "output nodes guessed and listed"),
+               ("ckpttool freeze saved_model/ -o frozen.pb --check", "compare both graphs")],
+    "export-json": [("ckpttool export-json examples/run --part saver", "the SaverDef as JSON"),
+                    ("ckpttool export-json examples/run --format pbtxt -o graph.pbtxt", "written atomically")],
+    "completion": [("ckpttool completion bash --install", "where bash-completion looks"),
+                   ("source <(ckpttool completion bash)", "this shell only")],
+}
+
+
+def epilog(name: str) -> str:
+    """The Examples section of a command's --help (`\\b`: Click keeps the lines as they are)."""
+    lines = [f"  {command}  # {comment}" for command, comment in EXAMPLES[name]]
+    return "Examples:\n\n\b\n" + "\n".join(lines)
+
 
 @dataclass
 class Opt:
@@ -28,6 +80,7 @@ class Opt:
     help: str
     takes_value: bool
     choices: list[str] = field(default_factory=list)  # the values a fixed-choice option takes
+    metavar: str = "VALUE"  # what the value is (N, REGEX, OLD=NEW, DURATION ...)
 
 
 @dataclass
@@ -47,8 +100,9 @@ def describe(group):
         for param in command.params:
             if param.param_type_name == "option":
                 choices = [str(c) for c in getattr(param.type, "choices", None) or ()]
+                metavar = "|".join(choices) if choices else (param.metavar or param.name.upper())
                 opts.append(Opt(list(param.opts) + list(param.secondary_opts), param.help or "",
-                                not param.is_flag, choices))
+                                not param.is_flag, choices, metavar))
         opts.append(Opt(["-h", "--help"], "Show the help and exit.", False))
         return opts
     commands = []
@@ -194,17 +248,28 @@ def render_man(global_opts, commands) -> str:
         out += [".TP", f"\\fB{_roff(', '.join(o.names))}\\fR", _roff(o.help)]
     out.append(".SH COMMANDS")
     for c in commands:
+        out += [".TP", f"\\fB{c.name}\\fR", _roff(SUMMARIES.get(c.name, _first_line(c.help)))]
+    for c in commands:
         args = " ".join(f"\\fI{a}\\fR" for a in c.arguments)
         out += [".SS", f"\\fBckpttool {c.name}\\fR [\\fIOPTIONS\\fR] {args}".rstrip(), _roff(c.help)]
         for o in c.options:
-            value = " \\fIVALUE\\fR" if o.takes_value else ""
+            value = f" \\fI{_roff(o.metavar)}\\fR" if o.takes_value else ""
             out += [".TP", f"\\fB{_roff(', '.join(o.names))}\\fR{value}", _roff(o.help)]
+        if c.name in EXAMPLES:
+            out += [".PP", "Examples:", ".PP", ".RS", ".nf"]
+            out += [_roff(f"{command}   # {comment}") for command, comment in EXAMPLES[c.name]]
+            out += [".fi", ".RE"]
     out.append(".SH EXIT STATUS")
     for code, meaning in EXIT_STATUS:
         out += [".TP", f"\\fB{code}\\fR", _roff(meaning)]
     out.append(".SH ENVIRONMENT")
     for name, meaning in ENVIRONMENT:
         out += [".TP", f"\\fB{name}\\fR", _roff(meaning)]
+    out += [".SH SEE ALSO", "\\fBpython\\fR(1), \\fBgsutil\\fR(1), \\fBaws\\fR(1);",
+            _roff("tf.train.load_checkpoint, tf.train.latest_checkpoint and tf.train.CheckpointManager "
+                  "(TensorFlow's own reader, state file and retention); the safetensors format "
+                  "(https://huggingface.co/docs/safetensors); the README of ckpttool (Python API, "
+                  "buckets, formats).")]
     return "\n".join(out) + "\n"
 
 

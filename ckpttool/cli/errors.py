@@ -9,7 +9,7 @@ import traceback
 
 import typer
 
-from ckpttool.errors import BadInput, CkptError, Refused, UsageProblem
+from ckpttool.errors import BadInput, CkptError, CorruptCheckpoint, Refused, UsageProblem
 
 EXIT_OK = 0
 EXIT_NEGATIVE = 1
@@ -68,7 +68,12 @@ def _describe(exc: BaseException) -> tuple[int, str, str | None]:
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted", None
     if isinstance(exc, CkptError):
-        return exit_code_for(exc), _one_line(exc.message), _one_line(exc.hint) if exc.hint else None
+        hint = exc.hint
+        if hint is None and isinstance(exc, CorruptCheckpoint) and ".index" in exc.message:
+            from ckpttool.ops.hints import CORRUPT_HINT  # a damaged index: what to run next
+
+            hint = CORRUPT_HINT
+        return exit_code_for(exc), _one_line(exc.message), _one_line(hint) if hint else None
     if isinstance(exc, OSError):
         where = f": {exc.filename}" if exc.filename else ""
         return EXIT_BAD_INPUT, f"{exc.strerror or exc}{where}", None

@@ -25,17 +25,17 @@ SourceArg = Annotated[str, typer.Argument(
     metavar="SRC", help="The checkpoint to read (prefix, file, run directory or SavedModel).", show_default=False)]
 
 # The rename rules, shared by rename-vars and convert (one implementation: ops/rename_rules.RenameRules).
-MapOpt = Annotated[Optional[List[str]], typer.Option("--map", help="OLD=NEW, exact name (repeatable).")]
-MapFile = Annotated[Optional[str], typer.Option("--map-file", help="JSON object or `old new` lines.")]
+MapOpt = Annotated[Optional[List[str]], typer.Option("--map", metavar="OLD=NEW", help="OLD=NEW, exact name (repeatable).")]
+MapFile = Annotated[Optional[str], typer.Option("--map-file", metavar="FILE", help="JSON object or `old new` lines.")]
 RegexOpt = Annotated[Optional[List[str]], typer.Option(
-    "--regex", help="PATTERN=REPLACEMENT, Python re.sub (repeatable).")]
-AddPrefix = Annotated[Optional[str], typer.Option("--add-prefix", help="Prepend this to every name.")]
-StripPrefix = Annotated[Optional[str], typer.Option("--strip-prefix", help="Remove this leading text where present.")]
+    "--regex", metavar="PATTERN=REPLACEMENT", help="PATTERN=REPLACEMENT, Python re.sub (repeatable).")]
+AddPrefix = Annotated[Optional[str], typer.Option("--add-prefix", metavar="PREFIX", help="Prepend this to every name.")]
+StripPrefix = Annotated[Optional[str], typer.Option("--strip-prefix", metavar="PREFIX", help="Remove this leading text where present.")]
 Ema = Annotated[bool, typer.Option("--ema", help="Promote X/ExponentialMovingAverage to X, replacing X.")]
 DropOpt = Annotated[Optional[List[str]], typer.Option(
-    "--drop", help="Leave out source names matching REGEX (repeatable).")]
+    "--drop", metavar="REGEX", help="Leave out source names matching REGEX (repeatable).")]
 KeepOpt = Annotated[Optional[List[str]], typer.Option(
-    "--keep", help="Keep only source names matching REGEX (repeatable).")]
+    "--keep", metavar="REGEX", help="Keep only source names matching REGEX (repeatable).")]
 DropOptimizer = Annotated[bool, typer.Option(
     "--drop-optimizer", help="Leave out optimizer state: in a TF2 checkpoint what its object graph shows only the "
                              "optimizer reaches (slot variables, step, learning rate, moments), never a model "

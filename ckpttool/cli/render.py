@@ -55,6 +55,11 @@ def warn(message: str) -> None:
     print(f"warning: {for_people(message)}", file=sys.stderr)
 
 
+def hint(message: str) -> None:
+    """What to try next, on stderr, as error hints are given."""
+    print(f"hint: {for_people(message)}", file=sys.stderr)
+
+
 def warn_all(messages: Iterable[str]) -> None:
     for message in messages:
         warn(message)
@@ -212,8 +217,10 @@ def short_time(full: str) -> str:
 # Tables are laid out here rather than by Rich: Rich folds any cell mid-word to
 # fit the terminal (`model.ck` / `pt-300`) and lays out cell by cell (minutes
 # for 100,000 rows). To fit a narrow terminal, in this order: columns with a
-# short form use it (times), the gap between columns narrows, lesser columns
-# are dropped (`Column.drop`, lowest first), long text is wrapped at spaces.
+# short form use it (times, statistics to 4 digits), the gap between columns
+# narrows, lesser columns are dropped (`Column.drop`, lowest first), columns
+# marked `stack` (statistics) leave the table for a `header value ...` line
+# under each row, long text is wrapped at spaces.
 # Names are never wrapped or cut: a name wider than its column is printed
 # whole on a line of its own, the rest of its row on the next line.
 
@@ -229,6 +236,7 @@ class Column:
     kind: str = PLAIN  # NAME: never broken; TEXT: may be wrapped at spaces; PLAIN: kept whole
     drop: int = 0  # 0: always shown; else dropped to fit a narrow terminal, lowest first
     shorten: Callable[[str], str] | None = None  # a shorter form of a cell, used before dropping
+    stack: bool = False  # when the table is still too wide: shown as `header value` under the row
 
 
 def terminal_width() -> int | None:
@@ -256,7 +264,8 @@ def _natural(column: Column, cells: list[str]) -> int:
 
 
 def _layout(columns: list[Column], cells: list[list[str]], width: int | None):
-    """(shown column indexes, their widths, gap) for a terminal `width` (None: no limit)."""
+    """(shown column indexes, their widths, gap, stacked column indexes) for a terminal
+    `width` (None: no limit)."""
     shown = list(range(len(columns)))
     natural = [_natural(c, col) for c, col in zip(columns, cells)]
 
@@ -266,7 +275,7 @@ def _layout(columns: list[Column], cells: list[list[str]], width: int | None):
 
     gap = _GAPS[0]
     if width is None or need(gap) <= width:
-        return shown, _widen_text(columns, shown, natural, gap, width), gap
+        return shown, _widen_text(columns, shown, natural, gap, width), gap, []
     for i, column in enumerate(columns):
         if column.shorten is not None:
             cells[i] = [column.shorten(cell) for cell in cells[i]]
@@ -276,7 +285,16 @@ def _layout(columns: list[Column], cells: list[list[str]], width: int | None):
         if need(gap) <= width:
             break
         shown.remove(i)
-    return shown, _widen_text(columns, shown, natural, gap, width), gap
+    stacked = [i for i in shown if columns[i].stack] if need(gap) > width else []
+    if stacked:  # the dropped columns that now fit come back, highest first
+        dropped = [i for i in range(len(columns)) if i not in shown]
+        shown = [i for i in shown if i not in stacked]
+        for i in sorted(dropped, key=lambda i: -columns[i].drop):
+            shown.append(i)
+            if need(gap) > width:
+                shown.remove(i)
+        shown.sort()
+    return shown, _widen_text(columns, shown, natural, gap, width), gap, stacked
 
 
 def _widen_text(columns, shown, natural, gap, width):
@@ -327,7 +345,9 @@ def _render_row(columns, shown, widths, gap, row) -> list[str]:
             wrapped[i] = _wrap(cell, width)
             cell = wrapped[i][0]
         if column.kind == NAME and _cell_width(cell) > width:
-            lines.append(line + cell)  # whole, on a line of its own
+            if line.strip():  # a name after other cells: they end their line
+                lines.append(line.rstrip())
+            lines.append(" " * len(line) + cell)  # whole, on a line of its own
             line = " " * (used + width)
         else:
             line += _pad(cell, width, column.right)
@@ -349,7 +369,8 @@ def print_table(columns: Iterable[str | Column], rows: Iterable[Iterable[Any]], 
     if not rows:
         return
     cells = [[row[i] for row in rows] for i in range(len(columns))]
-    shown, widths, gap = _layout(columns, cells, terminal_width())
+    width = terminal_width()
+    shown, widths, gap, stacked = _layout(columns, cells, width)
     rows = [[cells[i][r] for i in range(len(columns))] for r in range(len(rows))]
     header = [columns[i].header for i in shown]
     head = (" " * gap).join(_pad(h, widths[i], columns[i].right) for h, i in zip(header, shown)).rstrip()
@@ -357,7 +378,11 @@ def print_table(columns: Iterable[str | Column], rows: Iterable[Iterable[Any]], 
     if sys.stdout.isatty() and os.environ.get("TERM") != "dumb":
         head = f"\x1b[1m{head}\x1b[0m"
     out = ([for_people(title)] if title else []) + [head, rule]
-    if all(_natural(columns[i], cells[i]) <= widths[i] for i in shown):
+    if stacked:
+        for row in rows:
+            out.extend(_render_row(columns, shown, widths, gap, row))
+            out.extend(_stacked_lines(columns, stacked, row, width))
+    elif all(_natural(columns[i], cells[i]) <= widths[i] for i in shown):
         # Everything fits its column (the common case, and tables of 100,000 rows): one line a row.
         sep = " " * gap
         for row in rows:
@@ -367,6 +392,18 @@ def print_table(columns: Iterable[str | Column], rows: Iterable[Iterable[Any]], 
             out.extend(_render_row(columns, shown, widths, gap, row))
     out.append("")
     sys.stdout.write("\n".join(out) + "\n")
+
+
+def _stacked_lines(columns, stacked, row, width: int) -> list[str]:
+    """The stacked cells of a row, `header value` pairs wrapped between pairs, indented."""
+    pairs = [f"{columns[i].header} {row[i]}" for i in stacked if row[i]]
+    lines, line = [], "   "
+    for pair in pairs:
+        if line.strip() and len(line) + 2 + len(pair) > width:
+            lines.append(line)
+            line = "   "
+        line += ("  " if line.strip() else "") + pair
+    return lines + ([line] if line.strip() else [])
 
 
 def print_wrapped(lines: Iterable[str], indent: str = "") -> None:

@@ -41,6 +41,11 @@ _TF_NAMES = {
     "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz",
 }
 _SAFETENSORS_NAMES = {tf: st for st, tf in _TF_NAMES.items()}
+# Dtypes the format defines (safetensors 0.6+) that ckpttool does not read: F4 packs two
+# float4_e2m1fn values in a byte (TensorFlow stores one a byte), F6_* pack 6-bit floats and
+# F8_E8M0 (the MX scale type) has no TensorFlow dtype. Refused, naming them.
+_UNREAD = {"F4": "float4_e2m1fn, two values a byte", "F6_E2M3": "float6_e2m3fn, packed",
+           "F6_E3M2": "float6_e3m2fn, packed", "F8_E8M0": "float8_e8m0fnu, which TensorFlow has no dtype for"}
 
 
 def safetensors_dtype(dtype: DType) -> str | None:
@@ -135,6 +140,9 @@ class SafetensorsFile:
             if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
                 raise self._corrupt(f"tensor {name!r}: expected exactly dtype, shape and data_offsets")
             st_dtype = info["dtype"]
+            if isinstance(st_dtype, str) and st_dtype in _UNREAD:
+                raise Unsupported(f"{os.path.basename(self.path)}: tensor {name!r} has safetensors dtype {st_dtype} "
+                                  f"({_UNREAD[st_dtype]}), which ckpttool cannot read")
             if not isinstance(st_dtype, str) or st_dtype not in _TF_NAMES:
                 kind = _JSON_KINDS.get(type(st_dtype), "value")
                 shown_dtype = repr(st_dtype[:40]) if isinstance(st_dtype, str) else f"a JSON {kind}"

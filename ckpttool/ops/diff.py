@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -133,19 +133,37 @@ def check_tolerances(rtol: float, atol: float) -> None:
             raise UsageProblem(f"{option} must be a finite number >= 0, not {value}")
 
 
+def _compared(a, b, regex) -> Iterator[tuple[str, object, object]]:
+    """(name, variable in a or None, in b or None) for every name either side has, in order."""
+    a_vars = {v.name: v for v in a.variables if not v.internal and (not regex or regex.search(v.name))}
+    b_vars = {v.name: v for v in b.variables if not v.internal and (not regex or regex.search(v.name))}
+    for name in sorted(set(a_vars) | set(b_vars)):
+        yield name, a_vars.get(name), b_vars.get(name)
+
+
+def _values_compared(va, vb) -> bool:
+    return va is not None and vb is not None and va.dtype.name == vb.dtype.name and va.shape == vb.shape
+
+
+def bytes_to_compare(a_target: Target, b_target: Target, pattern: str | None = None) -> int:
+    """Stored bytes `diff_checkpoints` reads on both sides (for a progress bar): indexes only."""
+    regex = compile_optional(pattern, "--filter")
+    with open_checkpoint(a_target.prefix, a_target.format) as a, open_checkpoint(b_target.prefix, b_target.format) as b:
+        return sum(va.size_bytes + vb.size_bytes for _name, va, vb in _compared(a, b, regex)
+                   if _values_compared(va, vb))
+
+
 def diff_checkpoints(a_path: str | Target, b_path: str | Target, *, rtol: float = 0.0, atol: float = 0.0,
-                     pattern: str | None = None) -> DiffReport:
-    """`a_path`, `b_path`: paths, or Targets already resolved."""
+                     pattern: str | None = None, on_progress: Callable[[int], None] | None = None) -> DiffReport:
+    """`a_path`, `b_path`: paths, or Targets already resolved. `on_progress(bytes)` is called as
+    chunks are compared, with stored bytes of both sides (their sum is `bytes_to_compare`)."""
     check_tolerances(rtol, atol)
     regex = compile_optional(pattern, "--filter")
     a_target, b_target = (t if isinstance(t, Target) else resolve_target(t) for t in (a_path, b_path))
     differences: list[VariableDiff] = []
     compared = 0
     with open_checkpoint(a_target.prefix, a_target.format) as a, open_checkpoint(b_target.prefix, b_target.format) as b:
-        a_vars = {v.name: v for v in a.variables if not v.internal and (not regex or regex.search(v.name))}
-        b_vars = {v.name: v for v in b.variables if not v.internal and (not regex or regex.search(v.name))}
-        for name in sorted(set(a_vars) | set(b_vars)):
-            va, vb = a_vars.get(name), b_vars.get(name)
+        for name, va, vb in _compared(a, b, regex):
             if vb is None:
                 differences.append(VariableDiff(name, "removed", a_dtype=va.dtype.name, a_shape=va.shape))
                 continue
@@ -158,8 +176,15 @@ def diff_checkpoints(a_path: str | Target, b_path: str | Target, *, rtol: float 
                 continue
             compared += 1
             acc = _Accumulator(rtol, atol)
+            stored, counted = va.size_bytes + vb.size_bytes, 0
             for chunk_a, chunk_b in zip_chunks(_values(a, va, vb), _values(b, vb, va)):
                 acc.add(chunk_a, chunk_b)
+                if on_progress:  # the chunk's share of both sides' stored bytes
+                    step = min(stored - counted, chunk_a.size * stored // max(va.num_elements, 1))
+                    counted += step
+                    on_progress(step)
+            if on_progress and stored > counted:
+                on_progress(stored - counted)
             if acc.mismatched:
                 differences.append(VariableDiff(
                     name, "value", va.dtype.name, vb.dtype.name, va.shape, vb.shape, acc.mismatched,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from ckpttool.errors import NotFound, Refused, Unsupported, UsageProblem
 from ckpttool.storage import fs
@@ -130,14 +131,25 @@ def _copy_shard(source: str, destination: str, length: int | None) -> int:
     return copied
 
 
-def _copy_object(source: str, destination: str) -> int:
-    """One data shard to `destination`: by the server within one store, else streamed; bytes moved."""
+def bytes_to_copy(plan: RenamePlan) -> int:
+    """Bytes of the source's data shards, which apply_rename copies (for a progress bar): one
+    listing or stat each; 0 when one is missing (apply_rename then says so)."""
+    with open_bundle(plan.source) as bundle:
+        found = [fs.stat_path(path) for path in bundle.data_files()]
+    return 0 if None in found else sum(entry.size for entry in found)
+
+
+def _copy_object(source: str, destination: str, on_progress: Callable[[int], None] | None = None) -> int:
+    """One data shard to `destination`: by the server within one store, else streamed; bytes moved
+    (`on_progress` told as they are: chunk by chunk when streamed, at once when the server copies)."""
     if fs.is_url(source) and fs.same_store(source, destination):
         from ckpttool.storage import remote
         found = fs.stat_path(source)
         if found is None:
             raise NotFound(f"missing data shard {source}")
         remote.copy_object(source, destination)
+        if on_progress:
+            on_progress(found.size)
         return found.size
     copied = 0
     handle = fs.open_random_access(source, "data shard")
@@ -146,12 +158,14 @@ def _copy_object(source: str, destination: str) -> int:
             for chunk in handle.iter_range(0, handle.size):
                 out.write(chunk)
                 copied += len(chunk)
+                if on_progress:
+                    on_progress(len(chunk))
     finally:
         handle.close()
     return copied
 
 
-def _apply_rename_with_a_bucket(plan: RenamePlan) -> RenameResult:
+def _apply_rename_with_a_bucket(plan: RenamePlan, on_progress: Callable[[int], None] | None) -> RenameResult:
     """rename-vars when SRC or DST is in a bucket. Shards are copied by the server within one store
     (no download), else streamed; a rewritten object graph gets a shard of its own (an object cannot
     be appended to); the index, written last in one request, makes the checkpoint exist."""
@@ -173,7 +187,7 @@ def _apply_rename_with_a_bucket(plan: RenamePlan) -> RenameResult:
             for shard_id, source_path in enumerate(bundle.data_files()):
                 final = data_file_path(destination, shard_id, out_shards)
                 written.append(final)
-                total += _copy_object(source_path, final)
+                total += _copy_object(source_path, final, on_progress)
             if new_graph is not None:
                 data, checksum = encode_strings([new_graph])
                 final = data_file_path(destination, num_shards, out_shards)
@@ -245,9 +259,11 @@ def remove_stale_temp_shards(destination: str) -> list[str]:
     return removed
 
 
-def apply_rename(plan: RenamePlan, link: bool = False) -> RenameResult:
+def apply_rename(plan: RenamePlan, link: bool = False,
+                 on_progress: Callable[[int], None] | None = None) -> RenameResult:
+    """Write what `plan` says; `on_progress(bytes)` as data shards are copied (bytes_to_copy in all)."""
     if fs.is_url(plan.destination) or fs.is_url(plan.source):
-        return _apply_rename_with_a_bucket(plan)
+        return _apply_rename_with_a_bucket(plan, on_progress)
     destination = plan.destination
     created_directories = make_parents(destination)  # as TensorFlow's BundleWriter makes its directory
     remove_stale_temp_shards(destination)
@@ -279,6 +295,8 @@ def apply_rename(plan: RenamePlan, link: bool = False) -> RenameResult:
                     graph_here = new_graph is not None and graph_part.shard_id == shard_id
                     graph_at_end = graph_here and graph_part.offset + graph_part.size == os.path.getsize(source_path)
                     total += _copy_shard(source_path, tmp, graph_part.offset if graph_at_end else None)
+                    if on_progress:
+                        on_progress(os.path.getsize(source_path))
                     if graph_here:
                         data, checksum = encode_strings([new_graph])
                         with open(tmp, "ab") as handle:

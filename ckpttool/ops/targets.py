@@ -87,8 +87,10 @@ def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
         if not fs.is_file(path + ".index") and fs.is_file(path):  # a file that is no V2 index: what is it?
             _refuse_foreign_file(path)
         return _prefix_target(path)
+    from ckpttool.ops.hints import steps_in_directory
+
     raise NotFound(f"no checkpoint at {path} (looked for {path}.index, a V1 checkpoint file {path}, "
-                   "a run directory and a SavedModel)")
+                   "a run directory and a SavedModel)", hint=steps_in_directory(path))
 
 
 def _directory_listing(path: str) -> tuple[bool, set[str] | None]:

@@ -141,6 +141,30 @@ def _checked_variables(reader, variables: list[Variable]) -> Iterator[tuple[Vari
             yield var, exc
 
 
+def _bytes_as_read(reader, on_progress: Callable[[int], None] | None) -> Callable[[int], None] | None:
+    """`on_progress` fed as the reader reads (pieces of a large tensor, 8 MiB ranged GETs), not
+    only as each variable is done: the per-variable calls then add only what was not yet counted,
+    so the total stays the bytes to check."""
+    if on_progress is None or not hasattr(reader, "on_bytes"):
+        return on_progress
+    read = due = 0
+
+    def as_read(count: int) -> None:
+        nonlocal read
+        read += count
+        on_progress(count)
+
+    def variable_done(size: int) -> None:
+        nonlocal read, due
+        due += size
+        if due > read:
+            on_progress(due - read)
+            read = due
+
+    reader.on_bytes = as_read
+    return variable_done
+
+
 def verify_checkpoint(target: str | Target, on_progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check everything; `on_progress(bytes)` is called as each variable is done."""
     if isinstance(target, str):
@@ -154,6 +178,7 @@ def verify_checkpoint(target: str | Target, on_progress: Callable[[int], None] |
         errors.append(VerifyError(os.path.basename(index), "corrupt_index", exc.message))
         return VerifyReport(target, target.prefix, False, 0, 0, tuple(errors))
     with reader:
+        on_progress = _bytes_as_read(reader, on_progress)
         present: dict[int, str] | None = None
         if isinstance(reader, Bundle):
             present, sizes, errors = _present_shards(reader)

@@ -49,16 +49,16 @@ def command(
     keep: KeepOpt = None,
     drop_optimizer: DropOptimizer = False,
     sep: Annotated[Optional[str], typer.Option(
-        "--sep", help="Replace the scope separator / by this in the new names, last (--sep . for PyTorch-style "
+        "--sep", metavar="SEP", help="Replace the scope separator / by this in the new names, last (--sep . for PyTorch-style "
                       "names).")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Refuse (exit 3) instead of skipping what DST cannot hold (strings, variants, the TF2 "
                          "object graph).")] = False,
     shard_size: Annotated[Optional[str], typer.Option(
-        "--shard-size", help="Split safetensors output into files of at most this size (5GB, 500MiB): "
+        "--shard-size", metavar="SIZE", help="Split safetensors output into files of at most this size (5GB, 500MiB): "
                              "NAME-00001-of-0000N.safetensors plus NAME.safetensors.index.json.")] = None,
     metadata: Annotated[Optional[List[str]], typer.Option(
-        "--metadata", help="KEY=VALUE for the safetensors __metadata__ (repeatable; e.g. format=pt).")] = None,
+        "--metadata", metavar="KEY=VALUE", help="KEY=VALUE for the safetensors __metadata__ (repeatable; e.g. format=pt).")] = None,
     overwrite: Overwrite = False,
     dry_run: DryRun = False,
     json_out: Json = False,
@@ -95,11 +95,13 @@ def command(
         render.print_lines(item.name for item in plan.items)
     else:
         if dry_run:
-            render.print_table(["source name", "new name", "dtype", "shape"],
+            render.print_table([render.Column("source name", kind=render.NAME),
+                                render.Column("new name", kind=render.NAME), render.Column("dtype"),
+                                render.Column("shape")],
                                [(i.source, i.name, i.dtype, list(i.shape)) for i in plan.items])
         files = result.files if result else plan.files
         verb = "would write" if dry_run else "wrote"
-        render.print_lines([f"{verb} {plan.to} {', '.join(files)}: {render.plural(len(plan.items), 'tensor')}, "
+        render.print_wrapped([f"{verb} {plan.to} {', '.join(files)}: {render.plural(len(plan.items), 'tensor')}, "
                             f"{render.human_bytes(plan.total_bytes)} ({len(plan.renamed)} renamed, "
                             f"{len(plan.dropped)} dropped, {len(plan.skipped)} skipped)"])
     return 0

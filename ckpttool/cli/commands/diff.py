@@ -37,9 +37,9 @@ def _detail(d) -> str:
 def command(
     a: TargetA,
     b: TargetB,
-    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance for floating-point values, as numpy.isclose (integers compare exactly).")] = 0.0,
-    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance for floating-point values, as numpy.isclose (integers compare exactly).")] = 0.0,
-    filter_: Annotated[Optional[str], typer.Option("--filter", "-f", help="Only variables matching this regular expression.")] = None,
+    rtol: Annotated[float, typer.Option("--rtol", metavar="RTOL", help="Relative tolerance for floating-point values, as numpy.isclose (integers compare exactly).")] = 0.0,
+    atol: Annotated[float, typer.Option("--atol", metavar="ATOL", help="Absolute tolerance for floating-point values, as numpy.isclose (integers compare exactly).")] = 0.0,
+    filter_: Annotated[Optional[str], typer.Option("--filter", "-f", metavar="REGEX", help="Only variables matching this regular expression.")] = None,
     json_out: Json = False,
     quiet: Quiet = False,
 ):
@@ -54,7 +54,12 @@ def command(
     for given in (a, b):
         targets.append(resolve_target(given))
         render.say_resolved(given, targets[-1], header=not quiet)
-    report = diff_checkpoints(*targets, rtol=rtol, atol=atol, pattern=filter_)
+    from ckpttool.cli.progress import byte_progress, showing
+    from ckpttool.ops.diff import bytes_to_compare
+
+    total = bytes_to_compare(*targets, pattern=filter_) if showing(json_out) else 0
+    with byte_progress("comparing", total, json_out) as advance:
+        report = diff_checkpoints(*targets, rtol=rtol, atol=atol, pattern=filter_, on_progress=advance)
     if json_out:
         render.emit_json("diff", {"a": report.a, "b": report.b, "identical": report.identical,
                                   "compared": report.compared,

@@ -27,7 +27,7 @@ def command(
                                           show_default=False)],
     format_: Annotated[ExportFormat, typer.Option("--format", help="json (proto field names) or pbtxt.")] = ExportFormat.json,
     part: Annotated[Optional[Part], typer.Option("--part", help="Only one part of the meta graph.")] = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write to this file (atomically, creating missing directories) instead of stdout.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="Write to this file (atomically, creating missing directories) instead of stdout.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file (never a directory).")] = False,
     json_out: Json = False,
 ):
@@ -51,6 +51,9 @@ def command(
         write_destination(destination, data)
         if json_out:
             render.emit_json("export-json", {**report, "output": destination, "bytes": len(data)})
+        else:  # like every other writer: what was written where
+            render.print_wrapped([f"wrote {destination}: {export.part or 'the whole ' + export.kind} as "
+                                  f"{export.format}, {render.human_bytes(len(data))}"])
     elif json_out:
         body = json.loads(export.text) if export.format == "json" else export.text
         render.emit_json("export-json", {**report, "message": body})

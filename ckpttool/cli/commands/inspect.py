@@ -42,12 +42,20 @@ def _stat(value, digits: int = 6) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
+def _short_stat(cell: str) -> str:
+    """A statistic in 4 significant digits, for narrow terminals."""
+    try:
+        return f"{float(cell):.4g}" if "." in cell or "e" in cell else cell
+    except ValueError:
+        return cell
+
+
 def _print_table(report: "InspectReport", with_stats: bool) -> None:
     columns = [render.Column("name", kind=render.NAME), render.Column("dtype"), render.Column("shape"),
                render.Column("elements", right=True, drop=1), render.Column("bytes", right=True)]
     if with_stats:
-        columns += [render.Column(h) for h in ("min", "max", "mean", "std")]
-        columns += [render.Column(h, right=True) for h in ("nan", "inf", "zeros")]
+        columns += [render.Column(h, shorten=_short_stat, stack=True) for h in ("min", "max", "mean", "std")]
+        columns += [render.Column(h, right=True, stack=True) for h in ("nan", "inf", "zeros")]
     rows = []
     for v in report.variables:
         shape = _shape_text(v.shape) + (f" ({v.num_slices} slices)" if v.partitioned else "")
@@ -145,8 +153,8 @@ def _values_warning(total: int) -> None:
 
 def command(
     target: TargetArg,
-    filter_: Annotated[Optional[str], typer.Option("--filter", "-f", help="Only variables whose name matches this regular expression.")] = None,
-    name: Annotated[Optional[List[str]], typer.Option("--name", help="Only this variable, by its exact name (repeatable; with --filter: both).")] = None,
+    filter_: Annotated[Optional[str], typer.Option("--filter", "-f", metavar="REGEX", help="Only variables whose name matches this regular expression.")] = None,
+    name: Annotated[Optional[List[str]], typer.Option("--name", metavar="NAME", help="Only this variable, by its exact name (repeatable; with --filter: both).")] = None,
     all_: Annotated[bool, typer.Option("--all", "-a", help="Also internal entries such as _CHECKPOINTABLE_OBJECT_GRAPH.")] = False,
     stats: Annotated[bool, typer.Option("--stats", help="min/max/mean/std and NaN/Inf/zero counts, streamed in bounded memory.")] = False,
     values: Annotated[bool, typer.Option("--values", help="Print the tensors themselves (large ones summarised as numpy does).")] = False,

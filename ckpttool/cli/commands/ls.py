@@ -106,4 +106,10 @@ def command(directory: Directory, recursive: Recursive = False, json_out: Json =
             _print_scan(scan, d, show_directory=recursive)
         if recursive:
             _print_summary(scans, dirs)
+        elif not scans[0].checkpoints:
+            from ckpttool.ops.hints import run_directories_below
+
+            hint = run_directories_below(directory)
+            if hint:
+                render.hint(hint)
     return 0

@@ -70,11 +70,11 @@ def _confirm(plans) -> bool:
 
 def command(
     directory: Directory,
-    keep_last: Annotated[Optional[int], typer.Option("--keep-last", help="Keep the newest N of each family.")] = None,
-    keep_every_hours: Annotated[Optional[float], typer.Option("--keep-every-hours", help="Keep one checkpoint every H hours (as Saver's keep_checkpoint_every_n_hours).")] = None,
-    keep_every_steps: Annotated[Optional[int], typer.Option("--keep-every-steps", help="Keep checkpoints whose step is divisible by K.")] = None,
-    keep_step: Annotated[Optional[List[int]], typer.Option("--keep-step", help="Keep the checkpoint of this step (repeatable).")] = None,
-    min_age: Annotated[Optional[str], typer.Option("--min-age", help="Delete nothing younger than this (30m, 12h, 7d).")] = None,
+    keep_last: Annotated[Optional[int], typer.Option("--keep-last", metavar="N", help="Keep the newest N of each family.")] = None,
+    keep_every_hours: Annotated[Optional[float], typer.Option("--keep-every-hours", metavar="H", help="Keep one checkpoint every H hours (as Saver's keep_checkpoint_every_n_hours).")] = None,
+    keep_every_steps: Annotated[Optional[int], typer.Option("--keep-every-steps", metavar="K", help="Keep checkpoints whose step is divisible by K.")] = None,
+    keep_step: Annotated[Optional[List[int]], typer.Option("--keep-step", metavar="STEP", help="Keep the checkpoint of this step (repeatable).")] = None,
+    min_age: Annotated[Optional[str], typer.Option("--min-age", metavar="DURATION", help="Delete nothing younger than this (30m, 12h, 7d).")] = None,
     clean: Annotated[bool, typer.Option("--clean", help="Also remove provable debris (incomplete checkpoints, *_temp directories, temp files of saves) older than --min-age (default 1h); anything else is reported, never deleted.")] = False,
     ignore_bad_state: Annotated[bool, typer.Option("--ignore-bad-state", help="Prune by file times even when the state file cannot be read (by default such a directory is refused: its latest checkpoint is unknown).")] = False,
     recursive: Recursive = False,

@@ -42,7 +42,14 @@ def command(
                                      strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep,
                                      drop_optimizer=drop_optimizer)
     plan = plan_rename(source, destination, rules, overwrite=overwrite, link=link)
-    bytes_written = 0 if dry_run else apply_rename(plan, link=link).bytes_written
+    bytes_written = 0
+    if not dry_run:
+        from ckpttool.cli.progress import byte_progress, showing
+        from ckpttool.ops.rename import bytes_to_copy
+
+        with byte_progress("copying", bytes_to_copy(plan) if showing(json_out) and not link else 0,
+                           json_out) as advance:
+            bytes_written = apply_rename(plan, link=link, on_progress=advance).bytes_written
     if json_out:
         render.emit_json("rename-vars", {
             "source": plan.source, "destination": plan.destination, "dry_run": dry_run,
@@ -54,9 +61,10 @@ def command(
     else:
         rows = [(old, "->", new) for old, new in plan.renamed] + [(name, "dropped", "") for name in plan.dropped]
         if rows:
-            render.print_table(["source name", "", "new name"], rows)
+            render.print_table([render.Column("source name", kind=render.NAME), render.Column(""),
+                                render.Column("new name", kind=render.NAME)], rows)
         verb = "would write" if dry_run else "wrote"
-        render.print_lines([f"{verb} {plan.destination}: {len(plan.renamed)} renamed, {len(plan.dropped)} dropped, "
+        render.print_wrapped([f"{verb} {plan.destination}: {len(plan.renamed)} renamed, {len(plan.dropped)} dropped, "
                             f"{plan.unchanged} unchanged" + ("" if dry_run else
                                                             f", {render.human_bytes(bytes_written)} written")])
     return 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from math import prod
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ckpttool.errors import BadInput, ChecksumMismatch, CorruptCheckpoint, Truncated, Unsupported
 from ckpttool.formats.tf import crc32c as crc
@@ -75,6 +75,9 @@ class Bundle:
     """An open V2 checkpoint. Construct with `open_bundle`; use as a context manager."""
 
     format = "v2"
+    # Called with a count of bytes as `check` and verify's pieces are read (a progress bar
+    # moves while one large tensor is read); None: nobody asked.
+    on_bytes: Callable[[int], None] | None = None
 
     def __init__(self, prefix: str, header: BundleHeader, entries: dict[bytes, EntryFields],
                  encoded: dict[bytes, bytes]):
@@ -247,6 +250,8 @@ class Bundle:
             running = 0
             for chunk in self.iter_raw(part):
                 running = crc.extend(running, chunk)
+                if self.on_bytes:
+                    self.on_bytes(len(chunk))
             if crc.mask(running) != part.crc32c:
                 raise self._checksum_error(part)
         else:

@@ -73,6 +73,8 @@ def _finish(bundle: "Bundle", var: Variable, work: Outcome | _Pieces) -> Outcome
                 piece_crc, piece_got = future.result()
                 running = crc.combine(running, piece_crc, piece_got)
                 got += piece_got
+                if bundle.on_bytes:
+                    bundle.on_bytes(piece_got)
             bundle.check_read(part, running, got)
     except BadInput as exc:
         return exc
