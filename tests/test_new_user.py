@@ -49,3 +49,52 @@ def test_bare_relative_outputs_read_back(in_run, tf):
     assert "x/dense/kernel" in reader.get_variable_to_shape_map()
     assert run_cli("convert", "renamed.ckpt-50", "back.ckpt-50", "--to", "tf", "--strip-prefix", "x/").exit_code == 0
     assert "dense/kernel" in tf.train.load_checkpoint(str(in_run / "back.ckpt-50")).get_variable_to_shape_map()
+
+
+def test_shard_of_an_earlier_save_beside_a_saved_model_is_a_warning(copy_fixture, tf):
+    variables = copy_fixture("tf2_saved_model") / "model" / "variables"
+    live = variables / "variables.data-00000-of-00001"
+    stray = variables / "variables.data-00001-of-00002"
+    stray.write_bytes(live.read_bytes())
+    loaded = tf.saved_model.load(str(variables.parent))  # TensorFlow reads it, stray shard and all
+    assert loaded.signatures["serving_default"] is not None
+    result = run_cli("verify", variables.parent)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "warning: " in result.stderr and stray.name in result.stderr
+    document = run_cli("verify", variables.parent, "--json").json()
+    assert document["ok"] and document["errors"] == []
+    assert [w["name"] for w in document["warnings"]] == [stray.name]
+
+
+def test_stray_shard_is_a_problem_in_ls_not_an_incomplete_checkpoint(copy_fixture, tf):
+    run = copy_fixture("saver_run")
+    live = run / "model.ckpt-50.data-00000-of-00001"
+    stray = run / "model.ckpt-50.data-00000-of-00002"
+    stray.write_bytes(live.read_bytes())
+    assert tf.train.load_checkpoint(str(run / "model.ckpt-50")).get_tensor("counter") is not None
+    document = run_cli("ls", run, "--json").json()
+    by_name = {c["name"]: c for c in document["checkpoints"]}
+    assert by_name["model.ckpt-50"]["complete"] is True
+    assert [p["path"] for p in document["problems"] if p["kind"] == "stray_shard"] == [str(stray)]
+    assert run_cli("verify", run / "model.ckpt-50").exit_code == 0
+
+
+def test_truncated_shard_is_one_problem_naming_its_tensors(copy_fixture, tf):
+    run = copy_fixture("saver_run")
+    shard = run / "model.ckpt-50.data-00000-of-00001"
+    size = shard.stat().st_size
+    with open(shard, "r+b") as handle:
+        handle.truncate(size // 3)
+    reader = tf.train.load_checkpoint(str(run / "model.ckpt-50"))
+    unreadable = []
+    for name in reader.get_variable_to_shape_map():
+        try:
+            reader.get_tensor(name)
+        except Exception:  # TensorFlow's errors for a short read
+            unreadable.append(name)
+    assert unreadable
+    result = run_cli("verify", run / "model.ckpt-50", "--json")
+    assert result.exit_code == 1
+    errors = result.json()["errors"]
+    assert [(e["name"], e["problem"]) for e in errors] == [(shard.name, "truncated")]
+    assert sorted(errors[0]["tensors"]) == sorted(unreadable)
