@@ -98,3 +98,26 @@ def test_truncated_shard_is_one_problem_naming_its_tensors(copy_fixture, tf):
     errors = result.json()["errors"]
     assert [(e["name"], e["problem"]) for e in errors] == [(shard.name, "truncated")]
     assert sorted(errors[0]["tensors"]) == sorted(unreadable)
+
+
+def test_copied_run_directory_says_once_what_happened(fixtures_dir, tmp_path, tf):
+    import shutil
+
+    original = fixtures_dir / "saver_run"
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    # TensorFlow follows the absolute paths into the original, which still exists.
+    assert tf.train.latest_checkpoint(str(copy)) == str(original / "model.ckpt-50")
+    latest = run_cli("latest", copy)
+    assert latest.exit_code == 0 and latest.stdout.strip() == str(copy / "model.ckpt-50")
+    assert "does not exist" not in latest.stderr
+    assert "another directory" in latest.stderr and "ckpttool repair" in latest.stderr
+    stale = [p for p in run_cli("ls", copy, "--json").json()["problems"] if p["kind"] == "stale_path"]
+    assert len(stale) == 1 and "ckpttool repair" in stale[0]["message"] and str(original) in stale[0]["message"]
+    pruned = run_cli("prune", copy, "--keep-last", "2", "--dry-run")
+    assert pruned.exit_code == 0
+    assert len([line for line in pruned.stderr.splitlines() if "state file" in line]) == 1, pruned.stderr
+    assert "ckpttool repair" in pruned.stderr
+    assert run_cli("repair", copy).exit_code == 0
+    assert tf.train.latest_checkpoint(str(copy)) == str(copy / "model.ckpt-50")  # the suggestion works
+    assert not [p for p in run_cli("ls", copy, "--json").json()["problems"] if p["kind"] == "stale_path"]

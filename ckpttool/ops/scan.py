@@ -186,6 +186,27 @@ def resolve_state_entry(directory: str, entry: str, realpaths: dict[str, str] | 
     return None, Problem("outside", entry, f"state file entry {excerpt(entry)} leaves the directory")
 
 
+def _one_stale_problem_per_directory(directory: str, problems: list[Problem]) -> list[Problem]:
+    """The stale_path problems of one state file as one per directory its entries point into: a run
+    directory copied or moved elsewhere has every entry stale for the one reason, said once, with
+    the command that fixes it."""
+    stale: dict[str, list[Problem]] = {}
+    for problem in problems:
+        if problem.kind == "stale_path":
+            entry = problem.path
+            parent = fs.dirname(fs.absolute(entry) if fs.is_url(entry) else os.path.normpath(entry))
+            stale.setdefault(parent, []).append(problem)
+    if not stale:
+        return problems
+    kept = [p for p in problems if p.kind != "stale_path"]
+    for parent, group in stale.items():
+        count = f"its {len(group)} entries point" if len(group) > 1 else "its entry points"
+        kept.append(Problem("stale_path", parent, f"the state file was written in another directory: {count} into "
+                            f"{excerpt(parent or '.')} (copied or moved from there?); the checkpoints are found "
+                            f"here by name; `ckpttool repair {excerpt(directory)}` rewrites it with relative paths"))
+    return kept
+
+
 def _found_here(directory: str, name: str, present: set[str] | None) -> bool:
     """Whether checkpoint `name` has files in `directory` (`present`: its file names, if listed)."""
     files = [name + ".index"] + v1_shard_names(name)[:1]  # V2 index, V1 file or first shard of a V1 pattern
@@ -282,6 +303,7 @@ def _scan(directory: str) -> DirectoryScan:
                 state_latest = name
                 state_names.setdefault(name, None)
 
+    problems = _one_stale_problem_per_directory(directory, problems)
     other_latest = {}
     for name in plain_files:
         if name.endswith(STATE_FILENAME) and stats[name].size < 1 << 20:

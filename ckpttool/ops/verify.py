@@ -192,8 +192,8 @@ def verify_checkpoint(target: str | Target, on_progress: Callable[[int], None] |
         checkable = []
         for var in reader.variables:
             gone = sorted({p.shard_id for p in var.parts if present is not None and p.shard_id not in present})
-            short = sorted({p.shard_id for p in var.parts
-                            if p.shard_id in truncated and p.offset + p.size > truncated[p.shard_id]})
+            short = sorted({p.shard_id for p in var.parts  # an empty tensor reads wherever it claims to be
+                            if p.shard_id in truncated and p.size and p.offset + p.size > truncated[p.shard_id]})
             if gone or short:
                 (unreadable if gone else cut).setdefault((gone or short)[0], []).append(var.name)
                 if on_progress:
