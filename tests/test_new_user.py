@@ -121,3 +121,22 @@ def test_copied_run_directory_says_once_what_happened(fixtures_dir, tmp_path, tf
     assert run_cli("repair", copy).exit_code == 0
     assert tf.train.latest_checkpoint(str(copy)) == str(copy / "model.ckpt-50")  # the suggestion works
     assert not [p for p in run_cli("ls", copy, "--json").json()["problems"] if p["kind"] == "stale_path"]
+
+
+def test_diff_within_tolerance_is_not_identical(tmp_path, tf):
+    import numpy as np
+
+    base = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    for name, shift in (("a", 0.0), ("b", 0.031)):
+        tf.train.Checkpoint(w=tf.Variable(base + np.float32(shift)), n=tf.Variable(3)).write(str(tmp_path / name))
+    wa = tf.train.load_checkpoint(str(tmp_path / "a")).get_tensor("w/.ATTRIBUTES/VARIABLE_VALUE")
+    wb = tf.train.load_checkpoint(str(tmp_path / "b")).get_tensor("w/.ATTRIBUTES/VARIABLE_VALUE")
+    expected = float(np.abs(wa.astype(np.float64) - wb.astype(np.float64)).max())
+    result = run_cli("diff", tmp_path / "a", tmp_path / "b", "--atol", "0.05")
+    assert result.exit_code == 0, result.stderr
+    assert "identical" not in result.stdout
+    assert f"equal within tolerance (max abs {expected:.6g})" in result.stdout
+    assert run_cli("diff", tmp_path / "a", tmp_path / "b", "--atol", "0.05", "--json").json()[
+        "max_abs_within_tolerance"] == pytest.approx(expected)
+    assert "identical" in run_cli("diff", tmp_path / "a", tmp_path / "a", "--atol", "0.05").stdout
+    assert run_cli("diff", tmp_path / "a", tmp_path / "b").exit_code == 1
