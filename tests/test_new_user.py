@@ -140,3 +140,36 @@ def test_diff_within_tolerance_is_not_identical(tmp_path, tf):
         "max_abs_within_tolerance"] == pytest.approx(expected)
     assert "identical" in run_cli("diff", tmp_path / "a", tmp_path / "a", "--atol", "0.05").stdout
     assert run_cli("diff", tmp_path / "a", tmp_path / "b").exit_code == 1
+
+
+@pytest.mark.parametrize("command", ["convert", "rename-vars"])
+def test_writing_an_older_step_into_a_run_warns_and_can_leave_the_state_alone(copy_fixture, tf, command):
+    run = copy_fixture("saver_run")
+    assert run_cli("repair", run).exit_code == 0  # relative paths, as a run written here has
+    extra = ["--to", "tf"] if command == "convert" else ["--add-prefix", "x/"]
+    result = run_cli(command, run / "model.ckpt-30", run / "model.ckpt-0", *extra)
+    assert result.exit_code == 0, result.stderr
+    assert "warning: " in result.stderr and "model.ckpt-50" in result.stderr and "--no-update-state" in result.stderr
+    assert tf.train.latest_checkpoint(str(run)) == str(run / "model.ckpt-0")  # what the warning says
+    assert run_cli("repair", run).exit_code == 0
+    result = run_cli(command, run / "model.ckpt-30", run / "model.ckpt-1", *extra, "--no-update-state")
+    assert result.exit_code == 0, result.stderr
+    assert "warning" not in result.stderr
+    assert tf.train.latest_checkpoint(str(run)).endswith("model.ckpt-0")  # the state file as it was
+    assert tf.train.load_checkpoint(str(run / "model.ckpt-1")).get_variable_to_shape_map()
+    newer = run_cli(command, run / "model.ckpt-30", run / "model.ckpt-90", *extra)
+    assert newer.exit_code == 0 and "warning" not in newer.stderr
+    assert tf.train.latest_checkpoint(str(run)) == str(run / "model.ckpt-90")
+
+
+@pytest.mark.parametrize("name", ["model.h5", "model.pt", "model.safetensor", "model.bin"])
+def test_convert_to_an_unknown_extension_is_a_usage_error(copy_fixture, tf, name):
+    run = copy_fixture("saver_run")
+    result = run_cli("convert", run, run.parent / "out" / name)
+    assert_one_line_error(result, 2)
+    assert not (run.parent / "out").exists()
+    if name.endswith(".safetensor"):
+        assert "did you mean .safetensors" in result.stderr
+    written = run_cli("convert", run, run.parent / "out" / name, "--to", "tf")
+    assert written.exit_code == 0, written.stderr
+    assert tf.train.load_checkpoint(str(run.parent / "out" / name)).get_variable_to_shape_map()
