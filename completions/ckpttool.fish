@@ -98,6 +98,7 @@ complete -c ckpttool -n '__fish_seen_subcommand_from convert' -l sep -r -F -d 'R
 complete -c ckpttool -n '__fish_seen_subcommand_from convert' -l strict -d 'Refuse (exit 3) instead of skipping what DST cannot hold (strings, variants, the TF2 object graph).'
 complete -c ckpttool -n '__fish_seen_subcommand_from convert' -l shard-size -r -F -d 'Split safetensors output into files of at most this size (5GB, 500MiB): NAME-00001-of-0000N.safetensors plus NAME.safetensors.index.json.'
 complete -c ckpttool -n '__fish_seen_subcommand_from convert' -l metadata -r -F -d 'KEY=VALUE for the safetensors __metadata__ (repeatable; e.g. format=pt).'
+complete -c ckpttool -n '__fish_seen_subcommand_from convert' -l no-source-metadata -d 'Leave the source\'s name out of the safetensors __metadata__.'
 complete -c ckpttool -n '__fish_seen_subcommand_from convert' -l overwrite -d 'Replace an existing DST.'
 complete -c ckpttool -n '__fish_seen_subcommand_from convert' -l no-update-state -d 'Leave the state file beside DST alone (DST does not become the latest checkpoint).'
 complete -c ckpttool -n '__fish_seen_subcommand_from convert' -l dry-run -s n -d 'Show what would be done; change nothing.'

@@ -173,3 +173,66 @@ def test_convert_to_an_unknown_extension_is_a_usage_error(copy_fixture, tf, name
     written = run_cli("convert", run, run.parent / "out" / name, "--to", "tf")
     assert written.exit_code == 0, written.stderr
     assert tf.train.load_checkpoint(str(run.parent / "out" / name)).get_variable_to_shape_map()
+
+
+def _safetensors_metadata(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as handle:
+        return handle.metadata()
+
+
+def test_converted_safetensors_metadata_names_the_source_and_its_format(copy_fixture, tmp_path):
+    run = copy_fixture("saver_run")
+    out = tmp_path / "w.safetensors"
+    assert run_cli("convert", run / "model.ckpt-50", out).exit_code == 0
+    metadata = _safetensors_metadata(out)  # the format's own library reads it
+    assert metadata["format"] == "tf" and metadata["source"] == "model.ckpt-50"
+    assert not any(str(tmp_path) in value for value in metadata.values())
+    assert run_cli("convert", run / "model.ckpt-50", tmp_path / "pt.safetensors", "--sep", ".").exit_code == 0
+    assert _safetensors_metadata(tmp_path / "pt.safetensors")["format"] == "pt"
+    assert run_cli("convert", run / "model.ckpt-50", tmp_path / "anon.safetensors", "--no-source-metadata",
+                   "--metadata", "format=mlx").exit_code == 0
+    anonymous = _safetensors_metadata(tmp_path / "anon.safetensors")
+    assert "source" not in anonymous and anonymous["format"] == "mlx"
+
+
+def test_converted_safetensors_keep_the_source_format(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.ones((2, 2), np.float32)}, str(tmp_path / "flax.safetensors"), metadata={"format": "flax"})
+    assert run_cli("convert", tmp_path / "flax.safetensors", tmp_path / "out.safetensors", "--sep", ".").exit_code == 0
+    assert _safetensors_metadata(tmp_path / "out.safetensors")["format"] == "flax"
+    save_file({"w": np.ones(2, np.float32)}, str(tmp_path / "bare.safetensors"))
+    assert run_cli("convert", tmp_path / "bare.safetensors", tmp_path / "bare2.safetensors").exit_code == 0
+    assert "format" in _safetensors_metadata(tmp_path / "bare2.safetensors")
+
+
+def test_inspect_meta_shows_safetensors_metadata(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "m.safetensors"
+    save_file({"w": np.ones(2, np.float32)}, str(path), metadata={"format": "pt", "note": "epoch 3"})
+    result = run_cli("inspect", path, "--meta")
+    assert result.exit_code == 0 and "note: epoch 3" in result.stdout and "format: pt" in result.stdout
+    assert "warning" not in result.stderr
+    assert run_cli("inspect", path, "--meta", "--json").json()["file_metadata"] == {"format": "pt", "note": "epoch 3"}
+
+
+def test_inspect_meta_summarises_a_keras_archive(fixtures_dir):
+    import keras
+
+    path = fixtures_dir / "keras3" / "m.keras"
+    model = keras.saving.load_model(str(path), compile=False)
+    document = run_cli("inspect", path, "--meta", "--json").json()["file_metadata"]
+    assert document["keras_version"] == keras.__version__
+    assert document["class_name"] == type(model).__name__ or document["class_name"] == "Functional"
+    shown = [(layer["name"], layer["class_name"]) for layer in document["layers"]]
+    assert {(layer.name, type(layer).__name__) for layer in model.layers if type(layer).__name__ != "InputLayer"} \
+        <= set(shown)
+    head = model.get_layer("head")
+    assert {(layer.name, type(layer).__name__) for layer in head.layers} <= set(shown)
+    text = run_cli("inspect", path, "--meta")
+    assert text.exit_code == 0 and "keras_version" in text.stdout and "encoder" in text.stdout

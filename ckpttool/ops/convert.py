@@ -212,14 +212,19 @@ def _listing(directory: str) -> list[fs.Entry]:
         return []  # nothing under that prefix yet
 
 
-def _metadata(reader, target, overrides: dict[str, str]) -> dict[str, str]:
+def _metadata(reader, target, overrides: dict[str, str], sep: str | None, source_metadata: bool) -> dict[str, str]:
+    """The safetensors __metadata__: the source's own, then what convert knows. Hugging Face
+    loaders refuse a file without `format`: the source's is kept, else `pt` for PyTorch-style
+    names (--sep .), else `tf`. The source is recorded by name only: the file may be published,
+    and a local path says things about the machine it was made on."""
     from ckpttool import __version__
     from ckpttool.ops.scan import split_step
 
     metadata = dict(getattr(reader, "metadata", {}) or {})
-    if target.format in ("v1", "v2", "keras"):
-        metadata["format"] = "tf"  # TensorFlow names and layouts, as Hugging Face labels them
-    metadata["source"] = fs.absolute(target.prefix)
+    if "format" not in metadata:
+        metadata["format"] = "pt" if sep == "." else "tf"
+    if source_metadata:
+        metadata["source"] = fs.basename(target.prefix)
     metadata["source_format"] = target.format
     step = split_step(fs.basename(target.prefix))[1] if target.format in ("v1", "v2") else None
     if step is not None:
@@ -244,7 +249,7 @@ def _object_graph(reader, to: str, mapping: dict[str, str], left_out: set[str]) 
 
 def plan_convert(source: str, destination: str, *, to: str | None = None, rules: RenameRules = RenameRules(),
                  strict: bool = False, shard_size: int | None = None, metadata: dict[str, str] | None = None,
-                 overwrite: bool = False, update_state: bool = True) -> ConvertPlan:
+                 overwrite: bool = False, update_state: bool = True, source_metadata: bool = True) -> ConvertPlan:
     """What `convert` would write. Raises Unsupported for a dtype the destination cannot hold,
     Refused for an existing destination (unless overwrite) or a name collision."""
     to = destination_format(destination, to)
@@ -301,7 +306,7 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
             items.sort(key=lambda i: i.name.encode("utf-8", "surrogateescape"))
         elif to == "safetensors":
             files, shards = _safetensors_layout(destination, [i.size_bytes for i in items], shard_size)
-            st_metadata = _metadata(reader, target, dict(metadata or {}))
+            st_metadata = _metadata(reader, target, dict(metadata or {}), rules.sep, source_metadata)
         sources = [fs.absolute(target.prefix), *(fs.absolute(f) for f in reader.data_files())]
     refuse_writing_over_source(sources, [destination, *files], "convert")
     if _destination_exists(files, to, destination) and not overwrite:

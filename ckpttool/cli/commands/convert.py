@@ -59,6 +59,8 @@ def command(
                              "NAME-00001-of-0000N.safetensors plus NAME.safetensors.index.json.")] = None,
     metadata: Annotated[Optional[List[str]], typer.Option(
         "--metadata", help="KEY=VALUE for the safetensors __metadata__ (repeatable; e.g. format=pt).")] = None,
+    no_source_metadata: Annotated[bool, typer.Option(
+        "--no-source-metadata", help="Leave the source's name out of the safetensors __metadata__.")] = False,
     overwrite: Overwrite = False,
     no_update_state: NoUpdateState = False,
     dry_run: DryRun = False,
@@ -84,7 +86,7 @@ def command(
     plan = plan_convert(source, destination, to=to.value if to else None, rules=rules, strict=strict,
                         shard_size=parse_size(shard_size) if shard_size is not None else None,
                         metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()), overwrite=overwrite,
-                        update_state=not no_update_state)
+                        update_state=not no_update_state, source_metadata=not no_source_metadata)
     if plan.state_warning:
         render.warn(plan.state_warning)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.skipped)
