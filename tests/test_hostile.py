@@ -62,7 +62,9 @@ def test_data_shard_cut_inside_an_element(copy_fixture, fixtures_dir, tf):
         assert_one_line_error(result, 3)
         assert "truncated" in result.stderr
     doc = run_cli("verify", "--json", prefix).json()
-    assert {e["name"] for e in doc["errors"] if e["problem"] == "truncated"} == unreadable
+    truncated = [e for e in doc["errors"] if e["problem"] == "truncated"]  # one problem for the one cause
+    assert [e["name"] for e in truncated] == ["dtypes.data-00000-of-00001"]
+    assert set(truncated[0]["tensors"]) == unreadable
 
 
 def _repartition(run, slices) -> str:
@@ -123,8 +125,8 @@ def test_claimed_sizes_far_beyond_the_files(tmp_path):
             assert "truncated" in result.stderr
     verify = run_limited("verify", "--json", tmp_path / "x")
     assert_clean_exit(verify, (1,))
-    problems = {e["name"]: e["problem"] for e in json.loads(verify.stdout)["errors"]}
-    assert problems == {"plain": "truncated", "parted": "truncated"}
+    problems = [(e["name"], e["problem"], sorted(e["tensors"])) for e in json.loads(verify.stdout)["errors"]]
+    assert problems == [("x.data-00000-of-00001", "truncated", ["parted", "plain"])]
     strings = make_entry(dtype_from_name("string"), (10**12,), 0, 0, 10, 0)
     write_bundle(tmp_path / "s", {b"s": strings}, {0: b"\0" * 10})
     result = run_limited("inspect", "--values", tmp_path / "s")

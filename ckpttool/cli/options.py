@@ -21,6 +21,8 @@ TargetArg = Annotated[
     ),
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing DST.")]
+NoUpdateState = Annotated[bool, typer.Option(
+    "--no-update-state", help="Leave the state file beside DST alone (DST does not become the latest checkpoint).")]
 SourceArg = Annotated[str, typer.Argument(
     metavar="SRC", help="The checkpoint to read (prefix, file, run directory or SavedModel).", show_default=False)]
 

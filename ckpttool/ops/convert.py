@@ -27,6 +27,7 @@ from ckpttool.ops.destination import (check_parent_creatable, files_read, make_p
                                       remove_empty)
 from ckpttool.formats.tf.object_graph import rewrite_object_graph
 from ckpttool.ops.rename_rules import RenameRules, compute_mapping
+from ckpttool.ops.statefile import older_than_latest
 from ckpttool.ops.targets import resolve_target
 
 FORMATS = ("tf", "safetensors", "npz")
@@ -64,6 +65,8 @@ class ConvertPlan:
     metadata: dict[str, str] = field(default_factory=dict)  # safetensors __metadata__
     object_graph: bytes | None = None  # TF destination: the TF2 object graph carried over
     overwrite: bool = False
+    update_state: bool = True  # TF destination: make it the latest checkpoint of its directory
+    state_warning: str | None = None  # ... though it is older than the latest there
 
     @property
     def renamed(self) -> tuple[tuple[str, str], ...]:
@@ -95,12 +98,33 @@ def destination_format(destination: str, to: str | None) -> str:
     if by_name == "keras":
         raise UsageProblem("Keras files are read only: convert to a TF checkpoint, .safetensors or .npz")
     if to is None:
+        if by_name is None:
+            _refuse_unknown_extension(destination)
         return by_name or "tf"
     if to not in FORMATS:
         raise UsageProblem(f"--to must be one of {', '.join(FORMATS)}, not {to!r}")
     if by_name is not None and by_name != to:
         raise UsageProblem(f"--to {to} but {destination} is named like a {by_name} file")
     return to
+
+
+_WORD_EXTENSION_RE = re.compile(r"\.([A-Za-z][A-Za-z0-9_]*)$")
+_PREFIX_EXTENSIONS = {"ckpt"}  # model.ckpt: a checkpoint prefix's own (model.ckpt-5's has a step)
+
+
+def _refuse_unknown_extension(destination: str) -> None:
+    """`convert run out/model.h5` (or .pt, or the typo .safetensor) would write a TF checkpoint named
+    model.h5.index: a name with another format's extension is a usage error unless --to tf says so."""
+    match = _WORD_EXTENSION_RE.search(fs.basename(destination))
+    if not match or match[1].lower() in _PREFIX_EXTENSIONS:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(match[1].lower(), ["safetensors", "npz"], n=1)
+    raise UsageProblem(f"convert does not write .{match[1]} files: DST ends in .safetensors, "
+                       f".safetensors.index.json, .npz, or is a TF checkpoint prefix"
+                       + (f" (did you mean .{close[0]}?)" if close else ""),
+                       hint=f"--to tf writes a TF checkpoint with the prefix {fs.basename(destination)} anyway")
 
 
 def _cannot_hold(var: Variable, to: str) -> str | None:
@@ -210,14 +234,19 @@ def _listing(directory: str) -> list[fs.Entry]:
         return []  # nothing under that prefix yet
 
 
-def _metadata(reader, target, overrides: dict[str, str]) -> dict[str, str]:
+def _metadata(reader, target, overrides: dict[str, str], sep: str | None, source_metadata: bool) -> dict[str, str]:
+    """The safetensors __metadata__: the source's own, then what convert knows. Hugging Face
+    loaders refuse a file without `format`: the source's is kept, else `pt` for PyTorch-style
+    names (--sep .), else `tf`. The source is recorded by name only: the file may be published,
+    and a local path says things about the machine it was made on."""
     from ckpttool import __version__
     from ckpttool.ops.scan import split_step
 
     metadata = dict(getattr(reader, "metadata", {}) or {})
-    if target.format in ("v1", "v2", "keras"):
-        metadata["format"] = "tf"  # TensorFlow names and layouts, as Hugging Face labels them
-    metadata["source"] = fs.absolute(target.prefix)
+    if "format" not in metadata:
+        metadata["format"] = "pt" if sep == "." else "tf"
+    if source_metadata:
+        metadata["source"] = fs.basename(target.prefix)
     metadata["source_format"] = target.format
     step = split_step(fs.basename(target.prefix))[1] if target.format in ("v1", "v2") else None
     if step is not None:
@@ -242,7 +271,7 @@ def _object_graph(reader, to: str, mapping: dict[str, str], left_out: set[str]) 
 
 def plan_convert(source: str, destination: str, *, to: str | None = None, rules: RenameRules = RenameRules(),
                  strict: bool = False, shard_size: int | None = None, metadata: dict[str, str] | None = None,
-                 overwrite: bool = False) -> ConvertPlan:
+                 overwrite: bool = False, update_state: bool = True, source_metadata: bool = True) -> ConvertPlan:
     """What `convert` would write. Raises Unsupported for a dtype the destination cannot hold,
     Refused for an existing destination (unless overwrite) or a name collision."""
     to = destination_format(destination, to)
@@ -305,14 +334,15 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
             items.sort(key=lambda i: i.name.encode("utf-8", "surrogateescape"))
         elif to == "safetensors":
             files, shards = _safetensors_layout(destination, [i.size_bytes for i in items], shard_size)
-            st_metadata = _metadata(reader, target, dict(metadata or {}))
+            st_metadata = _metadata(reader, target, dict(metadata or {}), rules.sep, source_metadata)
         sources = [*files_read(target, source), *reader.data_files()]
     written = (destination + ".index", destination + ".data-00000-of-00001") if to == "tf" else ()
     refuse_writing_over_source(sources, [destination, *files, *written], "convert")
     if _destination_exists(files, to, destination) and not overwrite:
         raise Refused(f"destination {destination} exists (use --overwrite to replace it)")
+    state_warning = older_than_latest(destination) if to == "tf" and update_state else None
     return ConvertPlan(target.prefix, target.format, destination, to, tuple(items), tuple(dropped), tuple(skipped),
-                       files, shards, st_metadata, graph, overwrite)
+                       files, shards, st_metadata, graph, overwrite, update_state, state_warning)
 
 
 # -- writing ----------------------------------------------------------------
@@ -376,7 +406,7 @@ def _write_tf(plan: ConvertPlan, source: _Source, update_state: bool = True) -> 
         if plan.overwrite:
             remove_checkpoint_files(plan.destination)  # only now: everything new is staged
         writer.finish()
-    if update_state:
+    if update_state and plan.update_state:
         update_destination_state(plan.destination)
 
 
@@ -441,7 +471,7 @@ def _apply_to_a_bucket(plan: ConvertPlan, on_progress: Callable[[int], None] | N
             fs.remove_files(list(reversed(uploaded)))
             raise
         total = sum(os.path.getsize(f) for f in order)
-    if plan.to == "tf":
+    if plan.to == "tf" and plan.update_state:
         from ckpttool.ops.destination import update_destination_state
 
         update_destination_state(plan.destination)

@@ -36,6 +36,7 @@ class DiffReport:
     b: str
     compared: int  # variables present in both with the same dtype and shape
     differences: tuple[VariableDiff, ...]
+    tolerated_max_abs: float = 0.0  # largest |a - b| that --atol/--rtol let pass as equal (0: all exact)
 
     @property
     def identical(self) -> bool:
@@ -63,6 +64,7 @@ class _Accumulator:
         self.mismatched = 0
         self.max_abs = 0.0
         self.max_rel = 0.0
+        self.tolerated_max_abs = 0.0  # "equal within tolerance", never "identical", when this is > 0
         self.numeric = True
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
@@ -75,6 +77,7 @@ class _Accumulator:
             return
         if self.rtol or self.atol:
             different = ~np.isclose(self._wide(a), self._wide(b), rtol=self.rtol, atol=self.atol, equal_nan=True)
+            self._note_tolerated(a, b, different)
         else:
             different = a != b
             if a.dtype.kind in "fc":
@@ -112,6 +115,16 @@ class _Accumulator:
         if nonzero.any():
             rel = delta[nonzero].astype(np.float64) / np.abs(db[nonzero].astype(np.float64))
             self.max_rel = max(self.max_rel, float(rel.max()))
+
+    def _note_tolerated(self, a: np.ndarray, b: np.ndarray, different: np.ndarray) -> None:
+        tolerated = ~different & (a != b)
+        if not tolerated.any():
+            return
+        with np.errstate(invalid="ignore", over="ignore"):
+            delta = np.abs(self._wide(a[tolerated]) - self._wide(b[tolerated]))
+        finite = delta[np.isfinite(delta)]
+        if finite.size:
+            self.tolerated_max_abs = max(self.tolerated_max_abs, float(finite.max()))
 
     @staticmethod
     def _wide(values: np.ndarray) -> np.ndarray:
@@ -162,6 +175,7 @@ def diff_checkpoints(a_path: str | Target, b_path: str | Target, *, rtol: float 
     a_target, b_target = (t if isinstance(t, Target) else resolve_target(t) for t in (a_path, b_path))
     differences: list[VariableDiff] = []
     compared = 0
+    tolerated = 0.0
     with open_checkpoint(a_target.prefix, a_target.format) as a, open_checkpoint(b_target.prefix, b_target.format) as b:
         for name, va, vb in _compared(a, b, regex):
             if vb is None:
@@ -185,8 +199,9 @@ def diff_checkpoints(a_path: str | Target, b_path: str | Target, *, rtol: float 
                     on_progress(step)
             if on_progress and stored > counted:
                 on_progress(stored - counted)
+            tolerated = max(tolerated, acc.tolerated_max_abs)
             if acc.mismatched:
                 differences.append(VariableDiff(
                     name, "value", va.dtype.name, vb.dtype.name, va.shape, vb.shape, acc.mismatched,
                     acc.max_abs if acc.numeric else None, acc.max_rel if acc.numeric else None))
-    return DiffReport(a_target.prefix, b_target.prefix, compared, tuple(differences))
+    return DiffReport(a_target.prefix, b_target.prefix, compared, tuple(differences), tolerated)

@@ -65,6 +65,7 @@ class InspectReport:
     filter_matches: int = 0  # variables the --filter pattern matched
     values_omitted: int = 0  # variables whose value the values limit left out
     warnings: tuple[str, ...] = ()  # how the target was found; data shards the index names but are gone
+    file_metadata: dict | None = None  # --meta: a safetensors __metadata__, a .keras archive's model summary
 
     @property
     def all_warnings(self) -> tuple[str, ...]:
@@ -166,13 +167,26 @@ def inspect_checkpoint(
                 object_path=object_paths.of(var.name) if object_paths is not None else None,
             ))
     meta = read_meta_summary(target.meta_path) if with_meta and target.meta_path else None
+    file_metadata = _file_metadata(target, reader) if with_meta else None
     return InspectReport(
         target=target, checkpoint=target.prefix, format=target.format, variables=tuple(reports),
         num_variables=len(reports), total_elements=sum(r.num_elements for r in reports),
         total_bytes=sum(r.size_bytes for r in reports), meta=meta, has_object_graph=has_object_graph,
         warnings=incomplete,
         filter_matches=filter_matches, values_omitted=len(selected) - len(included) if values else 0,
+        file_metadata=file_metadata,
     )
+
+
+def _file_metadata(target: Target, reader) -> dict | None:
+    """What a weights file says about itself besides its tensors (--meta)."""
+    if target.format == "safetensors":
+        return dict(getattr(reader, "metadata", {}) or {})
+    if target.format == "keras" and target.prefix.endswith(".keras"):
+        from ckpttool.formats.keras_meta import keras_archive_summary
+
+        return keras_archive_summary(target.prefix)
+    return None
 
 
 def _select(variables, regex, names: tuple[str, ...], include_internal: bool):

@@ -73,8 +73,12 @@ def _latest_of_scan(directory: str, scan: DirectoryScan) -> LatestResult:
         if points_inside and checkpoint_exists(as_tf):
             return _result(directory, as_tf, inside.prefix, "state", warnings)
         if inside is not None and checkpoint_exists(inside.prefix):
-            warnings.append(f"state file names {excerpt(recorded)}, which does not exist; "
-                            f"using {inside.name} found in {directory}")
+            # A copy of a run directory: its state file still names the original's checkpoints (which
+            # tf.train.latest_checkpoint returns while they exist); the copy's own are meant here.
+            where = ("points into another directory (copied from there?)" if checkpoint_exists(as_tf)
+                     else "does not exist (directory moved?)")
+            warnings.append(f"state file names {excerpt(recorded)}, which {where}; using {inside.name} found in "
+                            f"{directory}; `ckpttool repair {directory}` rewrites the state file with relative paths")
             return _result(directory, fs.join(directory, inside.name), inside.prefix, "relocated", warnings)
         warnings.append(f"state file names {excerpt(recorded)}, which is not in {directory}; "
                         "using the newest complete checkpoint on disk")

@@ -27,6 +27,7 @@ from ckpttool.formats.variables import OBJECT_GRAPH_KEY
 from ckpttool.ops.destination import (update_destination_state, check_parent_creatable, make_parents, refuse_writing_over_source,
                                       remove_empty)
 from ckpttool.ops.rename_rules import RenameRules, compute_mapping
+from ckpttool.ops.statefile import older_than_latest
 from ckpttool.ops.targets import resolve_target
 @dataclass(frozen=True)
 class RenamePlan:
@@ -37,6 +38,8 @@ class RenamePlan:
     dropped: tuple[str, ...]
     unchanged: int
     object_graph: bool  # a TF2 object graph will be rewritten
+    update_state: bool = True  # make DST the latest checkpoint of its directory
+    state_warning: str | None = None  # ... though it is older than the latest there
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def _refuse_destination_in_source(source: str, source_files: list[str], destinat
 
 
 def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bool = False,
-                link: bool = False) -> RenamePlan:
+                link: bool = False, update_state: bool = True) -> RenamePlan:
     target = resolve_target(source)
     if target.format != "v2":
         raise Unsupported("rename-vars writes the V2 format; the source is a V1 checkpoint",
@@ -104,7 +107,8 @@ def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bo
     if graph_bytes is not None and (renamed or dropped):
         rewrite_object_graph(graph_bytes, mapping, set(dropped))  # refuses here, before anything is written
     return RenamePlan(target.prefix, destination, mapping, renamed, tuple(dropped),
-                      sum(1 for old, new in mapping.items() if old == new), graph_bytes is not None)
+                      sum(1 for old, new in mapping.items() if old == new), graph_bytes is not None,
+                      update_state, older_than_latest(destination) if update_state else None)
 
 
 def _copy_shard(source: str, destination: str, length: int | None) -> int:
@@ -200,7 +204,8 @@ def _apply_rename_with_a_bucket(plan: RenamePlan, on_progress: Callable[[int], N
             written.append(destination + ".index")
             fs.write_atomic(destination + ".index", index)
             total += len(index)
-        update_destination_state(destination)
+        if plan.update_state:
+            update_destination_state(destination)
         return RenameResult(plan, total)
     except BaseException:
         fs.remove_files(list(reversed(written)))  # the index (last written) first
@@ -321,7 +326,8 @@ def apply_rename(plan: RenamePlan, link: bool = False,
             temp_files = []
             total += write_index(destination, out_shards, entries)
             written_files.append(destination + ".index")
-        update_destination_state(destination)
+        if plan.update_state:
+            update_destination_state(destination)
         return RenameResult(plan, total)
     except BaseException:
         # Nothing half-written may stay: the index is written last, so without

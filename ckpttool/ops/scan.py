@@ -130,7 +130,7 @@ class _Files:
     index: str | None = None
     meta: str | None = None
     v1: str | None = None
-    data: dict[int, tuple[str, int]] = field(default_factory=dict)  # shard -> (name, of-count)
+    data: dict[tuple[int, int], str] = field(default_factory=dict)  # (shard, of-count) -> name
     v1_shards: dict[int, str] = field(default_factory=dict)  # a sharded V1 save: shard -> file name
 
 
@@ -185,6 +185,27 @@ def resolve_state_entry(directory: str, entry: str, realpaths: dict[str, str] | 
         return name, Problem("stale_path", entry, f"state file holds {excerpt(entry)}, relative to another "
                              f"directory; found {excerpt(name)} in this directory")
     return None, Problem("outside", entry, f"state file entry {excerpt(entry)} leaves the directory")
+
+
+def _one_stale_problem_per_directory(directory: str, problems: list[Problem]) -> list[Problem]:
+    """The stale_path problems of one state file as one per directory its entries point into: a run
+    directory copied or moved elsewhere has every entry stale for the one reason, said once, with
+    the command that fixes it."""
+    stale: dict[str, list[Problem]] = {}
+    for problem in problems:
+        if problem.kind == "stale_path":
+            entry = problem.path
+            parent = fs.dirname(fs.absolute(entry) if fs.is_url(entry) else os.path.normpath(entry))
+            stale.setdefault(parent, []).append(problem)
+    if not stale:
+        return problems
+    kept = [p for p in problems if p.kind != "stale_path"]
+    for parent, group in stale.items():
+        count = f"its {len(group)} entries point" if len(group) > 1 else "its entry points"
+        kept.append(Problem("stale_path", parent, f"the state file was written in another directory: {count} into "
+                            f"{excerpt(parent or '.')} (copied or moved from there?); the checkpoints are found "
+                            f"here by name; `ckpttool repair {excerpt(directory)}` rewrites it with relative paths"))
+    return kept
 
 
 def _found_here(directory: str, name: str, present: set[str] | None) -> bool:
@@ -263,7 +284,7 @@ def _scan(directory: str) -> DirectoryScan:
         elif name.endswith(".meta"):
             _group(groups, name[:-5]).meta = name
         elif shard := _data_shard(name):
-            _group(groups, name[:-_DATA_SUFFIX_LEN]).data[shard[0]] = (name, shard[1])
+            _group(groups, name[:-_DATA_SUFFIX_LEN]).data[shard] = name
         else:
             plain_files[name] = entry
 
@@ -288,6 +309,7 @@ def _scan(directory: str) -> DirectoryScan:
                 state_latest = name
                 state_names.setdefault(name, None)
 
+    problems = _one_stale_problem_per_directory(directory, problems)
     other_latest = {}
     for name in plain_files:
         if name.endswith(STATE_FILENAME) and stats[name].size < 1 << 20:
@@ -408,7 +430,7 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
     if fmt == "v2":
         if files.index is None:
             complete = False
-            num_shards = max(count for _, count in files.data.values())
+            num_shards = max(count for _, count in files.data)
             problems.append(Problem("data_without_index", base + name,
                                     f"{name} has data files but no .index (interrupted save?)"))
         else:
@@ -417,10 +439,12 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
             if num_shards is None:
                 complete = False
                 problems.append(Problem("bad_index", base + files.index, f"{name}.index is incomplete or corrupt"))
-            elif len(files.data) != num_shards or any(count != num_shards for _, count in files.data.values()):
-                complete = _report_missing_shards(base + name, name, num_shards, files, problems)
+            else:
+                if len(files.data) != num_shards or any(count != num_shards for _, count in files.data):
+                    complete = _report_missing_shards(base + name, name, num_shards, files, problems)
+                _report_stray_shards(base, name, num_shards, files, problems)
     names = [n for n in (files.index, files.meta, files.v1) if n]
-    names += [n for n, _ in files.data.values()] + list(files.v1_shards.values())
+    names += list(files.data.values()) + list(files.v1_shards.values())
     # The .meta is written after the checkpoint: its time is not the save's unless it is all there is.
     times = [stats[n].mtime for n in names if n != files.meta] or [stats[files.meta].mtime]
     pattern = split_v1_pattern(name) if files.v1_shards else None
@@ -435,19 +459,29 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
 
 def _shard_count_of_names(files: _Files) -> int | None:
     """The `-of-N` the data files agree on (N = 1 when there are none: the shard is then missing)."""
-    counts = {count for _name, count in files.data.values()}
+    counts = {count for _shard, count in files.data}
     return counts.pop() if len(counts) == 1 else 1 if not counts else max(counts)
 
 
 def _report_missing_shards(prefix: str, name: str, num_shards: int, files: _Files, problems) -> bool:
     """Whether every shard the index names is there; a problem naming the first missing ones if not."""
-    present = {i for i, (_name, count) in files.data.items() if count == num_shards}
+    present = {i for i, count in files.data if count == num_shards}
     missing, count = missing_shard_ids(num_shards, present, _LISTED_SHARDS)
     if count:
         more = f" and {count - len(missing)} more" if count > len(missing) else ""
         problems.append(Problem("missing_shards", prefix, f"{name} is missing data shard{'s' if count > 1 else ''} "
                                 + ", ".join(f"{i:05d}-of-{num_shards:05d}" for i in missing) + more))
     return not count
+
+
+def _report_stray_shards(base: str, name: str, num_shards: int, files: _Files, problems) -> None:
+    """A problem for each data file of `name` that its index does not name (a shard of an earlier
+    save with another shard count: TensorFlow never reads it; `prune --clean` removes it)."""
+    for (shard, count), stray in sorted(files.data.items()):
+        if count != num_shards or shard >= num_shards:
+            problems.append(Problem("stray_shard", base + stray, f"{stray} belongs to no index ({name}.index "
+                                    f"names {num_shards} shard{'s' if num_shards != 1 else ''}): "
+                                    "left by an earlier save?"))
 
 
 def find_checkpoint_dirs(root: str, problems: list[Problem] | None = None) -> list[str]:

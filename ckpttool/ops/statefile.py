@@ -31,6 +31,30 @@ def without_entries(state: CheckpointState, directory: str, drop: set[str]) -> C
     )
 
 
+def older_than_latest(destination: str) -> str | None:
+    """Why making checkpoint `destination` the latest of its directory would surprise: its step is
+    older than the latest's (a converted model.ckpt-0 in a run at step 700: training would resume
+    from step 0). None when it is newer, has no step, or the directory has no usable state file."""
+    from ckpttool.errors import CkptError
+    from ckpttool.formats.tf.state import read_state
+    from ckpttool.ops.scan import split_step
+
+    directory, name = fs.dirname(destination), fs.basename(destination)
+    try:
+        state = read_state(directory)
+    except CkptError:
+        return None
+    if state is None or not state.model_checkpoint_path:
+        return None
+    latest = fs.basename(state.model_checkpoint_path)
+    step, latest_step = split_step(name)[1], split_step(latest)[1]
+    if step is None or latest_step is None or step >= latest_step or latest == name:
+        return None
+    return (f"{name} (step {step}) becomes the latest checkpoint in the state file of "
+            f"{directory or '.'}, instead of {latest} (step {latest_step}): training would resume from it; "
+            "--no-update-state leaves the state file alone")
+
+
 def _read_raw(path: str) -> bytes | None:
     return fs.read_capped(path, STATE_FILE_CAP, "state file", missing_ok=True)
 

@@ -1,7 +1,9 @@
 """`verify`: read every tensor of a checkpoint and check every stored CRC,
 shard presence and sizes, and index/data pairing. Reports all damage, each
-cause once: a missing data shard is one problem (naming the tensors it held),
-not one per tensor. `verify_directory` checks every checkpoint of a run
+cause once: a missing or truncated data shard is one problem (naming the
+tensors it held), not one per tensor. A data file of the same prefix that the
+index does not name (a shard of an earlier save with another shard count,
+which TensorFlow never reads) is a warning, not damage. `verify_directory` checks every checkpoint of a run
 directory, or of every run directory under a root."""
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ class VerifyReport:
     checked_tensors: int
     checked_bytes: int
     errors: tuple[VerifyError, ...]
+    warnings: tuple[VerifyError, ...] = ()  # not damage: files beside the checkpoint that it does not use
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,8 @@ def _problem_kind(exc: BadInput) -> str:
 
 
 def _present_shards(bundle: Bundle) -> tuple[dict[int, str], dict[str, int], list[VerifyError]]:
-    """The data files of the bundle's index by shard id, their sizes, and the files that do not
-    belong to it (one listing of the directory: a bucket's too). Costs what the directory holds,
+    """The data files of the bundle's index by shard id, their sizes, and (warnings) the files that
+    do not belong to it (one listing of the directory: a bucket's too). Costs what the directory holds,
     never what the header claims (it may claim 2^31 shards)."""
     num_shards = bundle.header.num_shards
     present: dict[int, str] = {}
@@ -92,7 +95,8 @@ def _present_shards(bundle: Bundle) -> tuple[dict[int, str], dict[str, int], lis
         else:
             errors.append(VerifyError(os.path.basename(path), "unexpected_shard",
                                       f"{os.path.basename(path)} does not belong to this index "
-                                      f"({num_shards} shard{'s' if num_shards != 1 else ''} expected)"))
+                                      f"({num_shards} shard{'s' if num_shards != 1 else ''} expected; "
+                                      "left by an earlier save?): not read, not damage"))
     return present, sizes, errors
 
 
@@ -105,15 +109,38 @@ def _missing_shard_errors(bundle: Bundle, present: dict[int, str],
     for shard_id in missing:
         name = os.path.basename(bundle.shard_path(shard_id))
         held = unreadable.get(shard_id, [])
-        message = f"data shard {name} is missing"
-        if held:
-            shown = ", ".join(held[:_NAMED_TENSORS]) + (", ..." if len(held) > _NAMED_TENSORS else "")
-            message += f"; it holds {len(held)} tensor{'s' if len(held) != 1 else ''} ({shown})"
+        message = f"data shard {name} is missing" + (f"; it holds {_tensors(held)}" if held else "")
         errors.append(VerifyError(name, "missing_shard", message, tuple(held)))
     if count > len(missing):
         errors.append(VerifyError(os.path.basename(bundle.prefix), "missing_shard",
                                   f"{count - len(missing)} more of the {num_shards} data shards the index "
                                   "names are missing"))
+    return errors
+
+
+def _tensors(names: list[str]) -> str:
+    """'3 tensors (a, b, c)', the first few named."""
+    shown = ", ".join(names[:_NAMED_TENSORS]) + (", ..." if len(names) > _NAMED_TENSORS else "")
+    return f"{len(names)} tensor{'s' if len(names) != 1 else ''} ({shown})"
+
+
+def _truncated_shards(bundle: Bundle, present: dict[int, str], sizes: dict[str, int]) -> dict[int, int]:
+    """Shard id -> size of each present data shard shorter than the index says it is."""
+    ends = bundle.shard_ends()
+    return {shard_id: sizes[path] for shard_id, path in present.items() if sizes[path] < ends.get(shard_id, 0)}
+
+
+def _truncated_shard_errors(bundle: Bundle, present: dict[int, str], truncated: dict[int, int],
+                            cut: dict[int, list[str]]) -> list[VerifyError]:
+    """One problem per truncated data shard, naming the tensors that lie past its end (`cut`)."""
+    ends = bundle.shard_ends()
+    errors = []
+    for shard_id, size in sorted(truncated.items()):
+        name = os.path.basename(present[shard_id])
+        held = cut.get(shard_id, [])
+        errors.append(VerifyError(name, "truncated", f"data shard {name} is truncated: it has {size} bytes, "
+                                  f"the index needs {ends[shard_id]}; {_tensors(held)} lie past its end",
+                                  tuple(held)))
     return errors
 
 
@@ -170,6 +197,7 @@ def verify_checkpoint(target: str | Target, on_progress: Callable[[int], None] |
     if isinstance(target, str):
         target = resolve_target(target)
     errors: list[VerifyError] = []
+    warnings: list[VerifyError] = []
     checked_tensors = checked_bytes = 0
     try:
         reader = open_checkpoint(target.prefix, target.format)
@@ -180,14 +208,19 @@ def verify_checkpoint(target: str | Target, on_progress: Callable[[int], None] |
     with reader:
         on_progress = _bytes_as_read(reader, on_progress)
         present: dict[int, str] | None = None
+        truncated: dict[int, int] = {}
         if isinstance(reader, Bundle):
-            present, sizes, errors = _present_shards(reader)
+            present, sizes, warnings = _present_shards(reader)
+            truncated = _truncated_shards(reader, present, sizes)
         unreadable: dict[int, list[str]] = {}  # missing shard -> tensors stored in it (one problem per shard)
+        cut: dict[int, list[str]] = {}  # truncated shard -> tensors past its end (one problem per shard)
         checkable = []
         for var in reader.variables:
             gone = sorted({p.shard_id for p in var.parts if present is not None and p.shard_id not in present})
-            if gone:
-                unreadable.setdefault(gone[0], []).append(var.name)
+            short = sorted({p.shard_id for p in var.parts  # an empty tensor reads wherever it claims to be
+                            if p.shard_id in truncated and p.size and p.offset + p.size > truncated[p.shard_id]})
+            if gone or short:
+                (unreadable if gone else cut).setdefault((gone or short)[0], []).append(var.name)
                 if on_progress:
                     on_progress(var.size_bytes)
             else:
@@ -203,9 +236,11 @@ def verify_checkpoint(target: str | Target, on_progress: Callable[[int], None] |
                 if on_progress:
                     on_progress(var.size_bytes)
         if present is not None:
-            errors += _missing_shard_errors(reader, present, unreadable) + _size_errors(reader, present, sizes)
+            errors += (_missing_shard_errors(reader, present, unreadable)
+                       + _truncated_shard_errors(reader, present, truncated, cut) + _size_errors(reader, present, sizes))
     errors += tensor_errors
-    return VerifyReport(target, target.prefix, not errors, checked_tensors, checked_bytes, tuple(errors))
+    return VerifyReport(target, target.prefix, not errors, checked_tensors, checked_bytes, tuple(errors),
+                        tuple(warnings))
 
 
 def verify_directory(directory: str, *, recursive: bool = False,

@@ -288,13 +288,16 @@ def list_dir(path: str) -> list[Entry]:
         return [Entry(e.name, e.path, "dir" if e.is_dir else "file", e.size, e.mtime or 0.0)
                 for e in _remote().list_directory(path)]
     entries = []
-    with os.scandir(path) as it:
+    # "" is the dirname of a bare relative name (`verify model.ckpt-1` inside the run directory):
+    # the current directory, with entry paths kept as bare as the name they came from.
+    with os.scandir(path or ".") as it:
         for entry in it:
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # renamed or removed since listed: a writer at work
-            entries.append(Entry(entry.name, entry.path, _kind_of_mode(st.st_mode), st.st_size, st.st_mtime))
+            entries.append(Entry(entry.name, os.path.join(path, entry.name), _kind_of_mode(st.st_mode),
+                                 st.st_size, st.st_mtime))
     return entries
 
 

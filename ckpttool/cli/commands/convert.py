@@ -8,7 +8,7 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.options import (AddPrefix, DropOpt, DropOptimizer, DryRun, Ema, Json, KeepOpt, MapFile, MapOpt,
-                                  Overwrite, Quiet, RegexOpt, StripPrefix)
+                                  NoUpdateState, Overwrite, Quiet, RegexOpt, StripPrefix)
 
 
 class TargetFormat(str, enum.Enum):
@@ -59,7 +59,10 @@ def command(
                              "NAME-00001-of-0000N.safetensors plus NAME.safetensors.index.json.")] = None,
     metadata: Annotated[Optional[List[str]], typer.Option(
         "--metadata", metavar="KEY=VALUE", help="KEY=VALUE for the safetensors __metadata__ (repeatable; e.g. format=pt).")] = None,
+    no_source_metadata: Annotated[bool, typer.Option(
+        "--no-source-metadata", help="Leave the source's name out of the safetensors __metadata__.")] = False,
     overwrite: Overwrite = False,
+    no_update_state: NoUpdateState = False,
     dry_run: DryRun = False,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -71,7 +74,8 @@ def command(
     cannot hold (strings, variants, the TF2 object graph) is skipped with a
     warning, or refused with --strict; a dtype DST cannot hold is refused
     naming the variable. A TF checkpoint DST is a V2 bundle, with the state
-    file beside it updated. Writes are atomic: an interrupted convert leaves no DST.
+    file beside it updated (with a warning when DST is older than the latest
+    checkpoint there; --no-update-state to leave it). Writes are atomic: an interrupted convert leaves no DST.
     """
     from ckpttool.ops.convert import apply_convert, parse_size, plan_convert
     from ckpttool.ops.rename_rules import RenameRules, parse_pair
@@ -81,7 +85,10 @@ def command(
                                      drop_optimizer=drop_optimizer, sep=sep)
     plan = plan_convert(source, destination, to=to.value if to else None, rules=rules, strict=strict,
                         shard_size=parse_size(shard_size) if shard_size is not None else None,
-                        metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()), overwrite=overwrite)
+                        metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()), overwrite=overwrite,
+                        update_state=not no_update_state, source_metadata=not no_source_metadata)
+    if plan.state_warning:
+        render.warn(plan.state_warning)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.skipped)
     result = None
     if not dry_run:

@@ -63,12 +63,15 @@ def command(
     if json_out:
         render.emit_json("diff", {"a": report.a, "b": report.b, "identical": report.identical,
                                   "compared": report.compared,
+                                  "max_abs_within_tolerance": report.tolerated_max_abs,
                                   "differences": [asdict(d) for d in report.differences]})
     elif quiet:
         render.print_lines(d.name for d in report.differences)
     else:
         if report.differences:
             render.print_table(_COLUMNS, [(d.name, d.change, _detail(d)) for d in report.differences])
-        verdict = "identical" if report.identical else render.plural(len(report.differences), "difference")
+        verdict = render.plural(len(report.differences), "difference") if not report.identical else (
+            f"equal within tolerance (max abs {report.tolerated_max_abs:.6g})" if report.tolerated_max_abs
+            else "identical")
         render.print_wrapped([f"{verdict}: {render.plural(report.compared, 'variable')} compared"])
     return 0 if report.identical else EXIT_NEGATIVE

@@ -122,6 +122,15 @@ def _tensor_text(spec) -> str:
     return f"{spec.key}: {spec.dtype} {shape} ({spec.name})"
 
 
+def _print_file_metadata(metadata: dict) -> None:
+    """A safetensors __metadata__ (strings), or a .keras archive's summary (with its layers)."""
+    layers = metadata.get("layers") if isinstance(metadata.get("layers"), list) else None
+    lines = [f"{key}: {value}" for key, value in metadata.items() if key != "layers" or layers is None]
+    render.print_wrapped(["metadata:"] + [f"  {line}" for line in lines] if lines else ["metadata: (none)"])
+    if layers:
+        render.print_table(["layer", "class"], [(layer["name"], layer["class_name"]) for layer in layers])
+
+
 def _print_meta(report: "InspectReport") -> None:
     meta = report.meta
     lines = [f"graph: {meta.path} ({meta.kind}, {render.plural(len(meta.meta_graphs), 'meta graph')})"]
@@ -195,7 +204,7 @@ def command(
     if filter_ is not None and not report.filter_matches:
         render.warn(f"--filter {filter_!r} matches no variable")
     render.warn_all(report.warnings)
-    if meta and report.meta is None:
+    if meta and report.meta is None and report.file_metadata is None:
         render.warn(f"no .meta or SavedModel graph beside {report.checkpoint}")
     if json_out:
         doc = {"checkpoint": report.checkpoint, "format": report.format, "num_variables": report.num_variables,
@@ -205,6 +214,8 @@ def command(
             doc.update(values_limit_bytes=values_limit, values_omitted=report.values_omitted)
         if meta:
             doc["meta"] = _meta_document(report)
+            if report.file_metadata is not None:
+                doc["file_metadata"] = report.file_metadata
         render.emit_json("inspect", doc)
         return 0
     if quiet:
@@ -218,6 +229,8 @@ def command(
         _print_values(report, full)
     if report.meta:
         _print_meta(report)
+    if report.file_metadata is not None:
+        _print_file_metadata(report.file_metadata)
     render.print_wrapped([f"{render.plural(report.num_variables, 'variable')}, "
                         f"{render.plural(report.total_elements, 'element')}, "
                         f"{render.human_bytes(report.total_bytes)} ({report.format})"])

@@ -27,6 +27,14 @@ def command(
     Still answers when the directory was moved or its state file is missing or
     broken, and warns when the answer is incomplete (all with a warning).
     Exit 1 when there is no checkpoint.
+
+    Where it deliberately differs from tf.train.latest_checkpoint: a state file
+    holding absolute paths into another directory (a copied run) names the
+    original's checkpoint, which TensorFlow returns while it exists; latest
+    answers the same name in DIR, with a warning (`ckpttool repair DIR` makes
+    the paths relative, and both agree again). A missing or unreadable state
+    file gives TensorFlow no answer and latest the newest complete checkpoint
+    on disk.
     """
     from ckpttool.ops.latest import find_latest
 

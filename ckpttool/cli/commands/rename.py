@@ -7,7 +7,7 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.options import (AddPrefix, DropOpt, DropOptimizer, DryRun, Ema, Json, KeepOpt, MapFile, MapOpt,
-                                  Overwrite, Quiet, RegexOpt, SourceArg, StripPrefix)
+                                  NoUpdateState, Overwrite, Quiet, RegexOpt, SourceArg, StripPrefix)
 
 
 def command(
@@ -25,6 +25,7 @@ def command(
     drop_optimizer: DropOptimizer = False,
     link: Annotated[bool, typer.Option("--link", help="Hard-link the data shards instead of copying them.")] = False,
     overwrite: Overwrite = False,
+    no_update_state: NoUpdateState = False,
     dry_run: DryRun = False,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -33,7 +34,8 @@ def command(
 
     Rules apply in order: --map/--map-file, --regex, --add-prefix,
     --strip-prefix, --ema; --drop/--keep/--drop-optimizer match source names.
-    TF2 object graphs are kept consistent. The state file beside DST is updated to name it.
+    TF2 object graphs are kept consistent. The state file beside DST is updated to name it
+    (with a warning when DST is older than the latest checkpoint there; --no-update-state to leave it).
     """
     from ckpttool.ops.rename import apply_rename, plan_rename
     from ckpttool.ops.rename_rules import RenameRules
@@ -41,7 +43,9 @@ def command(
     rules = RenameRules.from_options(maps=map_, map_file=map_file, regexes=regex, add_prefix=add_prefix,
                                      strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep,
                                      drop_optimizer=drop_optimizer)
-    plan = plan_rename(source, destination, rules, overwrite=overwrite, link=link)
+    plan = plan_rename(source, destination, rules, overwrite=overwrite, link=link, update_state=not no_update_state)
+    if plan.state_warning:
+        render.warn(plan.state_warning)
     bytes_written = 0
     if not dry_run:
         from ckpttool.cli.progress import byte_progress, showing

@@ -18,9 +18,14 @@ def report_document(report: "VerifyReport") -> dict:
     return {
         "checkpoint": report.checkpoint, "ok": report.ok, "checked_tensors": report.checked_tensors,
         "checked_bytes": report.checked_bytes,
-        "errors": [{"name": e.name, "problem": e.problem, "message": e.message, "tensors": list(e.tensors)}
-                   for e in report.errors],
+        "errors": [_problem_document(e) for e in report.errors],
+        "warnings": [_problem_document(e) for e in report.warnings],
     }
+
+
+def _problem_document(problem) -> dict:
+    return {"name": problem.name, "problem": problem.problem, "message": problem.message,
+            "tensors": list(problem.tensors)}
 
 
 def _directory_document(report: "DirectoryVerifyReport") -> dict:
@@ -54,6 +59,7 @@ def _print_directory(report: "DirectoryVerifyReport") -> None:
     render.print_table(_SUMMARY_COLUMNS, [
         (r.checkpoint, "ok" if r.ok else "DAMAGED", r.checked_tensors, render.human_bytes(r.checked_bytes),
          len(r.errors)) for r in checkpoints])
+    render.warn_all(f"{r.checkpoint}: {w.message}" for r in checkpoints for w in r.warnings)
     for r in checkpoints:
         if r.errors:
             _print_errors(r, title=f"{r.checkpoint}:")
@@ -103,6 +109,7 @@ def command(
     elif quiet:
         render.print_lines(e.name for e in single.errors)
     else:
+        render.warn_all(w.message for w in single.warnings)
         _print_errors(single)
         render.print_wrapped([f"{_verdict(len(single.errors))}: {single.checkpoint}: "
                             f"{render.plural(single.checked_tensors, 'tensor')}, "
