@@ -11,6 +11,7 @@ import numpy as np
 
 from ckpttool.errors import UsageProblem
 from ckpttool.formats.reader import open_checkpoint
+from ckpttool.ops.model_names import check_naming, reader_names
 from ckpttool.ops.patterns import compile_optional
 from ckpttool.ops.targets import Target, resolve_target
 
@@ -134,16 +135,22 @@ def check_tolerances(rtol: float, atol: float) -> None:
 
 
 def diff_checkpoints(a_path: str | Target, b_path: str | Target, *, rtol: float = 0.0, atol: float = 0.0,
-                     pattern: str | None = None) -> DiffReport:
-    """`a_path`, `b_path`: paths, or Targets already resolved."""
+                     pattern: str | None = None, naming: str = "key") -> DiffReport:
+    """`a_path`, `b_path`: paths, or Targets already resolved. `naming`: "model" compares variables
+    by their names through the model (ops/model_names.py), not by checkpoint key; `pattern` and
+    the report then use those names."""
     check_tolerances(rtol, atol)
+    check_naming(naming)
     regex = compile_optional(pattern, "--filter")
     a_target, b_target = (t if isinstance(t, Target) else resolve_target(t) for t in (a_path, b_path))
     differences: list[VariableDiff] = []
     compared = 0
     with open_checkpoint(a_target.prefix, a_target.format) as a, open_checkpoint(b_target.prefix, b_target.format) as b:
-        a_vars = {v.name: v for v in a.variables if not v.internal and (not regex or regex.search(v.name))}
-        b_vars = {v.name: v for v in b.variables if not v.internal and (not regex or regex.search(v.name))}
+        a_names, b_names = reader_names(a, naming), reader_names(b, naming)
+        a_vars = {a_names[v.name]: v for v in a.variables
+                  if not v.internal and (not regex or regex.search(a_names[v.name]))}
+        b_vars = {b_names[v.name]: v for v in b.variables
+                  if not v.internal and (not regex or regex.search(b_names[v.name]))}
         for name in sorted(set(a_vars) | set(b_vars)):
             va, vb = a_vars.get(name), b_vars.get(name)
             if vb is None:

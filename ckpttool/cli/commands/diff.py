@@ -8,7 +8,7 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE
-from ckpttool.cli.options import Json, Quiet
+from ckpttool.cli.options import Json, Naming, NamesOpt, Quiet
 
 
 _CHECKPOINT_HELP = "A checkpoint (prefix, file, run directory or SavedModel)."
@@ -40,6 +40,7 @@ def command(
     rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance for floating-point values, as numpy.isclose (integers compare exactly).")] = 0.0,
     atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance for floating-point values, as numpy.isclose (integers compare exactly).")] = 0.0,
     filter_: Annotated[Optional[str], typer.Option("--filter", "-f", help="Only variables matching this regular expression.")] = None,
+    names: NamesOpt = Naming.key,
     json_out: Json = False,
     quiet: Quiet = False,
 ):
@@ -54,7 +55,7 @@ def command(
     for given in (a, b):
         targets.append(resolve_target(given))
         render.say_resolved(given, targets[-1], header=not quiet)
-    report = diff_checkpoints(*targets, rtol=rtol, atol=atol, pattern=filter_)
+    report = diff_checkpoints(*targets, rtol=rtol, atol=atol, pattern=filter_, naming=names.value)
     if json_out:
         render.emit_json("diff", {"a": report.a, "b": report.b, "identical": report.identical,
                                   "compared": report.compared,
