@@ -226,3 +226,33 @@ def test_sources_without_an_object_graph_keep_their_names(fixtures_dir, tmp_path
     assert run_cli("diff", src, tmp_path / "w.npz").exit_code == 1
     bad = run_cli("inspect", "--names", "scope", src)
     assert bad.exit_code == 2
+
+
+def test_tree_paths_of_many_variables_under_cyclic_diamonds(tmp_path):
+    """2,000 variables below 20 diamonds whose sides also lead back up (dead ends for simple paths):
+    the search for more paths is bounded per variable and per graph; each variable keeps its shortest."""
+    from ckpttool.formats.tf.object_graph import MAX_PATHS
+
+    graph = pb.TrackableObjectGraph()
+    levels = 20
+    for level in range(levels):
+        top, left, right = (graph.nodes.add() for _ in range(3))
+        top.children.add(node_id=3 * level + 1, local_name="a")
+        top.children.add(node_id=3 * level + 2, local_name="b")
+        left.children.add(node_id=3 * level + 3, local_name="x")
+        left.children.add(node_id=max(0, 3 * level - 3), local_name="up")
+        right.children.add(node_id=3 * level + 3, local_name="x")
+    hub = graph.nodes.add()
+    keys = []
+    for i in range(2000):
+        hub.children.add(node_id=len(graph.nodes), local_name=f"v{i}")
+        keys.append(f"v{i}")
+        graph.nodes.add().attributes.add(name="VARIABLE_VALUE", checkpoint_key=keys[-1])
+    _graph_bundle(tmp_path / "ckpt", graph, keys)
+    result = run_limited("inspect", "--json", "--tree", tmp_path / "ckpt")
+    assert_clean_exit(result, (0,))
+    variables = json.loads(result.stdout)["variables"]
+    assert len(variables) == len(keys)
+    for var in variables:
+        assert var["object_paths"][0] == "/".join(["a", "x"] * levels + [var["name"]])
+        assert 1 <= len(var["object_paths"]) <= MAX_PATHS

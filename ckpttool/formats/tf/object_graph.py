@@ -226,6 +226,7 @@ def optimizer_keys(graph: pb.TrackableObjectGraph) -> OptimizerKeys:
 # -- every path to a variable (inspect --tree) ----------------------------
 MAX_PATHS = 8  # per variable: the object graphs TensorFlow writes reach a variable through a few
 _PATH_SEARCH_STEPS = 4096  # per variable: a hostile graph of diamonds has exponentially many paths
+_PATH_SEARCH_TOTAL = 200_000  # per graph: past it, each variable shows its shortest path only
 
 
 def _parents(graph, reachable) -> dict[int, list[tuple[int, str]]]:
@@ -239,14 +240,16 @@ def _parents(graph, reachable) -> dict[int, list[tuple[int, str]]]:
     return parents
 
 
-def _paths_to(node_id: int, parents, first: tuple[str, ...]) -> list[tuple[str, ...]]:
+def _paths_to(node_id: int, parents, first: tuple[str, ...], budget: list[int]) -> list[tuple[str, ...]]:
     """Up to MAX_PATHS simple paths from the root to `node_id`: `first` (the shortest), then others
-    found walking parent links back to the root, each at most MAX_SHOWN_DEPTH long, shortest first."""
+    found walking parent links back to the root, each at most MAX_SHOWN_DEPTH long, shortest first.
+    `budget`: [steps left for the whole graph], spent here."""
     found: set[tuple[str, ...]] = {first}
     stack = [(node_id, (), frozenset((node_id,)))]
     steps = 0
-    while stack and steps < _PATH_SEARCH_STEPS and len(found) < MAX_PATHS:
+    while stack and steps < _PATH_SEARCH_STEPS and budget[0] > 0 and len(found) < MAX_PATHS:
         steps += 1
+        budget[0] -= 1
         at, suffix, on_path = stack.pop()
         if at == 0:
             found.add(suffix)
@@ -267,10 +270,11 @@ def key_all_paths(graph: pb.TrackableObjectGraph) -> KeyObjectPaths:
     parents = _parents(graph, paths)
     result: dict[str, tuple[str, ...]] = {}
     spelled: dict[int, list[tuple[str, ...]]] = {}
+    budget = [_PATH_SEARCH_TOTAL]
 
     def of_node(node_id: int) -> list[tuple[str, ...]]:
         if node_id not in spelled:
-            spelled[node_id] = _paths_to(node_id, parents, paths.shown(node_id))
+            spelled[node_id] = _paths_to(node_id, parents, paths.shown(node_id), budget)
         return spelled[node_id]
 
     for node_id in paths:
