@@ -6,15 +6,23 @@
         for var in ckpt.variables:                    # name, dtype, shape: from the index only
             print(var.name, var.dtype, var.shape)
         kernel = ckpt["dense/kernel"]                 # one tensor, read when asked (numpy)
+        rows = ckpt.read("emb", index=np.s_[0:10])    # a bundle reads only those rows' bytes
     weights = ckpttool.load("model.safetensors")      # every tensor: {name: numpy array}
     ckpttool.latest("run/")                           # "run/model.ckpt-500", like tf.train.latest_checkpoint
     plan = ckpttool.plan_prune("run/", keep_last=3)   # what would go; then ckpttool.apply_prune(plan)
-    ckpttool.convert("run/", "model.safetensors", drop_optimizer=True)
+    ckpttool.convert("run/", "model.safetensors", drop_optimizer=True, naming="model")
+    ckpttool.verify("run/").ok                        # every CRC checked (VerifyReport)
+    ckpttool.diff("a/", "b/", naming="model").identical
+    ckpttool.scan("run/").checkpoints                 # what `ls` lists (DirectoryScan)
 
 Every TARGET form of the command line works (prefix, one of its files, run
 directory, SavedModel, .safetensors, .npz, Keras 3 files). Failures raise the
 ckpttool.errors.CkptError subclasses (BadInput for missing or corrupt input,
 Refused for safety refusals, UsageProblem for bad arguments).
+
+`naming="model"` (open, load, convert, diff) is the command line's `--names model`: TF2
+variables named by their path through the model rather than their checkpoint key
+(ckpttool/ops/model_names.py).
 """
 from __future__ import annotations
 
@@ -28,7 +36,10 @@ if TYPE_CHECKING:  # only for type checkers: importing numpy is left to the firs
     import numpy as np
 
     from ckpttool.ops.convert import ConvertResult
+    from ckpttool.ops.diff import DiffReport
     from ckpttool.ops.prune import PrunePlan, PruneResult
+    from ckpttool.ops.scan import DirectoryScan
+    from ckpttool.ops.verify import DirectoryVerifyReport, VerifyReport
 
 PathLike = str | os.PathLike
 
@@ -37,12 +48,13 @@ PathLike = str | os.PathLike
 class VariableInfo:
     """A variable as listed by the index: no value is read."""
 
-    name: str
+    name: str  # the checkpoint key, or with naming="model" the name through the model
     dtype: str  # TensorFlow's name: "float32", "bfloat16", "string" ...
     shape: tuple[int, ...]
     num_elements: int
     size_bytes: int
     partitioned: bool
+    key: str | None = None  # the name as stored (the checkpoint key)
 
 
 class Checkpoint:
@@ -50,19 +62,28 @@ class Checkpoint:
 
     A mapping-like object: `len(ckpt)`, `name in ckpt`, `for name in ckpt`,
     `ckpt[name]` (same as `ckpt.read(name)`). Close it (or use `with`).
+    `naming="model"`: variables named by their path through the model (TF2 checkpoints).
     """
 
-    def __init__(self, target: PathLike):
+    def __init__(self, target: PathLike, *, naming: str = "key"):
         from ckpttool.formats.reader import open_checkpoint
+        from ckpttool.ops.model_names import check_naming, reader_names
         from ckpttool.ops.targets import resolve_target
 
+        check_naming(naming)
         resolved = resolve_target(os.fspath(target))
         self.path: str = resolved.prefix  #: the prefix or file actually read
         self.format: str = resolved.format  #: "v2", "v1", "safetensors", "npz" or "keras"
         self._reader = open_checkpoint(resolved.prefix, resolved.format)
         self._closed = False
+        try:
+            shown = reader_names(self._reader, naming)
+        except BaseException:
+            self._reader.close()
+            raise
+        self._keys = {shown[v.name]: v.name for v in self._reader.variables if not v.internal}
         self.variables: tuple[VariableInfo, ...] = tuple(
-            VariableInfo(v.name, v.dtype.name, v.shape, v.num_elements, v.size_bytes, v.partitioned)
+            VariableInfo(shown[v.name], v.dtype.name, v.shape, v.num_elements, v.size_bytes, v.partitioned, v.name)
             for v in self._reader.variables if not v.internal)
 
     def names(self) -> list[str]:
@@ -71,23 +92,36 @@ class Checkpoint:
     def _variable(self, name: str):
         if self._closed:
             raise UsageProblem(f"{self.path} is closed; open it again to read {name!r}")
-        var = self._reader.variable(name)
+        key = self._keys.get(name)
+        var = self._reader.variable(key) if key is not None else None
         if var is None or var.internal:
             raise UnknownVariable(f"no variable named {name!r} in {self.path}")
         return var
 
-    def read(self, name: str, *, raw: bool = False) -> "np.ndarray":
+    def read(self, name: str, *, raw: bool = False, index=None) -> "np.ndarray":
         """The variable's value as a numpy array (partitioned variables assembled).
 
         Types numpy lacks are decoded exactly to a wider type (bfloat16 and
         float8 to float32, int4 to int8), as `inspect` shows them; `raw=True`
         gives the stored elements instead (bfloat16 as its uint16 bits).
         Strings come back as an object array of bytes.
+
+        `index` (e.g. `np.s_[0:10]`, `np.s_[3, :5]`) gives `value[index]`: in a V2
+        checkpoint, when its first item is an integer or a slice, only the bytes of
+        the selected rows of the first axis are read (one ranged read per run of
+        adjacent rows; in a bucket, ranged GETs). Other index forms, partitioned
+        variables, strings and other formats read the whole tensor and index it
+        (ckpttool/formats/partial.py). A partial read does not check the tensor's
+        CRC, which covers the whole tensor: `verify` does.
         """
         from ckpttool.ops.values import check_value_shape
 
         var = self._variable(name)
         check_value_shape(var)
+        if index is not None:
+            from ckpttool.formats.partial import read_index
+
+            return read_index(self._reader, var, index, raw=raw)
         if raw and var.dtype.fixed_width:
             from ckpttool.formats.raw import read_stored
 
@@ -98,7 +132,7 @@ class Checkpoint:
         return self.read(name)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and any(v.name == name for v in self.variables)
+        return isinstance(name, str) and name in self._keys
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
@@ -120,14 +154,15 @@ class Checkpoint:
         return f"<ckpttool.Checkpoint {self.path!r} ({self.format}, {len(self.variables)} variables)>"
 
 
-def open(target: PathLike) -> Checkpoint:  # noqa: A001 - the natural name, as in zipfile/tarfile.open
+def open(target: PathLike, *, naming: str = "key") -> Checkpoint:  # noqa: A001 - as zipfile/tarfile.open
     """Open a checkpoint or weights file for listing and lazy reading."""
-    return Checkpoint(target)
+    return Checkpoint(target, naming=naming)
 
 
-def load(target: PathLike, names: Iterable[str] | None = None, *, raw: bool = False) -> dict[str, "np.ndarray"]:
+def load(target: PathLike, names: Iterable[str] | None = None, *, raw: bool = False,
+         naming: str = "key") -> dict[str, "np.ndarray"]:
     """Every variable (or those in `names`) as {name: numpy array}; see Checkpoint.read for `raw`."""
-    with Checkpoint(target) as ckpt:
+    with Checkpoint(target, naming=naming) as ckpt:
         return {name: ckpt.read(name, raw=raw) for name in (ckpt.names() if names is None else names)}
 
 
@@ -167,13 +202,15 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
             drop: Iterable[str] = (), keep: Iterable[str] = (), drop_optimizer: bool = False,
             sep: str | None = None, strict: bool = False, shard_size: int | str | None = None,
             metadata: Mapping[str, str] | None = None, overwrite: bool = False,
-            dry_run: bool = False) -> "ConvertResult":
+            dry_run: bool = False, naming: str = "key") -> "ConvertResult":
     """Convert weights as the `convert` command does; the result lists the files written.
 
     `to`: "tf", "safetensors" or "npz" (default: from the destination's
     extension). The rename arguments are those of rename-vars (`map` exact
     names, `regex` (pattern, replacement) pairs, ...). `shard_size`: bytes or
     text such as "5GB". With `dry_run` nothing is written (files_written = ()).
+    `naming="model"`: names through the model first (a TF2 source), then the rename
+    arguments apply to those names (`--names model`).
     """
     from ckpttool.ops.convert import ConvertResult, apply_convert, parse_size, plan_convert
     from ckpttool.ops.rename_rules import RenameRules
@@ -183,7 +220,7 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
     size = parse_size(shard_size) if isinstance(shard_size, str) else shard_size
     try:
         plan = plan_convert(os.fspath(source), os.fspath(destination), to=to, rules=rules, strict=strict,
-                            shard_size=size, metadata=dict(metadata or {}), overwrite=overwrite)
+                            shard_size=size, metadata=dict(metadata or {}), overwrite=overwrite, naming=naming)
         return ConvertResult(plan, (), 0) if dry_run else apply_convert(plan)
     except Refused as exc:
         raise _in_api_words(exc) from None
@@ -193,3 +230,56 @@ def _in_api_words(exc: "Refused") -> "Refused":
     """A refusal worded for the CLI (`use --overwrite`) names the keyword when raised here."""
     message = exc.message.replace("use --overwrite", "pass overwrite=True")
     return type(exc)(message, exc.hint) if message != exc.message else exc
+
+
+def verify(target: PathLike, *, all_checkpoints: bool = False,
+           recursive: bool = False) -> "VerifyReport | DirectoryVerifyReport":
+    """Read every tensor of `target` and check every CRC, shard and size, as `verify` does; the
+    report lists all damage (`report.ok`, `report.errors`). With `all_checkpoints` (or
+    `recursive`), every checkpoint of the directory (and of every run directory under it):
+    a DirectoryVerifyReport (`report.checkpoints`). Damage is reported, not raised."""
+    from ckpttool.ops.directories import require_directory
+    from ckpttool.ops.verify import verify_checkpoint, verify_directory
+
+    path = os.fspath(target)
+    if all_checkpoints or recursive:
+        require_directory(path, "verify")
+        return verify_directory(path, recursive=recursive)
+    return verify_checkpoint(path)
+
+
+def diff(a: PathLike, b: PathLike, *, rtol: float = 0.0, atol: float = 0.0, filter: str | None = None,  # noqa: A002
+         naming: str = "key") -> "DiffReport":
+    """Added, removed, dtype/shape-changed and value-changed variables of two checkpoints or weights
+    files, as `diff` does (`report.identical`, `report.differences`). `rtol`/`atol` apply to
+    floating-point values (integers compare exactly); `filter`: a regular expression on names;
+    `naming="model"` pairs variables by their path through the model, not their keys."""
+    from ckpttool.ops.diff import diff_checkpoints
+
+    return diff_checkpoints(os.fspath(a), os.fspath(b), rtol=rtol, atol=atol, pattern=filter, naming=naming)
+
+
+def scan(directory: PathLike, *, recursive: bool = False) -> "DirectoryScan | list[DirectoryScan]":
+    """What `ls` lists: every checkpoint of `directory` from the state file and the files on disk
+    (`.checkpoints`, oldest first; `.latest`; `.leftovers`), and its problems, those of the state
+    file included. `recursive`: a list, one scan per run directory under `directory`."""
+    import dataclasses
+
+    from ckpttool.ops.directories import require_directory
+    from ckpttool.ops.scan import find_checkpoint_dirs, for_each_directory, scan_directory, state_file_problems
+
+    path = os.fspath(directory)
+    require_directory(path, "ls")
+
+    def listed(run: str) -> "DirectoryScan":
+        found = scan_directory(run)
+        return dataclasses.replace(found, problems=found.problems + state_file_problems(found))
+
+    if recursive:
+        return for_each_directory(listed, find_checkpoint_dirs(path))
+    return listed(path)
+
+
+# ckpttool.average(...) goes here: the `average` command's checkpoint averaging, as a thin call
+# into ops/ like convert above (with naming="model" and the rename rules), exported in
+# ckpttool/__init__.py's __all__.

@@ -39,6 +39,17 @@ def series_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def keras_checkpoints(tmp_path_factory) -> Path:
+    """Keras 3 models saved with tf.train.Checkpoint and CheckpointManager (tests/keras_checkpoints.py),
+    built once per session, for --drop-optimizer and --names model."""
+    out = tmp_path_factory.mktemp("keras_checkpoints")
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "keras_checkpoints.py"), str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
 def manifest(fixtures_dir) -> dict:
     return json.loads((fixtures_dir / "manifest.json").read_text())
 

@@ -92,3 +92,143 @@ def test_import_is_lazy_and_typed():
     assert (ROOT / "ckpttool" / "py.typed").exists()
     with pytest.raises(AttributeError):
         ckpttool.no_such_function  # noqa: B018
+
+
+# -- partial reads --------------------------------------------------------------------------------
+
+@pytest.fixture
+def data_bytes_read(monkeypatch):
+    """Bytes read from data shards through the storage seam (pread and ranged reads)."""
+    from ckpttool.storage import fs
+
+    counted = {"bytes": 0}
+    read_at, iter_range = fs.LocalInput.read_at, fs.LocalInput.iter_range
+
+    def counting_read_at(self, offset, length):
+        data = read_at(self, offset, length)
+        if ".data-" in self.path:
+            counted["bytes"] += len(data)
+        return data
+
+    def counting_iter_range(self, offset, length, chunk=None):
+        for data in iter_range(self, offset, length, chunk):
+            if ".data-" in self.path:
+                counted["bytes"] += len(data)
+            yield data
+
+    monkeypatch.setattr(fs.LocalInput, "read_at", counting_read_at)
+    monkeypatch.setattr(fs.LocalInput, "iter_range", counting_iter_range)
+    return counted
+
+
+def test_partial_read_reads_only_the_rows_asked_for(tmp_path, tf, data_bytes_read):
+    rows, cols = 20_000, 64  # 5 MiB of float32: reading it all would show
+    rng = np.random.default_rng(3)
+    checkpoint = tf.train.Checkpoint(big=tf.Variable(rng.standard_normal((rows, cols)).astype(np.float32)),
+                                     ints=tf.Variable(np.arange(300 * 7, dtype=np.int64).reshape(300, 7)))
+    prefix = checkpoint.save(str(tmp_path / "ckpt"))
+    reader = tf.train.load_checkpoint(prefix)
+    big = "big/.ATTRIBUTES/VARIABLE_VALUE"
+    with ckpttool.open(prefix) as ckpt:
+        data_bytes_read["bytes"] = 0
+        got = ckpt.read(big, index=np.s_[0:10])
+        assert data_bytes_read["bytes"] == 10 * cols * 4
+        np.testing.assert_array_equal(got, reader.get_tensor(big)[0:10])
+        for index in (np.s_[5], np.s_[-3:], np.s_[::2500, 7], np.s_[10:0:-3], np.s_[19_990:, ::-5], np.s_[7, 1:3],
+                      np.s_[100:100], np.s_[(-1,)]):
+            data_bytes_read["bytes"] = 0
+            got = ckpt.read(big, index=index)
+            want = reader.get_tensor(big)[index]
+            assert got.shape == want.shape, index
+            np.testing.assert_array_equal(got, want)
+            first = index[0] if isinstance(index, tuple) else index
+            selected = len(range(*first.indices(rows))) if isinstance(first, slice) else 1
+            assert data_bytes_read["bytes"] == selected * cols * 4, index
+        for index in (np.s_[..., 3], np.s_[[1, 5, 2]], np.s_[None, 2]):  # other forms: the whole, then indexed
+            np.testing.assert_array_equal(ckpt.read(big, index=index), reader.get_tensor(big)[index])
+        ints = "ints/.ATTRIBUTES/VARIABLE_VALUE"
+        np.testing.assert_array_equal(ckpt.read(ints, index=np.s_[299, 2:]), reader.get_tensor(ints)[299, 2:])
+        with pytest.raises(IndexError):
+            ckpt.read(big, index=np.s_[rows])
+
+
+def test_partial_reads_of_other_dtypes_and_layouts(fixtures_dir, tf):
+    """bfloat16 decoded (or raw bits), a partitioned variable (read whole, then indexed)."""
+    prefix = fixtures_dir / "every_dtype" / "dtypes"
+    reader = tf.train.load_checkpoint(str(prefix))
+    with ckpttool.open(prefix) as ckpt:
+        want = reader.get_tensor("bfloat16")
+        index = np.s_[1:] if want.ndim else ()
+        np.testing.assert_array_equal(ckpt.read("bfloat16", index=index), want[index].astype(np.float32))
+        assert ckpt.read("bfloat16", index=index, raw=True).tobytes() == want[index].tobytes()
+    with ckpttool.open(fixtures_dir / "partitioned") as ckpt:
+        whole = tf.train.load_checkpoint(ckpt.path).get_tensor("scope/part")
+        np.testing.assert_array_equal(ckpt.read("scope/part", index=np.s_[1:3]), whole[1:3])
+
+
+# -- verify, diff, scan and names -------------------------------------------------------------------
+
+def test_verify_from_python(fixtures_dir, copy_fixture, tf):
+    report = ckpttool.verify(fixtures_dir / "saver_run")
+    prefix = tf.train.latest_checkpoint(str(fixtures_dir / "saver_run"))
+    assert report.ok and report.checkpoint == prefix
+    assert report.checked_tensors == len(tf.train.list_variables(prefix))
+    run = copy_fixture("saver_run")
+    data = run / "model.ckpt-50.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    damaged = ckpttool.verify(run)
+    assert not damaged.ok and damaged.errors
+    every = ckpttool.verify(run, all_checkpoints=True)
+    assert [r.ok for r in every.checkpoints] == [True, True, False]
+
+
+def test_diff_from_python(fixtures_dir, tf):
+    run = fixtures_dir / "saver_run"
+    a, b = run / "model.ckpt-30", run / "model.ckpt-50"
+    ra, rb = tf.train.load_checkpoint(str(a)), tf.train.load_checkpoint(str(b))
+    changed = {n for n, _ in tf.train.list_variables(str(a))
+               if not np.array_equal(ra.get_tensor(n), rb.get_tensor(n))}
+    report = ckpttool.diff(a, b)
+    assert not report.identical and {d.name for d in report.differences} == changed
+    assert ckpttool.diff(a, a).identical
+    assert {d.name for d in ckpttool.diff(a, b, filter="^dense/").differences} == {n for n in changed
+                                                                                   if n.startswith("dense/")}
+
+
+def test_scan_from_python(fixtures_dir, tf):
+    run = fixtures_dir / "saver_run"
+    scan = ckpttool.scan(run)
+    state = tf.train.get_checkpoint_state(str(run))
+    assert [c.name for c in scan.checkpoints if c.in_state] == [p.rsplit("/", 1)[-1]
+                                                                for p in state.all_model_checkpoint_paths]
+    assert scan.latest.prefix == tf.train.latest_checkpoint(str(run))
+    scans = ckpttool.scan(fixtures_dir, recursive=True)
+    assert run.resolve().as_posix() in {str(s.directory) for s in scans}
+    with pytest.raises(CkptError):
+        ckpttool.scan(run / "model.ckpt-50.index")
+
+
+def test_model_names_from_python(keras_checkpoints, tmp_path):
+    import json
+
+    root = keras_checkpoints / "models" / "functional"
+    manifest = json.loads((root / "manifest.json").read_text())
+    with np.load(root / "weights.npz") as saved:
+        weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    with ckpttool.open(root / "run", naming="model") as ckpt:
+        assert set(manifest["paths"]) <= set(ckpt.names())
+        key = next(v.key for v in ckpt.variables if v.name == manifest["paths"][0])
+        assert key.endswith("/.ATTRIBUTES/VARIABLE_VALUE") and key in ckpttool.open(root / "run")
+        np.testing.assert_array_equal(ckpt[manifest["paths"][0]], weights[0])
+        np.testing.assert_array_equal(ckpt.read(manifest["paths"][0], index=np.s_[1:]), weights[0][1:])
+    loaded = ckpttool.load(root / "run", manifest["paths"], naming="model")
+    for path, want in zip(manifest["paths"], weights):
+        np.testing.assert_array_equal(loaded[path], want)
+    result = ckpttool.convert(root / "run", tmp_path / "w.npz", naming="model", drop_optimizer=True,
+                              drop=["^save_counter$"])
+    assert sorted(ckpttool.load(result.files[0])) == sorted(manifest["paths"])
+    only = "^(" + "|".join(manifest["paths"]) + ")$"
+    assert ckpttool.diff(root / "run", root / "model_only", naming="model", filter=only).identical
+    assert not ckpttool.diff(root / "run", root / "model_only", filter=only).compared

@@ -5,7 +5,6 @@ is refused. Oracles: Keras (model.get_weights()), safetensors' loader, TensorFlo
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,15 +14,6 @@ import pytest
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 CASES = ("with_optimizer", "model_only", "renamed")
-
-
-@pytest.fixture(scope="session")
-def keras_checkpoints(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("keras_checkpoints")
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "keras_checkpoints.py"), str(out)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
 
 
 def _weights(root: Path) -> list[np.ndarray]:

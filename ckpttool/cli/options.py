@@ -2,6 +2,7 @@
 documented the same way everywhere."""
 from __future__ import annotations
 
+import enum
 from typing import Annotated, List, Optional
 
 import typer
@@ -43,3 +44,16 @@ DropOptimizer = Annotated[bool, typer.Option(
                              "optimizer reaches (slot variables, step, learning rate, moments), never a model "
                              "variable; elsewhere by name: TF1 slots (/Adam, /Adam_1, /Momentum ...), beta1_power, "
                              "optimizer/... (Keras 3 files). Refused if the rules drop every trained variable.")]
+
+
+class Naming(str, enum.Enum):
+    key = "key"
+    model = "model"
+
+
+# --names (inspect, convert, diff; average): one implementation, ops/model_names.py.
+NamesOpt = Annotated[Naming, typer.Option(
+    "--names", help="Name variables by their checkpoint key (key), or by their path through the model (model: "
+                    "for TF2 checkpoints the shortest object path that passes through no optimizer, without "
+                    ".ATTRIBUTES/VARIABLE_VALUE; optimizer state after its variable, e.g. .../kernel/m; other "
+                    "sources keep their names). Refused when two variables would get one name.")]

@@ -26,6 +26,7 @@ from ckpttool.formats.variables import OBJECT_GRAPH_KEY, Variable
 from ckpttool.ops.destination import (check_parent_creatable, files_read, make_parents, refuse_writing_over_source,
                                       remove_empty)
 from ckpttool.formats.tf.object_graph import rewrite_object_graph
+from ckpttool.ops.model_names import check_naming, model_name_mapping
 from ckpttool.ops.rename_rules import RenameRules, compute_mapping
 from ckpttool.ops.statefile import older_than_latest
 from ckpttool.ops.targets import resolve_target
@@ -271,10 +272,14 @@ def _object_graph(reader, to: str, mapping: dict[str, str], left_out: set[str]) 
 
 def plan_convert(source: str, destination: str, *, to: str | None = None, rules: RenameRules = RenameRules(),
                  strict: bool = False, shard_size: int | None = None, metadata: dict[str, str] | None = None,
-                 overwrite: bool = False, update_state: bool = True, source_metadata: bool = True) -> ConvertPlan:
+                 overwrite: bool = False, update_state: bool = True, source_metadata: bool = True,
+                 naming: str = "key") -> ConvertPlan:
     """What `convert` would write. Raises Unsupported for a dtype the destination cannot hold,
-    Refused for an existing destination (unless overwrite) or a name collision."""
+    Refused for an existing destination (unless overwrite) or a name collision. `naming`:
+    "model" names variables by their path through the model first (ops/model_names.py), then
+    the rename rules apply to those names."""
     to = destination_format(destination, to)
+    check_naming(naming)
     if shard_size is not None and (to != "safetensors" or shard_size <= 0):
         raise UsageProblem("--shard-size applies to safetensors destinations only, and must be positive")
     if metadata and to != "safetensors":
@@ -292,7 +297,8 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
     with open_checkpoint(target.prefix, target.format) as reader:
         variables = [v for v in reader.variables if not v.internal]
         graph_bytes = reader.object_graph_bytes() if reader.variable(OBJECT_GRAPH_KEY) is not None else None
-        mapping, dropped = compute_mapping([v.name for v in variables], rules, graph_bytes)
+        start = model_name_mapping([v.name for v in variables], graph_bytes, unique=False) if naming == "model" else None
+        mapping, dropped = compute_mapping([v.name for v in variables], rules, graph_bytes, start)
         items, skipped = [], []
         for var in variables:
             if var.name not in mapping:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ckpttool.errors import UsageProblem
 from ckpttool.formats.reader import open_checkpoint
+from ckpttool.ops.model_names import check_naming, reader_names
 from ckpttool.ops.patterns import compile_optional
 from ckpttool.ops.targets import Target, resolve_target
 
@@ -146,10 +147,15 @@ def check_tolerances(rtol: float, atol: float) -> None:
             raise UsageProblem(f"{option} must be a finite number >= 0, not {value}")
 
 
-def _compared(a, b, regex) -> Iterator[tuple[str, object, object]]:
-    """(name, variable in a or None, in b or None) for every name either side has, in order."""
-    a_vars = {v.name: v for v in a.variables if not v.internal and (not regex or regex.search(v.name))}
-    b_vars = {v.name: v for v in b.variables if not v.internal and (not regex or regex.search(v.name))}
+def _compared(a, b, regex, naming: str = "key") -> Iterator[tuple[str, object, object]]:
+    """(name, variable in a or None, in b or None) for every name either side has, in order; names
+    as `naming` gives them (the checkpoint key, or the path through the model)."""
+    sides = []
+    for reader in (a, b):
+        shown = reader_names(reader, naming)
+        sides.append({shown[v.name]: v for v in reader.variables
+                      if not v.internal and (not regex or regex.search(shown[v.name]))})
+    a_vars, b_vars = sides
     for name in sorted(set(a_vars) | set(b_vars)):
         yield name, a_vars.get(name), b_vars.get(name)
 
@@ -158,26 +164,30 @@ def _values_compared(va, vb) -> bool:
     return va is not None and vb is not None and va.dtype.name == vb.dtype.name and va.shape == vb.shape
 
 
-def bytes_to_compare(a_target: Target, b_target: Target, pattern: str | None = None) -> int:
+def bytes_to_compare(a_target: Target, b_target: Target, pattern: str | None = None, naming: str = "key") -> int:
     """Stored bytes `diff_checkpoints` reads on both sides (for a progress bar): indexes only."""
     regex = compile_optional(pattern, "--filter")
     with open_checkpoint(a_target.prefix, a_target.format) as a, open_checkpoint(b_target.prefix, b_target.format) as b:
-        return sum(va.size_bytes + vb.size_bytes for _name, va, vb in _compared(a, b, regex)
+        return sum(va.size_bytes + vb.size_bytes for _name, va, vb in _compared(a, b, regex, naming)
                    if _values_compared(va, vb))
 
 
 def diff_checkpoints(a_path: str | Target, b_path: str | Target, *, rtol: float = 0.0, atol: float = 0.0,
-                     pattern: str | None = None, on_progress: Callable[[int], None] | None = None) -> DiffReport:
+                     pattern: str | None = None, on_progress: Callable[[int], None] | None = None,
+                     naming: str = "key") -> DiffReport:
     """`a_path`, `b_path`: paths, or Targets already resolved. `on_progress(bytes)` is called as
-    chunks are compared, with stored bytes of both sides (their sum is `bytes_to_compare`)."""
+    chunks are compared, with stored bytes of both sides (their sum is `bytes_to_compare`).
+    `naming`: "model" compares variables by their names through the model (ops/model_names.py),
+    not by checkpoint key; `pattern` and the report then use those names."""
     check_tolerances(rtol, atol)
+    check_naming(naming)
     regex = compile_optional(pattern, "--filter")
     a_target, b_target = (t if isinstance(t, Target) else resolve_target(t) for t in (a_path, b_path))
     differences: list[VariableDiff] = []
     compared = 0
     tolerated = 0.0
     with open_checkpoint(a_target.prefix, a_target.format) as a, open_checkpoint(b_target.prefix, b_target.format) as b:
-        for name, va, vb in _compared(a, b, regex):
+        for name, va, vb in _compared(a, b, regex, naming):
             if vb is None:
                 differences.append(VariableDiff(name, "removed", a_dtype=va.dtype.name, a_shape=va.shape))
                 continue

@@ -10,6 +10,7 @@ from ckpttool.storage import fs
 from ckpttool.formats.reader import open_checkpoint
 from ckpttool.text import quote
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY, format_slice, slice_shape
+from ckpttool.ops.model_names import check_naming, reader_names
 from ckpttool.ops.patterns import compile_optional
 from ckpttool.ops.targets import Target, resolve_target
 
@@ -17,7 +18,6 @@ if TYPE_CHECKING:  # numpy (values, statistics), protobuf (--tree), graphs (--me
     import numpy as np
 
     from ckpttool.formats.tf.meta import MetaSummary
-    from ckpttool.formats.tf.object_graph import KeyObjectPaths
     from ckpttool.ops.stats import TensorStats
 
 
@@ -48,7 +48,9 @@ class VariableReport:
     stats: TensorStats | None = None
     value: np.ndarray | None = None  # with values: None when left out by the values limit
     value_summarized: bool = False  # `value` holds the corners numpy shows of a large tensor (ops/values.py)
-    object_path: str | None = None
+    object_path: str | None = None  # --tree: the shortest object path (TF2 checkpoints)
+    object_paths: tuple[str, ...] | None = None  # --tree: every object path reaching it, the shortest first
+    checkpoint_key: str | None = None  # naming "model": the stored key (`name` is the model name)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def inspect_checkpoint(
     with_meta: bool = False,
     with_object_paths: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    naming: str = "key",
 ) -> InspectReport:
     """`target`: a path or a resolved Target. Variables shown: all (internal ones with
     `include_internal`), or those matching `pattern` or named exactly in `names` (a name
@@ -116,28 +119,32 @@ def inspect_checkpoint(
     of a large tensor) or VALUES_FULL; `values_limit` leaves out values past that many
     stored bytes in total, and `on_values(bytes)` is told the stored bytes of the values
     about to be read (`with_values`: VALUES_FULL). `on_progress(bytes)` is called after each
-    variable whose values were read (--stats)."""
+    variable whose values were read (--stats). `naming`: "model" shows (and selects by) each
+    variable's name through the model (ops/model_names.py), its key in `checkpoint_key`.
+    `with_object_paths`: every object path that reaches each variable (--tree)."""
     values = values or (VALUES_FULL if with_values else None)
     regex = compile_optional(pattern, "--filter")
+    check_naming(naming)
     if isinstance(target, str):
         target = resolve_target(target, graph_only_ok=True)
     if target.format == "none":
         return _graph_only_report(target, with_meta, names)
     with open_checkpoint(target.prefix, target.format) as reader:
-        object_paths: KeyObjectPaths | None = None
+        object_paths = None
         # The object graph is a tensor in a data shard: read it only for --tree, so that names and
         # shapes cost the index alone (a bucket: no data shard is fetched).
         has_object_graph = reader.variable(OBJECT_GRAPH_KEY) is not None
         graph_bytes = reader.object_graph_bytes() if with_object_paths and has_object_graph else None
         if graph_bytes is not None:
-            from ckpttool.formats.tf.object_graph import key_object_paths, parse_object_graph
+            from ckpttool.formats.tf.object_graph import key_all_paths, parse_object_graph
 
-            object_paths = key_object_paths(parse_object_graph(graph_bytes)) or None
+            object_paths = key_all_paths(parse_object_graph(graph_bytes)) or None
+        shown = reader_names(reader, naming)
         incomplete = _missing_shards(reader) if target.format in ("v1", "v2") else ()
         if with_stats:
             from ckpttool.ops.stats import stats_of_chunks
         reports = []
-        selected, filter_matches = _select(reader.variables, regex, names, include_internal)
+        selected, filter_matches = _select(reader.variables, regex, names, include_internal, shown)
         included = _values_included(selected, values_limit) if values else set()
         if on_values and values:
             on_values(sum(selected[i].size_bytes for i in included))
@@ -160,11 +167,13 @@ def inspect_checkpoint(
                 check_value_shape(var)
                 summarized = values == VALUES_SUMMARY and needs_summary(var)
                 value = read_corners(reader, var) if summarized else reader.read(var)
+            paths = object_paths.of(var.name) if object_paths is not None else None
             reports.append(VariableReport(
-                name=var.name, dtype=var.dtype.name, shape=var.shape, num_elements=var.num_elements,
+                name=shown[var.name], dtype=var.dtype.name, shape=var.shape, num_elements=var.num_elements,
                 size_bytes=var.size_bytes, partitioned=var.partitioned, internal=var.internal,
                 num_slices=len(var.slices), slices=slices, stats=stats, value=value, value_summarized=summarized,
-                object_path=object_paths.of(var.name) if object_paths is not None else None,
+                object_path=paths[0] if paths else None, object_paths=paths,
+                checkpoint_key=var.name if naming == "model" else None,
             ))
     meta = read_meta_summary(target.meta_path) if with_meta and target.meta_path else None
     file_metadata = _file_metadata(target, reader) if with_meta else None
@@ -189,16 +198,18 @@ def _file_metadata(target: Target, reader) -> dict | None:
     return None
 
 
-def _select(variables, regex, names: tuple[str, ...], include_internal: bool):
-    """(the variables to show, how many the pattern matched); UnknownVariable for a name not there."""
+def _select(variables, regex, names: tuple[str, ...], include_internal: bool, shown: dict[str, str]):
+    """(the variables to show, how many the pattern matched); UnknownVariable for a name not there.
+    Names and the pattern are matched against the shown names (`shown`: stored name -> shown)."""
     wanted = set(names)
-    missing = wanted - {var.name for var in variables}
+    missing = wanted - {shown[var.name] for var in variables}
     if missing:
-        raise unknown_variable(sorted(missing)[0], [var.name for var in variables])
+        raise unknown_variable(sorted(missing)[0], [shown[var.name] for var in variables])
     if regex is None and not wanted:
         return [var for var in variables if include_internal or not var.internal], 0
-    matched = [var for var in variables if regex and (include_internal or not var.internal) and regex.search(var.name)]
-    chosen = {var.name for var in matched} | wanted
+    matched = [var for var in variables
+               if regex and (include_internal or not var.internal) and regex.search(shown[var.name])]
+    chosen = {var.name for var in matched} | {var.name for var in variables if shown[var.name] in wanted}
     return [var for var in variables if var.name in chosen], len(matched)
 
 

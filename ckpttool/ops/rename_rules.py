@@ -119,13 +119,16 @@ def optimizer_roles(names: list[str], object_graph: bytes | None = None,
     return OptimizerRoles(state, trained)
 
 
-def compute_mapping(names: list[str], rules: RenameRules,
-                    object_graph: bytes | None = None) -> tuple[dict[str, str], list[str]]:
+def compute_mapping(names: list[str], rules: RenameRules, object_graph: bytes | None = None,
+                    start: dict[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
     """(kept source name -> new name, dropped names). Rules apply in DESIGN order:
     map, regex, add-prefix, strip-prefix, ema, sep; then drop/keep (and
     drop-optimizer) on source names. `object_graph`: the source's TF2 object graph, which
-    says what optimizer state is. Refuses (BadInput) rules that drop every trained variable."""
-    known = set(names)
+    says what optimizer state is. `start`: a first name for source names (`--names model`,
+    ops/model_names.py): the rules see, match and rename it in place of the source name.
+    Refuses (BadInput) rules that drop every trained variable."""
+    given = {name: (start or {}).get(name, name) for name in names}
+    known = set(given.values())
     exact = dict(rules.maps)
     unknown = [old for old in exact if old not in known]
     if unknown:
@@ -139,17 +142,18 @@ def compute_mapping(names: list[str], rules: RenameRules,
     mapping: dict[str, str] = {}
     dropped: list[str] = []
     ruled_out: set[str] = set()  # dropped by --drop, --keep or --drop-optimizer (not replaced by an average)
-    shadowed = {n[: -len(EMA_SUFFIX)] for n in names if rules.ema and n.endswith(EMA_SUFFIX)}
+    shadowed = {n[: -len(EMA_SUFFIX)] for n in known if rules.ema and n.endswith(EMA_SUFFIX)}
     for name in names:
-        if (any(r.search(name) for r in drops) or (keeps and not any(r.search(name) for r in keeps))
+        shown = given[name]
+        if (any(r.search(shown) for r in drops) or (keeps and not any(r.search(shown) for r in keeps))
                 or (rules.drop_optimizer and name in roles.state)):
             dropped.append(name)
             ruled_out.add(name)
             continue
-        if rules.ema and name in shadowed:
+        if rules.ema and shown in shadowed:
             dropped.append(name)  # replaced by its moving average
             continue
-        new = exact.get(name, name)
+        new = exact.get(shown, shown)
         for regex, repl in regexes:
             try:
                 new = regex.sub(repl, new)

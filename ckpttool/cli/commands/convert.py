@@ -8,7 +8,7 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.options import (AddPrefix, DropOpt, DropOptimizer, DryRun, Ema, Json, KeepOpt, MapFile, MapOpt,
-                                  NoUpdateState, Overwrite, Quiet, RegexOpt, StripPrefix)
+                                  Naming, NamesOpt, NoUpdateState, Overwrite, Quiet, RegexOpt, StripPrefix)
 
 
 class TargetFormat(str, enum.Enum):
@@ -39,6 +39,7 @@ def command(
                             "or a checkpoint prefix such as out/model.ckpt-1.", show_default=False)],
     to: Annotated[Optional[TargetFormat], typer.Option(
         "--to", help="Format of DST: tf, safetensors or npz (default: from DST's extension; tf otherwise).")] = None,
+    names: NamesOpt = Naming.key,
     map_: MapOpt = None,
     map_file: MapFile = None,
     regex: RegexOpt = None,
@@ -70,7 +71,9 @@ def command(
     """Convert weights between TF checkpoints, safetensors and .npz (Keras 3 files: read only).
 
     Values are moved bit-exactly with their dtypes, tensor by tensor (memory
-    stays bounded). The rename rules of rename-vars apply, then --sep. What DST
+    stays bounded). With --names model, variables are first named by their path
+    through the model; the rename rules of rename-vars then apply to those names
+    (--map, --drop and --keep match them), then --sep. What DST
     cannot hold (strings, variants, the TF2 object graph) is skipped with a
     warning, or refused with --strict; a dtype DST cannot hold is refused
     naming the variable. A TF checkpoint DST is a V2 bundle, with the state
@@ -86,7 +89,8 @@ def command(
     plan = plan_convert(source, destination, to=to.value if to else None, rules=rules, strict=strict,
                         shard_size=parse_size(shard_size) if shard_size is not None else None,
                         metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()), overwrite=overwrite,
-                        update_state=not no_update_state, source_metadata=not no_source_metadata)
+                        update_state=not no_update_state, source_metadata=not no_source_metadata,
+                        naming=names.value)
     if plan.state_warning:
         render.warn(plan.state_warning)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.skipped)

@@ -8,7 +8,7 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE
-from ckpttool.cli.options import Json, Quiet
+from ckpttool.cli.options import Json, Naming, NamesOpt, Quiet
 
 
 _CHECKPOINT_HELP = "A checkpoint (prefix, file, run directory or SavedModel)."
@@ -40,6 +40,7 @@ def command(
     rtol: Annotated[float, typer.Option("--rtol", metavar="RTOL", help="Relative tolerance for floating-point values, as numpy.isclose (integers compare exactly).")] = 0.0,
     atol: Annotated[float, typer.Option("--atol", metavar="ATOL", help="Absolute tolerance for floating-point values, as numpy.isclose (integers compare exactly).")] = 0.0,
     filter_: Annotated[Optional[str], typer.Option("--filter", "-f", metavar="REGEX", help="Only variables matching this regular expression.")] = None,
+    names: NamesOpt = Naming.key,
     json_out: Json = False,
     quiet: Quiet = False,
 ):
@@ -57,9 +58,10 @@ def command(
     from ckpttool.cli.progress import byte_progress, showing
     from ckpttool.ops.diff import bytes_to_compare
 
-    total = bytes_to_compare(*targets, pattern=filter_) if showing(json_out) else 0
+    total = bytes_to_compare(*targets, pattern=filter_, naming=names.value) if showing(json_out) else 0
     with byte_progress("comparing", total, json_out) as advance:
-        report = diff_checkpoints(*targets, rtol=rtol, atol=atol, pattern=filter_, on_progress=advance)
+        report = diff_checkpoints(*targets, rtol=rtol, atol=atol, pattern=filter_, on_progress=advance,
+                                  naming=names.value)
     if json_out:
         render.emit_json("diff", {"a": report.a, "b": report.b, "identical": report.identical,
                                   "compared": report.compared,

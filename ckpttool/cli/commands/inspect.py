@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, List, Optional
 import typer
 
 from ckpttool.cli import render
-from ckpttool.cli.options import Json, Quiet, TargetArg
+from ckpttool.cli.options import Json, Naming, NamesOpt, Quiet, TargetArg
 from ckpttool.errors import UsageProblem
 
 if TYPE_CHECKING:  # the ops (and numpy) are imported only when the command runs
@@ -19,8 +19,11 @@ def _variable_document(v: "VariableReport", with_values: bool) -> dict:
            "size_bytes": v.size_bytes, "partitioned": v.partitioned}
     if v.slices is not None:
         doc["slices"] = [{"slice": s.spec, "shape": list(s.shape), "shard_id": s.shard_id} for s in v.slices]
+    if v.checkpoint_key is not None:
+        doc["checkpoint_key"] = v.checkpoint_key
     if v.object_path is not None:
         doc["object_path"] = v.object_path
+        doc["object_paths"] = list(v.object_paths or (v.object_path,))
     if v.stats is not None:
         doc["stats"] = asdict(v.stats)
     if with_values:
@@ -80,23 +83,33 @@ def _print_tree(report: "InspectReport") -> None:
     from rich.text import Text
     from rich.tree import Tree
 
-    by_object = report.has_object_graph and any(v.object_path for v in report.variables)
-    root = Tree(Text(render.for_people(report.checkpoint) + ("  (TF2 object graph)" if by_object else "")))
+    by_model = any(v.checkpoint_key is not None for v in report.variables)
+    by_object = not by_model and report.has_object_graph and any(v.object_path for v in report.variables)
+    title = "  (names through the model)" if by_model else "  (TF2 object graph: every path)" if by_object else ""
+    root = Tree(Text(render.for_people(report.checkpoint) + title))
     children: dict[int, dict[str, Tree]] = {}  # id(tree node) -> its subtrees by name
     for v in report.variables:
-        path = (v.object_path if by_object and v.object_path else v.name).split("/")
-        if len(path) > _TREE_DEPTH:
-            path[_TREE_DEPTH - 1:] = ["/".join(path[_TREE_DEPTH - 1:])]
-        node = root
-        for component in path[:-1]:
-            below = children.setdefault(id(node), {})
-            if component not in below:
-                below[component] = node.add(Text(render.for_people(component + "/")))
-            node = below[component]
-        label = f"{path[-1]}  {v.dtype} {_shape_text(v.shape)}"
-        if by_object and v.object_path:
-            label += f"  <- {v.name}"
-        node.add(Text(render.for_people(label)))
+        # A variable the object graph reaches through several paths shows under each of them.
+        if by_model:
+            shown, key = (v.name,), v.checkpoint_key
+        elif by_object and v.object_path:
+            shown, key = v.object_paths or (v.object_path,), v.name
+        else:
+            shown, key = (v.name,), None
+        for text in shown:
+            path = text.split("/")
+            if len(path) > _TREE_DEPTH:
+                path[_TREE_DEPTH - 1:] = ["/".join(path[_TREE_DEPTH - 1:])]
+            node = root
+            for component in path[:-1]:
+                below = children.setdefault(id(node), {})
+                if component not in below:
+                    below[component] = node.add(Text(render.for_people(component + "/")))
+                node = below[component]
+            label = f"{path[-1]}  {v.dtype} {_shape_text(v.shape)}"
+            if key is not None and key != text:
+                label += f"  <- {key}"
+            node.add(Text(render.for_people(label)))
     render.console(unbounded=True).print(root)  # names are never wrapped
 
 
@@ -169,9 +182,10 @@ def command(
     values: Annotated[bool, typer.Option("--values", help="Print the tensors themselves (large ones summarised as numpy does).")] = False,
     full: Annotated[bool, typer.Option("--full", help="With --values: print every element.")] = False,
     limit: Annotated[Optional[str], typer.Option("--limit", metavar="BYTES", help="With --values: leave out values past this many stored bytes in total (100MB, 1GiB); they show as null in JSON.")] = None,
-    tree: Annotated[bool, typer.Option("--tree", help="Group by scope, or by the TF2 object graph.")] = False,
+    tree: Annotated[bool, typer.Option("--tree", help="Group by scope, or by the TF2 object graph: each variable under every object path that reaches it (--json: object_paths).")] = False,
     slices: Annotated[bool, typer.Option("--slices", help="Show the stored slices of partitioned variables.")] = False,
     meta: Annotated[bool, typer.Option("--meta", help="Summarise the .meta / SavedModel graph.")] = False,
+    names: NamesOpt = Naming.key,
     json_out: Json = False,
     quiet: Quiet = False,
 ):
@@ -200,7 +214,8 @@ def command(
         report = inspect_checkpoint(resolved, pattern=filter_, names=tuple(name or ()), include_internal=all_,
                                     with_stats=stats, values=mode, values_limit=values_limit,
                                     on_values=_values_warning if json_out and limit is None else None,
-                                    with_slices=slices, with_meta=meta, with_object_paths=tree, on_progress=advance)
+                                    with_slices=slices, with_meta=meta, with_object_paths=tree, on_progress=advance,
+                                    naming=names.value)
     if filter_ is not None and not report.filter_matches:
         render.warn(f"--filter {filter_!r} matches no variable")
     render.warn_all(report.warnings)

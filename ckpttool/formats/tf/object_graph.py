@@ -36,8 +36,11 @@ class NodePaths(Mapping):
     """node id -> tuple of local names on the shortest path from the root (node 0),
     for every reachable node; stored as parent links, spelled out on access."""
 
-    def __init__(self, graph: pb.TrackableObjectGraph):
+    def __init__(self, graph: pb.TrackableObjectGraph | None, links: dict[int, tuple[int, str]] | None = None):
         self._links: dict[int, tuple[int, str]] = {}  # node -> (parent, local name); the root -> (-1, "")
+        if links is not None:  # paths chosen elsewhere (model_names)
+            self._links = links
+            return
         count = len(graph.nodes)
         if count:
             self._links[0] = (-1, "")
@@ -177,6 +180,15 @@ def _is_optimizer(graph, node_id: int) -> bool:
     return bool(names & _OPTIMIZER_STEP) and bool(names & _OPTIMIZER_STATE)
 
 
+def _optimizer_nodes(graph) -> set[int]:
+    """Nodes that are optimizers: by their contents, or by their conventional name at the root."""
+    count = len(graph.nodes)
+    optimizers = {i for i in range(1, count) if _is_optimizer(graph, i)}
+    optimizers |= {c.node_id for c in graph.nodes[0].children if c.local_name in _OPTIMIZER_ROOT_NAMES
+                   and 0 < c.node_id < count} if count else set()
+    return optimizers
+
+
 def _reach(graph, starts, blocked: set[int]) -> set[int]:
     """Nodes reachable from `starts` through children, never entering `blocked`."""
     count = len(graph.nodes)
@@ -195,9 +207,7 @@ def optimizer_keys(graph: pb.TrackableObjectGraph) -> OptimizerKeys:
     reachable from the root without passing through an optimizer node; optimizer state is what is
     reachable only through an optimizer, plus the slot variables. Linear in the graph."""
     count = len(graph.nodes)
-    optimizers = {i for i in range(1, count) if _is_optimizer(graph, i)}
-    optimizers |= {c.node_id for c in graph.nodes[0].children if c.local_name in _OPTIMIZER_ROOT_NAMES
-                   and 0 < c.node_id < count} if count else set()
+    optimizers = _optimizer_nodes(graph)
     model = _reach(graph, [0], optimizers) if count else set()
     slots = [s for node in graph.nodes for s in node.slot_variables]
     state = _reach(graph, list(optimizers) + [s.slot_variable_node_id for s in slots], model)
@@ -211,6 +221,181 @@ def optimizer_keys(graph: pb.TrackableObjectGraph) -> OptimizerKeys:
         return frozenset(a.checkpoint_key for n in nodes for a in graph.nodes[n].attributes)
 
     return OptimizerKeys(keys(state), keys(trained))
+
+
+# -- every path to a variable (inspect --tree) ----------------------------
+MAX_PATHS = 8  # per variable: the object graphs TensorFlow writes reach a variable through a few
+_PATH_SEARCH_STEPS = 4096  # per variable: a hostile graph of diamonds has exponentially many paths
+_PATH_SEARCH_TOTAL = 200_000  # per graph: past it, each variable shows its shortest path only
+
+
+def _parents(graph, reachable) -> dict[int, list[tuple[int, str]]]:
+    """node -> its (parent, local name) links from reachable parents, in the graph's order."""
+    count = len(graph.nodes)
+    parents: dict[int, list[tuple[int, str]]] = {}
+    for node_id in reachable:
+        for child in graph.nodes[node_id].children:
+            if 0 <= child.node_id < count and child.node_id != 0:
+                parents.setdefault(child.node_id, []).append((node_id, child.local_name))
+    return parents
+
+
+def _paths_to(node_id: int, parents, first: tuple[str, ...], budget: list[int]) -> list[tuple[str, ...]]:
+    """Up to MAX_PATHS simple paths from the root to `node_id`: `first` (the shortest), then others
+    found walking parent links back to the root, each at most MAX_SHOWN_DEPTH long, shortest first.
+    `budget`: [steps left for the whole graph], spent here."""
+    found: set[tuple[str, ...]] = {first}
+    stack = [(node_id, (), frozenset((node_id,)))]
+    steps = 0
+    while stack and steps < _PATH_SEARCH_STEPS and budget[0] > 0 and len(found) < MAX_PATHS:
+        steps += 1
+        budget[0] -= 1
+        at, suffix, on_path = stack.pop()
+        if at == 0:
+            found.add(suffix)
+            continue
+        if len(suffix) >= MAX_SHOWN_DEPTH:
+            continue
+        for parent, name in reversed(parents.get(at, ())):
+            if parent not in on_path:
+                stack.append((parent, (name,) + suffix, on_path | {parent}))
+    others = sorted(found - {first}, key=lambda p: (len(p), p))
+    return [first] + others
+
+
+def key_all_paths(graph: pb.TrackableObjectGraph) -> KeyObjectPaths:
+    """checkpoint key -> every readable object path that reaches it (a tuple, the shortest first;
+    at most MAX_PATHS), for `inspect --tree`. Slot variables hang under each path of their variable."""
+    paths = node_paths(graph)
+    parents = _parents(graph, paths)
+    result: dict[str, tuple[str, ...]] = {}
+    spelled: dict[int, list[tuple[str, ...]]] = {}
+    budget = [_PATH_SEARCH_TOTAL]
+
+    def of_node(node_id: int) -> list[tuple[str, ...]]:
+        if node_id not in spelled:
+            spelled[node_id] = _paths_to(node_id, parents, paths.shown(node_id), budget)
+        return spelled[node_id]
+
+    for node_id in paths:
+        for attribute in graph.nodes[node_id].attributes:
+            suffix = () if attribute.name == "VARIABLE_VALUE" else (attribute.name,)
+            result[attribute.checkpoint_key] = tuple("/".join(p + suffix) or attribute.name for p in of_node(node_id))
+    count = len(graph.nodes)
+    for node in graph.nodes:
+        for slot in node.slot_variables:
+            owner, slot_node = slot.original_variable_node_id, slot.slot_variable_node_id
+            if owner not in paths or not 0 <= slot_node < count:
+                continue
+            for attribute in graph.nodes[slot_node].attributes:
+                result.setdefault(attribute.checkpoint_key, tuple(
+                    "/".join(p + (f"<slot {slot.slot_name}>",)) for p in of_node(owner)))
+    return KeyObjectPaths(result)
+
+
+# -- names through the model (--names model) ------------------------------
+# A Keras 3 optimizer keeps its per-variable state in lists parallel to `_trainable_variables`
+# (Adam: `_momentums`, `_velocities`): element i belongs to trainable variable i, and is named
+# after it: `<variable>/m`. Other lists are named by their attribute without the underscore.
+_KERAS_STATE_LISTS = {"_momentums": "m", "momentums": "m", "_velocities": "v", "velocities": "v"}
+_NOT_STATE_LISTS = frozenset({"_variables", "_trainable_variables", "_trainable_variables_indices"})
+
+
+def _least_shortest_paths(graph, blocked: set[int]) -> dict[int, tuple[int, str]]:
+    """node -> (parent, local name) on the least (by local names) of the shortest paths from the root
+    that enter no `blocked` node. Decided level by level on names alone, never on node ids or the
+    order of children, so the same objects get the same paths in every checkpoint of a run."""
+    count = len(graph.nodes)
+    if not count:
+        return {}
+    links: dict[int, tuple[int, str]] = {0: (-1, "")}
+    level = [0]  # this depth's nodes, in the order of their paths
+    while level:
+        best: dict[int, tuple[int, str, int]] = {}  # child -> (rank of parent, name, parent)
+        for rank, node_id in enumerate(level):
+            for child in graph.nodes[node_id].children:
+                target = child.node_id
+                if not 0 <= target < count or target in links or target in blocked:
+                    continue
+                candidate = (rank, child.local_name, node_id)
+                if target not in best or candidate < best[target]:
+                    best[target] = candidate
+        level = sorted(best, key=lambda n: best[n][:2])
+        for node_id in level:
+            links[node_id] = (best[node_id][2], best[node_id][1])
+    return links
+
+
+def _numbered_children(graph, node_id: int) -> list[int] | None:
+    """The elements of a tracked list (children named 0, 1, ... n-1), in order; None otherwise."""
+    children = graph.nodes[node_id].children
+    by_index = {c.local_name: c.node_id for c in children}
+    if len(by_index) != len(children) or set(by_index) != {str(i) for i in range(len(children))}:
+        return None
+    return [by_index[str(i)] for i in range(len(children))]
+
+
+def _state_owners(graph, optimizers: set[int]) -> dict[int, tuple[int, str]]:
+    """Optimizer state node -> (the variable it belongs to, what to call it): slot variables, and the
+    elements of a Keras 3 optimizer's per-variable lists."""
+    count = len(graph.nodes)
+    owners: dict[int, tuple[int, str]] = {}
+    for node in graph.nodes:
+        for slot in node.slot_variables:
+            if 0 <= slot.slot_variable_node_id < count and 0 <= slot.original_variable_node_id < count:
+                owners.setdefault(slot.slot_variable_node_id, (slot.original_variable_node_id, slot.slot_name))
+    for optimizer in sorted(optimizers):
+        children = {c.local_name: c.node_id for c in graph.nodes[optimizer].children if 0 <= c.node_id < count}
+        trained = _numbered_children(graph, children["_trainable_variables"]) if "_trainable_variables" in children \
+            else None
+        if not trained:
+            continue
+        for name, list_node in sorted(children.items()):
+            elements = None if name in _NOT_STATE_LISTS else _numbered_children(graph, list_node)
+            if elements is None or len(elements) != len(trained):
+                continue
+            label = _KERAS_STATE_LISTS.get(name, name.lstrip("_") or name)
+            for element, variable in zip(elements, trained):
+                if 0 <= element < count and 0 <= variable < count:
+                    owners.setdefault(element, (variable, label))
+    return owners
+
+
+def model_names(graph: pb.TrackableObjectGraph) -> dict[str, str]:
+    """Attribute checkpoint key -> the variable's name through the model: the least of its shortest
+    paths that pass through no optimizer, without `.ATTRIBUTES/VARIABLE_VALUE`
+    (`model/layer_with_weights-0/kernel`); optimizer state that belongs to a model variable is named
+    after it (`.../kernel/m`), other state by its shortest path (`optimizer/iter`). Unique names are
+    the caller's to check. Unsupported for paths deeper than MAX_SHOWN_DEPTH (no TensorFlow writes them)."""
+    optimizers = _optimizer_nodes(graph)
+    model = NodePaths(None, _least_shortest_paths(graph, optimizers))
+    anywhere = NodePaths(None, _least_shortest_paths(graph, set()))
+    owners = _state_owners(graph, optimizers)
+
+    def spelled(paths: NodePaths, node_id: int) -> tuple[str, ...]:
+        names = paths.shown(node_id)
+        if names[:1] == (ELLIPSIS,):
+            raise Unsupported(f"an object path of the TF2 object graph is deeper than {MAX_SHOWN_DEPTH - 1}: "
+                              f"{'/'.join(names[:4])}/...; it cannot name a variable")
+        return names
+
+    result: dict[str, str] = {}
+    for node_id, node in enumerate(graph.nodes):
+        if not node.attributes:
+            continue
+        owner = owners.get(node_id)
+        if node_id in model:
+            path = spelled(model, node_id)
+        elif owner is not None and owner[0] in model:
+            path = spelled(model, owner[0]) + (owner[1],)
+        elif node_id in anywhere:
+            path = spelled(anywhere, node_id)
+        else:
+            continue  # reached by nothing: keeps its key
+        for attribute in node.attributes:
+            suffix = () if attribute.name == "VARIABLE_VALUE" else (attribute.name,)
+            result[attribute.checkpoint_key] = "/".join(path + suffix) or attribute.name
+    return result
 
 
 # Rewriting the graph for renamed checkpoint keys (rename-vars, convert to a TF checkpoint).
