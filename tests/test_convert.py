@@ -319,3 +319,36 @@ def test_bundle_writer_streams_byte_identically(tmp_path):
             writer.finish()
     for suffix in (".index", ".data-00000-of-00001"):
         assert (tmp_path / f"whole{suffix}").read_bytes() == (tmp_path / f"stream{suffix}").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "model.npz", "model.ckpt-1"])
+def test_failed_write_leaves_no_temp_file(fixtures_dir, tmp_path, name):
+    """A write that fails (disk full; here `ulimit -f`, with SIGXFSZ ignored so the write fails with
+    EFBIG as on a full disk) is exit 3 and leaves nothing, although closing the temp file fails
+    again on the bytes still buffered. The limit lands among the small tensors of many_vars (past
+    a safetensors header, which goes out in one write)."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    source = fixtures_dir / "many_vars" / "many"
+    assert run_cli("convert", source, tmp_path / name).exit_code == 0
+    limit = 32 << 10
+    if name.endswith(".safetensors"):
+        with open(tmp_path / name, "rb") as handle:
+            header_end = 8 + int.from_bytes(handle.read(8), "little")
+        limit = header_end + (os.path.getsize(tmp_path / name) - header_end) // 2
+
+    def file_size_limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "ckpttool", "convert", str(source), str(out / name)],
+                          capture_output=True, text=True, timeout=120, preexec_fn=file_size_limit,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert_one_line_error(proc, 3)
+    assert "too large" in proc.stderr
+    assert os.listdir(out) == []
