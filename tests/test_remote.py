@@ -197,6 +197,39 @@ def test_prune_killed_mid_run_leaves_a_bucket_tensorflow_can_use(servers, fixtur
     assert_tf_restores_latest(tf, second, "ckpt-60")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_prune_terminated_mid_run_releases_its_lock(servers, fixtures_dir, tmp_path, tf, sig):
+    """SIGTERM (cron's `timeout`, systemd, Kubernetes) or SIGHUP unwinds a bucket prune as Ctrl-C
+    does: its lock object is removed, so the next run (on any host) goes ahead at once."""
+    from tests.test_prune_repair import _many_checkpoint_dir, assert_tf_restores_latest
+
+    s3 = servers["s3"]
+    local = tmp_path / "many"
+    _many_checkpoint_dir(fixtures_dir, local, 60)
+    url = upload_tree(s3, str(local), fresh_prefix("terminated"))
+    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "--yes", "--keep-last", "5", url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while ".ckpttool-prune.journal" not in _names_in_bucket(s3, url):  # readiness: the lock is held
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    _out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the prune finished before the signal landed")
+    assert proc.returncode == 128 + sig, err
+    assert_one_line_error(subprocess.CompletedProcess([], proc.returncode, "", err), 128 + sig)
+    assert ".ckpttool.lock" not in _names_in_bucket(s3, url)
+    first = tmp_path / "after-signal"
+    _download(s3, url, first)
+    assert_tf_restores_latest(tf, first, "ckpt-60")
+    finish = subprocess.run([sys.executable, "-m", "ckpttool", "prune", "--yes", "--keep-last", "5", url],
+                            capture_output=True, text=True, timeout=120)
+    assert finish.returncode == 0, finish.stderr
+    assert {n[:-6] for n in _names_in_bucket(s3, url) if n.endswith(".index")} == {f"ckpt-{i}" for i in range(56, 61)}
+
+
 def test_two_prunes_at_once_on_one_prefix(store, fixtures_dir, tmp_path):
     from tests.test_prune_repair import _many_checkpoint_dir
 
