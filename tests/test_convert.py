@@ -352,3 +352,34 @@ def test_failed_write_leaves_no_temp_file(fixtures_dir, tmp_path, name):
     assert_one_line_error(proc, 3)
     assert "too large" in proc.stderr
     assert os.listdir(out) == []
+
+
+def test_interrupt_during_an_overwriting_commit_leaves_a_whole_checkpoint(fixtures_dir, tmp_path, tf, monkeypatch,
+                                                                           sigint_reaches_children):
+    """Ctrl-C just as `convert --overwrite` has moved its first new file into place: the commit
+    finishes first (then exit 130), so DST is the new checkpoint, whole; before, it was neither."""
+    import signal
+
+    from ckpttool.storage import atomic
+    from tests.test_rename_diff import assert_same_tensors
+
+    src = fixtures_dir / "saver_run" / "model.ckpt-50"
+    dst = tmp_path / "out" / "model.ckpt-1"
+    assert run_cli("convert", src, dst).exit_code == 0
+    commit = atomic.commit_replacement
+    moved = []
+
+    def commit_then_ctrl_c(tmp, path):
+        commit(tmp, path)
+        moved.append(path)
+        if len(moved) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(atomic, "commit_replacement", commit_then_ctrl_c)
+    result = run_cli("convert", "--add-prefix", "new/", "--overwrite", src, dst)
+    assert result.exit_code == 130, result.stderr
+    assert moved == [f"{dst}.data-00000-of-00001"]  # the signal landed inside the commit
+    names = tf.train.load_checkpoint(str(src)).get_variable_to_shape_map()
+    assert_same_tensors(tf, src, dst, {name: "new/" + name for name in names})
+    assert tf.train.latest_checkpoint(str(dst.parent)) == str(dst)
+    assert sorted(os.listdir(dst.parent)) == ["checkpoint", "model.ckpt-1.data-00000-of-00001", "model.ckpt-1.index"]

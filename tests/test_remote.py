@@ -317,6 +317,41 @@ def test_convert_and_export_to_a_bucket(store, fixtures_dir, tmp_path, tf):
 
 # -- failures: one line, exit 3, nothing deleted ---------------------------------------------
 
+@pytest.mark.parametrize("killed", [False, True], ids=["index-put-fails", "killed-during-index-put"])
+def test_convert_overwrite_to_a_bucket_never_pairs_an_old_index_with_new_data(servers, fixtures_dir, tmp_path, tf,
+                                                                             monkeypatch, killed):
+    """`convert --overwrite` to a bucket whose index PUT fails (or that is killed during it, so that
+    nothing is cleaned up): DST is the old checkpoint, whole, or no checkpoint; never an old index
+    over new data, and never the old index without its data."""
+    from ckpttool.errors import BadInput
+    from ckpttool.storage import fs, remote
+    from tests.test_rename_diff import assert_same_tensors
+
+    s3 = servers["s3"]
+    url = s3.url(fresh_prefix("overwrite"))
+    old_src, new_src = fixtures_dir / "saver_run" / "model.ckpt-50", fixtures_dir / "tf2_manager" / "ckpt-3"
+    assert run_cli("convert", old_src, f"{url}/out").exit_code == 0
+    upload_file = remote.upload
+
+    def index_put_fails(path, target):
+        if target.endswith(".index"):
+            if killed:  # a killed process cleans nothing up
+                monkeypatch.setattr(fs, "remove_files", lambda paths: None)
+            raise BadInput(f"{target}: the server said no")
+        upload_file(path, target)
+
+    monkeypatch.setattr(remote, "upload", index_put_fails)
+    result = run_cli("convert", "--overwrite", new_src, f"{url}/out")
+    assert result.exit_code == 3, result.stderr
+    monkeypatch.undo()
+    downloaded = tmp_path / "downloaded"
+    _download(s3, url, downloaded)
+    if (downloaded / "out.index").exists():
+        assert_same_tensors(tf, old_src, downloaded / "out")
+    else:
+        assert tf.train.latest_checkpoint(str(downloaded)) is None
+
+
 def test_missing_bucket_and_missing_prefix(store):
     for url in (f"{store.protocol}://no-such-bucket-{os.getpid()}/run", store.url("no", "such", "run")):
         for args in (["ls", url], ["latest", url], ["inspect", url], ["prune", "--yes", "--keep-last", "1", url]):
