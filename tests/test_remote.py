@@ -352,6 +352,48 @@ def test_convert_overwrite_to_a_bucket_never_pairs_an_old_index_with_new_data(se
         assert tf.train.latest_checkpoint(str(downloaded)) is None
 
 
+@pytest.mark.parametrize("command", ["rename-vars", "convert"])
+def test_ctrl_c_while_an_upload_completes_leaves_no_object(servers, tmp_path, tf, monkeypatch, sigint_reaches_children,
+                                                           command):
+    """Ctrl-C lands while rename-vars (or convert) to a bucket sends a data shard's bytes (the request
+    sends the signal just then): exit 130, and once no request of the run is in flight nothing is
+    under DST's prefix; before, rename-vars' upload went on behind the exit and left the shard behind."""
+    import asyncio
+
+    import s3fs
+    from fsspec.asyn import sync_wrapper
+
+    from ckpttool.storage import remote
+
+    s3 = servers["s3"]
+    src = tmp_path / "src" / "model.ckpt-1"
+    tf.raw_ops.SaveV2(prefix=str(src), tensor_names=["w"], shape_and_slices=[""],
+                      tensors=[tf.ones((1 << 20,), tf.float32)])
+    url = s3.url(fresh_prefix("ctrl-c"))
+    call_s3 = s3fs.S3FileSystem._call_s3
+
+    async def interrupt_while_the_shard_goes(self, method, *args, **kwargs):
+        if method in ("put_object", "complete_multipart_upload") and kwargs["Key"].endswith(".data-00000-of-00001"):
+            os.kill(os.getpid(), signal.SIGINT)  # handled by the main thread, waiting for this request
+        return await call_s3(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(remote, "_instances", {})
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", interrupt_while_the_shard_goes)
+    monkeypatch.setattr(s3fs.S3FileSystem, "call_s3", sync_wrapper(interrupt_while_the_shard_goes))  # S3File's way
+    result = run_cli(command, src, f"{url}/dst")
+    monkeypatch.undo()
+    assert result.exit_code == 130, result.stderr
+    fs = remote.filesystem("s3")
+
+    async def requests_in_flight_end():  # readiness: whatever the run left running has ended
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=60)
+
+    asyncio.run_coroutine_threadsafe(requests_in_flight_end(), fs.loop).result()
+    assert not fs.find(remote.split_url(url)[1])
+
+
 def test_missing_bucket_and_missing_prefix(store):
     for url in (f"{store.protocol}://no-such-bucket-{os.getpid()}/run", store.url("no", "such", "run")):
         for args in (["ls", url], ["latest", url], ["inspect", url], ["prune", "--yes", "--keep-last", "1", url]):
