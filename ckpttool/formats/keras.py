@@ -26,6 +26,7 @@ from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import STRING, dtype_from_name
 from ckpttool.formats.npz import ZIP_ERRORS, check_zip_member, open_zip, tf_dtype_of
 from ckpttool.formats.variables import Variable
+from ckpttool.storage.atomic import atomic_output
 
 WEIGHTS_MEMBER = "model.weights.h5"
 CHUNK_BYTES = 8 << 20
@@ -57,7 +58,7 @@ def _extract_weights(archive_path: str, directory: str) -> str:
             raise CorruptCheckpoint(f"{os.path.basename(archive_path)} holds no {WEIGHTS_MEMBER} "
                                     "(is it a Keras 3 .keras file?)") from None
         check_zip_member(info, archive_path)
-        with archive.open(info) as source, open(out, "wb") as target:
+        with archive.open(info) as source, atomic_output(out, sync=False) as target:  # the one temp helper
             # zipfile stops at the declared size and checks the CRC at the end.
             shutil.copyfileobj(source, target, CHUNK_BYTES)
     except ZIP_ERRORS as exc:
