@@ -352,12 +352,16 @@ def test_convert_overwrite_to_a_bucket_never_pairs_an_old_index_with_new_data(se
         assert tf.train.latest_checkpoint(str(downloaded)) is None
 
 
-@pytest.mark.parametrize("command", ["rename-vars", "convert"])
+@pytest.mark.parametrize("command,sent", [("rename-vars", ".data-00000-of-00001"), ("convert", ".data-00000-of-00001"),
+                                          ("rename-vars", ".index")])
 def test_ctrl_c_while_an_upload_completes_leaves_no_object(servers, tmp_path, tf, monkeypatch, sigint_reaches_children,
-                                                           command):
-    """Ctrl-C lands while rename-vars (or convert) to a bucket sends a data shard's bytes (the request
-    sends the signal just then): exit 130, and once no request of the run is in flight nothing is
-    under DST's prefix; before, rename-vars' upload went on behind the exit and left the shard behind."""
+                                                           command, sent):
+    """Ctrl-C lands while rename-vars (or convert) to a bucket sends a data shard or the index (the
+    request sends the signal just then): exit 130, and once no request of the run is in flight DST
+    is nothing, or (the index being the commit) a checkpoint TensorFlow restores; before, the upload
+    went on behind the exit and left the shard, or an index without its data, behind."""
+    from tests.test_rename_diff import assert_same_tensors
+
     import asyncio
 
     import s3fs
@@ -373,7 +377,7 @@ def test_ctrl_c_while_an_upload_completes_leaves_no_object(servers, tmp_path, tf
     call_s3 = s3fs.S3FileSystem._call_s3
 
     async def interrupt_while_the_shard_goes(self, method, *args, **kwargs):
-        if method in ("put_object", "complete_multipart_upload") and kwargs["Key"].endswith(".data-00000-of-00001"):
+        if method in ("put_object", "complete_multipart_upload") and kwargs["Key"].endswith(sent):
             os.kill(os.getpid(), signal.SIGINT)  # handled by the main thread, waiting for this request
         return await call_s3(self, method, *args, **kwargs)
 
@@ -391,7 +395,12 @@ def test_ctrl_c_while_an_upload_completes_leaves_no_object(servers, tmp_path, tf
             await asyncio.wait(tasks, timeout=60)
 
     asyncio.run_coroutine_threadsafe(requests_in_flight_end(), fs.loop).result()
-    assert not fs.find(remote.split_url(url)[1])
+    left = {os.path.basename(path) for path in fs.find(remote.split_url(url)[1])}
+    if left:
+        assert sent == ".index" and left == {"checkpoint", "dst.index", "dst.data-00000-of-00001"}
+        _download(s3, url, tmp_path / "downloaded")
+        assert_same_tensors(tf, src, tmp_path / "downloaded" / "dst")
+        assert tf.train.latest_checkpoint(str(tmp_path / "downloaded")) == str(tmp_path / "downloaded" / "dst")
 
 
 def test_missing_bucket_and_missing_prefix(store):

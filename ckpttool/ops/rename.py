@@ -184,10 +184,12 @@ def _apply_rename_with_a_bucket(plan: RenamePlan) -> RenameResult:
                 entries[OBJECT_GRAPH_KEY.encode()] = make_entry(dtype_from_code(7), (), num_shards, 0, len(data),
                                                                  checksum)
             index = serialize_index(out_shards, entries)
-            written.append(destination + ".index")
-            fs.write_atomic(destination + ".index", index)
-            total += len(index)
-        update_destination_state(destination)
+            with commit_section():  # the index and the state file: an interrupt waits, never a request left running
+                written.append(destination + ".index")
+                fs.write_atomic(destination + ".index", index)
+                total += len(index)
+                update_destination_state(destination)
+                written = []  # complete: an interrupt delivered as the section ends must not undo it
         return RenameResult(plan, total)
     except BaseException:
         fs.remove_files(list(reversed(written)))  # the index (last written) first

@@ -354,6 +354,9 @@ def write_whole(url: str, data: bytes, *, create_only: bool = False) -> None:
     kwargs = {"mode": "create"} if create_only else {}
     try:
         fs.pipe_file(path, data, **kwargs)
+    except KeyboardInterrupt:
+        cancel_in_flight(fs)  # else the PUT goes on behind the interrupt and its cleanup
+        raise
     except FileExistsError:
         raise Refused(f"{url} exists") from None
     except Exception as exc:  # noqa: BLE001
