@@ -60,3 +60,14 @@ class UnknownVariable(BadInput):
 
 class Refused(CkptError):
     """Refused for safety: no confirmation, destination exists, name collision, path escapes."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (cron's `timeout`, systemd, Kubernetes, a closed terminal), raised by the
+    CLI's handler so that it unwinds as Ctrl-C does: every cleanup runs, locks are released. The
+    exit code is 128 + the signal's number, as a shell reports a process the signal killed."""
+
+    def __init__(self, signum: int, name: str):
+        super().__init__(name)
+        self.signum = signum
+        self.name = name

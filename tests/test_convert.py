@@ -319,3 +319,67 @@ def test_bundle_writer_streams_byte_identically(tmp_path):
             writer.finish()
     for suffix in (".index", ".data-00000-of-00001"):
         assert (tmp_path / f"whole{suffix}").read_bytes() == (tmp_path / f"stream{suffix}").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "model.npz", "model.ckpt-1"])
+def test_failed_write_leaves_no_temp_file(fixtures_dir, tmp_path, name):
+    """A write that fails (disk full; here `ulimit -f`, with SIGXFSZ ignored so the write fails with
+    EFBIG as on a full disk) is exit 3 and leaves nothing, although closing the temp file fails
+    again on the bytes still buffered. The limit lands among the small tensors of many_vars (past
+    a safetensors header, which goes out in one write)."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    source = fixtures_dir / "many_vars" / "many"
+    assert run_cli("convert", source, tmp_path / name).exit_code == 0
+    limit = 32 << 10
+    if name.endswith(".safetensors"):
+        with open(tmp_path / name, "rb") as handle:
+            header_end = 8 + int.from_bytes(handle.read(8), "little")
+        limit = header_end + (os.path.getsize(tmp_path / name) - header_end) // 2
+
+    def file_size_limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "ckpttool", "convert", str(source), str(out / name)],
+                          capture_output=True, text=True, timeout=120, preexec_fn=file_size_limit,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert_one_line_error(proc, 3)
+    assert "too large" in proc.stderr
+    assert os.listdir(out) == []
+
+
+def test_interrupt_during_an_overwriting_commit_leaves_a_whole_checkpoint(fixtures_dir, tmp_path, tf, monkeypatch,
+                                                                           sigint_reaches_children):
+    """Ctrl-C just as `convert --overwrite` has moved its first new file into place: the commit
+    finishes first (then exit 130), so DST is the new checkpoint, whole; before, it was neither."""
+    import signal
+
+    from ckpttool.storage import atomic
+    from tests.test_rename_diff import assert_same_tensors
+
+    src = fixtures_dir / "saver_run" / "model.ckpt-50"
+    dst = tmp_path / "out" / "model.ckpt-1"
+    assert run_cli("convert", src, dst).exit_code == 0
+    commit = atomic.commit_replacement
+    moved = []
+
+    def commit_then_ctrl_c(tmp, path):
+        commit(tmp, path)
+        moved.append(path)
+        if len(moved) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(atomic, "commit_replacement", commit_then_ctrl_c)
+    result = run_cli("convert", "--add-prefix", "new/", "--overwrite", src, dst)
+    assert result.exit_code == 130, result.stderr
+    assert moved == [f"{dst}.data-00000-of-00001"]  # the signal landed inside the commit
+    names = tf.train.load_checkpoint(str(src)).get_variable_to_shape_map()
+    assert_same_tensors(tf, src, dst, {name: "new/" + name for name in names})
+    assert tf.train.latest_checkpoint(str(dst.parent)) == str(dst)
+    assert sorted(os.listdir(dst.parent)) == ["checkpoint", "model.ckpt-1.data-00000-of-00001", "model.ckpt-1.index"]

@@ -158,11 +158,10 @@ def test_not_interactive_without_yes_refuses(copy_fixture):
     assert sorted(os.listdir(run)) == before
 
 
-@pytest.mark.parametrize("answer,deleted", [("y", True), ("n", False)])
-def test_interactive_confirmation(copy_fixture, answer, deleted):
+def _answer_prompt(run, answer: bytes) -> tuple[bytes, int]:
+    """Run an interactive prune on a real pty, wait for its prompt, type `answer`; (output, exit code)."""
     import pty
 
-    run = copy_fixture("prune_run")
     pid, fd = pty.fork()
     if pid == 0:  # child: stdin/stdout/stderr are the pty, as in a terminal
         os.execv(sys.executable, [sys.executable, "-m", "ckpttool", "prune", "--keep-last", "1", str(run)])
@@ -173,7 +172,7 @@ def test_interactive_confirmation(copy_fixture, answer, deleted):
             output += os.read(fd, 4096)
         except OSError:
             break
-    os.write(fd, f"{answer}\n".encode())
+    os.write(fd, answer)
     while True:
         try:
             chunk = os.read(fd, 4096)
@@ -183,9 +182,28 @@ def test_interactive_confirmation(copy_fixture, answer, deleted):
             break
         output += chunk
     _pid, status = os.waitpid(pid, 0)
+    os.close(fd)
     assert b"[y/N]" in output, output
+    return output, os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.parametrize("answer,deleted", [("y", True), ("n", False)])
+def test_interactive_confirmation(copy_fixture, answer, deleted):
+    run = copy_fixture("prune_run")
+    _output, code = _answer_prompt(run, f"{answer}\n".encode())
     assert (on_disk(run) == {"model.ckpt-1000", "best.ckpt-700"}) == deleted
-    assert os.waitstatus_to_exitcode(status) == (0 if deleted else 1)
+    assert code == (0 if deleted else 1)
+
+
+@pytest.mark.parametrize("key,code", [(b"\x03", 130), (b"\x04", 1)], ids=["ctrl-c", "ctrl-d"])
+def test_ctrl_c_or_ctrl_d_at_the_prompt_does_nothing(copy_fixture, sigint_reaches_children, key, code):
+    """Ctrl-C at the prompt is an interrupt (exit 130), Ctrl-D an answer of no (exit 1); neither is a bug."""
+    run = copy_fixture("prune_run")
+    before = sorted(os.listdir(run))
+    output, exit_code = _answer_prompt(run, key)
+    assert exit_code == code, output
+    assert b"nothing done" in output and b"Traceback" not in output and b"internal error" not in output, output
+    assert sorted(os.listdir(run)) == before
 
 
 def _stems(directory) -> set[str]:

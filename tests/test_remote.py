@@ -197,6 +197,39 @@ def test_prune_killed_mid_run_leaves_a_bucket_tensorflow_can_use(servers, fixtur
     assert_tf_restores_latest(tf, second, "ckpt-60")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_prune_terminated_mid_run_releases_its_lock(servers, fixtures_dir, tmp_path, tf, sig):
+    """SIGTERM (cron's `timeout`, systemd, Kubernetes) or SIGHUP unwinds a bucket prune as Ctrl-C
+    does: its lock object is removed, so the next run (on any host) goes ahead at once."""
+    from tests.test_prune_repair import _many_checkpoint_dir, assert_tf_restores_latest
+
+    s3 = servers["s3"]
+    local = tmp_path / "many"
+    _many_checkpoint_dir(fixtures_dir, local, 60)
+    url = upload_tree(s3, str(local), fresh_prefix("terminated"))
+    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "--yes", "--keep-last", "5", url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while ".ckpttool-prune.journal" not in _names_in_bucket(s3, url):  # readiness: the lock is held
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    _out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the prune finished before the signal landed")
+    assert proc.returncode == 128 + sig, err
+    assert_one_line_error(subprocess.CompletedProcess([], proc.returncode, "", err), 128 + sig)
+    assert ".ckpttool.lock" not in _names_in_bucket(s3, url)
+    first = tmp_path / "after-signal"
+    _download(s3, url, first)
+    assert_tf_restores_latest(tf, first, "ckpt-60")
+    finish = subprocess.run([sys.executable, "-m", "ckpttool", "prune", "--yes", "--keep-last", "5", url],
+                            capture_output=True, text=True, timeout=120)
+    assert finish.returncode == 0, finish.stderr
+    assert {n[:-6] for n in _names_in_bucket(s3, url) if n.endswith(".index")} == {f"ckpt-{i}" for i in range(56, 61)}
+
+
 def test_two_prunes_at_once_on_one_prefix(store, fixtures_dir, tmp_path):
     from tests.test_prune_repair import _many_checkpoint_dir
 
@@ -283,6 +316,92 @@ def test_convert_and_export_to_a_bucket(store, fixtures_dir, tmp_path, tf):
 
 
 # -- failures: one line, exit 3, nothing deleted ---------------------------------------------
+
+@pytest.mark.parametrize("killed", [False, True], ids=["index-put-fails", "killed-during-index-put"])
+def test_convert_overwrite_to_a_bucket_never_pairs_an_old_index_with_new_data(servers, fixtures_dir, tmp_path, tf,
+                                                                             monkeypatch, killed):
+    """`convert --overwrite` to a bucket whose index PUT fails (or that is killed during it, so that
+    nothing is cleaned up): DST is the old checkpoint, whole, or no checkpoint; never an old index
+    over new data, and never the old index without its data."""
+    from ckpttool.errors import BadInput
+    from ckpttool.storage import fs, remote
+    from tests.test_rename_diff import assert_same_tensors
+
+    s3 = servers["s3"]
+    url = s3.url(fresh_prefix("overwrite"))
+    old_src, new_src = fixtures_dir / "saver_run" / "model.ckpt-50", fixtures_dir / "tf2_manager" / "ckpt-3"
+    assert run_cli("convert", old_src, f"{url}/out").exit_code == 0
+    upload_file = remote.upload
+
+    def index_put_fails(path, target):
+        if target.endswith(".index"):
+            if killed:  # a killed process cleans nothing up
+                monkeypatch.setattr(fs, "remove_files", lambda paths: None)
+            raise BadInput(f"{target}: the server said no")
+        upload_file(path, target)
+
+    monkeypatch.setattr(remote, "upload", index_put_fails)
+    result = run_cli("convert", "--overwrite", new_src, f"{url}/out")
+    assert result.exit_code == 3, result.stderr
+    monkeypatch.undo()
+    downloaded = tmp_path / "downloaded"
+    _download(s3, url, downloaded)
+    if (downloaded / "out.index").exists():
+        assert_same_tensors(tf, old_src, downloaded / "out")
+    else:
+        assert tf.train.latest_checkpoint(str(downloaded)) is None
+
+
+@pytest.mark.parametrize("command,sent", [("rename-vars", ".data-00000-of-00001"), ("convert", ".data-00000-of-00001"),
+                                          ("rename-vars", ".index")])
+def test_ctrl_c_while_an_upload_completes_leaves_no_object(servers, tmp_path, tf, monkeypatch, sigint_reaches_children,
+                                                           command, sent):
+    """Ctrl-C lands while rename-vars (or convert) to a bucket sends a data shard or the index (the
+    request sends the signal just then): exit 130, and once no request of the run is in flight DST
+    is nothing, or (the index being the commit) a checkpoint TensorFlow restores; before, the upload
+    went on behind the exit and left the shard, or an index without its data, behind."""
+    from tests.test_rename_diff import assert_same_tensors
+
+    import asyncio
+
+    import s3fs
+    from fsspec.asyn import sync_wrapper
+
+    from ckpttool.storage import remote
+
+    s3 = servers["s3"]
+    src = tmp_path / "src" / "model.ckpt-1"
+    tf.raw_ops.SaveV2(prefix=str(src), tensor_names=["w"], shape_and_slices=[""],
+                      tensors=[tf.ones((1 << 20,), tf.float32)])
+    url = s3.url(fresh_prefix("ctrl-c"))
+    call_s3 = s3fs.S3FileSystem._call_s3
+
+    async def interrupt_while_the_shard_goes(self, method, *args, **kwargs):
+        if method in ("put_object", "complete_multipart_upload") and kwargs["Key"].endswith(sent):
+            os.kill(os.getpid(), signal.SIGINT)  # handled by the main thread, waiting for this request
+        return await call_s3(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(remote, "_instances", {})
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", interrupt_while_the_shard_goes)
+    monkeypatch.setattr(s3fs.S3FileSystem, "call_s3", sync_wrapper(interrupt_while_the_shard_goes))  # S3File's way
+    result = run_cli(command, src, f"{url}/dst")
+    monkeypatch.undo()
+    assert result.exit_code == 130, result.stderr
+    fs = remote.filesystem("s3")
+
+    async def requests_in_flight_end():  # readiness: whatever the run left running has ended
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=60)
+
+    asyncio.run_coroutine_threadsafe(requests_in_flight_end(), fs.loop).result()
+    left = {os.path.basename(path) for path in fs.find(remote.split_url(url)[1])}
+    if left:
+        assert sent == ".index" and left == {"checkpoint", "dst.index", "dst.data-00000-of-00001"}
+        _download(s3, url, tmp_path / "downloaded")
+        assert_same_tensors(tf, src, tmp_path / "downloaded" / "dst")
+        assert tf.train.latest_checkpoint(str(tmp_path / "downloaded")) == str(tmp_path / "downloaded" / "dst")
+
 
 def test_missing_bucket_and_missing_prefix(store):
     for url in (f"{store.protocol}://no-such-bucket-{os.getpid()}/run", store.url("no", "such", "run")):

@@ -291,26 +291,81 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_next_rename_removes_temp_shards_of_a_killed_one(fixtures_dir, tmp_path):
+def _temp_names(pid: int) -> list[str]:
+    """A killed rename-vars' temp data shard: this version's name (`.tmp`, the pid in 8 hex digits,
+    24 random ones) and the `.tempstate<pid>` of versions before."""
+    return [f".tmp{pid:08x}{os.urandom(12).hex()}", f".tempstate{pid}"]
+
+
+@pytest.mark.parametrize("suffix", _temp_names(_dead_pid()))
+def test_next_rename_removes_temp_shards_of_a_killed_one(fixtures_dir, tmp_path, suffix):
     dst = tmp_path / "dst"
-    stale = tmp_path / f"dst.data-00000-of-00001.tempstate{_dead_pid()}"
+    stale = tmp_path / f"dst.data-00000-of-00001{suffix}"
     stale.write_bytes(b"\0" * 1024)
     listing = run_cli("ls", "--json", tmp_path).json()
     assert str(stale) in {p["path"] for p in listing["problems"]}
     assert run_cli("rename-vars", fixtures_dir / "saver_run" / "model.ckpt-50", dst).exit_code == 0
     assert not stale.exists()
-    assert not [p for p in os.listdir(tmp_path) if ".tempstate" in p]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "dst.data-00000-of-00001", "dst.index"]
 
 
-def test_prune_clean_removes_old_temp_shards(copy_fixture):
+def test_next_rename_leaves_temp_shards_of_a_live_one(fixtures_dir, tmp_path):
+    """A temp named for a running process (here: the test's parent) may be another rename-vars at work."""
+    live = tmp_path / f"dst.data-00000-of-00001{_temp_names(os.getppid())[0]}"
+    live.write_bytes(b"\0" * 1024)
+    assert run_cli("rename-vars", fixtures_dir / "saver_run" / "model.ckpt-50", tmp_path / "dst").exit_code == 0
+    assert live.read_bytes() == b"\0" * 1024
+
+
+@pytest.mark.parametrize("suffix", _temp_names(_dead_pid()))
+def test_prune_clean_removes_old_temp_shards(copy_fixture, suffix):
     run = copy_fixture("prune_run")
-    stale = run / f"renamed.data-00000-of-00001.tempstate{_dead_pid()}"
+    stale = run / f"renamed.data-00000-of-00001{suffix}"
     stale.write_bytes(b"\0" * 1024)
     old = os.path.getmtime(run / "checkpoint") - 30 * HOUR
     os.utime(stale, (old, old))
     doc = run_cli("prune", "--yes", "--json", "--clean", "--keep-last", "20", run).json()
     assert [d["name"] for d in doc["deleted"]] == [stale.name]
     assert not stale.exists()
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_rename_never_writes_through_a_planted_symlink(fixtures_dir, tmp_path, tf, link):
+    """Someone who may write into DST's directory plants symlinks at every name rename-vars' data
+    temp could take (the old `.tempstate<pid>` name, for this pid and the next ones): the files
+    they point to keep their bytes, and DST is a checkpoint TensorFlow restores."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    for pid in range(os.getpid(), os.getpid() + 50):
+        os.symlink(victim, out / f"dst.data-00000-of-00001.tempstate{pid}")
+    src = tmp_path / "src"
+    shutil.copytree(fixtures_dir / "saver_run", src)  # --link needs SRC on this file system
+    result = run_cli("rename-vars", *(["--link"] if link else []), "--add-prefix", "x/", src / "model.ckpt-50",
+                     out / "dst")
+    assert result.exit_code == 0, result.stderr
+    assert victim.read_bytes() == b"precious"
+    assert not os.path.islink(out / "dst.data-00000-of-00001")
+    reader = tf.train.load_checkpoint(str(out / "dst"))
+    expected = tf.train.load_checkpoint(str(src / "model.ckpt-50"))
+    for name in expected.get_variable_to_shape_map():
+        assert (reader.get_tensor("x/" + name) == expected.get_tensor(name)).all()
+
+
+def test_temps_are_created_exclusively_without_following_symlinks(tmp_path, monkeypatch):
+    """The one helper every writer goes through: random names, O_CREAT|O_EXCL|O_NOFOLLOW."""
+    from ckpttool.storage import atomic
+
+    names = {atomic.temp_name_for(str(tmp_path / "f")) for _ in range(100)}
+    assert len(names) == 100 and all(atomic.TEMP_SUFFIX_RE.search(n) for n in names)
+    assert {atomic.temp_writer_pid(n) for n in names} == {os.getpid()}
+    planted = str(tmp_path / "f.tmp") + "0" * 32
+    os.symlink(tmp_path / "victim", planted)
+    monkeypatch.setattr(atomic, "temp_name_for", lambda path: planted)
+    with pytest.raises(FileExistsError):
+        atomic.create_temp_beside(str(tmp_path / "f"))
+    assert not (tmp_path / "victim").exists()
 
 
 def test_rename_vars_never_reads_a_fifo(fixtures_dir, tmp_path):

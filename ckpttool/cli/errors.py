@@ -9,7 +9,7 @@ import traceback
 
 import typer
 
-from ckpttool.errors import BadInput, CkptError, CorruptCheckpoint, Refused, UsageProblem
+from ckpttool.errors import BadInput, CkptError, CorruptCheckpoint, Refused, Terminated, UsageProblem
 
 EXIT_OK = 0
 EXIT_NEGATIVE = 1
@@ -65,6 +65,8 @@ def _kind(exc: BaseException) -> str:
 
 def _describe(exc: BaseException) -> tuple[int, str, str | None]:
     """(exit code, message, hint) of an exception, as people and JSON are told."""
+    if isinstance(exc, Terminated):
+        return 128 + exc.signum, f"interrupted ({exc.name})", None  # 143 for SIGTERM, as a shell reports it
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted", None
     if isinstance(exc, CkptError):

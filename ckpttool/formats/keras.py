@@ -40,6 +40,7 @@ from ckpttool.formats.npz import (ZIP_ERRORS, ZIP_MAX_RATIO, ZIP_RATIO_FLOOR, ch
                                   tf_dtype_of)
 from ckpttool.formats.variables import Variable
 from ckpttool.text import name_bytes, quote
+from ckpttool.storage.atomic import atomic_output
 
 WEIGHTS_MEMBER = "model.weights.h5"
 CHUNK_BYTES = 8 << 20
@@ -85,7 +86,7 @@ def _extract_weights(archive_path: str, directory: str) -> str:
         if info.flag_bits & 0x1:  # zipfile would raise RuntimeError, asking for a password
             raise Unsupported(f"{os.path.basename(archive_path)}: {WEIGHTS_MEMBER} is encrypted",
                               hint="Keras never encrypts; unzip it with its password and give the .weights.h5")
-        with archive.open(info) as source, open(out, "wb") as target:
+        with archive.open(info) as source, atomic_output(out, sync=False) as target:  # the one temp helper
             # zipfile stops at the declared size and checks the CRC at the end.
             shutil.copyfileobj(source, target, CHUNK_BYTES)
     except ZIP_ERRORS as exc:

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 from ckpttool.errors import BadInput, CkptError, NotFound, Refused, Unsupported, UsageProblem
 from ckpttool.storage import fs
-from ckpttool.storage.atomic import StagedFile, atomic_output
+from ckpttool.storage.atomic import StagedFile, atomic_output, commit_section
 from ckpttool.formats.dtypes import STRING, VARIANT, dtype_from_name
 from ckpttool.formats.reader import open_checkpoint, weights_file_format
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY, Variable
@@ -353,20 +353,25 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
 
 # -- writing ----------------------------------------------------------------
 
-def _commit_in_order(staged: list[StagedFile]) -> None:
-    """Move every staged file into place in order; on failure remove those already moved."""
+def _commit_in_order(staged: list[StagedFile], remove_first: tuple[str, ...] = ()) -> None:
+    """Remove `remove_first` (an old manifest), then move every staged file into place in order,
+    interrupts deferred; on failure remove those moved."""
     committed: list[str] = []
-    try:
-        for file in staged:
-            file.commit()
-            committed.append(file.path)
-    except BaseException:
-        for path in committed:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-        raise
+    with commit_section():
+        try:
+            for path in remove_first:
+                if os.path.lexists(path):
+                    os.unlink(path)
+            for file in staged:
+                file.commit()
+                committed.append(file.path)
+        except BaseException:
+            for path in committed:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            raise
 
 
 class _Source:
@@ -409,11 +414,12 @@ def _write_tf(plan: ConvertPlan, source: _Source, update_state: bool = True) -> 
             graph = np.empty((), dtype=object)
             graph[()] = plan.object_graph
             writer.add(OBJECT_GRAPH_KEY, dtype_from_name("string"), graph)
-        if plan.overwrite:
-            remove_checkpoint_files(plan.destination)  # only now: everything new is staged
-        writer.finish()
-    if update_state and plan.update_state:
-        update_destination_state(plan.destination)
+        with commit_section():  # Ctrl-C waits: the old checkpoint goes (index first) and the new one comes whole
+            if plan.overwrite:
+                remove_checkpoint_files(plan.destination)  # only now: everything new is staged
+            writer.finish()
+            if update_state and plan.update_state:
+                update_destination_state(plan.destination)
 
 
 def _write_safetensors(plan: ConvertPlan, source: _Source, update_state: bool = True) -> None:
@@ -430,7 +436,8 @@ def _write_safetensors(plan: ConvertPlan, source: _Source, update_state: bool = 
         if len(plan.files) > len(plan.shards):  # a sharded set: its index goes last
             staged.append(StagedFile(plan.files[-1]))
             staged[-1].handle.write(index_document(weight_map, plan.total_bytes, plan.metadata))
-        _commit_in_order(staged)
+        # Overwriting a sharded set: its old manifest goes first, so it never names a mix of shards.
+        _commit_in_order(staged, plan.files[-1:] if plan.overwrite and len(plan.files) > len(plan.shards) else ())
     except BaseException:
         for file in staged:
             file.discard()
@@ -467,21 +474,44 @@ def _apply_to_a_bucket(plan: ConvertPlan, on_progress: Callable[[int], None] | N
         with open_checkpoint(plan.source, plan.source_format) as reader:
             _WRITERS[plan.to](local_plan, _Source(reader, local_plan, on_progress), update_state=False)
         order = sorted(_written_files(local_plan), key=lambda f: f.endswith((".index", INDEX_SUFFIX)))
+        if plan.overwrite:
+            # The old destination goes before any new byte is written, its index (or manifest) first:
+            # a failed or killed upload then leaves no checkpoint rather than an old index over new data.
+            fs.remove_files(_old_destination_objects(plan))
         uploaded: list[str] = []
         try:
-            for path in order:
+            for path in order[:-1]:
                 url = fs.join(fs.dirname(plan.destination), fs.basename(path))
-                remote.upload(path, url)
                 uploaded.append(url)
+                remote.upload(path, url)
+            with commit_section():  # the index (one small object) and the state file: whole, or not at all
+                url = fs.join(fs.dirname(plan.destination), fs.basename(order[-1]))
+                uploaded.append(url)
+                remote.upload(order[-1], url)
+                if plan.to == "tf" and plan.update_state:
+                    from ckpttool.ops.destination import update_destination_state
+
+                    update_destination_state(plan.destination)
+                uploaded = []  # complete: an interrupt delivered as the section ends must not undo it
         except BaseException:
             fs.remove_files(list(reversed(uploaded)))
             raise
         total = sum(os.path.getsize(f) for f in order)
-    if plan.to == "tf" and plan.update_state:
-        from ckpttool.ops.destination import update_destination_state
-
-        update_destination_state(plan.destination)
     return ConvertResult(plan, _written_files(plan), total)
+
+
+def _old_destination_objects(plan: ConvertPlan) -> list[str]:
+    """The objects of the destination being overwritten, its index (or manifest) first."""
+    from ckpttool.formats.safetensors import INDEX_SUFFIX
+
+    names = {e.name: e.path for e in _listing(fs.dirname(plan.destination))}
+    if plan.to == "tf":
+        stem = fs.basename(plan.destination)
+        old = [path for name, path in names.items()
+               if name == stem + ".index" or re.fullmatch(re.escape(stem) + r"\.data-\d{5}-of-\d{5}", name)]
+    else:
+        old = [names[fs.basename(f)] for f in plan.files if fs.basename(f) in names]
+    return sorted(old, key=lambda path: not path.endswith((".index", INDEX_SUFFIX)))
 
 
 def apply_convert(plan: ConvertPlan, on_progress: Callable[[int], None] | None = None) -> ConvertResult:

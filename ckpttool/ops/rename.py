@@ -15,7 +15,8 @@ from typing import Callable
 
 from ckpttool.errors import NotFound, Refused, Unsupported, UsageProblem
 from ckpttool.storage import fs
-from ckpttool.storage.atomic import commit_replacement, discard_replacement, prepare_replacement
+from ckpttool.storage.atomic import (commit_replacement, commit_section, create_temp_beside, discard_replacement,
+                                     link_temp_beside, prepare_replacement, temp_writer_pid)
 from ckpttool.formats.tf.bundle import Bundle, data_file_path, open_bundle
 from ckpttool.formats.tf.bundle_writer import (encode_strings, make_entry, remove_checkpoint_files, serialize_index,
                                              write_index)
@@ -111,10 +112,10 @@ def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bo
                       update_state, older_than_latest(destination) if update_state else None)
 
 
-def _copy_shard(source: str, destination: str, length: int | None) -> int:
-    """Copy a data shard (its first `length` bytes, or all of it) in the kernel,
-    as coreutils' cp does (copy_file_range); bytes written."""
-    with fs.open_input(source, "data shard") as src, open(destination, "wb") as dst:  # never a FIFO or device
+def _copy_shard(source: str, dst, length: int | None) -> int:
+    """Copy a data shard (its first `length` bytes, or all of it) into the binary file `dst` in the
+    kernel, as coreutils' cp does (copy_file_range); bytes written."""
+    with fs.open_input(source, "data shard") as src:  # never a FIFO or device
         total = os.fstat(src.fileno()).st_size if length is None else length
         copied = 0
         try:
@@ -201,11 +202,13 @@ def _apply_rename_with_a_bucket(plan: RenamePlan, on_progress: Callable[[int], N
                 entries[OBJECT_GRAPH_KEY.encode()] = make_entry(dtype_from_code(7), (), num_shards, 0, len(data),
                                                                  checksum)
             index = serialize_index(out_shards, entries)
-            written.append(destination + ".index")
-            fs.write_atomic(destination + ".index", index)
-            total += len(index)
-        if plan.update_state:
-            update_destination_state(destination)
+            with commit_section():  # the index and the state file: an interrupt waits, never a request left running
+                written.append(destination + ".index")
+                fs.write_atomic(destination + ".index", index)
+                total += len(index)
+                if plan.update_state:
+                    update_destination_state(destination)
+                written = []  # complete: an interrupt delivered as the section ends must not undo it
         return RenameResult(plan, total)
     except BaseException:
         fs.remove_files(list(reversed(written)))  # the index (last written) first
@@ -229,7 +232,7 @@ def _new_entries(bundle: Bundle, plan: RenamePlan) -> dict[bytes, pb.BundleEntry
             entries[encode_slice_key(new_key, extents)] = raw[encode_slice_key(old_key, extents)]
     return entries
 
-_OUR_TEMP_RE = re.compile(r"\.data-\d{5}-of-\d{5}\.tempstate(?P<pid>\d{1,7})$")
+_OUR_TEMP_RE = re.compile(r"\.data-\d{5}-of-\d{5}(\.tmp[0-9a-f]{32}|\.tempstate(?P<pid>\d{1,7}))$")
 _PID_MAX = 1 << 22  # Linux's largest pid; TensorFlow's own .tempstate suffixes are random 64-bit numbers
 
 
@@ -244,18 +247,18 @@ def _process_alive(pid: int) -> bool:
 
 
 def remove_stale_temp_shards(destination: str) -> list[str]:
-    """Delete the `DST.data-*.tempstate<pid>` files a killed rename-vars left for this DST
-    (its process is gone); the paths removed."""
+    """Delete the temp data shards (`DST.data-*.tmp<32 hex>`, or `.tempstate<pid>` of versions
+    before) a killed rename-vars left for this DST (its process is gone); the paths removed."""
     import glob
 
     removed = []
-    for path in glob.glob(glob.escape(destination) + ".data-?????-of-?????.tempstate*"):
+    for path in glob.glob(glob.escape(destination) + ".data-?????-of-?????.t*"):
         match = _OUR_TEMP_RE.search(path)
-        if not match or int(match["pid"]) >= _PID_MAX or not os.path.isfile(path) or os.path.islink(path):
+        if not match or not os.path.isfile(path) or os.path.islink(path):
             continue
-        pid = int(match["pid"])
-        if pid != os.getpid() and _process_alive(pid):
-            continue  # another rename-vars is writing this DST right now
+        pid = int(match["pid"]) if match["pid"] else temp_writer_pid(path)
+        if pid >= _PID_MAX or (pid != os.getpid() and _process_alive(pid)):
+            continue  # not a pid (TensorFlow's), or another rename-vars is writing this DST right now
         try:
             os.unlink(path)
             removed.append(path)
@@ -292,21 +295,21 @@ def apply_rename(plan: RenamePlan, link: bool = False,
                 if not os.path.exists(source_path):
                     raise NotFound(f"missing data shard {source_path}")
                 final = data_file_path(destination, shard_id, out_shards)
-                tmp = f"{final}.tempstate{os.getpid()}"
-                temp_files.append(tmp)
                 if link:
-                    os.link(source_path, tmp)
-                else:
+                    temp_files.append(link_temp_beside(source_path, final))
+                    continue
+                fd, tmp = create_temp_beside(final)  # a random name: never a file or symlink planted there
+                temp_files.append(tmp)
+                with os.fdopen(fd, "wb") as out:
                     graph_here = new_graph is not None and graph_part.shard_id == shard_id
                     graph_at_end = graph_here and graph_part.offset + graph_part.size == os.path.getsize(source_path)
-                    total += _copy_shard(source_path, tmp, graph_part.offset if graph_at_end else None)
+                    total += _copy_shard(source_path, out, graph_part.offset if graph_at_end else None)
                     if on_progress:
                         on_progress(os.path.getsize(source_path))
                     if graph_here:
                         data, checksum = encode_strings([new_graph])
-                        with open(tmp, "ab") as handle:
-                            offset = handle.tell()
-                            handle.write(data)
+                        offset = out.seek(0, os.SEEK_END)  # past what copy_file_range wrote through the fd
+                        out.write(data)
                         total += len(data)
                         entries[OBJECT_GRAPH_KEY.encode()] = make_entry(dtype_from_code(7), (), shard_id, offset,
                                                                          len(data), checksum)
@@ -319,15 +322,18 @@ def apply_rename(plan: RenamePlan, link: bool = False,
                 total += len(data)
                 entries[OBJECT_GRAPH_KEY.encode()] = make_entry(dtype_from_code(7), (), num_shards, 0, len(data),
                                                                  checksum)
-            for shard_id, tmp in enumerate(temp_files):
-                final = data_file_path(destination, shard_id, out_shards)
-                commit_replacement(tmp, final)
-                written_files.append(final)
-            temp_files = []
-            total += write_index(destination, out_shards, entries)
-            written_files.append(destination + ".index")
-        if plan.update_state:
-            update_destination_state(destination)
+            with commit_section():  # an interrupt here waits: never a half-committed DST
+                for shard_id, tmp in enumerate(temp_files):
+                    final = data_file_path(destination, shard_id, out_shards)
+                    written_files.append(final)
+                    commit_replacement(tmp, final)
+                temp_files = []
+                written_files.append(destination + ".index")
+                total += write_index(destination, out_shards, entries)
+                if plan.update_state:
+                    update_destination_state(destination)
+                written_files = []  # complete: an interrupt delivered as the section ends must not undo it
+                created_directories = []
         return RenameResult(plan, total)
     except BaseException:
         # Nothing half-written may stay: the index is written last, so without

@@ -4,6 +4,14 @@ and a crash leaves at worst a `NAME.tmp<32 hex digits>` file behind (the
 pattern TensorFlow uses for its own state-file temps, so `prune --clean` can
 tell such debris from user files).
 
+Every temp file of the project is made here: a name nobody can predict (the
+first 8 hex digits are our pid, so a later run can tell a dead writer's temp
+from a live one's; the other 24 are random), created with
+O_CREAT|O_EXCL|O_NOFOLLOW, so a symlink or file planted beside a destination
+is never written through. `commit_section()` defers Ctrl-C and termination
+signals while a set of files is moved into place, so an interrupt never
+leaves half a commit.
+
 The replacement keeps the permission bits (and, when we may, the owner) of
 the file it replaces, and a new file gets the umask's mode as TensorFlow's
 files do: TensorBoard or an eval job running as another user must still be
@@ -14,16 +22,26 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
+import signal
 import stat
-import uuid
+import threading
 from typing import BinaryIO, Iterator
 
 TEMP_SUFFIX_RE = re.compile(r"\.tmp[0-9a-f]{32}$")
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def temp_name_for(path: str) -> str:
-    """A fresh temp path beside `path`, named as TensorFlow names its temps."""
-    return f"{path}.tmp{uuid.uuid4().hex}"
+    """A fresh temp path beside `path`, named as TensorFlow names its temps (`.tmp` and 32 hex
+    digits): our pid in 8 of them (see temp_writer_pid), 96 random bits in the others."""
+    return f"{path}.tmp{os.getpid() & 0xFFFFFFFF:08x}{secrets.token_hex(12)}"
+
+
+def temp_writer_pid(path: str) -> int | None:
+    """The pid of the process that made temp `path` with temp_name_for, or None if it is no such name."""
+    match = TEMP_SUFFIX_RE.search(path)
+    return int(match[0][4:12], 16) if match else None
 
 
 def _take_mode_and_owner(fd: int, replaced: str) -> None:
@@ -44,7 +62,7 @@ def create_temp_beside(path: str, mode_of: str | None = None) -> tuple[int, str]
     """(fd, temp path) of a new file beside `path`, with the mode `path` has or would get
     (or the mode of `mode_of`: a backup copy is no more readable than its original)."""
     tmp = temp_name_for(os.path.abspath(path))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    fd = os.open(tmp, _CREATE_FLAGS, 0o666)  # never through a planted symlink or into an existing file
     try:
         _take_mode_and_owner(fd, mode_of or path)
     except BaseException:
@@ -65,6 +83,14 @@ def prepare_replacement(path: str, data: bytes, mode_of: str | None = None) -> s
     except BaseException:
         discard_replacement(tmp)
         raise
+    return tmp
+
+
+def link_temp_beside(source: str, path: str) -> str:
+    """A hard link to `source` under a fresh temp name beside `path` (link() never follows or
+    replaces what is at the new name); its path, ready for commit_replacement."""
+    tmp = temp_name_for(os.path.abspath(path))
+    os.link(source, tmp, follow_symlinks=False)
     return tmp
 
 
@@ -126,8 +152,13 @@ class StagedFile:
         commit_replacement(self.tmp, self.path)
 
     def discard(self) -> None:
-        self.handle.close()
-        discard_replacement(self.tmp)
+        """Remove the temp file, whatever closing it raises (a full disk fails the flush again)."""
+        try:
+            self.handle.close()
+        except OSError:
+            pass  # its bytes are being thrown away
+        finally:
+            discard_replacement(self.tmp)
 
 
 @contextlib.contextmanager
@@ -141,3 +172,42 @@ def atomic_output(path: str, sync: bool = True) -> Iterator[BinaryIO]:
         staged.discard()
         raise
     staged.commit()
+
+
+# Signals deferred by commit_section: Ctrl-C and the ones cron `timeout`, systemd,
+# Kubernetes and a closed terminal send.
+_DEFERRED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def commit_section() -> Iterator[None]:
+    """Defer SIGINT, SIGTERM and SIGHUP while the block runs (moving a set of files into place
+    and the bookkeeping that goes with it), then act on the first one received as it would have
+    been acted on. Only the main thread receives signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[tuple[int, object]] = []
+    previous: dict[int, object] = {}
+
+    def hold(signum, frame):
+        received.append((signum, frame))
+
+    try:
+        for signum in _DEFERRED_SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler in (signal.SIG_IGN, None):
+                continue  # ignored (nohup, `cmd &`): nothing to defer
+            previous[signum] = handler
+            signal.signal(signum, hold)
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            signum, frame = received[0]
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)  # Python's SIGINT handler raises KeyboardInterrupt here
+            else:
+                signal.raise_signal(signum)  # the default action (termination), now that the commit is done

@@ -459,6 +459,9 @@ def write_whole(url: str, data: bytes, *, create_only: bool = False) -> None:
     kwargs = {"mode": "create"} if create_only else {}
     try:
         fs.pipe_file(path, data, **kwargs)
+    except KeyboardInterrupt:
+        cancel_in_flight(fs)  # else the PUT goes on behind the interrupt and its cleanup
+        raise
     except FileExistsError:
         raise Refused(f"{url} exists") from None
     except Exception as exc:  # noqa: BLE001
@@ -471,17 +474,48 @@ def write_whole(url: str, data: bytes, *, create_only: bool = False) -> None:
 def whole_object_output(url: str) -> Iterator[BinaryIO]:
     """A handle whose bytes become the object `url` when the block ends (a multipart upload that is
     completed only then); on any error or interrupt the upload is abandoned and no object appears."""
+    from ckpttool.storage.atomic import commit_section
+
     protocol, path = split_url(url)
-    handle = call(url, filesystem(protocol).open, path, "wb")
+    fs = filesystem(protocol)
+    handle = call(url, fs.open, path, "wb")
     try:
         yield handle
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            cancel_in_flight(fs)  # a part upload the interrupt left running
         try:
             handle.discard()
         finally:
             handle.closed = True  # never let close() (or the finaliser) complete the upload
         raise
-    call(url, handle.close)
+    # Completing the upload is the commit: an interrupt waits until the object is there (the caller
+    # then removes it) rather than leaving the request running behind the exit.
+    with commit_section():
+        call(url, handle.close)
+
+
+def cancel_in_flight(fs, timeout: float = 30.0) -> None:
+    """Cancel the requests an interrupt left running on an async backend's event loop (fsspec runs
+    them in a thread of its own, which a KeyboardInterrupt in the main thread does not stop), and
+    wait until they have ended, so that nothing they would write appears after our cleanup."""
+    import asyncio
+
+    loop = getattr(fs, "loop", None) if getattr(fs, "async_impl", False) else None
+    if loop is None or not loop.is_running():
+        return
+
+    async def cancel_all() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    try:
+        asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(timeout)
+    except Exception:  # noqa: BLE001 - best effort on the way out; the caller removes what exists
+        pass
 
 
 _GLOB_CHARS = frozenset("*?[")
@@ -531,9 +565,15 @@ def remove_tree(url: str) -> None:
 
 
 def upload(local_path: str, url: str) -> None:
-    """A local file as the object `url` (multipart for big ones: the object appears when complete)."""
+    """A local file as the object `url` (multipart for big ones: the object appears when complete).
+    Interrupted, the transfer is cancelled before the interrupt goes on (the caller removes `url`)."""
     protocol, path = split_url(url)
-    call(url, filesystem(protocol).put_file, local_path, path)
+    fs = filesystem(protocol)
+    try:
+        call(url, fs.put_file, local_path, path)
+    except KeyboardInterrupt:
+        cancel_in_flight(fs)
+        raise
 
 
 def download(url: str, local_path: str) -> None:

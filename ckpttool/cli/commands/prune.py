@@ -63,9 +63,17 @@ def _print_summary(results, dry_run: bool) -> None:
 
 
 def _confirm(plans) -> bool:
+    """The answer at the prompt: Ctrl-D (no answer) is no; Ctrl-C (or SIGTERM) is an interrupt."""
     count = sum(len(p.deleted) for _d, p in plans)
     size = render.human_bytes(sum(p.freed_bytes for _d, p in plans))
-    return typer.confirm(f"Delete {render.plural(count, 'item')}, {size}?", default=False, err=True)
+    try:
+        return typer.confirm(f"Delete {render.plural(count, 'item')}, {size}?", default=False, err=True)
+    except typer.Abort as exc:  # what the prompt makes of KeyboardInterrupt and EOFError
+        print(file=sys.stderr)  # end the prompt's line
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            print("nothing done", file=sys.stderr)
+            raise exc.__context__ from None  # exit 130 (143 for SIGTERM), as anywhere else
+        return False
 
 
 def command(
