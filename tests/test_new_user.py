@@ -315,3 +315,23 @@ def test_a_frozen_graph_def_is_named_and_pointed_to_export_json(tmp_path, tf):
         assert "GraphDef" in result.stderr and "export-json" in result.stderr
         assert "no index table" not in result.stderr
     assert run_cli("export-json", path).exit_code == 0
+
+
+def test_unreachable_bucket_fails_in_one_line(tmp_path):
+    """A GCS URL pointed at a closed port on this machine: one error line, the endpoint and the
+    credentials named, no backend traceback; bounded by the subprocess timeout, never timed."""
+    import socket
+
+    from conftest import run_subprocess
+
+    with socket.socket() as probe:  # a port nobody listens on: bound, never listened to
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"}
+        for args in (["ls", "gs://bucket/run"], ["inspect", "gs://bucket/run/model.ckpt-1"]):
+            result = run_subprocess(*args, env=env, timeout=60)
+            assert_one_line_error(result, 3)
+            assert f"127.0.0.1:{port}" in result.stderr and "STORAGE_EMULATOR_HOST" in result.stderr
+            assert "credentials" in result.stderr
+        debug = run_subprocess("--debug", "ls", "gs://bucket/run", env=env, timeout=60)
+        assert debug.returncode == 3 and "Traceback" in debug.stderr
