@@ -36,6 +36,8 @@ def in_run(copy_fixture, monkeypatch):
     (["convert", "model.ckpt-50", "copy.ckpt-50", "--to", "tf"], 0),
     (["export-json", "model.ckpt-50.meta"], 0),
     (["export-json", "model.ckpt-50"], 0),
+    (["freeze", "model.ckpt-50", "-o", "frozen.pb", "--output-nodes", "output"], 0),
+    (["freeze", "model.ckpt-50.meta", "-o", "frozen.pb", "--output-nodes", "output"], 0),
 ])
 def test_bare_relative_targets(in_run, args, code):
     result = run_cli(*args)
