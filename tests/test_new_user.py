@@ -36,6 +36,8 @@ def in_run(copy_fixture, monkeypatch):
     (["convert", "model.ckpt-50", "copy.ckpt-50", "--to", "tf"], 0),
     (["export-json", "model.ckpt-50.meta"], 0),
     (["export-json", "model.ckpt-50"], 0),
+    (["freeze", "model.ckpt-50", "-o", "frozen.pb", "--output-nodes", "output"], 0),
+    (["freeze", "model.ckpt-50.meta", "-o", "frozen.pb", "--output-nodes", "output"], 0),
 ])
 def test_bare_relative_targets(in_run, args, code):
     result = run_cli(*args)
@@ -236,3 +238,102 @@ def test_inspect_meta_summarises_a_keras_archive(fixtures_dir):
     assert {(layer.name, type(layer).__name__) for layer in head.layers} <= set(shown)
     text = run_cli("inspect", path, "--meta")
     assert text.exit_code == 0 and "keras_version" in text.stdout and "encoder" in text.stdout
+
+
+def _keras2_hdf5(path):
+    """A Keras-2-style HDF5 model file (layer_names / weight_names attributes), as h5py writes it."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "w") as handle:
+        handle.attrs["keras_version"] = "2.4.0"
+        handle.attrs["backend"] = "tensorflow"
+        weights = handle.create_group("model_weights")
+        weights.attrs["layer_names"] = np.array([b"dense"])
+        layer = weights.create_group("dense")
+        layer.attrs["weight_names"] = np.array([b"dense/kernel:0"])
+        layer.create_group("dense").create_dataset("kernel:0", data=np.ones((2, 2), np.float32))
+
+
+@pytest.mark.parametrize("name", ["model.keras", "model.h5", "model.npz", "model.safetensors"])
+def test_a_file_is_what_its_bytes_say_not_its_name(tmp_path, name):
+    import h5py
+
+    path = tmp_path / name
+    _keras2_hdf5(path)
+    assert h5py.is_hdf5(str(path))  # the format's own library says what it is
+    for command in (["verify"], ["inspect"], ["convert", "--to", "npz"]):
+        args = [*command, path] + ([tmp_path / "out.npz"] if command[0] == "convert" else [])
+        result = run_cli(*args)
+        assert_one_line_error(result, 3)
+        assert "is an HDF5 file" in result.stderr
+        assert "DAMAGED" not in result.stdout + result.stderr and "zip" not in result.stderr
+
+
+def test_a_zip_named_weights_h5_is_named_a_zip(tmp_path):
+    import zipfile
+
+    path = tmp_path / "model.weights.h5"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("data.pkl", b"not a pickle")
+    assert zipfile.is_zipfile(path)
+    result = run_cli("verify", path)
+    assert_one_line_error(result, 3)
+    assert "PyTorch" in result.stderr and "DAMAGED" not in result.stdout
+
+
+def test_inspect_meta_of_a_lone_graph(copy_fixture, tf):
+    run = copy_fixture("saver_run")
+    lone = run.parent / "export.meta"
+    lone.write_bytes((run / "model.ckpt-50.meta").read_bytes())
+    meta_graph = tf.compat.v1.MetaGraphDef()  # TensorFlow's own message reads the graph alone
+    meta_graph.ParseFromString(lone.read_bytes())
+    meta_graph = meta_graph.saver_def
+    result = run_cli("inspect", lone, "--meta", "--json")
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    assert document["num_variables"] == 0
+    graph = document["meta"]["meta_graphs"][0]
+    assert graph["saver_def"]["restore_op_name"] == meta_graph.restore_op_name
+    text = run_cli("inspect", lone, "--meta")
+    assert text.exit_code == 0 and "not a checkpoint" not in text.stderr and "restore_all" in text.stdout
+    verify = run_cli("verify", lone)
+    assert_one_line_error(verify, 3)
+    assert "inspect --meta" in verify.stderr and "no index table" not in verify.stderr
+    with_checkpoint = run_cli("inspect", run / "model.ckpt-50.meta", "--meta", "--json").json()
+    assert with_checkpoint["num_variables"] == len(tf.train.list_variables(str(run / "model.ckpt-50")))
+
+
+def test_a_frozen_graph_def_is_named_and_pointed_to_export_json(tmp_path, tf):
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="x")
+        tf.matmul(x, tf.constant([[1.0], [2.0]], name="w"), name="y")
+    path = tmp_path / "frozen.pb"
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+    for args in (["inspect", path], ["verify", path], ["convert", path, tmp_path / "w.npz"]):
+        result = run_cli(*args)
+        assert_one_line_error(result, 3)
+        assert "GraphDef" in result.stderr and "export-json" in result.stderr
+        assert "no index table" not in result.stderr
+    assert run_cli("export-json", path).exit_code == 0
+
+
+def test_unreachable_bucket_fails_in_one_line(tmp_path):
+    """A GCS URL pointed at a closed port on this machine: one error line, the endpoint and the
+    credentials named, no backend traceback; bounded by the subprocess timeout, never timed."""
+    import socket
+
+    from conftest import run_subprocess
+
+    with socket.socket() as probe:  # a port nobody listens on: bound, never listened to
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"}
+        for args in (["ls", "gs://bucket/run"], ["inspect", "gs://bucket/run/model.ckpt-1"]):
+            result = run_subprocess(*args, env=env, timeout=60)
+            assert_one_line_error(result, 3)
+            assert f"127.0.0.1:{port}" in result.stderr and "STORAGE_EMULATOR_HOST" in result.stderr
+            assert "credentials" in result.stderr
+        debug = run_subprocess("--debug", "ls", "gs://bucket/run", env=env, timeout=60)
+        assert debug.returncode == 3 and "Traceback" in debug.stderr

@@ -28,6 +28,9 @@ _debug_flag = {"on": False}
 def set_debug(value: bool) -> None:
     """Set by the --debug option on each invocation."""
     _debug_flag["on"] = value
+    from ckpttool.storage.reach import set_verbose  # standard library only: costs nothing
+
+    set_verbose(value)
 
 
 def debug_enabled() -> bool:

@@ -12,6 +12,7 @@ from ckpttool.formats.reader import detect_format, weights_file_format
 from ckpttool.formats.tf.shards import split_v1_pattern, v1_pattern, v1_shard
 from ckpttool.formats.tf.state import STATE_FILENAME
 from ckpttool.formats.tf.shards import checkpoint_exists
+from ckpttool.formats.tf.table import is_table_file
 
 _SUFFIX_RE = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb")
@@ -61,9 +62,10 @@ def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
     if fs.is_url(path):
         path = fs.absolute(path)
     weights_format = weights_file_format(path)
-    if weights_format:  # a weights file (safetensors, .npz, Keras 3), found by its extension
+    if weights_format:  # a weights file (safetensors, .npz, Keras 3), named so: its bytes must agree
         if not fs.exists(path):
             raise NotFound(f"no {weights_format} file at {path}")
+        _refuse_misnamed_file(path)
         return Target(path, weights_format, None, None)
     is_directory, names = _directory_listing(path)
     if is_directory:
@@ -77,6 +79,13 @@ def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
         prefix = path[: match.start()]
         if checkpoint_exists(prefix):
             return _prefix_target(prefix)
+        if match[1] == "meta" and fs.is_file(path):
+            # A graph without its checkpoint (a TF Serving session bundle's export.meta): its summary.
+            alone = f"{fs.basename(path)} has no checkpoint beside it (no {fs.basename(prefix)}.index)"
+            if graph_only_ok:
+                return Target(prefix, "none", path, None, (f"{alone}: a graph only",))
+            raise NotFound(f"{alone}: a graph (MetaGraphDef) holds no variable values",
+                           hint=f"ckpttool inspect --meta {path} summarises the graph")
     shard = v1_shard(fs.basename(path))
     if shard and fs.is_file(path):  # one file of a sharded V1 save: the checkpoint is all of them
         pattern = fs.join(fs.dirname(path), v1_pattern(shard[0], shard[2])) if fs.dirname(path) else \
@@ -107,14 +116,35 @@ def _directory_listing(path: str) -> tuple[bool, set[str] | None]:
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+# What each weights file name promises its first bytes are (None: not a zip, not HDF5).
+_EXPECTED_KIND = ((".weights.h5", "hdf5"), (".keras", "zip"), (".npz", "zip"), (".safetensors", None))
 
 
-def _refuse_foreign_file(path: str) -> None:
+def _kind_of_bytes(head: bytes) -> str | None:
+    return "hdf5" if head == _HDF5_MAGIC else "zip" if head[:4] in _ZIP_MAGICS else None
+
+
+def _refuse_misnamed_file(path: str) -> None:
+    """A weights file is what its bytes say, not its name: a legacy Keras HDF5 model named
+    model.keras is an HDF5 file (exit 3, unsupported), never a damaged zip archive."""
+    expected = next((kind for suffix, kind in _EXPECTED_KIND if path.endswith(suffix)), "unknown")
+    if expected == "unknown" or not fs.is_file(path):
+        return  # a sharded safetensors index (JSON), or a directory: its reader says what is wrong
+    entry = fs.stat_path(path)
+    head = fs.read_range(path, 0, 8, "file") if entry is not None and entry.size >= 8 else b""
+    actual = _kind_of_bytes(head)
+    if actual != expected and actual is not None:
+        _refuse_foreign_file(path, fs.basename(path).rsplit(".", 1)[-1])
+
+
+def _refuse_foreign_file(path: str, named: str | None = None) -> None:
     """A file that is no checkpoint but something people often take for one (an HDF5
-    Keras 2 model, a PyTorch zip) is named as what it is."""
+    Keras 2 model, a PyTorch zip, a frozen GraphDef) is named as what it is. `named`: the
+    format its name claims (a .keras file that is HDF5), said instead of 'a checkpoint'."""
     head = fs.read_range(path, 0, 8, "file")
+    claimed = f"a .{named} file" if named else "a TensorFlow checkpoint"
     if head == _HDF5_MAGIC:
-        raise Unsupported(f"{path} is an HDF5 file, not a TensorFlow checkpoint",
+        raise Unsupported(f"{path} is an HDF5 file, not {claimed}",
                           hint="ckpttool reads Keras 3 weights named *.weights.h5 or *.keras; a Keras 2 .h5 model "
                                "can be loaded in Keras and saved with save_weights('model.weights.h5')")
     if head[:4] in _ZIP_MAGICS:
@@ -125,7 +155,27 @@ def _refuse_foreign_file(path: str) -> None:
             what, hint = "a zip archive holding model.weights.h5", "a Keras 3 model: name it *.keras"
         else:
             what, hint = "a zip archive", None
-        raise Unsupported(f"{path} is {what}, not a TensorFlow checkpoint", hint=hint)
+        raise Unsupported(f"{path} is {what}, not {claimed}", hint=hint)
+    if named is None and not is_table_file(path) and (nodes := _graph_def_nodes(path)):
+        raise Unsupported(f"{path} is a TensorFlow GraphDef ({nodes} nodes; a frozen graph?), not a checkpoint: "
+                          "ckpttool does not read its constants as variables",
+                          hint=f"ckpttool export-json {path} shows the graph (JSON, or --format pbtxt)")
+
+
+def _graph_def_nodes(path: str) -> int:
+    """How many nodes `path` holds when it parses as a GraphDef whose nodes all have an op (a few
+    random bytes can parse as an empty message; they cannot make named nodes with ops); else 0."""
+    from ckpttool.formats.tf.meta import GRAPH_FILE_CAP
+    from ckpttool.formats.tf.protos import graph_pb2
+
+    try:
+        data = fs.read_capped(path, GRAPH_FILE_CAP, "graph file")
+        graph = graph_pb2.GraphDef()
+        graph.ParseFromString(data)
+    except Exception:  # CkptError, MemoryError, protobuf's DecodeError: not a GraphDef
+        return 0
+    ok = len(graph.node) > 0 and all(node.op and node.name for node in graph.node)
+    return len(graph.node) if ok else 0
 
 
 def _zip_members(path: str) -> list[str]:

@@ -151,6 +151,11 @@ def filesystem(protocol: str):
         os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     import fsspec.config
 
+    from ckpttool.storage.reach import check_reachable, quiet_backend_loggers
+
+    quiet_backend_loggers()
+    check_reachable(protocol, _storage_options)
+
     # fsspec reads its FSSPEC_<PROTOCOL>_<KEY> variables once, at import: read them again, so
     # settings made since (a test, a notebook) apply; our own cache keeps one instance per run.
     fsspec.config.set_conf_env(fsspec.config.conf)
