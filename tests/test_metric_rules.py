@@ -361,6 +361,18 @@ def test_recursive_prune_skips_a_run_without_metrics(run_copy, tf, tmp_path):
     assert set(checkpoints_of(run)) == expected_kept(before, values, 2, "min")
 
 
+def test_the_api_plans_by_metric(run_copy, tf):
+    import ckpttool
+
+    run = run_copy("tf1")
+    values, before = tf_values(tf, run, "val_loss"), checkpoints_of(run)
+    plan = ckpttool.plan_prune(run, keep_best=2, metric="val_loss")
+    assert {k.name for k in plan.kept} == expected_kept(before, values, 2, "min")
+    assert {e.name: e.score for e in plan.kept + plan.deleted} == expected_scores(before, values)
+    ckpttool.apply_prune(plan)
+    assert set(checkpoints_of(run)) == expected_kept(before, values, 2, "min")
+
+
 # -- ls -------------------------------------------------------------------------------------------
 
 def _names(result) -> list[str]:
