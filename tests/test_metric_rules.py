@@ -344,12 +344,17 @@ def test_metrics_files(run_copy, tf, tmp_path, form):
 
 def test_usage_errors(runs):
     run = runs / "tf1"
-    for args in (["--keep-best", "2"], ["--keep-last", "1", "--drop-unscored"], ["--keep-best", "0", "--metric", "val_loss"],
-                 ["--metric", "val_loss"], ["--keep-last", "1", "--mode", "max"],
-                 ["--keep-best", "1", "--metric", "val_widgets"],
-                 ["--keep-best", "1", "--metric", "val_loss", "--mode", "up"],
-                 ["--keep-best", "1", "--metric", "val_loss", "--name-pattern", "w.{epoch}.h5"]):
-        assert_one_line_error(run_cli("prune", "--dry-run", *args, run), 2)
+    for args, message in (
+            (["--keep-best", "2"], "need --metric"), (["--keep-last", "1", "--drop-unscored"], "need --metric"),
+            (["--keep-best", "0", "--metric", "val_loss"], "--keep-best must be >= 1"),
+            (["--metric", "val_loss"], "no retention rule given"),
+            (["--keep-last", "1", "--mode", "max"], "--mode needs --metric"),
+            (["--keep-best", "1", "--metric", "val_widgets"], "give --mode min or --mode max"),
+            (["--keep-best", "1", "--metric", "val_loss", "--mode", "up"], "--mode takes min, max or auto"),
+            (["--keep-best", "1", "--metric", "val_loss", "--name-pattern", "w.{epoch}.h5"], "no field {val_loss}")):
+        result = run_cli("prune", "--dry-run", *args, run)
+        assert_one_line_error(result, 2)
+        assert message in result.stderr, (args, result.stderr)
 
 
 def test_recursive_prune_skips_a_run_without_metrics(run_copy, tf, tmp_path):
@@ -448,13 +453,18 @@ def test_ls_filters(run_copy, tf):
 @pytest.mark.parametrize("bad", ["size>", "size>1XB", "age>soon", "metric<abc", "metric<nan", "colour=red",
                                  "size~1GB", "step"])
 def test_ls_bad_filter_is_a_usage_error(runs, bad):
-    assert_one_line_error(run_cli("ls", "--metric", "val_loss", "--filter", bad, runs / "tf1"), 2)
+    result = run_cli("ls", "--metric", "val_loss", "--filter", bad, runs / "tf1")
+    assert_one_line_error(result, 2)
+    assert f"bad --filter {bad!r}" in result.stderr
 
 
 def test_ls_metric_needs_metric(runs):
-    for args in (["--filter", "metric<0.3"], ["--sort", "metric"], ["--sort", "colour"], ["--sort", "size:up"],
-                 ["--events", str(runs)]):
-        assert_one_line_error(run_cli("ls", *args, runs / "tf1"), 2)
+    for args, message in ((["--filter", "metric<0.3"], "needs --metric"), (["--sort", "metric"], "needs --metric"),
+                          (["--sort", "colour"], "bad --sort"), (["--sort", "size:up"], "bad --sort"),
+                          (["--events", str(runs)], "--events needs --metric")):
+        result = run_cli("ls", *args, runs / "tf1")
+        assert_one_line_error(result, 2)
+        assert message in result.stderr, (args, result.stderr)
     assert_one_line_error(run_cli("ls", "--metric", "nope", "--mode", "min", runs / "tf1"), 3)
 
 

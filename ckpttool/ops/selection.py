@@ -52,11 +52,9 @@ class Filter:
             raise UsageProblem(f"bad --filter {text!r}: use FIELD OP VALUE, e.g. size>1GB, age>7d, metric<0.3 "
                                f"(fields: {', '.join(FILTER_FIELDS)}; operators: < <= > >= = !=)")
         field, op, raw = match[1], match[2], match[3]
-        if field == "size":
-            value = parse_size(raw)
-        elif field == "age":
+        if field in ("size", "age"):
             try:
-                value = parse_duration(raw)
+                value = parse_size(raw) if field == "size" else parse_duration(raw)
             except UsageProblem as exc:
                 raise UsageProblem(f"bad --filter {text!r}: {exc.message}") from None
         elif field in ("metric", "step"):
