@@ -509,8 +509,10 @@ def test_keras_files_are_scored_by_the_log_epoch_before(series_dir):
 
     history = json.loads((series_dir / "keras" / "history.json").read_text())["val_loss"]
     files = sorted((series_dir / "keras" / "ckpt").iterdir())
-    infos = [CheckpointInfo(p.name, str(p), "w", int(p.name[2:4]), "keras", 1, None, True, False, False, False,
-                            0.0, None, (str(p),), keras_epochs=True) for p in files]
+    infos = [CheckpointInfo(name=p.name, prefix=str(p), family="w", step=int(p.name[2:4]), format="keras",
+                            size_bytes=1, num_shards=None, complete=True, has_meta=False, in_state=False,
+                            is_latest=False, mtime=0.0, timestamp=None, files=(str(p),), keras_epochs=True)
+             for p in files]
     scores = score_checkpoints(str(series_dir / "keras"), infos,
                                MetricOptions("val_loss", events_dir=str(series_dir / "keras" / "logs")))
     assert scores.keras_aligned and "k-1" in scores.describe()

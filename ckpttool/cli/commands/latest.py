@@ -37,7 +37,8 @@ def command(
     Exit 1 when there is no checkpoint.
 
     With --best --metric TAG: the best-scored complete checkpoint (ties: the
-    older); the metric, its direction and source go to stderr.
+    older); the metric, its direction and source go to stderr. JSON:
+    {directory, best, step, score, metric}.
     """
     from ckpttool.ops.latest import find_latest
 
