@@ -11,8 +11,8 @@ checkpoint ranks first, as Keras' `save_best_only` keeps the first to reach a va
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ckpttool.errors import UsageProblem
 from ckpttool.ops import metrics

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ckpttool.errors import UsageProblem
 from ckpttool.ops.retention import parse_duration
@@ -46,7 +46,7 @@ class Filter:
     value: float  # bytes, seconds, a score, a step
 
     @classmethod
-    def parse(cls, text: str) -> "Filter":
+    def parse(cls, text: str) -> Filter:
         match = _FILTER_RE.match(text)
         if not match:
             raise UsageProblem(f"bad --filter {text!r}: use FIELD OP VALUE, e.g. size>1GB, age>7d, metric<0.3 "
@@ -80,7 +80,7 @@ class Sort:
     descending: bool
 
     @classmethod
-    def parse(cls, text: str) -> "Sort":
+    def parse(cls, text: str) -> Sort:
         key, _, direction = text.partition(":")
         if key not in SORT_KEYS or direction not in ("", "asc", "desc"):
             raise UsageProblem(f"bad --sort {text!r}: use one of {', '.join(SORT_KEYS)}, optionally with :asc "

@@ -61,12 +61,10 @@ _SCORED_COLUMNS = _COLUMNS[:4] + [render.Column("score", right=True)] + _COLUMNS
 
 
 def _print_scan(scan: DirectoryScan, directory: str, show_directory: bool, checkpoints=None, scores=None) -> None:
-    from ckpttool.cli.commands.prune import score_text
-
     shown = scan.checkpoints if checkpoints is None else checkpoints
     rows = [
         (c.name, "-" if c.step is None else c.step, render.local_time(c.time), render.human_bytes(c.size_bytes),
-         *([score_text(scores.score(c.name))] if scores is not None else []),
+         *([render.score_text(scores.score(c.name))] if scores is not None else []),
          c.num_shards or "-", render.yes_no(c.complete), render.yes_no(c.in_state),
          "*" if c.is_latest else "", render.yes_no(c.has_meta))
         for c in shown

@@ -35,10 +35,6 @@ _COLUMNS = [render.Column("name", kind=render.NAME), render.Column("step", right
 _SCORED_COLUMNS = _COLUMNS[:2] + [render.Column("score", right=True)] + _COLUMNS[2:]
 
 
-def score_text(score: float | None) -> str:
-    return "-" if score is None else f"{score:.6g}"
-
-
 def _outcome(deleted: int, kept: int, freed: int, dry_run: bool) -> str:
     return (f"{deleted} {'to delete' if dry_run else 'deleted'}, {kept} kept, {render.human_bytes(freed)} "
             f"{'would be freed' if dry_run else 'freed'}")
@@ -46,10 +42,10 @@ def _outcome(deleted: int, kept: int, freed: int, dry_run: bool) -> str:
 
 def _print_plan(directory: str, plan, deleted, dry_run: bool, recursive: bool, warn: bool = True) -> None:
     scored = plan.scores is not None
-    rows = [(k.name, "-" if k.step is None else k.step, *([score_text(k.score)] if scored else []), "keep",
+    rows = [(k.name, "-" if k.step is None else k.step, *([render.score_text(k.score)] if scored else []), "keep",
              ", ".join(k.reasons)) for k in plan.kept]
     verb = "would delete" if dry_run else "deleted"
-    rows += [(d.name, "-" if d.step is None else d.step, *([score_text(d.score)] if scored else []), verb,
+    rows += [(d.name, "-" if d.step is None else d.step, *([render.score_text(d.score)] if scored else []), verb,
               f"{render.human_bytes(d.size_bytes)}" + ("" if d.kind == "checkpoint" else f" ({d.kind})"))
              for d in deleted]
     rows.sort(key=lambda row: (row[1] if isinstance(row[1], int) else -1, row[0]))
