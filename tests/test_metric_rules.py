@@ -119,11 +119,11 @@ def ranked(scores: dict[str, float | None], steps: dict[str, int], mode: str) ->
 
 
 def expected_kept(ckpts: dict[str, int], values: dict[int, float], n: int, mode: str, *,
-                  drop_unscored: bool = False, keep_last: int = 0) -> set[str]:
+                  drop_unscored: bool = False, keep_last: int = 0, latest: bool = True) -> set[str]:
     scores = expected_scores(ckpts, values)
     keep = set(ranked(scores, ckpts, mode)[:n])
     by_step = sorted(ckpts, key=ckpts.get)
-    keep.add(by_step[-1])  # the latest
+    keep.update(by_step[-1:] if latest else ())  # the latest (of the state file)
     keep.update(by_step[-keep_last:] if keep_last else ())
     if not drop_unscored:
         keep.update(name for name, score in scores.items() if score is None)
@@ -220,6 +220,30 @@ def test_keep_best_combines_with_the_other_rules_by_union(run_copy, tf):
                      "--keep-every-steps", "40", "--yes", run)
     assert result.exit_code == 0, result.stderr
     assert set(checkpoints_of(run)) == want
+
+
+def test_each_family_keeps_its_own_best(run_copy, tf):
+    """best.ckpt-N beside model.ckpt-N (copies TensorFlow restores under their new names), judged apart."""
+    run = run_copy("tf1")
+    values, model = tf_values(tf, run, "val_loss"), checkpoints_of(run)
+    for name in model:
+        for path in run.glob(name + ".*"):
+            shutil.copy(path, run / path.name.replace("model.ckpt", "best.ckpt"))
+    best_family = {name.replace("model.ckpt", "best.ckpt"): step for name, step in model.items()}
+    result = run_cli("prune", "--keep-best", "2", "--metric", "val_loss", "--yes", run)
+    assert result.exit_code == 0, result.stderr
+    want_best_family = expected_kept(best_family, values, 2, "min", latest=False)  # the state file names model.ckpt-120
+    assert set(checkpoints_of(run)) == expected_kept(model, values, 2, "min") | want_best_family
+    best = ranked(expected_scores(best_family, values), best_family, "min")[0]
+    assert restore_tf1(tf, run / best) == best_family[best]
+
+
+def test_epoch_logs_matched_to_steps_say_so(runs, tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,val_loss\n" + "".join(f"{s},0.5\n" for s in STEPS))
+    result = run_cli("ls", "--metric", "val_loss", "--metrics", log, runs / "tf1")
+    assert result.exit_code == 0, result.stderr
+    assert "log epochs (from 0) matched to other checkpoints' numbers as they are" in result.stdout
 
 
 def test_ties_go_to_the_older_checkpoint(run_copy, tf):

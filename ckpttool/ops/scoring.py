@@ -55,6 +55,7 @@ class Scores:
     steps: dict[str, int | None]  # name -> step, for ranking ties (older first)
     warnings: tuple[str, ...] = ()
     keras_aligned: bool = False  # some checkpoint was scored by the log epoch before its {epoch}
+    epochs_as_steps: bool = False  # epochs logged from 0 matched to checkpoints not numbered by Keras' {epoch}
 
     def score(self, name: str) -> float | None:
         return self.by_name.get(name)
@@ -70,6 +71,8 @@ class Scores:
         line = f"metric {self.tag}: {direction} ({how}), from {self.source}"
         if self.keras_aligned:
             line += "; Keras {epoch} k scored by log epoch k-1"
+        if self.epochs_as_steps:
+            line += "; log epochs (from 0) matched to other checkpoints' numbers as they are"
         return line
 
     def ranked(self, names: Iterable[str]) -> list[str]:
@@ -85,7 +88,7 @@ class Scores:
     def document(self) -> dict:
         """The JSON form (without the per-checkpoint scores, which go with each checkpoint)."""
         return {"tag": self.tag, "mode": self.mode, "mode_given": self.mode_given, "source": self.source,
-                "keras_epochs_aligned": self.keras_aligned, "scored": self.scored,
+                "keras_epochs_aligned": self.keras_aligned, "epochs_as_steps": self.epochs_as_steps, "scored": self.scored,
                 "unscored": len(self.by_name) - self.scored}
 
 
@@ -108,7 +111,8 @@ def score_checkpoints(directory: str, checkpoints: Iterable[CheckpointInfo], opt
     series = metrics.read_metric(directory, options.tag, options.metrics_file, options.events_dir)
     by_name = {c.name: series.score_at(c.step, c.keras_epochs) for c in checkpoints}
     aligned = series.zero_based_epochs and any(c.keras_epochs for c in checkpoints)
-    return Scores(options.tag, mode, given, series.source, by_name, steps, series.warnings, aligned)
+    as_steps = series.zero_based_epochs and not all(c.keras_epochs for c in checkpoints)
+    return Scores(options.tag, mode, given, series.source, by_name, steps, series.warnings, aligned, as_steps)
 
 
 @dataclass(frozen=True)
