@@ -50,8 +50,9 @@ Metric = Annotated[Optional[str], typer.Option(
          "--name-pattern. Keras logs epochs from 0 but numbers ModelCheckpoint's {epoch} from 1: a Keras "
          "file for {epoch}=k is scored by log epoch k-1, as Keras saved it. NaN/inf: no score.")]
 Mode = Annotated[str, typer.Option(
-    "--mode", metavar="min|max|auto", help="min, max, or auto as Keras' ModelCheckpoint: max for accuracy-like names, min for losses "
-                   "(the choice is printed).")]
+    "--mode", metavar="min|max|auto",
+    help="min, max, or auto as Keras' ModelCheckpoint: max for accuracy-like names, min for losses "
+         "(the choice is printed).")]
 MetricsFile = Annotated[Optional[str], typer.Option(
     "--metrics", metavar="FILE", help="Read --metric from this JSON-lines or CSV file (a step or epoch column; "
                                       "Keras' CSVLogger epochs count from 0).")]

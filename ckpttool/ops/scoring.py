@@ -88,7 +88,8 @@ class Scores:
     def document(self) -> dict:
         """The JSON form (without the per-checkpoint scores, which go with each checkpoint)."""
         return {"tag": self.tag, "mode": self.mode, "mode_given": self.mode_given, "source": self.source,
-                "keras_epochs_aligned": self.keras_aligned, "epochs_as_steps": self.epochs_as_steps, "scored": self.scored,
+                "keras_epochs_aligned": self.keras_aligned, "epochs_as_steps": self.epochs_as_steps,
+                "scored": self.scored,
                 "unscored": len(self.by_name) - self.scored}
 
 
