@@ -178,15 +178,27 @@ def latest(directory: PathLike) -> str | None:
 
 def plan_prune(directory: PathLike, *, keep_last: int | None = None, keep_every_hours: float | None = None,
                keep_every_steps: int | None = None, keep_steps: Iterable[int] = (),
-               min_age: float | str | None = None, clean: bool = False) -> "PrunePlan":
+               min_age: float | str | None = None, clean: bool = False, keep_best: int | None = None,
+               metric: str | None = None, mode: str = "auto", metrics_file: PathLike | None = None,
+               events_dir: PathLike | None = None, name_pattern: str | None = None,
+               drop_unscored: bool = False) -> "PrunePlan":
     """What `prune` would delete (nothing is touched). `min_age`: seconds, or text such as "7d".
-    At least one rule is required. Carry the plan out with `apply_prune`."""
+    At least one rule is required. Carry the plan out with `apply_prune`.
+
+    With `metric` (a TensorBoard tag, or a column of `metrics_file`, or a field of `name_pattern`),
+    each family's best and its `keep_best` best are kept too, and so are checkpoints without a score
+    unless `drop_unscored`; `plan.scores` and each entry's `score` say what was read."""
     from ckpttool.ops.prune import plan_prune as plan
     from ckpttool.ops.retention import RetentionRules, parse_duration
+    from ckpttool.ops.scoring import MetricOptions
 
     age = parse_duration(min_age) if isinstance(min_age, str) else min_age
-    rules = RetentionRules(keep_last, keep_every_hours, keep_every_steps, tuple(keep_steps), age)
-    return plan(os.fspath(directory), rules, clean=clean)
+    rules = RetentionRules(keep_last, keep_every_hours, keep_every_steps, tuple(keep_steps), age, keep_best,
+                           drop_unscored)
+    scoring = None if metric is None else MetricOptions(
+        metric, mode, os.fspath(metrics_file) if metrics_file is not None else None,
+        os.fspath(events_dir) if events_dir is not None else None, name_pattern)
+    return plan(os.fspath(directory), rules, clean=clean, metric=scoring)
 
 
 def apply_prune(plan: "PrunePlan") -> "PruneResult":

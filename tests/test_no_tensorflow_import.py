@@ -44,3 +44,17 @@ def test_command_does_not_import_tensorflow(fixtures_dir, tmp_path, name):
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True)
     assert "NO_TENSORFLOW" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["prune", "--dry-run", "--keep-best", "2", "--metric", "loss", "--events", "{events}", "{run}"],
+    ["ls", "--metric", "loss", "--events", "{events}", "--sort", "metric", "--filter", "metric<1", "{run}"],
+    ["latest", "--best", "--metric", "loss", "--events", "{events}", "{run}"],
+])
+def test_metric_paths_do_not_import_tensorflow(fixtures_dir, series_dir, args):
+    """Scores read from TensorBoard event files (written by tf.summary) without TensorFlow."""
+    paths = {"events": str(series_dir / "tf2"), "run": str(fixtures_dir / "saver_run")}
+    proc = subprocess.run([sys.executable, "-c", PROBE, *(a.format(**paths) for a in args)],
+                          capture_output=True, text=True)
+    assert "NO_TENSORFLOW" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "error:" not in proc.stderr, proc.stderr[-2000:]

@@ -57,3 +57,42 @@ NamesOpt = Annotated[Naming, typer.Option(
                     "for TF2 checkpoints the shortest object path that passes through no optimizer, without "
                     ".ATTRIBUTES/VARIABLE_VALUE; optimizer state after its variable, e.g. .../kernel/m; other "
                     "sources keep their names). Refused when two variables would get one name.")]
+
+
+# The metric of retention by quality, shared by prune, ls and latest (one implementation: ops/scoring).
+Metric = Annotated[Optional[str], typer.Option(
+    "--metric", metavar="TAG",
+    help="Score each checkpoint by TAG's value at its step exactly, read from TensorBoard event files under "
+         "DIR (TAG, RUN/TAG, or Keras' val_loss = validation/epoch_loss), a trainer_state.json, --metrics or "
+         "--name-pattern. Keras logs epochs from 0 but numbers ModelCheckpoint's {epoch} from 1: a Keras "
+         "file for {epoch}=k is scored by log epoch k-1, as Keras saved it. NaN/inf: no score.")]
+Mode = Annotated[str, typer.Option(
+    "--mode", metavar="min|max|auto",
+    help="min, max, or auto as Keras' ModelCheckpoint: max for accuracy-like names, min for losses "
+         "(the choice is printed).")]
+MetricsFile = Annotated[Optional[str], typer.Option(
+    "--metrics", metavar="FILE", help="Read --metric from this JSON-lines or CSV file (a step or epoch column; "
+                                      "Keras' CSVLogger epochs count from 0).")]
+EventsDir = Annotated[Optional[str], typer.Option(
+    "--events", metavar="DIR", help="Read --metric from the event files under this directory instead of DIR.")]
+NamePatternOpt = Annotated[Optional[str], typer.Option(
+    "--name-pattern", metavar="TEMPLATE",
+    help="Read --metric from checkpoint names by the template given to Keras' ModelCheckpoint "
+         "(w.{epoch:02d}-{val_loss:.2f}.weights.h5).")]
+
+
+def metric_options(metric: str | None, mode: str, metrics_file: str | None, events: str | None,
+                   name_pattern: str | None):
+    """The MetricOptions of the shared options, or None without --metric (then the others are a usage error)."""
+    from ckpttool.errors import UsageProblem
+    from ckpttool.ops.scoring import MetricOptions
+
+    if metric is None:
+        given = [name for name, value in (("--mode", mode != "auto"), ("--metrics", metrics_file),
+                                          ("--events", events), ("--name-pattern", name_pattern)) if value]
+        if given:
+            raise UsageProblem(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --metric TAG")
+        return None
+    options = MetricOptions(metric, mode, metrics_file, events, name_pattern)
+    options.validate()
+    return options

@@ -195,6 +195,11 @@ def human_bytes(size: int | None) -> str:
     return "-" if size is None else format_size(size)
 
 
+def score_text(score: float | None) -> str:
+    """A checkpoint's metric score in a table (`-`: none)."""
+    return "-" if score is None else f"{score:.6g}"
+
+
 def yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 

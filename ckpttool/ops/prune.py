@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ckpttool.errors import BadInput, CorruptCheckpoint, Refused
+from ckpttool.errors import BadInput, CorruptCheckpoint, Refused, UsageProblem
 from ckpttool.storage import fs
 from ckpttool.storage.atomic import fsync_directory
 from ckpttool.storage.fs import read_capped
@@ -29,6 +29,7 @@ from ckpttool.ops.debris import (incomplete_checkpoint_problem, is_checkpoint_fi
 from ckpttool.ops.lock import directory_lock
 from ckpttool.ops.retention import RetentionRules, keep_reasons
 from ckpttool.ops.scan import DirectoryScan, Problem, scan_directory
+from ckpttool.ops.scoring import MetricOptions, Scores, score_checkpoints
 from ckpttool.ops.statefile import update_state, without_entries
 
 JOURNAL_FILENAME = ".ckpttool-prune.journal"
@@ -41,6 +42,7 @@ class Kept:
     name: str
     step: int | None
     reasons: tuple[str, ...]
+    score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Deletion:
     size_bytes: int
     kind: str  # "checkpoint" | "incomplete" | "temp" | "resumed"
     paths: tuple[str, ...]
+    score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class PrunePlan:
     deleted: tuple[Deletion, ...]
     problems: tuple[Problem, ...]
     ignore_bad_state: bool = False
+    scores: Scores | None = None  # with a metric rule: every complete checkpoint's score
 
     @property
     def freed_bytes(self) -> int:
@@ -225,13 +229,33 @@ def _not_debris(scan: DirectoryScan, leftover_path: str) -> str | None:
     return None if is_temp_file_debris(name) else f"{name} is not named like a temporary file of a save"
 
 
+def _score(scan: DirectoryScan, complete: list, rules: RetentionRules, metric: MetricOptions | None) -> Scores | None:
+    """The scores of the complete checkpoints, or None without a metric. Metrics that cannot be read
+    at all raise BadInput (nothing is deleted); so does --drop-unscored when no checkpoint has a score
+    (steps that never match would otherwise leave only what the other rules keep)."""
+    if metric is None:
+        if rules.keep_best is not None or rules.drop_unscored:
+            raise UsageProblem("--keep-best and --drop-unscored need --metric TAG")
+        return None
+    scores = score_checkpoints(scan.directory, complete, metric)
+    if rules.drop_unscored and complete and not scores.scored:
+        steps = ", ".join(str(c.step) for c in complete[:5]) + (" ..." if len(complete) > 5 else "")
+        raise BadInput(f"no checkpoint in {scan.directory} has a {metric.tag} score from {scores.source} "
+                       f"(checkpoint steps {steps}); not pruning with --drop-unscored (nothing deleted)",
+                       hint="check that the metric is logged at the checkpoints' steps (or epochs)")
+    return scores
+
+
 def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, now: float | None = None,
-               ignore_bad_state: bool = False) -> PrunePlan:
+               ignore_bad_state: bool = False, metric: MetricOptions | None = None) -> PrunePlan:
     """What a prune of `directory` would keep and delete; reads only.
 
     Refuses (BadInput) when the state file exists but cannot be read: the
     latest checkpoint it names is then unknown, and a rolled-back latest
     looks old by file times. `ignore_bad_state` judges by file times anyway.
+    With `metric`, the metric rules apply (`keep_best`, the best always kept,
+    unscored ones kept unless `drop_unscored`); a metric that cannot be read
+    refuses the whole plan (BadInput).
     """
     rules.validate()
     now = time.time() if now is None else now
@@ -240,15 +264,17 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
         _refuse_bad_state(scan)
     protected = protected_checkpoints(scan)
     complete = [c for c in scan.checkpoints if c.complete]
-    reasons = keep_reasons(complete, rules, now, protected)
+    scores = _score(scan, complete, rules, metric)
+    score = scores.score if scores is not None else (lambda _name: None)
+    reasons = keep_reasons(complete, rules, now, protected, scores)
     debris_age = rules.min_age_seconds if rules.min_age_seconds is not None else CLEAN_DEFAULT_MIN_AGE
     kept, deleted = [], []
     for c in scan.checkpoints:
         if c.complete:
             if reasons[c.name]:
-                kept.append(Kept(c.name, c.step, tuple(reasons[c.name])))
+                kept.append(Kept(c.name, c.step, tuple(reasons[c.name]), score(c.name)))
             else:
-                deleted.append(Deletion(c.name, c.step, c.size_bytes, "checkpoint", c.files))
+                deleted.append(Deletion(c.name, c.step, c.size_bytes, "checkpoint", c.files, score(c.name)))
             continue
         index = c.prefix + ".index"
         if c.name in protected:
@@ -262,6 +288,7 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
         else:
             deleted.append(Deletion(c.name, c.step, c.size_bytes, "incomplete", c.files))
     problems = list(scan.problems)
+    problems += [Problem("metric", scan.directory, warning) for warning in (scores.warnings if scores else ())]
     for leftover in scan.leftovers if clean else ():
         if not_debris := _not_debris(scan, leftover.path):
             problems.append(Problem("not_debris", leftover.path, f"left alone: {not_debris}"))
@@ -273,7 +300,7 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
         if pending.name not in planned:
             deleted.append(pending)
             kept = [k for k in kept if k.name != pending.name]
-    return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state)
+    return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state, scores)
 
 
 def _remove(path: str) -> None:

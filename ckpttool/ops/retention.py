@@ -1,5 +1,5 @@
 """Retention rules: which checkpoints `prune` keeps, and why. Pure logic over
-the checkpoints a scan found; no file is touched here."""
+the checkpoints a scan found (and their scores, for the metric rules); no file is touched here."""
 from __future__ import annotations
 
 import math
@@ -9,6 +9,7 @@ from itertools import groupby
 
 from ckpttool.errors import UsageProblem
 from ckpttool.ops.scan import CheckpointInfo
+from ckpttool.ops.scoring import Scores
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -29,12 +30,17 @@ class RetentionRules:
     keep_every_steps: int | None = None
     keep_steps: tuple[int, ...] = ()
     min_age_seconds: float | None = None
+    keep_best: int | None = None  # by the scores given to keep_reasons
+    drop_unscored: bool = False  # with scores: a checkpoint without one is not kept for that alone
 
     def validate(self) -> None:
         if not (self.keep_last is not None or self.keep_every_hours is not None
-                or self.keep_every_steps is not None or self.keep_steps or self.min_age_seconds is not None):
+                or self.keep_every_steps is not None or self.keep_steps or self.min_age_seconds is not None
+                or self.keep_best is not None):
             raise UsageProblem("no retention rule given: use --keep-last, --keep-every-hours, "
-                               "--keep-every-steps, --keep-step or --min-age")
+                               "--keep-every-steps, --keep-step, --min-age or --keep-best")
+        if self.keep_best is not None and self.keep_best < 1:
+            raise UsageProblem("--keep-best must be >= 1")
         for value, option in ((self.keep_last, "--keep-last"), (self.keep_every_steps, "--keep-every-steps")):
             if value is not None and value < (0 if option == "--keep-last" else 1):
                 raise UsageProblem(f"{option} must be {'>= 0' if option == '--keep-last' else '>= 1'}")
@@ -47,11 +53,13 @@ def _order(c: CheckpointInfo):
 
 
 def keep_reasons(checkpoints: list[CheckpointInfo], rules: RetentionRules, now: float,
-                 protected: dict[str, str]) -> dict[str, list[str]]:
+                 protected: dict[str, str], scores: Scores | None = None) -> dict[str, list[str]]:
     """Name -> reasons it is kept (empty list: delete). Each family is judged on its own.
 
     `protected` names are always kept, with the given reason (the latest
-    checkpoint, saves newer than it).
+    checkpoint, saves newer than it). With `scores`, each family's best is
+    always kept, and so are its `keep_best` best and (unless `drop_unscored`)
+    every checkpoint without a score.
     """
     reasons: dict[str, list[str]] = {c.name: [] for c in checkpoints}
     for name, why in protected.items():
@@ -76,4 +84,18 @@ def keep_reasons(checkpoints: list[CheckpointInfo], rules: RetentionRules, now: 
                 reasons[c.name].append(f"keep-step {c.step}")
             if rules.min_age_seconds is not None and now - c.time < rules.min_age_seconds:
                 reasons[c.name].append("younger than min-age")
+        if scores is not None:
+            _keep_by_score(members, rules, scores, reasons)
     return reasons
+
+
+def _keep_by_score(members: list[CheckpointInfo], rules: RetentionRules, scores: Scores,
+                   reasons: dict[str, list[str]]) -> None:
+    ranked = scores.ranked(c.name for c in members)
+    for rank, name in enumerate(ranked[:max(rules.keep_best or 1, 1)], 1):
+        shown = f"{scores.tag} {scores.score(name):.6g}"
+        reasons[name].append(f"best ({shown})" if rank == 1 else f"keep-best {rules.keep_best} (#{rank}, {shown})")
+    if not rules.drop_unscored:
+        for c in members:
+            if scores.score(c.name) is None:
+                reasons[c.name].append(f"no {scores.tag} score (kept unless --drop-unscored)")

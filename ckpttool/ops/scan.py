@@ -53,6 +53,8 @@ class CheckpointInfo:
     mtime: float  # newest modification time of its files
     timestamp: float | None  # save time recorded in the state file
     files: tuple[str, ...]  # absolute paths of every file that belongs to it
+    # Numbered by Keras ModelCheckpoint's {epoch} (from 1), while metric logs count epochs from 0.
+    keras_epochs: bool = False
 
     @property
     def time(self) -> float:

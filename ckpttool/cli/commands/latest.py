@@ -9,7 +9,7 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE
-from ckpttool.cli.options import Directory, Json
+from ckpttool.cli.options import Directory, EventsDir, Json, Metric, MetricsFile, Mode, NamePatternOpt, metric_options
 from ckpttool.errors import UsageProblem
 from ckpttool.ops.directories import require_directory
 
@@ -20,6 +20,14 @@ def command(
     step: Annotated[bool, typer.Option("--step", help="Print the step number only.")] = False,
     complete: Annotated[bool, typer.Option(
         "--complete", help="The newest complete checkpoint (never one with missing shards).")] = False,
+    best: Annotated[bool, typer.Option(
+        "--best", help="The complete checkpoint with the best --metric score instead (for export jobs); exit 1 "
+                       "when none has a score.")] = False,
+    metric: Metric = None,
+    mode: Mode = "auto",
+    metrics_file: MetricsFile = None,
+    events: EventsDir = None,
+    name_pattern: NamePatternOpt = None,
     json_out: Json = False,
 ):
     """Print the newest checkpoint in DIR (what tf.train.latest_checkpoint returns).
@@ -35,12 +43,21 @@ def command(
     the paths relative, and both agree again). A missing or unreadable state
     file gives TensorFlow no answer and latest the newest complete checkpoint
     on disk.
+
+    With --best --metric TAG: the best-scored complete checkpoint (ties: the
+    older); the metric, its direction and source go to stderr. JSON:
+    {directory, best, step, score, metric}.
     """
     from ckpttool.ops.latest import find_latest
 
     if absolute and step:
         raise UsageProblem("--absolute and --step cannot be used together (--step prints the step only)")
+    scoring = metric_options(metric, mode, metrics_file, events, name_pattern)
+    if best != (scoring is not None):
+        raise UsageProblem("--best needs --metric TAG" if best else "--metric goes with --best")
     require_directory(directory, "latest")
+    if best:
+        return _best(directory, scoring, absolute, step, json_out)
     result = find_latest(directory, complete=complete)
     render.warn_all(result.warnings)
     shown = result.prefix if absolute else result.latest
@@ -57,3 +74,28 @@ def command(
     else:
         render.print_lines([shown])
     return 0 if result.latest is not None else EXIT_NEGATIVE
+
+
+def _best(directory: str, scoring, absolute: bool, step: bool, json_out: bool) -> int:
+    from ckpttool.ops.scoring import find_best
+
+    result = find_best(directory, scoring)
+    render.warn_all(result.scores.warnings)
+    shown = result.prefix if absolute else result.best
+    if json_out:
+        render.emit_json("latest", {"directory": directory, "best": shown, "step": result.step,
+                                    "score": result.score, "metric": result.scores.document()})
+        return 0 if result.best is not None else EXIT_NEGATIVE
+    print(result.scores.describe(), file=sys.stderr)
+    if result.best is None:
+        print(f"no complete checkpoint in {directory} has a {result.scores.tag} score", file=sys.stderr)
+        return EXIT_NEGATIVE
+    print(f"best: {os.path.basename(result.prefix)}, {result.scores.tag} {result.score:.6g}", file=sys.stderr)
+    if step:
+        if result.step is None:
+            render.warn(f"{os.path.basename(result.prefix)} has no step number")
+            return EXIT_NEGATIVE
+        render.print_lines([str(result.step)])
+    else:
+        render.print_lines([shown])
+    return 0

@@ -1,8 +1,15 @@
 """`ckpttool ls DIR`: every checkpoint in a directory, with its problems."""
 from __future__ import annotations
 
+import time
+from typing import Annotated, List, Optional
+
+import typer
+
 from ckpttool.cli import render
-from ckpttool.cli.options import Directory, Json, Quiet, Recursive
+from ckpttool.cli.options import (Directory, EventsDir, Json, Metric, MetricsFile, Mode, NamePatternOpt, Quiet,
+                                  Recursive, metric_options)
+from ckpttool.errors import BadInput
 from ckpttool.storage import fs
 from ckpttool.ops.directories import require_directory
 from ckpttool.ops.scan import (DirectoryScan, find_checkpoint_dirs, for_each_directory, scan_directory,
@@ -17,11 +24,13 @@ def checkpoints_bytes(scan: DirectoryScan) -> int:
     return sum(c.size_bytes for c in scan.checkpoints)
 
 
-def scan_document(scan: DirectoryScan, directory: str) -> dict:
-    """`directory`: as the user gave it (or as found under the root they gave)."""
+def scan_document(scan: DirectoryScan, directory: str, checkpoints=None, scores=None) -> dict:
+    """`directory`: as the user gave it (or as found under the root they gave). `checkpoints`: those
+    to list (filtered, sorted), all by default; with `scores`, each carries its `score` (null: none)."""
     latest = scan.latest
     return {
         "directory": directory,
+        **({"metric": scores.document()} if scores is not None else {}),
         "latest": latest.name if latest else None,
         "size_bytes": checkpoints_bytes(scan),
         "leftover_bytes": sum(leftover.size_bytes for leftover in scan.leftovers),
@@ -31,8 +40,9 @@ def scan_document(scan: DirectoryScan, directory: str) -> dict:
                 "size_bytes": c.size_bytes, "num_shards": c.num_shards, "complete": c.complete,
                 "has_meta": c.has_meta, "in_state": c.in_state, "is_latest": c.is_latest,
                 **render.time_fields("mtime", c.mtime), **render.time_fields("timestamp", c.timestamp),
+                **({"score": scores.score(c.name)} if scores is not None else {}),
             }
-            for c in scan.checkpoints
+            for c in (scan.checkpoints if checkpoints is None else checkpoints)
         ],
         "problems": [{"kind": p.kind, "path": p.path, "message": p.message} for p in _problems(scan)],
     }
@@ -47,15 +57,25 @@ _COLUMNS = [
 ]
 
 
-def _print_scan(scan: DirectoryScan, directory: str, show_directory: bool) -> None:
+_SCORED_COLUMNS = _COLUMNS[:4] + [render.Column("score", right=True)] + _COLUMNS[4:]
+
+
+def _print_scan(scan: DirectoryScan, directory: str, show_directory: bool, checkpoints=None, scores=None) -> None:
+    shown = scan.checkpoints if checkpoints is None else checkpoints
     rows = [
         (c.name, "-" if c.step is None else c.step, render.local_time(c.time), render.human_bytes(c.size_bytes),
+         *([render.score_text(scores.score(c.name))] if scores is not None else []),
          c.num_shards or "-", render.yes_no(c.complete), render.yes_no(c.in_state),
          "*" if c.is_latest else "", render.yes_no(c.has_meta))
-        for c in scan.checkpoints
+        for c in shown
     ]
+    if scores is not None:
+        render.print_wrapped([(f"{directory}: " if show_directory else "") + scores.describe()])
     if rows:
-        render.print_table(_COLUMNS, rows, title=directory if show_directory else None)
+        render.print_table(_SCORED_COLUMNS if scores is not None else _COLUMNS, rows,
+                           title=directory if show_directory else None)
+    elif scan.checkpoints:
+        render.print_lines([f"{directory}: no checkpoint passes the filters"])
     else:
         render.print_lines([f"{directory}: no checkpoints"])
     problems = _problems(scan)
@@ -79,31 +99,70 @@ def _print_summary(scans: list[DirectoryScan], dirs: list[str]) -> None:
                         f"{render.human_bytes(total)} in total"])
 
 
-def command(directory: Directory, recursive: Recursive = False, json_out: Json = False, quiet: Quiet = False):
+def command(
+    directory: Directory,
+    recursive: Recursive = False,
+    metric: Metric = None,
+    mode: Mode = "auto",
+    metrics_file: MetricsFile = None,
+    events: EventsDir = None,
+    name_pattern: NamePatternOpt = None,
+    sort: Annotated[Optional[str], typer.Option(
+        "--sort", metavar="KEY[:asc|:desc]",
+        help="Order by step or time (oldest first), size (largest first) or metric (best first; unscored "
+             "last).")] = None,
+    filters: Annotated[Optional[List[str]], typer.Option(
+        "--filter", metavar="FIELD OP VALUE",
+        help="Only checkpoints with size>1GB, age>7d, metric<0.3, step>=1000 (< <= > >= = !=; repeatable, all "
+             "must hold; sizes in KB/MB/GB or KiB/MiB/GiB).")] = None,
+    json_out: Json = False,
+    quiet: Quiet = False,
+):
     """List every checkpoint in DIR, from the state file and from the files on disk.
 
-    With --recursive, every run directory under DIR, then each one's size and the total."""
+    With --recursive, every run directory under DIR, then each one's size and the total.
+    With --metric, each checkpoint's score too (see prune for where scores come from)."""
+    from ckpttool.ops.scoring import score_checkpoints
+    from ckpttool.ops.selection import Filter, Sort, require_metric, select
+
+    scoring = metric_options(metric, mode, metrics_file, events, name_pattern)
+    parsed = [Filter.parse(text) for text in filters or ()]
+    order = Sort.parse(sort) if sort is not None else None
+    if scoring is None:
+        require_metric(parsed, order)
     require_directory(directory, "ls")
     skipped = []  # keys of the tree never followed (`root/../other`): reported, not read
     dirs = find_checkpoint_dirs(directory, skipped) if recursive else [directory]
     render.warn_all(p.message for p in skipped)
     scans = for_each_directory(scan_directory, dirs)
+    scores = [None] * len(scans)
+    if scoring is not None:
+        for i, (scan, d) in enumerate(zip(scans, dirs)):
+            try:
+                scores[i] = score_checkpoints(scan.directory, scan.checkpoints, scoring)
+            except BadInput as exc:
+                if not recursive:
+                    raise
+                render.warn(f"{d}: no scores: {exc.message}")  # one run's missing logs hide no other run
+            render.warn_all(f"{d}: {w}" for w in (scores[i].warnings if scores[i] else ()))
+    now = time.time()
+    shown = [select(list(s.checkpoints), parsed, order, now, sc) for s, sc in zip(scans, scores)]
     if json_out:
+        docs = [scan_document(s, d, c, sc) for s, d, c, sc in zip(scans, dirs, shown, scores)]
         if recursive:
             render.emit_json("ls", {
                 "root": directory, "num_checkpoints": sum(len(s.checkpoints) for s in scans),
-                "total_bytes": sum(checkpoints_bytes(s) for s in scans),
-                "directories": [scan_document(s, d) for s, d in zip(scans, dirs)]})
+                "total_bytes": sum(checkpoints_bytes(s) for s in scans), "directories": docs})
         else:
-            render.emit_json("ls", scan_document(scans[0], directory))
+            render.emit_json("ls", docs[0])
     elif quiet:
-        render.print_lines(fs.join(d, c.name) if recursive else c.name for s, d in zip(scans, dirs)
-                           for c in s.checkpoints)
+        render.print_lines(fs.join(d, c.name) if recursive else c.name for c_list, d in zip(shown, dirs)
+                           for c in c_list)
     elif recursive and not dirs:
         render.print_lines([f"{directory}: no checkpoint directories"])
     else:
-        for scan, d in zip(scans, dirs):
-            _print_scan(scan, d, show_directory=recursive)
+        for scan, d, c_list, sc in zip(scans, dirs, shown, scores):
+            _print_scan(scan, d, recursive, c_list, sc)
         if recursive:
             _print_summary(scans, dirs)
         elif not scans[0].checkpoints:

@@ -8,17 +8,23 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE, error_fields
-from ckpttool.cli.options import Directory, DryRun, Json, Quiet, Recursive, Yes
-from ckpttool.errors import BadInput, Refused
+from ckpttool.cli.options import (Directory, DryRun, EventsDir, Json, Metric, MetricsFile, Mode, NamePatternOpt,
+                                   Quiet, Recursive, Yes, metric_options)
+from ckpttool.errors import BadInput, Refused, UsageProblem
 
 
 def _plan_document(directory: str, plan, deleted, dry_run: bool) -> dict:
-    """`directory`: as given (or as found under the root given)."""
+    """`directory`: as given (or as found under the root given). With a metric, every checkpoint
+    carries its `score` (null: none) and the document says which metric, direction and source."""
+    scored = plan.scores is not None
     return {
         "directory": directory,
         "dry_run": dry_run,
-        "kept": [{"name": k.name, "step": k.step, "reasons": list(k.reasons)} for k in plan.kept],
-        "deleted": [{"name": d.name, "step": d.step, "size_bytes": d.size_bytes, "kind": d.kind} for d in deleted],
+        **({"metric": plan.scores.document()} if scored else {}),
+        "kept": [{"name": k.name, "step": k.step, "reasons": list(k.reasons), **({"score": k.score} if scored else {})}
+                 for k in plan.kept],
+        "deleted": [{"name": d.name, "step": d.step, "size_bytes": d.size_bytes, "kind": d.kind,
+                     **({"score": d.score} if scored else {})} for d in deleted],
         "freed_bytes": sum(d.size_bytes for d in deleted),
         "problems": [{"kind": p.kind, "path": p.path, "message": p.message} for p in plan.problems],
     }
@@ -26,6 +32,7 @@ def _plan_document(directory: str, plan, deleted, dry_run: bool) -> dict:
 
 _COLUMNS = [render.Column("name", kind=render.NAME), render.Column("step", right=True, drop=1),
             render.Column("action"), render.Column("why / size", kind=render.TEXT)]
+_SCORED_COLUMNS = _COLUMNS[:2] + [render.Column("score", right=True)] + _COLUMNS[2:]
 
 
 def _outcome(deleted: int, kept: int, freed: int, dry_run: bool) -> str:
@@ -34,13 +41,17 @@ def _outcome(deleted: int, kept: int, freed: int, dry_run: bool) -> str:
 
 
 def _print_plan(directory: str, plan, deleted, dry_run: bool, recursive: bool, warn: bool = True) -> None:
-    rows = [(k.name, "-" if k.step is None else k.step, "keep", ", ".join(k.reasons)) for k in plan.kept]
+    scored = plan.scores is not None
+    rows = [(k.name, "-" if k.step is None else k.step, *([render.score_text(k.score)] if scored else []), "keep",
+             ", ".join(k.reasons)) for k in plan.kept]
     verb = "would delete" if dry_run else "deleted"
-    rows += [(d.name, "-" if d.step is None else d.step, verb,
+    rows += [(d.name, "-" if d.step is None else d.step, *([render.score_text(d.score)] if scored else []), verb,
               f"{render.human_bytes(d.size_bytes)}" + ("" if d.kind == "checkpoint" else f" ({d.kind})"))
              for d in deleted]
     rows.sort(key=lambda row: (row[1] if isinstance(row[1], int) else -1, row[0]))
-    render.print_table(_COLUMNS, rows, title=directory if recursive else None)
+    if scored:
+        render.print_wrapped([(f"{directory}: " if recursive else "") + plan.scores.describe()])
+    render.print_table(_SCORED_COLUMNS if scored else _COLUMNS, rows, title=directory if recursive else None)
     for p in plan.problems if warn else ():
         render.warn(f"{directory}: {p.message}")
     if not recursive:  # a tree gets one table of its directories instead
@@ -83,6 +94,13 @@ def command(
     keep_every_steps: Annotated[Optional[int], typer.Option("--keep-every-steps", metavar="K", help="Keep checkpoints whose step is divisible by K.")] = None,
     keep_step: Annotated[Optional[List[int]], typer.Option("--keep-step", metavar="STEP", help="Keep the checkpoint of this step (repeatable).")] = None,
     min_age: Annotated[Optional[str], typer.Option("--min-age", metavar="DURATION", help="Delete nothing younger than this (30m, 12h, 7d).")] = None,
+    keep_best: Annotated[Optional[int], typer.Option("--keep-best", metavar="N", help="Keep the N best-scored checkpoints of each family by --metric (the best is kept whenever --metric is given; ties go to the older).")] = None,
+    metric: Metric = None,
+    mode: Mode = "auto",
+    metrics_file: MetricsFile = None,
+    events: EventsDir = None,
+    name_pattern: NamePatternOpt = None,
+    drop_unscored: Annotated[bool, typer.Option("--drop-unscored", help="Let other rules decide about checkpoints without a score (by default they are kept).")] = False,
     clean: Annotated[bool, typer.Option("--clean", help="Also remove provable debris (incomplete checkpoints, *_temp directories, temp files of saves) older than --min-age (default 1h); anything else is reported, never deleted.")] = False,
     ignore_bad_state: Annotated[bool, typer.Option("--ignore-bad-state", help="Prune by file times even when the state file cannot be read (by default such a directory is refused: its latest checkpoint is unknown).")] = False,
     recursive: Recursive = False,
@@ -96,6 +114,11 @@ def command(
     A checkpoint is kept if any rule keeps it. Each family (model.ckpt,
     best.ckpt, ...) is judged on its own. Not interactive and no --yes: exit 4.
 
+    With --metric, each family's best is always kept too, and so is every
+    checkpoint without a score unless --drop-unscored; a metric that cannot
+    be read at all is exit 3, nothing deleted. The plan (--dry-run) shows each
+    checkpoint's score, why it is kept, and where the scores came from.
+
     DIR may be a bucket (gs://, s3://, other fsspec URLs). Runs take turns:
     on gs:// and s3:// through a lock object created only if absent, across
     hosts; on other stores only runs on the same host are kept apart.
@@ -106,8 +129,11 @@ def command(
     from ckpttool.ops.scan import find_checkpoint_dirs, for_each_directory
 
     rules = RetentionRules(keep_last, keep_every_hours, keep_every_steps, tuple(keep_step or ()),
-                           parse_duration(min_age) if min_age is not None else None)
+                           parse_duration(min_age) if min_age is not None else None, keep_best, drop_unscored)
     rules.validate()
+    scoring = metric_options(metric, mode, metrics_file, events, name_pattern)
+    if scoring is None and (keep_best is not None or drop_unscored):
+        raise UsageProblem("--keep-best and --drop-unscored need --metric TAG")
     require_directory(directory, "prune")
     skipped = []  # keys of the tree never followed (`root/../other`): reported, not pruned
     dirs = find_checkpoint_dirs(directory, skipped) if recursive else [directory]
@@ -115,7 +141,7 @@ def command(
 
     def plan(d: str):
         try:
-            return plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state)
+            return plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state, metric=scoring)
         except BadInput as exc:
             if not recursive:
                 raise

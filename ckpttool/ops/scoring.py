@@ -1,0 +1,138 @@
+"""Checkpoint scores for retention by quality: each checkpoint's value of a metric, which are best.
+
+Generic over CheckpointInfo (its step, its name, and whether it is numbered by Keras epochs): the
+values come from ops/metrics (a metrics file, trainer_state.json, TensorBoard event files) or from
+the checkpoints' own names (`--name-pattern`). A checkpoint's score is the metric's value at its step
+exactly; a Keras ModelCheckpoint file numbered `{epoch}`=k gets the value logged for epoch k-1, as
+Keras saved it. No value there (or a NaN/infinite one): no score.
+
+Ranking: lower is better for mode "min", higher for "max"; between equal scores the older
+checkpoint ranks first, as Keras' `save_best_only` keeps the first to reach a value.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ckpttool.errors import UsageProblem
+from ckpttool.ops import metrics
+from ckpttool.ops.scan import CheckpointInfo, scan_directory
+from ckpttool.storage import fs
+
+MODES = ("auto", "min", "max")
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """Where a metric's values come from, and which way is better."""
+    tag: str
+    mode: str = "auto"
+    metrics_file: str | None = None
+    events_dir: str | None = None
+    name_pattern: str | None = None
+
+    def validate(self) -> None:
+        if not self.tag:
+            raise UsageProblem("--metric needs a tag name (val_loss, validation/epoch_accuracy ...)")
+        metrics.infer_mode(self.tag, self.mode)
+        if self.name_pattern is not None:
+            if self.metrics_file or self.events_dir:
+                raise UsageProblem("--name-pattern reads scores from checkpoint names: "
+                                   "not with --metrics or --events")
+            pattern = metrics.NamePattern.parse(self.name_pattern)
+            if self.tag not in pattern.fields:
+                raise UsageProblem(f"--name-pattern {self.name_pattern!r} has no field {{{self.tag}}} "
+                                   f"for --metric {self.tag!r}")
+
+
+@dataclass(frozen=True)
+class Scores:
+    tag: str
+    mode: str  # "min" | "max"
+    mode_given: bool  # False: chosen by --mode auto
+    source: str  # what answered: "events /run/validation (epoch_loss)", "names (w.{epoch:02d}-{val_loss}.h5)"
+    by_name: dict[str, float | None]  # every checkpoint scored -> its score, None if it has none
+    steps: dict[str, int | None]  # name -> step, for ranking ties (older first)
+    warnings: tuple[str, ...] = ()
+    keras_aligned: bool = False  # some checkpoint was scored by the log epoch before its {epoch}
+    epochs_as_steps: bool = False  # epochs logged from 0 matched to checkpoints not numbered by Keras' {epoch}
+
+    def score(self, name: str) -> float | None:
+        return self.by_name.get(name)
+
+    @property
+    def scored(self) -> int:
+        return sum(score is not None for score in self.by_name.values())
+
+    def describe(self) -> str:
+        """One line for people: the tag, the direction and how it was chosen, the source."""
+        direction = "lower is better" if self.mode == "min" else "higher is better"
+        how = f"--mode {self.mode}" if self.mode_given else f"--mode auto chose {self.mode}"
+        line = f"metric {self.tag}: {direction} ({how}), from {self.source}"
+        if self.keras_aligned:
+            line += "; Keras {epoch} k scored by log epoch k-1"
+        if self.epochs_as_steps:
+            line += "; log epochs (from 0) matched to other checkpoints' numbers as they are"
+        return line
+
+    def ranked(self, names: Iterable[str]) -> list[str]:
+        """The scored names among `names`, best first (ties: the older first)."""
+        scored = [n for n in names if self.by_name.get(n) is not None]
+        sign = 1.0 if self.mode == "min" else -1.0
+        return sorted(scored, key=lambda n: (sign * self.by_name[n], _step_key(self.steps.get(n)), n))
+
+    def best(self, names: Iterable[str]) -> str | None:
+        ranked = self.ranked(names)
+        return ranked[0] if ranked else None
+
+    def document(self) -> dict:
+        """The JSON form (without the per-checkpoint scores, which go with each checkpoint)."""
+        return {"tag": self.tag, "mode": self.mode, "mode_given": self.mode_given, "source": self.source,
+                "keras_epochs_aligned": self.keras_aligned, "epochs_as_steps": self.epochs_as_steps,
+                "scored": self.scored,
+                "unscored": len(self.by_name) - self.scored}
+
+
+def _step_key(step: int | None) -> float:
+    return float("inf") if step is None else step
+
+
+def score_checkpoints(directory: str, checkpoints: Iterable[CheckpointInfo], options: MetricOptions) -> Scores:
+    """Every checkpoint's score. Raises BadInput when the metric cannot be read at all (no source,
+    a tag no source has: the message names the tags there are), UsageProblem for bad options."""
+    options.validate()
+    checkpoints = list(checkpoints)
+    mode = metrics.infer_mode(options.tag, options.mode)
+    given = options.mode in ("min", "max")
+    steps = {c.name: c.step for c in checkpoints}
+    if options.name_pattern is not None:
+        pattern = metrics.NamePattern.parse(options.name_pattern)
+        by_name = {c.name: pattern.score(c.name, options.tag) for c in checkpoints}
+        return Scores(options.tag, mode, given, f"checkpoint names ({options.name_pattern})", by_name, steps)
+    series = metrics.read_metric(directory, options.tag, options.metrics_file, options.events_dir)
+    by_name = {c.name: series.score_at(c.step, c.keras_epochs) for c in checkpoints}
+    aligned = series.zero_based_epochs and any(c.keras_epochs for c in checkpoints)
+    as_steps = series.zero_based_epochs and not all(c.keras_epochs for c in checkpoints)
+    return Scores(options.tag, mode, given, series.source, by_name, steps, series.warnings, aligned, as_steps)
+
+
+@dataclass(frozen=True)
+class BestResult:
+    directory: str  # as given
+    best: str | None  # DIR/<name>, as `latest` prints a checkpoint
+    prefix: str | None  # absolute
+    step: int | None
+    score: float | None
+    scores: Scores
+
+
+def find_best(directory: str, options: MetricOptions) -> BestResult:
+    """The complete checkpoint of `directory` with the best score (None when none is scored)."""
+    scan = scan_directory(directory)
+    complete = [c for c in scan.checkpoints if c.complete]
+    scores = score_checkpoints(scan.directory, complete, options)
+    name = scores.best(c.name for c in complete)
+    if name is None:
+        return BestResult(directory, None, None, None, None, scores)
+    chosen = scan.by_name(name)
+    return BestResult(directory, fs.join(directory, name), chosen.prefix, chosen.step, scores.score(name), scores)
