@@ -429,12 +429,12 @@ def _write_safetensors(plan: ConvertPlan, source: _Source, update_state: bool = 
     try:
         weight_map = {}
         for path, group in zip(plan.files, plan.shards):
-            staged.append(StagedFile(path, sync=False))
+            StagedFile(path, sync=False, into=staged)
             specs = [source.spec(plan.items[i]) for i in group]
             write_safetensors(staged[-1].handle, specs, source.chunks, plan.metadata)
             weight_map.update({plan.items[i].name: os.path.basename(path) for i in group})
         if len(plan.files) > len(plan.shards):  # a sharded set: its index goes last
-            staged.append(StagedFile(plan.files[-1]))
+            StagedFile(plan.files[-1], into=staged)
             staged[-1].handle.write(index_document(weight_map, plan.total_bytes, plan.metadata))
         # Overwriting a sharded set: its old manifest goes first, so it never names a mix of shards.
         _commit_in_order(staged, plan.files[-1:] if plan.overwrite and len(plan.files) > len(plan.shards) else ())

@@ -296,10 +296,9 @@ def apply_rename(plan: RenamePlan, link: bool = False,
                     raise NotFound(f"missing data shard {source_path}")
                 final = data_file_path(destination, shard_id, out_shards)
                 if link:
-                    temp_files.append(link_temp_beside(source_path, final))
+                    link_temp_beside(source_path, final, into=temp_files)
                     continue
-                fd, tmp = create_temp_beside(final)  # a random name: never a file or symlink planted there
-                temp_files.append(tmp)
+                fd, _tmp = create_temp_beside(final, into=temp_files)  # a random name: never a planted file
                 with os.fdopen(fd, "wb") as out:
                     graph_here = new_graph is not None and graph_part.shard_id == shard_id
                     graph_at_end = graph_here and graph_part.offset + graph_part.size == os.path.getsize(source_path)
@@ -317,8 +316,7 @@ def apply_rename(plan: RenamePlan, link: bool = False,
                 # Linked shards are never written through: the new graph gets a shard of its own.
                 data, checksum = encode_strings([new_graph])
                 final = data_file_path(destination, num_shards, out_shards)
-                tmp = prepare_replacement(final, data)
-                temp_files.append(tmp)
+                prepare_replacement(final, data, into=temp_files)
                 total += len(data)
                 entries[OBJECT_GRAPH_KEY.encode()] = make_entry(dtype_from_code(7), (), num_shards, 0, len(data),
                                                                  checksum)

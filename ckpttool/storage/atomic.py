@@ -58,23 +58,33 @@ def _take_mode_and_owner(fd: int, replaced: str) -> None:
             pass  # only root may give a file away; the mode is kept all the same
 
 
-def create_temp_beside(path: str, mode_of: str | None = None) -> tuple[int, str]:
+def create_temp_beside(path: str, mode_of: str | None = None, into: list[str] | None = None) -> tuple[int, str]:
     """(fd, temp path) of a new file beside `path`, with the mode `path` has or would get
-    (or the mode of `mode_of`: a backup copy is no more readable than its original)."""
+    (or the mode of `mode_of`: a backup copy is no more readable than its original).
+
+    `into`: the caller's list of its temps, to which the new one is added as it is created, with
+    interrupts held: a Ctrl-C (or SIGTERM) then finds it there to remove, never a temp made but not
+    yet known (a signal between os.open and the caller's append left one behind)."""
     tmp = temp_name_for(os.path.abspath(path))
-    fd = os.open(tmp, _CREATE_FLAGS, 0o666)  # never through a planted symlink or into an existing file
+    fd = None
     try:
-        _take_mode_and_owner(fd, mode_of or path)
+        with commit_section():
+            fd = os.open(tmp, _CREATE_FLAGS, 0o666)  # never through a planted symlink or into an existing file
+            if into is not None:
+                into.append(tmp)
+            _take_mode_and_owner(fd, mode_of or path)
     except BaseException:
-        os.close(fd)
-        discard_replacement(tmp)
+        if fd is not None:
+            os.close(fd)
+            discard_replacement(tmp)
         raise
     return fd, tmp
 
 
-def prepare_replacement(path: str, data: bytes, mode_of: str | None = None) -> str:
-    """A synced temp file beside `path` holding `data`, ready for commit_replacement."""
-    fd, tmp = create_temp_beside(path, mode_of)
+def prepare_replacement(path: str, data: bytes, mode_of: str | None = None, into: list[str] | None = None) -> str:
+    """A synced temp file beside `path` holding `data`, ready for commit_replacement (`into`: as
+    for create_temp_beside)."""
+    fd, tmp = create_temp_beside(path, mode_of, into)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -86,11 +96,15 @@ def prepare_replacement(path: str, data: bytes, mode_of: str | None = None) -> s
     return tmp
 
 
-def link_temp_beside(source: str, path: str) -> str:
+def link_temp_beside(source: str, path: str, into: list[str] | None = None) -> str:
     """A hard link to `source` under a fresh temp name beside `path` (link() never follows or
-    replaces what is at the new name); its path, ready for commit_replacement."""
+    replaces what is at the new name); its path, ready for commit_replacement (`into`: as for
+    create_temp_beside)."""
     tmp = temp_name_for(os.path.abspath(path))
-    os.link(source, tmp, follow_symlinks=False)
+    with commit_section():
+        os.link(source, tmp, follow_symlinks=False)
+        if into is not None:
+            into.append(tmp)
     return tmp
 
 
@@ -133,15 +147,27 @@ class StagedFile:
     own bundle writer do: for gigabytes of tensor data it would double the
     time, while an index written last (synced) still decides what exists."""
 
-    def __init__(self, path: str, sync: bool = True):
+    def __init__(self, path: str, sync: bool = True, into: list["StagedFile"] | None = None):
         self.path = path
         self.sync = sync
-        fd, self.tmp = create_temp_beside(path)
+        # `into`: the caller's staged files, this one added with interrupts held (see create_temp_beside).
+        # An interrupt held meanwhile is raised as the section ends: the temp is then removed here.
+        self.tmp = None
         try:
-            self.handle = os.fdopen(fd, "wb")
+            with commit_section():
+                fd, self.tmp = create_temp_beside(path)
+                try:
+                    self.handle = os.fdopen(fd, "wb")
+                except BaseException:
+                    os.close(fd)
+                    raise
+                if into is not None:
+                    into.append(self)
         except BaseException:
-            os.close(fd)
-            discard_replacement(self.tmp)
+            if self.tmp is not None:
+                if hasattr(self, "handle"):
+                    self.handle.close()
+                discard_replacement(self.tmp)
             raise
 
     def commit(self) -> None:
