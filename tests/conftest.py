@@ -27,6 +27,30 @@ def fixtures_dir(tmp_path_factory) -> Path:
     return out
 
 
+def _tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
+    """(inode, size, mtime) of every file under root, links not followed."""
+    state = {}
+    for path in root.rglob("*"):
+        st = path.lstat()
+        state[str(path.relative_to(root))] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return state
+
+
+@pytest.fixture(autouse=True)
+def shared_fixtures_stay_untouched(request):
+    """The TF fixtures are shared by the whole session: a test that changes them (instead of a
+    copy_fixture copy) breaks every test after it. Checked after each test that uses them."""
+    if "fixtures_dir" not in request.fixturenames:
+        yield
+        return
+    root = request.getfixturevalue("fixtures_dir")
+    before = _tree_state(root)
+    yield
+    after = _tree_state(root)
+    changed = sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
+    assert not changed, f"this test changed the shared fixtures (use copy_fixture): {changed[:10]}"
+
+
 @pytest.fixture(scope="session")
 def series_dir(tmp_path_factory) -> Path:
     """Event files, Keras ModelCheckpoint files and SavedModel versions written by TensorFlow and
