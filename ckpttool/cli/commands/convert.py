@@ -17,6 +17,53 @@ class TargetFormat(str, enum.Enum):
     npz = "npz"
 
 
+class Layout(str, enum.Enum):
+    torch = "torch"
+    tf = "tf"
+
+
+class CastDtype(str, enum.Enum):
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"
+    float64 = "float64"
+
+
+LayoutOpt = Annotated[Optional[Layout], typer.Option(
+    "--layout", help="torch: Keras layouts to PyTorch's (Dense/Conv kernels transposed, kernel/embeddings/gamma -> "
+                     "weight, beta -> bias, moving_mean/moving_variance -> running_mean/running_var, --sep . "
+                     "unless given); tf: the way back. The layer kind comes from the names, else name and rank.")]
+TransposeOpt = Annotated[Optional[List[str]], typer.Option(
+    "--transpose", metavar="REGEX=PERM", help="Permute the axes of variables matching REGEX (e.g. kernel=1,0; "
+                                              "repeatable); wins over --layout.")]
+DtypeOpt = Annotated[Optional[CastDtype], typer.Option(
+    "--dtype", help="Cast floating variables (float16/bfloat16/float32/float64) to this dtype, rounding to "
+                    "nearest even; integers, strings and step counters keep theirs.")]
+KeepDtypeOpt = Annotated[Optional[List[str]], typer.Option(
+    "--keep-dtype", metavar="REGEX", help="With --dtype: variables matching REGEX keep their dtype (repeatable; "
+                                          "e.g. norm).")]
+
+
+def transform_options(layout, transpose, dtype, keep_dtype) -> dict:
+    """plan_convert's keyword arguments for --layout, --transpose, --dtype and --keep-dtype."""
+    from ckpttool.ops.casting import CastRule
+    from ckpttool.ops.layouts import parse_transpose
+
+    return {"layout": layout.value if layout else None,
+            "transposes": tuple(parse_transpose(t) for t in transpose or ()),
+            "cast": CastRule(dtype.value if dtype else None, tuple(keep_dtype or ()))}
+
+
+def warn_overflow(result) -> None:
+    if result is not None:
+        render.warn_all(f"{name}: {count} finite value{'s' if count != 1 else ''} overflowed to inf in the cast"
+                        for name, count in result.overflowed)
+
+
+def transformed(plan) -> list[dict]:
+    return [{"name": i.name, "source": i.source, "transforms": list(i.transforms)} for i in plan.items if i.transforms]
+
+
 def _document(plan, result, dry_run: bool) -> dict:
     return {
         "source": plan.source, "source_format": plan.source_format, "destination": plan.destination,
@@ -26,6 +73,8 @@ def _document(plan, result, dry_run: bool) -> dict:
         "renamed": [{"from": old, "to": new} for old, new in plan.renamed],
         "dropped": list(plan.dropped),
         "skipped": [{"name": s.name, "reason": s.reason} for s in plan.skipped],
+        "transformed": transformed(plan),
+        "overflowed": [{"name": n, "count": c} for n, c in (result.overflowed if result else ())],
     }
 
 
@@ -59,6 +108,10 @@ def command(
                              "NAME-00001-of-0000N.safetensors plus NAME.safetensors.index.json.")] = None,
     metadata: Annotated[Optional[List[str]], typer.Option(
         "--metadata", help="KEY=VALUE for the safetensors __metadata__ (repeatable; e.g. format=pt).")] = None,
+    layout: LayoutOpt = None,
+    transpose: TransposeOpt = None,
+    dtype: DtypeOpt = None,
+    keep_dtype: KeepDtypeOpt = None,
     overwrite: Overwrite = False,
     dry_run: DryRun = False,
     json_out: Json = False,
@@ -67,7 +120,8 @@ def command(
     """Convert weights between TF checkpoints, safetensors and .npz (Keras 3 files: read only).
 
     Values are moved bit-exactly with their dtypes, tensor by tensor (memory
-    stays bounded). The rename rules of rename-vars apply, then --sep. What DST
+    stays bounded). The rename rules of rename-vars apply, then --sep.
+    --layout torch|tf transposes and renames for PyTorch and back, --dtype casts. What DST
     cannot hold (strings, variants, the TF2 object graph) is skipped with a
     warning, or refused with --strict; a dtype DST cannot hold is refused
     naming the variable. A TF checkpoint DST is a V2 bundle, with the state
@@ -81,7 +135,8 @@ def command(
                                      drop_optimizer=drop_optimizer, sep=sep)
     plan = plan_convert(source, destination, to=to.value if to else None, rules=rules, strict=strict,
                         shard_size=parse_size(shard_size) if shard_size is not None else None,
-                        metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()), overwrite=overwrite)
+                        metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()), overwrite=overwrite,
+                        **transform_options(layout, transpose, dtype, keep_dtype))
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.skipped)
     result = None
     if not dry_run:
@@ -89,14 +144,16 @@ def command(
 
         with byte_progress("converting", plan.total_bytes, json_out) as advance:
             result = apply_convert(plan, on_progress=advance)
+        warn_overflow(result)
     if json_out:
         render.emit_json("convert", _document(plan, result, dry_run))
     elif quiet:
         render.print_lines(item.name for item in plan.items)
     else:
         if dry_run:
-            render.print_table(["source name", "new name", "dtype", "shape"],
-                               [(i.source, i.name, i.dtype, list(i.shape)) for i in plan.items])
+            render.print_table(["source name", "new name", "dtype", "shape", "transforms"],
+                               [(i.source, i.name, i.dtype, list(i.shape), "; ".join(i.transforms))
+                                for i in plan.items])
         files = result.files if result else plan.files
         verb = "would write" if dry_run else "wrote"
         render.print_lines([f"{verb} {plan.to} {', '.join(files)}: {render.plural(len(plan.items), 'tensor')}, "
