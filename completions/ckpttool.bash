@@ -11,11 +11,14 @@ _ckpttool() {
     done
     case "${COMP_WORDS[COMP_CWORD-1]}" in
         --to) COMPREPLY=($(compgen -W "tf safetensors npz" -- "$cur")); return ;;
+        --layout) COMPREPLY=($(compgen -W "torch tf" -- "$cur")); return ;;
+        --dtype) COMPREPLY=($(compgen -W "bfloat16 float16 float32 float64" -- "$cur")); return ;;
+        --mode) COMPREPLY=($(compgen -W "auto min max" -- "$cur")); return ;;
         --format) COMPREPLY=($(compgen -W "json pbtxt" -- "$cur")); return ;;
         --part) COMPREPLY=($(compgen -W "graph saver signatures collections meta_info" -- "$cur")); return ;;
     esac
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "ls latest inspect verify prune repair rename-vars convert diff freeze export-json completion --debug --no-color --version --storage-option -h --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "ls latest inspect verify prune repair rename-vars convert average diff freeze export-json completion --debug --no-color --version --storage-option -h --help" -- "$cur"))
         return
     fi
     case "$cmd" in
@@ -26,7 +29,8 @@ _ckpttool() {
         prune) opts="--keep-last --keep-every-hours --keep-every-steps --keep-step --min-age --clean --ignore-bad-state --recursive -r --dry-run -n --yes -y --json --quiet -q -h --help" ;;
         repair) opts="--dry-run -n --json -h --help" ;;
         rename-vars) opts="--map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --link --overwrite --dry-run -n --json --quiet -q -h --help" ;;
-        convert) opts="--to --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --sep --strict --shard-size --metadata --overwrite --dry-run -n --json --quiet -q -h --help" ;;
+        convert) opts="--to --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --sep --strict --shard-size --metadata --layout --transpose --dtype --keep-dtype --overwrite --dry-run -n --json --quiet -q -h --help" ;;
+        average) opts="--output -o --last --steps --best --metric --metrics --mode --keep-optimizer --to --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --sep --layout --transpose --dtype --keep-dtype --overwrite --dry-run -n --json --quiet -q -h --help" ;;
         diff) opts="--rtol --atol --filter -f --json --quiet -q -h --help" ;;
         freeze) opts="--output -o --output-nodes --tags --signature --text --clear-devices --keep-devices --check --input-shape --overwrite --json -h --help" ;;
         export-json) opts="--format --part --output -o --overwrite --json -h --help" ;;
