@@ -270,3 +270,25 @@ def test_transpose_larger_than_memory_stays_bounded(tmp_path):
     value = np.stack([np.random.default_rng(i).standard_normal((8, 2048)).astype(np.float32) for i in range(1024)])
     assert out.read_bytes() == value.transpose(2, 1, 0).tobytes()
     assert os.listdir(tmp_path) == ["out.bin"]  # the staged temp is gone
+
+
+def test_kind_by_name_and_rank():
+    """The names' hints where the rank fits them, else the rank; unknown PyTorch names keep their words."""
+    from ckpttool.ops.layouts import plan_layout
+
+    torch = plan_layout([("conv_block/kernel", (4, 3)), ("net/depthwise_conv2d/kernel", (3, 3, 4, 2)),
+                         ("net/up/conv2d_transpose/kernel", (3, 3, 5, 8)), ("emb/embeddings", (10, 4)),
+                         ("bn/moving_variance", (4,)), ("dense_1/bias", (3,)), ("scalar", ())], "torch")
+    assert torch["conv_block/kernel"].perm == (1, 0)  # rank 2: a Dense kernel whatever the path says
+    assert (torch["net/depthwise_conv2d/kernel"].perm, torch["net/depthwise_conv2d/kernel"].shape) == \
+        ((2, 3, 0, 1), (8, 1, 3, 3))
+    assert torch["net/up/conv2d_transpose/kernel"].kind == "conv_transpose"
+    assert torch["emb/embeddings"].name == "emb/weight" and torch["emb/embeddings"].perm is None
+    assert torch["bn/moving_variance"].name == "bn/running_var"
+    assert "dense_1/bias" not in torch and "scalar" not in torch
+    back = plan_layout([("model.norm.weight", (4,)), ("model.bn.weight", (4,)), ("model.bn.running_mean", (4,)),
+                        ("model.proj.weight", (3, 5)), ("model.step", ())], "tf")
+    assert back["model.norm.weight"].name == "model/norm/weight" and back["model.norm.weight"].perm is None
+    assert back["model.bn.weight"].name == "model/bn/gamma"
+    assert (back["model.proj.weight"].name, back["model.proj.weight"].perm) == ("model/proj/kernel", (1, 0))
+    assert back["model.step"].name == "model/step"

@@ -190,6 +190,9 @@ def _pieces(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
     different readers hand out different chunk sizes, and the mean needs the same elements of each."""
     pending = bytearray()
     for chunk in chunks:
+        if not pending and len(chunk) == size:  # what a bundle hands out: no copy
+            yield chunk
+            continue
         pending += chunk
         while len(pending) >= size:
             yield bytes(pending[:size])

@@ -117,6 +117,14 @@ def _kind_hint(parts: list[str]) -> str | None:
     return None
 
 
+def _kernel_kind(hint: str | None, shape: tuple[int, ...]) -> str | None:
+    """A kernel's layer kind: the name's hint where the rank fits it, else the rank's."""
+    by_rank = "dense" if len(shape) == 2 else "conv" if 3 <= len(shape) <= 5 else None
+    if hint in ("depthwise", "conv_transpose") and 3 <= len(shape) <= 5:
+        return hint
+    return by_rank
+
+
 def _torch_perm(kind: str, shape: tuple[int, ...]) -> tuple[tuple[int, ...] | None, tuple[int, ...]]:
     rank = len(shape)
     if kind == "dense" and rank == 2:
@@ -163,8 +171,7 @@ def _to_torch(name: str, shape: tuple[int, ...], siblings: set[str]) -> LayoutCh
         if attribute == "depthwise_kernel":
             kind = "depthwise"
         elif attribute in ("kernel", "_kernel"):
-            kind = hint if hint in ("depthwise", "conv_transpose", "conv", "dense") else (
-                "dense" if len(shape) == 2 else "conv" if 3 <= len(shape) <= 5 else None)
+            kind = _kernel_kind(hint, shape)
         elif attribute == "embeddings":
             kind = "embedding"
         elif attribute in ("gamma", "beta"):
@@ -195,28 +202,19 @@ def _to_tf(name: str, shape: tuple[int, ...], siblings: set[str]) -> LayoutChang
         kind, keras = "batch_norm", {"running_mean": "moving_mean", "running_var": "moving_variance"}[attribute]
     elif attribute in ("weight", "bias") and (batch_norm or hint == "layer_norm") and len(shape) == 1:
         kind, keras = ("batch_norm" if batch_norm else "layer_norm"), {"weight": "gamma", "bias": "beta"}[attribute]
-    elif attribute == "weight":
-        if hint == "embedding":
-            kind, keras = "embedding", "embeddings"
-        elif hint in ("depthwise", "conv_transpose", "conv", "dense"):
-            kind, keras = hint, "kernel"
-        elif len(shape) == 2:
-            kind, keras = "dense", "kernel"
-        elif 3 <= len(shape) <= 5:
-            kind, keras = "conv", "kernel"
-        else:
-            return None
+    elif attribute == "weight" and hint == "embedding" and len(shape) == 2:
+        kind, keras = "embedding", "embeddings"
+    elif attribute == "weight" and _kernel_kind(hint, shape):
+        kind, keras = _kernel_kind(hint, shape), "kernel"
     elif attribute == "bias":
         kind, keras = hint or "layer", "bias"
-    else:
-        if "." not in name:
-            return None
-        return LayoutChange("renamed", name.replace(".", "/"), None, shape)
+    else:  # not a layer weight this knows: PyTorch's separators become TensorFlow's all the same
+        return LayoutChange("renamed", "/".join(parts), None, shape) if "." in name else None
     perm, out_shape = _tf_perm(kind, shape) if keras == "kernel" else (None, shape)
     if keras_file:
         positions = _POSITIONS.get(kind, ())
         if keras not in positions:
-            return None
+            return LayoutChange("renamed", "/".join(parts), None, shape)
         new = f"{prefix}/vars/{positions.index(keras)}"
     else:
         new = f"{prefix}/{keras}" if prefix else keras
@@ -277,6 +275,30 @@ def _output_blocks(shape: tuple[int, ...], itemsize: int, block_bytes: int) -> I
             yield lead + (slice(start, min(start + rows, shape[split - 1])),)
 
 
+TILE = 256  # elements per side of a transposed tile: source and output lines stay in cache and TLB
+
+
+def _contiguous(view) -> "np.ndarray":
+    """A C-order copy of a permuted view, tile by tile over the axis contiguous in the output and the
+    one contiguous in the source (numpy's own copy walks the source a page per element: 2x slower)."""
+    import numpy as np
+
+    out = np.empty(view.shape, view.dtype)
+    last = view.ndim - 1
+    source_last = int(np.argmin([abs(s) if n > 1 else 1 << 62 for s, n in zip(view.strides, view.shape)])) \
+        if view.ndim else 0
+    if view.ndim < 2 or source_last == last:
+        out[...] = view
+        return out
+    whole = [slice(None)] * view.ndim
+    for a in range(0, view.shape[source_last], TILE):
+        for b in range(0, view.shape[last], TILE):
+            index = list(whole)
+            index[source_last], index[last] = slice(a, a + TILE), slice(b, b + TILE)
+            out[tuple(index)] = view[tuple(index)]
+    return out
+
+
 def _in_memory(chunks: Iterator[bytes], shape, itemsize: int, perm, total: int) -> Iterator[bytes]:
     import numpy as np
 
@@ -289,7 +311,7 @@ def _in_memory(chunks: Iterator[bytes], shape, itemsize: int, perm, total: int) 
         raise ValueError("a variable's stored bytes do not fill its shape")  # the readers check sizes: a bug
     array = np.frombuffer(buffer, _element_dtype(itemsize)).reshape(shape).transpose(perm)
     for index in _output_blocks(array.shape, itemsize, BLOCK_BYTES):
-        yield np.ascontiguousarray(array[index]).tobytes()
+        yield _contiguous(array[index]).tobytes()
 
 
 def _read_region(fd: int, shape, itemsize: int, region: list) -> "np.ndarray":
@@ -339,7 +361,7 @@ def _staged(chunks: Iterator[bytes], shape, itemsize: int, perm, beside: str, bl
             for axis, i in enumerate(index):
                 region[perm[axis]] = i
             block = _read_region(reading, shape, itemsize, region)
-            yield block.transpose(perm).tobytes()
+            yield _contiguous(block.transpose(perm)).tobytes()
     finally:
         os.close(fd)
         if reading >= 0:
