@@ -30,7 +30,7 @@ _ckpttool() {
         repair) opts="--dry-run -n --json -h --help" ;;
         rename-vars) opts="--map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --link --overwrite --dry-run -n --json --quiet -q -h --help" ;;
         convert) opts="--to --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --sep --strict --shard-size --metadata --layout --transpose --dtype --keep-dtype --overwrite --dry-run -n --json --quiet -q -h --help" ;;
-        average) opts="--output -o --last --steps --best --metric --metrics --mode --keep-optimizer --to --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --sep --layout --transpose --dtype --keep-dtype --overwrite --dry-run -n --json --quiet -q -h --help" ;;
+        average) opts="--output -o --last --steps --best --metric --metrics --mode --keep-optimizer --to --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --sep --strict --shard-size --metadata --layout --transpose --dtype --keep-dtype --overwrite --dry-run -n --json --quiet -q -h --help" ;;
         diff) opts="--rtol --atol --filter -f --json --quiet -q -h --help" ;;
         freeze) opts="--output -o --output-nodes --tags --signature --text --clear-devices --keep-devices --check --input-shape --overwrite --json -h --help" ;;
         export-json) opts="--format --part --output -o --overwrite --json -h --help" ;;

@@ -155,3 +155,20 @@ def test_usage_errors(run, tmp_path):
     assert_one_line_error(run_cli("average", str(run), "--steps", "1,7", "-o", out), 3)
     assert_one_line_error(run_cli("average", str(run / "ckpt-1"), str(run / "ckpt-2"),
                                   "-o", str(run / "ckpt-2")), 4)
+
+
+def test_sharded_safetensors_destination(run, tmp_path, tf):
+    from safetensors.numpy import load_file
+
+    sources = [run / "ckpt-1", run / "ckpt-2"]
+    index = tmp_path / "m.safetensors.index.json"
+    result = run_cli("average", *map(str, sources), "-o", str(index), "--shard-size", "20B", "--metadata",
+                     "format=pt")
+    assert result.exit_code == 0, result.stderr
+    weight_map = json.loads(index.read_text())["weight_map"]
+    assert len(set(weight_map.values())) > 1
+    for name, file in weight_map.items():
+        value = load_file(str(tmp_path / file))[name]
+        expected = _mean(tf, sources, name) if value.dtype.kind == "f" else \
+            tf.train.load_checkpoint(str(sources[-1])).get_tensor(name)
+        assert value.tobytes() == np.asarray(expected).tobytes(), name

@@ -73,6 +73,13 @@ def command(
     keep: KeepOpt = None,
     sep: Annotated[Optional[str], typer.Option(
         "--sep", help="Replace the scope separator / by this in the new names, last.")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Refuse (exit 3) instead of skipping what DST cannot hold (strings, variants, the TF2 "
+                         "object graph).")] = False,
+    shard_size: Annotated[Optional[str], typer.Option(
+        "--shard-size", help="Split safetensors output into files of at most this size (5GB, 500MiB).")] = None,
+    metadata: Annotated[Optional[List[str]], typer.Option(
+        "--metadata", help="KEY=VALUE for the safetensors __metadata__ (repeatable).")] = None,
     layout: LayoutOpt = None,
     transpose: TransposeOpt = None,
     dtype: DtypeOpt = None,
@@ -93,13 +100,16 @@ def command(
     layout and dtype options.
     """
     from ckpttool.ops.average import apply_average, plan_average
-    from ckpttool.ops.rename_rules import RenameRules
+    from ckpttool.ops.convert import parse_size
+    from ckpttool.ops.rename_rules import RenameRules, parse_pair
 
     rules = RenameRules.from_options(maps=map_, map_file=map_file, regexes=regex, add_prefix=add_prefix,
                                      strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep, sep=sep)
     plan = plan_average(sources, output, last=last, steps=steps, best=best, metric=metric,
                         metrics_file=metrics_file, mode=mode.value, keep_optimizer=keep_optimizer,
-                        to=to.value if to else None, rules=rules, overwrite=overwrite,
+                        to=to.value if to else None, rules=rules, overwrite=overwrite, strict=strict,
+                        shard_size=parse_size(shard_size) if shard_size is not None else None,
+                        metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()),
                         **transform_options(layout, transpose, dtype, keep_dtype))
     render.warn_all(plan.warnings)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.convert.skipped)
