@@ -34,6 +34,7 @@ def checkpoint(tmp_path_factory):
     variables = {f"v_{d}": tf.Variable(tf.constant(_values(d, rng), dtype=tf_dtypes[d])) for d in NP}
     variables["layer_norm_gamma"] = tf.Variable(rng.standard_normal(5).astype(np.float32))
     variables["step"] = tf.Variable(7, dtype=tf.int64)
+    variables["global_step"] = tf.Variable(4097.0, dtype=tf.float32)  # a float step counter: kept
     variables["count"] = tf.Variable([1, 2, 3], dtype=tf.int32)
     variables["label"] = tf.Variable(b"text")
     tf.train.Checkpoint(**variables).write(str(path))

@@ -7,17 +7,22 @@ as ml_dtypes (Eigen) converts it. Finite values that become infinite are
 counted, so the caller can name the variables they overflowed in.
 
 Only float16, bfloat16, float32 and float64 variables are cast: integers,
-strings, booleans (a step counter is an integer) and the exotic floats
-(float8, complex) keep their dtype.
+strings, booleans, step counters (by name, e.g. `global_step`, even when a
+trainer made them floats) and the exotic floats (float8, complex) keep their
+dtype.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterator
 
 from ckpttool.errors import UsageProblem
 
 CASTABLE = ("bfloat16", "float16", "float32", "float64")
+# Step counters keep their dtype even where a trainer made them floats: float16 stops counting at 2048.
+STEP_COUNTER_RE = re.compile(r"(^|[/.])(global_step|_?iterations|step|save_counter|epoch)"
+                             r"(/\.ATTRIBUTES/VARIABLE_VALUE)?$")
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ class CastRule:
 
     def target(self, name: str, dtype: str) -> str | None:
         """The dtype `name` (stored as `dtype`) is written in, when it changes; else None."""
-        if self.dtype is None or dtype not in CASTABLE or dtype == self.dtype:
+        if self.dtype is None or dtype not in CASTABLE or dtype == self.dtype or STEP_COUNTER_RE.search(name):
             return None
         from ckpttool.ops.patterns import compile_pattern
 
