@@ -299,6 +299,15 @@ def _contiguous(view) -> "np.ndarray":
     return out
 
 
+def _handed_on(array) -> Iterator[bytes]:
+    """A C-order array's bytes in pieces small enough to stay in cache from here to the write."""
+    from ckpttool.formats.raw import CHUNK_BYTES
+
+    data = memoryview(array.reshape(-1).view("u1"))
+    for start in range(0, len(data), CHUNK_BYTES):
+        yield bytes(data[start:start + CHUNK_BYTES])
+
+
 def _in_memory(chunks: Iterator[bytes], shape, itemsize: int, perm, total: int) -> Iterator[bytes]:
     import numpy as np
 
@@ -311,7 +320,7 @@ def _in_memory(chunks: Iterator[bytes], shape, itemsize: int, perm, total: int) 
         raise ValueError("a variable's stored bytes do not fill its shape")  # the readers check sizes: a bug
     array = np.frombuffer(buffer, _element_dtype(itemsize)).reshape(shape).transpose(perm)
     for index in _output_blocks(array.shape, itemsize, BLOCK_BYTES):
-        yield _contiguous(array[index]).tobytes()
+        yield from _handed_on(_contiguous(array[index]))
 
 
 def _read_region(fd: int, shape, itemsize: int, region: list) -> "np.ndarray":
@@ -361,7 +370,7 @@ def _staged(chunks: Iterator[bytes], shape, itemsize: int, perm, beside: str, bl
             for axis, i in enumerate(index):
                 region[perm[axis]] = i
             block = _read_region(reading, shape, itemsize, region)
-            yield _contiguous(block.transpose(perm)).tobytes()
+            yield from _handed_on(_contiguous(block.transpose(perm)))
     finally:
         os.close(fd)
         if reading >= 0:
