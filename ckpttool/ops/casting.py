@@ -56,7 +56,7 @@ def decode_floats(raw: bytes, dtype: str):
     return np.frombuffer(raw, {"float16": "<f2", "float32": "<f4", "float64": "<f8"}[dtype])
 
 
-def _to_bfloat16(values) -> "np.ndarray":
+def to_bfloat16(values) -> "np.ndarray":
     import numpy as np
 
     bits = np.ascontiguousarray(values, dtype="<f4").view("<u4")
@@ -73,7 +73,7 @@ def cast_values(values, dtype: str) -> tuple[bytes, int]:
 
     with np.errstate(over="ignore", invalid="ignore"):
         if dtype == "bfloat16":
-            out = _to_bfloat16(values.astype("<f4") if values.dtype != np.dtype("<f4") else values)
+            out = to_bfloat16(values.astype("<f4") if values.dtype != np.dtype("<f4") else values)
             overflowed = np.isinf((out.astype("<u4") << 16).view("<f4"))
         else:
             out = values.astype({"float16": "<f2", "float32": "<f4", "float64": "<f8"}[dtype])
