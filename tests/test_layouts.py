@@ -206,6 +206,34 @@ def test_tf_checkpoint_names_attributes_and_rank(tmp_path, tf):
         assert tensors[new].tobytes() == np.ascontiguousarray(value).tobytes(), key
 
 
+@pytest.mark.parametrize("kind", ["dense", "conv2d", "depthwise_conv2d", "depthwise_1", "conv2d_transpose",
+                                  "batch_normalization"])
+def test_keras_tf_checkpoint_by_attribute_rank_and_bias(tmp_path, tf, kind):
+    """A Keras 3 model saved with tf.train.Checkpoint: object-graph paths name no layer class; the
+    attribute, the rank and (for depthwise kernels) the layer's bias decide, and PyTorch's
+    conventions on the converted tensors give the layer's output."""
+    import keras
+
+    if kind == "depthwise_1":
+        shape, layer = (6, 5, 3), keras.layers.DepthwiseConv2D((3, 2))
+        oracle = lambda w, x: _last(conv(_first(x), w["weight"], w["bias"], groups=3))  # noqa: E731
+        keras.utils.set_random_seed(7)
+        inputs = keras.Input(shape)
+        model = keras.Model(inputs, layer(inputs))
+        rng = np.random.default_rng(3)
+        for weight in model.weights:
+            weight.assign(rng.standard_normal(weight.shape).astype(np.float32))
+        x = rng.standard_normal((2, *shape)).astype(np.float32)
+    else:
+        model, x, oracle = _model(kind)
+    tf.train.Checkpoint(model=model).write(str(tmp_path / "ck" / "m"))
+    result = run_cli("convert", str(tmp_path / "ck" / "m"), str(tmp_path / "m.safetensors"), "--layout", "torch")
+    assert result.exit_code == 0, result.stderr
+    weights = _torch_tensors(tmp_path / "m.safetensors")
+    expected = np.asarray(model(x, training=False), dtype=np.float64)
+    assert np.allclose(oracle(weights, x), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_transpose_by_hand_wins_and_bad_ones_are_usage_errors(tmp_path, tf):
     v = tf.Variable(np.arange(24, dtype=np.float32).reshape(2, 3, 4))
     w = tf.Variable(np.arange(6, dtype=np.float32).reshape(2, 3))

@@ -17,9 +17,10 @@ layer's class-derived name and position (`layers/conv2d/vars/0`), Keras 2 and
 `--names model` names hold the layer's name and the attribute
 (`sequential/dense/kernel`); else the attribute and the rank decide (`kernel`
 of rank 2 is a Dense kernel, of rank 3-5 a convolution's). A TF2 checkpoint's
-object graph records no layer classes, so a depthwise kernel under an
-object-graph path (`_operations/3/kernel`) cannot be told from a Conv2D kernel:
-name it by hand with `--transpose`. The way back (`--layout tf`) reads
+object graph records no layer classes; under its paths (`_operations/3/kernel`)
+a depthwise kernel (k..., in, mult) is told by its layer's bias, of in*mult
+elements where a convolution's has out (the last axis). A depthwise layer
+without a bias looks like a convolution there: name it with `--transpose`. The way back (`--layout tf`) reads
 PyTorch names (`.` separated) the same way; a depthwise weight
 (in*mult, 1, k...) goes back with a depth multiplier of 1 unless `--transpose`
 says otherwise.
@@ -125,6 +126,17 @@ def _kernel_kind(hint: str | None, shape: tuple[int, ...]) -> str | None:
     return by_rank
 
 
+def _depthwise_by_bias(name: str, base: str, shape: tuple[int, ...], shapes: dict[str, tuple[int, ...]]) -> bool:
+    """A `kernel` (k..., a, b) whose layer's bias has a*b elements, not b: a depthwise kernel
+    (k..., in, mult), whose bias has in*mult, where a convolution's has b (out) and a transposed
+    one's a (Keras 3 names Conv and Dense kernels `_kernel`, depthwise and transposed ones `kernel`)."""
+    if not 3 <= len(shape) <= 4:
+        return False
+    suffix = name[len(base):]
+    bias = shapes.get(base.rsplit("/", 1)[0] + "/bias" + suffix)
+    return bias is not None and len(bias) == 1 and bias[0] == shape[-2] * shape[-1] != shape[-1]
+
+
 def _torch_perm(kind: str, shape: tuple[int, ...]) -> tuple[tuple[int, ...] | None, tuple[int, ...]]:
     rank = len(shape)
     if kind == "dense" and rank == 2:
@@ -151,7 +163,7 @@ def _tf_perm(kind: str, shape: tuple[int, ...]) -> tuple[tuple[int, ...] | None,
     return None, shape
 
 
-def _to_torch(name: str, shape: tuple[int, ...], siblings: set[str]) -> LayoutChange | None:
+def _to_torch(name: str, shape: tuple[int, ...], siblings: dict[str, tuple[int, ...]]) -> LayoutChange | None:
     base = name[: -len(TF_SUFFIX)] if name.endswith(TF_SUFFIX) else name
     parts = base.split("/")
     if len(parts) >= 3 and parts[-2] == "vars" and parts[-1].isdigit():  # a Keras 3 file: layers/<layer>/vars/N
@@ -172,6 +184,8 @@ def _to_torch(name: str, shape: tuple[int, ...], siblings: set[str]) -> LayoutCh
             kind = "depthwise"
         elif attribute in ("kernel", "_kernel"):
             kind = _kernel_kind(hint, shape)
+            if hint is None and attribute == "kernel" and _depthwise_by_bias(name, base, shape, siblings):
+                kind = "depthwise"
         elif attribute == "embeddings":
             kind = "embedding"
         elif attribute in ("gamma", "beta"):
@@ -190,7 +204,7 @@ def _to_torch(name: str, shape: tuple[int, ...], siblings: set[str]) -> LayoutCh
     return LayoutChange(kind, new, perm, out_shape)
 
 
-def _to_tf(name: str, shape: tuple[int, ...], siblings: set[str]) -> LayoutChange | None:
+def _to_tf(name: str, shape: tuple[int, ...], siblings: dict[str, tuple[int, ...]]) -> LayoutChange | None:
     parts = re.split(r"[./]", name)
     attribute, stem = parts[-1], parts[:-1]
     prefix = "/".join(stem)
@@ -228,7 +242,7 @@ def plan_layout(variables: list[tuple[str, tuple[int, ...]]], layout: str | None
 
     if layout is not None and layout not in LAYOUTS:
         raise UsageProblem(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
-    names = {name for name, _shape in variables}
+    names = dict(variables)
     by_hand = [(compile_pattern(p, "--transpose"), perm) for p, perm in transposes]
     changes: dict[str, LayoutChange] = {}
     for name, shape in variables:
