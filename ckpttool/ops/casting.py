@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ckpttool.errors import UsageProblem
+
+if TYPE_CHECKING:  # numpy is imported where the bytes are worked on, not to plan
+    import numpy as np
 
 CASTABLE = ("bfloat16", "float16", "float32", "float64")
 # Step counters keep their dtype even where a trainer made them floats: float16 stops counting at 2048.

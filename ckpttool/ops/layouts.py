@@ -35,9 +35,12 @@ import os
 import re
 from dataclasses import dataclass
 from math import prod
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ckpttool.errors import Refused, UsageProblem
+
+if TYPE_CHECKING:  # numpy is imported where the bytes are worked on, not to plan
+    import numpy as np
 
 LAYOUTS = ("torch", "tf")
 MEMORY_BOUND = 128 << 20  # one tensor in memory (plus a block); larger ones are staged on disk
