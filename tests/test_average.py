@@ -172,3 +172,21 @@ def test_sharded_safetensors_destination(run, tmp_path, tf):
         expected = _mean(tf, sources, name) if value.dtype.kind == "f" else \
             tf.train.load_checkpoint(str(sources[-1])).get_tensor(name)
         assert value.tobytes() == np.asarray(expected).tobytes(), name
+
+
+def test_best_by_tensorboard_events(run, tmp_path, tf):
+    """--best N --metric TAG reads TensorBoard event files under the run directory (written by tf.summary)."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    writer = tf.summary.create_file_writer(str(copy / "eval"))
+    with writer.as_default():
+        for step, accuracy in ((1, 0.7), (2, 0.9), (3, 0.8), (4, 0.95), (5, 0.6)):
+            tf.summary.scalar("accuracy", accuracy, step=step)
+    writer.close()
+    result = run_cli("average", str(copy), "--best", "2", "--metric", "accuracy", "-o", str(tmp_path / "o.npz"),
+                     "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert [(s["step"], round(s["score"], 4)) for s in document["sources"]] == [(2, 0.9), (4, 0.95)]  # max: accuracy
