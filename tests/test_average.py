@@ -147,6 +147,15 @@ def test_mismatches_exit_3_naming_the_first(tmp_path, tf):
     assert not (tmp_path / "o.npz").exists()
 
 
+def test_one_checkpoint_is_a_copy_with_a_warning(run, tmp_path, tf):
+    result = run_cli("average", str(run), "-o", str(tmp_path / "o.npz"))
+    assert result.exit_code == 0 and "only one checkpoint" in result.stderr
+    latest = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run)))
+    with np.load(tmp_path / "o.npz") as data:
+        for name in data.files:
+            assert data[name].tobytes() == np.asarray(latest.get_tensor(name)).tobytes(), name
+
+
 def test_usage_errors(run, tmp_path):
     out = str(tmp_path / "o.npz")
     assert_one_line_error(run_cli("average", str(run), "--last", "2", "--steps", "1", "-o", out), 2)

@@ -180,6 +180,10 @@ def plan_average(sources: list[str], destination: str, *, last: int | None = Non
         with open_checkpoint(other.prefix, other.format) as reader:
             refuse_writing_over_source([*files_read(resolve_target(other.prefix)), *reader.data_files()], written,
                                        "average")
+    if len(picked) == 1:
+        warnings += (f"only one checkpoint ({base.prefix}): the result is a copy of it"
+                     + ("" if how != "given" else "; give a run directory with --last, --steps or --best to "
+                                                  "average several"),)
     averaged = tuple(i.source for i in plan.items if dtypes[i.source] in AVERAGED)
     taken = tuple(i.source for i in plan.items if dtypes[i.source] not in AVERAGED)
     return AveragePlan(plan, tuple(picked), averaged, taken, how, metric_source, warnings)
