@@ -314,6 +314,11 @@ def test_kind_by_name_and_rank():
     assert torch["emb/embeddings"].name == "emb/weight" and torch["emb/embeddings"].perm is None
     assert torch["bn/moving_variance"].name == "bn/running_var"
     assert "dense_1/bias" not in torch and "scalar" not in torch
+    legacy = plan_layout([("model_weights/dense/dense/kernel:0", (5, 3)), ("model_weights/dense/dense/bias:0", (3,))],
+                         "torch")  # legacy Keras HDF5 names keep the tensor's output index
+    assert legacy["model_weights/dense/dense/kernel:0"].name == "model_weights/dense/dense/weight"
+    assert legacy["model_weights/dense/dense/kernel:0"].perm == (1, 0)
+    assert legacy["model_weights/dense/dense/bias:0"].name == "model_weights/dense/dense/bias"
     back = plan_layout([("model.norm.weight", (4,)), ("model.bn.weight", (4,)), ("model.bn.running_mean", (4,)),
                         ("model.proj.weight", (3, 5)), ("model.step", ())], "tf")
     assert back["model.norm.weight"].name == "model/norm/weight" and back["model.norm.weight"].perm is None

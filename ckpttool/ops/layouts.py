@@ -179,7 +179,8 @@ def _to_torch(name: str, shape: tuple[int, ...], siblings: dict[str, tuple[int, 
             return LayoutChange("renamed", base, None, shape) if base != name else None
         attribute, stem = positions[index], parts[:-2]
     else:
-        attribute, stem = parts[-1], parts[:-1]
+        # legacy Keras HDF5 and TF1 names end in the tensor's output index: `dense/kernel:0`
+        attribute, stem = re.sub(r":\d+$", "", parts[-1]), parts[:-1]
         if attribute not in _TORCH_NAMES:  # PyTorch names carry no TF attribute suffix
             return LayoutChange("renamed", base, None, shape) if base != name else None
         hint = _kind_hint(stem)
