@@ -241,6 +241,7 @@ def test_transpose_by_hand_wins_and_bad_ones_are_usage_errors(tmp_path, tf):
     result = run_cli("convert", str(tmp_path / "ck"), str(tmp_path / "o.npz"), "--transpose", "^v/=2,0,1",
                      "--layout", "torch", "--transpose", "kernel=0,1")
     assert result.exit_code == 0, result.stderr
+    assert "1 transposed" in result.stdout  # v by hand; the kernel's layout permutation overridden to 0,1
     with np.load(tmp_path / "o.npz") as data:
         assert data["v"].tobytes() == np.arange(24, dtype=np.float32).reshape(2, 3, 4).transpose(2, 0, 1).tobytes()
         assert data["weight"].tobytes() == np.arange(6, dtype=np.float32).reshape(2, 3).tobytes()  # by hand: kept

@@ -68,7 +68,7 @@ class LayoutChange:
 
     def describe(self, source_shape: tuple[int, ...]) -> str:
         if self.perm is None:
-            return f"{self.kind}: renamed"
+            return f"{self.kind}: axes kept" if self.kind == "by hand" else f"{self.kind}: renamed"
         reshape = "" if _permuted(source_shape, self.perm) == self.shape else f", reshaped to {list(self.shape)}"
         return f"{self.kind}: transposed {list(source_shape)} by {list(self.perm)}{reshape}"
 
@@ -260,7 +260,9 @@ def plan_layout(variables: list[tuple[str, tuple[int, ...]]], layout: str | None
                 if len(perm) != len(shape):
                     raise UsageProblem(f"--transpose {pattern.pattern}={','.join(map(str, perm))}: {name!r} has "
                                        f"rank {len(shape)}, the permutation {len(perm)} axes")
-                change = LayoutChange("by hand", change.name if change else name, perm, _permuted(shape, perm))
+                identity = perm == tuple(range(len(shape)))
+                change = LayoutChange("by hand", change.name if change else name, None if identity else perm,
+                                      _permuted(shape, perm))
                 break
         if change is not None:
             changes[name] = change

@@ -60,6 +60,13 @@ def warn_overflow(result) -> None:
                         for name, count in result.overflowed)
 
 
+def summary_of_transforms(plan) -> str:
+    """`, 4 transposed, 12 cast` for the summary line (nothing when nothing was)."""
+    transposed = sum(1 for i in plan.items if i.perm is not None)
+    cast = sum(1 for i in plan.items if i.source_dtype)
+    return (f", {transposed} transposed" if transposed else "") + (f", {cast} cast" if cast else "")
+
+
 def transformed(plan) -> list[dict]:
     return [{"name": i.name, "source": i.source, "transforms": list(i.transforms)} for i in plan.items if i.transforms]
 
@@ -158,5 +165,6 @@ def command(
         verb = "would write" if dry_run else "wrote"
         render.print_lines([f"{verb} {plan.to} {', '.join(files)}: {render.plural(len(plan.items), 'tensor')}, "
                             f"{render.human_bytes(plan.total_bytes)} ({len(plan.renamed)} renamed, "
-                            f"{len(plan.dropped)} dropped, {len(plan.skipped)} skipped)"])
+                            f"{len(plan.dropped)} dropped, {len(plan.skipped)} skipped"
+                            + summary_of_transforms(plan) + ")"])
     return 0
