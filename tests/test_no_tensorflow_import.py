@@ -34,11 +34,14 @@ def _commands(fixtures, tmp):
         "verify": ["verify", str(fixtures / "every_dtype" / "dtypes")],
         "convert": ["convert", "--drop-optimizer", str(tf2), str(tmp / "w.safetensors")],
         "convert-keras": ["convert", str(fixtures / "keras3" / "m.keras"), str(tmp / "k" / "model.ckpt-1")],
+        "convert-layout": ["convert", "--layout", "torch", "--dtype", "bfloat16", str(tf2), str(tmp / "t.safetensors")],
+        "average": ["average", str(run), "--last", "2", "-o", str(tmp / "avg" / "model.ckpt-1")],
     }
 
 
 @pytest.mark.parametrize("name", ["help", "ls", "latest", "inspect", "inspect-tree", "inspect-savedmodel", "verify",
-                                  "prune", "repair", "rename-vars", "diff", "convert", "convert-keras"])
+                                  "prune", "repair", "rename-vars", "diff", "convert", "convert-keras",
+                                  "convert-layout", "average"])
 def test_command_does_not_import_tensorflow(fixtures_dir, tmp_path, name):
     args = _commands(fixtures_dir, tmp_path)[name]
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True)

@@ -315,6 +315,22 @@ def test_convert_and_export_to_a_bucket(store, fixtures_dir, tmp_path, tf):
     assert {"saver.json", "frozen.pb", "weights.safetensors"} <= _names_in_bucket(store, url)
 
 
+def test_average_with_layout_and_dtype_to_a_bucket(store, fixtures_dir, tmp_path, tf):
+    """average reads its sources from the bucket and writes there, through the staged transpose and cast."""
+    import numpy as np
+
+    _local, url = upload(store, fixtures_dir, "saver_run")
+    result = run_cli("average", f"{url}/model.ckpt-30", f"{url}/model.ckpt-50", "-o", f"{url}/avg.safetensors",
+                     "--layout", "torch", "--dtype", "float16")
+    assert result.exit_code == 0, result.stderr
+    doc = run_cli("inspect", "--json", "--values", f"{url}/avg.safetensors").json()
+    values = {v["name"]: np.array(v["value"]) for v in doc["variables"]}
+    readers = [tf.train.load_checkpoint(str(fixtures_dir / "saver_run" / f"model.ckpt-{s}")) for s in (30, 50)]
+    mean = np.mean([r.get_tensor("dense/kernel").astype(np.float64) for r in readers], axis=0)
+    np.testing.assert_array_equal(values["dense.weight"], mean.astype(np.float32).T.astype(np.float16))
+    assert values["global_step"] == readers[1].get_tensor("global_step")
+
+
 # -- failures: one line, exit 3, nothing deleted ---------------------------------------------
 
 @pytest.mark.parametrize("killed", [False, True], ids=["index-put-fails", "killed-during-index-put"])

@@ -9,7 +9,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from ckpttool import __version__
 from ckpttool.cli import docs, render
-from ckpttool.cli.commands import (completion, convert, diff, export_json, freeze, inspect, latest, ls, prune, rename, repair,
+from ckpttool.cli.commands import (average, completion, convert, diff, export_json, freeze, inspect, latest, ls, prune, rename, repair,
                                    verify)
 from ckpttool.cli.errors import handle_errors, set_debug, usage_error
 
@@ -93,6 +93,7 @@ COMMANDS = {
     "repair": repair.command,
     "rename-vars": rename.command,
     "convert": convert.command,
+    "average": average.command,
     "diff": diff.command,
     "freeze": freeze.command,
     "export-json": export_json.command,

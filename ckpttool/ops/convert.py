@@ -44,6 +44,12 @@ class ConvertItem:
     dtype: str
     shape: tuple[int, ...]
     size_bytes: int
+    # --layout / --transpose / --dtype: what is done to the stored bytes on the way (dtype and shape
+    # above are the written ones)
+    source_dtype: str = ""  # the stored dtype, when --dtype casts it
+    source_shape: tuple[int, ...] | None = None  # the stored shape, when its axes are permuted
+    perm: tuple[int, ...] | None = None  # stored axes in written order
+    transforms: tuple[str, ...] = ()  # each change, said for people (the plan shows them)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class ConvertResult:
     plan: ConvertPlan
     files: tuple[str, ...]
     bytes_written: int
+    overflowed: tuple[tuple[str, int], ...] = ()  # --dtype: (name, finite values that became infinite)
 
 
 def parse_size(text: str) -> int:
@@ -270,14 +277,37 @@ def _object_graph(reader, to: str, mapping: dict[str, str], left_out: set[str]) 
         return None, f"the TF2 object graph cannot follow these names ({exc.message}); the tensors keep them"
 
 
+def _transformed_item(var: Variable, new_name: str, change, cast: str | None) -> ConvertItem:
+    """The item of `var`, with the layout's permutation (`change`) and the --dtype cast applied."""
+    perm = change.perm if change is not None and var.dtype.fixed_width else None
+    shape = change.shape if perm is not None else var.shape
+    dtype = dtype_from_name(cast) if cast else var.dtype
+    transforms = []
+    if change is not None:
+        transforms.append(change.describe(var.shape))
+    if cast:
+        transforms.append(f"cast {var.dtype.name} -> {cast}")
+    size = var.size_bytes if not cast else var.size_bytes // var.dtype.itemsize * dtype.itemsize
+    return ConvertItem(var.name, new_name, dtype.name, shape, size, var.dtype.name if cast else "",
+                       var.shape if perm is not None else None, perm, tuple(transforms))
+
+
 def plan_convert(source: str, destination: str, *, to: str | None = None, rules: RenameRules = RenameRules(),
                  strict: bool = False, shard_size: int | None = None, metadata: dict[str, str] | None = None,
                  overwrite: bool = False, update_state: bool = True, source_metadata: bool = True,
-                 naming: str = "key") -> ConvertPlan:
+                 naming: str = "key", layout: str | None = None,
+                 transposes: tuple[tuple[str, tuple[int, ...]], ...] = (), cast=None) -> ConvertPlan:
     """What `convert` would write. Raises Unsupported for a dtype the destination cannot hold,
     Refused for an existing destination (unless overwrite) or a name collision. `naming`:
     "model" names variables by their path through the model first (ops/model_names.py), then
-    the rename rules apply to those names."""
+    the rename rules apply to those names. `layout` ("torch" or "tf"), `transposes` (REGEX, PERM)
+    and `cast` (a casting.CastRule) change the tensors on the way."""
+    import dataclasses
+
+    from ckpttool.ops.casting import CastRule
+    from ckpttool.ops.layouts import plan_layout
+
+    cast = cast or CastRule()
     to = destination_format(destination, to)
     check_naming(naming)
     if shard_size is not None and (to != "safetensors" or shard_size <= 0):
@@ -298,6 +328,14 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
         variables = [v for v in reader.variables if not v.internal]
         graph_bytes = reader.object_graph_bytes() if reader.variable(OBJECT_GRAPH_KEY) is not None else None
         start = model_name_mapping([v.name for v in variables], graph_bytes, unique=False) if naming == "model" else None
+        shown = {v.name: (start or {}).get(v.name, v.name) for v in variables}
+        # The layout sees the names the rules will see (model names with --names model).
+        by_shown = plan_layout([(shown[v.name], v.shape) for v in variables], layout, transposes)
+        changes = {v.name: by_shown[shown[v.name]] for v in variables if shown[v.name] in by_shown}
+        if changes or layout == "torch":  # the layout's names first: the user's rules apply on top
+            renames = tuple((shown[name], c.name) for name, c in changes.items() if c.name != shown[name])
+            rules = dataclasses.replace(rules, maps=renames + rules.maps,
+                                        sep=rules.sep if rules.sep is not None or layout != "torch" else ".")
         mapping, dropped = compute_mapping([v.name for v in variables], rules, graph_bytes, start)
         items, skipped = [], []
         for var in variables:
@@ -307,14 +345,17 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
             if reason:
                 skipped.append(Skipped(var.name, reason))
                 continue
+            item = _transformed_item(var, mapping[var.name], changes.get(var.name),
+                                     cast.target(var.name, var.dtype.name))
+            written = dataclasses.replace(var, dtype=dtype_from_name(item.dtype), shape=item.shape)
             if var.dtype.fixed_width:
                 from ckpttool.formats.raw import check_stored_readable
 
                 check_stored_readable(reader, var)
-                _check_dtype(var, to)
+                _check_dtype(written, to)
             _check_name(mapping[var.name], to)
             _check_shape(var, to)
-            items.append(ConvertItem(var.name, mapping[var.name], var.dtype.name, var.shape, var.size_bytes))
+            items.append(item)
         graph = None
         if reader.variable(OBJECT_GRAPH_KEY) is not None and reader.object_graph_bytes() is not None:
             from ckpttool.ops.patterns import compile_pattern
@@ -375,12 +416,17 @@ def _commit_in_order(staged: list[StagedFile], remove_first: tuple[str, ...] = (
 
 
 class _Source:
-    """The open source and a byte counter, handing out each item's stored bytes."""
+    """The open source and a byte counter, handing out each item's bytes as written: the stored
+    bytes (or what `stored` makes of them: average's mean), permuted and cast as the item says."""
 
-    def __init__(self, reader, plan: ConvertPlan, on_progress: Callable[[int], None] | None):
+    def __init__(self, reader, plan: ConvertPlan, on_progress: Callable[[int], None] | None,
+                 stored: Callable[[ConvertItem], Iterator[bytes]] | None = None):
         self.reader = reader
         self.on_progress = on_progress
         self.by_name = {i.name: i for i in plan.items}
+        self.stored = stored
+        self.spill_beside = plan.destination  # where a transpose larger than memory is staged
+        self.overflow: dict[str, list[int]] = {}
 
     def variable(self, item: ConvertItem) -> Variable:
         return self.reader.variable(item.source)
@@ -388,10 +434,24 @@ class _Source:
     def chunks(self, name: str) -> Iterator[bytes]:
         from ckpttool.formats.raw import iter_stored_bytes
 
-        for chunk in iter_stored_bytes(self.reader, self.variable(self.by_name[name])):
+        item = self.by_name[name]
+        stream = self.stored(item) if self.stored else iter_stored_bytes(self.reader, self.variable(item))
+        if item.perm is not None:
+            from ckpttool.ops.layouts import permute_stream
+
+            itemsize = dtype_from_name(item.source_dtype or item.dtype).itemsize
+            stream = permute_stream(stream, item.source_shape, itemsize, item.perm, self.spill_beside)
+        if item.source_dtype:
+            from ckpttool.ops.casting import cast_stream
+
+            stream = cast_stream(stream, item.source_dtype, item.dtype, self.overflow.setdefault(name, [0]))
+        for chunk in stream:
             yield chunk
             if self.on_progress:
                 self.on_progress(len(chunk))
+
+    def overflowed(self) -> tuple[tuple[str, int], ...]:
+        return tuple((name, count[0]) for name, count in self.overflow.items() if count[0])
 
     def spec(self, item: ConvertItem):
         return item.name, dtype_from_name(item.dtype), item.shape
@@ -407,7 +467,7 @@ def _write_tf(plan: ConvertPlan, source: _Source, update_state: bool = True) -> 
             if var.dtype.code == STRING:
                 writer.add(item.name, var.dtype, source.reader.read(var))
             else:
-                writer.add_stream(item.name, var.dtype, var.shape, source.chunks(item.name))
+                writer.add_stream(item.name, dtype_from_name(item.dtype), item.shape, source.chunks(item.name))
         if plan.object_graph is not None:
             import numpy as np  # only here: converting to safetensors never needs numpy
 
@@ -458,7 +518,7 @@ def _written_files(plan: ConvertPlan) -> tuple[str, ...]:
 _WRITERS = {"tf": _write_tf, "safetensors": _write_safetensors, "npz": _write_npz}
 
 
-def _apply_to_a_bucket(plan: ConvertPlan, on_progress: Callable[[int], None] | None) -> ConvertResult:
+def _apply_to_a_bucket(plan: ConvertPlan, on_progress: Callable[[int], None] | None, stored=None) -> ConvertResult:
     """Write into a local staging directory with the local writers, then upload in commit order: data
     first, the index or manifest last (each upload is a whole object, seen complete or not at all)."""
     import dataclasses
@@ -472,7 +532,8 @@ def _apply_to_a_bucket(plan: ConvertPlan, on_progress: Callable[[int], None] | N
         files = tuple(fs.join(staging, fs.basename(f)) for f in plan.files)
         local_plan = dataclasses.replace(plan, destination=local, files=files)
         with open_checkpoint(plan.source, plan.source_format) as reader:
-            _WRITERS[plan.to](local_plan, _Source(reader, local_plan, on_progress), update_state=False)
+            source = _Source(reader, local_plan, on_progress, stored)
+            _WRITERS[plan.to](local_plan, source, update_state=False)
         order = sorted(_written_files(local_plan), key=lambda f: f.endswith((".index", INDEX_SUFFIX)))
         if plan.overwrite:
             # The old destination goes before any new byte is written, its index (or manifest) first:
@@ -497,7 +558,7 @@ def _apply_to_a_bucket(plan: ConvertPlan, on_progress: Callable[[int], None] | N
             fs.remove_files(list(reversed(uploaded)))
             raise
         total = sum(os.path.getsize(f) for f in order)
-    return ConvertResult(plan, _written_files(plan), total)
+    return ConvertResult(plan, _written_files(plan), total, source.overflowed())
 
 
 def _old_destination_objects(plan: ConvertPlan) -> list[str]:
@@ -514,16 +575,19 @@ def _old_destination_objects(plan: ConvertPlan) -> list[str]:
     return sorted(old, key=lambda path: not path.endswith((".index", INDEX_SUFFIX)))
 
 
-def apply_convert(plan: ConvertPlan, on_progress: Callable[[int], None] | None = None) -> ConvertResult:
-    """Write what `plan` says; `on_progress(bytes)` is called as tensor bytes are moved."""
+def apply_convert(plan: ConvertPlan, on_progress: Callable[[int], None] | None = None,
+                  stored: Callable[[ConvertItem], Iterator[bytes]] | None = None) -> ConvertResult:
+    """Write what `plan` says; `on_progress(bytes)` is called as tensor bytes are moved. `stored(item)`,
+    when given, hands out each item's bytes in place of the source's (average's mean)."""
     if fs.is_url(plan.destination):
-        return _apply_to_a_bucket(plan, on_progress)
+        return _apply_to_a_bucket(plan, on_progress, stored)
     created_directories = make_parents(plan.destination)
     try:
         with open_checkpoint(plan.source, plan.source_format) as reader:
-            _WRITERS[plan.to](plan, _Source(reader, plan, on_progress))
+            source = _Source(reader, plan, on_progress, stored)
+            _WRITERS[plan.to](plan, source)
     except BaseException:
         remove_empty(created_directories)
         raise
     files = _written_files(plan)
-    return ConvertResult(plan, files, sum(os.path.getsize(f) for f in files))
+    return ConvertResult(plan, files, sum(os.path.getsize(f) for f in files), source.overflowed())

@@ -17,6 +17,60 @@ class TargetFormat(str, enum.Enum):
     npz = "npz"
 
 
+class Layout(str, enum.Enum):
+    torch = "torch"
+    tf = "tf"
+
+
+class CastDtype(str, enum.Enum):
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"
+    float64 = "float64"
+
+
+LayoutOpt = Annotated[Optional[Layout], typer.Option(
+    "--layout", help="torch: Keras layouts to PyTorch's (Dense/Conv kernels transposed, kernel/embeddings/gamma -> "
+                     "weight, beta -> bias, moving_mean/moving_variance -> running_mean/running_var, --sep . "
+                     "unless given); tf: the way back. The layer kind comes from the names, else name and rank.")]
+TransposeOpt = Annotated[Optional[List[str]], typer.Option(
+    "--transpose", metavar="REGEX=PERM", help="Permute the axes of variables matching REGEX (e.g. kernel=1,0; "
+                                              "repeatable); wins over --layout.")]
+DtypeOpt = Annotated[Optional[CastDtype], typer.Option(
+    "--dtype", help="Cast floating variables (float16/bfloat16/float32/float64) to this dtype, rounding to "
+                    "nearest even; integers, strings and step counters keep theirs.")]
+KeepDtypeOpt = Annotated[Optional[List[str]], typer.Option(
+    "--keep-dtype", metavar="REGEX", help="With --dtype: variables matching REGEX keep their dtype (repeatable; "
+                                          "e.g. norm).")]
+
+
+def transform_options(layout, transpose, dtype, keep_dtype) -> dict:
+    """plan_convert's keyword arguments for --layout, --transpose, --dtype and --keep-dtype."""
+    from ckpttool.ops.casting import CastRule
+    from ckpttool.ops.layouts import parse_transpose
+
+    return {"layout": layout.value if layout else None,
+            "transposes": tuple(parse_transpose(t) for t in transpose or ()),
+            "cast": CastRule(dtype.value if dtype else None, tuple(keep_dtype or ()))}
+
+
+def warn_overflow(result) -> None:
+    if result is not None:
+        render.warn_all(f"{name}: {count} finite value{'s' if count != 1 else ''} overflowed to inf in the cast"
+                        for name, count in result.overflowed)
+
+
+def summary_of_transforms(plan) -> str:
+    """`, 4 transposed, 12 cast` for the summary line (nothing when nothing was)."""
+    transposed = sum(1 for i in plan.items if i.perm is not None)
+    cast = sum(1 for i in plan.items if i.source_dtype)
+    return (f", {transposed} transposed" if transposed else "") + (f", {cast} cast" if cast else "")
+
+
+def transformed(plan) -> list[dict]:
+    return [{"name": i.name, "source": i.source, "transforms": list(i.transforms)} for i in plan.items if i.transforms]
+
+
 def _document(plan, result, dry_run: bool) -> dict:
     return {
         "source": plan.source, "source_format": plan.source_format, "destination": plan.destination,
@@ -26,6 +80,8 @@ def _document(plan, result, dry_run: bool) -> dict:
         "renamed": [{"from": old, "to": new} for old, new in plan.renamed],
         "dropped": list(plan.dropped),
         "skipped": [{"name": s.name, "reason": s.reason} for s in plan.skipped],
+        "transformed": transformed(plan),
+        "overflowed": [{"name": n, "count": c} for n, c in (result.overflowed if result else ())],
     }
 
 
@@ -62,6 +118,10 @@ def command(
         "--metadata", metavar="KEY=VALUE", help="KEY=VALUE for the safetensors __metadata__ (repeatable; e.g. format=pt).")] = None,
     no_source_metadata: Annotated[bool, typer.Option(
         "--no-source-metadata", help="Leave the source's name out of the safetensors __metadata__.")] = False,
+    layout: LayoutOpt = None,
+    transpose: TransposeOpt = None,
+    dtype: DtypeOpt = None,
+    keep_dtype: KeepDtypeOpt = None,
     overwrite: Overwrite = False,
     no_update_state: NoUpdateState = False,
     dry_run: DryRun = False,
@@ -73,7 +133,8 @@ def command(
     Values are moved bit-exactly with their dtypes, tensor by tensor (memory
     stays bounded). With --names model, variables are first named by their path
     through the model; the rename rules of rename-vars then apply to those names
-    (--map, --drop and --keep match them), then --sep. What DST
+    (--map, --drop and --keep match them), then --sep.
+    --layout torch|tf transposes and renames for PyTorch and back, --dtype casts. What DST
     cannot hold (strings, variants, the TF2 object graph) is skipped with a
     warning, or refused with --strict; a dtype DST cannot hold is refused
     naming the variable. A TF checkpoint DST is a V2 bundle, with the state
@@ -90,7 +151,7 @@ def command(
                         shard_size=parse_size(shard_size) if shard_size is not None else None,
                         metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()), overwrite=overwrite,
                         update_state=not no_update_state, source_metadata=not no_source_metadata,
-                        naming=names.value)
+                        naming=names.value, **transform_options(layout, transpose, dtype, keep_dtype))
     if plan.state_warning:
         render.warn(plan.state_warning)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.skipped)
@@ -100,6 +161,7 @@ def command(
 
         with byte_progress("converting", plan.total_bytes, json_out) as advance:
             result = apply_convert(plan, on_progress=advance)
+        warn_overflow(result)
     if json_out:
         render.emit_json("convert", _document(plan, result, dry_run))
     elif quiet:
@@ -108,11 +170,13 @@ def command(
         if dry_run:
             render.print_table([render.Column("source name", kind=render.NAME),
                                 render.Column("new name", kind=render.NAME), render.Column("dtype"),
-                                render.Column("shape")],
-                               [(i.source, i.name, i.dtype, list(i.shape)) for i in plan.items])
+                                render.Column("shape"), render.Column("transforms")],
+                               [(i.source, i.name, i.dtype, list(i.shape), "; ".join(i.transforms))
+                                for i in plan.items])
         files = result.files if result else plan.files
         verb = "would write" if dry_run else "wrote"
         render.print_wrapped([f"{verb} {plan.to} {', '.join(files)}: {render.plural(len(plan.items), 'tensor')}, "
                             f"{render.human_bytes(plan.total_bytes)} ({len(plan.renamed)} renamed, "
-                            f"{len(plan.dropped)} dropped, {len(plan.skipped)} skipped)"])
+                            f"{len(plan.dropped)} dropped, {len(plan.skipped)} skipped"
+                            + summary_of_transforms(plan) + ")"])
     return 0

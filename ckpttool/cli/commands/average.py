@@ -1,0 +1,138 @@
+"""`ckpttool average SRC... -o DST`: the element-wise mean of checkpoints, written as convert writes."""
+from __future__ import annotations
+
+import enum
+from typing import Annotated, List, Optional
+
+import typer
+
+from ckpttool.cli import render
+from ckpttool.cli.commands.convert import (DtypeOpt, KeepDtypeOpt, LayoutOpt, TargetFormat, TransposeOpt,
+                                           transform_options, transformed, warn_overflow)
+from ckpttool.cli.options import (AddPrefix, DropOpt, DryRun, Ema, Json, KeepOpt, MapFile, MapOpt, Overwrite, Quiet,
+                                  RegexOpt, StripPrefix)
+
+
+class Mode(str, enum.Enum):
+    auto = "auto"
+    min = "min"
+    max = "max"
+
+
+def _document(plan, result, dry_run: bool) -> dict:
+    convert = plan.convert
+    return {
+        "sources": [{"prefix": s.prefix, "step": s.step, "score": s.score} for s in plan.sources],
+        "selection": plan.selection, "metric_source": plan.metric_source,
+        "destination": convert.destination, "format": convert.to, "dry_run": dry_run,
+        "files": list(result.files if result else convert.files),
+        "tensors": len(convert.items), "total_bytes": convert.total_bytes,
+        "bytes_written": result.bytes_written if result else 0,
+        "averaged": list(plan.averaged), "taken_from_newest": list(plan.taken),
+        "renamed": [{"from": old, "to": new} for old, new in convert.renamed],
+        "dropped": list(convert.dropped),
+        "skipped": [{"name": s.name, "reason": s.reason} for s in convert.skipped],
+        "transformed": transformed(convert),
+        "overflowed": [{"name": n, "count": c} for n, c in (result.overflowed if result else ())],
+    }
+
+
+def command(
+    sources: Annotated[List[str], typer.Argument(
+        metavar="SRC...", help="The checkpoints to average (prefixes, files, .safetensors, .npz, Keras files), or "
+                               "one run directory with --last, --steps or --best.", show_default=False)],
+    output: Annotated[str, typer.Option(
+        "--output", "-o", metavar="DST", help="What to write, as convert's DST: a checkpoint prefix, "
+                                              "NAME.safetensors, NAME.safetensors.index.json or NAME.npz.",
+        show_default=False)],
+    last: Annotated[Optional[int], typer.Option("--last", help="The last N complete checkpoints of the run "
+                                                               "directory.")] = None,
+    steps: Annotated[Optional[str], typer.Option("--steps", metavar="A,B,...", help="The checkpoints of these steps "
+                                                                                   "in the run directory.")] = None,
+    best: Annotated[Optional[int], typer.Option("--best", help="The N best checkpoints of the run directory by "
+                                                               "--metric.")] = None,
+    metric: Annotated[Optional[str], typer.Option(
+        "--metric", metavar="TAG", help="With --best: the eval metric, from --metrics FILE, trainer_state.json or "
+                                        "TensorBoard event files under the run directory.")] = None,
+    metrics_file: Annotated[Optional[str], typer.Option(
+        "--metrics", metavar="FILE", help="With --best: JSON lines or CSV with a step (or epoch) column.")] = None,
+    mode: Annotated[Mode, typer.Option("--mode", help="With --best: min or max is better (auto: from the metric's "
+                                                      "name, as Keras does).")] = Mode.auto,
+    keep_optimizer: Annotated[bool, typer.Option(
+        "--keep-optimizer", help="Keep the optimizer's state (averaged like the weights); left out by "
+                                 "default.")] = False,
+    to: Annotated[Optional[TargetFormat], typer.Option(
+        "--to", help="Format of DST: tf, safetensors or npz (default: from DST's extension; tf otherwise).")] = None,
+    map_: MapOpt = None,
+    map_file: MapFile = None,
+    regex: RegexOpt = None,
+    add_prefix: AddPrefix = None,
+    strip_prefix: StripPrefix = None,
+    ema: Ema = False,
+    drop: DropOpt = None,
+    keep: KeepOpt = None,
+    sep: Annotated[Optional[str], typer.Option(
+        "--sep", help="Replace the scope separator / by this in the new names, last.")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Refuse (exit 3) instead of skipping what DST cannot hold (strings, variants, the TF2 "
+                         "object graph).")] = False,
+    shard_size: Annotated[Optional[str], typer.Option(
+        "--shard-size", help="Split safetensors output into files of at most this size (5GB, 500MiB).")] = None,
+    metadata: Annotated[Optional[List[str]], typer.Option(
+        "--metadata", help="KEY=VALUE for the safetensors __metadata__ (repeatable).")] = None,
+    layout: LayoutOpt = None,
+    transpose: TransposeOpt = None,
+    dtype: DtypeOpt = None,
+    keep_dtype: KeepDtypeOpt = None,
+    overwrite: Overwrite = False,
+    dry_run: DryRun = False,
+    json_out: Json = False,
+    quiet: Quiet = False,
+):
+    """Average checkpoints: the element-wise mean of every floating variable.
+
+    Floating variables are averaged in float64 and written in their dtype;
+    integer and string variables (step counters) come from the newest
+    checkpoint (highest step, else the last given). The optimizer is left
+    out unless --keep-optimizer. The sources must hold the same names, dtypes
+    and shapes (exit 3 naming the first that differs). Streams a chunk of
+    each source at a time; writes what convert writes, with its rename,
+    layout and dtype options.
+    """
+    from ckpttool.ops.average import apply_average, plan_average
+    from ckpttool.ops.convert import parse_size
+    from ckpttool.ops.rename_rules import RenameRules, parse_pair
+
+    rules = RenameRules.from_options(maps=map_, map_file=map_file, regexes=regex, add_prefix=add_prefix,
+                                     strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep, sep=sep)
+    plan = plan_average(sources, output, last=last, steps=steps, best=best, metric=metric,
+                        metrics_file=metrics_file, mode=mode.value, keep_optimizer=keep_optimizer,
+                        to=to.value if to else None, rules=rules, overwrite=overwrite, strict=strict,
+                        shard_size=parse_size(shard_size) if shard_size is not None else None,
+                        metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()),
+                        **transform_options(layout, transpose, dtype, keep_dtype))
+    render.warn_all(plan.warnings)
+    render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.convert.skipped)
+    result = None
+    if not dry_run:
+        from ckpttool.cli.progress import byte_progress
+
+        with byte_progress("averaging", plan.convert.total_bytes, json_out) as advance:
+            result = apply_average(plan, on_progress=advance)
+        warn_overflow(result)
+    convert = plan.convert
+    if json_out:
+        render.emit_json("average", _document(plan, result, dry_run))
+    elif quiet:
+        render.print_lines(item.name for item in convert.items)
+    else:
+        if dry_run:
+            render.print_table(["checkpoint", "step", "score"],
+                               [(s.prefix, s.step, "" if s.score is None else s.score) for s in plan.sources])
+        files = result.files if result else convert.files
+        verb = "would write" if dry_run else "wrote"
+        render.print_lines([f"{verb} {convert.to} {', '.join(files)}: the mean of "
+                            f"{render.plural(len(plan.sources), 'checkpoint')} ({plan.selection}), "
+                            f"{len(plan.averaged)} averaged, {len(plan.taken)} taken from the newest, "
+                            f"{len(convert.dropped)} dropped, {render.human_bytes(convert.total_bytes)}"])
+    return 0

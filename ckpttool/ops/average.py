@@ -1,0 +1,248 @@
+"""`average`: the element-wise mean of several checkpoints' weights, written as `convert` writes.
+
+Every floating variable (float16, bfloat16, float32, float64) is averaged, accumulated in float64
+and written in its own dtype (rounded to nearest even); every other variable (integers such as
+step counters, strings, booleans, the exotic floats) is taken from the newest checkpoint: the one
+with the highest step when every source has one in its name, else the last given. The optimizer's
+state is left out unless asked for. The sources must hold the same variables with the same dtypes
+and shapes; the first that differs is named (BadInput, exit 3).
+
+The sources are checkpoints, or one run directory with a selection: its last N checkpoints, the
+given steps, or the best N by an eval metric (ops/metrics.read_metric: event files, a metrics file,
+trainer_state.json). Memory stays bounded: one chunk of each source at a time, in lockstep.
+
+The newest checkpoint is the base of the convert plan (names, rename rules, layout, dtype, object
+graph come from it); apply_average hands convert's writers the mean instead of its bytes.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from ckpttool.errors import BadInput, UsageProblem
+from ckpttool.storage import fs
+
+AVERAGED = ("bfloat16", "float16", "float32", "float64")
+CHUNK_BYTES = 1 << 20  # per source, in lockstep
+
+
+@dataclass(frozen=True)
+class Selected:
+    prefix: str
+    format: str
+    step: int | None
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class AveragePlan:
+    convert: "ConvertPlan"  # noqa: F821  (ops.convert, imported lazily)
+    sources: tuple[Selected, ...]  # oldest first; the last is the newest (the base)
+    averaged: tuple[str, ...]  # source names whose mean is written
+    taken: tuple[str, ...]  # source names written from the newest as they are
+    selection: str  # how the sources were chosen: "given", "last 3", "steps 10,20", "best 3 by val_loss (min)"
+    metric_source: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def _step(prefix: str) -> int | None:
+    from ckpttool.ops.scan import split_step
+
+    return split_step(fs.basename(prefix))[1]
+
+
+def _parse_steps(text: str) -> list[int]:
+    try:
+        steps = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        steps = []
+    if not steps:
+        raise UsageProblem(f"--steps takes a comma-separated list of steps such as 1000,2000, got {text!r}")
+    return steps
+
+
+def select_sources(sources: list[str], *, last: int | None = None, steps: str | None = None,
+                   best: int | None = None, metric: str | None = None, metrics_file: str | None = None,
+                   mode: str = "auto") -> tuple[list[Selected], str, str | None, tuple[str, ...]]:
+    """(the checkpoints to average, oldest first; how they were chosen; the metric's source; warnings)."""
+    from ckpttool.ops.targets import resolve_target
+
+    chosen = [o for o, v in (("--last", last), ("--steps", steps), ("--best", best)) if v is not None]
+    if len(chosen) > 1:
+        raise UsageProblem(f"{' and '.join(chosen)} cannot be combined: choose the checkpoints one way")
+    if (metric is not None or metrics_file is not None) and best is None:
+        raise UsageProblem("--metric and --metrics apply with --best only")
+    if not sources:
+        raise UsageProblem("give the checkpoints to average, or a run directory with --last, --steps or --best")
+    if not chosen:
+        picked = []
+        for source in sources:
+            target = resolve_target(source)
+            picked.append(Selected(target.prefix, target.format, _step(target.prefix)))
+        if len({fs.absolute(p.prefix) for p in picked}) != len(picked):
+            raise UsageProblem("a checkpoint is given twice: each source counts once in the mean")
+        if all(p.step is not None for p in picked):
+            picked.sort(key=lambda p: p.step)  # the newest (highest step) last
+        return picked, "given", None, ()
+    if len(sources) != 1 or not fs.is_dir(sources[0]):
+        raise UsageProblem(f"{chosen[0]} takes one run directory as SRC")
+    from ckpttool.ops.scan import scan_directory
+
+    directory = sources[0]
+    complete = [c for c in scan_directory(directory).checkpoints if c.complete and c.step is not None]
+    if not complete:
+        raise BadInput(f"no complete checkpoint with a step in {directory}")
+    count = last if last is not None else best
+    if count is not None and count < 1:
+        raise UsageProblem(f"{chosen[0]} must be at least 1")
+    metric_source, warnings = None, ()
+    if last is not None:
+        picked_infos = complete[-last:]
+        how = f"last {len(picked_infos)}"
+        if len(picked_infos) < last:
+            warnings = (f"--last {last}: {directory} holds {len(picked_infos)} complete checkpoints",)
+        scores = {}
+    elif steps is not None:
+        wanted = _parse_steps(steps)
+        by_step = {c.step: c for c in complete}
+        missing = [s for s in wanted if s not in by_step]
+        if missing:
+            raise BadInput(f"no complete checkpoint at step {missing[0]} in {directory}",
+                           hint=f"steps there: {', '.join(str(s) for s in sorted(by_step))}")
+        picked_infos = sorted({by_step[s].step: by_step[s] for s in wanted}.values(), key=lambda c: c.step)
+        how, scores = "steps " + ",".join(str(c.step) for c in picked_infos), {}
+    else:
+        from ckpttool.ops.metrics import infer_mode, read_metric
+
+        if metric is None:
+            raise UsageProblem("--best takes --metric TAG (the eval metric that ranks the checkpoints)")
+        series = read_metric(directory, metric, metrics_file)
+        direction = infer_mode(metric, mode)
+        scores = {c.name: series.score_at(c.step) for c in complete}
+        scored = [c for c in complete if scores[c.name] is not None]
+        if len(scored) < best:
+            raise BadInput(f"--best {best}: only {len(scored)} checkpoint(s) of {directory} have a {metric!r} "
+                           f"score in {series.source}")
+        scored.sort(key=lambda c: (scores[c.name] if direction == "min" else -scores[c.name], -c.step))
+        picked_infos = sorted(scored[:best], key=lambda c: c.step)
+        how, metric_source, warnings = f"best {best} by {metric} ({direction})", series.source, series.warnings
+    picked = [Selected(c.prefix, c.format, c.step, scores.get(c.name)) for c in picked_infos]
+    return picked, how, metric_source, tuple(warnings)
+
+
+def _check_same(base_reader, base: Selected, reader, other: Selected) -> None:
+    """The first variable whose name, dtype or shape differs between the two sources: BadInput."""
+    ours = {v.name: v for v in base_reader.variables if not v.internal}
+    theirs = {v.name: v for v in reader.variables if not v.internal}
+    for name in sorted(set(ours) | set(theirs)):
+        if name not in theirs or name not in ours:
+            having, lacking = (base, other) if name not in theirs else (other, base)
+            raise BadInput(f"{name!r} is in {having.prefix} but not in {lacking.prefix}",
+                           hint="average checkpoints of the same model")
+        a, b = ours[name], theirs[name]
+        if a.dtype.name != b.dtype.name:
+            raise BadInput(f"{name!r} is {a.dtype.name} in {base.prefix} but {b.dtype.name} in {other.prefix}")
+        if a.shape != b.shape:
+            raise BadInput(f"{name!r} has shape {list(a.shape)} in {base.prefix} but {list(b.shape)} in "
+                           f"{other.prefix}")
+
+
+def plan_average(sources: list[str], destination: str, *, last: int | None = None, steps: str | None = None,
+                 best: int | None = None, metric: str | None = None, metrics_file: str | None = None,
+                 mode: str = "auto", keep_optimizer: bool = False, **convert_options) -> AveragePlan:
+    """What `average` would write; convert_options are plan_convert's (to, rules, layout, cast ...)."""
+    import dataclasses
+
+    from ckpttool.formats.reader import open_checkpoint
+    from ckpttool.ops.convert import plan_convert
+    from ckpttool.ops.rename_rules import RenameRules
+
+    picked, how, metric_source, warnings = select_sources(sources, last=last, steps=steps, best=best,
+                                                          metric=metric, metrics_file=metrics_file, mode=mode)
+    base = picked[-1]
+    rules = convert_options.pop("rules", None) or RenameRules()
+    if not keep_optimizer:
+        rules = dataclasses.replace(rules, drop_optimizer=True)
+    plan = plan_convert(base.prefix, destination, rules=rules, **convert_options)
+    with open_checkpoint(base.prefix, base.format) as base_reader:
+        for other in picked[:-1]:
+            with open_checkpoint(other.prefix, other.format) as reader:
+                _check_same(base_reader, base, reader, other)
+        dtypes = {v.name: v.dtype.name for v in base_reader.variables}
+    from ckpttool.ops.destination import files_read, refuse_writing_over_source
+    from ckpttool.ops.targets import resolve_target
+
+    written = [plan.destination, *plan.files]
+    if plan.to == "tf":
+        written += [plan.destination + ".index", plan.destination + ".data-00000-of-00001"]
+    for other in picked[:-1]:  # plan_convert protected the newest's files; the others' too
+        with open_checkpoint(other.prefix, other.format) as reader:
+            refuse_writing_over_source([*files_read(resolve_target(other.prefix)), *reader.data_files()], written,
+                                       "average")
+    if len(picked) == 1:
+        warnings += (f"only one checkpoint ({base.prefix}): the result is a copy of it"
+                     + ("" if how != "given" else "; give a run directory with --last, --steps or --best to "
+                                                  "average several"),)
+    averaged = tuple(i.source for i in plan.items if dtypes[i.source] in AVERAGED)
+    taken = tuple(i.source for i in plan.items if dtypes[i.source] not in AVERAGED)
+    return AveragePlan(plan, tuple(picked), averaged, taken, how, metric_source, warnings)
+
+
+def _pieces(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """`chunks` re-cut into pieces of exactly `size` bytes (the last may be shorter): sources read by
+    different readers hand out different chunk sizes, and the mean needs the same elements of each."""
+    pending = bytearray()
+    for chunk in chunks:
+        if not pending and len(chunk) == size:  # what a bundle hands out: no copy
+            yield chunk
+            continue
+        pending += chunk
+        while len(pending) >= size:
+            yield bytes(pending[:size])
+            del pending[:size]
+    if pending:
+        yield bytes(pending)
+
+
+def _mean_stream(readers: list, name: str, dtype: str) -> Iterator[bytes]:
+    import numpy as np
+
+    from ckpttool.formats.raw import iter_stored_bytes
+    from ckpttool.ops.casting import decode_floats, to_bfloat16
+
+    itemsize = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}[dtype]
+    size = CHUNK_BYTES // itemsize * itemsize
+    streams = [_pieces(iter_stored_bytes(r, r.variable(name), size), size) for r in readers]
+    for pieces in zip(*streams):
+        total = decode_floats(pieces[0], dtype).astype(np.float64)
+        for piece in pieces[1:]:
+            np.add(total, decode_floats(piece, dtype), out=total)
+        total /= len(pieces)
+        # a mean lies between its values: nothing overflows, no count is needed
+        if dtype == "bfloat16":
+            yield to_bfloat16(total.astype("<f4")).tobytes()
+        else:
+            yield total.astype({"float16": "<f2", "float32": "<f4", "float64": "<f8"}[dtype], copy=False).tobytes()
+    if any(next(s, None) is not None for s in streams):  # sizes were checked equal: a reader lied
+        raise BadInput(f"the sources of {name!r} hold different amounts of data")
+
+
+def apply_average(plan: AveragePlan, on_progress: Callable[[int], None] | None = None):
+    """Write the mean as plan.convert says; returns convert's ConvertResult."""
+    from ckpttool.formats.raw import iter_stored_bytes
+    from ckpttool.formats.reader import open_checkpoint
+    from ckpttool.ops.convert import apply_convert
+
+    averaged = set(plan.averaged)
+    with contextlib.ExitStack() as stack:
+        readers = [stack.enter_context(open_checkpoint(s.prefix, s.format)) for s in plan.sources]
+
+        def stored(item) -> Iterator[bytes]:
+            newest = readers[-1]
+            var = newest.variable(item.source)
+            if item.source in averaged and len(readers) > 1:
+                return _mean_stream(readers, item.source, var.dtype.name)
+            return iter_stored_bytes(newest, var)
+
+        return apply_convert(plan.convert, on_progress, stored=stored)

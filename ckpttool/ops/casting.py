@@ -1,0 +1,108 @@
+"""`--dtype`: casting floating variables while they stream (convert, average).
+
+Rounding is to nearest, ties to even, as numpy's `astype` and ml_dtypes round;
+bfloat16, which numpy lacks, is done on its bits (the upper half of a float32,
+rounded; a NaN stays a quiet NaN). A float64 goes to bfloat16 through float32,
+as ml_dtypes (Eigen) converts it. Finite values that become infinite are
+counted, so the caller can name the variables they overflowed in.
+
+Only float16, bfloat16, float32 and float64 variables are cast: integers,
+strings, booleans, step counters (by name, e.g. `global_step`, even when a
+trainer made them floats) and the exotic floats (float8, complex) keep their
+dtype.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
+
+from ckpttool.errors import UsageProblem
+
+if TYPE_CHECKING:  # numpy is imported where the bytes are worked on, not to plan
+    import numpy as np
+
+CASTABLE = ("bfloat16", "float16", "float32", "float64")
+# Step counters keep their dtype even where a trainer made them floats: float16 stops counting at 2048.
+STEP_COUNTER_RE = re.compile(r"(^|[/.])(global_step|_?iterations|step|save_counter|epoch)"
+                             r"(/\.ATTRIBUTES/VARIABLE_VALUE)?$")
+
+
+@dataclass(frozen=True)
+class CastRule:
+    """What --dtype and --keep-dtype ask for."""
+    dtype: str | None = None  # the dtype floating variables are cast to; None: no cast
+    keep: tuple[str, ...] = ()  # regexes of source names that keep their dtype
+
+    def __post_init__(self):
+        if self.dtype is not None and self.dtype not in CASTABLE:
+            raise UsageProblem(f"--dtype must be one of {', '.join(CASTABLE)}, not {self.dtype!r}")
+        if self.keep and self.dtype is None:
+            raise UsageProblem("--keep-dtype applies with --dtype only")
+
+    def target(self, name: str, dtype: str) -> str | None:
+        """The dtype `name` (stored as `dtype`) is written in, when it changes; else None."""
+        if self.dtype is None or dtype not in CASTABLE or dtype == self.dtype or STEP_COUNTER_RE.search(name):
+            return None
+        from ckpttool.ops.patterns import compile_pattern
+
+        if any(compile_pattern(p, "--keep-dtype").search(name) for p in self.keep):
+            return None
+        return self.dtype
+
+
+def decode_floats(raw: bytes, dtype: str):
+    import numpy as np
+
+    if dtype == "bfloat16":
+        return (np.frombuffer(raw, "<u2").astype("<u4") << 16).view("<f4")
+    return np.frombuffer(raw, {"float16": "<f2", "float32": "<f4", "float64": "<f8"}[dtype])
+
+
+def to_bfloat16(values) -> "np.ndarray":
+    import numpy as np
+
+    bits = np.ascontiguousarray(values, dtype="<f4").view("<u4")
+    rounded = ((bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16).astype("<u2")
+    nan = np.isnan(bits.view("<f4"))
+    if nan.any():  # rounding could carry a NaN's payload into the exponent: keep it a quiet NaN
+        rounded[nan] = ((bits[nan] >> 16) | 0x40).astype("<u2")
+    return rounded
+
+
+def cast_values(values, dtype: str) -> tuple[bytes, int]:
+    """(the little-endian bytes of `values` as `dtype`, how many finite values became infinite)."""
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        if dtype == "bfloat16":
+            out = to_bfloat16(values.astype("<f4") if values.dtype != np.dtype("<f4") else values)
+            overflowed = np.isinf((out.astype("<u4") << 16).view("<f4"))
+        else:
+            out = values.astype({"float16": "<f2", "float32": "<f4", "float64": "<f8"}[dtype])
+            overflowed = np.isinf(out)
+        if overflowed.any():
+            overflowed &= np.isfinite(values)
+    return out.tobytes(), int(np.count_nonzero(overflowed))
+
+
+def itemsize(dtype: str) -> int:
+    return {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}[dtype]
+
+
+def cast_stream(chunks: Iterator[bytes], source: str, target: str, overflow: list[int]) -> Iterator[bytes]:
+    """The stored bytes of a `source` variable as `target`, chunk by chunk; `overflow[0]` counts the
+    finite values that became infinite. A chunk may end inside an element: the rest waits for the next."""
+    size = itemsize(source)
+    rest = b""
+    for chunk in chunks:
+        data = rest + chunk if rest else chunk
+        cut = len(data) - len(data) % size
+        rest = data[cut:]
+        if cut:
+            out, count = cast_values(decode_floats(data[:cut], source), target)
+            overflow[0] += count
+            yield out
+    if rest:
+        raise ValueError("a variable's stored bytes end inside an element")  # the readers check sizes: a bug
+

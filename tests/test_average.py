@@ -1,0 +1,201 @@
+"""`ckpttool average` against TensorFlow: the result's values equal numpy's mean (in float64, then
+the variable's dtype) of the `tf.train.load_checkpoint` values, integers come from the newest, the
+optimizer is dropped unless kept, TensorFlow restores the result into the model, and the sources
+are chosen by list, --last, --steps or --best by a metric."""
+from __future__ import annotations
+
+import json
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from tests.conftest import assert_one_line_error, run_cli
+
+GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+def _model():
+    import keras
+
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"), keras.layers.Dense(2)])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A Keras model trained with Adam, saved by a CheckpointManager at steps 1..5 (model and
+    optimizer), with a metrics CSV scoring each step."""
+    import keras
+    import tensorflow as tf
+
+    directory = tmp_path_factory.mktemp("avg") / "run"
+    keras.utils.set_random_seed(3)
+    model = _model()
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=10)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 4)).astype(np.float32), rng.standard_normal((16, 2)).astype(np.float32)
+    for step in range(1, 6):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        manager.save(checkpoint_number=step)
+    (directory.parent / "metrics.csv").write_text("step,val_loss\n1,0.5\n2,0.2\n3,0.9\n4,0.1\n5,0.3\n")
+    return directory
+
+
+def _mean(tf, prefixes, name):
+    values = [tf.train.load_checkpoint(str(p)).get_tensor(name) for p in prefixes]
+    return np.mean(np.stack([v.astype(np.float64) for v in values]), axis=0).astype(values[0].dtype)
+
+
+def test_mean_of_checkpoints_restores_into_the_model(run, tmp_path, tf):
+    sources = [run / "ckpt-2", run / "ckpt-3", run / "ckpt-5"]
+    out = tmp_path / "avg" / "ckpt-1"
+    result = run_cli("average", *map(str, sources), "-o", str(out), "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert [s["step"] for s in document["sources"]] == [2, 3, 5]
+    reader, newest = tf.train.load_checkpoint(str(out)), tf.train.load_checkpoint(str(sources[-1]))
+    names = set(reader.get_variable_to_shape_map()) - {GRAPH}
+    # the optimizer's state is left out by default; Keras 3 reaches the weights through it first
+    assert sorted(names) == [f"optimizer/_trainable_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE" for i in range(4)] \
+        + ["save_counter/.ATTRIBUTES/VARIABLE_VALUE"]
+    for name in names:
+        expected = _mean(tf, sources, name) if reader.get_variable_to_dtype_map()[name].is_floating \
+            else newest.get_tensor(name)
+        assert reader.get_tensor(name).tobytes() == np.asarray(expected).tobytes(), name
+    model = _model()
+    tf.train.Checkpoint(model=model).restore(str(out)).assert_existing_objects_matched()
+    kernel = "optimizer/_trainable_variables/0/.ATTRIBUTES/VARIABLE_VALUE"  # the first Dense kernel
+    assert model.layers[0].kernel.numpy().tobytes() == _mean(tf, sources, kernel).tobytes()
+
+
+def test_keep_optimizer_and_integers_from_the_newest(run, tmp_path, tf):
+    sources = [run / "ckpt-1", run / "ckpt-4"]
+    out = tmp_path / "ckpt-9"
+    assert run_cli("average", *map(str, sources), "-o", str(out), "--keep-optimizer").exit_code == 0
+    reader = tf.train.load_checkpoint(str(out))
+    dtypes = reader.get_variable_to_dtype_map()
+    newest = tf.train.load_checkpoint(str(sources[-1]))
+    assert "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE" in dtypes
+    assert "optimizer/_variables/2/.ATTRIBUTES/VARIABLE_VALUE" in dtypes
+    for name, dtype in dtypes.items():
+        if name == GRAPH:
+            continue
+        expected = _mean(tf, sources, name) if dtype.is_floating else newest.get_tensor(name)
+        assert reader.get_tensor(name).tobytes() == np.asarray(expected).tobytes(), name
+    assert any(not d.is_floating for n, d in dtypes.items() if n != GRAPH)  # iterations, save_counter
+
+
+@pytest.mark.parametrize("options,steps", [(("--last", "2"), [4, 5]), (("--steps", "1,3"), [1, 3]),
+                                           (("--best", "2", "--metric", "val_loss"), [2, 4])])
+def test_selection_in_a_run_directory(run, tmp_path, tf, options, steps):
+    extra = ("--metrics", str(run.parent / "metrics.csv")) if "--best" in options else ()
+    out = tmp_path / "o.npz"
+    result = run_cli("average", str(run), *options, *extra, "-o", str(out), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [s["step"] for s in json.loads(result.stdout)["sources"]] == steps
+    sources = [run / f"ckpt-{s}" for s in steps]
+    newest = tf.train.load_checkpoint(str(sources[-1]))
+    with np.load(out) as data:
+        for name in data.files:
+            expected = _mean(tf, sources, name) if data[name].dtype.kind == "f" else newest.get_tensor(name)
+            assert data[name].tobytes() == np.asarray(expected).tobytes(), name
+
+
+def test_layout_and_dtype_apply_to_the_mean(tmp_path, tf):
+    from safetensors.numpy import load_file
+
+    rng = np.random.default_rng(2)
+    sources = []
+    for i in range(3):
+        kernel = tf.Variable(rng.standard_normal((5, 3)).astype(np.float32))
+        sources.append(tf.train.Checkpoint(dense=tf.train.Checkpoint(kernel=kernel)).write(str(tmp_path / f"c{i}")))
+    out = tmp_path / "o.safetensors"
+    assert run_cli("average", *sources, "-o", str(out), "--layout", "torch", "--dtype", "float16").exit_code == 0
+    tensors = load_file(str(out))
+    assert tensors["dense.weight"].tobytes() == \
+        _mean(tf, sources, "dense/kernel/.ATTRIBUTES/VARIABLE_VALUE").T.astype(np.float16).tobytes()
+
+
+def test_bfloat16_mean(tmp_path, tf):
+    rng = np.random.default_rng(1)
+    prefixes = []
+    for i in range(3):
+        v = tf.Variable(tf.constant(rng.standard_normal(300).astype(np.float32), dtype=tf.bfloat16))
+        prefixes.append(tf.train.Checkpoint(v=v).write(str(tmp_path / f"c{i}" / "ck")))
+    out = tmp_path / "avg" / "ck"
+    assert run_cli("average", *prefixes, "-o", str(out)).exit_code == 0
+    name = "v/.ATTRIBUTES/VARIABLE_VALUE"
+    values = [tf.train.load_checkpoint(p).get_tensor(name).astype(np.float64) for p in prefixes]
+    expected = np.mean(np.stack(values), axis=0).astype(ml_dtypes.bfloat16)
+    assert tf.train.load_checkpoint(str(out)).get_tensor(name).tobytes() == expected.tobytes()
+
+
+def test_mismatches_exit_3_naming_the_first(tmp_path, tf):
+    a = tf.train.Checkpoint(w=tf.Variable(np.zeros((2, 3), np.float32)), b=tf.Variable(np.zeros(3, np.float32)))
+    pa = a.write(str(tmp_path / "a" / "ck"))
+    pb = tf.train.Checkpoint(w=tf.Variable(np.zeros((3, 2), np.float32)),
+                             b=tf.Variable(np.zeros(3, np.float32))).write(str(tmp_path / "b" / "ck"))
+    pc = tf.train.Checkpoint(w=tf.Variable(np.zeros((2, 3), np.float64)),
+                             b=tf.Variable(np.zeros(3, np.float32))).write(str(tmp_path / "c" / "ck"))
+    pd = tf.train.Checkpoint(w=tf.Variable(np.zeros((2, 3), np.float32))).write(str(tmp_path / "d" / "ck"))
+    for other, words in ((pb, "shape"), (pc, "float64"), (pd, "not in")):
+        result = run_cli("average", pa, other, "-o", str(tmp_path / "o.npz"))
+        assert_one_line_error(result, 3)
+        assert words in result.stderr and ("'w/" in result.stderr or "'b/" in result.stderr)
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_one_checkpoint_is_a_copy_with_a_warning(run, tmp_path, tf):
+    result = run_cli("average", str(run), "-o", str(tmp_path / "o.npz"))
+    assert result.exit_code == 0 and "only one checkpoint" in result.stderr
+    latest = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run)))
+    with np.load(tmp_path / "o.npz") as data:
+        for name in data.files:
+            assert data[name].tobytes() == np.asarray(latest.get_tensor(name)).tobytes(), name
+
+
+def test_usage_errors(run, tmp_path):
+    out = str(tmp_path / "o.npz")
+    assert_one_line_error(run_cli("average", str(run), "--last", "2", "--steps", "1", "-o", out), 2)
+    assert_one_line_error(run_cli("average", str(run), "--best", "2", "-o", out), 2)
+    assert_one_line_error(run_cli("average", str(run / "ckpt-1"), str(run / "ckpt-1"), "-o", out), 2)
+    assert_one_line_error(run_cli("average", str(run), "--steps", "1,7", "-o", out), 3)
+    assert_one_line_error(run_cli("average", str(run / "ckpt-1"), str(run / "ckpt-2"),
+                                  "-o", str(run / "ckpt-2")), 4)
+
+
+def test_sharded_safetensors_destination(run, tmp_path, tf):
+    from safetensors.numpy import load_file
+
+    sources = [run / "ckpt-1", run / "ckpt-2"]
+    index = tmp_path / "m.safetensors.index.json"
+    result = run_cli("average", *map(str, sources), "-o", str(index), "--shard-size", "20B", "--metadata",
+                     "format=pt")
+    assert result.exit_code == 0, result.stderr
+    weight_map = json.loads(index.read_text())["weight_map"]
+    assert len(set(weight_map.values())) > 1
+    for name, file in weight_map.items():
+        value = load_file(str(tmp_path / file))[name]
+        expected = _mean(tf, sources, name) if value.dtype.kind == "f" else \
+            tf.train.load_checkpoint(str(sources[-1])).get_tensor(name)
+        assert value.tobytes() == np.asarray(expected).tobytes(), name
+
+
+def test_best_by_tensorboard_events(run, tmp_path, tf):
+    """--best N --metric TAG reads TensorBoard event files under the run directory (written by tf.summary)."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    writer = tf.summary.create_file_writer(str(copy / "eval"))
+    with writer.as_default():
+        for step, accuracy in ((1, 0.7), (2, 0.9), (3, 0.8), (4, 0.95), (5, 0.6)):
+            tf.summary.scalar("accuracy", accuracy, step=step)
+    writer.close()
+    result = run_cli("average", str(copy), "--best", "2", "--metric", "accuracy", "-o", str(tmp_path / "o.npz"),
+                     "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert [(s["step"], round(s["score"], 4)) for s in document["sources"]] == [(2, 0.9), (4, 0.95)]  # max: accuracy
