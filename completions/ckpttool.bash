@@ -10,6 +10,7 @@ _ckpttool() {
         esac
     done
     case "${COMP_WORDS[COMP_CWORD-1]}" in
+        --names) COMPREPLY=($(compgen -W "key model" -- "$cur")); return ;;
         --to) COMPREPLY=($(compgen -W "tf safetensors npz" -- "$cur")); return ;;
         --layout) COMPREPLY=($(compgen -W "torch tf" -- "$cur")); return ;;
         --dtype) COMPREPLY=($(compgen -W "bfloat16 float16 float32 float64" -- "$cur")); return ;;
@@ -22,16 +23,16 @@ _ckpttool() {
         return
     fi
     case "$cmd" in
-        ls) opts="--recursive -r --json --quiet -q -h --help" ;;
-        latest) opts="--absolute --step --complete --json -h --help" ;;
-        inspect) opts="--filter -f --name --all -a --stats --values --full --limit --tree --slices --meta --json --quiet -q -h --help" ;;
+        ls) opts="--recursive -r --metric --mode --metrics --events --name-pattern --sort --filter --json --quiet -q -h --help" ;;
+        latest) opts="--absolute --step --complete --best --metric --mode --metrics --events --name-pattern --json -h --help" ;;
+        inspect) opts="--filter -f --name --all -a --stats --values --full --limit --tree --slices --meta --names --json --quiet -q -h --help" ;;
         verify) opts="--all -a --recursive -r --json --quiet -q -h --help" ;;
-        prune) opts="--keep-last --keep-every-hours --keep-every-steps --keep-step --min-age --clean --ignore-bad-state --recursive -r --dry-run -n --yes -y --json --quiet -q -h --help" ;;
+        prune) opts="--keep-last --keep-every-hours --keep-every-steps --keep-step --min-age --keep-best --metric --mode --metrics --events --name-pattern --drop-unscored --clean --ignore-bad-state --recursive -r --dry-run -n --yes -y --json --quiet -q -h --help" ;;
         repair) opts="--dry-run -n --json -h --help" ;;
-        rename-vars) opts="--map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --link --overwrite --dry-run -n --json --quiet -q -h --help" ;;
-        convert) opts="--to --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --sep --strict --shard-size --metadata --layout --transpose --dtype --keep-dtype --overwrite --dry-run -n --json --quiet -q -h --help" ;;
+        rename-vars) opts="--map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --link --overwrite --no-update-state --dry-run -n --json --quiet -q -h --help" ;;
+        convert) opts="--to --names --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --sep --strict --shard-size --metadata --no-source-metadata --layout --transpose --dtype --keep-dtype --overwrite --no-update-state --dry-run -n --json --quiet -q -h --help" ;;
         average) opts="--output -o --last --steps --best --metric --metrics --mode --keep-optimizer --to --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --sep --strict --shard-size --metadata --layout --transpose --dtype --keep-dtype --overwrite --dry-run -n --json --quiet -q -h --help" ;;
-        diff) opts="--rtol --atol --filter -f --json --quiet -q -h --help" ;;
+        diff) opts="--rtol --atol --filter -f --names --json --quiet -q -h --help" ;;
         freeze) opts="--output -o --output-nodes --tags --signature --text --clear-devices --keep-devices --check --input-shape --overwrite --json -h --help" ;;
         export-json) opts="--format --part --output -o --overwrite --json -h --help" ;;
         completion) opts="--install --json -h --help" ;;

@@ -45,11 +45,11 @@ def command(
         "--output", "-o", metavar="DST", help="What to write, as convert's DST: a checkpoint prefix, "
                                               "NAME.safetensors, NAME.safetensors.index.json or NAME.npz.",
         show_default=False)],
-    last: Annotated[Optional[int], typer.Option("--last", help="The last N complete checkpoints of the run "
+    last: Annotated[Optional[int], typer.Option("--last", metavar="N", help="The last N complete checkpoints of the run "
                                                                "directory.")] = None,
     steps: Annotated[Optional[str], typer.Option("--steps", metavar="A,B,...", help="The checkpoints of these steps "
                                                                                    "in the run directory.")] = None,
-    best: Annotated[Optional[int], typer.Option("--best", help="The N best checkpoints of the run directory by "
+    best: Annotated[Optional[int], typer.Option("--best", metavar="N", help="The N best checkpoints of the run directory by "
                                                                "--metric.")] = None,
     metric: Annotated[Optional[str], typer.Option(
         "--metric", metavar="TAG", help="With --best: the eval metric, from --metrics FILE, trainer_state.json or "
@@ -72,14 +72,14 @@ def command(
     drop: DropOpt = None,
     keep: KeepOpt = None,
     sep: Annotated[Optional[str], typer.Option(
-        "--sep", help="Replace the scope separator / by this in the new names, last.")] = None,
+        "--sep", metavar="SEP", help="Replace the scope separator / by this in the new names, last.")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Refuse (exit 3) instead of skipping what DST cannot hold (strings, variants, the TF2 "
                          "object graph).")] = False,
     shard_size: Annotated[Optional[str], typer.Option(
-        "--shard-size", help="Split safetensors output into files of at most this size (5GB, 500MiB).")] = None,
+        "--shard-size", metavar="SIZE", help="Split safetensors output into files of at most this size (5GB, 500MiB).")] = None,
     metadata: Annotated[Optional[List[str]], typer.Option(
-        "--metadata", help="KEY=VALUE for the safetensors __metadata__ (repeatable).")] = None,
+        "--metadata", metavar="KEY=VALUE", help="KEY=VALUE for the safetensors __metadata__ (repeatable).")] = None,
     layout: LayoutOpt = None,
     transpose: TransposeOpt = None,
     dtype: DtypeOpt = None,
