@@ -214,7 +214,7 @@ def _metadata(reader, target, overrides: dict[str, str]) -> dict[str, str]:
     from ckpttool.ops.scan import split_step
 
     metadata = dict(getattr(reader, "metadata", {}) or {})
-    if target.format in ("v1", "v2", "keras"):
+    if target.format in ("v1", "v2", "keras", "keras_h5"):
         metadata["format"] = "tf"  # TensorFlow names and layouts, as Hugging Face labels them
     metadata["source"] = fs.absolute(target.prefix)
     metadata["source_format"] = target.format

@@ -1,0 +1,150 @@
+"""Legacy Keras HDF5 files (Keras 1/2, tf.keras: `model.save("m.h5")`, `save_weights("w.h5")`) as
+TARGETs. Oracles: Keras' own legacy loader (tests/keras_legacy_fixtures.py, in a subprocess) and
+h5py walks of the files."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import assert_one_line_error, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def legacy_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("keras_legacy")
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "keras_legacy_fixtures.py"), str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def oracle(legacy_dir) -> dict:
+    with np.load(legacy_dir / "oracle.npz") as data:
+        return {name: data[name] for name in data.files}
+
+
+def _values(target) -> dict:
+    result = run_cli("inspect", "--json", "--values", target)
+    assert result.exit_code == 0, result.stderr
+    doc = result.json()
+    assert doc["format"] == "keras_h5"
+    return {v["name"]: np.asarray(v["value"], dtype=v["dtype"]) for v in doc["variables"]}
+
+
+def _listed_weights(path, group_path: str) -> list[tuple[str, np.ndarray]]:
+    """h5py's walk of a weights group as Keras' loader walks it: layer_names, then weight_names."""
+    with h5py.File(path, "r") as handle:
+        group = handle[group_path]
+        out = []
+        for layer in group.attrs["layer_names"]:
+            layer_group = group[layer.decode() if isinstance(layer, bytes) else layer]
+            for weight in layer_group.attrs.get("weight_names", []):
+                weight = weight.decode() if isinstance(weight, bytes) else weight
+                out.append((weight, np.asarray(layer_group[weight])))
+        return out
+
+
+@pytest.mark.parametrize("name", ["full.h5", "full.hdf5", "full.keras"])
+def test_full_model_reads_as_keras_legacy_loader_loads_it(legacy_dir, oracle, name):
+    """Weights named as the model Keras loads back names them; the optimizer's under optimizer/.
+    A legacy file named .keras is read by its bytes, not as a Keras 3 zip."""
+    got = _values(legacy_dir / name)
+    model = {k[len("model/"):]: v for k, v in oracle.items() if k.startswith("model/")}
+    assert {k for k in got if not k.startswith("optimizer/")} == set(model)
+    for key, value in model.items():
+        np.testing.assert_array_equal(got[key], value)
+    with h5py.File(legacy_dir / name, "r") as handle:  # the optimizer: h5py's walk of optimizer_weights
+        group = handle["optimizer_weights"]
+        optimizer = {f"optimizer/{w.decode() if isinstance(w, bytes) else w}": np.asarray(group[w])
+                     for w in group.attrs["weight_names"]}
+    assert len(optimizer) > 2 and {k for k in got if k.startswith("optimizer/")} == set(optimizer)
+    for key, value in optimizer.items():
+        np.testing.assert_array_equal(got[key], value)
+    np.testing.assert_array_equal(got["optimizer/adam/iteration"], oracle["optimizer/adam/iteration"])
+    assert run_cli("verify", legacy_dir / name).exit_code == 0
+
+
+@pytest.mark.parametrize("name,key", [("weights.h5", "weights"), ("keras2.h5", "keras2")])
+def test_weights_only_files_read_as_keras_legacy_loader_loads_them(legacy_dir, oracle, name, key):
+    """save_weights files; keras2.h5 in Keras 2's naming (`dense_1/kernel:0` -> `dense_1/kernel`)."""
+    got = _values(legacy_dir / name)
+    listed = _listed_weights(legacy_dir / name, "/")
+    assert sorted(got) == sorted(weight.removesuffix(":0") for weight, _ in listed)
+    if key == "keras2":
+        assert "dense_1/kernel" in got and "batch_normalization_1/moving_mean" in got
+    for i, (weight, value) in enumerate(listed):  # the loader sets them in this order
+        np.testing.assert_array_equal(got[weight.removesuffix(":0")], oracle[f"{key}/{i}"])
+        np.testing.assert_array_equal(value, oracle[f"{key}/{i}"])
+
+
+def test_legacy_file_named_weights_h5_is_still_legacy(legacy_dir, tmp_path):
+    """The bytes decide: a legacy file under a Keras 3 name is read as legacy HDF5."""
+    shutil.copyfile(legacy_dir / "weights.h5", tmp_path / "m.weights.h5")
+    assert set(_values(tmp_path / "m.weights.h5")) == set(_values(legacy_dir / "weights.h5"))
+
+
+def test_drop_optimizer_leaves_out_the_optimizer_weights(legacy_dir, oracle, tmp_path):
+    out = tmp_path / "m.safetensors"
+    result = run_cli("convert", "--json", "--drop-optimizer", legacy_dir / "full.h5", out)
+    assert result.exit_code == 0, result.stderr
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(out))
+    model = {k[len("model/"):]: v for k, v in oracle.items() if k.startswith("model/")}
+    assert set(tensors) == set(model)
+    for key, value in model.items():
+        np.testing.assert_array_equal(tensors[key], value)
+
+
+def _copy_and_edit(legacy_dir, tmp_path, edit) -> Path:
+    path = tmp_path / "hostile.h5"
+    shutil.copyfile(legacy_dir / "weights.h5", path)
+    with h5py.File(path, "r+") as handle:
+        edit(handle)
+    return path
+
+
+def _names(names) -> np.ndarray:
+    return np.array([n.decode() if isinstance(n, bytes) else n for n in names], dtype=h5py.string_dtype())
+
+
+def _set_weight_names(handle, layer: str, names: list[str]) -> None:
+    del handle[layer].attrs["weight_names"]
+    handle[layer].attrs["weight_names"] = _names(names)
+
+
+@pytest.mark.parametrize("case", ["absolute", "missing", "layer-missing", "layer-is-dataset", "never-written"])
+def test_hostile_legacy_files_exit_3(legacy_dir, tmp_path, case):
+    """Names in the lists are hostile: a weight is a dataset inside its layer's group, a layer a group
+    of the weights group; a dataset that was never written is refused as in Keras 3 files."""
+    def edit(handle):
+        if case == "absolute":  # an HDF5 path from the root reaches another layer's dataset
+            other = handle["dense_1"].attrs["weight_names"][0]
+            _set_weight_names(handle, "dense", [f"/dense_1/{other}"])
+        elif case == "missing":
+            _set_weight_names(handle, "dense", ["no/such:0"])
+        elif case in ("layer-missing", "layer-is-dataset"):
+            if case == "layer-is-dataset":
+                handle["stray"] = np.zeros(3, np.float32)
+            del handle.attrs["layer_names"]
+            handle.attrs["layer_names"] = _names(["dense", "stray"])
+        else:
+            group = handle.create_group("empty_layer")
+            group.create_dataset("w:0", shape=(1000,), dtype="f4")  # declared, never written
+            group.attrs["weight_names"] = _names(["w:0"])
+            names = list(handle.attrs["layer_names"]) + [b"empty_layer"]
+            del handle.attrs["layer_names"]
+            handle.attrs["layer_names"] = _names(names)
+    path = _copy_and_edit(legacy_dir, tmp_path, edit)
+    assert_one_line_error(run_cli("inspect", path), 3)
+    verify = run_cli("verify", "--json", path)  # verify reports the damage
+    assert verify.exit_code == 1 and verify.json()["errors"], verify.stdout
