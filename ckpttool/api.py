@@ -167,13 +167,15 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
             drop: Iterable[str] = (), keep: Iterable[str] = (), drop_optimizer: bool = False,
             sep: str | None = None, strict: bool = False, shard_size: int | str | None = None,
             metadata: Mapping[str, str] | None = None, overwrite: bool = False,
-            dry_run: bool = False) -> "ConvertResult":
+            dry_run: bool = False, like: PathLike | None = None, partial: bool = False) -> "ConvertResult":
     """Convert weights as the `convert` command does; the result lists the files written.
 
     `to`: "tf", "safetensors" or "npz" (default: from the destination's
     extension). The rename arguments are those of rename-vars (`map` exact
     names, `regex` (pattern, replacement) pairs, ...). `shard_size`: bytes or
     text such as "5GB". With `dry_run` nothing is written (files_written = ()).
+    `like`: a Keras 3 `.keras` / `.weights.h5` of the target model; the destination (NAME.weights.h5
+    or NAME.keras) is then a Keras 3 file laid out as it (`partial`: its unmatched weights kept).
     """
     from ckpttool.ops.convert import ConvertResult, apply_convert, parse_size, plan_convert
     from ckpttool.ops.rename_rules import RenameRules
@@ -182,5 +184,6 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
                         tuple(keep), drop_optimizer, sep)
     size = parse_size(shard_size) if isinstance(shard_size, str) else shard_size
     plan = plan_convert(os.fspath(source), os.fspath(destination), to=to, rules=rules, strict=strict,
-                        shard_size=size, metadata=dict(metadata or {}), overwrite=overwrite)
+                        shard_size=size, metadata=dict(metadata or {}), overwrite=overwrite,
+                        like=os.fspath(like) if like is not None else None, partial=partial)
     return ConvertResult(plan, (), 0) if dry_run else apply_convert(plan)

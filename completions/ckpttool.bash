@@ -26,7 +26,7 @@ _ckpttool() {
         prune) opts="--keep-last --keep-every-hours --keep-every-steps --keep-step --min-age --clean --ignore-bad-state --recursive -r --dry-run -n --yes -y --json --quiet -q -h --help" ;;
         repair) opts="--dry-run -n --json -h --help" ;;
         rename-vars) opts="--map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --link --overwrite --dry-run -n --json --quiet -q -h --help" ;;
-        convert) opts="--to --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --sep --strict --shard-size --metadata --overwrite --dry-run -n --json --quiet -q -h --help" ;;
+        convert) opts="--to --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --sep --strict --shard-size --metadata --like --partial --overwrite --dry-run -n --json --quiet -q -h --help" ;;
         diff) opts="--rtol --atol --filter -f --json --quiet -q -h --help" ;;
         freeze) opts="--output -o --output-nodes --tags --signature --text --clear-devices --keep-devices --check --input-shape --overwrite --json -h --help" ;;
         export-json) opts="--format --part --output -o --overwrite --json -h --help" ;;
