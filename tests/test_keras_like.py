@@ -149,3 +149,19 @@ def test_plan_json_explains_the_match(like_dir, tmp_path):
     assert doc["dry_run"] and not (tmp_path / "o.weights.h5").exists()
     assert doc["like"] == str(like_dir / "tf1_template.weights.h5")
     json.dumps(doc)
+
+
+def test_template_changed_between_plan_and_write_exits_3(like_dir, tmp_path):
+    from ckpttool.errors import CorruptCheckpoint
+    from ckpttool.ops.convert import apply_convert, plan_convert
+
+    template = tmp_path / "t.weights.h5"
+    shutil.copyfile(like_dir / "template.weights.h5", template)
+    out = tmp_path / "o.weights.h5"
+    plan = plan_convert(str(like_dir / "trained.weights.h5"), str(out), like=str(template))
+    with h5py.File(template, "r+") as handle:
+        del handle["layers/dense/vars/0"]
+        handle["layers/dense/vars/0"] = np.zeros((5, 3), np.float32)
+    with pytest.raises(CorruptCheckpoint, match=r"\[5, 3\]"):
+        apply_convert(plan)
+    assert sorted(os.listdir(tmp_path)) == ["t.weights.h5"]

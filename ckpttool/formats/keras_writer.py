@@ -16,7 +16,8 @@ from typing import BinaryIO, Callable, Iterable
 import numpy as np
 
 from ckpttool.errors import CorruptCheckpoint
-from ckpttool.formats.keras import CHUNK_BYTES, WEIGHTS_MEMBER, ZIP_MAGICS, _extract_weights, _import_h5py
+from ckpttool.formats.keras import (_H5_ERRORS, CHUNK_BYTES, WEIGHTS_MEMBER, ZIP_MAGICS, _extract_weights,
+                                    _import_h5py)
 from ckpttool.formats.npz import ZIP_ERRORS, check_zip_member, open_zip
 from ckpttool.storage import fs
 
@@ -37,31 +38,40 @@ def copy_template_weights(template: str, out: BinaryIO, scratch: str) -> None:
     out.flush()
 
 
-def fill_weights(h5_path: str, items: Iterable[tuple[bytes, str, Callable[[], Iterable[bytes]]]]) -> None:
-    """Overwrite datasets of the HDF5 file at `h5_path`: (dataset path, storage dtype, chunks of its
-    little-endian C-order bytes). The dataset keeps its shape and type (shapes were checked)."""
+def fill_weights(h5_path: str, items: Iterable[tuple[bytes, str, tuple[int, ...], Callable[[], Iterable[bytes]]]]
+                 ) -> None:
+    """Overwrite datasets of the HDF5 file at `h5_path`: (dataset path, storage dtype, shape, chunks of
+    its little-endian C-order bytes). Each dataset keeps its type; its shape must be the one planned
+    (the template may have changed since)."""
     h5py = _import_h5py()
-    with h5py.File(h5_path, "r+", locking=False) as h5file:
-        for path, storage, chunks in items:
-            dataset = h5file[path]
-            shape = tuple(dataset.shape)
-            dtype = np.dtype(storage).newbyteorder("<")
-            if not shape:
-                dataset[()] = np.frombuffer(b"".join(chunks()), dtype=dtype).reshape(())
-                continue
-            row_bytes = prod(shape[1:]) * dtype.itemsize
-            pending, row = bytearray(), 0
-            for chunk in chunks():
-                pending += chunk
-                rows = len(pending) // row_bytes if row_bytes else 0
-                if rows:
-                    block = np.frombuffer(bytes(pending[: rows * row_bytes]), dtype=dtype)
-                    dataset[row:row + rows] = block.reshape((rows, *shape[1:]))
-                    del pending[: rows * row_bytes]
-                    row += rows
-            if row != shape[0] and row_bytes:
-                raise CorruptCheckpoint(f"{path.decode('utf-8', 'replace')}: the source held {row} of "
-                                        f"{shape[0]} rows")
+    try:
+        with h5py.File(h5_path, "r+", locking=False) as h5file:
+            for path, storage, shape, chunks in items:
+                _fill(h5file[path], path, np.dtype(storage).newbyteorder("<"), shape, chunks)
+    except _H5_ERRORS as exc:
+        raise CorruptCheckpoint(f"cannot write the Keras weights file ({str(exc)[:200]})") from None
+
+
+def _fill(dataset, path: bytes, dtype: np.dtype, shape: tuple[int, ...], chunks) -> None:
+    """One dataset, by bands of whole rows as the source's chunks arrive."""
+    what = path.decode("utf-8", "replace")
+    if tuple(dataset.shape) != tuple(shape):
+        raise CorruptCheckpoint(f"the template's {what} is now {list(dataset.shape)}, not {list(shape)}")
+    if not shape:
+        dataset[()] = np.frombuffer(b"".join(chunks()), dtype=dtype).reshape(())
+        return
+    row_bytes = prod(shape[1:]) * dtype.itemsize
+    pending, row = bytearray(), 0
+    for chunk in chunks():
+        pending += chunk
+        rows = len(pending) // row_bytes if row_bytes else 0
+        if rows:
+            block = np.frombuffer(bytes(pending[: rows * row_bytes]), dtype=dtype)
+            dataset[row:row + rows] = block.reshape((rows, *shape[1:]))
+            del pending[: rows * row_bytes]
+            row += rows
+    if row_bytes and row != shape[0]:
+        raise CorruptCheckpoint(f"{what}: the source held {row} of {shape[0]} rows")
 
 
 def write_archive(template: str, weights_h5: str, out: BinaryIO) -> None:

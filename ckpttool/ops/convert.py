@@ -249,6 +249,16 @@ def _object_graph(reader, to: str, mapping: dict[str, str], left_out: set[str]) 
         return None, f"the TF2 object graph cannot follow these names ({exc.message}); the tensors keep them"
 
 
+def _destination_path(destination: str) -> str:
+    """DST made absolute; Refused if it is a directory, BadInput if its parents cannot be made."""
+    destination = fs.absolute(destination)
+    if fs.is_dir(destination):
+        raise Refused(f"destination {destination} is a directory; give a file name or a checkpoint prefix")
+    if not fs.is_url(destination):
+        check_parent_creatable(destination)
+    return destination
+
+
 def plan_convert(source: str, destination: str, *, to: str | None = None, rules: RenameRules = RenameRules(),
                  strict: bool = False, shard_size: int | None = None, metadata: dict[str, str] | None = None,
                  overwrite: bool = False, like: str | None = None, partial: bool = False) -> ConvertPlan:
@@ -270,11 +280,7 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
         if not (isinstance(key, str) and isinstance(value, str) and _is_text(key) and _is_text(value)):
             raise UsageProblem(f"metadata {key!r}: keys and values must be UTF-8 strings "
                                "(safetensors refuses a header holding anything else)")
-    destination = fs.absolute(destination)
-    if fs.is_dir(destination):
-        raise Refused(f"destination {destination} is a directory; give a file name or a checkpoint prefix")
-    if not fs.is_url(destination):
-        check_parent_creatable(destination)
+    destination = _destination_path(destination)
     target = resolve_target(source)
     with open_checkpoint(target.prefix, target.format) as reader:
         variables = [v for v in reader.variables if not v.internal]
@@ -338,11 +344,7 @@ def _plan_like(source: str, destination: str, like: str, rules: RenameRules, par
     from ckpttool.formats.raw import check_stored_readable
     from ckpttool.ops.keras_like import match_template
 
-    destination = fs.absolute(destination)
-    if fs.is_dir(destination):
-        raise Refused(f"destination {destination} is a directory; give a file name")
-    if not fs.is_url(destination):
-        check_parent_creatable(destination)
+    destination = _destination_path(destination)
     template_target = resolve_target(like)
     if template_target.format != "keras":
         raise BadInput(f"--like {like}: a template is a Keras 3 .keras or .weights.h5 file, not "
@@ -483,7 +485,7 @@ def _write_keras(plan: ConvertPlan, source: _Source, update_state: bool = True) 
 
     from ckpttool.formats import keras_writer
 
-    items = [(i.name.encode("utf-8", "surrogateescape"), dtype_from_name(i.dtype).storage,
+    items = [(i.name.encode("utf-8", "surrogateescape"), dtype_from_name(i.dtype).storage, i.shape,
               lambda name=i.name: source.chunks(name)) for i in plan.items]
     with tempfile.TemporaryDirectory(prefix="ckpttool-keras-") as scratch:
         if plan.destination.endswith(".keras"):
