@@ -148,3 +148,56 @@ def test_hostile_legacy_files_exit_3(legacy_dir, tmp_path, case):
     assert_one_line_error(run_cli("inspect", path), 3)
     verify = run_cli("verify", "--json", path)  # verify reports the damage
     assert verify.exit_code == 1 and verify.json()["errors"], verify.stdout
+
+
+def test_legacy_bombs_are_refused_as_in_keras3_files(legacy_dir, tmp_path):
+    """The Keras 3 reader's rule, reused: datasets that together declare 640 MiB (gzip chunks of
+    zeros) from a file of a few hundred KB are refused before anything is read."""
+    import zlib
+
+    from tests.hostile import assert_clean_exit, run_limited
+
+    count = 16 << 20
+    packed = zlib.compress(b"\0" * (count * 4), 1)
+
+    def edit(handle):
+        names = list(handle.attrs["layer_names"])
+        for i in range(10):
+            group = handle.create_group(f"bomb_{i}")
+            dataset = group.create_dataset(f"bomb_{i}/w:0", shape=(count,), dtype="f4", chunks=(count,),
+                                           compression="gzip")
+            dataset.id.write_direct_chunk((0,), packed)
+            group.attrs["weight_names"] = _names([f"bomb_{i}/w:0"])
+            names.append(f"bomb_{i}")
+        del handle.attrs["layer_names"]
+        handle.attrs["layer_names"] = _names(names)
+
+    path = _copy_and_edit(legacy_dir, tmp_path, edit)
+    with h5py.File(path, "r") as handle:  # the oracle: a real, readable file
+        assert not handle["bomb_3/bomb_3/w:0"][:1000].any()
+    proc = run_limited("inspect", path, timeout=240)
+    assert_clean_exit(proc, codes=(3,))
+    assert "decompression bomb" in proc.stderr
+
+
+def test_a_weight_name_two_layers_share_is_qualified_by_the_layer(tmp_path):
+    """tf.keras could list the same name in two layers (models nested under one scope): each is named
+    under its layer's group, values as h5py reads them; names that stay unique are kept."""
+    path = tmp_path / "shared.h5"
+    rng = np.random.default_rng(1)
+    expected = {}
+    with h5py.File(path, "w") as handle:
+        handle.attrs["layer_names"] = _names(["enc", "dec", "head"])
+        for layer, weights in (("enc", ["dense/kernel:0"]), ("dec", ["dense/kernel:0"]), ("head", ["head/w:0"])):
+            group = handle.create_group(layer)
+            group.attrs["weight_names"] = _names(weights)
+            for weight in weights:
+                group[weight] = rng.standard_normal((2, 3)).astype(np.float32)
+    with h5py.File(path, "r") as handle:
+        for layer, name in (("enc", "enc/dense/kernel"), ("dec", "dec/dense/kernel"), ("head", "head/w")):
+            weight = handle[layer].attrs["weight_names"][0]
+            expected[name] = np.asarray(handle[layer][weight])
+    got = _values(path)
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value)

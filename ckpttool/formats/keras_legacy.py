@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 
 import numpy as np
 
@@ -120,6 +121,8 @@ class KerasLegacyWeights(KerasWeights):
     format = FORMAT
 
     def _named_datasets(self, h5py) -> list[tuple[str, bytes]]:
+        """(name, dataset path) of each listed weight; a name two layers' lists share is qualified with
+        the layer's group name (`dense/kernel` -> `dense_1/dense/kernel`), a clash that stays is refused."""
         base = os.path.basename(self.prefix)
         found = _weights_group(self._file)
         if found is None:
@@ -127,7 +130,7 @@ class KerasLegacyWeights(KerasWeights):
                                     "layer_names list at its root or under model_weights")
         root, weights = found
         layers = _names_attribute(weights, "layer_names", f"{base} {quote(root or '/')}") or []
-        named: list[tuple[str, bytes]] = []
+        named: list[tuple[str, bytes, str]] = []
         children = set(weights.keys())
         groups = [(weights, layer) for layer in layers]
         if TOP_LEVEL in children and TOP_LEVEL not in layers:
@@ -137,18 +140,23 @@ class KerasLegacyWeights(KerasWeights):
         if root and OPTIMIZER_WEIGHTS in self._file:
             named += self._layer_weights(h5py, self._file, OPTIMIZER_WEIGHTS, set(self._file.keys()),
                                          OPTIMIZER_PREFIX)
+        counts = Counter(name for name, _path, _layer in named)
         seen: dict[str, bytes] = {}
-        for name, path in named:
+        out = []
+        for name, path, layer in named:
+            if counts[name] > 1 and layer != OPTIMIZER_WEIGHTS:  # two layers name a weight so: each under its layer
+                name = f"{layer}/{name}"
             if name in seen:
                 raise CorruptCheckpoint(f"{base}: two weights are named {quote(name)} "
                                         f"({quote(seen[name].decode('utf-8', 'replace'))} and "
                                         f"{quote(path.decode('utf-8', 'replace'))})")
             seen[name] = path
-        return named
+            out.append((name, path))
+        return out
 
     def _layer_weights(self, h5py, parent, layer: str, children: set[str], prefix: str
-                       ) -> list[tuple[str, bytes]]:
-        """(name, dataset path) of each weight a layer group lists, found by walking that group."""
+                       ) -> list[tuple[str, bytes, str]]:
+        """(name, dataset path, layer) of each weight a layer group lists, found by walking that group."""
         base = os.path.basename(self.prefix)
         what = f"{base} layer {quote(layer)}"
         if layer not in children or not isinstance(parent.get(layer, getlink=True), h5py.HardLink) \
@@ -170,5 +178,5 @@ class KerasLegacyWeights(KerasWeights):
             relative = weight.encode("utf-8", "surrogateescape")
             if relative not in datasets:
                 raise CorruptCheckpoint(f"{what} lists weight {quote(weight)}, which is no dataset in its group")
-            out.append((prefix + _OUTPUT_SUFFIX.sub("", weight), group_path + b"/" + relative))
+            out.append((prefix + _OUTPUT_SUFFIX.sub("", weight), group_path + b"/" + relative, layer))
         return out
