@@ -201,3 +201,24 @@ def test_a_weight_name_two_layers_share_is_qualified_by_the_layer(tmp_path):
     assert set(got) == set(expected)
     for name, value in expected.items():
         np.testing.assert_array_equal(got[name], value)
+
+
+def test_name_lists_split_over_several_attributes(tmp_path):
+    """A list too long for one HDF5 attribute is split by Keras' writer into weight_names0,
+    weight_names1, ... (as in large tf_model.h5 files); Keras' own loader is the oracle."""
+    legacy = pytest.importorskip("keras.src.legacy.saving.legacy_h5_format")
+    path = tmp_path / "long.h5"
+    names = [f"block_{i:04d}/some_rather_long_weight_name_{i}:0" for i in range(3000)]
+    with h5py.File(path, "w") as handle:
+        legacy.save_attributes_to_hdf5_group(handle, "layer_names", [b"model"])
+        group = handle.create_group("model")
+        legacy.save_attributes_to_hdf5_group(group, "weight_names", [n.encode() for n in names])
+        for i, name in enumerate(names):
+            group[name] = np.float32(i)
+        assert "weight_names" not in group.attrs and "weight_names1" in group.attrs  # really split
+    with h5py.File(path, "r") as handle:
+        expected = legacy.load_subset_weights_from_hdf5_group(handle["model"])
+    got = _values(path)
+    assert len(got) == len(names) == len(expected)
+    for name, value in zip(names, expected):
+        np.testing.assert_array_equal(got[name.removesuffix(":0")], value)
