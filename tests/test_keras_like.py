@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
+from tests.test_keras_legacy import legacy_dir, oracle  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = str(ROOT / "tests" / "keras_like_fixtures.py")
@@ -165,3 +166,14 @@ def test_template_changed_between_plan_and_write_exits_3(like_dir, tmp_path):
     with pytest.raises(CorruptCheckpoint, match=r"\[5, 3\]"):
         apply_convert(plan)
     assert sorted(os.listdir(tmp_path)) == ["t.weights.h5"]
+
+
+def test_keras2_file_into_a_keras3_model(like_dir, legacy_dir, oracle, tmp_path):
+    """A file in Keras 2's layout and names (`dense_1/kernel:0`, counters from _1) into a Keras 3
+    model of its architecture (`dense`, `dense_1`): load_weights gives what Keras' legacy loader
+    gives from the Keras 2 file."""
+    out = tmp_path / "k2.weights.h5"
+    doc = _convert(legacy_dir / "keras2.h5", out, "--like", like_dir / "template.weights.h5")
+    assert ("dense_2/kernel", "layers/dense_1/vars/0") in [(m["from"], m["to"]) for m in doc["matched"]]
+    expected = [oracle[f"keras2/{i}"] for i in range(len([k for k in oracle if k.startswith("keras2/")]))]
+    _assert_same(_keras_loads("bn", out, tmp_path), expected)
