@@ -177,3 +177,18 @@ def test_keras2_file_into_a_keras3_model(like_dir, legacy_dir, oracle, tmp_path)
     assert ("dense_2/kernel", "layers/dense_1/vars/0") in [(m["from"], m["to"]) for m in doc["matched"]]
     expected = [oracle[f"keras2/{i}"] for i in range(len([k for k in oracle if k.startswith("keras2/")]))]
     _assert_same(_keras_loads("bn", out, tmp_path), expected)
+
+
+def test_string_weights_are_refused_before_writing(like_dir, tmp_path):
+    """A template weight holding strings (a vocabulary) and a source of strings by its name: refused,
+    exit 3, nothing written (the byte writer has no place for them)."""
+    template = tmp_path / "t.weights.h5"
+    shutil.copyfile(like_dir / "template.weights.h5", template)
+    with h5py.File(template, "r+") as handle:
+        handle["layers/lookup/vars/0"] = np.array([b"a", b"bc"])  # fixed-width bytes: a string tensor
+    source = tmp_path / "s.weights.h5"
+    shutil.copyfile(template, source)
+    out = tmp_path / "o.weights.h5"
+    result = run_cli("convert", source, out, "--like", template)
+    assert_one_line_error(result, 3)
+    assert "strings" in result.stderr and not out.exists()

@@ -370,6 +370,9 @@ def _plan_like(source: str, destination: str, like: str, rules: RenameRules, par
         items = []
         for match in found.matches:
             var, weight = reader.variable(match.source), by_path[match.target]
+            if var.dtype.code == STRING:
+                raise Unsupported(f"{var.name!r} holds strings, which convert does not write into Keras files",
+                                  hint="leave it out with --drop and keep the template's value with --partial")
             if var.dtype.name != weight.dtype.name:
                 raise Unsupported(f"{var.name!r} is {var.dtype.name} but the template's {weight.name!r} is "
                                   f"{weight.dtype.name}; convert writes values as they are",
