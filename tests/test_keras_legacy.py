@@ -222,3 +222,16 @@ def test_name_lists_split_over_several_attributes(tmp_path):
     assert len(got) == len(names) == len(expected)
     for name, value in zip(names, expected):
         np.testing.assert_array_equal(got[name.removesuffix(":0")], value)
+
+
+def test_a_layer_names_list_of_another_type_is_still_a_legacy_file(legacy_dir, tmp_path):
+    """The list's presence says what the file is; what it holds is then checked (exit 3), never
+    read past as if it were a Keras 3 file."""
+    def edit(handle):
+        del handle.attrs["layer_names"]
+        handle.attrs["layer_names"] = np.arange(3)
+
+    path = _copy_and_edit(legacy_dir, tmp_path, edit)
+    result = run_cli("inspect", path)
+    assert_one_line_error(result, 3)
+    assert "not a list of names" in result.stderr

@@ -81,15 +81,19 @@ def _names_attribute(group, name: str, what: str) -> list[str] | None:
     return names
 
 
+def _lists(group, name: str) -> bool:
+    """Whether `group` has the attribute `name` (or its first piece, name0), whatever it holds."""
+    return name in group.attrs or f"{name}0" in group.attrs
+
+
 def _weights_group(h5file) -> tuple[str, object] | None:
     """(path, group) of the layer weights: the root of a save_weights file, `model_weights` of a model."""
-    if _names_attribute(h5file, "layer_names", "file") is not None:
+    if _lists(h5file, "layer_names"):
         return "", h5file
-    if MODEL_WEIGHTS in h5file:
-        h5py = _import_h5py()
-        if isinstance(h5file.get(MODEL_WEIGHTS, getlink=True), h5py.HardLink) and _names_attribute(h5file[MODEL_WEIGHTS], "layer_names", "file") \
-                is not None:
-            return MODEL_WEIGHTS, h5file[MODEL_WEIGHTS]
+    if MODEL_WEIGHTS in h5file and isinstance(h5file.get(MODEL_WEIGHTS, getlink=True), _import_h5py().HardLink):
+        group = h5file[MODEL_WEIGHTS]
+        if hasattr(group, "attrs") and _lists(group, "layer_names"):
+            return MODEL_WEIGHTS, group
     return None
 
 
@@ -108,7 +112,7 @@ def hdf5_kind(path: str) -> str | None:
                 return "legacy"
             names = set(h5file.keys())
             return "keras3" if not names or names & {"layers", "vars"} else "other"
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, CorruptCheckpoint):
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return None
     finally:
         if handle is not None:
