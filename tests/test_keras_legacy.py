@@ -235,3 +235,13 @@ def test_a_layer_names_list_of_another_type_is_still_a_legacy_file(legacy_dir, t
     result = run_cli("inspect", path)
     assert_one_line_error(result, 3)
     assert "not a list of names" in result.stderr
+
+
+def test_model_weights_that_is_a_dataset_is_no_legacy_model(tmp_path):
+    path = tmp_path / "odd.h5"
+    with h5py.File(path, "w") as handle:
+        handle["model_weights"] = np.zeros(3)
+        handle["model_weights"].attrs["layer_names"] = _names(["a"])
+    result = run_cli("inspect", path)
+    assert_one_line_error(result, 3)
+    assert "is an HDF5 file" in result.stderr

@@ -90,9 +90,10 @@ def _weights_group(h5file) -> tuple[str, object] | None:
     """(path, group) of the layer weights: the root of a save_weights file, `model_weights` of a model."""
     if _lists(h5file, "layer_names"):
         return "", h5file
-    if MODEL_WEIGHTS in h5file and isinstance(h5file.get(MODEL_WEIGHTS, getlink=True), _import_h5py().HardLink):
+    h5py = _import_h5py()
+    if MODEL_WEIGHTS in h5file and isinstance(h5file.get(MODEL_WEIGHTS, getlink=True), h5py.HardLink):
         group = h5file[MODEL_WEIGHTS]
-        if hasattr(group, "attrs") and _lists(group, "layer_names"):
+        if isinstance(group, h5py.Group) and _lists(group, "layer_names"):
             return MODEL_WEIGHTS, group
     return None
 
