@@ -214,7 +214,8 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
             drop: Iterable[str] = (), keep: Iterable[str] = (), drop_optimizer: bool = False,
             sep: str | None = None, strict: bool = False, shard_size: int | str | None = None,
             metadata: Mapping[str, str] | None = None, overwrite: bool = False,
-            dry_run: bool = False, naming: str = "key") -> "ConvertResult":
+            dry_run: bool = False, naming: str = "key", like: PathLike | None = None,
+            partial: bool = False) -> "ConvertResult":
     """Convert weights as the `convert` command does; the result lists the files written.
 
     `to`: "tf", "safetensors" or "npz" (default: from the destination's
@@ -223,6 +224,8 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
     text such as "5GB". With `dry_run` nothing is written (files_written = ()).
     `naming="model"`: names through the model first (a TF2 source), then the rename
     arguments apply to those names (`--names model`).
+    `like`: a Keras 3 `.keras` / `.weights.h5` of the target model; the destination (NAME.weights.h5
+    or NAME.keras) is then a Keras 3 file laid out as it (`partial`: its unmatched weights kept).
     """
     from ckpttool.ops.convert import ConvertResult, apply_convert, parse_size, plan_convert
     from ckpttool.ops.rename_rules import RenameRules
@@ -232,7 +235,8 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
     size = parse_size(shard_size) if isinstance(shard_size, str) else shard_size
     try:
         plan = plan_convert(os.fspath(source), os.fspath(destination), to=to, rules=rules, strict=strict,
-                            shard_size=size, metadata=dict(metadata or {}), overwrite=overwrite, naming=naming)
+                            shard_size=size, metadata=dict(metadata or {}), overwrite=overwrite, naming=naming,
+                            like=os.fspath(like) if like is not None else None, partial=partial)
         return ConvertResult(plan, (), 0) if dry_run else apply_convert(plan)
     except Refused as exc:
         raise _in_api_words(exc) from None

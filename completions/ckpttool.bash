@@ -30,7 +30,7 @@ _ckpttool() {
         prune) opts="--keep-last --keep-every-hours --keep-every-steps --keep-step --min-age --keep-best --metric --mode --metrics --events --name-pattern --drop-unscored --clean --ignore-bad-state --recursive -r --dry-run -n --yes -y --json --quiet -q -h --help" ;;
         repair) opts="--dry-run -n --json -h --help" ;;
         rename-vars) opts="--map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --link --overwrite --no-update-state --dry-run -n --json --quiet -q -h --help" ;;
-        convert) opts="--to --names --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --sep --strict --shard-size --metadata --no-source-metadata --layout --transpose --dtype --keep-dtype --overwrite --no-update-state --dry-run -n --json --quiet -q -h --help" ;;
+        convert) opts="--to --names --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --sep --strict --shard-size --metadata --no-source-metadata --layout --transpose --dtype --keep-dtype --like --partial --overwrite --no-update-state --dry-run -n --json --quiet -q -h --help" ;;
         average) opts="--output -o --last --steps --best --metric --metrics --mode --keep-optimizer --to --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --sep --strict --shard-size --metadata --layout --transpose --dtype --keep-dtype --overwrite --dry-run -n --json --quiet -q -h --help" ;;
         diff) opts="--rtol --atol --filter -f --names --json --quiet -q -h --help" ;;
         freeze) opts="--output -o --output-nodes --tags --signature --text --clear-devices --keep-devices --check --input-shape --overwrite --json -h --help" ;;

@@ -7,7 +7,7 @@ never 70, never a traceback, never "out of memory" (the commands run with their
 address space capped, so an allocation sized by a lie fails visibly).
 
 The same for the weights readers (issue 16): seeded mutants of safetensors,
-`.npz`, `.weights.h5` and `.keras` files written by their own libraries
+`.npz`, `.weights.h5`, legacy Keras `.h5` and `.keras` files written by their own libraries
 (safetensors.numpy, numpy.savez, h5py, Keras), raw and structured (a lying
 header with its length right, a re-zipped member with its CRC right), read by
 inspect, verify, diff and convert; and a handful of safetensors and TF bundle
@@ -460,9 +460,17 @@ def _weights_seeds(fixtures_dir: Path, work: Path) -> dict[str, list[Path]]:
             handle.create_dataset(f"layers/{name.replace('/', '_')}/vars/0", data=value,
                                   chunks=(2,) + value.shape[1:] if chunked else None,
                                   compression="gzip" if chunked else None)
+    with h5py.File(work / "seed.h5", "w") as handle:  # laid out as a legacy Keras save_weights file
+        handle.attrs["layer_names"] = np.array(["dense", "embedding"], dtype=h5py.string_dtype())
+        for layer, names in (("dense", ["dense/kernel", "dense/bias"]), ("embedding", ["embedding", "step"])):
+            group = handle.require_group(layer)
+            group.attrs["weight_names"] = np.array([f"{n}:0" for n in names], dtype=h5py.string_dtype())
+            for name in names:
+                group.create_dataset(f"{name}:0", data=arrays[name])
     keras3 = fixtures_dir / "keras3"  # written by Keras 3 (tests/tf_fixtures.py)
     return {"safetensors": [work / "seed.safetensors"], "npz": [work / "seed.npz"],
-            "hdf5": [work / "seed.weights.h5", keras3 / "m.weights.h5"], "keras": [keras3 / "m.keras"]}
+            "hdf5": [work / "seed.weights.h5", keras3 / "m.weights.h5", work / "seed.h5"],
+            "keras": [keras3 / "m.keras"]}
 
 
 def _weights_commands(target: Path, seed: Path, number: int) -> list[list[str]]:

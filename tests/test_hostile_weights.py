@@ -250,6 +250,29 @@ def test_npz_shape_numpy_cannot_load_is_refused(tmp_path):
     assert not (tmp_path / "o.safetensors").exists()
 
 
+def test_npz_header_with_unbalanced_brackets_exits_3(tmp_path):
+    """Found by the fuzz test (seed 4242): numpy's header parser tokenizes the dict, and an
+    unclosed bracket raised tokenize.TokenError, which was not caught (exit 70)."""
+    path = tmp_path / "unbalanced.npz"
+    _npz(path, {"a.npy": _npy(np.zeros(3, "<f4"), b"(3,)", b"(3, ")})
+    with np.load(path) as archive, pytest.raises(Exception):  # noqa: B017 - numpy's own refusal, any error
+        archive["a"]
+    for args in (["inspect", path], ["convert", path, tmp_path / "o.safetensors"]):
+        _limited_error(*args)
+    verify = run_cli("verify", "--json", path)  # verify reports the damage
+    assert verify.exit_code == 1 and "a.npy" in verify.json()["errors"][0]["message"]
+
+
+def test_npz_member_with_an_empty_name_exits_3(tmp_path):
+    """Found by the fuzz test (seed 31337): ZipInfo.is_dir() raises IndexError on an empty name."""
+    path = tmp_path / "empty-name.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(zipfile.ZipInfo(""), _npy(np.zeros(3)))
+    with zipfile.ZipFile(path) as archive:
+        assert [info.filename for info in archive.infolist()] == [""]
+    assert "not a .npy array" in _limited_error("inspect", path)
+
+
 @pytest.mark.parametrize("bad", [2, 0xFF])
 def test_npz_bool_bytes_other_than_0_and_1_fail_verify(tmp_path, bad):
     good = _npy(np.array([True, False, True]))

@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
 from tests.remote_servers import BUCKET, CountingProxy, start_gcs, start_s3, upload_tree
+from tests.test_keras_legacy import legacy_dir  # noqa: F401 - a fixture
+from tests.test_keras_like import like_dir  # noqa: F401 - a fixture
 
 READ_FIXTURES = [("saver_run", None), ("sharded", None), ("partitioned", None), ("tf2_manager", None),
                  ("tf2_saved_model", "model")]
@@ -616,3 +618,36 @@ def test_keras_files_in_a_bucket_open_as_files(store, fixtures_dir):
     assert keras_inspect.exit_code == 0, keras_inspect.stderr
     assert _localize(keras_inspect.json(), local, url) == run_cli("inspect", "--json", "--values",
                                                                   os.path.join(local, "m.keras")).json()
+
+
+def test_keras_weights_and_legacy_h5_in_a_bucket_read_as_on_disk(store, fixtures_dir, legacy_dir, tmp_path):
+    """A Keras 3 .weights.h5 (and a legacy Keras HDF5 model) in a bucket: h5py reads the object
+    through RemoteInput; every answer equals the local one."""
+    local = tmp_path / "keras"
+    local.mkdir()
+    shutil.copyfile(fixtures_dir / "keras3" / "m.weights.h5", local / "m.weights.h5")
+    shutil.copyfile(fixtures_dir / "keras3" / "m.keras", local / "m.keras")
+    shutil.copyfile(legacy_dir / "full.h5", local / "full.h5")
+    url = upload_tree(store, str(local), fresh_prefix("keras"))
+    for name, fmt in (("m.weights.h5", "keras"), ("m.keras", "keras"), ("full.h5", "keras_h5")):
+        remote = run_cli("inspect", "--json", "--values", f"{url}/{name}")
+        assert remote.exit_code == 0, (name, remote.stderr)
+        on_disk = run_cli("inspect", "--json", "--values", local / name).json()
+        assert on_disk["format"] == fmt and on_disk["variables"]
+        assert _localize(remote.json(), str(local), url) == on_disk
+        assert run_cli("verify", f"{url}/{name}").exit_code == 0
+
+
+def test_convert_like_into_a_bucket(store, like_dir, tmp_path):
+    """A Keras 3 file written after a template into a bucket, and from a template in it: the same
+    bytes of weights as the local convert."""
+    local = tmp_path / "local.weights.h5"
+    assert run_cli("convert", like_dir / "trained.weights.h5", local, "--like",
+                   like_dir / "template.weights.h5").exit_code == 0
+    url = upload_tree(store, str(like_dir), fresh_prefix("like"))
+    for template in (like_dir / "template.weights.h5", f"{url}/template.weights.h5"):
+        out = f"{url}/out-{next(_counter)}.weights.h5"
+        written = run_cli("convert", like_dir / "trained.weights.h5", out, "--like", template)
+        assert written.exit_code == 0, written.stderr
+        remote = run_cli("inspect", "--json", "--values", out).json()
+        assert remote["variables"] == run_cli("inspect", "--json", "--values", local).json()["variables"]

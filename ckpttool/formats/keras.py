@@ -9,6 +9,9 @@ file records no variable names (`kernel`, `bias`), only these positions; the
 path segments are Keras' per-class counters (`dense`, `dense_1`), which equal
 the layer names unless layers were named by hand.
 
+Whether a file is a zip (.keras) or HDF5 is told by its bytes, not its name.
+A file in a bucket is read through storage's seekable RemoteInput (h5py reads a
+file object; a .keras zip's weights are first copied to a local temp).
 h5py (the `keras` extra) is imported only when such a file is opened. External
 and virtual datasets (which would read other files) are refused. A file may
 declare more than it holds, so before anything is read (the rule of the
@@ -39,10 +42,13 @@ from ckpttool.formats.dtypes import STRING, dtype_from_name
 from ckpttool.formats.npz import (ZIP_ERRORS, ZIP_MAX_RATIO, ZIP_RATIO_FLOOR, check_zip_member, open_zip,
                                   tf_dtype_of)
 from ckpttool.formats.variables import Variable
+from ckpttool.storage import fs
 from ckpttool.text import name_bytes, quote
 from ckpttool.storage.atomic import atomic_output
 
 WEIGHTS_MEMBER = "model.weights.h5"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 CHUNK_BYTES = 8 << 20
 _BOMB_FLOOR, _BOMB_RATIO = ZIP_RATIO_FLOOR, ZIP_MAX_RATIO  # the .keras zip rule's numbers
 _PY_OBJECT_BYTES = 64  # a string element read into Python costs about this much beyond its text
@@ -109,17 +115,13 @@ class KerasWeights:
         self.prefix = path
         self._tmpdir: str | None = None
         self._file = None
+        self._handle = None
         h5py = _import_h5py()
         try:
-            h5_path = path
-            if path.endswith(".keras"):
-                self._tmpdir = tempfile.mkdtemp(prefix="ckpttool-keras-")
-                h5_path = _extract_weights(path, self._tmpdir)
-            elif not os.path.isfile(path):
-                raise BadInput(f"{path} is not a regular file")
+            source, size = self._open_source(path)
             try:
-                self._file = h5py.File(h5_path, "r", locking=False)
-                variables = self._collect(h5py, os.path.getsize(h5_path))
+                self._file = h5py.File(source, "r", locking=False)
+                variables = self._collect(h5py, size)
             except _H5_ERRORS as exc:
                 raise CorruptCheckpoint(f"{os.path.basename(path)}: not a readable HDF5 weights file "
                                         f"({str(exc)[:200]})") from None
@@ -129,9 +131,25 @@ class KerasWeights:
         self.variables = sorted(variables, key=lambda v: name_bytes(v.name))
         self._by_name = {v.name: v for v in self.variables}
 
-    def _collect(self, h5py, file_size: int) -> list[Variable]:
+    def _open_source(self, path: str):
+        """(what h5py opens, the file's size): the HDF5 file itself, or the one a .keras zip holds
+        (told by its bytes, not its name); an object in a bucket is read through ranged GETs."""
+        head = fs.read_range(path, 0, len(HDF5_MAGIC), "Keras file")
+        if head[:4] in ZIP_MAGICS:
+            self._tmpdir = tempfile.mkdtemp(prefix="ckpttool-keras-")
+            h5_path = _extract_weights(path, self._tmpdir)
+            return h5_path, os.path.getsize(h5_path)
+        if fs.is_url(path):
+            self._handle = fs.open_input(path, "Keras weights file")
+            return self._handle, self._handle.size
+        if not os.path.isfile(path):
+            raise BadInput(f"{path} is not a regular file")
+        return path, os.path.getsize(path)
+
+    def _named_datasets(self, h5py) -> list[tuple[str, bytes]]:
+        """(variable name, dataset path) of every dataset: Keras 3 names a weight by its path."""
         # The low-level walk hands out each dataset's name as bytes (it need not be UTF-8) and
-        # opens nothing; each dataset is then opened, checked and closed again.
+        # opens nothing.
         paths: list[bytes] = []
 
         def visit(path: bytes, info) -> None:
@@ -139,10 +157,13 @@ class KerasWeights:
                 paths.append(path)
 
         h5py.h5o.visit(self._file.id, visit, info=True)
+        return [(path.decode("utf-8", "surrogateescape"), path) for path in paths]
+
+    def _collect(self, h5py, file_size: int) -> list[Variable]:
+        # Each dataset is opened, checked and closed again.
         self._datasets: dict[str, tuple[bytes, int]] = {}
         variables, total = [], 0
-        for path in paths:
-            name = path.decode("utf-8", "surrogateescape")
+        for name, path in self._named_datasets(h5py):
             var, declared, chunk_rows = self._check_dataset(h5py, path, name)
             total += declared
             self._datasets[name] = (path, chunk_rows)
@@ -277,6 +298,9 @@ class KerasWeights:
             except Exception:  # noqa: BLE001 - closing a damaged file must not mask the real error
                 pass
             self._file = None
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None

@@ -9,6 +9,7 @@ streams each member (ZIP64, stored uncompressed, as np.savez does).
 from __future__ import annotations
 
 import os
+import tokenize
 import zipfile
 import zlib
 from math import prod
@@ -105,7 +106,7 @@ class NpzReader:
     def _scan(self) -> list[Variable]:
         variables = []
         for info in self._zip.infolist():
-            if info.is_dir():
+            if info.filename.endswith("/"):  # a directory (ZipInfo.is_dir() fails on an empty name)
                 continue
             if not info.filename.endswith(".npy"):
                 raise Unsupported(f"{os.path.basename(self.prefix)}: member {info.filename!r} is not a .npy array")
@@ -118,7 +119,8 @@ class NpzReader:
                                    else np.lib.format.read_array_header_2_0)
                     shape, fortran, np_dtype = read_header(stream, max_header_size=NPY_HEADER_LIMIT)
                     data_offset = stream.tell()
-            except ZIP_ERRORS + (OSError, TypeError, KeyError, SyntaxError) as exc:
+            # numpy parses the header dict with the tokenizer: an unclosed bracket is a TokenError
+            except ZIP_ERRORS + (OSError, TypeError, KeyError, SyntaxError, tokenize.TokenError) as exc:
                 raise self._fail(exc, info.filename) from None
             what = f"{os.path.basename(self.prefix)} member {info.filename!r}"
             dtype = tf_dtype_of(np_dtype, what)

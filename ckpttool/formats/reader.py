@@ -1,10 +1,11 @@
 """One entry point for reading a checkpoint whatever its format: V2 bundle, V1
-file, or a weights file (safetensors, .npz, Keras 3), chosen by extension."""
+file, or a weights file (safetensors, .npz, Keras 3, legacy Keras HDF5), chosen by
+extension; which kind of Keras file (a Keras 3 one or a legacy HDF5 model) by its bytes."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Union
 
-from ckpttool.errors import CorruptCheckpoint, NotFound
+from ckpttool.errors import CorruptCheckpoint, NotFound, Unsupported
 from ckpttool.storage import fs
 from ckpttool.formats.tf.bundle import Bundle, open_bundle
 from ckpttool.formats.tf.shards import checkpoint_exists, split_v1_pattern
@@ -14,18 +15,36 @@ if TYPE_CHECKING:  # V1 files need numpy and protobuf at once: imported only for
     from ckpttool.formats.tf.v1 import V1Checkpoint
 
 Reader = Union[Bundle, "V1Checkpoint"]
-WEIGHTS_FORMATS = ("safetensors", "npz", "keras")
+WEIGHTS_FORMATS = ("safetensors", "npz", "keras", "keras_h5")
 
 
 def weights_file_format(path: str) -> str | None:
-    """"safetensors", "npz" or "keras" for a weights file named so; None for anything else."""
+    """"safetensors", "npz" or "keras" for a weights file named so (any Keras file, HDF5 or zip: see
+    keras_file_format); None for anything else."""
     if path.endswith((".safetensors", ".safetensors.index.json")):
         return "safetensors"
     if path.endswith(".npz"):
         return "npz"
-    if path.endswith((".weights.h5", ".keras")):
+    if path.endswith((".h5", ".hdf5", ".keras")):
         return "keras"
     return None
+
+
+def keras_file_format(path: str) -> str:
+    """"keras_h5" for a legacy Keras HDF5 file (Keras 1/2, tf.keras), "keras" for a Keras 3 one,
+    by the file's bytes whatever its name (a legacy model may be named .keras). An HDF5 file of
+    neither kind is refused, unless named as Keras 3 names its files."""
+    from ckpttool.formats.keras_legacy import FORMAT, hdf5_kind
+
+    kind = hdf5_kind(path)
+    if kind == "legacy":
+        return FORMAT
+    if kind == "other" and not path.endswith((".weights.h5", ".keras")):
+        raise Unsupported(f"{path} is an HDF5 file, not a TensorFlow checkpoint nor a Keras model or weights file "
+                          "(no layer_names list, no Keras 3 layers/ group)",
+                          hint="ckpttool reads Keras 3 files (*.weights.h5, *.keras) and the .h5 files Keras 1/2 "
+                               "and tf.keras wrote with model.save or save_weights")
+    return "keras"
 
 
 def detect_format(prefix: str) -> str:
@@ -43,6 +62,8 @@ def detect_format(prefix: str) -> str:
 
 def open_checkpoint(prefix: str, fmt: str | None = None) -> Reader:
     fmt = fmt or weights_file_format(prefix) or detect_format(prefix)
+    if fmt == "keras":
+        fmt = keras_file_format(prefix)
     if fmt == "safetensors":
         from ckpttool.formats.safetensors import SafetensorsReader
 
@@ -55,6 +76,10 @@ def open_checkpoint(prefix: str, fmt: str | None = None) -> Reader:
         from ckpttool.formats.keras import KerasWeights
 
         return KerasWeights(prefix)
+    if fmt == "keras_h5":
+        from ckpttool.formats.keras_legacy import KerasLegacyWeights
+
+        return KerasLegacyWeights(prefix)
     if fmt == "v2":
         return open_bundle(prefix)
     from ckpttool.formats.tf.v1 import V1Checkpoint

@@ -1,5 +1,6 @@
 """`convert`: move weights between TensorFlow checkpoints, safetensors and .npz
-(and out of Keras 3 files), without TensorFlow.
+(out of Keras 3 and legacy Keras HDF5 files; into Keras 3 files after a template
+of the model, `--like`), without TensorFlow.
 
 plan_convert decides everything (names through the rename rules, what each
 format can hold, the files to write) and changes nothing; apply_convert then
@@ -50,6 +51,7 @@ class ConvertItem:
     source_shape: tuple[int, ...] | None = None  # the stored shape, when its axes are permuted
     perm: tuple[int, ...] | None = None  # stored axes in written order
     transforms: tuple[str, ...] = ()  # each change, said for people (the plan shows them)
+    match: str = ""  # --like: how it was matched to the template's weight, "name" or "order"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class ConvertPlan:
     overwrite: bool = False
     update_state: bool = True  # TF destination: make it the latest checkpoint of its directory
     state_warning: str | None = None  # ... though it is older than the latest there
+    template: str | None = None  # Keras destination (--like): the file giving its layout
+    unmatched: tuple[str, ...] = ()  # --like --partial: template weights kept as the template has them
+    unused: tuple[str, ...] = ()  # --like: source variables no template weight takes
 
     @property
     def renamed(self) -> tuple[tuple[str, str], ...]:
@@ -101,10 +106,15 @@ def parse_size(text: str) -> int:
     return max(1, int(float(match[1]) * _SIZE_UNITS[unit]))
 
 
-def destination_format(destination: str, to: str | None) -> str:
+def destination_format(destination: str, to: str | None, like: str | None = None) -> str:
     by_name = weights_file_format(destination)
+    if like is not None:
+        if not destination.endswith((".weights.h5", ".keras")) or to not in (None, "keras"):
+            raise UsageProblem("--like writes a Keras 3 file: name DST NAME.weights.h5 or NAME.keras")
+        return "keras"
     if by_name == "keras":
-        raise UsageProblem("Keras files are read only: convert to a TF checkpoint, .safetensors or .npz")
+        raise UsageProblem("Keras files are written only after a template of the model: add --like TEMPLATE "
+                           "(its .keras or .weights.h5), or convert to a TF checkpoint, .safetensors or .npz")
     if to is None:
         if by_name is None:
             _refuse_unknown_extension(destination)
@@ -292,24 +302,42 @@ def _transformed_item(var: Variable, new_name: str, change, cast: str | None) ->
                        var.shape if perm is not None else None, perm, tuple(transforms))
 
 
+def _destination_path(destination: str) -> str:
+    """DST made absolute; Refused if it is a directory, BadInput if its parents cannot be made."""
+    destination = fs.absolute(destination)
+    if fs.is_dir(destination):
+        raise Refused(f"destination {destination} is a directory; give a file name or a checkpoint prefix")
+    if not fs.is_url(destination):
+        check_parent_creatable(destination)
+    return destination
+
+
 def plan_convert(source: str, destination: str, *, to: str | None = None, rules: RenameRules = RenameRules(),
                  strict: bool = False, shard_size: int | None = None, metadata: dict[str, str] | None = None,
                  overwrite: bool = False, update_state: bool = True, source_metadata: bool = True,
                  naming: str = "key", layout: str | None = None,
-                 transposes: tuple[tuple[str, tuple[int, ...]], ...] = (), cast=None) -> ConvertPlan:
+                 transposes: tuple[tuple[str, tuple[int, ...]], ...] = (), cast=None, like: str | None = None,
+                 partial: bool = False) -> ConvertPlan:
     """What `convert` would write. Raises Unsupported for a dtype the destination cannot hold,
     Refused for an existing destination (unless overwrite) or a name collision. `naming`:
     "model" names variables by their path through the model first (ops/model_names.py), then
     the rename rules apply to those names. `layout` ("torch" or "tf"), `transposes` (REGEX, PERM)
-    and `cast` (a casting.CastRule) change the tensors on the way."""
+    and `cast` (a casting.CastRule) change the tensors on the way. `like`: a Keras 3 file of the
+    target model, whose layout a Keras destination takes (see ops/keras_like.py)."""
     import dataclasses
 
     from ckpttool.ops.casting import CastRule
     from ckpttool.ops.layouts import plan_layout
 
     cast = cast or CastRule()
-    to = destination_format(destination, to)
+    if partial and like is None:
+        raise UsageProblem("--partial applies with --like only")
+    to = destination_format(destination, to, like)
     check_naming(naming)
+    if to == "keras":
+        if shard_size is not None or metadata:
+            raise UsageProblem("--shard-size and --metadata apply to safetensors destinations only")
+        return _plan_like(source, destination, like, rules, partial, overwrite)
     if shard_size is not None and (to != "safetensors" or shard_size <= 0):
         raise UsageProblem("--shard-size applies to safetensors destinations only, and must be positive")
     if metadata and to != "safetensors":
@@ -318,11 +346,7 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
         if not (isinstance(key, str) and isinstance(value, str) and _is_text(key) and _is_text(value)):
             raise UsageProblem(f"metadata {key!r}: keys and values must be UTF-8 strings "
                                "(safetensors refuses a header holding anything else)")
-    destination = fs.absolute(destination)
-    if fs.is_dir(destination):
-        raise Refused(f"destination {destination} is a directory; give a file name or a checkpoint prefix")
-    if not fs.is_url(destination):
-        check_parent_creatable(destination)
+    destination = _destination_path(destination)
     target = resolve_target(source)
     with open_checkpoint(target.prefix, target.format) as reader:
         variables = [v for v in reader.variables if not v.internal]
@@ -390,6 +414,58 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
     state_warning = older_than_latest(destination) if to == "tf" and update_state else None
     return ConvertPlan(target.prefix, target.format, destination, to, tuple(items), tuple(dropped), tuple(skipped),
                        files, shards, st_metadata, graph, overwrite, update_state, state_warning)
+
+
+def _plan_like(source: str, destination: str, like: str, rules: RenameRules, partial: bool,
+               overwrite: bool) -> ConvertPlan:
+    """A Keras 3 destination laid out as the template `like`: every template weight matched to a
+    source variable (ops/keras_like.py) and checked (shape, dtype) before anything is written."""
+    from ckpttool.formats.keras import KerasWeights
+    from ckpttool.formats.raw import check_stored_readable
+    from ckpttool.ops.keras_like import match_template
+
+    destination = _destination_path(destination)
+    template_target = resolve_target(like)
+    if template_target.format != "keras":
+        raise BadInput(f"--like {like}: a template is a Keras 3 .keras or .weights.h5 file, not "
+                       f"{template_target.format}")
+    with KerasWeights(template_target.prefix) as template:
+        weights = list(template.variables)
+    target = resolve_target(source)
+    with open_checkpoint(target.prefix, target.format) as reader:
+        variables = [v for v in reader.variables if not v.internal]
+        graph_bytes = reader.object_graph_bytes() if reader.variable(OBJECT_GRAPH_KEY) is not None else None
+        mapping, dropped = compute_mapping([v.name for v in variables], rules, graph_bytes)
+        found = match_template(variables, mapping, weights)
+        if found.mismatched:
+            raise BadInput(f"{len(found.mismatched)} source variable(s) named as template weights have other shapes: "
+                           + ", ".join(f"{s!r} {list(a)} for {t!r} {list(b)}" for s, t, a, b in found.mismatched[:10]))
+        if found.unmatched and not partial:
+            raise BadInput(f"{len(found.unmatched)} weight(s) of the template match no source variable: "
+                           + ", ".join(repr(n) for n in found.unmatched[:20])
+                           + (" ..." if len(found.unmatched) > 20 else ""),
+                           hint="rename the source's variables with --map/--regex, or keep the template's "
+                                "values for these with --partial")
+        by_path = {w.name: w for w in weights}
+        items = []
+        for match in found.matches:
+            var, weight = reader.variable(match.source), by_path[match.target]
+            if var.dtype.code == STRING:
+                raise Unsupported(f"{var.name!r} holds strings, which convert does not write into Keras files",
+                                  hint="leave it out with --drop and keep the template's value with --partial")
+            if var.dtype.name != weight.dtype.name:
+                raise Unsupported(f"{var.name!r} is {var.dtype.name} but the template's {weight.name!r} is "
+                                  f"{weight.dtype.name}; convert writes values as they are",
+                                  hint="give a source (or a template) with that dtype")
+            check_stored_readable(reader, var)
+            items.append(ConvertItem(var.name, weight.name, var.dtype.name, var.shape, var.size_bytes, match.by))
+        sources = [fs.absolute(target.prefix), *(fs.absolute(f) for f in reader.data_files())]
+    refuse_writing_over_source(sources + [fs.absolute(template_target.prefix)], [destination], "convert")
+    if _destination_exists((destination,), "keras", destination) and not overwrite:
+        raise Refused(f"destination {destination} exists (use --overwrite to replace it)")
+    return ConvertPlan(target.prefix, target.format, destination, "keras", tuple(items), tuple(dropped), (),
+                       (destination,), overwrite=overwrite, template=template_target.prefix,
+                       unmatched=found.unmatched, unused=found.unused)
 
 
 # -- writing ----------------------------------------------------------------
@@ -511,11 +587,45 @@ def _write_npz(plan: ConvertPlan, source: _Source, update_state: bool = True) ->
         write_npz(handle, [source.spec(i) for i in plan.items], source.chunks)
 
 
+def _write_keras(plan: ConvertPlan, source: _Source, update_state: bool = True) -> None:
+    """The template's weights file copied into a temp beside DST, each matched weight overwritten,
+    then moved into place (for a .keras, the template's zip around it)."""
+    import tempfile
+
+    from ckpttool.formats import keras_writer
+
+    items = [(i.name.encode("utf-8", "surrogateescape"), dtype_from_name(i.dtype).storage, i.shape,
+              lambda name=i.name: source.chunks(name)) for i in plan.items]
+    with tempfile.TemporaryDirectory(prefix="ckpttool-keras-") as scratch:
+        if plan.destination.endswith(".keras"):
+            weights = os.path.join(scratch, "model.weights.h5")
+            with open(weights, "xb") as out:
+                keras_writer.copy_template_weights(plan.template, out, _scratch_dir(scratch))
+            keras_writer.fill_weights(weights, items)
+            with atomic_output(plan.destination) as handle:
+                keras_writer.write_archive(plan.template, weights, handle)
+            return
+        staged = StagedFile(plan.destination)
+        try:
+            keras_writer.copy_template_weights(plan.template, staged.handle, scratch)
+            keras_writer.fill_weights(staged.tmp, items)
+        except BaseException:
+            staged.discard()
+            raise
+        staged.commit()
+
+
+def _scratch_dir(parent: str) -> str:
+    path = os.path.join(parent, "template")
+    os.mkdir(path)
+    return path
+
+
 def _written_files(plan: ConvertPlan) -> tuple[str, ...]:
     return plan.files if plan.to != "tf" else (plan.destination + ".index", plan.destination + ".data-00000-of-00001")
 
 
-_WRITERS = {"tf": _write_tf, "safetensors": _write_safetensors, "npz": _write_npz}
+_WRITERS = {"tf": _write_tf, "safetensors": _write_safetensors, "npz": _write_npz, "keras": _write_keras}
 
 
 def _apply_to_a_bucket(plan: ConvertPlan, on_progress: Callable[[int], None] | None, stored=None) -> ConvertResult:

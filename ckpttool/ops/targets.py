@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 from ckpttool.errors import NotFound, Unsupported
 from ckpttool.storage import fs
-from ckpttool.formats.reader import detect_format, weights_file_format
+from ckpttool.formats.reader import detect_format, keras_file_format, weights_file_format
 from ckpttool.formats.tf.shards import split_v1_pattern, v1_pattern, v1_shard
 from ckpttool.formats.tf.state import STATE_FILENAME
 from ckpttool.formats.tf.shards import checkpoint_exists
@@ -21,7 +21,7 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb")
 @dataclass(frozen=True)
 class Target:
     prefix: str
-    # "v2" | "v1" | "safetensors" | "npz" | "keras" | "none" (a graph-only SavedModel, with graph_only_ok)
+    # "v2" | "v1" | "safetensors" | "npz" | "keras" | "keras_h5" | "none" (a graph-only SavedModel, with graph_only_ok)
     format: str
     meta_path: str | None  # the graph beside it: P.meta or saved_model.pb
     saved_model_dir: str | None
@@ -65,7 +65,10 @@ def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
     if weights_format:  # a weights file (safetensors, .npz, Keras 3), named so: its bytes must agree
         if not fs.exists(path):
             raise NotFound(f"no {weights_format} file at {path}")
-        _refuse_misnamed_file(path)
+        if weights_format == "keras":  # Keras 3 or legacy HDF5: the bytes say which
+            weights_format = keras_file_format(path)
+        if weights_format != "keras_h5":  # a legacy HDF5 model may be named .keras: it is read as one
+            _refuse_misnamed_file(path)
         return Target(path, weights_format, None, None)
     is_directory, names = _directory_listing(path)
     if is_directory:

@@ -1,4 +1,5 @@
-"""`ckpttool convert SRC DST`: weights between TF checkpoints, safetensors and .npz (and out of Keras 3 files)."""
+"""`ckpttool convert SRC DST`: weights between TF checkpoints, safetensors and .npz, out of Keras files, and
+into a Keras 3 file laid out as a template (--like)."""
 from __future__ import annotations
 
 import enum
@@ -82,6 +83,9 @@ def _document(plan, result, dry_run: bool) -> dict:
         "skipped": [{"name": s.name, "reason": s.reason} for s in plan.skipped],
         "transformed": transformed(plan),
         "overflowed": [{"name": n, "count": c} for n, c in (result.overflowed if result else ())],
+        **({"like": plan.template,
+            "matched": [{"from": i.source, "to": i.name, "by": i.match} for i in plan.items],
+            "unmatched": list(plan.unmatched), "unused": list(plan.unused)} if plan.template else {}),
     }
 
 
@@ -92,7 +96,8 @@ def command(
         show_default=False)],
     destination: Annotated[str, typer.Argument(
         metavar="DST", help="What to write: NAME.safetensors, NAME.safetensors.index.json (sharded), NAME.npz, "
-                            "or a checkpoint prefix such as out/model.ckpt-1.", show_default=False)],
+                            "a checkpoint prefix such as out/model.ckpt-1, or (with --like) NAME.weights.h5 or "
+                            "NAME.keras.", show_default=False)],
     to: Annotated[Optional[TargetFormat], typer.Option(
         "--to", help="Format of DST: tf, safetensors or npz (default: from DST's extension; tf otherwise).")] = None,
     names: NamesOpt = Naming.key,
@@ -122,13 +127,21 @@ def command(
     transpose: TransposeOpt = None,
     dtype: DtypeOpt = None,
     keep_dtype: KeepDtypeOpt = None,
+    like: Annotated[Optional[str], typer.Option(
+        "--like", metavar="TEMPLATE",
+        help="Write a Keras 3 DST (NAME.weights.h5 or NAME.keras) laid out as TEMPLATE, a .keras or .weights.h5 "
+             "of the target model: each of its weights takes the source variable of its path (after the rename "
+             "rules), else the one at its place (order and shape) in the layer of its name.")] = None,
+    partial: Annotated[bool, typer.Option(
+        "--partial", help="With --like: keep the template's values for weights no source variable matches "
+                          "(otherwise exit 3 listing them).")] = False,
     overwrite: Overwrite = False,
     no_update_state: NoUpdateState = False,
     dry_run: DryRun = False,
     json_out: Json = False,
     quiet: Quiet = False,
 ):
-    """Convert weights between TF checkpoints, safetensors and .npz (Keras 3 files: read only).
+    """Convert weights between TF checkpoints, safetensors, .npz and Keras files (Keras out: with --like).
 
     Values are moved bit-exactly with their dtypes, tensor by tensor (memory
     stays bounded). With --names model, variables are first named by their path
@@ -151,10 +164,14 @@ def command(
                         shard_size=parse_size(shard_size) if shard_size is not None else None,
                         metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()), overwrite=overwrite,
                         update_state=not no_update_state, source_metadata=not no_source_metadata,
-                        naming=names.value, **transform_options(layout, transpose, dtype, keep_dtype))
+                        naming=names.value, **transform_options(layout, transpose, dtype, keep_dtype),
+                        like=like, partial=partial)
     if plan.state_warning:
         render.warn(plan.state_warning)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.skipped)
+    if plan.unmatched:
+        render.warn_all([f"--partial: {render.plural(len(plan.unmatched), 'template weight')} kept as the template "
+                         f"has them: {', '.join(plan.unmatched[:10])}{' ...' if len(plan.unmatched) > 10 else ''}"])
     result = None
     if not dry_run:
         from ckpttool.cli.progress import byte_progress
@@ -168,11 +185,17 @@ def command(
         render.print_lines(item.name for item in plan.items)
     else:
         if dry_run:
-            render.print_table([render.Column("source name", kind=render.NAME),
-                                render.Column("new name", kind=render.NAME), render.Column("dtype"),
-                                render.Column("shape"), render.Column("transforms")],
-                               [(i.source, i.name, i.dtype, list(i.shape), "; ".join(i.transforms))
-                                for i in plan.items])
+            if plan.template:
+                render.print_table([render.Column("source name", kind=render.NAME),
+                                    render.Column("template weight", kind=render.NAME), render.Column("matched by"),
+                                    render.Column("dtype"), render.Column("shape")],
+                                   [(i.source, i.name, i.match, i.dtype, list(i.shape)) for i in plan.items])
+            else:
+                render.print_table([render.Column("source name", kind=render.NAME),
+                                    render.Column("new name", kind=render.NAME), render.Column("dtype"),
+                                    render.Column("shape"), render.Column("transforms")],
+                                   [(i.source, i.name, i.dtype, list(i.shape), "; ".join(i.transforms))
+                                    for i in plan.items])
         files = result.files if result else plan.files
         verb = "would write" if dry_run else "wrote"
         render.print_wrapped([f"{verb} {plan.to} {', '.join(files)}: {render.plural(len(plan.items), 'tensor')}, "

@@ -1,0 +1,148 @@
+"""How `convert SRC model.weights.h5 --like TEMPLATE` fills a Keras 3 weights file: which source
+variable goes into each weight of the template (a `.keras` or `.weights.h5` of the target model,
+whose paths `layers/<layer>/vars/<i>` Keras 3 matches on load).
+
+A template weight takes, in this order:
+1. by name: the source variable whose name, after the rename rules, is its path
+   (`layers/dense/vars/0`: a Keras 3 file converted out and back);
+2. by order and shape within its layer: the source variables whose scope ends in the layer's
+   name (`dense_1/kernel`, `model/dense_1/bias` for `layers/dense_1`), in the order Keras
+   creates a layer's weights (kernel before bias, gamma, beta, moving mean, moving variance,
+   the rest as the source lists them), the i-th of those for `vars/<i>`, when every shape of the
+   layer agrees (else the layer is not paired so).
+   A layer name two source scopes or two template layers share is ambiguous: not matched so.
+   Layers left unpaired by name are paired in the order of Keras' per-class counters when both
+   sides have as many of a class (Keras 2's `dense_1`, `dense_2` are Keras 3's `dense`, `dense_1`).
+Shapes are checked on every match; what stays unmatched on either side is reported.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ckpttool.formats.variables import Variable
+
+_VARS_RE = re.compile(r"^(?:(.*)/)?vars/(\d+)$")
+_COUNTER_RE = re.compile(r"^(.*)_(\d+)$")
+# The order Keras layers create their weights (Dense, Conv*, BatchNormalization, LayerNormalization,
+# Embedding, RNN cells); names it does not know keep the source's order, after these.
+_CREATION_ORDER = ("kernel", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel", "embeddings", "bias",
+                   "gamma", "beta", "moving_mean", "moving_variance")
+
+
+@dataclass(frozen=True)
+class Match:
+    source: str  # the source variable's name
+    target: str  # the template weight's path
+    by: str  # "name" | "order"
+
+
+@dataclass(frozen=True)
+class LikeMatch:
+    matches: tuple[Match, ...]
+    unmatched: tuple[str, ...]  # template weights nothing fills
+    unused: tuple[str, ...]  # source variables nothing takes
+    mismatched: tuple[tuple[str, str, tuple[int, ...], tuple[int, ...]], ...]  # (source, target, shapes) by name
+
+
+def _template_layer(path: str) -> tuple[str, int] | None:
+    """(layer path, index) of a Keras 3 weight path, `layers/dense/vars/0` -> (`layers/dense`, 0)."""
+    match = _VARS_RE.match(path)
+    return (match[1] or "", int(match[2])) if match else None
+
+
+def _leaf(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _creation_rank(name: str) -> int:
+    leaf = re.sub(r":\d+$", "", _leaf(name))
+    return _CREATION_ORDER.index(leaf) if leaf in _CREATION_ORDER else len(_CREATION_ORDER)
+
+
+def _counter(name: str) -> tuple[str, int]:
+    """Keras' per-class counter of a layer name: `dense_2` -> (`dense`, 2), `dense` -> (`dense`, 0)."""
+    match = _COUNTER_RE.match(name)
+    return (match[1], int(match[2])) if match else (name, 0)
+
+
+def _pairs_by_counter(template_keys: dict[str, list[str]], scopes: dict[str, dict[str, list[Variable]]],
+                      paired: set[str]) -> list[tuple[str, list[Variable]]]:
+    """Layers and scopes no name paired, paired in counter order within each class of layer: Keras 2
+    counted from `dense_1` where Keras 3 counts from `dense`, so `dense_1`, `dense_2` -> `dense`,
+    `dense_1`. Only when both sides have as many such layers of that class."""
+    template_by_class: dict[str, list[tuple[int, str]]] = {}
+    for key, layer_paths in template_keys.items():
+        if len(layer_paths) == 1 and layer_paths[0] not in paired:
+            base, count = _counter(key)
+            template_by_class.setdefault(base, []).append((count, layer_paths[0]))
+    source_by_class: dict[str, list[tuple[int, str, list[Variable]]]] = {}
+    for key, candidates in scopes.items():
+        if len(candidates) == 1 and next(iter(candidates)) not in paired:
+            base, count = _counter(key)
+            (scope, variables), = candidates.items()
+            source_by_class.setdefault(base, []).append((count, scope, variables))
+    pairs = []
+    for base, layers in template_by_class.items():
+        sources = sorted(source_by_class.get(base, []), key=lambda item: item[:2])
+        if len(sources) == len(layers):
+            pairs += [(layer, variables) for (_, layer), (_, _, variables) in zip(sorted(layers), sources)]
+    return pairs
+
+
+def match_template(sources: list[Variable], mapping: dict[str, str], template: list[Variable]) -> LikeMatch:
+    """Match source variables (their new names in `mapping`) to the template's weights."""
+    by_new_name = {mapping[v.name]: v for v in sources if v.name in mapping}
+    matches: list[Match] = []
+    mismatched = []
+    taken: set[str] = set()
+    filled: set[str] = set()
+    for weight in template:
+        var = by_new_name.get(weight.name)
+        if var is None:
+            continue
+        if var.shape != weight.shape:
+            mismatched.append((var.name, weight.name, var.shape, weight.shape))
+        matches.append(Match(var.name, weight.name, "name"))
+        taken.add(var.name)
+        filled.add(weight.name)
+
+    # By order and shape within each layer, the layers paired by name.
+    layers: dict[str, dict[int, Variable]] = {}
+    for weight in template:
+        place = _template_layer(weight.name)
+        if place is not None and weight.name not in filled:
+            layers.setdefault(place[0], {})[place[1]] = weight
+    template_keys: dict[str, list[str]] = {}
+    for layer in layers:
+        template_keys.setdefault(_leaf(layer) if layer else "", []).append(layer)
+    scopes: dict[str, dict[str, list[Variable]]] = {}
+    for new_name, var in by_new_name.items():
+        if var.name in taken or "/" not in new_name:
+            continue
+        scope = new_name.rsplit("/", 1)[0]
+        scopes.setdefault(_leaf(scope), {}).setdefault(scope, []).append(var)
+    def assign(layer: str, variables: list[Variable]) -> bool:
+        """Fill the layer's weights in order from the scope's variables when every shape agrees."""
+        ordered = sorted(variables, key=lambda v: _creation_rank(mapping[v.name]))  # stable: source order kept
+        weights = [layers[layer][index] for index in sorted(layers[layer])]
+        if len(ordered) < len(weights) or any(v.shape != w.shape for v, w in zip(ordered, weights)):
+            return False
+        for var, weight in zip(ordered, weights):
+            matches.append(Match(var.name, weight.name, "order"))
+            taken.add(var.name)
+            filled.add(weight.name)
+        return True
+
+    paired: set[str] = set()
+    for key, layer_paths in template_keys.items():
+        candidates = scopes.get(key, {})
+        if len(layer_paths) == 1 and len(candidates) == 1:  # else no such scope, or ambiguous
+            (scope, variables), = candidates.items()
+            if assign(layer_paths[0], variables):
+                paired |= {layer_paths[0], scope}
+    for layer, variables in _pairs_by_counter(template_keys, scopes, paired):
+        assign(layer, variables)
+    unmatched = tuple(w.name for w in template if w.name not in filled)
+    unused = tuple(v.name for v in sources if v.name in mapping and v.name not in taken)
+    return LikeMatch(tuple(matches), unmatched, unused, tuple(mismatched))

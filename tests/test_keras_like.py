@@ -1,0 +1,194 @@
+"""`convert SRC model.weights.h5 --like TEMPLATE` (and `.keras`): Keras 3 files that Keras loads.
+Oracles: Keras' model.load_weights / keras.saving.load_model and TensorFlow's checkpoint reader,
+run in a subprocess (tests/keras_like_fixtures.py)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import assert_one_line_error, run_cli
+from tests.test_keras_legacy import legacy_dir, oracle  # noqa: F401 - fixtures
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = str(ROOT / "tests" / "keras_like_fixtures.py")
+
+
+@pytest.fixture(scope="session")
+def like_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("keras_like")
+    proc = subprocess.run([sys.executable, SCRIPT, "make", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _keras_loads(kind: str, path: Path, tmp_path: Path) -> list[np.ndarray]:
+    """get_weights() of a fresh model after Keras loads `path`."""
+    out = tmp_path / f"loaded-{path.name}.npz"
+    proc = subprocess.run([sys.executable, SCRIPT, "load", kind, str(path), str(out)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(out) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+def _arrays(path: Path) -> list[np.ndarray]:
+    with np.load(path) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+def _assert_same(got: list[np.ndarray], expected: list[np.ndarray]) -> None:
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+def _convert(*args) -> dict:
+    result = run_cli("convert", "--json", *args)
+    assert result.exit_code == 0, result.stderr
+    return result.json()
+
+
+def test_trained_weights_through_safetensors_and_back(like_dir, tmp_path):
+    """A Keras 3 model trained a step, its weights to safetensors, then back through --like an
+    untrained model of the same architecture: load_weights gives identical get_weights()."""
+    trained = _arrays(like_dir / "trained.npz")
+    template = _keras_loads("bn", like_dir / "template.weights.h5", tmp_path)
+    assert any(not np.array_equal(a, b) for a, b in zip(template, trained))  # the template's values differ
+    _convert(like_dir / "trained.weights.h5", tmp_path / "w.safetensors")
+    doc = _convert(tmp_path / "w.safetensors", tmp_path / "out.weights.h5", "--like", like_dir / "template.weights.h5")
+    assert doc["format"] == "keras" and doc["unmatched"] == []
+    assert {m["by"] for m in doc["matched"]} == {"name"}
+    assert all(name.startswith("optimizer/") for name in doc["unused"])  # the template has no optimizer
+    _assert_same(_keras_loads("bn", tmp_path / "out.weights.h5", tmp_path), trained)
+
+
+def test_keras_archive_keeps_the_templates_config(like_dir, tmp_path):
+    trained = _arrays(like_dir / "trained.npz")
+    _convert(like_dir / "trained.keras", tmp_path / "w.safetensors")
+    _convert(tmp_path / "w.safetensors", tmp_path / "out.keras", "--like", like_dir / "template.keras")
+    _assert_same(_keras_loads("bn", tmp_path / "out.keras", tmp_path), trained)
+    with zipfile.ZipFile(like_dir / "template.keras") as template, zipfile.ZipFile(tmp_path / "out.keras") as out:
+        assert out.namelist() == template.namelist()
+        for name in template.namelist():
+            if name != "model.weights.h5":
+                assert out.read(name) == template.read(name)
+
+
+def test_tf1_checkpoint_into_a_keras_model(like_dir, tmp_path):
+    """TF1 names (`dense/kernel`) match the template's layers by name, their weights by order and
+    shape; the slots and global_step are left unused."""
+    doc = _convert(like_dir / "tf1", tmp_path / "tf1.weights.h5", "--like", like_dir / "tf1_template.weights.h5")
+    assert [(m["from"], m["to"], m["by"]) for m in doc["matched"]] == [
+        ("dense/kernel", "layers/dense/vars/0", "order"), ("dense/bias", "layers/dense/vars/1", "order"),
+        ("dense_1/kernel", "layers/dense_1/vars/0", "order"), ("dense_1/bias", "layers/dense_1/vars/1", "order")]
+    assert "global_step" in doc["unused"]
+    _assert_same(_keras_loads("tf1", tmp_path / "tf1.weights.h5", tmp_path), _arrays(like_dir / "tf1.npz"))
+
+
+def test_unmatched_template_weights_exit_3_unless_partial(like_dir, tmp_path):
+    """The TF1 checkpoint fills two of the three layers of the BatchNormalization model."""
+    out = tmp_path / "o.weights.h5"
+    result = run_cli("convert", like_dir / "tf1", out, "--like", like_dir / "template.weights.h5")
+    assert_one_line_error(result, 3)
+    assert "layers/batch_normalization/vars/0" in result.stderr and not out.exists()
+    assert sorted(os.listdir(tmp_path)) == []
+    # dense_1 is (3, 2) in both; dense is (4, 3) in both: those match, batch_normalization keeps its values
+    doc = _convert(like_dir / "tf1", out, "--like", like_dir / "template.weights.h5", "--partial")
+    assert sorted(doc["unmatched"]) == [f"layers/batch_normalization/vars/{i}" for i in range(4)]
+    loaded = _keras_loads("bn", out, tmp_path)
+    template = _keras_loads("bn", like_dir / "template.weights.h5", tmp_path)
+    tf1 = _arrays(like_dir / "tf1.npz")
+    _assert_same(loaded[:2], tf1[:2])
+    _assert_same(loaded[2:6], template[2:6])
+    _assert_same(loaded[6:], tf1[2:])
+
+
+def test_shapes_are_checked_before_anything_is_written(like_dir, tmp_path):
+    source = tmp_path / "src.weights.h5"
+    shutil.copyfile(like_dir / "template.weights.h5", source)
+    with h5py.File(source, "r+") as handle:  # a source whose name matches but whose shape does not
+        del handle["layers/dense/vars/0"]
+        handle["layers/dense/vars/0"] = np.zeros((5, 3), np.float32)
+    out = tmp_path / "o.weights.h5"
+    result = run_cli("convert", source, out, "--like", like_dir / "template.weights.h5")
+    assert_one_line_error(result, 3)
+    assert "[5, 3]" in result.stderr and "[4, 3]" in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["src.weights.h5"]
+
+
+def test_destination_checks(like_dir, tmp_path):
+    template = tmp_path / "t.weights.h5"
+    shutil.copyfile(like_dir / "template.weights.h5", template)
+    before = template.read_bytes()
+    assert_one_line_error(run_cli("convert", like_dir / "trained.weights.h5", template, "--like", template,
+                                  "--overwrite"), 4)  # never over the template
+    assert template.read_bytes() == before
+    out = tmp_path / "o.weights.h5"
+    out.write_bytes(b"keep")
+    assert_one_line_error(run_cli("convert", like_dir / "trained.weights.h5", out, "--like", template), 4)
+    assert out.read_bytes() == b"keep"
+    assert run_cli("convert", like_dir / "trained.weights.h5", out, "--like", template, "--overwrite").exit_code == 0
+    assert sorted(os.listdir(tmp_path)) == ["o.weights.h5", "t.weights.h5"]  # no temp left
+    for args in ([tmp_path / "x.weights.h5"], [tmp_path / "x.safetensors", "--like", template],
+                 [tmp_path / "x.weights.h5", "--partial"]):
+        assert_one_line_error(run_cli("convert", like_dir / "trained.weights.h5", *args), 2)
+
+
+def test_plan_json_explains_the_match(like_dir, tmp_path):
+    doc = _convert("--dry-run", like_dir / "tf1", tmp_path / "o.weights.h5", "--like",
+                   like_dir / "tf1_template.weights.h5")
+    assert doc["dry_run"] and not (tmp_path / "o.weights.h5").exists()
+    assert doc["like"] == str(like_dir / "tf1_template.weights.h5")
+    json.dumps(doc)
+
+
+def test_template_changed_between_plan_and_write_exits_3(like_dir, tmp_path):
+    from ckpttool.errors import CorruptCheckpoint
+    from ckpttool.ops.convert import apply_convert, plan_convert
+
+    template = tmp_path / "t.weights.h5"
+    shutil.copyfile(like_dir / "template.weights.h5", template)
+    out = tmp_path / "o.weights.h5"
+    plan = plan_convert(str(like_dir / "trained.weights.h5"), str(out), like=str(template))
+    with h5py.File(template, "r+") as handle:
+        del handle["layers/dense/vars/0"]
+        handle["layers/dense/vars/0"] = np.zeros((5, 3), np.float32)
+    with pytest.raises(CorruptCheckpoint, match=r"\[5, 3\]"):
+        apply_convert(plan)
+    assert sorted(os.listdir(tmp_path)) == ["t.weights.h5"]
+
+
+def test_keras2_file_into_a_keras3_model(like_dir, legacy_dir, oracle, tmp_path):
+    """A file in Keras 2's layout and names (`dense_1/kernel:0`, counters from _1) into a Keras 3
+    model of its architecture (`dense`, `dense_1`): load_weights gives what Keras' legacy loader
+    gives from the Keras 2 file."""
+    out = tmp_path / "k2.weights.h5"
+    doc = _convert(legacy_dir / "keras2.h5", out, "--like", like_dir / "template.weights.h5")
+    assert ("dense_2/kernel", "layers/dense_1/vars/0") in [(m["from"], m["to"]) for m in doc["matched"]]
+    expected = [oracle[f"keras2/{i}"] for i in range(len([k for k in oracle if k.startswith("keras2/")]))]
+    _assert_same(_keras_loads("bn", out, tmp_path), expected)
+
+
+def test_string_weights_are_refused_before_writing(like_dir, tmp_path):
+    """A template weight holding strings (a vocabulary) and a source of strings by its name: refused,
+    exit 3, nothing written (the byte writer has no place for them)."""
+    template = tmp_path / "t.weights.h5"
+    shutil.copyfile(like_dir / "template.weights.h5", template)
+    with h5py.File(template, "r+") as handle:
+        handle["layers/lookup/vars/0"] = np.array([b"a", b"bc"])  # fixed-width bytes: a string tensor
+    source = tmp_path / "s.weights.h5"
+    shutil.copyfile(template, source)
+    out = tmp_path / "o.weights.h5"
+    result = run_cli("convert", source, out, "--like", template)
+    assert_one_line_error(result, 3)
+    assert "strings" in result.stderr and not out.exists()
