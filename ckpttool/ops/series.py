@@ -45,6 +45,16 @@ _HF_FILE_RE = re.compile(
     r"|spiece\.model|sentencepiece\.bpe\.model|tokenizer\.model|README\.md)$")
 _HF_DIR_RE = re.compile(r"^(global_step\d+|pytorch_model_fsdp_\d+|optimizer_\d+)$")  # DeepSpeed / FSDP state
 _MAX_ENTRIES = 100_000  # a directory member larger than this is not looked through: kept
+KIND_NAMES = {"keras": "a Keras checkpoint", "savedmodel": "a SavedModel export", "orbax": "an Orbax step",
+              "hf": "an HF Trainer checkpoint", "orbax_tmp": "Orbax temporary", "exporter_tmp": "exporter temporary"}
+COMPLETE_WHEN = {"savedmodel": "saved_model.pb, and variables/variables.index when it has variables",
+                 "orbax": "commit marker _CHECKPOINT_METADATA or commit_success.txt",
+                 "hf": "trainer_state.json", "keras": "HDF5 or zip bytes"}
+# Removed after everything else in a directory member, in this order: a prune interrupted half way
+# leaves the member still recognised as complete (and holding only its framework's files), so the
+# journal's next run finishes it instead of refusing an incomplete directory.
+LAST_FILES = {"savedmodel": ("variables/variables.index", "saved_model.pbtxt", "saved_model.pb"),
+              "orbax": ORBAX_MARKERS, "hf": ("trainer_state.json",)}
 
 
 @dataclass(frozen=True)
@@ -256,3 +266,29 @@ def _tree_size(path: str) -> tuple[int, float]:
     contents, _whole = _walk(path)
     files = [(s, m) for _r, k, s, m in contents if k == "file"]
     return sum(s for s, _m in files), max([m for _s, m in files] or [0.0])
+
+
+def is_debris_name(name: str) -> str | None:
+    """The debris kind a directory named `name` is by its name ("orbax_tmp", "exporter_tmp"), or None."""
+    if ORBAX_TMP_RE.search(name):
+        return "orbax_tmp"
+    return "exporter_tmp" if EXPORTER_TMP_RE.match(name) else None
+
+
+def plain_tree(path: str) -> tuple[list[str], list[str], str | None]:
+    """(files, directories, None) under directory `path` as relative paths, deepest directories
+    first; or why it is not only plain files and directories (a link, a special file, a hostile
+    name, an unreadable or too large directory): such a tree is never deleted."""
+    contents, whole = _walk(path)
+    if not whole:
+        return [], [], f"more than {_MAX_ENTRIES} entries"
+    files, dirs = [], []
+    for relative, kind, _size, _mtime in contents:
+        if kind == "file":
+            files.append(relative)
+        elif kind == "dir":
+            dirs.append(relative)
+        else:
+            return [], [], f"{relative} is {'a symbolic link' if kind == 'link' else 'not a plain file'} ({kind})"
+    dirs.sort(key=lambda d: (-d.count("/"), d))
+    return files, dirs, None

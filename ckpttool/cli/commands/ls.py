@@ -5,8 +5,8 @@ from ckpttool.cli import render
 from ckpttool.cli.options import Directory, Json, Quiet, Recursive
 from ckpttool.storage import fs
 from ckpttool.ops.directories import require_directory
-from ckpttool.ops.scan import (DirectoryScan, find_checkpoint_dirs, for_each_directory, scan_directory,
-                               state_file_problems)
+from ckpttool.ops.scan import (TF_FORMATS, DirectoryScan, find_checkpoint_dirs, for_each_directory,
+                               scan_directory, state_file_problems)
 
 
 def _problems(scan: DirectoryScan):
@@ -31,6 +31,8 @@ def scan_document(scan: DirectoryScan, directory: str) -> dict:
                 "size_bytes": c.size_bytes, "num_shards": c.num_shards, "complete": c.complete,
                 "has_meta": c.has_meta, "in_state": c.in_state, "is_latest": c.is_latest,
                 **render.time_fields("mtime", c.mtime), **render.time_fields("timestamp", c.timestamp),
+                "family": c.family, "keras_epochs": c.keras_epochs, "deletable": c.deletable,
+                "unexpected": list(c.unexpected),
             }
             for c in scan.checkpoints
         ],
@@ -47,11 +49,17 @@ _COLUMNS = [
 ]
 
 
+def _shown_name(c) -> str:
+    """A directory member (SavedModel version, Orbax or HF step) with a slash: `3/`, `checkpoint-500/`."""
+    return c.name + "/" if c.is_directory else c.name
+
+
 def _print_scan(scan: DirectoryScan, directory: str, show_directory: bool) -> None:
     rows = [
-        (c.name, "-" if c.step is None else c.step, render.local_time(c.time), render.human_bytes(c.size_bytes),
-         c.num_shards or "-", render.yes_no(c.complete), render.yes_no(c.in_state),
-         "*" if c.is_latest else "", render.yes_no(c.has_meta))
+        (_shown_name(c), "-" if c.step is None else c.step, render.local_time(c.time),
+         render.human_bytes(c.size_bytes), c.num_shards or "-", render.yes_no(c.complete),
+         render.yes_no(c.in_state) if c.format in TF_FORMATS else "-",
+         "*" if c.is_latest else "", render.yes_no(c.has_meta) if c.format in TF_FORMATS else "-")
         for c in scan.checkpoints
     ]
     if rows:
@@ -81,6 +89,10 @@ def _print_summary(scans: list[DirectoryScan], dirs: list[str]) -> None:
 
 def command(directory: Directory, recursive: Recursive = False, json_out: Json = False, quiet: Quiet = False):
     """List every checkpoint in DIR, from the state file and from the files on disk.
+
+    Besides TF prefixes: Keras checkpoint files with a number in their name,
+    SavedModel export versions (`<n>/`), Orbax `<step>/` and HF
+    `checkpoint-<step>/` directories, each family a series of its own.
 
     With --recursive, every run directory under DIR, then each one's size and the total."""
     require_directory(directory, "ls")
