@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_cli
+from tests.remote_servers import upload_tree
+from tests.test_remote import fresh_prefix, servers  # noqa: F401 - the servers, as a fixture here
 from tests.test_series import _hf_step, _orbax_step
 
 HOUR = 3600.0
@@ -248,3 +250,65 @@ def test_tf_prefixes_answer_first_beside_a_series(copy_fixture, series_dir, tf):
     assert {"model.ckpt-1000", "best.ckpt-700"} <= {k["name"] for k in doc["kept"]}
     assert len([n for n in os.listdir(run) if n.endswith(".weights.h5")]) == 1
     assert os.path.basename(tf.train.latest_checkpoint(str(run))) == "model.ckpt-1000"
+
+
+def _keys(server, url: str) -> list[str]:
+    from ckpttool.storage import remote
+
+    root = remote.split_url(url)[1]
+    return sorted(name[len(root) + 1:] for name in remote.filesystem(server.protocol).find(root))
+
+
+def _download_tree(server, url: str, local: Path) -> None:
+    from ckpttool.storage import remote
+
+    root = remote.split_url(url)[1]
+    store = remote.filesystem(server.protocol)
+    for name in store.find(root):
+        target = local / name[len(root) + 1:]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        store.get_file(name, str(target))
+
+
+def test_series_in_a_bucket(servers, series_dir, tmp_path, tf):
+    s3 = servers["s3"]
+    export = upload_tree(s3, str(series_dir / "export"), fresh_prefix("export"))
+    outside = upload_tree(s3, str(series_dir / "export" / "1"), fresh_prefix("export") + "-1")  # a prefix sibling
+    assert run_cli("latest", export).stdout.strip() == export + "/3"
+    verify = run_cli("verify", "--all", "--json", export).json()
+    assert verify["ok"] and verify["checked_tensors"] == 3 * 2
+    doc = _prune(export, "--keep-last", "1", "--clean", "--min-age", "0")
+    assert _names(doc, "deleted") == ["1", "2", "temp-4"]
+    keys = _keys(s3, export)
+    assert keys and all(k.startswith("3/") for k in keys)  # lock and journal gone too
+    assert _keys(s3, outside)  # a key merely sharing the prefix's text is untouched
+    _download_tree(s3, export, tmp_path / "export")
+    loaded = tf.saved_model.load(str(tmp_path / "export" / "3"))
+    np.testing.assert_allclose(loaded(tf.constant([2.0])).numpy(), [6.0])
+
+    keras_url = upload_tree(s3, str(series_dir / "keras" / "ckpt"), fresh_prefix("keras"))
+    written = sorted(os.listdir(series_dir / "keras" / "ckpt"))
+    ls = run_cli("ls", "--json", keras_url).json()
+    assert [c["name"] for c in ls["checkpoints"]] == written and ls["latest"] == written[-1]
+    verify = run_cli("verify", "--all", "--json", keras_url)
+    assert verify.exit_code == 0 and verify.json()["checked_tensors"] > 0
+    doc = _prune(keras_url, "--keep-last", "1")
+    assert _names(doc, "deleted") == written[:-1] and _keys(s3, keras_url) == written[-1:]
+    _download_tree(s3, keras_url, tmp_path / "keras")
+    _keras_model().load_weights(str(tmp_path / "keras" / written[-1]))
+
+
+def test_a_series_directory_as_a_target(series_dir, tmp_path, tf):
+    from tests.conftest import assert_one_line_error
+
+    keras_dir = series_dir / "keras" / "ckpt"
+    newest = sorted(os.listdir(keras_dir))[-1]
+    result = run_cli("verify", "--json", keras_dir)
+    assert result.exit_code == 0 and result.json()["checkpoint"] == str(keras_dir / newest)
+    doc = run_cli("inspect", "--json", "--values", series_dir / "export").json()
+    expected = tf.train.load_checkpoint(str(series_dir / "export" / "3" / "variables" / "variables"))
+    assert {v["name"]: v["value"] for v in doc["variables"]} == {
+        name: float(expected.get_tensor(name)) for name in expected.get_variable_to_shape_map()
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+    _orbax_step(tmp_path, "100", "_CHECKPOINT_METADATA")
+    assert_one_line_error(run_cli("inspect", tmp_path), 3)

@@ -35,6 +35,10 @@ def command(
     the paths relative, and both agree again). A missing or unreadable state
     file gives TensorFlow no answer and latest the newest complete checkpoint
     on disk.
+
+    A series without a state file (Keras checkpoint files, SavedModel
+    versions, Orbax or HF step directories) answers its complete member with
+    the highest step; TF prefixes, when DIR has any, answer first.
     """
     from ckpttool.ops.latest import find_latest
 

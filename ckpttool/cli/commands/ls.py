@@ -17,6 +17,12 @@ def checkpoints_bytes(scan: DirectoryScan) -> int:
     return sum(c.size_bytes for c in scan.checkpoints)
 
 
+def _series_fields(c) -> dict:
+    """What a series member's entry adds (a TF prefix's keeps its documented shape)."""
+    return {"family": c.family, "keras_epochs": c.keras_epochs, "deletable": c.deletable,
+            "unexpected": list(c.unexpected)}
+
+
 def scan_document(scan: DirectoryScan, directory: str) -> dict:
     """`directory`: as the user gave it (or as found under the root they gave)."""
     latest = scan.latest
@@ -31,8 +37,7 @@ def scan_document(scan: DirectoryScan, directory: str) -> dict:
                 "size_bytes": c.size_bytes, "num_shards": c.num_shards, "complete": c.complete,
                 "has_meta": c.has_meta, "in_state": c.in_state, "is_latest": c.is_latest,
                 **render.time_fields("mtime", c.mtime), **render.time_fields("timestamp", c.timestamp),
-                "family": c.family, "keras_epochs": c.keras_epochs, "deletable": c.deletable,
-                "unexpected": list(c.unexpected),
+                **(_series_fields(c) if c.format not in TF_FORMATS else {}),
             }
             for c in scan.checkpoints
         ],

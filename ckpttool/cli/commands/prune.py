@@ -75,7 +75,7 @@ def command(
     keep_every_steps: Annotated[Optional[int], typer.Option("--keep-every-steps", metavar="K", help="Keep checkpoints whose step is divisible by K.")] = None,
     keep_step: Annotated[Optional[List[int]], typer.Option("--keep-step", metavar="STEP", help="Keep the checkpoint of this step (repeatable).")] = None,
     min_age: Annotated[Optional[str], typer.Option("--min-age", metavar="DURATION", help="Delete nothing younger than this (30m, 12h, 7d).")] = None,
-    clean: Annotated[bool, typer.Option("--clean", help="Also remove provable debris (incomplete checkpoints, *_temp directories, temp files of saves) older than --min-age (default 1h); anything else is reported, never deleted.")] = False,
+    clean: Annotated[bool, typer.Option("--clean", help="Also remove provable debris (incomplete checkpoints, *_temp directories, temp files of saves, Orbax *.orbax-checkpoint-tmp-* and exporter temp-<n> directories) older than --min-age (default 1h); anything else is reported, never deleted.")] = False,
     ignore_bad_state: Annotated[bool, typer.Option("--ignore-bad-state", help="Prune by file times even when the state file cannot be read (by default such a directory is refused: its latest checkpoint is unknown).")] = False,
     recursive: Recursive = False,
     dry_run: DryRun = False,
@@ -87,6 +87,10 @@ def command(
 
     A checkpoint is kept if any rule keeps it. Each family (model.ckpt,
     best.ckpt, ...) is judged on its own. Not interactive and no --yes: exit 4.
+
+    Keras checkpoint files, SavedModel export versions, Orbax and HF step
+    directories are series too, each keeping its newest; a directory is
+    deleted only when complete and holding nothing but its framework's files.
 
     DIR may be a bucket (gs://, s3://, other fsspec URLs). Runs take turns:
     on gs:// and s3:// through a lock object created only if absent, across
