@@ -312,3 +312,41 @@ def test_a_series_directory_as_a_target(series_dir, tmp_path, tf):
         if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
     _orbax_step(tmp_path, "100", "_CHECKPOINT_METADATA")
     assert_one_line_error(run_cli("inspect", tmp_path), 3)
+
+
+def test_recursive_finds_the_directories_holding_a_series(series_dir, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(series_dir / "export", root / "serving" / "export")
+    shutil.copytree(series_dir / "keras", root / "keras")
+    _orbax_step(root / "jax", "100", "commit_success.txt")
+    _orbax_step(root / "jax", "200", "commit_success.txt")
+    (root / "hf" / "out").mkdir(parents=True)
+    for step in (10, 20):
+        _hf_step(root / "hf" / "out", step)
+    doc = run_cli("ls", "--recursive", "--json", root).json()
+    assert sorted((Path(d["directory"]).relative_to(root).as_posix(), d["latest"]) for d in doc["directories"]) == [
+        ("hf/out", "checkpoint-20"), ("jax", "200"), ("keras/ckpt", sorted(os.listdir(root / "keras" / "ckpt"))[-1]),
+        ("serving/export", "3")]
+    pruned = run_cli("prune", "--recursive", "--yes", "--json", "--keep-last", "1", root)
+    assert pruned.exit_code == 0, pruned.stderr
+    assert pruned.json()["deleted_count"] == 2 + 1 + 3 + 1
+    assert sorted(os.listdir(root / "serving" / "export")) == ["3", "temp-4"]  # no --clean: debris stays
+
+
+def test_tree_removal_never_follows_a_link_swapped_in_after_listing(tmp_path):
+    from ckpttool.storage import fs
+
+    member = tmp_path / "100"
+    (member / "default").mkdir(parents=True)
+    (member / "default" / "x").write_text("step data")
+    (member / "_CHECKPOINT_METADATA").write_text("{}")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x").write_text("keep me")
+    shutil.rmtree(member / "default")  # listed as a directory, now a link to another one
+    os.symlink(outside, member / "default")
+    (member / "new-file").write_text("written since the listing")
+    left = fs.remove_listed_tree(str(member), ["default/x", "_CHECKPOINT_METADATA"], ["default"])
+    assert (outside / "x").read_text() == "keep me"
+    assert sorted(os.listdir(member)) == ["default", "new-file"] and os.path.islink(member / "default")
+    assert "default/x" in left and "." in left

@@ -330,16 +330,22 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
 
 def _remove_series_tree(scan: DirectoryScan, path: str) -> None:
     """A directory member or series debris, as a tree of plain files and directories listed now
-    (under the lock); its framework's commit files last. Anything else found in it: nothing removed."""
+    (under the lock); its framework's commit files last. Anything else found in it (planted since
+    the scan under the lock): nothing removed, the next `ls` reports it."""
     files, dirs, problem = series.plain_tree(path)
     if problem:
-        raise Refused(f"{path} holds {problem}; not deleting it")
+        return
     known = scan.by_name(fs.basename(path))
     last = series.LAST_FILES.get(known.format, ()) if known is not None else ()
     files.sort(key=lambda f: (f in last, last.index(f) if f in last else 0))
-    if fs.is_url(path):
-        for relative in files:
-            _refuse_unless_inside(scan.directory, path + "/" + relative, relative.count("/") + 1)
+    if fs.is_url(path):  # exact keys, each under the member; its commit files in a request of their own
+        urls = [path + "/" + relative for relative in files]
+        for url, relative in zip(urls, files):
+            _refuse_unless_inside(scan.directory, url, relative.count("/") + 1)
+        first = [u for u, f in zip(urls, files) if f not in last]
+        fs.remove_files(first)
+        fs.remove_files(urls[len(first):])
+        return
     fs.remove_listed_tree(path, files, dirs)
 
 

@@ -21,6 +21,7 @@ from ckpttool.formats.tf.messages import parse_header
 from ckpttool.formats.tf.shards import missing_shard_ids, split_v1_pattern, v1_pattern, v1_shard, v1_shard_names
 from ckpttool.formats.tf.state import STATE_FILENAME, CheckpointState, read_state, read_state_file
 from ckpttool.formats.tf.table import FOOTER_SIZE, first_entry_of_file
+from ckpttool.ops import series
 from ckpttool.text import excerpt
 
 _DATA_SUFFIX_LEN = len(".data-00000-of-00001")
@@ -376,8 +377,6 @@ def _series_checkpoints(directory: str, entries: list[fs.Entry], problems: list[
                         leftovers: list[Leftover]) -> list[CheckpointInfo]:
     """The members of the series besides TF prefixes (ops/series.py) as checkpoints; their debris
     added to `leftovers`, and what keeps a directory member from being deleted to `problems`."""
-    from ckpttool.ops import series
-
     members = series.keras_members(directory, entries)
     directories, debris = series.directory_members(entries)
     found = []
@@ -558,8 +557,13 @@ def find_checkpoint_dirs(root: str, problems: list[Problem] | None = None) -> li
         dirs[:] = sorted(d for d in dirs if not _TEMP_DIR_RE.search(d))
         if "saved_model.pb" in files or "saved_model.pbtxt" in files:
             dirs[:] = [d for d in dirs if d != "variables"]
-        if STATE_FILENAME in files or any(name.endswith(".index") for name in files):
+        if (STATE_FILENAME in files or any(name.endswith(".index") for name in files)
+                or series.names_a_series(dirs, files)):
             found.append(current)
+        elif current != root and series.is_step_directory(fs.basename(current), files):
+            parent = fs.dirname(current)  # a SavedModel version or Orbax step: its parent holds a series
+            if parent not in found:
+                found.append(parent)
     if problems is not None:
         problems.extend(Problem("bad_key", url, f"skipped {excerpt(url)}: an object key with a `.`, `..` or "
                                 "empty segment is never followed") for url in skipped)

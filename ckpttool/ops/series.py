@@ -292,3 +292,16 @@ def plain_tree(path: str) -> tuple[list[str], list[str], str | None]:
             return [], [], f"{relative} is {'a symbolic link' if kind == 'link' else 'not a plain file'} ({kind})"
     dirs.sort(key=lambda d: (-d.count("/"), d))
     return files, dirs, None
+
+
+def is_step_directory(name: str, files: list[str]) -> bool:
+    """Whether a directory named `name` holding `files` is a SavedModel version or a committed Orbax
+    step by its name and markers alone (to find the directories holding a series, without reading)."""
+    return name.isdecimal() and any(f in files for f in ("saved_model.pb", "saved_model.pbtxt") + ORBAX_MARKERS)
+
+
+def names_a_series(dirs: list[str], files: list[str]) -> bool:
+    """Whether a directory's names promise a series by themselves (HF `checkpoint-<step>/`, a Keras
+    file with a number in its name): `find_checkpoint_dirs` then lists it, its scan says the rest."""
+    return any(HF_STEP_RE.match(d) for d in dirs) or any(
+        (stem := keras_stem(name)) is not None and _NUMBER_RE.search(stem) for name in files)

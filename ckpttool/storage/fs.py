@@ -432,17 +432,19 @@ def remove_tree(path: str) -> None:
 
 
 def remove_listed_tree(path: str, files: list[str], dirs: list[str]) -> list[str]:
-    """Delete exactly `files` (paths relative to directory `path`, in the order given), then `dirs`
-    (relative, deepest first), then `path` itself, never following a link: locally each directory
-    is opened O_NOFOLLOW relative to its parent's descriptor and only a regular file is unlinked; in
-    a bucket the keys `path/FILE` are deleted as they are (nothing else below `path`). Returns what
-    was left (not a plain file any more, or a directory no longer empty: written since)."""
-    if is_url(path):
-        _remote().remove_many([path + "/" + f for f in files])
-        return []
+    """Delete exactly `files` (paths relative to the local directory `path`, in the order given),
+    then `dirs` (relative, deepest first), then `path` itself, never following a link: each
+    directory is opened O_NOFOLLOW relative to its parent's descriptor and only a regular file is
+    unlinked. Returns what was left (not a plain file any more, or a directory no longer empty:
+    written since). A bucket has no directories: delete its keys with remove_files."""
     left: list[str] = []
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-    root = os.open(path, flags)
+    try:
+        root = os.open(path, flags)
+    except FileNotFoundError:
+        return []
+    except OSError:  # replaced by a link or a file since it was listed
+        return ["."]
     opened: dict[str, int] = {"": root}
 
     def directory_fd(relative: str) -> int:
