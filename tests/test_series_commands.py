@@ -350,3 +350,11 @@ def test_tree_removal_never_follows_a_link_swapped_in_after_listing(tmp_path):
     assert (outside / "x").read_text() == "keep me"
     assert sorted(os.listdir(member)) == ["default", "new-file"] and os.path.islink(member / "default")
     assert "default/x" in left and "." in left
+
+
+def test_a_fresh_empty_temporary_directory_is_not_debris_yet(tmp_path):
+    for step in (1, 2):
+        _orbax_step(tmp_path, str(step), "_CHECKPOINT_METADATA")
+    (tmp_path / "3.orbax-checkpoint-tmp-1700000000").mkdir()  # a save that has only just begun
+    doc = _prune(tmp_path, "--keep-last", "5", "--clean")
+    assert doc["deleted"] == [] and (tmp_path / "3.orbax-checkpoint-tmp-1700000000").is_dir()

@@ -210,8 +210,10 @@ def directory_members(entries: list[fs.Entry]) -> tuple[list[Member], list[Debri
             continue
         name = entry.name
         if ORBAX_TMP_RE.search(name) or (EXPORTER_TMP_RE.match(name)):
+            size, mtime = _tree_size(entry.path)
+            # The directory's own time too: a save that has just made it has written nothing yet.
             debris.append(Debris(entry.path, "orbax_tmp" if ORBAX_TMP_RE.search(name) else "exporter_tmp",
-                                 *_tree_size(entry.path)))
+                                 size, max(mtime, entry.mtime)))
             continue
         hf = HF_STEP_RE.match(name)
         if hf:
