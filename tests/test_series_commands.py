@@ -87,9 +87,10 @@ def test_a_damaged_keras_file_is_reported_by_verify_all(series_dir, tmp_path):
 
 def _age(path: Path, seconds: float) -> None:
     then = time.time() - seconds
-    for current, _dirs, files in os.walk(path):
+    for current, _dirs, files in os.walk(path, topdown=False):
         for name in files:
             os.utime(os.path.join(current, name), (then, then))
+        os.utime(current, (then, then))
 
 
 def test_savedmodel_versions(series_dir, tmp_path, tf):
@@ -302,7 +303,7 @@ def test_a_series_directory_as_a_target(series_dir, tmp_path, tf):
     from tests.conftest import assert_one_line_error
 
     keras_dir = series_dir / "keras" / "ckpt"
-    newest = sorted(os.listdir(keras_dir))[-1]
+    newest = max(os.listdir(keras_dir))
     result = run_cli("verify", "--json", keras_dir)
     assert result.exit_code == 0 and result.json()["checkpoint"] == str(keras_dir / newest)
     doc = run_cli("inspect", "--json", "--values", series_dir / "export").json()
@@ -325,7 +326,7 @@ def test_recursive_finds_the_directories_holding_a_series(series_dir, tmp_path):
         _hf_step(root / "hf" / "out", step)
     doc = run_cli("ls", "--recursive", "--json", root).json()
     assert sorted((Path(d["directory"]).relative_to(root).as_posix(), d["latest"]) for d in doc["directories"]) == [
-        ("hf/out", "checkpoint-20"), ("jax", "200"), ("keras/ckpt", sorted(os.listdir(root / "keras" / "ckpt"))[-1]),
+        ("hf/out", "checkpoint-20"), ("jax", "200"), ("keras/ckpt", max(os.listdir(root / "keras" / "ckpt"))),
         ("serving/export", "3")]
     pruned = run_cli("prune", "--recursive", "--yes", "--json", "--keep-last", "1", root)
     assert pruned.exit_code == 0, pruned.stderr

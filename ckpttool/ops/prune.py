@@ -265,7 +265,8 @@ def _size_if_present(scan: DirectoryScan, full: str) -> int | None:
 
 def _not_debris(scan: DirectoryScan, leftover_path: str) -> str | None:
     name = fs.basename(leftover_path)
-    if series.is_debris_name(name) and (problem := _series_path_problem(scan, leftover_path, name, "dir")) != "not series":
+    if series.is_debris_name(name):  # an Orbax tmp or exporter temp-<n> directory: plain files and dirs only
+        problem = _series_path_problem(scan, leftover_path, name, "dir")
         return problem or series.plain_tree(leftover_path)[2]
     if _is_temp_dir(scan, leftover_path, name):
         return temp_dir_debris_problem(leftover_path)
@@ -295,8 +296,8 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
             if reasons[c.name]:
                 kept.append(Kept(c.name, c.step, tuple(reasons[c.name])))
             elif not c.deletable:
-                kept.append(Kept(c.name, c.step, ("holds files its framework does not write: "
-                                                  + ", ".join(c.unexpected[:3]) + (", ..." if len(c.unexpected) > 3 else ""),)))
+                shown = ", ".join(c.unexpected[:3]) + (", ..." if len(c.unexpected) > 3 else "")
+                kept.append(Kept(c.name, c.step, (f"holds files its framework does not write: {shown}",)))
             else:
                 deleted.append(Deletion(c.name, c.step, c.size_bytes, "checkpoint", c.files))
             continue
