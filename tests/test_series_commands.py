@@ -359,3 +359,28 @@ def test_a_fresh_empty_temporary_directory_is_not_debris_yet(tmp_path):
     (tmp_path / "3.orbax-checkpoint-tmp-1700000000").mkdir()  # a save that has only just begun
     doc = _prune(tmp_path, "--keep-last", "5", "--clean")
     assert doc["deleted"] == [] and (tmp_path / "3.orbax-checkpoint-tmp-1700000000").is_dir()
+
+
+def test_keras_files_and_legacy_h5_models(tmp_path):
+    import keras
+
+    run = tmp_path / "run"
+    run.mkdir()
+    x = np.random.default_rng(3).standard_normal((16, 4)).astype("float32")
+    model = _keras_model()
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, x[:, :1], epochs=2, verbose=0,
+              callbacks=[keras.callbacks.ModelCheckpoint(str(run / "m-{epoch}.keras"))])  # whole models, zipped
+    for step in (1, 2):
+        model.save(run / f"legacy-{step}.h5")  # Keras' legacy HDF5 model format
+    ls = run_cli("ls", "--json", run).json()
+    assert {c["name"]: c["family"] for c in ls["checkpoints"]} == {
+        "m-1.keras": "m-#.keras", "m-2.keras": "m-#.keras", "legacy-1.h5": "legacy-#.h5", "legacy-2.h5": "legacy-#.h5"}
+    verify = run_cli("verify", "--all", "--json", run)
+    assert verify.exit_code == 0 and all(r["checked_tensors"] > 0 for r in verify.json()["checkpoints"])
+    doc = _prune(run, "--keep-last", "1")
+    assert _names(doc, "deleted") == ["legacy-1.h5", "m-1.keras"]
+    assert sorted(os.listdir(run)) == ["legacy-2.h5", "m-2.keras"]
+    for name in ("m-2.keras", "legacy-2.h5"):  # Keras loads what is kept
+        loaded = keras.saving.load_model(run / name, compile=False)
+        np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
