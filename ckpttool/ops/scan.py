@@ -389,11 +389,11 @@ def _series_checkpoints(directory: str, entries: list[fs.Entry], problems: list[
         what = series.KIND_NAMES[m.kind]
         if m.is_dir and not m.complete:
             problems.append(Problem("incomplete_member", m.path, f"{m.name}/ is not a complete {what} "
-                                    f"({series.COMPLETE_WHEN[m.kind]}): kept"))
+                                    f"(it needs {series.COMPLETE_WHEN[m.kind]}): kept"))
         if m.unexpected:
             shown = ", ".join(excerpt(u) for u in m.unexpected[:5]) + (", ..." if len(m.unexpected) > 5 else "")
-            problems.append(Problem("foreign_files", m.path, f"{m.name}/ holds what {what} does not write "
-                                    f"({shown}): never deleted"))
+            problems.append(Problem("foreign_files", m.path, f"{m.name}/ holds what its framework does not write "
+                                    f"({shown}): never deleted ({what})"))
     for d in debris:
         leftovers.append(Leftover(d.path, d.mtime, d.size_bytes, d.kind))
         problems.append(Problem(d.kind, d.path, f"leftover {series.KIND_NAMES[d.kind]} directory "

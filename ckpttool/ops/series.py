@@ -45,8 +45,8 @@ _HF_FILE_RE = re.compile(
     r"|spiece\.model|sentencepiece\.bpe\.model|tokenizer\.model|README\.md)$")
 _HF_DIR_RE = re.compile(r"^(global_step\d+|pytorch_model_fsdp_\d+|optimizer_\d+)$")  # DeepSpeed / FSDP state
 _MAX_ENTRIES = 100_000  # a directory member larger than this is not looked through: kept
-KIND_NAMES = {"keras": "a Keras checkpoint", "savedmodel": "a SavedModel export", "orbax": "an Orbax step",
-              "hf": "an HF Trainer checkpoint", "orbax_tmp": "Orbax temporary", "exporter_tmp": "exporter temporary"}
+KIND_NAMES = {"keras": "Keras checkpoint", "savedmodel": "SavedModel export", "orbax": "Orbax step",
+              "hf": "HF Trainer checkpoint", "orbax_tmp": "Orbax temporary", "exporter_tmp": "exporter temporary"}
 COMPLETE_WHEN = {"savedmodel": "saved_model.pb, and variables/variables.index when it has variables",
                  "orbax": "commit marker _CHECKPOINT_METADATA or commit_success.txt",
                  "hf": "trainer_state.json", "keras": "HDF5 or zip bytes"}

@@ -294,7 +294,7 @@ def _verify_series_member(member: CheckpointInfo, path: str,
     errors, warnings = list(report.errors), list(report.warnings)
     if not member.complete:
         errors.append(VerifyError(member.name, "incomplete", f"{member.name}/ is not a complete "
-                                  f"{member.format} member ({series.COMPLETE_WHEN[member.format]})"))
+                                  f"{series.KIND_NAMES[member.format]} (it needs {series.COMPLETE_WHEN[member.format]})"))
     if member.unexpected:
         warnings.append(VerifyError(member.name, "foreign_files", f"{member.name}/ holds "
                                     f"{', '.join(member.unexpected[:5])}, which its framework does not write"))
