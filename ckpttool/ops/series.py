@@ -27,6 +27,7 @@ from ckpttool.storage import fs
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5", ".hdf5")
+KERAS_ENDINGS = (".h5", ".keras", ".hdf5")  # what every KERAS_SUFFIXES name ends with
 _NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
 _SAVED_MODEL_FILES = {"saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "keras_metadata.pb"}
 _SAVED_MODEL_DIRS = {"variables", "assets", "assets.extra"}
