@@ -298,6 +298,16 @@ def test_series_in_a_bucket(servers, series_dir, tmp_path, tf):
     _download_tree(s3, keras_url, tmp_path / "keras")
     _keras_model().load_weights(str(tmp_path / "keras" / written[-1]))
 
+    steps = tmp_path / "orbax"
+    for step in (100, 200):
+        _orbax_step(steps, str(step), "commit_success.txt")  # the marker Orbax writes on GCS and S3
+    _orbax_step(steps, "300", None)  # being written in place (no atomic rename in a bucket): kept
+    _orbax_step(steps, "400.orbax-checkpoint-tmp-1700000000", None)
+    orbax_url = upload_tree(s3, str(steps), fresh_prefix("orbax"))
+    doc = _prune(orbax_url, "--keep-last", "1", "--clean", "--min-age", "0")
+    assert _names(doc, "deleted") == ["100", "400.orbax-checkpoint-tmp-1700000000"]
+    assert {k.split("/")[0] for k in _keys(s3, orbax_url)} == {"200", "300"}
+
 
 def test_a_series_directory_as_a_target(series_dir, tmp_path, tf):
     from tests.conftest import assert_one_line_error
