@@ -394,3 +394,24 @@ def test_keras_files_and_legacy_h5_models(tmp_path):
     for name in ("m-2.keras", "legacy-2.h5"):  # Keras loads what is kept
         loaded = keras.saving.load_model(run / name, compile=False)
         np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_the_hf_trainers_best_checkpoint_is_kept(tmp_path):
+    for step in (500, 1000, 1500):
+        _hf_step(tmp_path, step)
+    # What the Trainer writes with load_best_model_at_end: its rotation never deletes this one.
+    (tmp_path / "checkpoint-1500" / "trainer_state.json").write_text(json.dumps(
+        {"best_model_checkpoint": "output/checkpoint-500", "global_step": 1500, "log_history": []}))
+    (tmp_path / "checkpoint-1000" / "trainer_state.json").write_text("[" * 100_000)  # never read: not the newest
+    doc = _prune(tmp_path, "--keep-last", "1")
+    assert _names(doc, "deleted") == ["checkpoint-1000"]
+    assert {k["name"]: k["reasons"] for k in doc["kept"]}["checkpoint-500"] == [
+        "best_model_checkpoint in trainer_state.json"]
+
+
+def test_a_hostile_trainer_state_is_no_best_checkpoint(tmp_path):
+    for step in (500, 1000):
+        _hf_step(tmp_path, step)
+    (tmp_path / "checkpoint-1000" / "trainer_state.json").write_text("[" * 100_000)
+    doc = _prune(tmp_path, "--keep-last", "1")
+    assert _names(doc, "deleted") == ["checkpoint-500"]

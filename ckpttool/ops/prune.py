@@ -101,6 +101,9 @@ def protected_checkpoints(scan: DirectoryScan) -> dict[str, str]:
         protected.setdefault(latest.name, "latest")
     for c in _series_family_latest(scan):
         protected.setdefault(c.name, "latest of its series")
+        best = series.hf_best_checkpoint(c.prefix) if c.format == "hf" else None
+        if best and scan.by_name(best):  # the Trainer keeps it for load_best_model_at_end
+            protected.setdefault(best, "best_model_checkpoint in trainer_state.json")
     if latest is not None:
         for c in scan.checkpoints:
             in_flight = (c.family == latest.family and c.step is not None and latest.step is not None

@@ -18,6 +18,7 @@ deletes; prune plans from `Member.deletable`.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -308,3 +309,21 @@ def names_a_series(dirs: list[str], files: list[str]) -> bool:
     file with a number in its name): `find_checkpoint_dirs` then lists it, its scan says the rest."""
     return any(HF_STEP_RE.match(d) for d in dirs) or any(
         (stem := keras_stem(name)) is not None and _NUMBER_RE.search(stem) for name in files)
+
+
+_TRAINER_STATE_MAX_BYTES = 64 << 20  # log_history of a long run: megabytes, never this
+
+
+def hf_best_checkpoint(member_path: str) -> str | None:
+    """The `checkpoint-<step>` that the HF Trainer's trainer_state.json in `member_path` names as
+    `best_model_checkpoint` (the Trainer never rotates it away), or None (none, or unreadable)."""
+    try:
+        raw = fs.read_capped(fs.join(member_path, "trainer_state.json"), _TRAINER_STATE_MAX_BYTES,
+                             "trainer_state.json", missing_ok=True)
+        best = json.loads(raw)["best_model_checkpoint"] if raw is not None else None
+    except (BadInput, OSError, ValueError, KeyError, TypeError, RecursionError):  # hostile JSON too
+        return None
+    if not isinstance(best, str):
+        return None
+    name = best.rstrip("/").replace("\\", "/").rpartition("/")[2]
+    return name if HF_STEP_RE.match(name) else None
