@@ -415,3 +415,30 @@ def test_a_hostile_trainer_state_is_no_best_checkpoint(tmp_path):
     (tmp_path / "checkpoint-1000" / "trainer_state.json").write_text("[" * 100_000)
     doc = _prune(tmp_path, "--keep-last", "1")
     assert _names(doc, "deleted") == ["checkpoint-500"]
+
+
+def test_a_bucket_prune_interrupted_before_the_commit_marker_is_resumed(servers, tmp_path, monkeypatch):
+    from ckpttool.ops.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention import RetentionRules
+    from ckpttool.storage import fs
+
+    s3 = servers["s3"]
+    for step in (100, 200):
+        _orbax_step(tmp_path, str(step), "commit_success.txt")
+    url = upload_tree(s3, str(tmp_path), fresh_prefix("orbax"))
+    original = fs.remove_files
+
+    def crash_at_the_marker(paths):
+        if any(p.endswith("/commit_success.txt") for p in paths):
+            raise KeyboardInterrupt
+        original(paths)
+
+    monkeypatch.setattr(fs, "remove_files", crash_at_the_marker)
+    with pytest.raises(KeyboardInterrupt):
+        apply_prune(plan_prune(url, RetentionRules(keep_last=1)))
+    monkeypatch.setattr(fs, "remove_files", original)
+    assert "100/commit_success.txt" in _keys(s3, url) and "100/default/_METADATA" not in _keys(s3, url)
+    assert [c["name"] for c in run_cli("ls", "--json", url).json()["checkpoints"]] == ["100", "200"]
+    doc = _prune(url, "--keep-last", "5")
+    assert [(d["name"], d["kind"]) for d in doc["deleted"]] == [("100", "resumed")]
+    assert {k.split("/")[0] for k in _keys(s3, url)} == {"200"}
