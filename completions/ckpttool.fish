@@ -58,7 +58,7 @@ complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l json -d 'Print 
 complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l quiet -s q -d 'Print bare names, one per line.'
 complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -s h -l help -d 'Show the help and exit.'
 complete -c ckpttool -n '__fish_seen_subcommand_from verify' -F
-complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l all -s a -d 'Every checkpoint of the directory TARGET, not just the latest.'
+complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l all -s a -d 'Every checkpoint of the directory TARGET, not just the latest (Keras checkpoint files, SavedModel versions and HF steps\' weights too; Orbax steps are listed, not read).'
 complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l recursive -s r -d 'Every checkpoint of every run directory under TARGET (implies --all).'
 complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l json -d 'Print one JSON document on stdout.'
 complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l quiet -s q -d 'Print bare names, one per line.'
@@ -76,7 +76,7 @@ complete -c ckpttool -n '__fish_seen_subcommand_from prune' -l metrics -r -F -d 
 complete -c ckpttool -n '__fish_seen_subcommand_from prune' -l events -r -F -d 'Read --metric from the event files under this directory instead of DIR.'
 complete -c ckpttool -n '__fish_seen_subcommand_from prune' -l name-pattern -r -F -d 'Read --metric from checkpoint names by the template given to Keras\' ModelCheckpoint (w.{epoch:02d}-{val_loss:.2f}.weights.h5).'
 complete -c ckpttool -n '__fish_seen_subcommand_from prune' -l drop-unscored -d 'Let other rules decide about checkpoints without a score (by default they are kept).'
-complete -c ckpttool -n '__fish_seen_subcommand_from prune' -l clean -d 'Also remove provable debris (incomplete checkpoints, *_temp directories, temp files of saves) older than --min-age (default 1h); anything else is reported, never deleted.'
+complete -c ckpttool -n '__fish_seen_subcommand_from prune' -l clean -d 'Also remove provable debris (incomplete checkpoints, *_temp directories, temp files of saves, Orbax *.orbax-checkpoint-tmp-* and exporter temp-<n> directories) older than --min-age (default 1h); anything else is reported, never deleted.'
 complete -c ckpttool -n '__fish_seen_subcommand_from prune' -l ignore-bad-state -d 'Prune by file times even when the state file cannot be read (by default such a directory is refused: its latest checkpoint is unknown).'
 complete -c ckpttool -n '__fish_seen_subcommand_from prune' -l recursive -s r -d 'Walk a tree of run directories.'
 complete -c ckpttool -n '__fish_seen_subcommand_from prune' -l dry-run -s n -d 'Show what would be done; change nothing.'

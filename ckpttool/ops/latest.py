@@ -13,8 +13,8 @@ from ckpttool.formats.tf.state import read_state
 from ckpttool.formats.tf.table import is_table_file
 from ckpttool.text import excerpt
 from ckpttool.formats.tf.shards import checkpoint_exists
-from ckpttool.ops.scan import (DirectoryScan, _v2_shard_count, resolve_state_entry, scan_directory,
-                               split_step)
+from ckpttool.ops.scan import (TF_FORMATS, DirectoryScan, _v2_shard_count, resolve_state_entry,
+                               scan_directory, split_step)
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class LatestResult:
     step: int | None
     source: str | None  # "state" | "relocated" | "scan"
     warnings: tuple[str, ...]
+    format: str | None = None  # as the scan found it ("v2", "keras", "savedmodel", ...); None: not scanned
 
 
 def _as_tensorflow_joins(directory: str, recorded: str) -> str:
@@ -57,7 +58,7 @@ def find_latest(directory: str, scan: DirectoryScan | None = None, *, complete: 
                                   + (f"using {newest.name}" if newest else "no checkpoint is complete"),)
     if newest is None:
         return LatestResult(directory, None, None, None, None, warnings)
-    return _result(directory, fs.join(directory, newest.name), newest.prefix, "scan", warnings)
+    return _result(directory, fs.join(directory, newest.name), newest.prefix, "scan", warnings, newest)
 
 
 def _latest_of_scan(directory: str, scan: DirectoryScan) -> LatestResult:
@@ -83,14 +84,16 @@ def _latest_of_scan(directory: str, scan: DirectoryScan) -> LatestResult:
         warnings.append(f"state file names {excerpt(recorded)}, which is not in {directory}; "
                         "using the newest complete checkpoint on disk")
     elif state is None:
-        if scan.checkpoints:
+        # A series without a state file (Keras files, SavedModel versions, step directories) is as
+        # its framework leaves it: its latest is its highest complete step, said without a warning.
+        if any(c.format in TF_FORMATS for c in scan.checkpoints):
             warnings.append(f"no state file in {directory}; using the newest complete checkpoint on disk")
     else:
         warnings.append("state file names no latest checkpoint; using the newest complete checkpoint on disk")
     newest = scan.latest
     if newest is None:
         return LatestResult(directory, None, None, None, None, tuple(warnings))
-    return _result(directory, fs.join(directory, newest.name), newest.prefix, "scan", warnings)
+    return _result(directory, fs.join(directory, newest.name), newest.prefix, "scan", warnings, newest)
 
 
 def _named_by_state_file(directory: str) -> LatestResult | None:
@@ -146,5 +149,8 @@ def _is_plain_file(path: str) -> bool:
         return False
 
 
-def _result(directory, shown, prefix, source, warnings) -> LatestResult:
-    return LatestResult(directory, shown, prefix, split_step(fs.basename(prefix))[1], source, tuple(warnings))
+def _result(directory, shown, prefix, source, warnings, chosen=None) -> LatestResult:
+    """`chosen`: the scan's checkpoint, whose step a series member's name alone does not give."""
+    step = chosen.step if chosen is not None else split_step(fs.basename(prefix))[1]
+    return LatestResult(directory, shown, prefix, step, source, tuple(warnings),
+                        chosen.format if chosen is not None else None)

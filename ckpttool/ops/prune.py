@@ -10,6 +10,15 @@ directory restorable at every instant:
 Only regular files (and `*_temp` directories) directly inside the directory
 are ever removed (in a bucket: exact keys, a `*_temp` prefix as the part files
 listed under it); state-file entries that point elsewhere are never followed.
+
+Series besides TF prefixes (ops/series.py): a Keras checkpoint is its one file;
+a directory member (SavedModel version, Orbax or HF step) is removed as a tree
+only when the scan made under the lock still finds it complete and holding
+nothing but plain files and directories its framework writes: its files
+bottom-up (its commit files last, so that a run interrupted half way is still
+provably that member when the journal resumes it), then its directories,
+never following a link (in a bucket: exactly the keys listed under it).
+Each series family's latest (highest complete step) is always kept.
 """
 from __future__ import annotations
 
@@ -28,7 +37,9 @@ from ckpttool.ops.debris import (incomplete_checkpoint_problem, is_checkpoint_fi
                                  is_temp_file_debris, temp_dir_debris_problem, temp_dir_parts)
 from ckpttool.ops.lock import directory_lock
 from ckpttool.ops.retention import RetentionRules, keep_reasons
-from ckpttool.ops.scan import DirectoryScan, Problem, scan_directory
+from ckpttool.ops import series
+from ckpttool.ops.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, Problem, scan_directory,
+                               series_latest_name)
 from ckpttool.ops.scoring import MetricOptions, Scores, score_checkpoints
 from ckpttool.ops.statefile import update_state, without_entries
 
@@ -92,12 +103,28 @@ def protected_checkpoints(scan: DirectoryScan) -> dict[str, str]:
         protected.setdefault(scan.state_latest, "latest")
     if latest is not None:
         protected.setdefault(latest.name, "latest")
+    for c in _series_family_latest(scan):
+        protected.setdefault(c.name, "latest of its series")
+        best = series.hf_best_checkpoint(c.prefix) if c.format == "hf" else None
+        if best and scan.by_name(best):  # the Trainer keeps it for load_best_model_at_end
+            protected.setdefault(best, "best_model_checkpoint in trainer_state.json")
+    if latest is not None:
         for c in scan.checkpoints:
             in_flight = (c.family == latest.family and c.step is not None and latest.step is not None
                          and c.step > latest.step and c.mtime >= latest.mtime)
             if in_flight and c.name not in protected:
                 protected[c.name] = "newer than latest (save in progress?)"
     return protected
+
+
+def _series_family_latest(scan: DirectoryScan) -> list[CheckpointInfo]:
+    """The latest of each series family (no state file names one): its complete member with the
+    highest step, then the newest."""
+    families: dict[str, list[CheckpointInfo]] = {}
+    for c in scan.checkpoints:
+        if c.format not in TF_FORMATS and c.complete:
+            families.setdefault(c.family, []).append(c)
+    return [scan.by_name(series_latest_name(members)) for members in families.values()]
 
 
 def _refuse_bad_state(scan: DirectoryScan) -> None:
@@ -135,6 +162,8 @@ def path_problem(scan: DirectoryScan, name: str, path: str) -> str | None:
         return f"{base} is not a regular file"
     if is_checkpoint_file_of(name, base) and kind != "dir":
         return None  # a bucket's "both": the object alone is deleted, never what is below it
+    if base == name and (series_problem := _series_path_problem(scan, full, base, kind)) != "not series":
+        return series_problem
     if base == name:
         if _is_temp_dir(scan, full, base):
             return temp_dir_debris_problem(full)
@@ -142,6 +171,25 @@ def path_problem(scan: DirectoryScan, name: str, path: str) -> str | None:
         if kind is None or is_temp_file_debris(base) or known is not None and known.format == "v1":
             return None
     return f"{base} is not a file of checkpoint {name}"
+
+
+def _series_path_problem(scan: DirectoryScan, full: str, base: str, kind: str | None) -> str | None:
+    """For a series member or debris `base`: None if it may go now (a Keras file; a directory member
+    the scan finds deletable, or series debris, all plain files and directories), else why not;
+    "not series" when `base` is neither."""
+    known = scan.by_name(base)
+    debris = series.is_debris_name(base) if known is None and (kind == "dir" or kind is None) else None
+    if (known is None or known.format in TF_FORMATS) and debris is None:
+        return "not series"
+    if kind is None:
+        return None  # gone already
+    if known is not None and not known.is_directory:
+        return None if kind == "file" else f"{base} is not a regular file"
+    if kind != "dir":
+        return f"{base} is not a directory"
+    if known is not None and not known.deletable:
+        return f"{base}/ is not a complete {known.format} member holding only its framework's files"
+    return None
 
 
 def _is_temp_dir(scan: DirectoryScan, full: str, base: str) -> bool:
@@ -224,6 +272,9 @@ def _size_if_present(scan: DirectoryScan, full: str) -> int | None:
 
 def _not_debris(scan: DirectoryScan, leftover_path: str) -> str | None:
     name = fs.basename(leftover_path)
+    if series.is_debris_name(name):  # an Orbax tmp or exporter temp-<n> directory: plain files and dirs only
+        problem = _series_path_problem(scan, leftover_path, name, "dir")
+        return problem or series.plain_tree(leftover_path)[2]
     if _is_temp_dir(scan, leftover_path, name):
         return temp_dir_debris_problem(leftover_path)
     return None if is_temp_file_debris(name) else f"{name} is not named like a temporary file of a save"
@@ -273,12 +324,18 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
         if c.complete:
             if reasons[c.name]:
                 kept.append(Kept(c.name, c.step, tuple(reasons[c.name]), score(c.name)))
+            elif not c.deletable:
+                shown = ", ".join(c.unexpected[:3]) + (", ..." if len(c.unexpected) > 3 else "")
+                kept.append(Kept(c.name, c.step, (f"holds files its framework does not write: {shown}",),
+                                 score(c.name)))
             else:
                 deleted.append(Deletion(c.name, c.step, c.size_bytes, "checkpoint", c.files, score(c.name)))
             continue
         index = c.prefix + ".index"
         if c.name in protected:
             kept.append(Kept(c.name, c.step, (protected[c.name],)))
+        elif c.format not in TF_FORMATS:  # a series deletes only the members it recognises as complete
+            kept.append(Kept(c.name, c.step, (f"incomplete {c.format} member: kept",)))
         elif not clean:
             kept.append(Kept(c.name, c.step, ("incomplete (use --clean)",)))
         elif not_debris := incomplete_checkpoint_problem(index if index in c.files else None, c.in_state):
@@ -303,6 +360,34 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state, scores)
 
 
+def _remove_series_tree(scan: DirectoryScan, path: str) -> None:
+    """A directory member or series debris, as a tree of plain files and directories listed now
+    (under the lock); its framework's commit files last. Anything else found in it (planted since
+    the scan under the lock): nothing removed, the next `ls` reports it."""
+    files, dirs, problem = series.plain_tree(path)
+    if problem:
+        return
+    known = scan.by_name(fs.basename(path))
+    last = series.LAST_FILES.get(known.format, ()) if known is not None else ()
+    files.sort(key=lambda f: (f in last, last.index(f) if f in last else 0))
+    if fs.is_url(path):  # exact keys, each under the member; its commit files in a request of their own
+        urls = [path + "/" + relative for relative in files]
+        for url, relative in zip(urls, files):
+            _refuse_unless_inside(scan.directory, url, relative.count("/") + 1)
+        first = [u for u, f in zip(urls, files) if f not in last]
+        fs.remove_files(first)
+        fs.remove_files(urls[len(first):])
+        return
+    fs.remove_listed_tree(path, files, dirs)
+
+
+def _is_series_tree(scan: DirectoryScan, path: str) -> bool:
+    base = fs.basename(path)
+    known = scan.by_name(base)
+    return known.is_directory if known is not None else bool(series.is_debris_name(base)) and any(
+        leftover.path == path for leftover in scan.leftovers)
+
+
 def _remove(path: str) -> None:
     if fs.is_url(path):
         fs.remove_files([path])
@@ -324,8 +409,9 @@ def _remove_batched(scan: DirectoryScan, todo: list[Deletion], fault: Callable[[
     Exact keys only: a file is its object (nothing below it), a `_temp` prefix the part files
     just listed under it (no recursive delete); each one checked to lie under the directory as
     listed."""
-    files = [p for d in todo for p in d.paths if not _is_temp_dir(scan, p, fs.basename(p))]
-    parts = [part for d in todo for p in d.paths if _is_temp_dir(scan, p, fs.basename(p))
+    trees = [p for d in todo for p in d.paths if _is_series_tree(scan, p)]
+    files = [p for d in todo for p in d.paths if p not in trees and not _is_temp_dir(scan, p, fs.basename(p))]
+    parts = [part for d in todo for p in d.paths if p not in trees and _is_temp_dir(scan, p, fs.basename(p))
              for part in _verified_parts(p)]
     for url, depth in [(f, 0) for f in files] + [(p, 1) for p in parts]:
         _refuse_unless_inside(scan.directory, url, depth)
@@ -335,6 +421,9 @@ def _remove_batched(scan: DirectoryScan, todo: list[Deletion], fault: Callable[[
     fs.remove_files([p for p in files if not p.endswith(".index")])
     fault("removed the data")
     fs.remove_files(parts)
+    for tree in trees:
+        _remove_series_tree(scan, tree)
+        fault(f"removed {fs.basename(tree)}/")
 
 
 def _refuse_unless_inside(directory: str, url: str, depth: int) -> None:
@@ -396,7 +485,10 @@ def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> 
         else:
             for deletion in todo:
                 for path in _index_first(deletion.paths):
-                    _remove(path)
+                    if _is_series_tree(scan, path):
+                        _remove_series_tree(scan, path)
+                    else:
+                        _remove(path)
                     fault(f"removed {os.path.basename(path)}")
         fs.remove_files([fs.join(directory, JOURNAL_FILENAME)])
         if not fs.is_url(directory):

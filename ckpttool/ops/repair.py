@@ -13,7 +13,7 @@ from ckpttool.errors import CkptError
 from ckpttool.storage import fs
 from ckpttool.formats.tf.state import STATE_FILE_CAP, STATE_FILENAME, CheckpointState, format_state, write_state
 from ckpttool.ops.lock import directory_lock
-from ckpttool.ops.scan import resolve_state_entry, scan_directory
+from ckpttool.ops.scan import TF_FORMATS, resolve_state_entry, scan_directory
 
 BACKUP_FILENAME = STATE_FILENAME + ".bak"
 
@@ -58,7 +58,7 @@ def _read_text(path: str) -> str | None:
 def plan_repair(directory: str) -> RepairPlan:
     scan = scan_directory(directory)
     old_text = _read_text(fs.join(scan.directory, STATE_FILENAME))
-    complete = {c.name: c for c in scan.checkpoints if c.complete}
+    complete = {c.name: c for c in scan.checkpoints if c.complete and c.format in TF_FORMATS}  # never a series member
     changes: list[str] = []
     if scan.state_error:
         changes.append(f"replaced an unparseable state file ({scan.state_error})")

@@ -21,6 +21,7 @@ from ckpttool.formats.tf.messages import parse_header
 from ckpttool.formats.tf.shards import missing_shard_ids, split_v1_pattern, v1_pattern, v1_shard, v1_shard_names
 from ckpttool.formats.tf.state import STATE_FILENAME, CheckpointState, read_state, read_state_file
 from ckpttool.formats.tf.table import FOOTER_SIZE, first_entry_of_file
+from ckpttool.ops import series
 from ckpttool.text import excerpt
 
 _DATA_SUFFIX_LEN = len(".data-00000-of-00001")
@@ -28,6 +29,8 @@ _TEMPSTATE_RE = re.compile(r"\.tempstate\d+$")
 _TEMP_DIR_RE = re.compile(r"_temp(_[0-9a-f]{32})?$")
 T = TypeVar("T")
 _LISTED_SHARDS = 10  # missing shards named in a problem; the rest are counted
+TF_FORMATS = ("v2", "v1")
+DIRECTORY_FORMATS = ("savedmodel", "orbax", "hf")
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class CheckpointInfo:
     prefix: str  # absolute
     family: str  # the prefix stem without its step, e.g. model.ckpt
     step: int | None
-    format: str  # "v2" | "v1"
+    format: str  # "v2" | "v1"; a series member's kind: "keras" | "savedmodel" | "orbax" | "hf" (ops/series.py)
     size_bytes: int
     num_shards: int | None
     complete: bool
@@ -52,9 +55,19 @@ class CheckpointInfo:
     is_latest: bool
     mtime: float  # newest modification time of its files
     timestamp: float | None  # save time recorded in the state file
-    files: tuple[str, ...]  # absolute paths of every file that belongs to it
-    # Numbered by Keras ModelCheckpoint's {epoch} (from 1), while metric logs count epochs from 0.
-    keras_epochs: bool = False
+    files: tuple[str, ...]  # absolute paths of every file that belongs to it (a directory member: itself)
+    keras_epochs: bool = False  # numbered by Keras epochs from 1 (ModelCheckpoint), not by logged steps
+    unexpected: tuple[str, ...] = ()  # a directory member: what it holds that its framework does not write
+
+    @property
+    def is_directory(self) -> bool:
+        """A series member that is a directory (SavedModel version, Orbax or HF step): deleted as a tree."""
+        return self.format in DIRECTORY_FORMATS
+
+    @property
+    def deletable(self) -> bool:
+        """Whether prune may delete it when no rule keeps it: complete, and nothing foreign inside."""
+        return self.complete and not self.unexpected
 
     @property
     def time(self) -> float:
@@ -64,11 +77,13 @@ class CheckpointInfo:
 
 @dataclass(frozen=True)
 class Leftover:
-    """Debris of an interrupted save: a `*_temp` directory or a `.tempstate` file."""
+    """Debris of an interrupted save: a `*_temp` directory or a `.tempstate` file, or a series'
+    (`series`: "orbax_tmp" for `*.orbax-checkpoint-tmp-*`, "exporter_tmp" for `temp-<n>`)."""
 
     path: str
     mtime: float
     size_bytes: int
+    series: str | None = None
 
 
 @dataclass(frozen=True)
@@ -329,6 +344,7 @@ def _scan(directory: str) -> DirectoryScan:
         info = _describe(base, name, files, stats, state_names, problems, read_headers=not remote)
         if info is not None:
             checkpoints.append(info)
+    checkpoints += _series_checkpoints(directory, entries, plain_files, problems, leftovers)
     for name in state_names:
         if name not in groups:
             problems.append(Problem("missing_checkpoint", fs.join(directory, name),
@@ -337,13 +353,55 @@ def _scan(directory: str) -> DirectoryScan:
     latest_name = state_latest if state_latest and any(
         c.name == state_latest and c.complete for c in checkpoints) else None
     if latest_name is None:
-        complete = [c for c in checkpoints if c.complete]
+        complete = [c for c in checkpoints if c.complete and c.format in TF_FORMATS]
         if complete:
             latest_name = max(complete, key=lambda c: (c.mtime, c.step or 0)).name
+    if latest_name is None:
+        latest_name = series_latest_name(checkpoints)
     checkpoints = [replace(c, is_latest=True) if c.name == latest_name else c for c in checkpoints]
     checkpoints.sort(key=lambda c: (c.step if c.step is not None else -1, c.time, c.name))
     return DirectoryScan(directory, tuple(checkpoints), tuple(problems), state, state_error,
                          state_latest, tuple(sorted(leftovers, key=lambda l: l.path)), other_latest, listing)
+
+
+def series_latest_name(checkpoints) -> str | None:
+    """The latest of series without a state file: the complete member with the highest step, then
+    the newest (TF prefixes, when there are any, answer first: tf.train.latest_checkpoint's)."""
+    complete = [c for c in checkpoints if c.complete and c.format not in TF_FORMATS]
+    if not complete:
+        return None
+    return max(complete, key=lambda c: (c.step if c.step is not None else -1, c.mtime, c.name)).name
+
+
+def _series_checkpoints(directory: str, entries: list[fs.Entry], plain_files: dict[str, fs.Entry],
+                        problems: list[Problem], leftovers: list[Leftover]) -> list[CheckpointInfo]:
+    """The members of the series besides TF prefixes (ops/series.py) as checkpoints; their debris
+    added to `leftovers`, and what keeps a directory member from being deleted to `problems`."""
+    # Keras files are among the plain files (not named like a TF checkpoint's); one cheap pass finds
+    # the directories: a directory of 100,000 TF checkpoints costs next to nothing more.
+    keras_files = [e for e in plain_files.values() if e.name.endswith(series.KERAS_ENDINGS)]
+    members = series.keras_members(directory, keras_files)
+    directories, debris = series.directory_members([e for e in entries if e.kind == "dir"])
+    found = []
+    for m in members + directories:
+        found.append(CheckpointInfo(
+            name=m.name, prefix=m.path, family=m.family + "/" if m.is_dir else m.family, step=m.step,
+            format=m.kind, size_bytes=m.size_bytes, num_shards=None, complete=m.complete, has_meta=False,
+            in_state=False, is_latest=False, mtime=m.mtime, timestamp=None, files=(m.path,),
+            keras_epochs=m.keras_epochs, unexpected=m.unexpected))
+        what = series.KIND_NAMES[m.kind]
+        if m.is_dir and not m.complete:
+            problems.append(Problem("incomplete_member", m.path, f"{m.name}/ is not a complete {what} "
+                                    f"(it needs {series.COMPLETE_WHEN[m.kind]}): kept"))
+        if m.unexpected:
+            shown = ", ".join(excerpt(u) for u in m.unexpected[:5]) + (", ..." if len(m.unexpected) > 5 else "")
+            problems.append(Problem("foreign_files", m.path, f"{m.name}/ holds what its framework does not write "
+                                    f"({shown}): never deleted ({what})"))
+    for d in debris:
+        leftovers.append(Leftover(d.path, d.mtime, d.size_bytes, d.kind))
+        problems.append(Problem(d.kind, d.path, f"leftover {series.KIND_NAMES[d.kind]} directory "
+                                f"{fs.basename(d.path)} from an interrupted save"))
+    return found
 
 
 def _find_v1_checkpoints(groups: dict[str, _Files], plain_files: dict[str, fs.Entry],
@@ -386,7 +444,7 @@ def state_file_problems(scan: DirectoryScan) -> tuple[Problem, ...]:
     which prune reports: these are not prune's business."""
     state_path = os.path.join(scan.directory, STATE_FILENAME)
     if scan.state is None and scan.state_error is None:
-        if not scan.checkpoints:
+        if not any(c.format in TF_FORMATS for c in scan.checkpoints):  # series have no state file
             return ()
         return (Problem("no_state_file", state_path, "no state file: tf.train.latest_checkpoint finds nothing "
                         "here (`ckpttool repair` writes one)"),)
@@ -396,7 +454,8 @@ def state_file_problems(scan: DirectoryScan) -> tuple[Problem, ...]:
     elsewhere = {split_step(name)[0] for name in scan.other_latest}
     return tuple(Problem("not_in_state", c.prefix, f"{excerpt(c.name)} is not in the state file "
                          "(TensorFlow does not see it; `ckpttool repair` adds it)")
-                 for c in scan.checkpoints if c.complete and not c.in_state and c.family not in elsewhere)
+                 for c in scan.checkpoints if c.complete and not c.in_state and c.family not in elsewhere
+                 and c.format in TF_FORMATS)
 
 
 def _other_state_latest(directory: str, filename: str) -> str | None:
@@ -501,8 +560,13 @@ def find_checkpoint_dirs(root: str, problems: list[Problem] | None = None) -> li
         dirs[:] = sorted(d for d in dirs if not _TEMP_DIR_RE.search(d))
         if "saved_model.pb" in files or "saved_model.pbtxt" in files:
             dirs[:] = [d for d in dirs if d != "variables"]
-        if STATE_FILENAME in files or any(name.endswith(".index") for name in files):
+        if (STATE_FILENAME in files or any(name.endswith(".index") for name in files)
+                or series.names_a_series(dirs, files)):
             found.append(current)
+        elif current != root and series.is_step_directory(fs.basename(current), files):
+            parent = fs.dirname(current)  # a SavedModel version or Orbax step: its parent holds a series
+            if parent not in found:
+                found.append(parent)
     if problems is not None:
         problems.extend(Problem("bad_key", url, f"skipped {excerpt(url)}: an object key with a `.`, `..` or "
                                 "empty segment is never followed") for url in skipped)

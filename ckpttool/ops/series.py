@@ -18,6 +18,7 @@ deletes; prune plans from `Member.deletable`.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from ckpttool.storage import fs
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5", ".hdf5")
+KERAS_ENDINGS = (".h5", ".keras", ".hdf5")  # what every KERAS_SUFFIXES name ends with
 _NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
 _SAVED_MODEL_FILES = {"saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "keras_metadata.pb"}
 _SAVED_MODEL_DIRS = {"variables", "assets", "assets.extra"}
@@ -45,6 +47,16 @@ _HF_FILE_RE = re.compile(
     r"|spiece\.model|sentencepiece\.bpe\.model|tokenizer\.model|README\.md)$")
 _HF_DIR_RE = re.compile(r"^(global_step\d+|pytorch_model_fsdp_\d+|optimizer_\d+)$")  # DeepSpeed / FSDP state
 _MAX_ENTRIES = 100_000  # a directory member larger than this is not looked through: kept
+KIND_NAMES = {"keras": "Keras checkpoint", "savedmodel": "SavedModel export", "orbax": "Orbax step",
+              "hf": "HF Trainer checkpoint", "orbax_tmp": "Orbax temporary", "exporter_tmp": "exporter temporary"}
+COMPLETE_WHEN = {"savedmodel": "saved_model.pb, and variables/variables.index when it has variables",
+                 "orbax": "commit marker _CHECKPOINT_METADATA or commit_success.txt",
+                 "hf": "trainer_state.json", "keras": "HDF5 or zip bytes"}
+# Removed after everything else in a directory member, in this order: a prune interrupted half way
+# leaves the member still recognised as complete (and holding only its framework's files), so the
+# journal's next run finishes it instead of refusing an incomplete directory.
+LAST_FILES = {"savedmodel": ("variables/variables.index", "saved_model.pbtxt", "saved_model.pb"),
+              "orbax": ORBAX_MARKERS, "hf": ("trainer_state.json",)}
 
 
 @dataclass(frozen=True)
@@ -200,8 +212,10 @@ def directory_members(entries: list[fs.Entry]) -> tuple[list[Member], list[Debri
             continue
         name = entry.name
         if ORBAX_TMP_RE.search(name) or (EXPORTER_TMP_RE.match(name)):
+            size, mtime = _tree_size(entry.path)
+            # The directory's own time too: a save that has just made it has written nothing yet.
             debris.append(Debris(entry.path, "orbax_tmp" if ORBAX_TMP_RE.search(name) else "exporter_tmp",
-                                 *_tree_size(entry.path)))
+                                 size, max(mtime, entry.mtime)))
             continue
         hf = HF_STEP_RE.match(name)
         if hf:
@@ -256,3 +270,60 @@ def _tree_size(path: str) -> tuple[int, float]:
     contents, _whole = _walk(path)
     files = [(s, m) for _r, k, s, m in contents if k == "file"]
     return sum(s for s, _m in files), max([m for _s, m in files] or [0.0])
+
+
+def is_debris_name(name: str) -> str | None:
+    """The debris kind a directory named `name` is by its name ("orbax_tmp", "exporter_tmp"), or None."""
+    if ORBAX_TMP_RE.search(name):
+        return "orbax_tmp"
+    return "exporter_tmp" if EXPORTER_TMP_RE.match(name) else None
+
+
+def plain_tree(path: str) -> tuple[list[str], list[str], str | None]:
+    """(files, directories, None) under directory `path` as relative paths, deepest directories
+    first; or why it is not only plain files and directories (a link, a special file, a hostile
+    name, an unreadable or too large directory): such a tree is never deleted."""
+    contents, whole = _walk(path)
+    if not whole:
+        return [], [], f"more than {_MAX_ENTRIES} entries"
+    files, dirs = [], []
+    for relative, kind, _size, _mtime in contents:
+        if kind == "file":
+            files.append(relative)
+        elif kind == "dir":
+            dirs.append(relative)
+        else:
+            return [], [], f"{relative} is {'a symbolic link' if kind == 'link' else 'not a plain file'} ({kind})"
+    dirs.sort(key=lambda d: (-d.count("/"), d))
+    return files, dirs, None
+
+
+def is_step_directory(name: str, files: list[str]) -> bool:
+    """Whether a directory named `name` holding `files` is a SavedModel version or a committed Orbax
+    step by its name and markers alone (to find the directories holding a series, without reading)."""
+    return name.isdecimal() and any(f in files for f in ("saved_model.pb", "saved_model.pbtxt") + ORBAX_MARKERS)
+
+
+def names_a_series(dirs: list[str], files: list[str]) -> bool:
+    """Whether a directory's names promise a series by themselves (HF `checkpoint-<step>/`, a Keras
+    file with a number in its name): `find_checkpoint_dirs` then lists it, its scan says the rest."""
+    return any(HF_STEP_RE.match(d) for d in dirs) or any(
+        (stem := keras_stem(name)) is not None and _NUMBER_RE.search(stem) for name in files)
+
+
+_TRAINER_STATE_MAX_BYTES = 64 << 20  # log_history of a long run: megabytes, never this
+
+
+def hf_best_checkpoint(member_path: str) -> str | None:
+    """The `checkpoint-<step>` that the HF Trainer's trainer_state.json in `member_path` names as
+    `best_model_checkpoint` (the Trainer never rotates it away), or None (none, or unreadable)."""
+    try:
+        raw = fs.read_capped(fs.join(member_path, "trainer_state.json"), _TRAINER_STATE_MAX_BYTES,
+                             "trainer_state.json", missing_ok=True)
+        best = json.loads(raw)["best_model_checkpoint"] if raw is not None else None
+    except (BadInput, OSError, ValueError, KeyError, TypeError, RecursionError):  # hostile JSON too
+        return None
+    if not isinstance(best, str):
+        return None
+    name = best.rstrip("/").replace("\\", "/").rpartition("/")[2]
+    return name if HF_STEP_RE.match(name) else None

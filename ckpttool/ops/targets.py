@@ -204,7 +204,17 @@ def _directory_target(path: str, graph_only_ok: bool, names: set[str] | None) ->
         raise NotFound(f"no checkpoint in directory {path} (looked for a state file, *.index files, "
                        "V1 checkpoint files and saved_model.pb)")
     # The latest is always directly in the directory: named from the path as given.
-    return _prefix_target(fs.join(path, fs.basename(latest.prefix)), latest.warnings)
+    named = fs.join(path, fs.basename(latest.prefix))
+    if latest.format == "keras":  # a series member (ops/series.py): a Keras checkpoint file
+        return Target(named, "keras", None, None, latest.warnings, path)
+    if latest.format == "savedmodel":
+        return replace(_saved_model_target(named, fs.join(named, "saved_model.pb"), graph_only_ok),
+                       warnings=latest.warnings, directory=path)
+    if latest.format in ("orbax", "hf"):
+        raise Unsupported(f"the latest checkpoint in {path} is {fs.basename(latest.prefix)}/, "
+                          f"{'an Orbax step' if latest.format == 'orbax' else 'an HF Trainer checkpoint'}, "
+                          "which ckpttool lists and prunes but does not read")
+    return _prefix_target(named, latest.warnings)
 
 
 def _prefix_target(prefix: str, warnings: tuple[str, ...] = ()) -> Target:

@@ -4,13 +4,19 @@ cause once: a missing or truncated data shard is one problem (naming the
 tensors it held), not one per tensor. A data file of the same prefix that the
 index does not name (a shard of an earlier save with another shard count,
 which TensorFlow never reads) is a warning, not damage. `verify_directory` checks every checkpoint of a run
-directory, or of every run directory under a root."""
+directory, or of every run directory under a root.
+
+Series members (ops/series.py) in `verify_directory`: a Keras checkpoint file is read whole by the
+Keras reader (every dataset); a SavedModel version by its variables/ bundle (a graph-only one: its
+graph is there, nothing more to read); an HF Trainer step by its safetensors weights when it has
+them; an Orbax step is listed but not verified (its TensorStore/OCDBT data is not read here): a
+warning says so. An incomplete or foreign-holding directory member is reported as such."""
 from __future__ import annotations
 
 import os
 import re
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from ckpttool.errors import BadInput, BadSlices, ChecksumMismatch, NotFound, Truncated
@@ -19,7 +25,8 @@ from ckpttool.formats.tf.bundle import Bundle
 from ckpttool.formats.reader import open_checkpoint
 from ckpttool.formats.tf.shards import missing_shard_ids
 from ckpttool.formats.variables import Variable
-from ckpttool.ops.scan import find_checkpoint_dirs, scan_directory
+from ckpttool.ops import series
+from ckpttool.ops.scan import TF_FORMATS, CheckpointInfo, find_checkpoint_dirs, scan_directory
 from ckpttool.ops.targets import Target, resolve_target
 
 _SHARD_RE = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
@@ -251,6 +258,9 @@ def verify_directory(directory: str, *, recursive: bool = False,
     for run in find_checkpoint_dirs(directory) if recursive else [directory]:
         for checkpoint in scan_directory(run).checkpoints:
             prefix = fs.join(run, checkpoint.name)
+            if checkpoint.format not in TF_FORMATS:
+                reports.append(_verify_series_member(checkpoint, prefix, on_progress))
+                continue
             if checkpoint.format == "v2" and not fs.is_file(prefix + ".index"):
                 reports.append(_without_index(prefix, checkpoint.name))
                 continue
@@ -258,6 +268,54 @@ def verify_directory(directory: str, *, recursive: bool = False,
     if not reports:
         raise NotFound(f"no checkpoint in {'any directory under ' if recursive else 'directory '}{directory}")
     return DirectoryVerifyReport(directory, tuple(reports))
+
+
+_HF_WEIGHTS = ("model.safetensors.index.json", "model.safetensors", "adapter_model.safetensors")
+
+
+def _verify_series_member(member: CheckpointInfo, path: str,
+                          on_progress: Callable[[int], None] | None) -> VerifyReport:
+    """A Keras file, SavedModel version, Orbax or HF step (`path`: as named from the directory given)."""
+    if member.format == "keras":
+        target = Target(path, "keras", None, None)
+    elif member.format == "savedmodel" and fs.is_file(fs.join(path, "variables", "variables.index")):
+        target = Target(fs.join(path, "variables", "variables"), "v2", fs.join(path, "saved_model.pb"), path)
+    elif member.format == "hf" and (weights := next((fs.join(path, w) for w in _HF_WEIGHTS
+                                                     if fs.is_file(fs.join(path, w))), None)):
+        target = Target(weights, "safetensors", None, path)
+    else:
+        target = None
+    if target is None:
+        report = VerifyReport(Target(path, member.format, None, None), path, True, 0, 0, ())
+    elif member.format == "keras" and fs.is_url(path):
+        report = _verify_fetched(target, on_progress)
+    else:
+        report = verify_checkpoint(target, on_progress)
+    errors, warnings = list(report.errors), list(report.warnings)
+    if not member.complete:
+        errors.append(VerifyError(member.name, "incomplete", f"{member.name}/ is not a complete "
+                                  f"{series.KIND_NAMES[member.format]} (it needs {series.COMPLETE_WHEN[member.format]})"))
+    if member.unexpected:
+        warnings.append(VerifyError(member.name, "foreign_files", f"{member.name}/ holds "
+                                    f"{', '.join(member.unexpected[:5])}, which its framework does not write"))
+    if target is None and member.complete:
+        what = {"orbax": "an Orbax step: listed, its tensors not verified (TensorStore data is not read)",
+                "savedmodel": "a SavedModel without variables: its graph is there, no tensor to check",
+                "hf": "an HF Trainer step without safetensors weights: listed, not verified"}[member.format]
+        warnings.append(VerifyError(member.name, "not_verified", f"{member.name}/ is {what}"))
+    return replace(report, checkpoint=path, ok=not errors, errors=tuple(errors), warnings=tuple(warnings))
+
+
+def _verify_fetched(target: Target, on_progress: Callable[[int], None] | None) -> VerifyReport:
+    """A Keras file in a bucket, read from a local copy (HDF5 is read through a local file)."""
+    import tempfile
+
+    from ckpttool.storage import remote
+
+    with tempfile.TemporaryDirectory(prefix="ckpttool-verify-") as staging:
+        local = os.path.join(staging, "checkpoint" + (".keras" if target.prefix.endswith(".keras") else ".h5"))
+        remote.download(target.prefix, local)
+        return verify_checkpoint(replace(target, prefix=local), on_progress)
 
 
 def directory_bytes(directory: str, recursive: bool) -> int:

@@ -429,3 +429,58 @@ def remove_tree(path: str) -> None:
         shutil.rmtree(path)
     except FileNotFoundError:
         pass
+
+
+def remove_listed_tree(path: str, files: list[str], dirs: list[str]) -> list[str]:
+    """Delete exactly `files` (paths relative to the local directory `path`, in the order given),
+    then `dirs` (relative, deepest first), then `path` itself, never following a link: each
+    directory is opened O_NOFOLLOW relative to its parent's descriptor and only a regular file is
+    unlinked. Returns what was left (not a plain file any more, or a directory no longer empty:
+    written since). A bucket has no directories: delete its keys with remove_files."""
+    left: list[str] = []
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        root = os.open(path, flags)
+    except FileNotFoundError:
+        return []
+    except OSError:  # replaced by a link or a file since it was listed
+        return ["."]
+    opened: dict[str, int] = {"": root}
+
+    def directory_fd(relative: str) -> int:
+        if relative not in opened:
+            parent, _, base = relative.rpartition("/")
+            opened[relative] = os.open(base, flags, dir_fd=directory_fd(parent))
+        return opened[relative]
+
+    try:
+        for relative in files:
+            parent, _, base = relative.rpartition("/")
+            try:
+                fd = directory_fd(parent)
+                if stat.S_ISREG(os.stat(base, dir_fd=fd, follow_symlinks=False).st_mode):
+                    os.unlink(base, dir_fd=fd)
+                else:
+                    left.append(relative)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                left.append(relative)
+        for relative in dirs:
+            parent, _, base = relative.rpartition("/")
+            try:
+                os.rmdir(base, dir_fd=directory_fd(parent))
+            except FileNotFoundError:
+                pass
+            except OSError:
+                left.append(relative + "/")
+    finally:
+        for fd in opened.values():
+            os.close(fd)
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        left.append(".")
+    return left

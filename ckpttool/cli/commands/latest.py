@@ -47,6 +47,10 @@ def command(
     With --best --metric TAG: the best-scored complete checkpoint (ties: the
     older); the metric, its direction and source go to stderr. JSON:
     {directory, best, step, score, metric}.
+
+    A series without a state file (Keras checkpoint files, SavedModel
+    versions, Orbax or HF step directories) answers its complete member with
+    the highest step; TF prefixes, when DIR has any, answer first.
     """
     from ckpttool.ops.latest import find_latest
 

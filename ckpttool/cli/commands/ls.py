@@ -12,8 +12,8 @@ from ckpttool.cli.options import (Directory, EventsDir, Json, Metric, MetricsFil
 from ckpttool.errors import BadInput
 from ckpttool.storage import fs
 from ckpttool.ops.directories import require_directory
-from ckpttool.ops.scan import (DirectoryScan, find_checkpoint_dirs, for_each_directory, scan_directory,
-                               state_file_problems)
+from ckpttool.ops.scan import (TF_FORMATS, DirectoryScan, find_checkpoint_dirs, for_each_directory,
+                               scan_directory, state_file_problems)
 
 
 def _problems(scan: DirectoryScan):
@@ -22,6 +22,12 @@ def _problems(scan: DirectoryScan):
 
 def checkpoints_bytes(scan: DirectoryScan) -> int:
     return sum(c.size_bytes for c in scan.checkpoints)
+
+
+def _series_fields(c) -> dict:
+    """What a series member's entry adds (a TF prefix's keeps its documented shape)."""
+    return {"family": c.family, "keras_epochs": c.keras_epochs, "deletable": c.deletable,
+            "unexpected": list(c.unexpected)}
 
 
 def scan_document(scan: DirectoryScan, directory: str, checkpoints=None, scores=None) -> dict:
@@ -41,6 +47,7 @@ def scan_document(scan: DirectoryScan, directory: str, checkpoints=None, scores=
                 "has_meta": c.has_meta, "in_state": c.in_state, "is_latest": c.is_latest,
                 **render.time_fields("mtime", c.mtime), **render.time_fields("timestamp", c.timestamp),
                 **({"score": scores.score(c.name)} if scores is not None else {}),
+                **(_series_fields(c) if c.format not in TF_FORMATS else {}),
             }
             for c in (scan.checkpoints if checkpoints is None else checkpoints)
         ],
@@ -57,16 +64,23 @@ _COLUMNS = [
 ]
 
 
+def _shown_name(c) -> str:
+    """A directory member (SavedModel version, Orbax or HF step) with a slash: `3/`, `checkpoint-500/`."""
+    return c.name + "/" if c.is_directory else c.name
+
+
 _SCORED_COLUMNS = _COLUMNS[:4] + [render.Column("score", right=True)] + _COLUMNS[4:]
 
 
 def _print_scan(scan: DirectoryScan, directory: str, show_directory: bool, checkpoints=None, scores=None) -> None:
     shown = scan.checkpoints if checkpoints is None else checkpoints
     rows = [
-        (c.name, "-" if c.step is None else c.step, render.local_time(c.time), render.human_bytes(c.size_bytes),
+        (_shown_name(c), "-" if c.step is None else c.step, render.local_time(c.time),
+         render.human_bytes(c.size_bytes),
          *([render.score_text(scores.score(c.name))] if scores is not None else []),
-         c.num_shards or "-", render.yes_no(c.complete), render.yes_no(c.in_state),
-         "*" if c.is_latest else "", render.yes_no(c.has_meta))
+         c.num_shards or "-", render.yes_no(c.complete),
+         render.yes_no(c.in_state) if c.format in TF_FORMATS else "-",
+         "*" if c.is_latest else "", render.yes_no(c.has_meta) if c.format in TF_FORMATS else "-")
         for c in shown
     ]
     if scores is not None:
@@ -119,6 +133,10 @@ def command(
     quiet: Quiet = False,
 ):
     """List every checkpoint in DIR, from the state file and from the files on disk.
+
+    Besides TF prefixes: Keras checkpoint files with a number in their name,
+    SavedModel export versions (`<n>/`), Orbax `<step>/` and HF
+    `checkpoint-<step>/` directories, each family a series of its own.
 
     With --recursive, every run directory under DIR, then each one's size and the total.
     With --metric, each checkpoint's score too (see prune for where scores come from)."""

@@ -101,7 +101,7 @@ def command(
     events: EventsDir = None,
     name_pattern: NamePatternOpt = None,
     drop_unscored: Annotated[bool, typer.Option("--drop-unscored", help="Let other rules decide about checkpoints without a score (by default they are kept).")] = False,
-    clean: Annotated[bool, typer.Option("--clean", help="Also remove provable debris (incomplete checkpoints, *_temp directories, temp files of saves) older than --min-age (default 1h); anything else is reported, never deleted.")] = False,
+    clean: Annotated[bool, typer.Option("--clean", help="Also remove provable debris (incomplete checkpoints, *_temp directories, temp files of saves, Orbax *.orbax-checkpoint-tmp-* and exporter temp-<n> directories) older than --min-age (default 1h); anything else is reported, never deleted.")] = False,
     ignore_bad_state: Annotated[bool, typer.Option("--ignore-bad-state", help="Prune by file times even when the state file cannot be read (by default such a directory is refused: its latest checkpoint is unknown).")] = False,
     recursive: Recursive = False,
     dry_run: DryRun = False,
@@ -118,6 +118,10 @@ def command(
     checkpoint without a score unless --drop-unscored; a metric that cannot
     be read at all is exit 3, nothing deleted. The plan (--dry-run) shows each
     checkpoint's score, why it is kept, and where the scores came from.
+
+    Keras checkpoint files, SavedModel export versions, Orbax and HF step
+    directories are series too, each keeping its newest; a directory is
+    deleted only when complete and holding nothing but its framework's files.
 
     DIR may be a bucket (gs://, s3://, other fsspec URLs). Runs take turns:
     on gs:// and s3:// through a lock object created only if absent, across

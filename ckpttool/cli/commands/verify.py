@@ -75,7 +75,7 @@ def _print_directory(report: "DirectoryVerifyReport") -> None:
 def command(
     target: TargetArg,
     all_: Annotated[bool, typer.Option(
-        "--all", "-a", help="Every checkpoint of the directory TARGET, not just the latest.")] = False,
+        "--all", "-a", help="Every checkpoint of the directory TARGET, not just the latest (Keras checkpoint files, SavedModel versions and HF steps' weights too; Orbax steps are listed, not read).")] = False,
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r", help="Every checkpoint of every run directory under TARGET (implies --all).")] = False,
     json_out: Json = False,
