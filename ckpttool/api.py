@@ -74,7 +74,7 @@ class Checkpoint:
         resolved = resolve_target(os.fspath(target))
         self.path: str = resolved.prefix  #: the prefix or file actually read
         self.format: str = resolved.format  #: "v2", "v1", "safetensors", "npz" or "keras"
-        self._reader = open_checkpoint(resolved.prefix, resolved.format)
+        self._reader = open_checkpoint(resolved.prefix, resolved.format, resolved.min_elements)
         self._closed = False
         try:
             shown = reader_names(self._reader, naming)

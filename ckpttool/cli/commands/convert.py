@@ -8,7 +8,8 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.options import (AddPrefix, DropOpt, DropOptimizer, DryRun, Ema, Json, KeepOpt, MapFile, MapOpt,
-                                  Naming, NamesOpt, NoUpdateState, Overwrite, Quiet, RegexOpt, StripPrefix)
+                                  GraphOpt, MinElements, Naming, NamesOpt, NoUpdateState, Overwrite, Quiet, RegexOpt,
+                                  StripPrefix)
 
 
 class TargetFormat(str, enum.Enum):
@@ -62,6 +63,8 @@ def command(
         "--metadata", metavar="KEY=VALUE", help="KEY=VALUE for the safetensors __metadata__ (repeatable; e.g. format=pt).")] = None,
     no_source_metadata: Annotated[bool, typer.Option(
         "--no-source-metadata", help="Leave the source's name out of the safetensors __metadata__.")] = False,
+    graph: GraphOpt = False,
+    min_elements: MinElements = None,
     overwrite: Overwrite = False,
     no_update_state: NoUpdateState = False,
     dry_run: DryRun = False,
@@ -90,7 +93,7 @@ def command(
                         shard_size=parse_size(shard_size) if shard_size is not None else None,
                         metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()), overwrite=overwrite,
                         update_state=not no_update_state, source_metadata=not no_source_metadata,
-                        naming=names.value)
+                        naming=names.value, from_graph=graph, min_elements=min_elements)
     if plan.state_warning:
         render.warn(plan.state_warning)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.skipped)

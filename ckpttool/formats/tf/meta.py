@@ -1,5 +1,8 @@
-"""Summaries of graphs stored beside checkpoints: `P.meta` (MetaGraphDef) and
-SavedModel's `saved_model.pb` / `.pbtxt`, read with our own protos.
+"""Summaries of graphs, read with our own protos (no TensorFlow): `P.meta`
+(MetaGraphDef), SavedModel's `saved_model.pb` / `.pbtxt`, and a GraphDef
+(`frozen.pb`, `.pbtxt`): inputs (placeholders), likely outputs (the ranking
+freeze uses, graph_analysis.py), signatures, and every op type used with counts,
+the function library's included.
 
 A graph file is read whole, up to GRAPH_FILE_CAP: protobuf cannot parse a
 message over 2 GiB (bigger SavedModels are chunked into `.cpb` files), so
@@ -9,12 +12,12 @@ as such, never reported as a corrupt file.
 from __future__ import annotations
 
 import os
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import dtype_from_code
 from ckpttool.storage.fs import describe_size, read_capped
+from ckpttool.formats.tf.graph_analysis import op_counts, placeholders, rank_output_candidates
 from ckpttool.formats.tf.proto_errors import decode_error_text, text_format_error_text
 
 GRAPH_FILE_CAP = 2 << 30
@@ -42,17 +45,20 @@ class MetaGraphSummary:
     tensorflow_version: str
     num_nodes: int
     num_functions: int
-    op_counts: dict[str, int]
+    op_counts: dict[str, int]  # every op type used, in the graph and its function library, most used first
     collections: dict[str, int]  # name -> number of items
     saver_def: dict | None
     signatures: list[Signature] = field(default_factory=list)
     object_graph_nodes: int = 0  # TF2 SavedModels carry a SavedObjectGraph
+    inputs: list[TensorSpec] = field(default_factory=list)  # the graph's placeholders
+    likely_outputs: list[str] = field(default_factory=list)  # ranked as freeze ranks them
+    num_function_nodes: int = 0  # nodes inside the function library
 
 
 @dataclass(frozen=True)
 class MetaSummary:
     path: str
-    kind: str  # "meta_graph" | "saved_model"
+    kind: str  # "meta_graph" | "saved_model" | "graph_def"
     meta_graphs: list[MetaGraphSummary]
 
 
@@ -74,8 +80,23 @@ def _collection_size(collection) -> int:
     return len(getattr(collection, kind).value) if kind else 0
 
 
+def summarize_graph_def(graph_def, meta=None) -> MetaGraphSummary:
+    """A GraphDef's summary; `meta`, the MetaGraphDef holding it (tags, saver, signatures ...)."""
+    graph = MetaGraphSummary(
+        tags=[], tensorflow_version="", num_nodes=len(graph_def.node), num_functions=len(graph_def.library.function),
+        op_counts=op_counts(graph_def), collections={}, saver_def=None,
+        inputs=[TensorSpec(name, f"{name}:0", _dtype_name(dtype), shape)
+                for name, dtype, shape in placeholders(graph_def)],
+        likely_outputs=rank_output_candidates(graph_def),
+        num_function_nodes=sum(len(f.node_def) for f in graph_def.library.function))
+    return graph if meta is None else _with_meta(graph, meta)
+
+
 def summarize_meta_graph(meta) -> MetaGraphSummary:
-    ops = Counter(node.op for node in meta.graph_def.node)
+    return summarize_graph_def(meta.graph_def, meta)
+
+
+def _with_meta(graph: MetaGraphSummary, meta) -> MetaGraphSummary:
     saver = None
     if meta.HasField("saver_def"):
         s = meta.saver_def
@@ -97,12 +118,10 @@ def summarize_meta_graph(meta) -> MetaGraphSummary:
         )
         for name, sig in sorted(meta.signature_def.items())
     ]
-    return MetaGraphSummary(
+    return replace(
+        graph,
         tags=list(meta.meta_info_def.tags),
         tensorflow_version=meta.meta_info_def.tensorflow_version,
-        num_nodes=len(meta.graph_def.node),
-        num_functions=len(meta.graph_def.library.function),
-        op_counts=dict(sorted(ops.items(), key=lambda item: (-item[1], item[0]))),
         collections={name: _collection_size(c) for name, c in sorted(meta.collection_def.items())},
         saver_def=saver,
         signatures=signatures,
@@ -137,13 +156,21 @@ def _out_of_memory(path: str, size: int) -> BadInput:
                     "this process may allocate", hint="raise the memory limit (ulimit -v) or free memory")
 
 
-def read_meta_summary(path: str) -> MetaSummary:
+def read_meta_graphs(path: str) -> tuple[str, list]:
+    """(kind, the MetaGraphDefs, as our protos) of a SavedModel's graph file or a `.meta`."""
     from ckpttool.formats.tf.protos import graph_pb2
 
     if os.path.basename(path).startswith("saved_model."):
         if path.endswith(".cpb"):
             raise Unsupported(f"{path}: chunked SavedModels (over 2 GiB) are not supported")
-        saved = _parse_into(graph_pb2.SavedModel(), path)
-        return MetaSummary(path, "saved_model", [summarize_meta_graph(m) for m in saved.meta_graphs])
-    meta = _parse_into(graph_pb2.MetaGraphDef(), path)
-    return MetaSummary(path, "meta_graph", [summarize_meta_graph(meta)])
+        return "saved_model", list(_parse_into(graph_pb2.SavedModel(), path).meta_graphs)
+    return "meta_graph", [_parse_into(graph_pb2.MetaGraphDef(), path)]
+
+
+def read_meta_summary(path: str) -> MetaSummary:
+    if os.path.basename(path).startswith("saved_model.") or path.endswith(".meta"):
+        kind, metas = read_meta_graphs(path)
+        return MetaSummary(path, kind, [summarize_meta_graph(m) for m in metas])
+    from ckpttool.formats.tf.protos import graph_pb2
+
+    return MetaSummary(path, "graph_def", [summarize_graph_def(_parse_into(graph_pb2.GraphDef(), path))])

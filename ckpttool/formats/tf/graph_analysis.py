@@ -1,13 +1,15 @@
-"""Ranking the likely outputs of a graph, for `freeze` without --output-nodes.
+"""What a graph is, without TensorFlow: its likely outputs (for `freeze` without --output-nodes
+and `inspect --meta`), its inputs, and every op type it uses.
 
-Pure logic over a GraphDef: sink nodes outside the save/restore, init,
-training, summary and moving-average subgraphs, preferring nodes a person
-named over auto-named ones, and demoting the loss (the op whose gradient is
-seeded by `gradients/grad_ys_0`).
+Pure logic over a GraphDef, ours (protos/graph.proto) or TensorFlow's (the same field names):
+likely outputs are sink nodes outside the save/restore, init, training, summary and
+moving-average subgraphs, preferring nodes a person named over auto-named ones, and demoting
+the loss (the op whose gradient is seeded by `gradients/grad_ys_0`).
 """
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 _EXCLUDED_SCOPE = re.compile(
     r"^(save(_\d+)?|init(_\d+)?|gradients(_\d+)?|train(_\d+)?|report_uninitialized_\w+|summaries|"
@@ -89,3 +91,25 @@ def rank_output_candidates(graph_def, limit: int = 8) -> list[str]:
             score -= 2.0
         scored.append((-score, name))
     return [name for _score, name in sorted(scored)[:limit]]
+
+
+def op_counts(graph_def) -> dict[str, int]:
+    """Every op type used, with counts: the graph's nodes and those of its function library (TF2
+    graphs keep most of their ops in functions), most used first."""
+    ops = Counter(node.op for node in graph_def.node)
+    for function in graph_def.library.function:
+        ops.update(node.op for node in function.node_def)
+    return dict(sorted(ops.items(), key=lambda item: (-item[1], item[0])))
+
+
+def placeholders(graph_def) -> list[tuple[str, int, list[int] | None]]:
+    """(name, dtype code, shape) of each Placeholder of the graph (its inputs); shape None when the
+    rank is unknown, -1 for an unknown dimension."""
+    found = []
+    for node in graph_def.node:
+        if node.op not in ("Placeholder", "PlaceholderWithDefault"):
+            continue
+        shape = node.attr["shape"].shape if "shape" in node.attr else None
+        dims = None if shape is None or shape.unknown_rank else [d.size for d in shape.dim]
+        found.append((node.name, node.attr["dtype"].type if "dtype" in node.attr else 0, dims))
+    return found
