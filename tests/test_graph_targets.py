@@ -243,3 +243,22 @@ def test_a_graph_over_2_gib_is_bounded(tf, frozen, tmp_path):  # noqa: F811
     meta = run_limited("inspect", "--meta", path)
     assert_clean_exit(meta, (3,))
     assert sum(line.startswith("error: ") for line in meta.stderr.splitlines()) == 1
+
+
+def test_meta_inputs_and_outputs_leave_the_saver_out(tf, fixtures_dir):
+    """A TF2 SavedModel saves and restores through functions fed `saver_filename`, a TF1 graph through
+    `save/filename`: neither is an input, nor are the save/restore calls outputs. The serving signature
+    (TensorFlow's own protos) is the oracle."""
+    from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+    model = fixtures_dir / "tf2_saved_model" / "model"
+    saved = saved_model_pb2.SavedModel.FromString((model / "saved_model.pb").read_bytes())
+    serving = saved.meta_graphs[0].signature_def["serving_default"]
+    (graph,) = run_cli("inspect", "--meta", "--json", model).json()["meta"]["meta_graphs"]
+    assert {i["name"] for i in graph["inputs"]} == {t.name for t in serving.inputs.values()}
+    assert graph["likely_outputs"] == sorted({t.name.split(":")[0] for t in serving.outputs.values()})
+    meta_path = fixtures_dir / "saver_run" / "model.ckpt-50.meta"
+    meta = meta_graph_pb2.MetaGraphDef.FromString(meta_path.read_bytes())
+    assert any(n.name == "save/filename" for n in meta.graph_def.node)
+    (graph,) = run_cli("inspect", "--meta", "--json", meta_path).json()["meta"]["meta_graphs"]
+    assert {i["key"] for i in graph["inputs"]} == {n.name for n in meta.graph_def.node if n.op == "Placeholder"}

@@ -25,6 +25,8 @@ _EXCLUDED_OPS = {
 _GRAD_SEED = re.compile(r"^gradients(_\d+)?/(grad_ys_\d+|Fill|ones)$")
 _GRAD_OF = re.compile(r"^gradients(_\d+)?/(?P<forward>.+?)_grad/")
 _INITIALIZER_OPS = {"Assign", "AssignVariableOp"}
+# TF2 graphs save and restore through functions called with this placeholder (the SavedModel's saver).
+_SAVER_FILENAME = "saver_filename"
 
 
 def _node_name(input_name: str) -> str:
@@ -39,7 +41,7 @@ def _auto_named(name: str, op: str) -> bool:
 
 
 def _excluded(node) -> bool:
-    return (node.op in _EXCLUDED_OPS or node.op.startswith(("Apply", "ResourceApply")) or bool(_EXCLUDED_SCOPE.match(node.name))
+    return (node.op in _EXCLUDED_OPS or any(_node_name(i) == _SAVER_FILENAME for i in node.input) or node.op.startswith(("Apply", "ResourceApply")) or bool(_EXCLUDED_SCOPE.match(node.name))
             or "/ExponentialMovingAverage" in node.name or "_grad/" in node.name or node.name.endswith("/read"))
 
 
@@ -107,8 +109,9 @@ def placeholders(graph_def) -> list[tuple[str, int, list[int] | None]]:
     rank is unknown, -1 for an unknown dimension."""
     found = []
     for node in graph_def.node:
-        if node.op not in ("Placeholder", "PlaceholderWithDefault"):
-            continue
+        if node.op not in ("Placeholder", "PlaceholderWithDefault") or node.name == _SAVER_FILENAME or \
+                _EXCLUDED_SCOPE.match(node.name):
+            continue  # the saver's file name (save/filename, saver_filename) is no input of the model
         shape = node.attr["shape"].shape if "shape" in node.attr else None
         dims = None if shape is None or shape.unknown_rank else [d.size for d in shape.dim]
         found.append((node.name, node.attr["dtype"].type if "dtype" in node.attr else 0, dims))
