@@ -127,6 +127,9 @@ def test_meta_target_rules(tf, fixtures_dir, tmp_path):
     assert graph["op_counts"] == dict(Counter(n.op for n in meta.graph_def.node))
     assert graph["saver_def"]["restore_op_name"] == meta.saver_def.restore_op_name
     assert "no checkpoint beside" in run_cli("inspect", "--meta", lone).stderr
+    graph_of_checkpoint = run_cli("inspect", "--json", "--graph", "--all", run / "model.ckpt-50").json()
+    assert graph_of_checkpoint["format"] == "graphdef" and graph_of_checkpoint["checkpoint"].endswith(".meta")
+    assert {v["name"] for v in graph_of_checkpoint["variables"]} == set(_consts(tf, meta.graph_def))
 
 
 def test_saved_model_graph_constants(tf, fixtures_dir):
@@ -288,3 +291,19 @@ def test_meta_summary_of_a_large_frozen_graph_costs_its_structure(tf, tmp_path):
     assert summary["op_counts"] == dict(Counter(n.op for n in _graph_def(tf, path).node))
     assert summary["likely_outputs"][0] == "y"
     assert [i["shape"] for i in summary["inputs"]] == [[-1, 1024]]
+
+
+def test_python_api_opens_graphs(tf, frozen, fixtures_dir):  # noqa: F811
+    import ckpttool
+
+    theirs = _consts(tf, _graph_def(tf, frozen))
+    with ckpttool.open(frozen, min_elements=0) as ckpt:
+        assert ckpt.format == "graphdef" and set(ckpt.names()) == set(theirs)
+        assert _bits(ckpt.read("dense/kernel")) == _bits(theirs["dense/kernel"])
+    model = fixtures_dir / "tf1_saved_model" / "model"
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((model / "saved_model.pb").read_bytes())
+    big = {n for n, v in _consts(tf, saved.meta_graphs[0].graph_def).items() if v.size >= 2}
+    with ckpttool.open(model, graph=True) as ckpt:
+        assert set(ckpt.names()) == big
