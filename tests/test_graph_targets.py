@@ -307,3 +307,13 @@ def test_python_api_opens_graphs(tf, frozen, fixtures_dir):  # noqa: F811
     big = {n for n, v in _consts(tf, saved.meta_graphs[0].graph_def).items() if v.size >= 2}
     with ckpttool.open(model, graph=True) as ckpt:
         assert set(ckpt.names()) == big
+
+
+def test_a_text_graph_is_named_as_such(tf, frozen, tmp_path):  # noqa: F811
+    from google.protobuf import text_format
+
+    path = tmp_path / "frozen.pbtxt"
+    path.write_text(text_format.MessageToString(_graph_def(tf, frozen)))
+    result = run_cli("inspect", path)
+    assert_one_line_error(result, 3)
+    assert "is a text graph" in result.stderr and "export-json" in result.stderr

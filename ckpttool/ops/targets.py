@@ -124,6 +124,9 @@ def _resolve(path: str, graph_only_ok: bool) -> Target:
             return _lone_meta_target(path, prefix)
     if path.endswith(".pb") and fs.is_file(path) and not fs.is_file(path + ".index"):
         return Target(path, GRAPH_FORMAT, path, None)
+    if path.endswith(".pbtxt") and fs.is_file(path) and not fs.is_file(path + ".index"):
+        raise Unsupported(f"{path} is a text graph: constants are read from binary graphs (.pb) only",
+                          hint="`ckpttool export-json` shows it")
     shard = v1_shard(fs.basename(path))
     if shard and fs.is_file(path):  # one file of a sharded V1 save: the checkpoint is all of them
         pattern = fs.join(fs.dirname(path), v1_pattern(shard[0], shard[2])) if fs.dirname(path) else \
