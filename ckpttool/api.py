@@ -63,18 +63,21 @@ class Checkpoint:
     A mapping-like object: `len(ckpt)`, `name in ckpt`, `for name in ckpt`,
     `ckpt[name]` (same as `ckpt.read(name)`). Close it (or use `with`).
     `naming="model"`: variables named by their path through the model (TF2 checkpoints).
+    A graph (a GraphDef `.pb`, a `.meta` alone; any TARGET's graph with `graph=True`) opens as its
+    Const nodes, those with fewer than `min_elements` elements (default 2) left out.
     """
 
-    def __init__(self, target: PathLike, *, naming: str = "key"):
+    def __init__(self, target: PathLike, *, naming: str = "key", graph: bool = False,
+                 min_elements: int | None = None):
         from ckpttool.formats.reader import open_checkpoint
         from ckpttool.ops.model_names import check_naming, reader_names
         from ckpttool.ops.targets import resolve_target
 
         check_naming(naming)
-        resolved = resolve_target(os.fspath(target))
+        resolved = resolve_target(os.fspath(target), graph=graph, min_elements=min_elements)
         self.path: str = resolved.prefix  #: the prefix or file actually read
-        self.format: str = resolved.format  #: "v2", "v1", "safetensors", "npz" or "keras"
-        self._reader = open_checkpoint(resolved.prefix, resolved.format)
+        self.format: str = resolved.format  #: "v2", "v1", "safetensors", "npz", "keras" or "graphdef"
+        self._reader = open_checkpoint(resolved.prefix, resolved.format, resolved.min_elements)
         self._closed = False
         try:
             shown = reader_names(self._reader, naming)
@@ -154,9 +157,10 @@ class Checkpoint:
         return f"<ckpttool.Checkpoint {self.path!r} ({self.format}, {len(self.variables)} variables)>"
 
 
-def open(target: PathLike, *, naming: str = "key") -> Checkpoint:  # noqa: A001 - as zipfile/tarfile.open
-    """Open a checkpoint or weights file for listing and lazy reading."""
-    return Checkpoint(target, naming=naming)
+def open(target: PathLike, *, naming: str = "key", graph: bool = False,  # noqa: A001 - as zipfile/tarfile.open
+         min_elements: int | None = None) -> Checkpoint:
+    """Open a checkpoint, weights file or graph (its constants) for listing and lazy reading."""
+    return Checkpoint(target, naming=naming, graph=graph, min_elements=min_elements)
 
 
 def load(target: PathLike, names: Iterable[str] | None = None, *, raw: bool = False,

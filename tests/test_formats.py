@@ -74,6 +74,7 @@ def test_state_file_round_trip(fixtures_dir):
 
 def test_our_protos_match_tensorflow_descriptors(tf):
     """Field numbers and wire types of every mirrored message equal TensorFlow's."""
+    from tensorflow.core.framework import attr_value_pb2, function_pb2, node_def_pb2, op_def_pb2
     from tensorflow.core.framework import graph_pb2 as tf_graph
     from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, tensor_slice_pb2
     from tensorflow.core.protobuf import (
@@ -106,6 +107,10 @@ def test_our_protos_match_tensorflow_descriptors(tf):
         (graph_pb2.SignatureDef, meta_graph_pb2.SignatureDef),
         (graph_pb2.CollectionDef, meta_graph_pb2.CollectionDef),
         (graph_pb2.TensorInfo, meta_graph_pb2.TensorInfo),
+        (graph_pb2.NodeDef, node_def_pb2.NodeDef),
+        (graph_pb2.AttrValue, attr_value_pb2.AttrValue),
+        (graph_pb2.FunctionDef, function_pb2.FunctionDef),
+        (graph_pb2.OpDef, op_def_pb2.OpDef),
     ]
     def wire(field_type: int) -> int:
         return 5 if field_type == 14 else field_type  # some enums are int32 in ours: same varint on the wire

@@ -14,6 +14,11 @@ inspect, verify, diff and convert; and a handful of safetensors and TF bundle
 mutants read from the moto S3 server (RemoteInput does not read `.npz`,
 `.weights.h5` or `.keras` from buckets yet).
 
+The same for graph constants (issue 20): seeded mutants of a GraphDef TensorFlow froze (constants in
+every encoding), raw, or one Const's TensorProto lying (dtype, shape, tensor_content, typed values)
+with every enclosing length right, or deeply nested fields; read by inspect (--values --stats --meta),
+verify, diff and convert.
+
 The commands run in-process, in two worker subprocesses that hold the memory
 cap; a failure names the mutant (seed, base, what was changed) and the command.
 """
@@ -39,6 +44,7 @@ from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
 from ckpttool.formats.tf.table import build_table, read_table
 from ckpttool.formats.tf.wire import decode_varint, encode_fixed32
 from tests.hostile import MEMORY_CAP_MB, ROOT, snappy_table
+from tests.test_graphdef import frozen  # noqa: F401 - a GraphDef TensorFlow froze
 from tests.test_remote import servers  # noqa: F401 - the S3 server fixture
 
 SEED = 20260817
@@ -237,6 +243,48 @@ class Mutator:
                           "1e400", "-1", "0", "1.5e9", "9" * 30, '"\\x00\\n"', "'x'", "\"\udcff\""])
 
 
+    # -- graphs ---------------------------------------------------------------------
+    def graph(self, data: bytes) -> tuple[bytes, str]:
+        """Raw; or one Const node's tensor lying, re-serialized (every length right); or nested deep."""
+        if self.chance(0.3):
+            return self.raw(data, "raw graph")
+        from tensorflow.core.framework import graph_pb2 as tf_graph
+
+        graph_def = tf_graph.GraphDef.FromString(data)
+        consts = [node for node in graph_def.node if node.op == "Const"]
+        node = consts[int(self.rng.integers(0, len(consts)))]
+        tensor = node.attr["value"].tensor
+        op = self.pick(["dtype", "shape", "shape", "content", "content", "typed", "typed", "deep", "rename"])
+        if op == "dtype":
+            tensor.dtype = self.pick([0, 1, 2, 3, 7, 9, 10, 14, 18, 19, 20, 21, 23, 99])
+        elif op == "shape":
+            dims = tensor.tensor_shape.dim
+            if dims and self.chance(0.3):
+                del dims[-1]
+            else:
+                dims.add(size=self.pick([n for n in _EXTREMES if n >= -1]))
+            tensor.tensor_shape.unknown_rank = self.chance(0.1)
+        elif op == "content":
+            content = tensor.tensor_content
+            tensor.tensor_content = self.pick([b"", content[:-1], content + b"\0" * 3, content * 2, b"\xff" * 7])
+        elif op == "typed":
+            field = self.pick(["float_val", "double_val", "int_val", "int64_val", "half_val", "bool_val",
+                               "string_val", "dcomplex_val", "scomplex_val", "uint32_val"])
+            values = {"bool_val": [True], "string_val": [b"x" * 9]}.get(field, [1] * int(self.rng.integers(1, 5)))
+            getattr(tensor, field).extend(values)
+            if self.chance(0.5):
+                tensor.tensor_content = b""
+        elif op == "rename":
+            node.name = self.pick([consts[0].name, "", "\x00", "a/" * 3000])
+        data = graph_def.SerializeToString()
+        if op == "deep":  # a node whose fields nest 20,000 levels deep (unknown field 99 in a node)
+            nest = b""
+            for _ in range(20000):
+                nest = _key(99, 2) + _varint(len(nest)) + nest
+            node_bytes = _key(1, 2) + _varint(5) + b"deep!" + _key(2, 2) + _varint(5) + b"Const" + nest
+            data += _key(1, 2) + _varint(len(node_bytes)) + node_bytes
+        return data, f"graph: {op} of {node.name[:40]!r}"
+
     # -- weights files -----------------------------------------------------------
     def safetensors(self, data: bytes) -> tuple[bytes, str]:
         """Raw, or the JSON header with one field lying (its length prefix right)."""
@@ -316,6 +364,18 @@ class Mutator:
                     payload, what = self.hdf5(payload)
                 target.writestr(info.filename, payload)
         return out.getvalue(), "keras member " + what
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out) + bytes([n])
+
+
+def _key(number: int, wire_type: int) -> bytes:
+    return _varint(number << 3 | wire_type)
 
 
 def _recompute_crc(entry: pb.BundleEntryProto, data: bytearray) -> int:
@@ -507,6 +567,37 @@ def test_weights_mutators_are_deterministic(kind, fixtures_dir, tmp_path):
     seed = _weights_seeds(fixtures_dir, tmp_path / "seeds")[kind][-1].read_bytes()
     first, second = Mutator(7), Mutator(7)
     assert [getattr(first, kind)(seed) for _ in range(10)] == [getattr(second, kind)(seed) for _ in range(10)]
+
+
+# -- graph constants ------------------------------------------------------------------
+
+GRAPH_MUTANTS = 60
+
+
+def _graph_commands(target: Path, seed: Path, number: int) -> list[list[str]]:
+    out = target.parent / ("out.safetensors" if number % 2 else "out/model.ckpt-1")
+    return [["inspect", "--json", "--all", "--stats", "--values", str(target)], ["inspect", "--meta", str(target)],
+            ["verify", "--json", str(target)], ["diff", "--min-elements", "0", str(seed), str(target)],
+            ["convert", "--min-elements", "0", str(target), str(out)]]
+
+
+def test_fuzzed_graphs_give_only_exit_0_1_or_3(frozen, tmp_path):  # noqa: F811
+    mutator = Mutator(SEED + 3)
+    jobs = []
+    for number in range(GRAPH_MUTANTS):
+        data, what = mutator.graph(frozen.read_bytes())
+        here = tmp_path / f"graph-{number:03d}"
+        here.mkdir()
+        (here / "mutant.pb").write_bytes(data)
+        for args in _graph_commands(here / "mutant.pb", frozen, number):
+            jobs.append({"mutant": f"frozen.pb #{number}: {what}", "args": args})
+    _run_jobs(jobs, tmp_path, "graphs")
+
+
+def test_graph_mutator_is_deterministic(frozen):  # noqa: F811
+    seed = frozen.read_bytes()
+    first, second = Mutator(7), Mutator(7)
+    assert [first.graph(seed) for _ in range(10)] == [second.graph(seed) for _ in range(10)]
 
 
 # -- in a bucket ----------------------------------------------------------------------

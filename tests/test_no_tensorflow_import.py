@@ -36,12 +36,34 @@ def _commands(fixtures, tmp):
         "convert-keras": ["convert", str(fixtures / "keras3" / "m.keras"), str(tmp / "k" / "model.ckpt-1")],
         "convert-layout": ["convert", "--layout", "torch", "--dtype", "bfloat16", str(tf2), str(tmp / "t.safetensors")],
         "average": ["average", str(run), "--last", "2", "-o", str(tmp / "avg" / "model.ckpt-1")],
+        # Graphs (issue 20): constants and summaries with our own protos; freeze's suggestion of outputs too.
+        "inspect-pb": ["inspect", "--meta", "--stats", "--values", "--all", str(_frozen_graph(tmp))],
+        "verify-pb": ["verify", str(_frozen_graph(tmp))],
+        "convert-pb": ["convert", str(_frozen_graph(tmp)), str(tmp / "g" / "model.ckpt")],
+        "diff-pb": ["diff", str(_frozen_graph(tmp)), str(_frozen_graph(tmp))],
+        "inspect-graph": ["inspect", "--graph", "--meta", str(sm)],
+        "freeze-suggest": ["freeze", str(fixtures / "ema_run"), "-o", str(tmp / "x.pb")],
     }
+
+
+def _frozen_graph(tmp) -> str:
+    """A GraphDef with constants, written by TensorFlow in this process (the probe's has none)."""
+    path = tmp / "frozen.pb"
+    if not path.exists():
+        import numpy as np
+        import tensorflow as tf
+
+        with tf.Graph().as_default() as graph:
+            x = tf.compat.v1.placeholder(tf.float32, [None, 3], name="x")
+            tf.identity(tf.matmul(x, tf.constant(np.arange(6, dtype=np.float32).reshape(3, 2))), name="y")
+        path.write_bytes(graph.as_graph_def().SerializeToString())
+    return str(path)
 
 
 @pytest.mark.parametrize("name", ["help", "ls", "latest", "inspect", "inspect-tree", "inspect-savedmodel", "verify",
                                   "prune", "repair", "rename-vars", "diff", "convert", "convert-keras",
-                                  "convert-layout", "average"])
+                                  "convert-layout", "average", "inspect-pb",
+                                  "verify-pb", "convert-pb", "diff-pb", "inspect-graph", "freeze-suggest"])
 def test_command_does_not_import_tensorflow(fixtures_dir, tmp_path, name):
     args = _commands(fixtures_dir, tmp_path)[name]
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True)

@@ -21,6 +21,14 @@ TargetArg = Annotated[
         show_default=False,
     ),
 ]
+# Graphs as TARGETs (their Const nodes as variables): inspect, verify, diff, convert.
+GraphOpt = Annotated[bool, typer.Option(
+    "--graph", help="Read the constants of the TARGET's graph (a SavedModel's saved_model.pb, a checkpoint's .meta) "
+                    "instead of its variables. A GraphDef .pb, or a .meta with no checkpoint beside it, is read so "
+                    "without it.")]
+MinElements = Annotated[Optional[int], typer.Option(
+    "--min-elements", metavar="N", min=0, help="Of a graph's constants, leave out those with fewer than N elements "
+                                              "(shapes, axes, scalars; default 2).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing DST.")]
 NoUpdateState = Annotated[bool, typer.Option(
     "--no-update-state", help="Leave the state file beside DST alone (DST does not become the latest checkpoint).")]

@@ -1,6 +1,7 @@
 """One entry point for reading a checkpoint whatever its format: V2 bundle, V1
-file, or a weights file (safetensors, .npz, Keras 3, legacy Keras HDF5), chosen by
-extension; which kind of Keras file (a Keras 3 one or a legacy HDF5 model) by its bytes."""
+file, a weights file (safetensors, .npz, Keras 3, legacy Keras HDF5), chosen by extension (which
+kind of Keras file, a Keras 3 one or a legacy HDF5 model, by its bytes), or the constants of a
+graph (a GraphDef `.pb`, a `.meta`, a `saved_model.pb`: "graphdef")."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Union
@@ -16,6 +17,7 @@ if TYPE_CHECKING:  # V1 files need numpy and protobuf at once: imported only for
 
 Reader = Union[Bundle, "V1Checkpoint"]
 WEIGHTS_FORMATS = ("safetensors", "npz", "keras", "keras_h5")
+GRAPH_FORMAT = "graphdef"  # a graph's Const nodes read as variables (formats/tf/graphdef.py)
 
 
 def weights_file_format(path: str) -> str | None:
@@ -60,8 +62,13 @@ def detect_format(prefix: str) -> str:
     raise NotFound(f"no checkpoint at {prefix}")
 
 
-def open_checkpoint(prefix: str, fmt: str | None = None) -> Reader:
+def open_checkpoint(prefix: str, fmt: str | None = None, min_elements: int | None = None) -> Reader:
+    """`min_elements`: for a graph, the constants with fewer elements are left out (default 2)."""
     fmt = fmt or weights_file_format(prefix) or detect_format(prefix)
+    if fmt == GRAPH_FORMAT:
+        from ckpttool.formats.tf.graphdef import DEFAULT_MIN_ELEMENTS, GraphConstants
+
+        return GraphConstants(prefix, DEFAULT_MIN_ELEMENTS if min_elements is None else min_elements)
     if fmt == "keras":
         fmt = keras_file_format(prefix)
     if fmt == "safetensors":

@@ -25,7 +25,7 @@ import numpy as np
 
 from ckpttool.errors import BadInput, NotFound, UnknownVariable, UsageProblem
 from ckpttool.storage import fs
-from ckpttool.graph.candidates import rank_output_candidates
+from ckpttool.formats.tf.graph_analysis import rank_output_candidates
 from ckpttool.graph.check import CheckResult, check_result, compare, input_shapes_for_check, random_value
 from ckpttool.graph.custom_ops import require_registered_ops
 from ckpttool.graph.library import refuse_recursive_functions
@@ -128,13 +128,34 @@ def _tf1_output_tensors(graph_def, meta_graph, options: _Options, source: str):
         return tensors, None, None
     chosen, sig = _choose_signature(dict(meta_graph.signature_def), options.signature, source)
     if sig is None:
-        ranked = rank_output_candidates(graph_def)
-        raise UsageProblem("no --output-nodes and no signature to take them from; likely outputs: "
-                           + (", ".join(ranked) if ranked else "none found"),
-                           hint="rerun with --output-nodes " + (ranked[0] if ranked else "NAME"))
+        raise _no_outputs(graph_def)
     mapping = {key: _tensor_names(sig.outputs[key]) for key in sorted(sig.outputs)}
     tensors = [name for names in mapping.values() for name in names]
     return tensors, chosen, {key: ", ".join(names) for key, names in mapping.items()}
+
+
+def _no_outputs(graph_def) -> UsageProblem:
+    ranked = rank_output_candidates(graph_def)
+    return UsageProblem("no --output-nodes and no signature to take them from; likely outputs: "
+                        + (", ".join(ranked) if ranked else "none found"),
+                        hint="rerun with --output-nodes " + (ranked[0] if ranked else "NAME"))
+
+
+def _suggest_outputs_without_tensorflow(target: Target, tags: list[str] | None, signature: str | None) -> None:
+    """No --output-nodes, and the graph has no signature to take them from: the likely outputs are
+    ranked from the file with ckpttool's own protos (formats/tf/graph_analysis.py), before TensorFlow
+    is imported. Anything less clear-cut is left to the TensorFlow path."""
+    from ckpttool.formats.tf.meta import read_meta_graphs
+
+    if signature or target.meta_path is None or target.meta_path.endswith((".pbtxt", ".cpb")):
+        return
+    _kind, metas = read_meta_graphs(target.meta_path)
+    if tags:
+        metas = [m for m in metas if set(m.meta_info_def.tags) == set(tags)]
+    elif len(metas) > 1:
+        metas = [m for m in metas if set(m.meta_info_def.tags) == {"serve"}]
+    if len(metas) == 1 and not any(name != INIT_SIGNATURE for name in metas[0].signature_def):
+        raise _no_outputs(metas[0].graph_def)
 
 
 def _refuse_variables_with_inputs(graph_def, source: str) -> None:
@@ -389,6 +410,11 @@ def freeze(source: str, output: str, *, output_nodes: list[str] | None = None, t
 
 def _freeze(source, output, target, output_nodes, tags, signature, text, clear_devices, check,
             input_shapes) -> FreezeReport:
+    if target is not None and target.format == "graphdef":  # a .meta alone: no variables to restore
+        raise NotFound(f"no checkpoint beside {source}: nothing to freeze into its graph",
+                       hint="give the checkpoint (with its .meta) or the SavedModel directory")
+    if target is not None and not output_nodes:
+        _suggest_outputs_without_tensorflow(target, tags, signature)
     with quiet_stderr():
         tf = tensorflow()
         if target is None:

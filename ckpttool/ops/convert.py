@@ -30,7 +30,7 @@ from ckpttool.formats.tf.object_graph import rewrite_object_graph
 from ckpttool.ops.model_names import check_naming, model_name_mapping
 from ckpttool.ops.rename_rules import RenameRules, compute_mapping
 from ckpttool.ops.statefile import older_than_latest
-from ckpttool.ops.targets import resolve_target
+from ckpttool.ops.targets import open_target, resolve_target
 
 FORMATS = ("tf", "safetensors", "npz")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
@@ -63,7 +63,7 @@ class Skipped:
 @dataclass(frozen=True)
 class ConvertPlan:
     source: str  # the checkpoint prefix or file read
-    source_format: str  # "v2" | "v1" | "safetensors" | "npz" | "keras"
+    source_format: str  # "v2" | "v1" | "safetensors" | "npz" | "keras" | "graphdef"
     destination: str
     to: str  # "tf" | "safetensors" | "npz"
     items: tuple[ConvertItem, ...]
@@ -79,6 +79,7 @@ class ConvertPlan:
     template: str | None = None  # Keras destination (--like): the file giving its layout
     unmatched: tuple[str, ...] = ()  # --like --partial: template weights kept as the template has them
     unused: tuple[str, ...] = ()  # --like: source variables no template weight takes
+    source_min_elements: int | None = None  # a graph source: its constants with fewer elements are left out
 
     @property
     def renamed(self) -> tuple[tuple[str, str], ...]:
@@ -317,13 +318,14 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
                  overwrite: bool = False, update_state: bool = True, source_metadata: bool = True,
                  naming: str = "key", layout: str | None = None,
                  transposes: tuple[tuple[str, tuple[int, ...]], ...] = (), cast=None, like: str | None = None,
-                 partial: bool = False) -> ConvertPlan:
+                 partial: bool = False, from_graph: bool = False, min_elements: int | None = None) -> ConvertPlan:
     """What `convert` would write. Raises Unsupported for a dtype the destination cannot hold,
     Refused for an existing destination (unless overwrite) or a name collision. `naming`:
     "model" names variables by their path through the model first (ops/model_names.py), then
     the rename rules apply to those names. `layout` ("torch" or "tf"), `transposes` (REGEX, PERM)
     and `cast` (a casting.CastRule) change the tensors on the way. `like`: a Keras 3 file of the
-    target model, whose layout a Keras destination takes (see ops/keras_like.py)."""
+    target model, whose layout a Keras destination takes (see ops/keras_like.py). `from_graph`,
+    `min_elements`: read the constants of the source's graph (ops/targets.py)."""
     import dataclasses
 
     from ckpttool.ops.casting import CastRule
@@ -347,8 +349,8 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
             raise UsageProblem(f"metadata {key!r}: keys and values must be UTF-8 strings "
                                "(safetensors refuses a header holding anything else)")
     destination = _destination_path(destination)
-    target = resolve_target(source)
-    with open_checkpoint(target.prefix, target.format) as reader:
+    target = resolve_target(source, graph=from_graph, min_elements=min_elements)
+    with open_target(target) as reader:
         variables = [v for v in reader.variables if not v.internal]
         graph_bytes = reader.object_graph_bytes() if reader.variable(OBJECT_GRAPH_KEY) is not None else None
         start = model_name_mapping([v.name for v in variables], graph_bytes, unique=False) if naming == "model" else None
@@ -413,7 +415,8 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
         raise Refused(f"destination {destination} exists (use --overwrite to replace it)")
     state_warning = older_than_latest(destination) if to == "tf" and update_state else None
     return ConvertPlan(target.prefix, target.format, destination, to, tuple(items), tuple(dropped), tuple(skipped),
-                       files, shards, st_metadata, graph, overwrite, update_state, state_warning)
+                       files, shards, st_metadata, graph, overwrite, update_state, state_warning,
+                       target.min_elements)
 
 
 def _plan_like(source: str, destination: str, like: str, rules: RenameRules, partial: bool,
@@ -641,7 +644,7 @@ def _apply_to_a_bucket(plan: ConvertPlan, on_progress: Callable[[int], None] | N
         local = fs.join(staging, fs.basename(plan.destination))
         files = tuple(fs.join(staging, fs.basename(f)) for f in plan.files)
         local_plan = dataclasses.replace(plan, destination=local, files=files)
-        with open_checkpoint(plan.source, plan.source_format) as reader:
+        with open_checkpoint(plan.source, plan.source_format, plan.source_min_elements) as reader:
             source = _Source(reader, local_plan, on_progress, stored)
             _WRITERS[plan.to](local_plan, source, update_state=False)
         order = sorted(_written_files(local_plan), key=lambda f: f.endswith((".index", INDEX_SUFFIX)))
@@ -693,7 +696,7 @@ def apply_convert(plan: ConvertPlan, on_progress: Callable[[int], None] | None =
         return _apply_to_a_bucket(plan, on_progress, stored)
     created_directories = make_parents(plan.destination)
     try:
-        with open_checkpoint(plan.source, plan.source_format) as reader:
+        with open_checkpoint(plan.source, plan.source_format, plan.source_min_elements) as reader:
             source = _Source(reader, plan, on_progress, stored)
             _WRITERS[plan.to](plan, source)
     except BaseException:

@@ -10,10 +10,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ckpttool.errors import UsageProblem
-from ckpttool.formats.reader import open_checkpoint
 from ckpttool.ops.model_names import check_naming, reader_names
 from ckpttool.ops.patterns import compile_optional
-from ckpttool.ops.targets import Target, resolve_target
+from ckpttool.ops.targets import Target, open_target, resolve_target
 
 DIFF_CHUNK_BYTES = 1 << 20  # two streams and their comparison temporaries stay a few MiB
 
@@ -167,7 +166,7 @@ def _values_compared(va, vb) -> bool:
 def bytes_to_compare(a_target: Target, b_target: Target, pattern: str | None = None, naming: str = "key") -> int:
     """Stored bytes `diff_checkpoints` reads on both sides (for a progress bar): indexes only."""
     regex = compile_optional(pattern, "--filter")
-    with open_checkpoint(a_target.prefix, a_target.format) as a, open_checkpoint(b_target.prefix, b_target.format) as b:
+    with open_target(a_target) as a, open_target(b_target) as b:
         return sum(va.size_bytes + vb.size_bytes for _name, va, vb in _compared(a, b, regex, naming)
                    if _values_compared(va, vb))
 
@@ -186,7 +185,7 @@ def diff_checkpoints(a_path: str | Target, b_path: str | Target, *, rtol: float 
     differences: list[VariableDiff] = []
     compared = 0
     tolerated = 0.0
-    with open_checkpoint(a_target.prefix, a_target.format) as a, open_checkpoint(b_target.prefix, b_target.format) as b:
+    with open_target(a_target) as a, open_target(b_target) as b:
         for name, va, vb in _compared(a, b, regex, naming):
             if vb is None:
                 differences.append(VariableDiff(name, "removed", a_dtype=va.dtype.name, a_shape=va.shape))

@@ -2,17 +2,17 @@
 slices, object paths and a summary of the graph stored beside it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable
 
 from ckpttool.errors import CkptError, UnknownVariable
 from ckpttool.storage import fs
-from ckpttool.formats.reader import open_checkpoint
 from ckpttool.text import quote
+from ckpttool.formats.tf.graphdef import DEFAULT_MIN_ELEMENTS
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY, format_slice, slice_shape
 from ckpttool.ops.model_names import check_naming, reader_names
 from ckpttool.ops.patterns import compile_optional
-from ckpttool.ops.targets import Target, resolve_target
+from ckpttool.ops.targets import Target, open_target, resolve_target
 
 if TYPE_CHECKING:  # numpy (values, statistics), protobuf (--tree), graphs (--meta): imported when asked for
     import numpy as np
@@ -112,6 +112,8 @@ def inspect_checkpoint(
     with_object_paths: bool = False,
     on_progress: Callable[[int], None] | None = None,
     naming: str = "key",
+    graph: bool = False,
+    min_elements: int | None = None,
 ) -> InspectReport:
     """`target`: a path or a resolved Target. Variables shown: all (internal ones with
     `include_internal`), or those matching `pattern` or named exactly in `names` (a name
@@ -121,15 +123,21 @@ def inspect_checkpoint(
     about to be read (`with_values`: VALUES_FULL). `on_progress(bytes)` is called after each
     variable whose values were read (--stats). `naming`: "model" shows (and selects by) each
     variable's name through the model (ops/model_names.py), its key in `checkpoint_key`.
-    `with_object_paths`: every object path that reaches each variable (--tree)."""
+    `with_object_paths`: every object path that reaches each variable (--tree). `graph`: the constants
+    of the target's graph instead of its variables; of a graph's constants those with fewer than
+    `min_elements` elements are left out (default 2; `include_internal`: none)."""
     values = values or (VALUES_FULL if with_values else None)
     regex = compile_optional(pattern, "--filter")
     check_naming(naming)
+    if min_elements is None and include_internal:
+        min_elements = 0
     if isinstance(target, str):
-        target = resolve_target(target, graph_only_ok=True)
+        target = resolve_target(target, graph_only_ok=True, graph=graph, min_elements=min_elements)
+    elif min_elements is not None and target.min_elements is None:
+        target = replace(target, min_elements=min_elements)
     if target.format == "none":
         return _graph_only_report(target, with_meta, names)
-    with open_checkpoint(target.prefix, target.format) as reader:
+    with open_target(target) as reader:
         object_paths = None
         # The object graph is a tensor in a data shard: read it only for --tree, so that names and
         # shapes cost the index alone (a bucket: no data shard is fetched).
@@ -140,7 +148,7 @@ def inspect_checkpoint(
 
             object_paths = key_all_paths(parse_object_graph(graph_bytes)) or None
         shown = reader_names(reader, naming)
-        incomplete = _missing_shards(reader) if target.format in ("v1", "v2") else ()
+        incomplete = _missing_shards(reader) if target.format in ("v1", "v2") else _left_out(reader, target)
         if with_stats:
             from ckpttool.ops.stats import stats_of_chunks
         reports = []
@@ -185,6 +193,16 @@ def inspect_checkpoint(
         filter_matches=filter_matches, values_omitted=len(selected) - len(included) if values else 0,
         file_metadata=file_metadata,
     )
+
+
+def _left_out(reader, target: Target) -> tuple[str, ...]:
+    """A graph's small constants (shapes, axes, scalars) are not listed: say how many."""
+    count = getattr(reader, "left_out", 0)
+    if not count:
+        return ()
+    limit = DEFAULT_MIN_ELEMENTS if target.min_elements is None else target.min_elements
+    return (f"{count} constant(s) with fewer than {limit} elements left out (--min-elements 0 or --all "
+            "lists them)",)
 
 
 def _file_metadata(target: Target, reader) -> dict | None:

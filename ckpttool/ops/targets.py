@@ -1,5 +1,11 @@
 """Turns any TARGET a user may type into a checkpoint to read (DESIGN.md
-"Targets"): a prefix, one of its files, a run directory, or a SavedModel."""
+"Targets"): a prefix, one of its files, a run directory, or a SavedModel.
+
+Graphs are TARGETs too, read as their Const nodes (format "graphdef"): a GraphDef `.pb`; a `.meta`
+with no checkpoint beside it (said on stderr: `model.ckpt-50.meta` still means the checkpoint
+`model.ckpt-50` when that exists); a `saved_model.pb` named directly whose SavedModel has no
+variables. `graph=True` (the commands' `--graph`) reads the graph of any TARGET instead of its
+variables: a SavedModel's saved_model.pb, a checkpoint's .meta."""
 from __future__ import annotations
 
 import os
@@ -8,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from ckpttool.errors import NotFound, Unsupported
 from ckpttool.storage import fs
-from ckpttool.formats.reader import detect_format, keras_file_format, weights_file_format
+from ckpttool.formats.reader import GRAPH_FORMAT, detect_format, keras_file_format, weights_file_format
 from ckpttool.formats.tf.shards import split_v1_pattern, v1_pattern, v1_shard
 from ckpttool.formats.tf.state import STATE_FILENAME
 from ckpttool.formats.tf.shards import checkpoint_exists
@@ -21,12 +27,14 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb")
 @dataclass(frozen=True)
 class Target:
     prefix: str
-    # "v2" | "v1" | "safetensors" | "npz" | "keras" | "keras_h5" | "none" (a graph-only SavedModel, with graph_only_ok)
+    # "v2" | "v1" | "safetensors" | "npz" | "keras" | "keras_h5" | "graphdef" (a graph's constants:
+    # `prefix` is the graph file) | "none" (a graph-only SavedModel, with graph_only_ok)
     format: str
     meta_path: str | None  # the graph beside it: P.meta or saved_model.pb
     saved_model_dir: str | None
     warnings: tuple[str, ...] = ()  # e.g. how a directory's latest checkpoint had to be found
     directory: str | None = None  # the directory given for it (run, SavedModel), as given: say what it chose
+    min_elements: int | None = None  # graphdef: constants with fewer elements are left out (None: the default)
 
 
 def _saved_model_graph(directory: str, names: set[str] | None = None) -> str | None:
@@ -44,7 +52,8 @@ def _saved_model_target(directory: str, graph: str, graph_only_ok: bool = False)
         if graph_only_ok:  # TF-Transform's transform_fn, small serving models: TensorFlow loads them so
             return Target(prefix, "none", graph, directory,
                           (f"SavedModel {directory} has no variables (graph only): nothing to list",))
-        raise NotFound(f"SavedModel {directory} has no variables (looked for {prefix}.index)")
+        raise NotFound(f"SavedModel {directory} has no variables (looked for {prefix}.index)",
+                       hint="--graph reads the constants of its graph")
     return Target(prefix, "v2", graph, directory)
 
 
@@ -57,8 +66,38 @@ def _variables_without_graph(directory: str) -> Target | None:
                   (f"{directory} has no saved_model.pb; reading its variables/variables",))
 
 
-def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
-    """`graph_only_ok`: a SavedModel without variables resolves (format "none") instead of failing."""
+def open_target(target: Target):
+    """The reader of a resolved target (formats/reader.py), with its options."""
+    from ckpttool.formats.reader import open_checkpoint
+
+    return open_checkpoint(target.prefix, target.format, target.min_elements)
+
+
+def resolve_target(path: str, *, graph_only_ok: bool = False, graph: bool = False,
+                   min_elements: int | None = None) -> Target:
+    """`graph_only_ok`: a SavedModel without variables resolves (format "none") instead of failing.
+    `graph`: the constants of the TARGET's graph (its saved_model.pb or .meta) rather than its variables;
+    `min_elements`: of a graph's constants, those with fewer elements are left out."""
+    if graph:
+        return _graph_target(path, min_elements)
+    target = _resolve(path, graph_only_ok)
+    return replace(target, min_elements=min_elements) if target.format == GRAPH_FORMAT else target
+
+
+def _graph_target(path: str, min_elements: int | None) -> Target:
+    target = _resolve(path, True)
+    if target.format == GRAPH_FORMAT:
+        return replace(target, min_elements=min_elements)
+    if target.meta_path is None:
+        raise NotFound(f"no graph for {path} (looked for {target.prefix}.meta and a SavedModel's saved_model.pb)")
+    if not target.meta_path.endswith(".pb") and not target.meta_path.endswith(".meta"):
+        raise Unsupported(f"{target.meta_path}: the constants of a text or chunked graph are not read",
+                          hint="`ckpttool export-json` shows the graph")
+    return Target(target.meta_path, GRAPH_FORMAT, target.meta_path, target.saved_model_dir, target.warnings,
+                  target.directory, min_elements)
+
+
+def _resolve(path: str, graph_only_ok: bool) -> Target:
     if fs.is_url(path):
         path = fs.absolute(path)
     weights_format = weights_file_format(path)
@@ -74,21 +113,25 @@ def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
     if is_directory:
         return replace(_directory_target(path, graph_only_ok, names), directory=path)
     if fs.basename(path) in SAVED_MODEL_FILES and fs.is_file(path):
-        return _saved_model_target(fs.dirname(path) or ".", path, graph_only_ok)
+        directory = fs.dirname(path) or "."
+        if path.endswith(".pb") and not fs.is_file(fs.join(directory, "variables", "variables.index")):
+            return Target(path, GRAPH_FORMAT, path, directory,
+                          (f"SavedModel {directory} has no variables: reading the constants of {path}",))
+        return _saved_model_target(directory, path, graph_only_ok)
     if fs.basename(path) == STATE_FILENAME and fs.is_file(path):  # run/checkpoint: the run's latest
-        return resolve_target(fs.dirname(path) or ".", graph_only_ok=graph_only_ok)
+        return _resolve(fs.dirname(path) or ".", graph_only_ok)
     match = _SUFFIX_RE.search(path)
     if match:
         prefix = path[: match.start()]
         if checkpoint_exists(prefix):
             return _prefix_target(prefix)
         if match[1] == "meta" and fs.is_file(path):
-            # A graph without its checkpoint (a TF Serving session bundle's export.meta): its summary.
-            alone = f"{fs.basename(path)} has no checkpoint beside it (no {fs.basename(prefix)}.index)"
-            if graph_only_ok:
-                return Target(prefix, "none", path, None, (f"{alone}: a graph only",))
-            raise NotFound(f"{alone}: a graph (MetaGraphDef) holds no variable values",
-                           hint=f"ckpttool inspect --meta {path} summarises the graph")
+            return _lone_meta_target(path, prefix)
+    if path.endswith(".pb") and fs.is_file(path) and not fs.is_file(path + ".index"):
+        return Target(path, GRAPH_FORMAT, path, None)
+    if path.endswith(".pbtxt") and fs.is_file(path) and not fs.is_file(path + ".index"):
+        raise Unsupported(f"{path} is a text graph: constants are read from binary graphs (.pb) only",
+                          hint="`ckpttool export-json` shows it")
     shard = v1_shard(fs.basename(path))
     if shard and fs.is_file(path):  # one file of a sharded V1 save: the checkpoint is all of them
         pattern = fs.join(fs.dirname(path), v1_pattern(shard[0], shard[2])) if fs.dirname(path) else \
@@ -103,6 +146,25 @@ def resolve_target(path: str, *, graph_only_ok: bool = False) -> Target:
 
     raise NotFound(f"no checkpoint at {path} (looked for {path}.index, a V1 checkpoint file {path}, "
                    "a run directory and a SavedModel)", hint=steps_in_directory(path))
+
+
+def _lone_meta_target(path: str, prefix: str) -> Target:
+    """A `.meta` whose checkpoint is not beside it: the checkpoint of a session bundle's sharded V1
+    save (`export-00000-of-00002` beside `export.meta`) when there is one, else the graph's constants."""
+    directory, stem = fs.dirname(path), fs.basename(prefix)
+    try:
+        names = [entry.name for entry in fs.list_dir(directory or ".")]
+    except (NotFound, OSError):
+        names = []
+    for name in sorted(names):
+        shard = v1_shard(name)
+        if shard and shard[0] == stem:
+            pattern = v1_pattern(stem, shard[2])
+            candidate = fs.join(directory, pattern) if directory else pattern
+            if checkpoint_exists(candidate):
+                return _prefix_target(candidate)
+    return Target(path, GRAPH_FORMAT, path, None,
+                  (f"no checkpoint beside {path} (looked for {prefix}.index): reading the constants of its graph",))
 
 
 def _directory_listing(path: str) -> tuple[bool, set[str] | None]:

@@ -94,6 +94,8 @@ def read_capped(path: str, limit: int, what: str = "file", missing_ok: bool = Fa
     with os.fdopen(fd, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         chunks, total = [], 0
+        if size > limit:  # refused before reading: a 2 GiB graph must not cost 2 GiB to turn away
+            raise _too_large(what, path, limit)
         # Never ask for `limit` bytes up front (read() allocates what it is
         # asked for): the stated size, then small steps if the file grows.
         want = min(size, limit) + 1
@@ -105,9 +107,13 @@ def read_capped(path: str, limit: int, what: str = "file", missing_ok: bool = Fa
             total += len(chunk)
             want = min(1 << 20, limit + 1 - total)
     if total > limit:
-        raise BadInput(f"{what} {path} is larger than {describe_size(limit)}, the most ckpttool reads; "
-                       "refusing to read it (TensorFlow writes far smaller ones)")
+        raise _too_large(what, path, limit)
     return b"".join(chunks)
+
+
+def _too_large(what: str, path: str, limit: int) -> BadInput:
+    return BadInput(f"{what} {path} is larger than {describe_size(limit)}, the most ckpttool reads; "
+                    "refusing to read it (TensorFlow writes far smaller ones)")
 
 
 def read_head_and_tail(path: str, head: int, tail: int, what: str = "file",

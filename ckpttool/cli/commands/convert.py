@@ -9,7 +9,8 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.options import (AddPrefix, DropOpt, DropOptimizer, DryRun, Ema, Json, KeepOpt, MapFile, MapOpt,
-                                  Naming, NamesOpt, NoUpdateState, Overwrite, Quiet, RegexOpt, StripPrefix)
+                                  GraphOpt, MinElements, Naming, NamesOpt, NoUpdateState, Overwrite, Quiet, RegexOpt,
+                                  StripPrefix)
 
 
 class TargetFormat(str, enum.Enum):
@@ -135,6 +136,8 @@ def command(
     partial: Annotated[bool, typer.Option(
         "--partial", help="With --like: keep the template's values for weights no source variable matches "
                           "(otherwise exit 3 listing them).")] = False,
+    graph: GraphOpt = False,
+    min_elements: MinElements = None,
     overwrite: Overwrite = False,
     no_update_state: NoUpdateState = False,
     dry_run: DryRun = False,
@@ -165,7 +168,7 @@ def command(
                         metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()), overwrite=overwrite,
                         update_state=not no_update_state, source_metadata=not no_source_metadata,
                         naming=names.value, **transform_options(layout, transpose, dtype, keep_dtype),
-                        like=like, partial=partial)
+                        like=like, partial=partial, from_graph=graph, min_elements=min_elements)
     if plan.state_warning:
         render.warn(plan.state_warning)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.skipped)

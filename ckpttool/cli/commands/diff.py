@@ -8,7 +8,7 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE
-from ckpttool.cli.options import Json, Naming, NamesOpt, Quiet
+from ckpttool.cli.options import GraphOpt, Json, MinElements, Naming, NamesOpt, Quiet
 
 
 _CHECKPOINT_HELP = "A checkpoint (prefix, file, run directory or SavedModel)."
@@ -41,6 +41,8 @@ def command(
     atol: Annotated[float, typer.Option("--atol", metavar="ATOL", help="Absolute tolerance for floating-point values, as numpy.isclose (integers compare exactly).")] = 0.0,
     filter_: Annotated[Optional[str], typer.Option("--filter", "-f", metavar="REGEX", help="Only variables matching this regular expression.")] = None,
     names: NamesOpt = Naming.key,
+    graph: GraphOpt = False,
+    min_elements: MinElements = None,
     json_out: Json = False,
     quiet: Quiet = False,
 ):
@@ -53,7 +55,7 @@ def command(
     compile_optional(filter_, "--filter")
     targets = []
     for given in (a, b):
-        targets.append(resolve_target(given))
+        targets.append(resolve_target(given, graph=graph, min_elements=min_elements))
         render.say_resolved(given, targets[-1], header=not quiet)
     from ckpttool.cli.progress import byte_progress, showing
     from ckpttool.ops.diff import bytes_to_compare

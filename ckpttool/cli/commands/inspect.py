@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, List, Optional
 import typer
 
 from ckpttool.cli import render
-from ckpttool.cli.options import Json, Naming, NamesOpt, Quiet, TargetArg
+from ckpttool.cli.options import GraphOpt, Json, MinElements, Naming, NamesOpt, Quiet, TargetArg
 from ckpttool.errors import UsageProblem
 
 if TYPE_CHECKING:  # the ops (and numpy) are imported only when the command runs
@@ -146,11 +146,18 @@ def _print_file_metadata(metadata: dict) -> None:
 
 def _print_meta(report: "InspectReport") -> None:
     meta = report.meta
-    lines = [f"graph: {meta.path} ({meta.kind}, {render.plural(len(meta.meta_graphs), 'meta graph')})"]
+    count = "" if meta.kind == "graph_def" else f", {render.plural(len(meta.meta_graphs), 'meta graph')}"
+    lines = [f"graph: {meta.path} ({meta.kind}{count})"]
     for graph in meta.meta_graphs:
-        lines.append(f"  tags: {', '.join(graph.tags) or '-'}   tensorflow: {graph.tensorflow_version or '-'}")
-        top_ops = ", ".join(f"{op} x{n}" for op, n in list(graph.op_counts.items())[:8])
-        lines.append(f"  nodes: {graph.num_nodes}   functions: {graph.num_functions}   ops: {top_ops or '-'}")
+        if meta.kind != "graph_def":
+            lines.append(f"  tags: {', '.join(graph.tags) or '-'}   tensorflow: {graph.tensorflow_version or '-'}")
+        in_functions = f" ({graph.num_function_nodes} nodes)" if graph.num_functions else ""
+        lines.append(f"  nodes: {graph.num_nodes}   functions: {graph.num_functions}{in_functions}")
+        ops = ", ".join(f"{op} x{n}" for op, n in graph.op_counts.items())
+        lines.append(f"  ops ({len(graph.op_counts)} types, functions included): {ops or '-'}")
+        lines += [f"  input  {_tensor_text(t)}" for t in graph.inputs]
+        if graph.likely_outputs:
+            lines.append(f"  likely outputs: {', '.join(graph.likely_outputs)}")
         if graph.collections:
             lines.append("  collections: " + ", ".join(f"{k} ({n})" for k, n in graph.collections.items()))
         if graph.saver_def:
@@ -161,7 +168,7 @@ def _print_meta(report: "InspectReport") -> None:
             lines.append(f"  signature {sig.name}" + (f" ({sig.method_name})" if sig.method_name else "") + ":")
             lines += [f"    input  {_tensor_text(t)}" for t in sig.inputs]
             lines += [f"    output {_tensor_text(t)}" for t in sig.outputs]
-    render.print_lines(lines)
+    render.print_wrapped(lines)
 
 
 JSON_VALUES_WARNING = 100 << 20  # --json --values past this many stored bytes: say so, and how to cap it
@@ -177,14 +184,16 @@ def command(
     target: TargetArg,
     filter_: Annotated[Optional[str], typer.Option("--filter", "-f", metavar="REGEX", help="Only variables whose name matches this regular expression.")] = None,
     name: Annotated[Optional[List[str]], typer.Option("--name", metavar="NAME", help="Only this variable, by its exact name (repeatable; with --filter: both).")] = None,
-    all_: Annotated[bool, typer.Option("--all", "-a", help="Also internal entries such as _CHECKPOINTABLE_OBJECT_GRAPH.")] = False,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Also internal entries such as _CHECKPOINTABLE_OBJECT_GRAPH; of a graph, every constant (--min-elements 0).")] = False,
     stats: Annotated[bool, typer.Option("--stats", help="min/max/mean/std and NaN/Inf/zero counts, streamed in bounded memory.")] = False,
     values: Annotated[bool, typer.Option("--values", help="Print the tensors themselves (large ones summarised as numpy does).")] = False,
     full: Annotated[bool, typer.Option("--full", help="With --values: print every element.")] = False,
     limit: Annotated[Optional[str], typer.Option("--limit", metavar="BYTES", help="With --values: leave out values past this many stored bytes in total (100MB, 1GiB); they show as null in JSON.")] = None,
     tree: Annotated[bool, typer.Option("--tree", help="Group by scope, or by the TF2 object graph: each variable under every object path that reaches it (--json: object_paths).")] = False,
     slices: Annotated[bool, typer.Option("--slices", help="Show the stored slices of partitioned variables.")] = False,
-    meta: Annotated[bool, typer.Option("--meta", help="Summarise the .meta / SavedModel graph.")] = False,
+    meta: Annotated[bool, typer.Option("--meta", help="Summarise the graph (.meta, SavedModel or GraphDef .pb), without TensorFlow: inputs, likely outputs, signatures, every op type with counts (the function library's too).")] = False,
+    graph: GraphOpt = False,
+    min_elements: MinElements = None,
     names: NamesOpt = Naming.key,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -207,7 +216,9 @@ def command(
         from ckpttool.ops.convert import parse_size
 
         values_limit = parse_size(limit)
-    resolved = resolve_target(target, graph_only_ok=True)
+    if min_elements is None and all_:
+        min_elements = 0
+    resolved = resolve_target(target, graph_only_ok=True, graph=graph, min_elements=min_elements)
     render.say_resolved(target, resolved, header=not quiet)
     mode = (VALUES_FULL if full or json_out else VALUES_SUMMARY) if values else None
     with byte_progress("statistics", total_bytes(resolved) if stats and not json_out else 0, json_out) as advance:

@@ -8,7 +8,7 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE
-from ckpttool.cli.options import Json, Quiet, TargetArg
+from ckpttool.cli.options import GraphOpt, Json, Quiet, TargetArg
 
 if TYPE_CHECKING:
     from ckpttool.ops.verify import DirectoryVerifyReport, VerifyReport
@@ -78,10 +78,15 @@ def command(
         "--all", "-a", help="Every checkpoint of the directory TARGET, not just the latest (Keras checkpoint files, SavedModel versions and HF steps' weights too; Orbax steps are listed, not read).")] = False,
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r", help="Every checkpoint of every run directory under TARGET (implies --all).")] = False,
+    graph: GraphOpt = False,
     json_out: Json = False,
     quiet: Quiet = False,
 ):
-    """Check every tensor's CRC, shard presence and sizes. Exit 1 on damage."""
+    """Check every tensor's CRC, shard presence and sizes. Exit 1 on damage.
+
+    A graph (a GraphDef .pb, a lone .meta, --graph) is checked structurally: it parses and every Const
+    decodes to its declared shape (graphs carry no checksums).
+    """
     from ckpttool.cli.progress import byte_progress
     from ckpttool.ops.directories import require_directory
     from ckpttool.ops.targets import resolve_target
@@ -100,7 +105,7 @@ def command(
         else:
             _print_directory(report)
         return 0 if report.ok else EXIT_NEGATIVE
-    resolved = resolve_target(target)
+    resolved = resolve_target(target, graph=graph)
     render.say_resolved(target, resolved, header=not quiet)
     with byte_progress("verifying", total_bytes(resolved) if not json_out else 0, json_out) as advance:
         single = verify_checkpoint(resolved, on_progress=advance)

@@ -1,20 +1,27 @@
-"""Summaries of graphs stored beside checkpoints: `P.meta` (MetaGraphDef) and
-SavedModel's `saved_model.pb` / `.pbtxt`, read with our own protos.
+"""Summaries of graphs, read with our own protos (no TensorFlow): `P.meta`
+(MetaGraphDef), SavedModel's `saved_model.pb` / `.pbtxt`, and a GraphDef
+(`frozen.pb`, `.pbtxt`): inputs (placeholders), likely outputs (the ranking
+freeze uses, graph_analysis.py), signatures, and every op type used with counts,
+the function library's included.
 
-A graph file is read whole, up to GRAPH_FILE_CAP: protobuf cannot parse a
-message over 2 GiB (bigger SavedModels are chunked into `.cpb` files), so
-nothing larger can be a graph. Running out of memory while parsing is said
-as such, never reported as a corrupt file.
+A binary graph is read field by field (formats/tf/graphdef.py's reader, over
+ranged reads): each node is parsed on its own, and a node too large to be
+anything but a constant keeps its name, op, inputs and small attributes, never
+its tensor; so summarising a 100 MB frozen graph costs its structure, not its
+weights. A text graph (`.pbtxt`) is read whole, up to GRAPH_FILE_CAP: protobuf
+cannot parse a message over 2 GiB (bigger SavedModels are chunked into `.cpb`
+files), so nothing larger can be a graph. Running out of memory while parsing
+is said as such, never reported as a corrupt file.
 """
 from __future__ import annotations
 
 import os
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import dtype_from_code
 from ckpttool.storage.fs import describe_size, read_capped
+from ckpttool.formats.tf.graph_analysis import op_counts, placeholders, rank_output_candidates
 from ckpttool.formats.tf.proto_errors import decode_error_text, text_format_error_text
 
 GRAPH_FILE_CAP = 2 << 30
@@ -42,17 +49,20 @@ class MetaGraphSummary:
     tensorflow_version: str
     num_nodes: int
     num_functions: int
-    op_counts: dict[str, int]
+    op_counts: dict[str, int]  # every op type used, in the graph and its function library, most used first
     collections: dict[str, int]  # name -> number of items
     saver_def: dict | None
     signatures: list[Signature] = field(default_factory=list)
     object_graph_nodes: int = 0  # TF2 SavedModels carry a SavedObjectGraph
+    inputs: list[TensorSpec] = field(default_factory=list)  # the graph's placeholders
+    likely_outputs: list[str] = field(default_factory=list)  # ranked as freeze ranks them
+    num_function_nodes: int = 0  # nodes inside the function library
 
 
 @dataclass(frozen=True)
 class MetaSummary:
     path: str
-    kind: str  # "meta_graph" | "saved_model"
+    kind: str  # "meta_graph" | "saved_model" | "graph_def"
     meta_graphs: list[MetaGraphSummary]
 
 
@@ -74,8 +84,23 @@ def _collection_size(collection) -> int:
     return len(getattr(collection, kind).value) if kind else 0
 
 
+def summarize_graph_def(graph_def, meta=None) -> MetaGraphSummary:
+    """A GraphDef's summary; `meta`, the MetaGraphDef holding it (tags, saver, signatures ...)."""
+    graph = MetaGraphSummary(
+        tags=[], tensorflow_version="", num_nodes=len(graph_def.node), num_functions=len(graph_def.library.function),
+        op_counts=op_counts(graph_def), collections={}, saver_def=None,
+        inputs=[TensorSpec(name, f"{name}:0", _dtype_name(dtype), shape)
+                for name, dtype, shape in placeholders(graph_def)],
+        likely_outputs=rank_output_candidates(graph_def),
+        num_function_nodes=sum(len(f.node_def) for f in graph_def.library.function))
+    return graph if meta is None else _with_meta(graph, meta)
+
+
 def summarize_meta_graph(meta) -> MetaGraphSummary:
-    ops = Counter(node.op for node in meta.graph_def.node)
+    return summarize_graph_def(meta.graph_def, meta)
+
+
+def _with_meta(graph: MetaGraphSummary, meta) -> MetaGraphSummary:
     saver = None
     if meta.HasField("saver_def"):
         s = meta.saver_def
@@ -97,12 +122,10 @@ def summarize_meta_graph(meta) -> MetaGraphSummary:
         )
         for name, sig in sorted(meta.signature_def.items())
     ]
-    return MetaGraphSummary(
+    return replace(
+        graph,
         tags=list(meta.meta_info_def.tags),
         tensorflow_version=meta.meta_info_def.tensorflow_version,
-        num_nodes=len(meta.graph_def.node),
-        num_functions=len(meta.graph_def.library.function),
-        op_counts=dict(sorted(ops.items(), key=lambda item: (-item[1], item[0]))),
         collections={name: _collection_size(c) for name, c in sorted(meta.collection_def.items())},
         saver_def=saver,
         signatures=signatures,
@@ -120,16 +143,18 @@ def _parse_into(message, path: str):
             text_format.Parse(data.decode("utf-8"), message, allow_unknown_field=True)
         else:
             message.ParseFromString(data)
-    except MemoryError:
-        raise _out_of_memory(path, len(data)) from None
     except UnicodeDecodeError:
         raise CorruptCheckpoint(f"{path}: unparseable {type(message).__name__} (not UTF-8 text)") from None
-    except Exception as exc:  # protobuf's DecodeError / ParseError
-        if "Arena alloc failed" in str(exc):  # upb ran out of memory: not the file's fault
-            raise _out_of_memory(path, len(data)) from None
-        reason = text_format_error_text(exc) if text else decode_error_text(exc)
-        raise CorruptCheckpoint(f"{path}: unparseable {type(message).__name__} ({reason})") from None
+    except Exception as exc:  # protobuf's DecodeError / ParseError, MemoryError
+        raise _parse_error(exc, path, message, len(data), text) from None
     return message
+
+
+def _parse_error(exc: Exception, path: str, message, size: int, text: bool) -> BadInput:
+    if isinstance(exc, MemoryError) or "Arena alloc failed" in str(exc):  # upb out of memory: not the file's fault
+        return _out_of_memory(path, size)
+    reason = text_format_error_text(exc) if text else decode_error_text(exc)
+    return CorruptCheckpoint(f"{path}: unparseable {type(message).__name__} ({reason})")
 
 
 def _out_of_memory(path: str, size: int) -> BadInput:
@@ -137,13 +162,112 @@ def _out_of_memory(path: str, size: int) -> BadInput:
                     "this process may allocate", hint="raise the memory limit (ulimit -v) or free memory")
 
 
-def read_meta_summary(path: str) -> MetaSummary:
+_WHOLE = 64 << 10  # a node or attribute parsed whole up to this size; larger ones hold a constant's bytes
+
+
+def _key(number: int) -> bytes:
+    """A length-delimited field's key, to hand protobuf one field of a message at a time."""
+    return bytes([number << 3 | 2])
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes(out) + bytes([value])
+
+
+class _Streamed:
+    """Our protos filled field by field from a binary graph file (no whole read)."""
+
+    def __init__(self, path: str):
+        from ckpttool.formats.tf.graphdef import _Input
+
+        self.path = path
+        self.source = _Input(path)
+
+    def merge(self, message, number: int, start: int, end: int) -> None:
+        """Field `number` of `message`, whose payload is [start, end) of the file."""
+        data = self.source.read(start, end - start)
+        try:
+            message.MergeFromString(_key(number) + _varint(len(data)) + data)
+        except Exception as exc:  # protobuf's DecodeError, MemoryError
+            raise _parse_error(exc, self.path, message, self.source.size, False) from None
+
+    def graph_def(self, graph, start: int, end: int) -> None:
+        for number, wire_type, a, b in self.source.fields(start, end):
+            if wire_type != 2:
+                continue
+            if number == 1 and b - a > _WHOLE:
+                self._large_node(graph.node.add(), a, b)
+            elif number in (1, 2, 4):  # node, library, versions
+                self.merge(graph, number, a, b)
+
+    def _large_node(self, node, start: int, end: int) -> None:
+        """A node of over 64 KiB: a constant. Its fields but a large attribute (the tensor)."""
+        for number, wire_type, a, b in self.source.fields(start, end):
+            if wire_type == 2 and number in (1, 2, 3, 4, 5) and (number != 5 or b - a <= _WHOLE):
+                self.merge(node, number, a, b)
+
+    def meta_graph(self, meta, start: int, end: int) -> None:
+        for number, wire_type, a, b in self.source.fields(start, end):
+            if wire_type != 2:
+                continue
+            if number == 2:
+                self.graph_def(meta.graph_def, a, b)
+            elif number in (1, 3, 4, 5, 7):  # meta_info_def, saver_def, collections, signatures, object graph
+                self.merge(meta, number, a, b)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _read_streamed(path: str, kind: str):
+    """The file's message ("saved_model", "meta_graph" or "graph_def"), read field by field."""
+    from ckpttool.formats.tf.protos import graph_pb2
+
+    reader = _Streamed(path)
+    try:
+        if kind == "graph_def":
+            message = graph_pb2.GraphDef()
+            reader.graph_def(message, 0, reader.source.size)
+        elif kind == "meta_graph":
+            message = graph_pb2.MetaGraphDef()
+            reader.meta_graph(message, 0, reader.source.size)
+        else:
+            message = graph_pb2.SavedModel()
+            for number, wire_type, a, b in reader.source.fields(0, reader.source.size):
+                if number == 2 and wire_type == 2:
+                    reader.meta_graph(message.meta_graphs.add(), a, b)
+        return message
+    finally:
+        reader.close()
+
+
+def _read_graph_file(path: str, kind: str):
+    if path.endswith(".pbtxt"):
+        from ckpttool.formats.tf.protos import graph_pb2
+
+        empty = {"saved_model": graph_pb2.SavedModel, "meta_graph": graph_pb2.MetaGraphDef,
+                 "graph_def": graph_pb2.GraphDef}[kind]()
+        return _parse_into(empty, path)
+    return _read_streamed(path, kind)
+
+
+def read_meta_graphs(path: str) -> tuple[str, list]:
+    """(kind, the MetaGraphDefs, as our protos) of a SavedModel's graph file or a `.meta`."""
     from ckpttool.formats.tf.protos import graph_pb2
 
     if os.path.basename(path).startswith("saved_model."):
         if path.endswith(".cpb"):
             raise Unsupported(f"{path}: chunked SavedModels (over 2 GiB) are not supported")
-        saved = _parse_into(graph_pb2.SavedModel(), path)
-        return MetaSummary(path, "saved_model", [summarize_meta_graph(m) for m in saved.meta_graphs])
-    meta = _parse_into(graph_pb2.MetaGraphDef(), path)
-    return MetaSummary(path, "meta_graph", [summarize_meta_graph(meta)])
+        return "saved_model", list(_read_graph_file(path, "saved_model").meta_graphs)
+    return "meta_graph", [_read_graph_file(path, "meta_graph")]
+
+
+def read_meta_summary(path: str) -> MetaSummary:
+    if os.path.basename(path).startswith("saved_model.") or path.endswith(".meta"):
+        kind, metas = read_meta_graphs(path)
+        return MetaSummary(path, kind, [summarize_meta_graph(m) for m in metas])
+    return MetaSummary(path, "graph_def", [summarize_graph_def(_read_graph_file(path, "graph_def"))])

@@ -1,13 +1,15 @@
-"""Ranking the likely outputs of a graph, for `freeze` without --output-nodes.
+"""What a graph is, without TensorFlow: its likely outputs (for `freeze` without --output-nodes
+and `inspect --meta`), its inputs, and every op type it uses.
 
-Pure logic over a GraphDef: sink nodes outside the save/restore, init,
-training, summary and moving-average subgraphs, preferring nodes a person
-named over auto-named ones, and demoting the loss (the op whose gradient is
-seeded by `gradients/grad_ys_0`).
+Pure logic over a GraphDef, ours (protos/graph.proto) or TensorFlow's (the same field names):
+likely outputs are sink nodes outside the save/restore, init, training, summary and
+moving-average subgraphs, preferring nodes a person named over auto-named ones, and demoting
+the loss (the op whose gradient is seeded by `gradients/grad_ys_0`).
 """
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 _EXCLUDED_SCOPE = re.compile(
     r"^(save(_\d+)?|init(_\d+)?|gradients(_\d+)?|train(_\d+)?|report_uninitialized_\w+|summaries|"
@@ -23,6 +25,8 @@ _EXCLUDED_OPS = {
 _GRAD_SEED = re.compile(r"^gradients(_\d+)?/(grad_ys_\d+|Fill|ones)$")
 _GRAD_OF = re.compile(r"^gradients(_\d+)?/(?P<forward>.+?)_grad/")
 _INITIALIZER_OPS = {"Assign", "AssignVariableOp"}
+# TF2 graphs save and restore through functions called with this placeholder (the SavedModel's saver).
+_SAVER_FILENAME = "saver_filename"
 
 
 def _node_name(input_name: str) -> str:
@@ -37,7 +41,7 @@ def _auto_named(name: str, op: str) -> bool:
 
 
 def _excluded(node) -> bool:
-    return (node.op in _EXCLUDED_OPS or node.op.startswith(("Apply", "ResourceApply")) or bool(_EXCLUDED_SCOPE.match(node.name))
+    return (node.op in _EXCLUDED_OPS or any(_node_name(i) == _SAVER_FILENAME for i in node.input) or node.op.startswith(("Apply", "ResourceApply")) or bool(_EXCLUDED_SCOPE.match(node.name))
             or "/ExponentialMovingAverage" in node.name or "_grad/" in node.name or node.name.endswith("/read"))
 
 
@@ -89,3 +93,26 @@ def rank_output_candidates(graph_def, limit: int = 8) -> list[str]:
             score -= 2.0
         scored.append((-score, name))
     return [name for _score, name in sorted(scored)[:limit]]
+
+
+def op_counts(graph_def) -> dict[str, int]:
+    """Every op type used, with counts: the graph's nodes and those of its function library (TF2
+    graphs keep most of their ops in functions), most used first."""
+    ops = Counter(node.op for node in graph_def.node)
+    for function in graph_def.library.function:
+        ops.update(node.op for node in function.node_def)
+    return dict(sorted(ops.items(), key=lambda item: (-item[1], item[0])))
+
+
+def placeholders(graph_def) -> list[tuple[str, int, list[int] | None]]:
+    """(name, dtype code, shape) of each Placeholder of the graph (its inputs); shape None when the
+    rank is unknown, -1 for an unknown dimension."""
+    found = []
+    for node in graph_def.node:
+        if node.op not in ("Placeholder", "PlaceholderWithDefault") or node.name == _SAVER_FILENAME or \
+                _EXCLUDED_SCOPE.match(node.name):
+            continue  # the saver's file name (save/filename, saver_filename) is no input of the model
+        shape = node.attr["shape"].shape if "shape" in node.attr else None
+        dims = None if shape is None or shape.unknown_rank else [d.size for d in shape.dim]
+        found.append((node.name, node.attr["dtype"].type if "dtype" in node.attr else 0, dims))
+    return found
