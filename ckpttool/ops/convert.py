@@ -416,7 +416,7 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
     state_warning = older_than_latest(destination) if to == "tf" and update_state else None
     return ConvertPlan(target.prefix, target.format, destination, to, tuple(items), tuple(dropped), tuple(skipped),
                        files, shards, st_metadata, graph, overwrite, update_state, state_warning,
-                       target.min_elements)
+                       source_min_elements=target.min_elements)
 
 
 def _plan_like(source: str, destination: str, like: str, rules: RenameRules, partial: bool,
@@ -461,7 +461,7 @@ def _plan_like(source: str, destination: str, like: str, rules: RenameRules, par
                                   f"{weight.dtype.name}; convert writes values as they are",
                                   hint="give a source (or a template) with that dtype")
             check_stored_readable(reader, var)
-            items.append(ConvertItem(var.name, weight.name, var.dtype.name, var.shape, var.size_bytes, match.by))
+            items.append(ConvertItem(var.name, weight.name, var.dtype.name, var.shape, var.size_bytes, match=match.by))
         sources = [fs.absolute(target.prefix), *(fs.absolute(f) for f in reader.data_files())]
     refuse_writing_over_source(sources + [fs.absolute(template_target.prefix)], [destination], "convert")
     if _destination_exists((destination,), "keras", destination) and not overwrite:
