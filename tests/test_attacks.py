@@ -70,3 +70,23 @@ def client_put(store, path: str, data: bytes) -> None:
             f"{store.endpoint}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={urllib.parse.quote(key, safe='')}",
             data=data, method="POST", headers={"Content-Type": "application/octet-stream"})
         urllib.request.urlopen(request).read()
+
+
+# -- metrics for --keep-best: a number too large for a float -------------------------------------
+
+@pytest.mark.parametrize("line", ['{"step": 1, "loss": %s}' % ("9" * 400), '{"step": %s, "loss": 1}' % ("9" * 400)],
+                         ids=["value", "step"])
+def test_a_metric_too_large_for_a_float_is_bad_input(tmp_path, line):
+    """JSON integers are unbounded (Python's json reads 400 digits as an int); float() of one
+    raised OverflowError, which no reader caught (exit 70 for prune --keep-best)."""
+    from ckpttool.errors import BadInput
+    from ckpttool.ops.metrics import read_metrics_file, read_trainer_state
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(BadInput, match="not a"):
+        read_metrics_file(str(path), "loss")
+    state = tmp_path / "trainer_state.json"
+    state.write_text('{"log_history": [%s]}' % line)
+    with pytest.raises(BadInput, match="not a"):
+        read_trainer_state(str(state), "loss")
