@@ -2,6 +2,8 @@
 before its fix. Buckets against the moto S3 server and GCS emulator of tests/test_remote.py."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
@@ -90,3 +92,31 @@ def test_a_metric_too_large_for_a_float_is_bad_input(tmp_path, line):
     state.write_text('{"log_history": [%s]}' % line)
     with pytest.raises(BadInput, match="not a"):
         read_trainer_state(str(state), "loss")
+
+
+# -- a prune journal planted by another user -----------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to plant another user's file")
+def test_a_journal_of_another_user_is_not_resumed(copy_fixture, tmp_path, tf):
+    """A journal names checkpoints an interrupted prune was deleting; resuming it overrides the
+    rules (it must: the state file may already be rewritten). Anyone who may create a file in the
+    directory could plant one: root's cron then deleted, as root, every checkpoint it named but the
+    latest (here model.ckpt-100 to -900, which `--keep-last 20` keeps), even in a sticky directory
+    where that user could delete none of them. A journal is resumed only when it belongs to the
+    user running prune or to the directory's owner; another's is refused (exit 3, nothing deleted)."""
+    from tests.test_prune_repair import names, on_disk
+    from tests.test_safety import JOURNAL, tree_listing, write_journal
+
+    run = copy_fixture("prune_run")
+    os.chmod(run, 0o1777)  # a shared directory: anyone may add files, none may remove another's
+    victims = [f"model.ckpt-{s}" for s in range(100, 1000, 100)]
+    write_journal(run, [{"name": n, "step": int(n.rsplit("-", 1)[1]),
+                         "paths": [f"{n}.index", f"{n}.data-00000-of-00001"]} for n in victims])
+    os.chown(run / JOURNAL, 4242, 4242)
+    before = tree_listing(run)
+    result = run_cli("prune", "--yes", "--keep-last", "20", run)
+    assert tree_listing(run) == before
+    assert_one_line_error(result, 3)
+    assert "journal" in result.stderr
+    assert on_disk(run) >= names(range(100, 1001, 100))
+    assert_tf_restores_latest(tf, run, "model.ckpt-1000")

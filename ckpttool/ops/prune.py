@@ -177,9 +177,20 @@ def _read_journal(scan: DirectoryScan, protected: dict[str, str]) -> list[Deleti
         return CorruptCheckpoint(f"prune journal {path} {why}; refusing to resume it (nothing deleted)",
                                  hint="if no prune is running, look at it and remove it")
 
+    owner = _journal_owner(scan, path)
+    if owner is None and not fs.is_url(path):
+        return []  # removed since the listing
     raw = read_capped(path, JOURNAL_MAX_BYTES, "prune journal", missing_ok=True)
     if raw is None:
         return []  # removed since the listing: a concurrent prune finished (plans are checked again under the lock)
+    now = _journal_owner(scan, path)
+    if owner is not None and now is None:
+        return []  # removed while read: a concurrent prune finished
+    if owner != now:
+        raise refuse("was replaced while it was read")
+    if owner is not None and owner[2] not in (os.geteuid(), os.stat(scan.directory).st_uid):
+        # Anyone who may add a file here could plant one, and resuming overrides the rules.
+        raise refuse(f"belongs to uid {owner[2]}, neither this user nor the directory's owner")
     try:
         entries = json.loads(raw)["deletions"]
         pending = [(e["name"], e.get("step"), e["paths"]) for e in entries]
@@ -204,6 +215,18 @@ def _read_journal(scan: DirectoryScan, protected: dict[str, str]) -> list[Deleti
                 size += left
         resumed.append(Deletion(name, step if isinstance(step, int) else None, size, "resumed", tuple(paths)))
     return resumed
+
+
+def _journal_owner(scan: DirectoryScan, path: str) -> tuple[int, int, int] | None:
+    """(device, inode, owner uid) of a local journal (lstat: a planted symlink is its planter's),
+    None in a bucket or when it is gone."""
+    if fs.is_url(scan.directory):
+        return None
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino, found.st_uid
 
 
 def _size_if_present(scan: DirectoryScan, full: str) -> int | None:
