@@ -120,3 +120,32 @@ def test_a_journal_of_another_user_is_not_resumed(copy_fixture, tmp_path, tf):
     assert "journal" in result.stderr
     assert on_disk(run) >= names(range(100, 1001, 100))
     assert_tf_restores_latest(tf, run, "model.ckpt-1000")
+
+
+# -- a directory swapped for a symlink between plan and apply ------------------------------------
+
+def test_apply_refuses_a_directory_swapped_since_it_was_planned(fixtures_dir, tmp_path, tf):
+    """`prune -r` plans every run under the root, then (after the prompt, or after planning the
+    other runs) applies each plan by path. A user who may rename `root/team` swapped it for a
+    symlink to another tree in between: apply_prune rescanned through the link and deleted
+    ckpt-1..4 of /victim/run, a directory it was never given (same names, as one training script
+    writes). The directory applied must be the one planned (device and inode)."""
+    from ckpttool.errors import Refused
+    from ckpttool.ops.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention import RetentionRules
+    from tests.test_prune_repair import on_disk
+
+    root, victim = tmp_path / "root", tmp_path / "victim"
+    (root / "team").mkdir(parents=True)
+    victim.mkdir()
+    _many_checkpoint_dir(fixtures_dir, root / "team" / "run", 5)
+    _many_checkpoint_dir(fixtures_dir, victim / "run", 5)
+    before = on_disk(victim / "run")
+    plan = plan_prune(str(root / "team" / "run"), RetentionRules(keep_last=1))
+    assert [d.name for d in plan.deleted] == ["ckpt-1", "ckpt-2", "ckpt-3", "ckpt-4"]
+    os.rename(root / "team", tmp_path / "moved")
+    os.symlink(victim, root / "team")
+    with pytest.raises(Refused, match="changed since"):
+        apply_prune(plan)
+    assert on_disk(victim / "run") == before
+    assert_tf_restores_latest(tf, victim / "run", "ckpt-5")

@@ -59,6 +59,7 @@ class PrunePlan:
     deleted: tuple[Deletion, ...]
     problems: tuple[Problem, ...]
     ignore_bad_state: bool = False
+    directory_id: tuple[int, int] | None = None  # (device, inode) of a local directory when planned
 
     @property
     def freed_bytes(self) -> int:
@@ -258,6 +259,7 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     """
     rules.validate()
     now = time.time() if now is None else now
+    directory_id = _directory_id(directory)
     scan = scan_directory(directory)
     if not ignore_bad_state:
         _refuse_bad_state(scan)
@@ -296,7 +298,17 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
         if pending.name not in planned:
             deleted.append(pending)
             kept = [k for k in kept if k.name != pending.name]
-    return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state)
+    return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state, directory_id)
+
+
+def _directory_id(directory: str) -> tuple[int, int] | None:
+    if fs.is_url(directory):
+        return None
+    try:
+        found = os.stat(directory)
+    except OSError:
+        return None  # nothing there: the scan says so
+    return found.st_dev, found.st_ino
 
 
 def _remove(path: str) -> None:
@@ -358,6 +370,11 @@ def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> 
     fault = fault or (lambda _step: None)
     directory = plan.directory
     with directory_lock(directory):
+        if plan.directory_id is not None and _directory_id(directory) != plan.directory_id:
+            # A path component swapped for a symlink since (`prune -r` plans all, then applies):
+            # the rules were judged on another directory's checkpoints.
+            raise Refused(f"{directory} changed since the prune was planned (it is another directory now); "
+                          "nothing deleted")
         scan = scan_directory(directory)  # the directory as it is now, under the lock
         if not plan.ignore_bad_state:
             _refuse_bad_state(scan)
