@@ -149,3 +149,37 @@ def test_apply_refuses_a_directory_swapped_since_it_was_planned(fixtures_dir, tm
         apply_prune(plan)
     assert on_disk(victim / "run") == before
     assert_tf_restores_latest(tf, victim / "run", "ckpt-5")
+
+
+# -- typed complex values of odd count -----------------------------------------------------------
+
+def _const_graph(tf, tmp_path, values) -> tuple[str, object]:
+    """A GraphDef (TensorFlow's own protos) with one complex64 Const of shape [4] stored as
+    `scomplex_val` floats (pairs of real, imaginary)."""
+    graph = tf.compat.v1.GraphDef()
+    node = graph.node.add(name="c", op="Const")
+    tensor = node.attr["value"].tensor
+    tensor.dtype = tf.complex64.as_datatype_enum
+    tensor.tensor_shape.dim.add(size=4)
+    tensor.scomplex_val.extend(values)
+    node.attr["dtype"].type = tf.complex64.as_datatype_enum
+    path = tmp_path / "graph.pb"
+    path.write_bytes(graph.SerializeToString())
+    return str(path), tensor
+
+
+def test_complex_typed_values_of_odd_count(tf, tmp_path):
+    """TensorProto.scomplex_val holds (real, imaginary) pairs; an odd count made reshape(-1, 2)
+    raise ValueError (exit 70) in the one decoder of V1 checkpoints and graph constants.
+    TensorFlow uses the whole pairs and drops the odd float (tensor.cc, make_ndarray)."""
+    import numpy as np
+
+    from ckpttool.errors import CkptError
+    from ckpttool.formats.tf.graphdef import GraphConstants
+
+    path, tensor = _const_graph(tf, tmp_path, [1.0, 2.0, 3.0])
+    with GraphConstants(path, min_elements=0) as reader:
+        np.testing.assert_array_equal(reader.read(reader.variable("c")), tf.make_ndarray(tensor))
+    path, _tensor = _const_graph(tf, tmp_path, [1.0])
+    with pytest.raises(CkptError), GraphConstants(path, min_elements=0) as reader:
+        reader.read(reader.variable("c"))
