@@ -183,3 +183,35 @@ def test_complex_typed_values_of_odd_count(tf, tmp_path):
     path, _tensor = _const_graph(tf, tmp_path, [1.0])
     with pytest.raises(CkptError), GraphConstants(path, min_elements=0) as reader:
         reader.read(reader.variable("c"))
+
+
+# -- the host lock's directory in a shared temp directory ----------------------------------------
+
+@pytest.mark.parametrize("planted", ["symlink", "other_owner", "world_writable"])
+def test_the_host_lock_directory_planted_in_tmp_is_refused(tmp_path, monkeypatch, planted):
+    """A bucket prune also locks a file in /tmp/ckpttool-locks-<uid>/, made with makedirs(exist_ok):
+    anyone may create that name first in /tmp. As a symlink to /etc (any directory), root's run
+    created its lock file there (O_NOFOLLOW guards only the last component); as a directory of
+    theirs, they could remove or hold root's lock files. It is used only when it is our own
+    directory, writable by us alone."""
+    if planted == "other_owner" and os.geteuid() != 0:
+        pytest.skip("needs root to make another user's directory")
+    from ckpttool.errors import Refused
+    from ckpttool.ops import lock
+
+    monkeypatch.setattr(lock.tempfile, "gettempdir", lambda: str(tmp_path))
+    name = tmp_path / f"ckpttool-locks-{os.getuid()}"
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    if planted == "symlink":
+        os.symlink(elsewhere, name)
+    else:
+        name.mkdir()
+        if planted == "other_owner":
+            os.chown(name, 4242, 4242)
+        else:
+            os.chmod(name, 0o777)
+    with pytest.raises(Refused, match="ckpttool-locks"):
+        with lock.directory_lock("memory://bucket/run", timeout=1):
+            pass
+    assert not list(elsewhere.iterdir())
