@@ -215,3 +215,22 @@ def test_the_host_lock_directory_planted_in_tmp_is_refused(tmp_path, monkeypatch
         with lock.directory_lock("memory://bucket/run", timeout=1):
             pass
     assert not list(elsewhere.iterdir())
+
+
+@pytest.mark.parametrize("entry", ["ckpt-2.index?versionId=x", "ckpt-2?versionId=x", "a//ckpt-2", "./ckpt-2"])
+def test_a_state_file_entry_the_backend_would_split_is_reported(store, fixtures_dir, tmp_path, entry):
+    """State-file entries are hostile too: one naming `ckpt-2?versionId=x` must be reported as a
+    problem (never looked up as ckpt-2), not stop ls or prune of the run."""
+    from ckpttool.formats.tf.state import CheckpointState, write_state
+
+    run = tmp_path / "run"
+    _many_checkpoint_dir(fixtures_dir, run, 4)
+    write_state(str(run), CheckpointState("ckpt-4", (entry, "ckpt-3", "ckpt-4"), ()))
+    url = upload_tree(store, str(run), fresh_prefix("state"))
+    listing = run_cli("ls", "--json", url)
+    assert listing.exit_code == 0, listing.stderr
+    assert [c["name"] for c in listing.json()["checkpoints"]] == [f"ckpt-{i}" for i in range(1, 5)]
+    result = run_cli("prune", "--keep-last", "2", "--yes", "--json", url)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(d["name"] for d in result.json()["deleted"]) == ["ckpt-1", "ckpt-2"]
+
