@@ -234,3 +234,29 @@ def test_a_state_file_entry_the_backend_would_split_is_reported(store, fixtures_
     assert result.exit_code == 0, result.stderr
     assert sorted(d["name"] for d in result.json()["deleted"]) == ["ckpt-1", "ckpt-2"]
 
+
+
+# -- repair writes what it planned over a state file rewritten since -----------------------------
+
+def test_repair_never_reverts_a_state_file_written_since_it_was_planned(fixtures_dir, tmp_path, tf):
+    """repair plans from one read of the state file and wrote its plan under the lock without
+    looking again: a training job's save in between (ckpt-6, now latest) was reverted to ckpt-4,
+    so the job would resume from the older checkpoint. The state file must still be the one
+    planned from, else nothing is written."""
+    import shutil
+
+    from ckpttool.errors import Refused
+    from ckpttool.formats.tf.state import CheckpointState, write_state
+    from ckpttool.ops.repair import apply_repair, plan_repair
+
+    run = tmp_path / "run"
+    _many_checkpoint_dir(fixtures_dir, run, 5)
+    write_state(str(run), CheckpointState("ckpt-4", tuple(f"ckpt-{i}" for i in range(1, 5)), ()))
+    plan = plan_repair(str(run))
+    assert plan.changed and plan.new_state.model_checkpoint_path == "ckpt-4"
+    for suffix in (".index", ".data-00000-of-00001"):  # the training job saves ckpt-6 meanwhile
+        shutil.copy(run / f"ckpt-5{suffix}", run / f"ckpt-6{suffix}")
+    write_state(str(run), CheckpointState("ckpt-6", tuple(f"ckpt-{i}" for i in range(1, 7)), ()))
+    with pytest.raises(Refused, match="changed since"):
+        apply_repair(plan)
+    assert tf.train.latest_checkpoint(str(run)) == str(run / "ckpt-6")
