@@ -260,3 +260,33 @@ def test_repair_never_reverts_a_state_file_written_since_it_was_planned(fixtures
     with pytest.raises(Refused, match="changed since"):
         apply_repair(plan)
     assert tf.train.latest_checkpoint(str(run)) == str(run / "ckpt-6")
+
+
+def test_recursive_prune_never_follows_a_symlink_put_in_a_found_path(fixtures_dir, tmp_path, monkeypatch, tf):
+    """`prune -r` walks the tree without following links, then plans each run found by its path:
+    `root/team` swapped for a symlink to /victim right after the walk made the plan (and the
+    deletions) those of /victim/run. A directory whose path no longer leads where the walk found it
+    is skipped and reported (exit 3), the others pruned."""
+    from ckpttool.ops import scan
+    from tests.test_prune_repair import on_disk
+
+    root, victim = tmp_path / "root", tmp_path / "victim"
+    (root / "team").mkdir(parents=True)
+    victim.mkdir()
+    _many_checkpoint_dir(fixtures_dir, root / "team" / "run", 5)
+    _many_checkpoint_dir(fixtures_dir, root / "own", 3)
+    _many_checkpoint_dir(fixtures_dir, victim / "run", 5)
+    before = on_disk(victim / "run")
+    walk = scan.find_checkpoint_dirs
+
+    def walk_then_swap(*args, **kwargs):
+        found = walk(*args, **kwargs)
+        os.rename(root / "team", tmp_path / "moved")
+        os.symlink(victim, root / "team")
+        return found
+    monkeypatch.setattr(scan, "find_checkpoint_dirs", walk_then_swap)
+    result = run_cli("prune", "--recursive", "--keep-last", "1", "--yes", "--json", root)
+    assert on_disk(victim / "run") == before
+    assert_tf_restores_latest(tf, victim / "run", "ckpt-5")
+    assert_one_line_error(result, 3)
+    assert on_disk(root / "own") == {"ckpt-3"}
