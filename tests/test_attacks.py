@@ -187,7 +187,7 @@ def test_complex_typed_values_of_odd_count(tf, tmp_path):
 
 # -- the host lock's directory in a shared temp directory ----------------------------------------
 
-@pytest.mark.parametrize("planted", ["symlink", "other_owner", "world_writable"])
+@pytest.mark.parametrize("planted", ["symlink", "other_owner", "world_writable", "file", "dangling"])
 def test_the_host_lock_directory_planted_in_tmp_is_refused(tmp_path, monkeypatch, planted):
     """A bucket prune also locks a file in /tmp/ckpttool-locks-<uid>/, made with makedirs(exist_ok):
     anyone may create that name first in /tmp. As a symlink to /etc (any directory), root's run
@@ -205,6 +205,10 @@ def test_the_host_lock_directory_planted_in_tmp_is_refused(tmp_path, monkeypatch
     elsewhere.mkdir()
     if planted == "symlink":
         os.symlink(elsewhere, name)
+    elif planted == "file":
+        name.write_text("")
+    elif planted == "dangling":
+        os.symlink(elsewhere / "missing", name)
     else:
         name.mkdir()
         if planted == "other_owner":

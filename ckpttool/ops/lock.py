@@ -57,7 +57,10 @@ def _flock(path: str, timeout: float, what: str, directory: bool = False):
 def _host_lock_path(url: str) -> str:
     """A lock file on this host standing for the remote directory `url`."""
     directory = os.path.join(tempfile.gettempdir(), f"ckpttool-locks-{os.getuid()}")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except FileExistsError:
+        pass  # a file or a dangling symlink by that name: refused below
     # Anyone may create that name in /tmp first: a symlink would put our lock files where it points
     # (O_NOFOLLOW guards the last component only), another's directory would let them remove ours.
     found = os.lstat(directory)
