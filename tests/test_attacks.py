@@ -294,3 +294,19 @@ def test_recursive_prune_never_follows_a_symlink_put_in_a_found_path(fixtures_di
     assert_tf_restores_latest(tf, victim / "run", "ckpt-5")
     assert_one_line_error(result, 3)
     assert on_disk(root / "own") == {"ckpt-3"}
+
+
+def test_recursive_ls_reports_a_key_the_backend_would_split(servers, fixtures_dir, tmp_path):
+    """`root/run?versionId=x/checkpoint` is the key s3fs reads as `root/run` (version dropped): the
+    walk leaves it out and says so, and lists the real run."""
+    s3 = servers["s3"]
+    run = tmp_path / "run"
+    _many_checkpoint_dir(fixtures_dir, run, 2)
+    url = upload_tree(s3, str(run), fresh_prefix("walk") + "/own")
+    root = url.rsplit("/", 1)[0]
+    hostile = root.split("://", 1)[1] + "/own?versionId=x/checkpoint"
+    client_put(s3, hostile, (run / "checkpoint").read_bytes())
+    listing = run_cli("ls", "--recursive", "--json", root)
+    assert listing.exit_code == 0, listing.stderr
+    assert [d["directory"] for d in listing.json()["directories"]] == [url]
+    assert "store would read as another key" in listing.stderr

@@ -503,7 +503,8 @@ def find_checkpoint_dirs(root: str, problems: list[Problem] | None = None) -> li
             found.append(current)
     if problems is not None:
         problems.extend(Problem("bad_key", url, f"skipped {excerpt(url)}: an object key with a `.`, `..` or "
-                                "empty segment is never followed") for url in skipped)
+                                "empty segment, or one the store would read as another key, is never followed")
+                        for url in skipped)
     return found
 
 
