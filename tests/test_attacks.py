@@ -310,3 +310,28 @@ def test_recursive_ls_reports_a_key_the_backend_would_split(servers, fixtures_di
     assert listing.exit_code == 0, listing.stderr
     assert [d["directory"] for d in listing.json()["directories"]] == [url]
     assert "store would read as another key" in listing.stderr
+
+
+def test_a_bucket_journal_never_overrides_the_rules_for_a_complete_checkpoint(servers, fixtures_dir, tmp_path, tf):
+    """A bucket has no file owner to tell a planted journal from prune's own: anyone who may put an
+    object under the prefix (a PutObject-only policy too) could list ckpt-2 in one, and a prune
+    keeping the last 10 deleted it. A bucket journal still finishes what is half deleted, but never
+    deletes a complete checkpoint this run's rules keep (reported instead)."""
+    import json
+
+    s3 = servers["s3"]
+    run = tmp_path / "run"
+    _many_checkpoint_dir(fixtures_dir, run, 5)
+    url = upload_tree(s3, str(run), fresh_prefix("journal"))
+    journal = {"deletions": [{"name": "ckpt-2", "step": 2, "paths": ["ckpt-2.index", "ckpt-2.data-00000-of-00001"]}]}
+    client_put(s3, url.split("://", 1)[1] + "/.ckpttool-prune.journal", json.dumps(journal).encode())
+    result = run_cli("prune", "--keep-last", "10", "--yes", "--json", url)
+    keys = _store_keys(s3, url)
+    assert {"ckpt-2.index", "ckpt-2.data-00000-of-00001"} <= keys, result.stderr
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["deleted"] == []
+    downloaded = tmp_path / "downloaded"
+    _download_keys(s3, url, ["checkpoint", "ckpt-2.index", "ckpt-2.data-00000-of-00001"], downloaded)
+    reader = tf.train.load_checkpoint(str(downloaded / "ckpt-2"))
+    for name in reader.get_variable_to_shape_map():
+        reader.get_tensor(name)

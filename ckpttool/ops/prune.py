@@ -295,6 +295,12 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
                                     (leftover.path,)))
     planned = {d.name for d in deleted}
     for pending in _read_journal(scan, protected):
+        if fs.is_url(directory) and reasons.get(pending.name):
+            # A bucket journal has no owner to check (a local one must be ours): it may finish what is
+            # half deleted, never delete a complete checkpoint these rules keep.
+            problems.append(Problem("journal_entry_kept", fs.join(scan.directory, pending.name),
+                                    f"the prune journal lists {pending.name}, which these rules keep: not deleted"))
+            continue
         if pending.name not in planned:
             deleted.append(pending)
             kept = [k for k in kept if k.name != pending.name]
