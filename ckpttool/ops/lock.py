@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import tempfile
 import time
 import uuid
@@ -56,7 +57,16 @@ def _flock(path: str, timeout: float, what: str, directory: bool = False):
 def _host_lock_path(url: str) -> str:
     """A lock file on this host standing for the remote directory `url`."""
     directory = os.path.join(tempfile.gettempdir(), f"ckpttool-locks-{os.getuid()}")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except FileExistsError:
+        pass  # a file or a dangling symlink by that name: refused below
+    # Anyone may create that name in /tmp first: a symlink would put our lock files where it points
+    # (O_NOFOLLOW guards the last component only), another's directory would let them remove ours.
+    found = os.lstat(directory)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid() or found.st_mode & 0o022:
+        raise Refused(f"{directory} is not a directory of this user's, writable by it alone; not using it "
+                      "for the host lock", hint="remove it (someone else may have made it)")
     return os.path.join(directory, hashlib.sha256(url.encode()).hexdigest()[:32] + ".lock")
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from ckpttool.errors import BadInput, UsageProblem
 from ckpttool.formats import tfevents
 from ckpttool.storage import fs
+from ckpttool.text import quote
 
 METRICS_FILE_CAP = 256 << 20
 TRAINER_STATE = "trainer_state.json"
@@ -86,11 +87,11 @@ def _finite(values: dict[int, float], what: str) -> tuple[dict[int, float], list
 
 def _number(text, where: str) -> float:
     if isinstance(text, bool) or not isinstance(text, (int, float, str)):
-        raise BadInput(f"{where}: {text!r} is not a number")
+        raise BadInput(f"{where}: {quote(json.dumps(text))} is not a number")
     try:
         return float(text)
-    except ValueError:
-        raise BadInput(f"{where}: {text!r} is not a number") from None
+    except (ValueError, OverflowError):  # OverflowError: a JSON integer beyond any float
+        raise BadInput(f"{where}: {quote(str(text))} is not a number") from None
 
 
 def _step_of(row: dict, where: str) -> tuple[int, bool]:

@@ -74,6 +74,7 @@ class PrunePlan:
     problems: tuple[Problem, ...]
     ignore_bad_state: bool = False
     scores: Scores | None = None  # with a metric rule: every complete checkpoint's score
+    directory_id: tuple[int, int] | None = None  # (device, inode) of a local directory when planned
 
     @property
     def freed_bytes(self) -> int:
@@ -229,9 +230,20 @@ def _read_journal(scan: DirectoryScan, protected: dict[str, str]) -> list[Deleti
         return CorruptCheckpoint(f"prune journal {path} {why}; refusing to resume it (nothing deleted)",
                                  hint="if no prune is running, look at it and remove it")
 
+    owner = _journal_owner(scan, path)
+    if owner is None and not fs.is_url(path):
+        return []  # removed since the listing
     raw = read_capped(path, JOURNAL_MAX_BYTES, "prune journal", missing_ok=True)
     if raw is None:
         return []  # removed since the listing: a concurrent prune finished (plans are checked again under the lock)
+    now = _journal_owner(scan, path)
+    if owner is not None and now is None:
+        return []  # removed while read: a concurrent prune finished
+    if owner != now:
+        raise refuse("was replaced while it was read")
+    if owner is not None and owner[2] not in (os.geteuid(), os.stat(scan.directory).st_uid):
+        # Anyone who may add a file here could plant one, and resuming overrides the rules.
+        raise refuse(f"belongs to uid {owner[2]}, neither this user nor the directory's owner")
     try:
         entries = json.loads(raw)["deletions"]
         pending = [(e["name"], e.get("step"), e["paths"]) for e in entries]
@@ -256,6 +268,18 @@ def _read_journal(scan: DirectoryScan, protected: dict[str, str]) -> list[Deleti
                 size += left
         resumed.append(Deletion(name, step if isinstance(step, int) else None, size, "resumed", tuple(paths)))
     return resumed
+
+
+def _journal_owner(scan: DirectoryScan, path: str) -> tuple[int, int, int] | None:
+    """(device, inode, owner uid) of a local journal (lstat: a planted symlink is its planter's),
+    None in a bucket or when it is gone."""
+    if fs.is_url(scan.directory):
+        return None
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino, found.st_uid
 
 
 def _size_if_present(scan: DirectoryScan, full: str) -> int | None:
@@ -310,6 +334,7 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     """
     rules.validate()
     now = time.time() if now is None else now
+    directory_id = _directory_id(directory)
     scan = scan_directory(directory)
     if not ignore_bad_state:
         _refuse_bad_state(scan)
@@ -354,10 +379,17 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
                                     (leftover.path,)))
     planned = {d.name for d in deleted}
     for pending in _read_journal(scan, protected):
+        if fs.is_url(directory) and reasons.get(pending.name):
+            # A bucket journal has no owner to check (a local one must be ours): it may finish what is
+            # half deleted, never delete a complete checkpoint these rules keep.
+            problems.append(Problem("journal_entry_kept", fs.join(scan.directory, pending.name),
+                                    f"the prune journal lists {pending.name}, which these rules keep: not deleted"))
+            continue
         if pending.name not in planned:
             deleted.append(pending)
             kept = [k for k in kept if k.name != pending.name]
-    return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state, scores)
+    return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state,
+                     scores=scores, directory_id=directory_id)
 
 
 def _remove_series_tree(scan: DirectoryScan, path: str) -> None:
@@ -386,6 +418,16 @@ def _is_series_tree(scan: DirectoryScan, path: str) -> bool:
     known = scan.by_name(base)
     return known.is_directory if known is not None else bool(series.is_debris_name(base)) and any(
         leftover.path == path for leftover in scan.leftovers)
+
+
+def _directory_id(directory: str) -> tuple[int, int] | None:
+    if fs.is_url(directory):
+        return None
+    try:
+        found = os.stat(directory)
+    except OSError:
+        return None  # nothing there: the scan says so
+    return found.st_dev, found.st_ino
 
 
 def _remove(path: str) -> None:
@@ -451,6 +493,11 @@ def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> 
     fault = fault or (lambda _step: None)
     directory = plan.directory
     with directory_lock(directory):
+        if plan.directory_id is not None and _directory_id(directory) != plan.directory_id:
+            # A path component swapped for a symlink since (`prune -r` plans all, then applies):
+            # the rules were judged on another directory's checkpoints.
+            raise Refused(f"{directory} changed since the prune was planned (it is another directory now); "
+                          "nothing deleted")
         scan = scan_directory(directory)  # the directory as it is now, under the lock
         if not plan.ignore_bad_state:
             _refuse_bad_state(scan)

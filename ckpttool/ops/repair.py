@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ckpttool.errors import CkptError
+from ckpttool.errors import CkptError, Refused
 from ckpttool.storage import fs
 from ckpttool.formats.tf.state import STATE_FILE_CAP, STATE_FILENAME, CheckpointState, format_state, write_state
 from ckpttool.ops.lock import directory_lock
@@ -114,6 +114,10 @@ def apply_repair(plan: RepairPlan) -> None:
         return
     with directory_lock(plan.directory):
         state_path = fs.join(plan.directory, STATE_FILENAME)
+        if _read_text(state_path) != plan.old_text:
+            # A writer saved meanwhile: the plan would revert its latest checkpoint.
+            raise Refused(f"the state file of {plan.directory} changed since the repair was planned "
+                          "(a training job saving?); nothing written", hint="run repair again")
         old = _read_raw(state_path) if plan.old_text is not None else None
         if old is not None:
             fs.write_atomic(fs.join(plan.directory, BACKUP_FILENAME), old, mode_of=state_path)

@@ -569,8 +569,20 @@ def find_checkpoint_dirs(root: str, problems: list[Problem] | None = None) -> li
                 found.append(parent)
     if problems is not None:
         problems.extend(Problem("bad_key", url, f"skipped {excerpt(url)}: an object key with a `.`, `..` or "
-                                "empty segment is never followed") for url in skipped)
+                                "empty segment, or one the store would read as another key, is never followed")
+                        for url in skipped)
     return found
+
+
+def moved_out_of_tree(root: str, directory: str) -> str | None:
+    """Why `directory`, found under `root` by find_checkpoint_dirs, must no longer be used by its
+    path (a component swapped for a symlink since the walk, which followed none), or None."""
+    if fs.is_url(root):
+        return None  # object keys: no links
+    now = os.path.realpath(directory)
+    if now != os.path.normpath(os.path.join(os.path.realpath(root), os.path.relpath(directory, root))):
+        return f"{directory} now leads to {now} (a symlink was put in its path since it was found); not followed"
+    return None
 
 
 def for_each_directory(function: Callable[[str], T], directories: list[str]) -> list[T]:

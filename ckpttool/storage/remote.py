@@ -64,7 +64,7 @@ def split_url(url: str) -> tuple[str, str]:
     """
     protocol, _, rest = url.partition("://")
     rest = rest.rstrip("/")
-    problem = key_problem(rest)
+    problem = key_problem(rest) or address_problem(protocol.lower(), rest)
     if problem:
         raise BadInput(f"{url}: {problem}; object keys are not normalised, refusing to use it")
     return protocol.lower(), rest
@@ -78,6 +78,21 @@ def key_problem(path: str, rooted: bool = True) -> str | None:
     if bad is None:
         return None
     return "it has an empty segment (`//`)" if bad == "" else f"it has a `{bad}` segment"
+
+
+def address_problem(protocol: str, path: str) -> str | None:
+    """Why the backend would not address the object `path` as it is, or None: s3fs reads every
+    `KEY?versionId=V` as object KEY (a listed key `run/ckpt-4.index?versionId=x.index` would be
+    deleted as `run/ckpt-4.index`), gcsfs with version_aware `KEY#N` as KEY. Whatever the backend
+    splits off, the key it would use must be the key as listed."""
+    split = getattr(filesystem(protocol), "split_path", None)
+    if split is None:
+        return None
+    bucket, key, *_ = split(path)
+    addressed = f"{bucket}/{key}" if key else bucket
+    if addressed == path.lstrip("/"):
+        return None
+    return f"the {protocol}:// backend would read it as the object {addressed}"
 
 
 def join_url(protocol: str, path: str) -> str:
@@ -220,6 +235,8 @@ def list_directory(url: str) -> list[RemoteEntry]:
         name = posixpath.basename(info["name"].rstrip("/"))
         if not name or info["name"].rstrip("/") == path or name in (".", ".."):
             continue  # `run/../x` lists as a prefix `..`: never followed
+        if address_problem(protocol, info["name"].rstrip("/")):
+            continue  # `ckpt-1.index?versionId=x`: the backend would act on another object
         entries.append(RemoteEntry(name, join_url(protocol, info["name"].rstrip("/")), info.get("type") == "directory",
                                    int(info.get("size") or 0), mtime_of(info)))
     return entries
@@ -244,7 +261,8 @@ def walk(url: str, skipped: list[str] | None = None) -> Iterator[tuple[str, list
     tree: dict[str, tuple[set[str], list[str]]] = {root: (set(), [])}
     start = len(protocol) + 3 + len(root) + 1  # where the key below `root/` begins in an entry's URL
     for entry in list_tree(url):
-        if not entry.path.startswith(join_url(protocol, root) + "/") or key_problem(entry.path[start:], rooted=False):
+        if (not entry.path.startswith(join_url(protocol, root) + "/") or key_problem(entry.path[start:], rooted=False)
+                or address_problem(protocol, entry.path[start - len(root) - 1:])):
             if skipped is not None:
                 skipped.append(entry.path)
             continue

@@ -130,7 +130,7 @@ def command(
     from ckpttool.ops.directories import require_directory
     from ckpttool.ops.prune import apply_prune, plan_prune
     from ckpttool.ops.retention import RetentionRules, parse_duration
-    from ckpttool.ops.scan import find_checkpoint_dirs, for_each_directory
+    from ckpttool.ops.scan import find_checkpoint_dirs, for_each_directory, moved_out_of_tree
 
     rules = RetentionRules(keep_last, keep_every_hours, keep_every_steps, tuple(keep_step or ()),
                            parse_duration(min_age) if min_age is not None else None, keep_best, drop_unscored)
@@ -145,6 +145,8 @@ def command(
 
     def plan(d: str):
         try:
+            if recursive and (moved := moved_out_of_tree(directory, d)):
+                raise BadInput(moved)
             return plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state, metric=scoring)
         except BadInput as exc:
             if not recursive:

@@ -69,7 +69,8 @@ def tensor_from_proto(proto: pb.TensorProto, dtype_code: int, shape: tuple[int, 
             raise Unsupported(f"{what}: V1 values of dtype {dtype.name} are not supported")
         raw = list(getattr(proto, field))
         if dtype.kind == "complex":
-            pairs = np.array(raw, dtype=np.float64).reshape(-1, 2)
+            # (real, imaginary) pairs; an odd last float is no value (TensorFlow drops it too)
+            pairs = np.array(raw[: len(raw) // 2 * 2], dtype=np.float64).reshape(-1, 2)
             array = (pairs[:, 0] + 1j * pairs[:, 1]).astype(dtype.storage)
         elif field == "half_val":
             array = decoder(np.array(raw, dtype=np.uint16).view(dtype.storage))
