@@ -379,7 +379,7 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
                                     (leftover.path,)))
     planned = {d.name for d in deleted}
     for pending in _read_journal(scan, protected):
-        if fs.is_url(directory) and reasons.get(pending.name):
+        if fs.is_url(directory) and reasons.get(pending.name) and not _only_commit_files_left(scan, pending.name):
             # A bucket journal has no owner to check (a local one must be ours): it may finish what is
             # half deleted, never delete a complete checkpoint these rules keep.
             problems.append(Problem("journal_entry_kept", fs.join(scan.directory, pending.name),
@@ -390,6 +390,17 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
             kept = [k for k in kept if k.name != pending.name]
     return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state,
                      scores=scores, directory_id=directory_id)
+
+
+def _only_commit_files_left(scan: DirectoryScan, name: str) -> bool:
+    """A directory member whose removal stopped before its commit files (they go last, so that it
+    still reads as complete and a journal can finish it): nothing but those files is left. Such a
+    member is half deleted whatever the rules say; a whole one never holds its commit files alone."""
+    known = scan.by_name(name)
+    if known is None or not known.is_directory:
+        return False
+    files, _dirs, problem = series.plain_tree(known.files[0])
+    return not problem and bool(files) and set(files) <= set(series.LAST_FILES.get(known.format, ()))
 
 
 def _remove_series_tree(scan: DirectoryScan, path: str) -> None:
