@@ -113,6 +113,8 @@ def destination_format(destination: str, to: str | None, like: str | None = None
         if not destination.endswith((".weights.h5", ".keras")) or to not in (None, "keras"):
             raise UsageProblem("--like writes a Keras 3 file: name DST NAME.weights.h5 or NAME.keras")
         return "keras"
+    if by_name == "keras" and to == "tf" and not destination.endswith((".weights.h5", ".keras")):
+        return "tf"  # `--to tf` names a TF prefix `model.h5` (its files model.h5.index ...), as it says
     if by_name == "keras":
         raise UsageProblem("Keras files are written only after a template of the model: add --like TEMPLATE "
                            "(its .keras or .weights.h5), or convert to a TF checkpoint, .safetensors or .npz")
