@@ -7,7 +7,8 @@ from typing import Annotated, List, Optional
 import typer
 
 from ckpttool.cli import render
-from ckpttool.cli.commands.convert import (DtypeOpt, KeepDtypeOpt, LayoutOpt, TargetFormat, TransposeOpt,
+from ckpttool.cli.commands.convert import (DtypeOpt, KeepDtypeOpt, LayoutOpt, MetadataOpt, SepOpt, ShardSizeOpt,
+                                           StrictOpt, ToOpt, TransposeOpt,
                                            transform_options, transformed, warn_overflow)
 from ckpttool.cli.options import (AddPrefix, DropOpt, DryRun, Ema, Json, KeepOpt, MapFile, MapOpt, Overwrite, Quiet,
                                   RegexOpt, StripPrefix)
@@ -61,8 +62,7 @@ def command(
     keep_optimizer: Annotated[bool, typer.Option(
         "--keep-optimizer", help="Keep the optimizer's state (averaged like the weights); left out by "
                                  "default.")] = False,
-    to: Annotated[Optional[TargetFormat], typer.Option(
-        "--to", help="Format of DST: tf, safetensors or npz (default: from DST's extension; tf otherwise).")] = None,
+    to: ToOpt = None,
     map_: MapOpt = None,
     map_file: MapFile = None,
     regex: RegexOpt = None,
@@ -71,15 +71,10 @@ def command(
     ema: Ema = False,
     drop: DropOpt = None,
     keep: KeepOpt = None,
-    sep: Annotated[Optional[str], typer.Option(
-        "--sep", metavar="SEP", help="Replace the scope separator / by this in the new names, last.")] = None,
-    strict: Annotated[bool, typer.Option(
-        "--strict", help="Refuse (exit 3) instead of skipping what DST cannot hold (strings, variants, the TF2 "
-                         "object graph).")] = False,
-    shard_size: Annotated[Optional[str], typer.Option(
-        "--shard-size", metavar="SIZE", help="Split safetensors output into files of at most this size (5GB, 500MiB).")] = None,
-    metadata: Annotated[Optional[List[str]], typer.Option(
-        "--metadata", metavar="KEY=VALUE", help="KEY=VALUE for the safetensors __metadata__ (repeatable).")] = None,
+    sep: SepOpt = None,
+    strict: StrictOpt = False,
+    shard_size: ShardSizeOpt = None,
+    metadata: MetadataOpt = None,
     layout: LayoutOpt = None,
     transpose: TransposeOpt = None,
     dtype: DtypeOpt = None,

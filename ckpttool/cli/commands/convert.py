@@ -41,6 +41,20 @@ TransposeOpt = Annotated[Optional[List[str]], typer.Option(
 DtypeOpt = Annotated[Optional[CastDtype], typer.Option(
     "--dtype", help="Cast floating variables (float16/bfloat16/float32/float64) to this dtype, rounding to "
                     "nearest even; integers, strings and step counters keep theirs.")]
+# What convert and average write: one definition of each output option (average writes as convert).
+ToOpt = Annotated[Optional[TargetFormat], typer.Option(
+    "--to", help="Format of DST: tf, safetensors or npz (default: from DST's extension; tf otherwise).")]
+SepOpt = Annotated[Optional[str], typer.Option(
+    "--sep", metavar="SEP", help="Replace the scope separator / by this in the new names, last (--sep . for "
+                                 "PyTorch-style names).")]
+StrictOpt = Annotated[bool, typer.Option(
+    "--strict", help="Refuse (exit 3) instead of skipping what DST cannot hold (strings, variants, the TF2 "
+                     "object graph).")]
+ShardSizeOpt = Annotated[Optional[str], typer.Option(
+    "--shard-size", metavar="SIZE", help="Split safetensors output into files of at most this size (5GB, 500MiB): "
+                                         "NAME-00001-of-0000N.safetensors plus NAME.safetensors.index.json.")]
+MetadataOpt = Annotated[Optional[List[str]], typer.Option(
+    "--metadata", metavar="KEY=VALUE", help="KEY=VALUE for the safetensors __metadata__ (repeatable; e.g. format=pt).")]
 KeepDtypeOpt = Annotated[Optional[List[str]], typer.Option(
     "--keep-dtype", metavar="REGEX", help="With --dtype: variables matching REGEX keep their dtype (repeatable; "
                                           "e.g. norm).")]
@@ -99,8 +113,7 @@ def command(
         metavar="DST", help="What to write: NAME.safetensors, NAME.safetensors.index.json (sharded), NAME.npz, "
                             "a checkpoint prefix such as out/model.ckpt-1, or (with --like) NAME.weights.h5 or "
                             "NAME.keras.", show_default=False)],
-    to: Annotated[Optional[TargetFormat], typer.Option(
-        "--to", help="Format of DST: tf, safetensors or npz (default: from DST's extension; tf otherwise).")] = None,
+    to: ToOpt = None,
     names: NamesOpt = Naming.key,
     map_: MapOpt = None,
     map_file: MapFile = None,
@@ -111,17 +124,10 @@ def command(
     drop: DropOpt = None,
     keep: KeepOpt = None,
     drop_optimizer: DropOptimizer = False,
-    sep: Annotated[Optional[str], typer.Option(
-        "--sep", metavar="SEP", help="Replace the scope separator / by this in the new names, last (--sep . for PyTorch-style "
-                      "names).")] = None,
-    strict: Annotated[bool, typer.Option(
-        "--strict", help="Refuse (exit 3) instead of skipping what DST cannot hold (strings, variants, the TF2 "
-                         "object graph).")] = False,
-    shard_size: Annotated[Optional[str], typer.Option(
-        "--shard-size", metavar="SIZE", help="Split safetensors output into files of at most this size (5GB, 500MiB): "
-                             "NAME-00001-of-0000N.safetensors plus NAME.safetensors.index.json.")] = None,
-    metadata: Annotated[Optional[List[str]], typer.Option(
-        "--metadata", metavar="KEY=VALUE", help="KEY=VALUE for the safetensors __metadata__ (repeatable; e.g. format=pt).")] = None,
+    sep: SepOpt = None,
+    strict: StrictOpt = False,
+    shard_size: ShardSizeOpt = None,
+    metadata: MetadataOpt = None,
     no_source_metadata: Annotated[bool, typer.Option(
         "--no-source-metadata", help="Leave the source's name out of the safetensors __metadata__.")] = False,
     layout: LayoutOpt = None,

@@ -70,14 +70,21 @@ def command(
                                     "source": result.source})
     elif result.latest is None:
         print(f"no {'complete ' if complete else ''}checkpoint in {directory}", file=sys.stderr)
-    elif step:
-        if result.step is None:
-            render.warn(f"{os.path.basename(result.prefix)} has no step number")
+    else:
+        return _print_answer(result.prefix, result.step, shown, step)
+    return 0 if result.latest is not None else EXIT_NEGATIVE
+
+
+def _print_answer(prefix: str, step_number: int | None, shown: str, step: bool) -> int:
+    """The checkpoint's path (as shown), or its step with --step (exit 1 when its name has none)."""
+    if step:
+        if step_number is None:
+            render.warn(f"{os.path.basename(prefix)} has no step number")
             return EXIT_NEGATIVE
-        render.print_lines([str(result.step)])
+        render.print_lines([str(step_number)])
     else:
         render.print_lines([shown])
-    return 0 if result.latest is not None else EXIT_NEGATIVE
+    return 0
 
 
 def _best(directory: str, scoring, absolute: bool, step: bool, json_out: bool) -> int:
@@ -95,11 +102,4 @@ def _best(directory: str, scoring, absolute: bool, step: bool, json_out: bool) -
         print(f"no complete checkpoint in {directory} has a {result.scores.tag} score", file=sys.stderr)
         return EXIT_NEGATIVE
     print(f"best: {os.path.basename(result.prefix)}, {result.scores.tag} {result.score:.6g}", file=sys.stderr)
-    if step:
-        if result.step is None:
-            render.warn(f"{os.path.basename(result.prefix)} has no step number")
-            return EXIT_NEGATIVE
-        render.print_lines([str(result.step)])
-    else:
-        render.print_lines([shown])
-    return 0
+    return _print_answer(result.prefix, result.step, shown, step)
