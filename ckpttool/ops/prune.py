@@ -28,7 +28,7 @@ from ckpttool.ops.debris import (incomplete_checkpoint_problem, is_checkpoint_fi
                                  is_temp_file_debris, temp_dir_debris_problem, temp_dir_parts)
 from ckpttool.ops.lock import directory_lock
 from ckpttool.ops.retention import RetentionRules, keep_reasons
-from ckpttool.ops.scan import DirectoryScan, Problem, scan_directory
+from ckpttool.ops.scan import DirectoryScan, Problem, gc_paused, scan_directory
 from ckpttool.ops.statefile import update_state, without_entries
 
 JOURNAL_FILENAME = ".ckpttool-prune.journal"
@@ -225,6 +225,7 @@ def _not_debris(scan: DirectoryScan, leftover_path: str) -> str | None:
     return None if is_temp_file_debris(name) else f"{name} is not named like a temporary file of a save"
 
 
+@gc_paused()  # as many objects as the scan's, per checkpoint
 def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, now: float | None = None,
                ignore_bad_state: bool = False) -> PrunePlan:
     """What a prune of `directory` would keep and delete; reads only.

@@ -5,7 +5,7 @@ from ckpttool.cli import render
 from ckpttool.cli.options import Directory, Json, Quiet, Recursive
 from ckpttool.storage import fs
 from ckpttool.ops.directories import require_directory
-from ckpttool.ops.scan import (DirectoryScan, find_checkpoint_dirs, for_each_directory, scan_directory,
+from ckpttool.ops.scan import (DirectoryScan, find_checkpoint_dirs, for_each_directory, gc_paused, scan_directory,
                                state_file_problems)
 
 
@@ -79,6 +79,7 @@ def _print_summary(scans: list[DirectoryScan], dirs: list[str]) -> None:
                         f"{render.human_bytes(total)} in total"])
 
 
+@gc_paused()  # the rows of 100,000 checkpoints are as many objects again
 def command(directory: Directory, recursive: Recursive = False, json_out: Json = False, quiet: Quiet = False):
     """List every checkpoint in DIR, from the state file and from the files on disk.
 

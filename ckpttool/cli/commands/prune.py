@@ -10,6 +10,7 @@ from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE, error_fields
 from ckpttool.cli.options import Directory, DryRun, Json, Quiet, Recursive, Yes
 from ckpttool.errors import BadInput, Refused
+from ckpttool.ops.scan import gc_paused
 
 
 def _plan_document(directory: str, plan, deleted, dry_run: bool) -> dict:
@@ -68,6 +69,7 @@ def _confirm(plans) -> bool:
     return typer.confirm(f"Delete {render.plural(count, 'item')}, {size}?", default=False, err=True)
 
 
+@gc_paused()  # plans and rows of 100,000 checkpoints: as many objects as the scan's
 def command(
     directory: Directory,
     keep_last: Annotated[Optional[int], typer.Option("--keep-last", metavar="N", help="Keep the newest N of each family.")] = None,
