@@ -131,7 +131,12 @@ def command(
         if not _confirm(plans):
             print("nothing done", file=sys.stderr)
             return EXIT_NEGATIVE
-    results = [(d, plan, plan.deleted if dry_run else apply_prune(plan).deleted) for d, plan in plans]
+    # A bucket's run directories several at a time, as they were planned (each under its own lock;
+    # a failure is raised once the others are done, the first in order, as it is one by one).
+    by_directory = dict(plans)
+    deleted = [p.deleted for _d, p in plans] if dry_run else \
+        for_each_directory(lambda d: apply_prune(by_directory[d]).deleted, [d for d, _p in plans])
+    results = [(d, plan, gone) for (d, plan), gone in zip(plans, deleted)]
     if json_out:
         docs = [_plan_document(d, plan, deleted, dry_run) for d, plan, deleted in results]
         docs += [{"directory": d, "error": error_fields(exc)} for d, exc in refused]
