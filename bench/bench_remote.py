@@ -10,6 +10,8 @@ and 1000 small checkpoints, then prints wall time, peak memory and ratios for:
   verify s3://...          vs a plain parallel download of the same objects: ranged GETs of 8 MiB,
                            8 in flight (what `aws s3 cp` does), and fsspec's get (one GET per object)
   prune s3://... (1000)    the figure, and the requests the server saw
+  prune -r s3://... (--runs run directories of 3 checkpoints each, keep-last 1): dry run and real,
+                           with the requests the server saw per run directory
 Issue targets: inspect >= 20x faster than download-then-inspect; verify within 1.5x of a parallel download.
 Caveat: moto (like the GCS emulator) reads a whole object to answer each ranged GET, so
 on it ranged reads of a large object cost far more than they do on S3; compare verify
@@ -60,10 +62,23 @@ def main() -> None:
     parser.add_argument("--size-gib", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    parser.add_argument("--runs", type=int, default=1000, help="run directories for the prune -r case")
+    parser.add_argument("--only-runs", action="store_true", help="only the prune -r case")
     parser.add_argument("--upload", help=argparse.SUPPRESS)
+    parser.add_argument("--upload-runs", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.upload_runs:
+        _upload_runs(args.upload_runs)
+        return
     if args.upload:
         _upload(args.upload)
+        return
+    if args.only_runs:
+        server = start_s3(count_requests=True)
+        os.environ.update(server.env)
+        ENV.update(server.env)
+        report(_prune_runs(server, args.runs))
+        server.stop()
         return
     subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "bench_read.py"), "--build-only",
                     "--size-gib", str(args.size_gib), "--out", args.out], check=True)
@@ -100,8 +115,45 @@ def main() -> None:
     prune = run_measured(CKPTTOOL + ["prune", "--yes", "--keep-last", "10", f"s3://{BUCKET}/many"], 1, warmup=False)
     rows.append(("prune s3://.../many (1000 checkpoints)", prune, None,
                  f"{server.requests() - before} requests"))
+    rows += _prune_runs(server, args.runs)
     report(rows)
     server.stop()
+
+
+def _prune_runs(server, runs: int) -> list:
+    """`prune -r` over `runs` run directories of a bucket: each one's state file read and listing
+    made several at a time; the requests the server saw per run directory."""
+    subprocess.run([sys.executable, __file__, "--upload-runs", str(runs)], check=True, env={**os.environ, **ENV})
+    url = f"s3://{BUCKET}/runs"
+    rows = []
+    for label, extra in (("prune -r --dry-run", ["--dry-run"]), ("prune -r --yes", ["--yes"])):
+        before = server.requests()
+        result = run_measured(CKPTTOOL + ["prune", "-r", *extra, "--keep-last", "1", url], 1, warmup=False)
+        requests = server.requests() - before
+        rows.append((f"{label} s3://.../runs ({runs} run dirs)", result, None,
+                     f"{requests} requests, {requests / runs:.1f} per run directory"))
+    return rows
+
+
+def _upload_runs(runs: int) -> None:
+    """`runs` run directories, each of 3 tiny checkpoints and a state file, in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    if fs.exists(f"{BUCKET}/runs"):
+        fs.rm(f"{BUCKET}/runs", recursive=True)
+    small = tempfile.mkdtemp()
+    _many(small, 3)
+    files = {}
+    for name in os.listdir(small):
+        with open(os.path.join(small, name), "rb") as handle:
+            files[name] = handle.read()
+    shutil.rmtree(small)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda item: fs.pipe_file(f"{BUCKET}/runs/run-{item[0]:04d}/{item[1]}", files[item[1]]),
+                      [(run, name) for run in range(runs) for name in files]))
 
 
 def _upload(big_dir: str) -> None:

@@ -533,27 +533,37 @@ def test_a_store_without_conditional_writes(fixtures_dir, tf):
         sorted(["checkpoint"] + [f"ckpt-{i}{s}" for i in (5, 6) for s in (".index", ".data-00000-of-00001")])
 
 
-def test_an_object_removed_between_lookup_and_read_counts_as_missing(monkeypatch):
+def test_an_object_removed_between_listing_and_read_counts_as_missing(monkeypatch):
     """A second prune planning beside a running one sees its journal listed, then gone when it
     reads it (test_two_prunes_at_once_on_one_prefix met this in 1 run of 3: exit 3 "no prune
-    journal"). Reproduced exactly on memory://: the object vanishes right after the lookup."""
+    journal"). Reproduced exactly on memory://: the object vanishes right after the listing."""
     from ckpttool.errors import NotFound
     from ckpttool.storage import remote
     store = remote.filesystem("memory")
     store.pipe_file("/race/.ckpttool-prune.journal", b"{}")
-    looked_up = remote.info
-
-    def lookup_then_removed(url):
-        found = looked_up(url)
-        store.rm("/race/.ckpttool-prune.journal")
-        return found
-
-    monkeypatch.setattr(remote, "info", lookup_then_removed)
+    assert "/race/.ckpttool-prune.journal" in store.ls("/race", detail=False)
+    store.rm("/race/.ckpttool-prune.journal")
     assert remote.read_capped("memory://race/.ckpttool-prune.journal", 1 << 20, "prune journal",
                               missing_ok=True) is None
-    store.pipe_file("/race/.ckpttool-prune.journal", b"{}")
     with pytest.raises(NotFound):
         remote.read_capped("memory://race/.ckpttool-prune.journal", 1 << 20, "prune journal")
+    store.pipe_file("/race/prefix/.ckpttool-prune.journal/part", b"{}")  # a prefix is never read as the object
+    with pytest.raises(NotFound):
+        remote.read_capped("memory://race/prefix/.ckpttool-prune.journal", 1 << 20, "prune journal", missing_ok=True)
+
+
+def test_a_small_object_is_read_in_one_request(monkeypatch):
+    """State files, journals and lock objects are read with one GET, no lookup before it: `prune -r`
+    reads several per run directory (issue 21), each a request that waits on the network."""
+    from ckpttool.storage import remote
+    store = remote.filesystem("memory")
+    store.pipe_file("/one/checkpoint", b'model_checkpoint_path: "ckpt-1"\n')
+
+    def no_lookup(url):
+        raise AssertionError(f"looked up {url} before reading it")
+
+    monkeypatch.setattr(remote, "info", no_lookup)
+    assert remote.read_capped("memory://one/checkpoint", 1 << 20, "state file") == b'model_checkpoint_path: "ckpt-1"\n'
 
 
 # -- weights files in a bucket (issue 16 item 15) -----------------------------------------------
@@ -651,3 +661,37 @@ def test_convert_like_into_a_bucket(store, like_dir, tmp_path):
         assert written.exit_code == 0, written.stderr
         remote = run_cli("inspect", "--json", "--values", out).json()
         assert remote["variables"] == run_cli("inspect", "--json", "--values", local).json()["variables"]
+
+
+def test_recursive_prune_applies_a_buckets_run_directories_concurrently(servers, fixtures_dir, tmp_path, monkeypatch):
+    """`prune -r` over a bucket's run directories carries out their plans several at a time, as it
+    plans them (each a dozen requests that wait on the network): two applies meet at a barrier,
+    which one-by-one applies never reach. What is deleted is what a local prune -r deletes."""
+    import threading
+
+    import ckpttool.ops.prune as prune_ops
+
+    local = tmp_path / "runs"
+    for run in ("a", "b"):
+        shutil.copytree(fixtures_dir / "tf2_many", local / run)
+    url = upload_tree(servers["s3"], str(local), fresh_prefix("runs"))
+    met = threading.Barrier(2, timeout=30)  # a readiness condition, not a measured time
+    real_apply = prune_ops.apply_prune
+
+    def apply_after_meeting(plan, *args, **kwargs):
+        try:
+            met.wait()
+        except threading.BrokenBarrierError:
+            raise AssertionError("run directories applied one at a time") from None
+        return real_apply(plan, *args, **kwargs)
+
+    monkeypatch.setattr(prune_ops, "apply_prune", apply_after_meeting)
+    remote = run_cli("prune", "-r", "--yes", "--json", "--keep-last", "1", url)
+    assert remote.exit_code == 0, remote.stderr
+    monkeypatch.setattr(prune_ops, "apply_prune", real_apply)
+    local_doc = run_cli("prune", "-r", "--yes", "--json", "--keep-last", "1", local).json()
+    deleted = {d["directory"].rsplit("/", 1)[-1]: sorted(x["name"] for x in d["deleted"])
+               for d in remote.json()["directories"]}
+    assert deleted == {d["directory"].rsplit("/", 1)[-1]: sorted(x["name"] for x in d["deleted"])
+                       for d in local_doc["directories"]}
+    assert all(deleted.values())

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
@@ -166,9 +167,17 @@ def emit_json(command: str, document: dict) -> None:
 _BAD_TIME = (ValueError, OverflowError, OSError)
 
 
+# Seconds since 1970 before the year 10000: four-digit years, where time.strftime writes what
+# isoformat does, at half the cost (`ls --json` of 100,000 checkpoints formats 200,000 times).
+_STRFTIME_RANGE = 253402300800.0
+
+
 def iso_utc(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
+    # datetime rounds to microseconds: a fraction that rounds up to the next second takes its path.
+    if 0.0 <= timestamp < _STRFTIME_RANGE and timestamp % 1.0 < 0.9999994:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
     try:
         return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     except _BAD_TIME:

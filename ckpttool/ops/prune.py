@@ -38,7 +38,7 @@ from ckpttool.ops.debris import (incomplete_checkpoint_problem, is_checkpoint_fi
 from ckpttool.ops.lock import directory_lock
 from ckpttool.ops.retention import RetentionRules, keep_reasons
 from ckpttool.ops import series
-from ckpttool.ops.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, Problem, scan_directory,
+from ckpttool.ops.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, Problem, gc_paused, scan_directory,
                                series_latest_name)
 from ckpttool.ops.scoring import MetricOptions, Scores, score_checkpoints
 from ckpttool.ops.statefile import update_state, without_entries
@@ -321,6 +321,7 @@ def _score(scan: DirectoryScan, complete: list, rules: RetentionRules, metric: M
     return scores
 
 
+@gc_paused()  # as many objects as the scan's, per checkpoint
 def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, now: float | None = None,
                ignore_bad_state: bool = False, metric: MetricOptions | None = None) -> PrunePlan:
     """What a prune of `directory` would keep and delete; reads only.

@@ -10,9 +10,10 @@ import gc
 import math
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from contextlib import contextmanager
 from functools import cached_property, lru_cache
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from ckpttool.errors import CkptError, NotFound
 from ckpttool.storage import fs
@@ -154,6 +155,8 @@ class _Files:
 def _data_shard(name: str) -> tuple[int, int] | None:
     """(shard, count) of a data file name `P.data-SSSSS-of-NNNNN` (P not empty)."""
     tail = name[-_DATA_SUFFIX_LEN:]
+    if tail == ".data-00000-of-00001" and len(name) > _DATA_SUFFIX_LEN:
+        return 0, 1  # nearly every data file: without parsing the numbers
     if (len(name) > _DATA_SUFFIX_LEN and tail.startswith(".data-") and tail[11:15] == "-of-"
             and tail[6:11].isdecimal() and tail[15:].isdecimal()):
         return int(tail[6:11]), int(tail[15:])
@@ -241,16 +244,25 @@ def _realpath(path: str, memo: dict[str, str] | None) -> str:
     return memo[path]
 
 
-def scan_directory(directory: str) -> DirectoryScan:
-    # A scan builds a few objects per file and no reference cycles: with the
-    # cyclic collector paused, 100,000 checkpoints scan about a fifth faster.
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused meanwhile (a decorator too). A scan builds a few objects
+    per file and no reference cycles, and what reads one (a listing's JSON rows, prune's plan)
+    builds as many again: every collection would walk them all. With it paused, 100,000
+    checkpoints scan about a fifth faster, and prune's plan of them (one list each) takes 0.1 s,
+    not 0.9 s."""
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _scan(directory)
+        yield
     finally:
         if paused:
             gc.enable()
+
+
+def scan_directory(directory: str) -> DirectoryScan:
+    with gc_paused():
+        return _scan(directory)
 
 
 def _scan(directory: str) -> DirectoryScan:
@@ -359,7 +371,9 @@ def _scan(directory: str) -> DirectoryScan:
     if latest_name is None:
         latest_name = series_latest_name(checkpoints)
     checkpoints = [replace(c, is_latest=True) if c.name == latest_name else c for c in checkpoints]
-    checkpoints.sort(key=lambda c: (c.step if c.step is not None else -1, c.time, c.name))
+    # c.time, without a property call per checkpoint
+    checkpoints.sort(key=lambda c: (c.step if c.step is not None else -1,
+                                    c.mtime if c.timestamp is None else c.timestamp, c.name))
     return DirectoryScan(directory, tuple(checkpoints), tuple(problems), state, state_error,
                          state_latest, tuple(sorted(leftovers, key=lambda l: l.path)), other_latest, listing)
 
@@ -470,10 +484,41 @@ def _other_state_latest(directory: str, filename: str) -> str | None:
     return name
 
 
+_INFO_FIELDS = frozenset(f.name for f in fields(CheckpointInfo))
+
+
+def _new_info(values: dict) -> CheckpointInfo:
+    """CheckpointInfo(**values), built at a sixth of the cost: a frozen dataclass's __init__ sets
+    each field through object.__setattr__ (0.4 s per 100,000 checkpoints, measured). The same
+    object (there is no __post_init__); the plain way whenever not every field is given."""
+    if values.keys() != _INFO_FIELDS:
+        return CheckpointInfo(**values)
+    info = object.__new__(CheckpointInfo)
+    info.__dict__.update(values)
+    return info
+
+
 def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
               read_headers: bool = True) -> CheckpointInfo | None:
     """`base`: the directory with a trailing separator. Without `read_headers`, the shard count
     comes from the data files' names (`-of-N`)."""
+    data = files.data
+    if (files.index is not None and len(data) == 1 and (0, 1) in data and files.v1 is None
+            and not files.v1_shards):
+        # What nearly every checkpoint is: an index and one data shard (a .meta perhaps): the
+        # general path below, unrolled (no lists, sorting or shard checks to make).
+        index, shard_name, meta = stats[files.index], data[(0, 1)], files.meta
+        if (_v2_shard_count(base + files.index, index.size) if read_headers else 1) == 1:
+            shard, prefix = stats[shard_name], base + name
+            family, step = split_step(name)
+            return _new_info({
+                "name": name, "prefix": prefix, "family": family, "step": step, "format": "v2",
+                "size_bytes": index.size + shard.size + (0 if meta is None else stats[meta].size),
+                "num_shards": 1, "complete": True, "has_meta": meta is not None, "in_state": name in state_names,
+                "is_latest": False, "mtime": max(index.mtime, shard.mtime), "timestamp": state_names.get(name),
+                # Sorted, as below: `P.data-...` < `P.index` < `P.meta`.
+                "files": ((base + shard_name, base + files.index) if meta is None
+                          else (base + shard_name, base + files.index, base + meta))})
     if files.index is None and files.v1 is None and not files.data and not files.v1_shards:
         # A lone .meta (a graph without its checkpoint) is not a checkpoint.
         problems.append(Problem("orphan_meta", base + files.meta, f"{files.meta} has no checkpoint"))
@@ -510,12 +555,12 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
     times = [stats[n].mtime for n in names if n != files.meta] or [stats[files.meta].mtime]
     pattern = split_v1_pattern(name) if files.v1_shards else None
     family, step = split_step(pattern[0] if pattern else name)
-    return CheckpointInfo(
+    return _new_info(dict(
         name=name, prefix=base + name, family=family, step=step, format=fmt,
         size_bytes=sum([stats[n].size for n in names]), num_shards=num_shards,
         complete=complete, has_meta=files.meta is not None, in_state=name in state_names, is_latest=False,
         mtime=max(times), timestamp=state_names.get(name), files=tuple(sorted([base + n for n in names])),
-    )
+    ))
 
 
 def _shard_count_of_names(files: _Files) -> int | None:

@@ -315,20 +315,16 @@ def read_capped(url: str, limit: int, what: str, missing_ok: bool = False) -> by
     The cap holds on the bytes read, not on a size looked up before (the object may be replaced
     in between): one ranged GET of `limit + 1` bytes, refused (TooLarge) if it brings more than
     `limit`."""
-    found = info(url)
-    if found is None or found.get("type") == "directory":
-        if found is None and missing_ok:
-            return None
-        raise NotFound(f"no {what} at {url}")
-    if int(found.get("size") or 0) > limit:
-        raise TooLarge(f"{what} {url} is larger than {limit >> 20} MiB, the most ckpttool reads; refusing to read it")
     protocol, path = split_url(url)
+    # No lookup before the GET (a request per state file, lock and journal read: `prune -r` reads
+    # several per run directory); what is there is looked up only when nothing could be read.
     try:
         data = call(url, filesystem(protocol).cat_file, path, start=0, end=limit + 1, what=what)
     except NotFound:
-        if missing_ok:  # removed since it was looked up (a concurrent prune finishing its journal)
-            return None
-        raise
+        found = info(url)  # missing, or a prefix (a "directory"), which is never read as an object
+        if missing_ok and (found is None or found.get("type") != "directory"):
+            return None  # perhaps removed since it was listed (a concurrent prune finishing its journal)
+        raise NotFound(f"no {what} at {url}") from None
     if len(data) > limit:
         raise TooLarge(f"{what} {url} is larger than {limit >> 20} MiB, the most ckpttool reads; refusing to read it")
     return data

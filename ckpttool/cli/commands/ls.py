@@ -12,7 +12,7 @@ from ckpttool.cli.options import (Directory, EventsDir, Json, Metric, MetricsFil
 from ckpttool.errors import BadInput
 from ckpttool.storage import fs
 from ckpttool.ops.directories import require_directory
-from ckpttool.ops.scan import (TF_FORMATS, DirectoryScan, find_checkpoint_dirs, for_each_directory,
+from ckpttool.ops.scan import (TF_FORMATS, DirectoryScan, find_checkpoint_dirs, for_each_directory, gc_paused,
                                scan_directory, state_file_problems)
 
 
@@ -113,6 +113,7 @@ def _print_summary(scans: list[DirectoryScan], dirs: list[str]) -> None:
                         f"{render.human_bytes(total)} in total"])
 
 
+@gc_paused()  # the rows of 100,000 checkpoints are as many objects again
 def command(
     directory: Directory,
     recursive: Recursive = False,

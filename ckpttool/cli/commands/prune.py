@@ -11,6 +11,7 @@ from ckpttool.cli.errors import EXIT_NEGATIVE, error_fields
 from ckpttool.cli.options import (Directory, DryRun, EventsDir, Json, Metric, MetricsFile, Mode, NamePatternOpt,
                                    Quiet, Recursive, Yes, metric_options)
 from ckpttool.errors import BadInput, Refused, UsageProblem
+from ckpttool.ops.scan import gc_paused
 
 
 def _plan_document(directory: str, plan, deleted, dry_run: bool) -> dict:
@@ -87,6 +88,7 @@ def _confirm(plans) -> bool:
         return False
 
 
+@gc_paused()  # plans and rows of 100,000 checkpoints: as many objects as the scan's
 def command(
     directory: Directory,
     keep_last: Annotated[Optional[int], typer.Option("--keep-last", metavar="N", help="Keep the newest N of each family.")] = None,
@@ -169,7 +171,12 @@ def command(
         if not _confirm(plans):
             print("nothing done", file=sys.stderr)
             return EXIT_NEGATIVE
-    results = [(d, plan, plan.deleted if dry_run else apply_prune(plan).deleted) for d, plan in plans]
+    # A bucket's run directories several at a time, as they were planned (each under its own lock;
+    # a failure is raised once the others are done, the first in order, as it is one by one).
+    by_directory = dict(plans)
+    deleted = [p.deleted for _d, p in plans] if dry_run else \
+        for_each_directory(lambda d: apply_prune(by_directory[d]).deleted, [d for d, _p in plans])
+    results = [(d, plan, gone) for (d, plan), gone in zip(plans, deleted)]
     if json_out:
         docs = [_plan_document(d, plan, deleted, dry_run) for d, plan, deleted in results]
         docs += [{"directory": d, "error": error_fields(exc)} for d, exc in refused]

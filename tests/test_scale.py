@@ -1,0 +1,86 @@
+"""The short cuts that make 100,000 checkpoints list in seconds (issue 21) give what the plain
+ways give: times formatted as datetime formats them, checkpoints described as the files on disk
+say, and the garbage collector left as it was found."""
+from __future__ import annotations
+
+import gc
+import os
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import given, strategies as st
+
+from tests.conftest import run_cli
+
+
+def _datetime_iso(timestamp: float) -> str | None:
+    try:
+        return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+EDGES = [0.0, 1e-7, 0.4999999, 0.9999994, 0.99999949, 0.9999995, 0.9999999, 1796103584.0098, 1796103584.9999996,
+         253402300799.0, 253402300799.9999, 253402300800.0, -0.5, -1e-7, -86400.25, 1e15]
+
+
+@pytest.mark.parametrize("timestamp", EDGES)
+def test_iso_utc_is_datetimes_at_the_edges(timestamp):
+    from ckpttool.cli.render import iso_utc
+
+    assert iso_utc(timestamp) == _datetime_iso(timestamp)
+
+
+@given(st.one_of(st.floats(-1e12, 3e11, allow_nan=False),
+                 st.integers(0, 253402300799).map(lambda s: s + 0.9999995),
+                 st.integers(0, 253402300799).map(float)))
+def test_iso_utc_is_datetimes(timestamp):
+    from ckpttool.cli.render import iso_utc
+
+    assert iso_utc(timestamp) == _datetime_iso(timestamp)
+
+
+def test_checkpoints_are_described_as_their_files_say(tmp_path, tf):
+    """The common shape (an index and one data shard, a .meta or not) takes a short path in the
+    scan: every field as the files on disk and TensorFlow have it."""
+    from ckpttool.ops.scan import CheckpointInfo, scan_directory
+
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable([1.0, 2.0])), str(tmp_path), max_to_keep=3)
+    saved = [manager.save() for _ in range(3)]
+    with open(saved[0] + ".meta", "wb") as meta:  # a graph beside the first one
+        meta.write(b"\x00" * 7)
+    os.utime(saved[0] + ".meta", (1.0, 1.0))  # older than its checkpoint: not the save's time
+    scan = scan_directory(str(tmp_path))
+    assert [c.prefix for c in scan.checkpoints] == saved
+    for prefix, info in zip(saved, scan.checkpoints):
+        names = sorted(n for n in os.listdir(tmp_path) if n.startswith(os.path.basename(prefix) + "."))
+        files = tuple(os.path.join(tmp_path, n) for n in names)
+        data = [f for f in files if ".data-" in f]
+        reader = tf.train.load_checkpoint(prefix)  # TensorFlow reads it: complete
+        assert reader.get_variable_to_shape_map()
+        assert info == CheckpointInfo(
+            name=os.path.basename(prefix), prefix=prefix, family="ckpt", step=int(prefix.rsplit("-", 1)[1]),
+            format="v2", size_bytes=sum(os.path.getsize(f) for f in files), num_shards=len(data), complete=True,
+            has_meta=os.path.exists(prefix + ".meta"), in_state=True, is_latest=prefix == manager.latest_checkpoint,
+            mtime=max(os.path.getmtime(f) for f in files if not f.endswith(".meta")),
+            timestamp=info.timestamp, files=files)
+        assert info.timestamp is not None
+        assert hash(info) == hash(CheckpointInfo(**{f: getattr(info, f) for f in info.__dataclass_fields__}))
+        with pytest.raises(AttributeError):
+            info.name = "other"  # still frozen
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_listing_leaves_the_garbage_collector_as_it_was(copy_fixture, enabled):
+    """ls and prune pause the cyclic collector while they work (the objects of 100,000 checkpoints
+    would be walked at every collection), and restore it."""
+    run = copy_fixture("tf2_many")
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        assert run_cli("ls", "--json", run).exit_code == 0
+        assert gc.isenabled() is enabled
+        assert run_cli("prune", "--dry-run", "--keep-last", "1", run).exit_code == 0
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
