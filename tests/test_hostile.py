@@ -455,5 +455,7 @@ def test_graph_too_large_for_memory_is_not_called_corrupt(copy_fixture):
     proc = subprocess.run([sys.executable, "-c", _PARSE_UNDER_A_CAP, str(40 << 20), "inspect", "--meta",
                            run / "model.ckpt-1"], capture_output=True, text=True, cwd=ROOT)
     assert_one_line_error(proc, 3)
-    assert "not enough memory to parse" in proc.stderr and "unparseable" not in proc.stderr
+    # Where the allocation fails (parsing a node, or summarising 300,000 of them) varies with the
+    # process's memory layout: either way it is named as memory, never as a damaged file.
+    assert "memory" in proc.stderr and "unparseable" not in proc.stderr and "corrupt" not in proc.stderr
     assert run_cli("inspect", "--meta", run / "model.ckpt-1").exit_code == 0  # with memory, it parses

@@ -23,6 +23,7 @@ import time
 import uuid
 
 from ckpttool.errors import NotFound, Refused, TooLarge
+from ckpttool.storage.atomic import commit_section
 from ckpttool.storage.fs import is_url
 
 LOCK_FILENAME = ".ckpttool.lock"
@@ -83,26 +84,45 @@ def _remote_lock(url: str, timeout: float):
         body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
                            "token": token}).encode()
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                remote.write_whole(lock_url, body, create_only=True)
-                break
-            except Refused:
-                holder = _read_holder(remote, lock_url)
-                if holder is not None and _abandoned(holder):
-                    remote.remove_many([lock_url])  # left by a killed run: break it, then race for it again
-                    continue
-                if time.monotonic() > deadline:
-                    who = f" by {holder.get('host')} pid {holder.get('pid')}" if holder else ""
-                    raise Refused(f"{url} is locked{who} ({lock_url})",
-                                  hint="if no ckpttool run is active there, delete the lock object") from None
-                time.sleep(0.5)
+        acquired = False
         try:
+            while True:
+                try:
+                    with commit_section():  # created and known to be ours at once: an interrupt then releases it
+                        remote.write_whole(lock_url, body, create_only=True)
+                        acquired = True
+                    break
+                except Refused:
+                    holder = _read_holder(remote, lock_url)
+                    if holder is not None and _abandoned(holder):
+                        remote.remove_many([lock_url])  # left by a killed run: break it, then race for it again
+                        continue
+                    if time.monotonic() > deadline:
+                        who = f" by {holder.get('host')} pid {holder.get('pid')}" if holder else ""
+                        raise Refused(f"{url} is locked{who} ({lock_url})",
+                                      hint="if no ckpttool run is active there, delete the lock object") from None
+                    time.sleep(0.5)
             yield
         finally:
-            holder = _read_holder(remote, lock_url)
-            if holder is not None and holder.get("token") == token:
+            if acquired:
+                with commit_section():  # a second signal must not cut the release short: other hosts wait
+                    _release(remote, lock_url, token)
+
+
+def _release(remote, lock_url: str, token: str, attempts: int = 3) -> None:
+    """Remove our lock object. A failed request (one an interrupt cut, a passing fault) is tried
+    again: giving up leaves the prefix locked for every host until the lock is stale."""
+    for attempt in range(attempts):
+        try:
+            holder = json.loads(remote.read_capped(lock_url, 1 << 16, "lock object"))
+            if isinstance(holder, dict) and holder.get("token") == token:
                 remote.remove_many([lock_url])
+            return
+        except (NotFound, ValueError, TooLarge):
+            return  # gone, or not ours (unreadable): nothing of ours to remove
+        except Exception:  # noqa: BLE001 - a failed request: again, and the last failure is the caller's
+            if attempt == attempts - 1:
+                raise
 
 
 def _abandoned(holder: dict) -> bool:
