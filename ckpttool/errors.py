@@ -71,3 +71,8 @@ class Terminated(KeyboardInterrupt):
         super().__init__(name)
         self.signum = signum
         self.name = name
+
+
+# Whether --debug asked for tracebacks and the storage backends' own logs: set by the CLI on each
+# invocation, read where a backend is set up (storage/reach.py), which cannot import the CLI.
+debug_output = {"on": False}

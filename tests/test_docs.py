@@ -162,7 +162,7 @@ def test_every_help_example_parses_and_runs(tmp_path, monkeypatch):
     import shlex
     import shutil
 
-    from ckpttool.cli.docs import EXAMPLES
+    from ckpttool.cli.help_text import EXAMPLES
 
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     monkeypatch.chdir(tmp_path)

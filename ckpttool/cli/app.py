@@ -8,7 +8,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from ckpttool import __version__
-from ckpttool.cli import docs, render
+from ckpttool.cli import help_text, render
 from ckpttool.cli.commands import (average, completion, convert, diff, export_json, freeze, inspect, latest, ls, prune, rename, repair,
                                    verify)
 from ckpttool.cli.errors import handle_errors, set_debug, usage_error
@@ -40,7 +40,7 @@ def _options(args: list[str]) -> list[str]:
     return args[: args.index("--")] if "--" in args else args
 
 
-app = typer.Typer(
+_APP_SETTINGS = dict(
     name="ckpttool",
     cls=_Group,
     help="Inspect, verify, prune and convert TensorFlow checkpoint directories.",
@@ -50,6 +50,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app = typer.Typer(**_APP_SETTINGS)
 
 # Options that work anywhere on the command line (they are moved in front of
 # the command name before parsing), so `ckpttool inspect X --debug` works.
@@ -63,7 +64,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (also CKPTTOOL_DEBUG=1).")] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No colour (also NO_COLOR=1).")] = False,
@@ -109,9 +109,33 @@ class _Command(TyperCommand):
                 for piece in super().collect_usage_pieces(ctx)]
 
 
-for _name, _function in COMMANDS.items():
-    app.command(_name, cls=_Command, short_help=docs.SUMMARIES[_name], epilog=docs.epilog(_name))(
-        handle_errors(_function, _name))
+def _register(target: typer.Typer, name: str) -> None:
+    target.command(name, cls=_Command, short_help=help_text.SUMMARIES[name], epilog=help_text.epilog(name))(
+        handle_errors(COMMANDS[name], name))
+
+
+app.callback()(root)
+for _name in COMMANDS:
+    _register(app, _name)
+
+
+def _app_for(args: list[str]) -> typer.Typer:
+    """The app to run `args` (global flags already in front): one with only the invoked command
+    registered, since Typer builds the parameters of every registered command on each run (a third
+    of `ckpttool latest`'s time once there were fourteen commands); the whole app for top-level
+    help, --version, completion or anything it does not recognise (it says what is wrong)."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        if args[i] in ("-h", "--help", "--version"):
+            return app
+        i += 2 if args[i] in GLOBAL_OPTIONS else 1
+    name = args[i] if i < len(args) else None
+    if name not in COMMANDS or name == "completion":  # completion describes the whole app
+        return app
+    single = typer.Typer(**_APP_SETTINGS)
+    single.callback()(root)
+    _register(single, name)
+    return single
 
 
 def hoist_global_flags(argv: list[str]) -> list[str]:
@@ -133,4 +157,5 @@ def hoist_global_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    app(args=hoist_global_flags(sys.argv[1:] if argv is None else list(argv)), prog_name="ckpttool")
+    args = hoist_global_flags(sys.argv[1:] if argv is None else list(argv))
+    _app_for(args)(args=args, prog_name="ckpttool")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ckpttool.cli.help_text import EXAMPLES, SUMMARIES
+
 EXIT_STATUS = [
     ("0", "success"),
     ("1", "a negative answer: latest found no checkpoint, verify found damage, diff found differences"),
@@ -20,62 +22,6 @@ ENVIRONMENT = [
     ("CKPTTOOL_DEBUG", "set to 1 to show tracebacks, like --debug"),
     ("NO_COLOR", "disable colour, like --no-color"),
 ]
-
-# One line per command for `ckpttool --help` (Click would cut the docstring's first
-# sentence with "..." to fit) and the man page's command list.
-SUMMARIES = {
-    "ls": "List the checkpoints of a run directory and their problems.",
-    "latest": "Print the newest checkpoint, as tf.train.latest_checkpoint.",
-    "inspect": "Show a checkpoint's variables, statistics or values.",
-    "verify": "Read every tensor and check its CRC; report all damage.",
-    "prune": "Delete old checkpoints by retention rules.",
-    "repair": "Rewrite a directory's state file so TensorFlow can use it.",
-    "rename-vars": "Write a checkpoint with variables renamed.",
-    "convert": "Convert weights: TF checkpoint, safetensors, .npz, Keras 3.",
-    "average": "Average the weights of several checkpoints.",
-    "diff": "Compare the variables of two checkpoints.",
-    "freeze": "Freeze a checkpoint or SavedModel into a GraphDef.",
-    "export-json": "Print a graph as JSON or pbtxt.",
-    "completion": "Print or install a shell completion script.",
-}
-
-# Examples for each command's --help and the man page (they run on the shipped examples/run).
-EXAMPLES = {
-    "ls": [("ckpttool ls examples/run", "every checkpoint, from the state file and the disk"),
-           ("ckpttool ls -r runs/", "every run directory below runs/, with sizes")],
-    "latest": [("ckpttool latest examples/run", "as tf.train.latest_checkpoint"),
-               ("ckpttool latest --complete --step examples/run", "the step of the newest complete one")],
-    "inspect": [("ckpttool inspect examples/run", "the latest checkpoint's variables"),
-                ("ckpttool inspect examples/run/model.ckpt-400 --stats", "min, max, mean, std, NaN counts"),
-                ("ckpttool inspect examples/run --name head/bias --values", "one variable's values")],
-    "verify": [("ckpttool verify examples/run/model.ckpt-500", "every CRC of one checkpoint"),
-               ("ckpttool verify --all examples/run", "every checkpoint of the directory")],
-    "prune": [("ckpttool prune --dry-run --keep-last 2 examples/run", "what would be deleted, and why"),
-              ("ckpttool prune -r --keep-last 3 --min-age 2h --yes runs/", "from cron")],
-    "repair": [("ckpttool repair --dry-run examples/run", "the state file it would write")],
-    "rename-vars": [("ckpttool rename-vars --dry-run --regex '^encoder/=enc/' examples/run out/model.ckpt-500",
-                     "the new names"),
-                    ("ckpttool rename-vars --ema run/model.ckpt-100 eval/model.ckpt-100", "averages as weights")],
-    "convert": [("ckpttool convert --drop-optimizer examples/run model.safetensors", "for PyTorch/JAX tools"),
-                ("ckpttool convert model.safetensors init/model.ckpt-0", "back to a V2 bundle")],
-    "average": [("ckpttool average examples/run --last 3 -o avg.safetensors", "the mean of the newest three"),
-                ("ckpttool average examples/run/model.ckpt-400 examples/run/model.ckpt-500 -o avg/model.ckpt-0",
-                 "two checkpoints into a TF bundle")],
-    "diff": [("ckpttool diff examples/run/model.ckpt-400 examples/run/model.ckpt-500", "what changed"),
-             ("ckpttool diff --atol 1e-6 A B", "equal within a tolerance")],
-    "freeze": [("ckpttool freeze examples/run -o frozen.pb", "output nodes guessed and listed"),
-               ("ckpttool freeze saved_model/ -o frozen.pb --check", "compare both graphs")],
-    "export-json": [("ckpttool export-json examples/run --part saver", "the SaverDef as JSON"),
-                    ("ckpttool export-json examples/run --format pbtxt -o graph.pbtxt", "written atomically")],
-    "completion": [("ckpttool completion bash --install", "where bash-completion looks"),
-                   ("source <(ckpttool completion bash)", "this shell only")],
-}
-
-
-def epilog(name: str) -> str:
-    """The Examples section of a command's --help (`\\b`: Click keeps the lines as they are)."""
-    lines = [f"  {command}  # {comment}" for command, comment in EXAMPLES[name]]
-    return "Examples:\n\n\b\n" + "\n".join(lines)
 
 
 @dataclass

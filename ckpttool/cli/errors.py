@@ -9,7 +9,7 @@ import traceback
 
 import typer
 
-from ckpttool.errors import BadInput, CkptError, CorruptCheckpoint, Refused, Terminated, UsageProblem
+from ckpttool.errors import BadInput, CkptError, CorruptCheckpoint, Refused, Terminated, UsageProblem, debug_output
 
 EXIT_OK = 0
 EXIT_NEGATIVE = 1
@@ -28,9 +28,7 @@ _debug_flag = {"on": False}
 def set_debug(value: bool) -> None:
     """Set by the --debug option on each invocation."""
     _debug_flag["on"] = value
-    from ckpttool.storage.reach import set_verbose  # standard library only: costs nothing
-
-    set_verbose(value)
+    debug_output["on"] = value  # the storage backends' own logs too (storage/reach.py)
 
 
 def debug_enabled() -> bool:

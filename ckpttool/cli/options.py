@@ -93,7 +93,6 @@ def metric_options(metric: str | None, mode: str, metrics_file: str | None, even
                    name_pattern: str | None):
     """The MetricOptions of the shared options, or None without --metric (then the others are a usage error)."""
     from ckpttool.errors import UsageProblem
-    from ckpttool.ops.scoring import MetricOptions
 
     if metric is None:
         given = [name for name, value in (("--mode", mode != "auto"), ("--metrics", metrics_file),
@@ -101,6 +100,8 @@ def metric_options(metric: str | None, mode: str, metrics_file: str | None, even
         if given:
             raise UsageProblem(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --metric TAG")
         return None
+    from ckpttool.ops.scoring import MetricOptions
+
     options = MetricOptions(metric, mode, metrics_file, events, name_pattern)
     options.validate()
     return options

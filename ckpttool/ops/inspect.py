@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Callable
 from ckpttool.errors import CkptError, UnknownVariable
 from ckpttool.storage import fs
 from ckpttool.text import quote
-from ckpttool.formats.tf.graphdef import DEFAULT_MIN_ELEMENTS
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY, format_slice, slice_shape
 from ckpttool.ops.model_names import check_naming, reader_names
 from ckpttool.ops.patterns import compile_optional
@@ -200,6 +199,8 @@ def _left_out(reader, target: Target) -> tuple[str, ...]:
     count = getattr(reader, "left_out", 0)
     if not count:
         return ()
+    from ckpttool.formats.tf.graphdef import DEFAULT_MIN_ELEMENTS  # graphs only: listing a bundle never needs it
+
     limit = DEFAULT_MIN_ELEMENTS if target.min_elements is None else target.min_elements
     return (f"{count} constant(s) with fewer than {limit} elements left out (--min-elements 0 or --all "
             "lists them)",)

@@ -19,15 +19,12 @@ wins (a restarted run rewrites its steps). A NaN or infinite value is no score (
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
 from dataclasses import dataclass, field
 
 from ckpttool.errors import BadInput, UsageProblem
-from ckpttool.formats import tfevents
 from ckpttool.storage import fs
 from ckpttool.text import quote
 
@@ -129,6 +126,9 @@ def read_metrics_file(path: str, tag: str) -> MetricSeries:
                 raise BadInput(f"metrics file {path}, line {number}: not a JSON object")
             rows.append((f"metrics file {path}, line {number}", row))
     else:
+        import csv  # here: prune and ls import this module whether or not a metric is asked for
+        import io
+
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames or not ({"step", "epoch", "global_step"} & set(reader.fieldnames)):
             raise BadInput(f"metrics file {path}: neither JSON lines nor CSV with a step or epoch column")
@@ -241,6 +241,8 @@ class EventScan:
 
 
 def scan_events(root: str, wanted: str) -> EventScan:
+    from ckpttool.formats import tfevents
+
     found = EventScan()
     for run, paths in tfevents.find_event_files(root).items():
         rank_of: dict[str, int | None] = {}

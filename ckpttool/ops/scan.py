@@ -22,7 +22,6 @@ from ckpttool.formats.tf.messages import parse_header
 from ckpttool.formats.tf.shards import missing_shard_ids, split_v1_pattern, v1_pattern, v1_shard, v1_shard_names
 from ckpttool.formats.tf.state import STATE_FILENAME, CheckpointState, read_state, read_state_file
 from ckpttool.formats.tf.table import FOOTER_SIZE, first_entry_of_file
-from ckpttool.ops import series
 from ckpttool.text import excerpt
 
 _DATA_SUFFIX_LEN = len(".data-00000-of-00001")
@@ -387,15 +386,23 @@ def series_latest_name(checkpoints) -> str | None:
     return max(complete, key=lambda c: (c.step if c.step is not None else -1, c.mtime, c.name)).name
 
 
+_KERAS_ENDINGS = (".h5", ".keras", ".hdf5")  # what every Keras checkpoint file's name ends with (ops/series.py)
+
+
 def _series_checkpoints(directory: str, entries: list[fs.Entry], plain_files: dict[str, fs.Entry],
                         problems: list[Problem], leftovers: list[Leftover]) -> list[CheckpointInfo]:
     """The members of the series besides TF prefixes (ops/series.py) as checkpoints; their debris
     added to `leftovers`, and what keeps a directory member from being deleted to `problems`."""
     # Keras files are among the plain files (not named like a TF checkpoint's); one cheap pass finds
     # the directories: a directory of 100,000 TF checkpoints costs next to nothing more.
-    keras_files = [e for e in plain_files.values() if e.name.endswith(series.KERAS_ENDINGS)]
+    keras_files = [e for e in plain_files.values() if e.name.endswith(_KERAS_ENDINGS)]
+    subdirectories = [e for e in entries if e.kind == "dir"]
+    if not keras_files and not subdirectories:
+        return []  # a plain TF run directory: the series module is not even imported
+    from ckpttool.ops import series
+
     members = series.keras_members(directory, keras_files)
-    directories, debris = series.directory_members([e for e in entries if e.kind == "dir"])
+    directories, debris = series.directory_members(subdirectories)
     found = []
     for m in members + directories:
         found.append(CheckpointInfo(
@@ -599,6 +606,8 @@ def find_checkpoint_dirs(root: str, problems: list[Problem] | None = None) -> li
     each is added to `problems`."""
     if not fs.is_url(root) and not os.path.isdir(root):
         raise NotFound(f"no such directory: {root}")
+    from ckpttool.ops import series
+
     found = []
     skipped: list[str] = []
     for current, dirs, files in fs.walk_files(root, skipped):

@@ -25,6 +25,19 @@ from dataclasses import dataclass
 from ckpttool.errors import BadInput
 from ckpttool.storage import fs
 
+class _LazyPattern:
+    """A regular expression compiled on first use: listing a plain TF directory (every `ls`, `latest`)
+    imports this module, and the Hugging Face file list alone takes milliseconds to compile."""
+
+    def __init__(self, pattern: str):
+        self.pattern, self._compiled = pattern, None
+
+    def __getattr__(self, name: str):
+        if self._compiled is None:
+            self._compiled = re.compile(self.pattern)
+        return getattr(self._compiled, name)
+
+
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5", ".hdf5")
@@ -32,20 +45,20 @@ KERAS_ENDINGS = (".h5", ".keras", ".hdf5")  # what every KERAS_SUFFIXES name end
 _NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
 _SAVED_MODEL_FILES = {"saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "keras_metadata.pb"}
 _SAVED_MODEL_DIRS = {"variables", "assets", "assets.extra"}
-_VARIABLES_RE = re.compile(r"^variables\.(index|data-\d{5}-of-\d{5})$")
+_VARIABLES_RE = _LazyPattern(r"^variables\.(index|data-\d{5}-of-\d{5})$")
 ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "commit_success.txt")
-ORBAX_TMP_RE = re.compile(r"\.orbax-checkpoint-tmp(-\d+)?$")
-EXPORTER_TMP_RE = re.compile(r"^temp-\d+$")
-HF_STEP_RE = re.compile(r"^checkpoint-(\d+)$")
+ORBAX_TMP_RE = _LazyPattern(r"\.orbax-checkpoint-tmp(-\d+)?$")
+EXPORTER_TMP_RE = _LazyPattern(r"^temp-\d+$")
+HF_STEP_RE = _LazyPattern(r"^checkpoint-(\d+)$")
 # What the HF Trainer (and the model/tokenizer/processor it saves with it) writes into checkpoint-<step>/.
-_HF_FILE_RE = re.compile(
+_HF_FILE_RE = _LazyPattern(
     r"^(trainer_state\.json|training_args\.bin|optimizer\.(pt|bin)|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth"
     r"|config\.json|generation_config\.json|preprocessor_config\.json|processor_config\.json|chat_template\.(jinja|json)"
     r"|(pytorch_model|model|adapter_model|tf_model|flax_model)(-\d{5}-of-\d{5})?\.(bin|safetensors|h5|msgpack)"
     r"|(pytorch_model|model)\.(bin|safetensors)\.index\.json|adapter_config\.json"
     r"|tokenizer(_config)?\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt"
     r"|spiece\.model|sentencepiece\.bpe\.model|tokenizer\.model|README\.md)$")
-_HF_DIR_RE = re.compile(r"^(global_step\d+|pytorch_model_fsdp_\d+|optimizer_\d+)$")  # DeepSpeed / FSDP state
+_HF_DIR_RE = _LazyPattern(r"^(global_step\d+|pytorch_model_fsdp_\d+|optimizer_\d+)$")  # DeepSpeed / FSDP state
 _MAX_ENTRIES = 100_000  # a directory member larger than this is not looked through: kept
 KIND_NAMES = {"keras": "Keras checkpoint", "savedmodel": "SavedModel export", "orbax": "Orbax step",
               "hf": "HF Trainer checkpoint", "orbax_tmp": "Orbax temporary", "exporter_tmp": "exporter temporary"}

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import signal
 import stat
 import threading
@@ -35,7 +34,7 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW",
 def temp_name_for(path: str) -> str:
     """A fresh temp path beside `path`, named as TensorFlow names its temps (`.tmp` and 32 hex
     digits): our pid in 8 of them (see temp_writer_pid), 96 random bits in the others."""
-    return f"{path}.tmp{os.getpid() & 0xFFFFFFFF:08x}{secrets.token_hex(12)}"
+    return f"{path}.tmp{os.getpid() & 0xFFFFFFFF:08x}{os.urandom(12).hex()}"
 
 
 def temp_writer_pid(path: str) -> int | None:

@@ -16,23 +16,18 @@ import os
 import socket
 from urllib.parse import urlsplit
 
-from ckpttool.errors import BadInput
+from ckpttool.errors import BadInput, debug_output
 
 CONNECT_TIMEOUT = 5.0
 BACKEND_LOGGERS = ("gcsfs", "s3fs", "fsspec", "aiobotocore", "botocore", "google.auth", "google_auth_httplib2",
                    "urllib3", "aiohttp")
-verbose = {"on": False}  # set by the CLI's --debug
 _reached: set[str] = set()
-
-
-def set_verbose(value: bool) -> None:
-    verbose["on"] = value
 
 
 def quiet_backend_loggers() -> None:
     """Backend loggers print to stderr through logging's last resort when nothing is configured:
     give them a handler that drops everything, unless debugging."""
-    show = verbose["on"] or os.environ.get("CKPTTOOL_DEBUG", "") not in ("", "0")
+    show = debug_output["on"] or os.environ.get("CKPTTOOL_DEBUG", "") not in ("", "0")
     for name in BACKEND_LOGGERS:
         logger = logging.getLogger(name)
         if show:
