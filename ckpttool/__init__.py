@@ -7,6 +7,7 @@ and the library under it (see ckpttool/api.py):
     ckpttool.latest("run/"); ckpttool.convert("run/", "model.safetensors")
     ckpttool.apply_prune(ckpttool.plan_prune("run/", keep_last=3))
     ckpttool.verify("run/"); ckpttool.diff("a/", "b/"); ckpttool.scan("run/")
+    ckpttool.average("run/", "avg.safetensors", last=3)
 
 Every command run imports this package, so the API is loaded on first use
 (module __getattr__): `ckpttool latest` pays for none of it.
@@ -16,12 +17,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Checkpoint", "VariableInfo", "apply_prune", "convert", "diff", "latest", "load", "open", "plan_prune",
-           "scan", "verify"]  # "average": see the end of api.py
+__all__ = ["Checkpoint", "VariableInfo", "apply_prune", "average", "convert", "diff", "latest", "load", "open",
+           "plan_prune", "scan", "verify"]
 
 if TYPE_CHECKING:
-    from ckpttool.api import (Checkpoint, VariableInfo, apply_prune, convert, diff, latest, load, open,  # noqa: A004
-                              plan_prune, scan, verify)
+    from ckpttool.api import (Checkpoint, VariableInfo, apply_prune, average, convert, diff, latest, load,  # noqa: A004
+                              open, plan_prune, scan, verify)
 
 
 def __getattr__(name: str) -> Any:

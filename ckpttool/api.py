@@ -35,6 +35,7 @@ from ckpttool.errors import Refused, UnknownVariable, UsageProblem
 if TYPE_CHECKING:  # only for type checkers: importing numpy is left to the first read
     import numpy as np
 
+    from ckpttool.ops.average import AveragePlan
     from ckpttool.ops.convert import ConvertResult
     from ckpttool.ops.diff import DiffReport
     from ckpttool.ops.prune import PrunePlan, PruneResult
@@ -219,7 +220,8 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
             sep: str | None = None, strict: bool = False, shard_size: int | str | None = None,
             metadata: Mapping[str, str] | None = None, overwrite: bool = False,
             dry_run: bool = False, naming: str = "key", like: PathLike | None = None,
-            partial: bool = False) -> "ConvertResult":
+            partial: bool = False, layout: str | None = None, transpose: Mapping[str, Iterable[int]] | None = None,
+            dtype: str | None = None, keep_dtype: Iterable[str] = ()) -> "ConvertResult":
     """Convert weights as the `convert` command does; the result lists the files written.
 
     `to`: "tf", "safetensors" or "npz" (default: from the destination's
@@ -230,6 +232,9 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
     arguments apply to those names (`--names model`).
     `like`: a Keras 3 `.keras` / `.weights.h5` of the target model; the destination (NAME.weights.h5
     or NAME.keras) is then a Keras 3 file laid out as it (`partial`: its unmatched weights kept).
+    `layout` ("torch" or "tf"), `transpose` ({regex: permutation}, winning over the layout), `dtype`
+    ("bfloat16", "float16", "float32", "float64") and `keep_dtype` (regexes exempted from it) are
+    `--layout`, `--transpose`, `--dtype` and `--keep-dtype`.
     """
     from ckpttool.ops.convert import ConvertResult, apply_convert, parse_size, plan_convert
     from ckpttool.ops.rename_rules import RenameRules
@@ -240,7 +245,8 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
     try:
         plan = plan_convert(os.fspath(source), os.fspath(destination), to=to, rules=rules, strict=strict,
                             shard_size=size, metadata=dict(metadata or {}), overwrite=overwrite, naming=naming,
-                            like=os.fspath(like) if like is not None else None, partial=partial)
+                            like=os.fspath(like) if like is not None else None, partial=partial,
+                            **_transforms(layout, transpose, dtype, keep_dtype))
         return ConvertResult(plan, (), 0) if dry_run else apply_convert(plan)
     except Refused as exc:
         raise _in_api_words(exc) from None
@@ -300,6 +306,40 @@ def scan(directory: PathLike, *, recursive: bool = False) -> "DirectoryScan | li
     return listed(path)
 
 
-# ckpttool.average(...) goes here: the `average` command's checkpoint averaging, as a thin call
-# into ops/ like convert above (with naming="model" and the rename rules), exported in
-# ckpttool/__init__.py's __all__.
+def _transforms(layout: str | None, transpose: Mapping[str, Iterable[int]] | None, dtype: str | None,
+                keep_dtype: Iterable[str]) -> dict:
+    """plan_convert's keyword arguments for the layout, transpose and dtype arguments."""
+    from ckpttool.ops.casting import CastRule
+
+    return {"layout": layout, "transposes": tuple((regex, tuple(perm)) for regex, perm in (transpose or {}).items()),
+            "cast": CastRule(dtype, tuple(keep_dtype))}
+
+
+def average(sources: PathLike | Iterable[PathLike], destination: PathLike, *, last: int | None = None,
+            steps: Iterable[int] | None = None, best: int | None = None, metric: str | None = None,
+            metrics_file: PathLike | None = None, mode: str = "auto", keep_optimizer: bool = False,
+            to: str | None = None, shard_size: int | str | None = None, overwrite: bool = False,
+            dry_run: bool = False, layout: str | None = None, transpose: Mapping[str, Iterable[int]] | None = None,
+            dtype: str | None = None, keep_dtype: Iterable[str] = ()) -> "AveragePlan":
+    """The element-wise mean of checkpoints, as the `average` command writes it: `sources` are
+    checkpoints, or one run directory with `last`, `steps` or `best` (by `metric`, from its event
+    files, `metrics_file` or trainer_state.json). Floating variables are averaged in float64 and
+    written in their dtype, integers and strings taken from the newest, the optimizer left out
+    unless `keep_optimizer`; written as `convert` writes (`to`, `shard_size`, `layout`, `dtype` ...).
+    Returns the plan (`plan.sources`, `plan.averaged`, `plan.taken`); with `dry_run` nothing is written."""
+    from ckpttool.ops.average import apply_average, plan_average
+    from ckpttool.ops.convert import parse_size
+
+    paths = [os.fspath(sources)] if isinstance(sources, (str, os.PathLike)) else [os.fspath(s) for s in sources]
+    try:
+        plan = plan_average(paths, os.fspath(destination), last=last,
+                            steps=",".join(str(s) for s in steps) if steps is not None else None, best=best,
+                            metric=metric, metrics_file=os.fspath(metrics_file) if metrics_file is not None else None,
+                            mode=mode, keep_optimizer=keep_optimizer, to=to, overwrite=overwrite,
+                            shard_size=parse_size(shard_size) if isinstance(shard_size, str) else shard_size,
+                            **_transforms(layout, transpose, dtype, keep_dtype))
+        if not dry_run:
+            apply_average(plan)
+    except Refused as exc:
+        raise _in_api_words(exc) from None
+    return plan

@@ -232,3 +232,33 @@ def test_model_names_from_python(keras_checkpoints, tmp_path):
     only = "^(" + "|".join(manifest["paths"]) + ")$"
     assert ckpttool.diff(root / "run", root / "model_only", naming="model", filter=only).identical
     assert not ckpttool.diff(root / "run", root / "model_only", filter=only).compared
+
+
+def test_average_from_python(fixtures_dir, tmp_path, tf):
+    """ckpttool.average: the mean of the run's last three checkpoints, equal to numpy's mean of what
+    TensorFlow reads (floating variables), integers from the newest; dry_run writes nothing."""
+    run = fixtures_dir / "saver_run"
+    names = [p.rsplit("/", 1)[-1] for p in tf.train.get_checkpoint_state(str(run)).all_model_checkpoint_paths]
+    dry = ckpttool.average(run, tmp_path / "dry.npz", last=3, dry_run=True)
+    assert [s.prefix.rsplit("/", 1)[-1] for s in dry.sources] == names[-3:] and not (tmp_path / "dry.npz").exists()
+    plan = ckpttool.average(run, tmp_path / "avg.npz", last=3)
+    readers = [tf.train.load_checkpoint(str(run / n)) for n in names[-3:]]
+    with np.load(tmp_path / "avg.npz") as averaged:
+        for name in plan.averaged:
+            expected = np.mean([r.get_tensor(name).astype(np.float64) for r in readers], axis=0)
+            assert np.array_equal(averaged[name], expected.astype(readers[0].get_tensor(name).dtype)), name
+        for name in plan.taken:
+            assert np.array_equal(averaged[name], readers[-1].get_tensor(name)), name
+    with pytest.raises(Refused, match="overwrite=True"):
+        ckpttool.average(run, tmp_path / "avg.npz", last=3)
+
+
+def test_convert_layout_and_dtype_from_python(fixtures_dir, tmp_path, tf):
+    from safetensors.numpy import load_file
+
+    src = fixtures_dir / "saver_run" / "model.ckpt-50"
+    reader = tf.train.load_checkpoint(str(src))
+    ckpttool.convert(src, tmp_path / "t.safetensors", dtype="float16", transpose={"^dense/kernel$": (1, 0)})
+    out = load_file(str(tmp_path / "t.safetensors"))
+    assert np.array_equal(out["dense/kernel"], reader.get_tensor("dense/kernel").T.astype(np.float16))
+    assert out["counter"].dtype == reader.get_tensor("counter").dtype  # integers keep their dtype
