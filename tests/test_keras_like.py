@@ -192,3 +192,22 @@ def test_string_weights_are_refused_before_writing(like_dir, tmp_path):
     result = run_cli("convert", source, out, "--like", template)
     assert_one_line_error(result, 3)
     assert "strings" in result.stderr and not out.exists()
+
+
+def test_pytorch_layout_back_into_a_keras_model(like_dir, tmp_path):
+    """Weights in PyTorch's layout (`--layout torch`) go back into a Keras 3 file through --like with
+    `--layout tf`: transposed back and matched by their new names and shapes; load_weights gives the
+    trained model's get_weights()."""
+    from safetensors.numpy import load_file
+
+    trained = _arrays(like_dir / "trained.npz")
+    _convert(like_dir / "trained.weights.h5", tmp_path / "pt.safetensors", "--layout", "torch")
+    torch_shapes = sorted(v.shape for v in load_file(str(tmp_path / "pt.safetensors")).values())
+    assert torch_shapes != sorted(a.shape for a in trained)  # some kernels really are transposed
+    without = run_cli("convert", tmp_path / "pt.safetensors", tmp_path / "no.weights.h5", "--like",
+                      like_dir / "template.weights.h5")
+    assert without.exit_code == 3  # PyTorch's shapes fit no template weight as they are
+    doc = _convert(tmp_path / "pt.safetensors", tmp_path / "out.weights.h5", "--like",
+                   like_dir / "template.weights.h5", "--layout", "tf")
+    assert doc["unmatched"] == []
+    _assert_same(_keras_loads("bn", tmp_path / "out.weights.h5", tmp_path), trained)

@@ -341,7 +341,7 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
     if to == "keras":
         if shard_size is not None or metadata:
             raise UsageProblem("--shard-size and --metadata apply to safetensors destinations only")
-        return _plan_like(source, destination, like, rules, partial, overwrite)
+        return _plan_like(source, destination, like, rules, partial, overwrite, layout, transposes)
     if shard_size is not None and (to != "safetensors" or shard_size <= 0):
         raise UsageProblem("--shard-size applies to safetensors destinations only, and must be positive")
     if metadata and to != "safetensors":
@@ -422,9 +422,15 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
 
 
 def _plan_like(source: str, destination: str, like: str, rules: RenameRules, partial: bool,
-               overwrite: bool) -> ConvertPlan:
+               overwrite: bool, layout: str | None = None,
+               transposes: tuple[tuple[str, tuple[int, ...]], ...] = ()) -> ConvertPlan:
     """A Keras 3 destination laid out as the template `like`: every template weight matched to a
-    source variable (ops/keras_like.py) and checked (shape, dtype) before anything is written."""
+    source variable (ops/keras_like.py) and checked (shape, dtype) before anything is written.
+    `layout` ("tf": PyTorch layouts back to Keras') and `transposes` apply first: the template is
+    matched by the names and shapes the variables will have."""
+    import dataclasses
+
+    from ckpttool.ops.layouts import plan_layout
     from ckpttool.formats.keras import KerasWeights
     from ckpttool.formats.raw import check_stored_readable
     from ckpttool.ops.keras_like import match_template
@@ -440,8 +446,14 @@ def _plan_like(source: str, destination: str, like: str, rules: RenameRules, par
     with open_checkpoint(target.prefix, target.format) as reader:
         variables = [v for v in reader.variables if not v.internal]
         graph_bytes = reader.object_graph_bytes() if reader.variable(OBJECT_GRAPH_KEY) is not None else None
+        changes = plan_layout([(v.name, v.shape) for v in variables], layout, transposes)
+        if changes:  # the layout's names first: the user's rules apply on top, as in plan_convert
+            renames = tuple((name, c.name) for name, c in changes.items() if c.name != name)
+            rules = dataclasses.replace(rules, maps=renames + rules.maps)
         mapping, dropped = compute_mapping([v.name for v in variables], rules, graph_bytes)
-        found = match_template(variables, mapping, weights)
+        as_written = [dataclasses.replace(v, shape=changes[v.name].shape)
+                      if v.name in changes and changes[v.name].perm is not None else v for v in variables]
+        found = match_template(as_written, mapping, weights)
         if found.mismatched:
             raise BadInput(f"{len(found.mismatched)} source variable(s) named as template weights have other shapes: "
                            + ", ".join(f"{s!r} {list(a)} for {t!r} {list(b)}" for s, t, a, b in found.mismatched[:10]))
@@ -463,7 +475,8 @@ def _plan_like(source: str, destination: str, like: str, rules: RenameRules, par
                                   f"{weight.dtype.name}; convert writes values as they are",
                                   hint="give a source (or a template) with that dtype")
             check_stored_readable(reader, var)
-            items.append(ConvertItem(var.name, weight.name, var.dtype.name, var.shape, var.size_bytes, match=match.by))
+            items.append(dataclasses.replace(_transformed_item(var, weight.name, changes.get(var.name), None),
+                                             match=match.by))
         sources = [fs.absolute(target.prefix), *(fs.absolute(f) for f in reader.data_files())]
     refuse_writing_over_source(sources + [fs.absolute(template_target.prefix)], [destination], "convert")
     if _destination_exists((destination,), "keras", destination) and not overwrite:
