@@ -18,13 +18,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def fixtures_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tf_fixtures")
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "tf_fixtures.py"), str(out)],
+def build_fixtures(tmp_path_factory, script: str, name: str, *args: str) -> Path:
+    """Run tests/<script> once (in a fresh process: TensorFlow's and Keras' set-up stays out of the
+    suite's) to write fixtures into a new session directory, which it returns."""
+    out = tmp_path_factory.mktemp(name)
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / script), *args, str(out)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(tmp_path_factory) -> Path:
+    return build_fixtures(tmp_path_factory, "tf_fixtures.py", "tf_fixtures")
 
 
 def _tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
@@ -55,22 +61,14 @@ def shared_fixtures_stay_untouched(request):
 def series_dir(tmp_path_factory) -> Path:
     """Event files, Keras ModelCheckpoint files and SavedModel versions written by TensorFlow and
     Keras (tests/series_fixtures.py), built once per session."""
-    out = tmp_path_factory.mktemp("series_fixtures")
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "series_fixtures.py"), str(out)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return build_fixtures(tmp_path_factory, "series_fixtures.py", "series_fixtures")
 
 
 @pytest.fixture(scope="session")
 def keras_checkpoints(tmp_path_factory) -> Path:
     """Keras 3 models saved with tf.train.Checkpoint and CheckpointManager (tests/keras_checkpoints.py),
     built once per session, for --drop-optimizer and --names model."""
-    out = tmp_path_factory.mktemp("keras_checkpoints")
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "keras_checkpoints.py"), str(out)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return build_fixtures(tmp_path_factory, "keras_checkpoints.py", "keras_checkpoints")
 
 
 @pytest.fixture(scope="session")

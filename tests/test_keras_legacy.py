@@ -4,26 +4,20 @@ h5py walks of the files."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, build_fixtures, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
 def legacy_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("keras_legacy")
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "keras_legacy_fixtures.py"), str(out)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return build_fixtures(tmp_path_factory, "keras_legacy_fixtures.py", "keras_legacy")
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, build_fixtures, run_cli
 from tests.test_keras_legacy import legacy_dir, oracle  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,10 +24,7 @@ SCRIPT = str(ROOT / "tests" / "keras_like_fixtures.py")
 
 @pytest.fixture(scope="session")
 def like_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("keras_like")
-    proc = subprocess.run([sys.executable, SCRIPT, "make", str(out)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return build_fixtures(tmp_path_factory, "keras_like_fixtures.py", "keras_like", "make")
 
 
 def _keras_loads(kind: str, path: Path, tmp_path: Path) -> list[np.ndarray]:
