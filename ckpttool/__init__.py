@@ -41,9 +41,11 @@ def _stop_at_once(signum, frame) -> None:
 def _started_as_the_cli() -> bool:
     """Whether this import is the command line starting: `python -m ckpttool` (runpy imports the
     package while sys.argv[0] is "-m") or the console script, whose name is the program's."""
-    if _sys.argv[:1] == ["-m"]:
-        return any(arg in ("ckpttool", "ckpttool.__main__") and _sys.orig_argv[i - 1] == "-m" or
-                   arg in ("-mckpttool", "-mckpttool.__main__") for i, arg in enumerate(_sys.orig_argv))
+    if _sys.argv[:1] == ["-m"]:  # the module is named by the interpreter's first -m (the rest are its own)
+        argv = _sys.orig_argv
+        at = next((i for i, arg in enumerate(argv) if arg.startswith("-m")), None)
+        module = None if at is None else argv[at][2:] or "".join(argv[at + 1:at + 2])  # -mNAME or -m NAME
+        return module in ("ckpttool", "ckpttool.__main__")
     return bool(_sys.argv) and _os.path.basename(_sys.argv[0]) in (
         "ckpttool", "ckpttool.exe", "ckpttool-script.py")
 

@@ -98,22 +98,28 @@ def test_unpaused_run_prints_its_answer(latest, tmp_path):
 
 def test_signals_at_random_instants_end_cleanly(sigint_reaches_children, latest):
     """18 runs, each signalled at a random instant between its first code of ours and a little
-    after it would have ended: each ends with its answer (exit 0: it finished first) or with the
-    signal's code and one `error:` line, never a traceback. Any outcome is checked, none is waited
-    for, so the test cannot flake however loaded the machine."""
+    after it would have ended (one instant in each eighteenth of that span): each ends with its
+    answer (exit 0: it finished first) or with the signal's code and one `error:` line, never a
+    traceback. Any outcome is checked and none is waited for, so however loaded the machine the
+    test cannot flake."""
     rng = random.Random(24)
-    proc = _start(["-m", "ckpttool"], latest, "start")
-    _wait_until_paused(proc, "start")
-    began = time.monotonic()
-    answer, _ = _finish(proc)
-    span = time.monotonic() - began  # how long a run takes past that point, on this machine now
+    spans = []
+    for _ in range(2):  # how long a run takes past its first code of ours, on this machine now
+        proc = _start(["-m", "ckpttool"], latest, "start")
+        _wait_until_paused(proc, "start")
+        began = time.monotonic()
+        answer, _ = _finish(proc)
+        spans.append(time.monotonic() - began)
+    runs = 18
+    instants = [(i + rng.random()) / runs * 1.2 * min(spans) for i in range(runs)]
+    rng.shuffle(instants)
     outcomes = []
-    for run in range(18):
+    for run, instant in enumerate(instants):
         sig, code = SIGNALS[run % 3]
         proc = _start(["-m", "ckpttool"], latest, "start")
         _wait_until_paused(proc, "start")
         proc.stdin.close()  # released: the run goes on
-        time.sleep(rng.uniform(0, 1.2 * span))  # picks the instant; nothing is waited for
+        time.sleep(instant)  # picks the instant; nothing is waited for
         proc.send_signal(getattr(signal, sig))
         proc.stdin = None
         out, err = proc.communicate(timeout=120)
@@ -124,4 +130,20 @@ def test_signals_at_random_instants_end_cleanly(sigint_reaches_children, latest)
             assert proc.returncode == code, err
             assert err.splitlines()[-1:] == ["error: interrupted" + ("" if sig == "SIGINT" else f" ({sig})")], err
         outcomes.append(proc.returncode)
-    assert outcomes.count(0) < len(outcomes), "every run finished before its signal: the test proved nothing"
+    assert outcomes.count(0) < runs, "every run finished before its signal: the test proved nothing"
+
+
+def test_a_program_importing_the_library_keeps_its_signal_handlers(tmp_path):
+    """Only the command line's own start-up installs handlers: not `import ckpttool` in a program,
+    nor the package of another `python -m` module that imports it (even given `ckpttool` as an argument)."""
+    probe = ("import signal, ckpttool\n"
+             "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler,"
+             " signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)\n")
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "__init__.py").write_text(probe)
+    (host / "__main__.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), *sys.path])}
+    for command in (["-c", probe], ["-m", "host", "ckpttool"], ["-m", "host", "-m", "ckpttool"]):
+        proc = subprocess.run([sys.executable, *command], capture_output=True, text=True, env=env, timeout=120)
+        assert (proc.returncode, proc.stdout) == (0, "True True\n"), (command, proc.stderr)
