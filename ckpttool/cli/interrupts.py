@@ -40,7 +40,7 @@ def install() -> None:
 
 class unwinding:  # noqa: N801 - used as a context manager, named as one
     """While the block runs, a signal raises (KeyboardInterrupt or Terminated) instead of ending the
-    process at once. A class, not a generator: no frame of ours runs between the flag and the block."""
+    process at once; one raised as the block ends still lands inside the caller's `try`."""
 
     def __enter__(self) -> None:
         _unwinding["on"] = True
@@ -51,7 +51,7 @@ class unwinding:  # noqa: N801 - used as a context manager, named as one
 
 def hold_until_exit() -> None:
     """The command is done: flush what it wrote (a signal meanwhile still ends the process at once),
-    then block the signals for the rest of the process (the main thread's; the only one left)."""
+    then block the signals in the main thread, which runs the interpreter's shutdown."""
     _unwinding["on"] = False
     for stream in (sys.stdout, sys.stderr):
         try:
