@@ -85,8 +85,8 @@ def test_cast_equals_astype_of_tensorflow_values(checkpoint, tmp_path, tf, targe
     # overflow to inf is counted and named: finite values out of the target's range
     overflowed = {o["name"]: o["count"] for o in json.loads(result.stdout)["overflowed"]}
     for name in (n for n in src.get_variable_to_dtype_map() if n.startswith("v_")):
-        value = src.get_tensor(name).astype(np.float64)
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):  # NaNs with payloads cast without a word
+            value = src.get_tensor(name).astype(np.float64)
             count = int(np.count_nonzero(np.isfinite(value) & np.isinf(value.astype(NP[target]).astype(np.float64))))
         assert overflowed.get(name, 0) == count, name
         if count:
