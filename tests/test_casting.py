@@ -1,6 +1,7 @@
 """`convert --dtype` against numpy's astype and ml_dtypes on TensorFlow-read values: floating variables
-cast with rounding to nearest even, integers, strings and step counters kept, --keep-dtype exempting
-more, overflow to inf counted and named."""
+cast with one rounding to nearest even (float64 -> bfloat16 too, where `tf.cast` rounds twice),
+integers, strings and step counters kept, --keep-dtype exempting more, overflow to inf counted and
+named."""
 from __future__ import annotations
 
 import json
@@ -14,14 +15,33 @@ from tests.conftest import assert_one_line_error, run_cli
 NP = {"bfloat16": ml_dtypes.bfloat16, "float16": np.float16, "float32": np.float32, "float64": np.float64}
 
 
+BF16_MAX = (2 - 2 ** -7) * 2.0 ** 127
+# Where rounding twice (float64 -> float32 -> bfloat16, as tf.cast does) and once differ: just past a
+# bfloat16 tie whose lower neighbour is even, by less than float32 resolves, so float32 makes it the
+# tie and the tie goes down. Normal numbers of both signs, a subnormal tie, and the last one below
+# bfloat16's overflow threshold (once: the largest finite bfloat16; twice: inf).
+DOUBLE_ROUNDING_TRAPS = [1 + 2 ** -8 + 2 ** -30, -(1 + 2 ** -8 + 2 ** -40), (1 + 2 ** -8 + 2 ** -52) * 2.0 ** -100,
+                         2.0 ** -134 + 2.0 ** -160, -(2.0 ** -134 + 2.0 ** -170),
+                         (BF16_MAX + 2.0 ** 119) * (1 - 2 ** -40)]
+# NaNs with payloads, signalling and quiet, of both signs: bfloat16 keeps a quiet NaN of the same sign
+NAN_PAYLOADS = {"float64": [0x7FF0000000000001, 0xFFF8000000000123, 0x7FF4000000000000, 0x7FF7FFFFFFFFFFFF],
+                "float32": [0x7F800001, 0xFFC00001, 0x7FA00000, 0x7FBFFFFF],
+                "float16": [0x7C01, 0xFE01, 0x7D00], "bfloat16": [0x7F81, 0xFFC1, 0x7FA0]}
+
+
 def _values(dtype, rng):
-    """Random values, ties at every rounding, the edges of each format, NaN and infinities."""
+    """Random values, ties at every rounding (and values just past them by less than float32
+    resolves), the edges of each format (subnormals, overflow), NaNs with payloads and infinities."""
     base = rng.standard_normal(400) * 10.0 ** rng.integers(-40, 40, 400)
-    edges = [0.0, -0.0, np.nan, np.inf, -np.inf, 65504.0, 65520.0, 1e5, -1e5, 3.4e38, 1e-8, 6e-8, 1e-45, 1e-300,
-             1e300, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -8 + 2 ** -30, 1 + 2 ** -11, 1 + 2 ** -11 + 2 ** -40,
-             1 + 2 ** -24, 1 + 3 * 2 ** -24]
+    edges = [0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 65504.0, 65520.0, 1e5, -1e5, 3.4e38, 1e39, -1e39,
+             BF16_MAX, BF16_MAX + 2.0 ** 119, 1e-8, 6e-8, 1e-45, 2.0 ** -133, 3 * 2.0 ** -134, 2.0 ** -149,
+             2.0 ** -150, 1e-300, 1e300, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -8 - 2 ** -40,
+             1 + 3 * 2 ** -8 + 2 ** -40, 1 + 2 ** -11, 1 + 2 ** -11 + 2 ** -40, 1 + 2 ** -24, 1 + 3 * 2 ** -24,
+             *DOUBLE_ROUNDING_TRAPS]
     with np.errstate(over="ignore"):
-        return np.concatenate([base, edges]).astype(NP[dtype])
+        values = np.concatenate([base, edges]).astype(NP[dtype])
+    payloads = np.array(NAN_PAYLOADS[dtype], dtype=f"u{values.itemsize}").view(values.dtype)
+    return np.concatenate([values, payloads])
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +85,8 @@ def test_cast_equals_astype_of_tensorflow_values(checkpoint, tmp_path, tf, targe
     # overflow to inf is counted and named: finite values out of the target's range
     overflowed = {o["name"]: o["count"] for o in json.loads(result.stdout)["overflowed"]}
     for name in (n for n in src.get_variable_to_dtype_map() if n.startswith("v_")):
-        value = src.get_tensor(name).astype(np.float64)
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):  # NaNs with payloads cast without a word
+            value = src.get_tensor(name).astype(np.float64)
             count = int(np.count_nonzero(np.isfinite(value) & np.isinf(value.astype(NP[target]).astype(np.float64))))
         assert overflowed.get(name, 0) == count, name
         if count:
@@ -95,3 +115,50 @@ def test_dry_run_plan_shows_the_casts_and_bad_options(checkpoint, tmp_path):
     assert_one_line_error(run_cli("convert", str(checkpoint), str(tmp_path / "o.npz"), "--keep-dtype", "x"), 2)
     assert_one_line_error(run_cli("convert", str(checkpoint), str(tmp_path / "o.npz"), "--dtype", "float16",
                                   "--keep-dtype", "("), 2)
+
+
+def test_tf_cast_rounds_float64_to_bfloat16_twice_where_convert_rounds_once(checkpoint, tmp_path, tf):
+    """What README says of tf.cast: it takes a float64 to bfloat16 through float32 (two roundings),
+    so on these values it differs from ml_dtypes and numpy's one rounding, which convert follows."""
+    traps = np.array(DOUBLE_ROUNDING_TRAPS)
+    once = traps.astype(ml_dtypes.bfloat16)
+    with np.errstate(over="ignore"):
+        twice = traps.astype(np.float32).astype(ml_dtypes.bfloat16)
+    assert (once.view(np.uint16) != twice.view(np.uint16)).all()  # each is a trap: the roundings differ
+    by_tf = tf.cast(tf.constant(traps, tf.float64), tf.bfloat16).numpy()
+    assert by_tf.view(np.uint16).tolist() == twice.view(np.uint16).tolist()
+    assert float(by_tf[0]) == 1.0 and float(once[0]) == 1.0078125
+    out = tmp_path / "ck"
+    assert run_cli("convert", checkpoint, out, "--dtype", "bfloat16").exit_code == 0
+    name = "v_float64/.ATTRIBUTES/VARIABLE_VALUE"
+    source = tf.train.load_checkpoint(str(checkpoint)).get_tensor(name)
+    got = tf.train.load_checkpoint(str(out)).get_tensor(name)
+    at_traps = np.isin(source, traps)
+    assert np.count_nonzero(at_traps) == len(traps)
+    assert got[at_traps].view(np.uint16).tolist() == once.view(np.uint16).tolist()  # in the order written
+
+
+@pytest.mark.parametrize("source", ["float64", "float32", "float16"])
+def test_bfloat16_cast_rounds_once_on_random_bits(source):
+    """Any bit pattern (every exponent, mantissas at and near ties, subnormals, NaN payloads, inf),
+    streamed in chunks that end inside an element, comes out as ml_dtypes' one rounding."""
+    from ckpttool.ops.casting import cast_stream
+
+    rng = np.random.default_rng(24)
+    width = np.dtype(source).itemsize * 8
+    bits = rng.integers(0, 2 ** width, 200_000, dtype=np.uint64).astype(f"u{width // 8}")
+    low = {64: 45, 32: 16}.get(width)  # the bits a bfloat16 drops
+    if width > 16:
+        one = np.array(1, bits.dtype)
+        ties = bits[:50_000] & ~((one << low) - one) | (one << (low - 1))  # exactly on a tie
+        bits[:50_000] = ties
+        bits[50_000:100_000] = ties[:50_000] | rng.integers(0, 2, 50_000).astype(bits.dtype)  # just past one
+    values = bits.view(source)
+    stored = values.astype(values.dtype.newbyteorder("<")).tobytes()  # as checkpoints store them
+    chunks = [stored[i:i + 4097] for i in range(0, len(stored), 4097)]
+    overflow = [0]
+    got = np.frombuffer(b"".join(cast_stream(iter(chunks), source, "bfloat16", overflow)), "<u2")
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = values.astype(ml_dtypes.bfloat16)
+        assert got.tolist() == expected.view(np.uint16).tolist()
+        assert overflow[0] == np.count_nonzero(np.isfinite(values) & np.isinf(expected.astype(np.float32)))

@@ -379,39 +379,3 @@ def test_ls_and_prune_recursive_give_sizes_per_directory_and_a_total(copy_fixtur
     assert {d: sizes[d] - after[d] for d in sizes} == freed  # what it said it freed is what went
     summary = run_cli("prune", "-r", "--dry-run", "--keep-last", "1", root).stdout.splitlines()[-1]
     assert summary == "2 run directories: 0 to delete, " + f"{applied['kept_count']} kept, 0 B would be freed"
-
-
-# A child that signals itself right after the CLI's entry module has loaded, before main() runs:
-# the moment of start-up where no `try` of ours is active yet (deterministic, no timing).
-_SIGNAL_AT_START_UP = """
-import importlib.abc, importlib.util, os, runpy, signal, sys
-
-class SignalAfterEntryLoads(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "ckpttool.cli.entry":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        load = spec.loader.exec_module
-        def exec_module(module):
-            load(module)
-            os.kill(os.getpid(), signal.{sig})
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, SignalAfterEntryLoads())
-sys.argv = ["ckpttool", "ls", "."]
-runpy.run_module("ckpttool", run_name="__main__", alter_sys=True)
-"""
-
-
-@pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
-def test_signal_during_start_up_is_a_clean_exit(sigint_reaches_children, tmp_path, sig, code):
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-c", _SIGNAL_AT_START_UP.format(sig=sig)], capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    assert proc.returncode == code, proc.stderr
-    assert proc.stderr == "error: interrupted\n"

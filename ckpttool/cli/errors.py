@@ -9,6 +9,8 @@ import traceback
 
 import typer
 
+from ckpttool import _pause_for_test
+from ckpttool.cli import interrupts
 from ckpttool.errors import BadInput, CkptError, CorruptCheckpoint, Refused, Terminated, UsageProblem, debug_output
 
 EXIT_OK = 0
@@ -139,8 +141,11 @@ def handle_errors(command, name: str | None = None):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        _pause_for_test("parsed")
         try:
-            code = command(*args, **kwargs)
+            with interrupts.unwinding():  # a signal from here on unwinds the command (cli/interrupts.py)
+                _pause_for_test("command")
+                code = command(*args, **kwargs)
         except typer.Exit:
             raise
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - this is the one place that maps them

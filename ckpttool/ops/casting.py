@@ -1,15 +1,19 @@
 """`--dtype`: casting floating variables while they stream (convert, average).
 
-Rounding is to nearest, ties to even, as numpy's `astype` and ml_dtypes round;
-bfloat16, which numpy lacks, is done on its bits (the upper half of a float32,
-rounded; a NaN stays a quiet NaN). A float64 goes to bfloat16 through float32,
-as ml_dtypes (Eigen) converts it. Finite values that become infinite are
-counted, so the caller can name the variables they overflowed in.
+One rounding, to nearest, ties to even, as numpy's `astype` and ml_dtypes round. bfloat16, which
+numpy lacks, is done on the bits: a float32 is rounded to its upper half; a float64 is taken to
+float32 first, and where that lands exactly on a bfloat16 tie (the only place a second rounding
+can go wrong) it is moved one step towards the float64 it came from, so the value itself breaks
+the tie. `tf.cast` differs there: it rounds a float64 to float32, then that to bfloat16, so a
+value past a bfloat16 tie by less than float32 resolves ends on the wrong side (1 + 2^-8 + 2^-30
+becomes 1.0, not 1.0078125; just below bfloat16's overflow threshold, inf). A NaN cast to or from
+bfloat16 becomes the quiet NaN of its sign, as ml_dtypes (and Eigen, TF's bfloat16) make it;
+other casts keep numpy's NaN bits. Finite values that become infinite are counted, so the caller
+can name the variables they overflowed in.
 
-Only float16, bfloat16, float32 and float64 variables are cast: integers,
-strings, booleans, step counters (by name, e.g. `global_step`, even when a
-trainer made them floats) and the exotic floats (float8, complex) keep their
-dtype.
+Only float16, bfloat16, float32 and float64 variables are cast: integers, strings, booleans, step
+counters (by name, e.g. `global_step`, even when a trainer made them floats) and the exotic floats
+(float8, complex) keep their dtype.
 """
 from __future__ import annotations
 
@@ -59,28 +63,58 @@ def decode_floats(raw: bytes, dtype: str):
     return np.frombuffer(raw, {"float16": "<f2", "float32": "<f4", "float64": "<f8"}[dtype])
 
 
-def to_bfloat16(values) -> "np.ndarray":
+def _float32_bits_rounding_once(values: "np.ndarray") -> "np.ndarray":
+    """The float32 bits of float64 `values`, from which one rounding to bfloat16 is the one rounding
+    of `values`. Rounding to float32 first changes the answer only where it lands exactly on a
+    bfloat16 tie (the ties are float32 values, so no value crosses one): there the float32 is moved
+    one step towards the value it came from, off the tie, onto the side the value is on."""
     import numpy as np
 
-    bits = np.ascontiguousarray(values, dtype="<f4").view("<u4")
+    bits = values.astype("<f4").view("<u4")
+    ties = np.flatnonzero((bits & 0xFFFF) == 0x8000)  # about 1 in 65536 elements of real weights
+    if ties.size:
+        came_from, landed = values[ties].view("<u8"), bits[ties].view("<f4").astype("<f8").view("<u8")
+        # same sign, so magnitudes compare as the unsigned bits do; +1 is one step away from zero
+        bits[ties[came_from > landed]] += 1
+        bits[ties[came_from < landed]] -= 1
+    return bits
+
+
+def to_bfloat16(values) -> "np.ndarray":
+    """The bfloat16 bits (uint16) of float16, float32 or float64 `values`, rounded once."""
+    import numpy as np
+
+    values = np.asarray(values)
+    if values.dtype == np.float64:
+        with np.errstate(over="ignore", invalid="ignore"):
+            bits = _float32_bits_rounding_once(values)
+    else:
+        bits = np.ascontiguousarray(values, dtype="<f4").view("<u4")
     rounded = ((bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16).astype("<u2")
     nan = np.isnan(bits.view("<f4"))
-    if nan.any():  # rounding could carry a NaN's payload into the exponent: keep it a quiet NaN
-        rounded[nan] = ((bits[nan] >> 16) | 0x40).astype("<u2")
+    if nan.any():  # rounding could carry a NaN's payload into the exponent: the quiet NaN of its sign
+        rounded[nan] = ((bits[nan] >> 16) & 0x8000 | 0x7FC0).astype("<u2")
     return rounded
 
 
-def cast_values(values, dtype: str) -> tuple[bytes, int]:
-    """(the little-endian bytes of `values` as `dtype`, how many finite values became infinite)."""
+def cast_values(values, dtype: str, source: str | None = None) -> tuple[bytes, int]:
+    """(the little-endian bytes of `values` as `dtype`, how many finite values became infinite).
+    `source`: the stored dtype, when it is bfloat16 (`values` are then its float32 decoding)."""
     import numpy as np
 
     with np.errstate(over="ignore", invalid="ignore"):
         if dtype == "bfloat16":
-            out = to_bfloat16(values.astype("<f4") if values.dtype != np.dtype("<f4") else values)
+            out = to_bfloat16(values)
             overflowed = np.isinf((out.astype("<u4") << 16).view("<f4"))
         else:
             out = values.astype({"float16": "<f2", "float32": "<f4", "float64": "<f8"}[dtype])
             overflowed = np.isinf(out)
+            if source == "bfloat16" and dtype == "float16":
+                # ml_dtypes' NaN from bfloat16 (float32 and float64 keep the bits as ml_dtypes does)
+                nan = np.isnan(out)
+                if nan.any():
+                    half = out.view("<u2")
+                    half[nan] = half[nan] & 0x8000 | 0x7E00
         if overflowed.any():
             overflowed &= np.isfinite(values)
     return out.tobytes(), int(np.count_nonzero(overflowed))
@@ -100,7 +134,7 @@ def cast_stream(chunks: Iterator[bytes], source: str, target: str, overflow: lis
         cut = len(data) - len(data) % size
         rest = data[cut:]
         if cut:
-            out, count = cast_values(decode_floats(data[:cut], source), target)
+            out, count = cast_values(decode_floats(data[:cut], source), target, source)
             overflow[0] += count
             yield out
     if rest:
