@@ -33,13 +33,15 @@ TRAINER_STATE = "trainer_state.json"
 _MAX_TAG_NAMES = 200  # tags named in an error at most
 
 # Keras 3 infers a direction from the metric object; without the model, from the name as Keras 2 did
-# (max for accuracy-like names), widened to the metrics Keras 3 marks as "up".
-_MAX_WORDS = ("acc", "auc", "precision", "recall", "f1", "fbeta", "fmeasure", "iou", "r2", "bleu", "rouge",
-              "map", "ndcg", "mrr", "psnr", "ssim", "score")
-_MIN_WORDS = ("loss", "error", "mse", "mae", "mape", "msle", "rmse", "perplexity", "ppl", "wer", "cer",
-              "hinge", "crossentropy", "entropy", "divergence", "distance")
-
-
+# (max for accuracy-like names), widened to the metrics Keras 3 marks as "up". Whole words of the name
+# only: "answer" holds "wer" and "cancer" "cer", neither of which makes val_answer_accuracy a loss.
+_MAX_WORDS = frozenset((
+    "acc", "accuracy", "auc", "auroc", "auprc", "precision", "recall", "f1", "fbeta", "fmeasure", "iou", "miou",
+    "r2", "bleu", "rouge", "rouge1", "rouge2", "rougel", "rougelsum", "map", "ndcg", "mrr", "psnr", "ssim",
+    "score", "dice", "similarity"))
+_MIN_WORDS = frozenset((
+    "loss", "error", "mse", "mae", "mape", "msle", "rmse", "perplexity", "ppl", "wer", "cer", "hinge",
+    "crossentropy", "entropy", "divergence", "distance", "nll", "logcosh", "kld"))
 @dataclass(frozen=True)
 class MetricSeries:
     tag: str  # as asked for
@@ -55,20 +57,34 @@ class MetricSeries:
         return self.values.get(key)
 
 
+# camelCase words; digits stay with the letters before them (`f1`, `rouge2`, `valLoss` -> val, loss)
+_WORD_RE = re.compile(r"[A-Z]+[0-9]*(?![a-z])|[A-Z]?[a-z]+[0-9]*|[0-9]+")
+
+
+def name_words(tag: str) -> set[str]:
+    """The words of a metric's name, lower case: its parts between `/`, `_`, `-`, `.`, and their
+    camelCase words (`mAP` and `IoU` are words as they stand; `valLoss` is val and loss)."""
+    parts = [part for part in re.split(r"[/_\-.\s]+", tag) if part]
+    return {part.lower() for part in parts} | {word.lower() for part in parts for word in _WORD_RE.findall(part)}
+
+
 def infer_mode(tag: str, mode: str = "auto") -> str:
-    """"min" or "max"; auto as Keras' ModelCheckpoint(mode="auto") does without a model."""
+    """"min" or "max"; auto as Keras' ModelCheckpoint(mode="auto") does without a model, by whole words
+    of the name. A name whose words say neither, or both, is refused (UsageProblem)."""
     if mode in ("min", "max"):
         return mode
     if mode != "auto":
         raise UsageProblem(f"--mode takes min, max or auto, not {mode!r}")
-    name = tag.rsplit("/", 1)[-1].lower()
-    for prefix in ("val_", "eval_", "test_", "epoch_", "validation_"):
-        name = name.removeprefix(prefix)
-    if any(word in name for word in _MIN_WORDS):
+    words = name_words(tag)
+    lower, higher = sorted(words & _MIN_WORDS), sorted(words & _MAX_WORDS)
+    if lower and not higher:
         return "min"
-    if any(word in name for word in _MAX_WORDS):
+    if higher and not lower:
         return "max"
-    raise UsageProblem(f"cannot tell whether {tag!r} should be low or high: give --mode min or --mode max")
+    why = (f"its words say both ({', '.join(lower)}: low; {', '.join(higher)}: high)" if lower
+           else "no word of its name is a loss or an accuracy-like metric")
+    raise UsageProblem(f"cannot tell whether {tag!r} should be low or high ({why}): "
+                       "give --mode min or --mode max")
 
 
 def _finite(values: dict[int, float], what: str) -> tuple[dict[int, float], list[str]]:

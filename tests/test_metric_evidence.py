@@ -1,0 +1,183 @@
+"""Retention by quality deletes only on evidence (issue 24): every score a deletion depends on is
+read undamaged (or the user says otherwise), from the run's own logs; `--mode auto` reads whole
+words of the metric's name; one function chooses the best for prune, latest --best, ls --sort
+metric and average; a tag that does not exist is named as missing; an HF trainer_state.json is read
+in bounded memory.
+
+TensorFlow writes the runs (a TF1 Saver, its event files by FileWriter or tf.summary) and Keras the
+ModelCheckpoint files; the oracle of every score is what TensorFlow's summary_iterator reads (of
+the records a damaged file still holds whole: a copy without the damaged ones), Keras' own history,
+or Python's json for a trainer_state.json; kept sets are computed here from those values, and
+TensorFlow restores what prune keeps."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import assert_one_line_error, run_cli
+from tests.test_metric_rules import (assert_restorable, checkpoints_of, expected_kept, expected_scores, listing,
+                                     ranked, restore_tf1)
+
+STEPS = tuple(range(10, 130, 10))
+# The best two are late (90, 100): a damaged record before them, or theirs, hides them.
+LOSS = {10: 0.9, 20: 0.8, 30: 0.7, 40: 0.65, 50: 0.6, 60: 0.55, 70: 0.5, 80: 0.45, 90: 0.1, 100: 0.2,
+        110: 0.4, 120: 0.35}
+
+
+# -- TensorFlow writes the runs ---------------------------------------------------------------------
+
+def saver_run(tf, out: Path, steps, logs: dict[str, dict[int, float]] | None = None, files: int = 1) -> None:
+    """A TF1 Saver run in `out` (model.ckpt-<step>, its variable v = step) and, with `logs` (tag ->
+    step -> value), those values logged by FileWriter in `files` event files written one after the
+    other (renamed so that their names order them as their creation times do)."""
+    out.mkdir(parents=True, exist_ok=True)
+    graph = tf.Graph()
+    with graph.as_default():
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        v = tf.compat.v1.get_variable("v", [], initializer=tf.compat.v1.zeros_initializer())
+        target = tf.compat.v1.placeholder(tf.int64, [])
+        assign = [v.assign(tf.cast(target, tf.float32)), global_step.assign(target)]
+        saver = tf.compat.v1.train.Saver(max_to_keep=100, save_relative_paths=True)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            for s in steps:
+                sess.run(assign, {target: s})
+                saver.save(sess, str(out / "model.ckpt"), global_step=s)
+        if logs:
+            logged = sorted({s for values in logs.values() for s in values})
+            size = math.ceil(len(logged) / files)
+            for i in range(files):
+                staging = out / f"staging-{i}"
+                writer = tf.compat.v1.summary.FileWriter(str(staging))
+                for s in logged[i * size:(i + 1) * size]:
+                    writer.add_summary(tf.compat.v1.Summary(value=[
+                        tf.compat.v1.Summary.Value(tag=tag, simple_value=values[s])
+                        for tag, values in logs.items() if s in values]), s)
+                writer.close()
+                (written,) = staging.glob("events.out.tfevents.*")
+                written.rename(out / f"events.out.tfevents.{1700000000 + i}.testhost")
+                staging.rmdir()
+
+
+def summary_events(tf, out: Path, tag: str, values: dict[int, float]) -> None:
+    """TAG logged by tf.summary (a TF2 scalar tensor) at each step, into a new event file in `out`."""
+    writer = tf.summary.create_file_writer(str(out))
+    with writer.as_default():
+        for step, value in values.items():
+            tf.summary.scalar(tag, value, step=step)
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def runs(tf, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("evidence")
+    saver_run(tf, root / "one", STEPS, {"val_loss": LOSS})
+    saver_run(tf, root / "two_files", STEPS, {"val_loss": LOSS}, files=2)
+    return root
+
+
+@pytest.fixture
+def run_copy(runs, tmp_path):
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(runs / name, tmp_path / name))
+    return copy
+
+
+# -- event files, record by record (the framing TensorFlow's record_writer writes) -------------------
+
+def records(path: Path) -> list[tuple[int, int]]:
+    """(offset, data length) of each record of an undamaged file."""
+    data, pos, out = path.read_bytes(), 0, []
+    while pos < len(data):
+        length = struct.unpack_from("<Q", data, pos)[0]
+        out.append((pos, length))
+        pos += 12 + length + 4
+    return out
+
+
+def record_of_step(tf, path: Path, step: int) -> tuple[int, int]:
+    """The record holding step's summary, found by TensorFlow's parsing of each record's Event."""
+    data = path.read_bytes()
+    for offset, length in records(path):
+        event = tf.compat.v1.Event.FromString(data[offset + 12:offset + 12 + length])
+        if event.step == step and event.summary.value:
+            return offset, length
+    raise AssertionError(f"no summary at step {step} in {path}")
+
+
+def tf_values_of_records(tf, path: Path, kept: list[tuple[int, int]], scratch: Path, tag: str) -> dict[int, float]:
+    """TAG by step as summary_iterator reads a file made of only the `kept` records of `path`."""
+    data = path.read_bytes()
+    clean = scratch / "events.out.tfevents.1.clean"
+    clean.write_bytes(b"".join(data[o:o + 16 + n] for o, n in kept))
+    values = {}
+    for event in tf.compat.v1.train.summary_iterator(str(clean)):
+        for value in event.summary.value:
+            if value.tag == tag:
+                values[event.step] = value.simple_value
+    clean.unlink()
+    return values
+
+
+def flip(path: Path, offset: int, bit: int = 0x10) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= bit
+    path.write_bytes(bytes(data))
+
+
+def the_event_file(run: Path) -> Path:
+    (path,) = run.glob("events.out.tfevents.*")
+    return path
+
+
+PRUNE_BEST_2 = ("prune", "--keep-best", "2", "--metric", "val_loss", "--drop-unscored")
+
+
+# -- item 8: --mode auto reads whole words ----------------------------------------------------------
+
+@pytest.mark.parametrize("tag,mode", [
+    ("val_answer_accuracy", "max"), ("val_cancer_auc", "max"), ("eval_answer_f1", "max"),
+    ("valAnswerAccuracy", "max"), ("eval/answer-f1", "max"), ("validation/epoch_accuracy", "max"),
+    ("val.cancer.auc", "max"), ("epoch_loss", "min"), ("val_wer", "min"), ("eval/cer", "min"),
+    ("mean_absolute_error", "min"), ("val_sparse_categorical_crossentropy", "min"), ("eval_rougeL", "max"),
+    ("evalPerplexity", "min"), ("binary_accuracy", "max")])
+def test_mode_auto_reads_whole_words(tag, mode):
+    from ckpttool.ops.metrics import infer_mode
+
+    assert infer_mode(tag) == mode
+
+
+@pytest.mark.parametrize("tag", ["val_answer", "cancer_rate", "val_widgets", "loss_accuracy", "eval/f1_error"])
+def test_mode_auto_refuses_names_that_say_neither_or_both(tag):
+    from ckpttool.errors import UsageProblem
+    from ckpttool.ops.metrics import infer_mode
+
+    with pytest.raises(UsageProblem, match="--mode"):
+        infer_mode(tag)
+
+
+def test_prune_keeps_the_highest_answer_accuracy(tf, tmp_path):
+    """`val_answer_accuracy` and friends were losses ("answer" holds "wer", "cancer" "cer"): prune
+    deleted the best and kept the worst."""
+    accuracy = {s: 1.0 - LOSS[s] for s in STEPS}
+    run = tmp_path / "run"
+    saver_run(tf, run, STEPS, {"val_answer_accuracy": accuracy, "val_cancer_auc": accuracy,
+                               "eval_answer_f1": accuracy, "val_loss_accuracy": accuracy})
+    for tag in ("val_answer_accuracy", "val_cancer_auc", "eval_answer_f1"):
+        doc = run_cli("prune", "--dry-run", "--keep-best", "2", "--metric", tag, "--json", run).json()
+        assert doc["metric"]["mode"] == "max"
+        assert {k["name"] for k in doc["kept"]} == expected_kept(checkpoints_of(run), accuracy, 2, "max")
+    before = checkpoints_of(run)
+    result = run_cli("prune", "--keep-best", "2", "--metric", "val_answer_accuracy", "--yes", run)
+    assert result.exit_code == 0, result.stderr
+    assert set(checkpoints_of(run)) == expected_kept(before, accuracy, 2, "max")
+    assert_restorable(tf, run, ranked(expected_scores(before, accuracy), before, "max")[0], restore_tf1)
+    both = run_cli("prune", "--keep-best", "2", "--metric", "val_loss_accuracy", "--yes", run)
+    assert_one_line_error(both, 2)
+    assert "--mode" in both.stderr
