@@ -181,3 +181,23 @@ def test_prune_keeps_the_highest_answer_accuracy(tf, tmp_path):
     both = run_cli("prune", "--keep-best", "2", "--metric", "val_loss_accuracy", "--yes", run)
     assert_one_line_error(both, 2)
     assert "--mode" in both.stderr
+
+
+# -- item 15: a tag that does not exist is named as missing ------------------------------------------
+
+@pytest.mark.parametrize("command", [
+    ("prune", "--keep-best", "1", "--yes"), ("latest", "--best"), ("ls",), ("average", "--best", "2", "-o")])
+def test_a_tag_that_does_not_exist_is_named_as_missing(runs, tmp_path, command):
+    run = runs / "one"
+    files = listing(run)
+    args = [*command, str(tmp_path / "o.npz")] if command[0] == "average" else list(command)
+    result = run_cli(args[0], "--metric", "eval/nope", *args[1:], run)
+    assert_one_line_error(result, 3)
+    assert "eval/nope" in result.stderr and "val_loss" in result.stderr
+    assert "cannot tell" not in result.stderr
+    log = tmp_path / "log.csv"
+    log.write_text("step,val_loss,eval_acc\n10,0.5,0.5\n")
+    result = run_cli(args[0], "--metric", "eval/nope", "--metrics", log, *args[1:], run)
+    assert_one_line_error(result, 3)
+    assert "eval/nope" in result.stderr and "eval_acc" in result.stderr and "cannot tell" not in result.stderr
+    assert listing(run) == files

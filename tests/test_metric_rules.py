@@ -373,7 +373,8 @@ def test_usage_errors(runs):
             (["--keep-best", "0", "--metric", "val_loss"], "--keep-best must be >= 1"),
             (["--metric", "val_loss"], "no retention rule given"),
             (["--keep-last", "1", "--mode", "max"], "--mode needs --metric"),
-            (["--keep-best", "1", "--metric", "val_widgets"], "give --mode min or --mode max"),
+            (["--keep-best", "1", "--metric", "val_widgets", "--name-pattern", "w.{epoch}-{val_widgets}.h5"],
+             "give --mode min or --mode max"),  # a tag that exists (here, in names) but says no direction
             (["--keep-best", "1", "--metric", "val_loss", "--mode", "up"], "--mode takes min, max or auto"),
             (["--keep-best", "1", "--metric", "val_loss", "--name-pattern", "w.{epoch}.h5"], "no field {val_loss}")):
         result = run_cli("prune", "--dry-run", *args, run)

@@ -34,7 +34,8 @@ class MetricOptions:
     def validate(self) -> None:
         if not self.tag:
             raise UsageProblem("--metric needs a tag name (val_loss, validation/epoch_accuracy ...)")
-        metrics.infer_mode(self.tag, self.mode)
+        if self.mode not in MODES:
+            raise UsageProblem(f"--mode takes min, max or auto, not {self.mode!r}")
         if self.name_pattern is not None:
             if self.metrics_file or self.events_dir:
                 raise UsageProblem("--name-pattern reads scores from checkpoint names: "
@@ -99,17 +100,20 @@ def _step_key(step: int | None) -> float:
 
 def score_checkpoints(directory: str, checkpoints: Iterable[CheckpointInfo], options: MetricOptions) -> Scores:
     """Every checkpoint's score. Raises BadInput when the metric cannot be read at all (no source,
-    a tag no source has: the message names the tags there are), UsageProblem for bad options."""
+    a tag no source has: the message names the tags there are), UsageProblem for bad options (a
+    direction --mode auto cannot tell: asked only once the tag is found, so a misspelt tag is
+    named as missing rather than as a name without a direction)."""
     options.validate()
     checkpoints = list(checkpoints)
-    mode = metrics.infer_mode(options.tag, options.mode)
     given = options.mode in ("min", "max")
     steps = {c.name: c.step for c in checkpoints}
     if options.name_pattern is not None:
         pattern = metrics.NamePattern.parse(options.name_pattern)
         by_name = {c.name: pattern.score(c.name, options.tag) for c in checkpoints}
+        mode = metrics.infer_mode(options.tag, options.mode)
         return Scores(options.tag, mode, given, f"checkpoint names ({options.name_pattern})", by_name, steps)
     series = metrics.read_metric(directory, options.tag, options.metrics_file, options.events_dir)
+    mode = metrics.infer_mode(options.tag, options.mode)
     by_name = {c.name: series.score_at(c.step, c.keras_epochs) for c in checkpoints}
     aligned = series.zero_based_epochs and any(c.keras_epochs for c in checkpoints)
     as_steps = series.zero_based_epochs and not all(c.keras_epochs for c in checkpoints)
