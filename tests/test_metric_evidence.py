@@ -139,6 +139,54 @@ def the_event_file(run: Path) -> Path:
 PRUNE_BEST_2 = ("prune", "--keep-best", "2", "--metric", "val_loss", "--drop-unscored")
 
 
+# -- item 3: a run is scored by its own logs, never a nested run's ------------------------------------
+
+def _nested_run(tf, series_dir, directory: Path, kind: str) -> None:
+    """A run of its own in `directory`: its checkpoints (TF prefixes, Keras ModelCheckpoint files or
+    SavedModel export versions) and its val_loss events at steps 10..50."""
+    if kind == "tf":
+        saver_run(tf, directory, STEPS[:5], {"val_loss": LOSS})
+        return
+    directory.mkdir()
+    if kind == "keras":
+        for path in (series_dir / "keras" / "ckpt").iterdir():
+            shutil.copy(path, directory / path.name)
+    else:
+        for version in ("1", "2", "3"):
+            shutil.copytree(series_dir / "export" / version, directory / version)
+    summary_events(tf, directory, "val_loss", {s: LOSS[s] for s in STEPS[:5]})
+
+
+@pytest.mark.parametrize("kind", ["tf", "keras", "savedmodel"])
+def test_a_nested_run_never_scores_its_parent(tf, series_dir, tmp_path, kind):
+    root = tmp_path / "root"
+    saver_run(tf, root, STEPS[:5])  # checkpoints, no logs
+    _nested_run(tf, series_dir, root / "finetune", kind)
+    files = listing(root)
+    for args in (("prune", "--keep-best", "1", "--metric", "val_loss", "--yes"),
+                 ("prune", "--dry-run", "--keep-best", "1", "--metric", "val_loss"),
+                 ("latest", "--best", "--metric", "val_loss"), ("ls", "--metric", "val_loss")):
+        result = run_cli(*args, root)
+        assert_one_line_error(result, 3)
+        assert "no event files" in result.stderr, (args, result.stderr)
+    assert listing(root) == files and len(checkpoints_of(root)) == 5
+    tree = run_cli("prune", "-r", "--keep-best", "1", "--metric", "val_loss", "--yes", root)
+    assert_one_line_error(tree, 3)  # root refused, its nested run pruned by its own logs
+    assert listing(root) == files
+    if kind == "tf":
+        nested = {f"model.ckpt-{s}": s for s in STEPS[:5]}
+        assert set(checkpoints_of(root / "finetune")) == expected_kept(nested, LOSS, 1, "min")
+    # logs of its own in a directory without checkpoints (an eval/ writer) are the parent's
+    own = {s: 1.0 - LOSS[s] for s in STEPS[:5]}
+    summary_events(tf, root / "eval", "val_loss", own)
+    before = checkpoints_of(root)
+    result = run_cli("prune", "--keep-best", "1", "--metric", "val_loss", "--yes", root)
+    assert result.exit_code == 0, result.stderr
+    assert f"events {root / 'eval'} (val_loss)" in result.stdout
+    assert set(checkpoints_of(root)) == expected_kept(before, own, 1, "min")
+    assert_restorable(tf, root, ranked(expected_scores(before, own), before, "min")[0], restore_tf1)
+
+
 # -- item 8: --mode auto reads whole words ----------------------------------------------------------
 
 @pytest.mark.parametrize("tag,mode", [

@@ -373,16 +373,24 @@ def event_file_order(name: str) -> tuple[int, str]:
     return (int(match[1]) if match else 0, name)
 
 
-def find_event_files(root: str, max_depth: int = 4) -> dict[str, list[str]]:
+def find_event_files(root: str, max_depth: int = 4,
+                     another_run: Callable[[str, list[fs.Entry]], bool] | None = None,
+                     skipped: list[str] | None = None) -> dict[str, list[str]]:
     """Event files under root, by run: the directory that holds them, relative to root ("" for root
     itself, `train`, `validation`, `eval` ...), each run's files in writing order. Symlinked
-    directories are not followed; depth is bounded (a run keeps its events a level or two down)."""
+    directories are not followed; depth is bounded (a run keeps its events a level or two down).
+    A directory below root that `another_run(path, its entries)` says is not root's (it holds
+    checkpoints of its own) is not entered: its path goes to `skipped`."""
     runs: dict[str, list[str]] = {}
 
     def visit(directory: str, relative: str, depth: int) -> None:
         try:
             entries = fs.list_dir(directory)
         except (BadInput, OSError):
+            return
+        if relative and another_run is not None and another_run(directory, entries):
+            if skipped is not None:
+                skipped.append(directory)
             return
         for entry in sorted(entries, key=lambda e: e.name):
             if entry.name in ("", ".", "..") or "/" in entry.name:

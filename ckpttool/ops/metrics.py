@@ -256,11 +256,35 @@ class EventScan:
     files: int = 0
 
 
-def scan_events(root: str, wanted: str) -> EventScan:
+def _another_run(path: str, entries: list[fs.Entry]) -> bool:
+    """Whether a directory below the one scored is a run of its own, by names: it holds checkpoints
+    (a state file, a TF prefix, a series' members, SavedModel versions or Orbax steps) or is one (a
+    step directory). Its event files are that run's logs, never the scores of the directory above."""
+    from ckpttool.ops import series
+    from ckpttool.ops.scan import holds_checkpoints
+
+    dirs = [e.name for e in entries if e.kind == "dir"]
+    files = [e.name for e in entries if e.kind == "file"]
+    name = fs.basename(path)
+    if holds_checkpoints(dirs, files) or series.HF_STEP_RE.match(name) or series.is_step_directory(name, files):
+        return True
+    for child in (e for e in entries if e.kind == "dir" and e.name.isdecimal()):
+        try:
+            inner = [e.name for e in fs.list_dir(child.path) if e.kind == "file"]
+        except (BadInput, OSError):
+            continue
+        if series.is_step_directory(child.name, inner):
+            return True
+    return False
+
+
+def scan_events(root: str, wanted: str, other_runs: list[str] | None = None) -> EventScan:
+    """The scalars that could be `wanted` in the event files under root; the directories below it
+    that are runs of their own (never read) go to `other_runs`."""
     from ckpttool.formats import tfevents
 
     found = EventScan()
-    for run, paths in tfevents.find_event_files(root).items():
+    for run, paths in tfevents.find_event_files(root, another_run=_another_run, skipped=other_runs).items():
         rank_of: dict[str, int | None] = {}
 
         def matches(tag: str) -> bool:
@@ -284,9 +308,10 @@ def scan_events(root: str, wanted: str) -> EventScan:
     return found
 
 
-def read_events(root: str, tag: str) -> MetricSeries | None:
-    """TAG's values from the event files under root; None when there are no event files."""
-    scan = scan_events(root, tag)
+def read_events(root: str, tag: str, other_runs: list[str] | None = None) -> MetricSeries | None:
+    """TAG's values from the event files under root (a directory below it that holds checkpoints of
+    its own is another run: not read, listed in `other_runs`); None when there are no event files."""
+    scan = scan_events(root, tag, other_runs)
     if not scan.files:
         return None
     if not scan.values:
@@ -317,9 +342,13 @@ def read_metric(directory: str, tag: str, metrics_file: str | None = None,
             series = read_trainer_state(state, tag)
             if series is not None:
                 return series
-    series = read_events(events_dir or directory, tag)
+    other_runs: list[str] = []
+    series = read_events(events_dir or directory, tag, other_runs)
     if series is None:
-        raise BadInput(f"no metrics for {tag!r}: no event files under {events_dir or directory}"
+        nested = (f" (not counting {', '.join(fs.basename(r) for r in other_runs[:3])}"
+                  f"{' ...' if len(other_runs) > 3 else ''}: {'runs' if len(other_runs) > 1 else 'a run'} "
+                  "of its own, with checkpoints)") if other_runs else ""
+        raise BadInput(f"no metrics for {tag!r}: no event files under {events_dir or directory}{nested}"
                        + ("" if events_dir else ", no trainer_state.json logging it"),
                        hint="point to them with --events DIR or --metrics FILE, or use --name-pattern")
     return series
