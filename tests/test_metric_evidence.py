@@ -139,6 +139,126 @@ def the_event_file(run: Path) -> Path:
 PRUNE_BEST_2 = ("prune", "--keep-best", "2", "--metric", "val_loss", "--drop-unscored")
 
 
+# -- item 2: a damaged source refuses a prune whose deletions depend on scores ------------------------
+
+@pytest.mark.parametrize("where", ["data", "length"])
+def test_one_flipped_bit_in_an_event_file_refuses_the_prune(run_copy, tf, tmp_path, where):
+    """One bit flipped in the data of the best checkpoint's record (TensorFlow's summary_iterator
+    stops there with DataLossError), or in the length of the record before the best two (nothing
+    after it can be framed): the prune refuses (exit 3) naming the file and the record's byte offset,
+    deletes nothing, and the dry run shows the damage; with --allow-damaged-metrics it prunes by the
+    records still whole, as summary_iterator reads them without the damaged ones."""
+    run = run_copy("one")
+    events = the_event_file(run)
+    all_records = records(events)
+    if where == "data":
+        offset, length = record_of_step(tf, events, 90)
+        flip(events, offset + 12 + length // 2)
+        readable = [r for r in all_records if r[0] != offset]
+    else:
+        offset, _ = record_of_step(tf, events, 80)
+        flip(events, offset + 1)  # the length's second byte: it no longer matches its CRC
+        readable = [r for r in all_records if r[0] < offset]
+    with pytest.raises(tf.errors.DataLossError):
+        list(tf.compat.v1.train.summary_iterator(str(events)))
+    before, files = checkpoints_of(run), listing(run)
+
+    refused = run_cli(*PRUNE_BEST_2, "--yes", run)
+    assert_one_line_error(refused, 3)
+    assert str(events) in refused.stderr and f"byte {offset}" in refused.stderr
+    assert "--allow-damaged-metrics" in refused.stderr
+    assert listing(run) == files
+
+    for extra in ((), ("--allow-damaged-metrics",)):
+        dry = run_cli(*PRUNE_BEST_2, "--dry-run", "--json", *extra, run)
+        assert dry.exit_code == 0, dry.stderr
+        damage = [p for p in dry.json()["problems"] if p["kind"] == "metric_damaged"]
+        assert [(p["path"], f"byte {offset}" in p["message"]) for p in damage] == [(str(events), True)]
+        people = run_cli(*PRUNE_BEST_2, "--dry-run", *extra, run)
+        assert f"byte {offset}" in people.stderr
+    assert listing(run) == files
+
+    values = tf_values_of_records(tf, events, readable, tmp_path, "val_loss")
+    allowed = run_cli(*PRUNE_BEST_2, "--yes", "--allow-damaged-metrics", run)
+    assert allowed.exit_code == 0, allowed.stderr
+    assert f"byte {offset}" in allowed.stderr
+    assert set(checkpoints_of(run)) == expected_kept(before, values, 2, "min", drop_unscored=True)
+    assert_restorable(tf, run, ranked(expected_scores(before, values), before, "min")[0], restore_tf1)
+
+
+def test_a_cut_record_is_damage_unless_it_is_the_live_end(run_copy, tf, tmp_path):
+    """Two event files of one run: a record cut short at the end of the newest file is a writer still
+    at work (not damage: the prune goes on by the whole records); at the end of an older file, which
+    no writer appends to any more, it is a lost record: damage, refused, nothing deleted."""
+    older, newer = sorted(run_copy("two_files").glob("events.out.tfevents.*"))
+    run = older.parent
+    before, files = checkpoints_of(run), listing(run)
+    cut_at, length = records(older)[-1]
+    older_whole = older.read_bytes()
+    older.write_bytes(older_whole[:cut_at + 12 + length // 2])
+    refused = run_cli(*PRUNE_BEST_2, "--yes", run)
+    assert_one_line_error(refused, 3)
+    assert str(older) in refused.stderr and f"byte {cut_at}" in refused.stderr
+    assert listing(run) == files
+
+    older.write_bytes(older_whole)
+    live_at, length = records(newer)[-1]
+    values = tf_values_of_records(tf, older, records(older), tmp_path, "val_loss")
+    values.update(tf_values_of_records(tf, newer, records(newer)[:-1], tmp_path, "val_loss"))
+    newer.write_bytes(newer.read_bytes()[:live_at + 12 + length // 2])  # a writer at work
+    result = run_cli(*PRUNE_BEST_2, "--yes", run)
+    assert result.exit_code == 0, result.stderr
+    assert set(checkpoints_of(run)) == expected_kept(before, values, 2, "min", drop_unscored=True)
+
+
+@pytest.mark.parametrize("form", ["jsonl", "csv"])
+def test_a_damaged_metrics_file_refuses_the_prune(run_copy, tf, tmp_path, form):
+    """The summary values written as a metrics file with one line damaged mid-file: refused (exit 3)
+    naming the file and the line's byte offset; allowed, the other lines score; a last line still
+    being written (no newline yet) is no damage."""
+    run = run_copy("one")
+    values = {s: v for s, v in LOSS.items()}
+    if form == "jsonl":
+        lines = [json.dumps({"step": s, "val_loss": v}) + "\n" for s, v in values.items()]
+    else:
+        lines = ["step,val_loss\n"] + [f"{s},{v!r}\n" for s, v in values.items()]
+    damaged_line = next(i for i, line in enumerate(lines) if line.startswith(('{"step": 90', "90,")))
+    offset = len("".join(lines[:damaged_line]).encode())
+    lines[damaged_line] = lines[damaged_line].replace("90", "9\x7f", 1).replace(",", ";", 1)  # a torn write
+    log = tmp_path / f"log.{form}"
+    log.write_text("".join(lines) + ('{"step": 130, "val_lo' if form == "jsonl" else "130"))  # being written
+    before, files = checkpoints_of(run), listing(run)
+    refused = run_cli(*PRUNE_BEST_2, "--metrics", log, "--yes", run)
+    assert_one_line_error(refused, 3)
+    assert str(log) in refused.stderr and f"byte {offset}" in refused.stderr
+    assert listing(run) == files
+    readable = {s: v for s, v in values.items() if s != 90}
+    result = run_cli(*PRUNE_BEST_2, "--metrics", log, "--yes", "--allow-damaged-metrics", run)
+    assert result.exit_code == 0, result.stderr
+    assert set(checkpoints_of(run)) == expected_kept(before, readable, 2, "min", drop_unscored=True)
+
+
+def test_latest_best_refuses_and_ls_warns_on_damage(run_copy, tf, tmp_path):
+    """latest --best chooses by scores as prune does: refused (exit 3) unless --allow-damaged-metrics;
+    ls --metric deletes nothing: it warns and lists the damage among its problems."""
+    run = run_copy("one")
+    events = the_event_file(run)
+    offset, length = record_of_step(tf, events, 90)
+    flip(events, offset + 12 + length - 1)
+    values = tf_values_of_records(tf, events, [r for r in records(events) if r[0] != offset], tmp_path, "val_loss")
+    before = checkpoints_of(run)
+    refused = run_cli("latest", "--best", "--metric", "val_loss", run)
+    assert_one_line_error(refused, 3)
+    assert f"byte {offset}" in refused.stderr and refused.stdout == ""
+    allowed = run_cli("latest", "--best", "--metric", "val_loss", "--allow-damaged-metrics", run)
+    assert allowed.exit_code == 0, allowed.stderr
+    assert allowed.stdout == f"{run}/{ranked(expected_scores(before, values), before, 'min')[0]}\n"
+    assert f"byte {offset}" in allowed.stderr
+    listed = run_cli("ls", "--metric", "val_loss", "--json", run)
+    assert listed.exit_code == 0 and f"byte {offset}" in listed.stderr
+    assert any(p["kind"] == "metric_damaged" and p["path"] == str(events) for p in listed.json()["problems"])
+
+
 # -- item 3: a run is scored by its own logs, never a nested run's ------------------------------------
 
 def _nested_run(tf, series_dir, directory: Path, kind: str) -> None:

@@ -22,11 +22,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from ckpttool.errors import BadInput, UsageProblem
+from ckpttool.formats.damage import Damage
 from ckpttool.storage import fs
-from ckpttool.text import quote
 
 METRICS_FILE_CAP = 256 << 20
 TRAINER_STATE = "trainer_state.json"
@@ -49,6 +50,7 @@ class MetricSeries:
     values: dict[int, float]  # step (or log epoch) -> value
     zero_based_epochs: bool = False  # Keras epoch logs: checkpoint epoch k reads log epoch k-1
     warnings: tuple[str, ...] = ()
+    damage: tuple[Damage, ...] = ()  # what could not be read in the sources consulted (values may be missing)
 
     def score_at(self, step: int | None, keras_epoch: bool = False) -> float | None:
         if step is None:
@@ -98,84 +100,165 @@ def _finite(values: dict[int, float], what: str) -> tuple[dict[int, float], list
 
 # -- metrics files --------------------------------------------------------------------------------
 
-def _number(text, where: str) -> float:
-    if isinstance(text, bool) or not isinstance(text, (int, float, str)):
-        raise BadInput(f"{where}: {quote(json.dumps(text))} is not a number")
+class _RowProblem(Exception):
+    """A row (a line of a metrics file, an entry of log_history) that does not give a step and a value."""
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _RowProblem(f"{what} is not a number")
     try:
-        return float(text)
+        return float(value)
     except (ValueError, OverflowError):  # OverflowError: a JSON integer beyond any float
-        raise BadInput(f"{where}: {quote(str(text))} is not a number") from None
+        raise _RowProblem(f"{what} is not a number") from None
 
 
-def _step_of(row: dict, where: str) -> tuple[int, bool]:
+def _step_of(row: dict) -> tuple[int, bool]:
     """(step, zero_based_epochs) of one row: its `step`, else its (Keras, 0-based) `epoch`."""
     for key, epochs in (("step", False), ("global_step", False), ("epoch", True)):
         if key in row and row[key] not in (None, ""):
-            value = _number(row[key], where)
+            value = _number(row[key], key)
             if not value.is_integer() or value < 0:
-                raise BadInput(f"{where}: {key} {row[key]!r} is not a whole number")
+                raise _RowProblem(f"{key} is not a whole number")
             return int(value), epochs
-    raise BadInput(f"{where}: no step or epoch column")
+    raise _RowProblem("no step or epoch column")
+
+
+class _DamagedRows:
+    """The rows of one log that could not be read: the first (its byte offset) and how many."""
+
+    def __init__(self, path: str):
+        self.path, self.count, self.first = path, 0, None
+
+    def add(self, offset: int | Callable[[], int], what: str) -> None:
+        """`offset`, or how to find it (asked for the first damaged row only)."""
+        self.count += 1
+        if self.first is None:
+            self.first = (offset if isinstance(offset, int) else offset(), what)
+
+    def damage(self, rows: str = "line") -> tuple[Damage, ...]:
+        if self.first is None:
+            return ()
+        offset, what = self.first
+        more = f" ({self.count} damaged {rows}s skipped, the first here)" if self.count > 1 else " (skipped)"
+        return (Damage(self.path, offset, what + more),)
+
+
+def _utf8(raw: bytes, damaged: _DamagedRows) -> str:
+    """The text of a log, undecodable bytes replaced (and the first of them noted as damage)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        damaged.add(exc.start, "not UTF-8 text")
+        return raw.decode("utf-8", "replace")
+
+
+def _line_offset(raw: bytes, number: int) -> int:
+    """Byte offset of line `number` (from 1)."""
+    offset = 0
+    for _ in range(number - 1):
+        offset = raw.index(b"\n", offset) + 1
+    return offset
+
+
+def _json_rows(raw: bytes, damaged: _DamagedRows) -> list[tuple[int, int, dict]]:
+    """(line number, byte offset, object) of each JSON line; the last line may be unfinished (a file
+    still being written: not read, no damage)."""
+    rows, offset = [], 0
+    lines = raw.split(b"\n")
+    for number, line in enumerate(lines, 1):
+        start, offset = offset, offset + len(line) + 1
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            if number < len(lines):  # the last line has no newline: still being written
+                damaged.add(start, f"line {number}: not a JSON object")
+            continue
+        if not isinstance(row, dict):
+            damaged.add(start, f"line {number}: not a JSON object")
+            continue
+        rows.append((number, start, row))
+    return rows
+
+
+def _csv_rows(raw: bytes, path: str, damaged: _DamagedRows) -> tuple[list[tuple[int, int, dict]], list[str]]:
+    """(line number, byte offset, row) of each CSV row, and warnings; a last line without its newline
+    is still being written (its last field may be cut): not read."""
+    import csv  # here: prune and ls import this module whether or not a metric is asked for
+    import io
+
+    reader = csv.DictReader(io.StringIO(_utf8(raw, damaged)))
+    try:
+        fields = reader.fieldnames
+    except csv.Error:
+        fields = None
+    if not fields or not ({"step", "epoch", "global_step"} & set(fields)):
+        raise BadInput(f"metrics file {path}: neither JSON lines nor CSV with a step or epoch column"
+                       + "".join(f" ({d.message})" for d in damaged.damage()))
+    parsed, warnings, line = [], [], reader.line_num
+    while True:
+        first_line = line + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            parsed.append((first_line, None))
+        else:
+            parsed.append((first_line, row))
+        line = reader.line_num
+    rows = []
+    for index, (number, row) in enumerate(parsed):
+        if index == len(parsed) - 1 and not raw.endswith(b"\n"):
+            warnings.append(f"metrics file {path}, line {number}: no newline yet (still being written?): not read")
+            continue
+        if row is None or None in row or any(v is None for v in row.values()):
+            damaged.add(lambda: _line_offset(raw, number), f"line {number}: wrong number of columns")
+            continue
+        rows.append((number, None, row))
+    return rows, warnings
 
 
 def read_metrics_file(path: str, tag: str) -> MetricSeries:
-    """TAG's values from a JSON-lines or CSV file with a step or epoch column."""
-    try:
-        text = fs.read_capped(path, METRICS_FILE_CAP, "metrics file").decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadInput(f"metrics file {path} is not UTF-8 text") from None
-    rows: list[tuple[str, dict]] = []
-    name = fs.basename(path)
-    stripped = text.lstrip()
-    if stripped.startswith("{"):
-        lines = text.splitlines()
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except (ValueError, RecursionError):
-                if number == len(lines) and not text.endswith("\n"):
-                    continue  # the last line of a file still being written
-                raise BadInput(f"metrics file {path}, line {number}: not a JSON object") from None
-            if not isinstance(row, dict):
-                raise BadInput(f"metrics file {path}, line {number}: not a JSON object")
-            rows.append((f"metrics file {path}, line {number}", row))
+    """TAG's values from a JSON-lines or CSV file with a step or epoch column. A line that cannot be
+    read is skipped and reported as damage (MetricSeries.damage, with its byte offset); a file with
+    no readable value of TAG at all is BadInput."""
+    raw = fs.read_capped(path, METRICS_FILE_CAP, "metrics file")
+    damaged = _DamagedRows(path)
+    warnings: list[str] = []
+    if raw.lstrip().startswith(b"{"):
+        rows = _json_rows(raw, damaged)
     else:
-        import csv  # here: prune and ls import this module whether or not a metric is asked for
-        import io
-
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or not ({"step", "epoch", "global_step"} & set(reader.fieldnames)):
-            raise BadInput(f"metrics file {path}: neither JSON lines nor CSV with a step or epoch column")
-        try:
-            parsed = list(reader)
-        except csv.Error as exc:
-            raise BadInput(f"metrics file {path}: {exc}") from None
-        for number, row in enumerate(parsed, 2):
-            if None in row or any(v is None for v in row.values()):
-                if number - 2 == len(parsed) - 1 and not text.endswith("\n"):
-                    continue  # the last line of a file still being written
-                raise BadInput(f"metrics file {path}, line {number}: wrong number of columns")
-            rows.append((f"metrics file {path}, line {number}", row))
+        rows, warnings = _csv_rows(raw, path, damaged)
     columns: set[str] = set()
     values: dict[int, float] = {}
     epochs_seen = steps_seen = False
-    for where, row in rows:
+    for number, offset, row in rows:
         columns.update(k for k in row if isinstance(k, str))
         if tag not in row or row[tag] in (None, ""):
             continue
-        step, epochs = _step_of(row, where)
+        try:
+            step, epochs = _step_of(row)
+            value = _number(row[tag], tag)
+        except _RowProblem as exc:
+            damaged.add((lambda: _line_offset(raw, number)) if offset is None else offset, f"line {number}: {exc}")
+            continue
         epochs_seen |= epochs
         steps_seen |= not epochs
-        values[step] = _number(row[tag], where)
+        values[step] = value
+    damage = damaged.damage()
     if not values:
         shown = ", ".join(sorted(c for c in columns if c not in ("step", "epoch", "global_step")))
-        raise BadInput(f"metrics file {path} has no {tag!r}" + (f" (it has {shown})" if shown else ""))
+        raise BadInput(f"metrics file {path} has no {'readable ' if damage else ''}{tag!r}"
+                       + (f" (it has {shown})" if shown and not damage else "")
+                       + "".join(f": {d.message}" for d in damage))
     if epochs_seen and steps_seen:
         raise BadInput(f"metrics file {path}: rows give steps and epochs mixed")
-    values, warnings = _finite(values, f"metrics file {name}")
-    return MetricSeries(tag, f"metrics file {path} ({tag})", values, epochs_seen, tuple(warnings))
+    values, not_finite = _finite(values, f"metrics file {fs.basename(path)}")
+    return MetricSeries(tag, f"metrics file {path} ({tag})", values, epochs_seen, tuple(warnings + not_finite),
+                        damage)
 
 
 # -- HF trainer_state.json ------------------------------------------------------------------------
@@ -211,9 +294,11 @@ def read_trainer_state(path: str, tag: str) -> MetricSeries | None:
     values: dict[int, float] = {}
     for number, row in enumerate(history):
         if isinstance(row, dict) and tag in row and "step" in row:
-            where = f"{path}, log_history[{number}]"
-            step, _ = _step_of({"step": row["step"]}, where)
-            values[step] = _number(row[tag], where)
+            try:
+                step, _ = _step_of({"step": row["step"]})
+                values[step] = _number(row[tag], tag)
+            except _RowProblem as exc:
+                raise BadInput(f"{path}, log_history[{number}]: {exc}") from None
     if not values:
         return None
     values, warnings = _finite(values, fs.basename(path))
@@ -221,13 +306,6 @@ def read_trainer_state(path: str, tag: str) -> MetricSeries | None:
 
 
 # -- TensorBoard event files ----------------------------------------------------------------------
-
-@dataclass
-class _Candidate:
-    run: str
-    tag: str
-    rank: int  # 0 exact run/tag, 1 run suffix/tag, 2 the tag in one run, 3 Keras' name for it
-
 
 def _match_rank(run: str, tag: str, wanted: str) -> int | None:
     full = f"{run}/{tag}" if run else tag
@@ -252,7 +330,7 @@ class EventScan:
     values: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict)
     ranks: dict[tuple[str, str], int] = field(default_factory=dict)
     other_tags: set[str] = field(default_factory=set)
-    warnings: list[str] = field(default_factory=list)
+    damage: list[Damage] = field(default_factory=list)
     files: int = 0
 
 
@@ -304,8 +382,19 @@ def scan_events(root: str, wanted: str, other_runs: list[str] | None = None) -> 
                     series = found.values[key] = {}
                     found.ranks[key] = rank_of[scalar.tag]
                 series[scalar.step] = scalar.value
-            found.warnings.extend(report.warnings)
+            # A damaged record may have held any tag: damage anywhere is damage to the score's source.
+            found.damage.extend(report.damage)
+            if report.cut_at is not None and path != paths[-1]:
+                found.damage.append(Damage(path, report.cut_at, _LOST_TAIL))
     return found
+
+
+# Only the newest event file of a run (the order of their names, which start with their creation
+# time) may have a writer appending to it: a record cut short at its end is one being written. An
+# older file's writer has finished (TensorFlow opens a new file for every writer), so its cut record
+# is lost for good.
+_LOST_TAIL = ("the file ends inside a record, and it is not its run's newest event file (no writer appends "
+              "to it any more): that record is lost")
 
 
 def read_events(root: str, tag: str, other_runs: list[str] | None = None) -> MetricSeries | None:
@@ -317,7 +406,8 @@ def read_events(root: str, tag: str, other_runs: list[str] | None = None) -> Met
     if not scan.values:
         shown = ", ".join(sorted(scan.other_tags)) or "no scalars"
         raise BadInput(f"no scalar {tag!r} in the {scan.files} event file{'s' if scan.files != 1 else ''} "
-                       f"under {root} (there: {shown})")
+                       f"under {root} (there: {shown})"
+                       + "".join(f"; damaged: {d.message}" for d in scan.damage[:1]))
     best = min(scan.ranks.values())
     chosen = [key for key, rank in scan.ranks.items() if rank == best]
     if len(chosen) > 1:
@@ -327,8 +417,7 @@ def read_events(root: str, tag: str, other_runs: list[str] | None = None) -> Met
     values, warnings = _finite(scan.values[(run, found_tag)], f"events {run or '.'}")
     epochs = found_tag.startswith("epoch_")
     where = fs.join(root, run) if run else root
-    return MetricSeries(tag, f"events {where} ({found_tag})", values, epochs,
-                        tuple(scan.warnings) + tuple(warnings))
+    return MetricSeries(tag, f"events {where} ({found_tag})", values, epochs, tuple(warnings), tuple(scan.damage))
 
 
 def read_metric(directory: str, tag: str, metrics_file: str | None = None,
