@@ -257,6 +257,10 @@ def test_latest_best_refuses_and_ls_warns_on_damage(run_copy, tf, tmp_path):
     listed = run_cli("ls", "--metric", "val_loss", "--json", run)
     assert listed.exit_code == 0 and f"byte {offset}" in listed.stderr
     assert any(p["kind"] == "metric_damaged" and p["path"] == str(events) for p in listed.json()["problems"])
+    out = tmp_path / "avg.npz"
+    averaged = run_cli("average", run, "--best", "2", "--metric", "val_loss", "-o", out)
+    assert_one_line_error(averaged, 3)
+    assert not out.exists()
 
 
 # -- item 3: a run is scored by its own logs, never a nested run's ------------------------------------
@@ -349,6 +353,87 @@ def test_prune_keeps_the_highest_answer_accuracy(tf, tmp_path):
     both = run_cli("prune", "--keep-best", "2", "--metric", "val_loss_accuracy", "--yes", run)
     assert_one_line_error(both, 2)
     assert "--mode" in both.stderr
+
+
+# -- item 9: one selection of the best --------------------------------------------------------------
+
+def _keras_model():
+    import keras
+
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"),
+                             keras.layers.Dense(1, activation="sigmoid")])
+
+
+def test_average_best_is_the_selection_of_prune_latest_and_ls(series_dir, tmp_path):
+    """Keras ModelCheckpoint files (`{epoch}` from 1) and the TensorBoard callback's logs (epochs from
+    0): Keras' own history says which epoch each file holds. average --best, prune --keep-best,
+    latest --best, ls --sort metric and the API choose the same two, and the mean written is the
+    mean of the weights Keras loads from those two files."""
+    import ckpttool
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for path in (series_dir / "keras" / "ckpt").iterdir():
+        shutil.copy(path, run / path.name)
+    shutil.copytree(series_dir / "keras" / "logs", run / "logs")
+    history = json.loads((series_dir / "keras" / "history.json").read_text())["val_loss"]
+    files = {path.name: int(path.name[2:4]) for path in run.glob("*.weights.h5")}
+    scores = {name: history[epoch - 1] for name, epoch in files.items()}  # the file of {epoch}=k: log epoch k-1
+    best = ranked(scores, files, "min")[:2]
+
+    out = tmp_path / "mean.npz"
+    result = run_cli("average", run, "--best", "2", "--metric", "val_loss", "-o", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = result.json()
+    assert sorted(Path(s["prefix"]).name for s in doc["sources"]) == sorted(best)
+    for source in doc["sources"]:
+        assert source["score"] == pytest.approx(scores[Path(source["prefix"]).name], rel=1e-6)
+    people = run_cli("average", run, "--best", "2", "--metric", "val_loss", "-o", tmp_path / "m2.npz")
+    assert people.exit_code == 0, people.stderr
+    for name in best:
+        line = next(line for line in people.stderr.splitlines() if name in line)
+        assert f"{scores[name]:.6g}" in line
+
+    dry = run_cli("prune", "--dry-run", "--keep-best", "2", "--metric", "val_loss", "--json", run).json()
+    by_score = {k["name"] for k in dry["kept"] if any(r.startswith(("best", "keep-best")) for r in k["reasons"])}
+    assert by_score == set(best)
+    assert run_cli("latest", "--best", "--metric", "val_loss", run).stdout == f"{run}/{best[0]}\n"
+    sorted_names = [c["name"] for c in run_cli("ls", "--metric", "val_loss", "--sort", "metric", "--json",
+                                               run).json()["checkpoints"]]
+    assert sorted_names[:2] == best
+    plan = ckpttool.average(run, tmp_path / "api.npz", best=2, metric="val_loss", dry_run=True)
+    assert sorted(Path(s.prefix).name for s in plan.sources) == sorted(best)
+
+    model = _keras_model()
+    weights = []
+    for name in sorted(best, key=files.get):
+        model.load_weights(str(run / name))
+        weights.append([w.astype(np.float64) for w in model.get_weights()])
+    expected = sorted((pair[0].shape, np.mean(np.stack(pair), axis=0).astype(np.float32).tobytes())
+                      for pair in zip(*weights))
+    with np.load(out) as data:
+        assert sorted((data[n].shape, data[n].tobytes()) for n in data.files) == expected
+
+
+def test_ties_go_to_the_older_checkpoint_everywhere(tf, tmp_path):
+    """Steps 20 and 40 tie for second best: the older (20) is chosen by every command (the README
+    says so; average chose the newer)."""
+    run = tmp_path / "run"
+    saver_run(tf, run, STEPS[:5])
+    log = tmp_path / "log.csv"
+    values = {10: 0.1, 20: 0.3, 30: 0.9, 40: 0.3, 50: 0.5}
+    log.write_text("step,val_loss\n" + "".join(f"{s},{v}\n" for s, v in values.items()))
+    steps = checkpoints_of(run)
+    best = ranked(expected_scores(steps, values), steps, "min")[:2]
+    assert best == ["model.ckpt-10", "model.ckpt-20"]
+    doc = run_cli("average", run, "--best", "2", "--metric", "val_loss", "--metrics", log, "-o",
+                  tmp_path / "m.npz", "--json").json()
+    assert [Path(s["prefix"]).name for s in doc["sources"]] == best
+    mean = np.load(tmp_path / "m.npz")["v"]
+    assert float(mean) == np.mean([restore_tf1(tf, run / name) for name in best])
+    dry = run_cli("prune", "--dry-run", "--keep-best", "2", "--metric", "val_loss", "--metrics", log, "--json",
+                  run).json()
+    assert {k["name"] for k in dry["kept"]} == set(best) | {"model.ckpt-50"}
 
 
 # -- item 15: a tag that does not exist is named as missing ------------------------------------------
