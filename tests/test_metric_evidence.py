@@ -238,6 +238,41 @@ def test_a_damaged_metrics_file_refuses_the_prune(run_copy, tf, tmp_path, form):
     assert set(checkpoints_of(run)) == expected_kept(before, readable, 2, "min", drop_unscored=True)
 
 
+def _trainer_state(history: list[dict], **fields) -> str:
+    """As the HF Trainer writes it: TrainerState.save_to_json (json.dumps(asdict, indent=2, sort_keys=True))."""
+    state = {"best_metric": None, "best_model_checkpoint": None, "epoch": 1.0, "eval_steps": 500,
+             "global_step": 0, "is_hyper_param_search": False, "is_local_process_zero": True,
+             "is_world_process_zero": True, "log_history": history, "logging_steps": 500, "max_steps": 0,
+             "num_input_tokens_seen": 0, "num_train_epochs": 1, "save_steps": 500, "stateful_callbacks": {},
+             "total_flos": 0, "train_batch_size": 8, "trial_name": None, "trial_params": None, **fields}
+    return json.dumps(state, indent=2, sort_keys=True) + "\n"
+
+
+def test_an_unparseable_trainer_state_refuses_the_prune(run_copy, tmp_path):
+    run = run_copy("one")
+    history = []
+    for s, v in LOSS.items():
+        history += [{"epoch": s / 100, "learning_rate": 1e-4, "loss": 2 * v, "step": s},
+                    {"epoch": s / 100, "eval_loss": v, "eval_runtime": 1.5, "step": s}]
+    text = _trainer_state(history, global_step=120)
+    cut = text.index('"step": 90')
+    damaged = text[:cut] + '"step": 9' + "\x7f" + text[cut + 10:]  # one byte torn
+    (run / "trainer_state.json").write_text(damaged)
+    with pytest.raises(ValueError) as parsed:
+        json.loads(damaged)  # the format's own reader gives up here
+    before, files = checkpoints_of(run), listing(run)
+    refused = run_cli("prune", "--keep-best", "2", "--metric", "eval_loss", "--drop-unscored", "--yes", run)
+    assert_one_line_error(refused, 3)
+    assert str(run / "trainer_state.json") in refused.stderr and f"byte {parsed.value.pos}" in refused.stderr
+    assert listing(run) == files
+    # allowed: the entries before the damage score, the rest are unscored
+    readable = {s: v for s, v in LOSS.items() if s < 90}
+    result = run_cli("prune", "--keep-best", "2", "--metric", "eval_loss", "--drop-unscored", "--yes",
+                     "--allow-damaged-metrics", run)
+    assert result.exit_code == 0, result.stderr
+    assert set(checkpoints_of(run)) == expected_kept(before, readable, 2, "min", drop_unscored=True)
+
+
 def test_latest_best_refuses_and_ls_warns_on_damage(run_copy, tf, tmp_path):
     """latest --best chooses by scores as prune does: refused (exit 3) unless --allow-damaged-metrics;
     ls --metric deletes nothing: it warns and lists the damage among its problems."""
@@ -454,3 +489,106 @@ def test_a_tag_that_does_not_exist_is_named_as_missing(runs, tmp_path, command):
     assert_one_line_error(result, 3)
     assert "eval/nope" in result.stderr and "eval_acc" in result.stderr and "cannot tell" not in result.stderr
     assert listing(run) == files
+
+
+# -- item 14: trainer_state.json in bounded memory --------------------------------------------------
+
+def _hf_run(directory: Path, steps, history: list[dict], best: int) -> Path:
+    from safetensors.numpy import save_file
+
+    for step in steps:
+        member = directory / f"checkpoint-{step}"
+        member.mkdir(parents=True)
+        save_file({"w": np.full((2, 2), step, np.float32)}, str(member / "model.safetensors"))
+        (member / "config.json").write_text("{}")
+        # only the newest one's is read: the others' log_history is left short
+        (member / "trainer_state.json").write_text(_trainer_state(
+            history if step == max(steps) else [], global_step=step, best_model_checkpoint=f"/out/checkpoint-{best}"))
+    return directory / f"checkpoint-{max(steps)}" / "trainer_state.json"
+
+
+def test_trainer_state_is_read_in_bounded_memory(tmp_path):
+    """A long run's trainer_state.json (12 MB of log_history here; 60 MB cost 1.6 GB): a prune plans
+    by it, with and without --metric, holding far less than the file at any time; its scores and
+    best_model_checkpoint are what Python's json reads."""
+    import tracemalloc
+
+    import ckpttool
+
+    rng = np.random.default_rng(5)
+    history = []
+    for step in range(1, 80001):
+        history.append({"epoch": step / 1000, "grad_norm": float(rng.random()), "learning_rate": 1e-4,
+                        "loss": float(rng.random()), "step": step})
+        if step % 10000 == 0:
+            history.append({"epoch": step / 1000, "eval_loss": float(rng.random()), "eval_runtime": 3.5,
+                            "eval_samples_per_second": 100.0, "step": step})
+    steps = (20000, 40000, 60000, 80000)
+    state = _hf_run(tmp_path, steps, history, best=40000)
+    size = state.stat().st_size
+    assert size > 10 << 20
+    parsed = json.loads(state.read_text())
+    eval_loss = {e["step"]: e["eval_loss"] for e in parsed["log_history"] if "eval_loss" in e}
+    members = {f"checkpoint-{s}": s for s in steps}
+
+    tracemalloc.start()
+    try:
+        plain = ckpttool.plan_prune(tmp_path, keep_last=1)
+        _, plain_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        scored = ckpttool.plan_prune(tmp_path, keep_best=1, metric="eval_loss")
+        _, scored_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert plain_peak < size / 4 and scored_peak < size / 4, (plain_peak, scored_peak, size)
+    assert {k.name: k.reasons for k in plain.kept}["checkpoint-40000"] == (
+        "best_model_checkpoint in trainer_state.json",)
+    assert {e.name: e.score for e in scored.kept + scored.deleted} == expected_scores(members, eval_loss)
+
+
+def test_trainer_state_read_in_pieces_is_what_json_reads(tmp_path, monkeypatch):
+    """Whatever the piece size (down to 1 byte: every boundary inside a number, a string, an escape,
+    a literal), the bounded reader gives json's values; a cut or flipped byte is damage at the byte
+    where json.loads stops (never an exception), the entries before it kept."""
+    import random
+
+    from ckpttool.errors import BadInput
+    from ckpttool.formats import trainer_state
+
+    rng = random.Random(3)
+    path = tmp_path / "trainer_state.json"
+    for _ in range(200):
+        history = [{"step": s, "loss": rng.random() * 10 ** rng.randint(-9, 9), "epoch": s / 7,
+                    "note": "é\u2028\"]}" * rng.randint(0, 2), "flag": rng.choice([True, False, None]),
+                    "big": rng.randint(-10 ** 20, 10 ** 20), "nested": {"a": [1, -2.5e-7, {"b": "]},"}]}}
+                   for s in range(rng.randint(0, 20))]
+        text = json.dumps({"best_model_checkpoint": rng.choice([None, "out/checkpoint-5"]), "log_history": history,
+                           "total_flos": 1e18}, indent=rng.choice([None, 2]), sort_keys=True,
+                          ensure_ascii=rng.choice([True, False]))
+        monkeypatch.setattr(trainer_state, "PIECE", rng.choice([1, 2, 3, 7, 64, 1 << 16]))
+        raw = text.encode()
+        path.write_bytes(raw)
+        entries = []
+        state = trainer_state.read(str(path), ("best_model_checkpoint", "total_flos"),
+                                   lambda entry, where: entries.append((entry, where())))
+        assert state.damage is None and [e for e, _ in entries] == history
+        assert all(json.JSONDecoder().raw_decode(raw[offset:].decode())[0] == e for e, offset in entries)
+        assert state.fields == {k: json.loads(text)[k] for k in ("best_model_checkpoint", "total_flos")}
+        cut = bytearray(raw[:rng.randrange(len(raw))])
+        flipped = bytearray(raw)
+        flipped[rng.randrange(len(raw))] = rng.choice(b'{}[],:"x0 \\')
+        for damaged in (cut, flipped):
+            path.write_bytes(bytes(damaged))
+            try:
+                json.loads(bytes(damaged).decode())
+                where = None
+            except ValueError as exc:
+                where = exc.pos if bytes(damaged).isascii() else -1
+            entries = []
+            try:
+                state = trainer_state.read(str(path), (), lambda entry, _where: entries.append(entry))
+            except BadInput:
+                continue  # it parses as something else than a trainer state
+            assert damaged is flipped or entries == history[:len(entries)]
+            assert (state.damage is None) == (where is None)
+            assert where in (None, -1) or state.damage.offset == where

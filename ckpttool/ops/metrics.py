@@ -136,11 +136,11 @@ class _DamagedRows:
         if self.first is None:
             self.first = (offset if isinstance(offset, int) else offset(), what)
 
-    def damage(self, rows: str = "line") -> tuple[Damage, ...]:
+    def damage(self, rows: str = "lines") -> tuple[Damage, ...]:
         if self.first is None:
             return ()
         offset, what = self.first
-        more = f" ({self.count} damaged {rows}s skipped, the first here)" if self.count > 1 else " (skipped)"
+        more = f" ({self.count} damaged {rows} skipped, the first here)" if self.count > 1 else " (skipped)"
         return (Damage(self.path, offset, what + more),)
 
 
@@ -282,27 +282,36 @@ def find_trainer_state(directory: str) -> str | None:
     return best[1] if best else None
 
 
-def read_trainer_state(path: str, tag: str) -> MetricSeries | None:
-    """TAG's values from `log_history`; None when the file does not log TAG."""
-    try:
-        state = json.loads(fs.read_capped(path, METRICS_FILE_CAP, "trainer state").decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BadInput(f"{path} is not a trainer state (not JSON)") from None
-    history = state.get("log_history") if isinstance(state, dict) else None
-    if not isinstance(history, list):
-        raise BadInput(f"{path} is not a trainer state (no log_history list)")
+def read_trainer_state(path: str, tag: str, logged: set[str] | None = None) -> MetricSeries | None:
+    """TAG's values from `log_history`, read entry by entry (formats/trainer_state: memory bounded
+    whatever the file's size); None when the file does not log TAG and is undamaged (the keys its
+    entries log go to `logged`). Damage (a file cut short while the Trainer wrote it, which it does
+    in place; a byte that does not parse; an entry whose step or value is no number) is reported in
+    the series, with the values read around it."""
+    from ckpttool.formats import trainer_state
+
     values: dict[int, float] = {}
-    for number, row in enumerate(history):
-        if isinstance(row, dict) and tag in row and "step" in row:
+    damaged = _DamagedRows(path)
+
+    def entry(row, where: Callable[[], int]) -> None:
+        if not isinstance(row, dict):
+            damaged.add(where, "a log_history entry that is not an object")
+            return
+        if logged is not None and len(logged) < _MAX_TAG_NAMES:
+            logged.update(k for k in row if isinstance(k, str) and k not in ("step", "epoch"))
+        if tag in row and "step" in row:
             try:
                 step, _ = _step_of({"step": row["step"]})
                 values[step] = _number(row[tag], tag)
             except _RowProblem as exc:
-                raise BadInput(f"{path}, log_history[{number}]: {exc}") from None
-    if not values:
+                damaged.add(where, f"log_history entry: {exc}")
+
+    state = trainer_state.read(path, on_entry=entry)
+    damage = ((state.damage,) if state.damage else ()) + damaged.damage("log_history entries")
+    if not values and not damage:
         return None
     values, warnings = _finite(values, fs.basename(path))
-    return MetricSeries(tag, f"trainer state {path} ({tag})", values, False, tuple(warnings))
+    return MetricSeries(tag, f"trainer state {path} ({tag})", values, False, tuple(warnings), damage)
 
 
 # -- TensorBoard event files ----------------------------------------------------------------------
@@ -425,22 +434,28 @@ def read_metric(directory: str, tag: str, metrics_file: str | None = None,
     """TAG's values for the checkpoints of `directory`, from the first source that has them."""
     if metrics_file:
         return read_metrics_file(metrics_file, tag)
+    state, damage, logged = None, (), set()
     if events_dir is None:
         state = find_trainer_state(directory)
         if state is not None:
-            series = read_trainer_state(state, tag)
-            if series is not None:
+            series = read_trainer_state(state, tag, logged)
+            if series is not None and series.values:
                 return series
+            damage = series.damage if series is not None else ()  # it may have lost TAG's values
     other_runs: list[str] = []
     series = read_events(events_dir or directory, tag, other_runs)
     if series is None:
         nested = (f" (not counting {', '.join(fs.basename(r) for r in other_runs[:3])}"
                   f"{' ...' if len(other_runs) > 3 else ''}: {'runs' if len(other_runs) > 1 else 'a run'} "
                   "of its own, with checkpoints)") if other_runs else ""
-        raise BadInput(f"no metrics for {tag!r}: no event files under {events_dir or directory}{nested}"
-                       + ("" if events_dir else ", no trainer_state.json logging it"),
+        shown = ", ".join(sorted(logged))
+        trainer = "" if events_dir else (
+            ", no trainer_state.json logging it" if state is None else
+            f", and {state} does not log it" + (f" (it logs {shown})" if shown else "")
+            + "".join(f" (damaged: {d.message})" for d in damage))
+        raise BadInput(f"no metrics for {tag!r}: no event files under {events_dir or directory}{nested}{trainer}",
                        hint="point to them with --events DIR or --metrics FILE, or use --name-pattern")
-    return series
+    return replace(series, damage=damage + series.damage) if damage else series
 
 
 # -- scores in checkpoint names -------------------------------------------------------------------
