@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ckpttool
+from ckpttool.errors import BadInput, UsageProblem
 from tests.conftest import assert_one_line_error, run_cli
 from tests.test_metric_rules import (assert_restorable, checkpoints_of, expected_kept, expected_scores, listing,
-                                     ranked, restore_tf1)
+                                     ranked, restore_tf1, saver_checkpoints)
 
 STEPS = tuple(range(10, 130, 10))
 # The best two are late (90, 100): a damaged record before them, or theirs, hides them.
@@ -37,18 +39,8 @@ def saver_run(tf, out: Path, steps, logs: dict[str, dict[int, float]] | None = N
     step -> value), those values logged by FileWriter in `files` event files written one after the
     other (renamed so that their names order them as their creation times do)."""
     out.mkdir(parents=True, exist_ok=True)
-    graph = tf.Graph()
-    with graph.as_default():
-        global_step = tf.compat.v1.train.get_or_create_global_step()
-        v = tf.compat.v1.get_variable("v", [], initializer=tf.compat.v1.zeros_initializer())
-        target = tf.compat.v1.placeholder(tf.int64, [])
-        assign = [v.assign(tf.cast(target, tf.float32)), global_step.assign(target)]
-        saver = tf.compat.v1.train.Saver(max_to_keep=100, save_relative_paths=True)
-        with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            for s in steps:
-                sess.run(assign, {target: s})
-                saver.save(sess, str(out / "model.ckpt"), global_step=s)
+    saver_checkpoints(tf, out, steps, relative=True)
+    with tf.Graph().as_default():
         if logs:
             logged = sorted({s for values in logs.values() for s in values})
             size = math.ceil(len(logged) / files)
@@ -289,6 +281,15 @@ def test_latest_best_refuses_and_ls_warns_on_damage(run_copy, tf, tmp_path):
     assert allowed.exit_code == 0, allowed.stderr
     assert allowed.stdout == f"{run}/{ranked(expected_scores(before, values), before, 'min')[0]}\n"
     assert f"byte {offset}" in allowed.stderr
+    best = ranked(expected_scores(before, values), before, "min")[0]
+    with pytest.raises(BadInput, match=f"byte {offset}"):
+        ckpttool.best(run, "val_loss")
+    assert ckpttool.best(run, "val_loss", allow_damaged_metrics=True) == f"{run}/{best}"
+    plan = ckpttool.plan_prune(run, keep_best=1, metric="val_loss")
+    assert f"byte {offset}" in plan.refusal
+    with pytest.raises(BadInput, match=f"byte {offset}"):
+        ckpttool.apply_prune(plan)
+    assert set(checkpoints_of(run)) == set(before)
     listed = run_cli("ls", "--metric", "val_loss", "--json", run)
     assert listed.exit_code == 0 and f"byte {offset}" in listed.stderr
     assert any(p["kind"] == "metric_damaged" and p["path"] == str(events) for p in listed.json()["problems"])
@@ -362,7 +363,6 @@ def test_mode_auto_reads_whole_words(tag, mode):
 
 @pytest.mark.parametrize("tag", ["val_answer", "cancer_rate", "val_widgets", "loss_accuracy", "eval/f1_error"])
 def test_mode_auto_refuses_names_that_say_neither_or_both(tag):
-    from ckpttool.errors import UsageProblem
     from ckpttool.ops.metrics import infer_mode
 
     with pytest.raises(UsageProblem, match="--mode"):
@@ -404,8 +404,6 @@ def test_average_best_is_the_selection_of_prune_latest_and_ls(series_dir, tmp_pa
     0): Keras' own history says which epoch each file holds. average --best, prune --keep-best,
     latest --best, ls --sort metric and the API choose the same two, and the mean written is the
     mean of the weights Keras loads from those two files."""
-    import ckpttool
-
     run = tmp_path / "run"
     run.mkdir()
     for path in (series_dir / "keras" / "ckpt").iterdir():
@@ -513,8 +511,6 @@ def test_trainer_state_is_read_in_bounded_memory(tmp_path):
     best_model_checkpoint are what Python's json reads."""
     import tracemalloc
 
-    import ckpttool
-
     rng = np.random.default_rng(5)
     history = []
     for step in range(1, 80001):
@@ -552,7 +548,6 @@ def test_trainer_state_read_in_pieces_is_what_json_reads(tmp_path, monkeypatch):
     where json.loads stops (never an exception), the entries before it kept."""
     import random
 
-    from ckpttool.errors import BadInput
     from ckpttool.formats import trainer_state
 
     rng = random.Random(3)
