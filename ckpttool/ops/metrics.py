@@ -4,10 +4,11 @@ Sources, in the order they are tried (the first that has the tag answers):
 1. `--metrics FILE`: JSON lines or CSV with a `step` or `epoch` column (Keras' CSVLogger writes
    `epoch,accuracy,loss,val_accuracy,val_loss`);
 2. an HF Trainer's `trainer_state.json` (`log_history` entries with `step`), in DIR or in its newest
-   `checkpoint-<step>/`;
+   `checkpoint-<step>/`, read in bounded memory (formats/trainer_state);
 3. TensorBoard event files under DIR (or `--events DIR`), read without TensorFlow (formats/tfevents):
    TAG is `tag`, `run/tag` (`validation/epoch_loss`), or Keras' name (`val_loss` is `epoch_loss` of
-   the `validation` run, `loss` that of `train`).
+   the `validation` run, `loss` that of `train`). A directory below that holds checkpoints of its own
+   is another run: its event files are never read for this one.
 A checkpoint's name can carry its own score too (`--name-pattern`, Keras ModelCheckpoint's template):
 `name_pattern_scores` reads it.
 
@@ -16,6 +17,13 @@ ModelCheckpoint's `{epoch}` counts from 1: the file for `{epoch}=k` holds the we
 k-1. A series read from epoch logs says so (`zero_based_epochs`), and `score_at` aligns it for
 checkpoints numbered by Keras epochs. Steps are matched exactly; the last value written for a step
 wins (a restarted run rewrites its steps). A NaN or infinite value is no score (warned about).
+
+Damage: what a source could not read (an event record failing its CRC, a line or a trainer_state.json
+that does not parse, a row without a number) is skipped, and reported with the series
+(`MetricSeries.damage`: file and byte offset): the scores it held are missing, so commands that decide
+by them refuse unless told otherwise (ops/scoring.damage_refusal). The live end of a log is not
+damage: the last record of a run's newest event file, the last line of a metrics file without its
+newline (writers still at work).
 """
 from __future__ import annotations
 
@@ -43,6 +51,8 @@ _MAX_WORDS = frozenset((
 _MIN_WORDS = frozenset((
     "loss", "error", "mse", "mae", "mape", "msle", "rmse", "perplexity", "ppl", "wer", "cer", "hinge",
     "crossentropy", "entropy", "divergence", "distance", "nll", "logcosh", "kld"))
+
+
 @dataclass(frozen=True)
 class MetricSeries:
     tag: str  # as asked for
@@ -183,9 +193,10 @@ def _json_rows(raw: bytes, damaged: _DamagedRows) -> list[tuple[int, int, dict]]
     return rows
 
 
-def _csv_rows(raw: bytes, path: str, damaged: _DamagedRows) -> tuple[list[tuple[int, int, dict]], list[str]]:
-    """(line number, byte offset, row) of each CSV row, and warnings; a last line without its newline
-    is still being written (its last field may be cut): not read."""
+def _csv_rows(raw: bytes, path: str, damaged: _DamagedRows) -> tuple[list[tuple[int, None, dict]], list[str]]:
+    """(line number, None, row) of each CSV row (the byte offset is found when a row is damaged), and
+    warnings; a last line without its newline is still being written (its last field may be cut):
+    not read."""
     import csv  # here: prune and ls import this module whether or not a metric is asked for
     import io
 
