@@ -4,7 +4,7 @@ and the library under it (see ckpttool/api.py):
     import ckpttool
     ckpt = ckpttool.open("run/")            # lazy: variables listed, values read when asked
     weights = ckpttool.load("model.safetensors")
-    ckpttool.latest("run/"); ckpttool.convert("run/", "model.safetensors")
+    ckpttool.latest("run/"); ckpttool.best("run/", "val_loss"); ckpttool.convert("run/", "model.safetensors")
     ckpttool.apply_prune(ckpttool.plan_prune("run/", keep_last=3))
     ckpttool.verify("run/"); ckpttool.diff("a/", "b/"); ckpttool.scan("run/")
     ckpttool.average("run/", "avg.safetensors", last=3)
@@ -72,12 +72,12 @@ if _started_as_the_cli():
 from typing import TYPE_CHECKING, Any  # noqa: E402 - after the signal handlers, on purpose
 
 __version__ = "0.1.0"
-__all__ = ["Checkpoint", "VariableInfo", "apply_prune", "average", "convert", "diff", "latest", "load", "open",
-           "plan_prune", "scan", "verify"]
+__all__ = ["Checkpoint", "VariableInfo", "apply_prune", "average", "best", "convert", "diff", "latest", "load",
+           "open", "plan_prune", "scan", "verify"]
 
 if TYPE_CHECKING:
-    from ckpttool.api import (Checkpoint, VariableInfo, apply_prune, average, convert, diff, latest, load,  # noqa: A004
-                              open, plan_prune, scan, verify)
+    from ckpttool.api import (Checkpoint, VariableInfo, apply_prune, average, best, convert, diff, latest,  # noqa: A004
+                              load, open, plan_prune, scan, verify)
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@
         rows = ckpt.read("emb", index=np.s_[0:10])    # a bundle reads only those rows' bytes
     weights = ckpttool.load("model.safetensors")      # every tensor: {name: numpy array}
     ckpttool.latest("run/")                           # "run/model.ckpt-500", like tf.train.latest_checkpoint
+    ckpttool.best("run/", "val_loss")                 # the best-scored checkpoint, as `latest --best` says
     plan = ckpttool.plan_prune("run/", keep_last=3)   # what would go; then ckpttool.apply_prune(plan)
     ckpttool.convert("run/", "model.safetensors", drop_optimizer=True, naming="model")
     ckpttool.verify("run/").ok                        # every CRC checked (VerifyReport)
@@ -186,24 +187,45 @@ def plan_prune(directory: PathLike, *, keep_last: int | None = None, keep_every_
                min_age: float | str | None = None, clean: bool = False, keep_best: int | None = None,
                metric: str | None = None, mode: str = "auto", metrics_file: PathLike | None = None,
                events_dir: PathLike | None = None, name_pattern: str | None = None,
-               drop_unscored: bool = False) -> "PrunePlan":
+               drop_unscored: bool = False, allow_damaged_metrics: bool = False) -> "PrunePlan":
     """What `prune` would delete (nothing is touched). `min_age`: seconds, or text such as "7d".
     At least one rule is required. Carry the plan out with `apply_prune`.
 
     With `metric` (a TensorBoard tag, or a column of `metrics_file`, or a field of `name_pattern`),
     each family's best and its `keep_best` best are kept too, and so are checkpoints without a score
-    unless `drop_unscored`; `plan.scores` and each entry's `score` say what was read."""
+    unless `drop_unscored`; `plan.scores` and each entry's `score` say what was read. A log read
+    around damage is listed in `plan.problems`, and `plan.refusal` says why `apply_prune` refuses the
+    plan (BadInput) unless `allow_damaged_metrics`."""
     from ckpttool.ops.prune import plan_prune as plan
     from ckpttool.ops.retention import RetentionRules, parse_duration
-    from ckpttool.ops.scoring import MetricOptions
 
     age = parse_duration(min_age) if isinstance(min_age, str) else min_age
     rules = RetentionRules(keep_last, keep_every_hours, keep_every_steps, tuple(keep_steps), age, keep_best,
                            drop_unscored)
-    scoring = None if metric is None else MetricOptions(
-        metric, mode, os.fspath(metrics_file) if metrics_file is not None else None,
-        os.fspath(events_dir) if events_dir is not None else None, name_pattern)
+    scoring = None if metric is None else _metric_options(metric, mode, metrics_file, events_dir, name_pattern,
+                                                          allow_damaged_metrics)
     return plan(os.fspath(directory), rules, clean=clean, metric=scoring)
+
+
+def _metric_options(metric: str, mode: str, metrics_file: PathLike | None, events_dir: PathLike | None,
+                    name_pattern: str | None, allow_damaged: bool):
+    from ckpttool.ops.scoring import MetricOptions
+
+    return MetricOptions(metric, mode, os.fspath(metrics_file) if metrics_file is not None else None,
+                         os.fspath(events_dir) if events_dir is not None else None, name_pattern, allow_damaged)
+
+
+def best(directory: PathLike, metric: str, *, mode: str = "auto", metrics_file: PathLike | None = None,
+         events_dir: PathLike | None = None, name_pattern: str | None = None,
+         allow_damaged_metrics: bool = False) -> str | None:
+    """The complete checkpoint of `directory` with the best `metric` score, as `latest --best` names
+    it (`directory/<name>`), or None when none has a score: scored and ranked as `plan_prune`'s
+    keep_best and `average`'s best (ties to the older). A log read around damage raises BadInput
+    unless `allow_damaged_metrics`."""
+    from ckpttool.ops.scoring import find_best
+
+    return find_best(os.fspath(directory), _metric_options(metric, mode, metrics_file, events_dir, name_pattern,
+                                                           allow_damaged_metrics)).best
 
 
 def apply_prune(plan: "PrunePlan") -> "PruneResult":
@@ -317,16 +339,19 @@ def _transforms(layout: str | None, transpose: Mapping[str, Iterable[int]] | Non
 
 def average(sources: PathLike | Iterable[PathLike], destination: PathLike, *, last: int | None = None,
             steps: Iterable[int] | None = None, best: int | None = None, metric: str | None = None,
-            metrics_file: PathLike | None = None, mode: str = "auto", keep_optimizer: bool = False,
-            to: str | None = None, shard_size: int | str | None = None, overwrite: bool = False,
-            dry_run: bool = False, layout: str | None = None, transpose: Mapping[str, Iterable[int]] | None = None,
-            dtype: str | None = None, keep_dtype: Iterable[str] = ()) -> "AveragePlan":
+            metrics_file: PathLike | None = None, mode: str = "auto", allow_damaged_metrics: bool = False,
+            keep_optimizer: bool = False, to: str | None = None, shard_size: int | str | None = None,
+            overwrite: bool = False, dry_run: bool = False, layout: str | None = None,
+            transpose: Mapping[str, Iterable[int]] | None = None, dtype: str | None = None,
+            keep_dtype: Iterable[str] = ()) -> "AveragePlan":
     """The element-wise mean of checkpoints, as the `average` command writes it: `sources` are
     checkpoints, or one run directory with `last`, `steps` or `best` (by `metric`, from its event
-    files, `metrics_file` or trainer_state.json). Floating variables are averaged in float64 and
-    written in their dtype, integers and strings taken from the newest, the optimizer left out
-    unless `keep_optimizer`; written as `convert` writes (`to`, `shard_size`, `layout`, `dtype` ...).
-    Returns the plan (`plan.sources`, `plan.averaged`, `plan.taken`); with `dry_run` nothing is written."""
+    files, `metrics_file` or trainer_state.json, ranked as `plan_prune`'s keep_best and `best` rank;
+    a damaged log raises BadInput unless `allow_damaged_metrics`). Floating variables are averaged
+    in float64 and written in their dtype, integers and strings taken from the newest, the optimizer
+    left out unless `keep_optimizer`; written as `convert` writes (`to`, `shard_size`, `layout`,
+    `dtype` ...). Returns the plan (`plan.sources` with their scores, `plan.scores`, `plan.averaged`,
+    `plan.taken`); with `dry_run` nothing is written."""
     from ckpttool.ops.average import apply_average, plan_average
     from ckpttool.ops.convert import parse_size
 
@@ -335,7 +360,8 @@ def average(sources: PathLike | Iterable[PathLike], destination: PathLike, *, la
         plan = plan_average(paths, os.fspath(destination), last=last,
                             steps=",".join(str(s) for s in steps) if steps is not None else None, best=best,
                             metric=metric, metrics_file=os.fspath(metrics_file) if metrics_file is not None else None,
-                            mode=mode, keep_optimizer=keep_optimizer, to=to, overwrite=overwrite,
+                            mode=mode, allow_damaged_metrics=allow_damaged_metrics,
+                            keep_optimizer=keep_optimizer, to=to, overwrite=overwrite,
                             shard_size=parse_size(shard_size) if isinstance(shard_size, str) else shard_size,
                             **_transforms(layout, transpose, dtype, keep_dtype))
         if not dry_run:

@@ -28,28 +28,40 @@ TF1_ACCURACY = {10: 0.1, 20: 0.5, 30: 0.3, 40: 0.55, 50: 0.7, 70: 0.2, 80: 0.35,
 TF2_STEPS = tuple(range(100, 900, 100))
 
 
-def _tf1_run(tf, out: Path) -> None:
+def saver_checkpoints(tf, out: Path, steps, relative: bool = False, after_save=None) -> None:
+    """A TF1 Saver run in `out`: model.ckpt-<step> for each step, its variable v = step (state-file
+    paths absolute, as Saver writes them, unless `relative`); `after_save(step)` after each save."""
     graph = tf.Graph()
     with graph.as_default():
-        step = tf.compat.v1.train.get_or_create_global_step()
+        global_step = tf.compat.v1.train.get_or_create_global_step()
         v = tf.compat.v1.get_variable("v", [], initializer=tf.compat.v1.zeros_initializer())
         target = tf.compat.v1.placeholder(tf.int64, [])
-        assign = [v.assign(tf.cast(target, tf.float32)), step.assign(target)]
-        saver = tf.compat.v1.train.Saver(max_to_keep=100)
-        writer = tf.compat.v1.summary.FileWriter(str(out))
+        assign = [v.assign(tf.cast(target, tf.float32)), global_step.assign(target)]
+        saver = tf.compat.v1.train.Saver(max_to_keep=100, save_relative_paths=relative)
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
-            for s in STEPS:
+            for s in steps:
                 sess.run(assign, {target: s})
                 saver.save(sess, str(out / "model.ckpt"), global_step=s)
-                losses = TF1_LOSS.get(s, ())
-                for loss in losses if isinstance(losses, tuple) else (losses,):
-                    writer.add_summary(tf.compat.v1.Summary(value=[
-                        tf.compat.v1.Summary.Value(tag="val_loss", simple_value=loss)]), s)
-                if s in TF1_ACCURACY:
-                    writer.add_summary(tf.compat.v1.Summary(value=[
-                        tf.compat.v1.Summary.Value(tag="val_accuracy", simple_value=TF1_ACCURACY[s])]), s)
-        writer.close()
+                if after_save is not None:
+                    after_save(s)
+
+
+def _tf1_run(tf, out: Path) -> None:
+    with tf.Graph().as_default():
+        writer = tf.compat.v1.summary.FileWriter(str(out))
+
+    def log(s: int) -> None:
+        losses = TF1_LOSS.get(s, ())
+        for loss in losses if isinstance(losses, tuple) else (losses,):
+            writer.add_summary(tf.compat.v1.Summary(value=[
+                tf.compat.v1.Summary.Value(tag="val_loss", simple_value=loss)]), s)
+        if s in TF1_ACCURACY:
+            writer.add_summary(tf.compat.v1.Summary(value=[
+                tf.compat.v1.Summary.Value(tag="val_accuracy", simple_value=TF1_ACCURACY[s])]), s)
+
+    saver_checkpoints(tf, out, STEPS, after_save=log)
+    writer.close()
 
 
 def _tf2_run(tf, out: Path, events: Path) -> None:
@@ -373,7 +385,8 @@ def test_usage_errors(runs):
             (["--keep-best", "0", "--metric", "val_loss"], "--keep-best must be >= 1"),
             (["--metric", "val_loss"], "no retention rule given"),
             (["--keep-last", "1", "--mode", "max"], "--mode needs --metric"),
-            (["--keep-best", "1", "--metric", "val_widgets"], "give --mode min or --mode max"),
+            (["--keep-best", "1", "--metric", "val_widgets", "--name-pattern", "w.{epoch}-{val_widgets}.h5"],
+             "give --mode min or --mode max"),  # a tag that exists (here, in names) but says no direction
             (["--keep-best", "1", "--metric", "val_loss", "--mode", "up"], "--mode takes min, max or auto"),
             (["--keep-best", "1", "--metric", "val_loss", "--name-pattern", "w.{epoch}.h5"], "no field {val_loss}")):
         result = run_cli("prune", "--dry-run", *args, run)

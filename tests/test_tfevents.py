@@ -125,7 +125,7 @@ def test_a_record_cut_short_ends_the_file_quietly(tf2_events, tf):
     tf2_events.write_bytes(data[:offset + 12 + length // 2])  # a writer still at work
     report = tfevents.EventFileReport(str(tf2_events))
     cut = [(s.tag, s.step, s.value) for s in tfevents.iter_scalars(str(tf2_events), report)]
-    assert report.cut_short and not report.warnings
+    assert report.cut_short and report.cut_at == offset and not report.warnings and not report.damage
     assert cut == full[:len(cut)] and len(cut) >= len(full) - 2
 
 
@@ -138,7 +138,8 @@ def test_a_record_failing_its_crc_is_skipped_with_one_warning(tf2_events, tf):
     tf2_events.write_bytes(bytes(data))
     report = tfevents.EventFileReport(str(tf2_events))
     ours = [(s.tag, s.step, s.value) for s in tfevents.iter_scalars(str(tf2_events), report)]
-    assert report.damaged_records == 2
+    assert report.damaged_records == 2 and report.first_damaged == records[3][0]
+    assert [(d.path, d.offset) for d in report.damage] == [(str(tf2_events), records[3][0])]
     assert len(report.warnings) == 1 and "2 damaged records" in report.warnings[0]
     with pytest.raises(tf.errors.DataLossError):  # TensorFlow gives up at the first one
         _tf_scalars(tf, tf2_events)
@@ -156,6 +157,7 @@ def test_a_length_failing_its_crc_ends_the_file_with_a_warning(tf2_events):
     report = tfevents.EventFileReport(str(tf2_events))
     list(tfevents.iter_scalars(str(tf2_events), report))
     assert report.unframed_tail and report.records == 5 and len(report.warnings) == 1
+    assert [(d.path, d.offset) for d in report.damage] == [(str(tf2_events), offset)]
 
 
 def _record(payload: bytes, length: int | None = None) -> bytes:
@@ -197,12 +199,24 @@ def test_metrics_files(tmp_path):
     jsonl.write_text('{"step": 100, "eval/acc": 0.5}\n{"step": 200, "eval/acc": 0.75}\n{"step": 300, "ev')
     series = metrics.read_metrics_file(str(jsonl), "eval/acc")
     assert series.values == {100: 0.5, 200: 0.75} and not series.zero_based_epochs
-    for text, message in (('{"step": 1, "a": 1}\nnot json\n{"step": 2, "a": 2}\n', "line 2"),
-                          ('{"step": "x", "a": 1}\n', "not a number"),
+    # a line that cannot be read is damage (its byte offset named), the others still score
+    for text, offset, message, values in (
+            (b'{"step": 1, "a": 1}\nnot json\n{"step": 2, "a": 2}\n', 20, "line 2: not a JSON object", {1: 1, 2: 2}),
+            (b'{"step": 1, "a": 1}\n{"step": "x", "a": 5}\n', 20, "line 2: step is not a number", {1: 1}),
+            (b'{"step": 1, "a": 1}\n[1, 2]\n{"step": 3, "a": 9}\n', 20, "line 2: not a JSON object", {1: 1, 3: 9}),
+            (b"step,a\n1,2\n2\n3,4\n", 11, "line 3: wrong number of columns", {1: 2, 3: 4}),
+            (b'{"step": 1, "a": 1}\n{"step": 2, "a": 1\xe9}\n', 20, "line 2: not a JSON object", {1: 1})):
+        damaged = tmp_path / "damaged.txt"
+        damaged.write_bytes(text)
+        series = metrics.read_metrics_file(str(damaged), "a")
+        assert series.values == values
+        assert [(d.path, d.offset) for d in series.damage] == [(str(damaged), offset)]
+        assert message in series.damage[0].message and "byte" in series.damage[0].message
+    # nothing readable at all, or not a metrics file: BadInput
+    for text, message in (('{"step": "x", "a": 1}\n', "not a number"),
                           ('{"step": 1.5, "a": 1}\n', "whole number"),
                           ('{"a": 1}\n', "no step or epoch"),
                           ("a,b\n1,2\n", "step or epoch column"),
-                          ("step,a\n1,2\n2\n3,4\n", "line 3"),
                           ('{"step": 1, "b": 1}\n', "has no 'a' \\(it has b\\)"),
                           ("[" * 100000, "step or epoch column"),
                           ("{" * 100000 + "\n", "line 1")):
@@ -213,6 +227,11 @@ def test_metrics_files(tmp_path):
     (tmp_path / "binary").write_bytes(b"\xff\xfe")
     with pytest.raises(BadInput, match="UTF-8"):
         metrics.read_metrics_file(str(tmp_path / "binary"), "a")
+    # a CSV's last line without its newline is still being written (its last value may be cut): not read
+    live = tmp_path / "live.csv"
+    live.write_text("step,a\n1,0.5\n2,0.2")
+    series = metrics.read_metrics_file(str(live), "a")
+    assert series.values == {1: 0.5} and not series.damage and any("line 3" in w for w in series.warnings)
 
 
 def test_trainer_state_of_the_newest_checkpoint(tmp_path):

@@ -76,8 +76,8 @@ Metric = Annotated[Optional[str], typer.Option(
          "file for {epoch}=k is scored by log epoch k-1, as Keras saved it. NaN/inf: no score.")]
 Mode = Annotated[str, typer.Option(
     "--mode", metavar="min|max|auto",
-    help="min, max, or auto as Keras' ModelCheckpoint: max for accuracy-like names, min for losses "
-         "(the choice is printed).")]
+    help="min, max, or auto as Keras' ModelCheckpoint: max for accuracy-like names, min for losses, by whole "
+         "words of the name (the choice is printed; a name that says neither or both is refused).")]
 MetricsFile = Annotated[Optional[str], typer.Option(
     "--metrics", metavar="FILE", help="Read --metric from this JSON-lines or CSV file (a step or epoch column; "
                                       "Keras' CSVLogger epochs count from 0).")]
@@ -88,20 +88,27 @@ NamePatternOpt = Annotated[Optional[str], typer.Option(
     help="Read --metric from checkpoint names by the template given to Keras' ModelCheckpoint "
          "(w.{epoch:02d}-{val_loss:.2f}.weights.h5).")]
 
+AllowDamagedMetrics = Annotated[bool, typer.Option(
+    "--allow-damaged-metrics",
+    help="Decide by the scores a damaged log still gives (an event record failing its CRC, a line that does "
+         "not parse, an unparseable trainer_state.json). Without it such damage is refused: exit 3, naming "
+         "the file and byte offset.")]
+
 
 def metric_options(metric: str | None, mode: str, metrics_file: str | None, events: str | None,
-                   name_pattern: str | None):
+                   name_pattern: str | None, allow_damaged: bool = False):
     """The MetricOptions of the shared options, or None without --metric (then the others are a usage error)."""
     from ckpttool.errors import UsageProblem
 
     if metric is None:
         given = [name for name, value in (("--mode", mode != "auto"), ("--metrics", metrics_file),
-                                          ("--events", events), ("--name-pattern", name_pattern)) if value]
+                                          ("--events", events), ("--name-pattern", name_pattern),
+                                          ("--allow-damaged-metrics", allow_damaged)) if value]
         if given:
             raise UsageProblem(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --metric TAG")
         return None
     from ckpttool.ops.scoring import MetricOptions
 
-    options = MetricOptions(metric, mode, metrics_file, events, name_pattern)
+    options = MetricOptions(metric, mode, metrics_file, events, name_pattern, allow_damaged)
     options.validate()
     return options

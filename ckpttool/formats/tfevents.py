@@ -18,20 +18,24 @@ What is read, and what is not:
   (our mirror of those messages, formats/tf/protos/events.proto); a larger one (a merged TF1
   summary holding images) is streamed, framed by hand, its CRC computed piece by piece and only
   its small Summary.Values parsed;
-- a record cut short at the end of the file (a writer still running) ends the file quietly;
-- a record whose data fails its CRC is skipped, and a length that fails its CRC ends the file
-  (nothing after it can be framed): both are reported once per file through `warnings`.
+- a record cut short at the end of the file ends the file quietly, its offset noted (`cut_at`):
+  whether that is a writer still at work or a lost record, the caller decides (ops/metrics: only
+  the newest file of a run has a live end);
+- a record whose data fails its CRC (or whose bytes are no Event) is skipped, and a length that
+  fails its CRC ends the file (nothing after it can be framed): both are damage, reported once per
+  file with the byte offset of the first such record (`damage`, `warnings`).
 """
 from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 import google_crc32c
 
 from ckpttool.errors import BadInput
+from ckpttool.formats.damage import Damage
 from ckpttool.formats.tf import crc32c as crc
 from ckpttool.storage import fs
 
@@ -63,13 +67,40 @@ class Scalar(NamedTuple):  # a tuple: a long log makes millions of them
 
 @dataclass
 class EventFileReport:
-    """What reading one file met besides scalars (filled while its scalars are iterated)."""
+    """What reading one file met besides scalars (filled while its scalars are iterated); offsets are
+    those of a record's first byte (its length)."""
     path: str
     records: int = 0
-    damaged_records: int = 0
-    unframed_tail: bool = False  # a length failed its CRC: the rest of the file was not read
-    cut_short: bool = False  # the last record is incomplete (a live writer)
-    warnings: list[str] = field(default_factory=list)
+    damaged_records: int = 0  # records skipped: their data failed its CRC, or was no Event
+    first_damaged: int | None = None
+    unframed_at: int | None = None  # a length failed its CRC here: the rest of the file was not read
+    cut_at: int | None = None  # the file ends inside the record starting here
+
+    @property
+    def unframed_tail(self) -> bool:
+        return self.unframed_at is not None
+
+    @property
+    def cut_short(self) -> bool:
+        return self.cut_at is not None
+
+    @property
+    def damage(self) -> list[Damage]:
+        """Records skipped and a tail that cannot be framed (a cut last record is not judged here)."""
+        found = []
+        if self.damaged_records:
+            count = self.damaged_records
+            found.append(Damage(self.path, self.first_damaged, f"{count} damaged record{'s' if count != 1 else ''} "
+                                f"(failing {'its' if count == 1 else 'their'} CRC, or no event) skipped"
+                                + ("; the first at this offset" if count != 1 else "")))
+        if self.unframed_at is not None:
+            found.append(Damage(self.path, self.unframed_at, f"a record's length fails its checksum after "
+                                f"{self.records} records: the rest of the file cannot be read"))
+        return found
+
+    @property
+    def warnings(self) -> list[str]:
+        return [d.message for d in self.damage]
 
 
 def is_event_file(name: str) -> bool:
@@ -305,30 +336,37 @@ def iter_scalars(path: str, report: EventFileReport | None = None,
     raw = fs.open_input(path, "event file")
     stream = _Buffered(raw)
     checksum, masked, unpack_header, unpack_footer = google_crc32c.value, crc.mask, _HEADER.unpack, _FOOTER.unpack
+    position = 0  # of the next record
+
+    def damaged(start: int) -> None:
+        report.damaged_records += 1
+        if report.first_damaged is None:
+            report.first_damaged = start
+
     try:
         while True:
+            start = position
             head = stream.read(_HEADER.size)
             if not head:
                 return
             if len(head) < _HEADER.size:
-                report.cut_short = True
+                report.cut_at = start
                 return
             length, length_crc = unpack_header(head)
             if masked(checksum(head[:8])) != length_crc or length > _MAX_RECORD:
-                report.unframed_tail = True
-                report.warnings.append(f"{path}: a record's length fails its checksum after {report.records} "
-                                       "records; the rest of the file is not read")
+                report.unframed_at = start
                 return
             report.records += 1
+            position = start + _HEADER.size + length + _FOOTER.size
             try:
                 if length <= _WHOLE_RECORD:
                     data = stream.read(length)
                     footer = stream.read(_FOOTER.size)
                     if len(data) < length or len(footer) < _FOOTER.size:
-                        report.cut_short = True
+                        report.cut_at = start
                         return
                     if masked(checksum(data)) != unpack_footer(footer)[0]:
-                        report.damaged_records += 1
+                        damaged(start)
                         continue
                     try:
                         event = parse_event(data)
@@ -336,7 +374,7 @@ def iter_scalars(path: str, report: EventFileReport | None = None,
                         found = [v for value in parse_summary(summary).value
                                  if (v := reader.value_of_bytes(value)) is not None] if summary else []
                     except decode_errors:
-                        report.damaged_records += 1
+                        damaged(start)
                         continue
                 else:
                     record = _StreamedRecord(stream, length)
@@ -347,21 +385,18 @@ def iter_scalars(path: str, report: EventFileReport | None = None,
                     record_crc = record.drain()
                     footer = stream.read(_FOOTER.size)
                     if len(footer) < _FOOTER.size:
-                        report.cut_short = True
+                        report.cut_at = start
                         return
                     if found is None or crc.mask(record_crc) != _FOOTER.unpack(footer)[0]:
-                        report.damaged_records += 1
+                        damaged(start)
                         continue
             except EOFError:
-                report.cut_short = True
+                report.cut_at = start
                 return
             for tag, value in found:
                 yield Scalar(tag, step, value, wall_time)
     finally:
         raw.close()
-        if report.damaged_records:
-            report.warnings.append(f"{path}: {report.damaged_records} damaged record"
-                                   f"{'s' if report.damaged_records != 1 else ''} skipped")
 
 
 _FILE_ORDER_RE = re.compile(r"tfevents\.(\d+)")
@@ -373,16 +408,24 @@ def event_file_order(name: str) -> tuple[int, str]:
     return (int(match[1]) if match else 0, name)
 
 
-def find_event_files(root: str, max_depth: int = 4) -> dict[str, list[str]]:
+def find_event_files(root: str, max_depth: int = 4,
+                     another_run: Callable[[str, list[fs.Entry]], bool] | None = None,
+                     skipped: list[str] | None = None) -> dict[str, list[str]]:
     """Event files under root, by run: the directory that holds them, relative to root ("" for root
     itself, `train`, `validation`, `eval` ...), each run's files in writing order. Symlinked
-    directories are not followed; depth is bounded (a run keeps its events a level or two down)."""
+    directories are not followed; depth is bounded (a run keeps its events a level or two down).
+    A directory below root that `another_run(path, its entries)` says is not root's (it holds
+    checkpoints of its own) is not entered: its path goes to `skipped`."""
     runs: dict[str, list[str]] = {}
 
     def visit(directory: str, relative: str, depth: int) -> None:
         try:
             entries = fs.list_dir(directory)
         except (BadInput, OSError):
+            return
+        if relative and another_run is not None and another_run(directory, entries):
+            if skipped is not None:
+                skipped.append(directory)
             return
         for entry in sorted(entries, key=lambda e: e.name):
             if entry.name in ("", ".", "..") or "/" in entry.name:

@@ -8,8 +8,10 @@ state is left out unless asked for. The sources must hold the same variables wit
 and shapes; the first that differs is named (BadInput, exit 3).
 
 The sources are checkpoints, or one run directory with a selection: its last N checkpoints, the
-given steps, or the best N by an eval metric (ops/metrics.read_metric: event files, a metrics file,
-trainer_state.json). Memory stays bounded: one chunk of each source at a time, in lockstep.
+given steps, or the best N by an eval metric, scored and ranked as prune --keep-best and latest
+--best do (ops/scoring: event files, a metrics file, trainer_state.json; Keras `{epoch}` files by
+the log epoch before; ties to the older; a damaged log refused unless allowed). Memory stays
+bounded: one chunk of each source at a time, in lockstep.
 
 The newest checkpoint is the base of the convert plan (names, rename rules, layout, dtype, object
 graph come from it); apply_average hands convert's writers the mean instead of its bytes.
@@ -44,6 +46,7 @@ class AveragePlan:
     selection: str  # how the sources were chosen: "given", "last 3", "steps 10,20", "best 3 by val_loss (min)"
     metric_source: str | None = None
     warnings: tuple[str, ...] = ()
+    scores: "Scores | None" = None  # noqa: F821  (ops.scoring) with --best: what ranked the sources
 
 
 def _step(prefix: str) -> int | None:
@@ -64,15 +67,17 @@ def _parse_steps(text: str) -> list[int]:
 
 def select_sources(sources: list[str], *, last: int | None = None, steps: str | None = None,
                    best: int | None = None, metric: str | None = None, metrics_file: str | None = None,
-                   mode: str = "auto") -> tuple[list[Selected], str, str | None, tuple[str, ...]]:
-    """(the checkpoints to average, oldest first; how they were chosen; the metric's source; warnings)."""
+                   mode: str = "auto", allow_damaged_metrics: bool = False
+                   ) -> tuple[list[Selected], str, "Scores | None", tuple[str, ...]]:  # noqa: F821
+    """(the checkpoints to average, oldest first; how they were chosen; the scores that ranked them,
+    with --best; warnings)."""
     from ckpttool.ops.targets import resolve_target
 
     chosen = [o for o, v in (("--last", last), ("--steps", steps), ("--best", best)) if v is not None]
     if len(chosen) > 1:
         raise UsageProblem(f"{' and '.join(chosen)} cannot be combined: choose the checkpoints one way")
-    if (metric is not None or metrics_file is not None) and best is None:
-        raise UsageProblem("--metric and --metrics apply with --best only")
+    if (metric is not None or metrics_file is not None or allow_damaged_metrics) and best is None:
+        raise UsageProblem("--metric, --metrics and --allow-damaged-metrics apply with --best only")
     if not sources:
         raise UsageProblem("give the checkpoints to average, or a run directory with --last, --steps or --best")
     if not chosen:
@@ -96,7 +101,7 @@ def select_sources(sources: list[str], *, last: int | None = None, steps: str | 
     count = last if last is not None else best
     if count is not None and count < 1:
         raise UsageProblem(f"{chosen[0]} must be at least 1")
-    metric_source, warnings = None, ()
+    ranking, warnings = None, ()
     if last is not None:
         picked_infos = complete[-last:]
         how = f"last {len(picked_infos)}"
@@ -113,22 +118,33 @@ def select_sources(sources: list[str], *, last: int | None = None, steps: str | 
         picked_infos = sorted({by_step[s].step: by_step[s] for s in wanted}.values(), key=lambda c: c.step)
         how, scores = "steps " + ",".join(str(c.step) for c in picked_infos), {}
     else:
-        from ckpttool.ops.metrics import infer_mode, read_metric
-
-        if metric is None:
-            raise UsageProblem("--best takes --metric TAG (the eval metric that ranks the checkpoints)")
-        series = read_metric(directory, metric, metrics_file)
-        direction = infer_mode(metric, mode)
-        scores = {c.name: series.score_at(c.step) for c in complete}
-        scored = [c for c in complete if scores[c.name] is not None]
-        if len(scored) < best:
-            raise BadInput(f"--best {best}: only {len(scored)} checkpoint(s) of {directory} have a {metric!r} "
-                           f"score in {series.source}")
-        scored.sort(key=lambda c: (scores[c.name] if direction == "min" else -scores[c.name], -c.step))
-        picked_infos = sorted(scored[:best], key=lambda c: c.step)
-        how, metric_source, warnings = f"best {best} by {metric} ({direction})", series.source, series.warnings
+        picked_infos, ranking = _best_sources(directory, complete, best, metric, metrics_file, mode,
+                                              allow_damaged_metrics)
+        how = f"best {best} by {metric} ({ranking.mode})"
+        warnings = ranking.warnings + tuple(f"damaged metric source {d.message}" for d in ranking.damage)
+    scores = ranking.by_name if ranking is not None else {}
     picked = [Selected(c.prefix, c.format, c.step, scores.get(c.name)) for c in picked_infos]
-    return picked, how, metric_source, tuple(warnings)
+    return picked, how, ranking, tuple(warnings)
+
+
+def _best_sources(directory: str, complete: list, best: int, metric: str | None, metrics_file: str | None,
+                  mode: str, allow_damaged: bool):
+    """The `best` best of the complete checkpoints (oldest first) and the Scores that ranked them: the
+    scores and ranking of prune --keep-best and latest --best (ops/scoring), never one of its own."""
+    from ckpttool.ops.scoring import MetricOptions, damage_refusal, score_checkpoints
+
+    if metric is None:
+        raise UsageProblem("--best takes --metric TAG (the eval metric that ranks the checkpoints)")
+    options = MetricOptions(metric, mode, metrics_file, allow_damaged=allow_damaged)
+    scores = score_checkpoints(directory, complete, options)
+    refusal = damage_refusal(scores, options, "not choosing the checkpoints to average by these scores")
+    if refusal is not None:
+        raise refusal
+    chosen = set(scores.best((c.name for c in complete), best))
+    if len(chosen) < best:
+        raise BadInput(f"--best {best}: only {len(chosen)} checkpoint(s) of {directory} have a {metric!r} "
+                       f"score in {scores.source}")
+    return [c for c in complete if c.name in chosen], scores
 
 
 def _check_same(base_reader, base: Selected, reader, other: Selected) -> None:
@@ -150,7 +166,8 @@ def _check_same(base_reader, base: Selected, reader, other: Selected) -> None:
 
 def plan_average(sources: list[str], destination: str, *, last: int | None = None, steps: str | None = None,
                  best: int | None = None, metric: str | None = None, metrics_file: str | None = None,
-                 mode: str = "auto", keep_optimizer: bool = False, **convert_options) -> AveragePlan:
+                 mode: str = "auto", allow_damaged_metrics: bool = False, keep_optimizer: bool = False,
+                 **convert_options) -> AveragePlan:
     """What `average` would write; convert_options are plan_convert's (to, rules, layout, cast ...)."""
     import dataclasses
 
@@ -158,8 +175,9 @@ def plan_average(sources: list[str], destination: str, *, last: int | None = Non
     from ckpttool.ops.convert import plan_convert
     from ckpttool.ops.rename_rules import RenameRules
 
-    picked, how, metric_source, warnings = select_sources(sources, last=last, steps=steps, best=best,
-                                                          metric=metric, metrics_file=metrics_file, mode=mode)
+    picked, how, ranking, warnings = select_sources(sources, last=last, steps=steps, best=best, metric=metric,
+                                                    metrics_file=metrics_file, mode=mode,
+                                                    allow_damaged_metrics=allow_damaged_metrics)
     base = picked[-1]
     rules = convert_options.pop("rules", None) or RenameRules()
     if not keep_optimizer:
@@ -186,7 +204,8 @@ def plan_average(sources: list[str], destination: str, *, last: int | None = Non
                                                   "average several"),)
     averaged = tuple(i.source for i in plan.items if dtypes[i.source] in AVERAGED)
     taken = tuple(i.source for i in plan.items if dtypes[i.source] not in AVERAGED)
-    return AveragePlan(plan, tuple(picked), averaged, taken, how, metric_source, warnings)
+    return AveragePlan(plan, tuple(picked), averaged, taken, how, ranking.source if ranking else None, warnings,
+                       ranking)
 
 
 def _pieces(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:

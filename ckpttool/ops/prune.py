@@ -40,7 +40,7 @@ from ckpttool.ops.retention import RetentionRules, keep_reasons
 from ckpttool.ops import series
 from ckpttool.ops.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, Problem, gc_paused, scan_directory,
                                series_latest_name)
-from ckpttool.ops.scoring import MetricOptions, Scores, score_checkpoints
+from ckpttool.ops.scoring import DAMAGE_HINT, MetricOptions, Scores, damage_refusal, score_checkpoints
 from ckpttool.ops.statefile import update_state, without_entries
 
 JOURNAL_FILENAME = ".ckpttool-prune.journal"
@@ -75,6 +75,7 @@ class PrunePlan:
     ignore_bad_state: bool = False
     scores: Scores | None = None  # with a metric rule: every complete checkpoint's score
     directory_id: tuple[int, int] | None = None  # (device, inode) of a local directory when planned
+    refusal: str | None = None  # why it must not be applied: it deletes by scores read from a damaged source
 
     @property
     def freed_bytes(self) -> int:
@@ -372,6 +373,10 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
             deleted.append(Deletion(c.name, c.step, c.size_bytes, "incomplete", c.files))
     problems = list(scan.problems)
     problems += [Problem("metric", scan.directory, warning) for warning in (scores.warnings if scores else ())]
+    problems += [Problem("metric_damaged", damage.path, f"damaged metric source {damage.message}"
+                         + ("; pruned by the scores still readable (--allow-damaged-metrics)" if metric.allow_damaged
+                            else "; prune deletes by these scores only with --allow-damaged-metrics"))
+                 for damage in (scores.damage if scores else ())]
     for leftover in scan.leftovers if clean else ():
         if not_debris := _not_debris(scan, leftover.path):
             problems.append(Problem("not_debris", leftover.path, f"left alone: {not_debris}"))
@@ -389,8 +394,10 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
         if pending.name not in planned:
             deleted.append(pending)
             kept = [k for k in kept if k.name != pending.name]
+    refused = damage_refusal(scores, metric, "not pruning by these scores (nothing deleted)") \
+        if scores is not None and any(d.kind == "checkpoint" for d in deleted) else None
     return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state,
-                     scores=scores, directory_id=directory_id)
+                     scores=scores, directory_id=directory_id, refusal=refused.message if refused else None)
 
 
 def _only_commit_files_left(scan: DirectoryScan, name: str) -> bool:
@@ -504,6 +511,8 @@ def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> 
     """Carry out `plan`. `fault(step)` is called after every file operation (tests inject crashes there)."""
     fault = fault or (lambda _step: None)
     directory = plan.directory
+    if plan.refusal is not None:
+        raise BadInput(plan.refusal, hint=DAMAGE_HINT)
     with directory_lock(directory):
         if plan.directory_id is not None and _directory_id(directory) != plan.directory_id:
             # A path component swapped for a symlink since (`prune -r` plans all, then applies):

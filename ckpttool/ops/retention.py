@@ -91,8 +91,7 @@ def keep_reasons(checkpoints: list[CheckpointInfo], rules: RetentionRules, now: 
 
 def _keep_by_score(members: list[CheckpointInfo], rules: RetentionRules, scores: Scores,
                    reasons: dict[str, list[str]]) -> None:
-    ranked = scores.ranked(c.name for c in members)
-    for rank, name in enumerate(ranked[:max(rules.keep_best or 1, 1)], 1):
+    for rank, name in enumerate(scores.best((c.name for c in members), rules.keep_best or 1), 1):
         shown = f"{scores.tag} {scores.score(name):.6g}"
         reasons[name].append(f"best ({shown})" if rank == 1 else f"keep-best {rules.keep_best} (#{rank}, {shown})")
     if not rules.drop_unscored:

@@ -597,6 +597,17 @@ def _report_stray_shards(base: str, name: str, num_shards: int, files: _Files, p
                                     "left by an earlier save?"))
 
 
+def holds_checkpoints(dirs: list[str], files: list[str]) -> bool:
+    """Whether a directory holding `dirs` and `files` holds checkpoints, by their names alone: a state
+    file, a TF prefix's index, a series' members (HF `checkpoint-<step>/`, numbered Keras files).
+    Such a directory is a run of its own: find_checkpoint_dirs lists it, and the metric search of a
+    directory above it never takes its event files (ops/metrics.py)."""
+    from ckpttool.ops import series
+
+    return (STATE_FILENAME in files or any(name.endswith(".index") for name in files)
+            or series.names_a_series(dirs, files))
+
+
 def find_checkpoint_dirs(root: str, problems: list[Problem] | None = None) -> list[str]:
     """Directories under `root` (itself included) that hold checkpoints, without
     following symlinks, entering `*_temp` leftovers or SavedModels' variables.
@@ -614,8 +625,7 @@ def find_checkpoint_dirs(root: str, problems: list[Problem] | None = None) -> li
         dirs[:] = sorted(d for d in dirs if not _TEMP_DIR_RE.search(d))
         if "saved_model.pb" in files or "saved_model.pbtxt" in files:
             dirs[:] = [d for d in dirs if d != "variables"]
-        if (STATE_FILENAME in files or any(name.endswith(".index") for name in files)
-                or series.names_a_series(dirs, files)):
+        if holds_checkpoints(dirs, files):
             found.append(current)
         elif current != root and series.is_step_directory(fs.basename(current), files):
             parent = fs.dirname(current)  # a SavedModel version or Orbax step: its parent holds a series

@@ -7,14 +7,22 @@ exactly; a Keras ModelCheckpoint file numbered `{epoch}`=k gets the value logged
 Keras saved it. No value there (or a NaN/infinite one): no score.
 
 Ranking: lower is better for mode "min", higher for "max"; between equal scores the older
-checkpoint ranks first, as Keras' `save_best_only` keeps the first to reach a value.
+checkpoint ranks first, as Keras' `save_best_only` keeps the first to reach a value. `Scores.ranked`
+is the one ranking: prune's --keep-best, latest --best, ls --sort metric and average --best (and
+the API under them) all choose by it.
+
+Damage: a source read around damage (a record failing its CRC, a line that does not parse) may have
+lost scores, so a choice made by them may not be the one the logs hold. `Scores.damage` says where;
+`damage_refusal` is the refusal every command that decides by scores gives unless the user allows
+it (MetricOptions.allow_damaged, `--allow-damaged-metrics`).
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ckpttool.errors import UsageProblem
+from ckpttool.errors import BadInput, UsageProblem
+from ckpttool.formats.damage import Damage
 from ckpttool.ops import metrics
 from ckpttool.ops.scan import CheckpointInfo, scan_directory
 from ckpttool.storage import fs
@@ -30,11 +38,13 @@ class MetricOptions:
     metrics_file: str | None = None
     events_dir: str | None = None
     name_pattern: str | None = None
+    allow_damaged: bool = False  # decide by the scores a damaged source still gives (--allow-damaged-metrics)
 
     def validate(self) -> None:
         if not self.tag:
             raise UsageProblem("--metric needs a tag name (val_loss, validation/epoch_accuracy ...)")
-        metrics.infer_mode(self.tag, self.mode)
+        if self.mode not in MODES:
+            raise UsageProblem(f"--mode takes min, max or auto, not {self.mode!r}")
         if self.name_pattern is not None:
             if self.metrics_file or self.events_dir:
                 raise UsageProblem("--name-pattern reads scores from checkpoint names: "
@@ -56,6 +66,7 @@ class Scores:
     warnings: tuple[str, ...] = ()
     keras_aligned: bool = False  # some checkpoint was scored by the log epoch before its {epoch}
     epochs_as_steps: bool = False  # epochs logged from 0 matched to checkpoints not numbered by Keras' {epoch}
+    damage: tuple[Damage, ...] = ()  # where the sources read could not be read (scores may be missing)
 
     def score(self, name: str) -> float | None:
         return self.by_name.get(name)
@@ -81,16 +92,17 @@ class Scores:
         sign = 1.0 if self.mode == "min" else -1.0
         return sorted(scored, key=lambda n: (sign * self.by_name[n], _step_key(self.steps.get(n)), n))
 
-    def best(self, names: Iterable[str]) -> str | None:
-        ranked = self.ranked(names)
-        return ranked[0] if ranked else None
+    def best(self, names: Iterable[str], count: int = 1) -> list[str]:
+        """The `count` best of `names` (fewer when fewer are scored), best first."""
+        return self.ranked(names)[:count]
 
     def document(self) -> dict:
         """The JSON form (without the per-checkpoint scores, which go with each checkpoint)."""
         return {"tag": self.tag, "mode": self.mode, "mode_given": self.mode_given, "source": self.source,
                 "keras_epochs_aligned": self.keras_aligned, "epochs_as_steps": self.epochs_as_steps,
                 "scored": self.scored,
-                "unscored": len(self.by_name) - self.scored}
+                "unscored": len(self.by_name) - self.scored,
+                "damaged": [{"path": d.path, "offset": d.offset, "message": d.message} for d in self.damage]}
 
 
 def _step_key(step: int | None) -> float:
@@ -99,21 +111,41 @@ def _step_key(step: int | None) -> float:
 
 def score_checkpoints(directory: str, checkpoints: Iterable[CheckpointInfo], options: MetricOptions) -> Scores:
     """Every checkpoint's score. Raises BadInput when the metric cannot be read at all (no source,
-    a tag no source has: the message names the tags there are), UsageProblem for bad options."""
+    a tag no source has: the message names the tags there are), UsageProblem for bad options (a
+    direction --mode auto cannot tell: asked only once the tag is found, so a misspelt tag is
+    named as missing rather than as a name without a direction)."""
     options.validate()
     checkpoints = list(checkpoints)
-    mode = metrics.infer_mode(options.tag, options.mode)
     given = options.mode in ("min", "max")
     steps = {c.name: c.step for c in checkpoints}
     if options.name_pattern is not None:
         pattern = metrics.NamePattern.parse(options.name_pattern)
         by_name = {c.name: pattern.score(c.name, options.tag) for c in checkpoints}
+        mode = metrics.infer_mode(options.tag, options.mode)
         return Scores(options.tag, mode, given, f"checkpoint names ({options.name_pattern})", by_name, steps)
     series = metrics.read_metric(directory, options.tag, options.metrics_file, options.events_dir)
+    mode = metrics.infer_mode(options.tag, options.mode)
     by_name = {c.name: series.score_at(c.step, c.keras_epochs) for c in checkpoints}
     aligned = series.zero_based_epochs and any(c.keras_epochs for c in checkpoints)
     as_steps = series.zero_based_epochs and not all(c.keras_epochs for c in checkpoints)
-    return Scores(options.tag, mode, given, series.source, by_name, steps, series.warnings, aligned, as_steps)
+    return Scores(options.tag, mode, given, series.source, by_name, steps, series.warnings, aligned, as_steps,
+                  series.damage)
+
+
+DAMAGE_HINT = ("--allow-damaged-metrics decides by the scores still readable; ls --metric (and prune "
+               "--dry-run) lists the damage")
+
+
+def damage_refusal(scores: Scores, options: MetricOptions, refusing: str) -> BadInput | None:
+    """The refusal of a choice made by damaged scores (None: undamaged, or the user allows it).
+    `refusing` says what is not done: "not pruning by these scores (nothing deleted)"."""
+    if not scores.damage or options.allow_damaged:
+        return None
+    first = scores.damage[0]
+    more = len(scores.damage) - 1
+    return BadInput(f"damaged metric source {first.message}"
+                    + (f" (and {more} more damaged source{'s' if more != 1 else ''})" if more else "")
+                    + f"; {refusing}", hint=DAMAGE_HINT)
 
 
 @dataclass(frozen=True)
@@ -131,8 +163,12 @@ def find_best(directory: str, options: MetricOptions) -> BestResult:
     scan = scan_directory(directory)
     complete = [c for c in scan.checkpoints if c.complete]
     scores = score_checkpoints(scan.directory, complete, options)
-    name = scores.best(c.name for c in complete)
-    if name is None:
+    refusal = damage_refusal(scores, options, "not choosing the best by these scores")
+    if refusal is not None:
+        raise refusal
+    best = scores.best(c.name for c in complete)
+    if not best:
         return BestResult(directory, None, None, None, None, scores)
+    name = best[0]
     chosen = scan.by_name(name)
     return BestResult(directory, fs.join(directory, name), chosen.prefix, chosen.step, scores.score(name), scores)

@@ -18,7 +18,6 @@ deletes; prune plans from `Member.deletable`.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 
@@ -324,18 +323,13 @@ def names_a_series(dirs: list[str], files: list[str]) -> bool:
         (stem := keras_stem(name)) is not None and _NUMBER_RE.search(stem) for name in files)
 
 
-_TRAINER_STATE_MAX_BYTES = 64 << 20  # log_history of a long run: megabytes, never this
-
-
 def hf_best_checkpoint(member_path: str) -> str | None:
     """The `checkpoint-<step>` that the HF Trainer's trainer_state.json in `member_path` names as
-    `best_model_checkpoint` (the Trainer never rotates it away), or None (none, or unreadable)."""
-    try:
-        raw = fs.read_capped(fs.join(member_path, "trainer_state.json"), _TRAINER_STATE_MAX_BYTES,
-                             "trainer_state.json", missing_ok=True)
-        best = json.loads(raw)["best_model_checkpoint"] if raw is not None else None
-    except (BadInput, OSError, ValueError, KeyError, TypeError, RecursionError):  # hostile JSON too
-        return None
+    `best_model_checkpoint` (the Trainer never rotates it away), or None (none, or unreadable). The
+    file is read in bounded memory (formats/trainer_state: a long run's log_history is tens of MB)."""
+    from ckpttool.formats.trainer_state import best_model_checkpoint
+
+    best = best_model_checkpoint(fs.join(member_path, "trainer_state.json"))
     if not isinstance(best, str):
         return None
     name = best.rstrip("/").replace("\\", "/").rpartition("/")[2]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import sys
 from typing import Annotated, List, Optional
 
 import typer
@@ -10,8 +11,8 @@ from ckpttool.cli import render
 from ckpttool.cli.commands.convert import (DtypeOpt, KeepDtypeOpt, LayoutOpt, MetadataOpt, SepOpt, ShardSizeOpt,
                                            StrictOpt, ToOpt, TransposeOpt,
                                            transform_options, transformed, warn_overflow)
-from ckpttool.cli.options import (AddPrefix, DropOpt, DryRun, Ema, Json, KeepOpt, MapFile, MapOpt, Overwrite, Quiet,
-                                  RegexOpt, StripPrefix)
+from ckpttool.cli.options import (AddPrefix, AllowDamagedMetrics, DropOpt, DryRun, Ema, Json, KeepOpt, MapFile, MapOpt,
+                                  Overwrite, Quiet, RegexOpt, StripPrefix)
 
 
 class Mode(str, enum.Enum):
@@ -25,6 +26,7 @@ def _document(plan, result, dry_run: bool) -> dict:
     return {
         "sources": [{"prefix": s.prefix, "step": s.step, "score": s.score} for s in plan.sources],
         "selection": plan.selection, "metric_source": plan.metric_source,
+        **({"metric": plan.scores.document()} if plan.scores is not None else {}),
         "destination": convert.destination, "format": convert.to, "dry_run": dry_run,
         "files": list(result.files if result else convert.files),
         "tensors": len(convert.items), "total_bytes": convert.total_bytes,
@@ -36,6 +38,18 @@ def _document(plan, result, dry_run: bool) -> dict:
         "transformed": transformed(convert),
         "overflowed": [{"name": n, "count": c} for n, c in (result.overflowed if result else ())],
     }
+
+
+def _say_sources(plan, dry_run: bool) -> None:
+    """On stderr, for people: which checkpoints are averaged, with their scores when a metric chose them."""
+    scores = plan.scores
+    if scores is not None:
+        print(scores.describe(), file=sys.stderr)
+    print(f"{'would average' if dry_run else 'averaging'} {render.plural(len(plan.sources), 'checkpoint')} "
+          f"({plan.selection}):", file=sys.stderr)
+    for s in plan.sources:
+        score = f", {scores.tag} {render.score_text(s.score)}" if scores is not None else ""
+        print(f"  {s.prefix} (step {'-' if s.step is None else s.step}{score})", file=sys.stderr)
 
 
 def command(
@@ -59,6 +73,7 @@ def command(
         "--metrics", metavar="FILE", help="With --best: JSON lines or CSV with a step (or epoch) column.")] = None,
     mode: Annotated[Mode, typer.Option("--mode", help="With --best: min or max is better (auto: from the metric's "
                                                       "name, as Keras does).")] = Mode.auto,
+    allow_damaged_metrics: AllowDamagedMetrics = False,
     keep_optimizer: Annotated[bool, typer.Option(
         "--keep-optimizer", help="Keep the optimizer's state (averaged like the weights); left out by "
                                  "default.")] = False,
@@ -93,6 +108,11 @@ def command(
     and shapes (exit 3 naming the first that differs). Streams a chunk of
     each source at a time; writes what convert writes, with its rename,
     layout and dtype options.
+
+    With --best N --metric TAG, the checkpoints are scored and ranked as
+    prune --keep-best and latest --best rank them (Keras {epoch} files by
+    the log epoch before, ties to the older; a damaged log refused unless
+    --allow-damaged-metrics); the sources and their scores go to stderr.
     """
     from ckpttool.ops.average import apply_average, plan_average
     from ckpttool.ops.convert import parse_size
@@ -101,13 +121,16 @@ def command(
     rules = RenameRules.from_options(maps=map_, map_file=map_file, regexes=regex, add_prefix=add_prefix,
                                      strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep, sep=sep)
     plan = plan_average(sources, output, last=last, steps=steps, best=best, metric=metric,
-                        metrics_file=metrics_file, mode=mode.value, keep_optimizer=keep_optimizer,
+                        metrics_file=metrics_file, mode=mode.value, allow_damaged_metrics=allow_damaged_metrics,
+                        keep_optimizer=keep_optimizer,
                         to=to.value if to else None, rules=rules, overwrite=overwrite, strict=strict,
                         shard_size=parse_size(shard_size) if shard_size is not None else None,
                         metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()),
                         **transform_options(layout, transpose, dtype, keep_dtype))
     render.warn_all(plan.warnings)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.convert.skipped)
+    if not json_out and not quiet:
+        _say_sources(plan, dry_run)
     result = None
     if not dry_run:
         from ckpttool.cli.progress import byte_progress
@@ -121,9 +144,6 @@ def command(
     elif quiet:
         render.print_lines(item.name for item in convert.items)
     else:
-        if dry_run:
-            render.print_table(["checkpoint", "step", "score"],
-                               [(s.prefix, s.step, "" if s.score is None else s.score) for s in plan.sources])
         files = result.files if result else convert.files
         verb = "would write" if dry_run else "wrote"
         render.print_lines([f"{verb} {convert.to} {', '.join(files)}: the mean of "

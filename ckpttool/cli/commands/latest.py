@@ -9,7 +9,8 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE
-from ckpttool.cli.options import Directory, EventsDir, Json, Metric, MetricsFile, Mode, NamePatternOpt, metric_options
+from ckpttool.cli.options import (AllowDamagedMetrics, Directory, EventsDir, Json, Metric, MetricsFile, Mode,
+                                  NamePatternOpt, metric_options)
 from ckpttool.errors import UsageProblem
 from ckpttool.ops.directories import require_directory
 
@@ -28,6 +29,7 @@ def command(
     metrics_file: MetricsFile = None,
     events: EventsDir = None,
     name_pattern: NamePatternOpt = None,
+    allow_damaged_metrics: AllowDamagedMetrics = False,
     json_out: Json = False,
 ):
     """Print the newest checkpoint in DIR (what tf.train.latest_checkpoint returns).
@@ -45,8 +47,9 @@ def command(
     on disk.
 
     With --best --metric TAG: the best-scored complete checkpoint (ties: the
-    older); the metric, its direction and source go to stderr. JSON:
-    {directory, best, step, score, metric}.
+    older); the metric, its direction and source go to stderr. A log read
+    around damage is refused (exit 3) unless --allow-damaged-metrics, as
+    prune refuses it. JSON: {directory, best, step, score, metric}.
 
     A series without a state file (Keras checkpoint files, SavedModel
     versions, Orbax or HF step directories) answers its complete member with
@@ -56,7 +59,7 @@ def command(
 
     if absolute and step:
         raise UsageProblem("--absolute and --step cannot be used together (--step prints the step only)")
-    scoring = metric_options(metric, mode, metrics_file, events, name_pattern)
+    scoring = metric_options(metric, mode, metrics_file, events, name_pattern, allow_damaged_metrics)
     if best != (scoring is not None):
         raise UsageProblem("--best needs --metric TAG" if best else "--metric goes with --best")
     require_directory(directory, "latest")
@@ -92,6 +95,7 @@ def _best(directory: str, scoring, absolute: bool, step: bool, json_out: bool) -
 
     result = find_best(directory, scoring)
     render.warn_all(result.scores.warnings)
+    render.warn_all(f"damaged metric source {d.message}" for d in result.scores.damage)
     shown = result.prefix if absolute else result.best
     if json_out:
         render.emit_json("latest", {"directory": directory, "best": shown, "step": result.step,

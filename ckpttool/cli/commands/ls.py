@@ -12,7 +12,7 @@ from ckpttool.cli.options import (Directory, EventsDir, Json, Metric, MetricsFil
 from ckpttool.errors import BadInput
 from ckpttool.storage import fs
 from ckpttool.ops.directories import require_directory
-from ckpttool.ops.scan import (TF_FORMATS, DirectoryScan, find_checkpoint_dirs, for_each_directory, gc_paused,
+from ckpttool.ops.scan import (TF_FORMATS, DirectoryScan, Problem, find_checkpoint_dirs, for_each_directory, gc_paused,
                                scan_directory, state_file_problems)
 
 
@@ -51,8 +51,15 @@ def scan_document(scan: DirectoryScan, directory: str, checkpoints=None, scores=
             }
             for c in (scan.checkpoints if checkpoints is None else checkpoints)
         ],
-        "problems": [{"kind": p.kind, "path": p.path, "message": p.message} for p in _problems(scan)],
+        "problems": [{"kind": p.kind, "path": p.path, "message": p.message}
+                     for p in _problems(scan) + _damage_problems(scores)],
     }
+
+
+def _damage_problems(scores) -> tuple[Problem, ...]:
+    """The damage met reading the scores, as problems (ls decides nothing by them: it only says so)."""
+    return tuple(Problem("metric_damaged", d.path, f"damaged metric source {d.message}")
+                 for d in (scores.damage if scores is not None else ()))
 
 
 # At 80 columns and less the time takes its short form, then the lesser columns go.
@@ -164,6 +171,7 @@ def command(
                     raise
                 render.warn(f"{d}: no scores: {exc.message}")  # one run's missing logs hide no other run
             render.warn_all(f"{d}: {w}" for w in (scores[i].warnings if scores[i] else ()))
+            render.warn_all(f"{d}: {p.message}" for p in _damage_problems(scores[i]))
     now = time.time()
     shown = [select(list(s.checkpoints), parsed, order, now, sc) for s, sc in zip(scans, scores)]
     if json_out:

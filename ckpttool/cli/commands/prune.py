@@ -8,8 +8,8 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE, error_fields
-from ckpttool.cli.options import (Directory, DryRun, EventsDir, Json, Metric, MetricsFile, Mode, NamePatternOpt,
-                                   Quiet, Recursive, Yes, metric_options)
+from ckpttool.cli.options import (AllowDamagedMetrics, Directory, DryRun, EventsDir, Json, Metric, MetricsFile, Mode,
+                                   NamePatternOpt, Quiet, Recursive, Yes, metric_options)
 from ckpttool.errors import BadInput, Refused, UsageProblem
 from ckpttool.ops.scan import gc_paused
 
@@ -28,6 +28,7 @@ def _plan_document(directory: str, plan, deleted, dry_run: bool) -> dict:
                      **({"score": d.score} if scored else {})} for d in deleted],
         "freed_bytes": sum(d.size_bytes for d in deleted),
         "problems": [{"kind": p.kind, "path": p.path, "message": p.message} for p in plan.problems],
+        **({"refusal": plan.refusal} if plan.refusal else {}),
     }
 
 
@@ -103,6 +104,7 @@ def command(
     events: EventsDir = None,
     name_pattern: NamePatternOpt = None,
     drop_unscored: Annotated[bool, typer.Option("--drop-unscored", help="Let other rules decide about checkpoints without a score (by default they are kept).")] = False,
+    allow_damaged_metrics: AllowDamagedMetrics = False,
     clean: Annotated[bool, typer.Option("--clean", help="Also remove provable debris (incomplete checkpoints, *_temp directories, temp files of saves, Orbax *.orbax-checkpoint-tmp-* and exporter temp-<n> directories) older than --min-age (default 1h); anything else is reported, never deleted.")] = False,
     ignore_bad_state: Annotated[bool, typer.Option("--ignore-bad-state", help="Prune by file times even when the state file cannot be read (by default such a directory is refused: its latest checkpoint is unknown).")] = False,
     recursive: Recursive = False,
@@ -118,8 +120,10 @@ def command(
 
     With --metric, each family's best is always kept too, and so is every
     checkpoint without a score unless --drop-unscored; a metric that cannot
-    be read at all is exit 3, nothing deleted. The plan (--dry-run) shows each
-    checkpoint's score, why it is kept, and where the scores came from.
+    be read at all is exit 3, nothing deleted, and so is one read around
+    damage (a record failing its CRC, a line that does not parse) unless
+    --allow-damaged-metrics. The plan (--dry-run) shows each checkpoint's
+    score, why it is kept, where the scores came from, and any damage.
 
     Keras checkpoint files, SavedModel export versions, Orbax and HF step
     directories are series too, each keeping its newest; a directory is
@@ -133,11 +137,12 @@ def command(
     from ckpttool.ops.prune import apply_prune, plan_prune
     from ckpttool.ops.retention import RetentionRules, parse_duration
     from ckpttool.ops.scan import find_checkpoint_dirs, for_each_directory, moved_out_of_tree
+    from ckpttool.ops.scoring import DAMAGE_HINT
 
     rules = RetentionRules(keep_last, keep_every_hours, keep_every_steps, tuple(keep_step or ()),
                            parse_duration(min_age) if min_age is not None else None, keep_best, drop_unscored)
     rules.validate()
-    scoring = metric_options(metric, mode, metrics_file, events, name_pattern)
+    scoring = metric_options(metric, mode, metrics_file, events, name_pattern, allow_damaged_metrics)
     if scoring is None and (keep_best is not None or drop_unscored):
         raise UsageProblem("--keep-best and --drop-unscored need --metric TAG")
     require_directory(directory, "prune")
@@ -149,7 +154,10 @@ def command(
         try:
             if recursive and (moved := moved_out_of_tree(directory, d)):
                 raise BadInput(moved)
-            return plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state, metric=scoring)
+            planned = plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state, metric=scoring)
+            if planned.refusal and not dry_run:  # a dry run shows the plan, and the damage among its problems
+                raise BadInput(planned.refusal, hint=DAMAGE_HINT)
+            return planned
         except BadInput as exc:
             if not recursive:
                 raise
