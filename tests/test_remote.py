@@ -695,3 +695,14 @@ def test_recursive_prune_applies_a_buckets_run_directories_concurrently(servers,
     assert deleted == {d["directory"].rsplit("/", 1)[-1]: sorted(x["name"] for x in d["deleted"])
                        for d in local_doc["directories"]}
     assert all(deleted.values())
+
+
+def test_average_counts_a_checkpoint_once_through_a_protocol_alias(store, fixtures_dir, tmp_path):
+    """s3a:// is s3://, gcs:// is gs:// (fsspec's registry): one checkpoint given through both would
+    count twice in the mean; refused (exit 2) naming both arguments."""
+    _local, url = upload(store, fixtures_dir, "saver_run")
+    alias = {"s3": "s3a", "gs": "gcs"}[store.protocol] + url[len(store.protocol):]
+    first, second = f"{url}/model.ckpt-50", f"{alias}/model.ckpt-50"
+    result = run_cli("average", first, second, "-o", str(tmp_path / "o.npz"))
+    assert_one_line_error(result, 2)
+    assert first in result.stderr and second in result.stderr and not (tmp_path / "o.npz").exists()
