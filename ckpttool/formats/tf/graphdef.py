@@ -21,7 +21,7 @@ from math import prod
 from typing import TYPE_CHECKING, Iterator
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
-from ckpttool.formats.dtypes import STRING, dtype_from_code
+from ckpttool.formats.dtypes import STRING, check_bool_bytes, dtype_from_code
 from ckpttool.formats.tf.messages import checked_shape
 from ckpttool.formats.variables import StoredTensor, Variable
 from ckpttool.storage import fs
@@ -313,6 +313,7 @@ class GraphConstants:
         """Structural: the constant decodes to its declared shape (graphs carry no checksums)."""
         total = 0
         for chunk in self.iter_value_chunks(var):
+            check_bool_bytes(var.name, var.dtype, chunk.tobytes() if var.dtype.name == "bool" else b"")
             total += chunk.size
         if total != var.num_elements:
             raise CorruptCheckpoint(f"Const {quote(var.name)} decodes to {total} elements, not {var.num_elements}")

@@ -22,7 +22,7 @@ import numpy as np
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
 from ckpttool.storage import fs
-from ckpttool.formats.dtypes import STRING, dtype_from_code
+from ckpttool.formats.dtypes import STRING, check_bool_bytes, dtype_from_code
 from ckpttool.formats.tf.messages import extents_of, parse_message, shape_of
 from ckpttool.formats.tf.ordered_code import decode_slice_key
 from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
@@ -159,6 +159,7 @@ class V1Checkpoint:
         if var.partitioned:
             return 0
         value = self.read(var)
+        check_bool_bytes(var.name, var.dtype, value.tobytes() if var.dtype.name == "bool" else b"")
         return value.nbytes if value.dtype != object else sum(len(v) for v in value.reshape(-1))
 
     def object_graph_bytes(self) -> bytes | None:
