@@ -3,7 +3,8 @@ TensorFlow are the oracles, run here in a subprocess.
 
 `python tests/keras_like_fixtures.py make OUT` writes:
 - trained.weights.h5 / trained.keras: a Sequential (Dense, BatchNormalization, Dense) compiled
-  with Adam and trained a step; trained.npz: its get_weights();
+  with Adam and trained a step; trained.npz: its get_weights(); tf2/ckpt: the same model written by
+  tf.train.Checkpoint(model=model) (a TF2 checkpoint, optimizer included);
 - template.weights.h5 / template.keras: the same architecture built with another seed, untrained;
 - tf1/model.ckpt-1: a TF1 Saver checkpoint of `dense/kernel`, `dense/bias`, `dense_1/kernel`,
   `dense_1/bias` (plus global_step and Adam slots, which no Keras weight takes); tf1.npz: those
@@ -63,6 +64,9 @@ def make(out: str) -> None:
     model.save_weights(os.path.join(out, "trained.weights.h5"))
     model.save(os.path.join(out, "trained.keras"))
     np.savez(os.path.join(out, "trained.npz"), *model.get_weights())
+    import tensorflow as tf
+
+    tf.train.Checkpoint(model=model).write(os.path.join(out, "tf2", "ckpt"))
     keras.utils.set_random_seed(99)
     template = build("bn")
     template.save_weights(os.path.join(out, "template.weights.h5"))

@@ -199,3 +199,86 @@ def test_best_by_tensorboard_events(run, tmp_path, tf):
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
     assert [(s["step"], round(s["score"], 4)) for s in document["sources"]] == [(2, 0.9), (4, 0.95)]  # max: accuracy
+
+
+def _float64_checkpoints(tf, directory, columns):
+    """One TF2 checkpoint per column of `columns` (a float64 vector each), their prefixes."""
+    return [tf.train.Checkpoint(v=tf.Variable(np.array(column, np.float64))).write(str(directory / f"c{i}" / "ck"))
+            for i, column in enumerate(columns)]
+
+
+@pytest.mark.parametrize("count", [2, 3, 5])
+def test_float64_mean_near_the_largest_double_does_not_overflow(tmp_path, tf, count):
+    """Sources holding values near float64's largest (1.7e308 each: their sum overflows) average to
+    their mean, not inf: against the exact mean (fractions) of the values TensorFlow reads, within
+    the bound the module states (n-1 roundings of the sum and one of the division: at most n units
+    in the last place of the mean's magnitude here), and exactly the rounded mean for two sources."""
+    from fractions import Fraction
+
+    big = np.finfo(np.float64).max
+    rows = [[1.7e308] * count, [big] * count, [-big] * count, [big, -big] * (count // 2) + [big] * (count % 2),
+            [1.0e308 / count * (i + 1) for i in range(count)], [5e-324] * count, [1.5, 2.5, 3.5, 4.5, 5.5][:count]]
+    prefixes = _float64_checkpoints(tf, tmp_path, list(zip(*rows)))
+    out = tmp_path / "avg" / "ck"
+    assert run_cli("average", *prefixes, "-o", str(out)).exit_code == 0
+    name = "v/.ATTRIBUTES/VARIABLE_VALUE"
+    got = tf.train.load_checkpoint(str(out)).get_tensor(name)
+    values = np.stack([tf.train.load_checkpoint(p).get_tensor(name) for p in prefixes])
+    for index in range(len(rows)):
+        exact = sum(Fraction(float(v)) for v in values[:, index]) / count
+        assert np.isfinite(got[index]), (index, got[index])
+        if count == 2:
+            assert got[index] == float(exact), index
+        else:
+            largest = max(abs(float(v)) for v in values[:, index])
+            ulp = largest - np.nextafter(largest, 0.0)  # np.spacing of the largest double is inf
+            assert abs(Fraction(float(got[index])) - exact) <= count * Fraction(float(ulp)), index
+
+
+def test_ordinary_float64_values_keep_numpys_mean(tmp_path, tf):
+    """Where nothing overflows, the mean is numpy's (float64 sum, then the division), bit for bit."""
+    rng = np.random.default_rng(5)
+    columns = [rng.standard_normal(64) * 10.0 ** rng.integers(-300, 300, 64) for _ in range(3)]
+    prefixes = _float64_checkpoints(tf, tmp_path, columns)
+    out = tmp_path / "avg" / "ck"
+    assert run_cli("average", *prefixes, "-o", str(out)).exit_code == 0
+    name = "v/.ATTRIBUTES/VARIABLE_VALUE"
+    assert tf.train.load_checkpoint(str(out)).get_tensor(name).tobytes() == _mean(tf, prefixes, name).tobytes()
+
+
+def _alias(kind: str, run, tmp_path) -> tuple[str, str]:
+    """Two arguments naming the same checkpoint (run/ckpt-2), the second by another path."""
+    import os
+
+    if kind == "symlinked directory":
+        (tmp_path / "alias").symlink_to(run, target_is_directory=True)
+        return str(run / "ckpt-2"), str(tmp_path / "alias" / "ckpt-2")
+    if kind in ("symlinked files", "hard-linked files"):
+        copy = tmp_path / "copy"
+        copy.mkdir()
+        for file in run.glob("ckpt-2.*"):
+            (os.symlink if kind == "symlinked files" else os.link)(file, copy / file.name)
+        return str(run / "ckpt-2"), str(copy / "ckpt-2")
+    if kind == "file URL":
+        return str(run / "ckpt-2"), "file://" + str(run / "ckpt-2.index")
+    if kind == "index file and prefix":
+        return str(run / "ckpt-2.index"), str(run / "ckpt-2")
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["symlinked directory", "symlinked files", "hard-linked files", "file URL",
+                                  "index file and prefix"])
+def test_the_same_checkpoint_given_twice_is_refused(run, tmp_path, kind):
+    """One checkpoint reached by two paths would count twice in the mean: refused (exit 2, a bad
+    argument) naming both arguments, whichever way the second reaches the same files."""
+    first, second = _alias(kind, run, tmp_path)
+    result = run_cli("average", first, str(run / "ckpt-4"), second, "-o", str(tmp_path / "o.npz"))
+    assert_one_line_error(result, 2)
+    assert first in result.stderr and second in result.stderr
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_a_run_directory_and_its_latest_checkpoint_are_one_source(run, tmp_path):
+    result = run_cli("average", str(run / "ckpt-5"), str(run), "-o", str(tmp_path / "o.npz"))
+    assert_one_line_error(result, 2)
+    assert str(run / "ckpt-5") in result.stderr and f"{run}'" in result.stderr

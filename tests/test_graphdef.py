@@ -134,3 +134,50 @@ def test_hostile_graphs(tf, frozen, tmp_path):
     (tmp_path / "garbage.pb").write_bytes(bytes(range(256)) * 64)
     with pytest.raises(BadInput):
         GraphConstants(str(tmp_path / "garbage.pb"))
+
+
+def _splat_graph(tf, path, constants) -> None:
+    """A GraphDef of Const nodes each holding one typed value for a large shape (TensorFlow's
+    shorthand: the value fills the shape); `constants`: (name, dtype, shape, value)."""
+    graph_def = tf.compat.v1.GraphDef()
+    for name, dtype, shape, value in constants:
+        node = graph_def.node.add(name=name, op="Const")
+        node.attr["dtype"].type = dtype.as_datatype_enum
+        tensor = node.attr["value"].tensor
+        tensor.dtype = dtype.as_datatype_enum
+        for size in shape:
+            tensor.tensor_shape.dim.add(size=size)
+        (tensor.string_val if dtype == tf.string else tensor.float_val).append(value)
+    path.write_bytes(graph_def.SerializeToString())
+
+
+def test_repeated_values_expand_within_one_bound_for_the_whole_graph(tf, tmp_path):
+    """A 4 KB graph whose string constant repeats one 4,000-byte value 400,000 times (a 1.6 GB
+    checkpoint), or whose float constants each repeat one value 10 million times (40 MB each, each
+    under the per-tensor bound, 120 MB together): the expansion of a file's tensors together is
+    bounded (64 MiB or the file's size), so convert refuses (exit 3, nothing written) under a memory
+    cap. TensorFlow's rule, on a small one: make_ndarray fills the shape with the value."""
+    import os
+
+    from tests.conftest import assert_one_line_error
+    from tests.hostile import assert_clean_exit, run_limited
+
+    _splat_graph(tf, tmp_path / "small.pb", [("s", tf.string, (3,), b"ab"), ("f", tf.float32, (2, 2), 1.5)])
+    graph_def = tf.compat.v1.GraphDef.FromString((tmp_path / "small.pb").read_bytes())
+    with GraphConstants(str(tmp_path / "small.pb"), min_elements=1) as reader:
+        for name, expected in _tf_consts(tf, graph_def).items():
+            assert reader.read(reader.variable(name)).tolist() == expected.tolist(), name
+    cases = {"strings.pb": [("big", tf.string, (400_000,), b"x" * 4000)],
+             "floats.pb": [(f"f{i}", tf.float32, (10_000_000,), 1.0) for i in range(3)]}
+    for name, constants in cases.items():
+        _splat_graph(tf, tmp_path / name, constants)
+        assert os.path.getsize(tmp_path / name) < 5000
+        out = tmp_path / f"out-{name}"
+        for destination in (out / "ckpt-1", out / "o.npz")[: 1 if name == "strings.pb" else 2]:  # npz holds no strings
+            result = run_limited("convert", tmp_path / name, destination)
+            assert_clean_exit(result, (3,))
+            assert_one_line_error(result, 3)
+            assert "expanding" in result.stderr, result.stderr
+        assert not out.exists() or os.listdir(out) == []
+        verify = run_limited("verify", tmp_path / name)
+        assert_clean_exit(verify, (1,))

@@ -157,10 +157,11 @@ def test_tensors_claiming_the_same_bytes_are_refused(tmp_path):
     assert "claim the same bytes" in result.stderr
 
 
-def _v1_file(path, shape, float_values) -> bytes:
-    """A one-tensor V1 checkpoint whose TensorProto stores `float_values` for `shape`."""
+def _v1_file(path, shape, float_values, dtype: int = 1, field: str = "float_val") -> bytes:
+    """A one-tensor V1 checkpoint whose TensorProto stores `float_values` (in `field`, of DataType
+    `dtype`) for `shape`."""
     header = pb.SavedTensorSlices()
-    meta = header.meta.tensor.add(name="x", type=1)
+    meta = header.meta.tensor.add(name="x", type=dtype)
     for dim in shape:
         meta.shape.dim.add(size=dim)
     meta.slice.add().extent.add()
@@ -169,10 +170,10 @@ def _v1_file(path, shape, float_values) -> bytes:
     value.data.name = "x"
     value.data.slice.extent.add()
     tensor = value.data.data
-    tensor.dtype = 1
+    tensor.dtype = dtype
     for dim in shape:
         tensor.tensor_shape.dim.add(size=dim)
-    tensor.float_val.extend(float_values)
+    getattr(tensor, field).extend(float_values)
     with open(path, "wb") as handle:
         handle.write(build_table([(b"", header.SerializeToString()),
                                   (encode_slice_key(b"x", [(0, -1)] * len(shape)), value.SerializeToString())]))
@@ -197,6 +198,24 @@ def test_v1_short_tensor_proto_is_expanded_only_within_bounds(tmp_path, tf):
         result = run_limited(*args, tmp_path / "bomb")
         assert_clean_exit(result, (1, 3))
         assert "expanding" in result.stderr + result.stdout
+
+
+def test_v1_repeated_string_is_bounded_by_its_bytes(tmp_path, tf):
+    """One 4,000-byte string_val for 400,000 elements in a V1 file of a few KB (TensorFlow's rule:
+    the value fills the shape, as make_ndarray shows on a small one): 1.6 GB once expanded, though
+    the elements (pointers to one value) counted 3 MB. Refused (exit 3) under a memory cap, nothing
+    written."""
+    from tensorflow.core.framework import tensor_pb2
+
+    proto = _v1_file(tmp_path / "small", (3,), [b"ab"], dtype=7, field="string_val")
+    assert tf.make_ndarray(tensor_pb2.TensorProto.FromString(proto)).tolist() == [b"ab"] * 3
+    assert run_cli("inspect", "--json", "--values", tmp_path / "small").json()["variables"][0]["value"] == ["ab"] * 3
+    _v1_file(tmp_path / "bomb", (400_000,), [b"x" * 4000], dtype=7, field="string_val")
+    assert os.path.getsize(tmp_path / "bomb") < 5000
+    result = run_limited("convert", tmp_path / "bomb", tmp_path / "out" / "ckpt-1")
+    assert_clean_exit(result, (3,))
+    assert_one_line_error(result, 3)
+    assert "expanding" in result.stderr and not (tmp_path / "out").exists()
 
 
 def _object_graph_bundle(prefix, graph: pb.TrackableObjectGraph, keys) -> None:

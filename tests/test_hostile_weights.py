@@ -288,6 +288,78 @@ def test_npz_bool_bytes_other_than_0_and_1_fail_verify(tmp_path, bad):
     assert run_cli("verify", tmp_path / "b.npz").exit_code == 1
 
 
+def _bool_source(kind: str, directory, bad: int, tf) -> str:
+    """A file holding the bool tensor [True, False, <byte `bad`>], written by the format's own
+    library (numpy, safetensors, TensorFlow's SaveV2, Keras then h5py), which each keep the byte, or
+    a GraphDef constant, which TensorFlow refuses to run."""
+    flags = np.array([1, 0, bad], np.uint8).view(np.bool_)
+    if kind == "npz":
+        np.savez(directory / "b.npz", flags=flags)
+        with np.load(directory / "b.npz") as data:
+            assert data["flags"].view(np.uint8)[2] == bad
+        return str(directory / "b.npz")
+    if kind == "safetensors":
+        from safetensors.numpy import load_file, save_file
+
+        save_file({"flags": flags}, str(directory / "b.safetensors"))
+        assert load_file(str(directory / "b.safetensors"))["flags"].view(np.uint8)[2] == bad
+        return str(directory / "b.safetensors")
+    if kind == "graph":  # TensorFlow writes bool constants as bool_val; tensor_content holds any byte
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.constant(np.zeros(3, np.bool_), name="flags")
+        graph_def = graph.as_graph_def()
+        tensor = graph_def.node[0].attr["value"].tensor
+        tensor.ClearField("bool_val")
+        tensor.tensor_content = flags.tobytes()
+        with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+            tf.import_graph_def(graph_def, name="")
+            with pytest.raises(tf.errors.InvalidArgumentError, match="Cannot parse tensor"):
+                session.run("flags:0")  # TensorFlow refuses that constant
+        (directory / "frozen.pb").write_bytes(graph_def.SerializeToString())
+        return str(directory / "frozen.pb")
+    if kind == "tf":
+        prefix = str(directory / "ck" / "b")
+        tf.raw_ops.SaveV2(prefix=prefix, tensor_names=["flags"], shape_and_slices=[""], tensors=[tf.constant(flags)])
+        assert tf.train.load_checkpoint(prefix).get_tensor("flags").view(np.uint8)[2] == bad
+        return prefix
+    import h5py
+    import keras
+
+    class Flags(keras.layers.Layer):
+        def build(self, shape):
+            self.mask = self.add_weight(shape=(3,), dtype="bool", initializer="ones", trainable=False)
+
+        def call(self, x):
+            return x
+
+    path = str(directory / "b.weights.h5")
+    keras.Sequential([keras.Input((3,)), Flags()]).save_weights(path)
+    with h5py.File(path, "r+") as handle:
+        handle["layers/flags/vars/0"][...] = flags
+    with h5py.File(path, "r") as handle:
+        assert handle["layers/flags/vars/0"][()].view(np.uint8)[2] == bad
+    return path
+
+
+@pytest.mark.parametrize("bad", [2, 0xFF])
+@pytest.mark.parametrize("kind", ["npz", "safetensors", "tf", "keras", "graph"])
+def test_bool_bytes_other_than_0_and_1_are_refused_by_convert_and_reported_by_verify(tmp_path, tf, kind, bad):
+    """Each format's library reads such a byte back as it is, and TensorFlow computes with it
+    (logical_not of 2 is 3, still true): convert refuses it (exit 3, nothing written), as
+    verify reports it (exit 1), whatever the source (an .npz became a TF bool tensor holding 2 or 255,
+    which verify then passed)."""
+    source = _bool_source(kind, tmp_path, bad, tf)
+    for destination in (tmp_path / "out" / "ckpt-1", tmp_path / "out" / "o.safetensors", tmp_path / "out" / "o.npz"):
+        result = run_cli("convert", source, destination)
+        assert_one_line_error(result, 3)
+        assert "0 and 1" in result.stderr and "flags" in result.stderr
+        assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+    verify = run_cli("verify", "--json", source)
+    assert verify.exit_code == 1, verify.stdout
+    assert "0 and 1" in verify.json()["errors"][0]["message"]
+
+
 def test_megabyte_name_to_npz_is_refused_before_writing(tmp_path):
     name = "a" * (1 << 20)
     with pytest.raises(Exception):  # noqa: B017 - zipfile's own limit (65535-byte names), any error

@@ -1,6 +1,8 @@
 """An interrupt that lands the moment a temp file is created: the writer must know of every temp it
 made, so that its cleanup removes them (a SIGINT between os.open and the caller's bookkeeping left
-`DST.data-00000-of-00001.tmp…` behind, seen as a flaky interrupt test under load)."""
+`DST.data-00000-of-00001.tmp…` behind, seen as a flaky interrupt test under load). And one that lands
+during the final commit of a temp (its fsync, its rename): a SIGTERM there left the full-size temp of
+a `convert --like` Keras file beside DST."""
 from __future__ import annotations
 
 import os
@@ -8,10 +10,12 @@ import signal
 
 import pytest
 
+from ckpttool.errors import Terminated
 from ckpttool.ops.convert import apply_convert, plan_convert
 from ckpttool.ops.rename import apply_rename, plan_rename
 from ckpttool.ops.rename_rules import RenameRules
 from ckpttool.storage import atomic
+from tests.test_keras_like import like_dir  # noqa: F401 - a fixture
 
 
 @pytest.fixture
@@ -51,3 +55,47 @@ def test_convert_interrupted_as_its_temp_is_created_leaves_nothing(fixtures_dir,
         apply_convert(plan)
     assert interrupt_at_temp_creation
     assert not out.exists() or os.listdir(out) == []
+
+
+@pytest.fixture
+def sigterm_unwinds():
+    """SIGTERM raises Terminated here, as the CLI's handler makes it (cli/entry.py)."""
+    def unwind(signum, frame):
+        raise Terminated(signum, signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("moment", ["fsync", "replace"])
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def test_convert_like_terminated_during_its_final_commit_leaves_nothing(like_dir, tmp_path, monkeypatch, moment,
+                                                                          suffix, sigterm_unwinds):
+    """SIGTERM delivered as the finished Keras file is synced, or just before it is renamed to DST:
+    neither DST nor its temp is left."""
+    out = tmp_path / "out"
+    out.mkdir()
+    plan = plan_convert(str(like_dir / "trained.weights.h5"), str(out / f"dst{suffix}"),
+                        like=str(like_dir / f"template{suffix}"))
+    fired = []
+
+    def commits_dst(args) -> bool:  # the fsync of DST's temp, or the rename onto DST
+        if moment == "replace":
+            return os.fspath(args[1]) == plan.destination
+        temps = [out / name for name in os.listdir(out) if atomic.TEMP_SUFFIX_RE.search(name)]
+        return any(os.path.samestat(os.fstat(args[0]), os.stat(temp)) for temp in temps)
+
+    def signal_first(real):
+        def call(*args, **kwargs):
+            if not fired and commits_dst(args):
+                fired.append(args)
+                signal.raise_signal(signal.SIGTERM)
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(atomic.os, moment, signal_first(getattr(os, moment)))
+    with pytest.raises(Terminated):
+        apply_convert(plan)
+    assert fired
+    assert os.listdir(out) == []

@@ -208,3 +208,63 @@ def test_pytorch_layout_back_into_a_keras_model(like_dir, tmp_path):
                    like_dir / "template.weights.h5", "--layout", "tf")
     assert doc["unmatched"] == []
     _assert_same(_keras_loads("bn", tmp_path / "out.weights.h5", tmp_path), trained)
+
+
+def _layer_names_for(names, layers: list[str], sep: str = "/") -> list[str]:
+    """--regex options naming each layer scope of a TF2 checkpoint's model paths
+    (`model._functional._operations.N`, in N order: the model's layers after its Input) as the
+    template's Keras 3 layers: the object graph records no layer names. `sep`: the separator of the
+    names the rules see (`/` after --layout tf)."""
+    import re
+
+    scopes = sorted({name.rsplit(".", 1)[0] for name in names}, key=lambda s: int(s.rsplit(".", 1)[1]))
+    assert len(scopes) == len(layers), scopes
+    options = []
+    for scope, layer in zip(scopes, layers):
+        options += ["--regex", f"^{re.escape(scope.replace('.', sep))}{re.escape(sep)}={layer}/"]
+    return options
+
+
+def test_tf2_checkpoint_through_pytorch_names_and_back(like_dir, tmp_path):
+    """A TF2 checkpoint of Dense -> BatchNormalization -> Dense out with --names model --layout torch,
+    and back with --like TEMPLATE --layout tf: BatchNormalization's weight and bias (told by their
+    running_mean/running_var siblings) are gamma and beta again, so Keras' load_weights gives the
+    trained model's weights, variable by variable (they were permuted: gamma <- beta <- moving_mean
+    <- moving_variance <- gamma, exit 0)."""
+    from safetensors.numpy import load_file
+
+    _convert(like_dir / "tf2" / "ckpt", tmp_path / "pt.safetensors", "--names", "model", "--layout", "torch",
+             "--drop-optimizer")
+    names = list(load_file(str(tmp_path / "pt.safetensors")))
+    assert any(n.endswith(".2.weight") for n in names) and any(n.endswith(".2.running_var") for n in names)
+    rename = _layer_names_for(names, ["dense", "batch_normalization", "dense_1"])
+    doc = _convert(tmp_path / "pt.safetensors", tmp_path / "out.weights.h5", "--like", like_dir / "template.weights.h5",
+                   "--layout", "tf", *rename)
+    assert doc["unmatched"] == [] and doc["unused"] == []
+    got, expected = _keras_loads("bn", tmp_path / "out.weights.h5", tmp_path), _arrays(like_dir / "trained.npz")
+    labels = ["dense kernel", "dense bias", "gamma", "beta", "moving_mean", "moving_variance", "dense_1 kernel",
+              "dense_1 bias"]
+    assert len(got) == len(expected) == len(labels)
+    for label, a, b in zip(labels, got, expected):
+        np.testing.assert_array_equal(a, b, err_msg=label)
+
+
+def test_weights_of_one_shape_are_never_filled_by_unknown_order(like_dir, tmp_path):
+    """A layer whose same-shaped weights the source's names do not tell apart (PyTorch's weight,
+    bias, running_mean, running_var kept as they are, all [3]) is refused (exit 3) listing the
+    template's candidates and the source names, even with --partial: it was filled in the order the
+    names happened to sort (exit 0, every BatchNormalization weight holding another's values)."""
+    from safetensors.numpy import load_file
+
+    _convert(like_dir / "tf2" / "ckpt", tmp_path / "pt.safetensors", "--names", "model", "--layout", "torch",
+             "--drop-optimizer")
+    names = list(load_file(str(tmp_path / "pt.safetensors")))
+    rename = _layer_names_for(names, ["dense", "batch_normalization", "dense_1"], sep=".")
+    result = run_cli("convert", tmp_path / "pt.safetensors", tmp_path / "out.weights.h5", "--like",
+                     like_dir / "template.weights.h5", "--partial", *rename)
+    assert_one_line_error(result, 3)
+    for index in range(4):
+        assert f"layers/batch_normalization/vars/{index}" in result.stderr
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        assert next(n for n in names if n.endswith(f".2.{name}")) in result.stderr
+    assert not (tmp_path / "out.weights.h5").exists()

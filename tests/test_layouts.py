@@ -326,3 +326,32 @@ def test_kind_by_name_and_rank():
     assert back["model.bn.weight"].name == "model/bn/gamma"
     assert (back["model.proj.weight"].name, back["model.proj.weight"].perm) == ("model/proj/kernel", (1, 0))
     assert back["model.step"].name == "model/step"
+
+
+def test_way_back_knows_batch_normalization_by_its_running_stats_in_model_paths(tmp_path, tf):
+    """`--names model` paths of a TF2 checkpoint (`model._functional._operations.2.weight`) say no
+    layer class: on the way back (`--layout tf`) a weight and bias whose scope holds running_mean and
+    running_var are BatchNormalization's gamma and beta (they stayed `weight` and `bias`); every
+    tensor comes back as TensorFlow reads it from the original checkpoint."""
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization(),
+                              keras.layers.Dense(2)])
+    rng = np.random.default_rng(3)
+    for weight in model.weights:  # random values everywhere (BatchNormalization starts at 0/1)
+        weight.assign(rng.standard_normal(weight.shape).astype(np.float32))
+    tf.train.Checkpoint(model=model).write(str(tmp_path / "ck" / "m"))
+    assert run_cli("convert", tmp_path / "ck" / "m", tmp_path / "m.safetensors", "--names", "model",
+                   "--layout", "torch").exit_code == 0
+    result = run_cli("convert", tmp_path / "m.safetensors", tmp_path / "back.npz", "--layout", "tf")
+    assert result.exit_code == 0, result.stderr
+    reader = tf.train.load_checkpoint(str(tmp_path / "ck" / "m"))
+    expected = {}
+    for key in reader.get_variable_to_shape_map():
+        if not key.startswith("_CHECKPOINTABLE"):
+            name = key[: -len("/.ATTRIBUTES/VARIABLE_VALUE")]
+            expected[name[:-len("_kernel")] + "kernel" if name.endswith("/_kernel") else name] = reader.get_tensor(key)
+    with np.load(tmp_path / "back.npz") as back:
+        assert sorted(back.files) == sorted(expected)
+        for name, value in expected.items():
+            assert back[name].tobytes() == value.tobytes(), name

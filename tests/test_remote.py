@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_subprocess
 from tests.remote_servers import BUCKET, CountingProxy, start_gcs, start_s3, upload_tree
 from tests.test_keras_legacy import legacy_dir  # noqa: F401 - a fixture
 from tests.test_keras_like import like_dir  # noqa: F401 - a fixture
@@ -675,7 +675,7 @@ def test_recursive_prune_applies_a_buckets_run_directories_concurrently(servers,
     for run in ("a", "b"):
         shutil.copytree(fixtures_dir / "tf2_many", local / run)
     url = upload_tree(servers["s3"], str(local), fresh_prefix("runs"))
-    met = threading.Barrier(2, timeout=30)  # a readiness condition, not a measured time
+    met = threading.Barrier(2, timeout=300)  # a readiness condition, not a measured time
     real_apply = prune_ops.apply_prune
 
     def apply_after_meeting(plan, *args, **kwargs):
@@ -695,3 +695,90 @@ def test_recursive_prune_applies_a_buckets_run_directories_concurrently(servers,
     assert deleted == {d["directory"].rsplit("/", 1)[-1]: sorted(x["name"] for x in d["deleted"])
                        for d in local_doc["directories"]}
     assert all(deleted.values())
+
+
+def test_average_counts_a_checkpoint_once_through_a_protocol_alias(store, fixtures_dir, tmp_path):
+    """s3a:// is s3://, gcs:// is gs:// (fsspec's registry): one checkpoint given through both would
+    count twice in the mean; refused (exit 2) naming both arguments."""
+    _local, url = upload(store, fixtures_dir, "saver_run")
+    alias = {"s3": "s3a", "gs": "gcs"}[store.protocol] + url[len(store.protocol):]
+    first, second = f"{url}/model.ckpt-50", f"{alias}/model.ckpt-50"
+    result = run_cli("average", first, second, "-o", str(tmp_path / "o.npz"))
+    assert_one_line_error(result, 2)
+    assert first in result.stderr and second in result.stderr and not (tmp_path / "o.npz").exists()
+
+
+class _RefusingFtpServer:
+    """An FTP server on 127.0.0.1 that greets, takes one command and refuses the login: enough to see
+    what reached it (the host and port connected to, the user named)."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.commands: list[str] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            connection, _ = self.listener.accept()
+        except OSError:
+            return
+        with connection, connection.makefile("rwb") as stream:
+            stream.write(b"220 ready\r\n")
+            stream.flush()
+            self.commands.append(stream.readline().decode().strip())
+            stream.write(b"530 Login incorrect.\r\n")
+            stream.flush()
+
+    def close(self) -> None:
+        import socket
+
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes an accept() still waiting (close alone does not)
+        except OSError:
+            pass
+        self.listener.close()
+        self.thread.join()
+
+
+def test_ftp_url_reaches_its_server_and_fails_in_one_line():
+    """`ls ftp://alice@127.0.0.1:PORT/run`: the backend connects to that host and port as alice (the
+    URL's server never reached it: `FTPFileSystem.__init__() missing ... 'host'`), and what the server
+    answers is one error line, with no destructor traceback after it."""
+    server = _RefusingFtpServer()
+    try:
+        proc = run_subprocess("ls", f"ftp://alice@127.0.0.1:{server.port}/run")
+    finally:
+        server.close()
+    assert_one_line_error(proc, 3)
+    assert server.commands == ["USER alice"]
+    assert "530" in proc.stderr and "Exception ignored" not in proc.stderr
+
+
+def test_ftp_url_without_a_server_is_one_line():
+    proc = run_subprocess("ls", "ftp:///run")
+    assert_one_line_error(proc, 3)
+    assert "Exception ignored" not in proc.stderr and "ftp://HOST" in proc.stderr
+
+
+def test_file_urls_never_open_a_fifo(like_dir, tmp_path):
+    """A FIFO named like a Keras checkpoint beside a real one: `ls file:///DIR` lists what `ls DIR`
+    lists (it waited forever in the FIFO's open), and reading the FIFO by URL is refused at once.
+    The timeout only turns a hang into a failure."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(like_dir / "trained.weights.h5", run / "w.02.weights.h5")
+    os.mkfifo(run / "w.01.weights.h5")
+    by_url = run_subprocess("ls", "--json", f"file://{run}", timeout=300)
+    assert by_url.returncode == 0, by_url.stderr
+    by_path = run_cli("ls", "--json", run)
+    assert [c["name"] for c in json.loads(by_url.stdout)["checkpoints"]] == \
+        [c["name"] for c in by_path.json()["checkpoints"]] == ["w.02.weights.h5"]
+    for command in ("inspect", "verify"):
+        proc = run_subprocess(command, f"file://{run}/w.01.weights.h5", timeout=300)
+        assert_one_line_error(proc, 3)
+        assert "FIFO" in proc.stderr

@@ -435,3 +435,34 @@ def test_diff_compares_integers_exactly_whatever_the_tolerance(tmp_path, tf):
     human = run_cli("diff", "--atol", "0.01", a, b)
     assert human.exit_code == 1 and "bigger/.ATTRIBUTES/VARIABLE_VALUE" in human.stdout
     assert f"max abs {2**63}," in human.stdout  # exact, not 9.22337e+18
+
+
+@pytest.mark.parametrize("kind", ["tf1", "tf2"])
+def test_map_file_lone_surrogate_in_a_new_name_exits_3(fixtures_dir, tmp_path, tf, kind):
+    """A JSON map file's "\\udc80" is no character: the new name it makes cannot be written as text
+    (a TF2 object graph's keys) and would become byte 0x80 in a bundle's. Refused (exit 3) naming the
+    entry, before anything is written (a TF2 checkpoint exited 70)."""
+    if kind == "tf1":
+        src, old = fixtures_dir / "saver_run" / "model.ckpt-50", "embedding"
+    else:
+        src = tf.train.Checkpoint(w=tf.Variable(np.ones(3, np.float32))).write(str(tmp_path / "src" / "ck"))
+        old = "w/.ATTRIBUTES/VARIABLE_VALUE"
+    (tmp_path / "m.json").write_text(json.dumps({old: "x\udc80y"}))
+    assert "\\udc80" in (tmp_path / "m.json").read_text()
+    result = run_cli("rename-vars", "--map-file", tmp_path / "m.json", src, tmp_path / "out" / "ck")
+    assert_one_line_error(result, 3)
+    assert repr(old) in result.stderr and "m.json" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_undecodable_new_name_of_a_tf2_checkpoint_exits_3(tmp_path, tf):
+    """A new name holding bytes that are not UTF-8 (`--map` from a shell, undecodable argv bytes):
+    a TF2 object graph stores keys as UTF-8 text, so rename-vars refuses (exit 3) naming it (exit 70)."""
+    from tests.conftest import run_subprocess
+
+    src = tf.train.Checkpoint(w=tf.Variable(np.ones(3, np.float32))).write(str(tmp_path / "src" / "ck"))
+    mapping = os.fsdecode(b"w/.ATTRIBUTES/VARIABLE_VALUE=x\x80y")
+    proc = run_subprocess("rename-vars", "--map", mapping, src, tmp_path / "out" / "ck")
+    assert_one_line_error(proc, 3)
+    assert "w/.ATTRIBUTES/VARIABLE_VALUE" in proc.stderr
+    assert not (tmp_path / "out").exists()

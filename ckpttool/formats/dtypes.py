@@ -153,10 +153,11 @@ def all_dtypes() -> list[DType]:
     return list(_ALL)
 
 
-def check_bool_bytes(name: str, dtype: DType, chunk: bytes) -> None:
-    """A stored bool is byte 0 or 1 (safetensors' check; numpy would show 2 as True and write it back)."""
+def check_bool_bytes(name: str, dtype: DType, chunk: bytes, *, shown: str | None = None) -> None:
+    """A stored bool is byte 0 or 1 (safetensors' check; numpy would show 2 as True and write it back).
+    `shown`: the tensor as messages name it, when not `name` quoted."""
     if dtype.name == "bool" and chunk.translate(None, b"\x00\x01"):
-        raise CorruptCheckpoint(f"bool tensor {name!r} holds bytes other than 0 and 1")
+        raise CorruptCheckpoint(f"bool tensor {shown or repr(name)} holds bytes other than 0 and 1")
 
 
 NUMPY_MAX_DIMS = 64  # numpy's NPY_MAXDIMS (numpy 2)

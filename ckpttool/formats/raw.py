@@ -12,6 +12,7 @@ import os
 from typing import TYPE_CHECKING, Iterator
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
+from ckpttool.formats.dtypes import check_bool_bytes
 from ckpttool.formats.tf import crc32c as crc
 from ckpttool.formats.tf.bundle import Bundle
 from ckpttool.formats.variables import StoredTensor, Variable, slice_bounds, slice_shape
@@ -113,16 +114,27 @@ def check_stored_readable(reader, var: Variable) -> None:
 
 
 def iter_stored_bytes(reader, var: Variable, chunk_bytes: int | None = None) -> Iterator[bytes]:
-    """The fixed-width variable's elements as stored: little-endian C-order bytes, in chunks."""
+    """The fixed-width variable's elements as stored: little-endian C-order bytes, in chunks. A bool
+    byte other than 0 and 1 is CorruptCheckpoint, from every format: the libraries hand such bytes on
+    (numpy, safetensors, h5py, TensorFlow's reader) and TensorFlow then computes with them
+    (logical_not of 2 is 3, still true), so nothing is written from them."""
     check_stored_readable(reader, var)
     chunk_bytes = chunk_bytes or CHUNK_BYTES
     if isinstance(reader, Bundle):
-        return _bundle_bytes(reader, var, chunk_bytes)
-    if hasattr(reader, "iter_stored_bytes"):
-        return reader.iter_stored_bytes(var, chunk_bytes)
-    import numpy as np
+        chunks = _bundle_bytes(reader, var, chunk_bytes)
+    elif hasattr(reader, "iter_stored_bytes"):
+        chunks = reader.iter_stored_bytes(var, chunk_bytes)
+    else:
+        import numpy as np
 
-    return iter([np.ascontiguousarray(reader.read(var), dtype=np.dtype(var.dtype.storage)).tobytes()])
+        chunks = iter([np.ascontiguousarray(reader.read(var), dtype=np.dtype(var.dtype.storage)).tobytes()])
+    return _bools_checked(var, chunks) if var.dtype.name == "bool" else chunks
+
+
+def _bools_checked(var: Variable, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    for chunk in chunks:
+        check_bool_bytes(var.name, var.dtype, chunk)
+        yield chunk
 
 
 def read_stored(reader, var: Variable) -> np.ndarray:

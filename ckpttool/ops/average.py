@@ -1,13 +1,15 @@
 """`average`: the element-wise mean of several checkpoints' weights, written as `convert` writes.
 
 Every floating variable (float16, bfloat16, float32, float64) is averaged, accumulated in float64
-and written in its own dtype (rounded to nearest even); every other variable (integers such as
+(overflow-free: see _mean for the error bound) and written in its own dtype (rounded to nearest
+even); every other variable (integers such as
 step counters, strings, booleans, the exotic floats) is taken from the newest checkpoint: the one
 with the highest step when every source has one in its name, else the last given. The optimizer's
 state is left out unless asked for. The sources must hold the same variables with the same dtypes
 and shapes; the first that differs is named (BadInput, exit 3).
 
-The sources are checkpoints, or one run directory with a selection: its last N checkpoints, the
+The sources are checkpoints (two arguments reaching one checkpoint, by whatever path or alias, are
+refused: it would count twice), or one run directory with a selection: its last N checkpoints, the
 given steps, or the best N by an eval metric, scored and ranked as prune --keep-best and latest
 --best do (ops/scoring: event files, a metrics file, trainer_state.json; Keras `{epoch}` files by
 the log epoch before; ties to the older; a damaged log refused unless allowed). Memory stays
@@ -85,8 +87,7 @@ def select_sources(sources: list[str], *, last: int | None = None, steps: str | 
         for source in sources:
             target = resolve_target(source)
             picked.append(Selected(target.prefix, target.format, _step(target.prefix)))
-        if len({fs.absolute(p.prefix) for p in picked}) != len(picked):
-            raise UsageProblem("a checkpoint is given twice: each source counts once in the mean")
+        refuse_duplicate_sources(sources, picked)
         if all(p.step is not None for p in picked):
             picked.sort(key=lambda p: p.step)  # the newest (highest step) last
         return picked, "given", None, ()
@@ -145,6 +146,37 @@ def _best_sources(directory: str, complete: list, best: int, metric: str | None,
         raise BadInput(f"--best {best}: only {len(chosen)} checkpoint(s) of {directory} have a {metric!r} "
                        f"score in {scores.source}")
     return [c for c in complete if c.name in chosen], scores
+
+
+def _file_keys(selected: Selected) -> frozenset[tuple]:
+    """Canonical names of the file that holds a checkpoint's entries (a bundle's index, else the file
+    itself): storage's identity (symlinks resolved, file:// URLs, protocol aliases) and, locally, its
+    inode even when it has several links (a hard-linked copy holds the same bytes: it counts as one)."""
+    import os
+
+    main = selected.prefix + ".index" if selected.format == "v2" else selected.prefix
+    keys = set(fs.identity(main))
+    if not fs.is_url(main):
+        try:
+            found = os.stat(main)
+            keys.add(("inode", found.st_dev, found.st_ino))
+        except OSError:
+            pass  # a V1 shard pattern names no one file: its real path is compared
+    return frozenset(keys)
+
+
+def refuse_duplicate_sources(arguments: list[str], picked: list[Selected]) -> None:
+    """UsageProblem naming both arguments when two of them reach one checkpoint, however (the same
+    prefix, one of its files, its run directory, a symlink, a hard link, a file:// URL, a protocol
+    alias): it would count twice in the mean."""
+    seen: dict[tuple, int] = {}
+    for index, selected in enumerate(picked):
+        keys = _file_keys(selected)
+        earlier = next((seen[key] for key in keys if key in seen), None)
+        if earlier is not None:
+            raise UsageProblem(f"{arguments[earlier]!r} and {arguments[index]!r} are the same checkpoint "
+                               f"({picked[earlier].prefix}): each source counts once in the mean")
+        seen.update(dict.fromkeys(keys, index))
 
 
 def _check_same(base_reader, base: Selected, reader, other: Selected) -> None:
@@ -224,6 +256,32 @@ def _pieces(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
         yield bytes(pending)
 
 
+def _mean(np, values: list) -> "np.ndarray":
+    """The element-wise mean of equally long float arrays, in float64: their sum (each addition
+    rounded, in the order given) divided by their count, as numpy's mean of the stacked values.
+
+    Where that sum overflows (float64 sources near 1.8e308: two of 1.7e308 make inf) it is taken
+    again over the values scaled by 2**-k, 2**k >= 2n: scaling by a power of two is exact, so the
+    result is the very sum and quotient float64 would give with an unbounded exponent (barring
+    values below 2**-1022 * 2**k, which shift under the scaling by less than 2**-1074 each). The
+    error is that of the plain mean everywhere: at most (n-1) * 2**-53 * sum|x| / n for the sum plus
+    half a unit in the last place for the division; for two sources the correctly rounded mean. A
+    mean lies between its values: the result never overflows."""
+    total = values[0].astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and nan inputs give inf and nan, as numpy's mean
+        for more in values[1:]:
+            np.add(total, more, out=total)
+        overflowed = np.flatnonzero(~np.isfinite(total)) if values[0].dtype == np.float64 else ()
+        total /= len(values)
+        if len(overflowed):
+            scale = 2.0 ** -(len(values).bit_length() + 1)
+            scaled = values[0][overflowed] * scale
+            for more in values[1:]:
+                scaled += more[overflowed] * scale
+            total[overflowed] = scaled / len(values) / scale
+    return total
+
+
 def _mean_stream(readers: list, name: str, dtype: str) -> Iterator[bytes]:
     import numpy as np
 
@@ -234,11 +292,7 @@ def _mean_stream(readers: list, name: str, dtype: str) -> Iterator[bytes]:
     size = CHUNK_BYTES // itemsize * itemsize
     streams = [_pieces(iter_stored_bytes(r, r.variable(name), size), size) for r in readers]
     for pieces in zip(*streams):
-        total = decode_floats(pieces[0], dtype).astype(np.float64)
-        for piece in pieces[1:]:
-            np.add(total, decode_floats(piece, dtype), out=total)
-        total /= len(pieces)
-        # a mean lies between its values: nothing overflows, no count is needed
+        total = _mean(np, [decode_floats(piece, dtype) for piece in pieces])
         if dtype == "bfloat16":
             yield to_bfloat16(total.astype("<f4")).tobytes()
         else:

@@ -9,7 +9,11 @@ A template weight takes, in this order:
    name (`dense_1/kernel`, `model/dense_1/bias` for `layers/dense_1`), in the order Keras
    creates a layer's weights (kernel before bias, gamma, beta, moving mean, moving variance,
    the rest as the source lists them), the i-th of those for `vars/<i>`, when every shape of the
-   layer agrees (else the layer is not paired so).
+   layer agrees (else the layer is not paired so). Order decides only where it is known: weights
+   of one shape are filled so only when the source has as many of that shape, each named as
+   Keras names it (gamma, beta, moving_mean ...); else nothing tells which is which (PyTorch's
+   weight, bias, running_mean, running_var) and the match is refused (BadInput, exit 3), listing
+   the template's weights and the source's names.
    A layer name two source scopes or two template layers share is ambiguous: not matched so.
    Layers left unpaired by name are paired in the order of Keras' per-class counters when both
    sides have as many of a class (Keras 2's `dense_1`, `dense_2` are Keras 3's `dense`, `dense_1`).
@@ -20,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ckpttool.errors import BadInput
 from ckpttool.formats.variables import Variable
 
 _VARS_RE = re.compile(r"^(?:(.*)/)?vars/(\d+)$")
@@ -58,6 +63,25 @@ def _leaf(path: str) -> str:
 def _creation_rank(name: str) -> int:
     leaf = re.sub(r":\d+$", "", _leaf(name))
     return _CREATION_ORDER.index(leaf) if leaf in _CREATION_ORDER else len(_CREATION_ORDER)
+
+
+def _refuse_unknown_order(layer: str, ordered: list[Variable], weights: list[Variable],
+                          mapping: dict[str, str]) -> None:
+    """BadInput when order would decide among weights of one shape without the names saying which
+    (a wrong guess loads without error and computes garbage)."""
+    for shape in dict.fromkeys(w.shape for w in weights):
+        candidates = [w.name for w in weights if w.shape == shape]
+        sources = [v for v in ordered if v.shape == shape]
+        ranks = [_creation_rank(mapping[v.name]) for v in sources]
+        if len(candidates) == len(sources) == 1 or (
+                len(candidates) == len(sources) and len(set(ranks)) == len(ranks)
+                and max(ranks) < len(_CREATION_ORDER)):
+            continue
+        raise BadInput(f"template layer {layer!r}: nothing tells which of the source's "
+                       + ", ".join(repr(v.name) for v in sources) + f" (shape {list(shape)}) fills which of "
+                       + ", ".join(repr(c) for c in candidates) + "; refusing to fill them by order",
+                       hint="name them as Keras does (kernel, bias, gamma, beta, moving_mean, moving_variance; "
+                            "--layout tf for PyTorch names), or map each with --map")
 
 
 def _counter(name: str) -> tuple[str, int]:
@@ -128,6 +152,7 @@ def match_template(sources: list[Variable], mapping: dict[str, str], template: l
         weights = [layers[layer][index] for index in sorted(layers[layer])]
         if len(ordered) < len(weights) or any(v.shape != w.shape for v, w in zip(ordered, weights)):
             return False
+        _refuse_unknown_order(layer, ordered, weights, mapping)
         for var, weight in zip(ordered, weights):
             matches.append(Match(var.name, weight.name, "order"))
             taken.add(var.name)

@@ -21,7 +21,8 @@ object graph records no layer classes; under its paths (`_operations/3/kernel`)
 a depthwise kernel (k..., in, mult) is told by its layer's bias, of in*mult
 elements where a convolution's has out (the last axis). A depthwise layer
 without a bias looks like a convolution there: name it with `--transpose`. The way back (`--layout tf`) reads
-PyTorch names (`.` separated) the same way; a depthwise weight
+PyTorch names (`.` separated) the same way, a `weight` and `bias` whose scope holds
+`running_mean`/`running_var` being BatchNormalization's gamma and beta whatever the scope's name; a depthwise weight
 (in*mult, 1, k...) goes back with a depth multiplier of 1 unless `--transpose`
 says otherwise.
 
@@ -214,8 +215,10 @@ def _to_tf(name: str, shape: tuple[int, ...], siblings: dict[str, tuple[int, ...
     prefix = "/".join(stem)
     keras_file = len(stem) >= 2 and stem[-2] == "layers"  # back to a Keras 3 file's layers/<layer>/vars/N
     hint = _kind_hint(stem[-1:]) if stem else None
-    batch_norm = (prefix + ".running_mean" in siblings or prefix + "/running_mean" in siblings
-                  or hint == "batch_norm")
+    # Its scope's running statistics make a weight and bias BatchNormalization's, whatever the scope
+    # is called (`model._functional._operations.2.weight`): named as this name is, separators kept.
+    scope = name[: len(name) - len(attribute)]
+    batch_norm = hint == "batch_norm" or any(scope + stat in siblings for stat in ("running_mean", "running_var"))
     if attribute in ("running_mean", "running_var"):
         kind, keras = "batch_norm", {"running_mean": "moving_mean", "running_var": "moving_variance"}[attribute]
     elif attribute in ("weight", "bias") and (batch_norm or hint == "layer_norm") and len(shape) == 1:

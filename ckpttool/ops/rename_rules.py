@@ -12,6 +12,7 @@ from ckpttool.formats.variables import INTERNAL_NAMES
 from ckpttool.storage import fs
 from ckpttool.formats.tf.object_graph import optimizer_keys, parse_object_graph
 from ckpttool.ops.patterns import compile_pattern
+from ckpttool.text import is_exact_text
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 MAP_FILE_CAP = 256 << 20  # a name per line: far more names than any checkpoint holds
@@ -78,6 +79,10 @@ def read_map_file(path: str) -> tuple[tuple[str, str], ...]:
             raise BadInput(f"map file {path} is not valid JSON: {exc}") from None
         if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
             raise BadInput(f"map file {path}: every key and value must be a string")
+        for old, new in data.items():
+            if not is_exact_text(new):  # "\udc80": an escape JSON allows, no character (TF2 keys are UTF-8 text)
+                raise BadInput(f"map file {path}: the new name of {old!r}, {new!r}, is not text (it holds a "
+                               "lone surrogate, which no UTF-8 name can)")
         return tuple(data.items())
     pairs = []
     for number, line in enumerate(text.splitlines(), 1):

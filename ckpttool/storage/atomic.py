@@ -170,11 +170,18 @@ class StagedFile:
             raise
 
     def commit(self) -> None:
-        self.handle.flush()
-        if self.sync:
-            os.fsync(self.handle.fileno())
-        self.handle.close()
-        commit_replacement(self.tmp, self.path)
+        """Sync, close and rename into place; whatever stops it (a full disk at the flush, SIGTERM
+        during a long fsync or just before the rename) removes the temp: the file is then there
+        whole, or not at all, and nothing is left beside it."""
+        try:
+            self.handle.flush()
+            if self.sync:
+                os.fsync(self.handle.fileno())
+            self.handle.close()
+            commit_replacement(self.tmp, self.path)
+        except BaseException:
+            self.discard()  # after the rename there is no temp left to remove: nothing happens
+            raise
 
     def discard(self) -> None:
         """Remove the temp file, whatever closing it raises (a full disk fails the flush again)."""

@@ -8,6 +8,13 @@ and profiles, `AWS_ENDPOINT_URL`; Google application default credentials,
 config files) and `--storage-option KEY=VALUE`. Whatever a backend raises
 (missing bucket, denied, server down, object vanished) becomes one CkptError
 line carrying the backend's message.
+
+Most stores are addressed by bucket and key (`s3://bucket/key`); some by a server the URL names
+itself (`ftp://user@host:2121/dir`): its host, port and user reach the backend as fsspec's own
+url_to_fs hands them over, one backend instance per server, and what it lists is named by URLs on
+that server again. `file://` URLs are read as plain paths are (storage/fs.py: regular files only,
+checked on the open descriptor), never through fsspec's local file system, which opens whatever a
+path names (a FIFO there blocked `ls file:///DIR` forever).
 """
 from __future__ import annotations
 
@@ -85,9 +92,9 @@ def address_problem(protocol: str, path: str) -> str | None:
     `KEY?versionId=V` as object KEY (a listed key `run/ckpt-4.index?versionId=x.index` would be
     deleted as `run/ckpt-4.index`), gcsfs with version_aware `KEY#N` as KEY. Whatever the backend
     splits off, the key it would use must be the key as listed."""
-    split = getattr(filesystem(protocol), "split_path", None)
-    if split is None:
-        return None
+    if getattr(_filesystem_class(protocol), "split_path", None) is None:
+        return None  # a backend that takes the path as it is (ftp, memory, file ...)
+    split = filesystem(protocol).split_path
     bucket, key, *_ = split(path)
     addressed = f"{bucket}/{key}" if key else bucket
     if addressed == path.lstrip("/"):
@@ -151,15 +158,77 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else ""
 
 
-def filesystem(protocol: str):
-    """The fsspec file system for `protocol`, created once per process with our storage options."""
-    fs = _instances.get(protocol)
-    if fs is not None:
-        return fs
+def _import_fsspec():
     try:
         import fsspec
     except ImportError:
-        raise BadInput(f"{protocol}:// paths need fsspec", hint="pip install 'ckpttool[remote]'") from None
+        raise BadInput("URLs need fsspec", hint="pip install 'ckpttool[remote]'") from None
+    return fsspec
+
+
+def _filesystem_class(protocol: str):
+    """fsspec's class for `protocol`; None when it is unknown or its backend is not installed (the
+    file system's creation then says which)."""
+    try:
+        return _import_fsspec().get_filesystem_class(protocol)
+    except (ImportError, ValueError):
+        return None
+
+
+def _connection(protocol: str, url: str) -> dict[str, Any]:
+    """What a URL says of the server it is on (`ftp://alice@host:2121/run`: host, port, user), as
+    fsspec's url_to_fs passes it to the backend; {} for stores addressed by bucket and key."""
+    cls = _filesystem_class(protocol)
+    options = cls._get_kwargs_from_urls(url) if cls is not None else {}
+    return options if "host" in options else {}
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a URL's object is for its backend: the file system, the path it takes, and the URL
+    prefix that makes a path it lists a URL again."""
+
+    fs: Any
+    path: str
+    root: str
+
+    def url_of(self, path: str) -> str:
+        return self.root + path
+
+
+def locate(url: str) -> Location:
+    protocol, rest = split_url(url)
+    connection = _connection(protocol, url)
+    fs = filesystem(protocol, connection)
+    if not connection:
+        return Location(fs, rest, f"{protocol}://")
+    return Location(fs, type(fs)._strip_protocol(f"{protocol}://{rest}"), f"{protocol}://{rest.partition('/')[0]}")
+
+
+@contextlib.contextmanager
+def _finalisers_quiet() -> Iterator[None]:
+    """Unraisable errors (a finaliser's) are dropped within this block: a backend that fails half-way
+    through its creation is dropped here, and its finaliser's own failure with it
+    (FTPFileSystem.__del__ without the connection it never made printed `Exception ignored ...
+    AttributeError` under the error line), which is no news to the user."""
+    import sys
+
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
+def filesystem(protocol: str, connection: dict[str, Any] | None = None):
+    """The fsspec file system for `protocol` (on the server `connection` names: see _connection),
+    created once per process with our storage options."""
+    key = (protocol, tuple(sorted((connection or {}).items()))) if connection else protocol
+    fs = _instances.get(key)
+    if fs is not None:
+        return fs
+    fsspec = _import_fsspec()
     if protocol in ("gs", "gcs"):
         # gcsfs otherwise probes every bucket over gRPC for hierarchical namespaces,
         # which waits 60 s per bucket against an emulator and is not needed for reads.
@@ -174,17 +243,29 @@ def filesystem(protocol: str):
     # fsspec reads its FSSPEC_<PROTOCOL>_<KEY> variables once, at import: read them again, so
     # settings made since (a test, a notebook) apply; our own cache keeps one instance per run.
     fsspec.config.set_conf_env(fsspec.config.conf)
-    try:
-        fs = fsspec.filesystem(protocol, skip_instance_cache=True, **_storage_options)
-    except ImportError as exc:
-        extra = _EXTRAS.get(protocol)
-        hint = f"pip install 'ckpttool[{extra}]'" if extra else f"install the fsspec backend for {protocol}://"
-        raise BadInput(f"no backend installed for {protocol}:// ({_first_line(exc)})", hint=hint) from None
-    except ValueError as exc:
-        raise BadInput(f"unknown protocol {protocol}:// ({_first_line(exc)})") from None
-    except Exception as exc:  # noqa: BLE001 - a backend's own error types, reported in one line
-        raise _backend_error(f"{protocol}://", exc) from None
-    _instances[protocol] = fs
+    server = connection or {}
+    where = f"{protocol}://{server.get('host', '')}" + (f":{server['port']}" if server.get("port") else "")
+    failure = None
+    with _finalisers_quiet():
+        try:
+            fs = fsspec.filesystem(protocol, skip_instance_cache=True, **{**_storage_options, **server})
+        except ImportError as exc:
+            extra = _EXTRAS.get(protocol)
+            hint = f"pip install 'ckpttool[{extra}]'" if extra else f"install the fsspec backend for {protocol}://"
+            failure = BadInput(f"no backend installed for {protocol}:// ({_first_line(exc)})", hint=hint)
+        except ValueError as exc:
+            failure = BadInput(f"unknown protocol {protocol}:// ({_first_line(exc)})")
+        except TypeError as exc:  # a required option missing (ftp:// without a host)
+            failure = BadInput(f"{where}: {_first_line(exc)}", hint=f"name the server: {protocol}://HOST[:PORT]/PATH")
+        except Exception as exc:  # noqa: BLE001 - a backend's own error types, reported in one line
+            failure = _backend_error(where, exc)
+        if failure is not None:
+            import gc
+
+            gc.collect()  # the half-made backend, if a reference cycle holds it, goes now rather than at exit
+    if failure is not None:  # raised outside the handler: nothing keeps the half-made backend alive
+        raise failure
+    _instances[key] = fs
     return fs
 
 
@@ -227,27 +308,26 @@ def mtime_of(info: dict) -> float | None:
 
 def list_directory(url: str) -> list[RemoteEntry]:
     """One listing of the "directory" `url` (objects and common prefixes), with sizes and times."""
-    protocol, path = split_url(url)
-    fs = filesystem(protocol)
-    infos = call(url, fs.ls, path, detail=True, refresh=True, what="directory")
+    protocol = split_url(url)[0]
+    where = locate(url)
+    infos = call(url, where.fs.ls, where.path, detail=True, refresh=True, what="directory")
     entries = []
     for info in infos:
         name = posixpath.basename(info["name"].rstrip("/"))
-        if not name or info["name"].rstrip("/") == path or name in (".", ".."):
+        if not name or info["name"].rstrip("/") == where.path or name in (".", ".."):
             continue  # `run/../x` lists as a prefix `..`: never followed
         if address_problem(protocol, info["name"].rstrip("/")):
             continue  # `ckpt-1.index?versionId=x`: the backend would act on another object
-        entries.append(RemoteEntry(name, join_url(protocol, info["name"].rstrip("/")), info.get("type") == "directory",
+        entries.append(RemoteEntry(name, where.url_of(info["name"].rstrip("/")), info.get("type") == "directory",
                                    int(info.get("size") or 0), mtime_of(info)))
     return entries
 
 
 def list_tree(url: str) -> list[RemoteEntry]:
     """Every object under `url`, in one recursive listing (paginated by the store)."""
-    protocol, path = split_url(url)
-    fs = filesystem(protocol)
-    found = call(url, fs.find, path, detail=True, withdirs=False)
-    return [RemoteEntry(posixpath.basename(name), join_url(protocol, name), False, int(entry.get("size") or 0),
+    where = locate(url)
+    found = call(url, where.fs.find, where.path, detail=True, withdirs=False)
+    return [RemoteEntry(posixpath.basename(name), where.url_of(name), False, int(entry.get("size") or 0),
                         mtime_of(entry)) for name, entry in sorted(found.items())]
 
 
@@ -283,10 +363,9 @@ def walk(url: str, skipped: list[str] | None = None) -> Iterator[tuple[str, list
 
 def info(url: str) -> dict | None:
     """The object's metadata, None if there is no such object or prefix."""
-    protocol, path = split_url(url)
-    fs = filesystem(protocol)
+    where = locate(url)
     try:
-        return fs.info(path)
+        return where.fs.info(where.path)
     except FileNotFoundError:
         return None
     except Exception as exc:  # noqa: BLE001
@@ -299,14 +378,30 @@ def is_file(url: str) -> bool:
 
 
 def is_dir(url: str) -> bool:
-    protocol, path = split_url(url)
-    fs = filesystem(protocol)
-    return bool(call(url, fs.isdir, path))
+    where = locate(url)
+    return bool(call(url, where.fs.isdir, where.path))
 
 
-def read_range(url: str, start: int, end: int) -> bytes:
-    protocol, path = split_url(url)
-    return call(url, filesystem(protocol).cat_file, path, start=start, end=end)
+def _local_file(url: str):
+    """The plain local file functions (storage/fs.py) and the path, for a `file://` URL: fsspec's
+    local file system opens whatever a path names (a FIFO blocks the open until someone writes to
+    it, a device may act when opened), where they open regular files only, checked on the open
+    descriptor. None for any other store."""
+    local = local_path(url)
+    if local is None:
+        return None
+    from ckpttool.storage import fs
+
+    return fs, local
+
+
+def read_range(url: str, start: int, end: int, what: str = "file") -> bytes:
+    local = _local_file(url)
+    if local is not None:
+        files, path = local
+        return files.read_range(path, start, max(0, end - start), what)
+    where = locate(url)
+    return call(url, where.fs.cat_file, where.path, start=start, end=end)
 
 
 def read_capped(url: str, limit: int, what: str, missing_ok: bool = False) -> bytes | None:
@@ -315,11 +410,15 @@ def read_capped(url: str, limit: int, what: str, missing_ok: bool = False) -> by
     The cap holds on the bytes read, not on a size looked up before (the object may be replaced
     in between): one ranged GET of `limit + 1` bytes, refused (TooLarge) if it brings more than
     `limit`."""
-    protocol, path = split_url(url)
+    local = _local_file(url)
+    if local is not None:
+        files, path = local
+        return files.read_capped(path, limit, what, missing_ok)
+    where = locate(url)
     # No lookup before the GET (a request per state file, lock and journal read: `prune -r` reads
     # several per run directory); what is there is looked up only when nothing could be read.
     try:
-        data = call(url, filesystem(protocol).cat_file, path, start=0, end=limit + 1, what=what)
+        data = call(url, where.fs.cat_file, where.path, start=0, end=limit + 1, what=what)
     except NotFound:
         found = info(url)  # missing, or a prefix (a "directory"), which is never read as an object
         if missing_ok and (found is None or found.get("type") != "directory"):
@@ -396,6 +495,10 @@ class RemoteInput:
             raise NotFound(f"no {what} at {url}")
         if found.get("type") == "directory":
             raise BadInput(f"cannot read {url} as a {what}: it is a directory")
+        local = _local_file(url)
+        if local is not None:  # a FIFO or device is refused here, not at the first read
+            files, path = local
+            files.open_random_access(path, what).close()
         return cls(url, int(found.get("size") or 0))
 
     def read_at(self, offset: int, length: int) -> bytes:
@@ -473,11 +576,11 @@ def write_whole(url: str, data: bytes, *, create_only: bool = False) -> None:
 
     `create_only`: fail with Refused if the object exists (S3 If-None-Match, GCS ifGenerationMatch=0).
     """
-    protocol, path = split_url(url)
-    fs = filesystem(protocol)
+    where = locate(url)
+    fs = where.fs
     kwargs = {"mode": "create"} if create_only else {}
     try:
-        fs.pipe_file(path, data, **kwargs)
+        fs.pipe_file(where.path, data, **kwargs)
     except KeyboardInterrupt:
         cancel_in_flight(fs)  # else the PUT goes on behind the interrupt and its cleanup
         raise
@@ -495,9 +598,9 @@ def whole_object_output(url: str) -> Iterator[BinaryIO]:
     completed only then); on any error or interrupt the upload is abandoned and no object appears."""
     from ckpttool.storage.atomic import commit_section
 
-    protocol, path = split_url(url)
-    fs = filesystem(protocol)
-    handle = call(url, fs.open, path, "wb")
+    where = locate(url)
+    fs = where.fs
+    handle = call(url, fs.open, where.path, "wb")
     try:
         yield handle
     except BaseException as exc:
@@ -545,9 +648,8 @@ def remove_many(urls: list[str]) -> None:
     store allows (S3: 1000 keys per request)."""
     if not urls:
         return
-    protocol, _ = split_url(urls[0])
-    fs = filesystem(protocol)
-    paths = [split_url(u)[1] for u in urls]
+    fs = locate(urls[0]).fs
+    paths = [locate(u).path for u in urls]
     # fsspec's rm expands `*?[` as a glob (`run/m*-1.index` would match `run/model.ckpt-1.index`):
     # such keys go one request each to rm_file, which takes a key as it is.
     literal = [p for p in paths if _GLOB_CHARS.isdisjoint(p)]
@@ -568,15 +670,14 @@ def remove_many(urls: list[str]) -> None:
 
 def copy_object(src: str, dst: str) -> None:
     """Server-side copy within one store (no download)."""
-    protocol, src_path = split_url(src)
-    _, dst_path = split_url(dst)
-    call(src, filesystem(protocol).copy, src_path, dst_path)
+    source, destination = locate(src), locate(dst)
+    call(src, source.fs.copy, source.path, destination.path)
 
 
 def remove_tree(url: str) -> None:
-    protocol, path = split_url(url)
+    where = locate(url)
     try:
-        filesystem(protocol).rm(path, recursive=True)
+        where.fs.rm(where.path, recursive=True)
     except FileNotFoundError:
         pass
     except Exception as exc:  # noqa: BLE001
@@ -586,15 +687,23 @@ def remove_tree(url: str) -> None:
 def upload(local_path: str, url: str) -> None:
     """A local file as the object `url` (multipart for big ones: the object appears when complete).
     Interrupted, the transfer is cancelled before the interrupt goes on (the caller removes `url`)."""
-    protocol, path = split_url(url)
-    fs = filesystem(protocol)
+    where = locate(url)
+    fs = where.fs
     try:
-        call(url, fs.put_file, local_path, path)
+        call(url, fs.put_file, local_path, where.path)
     except KeyboardInterrupt:
         cancel_in_flight(fs)
         raise
 
 
 def download(url: str, local_path: str) -> None:
-    protocol, path = split_url(url)
-    call(url, filesystem(protocol).get_file, path, local_path)
+    local = _local_file(url)
+    if local is not None:
+        import shutil
+
+        files, path = local
+        with files.open_input(path) as source, open(local_path, "wb") as sink:
+            shutil.copyfileobj(source, sink, READ_CHUNK)
+        return
+    where = locate(url)
+    call(url, where.fs.get_file, where.path, local_path)

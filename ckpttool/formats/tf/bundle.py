@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from ckpttool.errors import BadInput, ChecksumMismatch, CorruptCheckpoint, Truncated, Unsupported
 from ckpttool.formats.tf import crc32c as crc
-from ckpttool.formats.dtypes import STRING, VARIANT, DType, dtype_from_code
+from ckpttool.formats.dtypes import STRING, VARIANT, DType, check_bool_bytes, dtype_from_code
 from ckpttool.storage.fs import open_random_access
 from ckpttool.formats.tf.messages import (BundleHeader, EntryFields, checked_shape, parse_entry, parse_header,
                                        parse_message)
@@ -245,15 +245,23 @@ class Bundle:
             raise self._checksum_error(part)
 
     def check(self, part: StoredTensor) -> None:
-        """Read `part` and verify its checksum (and string framing) without keeping it."""
+        """Read `part` and verify its checksum (and string framing) without keeping it; a bool
+        byte other than 0 and 1 is damage too, reported once the checksum holds."""
         if part.dtype.fixed_width:
-            running = 0
+            running, bad_bool = 0, None
             for chunk in self.iter_raw(part):
                 running = crc.extend(running, chunk)
+                if bad_bool is None and part.dtype.name == "bool":
+                    try:
+                        check_bool_bytes("", part.dtype, chunk, shown=_tensor_name(part.key))
+                    except CorruptCheckpoint as exc:
+                        bad_bool = exc
                 if self.on_bytes:
                     self.on_bytes(len(chunk))
             if crc.mask(running) != part.crc32c:
                 raise self._checksum_error(part)
+            if bad_bool is not None:
+                raise bad_bool
         else:
             self._decoded_items(part)
 

@@ -8,7 +8,8 @@ GraphDef.node (1) → NodeDef {name 1, op 2, attr 5: map<string, AttrValue>}; a 
 typed *_val fields}. Listing reads each node's name, op and the tensor's header only; a value's
 bytes are read when asked for (tensor_content straight from the file, in chunks; the typed fields,
 small by nature, through protobuf and the V1 reader's decoder, whose repeat-the-last-value
-expansion is bounded the same way).
+expansion is bounded the same way: for the graph's constants together, by 64 MiB or the file's
+size, whichever is larger).
 
 Hostile files: every span must lie inside its parent (else exit 3), shapes are checked as bundle
 shapes are, tensor_content must hold exactly the declared elements, and the walk is iterative
@@ -21,7 +22,7 @@ from math import prod
 from typing import TYPE_CHECKING, Iterator
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
-from ckpttool.formats.dtypes import STRING, dtype_from_code
+from ckpttool.formats.dtypes import STRING, check_bool_bytes, dtype_from_code
 from ckpttool.formats.tf.messages import checked_shape
 from ckpttool.formats.variables import StoredTensor, Variable
 from ckpttool.storage import fs
@@ -218,6 +219,7 @@ class GraphConstants:
         self.kind = graph_kind(path)
         self._source = _Input(path)
         self._consts: dict[str, _Const] = {}
+        self._budget = None  # the V1 reader's ExpansionBudget for repeated values, all constants together
         self.variables: list[Variable] = []
         self.left_out = 0  # small constants (shapes, axes, scalars) not listed
         try:
@@ -263,16 +265,17 @@ class GraphConstants:
     def _from_proto(self, var: Variable, decode: bool) -> np.ndarray:
         from ckpttool.formats.tf.messages import parse_message
         from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
-        from ckpttool.formats.tf.v1 import tensor_from_proto
+        from ckpttool.formats.tf.v1 import ExpansionBudget, tensor_from_proto
 
         const = self._consts[var.name]
         offset, size = const.proto
         if size > _SMALL * 64:
             raise CorruptCheckpoint(f"Const {quote(var.name)}: {size} bytes of typed values")
         proto = parse_message(pb.TensorProto, self._source.read(offset, size), f"Const {quote(var.name)}")
-        # Repeated values of a graph expand no further than the file could hold as tensor_content.
-        return tensor_from_proto(proto, var.dtype.code, var.shape, f"Const {quote(var.name)}",
-                                 max(64 << 20, self._source.size), decode=decode)
+        if self._budget is None:
+            self._budget = ExpansionBudget(self._source.size)
+        return tensor_from_proto(proto, var.dtype.code, var.shape, f"Const {quote(var.name)}", self._budget,
+                                 decode=decode)
 
     def iter_stored_bytes(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[bytes]:
         """The constant's elements as stored (little-endian, C order), in chunks."""
@@ -313,6 +316,7 @@ class GraphConstants:
         """Structural: the constant decodes to its declared shape (graphs carry no checksums)."""
         total = 0
         for chunk in self.iter_value_chunks(var):
+            check_bool_bytes(var.name, var.dtype, chunk.tobytes() if var.dtype.name == "bool" else b"")
             total += chunk.size
         if total != var.num_elements:
             raise CorruptCheckpoint(f"Const {quote(var.name)} decodes to {total} elements, not {var.num_elements}")

@@ -535,7 +535,11 @@ def _rename_attributes(node, mapping: dict[str, str], dropped: set[str], stored:
         new = _attribute_key(old, mapping, dropped, stored)
         if new is None:
             continue
-        attribute.checkpoint_key = new
+        try:
+            attribute.checkpoint_key = new
+        except (UnicodeEncodeError, ValueError):  # protobuf strings are UTF-8: a lone surrogate is none
+            raise Unsupported(f"the new name of {old!r}, {new!r}, is not UTF-8 text, which a TF2 checkpoint's "
+                              "object graph holds its keys as", hint="rename it to text") from None
         kept.append(attribute)
         renamed.append((old, new))
     del node.attributes[:]

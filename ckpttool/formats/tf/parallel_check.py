@@ -50,8 +50,8 @@ def _piece_crc(handle: LocalInput, offset: int, length: int) -> tuple[int, int]:
 
 def _start(bundle: "Bundle", var: Variable, pool: "ThreadPoolExecutor") -> Outcome | _Pieces:
     """The outcome at once, or the pieces of `var` handed to the workers."""
-    if not var.dtype.fixed_width or var.size_bytes < THREADED_MIN_BYTES:
-        return _checked(bundle, var)
+    if not var.dtype.fixed_width or var.size_bytes < THREADED_MIN_BYTES or var.dtype.name == "bool":
+        return _checked(bundle, var)  # a bool's bytes are checked too, not only their CRC
     try:
         opened = bundle.open_parts(var)
     except BadInput as exc:

@@ -7,10 +7,13 @@ stored as one full slice and refuse sliced (partitioned) ones.
 
 A TensorProto may hold fewer values than its shape: the last one is then
 repeated (TensorFlow's own V1 writer never does this, it stores every
-value). Expanding that shorthand is capped: a tensor is expanded only up to
-V1_EXPANSION_CAP bytes or the size of the checkpoint file, whichever is
-larger, so a 149-byte file claiming [3e8] floats is refused (exit 3), not
-grown to gigabytes.
+value). Expanding that shorthand is capped for the whole file (ExpansionBudget):
+its tensors together expand to at most V1_EXPANSION_CAP bytes or the size of
+the file, whichever is larger, counted in the bytes they hold (a string's
+bytes included), so a 149-byte file claiming [3e8] floats, a 4 KB one whose
+4,000-byte string fills [400000] (1.6 GB), or one of many tensors each just
+under the cap are refused (exit 3), not grown to gigabytes. A graph's
+constants (formats/tf/graphdef.py) share this rule.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import numpy as np
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
 from ckpttool.storage import fs
-from ckpttool.formats.dtypes import STRING, dtype_from_code
+from ckpttool.formats.dtypes import STRING, check_bool_bytes, dtype_from_code
 from ckpttool.formats.tf.messages import extents_of, parse_message, shape_of
 from ckpttool.formats.tf.ordered_code import decode_slice_key
 from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
@@ -42,15 +45,40 @@ _TYPED_FIELDS = {
 }
 
 
+class ExpansionBudget:
+    """What the repeat-the-last-value shorthand may expand one file's tensors to, all together: at
+    most V1_EXPANSION_CAP bytes or the file's size, whichever is larger. Each tensor counts once,
+    however often it is read."""
+
+    def __init__(self, file_bytes: int):
+        self.cap = max(V1_EXPANSION_CAP, file_bytes)
+        self._spent: dict[str, int] = {}
+        self._total = 0
+
+    def charge(self, what: str, stored: int, count: int, shape: tuple[int, ...], element_bytes: int) -> None:
+        """Account for `what` growing from `stored` values to `count` of about `element_bytes` each;
+        CorruptCheckpoint if the file's tensors together would pass the cap."""
+        if what in self._spent:
+            return
+        expanded = count * element_bytes
+        if self._total + expanded > self.cap:
+            earlier = f" after {self._total} for its other tensors" if self._total else ""
+            raise CorruptCheckpoint(f"{what}: stores {stored} value{'s' if stored != 1 else ''} for shape "
+                                    f"{list(shape)}; expanding them would take {expanded} bytes{earlier}, more than "
+                                    f"ckpttool allows ({self.cap}) for a file this size")
+        self._spent[what] = expanded
+        self._total += expanded
+
+
 def _is_full(extents, shape) -> bool:
     return all(length == -1 or (start == 0 and length == size) for (start, length), size in zip(extents, shape))
 
 
 def tensor_from_proto(proto: pb.TensorProto, dtype_code: int, shape: tuple[int, ...], what: str,
-                      expansion_cap: int = V1_EXPANSION_CAP, decode: bool = True) -> np.ndarray:
-    """The tensor a TensorProto holds; `expansion_cap` bounds the bytes its
-    repeat-the-last-value shorthand may grow to. `decode=False` keeps the storage dtype
-    (bfloat16 as its 16 bits), as conversion needs."""
+                      budget: ExpansionBudget, decode: bool = True) -> np.ndarray:
+    """The tensor a TensorProto holds; `budget`, its file's, bounds what its repeat-the-last-value
+    shorthand may grow to. `decode=False` keeps the storage dtype (bfloat16 as its 16 bits), as
+    conversion needs."""
     dtype = dtype_from_code(dtype_code)
     decoder = dtype.decode if decode else (lambda raw: raw)
     count = prod(shape)
@@ -79,11 +107,9 @@ def tensor_from_proto(proto: pb.TensorProto, dtype_code: int, shape: tuple[int, 
     if array.size != count:
         if array.size == 0 or array.size > count:
             raise CorruptCheckpoint(f"{what}: holds {array.size} values for shape {list(shape)}")
-        expanded = count * array.itemsize
-        if expanded > expansion_cap:
-            raise CorruptCheckpoint(f"{what}: stores {array.size} value{'s' if array.size != 1 else ''} for shape {list(shape)}; expanding "
-                                    f"them would take {expanded} bytes, more than ckpttool allows "
-                                    f"({expansion_cap}) for a file this size")
+        # a string element costs its bytes (written out whole) besides its slot
+        element = array.itemsize + (max(len(v) for v in array) if dtype.code == STRING else 0)
+        budget.charge(what, array.size, count, shape, element)
         # TensorProto repeats its last value to fill the shape.
         array = np.concatenate([array, np.repeat(array[-1:], count - array.size)])
     return array.reshape(shape)
@@ -106,7 +132,7 @@ class V1Checkpoint:
             items = read_table_file(path, "V1 checkpoint")
             total += sum(len(key) + len(value) for key, value in items)
             self._add_shard(fs.basename(path), items, metas)
-        self._expansion_cap = max(V1_EXPANSION_CAP, total)
+        self._budget = ExpansionBudget(total)
         self.variables = []
         for name, (code, shape, slices) in metas.items():
             partitioned = not (len(slices) == 1 and _is_full(slices[0], shape))
@@ -149,7 +175,7 @@ class V1Checkpoint:
         if not stored:
             raise CorruptCheckpoint(f"{what} has no data")
         saved = parse_message(pb.SavedTensorSlices, stored[0][1], what).data
-        return tensor_from_proto(saved.data, var.dtype.code, var.shape, what, self._expansion_cap)
+        return tensor_from_proto(saved.data, var.dtype.code, var.shape, what, self._budget)
 
     def iter_value_chunks(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
         yield self.read(var).reshape(-1)
@@ -159,6 +185,7 @@ class V1Checkpoint:
         if var.partitioned:
             return 0
         value = self.read(var)
+        check_bool_bytes(var.name, var.dtype, value.tobytes() if var.dtype.name == "bool" else b"")
         return value.nbytes if value.dtype != object else sum(len(v) for v in value.reshape(-1))
 
     def object_graph_bytes(self) -> bytes | None:
