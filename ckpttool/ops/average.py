@@ -294,7 +294,7 @@ def _mean_stream(readers: list, name: str, dtype: str) -> Iterator[bytes]:
     for pieces in zip(*streams):
         total = _mean(np, [decode_floats(piece, dtype) for piece in pieces])
         if dtype == "bfloat16":
-            yield to_bfloat16(total.astype("<f4")).tobytes()
+            yield to_bfloat16(total).tobytes()  # rounded once from the float64 mean
         else:
             yield total.astype({"float16": "<f2", "float32": "<f4", "float64": "<f8"}[dtype], copy=False).tobytes()
     if any(next(s, None) is not None for s in streams):  # sizes were checked equal: a reader lied
