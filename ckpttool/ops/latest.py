@@ -71,12 +71,12 @@ def _passed_over(scan: DirectoryScan, chosen: CheckpointInfo | None) -> tuple[st
     def order(c: CheckpointInfo) -> tuple:
         return c.step if c.step is not None else -1, c.mtime, c.name
 
-    why = {p.path: p.message for p in scan.problems if p.kind in ("incomplete_member", "unrecognised")}
+    why = {p.path: p.message for p in scan.problems if p.kind == "incomplete_member"}
     newer = [c.prefix for c in scan.checkpoints if c.format not in TF_FORMATS and not c.complete
-             and (chosen is None or order(c) > order(chosen))]
-    unrecognised = [p.path for p in scan.problems if p.kind == "unrecognised"]
+             and (chosen is None or order(c) > order(chosen)) and c.prefix in why]
     using = f"using {chosen.name}" if chosen is not None else "no checkpoint is complete"
-    return tuple(f"{why[path]} ({using})" for path in newer + unrecognised if path in why)
+    return tuple(f"{why[path]} (passed over, {using})" for path in newer) + tuple(
+        p.message for p in scan.problems if p.kind == "unrecognised")
 
 
 def _latest_of_scan(directory: str, scan: DirectoryScan) -> LatestResult:

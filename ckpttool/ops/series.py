@@ -152,18 +152,19 @@ def keras_members(directory: str, entries: list[fs.Entry]) -> tuple[list[Member]
     file), steps chosen per family; and (path, why) for each file named like one whose bytes tell
     no kind (damaged before its kind shows): never a member, to be reported. A file whose bytes
     show another kind (plain HDF5, any other file) is neither."""
+    named = [(entry, stem, numbers) for entry in entries if entry.kind == "file"
+             and (stem := keras_stem(entry.name)) is not None
+             and (numbers := _NUMBER_RE.findall(stem))]  # `model.weights.h5`: a file, not a series member
+    if len(named) > 1 and fs.is_url(directory):  # a request or two each, waiting on the network
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            probes = list(pool.map(_probe, [entry for entry, _stem, _numbers in named]))
+    else:
+        probes = [_probe(entry) for entry, _stem, _numbers in named]
     candidates: dict[str, list[tuple[fs.Entry, list[str], keras_probe.Probe]]] = {}
     unrecognised = []
-    for entry in entries:
-        if entry.kind != "file":
-            continue
-        stem = keras_stem(entry.name)
-        if stem is None:
-            continue
-        numbers = _NUMBER_RE.findall(stem)
-        if not numbers:
-            continue  # `model.weights.h5`: a file, not a series member
-        probe = _probe(entry)
+    for (entry, stem, numbers), probe in zip(named, probes):
         if probe.is_keras:
             family = _NUMBER_RE.sub("#", stem) + entry.name[len(stem):]
             candidates.setdefault(family, []).append((entry, numbers, probe))
@@ -173,7 +174,7 @@ def keras_members(directory: str, entries: list[fs.Entry]) -> tuple[list[Member]
                                              f"do not show one ({probe.undecided}{damage}): not counted, never deleted"))
     members = []
     for family, files in candidates.items():
-        position = _varying_position([(entry, numbers) for entry, numbers, _probe in files])
+        position = _varying_position([(entry, numbers) for entry, numbers, _found in files])
         for entry, numbers, probe in files:
             step_text = numbers[position] if position < len(numbers) else numbers[0]
             step = int(step_text) if step_text.isdecimal() else None
