@@ -27,7 +27,6 @@ archive only when its first member is the `metadata.json` Keras writes first, st
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 
 from ckpttool.errors import BadInput, NotFound
