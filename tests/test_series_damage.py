@@ -114,6 +114,22 @@ def test_clean_removes_a_cut_short_keras_file_only_when_its_bytes_prove_it(serie
     assert os.listdir(unclosed) == ["w.05.weights.h5"]
 
 
+def test_a_cut_short_file_written_again_after_planning_is_not_deleted(series_dir, tmp_path):
+    from ckpttool.ops.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention import RetentionRules
+
+    run, written = _series(series_dir, tmp_path, "weights")
+    cut = run / written[0]
+    _cut(cut, "middle")
+    for name in written:
+        _age(run / name, 2 * HOUR)
+    plan = plan_prune(str(run), RetentionRules(keep_last=5), clean=True)
+    assert [(d.name, d.kind) for d in plan.deleted] == [(written[0], "incomplete")]
+    cut.write_bytes((run / written[1]).read_bytes() + b"\0" * 8)  # a save writing it again: not closed yet
+    assert apply_prune(plan).deleted == ()
+    assert cut.exists()
+
+
 def test_a_truncated_newest_is_kept_as_a_save_in_progress(series_dir, tmp_path):
     run, written = _series(series_dir, tmp_path, "weights")
     for name in written:

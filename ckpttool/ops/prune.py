@@ -198,7 +198,10 @@ def _series_path_problem(scan: DirectoryScan, full: str, base: str, kind: str | 
     if kind is None:
         return None  # gone already
     if known is not None and not known.is_directory:
-        return None if kind == "file" else f"{base} is not a regular file"
+        if kind != "file":
+            return f"{base} is not a regular file"
+        # Incomplete, its bytes no longer showing it cut short: written again since it was planned.
+        return None if known.complete or known.cut_short else f"{base} is being written (not provably cut short)"
     if kind != "dir":
         return f"{base} is not a directory"
     if known is not None and not known.deletable:

@@ -170,8 +170,9 @@ def keras_members(directory: str, entries: list[fs.Entry]) -> tuple[list[Member]
             candidates.setdefault(family, []).append((entry, numbers, probe))
         elif probe.kind is None:
             damage = f"; {probe.problem}" if probe.problem and probe.problem != probe.undecided else ""
-            unrecognised.append((entry.path, f"{excerpt(entry.name)} is named like a Keras checkpoint, but its bytes "
-                                             f"do not show one ({probe.undecided}{damage}): not counted, never deleted"))
+            unrecognised.append((entry.path, f"{excerpt(entry.name)} is named like a Keras checkpoint, but its "
+                                             f"bytes do not show one ({probe.undecided}{damage}): not counted, "
+                                             "never deleted"))
     members = []
     for family, files in candidates.items():
         position = _varying_position([(entry, numbers) for entry, numbers, _found in files])
