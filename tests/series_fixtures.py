@@ -12,7 +12,12 @@ layout is a directory under OUT:
   `epoch_*` tags), a CSVLogger file and ModelCheckpoint files named from a template;
 - restart/: two files of one run, the second rewriting steps 5..9 with other values;
 - export/: SavedModel versions 1, 2, 3 of a tf.Module (`tf.saved_model.save`), as TF Serving's
-  model_base_path holds them, and an exporter's leftover `temp-4/`.
+  model_base_path holds them, and an exporter's leftover `temp-4/`;
+- kinds/: what a file's bytes must tell apart (issue 24): models/ (ModelCheckpoint's whole models,
+  `m-{epoch}.keras`), legacy/ (`model.save("legacy-N.h5")`, Keras' legacy HDF5), data/ (plain HDF5
+  written with h5py, named like members: `eval_predictions_2022.h5` ..., one with
+  libver="latest" and more links than fit in its root's header), unclosed/ (`w.05.weights.h5`,
+  a save_weights whose process died before HDF5 closed the file).
 """
 from __future__ import annotations
 
@@ -107,8 +112,57 @@ def export(out):
         f.write(b"partial")
 
 
+def _fitted_model():
+    import keras
+
+    x = RNG.standard_normal((32, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    return model, x
+
+
+def _die_before_hdf5_closes(path: str) -> None:
+    """save_weights in a child process that exits (as a killed job does) when Keras closes the file."""
+    import subprocess
+
+    code = (f"import os, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+            "import h5py, series_fixtures\n"
+            "h5py.File.close = lambda self: os._exit(0)\n"
+            "model, x = series_fixtures._fitted_model()\n"
+            "model.fit(x, x[:, :1], epochs=1, verbose=0)\n"
+            f"model.save_weights({path!r})\n"
+            "os._exit(3)\n")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def kinds(out):
+    import h5py
+    import keras
+
+    model, x = _fitted_model()
+    os.makedirs(os.path.join(out, "models"))
+    model.fit(x, x[:, :1], epochs=3, verbose=0, callbacks=[
+        keras.callbacks.ModelCheckpoint(os.path.join(out, "models", "m-{epoch}.keras"))])
+    os.makedirs(os.path.join(out, "legacy"))
+    for step in (1, 2, 3):
+        model.fit(x, x[:, :1], epochs=1, verbose=0)
+        model.save(os.path.join(out, "legacy", f"legacy-{step}.h5"))
+    os.makedirs(os.path.join(out, "data"))
+    for year in (2022, 2023, 2024):
+        with h5py.File(os.path.join(out, "data", f"eval_predictions_{year}.h5"), "w") as f:
+            f["predictions"] = RNG.standard_normal(100)
+            f["labels"] = RNG.integers(0, 2, 100)
+            f.attrs["year"] = year
+    with h5py.File(os.path.join(out, "data", "scores-2025.h5"), "w", libver="latest") as f:
+        for i in range(12):  # more than 8 links: the root's links move to a fractal heap
+            f[f"run{i}"] = RNG.standard_normal(4)
+    os.makedirs(os.path.join(out, "unclosed"))
+    _die_before_hdf5_closes(os.path.join(out, "unclosed", "w.05.weights.h5"))
+
+
 def main(root: str) -> None:
-    for name, build in (("tf2", tf2), ("tf1", tf1), ("keras", keras), ("restart", restart), ("export", export)):
+    for name, build in (("tf2", tf2), ("tf1", tf1), ("keras", keras), ("restart", restart), ("export", export),
+                        ("kinds", kinds)):
         directory = os.path.join(root, name)
         os.makedirs(directory, exist_ok=True)
         build(directory)

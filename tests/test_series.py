@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ckpttool.ops import series
@@ -16,7 +17,7 @@ from ckpttool.storage import fs
 
 def _members(directory: Path):
     entries = fs.list_dir(str(directory))
-    keras = series.keras_members(str(directory), entries)
+    keras, _unrecognised = series.keras_members(str(directory), entries)
     dirs, debris = series.directory_members(entries)
     return {m.name: m for m in keras + dirs}, debris
 
@@ -37,12 +38,13 @@ def test_keras_modelcheckpoint_files(series_dir, tmp_path):
     assert not debris
 
 
-def test_the_step_is_the_number_that_varies(tmp_path):
-    h5 = series.HDF5_MAGIC + b"\0" * 8
-    for name in ("resnet50_epoch_03-acc_0.91.weights.h5", "resnet50_epoch_04-acc_0.93.weights.h5",
-                 "model-7.keras", "model-12.h5"):
-        (tmp_path / name).write_bytes(h5)
-    (tmp_path / "zipped-2.keras").write_bytes(series.ZIP_MAGIC + b"\0" * 8)
+def test_the_step_is_the_number_that_varies(series_dir, tmp_path):
+    weights = sorted((series_dir / "keras" / "ckpt").iterdir())[0]  # files Keras wrote, named anew
+    for name in ("resnet50_epoch_03-acc_0.91.weights.h5", "resnet50_epoch_04-acc_0.93.weights.h5"):
+        shutil.copy(weights, tmp_path / name)
+    shutil.copy(series_dir / "kinds" / "legacy" / "legacy-1.h5", tmp_path / "model-7.keras")  # legacy HDF5
+    shutil.copy(series_dir / "kinds" / "legacy" / "legacy-1.h5", tmp_path / "model-12.h5")
+    shutil.copy(series_dir / "kinds" / "models" / "m-1.keras", tmp_path / "zipped-2.keras")
     members, _ = _members(tmp_path)
     assert members["resnet50_epoch_03-acc_0.91.weights.h5"].step == 3
     assert members["resnet50_epoch_04-acc_0.93.weights.h5"].step == 4
@@ -96,11 +98,15 @@ def test_orbax_step_directories(tmp_path):
 
 
 def _hf_step(root: Path, step: int, extra: str | None = None) -> None:
+    """What the HF Trainer writes into checkpoint-<step>/ (its weights by the safetensors library)."""
+    from safetensors.numpy import save_file
+
     directory = root / f"checkpoint-{step}"
     directory.mkdir()
-    for name in ("trainer_state.json", "model.safetensors", "config.json", "optimizer.pt", "scheduler.pt",
+    for name in ("trainer_state.json", "config.json", "optimizer.pt", "scheduler.pt",
                  "rng_state.pth", "training_args.bin", "tokenizer.json", "special_tokens_map.json"):
         (directory / name).write_bytes(b"{}")
+    save_file({"w": np.full((2, 3), step, np.float32)}, str(directory / "model.safetensors"))
     if extra:
         (directory / extra).write_text("not the trainer's")
 
@@ -120,5 +126,4 @@ def test_hf_trainer_checkpoints(tmp_path):
 
 @pytest.mark.parametrize("name", ["..", ".", ""])
 def test_hostile_names_inside_a_member_are_unexpected(tmp_path, name):
-    assert series._unexpected([(f"default/{name}", "bad_name", 0, 0.0)], lambda n: True,
-                              series._ORBAX_ITEMS, None)
+    assert series._unexpected([(f"default/{name}", "bad_name", 0, 0.0)], series._ORBAX)

@@ -153,7 +153,7 @@ def test_hf_trainer_checkpoints(tmp_path):
         _hf_step(tmp_path, step, extra="secret.txt" if step == 1000 else None)
     weights = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
     save_file(weights, str(tmp_path / "checkpoint-2000" / "model.safetensors"))
-    save_file(weights, str(tmp_path / "checkpoint-500" / "model.safetensors"))
+    (tmp_path / "checkpoint-1000" / "model.safetensors").write_bytes(b"{}")
     (tmp_path / "checkpoint-3000").mkdir()  # an interrupted save: no trainer_state.json
     (tmp_path / "checkpoint-3000" / "model.safetensors").write_bytes(b"x")
     assert run_cli("latest", "--step", tmp_path).stdout.strip() == "2000"

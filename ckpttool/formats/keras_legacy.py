@@ -31,11 +31,12 @@ import numpy as np
 
 from ckpttool.errors import CorruptCheckpoint
 from ckpttool.formats.keras import HDF5_MAGIC, KerasWeights, _import_h5py
+from ckpttool.formats.keras_probe import LAYER_NAMES_ATTRIBUTES, LEGACY_MODEL_GROUP, keras3_or_legacy
 from ckpttool.storage import fs
 from ckpttool.text import quote
 
 FORMAT = "keras_h5"
-MODEL_WEIGHTS = "model_weights"
+MODEL_WEIGHTS = LEGACY_MODEL_GROUP
 OPTIMIZER_WEIGHTS = "optimizer_weights"
 TOP_LEVEL = "top_level_model_weights"  # Keras 3's legacy writer: the model's own weights, outside any layer
 OPTIMIZER_PREFIX = "optimizer/"
@@ -81,19 +82,19 @@ def _names_attribute(group, name: str, what: str) -> list[str] | None:
     return names
 
 
-def _lists(group, name: str) -> bool:
-    """Whether `group` has the attribute `name` (or its first piece, name0), whatever it holds."""
-    return name in group.attrs or f"{name}0" in group.attrs
+def _lists_layers(group) -> bool:
+    """Whether `group` has the `layer_names` attribute (or its first piece), whatever it holds."""
+    return any(name in group.attrs for name in LAYER_NAMES_ATTRIBUTES)
 
 
 def _weights_group(h5file) -> tuple[str, object] | None:
     """(path, group) of the layer weights: the root of a save_weights file, `model_weights` of a model."""
-    if _lists(h5file, "layer_names"):
+    if _lists_layers(h5file):
         return "", h5file
     h5py = _import_h5py()
     if MODEL_WEIGHTS in h5file and isinstance(h5file.get(MODEL_WEIGHTS, getlink=True), h5py.HardLink):
         group = h5file[MODEL_WEIGHTS]
-        if isinstance(group, h5py.Group) and _lists(group, "layer_names"):
+        if isinstance(group, h5py.Group) and _lists_layers(group):
             return MODEL_WEIGHTS, group
     return None
 
@@ -109,10 +110,9 @@ def hdf5_kind(path: str) -> str | None:
     handle = fs.open_input(path, "Keras file") if fs.is_url(path) else None
     try:
         with h5py.File(handle if handle is not None else path, "r", locking=False) as h5file:
-            if _weights_group(h5file) is not None:
-                return "legacy"
+            # The rule `ls` applies to a file's bytes without h5py (formats/keras_probe.py).
             names = set(h5file.keys())
-            return "keras3" if not names or names & {"layers", "vars"} else "other"
+            return keras3_or_legacy(_weights_group(h5file) is not None, False, not names, names.__contains__)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return None
     finally:

@@ -19,7 +19,7 @@ import struct
 from math import prod
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
-from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
+from ckpttool.errors import BadInput, CkptError, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import DType, check_bool_bytes, dtype_from_name
 from ckpttool.storage.fs import is_url, open_random_access, read_capped
 from ckpttool.formats.variables import StoredTensor, Variable
@@ -87,6 +87,55 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
+def _header_of(handle, corrupt: Callable[[str], CorruptCheckpoint]) -> tuple[dict, int]:
+    """(the JSON header, its length) of an open file, its length checked against the file's size."""
+    file_size = handle.size
+    head = handle.read_at(0, 8)
+    if len(head) < 8:
+        raise corrupt(f"too short to be a safetensors file ({file_size} bytes)")
+    (length,) = struct.unpack("<Q", head)
+    # The length is never quoted: for a file that is not safetensors it is its first 8 bytes.
+    if length > HEADER_LIMIT:
+        raise corrupt(f"not a safetensors file (its header length is over the {HEADER_LIMIT}-byte limit)")
+    if 8 + length > file_size:
+        raise corrupt(f"not a safetensors file (its header length runs past the end of the file, {file_size} bytes)")
+    raw = handle.read_at(8, length)
+    if len(raw) < length:
+        raise corrupt("the file was truncated while its header was read")
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise corrupt(f"header is not valid JSON ({str(exc)[:200]})") from None
+    if not isinstance(header, dict):
+        raise corrupt("header is not a JSON object")
+    return header, length
+
+
+def size_problem(path: str) -> str | None:
+    """Why the safetensors file at `path` is not whole (its header, or the byte buffer its tensors'
+    offsets end at, runs past the file or stops short of it), else None: what `ls` asks of an HF
+    step's weights, reading the header only."""
+    try:
+        handle = open_random_access(path, "safetensors file")
+    except (CkptError, OSError) as exc:
+        return f"cannot be read ({exc})"
+    try:
+        header, length = _header_of(handle, CorruptCheckpoint)
+        buffer_size = handle.size - 8 - length
+        ends = [info["data_offsets"][1] for name, info in header.items() if name != METADATA_KEY
+                and isinstance(info, dict) and _int_list(info.get("data_offsets"), 2)]
+    except (CkptError, OSError) as exc:
+        return str(exc)
+    finally:
+        handle.close()
+    end = max(ends, default=0)
+    if end > buffer_size:
+        return f"cut short: its header places tensors up to byte {8 + length + end}, the file holds {handle.size}"
+    if end < buffer_size:
+        return f"{buffer_size - end} bytes after the last tensor belong to none"
+    return None
+
+
 class SafetensorsFile:
     """One validated .safetensors file: its tensors (absolute offsets) and metadata.
 
@@ -107,25 +156,7 @@ class SafetensorsFile:
 
     def _read_header(self, shard_id: int) -> tuple[dict[str, StoredTensor], dict[str, str]]:
         file_size = self.handle.size
-        head = self.handle.read_at(0, 8)
-        if len(head) < 8:
-            raise self._corrupt(f"too short to be a safetensors file ({file_size} bytes)")
-        (length,) = struct.unpack("<Q", head)
-        # The length is never quoted: for a file that is not safetensors it is its first 8 bytes.
-        if length > HEADER_LIMIT:
-            raise self._corrupt(f"not a safetensors file (its header length is over the {HEADER_LIMIT}-byte limit)")
-        if 8 + length > file_size:
-            raise self._corrupt(f"not a safetensors file (its header length runs past the end of the file, "
-                                f"{file_size} bytes)")
-        raw = self.handle.read_at(8, length)
-        if len(raw) < length:
-            raise self._corrupt("the file was truncated while its header was read")
-        try:
-            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise self._corrupt(f"header is not valid JSON ({str(exc)[:200]})") from None
-        if not isinstance(header, dict):
-            raise self._corrupt("header is not a JSON object")
+        header, length = _header_of(self.handle, self._corrupt)
         metadata = header.pop(METADATA_KEY, None) or {}
         if not isinstance(metadata, dict) or not all(isinstance(v, str) and _is_utf8(v) and _is_utf8(k)
                                                          for k, v in metadata.items()):

@@ -13,7 +13,7 @@ from ckpttool.formats.tf.state import read_state
 from ckpttool.formats.tf.table import is_table_file
 from ckpttool.text import excerpt
 from ckpttool.formats.tf.shards import checkpoint_exists
-from ckpttool.ops.scan import (TF_FORMATS, DirectoryScan, _v2_shard_count, resolve_state_entry,
+from ckpttool.ops.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, _v2_shard_count, resolve_state_entry,
                                scan_directory, split_step)
 
 
@@ -47,7 +47,7 @@ def find_latest(directory: str, scan: DirectoryScan | None = None, *, complete: 
     result = _latest_of_scan(directory, scan)
     chosen = scan.by_name(fs.basename(result.prefix)) if result.prefix else None
     if chosen is None or chosen.complete:
-        return result
+        return replace(result, warnings=result.warnings + _passed_over(scan, chosen))
     why = next((p.message for p in scan.problems if p.path == chosen.prefix), "files are missing")
     if not complete:
         return replace(result, warnings=result.warnings + (
@@ -59,6 +59,24 @@ def find_latest(directory: str, scan: DirectoryScan | None = None, *, complete: 
     if newest is None:
         return LatestResult(directory, None, None, None, None, warnings)
     return _result(directory, fs.join(directory, newest.name), newest.prefix, "scan", warnings, newest)
+
+
+def _passed_over(scan: DirectoryScan, chosen: CheckpointInfo | None) -> tuple[str, ...]:
+    """What a series' answer (its newest complete member) passed over, as an incomplete TF latest is
+    warned about: newer members that are not complete (a Keras file cut short, an uncommitted step),
+    and files named like members whose bytes are too damaged to tell."""
+    if chosen is not None and chosen.format in TF_FORMATS:
+        return ()
+
+    def order(c: CheckpointInfo) -> tuple:
+        return c.step if c.step is not None else -1, c.mtime, c.name
+
+    why = {p.path: p.message for p in scan.problems if p.kind == "incomplete_member"}
+    newer = [c.prefix for c in scan.checkpoints if c.format not in TF_FORMATS and not c.complete
+             and (chosen is None or order(c) > order(chosen)) and c.prefix in why]
+    using = f"using {chosen.name}" if chosen is not None else "no checkpoint is complete"
+    return tuple(f"{why[path]} (passed over, {using})" for path in newer) + tuple(
+        p.message for p in scan.problems if p.kind == "unrecognised")
 
 
 def _latest_of_scan(directory: str, scan: DirectoryScan) -> LatestResult:

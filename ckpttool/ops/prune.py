@@ -110,6 +110,8 @@ def protected_checkpoints(scan: DirectoryScan) -> dict[str, str]:
         best = series.hf_best_checkpoint(c.prefix) if c.format == "hf" else None
         if best and scan.by_name(best):  # the Trainer keeps it for load_best_model_at_end
             protected.setdefault(best, "best_model_checkpoint in trainer_state.json")
+    for c in _series_newer_than_complete(scan):
+        protected.setdefault(c.name, "incomplete, newer than its series' newest complete member (save in progress?)")
     if latest is not None:
         for c in scan.checkpoints:
             in_flight = (c.family == latest.family and c.step is not None and latest.step is not None
@@ -127,6 +129,15 @@ def _series_family_latest(scan: DirectoryScan) -> list[CheckpointInfo]:
         if c.format not in TF_FORMATS and c.complete:
             families.setdefault(c.family, []).append(c)
     return [scan.by_name(series_latest_name(members)) for members in families.values()]
+
+
+def _series_newer_than_complete(scan: DirectoryScan) -> list[CheckpointInfo]:
+    """Incomplete series members with a higher step than their family's newest complete one (or in a
+    family with none): a save being written looks just like one cut short (Keras writes to the final
+    name), so `--clean` never takes them."""
+    newest = {c.family: c.step for c in _series_family_latest(scan)}
+    return [c for c in scan.checkpoints if c.format not in TF_FORMATS and not c.complete
+            and (c.family not in newest or (c.step or 0) > (newest[c.family] or 0))]
 
 
 def _refuse_bad_state(scan: DirectoryScan) -> None:
@@ -180,13 +191,18 @@ def _series_path_problem(scan: DirectoryScan, full: str, base: str, kind: str | 
     the scan finds deletable, or series debris, all plain files and directories), else why not;
     "not series" when `base` is neither."""
     known = scan.by_name(base)
-    debris = series.is_debris_name(base) if known is None and (kind == "dir" or kind is None) else None
-    if (known is None or known.format in TF_FORMATS) and debris is None:
+    # Debris is what the scan found to be (its writer's naming and contents), never a name alone.
+    debris = known is None and (kind == "dir" or kind is None) and any(
+        leftover.series and fs.basename(leftover.path) == base for leftover in scan.leftovers)
+    if (known is None or known.format in TF_FORMATS) and not debris:
         return "not series"
     if kind is None:
         return None  # gone already
     if known is not None and not known.is_directory:
-        return None if kind == "file" else f"{base} is not a regular file"
+        if kind != "file":
+            return f"{base} is not a regular file"
+        # Incomplete, its bytes no longer showing it cut short: written again since it was planned.
+        return None if known.complete or known.cut_short else f"{base} is being written (not provably cut short)"
     if kind != "dir":
         return f"{base} is not a directory"
     if known is not None and not known.deletable:
@@ -361,11 +377,14 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
         index = c.prefix + ".index"
         if c.name in protected:
             kept.append(Kept(c.name, c.step, (protected[c.name],)))
-        elif c.format not in TF_FORMATS:  # a series deletes only the members it recognises as complete
+        elif c.format not in TF_FORMATS and not (clean and c.cut_short):
+            # A series deletes only the members it recognises as complete, and under --clean a file
+            # whose bytes show it was cut short (an interrupted save's leftover).
             kept.append(Kept(c.name, c.step, (f"incomplete {c.format} member: kept",)))
         elif not clean:
             kept.append(Kept(c.name, c.step, ("incomplete (use --clean)",)))
-        elif not_debris := incomplete_checkpoint_problem(index if index in c.files else None, c.in_state):
+        elif c.format in TF_FORMATS and (
+                not_debris := incomplete_checkpoint_problem(index if index in c.files else None, c.in_state)):
             kept.append(Kept(c.name, c.step, (f"left alone, not provably a checkpoint: {not_debris}",)))
         elif now - c.mtime < debris_age:
             kept.append(Kept(c.name, c.step, ("incomplete, too young",)))

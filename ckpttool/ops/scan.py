@@ -58,6 +58,7 @@ class CheckpointInfo:
     files: tuple[str, ...]  # absolute paths of every file that belongs to it (a directory member: itself)
     keras_epochs: bool = False  # numbered by Keras epochs from 1 (ModelCheckpoint), not by logged steps
     unexpected: tuple[str, ...] = ()  # a directory member: what it holds that its framework does not write
+    cut_short: bool = False  # a series member file whose bytes show it was cut short (an interrupted save)
 
     @property
     def is_directory(self) -> bool:
@@ -401,7 +402,7 @@ def _series_checkpoints(directory: str, entries: list[fs.Entry], plain_files: di
         return []  # a plain TF run directory: the series module is not even imported
     from ckpttool.ops import series
 
-    members = series.keras_members(directory, keras_files)
+    members, unrecognised = series.keras_members(directory, keras_files)
     directories, debris = series.directory_members(subdirectories)
     found = []
     for m in members + directories:
@@ -409,19 +410,25 @@ def _series_checkpoints(directory: str, entries: list[fs.Entry], plain_files: di
             name=m.name, prefix=m.path, family=m.family + "/" if m.is_dir else m.family, step=m.step,
             format=m.kind, size_bytes=m.size_bytes, num_shards=None, complete=m.complete, has_meta=False,
             in_state=False, is_latest=False, mtime=m.mtime, timestamp=None, files=(m.path,),
-            keras_epochs=m.keras_epochs, unexpected=m.unexpected))
+            keras_epochs=m.keras_epochs, unexpected=m.unexpected, cut_short=m.cut_short))
         what = series.KIND_NAMES[m.kind]
-        if m.is_dir and not m.complete:
-            problems.append(Problem("incomplete_member", m.path, f"{m.name}/ is not a complete {what} "
-                                    f"(it needs {series.COMPLETE_WHEN[m.kind]}): kept"))
+        if not m.complete:
+            problems.append(Problem("incomplete_member", m.path, f"{m.name}{'/' if m.is_dir else ''} is not a "
+                                    f"complete {what}: {m.problem}"))
         if m.unexpected:
             shown = ", ".join(excerpt(u) for u in m.unexpected[:5]) + (", ..." if len(m.unexpected) > 5 else "")
             problems.append(Problem("foreign_files", m.path, f"{m.name}/ holds what its framework does not write "
                                     f"({shown}): never deleted ({what})"))
+    problems += [Problem("unrecognised", path, message) for path, message in unrecognised]
     for d in debris:
+        name = fs.basename(d.path)
+        if d.problem:
+            problems.append(Problem("not_debris", d.path, f"{name}/ is named like an {series.KIND_NAMES[d.kind]} "
+                                    f"directory, but {d.problem}: not debris, never deleted"))
+            continue
         leftovers.append(Leftover(d.path, d.mtime, d.size_bytes, d.kind))
         problems.append(Problem(d.kind, d.path, f"leftover {series.KIND_NAMES[d.kind]} directory "
-                                f"{fs.basename(d.path)} from an interrupted save"))
+                                f"{name} from an interrupted save"))
     return found
 
 

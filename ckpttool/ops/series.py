@@ -5,24 +5,35 @@
   number (ModelCheckpoint's `w.{epoch:02d}-{val_loss:.2f}.weights.h5`). A family is the name with
   its numbers taken out (`w.#-#.weights.h5`); the step is the number that varies within the family
   (the first one when there is one file): a template that also prints a metric still has the epoch
-  as its step. A file is a member only when its bytes are of its kind (HDF5 or zip magic).
+  as its step. A file is a member only when its bytes show a Keras file (formats/keras_probe.py:
+  Keras 3 or legacy Keras HDF5, a Keras 3 zip), never by its name: a plain HDF5 file written with
+  h5py is none. Keras writes straight to the final name, so a member is complete only when its
+  bytes end where its HDF5 superblock or zip directory says; one `cut_short` is an interrupted
+  save's leftover (what `prune --clean` may remove).
 - SavedModel export versions (TF Serving's `model_base_path/<version>/`, Estimator exporters):
-  numeric subdirectories holding `saved_model.pb`; `temp-<n>` directories are an exporter's debris.
+  numeric subdirectories holding `saved_model.pb`, complete with every variables shard their index
+  names; `temp-<n>` directories are an exporter's debris when they hold what an exporter writes.
 - Step directories: Orbax `<step>/` committed (`_CHECKPOINT_METADATA` or `commit_success.txt`
-  inside; `*.orbax-checkpoint-tmp*` is debris) and the HF Trainer's `checkpoint-<step>/` (with its
-  `trainer_state.json`).
+  inside; `*.orbax-checkpoint-tmp*` is debris when it holds what Orbax writes) and the HF Trainer's
+  `checkpoint-<step>/` (with its `trainer_state.json`, and weights whose bytes are whole).
 
 A directory member is deletable only when it is complete and holds nothing but what its framework
-writes (`unexpected` names what else is there): such a directory is reported and kept. Nothing here
-deletes; prune plans from `Member.deletable`.
+writes (`unexpected` names what else is there): such a directory is reported and kept. Debris is
+only what its writer's temporary naming *and* contents show (`Debris.problem` says why not).
+Nothing here deletes; prune plans from `Member.deletable`.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable, Container
 
-from ckpttool.errors import BadInput
+from ckpttool.errors import BadInput, CkptError
+from ckpttool.formats import keras_probe
+from ckpttool.formats.tf.shards import missing_shard_ids
+from ckpttool.ops.scan import _data_shard, _v2_shard_count
 from ckpttool.storage import fs
+from ckpttool.text import excerpt
 
 class _LazyPattern:
     """A regular expression compiled on first use: listing a plain TF directory (every `ls`, `latest`)
@@ -37,14 +48,17 @@ class _LazyPattern:
         return getattr(self._compiled, name)
 
 
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-ZIP_MAGIC = b"PK\x03\x04"
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5", ".hdf5")
 KERAS_ENDINGS = (".h5", ".keras", ".hdf5")  # what every KERAS_SUFFIXES name ends with
 _NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
 _SAVED_MODEL_FILES = {"saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "keras_metadata.pb"}
 _SAVED_MODEL_DIRS = {"variables", "assets", "assets.extra"}
 _VARIABLES_RE = _LazyPattern(r"^variables\.(index|data-\d{5}-of-\d{5})$")
+# What an exporter's SavedModel builder leaves in variables/ while its Saver writes (a data file's
+# `.tempstate` before its rename, a sharded save's `variables_temp_<32 hex>/` of part files).
+_EXPORTER_VARIABLES_RE = _LazyPattern(
+    r"^(variables\.(index|data-\d{5}-of-\d{5})(\.tempstate\d+)?|variables_temp(_[0-9a-f]{32})?"
+    r"|variables_temp(_[0-9a-f]{32})?/part-\d{5}-of-\d{5}\.(index|data-\d{5}-of-\d{5})(\.tempstate\d+)?)$")
 ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "commit_success.txt")
 ORBAX_TMP_RE = _LazyPattern(r"\.orbax-checkpoint-tmp(-\d+)?$")
 EXPORTER_TMP_RE = _LazyPattern(r"^temp-\d+$")
@@ -58,12 +72,24 @@ _HF_FILE_RE = _LazyPattern(
     r"|tokenizer(_config)?\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt"
     r"|spiece\.model|sentencepiece\.bpe\.model|tokenizer\.model|README\.md)$")
 _HF_DIR_RE = _LazyPattern(r"^(global_step\d+|pytorch_model_fsdp_\d+|optimizer_\d+)$")  # DeepSpeed / FSDP state
+_HF_WEIGHTS_RE = _LazyPattern(r"^(pytorch_model|model|adapter_model|tf_model)(-\d{5}-of-\d{5})?\.(safetensors|h5)$")
+# What Orbax (0.5 and later: OCDBT; TensorStore's zarr arrays before) writes inside an item directory
+# of a step, by path below the item: its metadata files, OCDBT's manifest and data files, zarr
+# arrays' metadata and chunks. Every other name is not Orbax's.
+_ORBAX_ITEM_FILE_RE = _LazyPattern(
+    r"^(_[^/]+|manifest\.ocdbt|commit_success\.txt|metadata|d/[0-9a-f]+"
+    r"|ocdbt\.process_\d+/(manifest\.ocdbt|d/[0-9a-f]+)|array_metadatas/process_\d+"
+    r"|[^/]+/(\.zarray|\.zattrs|\.zgroup|zarr\.json|(c/)?\d+([./]\d+)*))$")
+_ORBAX_ITEM_DIR_RE = _LazyPattern(r"^(d|ocdbt\.process_\d+(/d)?|array_metadatas|[^/]+(/c)?(/\d+)*)$")
 _MAX_ENTRIES = 100_000  # a directory member larger than this is not looked through: kept
+_WRITERS = {"exporter_tmp": "an exporter", "orbax_tmp": "Orbax"}
 KIND_NAMES = {"keras": "Keras checkpoint", "savedmodel": "SavedModel export", "orbax": "Orbax step",
               "hf": "HF Trainer checkpoint", "orbax_tmp": "Orbax temporary", "exporter_tmp": "exporter temporary"}
-COMPLETE_WHEN = {"savedmodel": "saved_model.pb, and variables/variables.index when it has variables",
+COMPLETE_WHEN = {"savedmodel": "saved_model.pb, and variables/variables.index with every data shard it names "
+                               "when it has variables",
                  "orbax": "commit marker _CHECKPOINT_METADATA or commit_success.txt",
-                 "hf": "trainer_state.json", "keras": "HDF5 or zip bytes"}
+                 "hf": "trainer_state.json, and whole weights",
+                 "keras": "bytes that end where its HDF5 superblock or zip directory says"}
 # Removed after everything else in a directory member, in this order: a prune interrupted half way
 # leaves the member still recognised as complete (and holding only its framework's files), so the
 # journal's next run finishes it instead of refusing an incomplete directory.
@@ -83,6 +109,8 @@ class Member:
     mtime: float
     complete: bool
     unexpected: tuple[str, ...] = ()  # what a directory holds besides its framework's files
+    problem: str | None = None  # why it is not complete
+    cut_short: bool = False  # a file its bytes show was cut short (an interrupted save's leftover)
 
     @property
     def deletable(self) -> bool:
@@ -100,6 +128,7 @@ class Debris:
     kind: str  # "orbax_tmp" | "exporter_tmp"
     size_bytes: int
     mtime: float
+    problem: str | None = None  # why it is not provably its writer's debris (then never deleted)
 
 
 def keras_stem(name: str) -> str | None:
@@ -110,39 +139,49 @@ def keras_stem(name: str) -> str | None:
     return None
 
 
-def _keras_kind_ok(path: str, name: str) -> bool:
+def _probe(entry: fs.Entry) -> keras_probe.Probe:
     try:
-        head = fs.read_range(path, 0, 8, "Keras file")
-    except (BadInput, OSError):
-        return False
-    return head.startswith(HDF5_MAGIC) or (name.endswith(".keras") and head.startswith(ZIP_MAGIC))
+        return keras_probe.probe_keras_file(entry.path, entry.size)
+    except (CkptError, OSError) as exc:
+        return keras_probe.Probe(None, None, undecided=f"it cannot be read ({exc})")
 
 
-def keras_members(directory: str, entries: list[fs.Entry], check_magic: bool = True) -> list[Member]:
-    """The Keras checkpoint files among `entries` (regular files only), steps chosen per family."""
-    candidates: dict[str, list[tuple[fs.Entry, list[str]]]] = {}
-    for entry in entries:
-        if entry.kind != "file":
-            continue
-        stem = keras_stem(entry.name)
-        if stem is None:
-            continue
-        numbers = _NUMBER_RE.findall(stem)
-        if not numbers:
-            continue  # `model.weights.h5`: a file, not a series member
-        family = _NUMBER_RE.sub("#", stem) + entry.name[len(stem):]
-        candidates.setdefault(family, []).append((entry, numbers))
+def keras_members(directory: str, entries: list[fs.Entry]) -> tuple[list[Member], list[tuple[str, str]]]:
+    """The Keras checkpoint files among `entries` (regular files only, their bytes showing a Keras
+    file), steps chosen per family; and (path, why) for each file named like one whose bytes tell
+    no kind (damaged before its kind shows): never a member, to be reported. A file whose bytes
+    show another kind (plain HDF5, any other file) is neither."""
+    named = [(entry, stem, numbers) for entry in entries if entry.kind == "file"
+             and (stem := keras_stem(entry.name)) is not None
+             and (numbers := _NUMBER_RE.findall(stem))]  # `model.weights.h5`: a file, not a series member
+    if len(named) > 1 and fs.is_url(directory):  # a request or two each, waiting on the network
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            probes = list(pool.map(_probe, [entry for entry, _stem, _numbers in named]))
+    else:
+        probes = [_probe(entry) for entry, _stem, _numbers in named]
+    candidates: dict[str, list[tuple[fs.Entry, list[str], keras_probe.Probe]]] = {}
+    unrecognised = []
+    for (entry, stem, numbers), probe in zip(named, probes):
+        if probe.is_keras:
+            family = _NUMBER_RE.sub("#", stem) + entry.name[len(stem):]
+            candidates.setdefault(family, []).append((entry, numbers, probe))
+        elif probe.kind is None:
+            damage = f"; {probe.problem}" if probe.problem and probe.problem != probe.undecided else ""
+            unrecognised.append((entry.path, f"{excerpt(entry.name)} is named like a Keras checkpoint, but its "
+                                             f"bytes do not show one ({probe.undecided}{damage}): not counted, "
+                                             "never deleted"))
     members = []
     for family, files in candidates.items():
-        position = _varying_position(files)
-        for entry, numbers in files:
-            if check_magic and not _keras_kind_ok(entry.path, entry.name):
-                continue
+        position = _varying_position([(entry, numbers) for entry, numbers, _found in files])
+        for entry, numbers, probe in files:
             step_text = numbers[position] if position < len(numbers) else numbers[0]
             step = int(step_text) if step_text.isdecimal() else None
             members.append(Member(entry.name, "keras", family, step, entry.path, False, entry.size,
-                                  entry.mtime, True))
-    return members
+                                  entry.mtime, probe.problem is None, problem=probe.problem,
+                                  cut_short=probe.cut_short))
+    return members, unrecognised
 
 
 def _varying_position(files: list[tuple[fs.Entry, list[str]]]) -> int:
@@ -182,7 +221,17 @@ def _walk(path: str) -> tuple[list[tuple[str, str, int, float]], bool]:
     return found, True
 
 
-def _unexpected(contents, allowed_top_files, allowed_top_dirs, allowed_inside=None) -> list[str]:
+@dataclass(frozen=True)
+class _Layout:
+    """What a writer puts in a directory: the files and directories at its top, and what it puts
+    below a top directory (`inside(top, rest, kind)`; None: anything)."""
+
+    top_file: Callable[[str], bool]
+    top_dirs: Container[str]
+    inside: Callable[[str, str, str], bool] | None = None
+
+
+def _unexpected(contents, layout: _Layout) -> list[str]:
     """Names under a member directory that its framework does not write (links and specials always)."""
     wrong = []
     for relative, kind, _size, _mtime in contents:
@@ -190,9 +239,9 @@ def _unexpected(contents, allowed_top_files, allowed_top_dirs, allowed_inside=No
         if kind not in ("file", "dir"):
             wrong.append(f"{relative} ({kind})")
         elif not rest:
-            if (kind == "file" and not allowed_top_files(top)) or (kind == "dir" and top not in allowed_top_dirs):
+            if (kind == "file" and not layout.top_file(top)) or (kind == "dir" and top not in layout.top_dirs):
                 wrong.append(relative)
-        elif allowed_inside is not None and not allowed_inside(top, rest, kind):
+        elif layout.inside is not None and not layout.inside(top, rest, kind):
             wrong.append(relative)
     return wrong
 
@@ -203,52 +252,14 @@ def _saved_model_inside(top: str, rest: str, kind: str) -> bool:
     return True  # assets/ and assets.extra/ hold whatever the model brings
 
 
-def _directory_member(entry: fs.Entry, kind: str, family: str, step: int, complete_marker,
-                      allowed_files, allowed_dirs, allowed_inside=None) -> Member:
-    contents, whole = _walk(entry.path)
-    names = {relative for relative, k, _s, _m in contents if k == "file"}
-    complete = whole and complete_marker(names)
-    unexpected = _unexpected(contents, allowed_files, allowed_dirs, allowed_inside) if whole else [
-        f"more than {_MAX_ENTRIES} entries (not looked through)"]
-    size = sum(s for _r, k, s, _m in contents if k == "file")
-    mtime = max([m for _r, k, _s, m in contents if k == "file"] or [entry.mtime])
-    return Member(entry.name, kind, family, step, entry.path, True, size, mtime, complete, tuple(unexpected))
+def _exporter_temp_inside(top: str, rest: str, kind: str) -> bool:
+    if top == "variables":
+        return _EXPORTER_VARIABLES_RE.match(rest) is not None and (kind == "dir") == ("." not in rest)
+    return True
 
 
-def directory_members(entries: list[fs.Entry]) -> tuple[list[Member], list[Debris]]:
-    """SavedModel export versions and step directories among `entries`, and their frameworks' debris."""
-    members: list[Member] = []
-    debris: list[Debris] = []
-    for entry in entries:
-        if entry.kind != "dir":
-            continue
-        name = entry.name
-        if ORBAX_TMP_RE.search(name) or (EXPORTER_TMP_RE.match(name)):
-            size, mtime = _tree_size(entry.path)
-            # The directory's own time too: a save that has just made it has written nothing yet.
-            debris.append(Debris(entry.path, "orbax_tmp" if ORBAX_TMP_RE.search(name) else "exporter_tmp",
-                                 size, max(mtime, entry.mtime)))
-            continue
-        hf = HF_STEP_RE.match(name)
-        if hf:
-            members.append(_directory_member(
-                entry, "hf", "checkpoint", int(hf[1]), lambda files: "trainer_state.json" in files,
-                lambda n: _HF_FILE_RE.match(n) is not None, _Matching(_HF_DIR_RE), None))
-            continue
-        if not name.isdecimal():
-            continue
-        inner = _list_names(entry.path)
-        if inner & {"saved_model.pb", "saved_model.pbtxt"}:
-            members.append(_directory_member(
-                entry, "savedmodel", "savedmodel", int(name),
-                lambda files: bool(files & {"saved_model.pb", "saved_model.pbtxt"}) and (
-                    not any(f.startswith("variables/") for f in files) or "variables/variables.index" in files),
-                lambda n: n in _SAVED_MODEL_FILES, _SAVED_MODEL_DIRS, _saved_model_inside))
-        elif inner & set(ORBAX_MARKERS) or _looks_like_orbax(entry.path, inner):
-            members.append(_directory_member(
-                entry, "orbax", "orbax", int(name), lambda files: any(m in files for m in ORBAX_MARKERS),
-                lambda n: n in ORBAX_MARKERS or n.startswith("_"), _ORBAX_ITEMS))
-    return members, debris
+def _orbax_item_inside(_item: str, rest: str, kind: str) -> bool:
+    return (_ORBAX_ITEM_DIR_RE if kind == "dir" else _ORBAX_ITEM_FILE_RE).match(rest) is not None
 
 
 class _Matching:
@@ -264,6 +275,118 @@ class _Matching:
 # Orbax writes one subdirectory per item (`default`, `state`, `params`, any name the user gave the
 # CheckpointManager): every plain directory name is allowed at the top.
 _ORBAX_ITEMS = _Matching(re.compile(r"^[^/]+$"))
+_SAVED_MODEL = _Layout(lambda n: n in _SAVED_MODEL_FILES, _SAVED_MODEL_DIRS, _saved_model_inside)
+_EXPORTER_TEMP = _Layout(_SAVED_MODEL.top_file, _SAVED_MODEL_DIRS, _exporter_temp_inside)
+_ORBAX = _Layout(lambda n: n in ORBAX_MARKERS or n.startswith("_"), _ORBAX_ITEMS)
+_ORBAX_TEMP = _Layout(_ORBAX.top_file, _ORBAX_ITEMS, _orbax_item_inside)
+_HF = _Layout(lambda n: _HF_FILE_RE.match(n) is not None, _Matching(_HF_DIR_RE))
+
+
+def _saved_model_problem(path: str, files: dict[str, int]) -> str | None:
+    """Why a SavedModel version is not complete: no graph, or variables/ without its index or a data
+    shard the index names (in a bucket, whose indexes are not read, the shards' names say how many)."""
+    if not files.keys() & {"saved_model.pb", "saved_model.pbtxt"}:
+        return "it has no saved_model.pb"
+    if not any(name.startswith("variables/") for name in files):
+        return None  # a model without variables
+    index = files.get("variables/variables.index")
+    if index is None:
+        return "variables/variables.index is missing"
+    shards = [found for name in files if name.startswith("variables/variables.data-")
+              and (found := _data_shard(name)) is not None]
+    if fs.is_url(path):
+        counts = {count for _shard, count in shards}
+        count = counts.pop() if len(counts) == 1 else None
+    else:
+        count = _v2_shard_count(fs.join(path, "variables", "variables.index"), index)
+    if count is None:
+        return ("variables/variables.index is incomplete or corrupt" if not fs.is_url(path)
+                else "variables/ holds no data shards of one save")
+    missing, how_many = missing_shard_ids(count, {shard for shard, of in shards if of == count}, 3)
+    if not how_many:
+        return None
+    more = f" and {how_many - len(missing)} more" if how_many > len(missing) else ""
+    return "variables/ is missing " + ", ".join(f"variables.data-{i:05d}-of-{count:05d}" for i in missing) + more
+
+
+def _orbax_problem(_path: str, files: dict[str, int]) -> str | None:
+    return None if any(marker in files for marker in ORBAX_MARKERS) else f"it has no {' or '.join(ORBAX_MARKERS)}"
+
+
+def _hf_problem(path: str, files: dict[str, int]) -> str | None:
+    """Why an HF Trainer step is not complete: no trainer_state.json (written last), or model weights
+    whose bytes end before (or after) where their own header says."""
+    if "trainer_state.json" not in files:
+        return "it has no trainer_state.json"
+    from ckpttool.formats.safetensors import size_problem
+
+    for name in sorted(files):
+        if _HF_WEIGHTS_RE.match(name):
+            full = fs.join(path, name)
+            problem = (size_problem(full) if name.endswith(".safetensors")
+                       else keras_probe.whole_file_problem(full, files[name]))
+            if problem:
+                return f"{name}: {problem}"
+    return None
+
+
+def _directory_member(entry: fs.Entry, kind: str, family: str, step: int, problem_of, layout: _Layout) -> Member:
+    contents, whole = _walk(entry.path)
+    files = {relative: size for relative, k, size, _m in contents if k == "file"}
+    problem = problem_of(entry.path, files) if whole else f"it holds more than {_MAX_ENTRIES} entries"
+    unexpected = _unexpected(contents, layout) if whole else [f"more than {_MAX_ENTRIES} entries (not looked through)"]
+    size = sum(files.values())
+    mtime = max([m for _r, k, _s, m in contents if k == "file"] or [entry.mtime])
+    return Member(entry.name, kind, family, step, entry.path, True, size, mtime, problem is None, tuple(unexpected),
+                  problem=problem)
+
+
+def _debris(entry: fs.Entry, kind: str) -> Debris:
+    """A directory named as its writer names a temporary one; debris only when it holds nothing that
+    writer does not make (an exporter's, something that only it makes: a user's empty `temp-2024/`
+    is none)."""
+    contents, whole = _walk(entry.path)
+    files = [(size, mtime) for _r, k, size, mtime in contents if k == "file"]
+    # The directory's own time too: a save that has just made it has written nothing yet.
+    size, mtime = sum(s for s, _m in files), max([m for _s, m in files] + [entry.mtime])
+    wrong = _unexpected(contents, _EXPORTER_TEMP if kind == "exporter_tmp" else _ORBAX_TEMP) if whole else [
+        f"more than {_MAX_ENTRIES} entries"]
+    problem = None
+    if wrong:
+        shown = ", ".join(excerpt(w) for w in wrong[:3]) + (", ..." if len(wrong) > 3 else "")
+        problem = f"it holds {shown}, which {_WRITERS[kind]} does not write"
+    elif kind == "exporter_tmp" and not any(relative.partition("/")[0] == "variables" or relative in _SAVED_MODEL_FILES
+                                            for relative, _k, _s, _m in contents):
+        problem = "nothing in it shows an exporter made it (no saved_model.pb, no variables/)"
+    return Debris(entry.path, kind, size, mtime, problem)
+
+
+def directory_members(entries: list[fs.Entry]) -> tuple[list[Member], list[Debris]]:
+    """SavedModel export versions and step directories among `entries`, and directories named as
+    their writers name temporary ones (debris unless `problem` says why not)."""
+    members: list[Member] = []
+    debris: list[Debris] = []
+    for entry in entries:
+        if entry.kind != "dir":
+            continue
+        name = entry.name
+        temporary = is_debris_name(name)
+        if temporary:
+            debris.append(_debris(entry, temporary))
+            continue
+        hf = HF_STEP_RE.match(name)
+        if hf:
+            members.append(_directory_member(entry, "hf", "checkpoint", int(hf[1]), _hf_problem, _HF))
+            continue
+        if not name.isdecimal():
+            continue
+        inner = _list_names(entry.path)
+        if inner & {"saved_model.pb", "saved_model.pbtxt"}:
+            members.append(_directory_member(entry, "savedmodel", "savedmodel", int(name), _saved_model_problem,
+                                             _SAVED_MODEL))
+        elif inner & set(ORBAX_MARKERS) or _looks_like_orbax(entry.path, inner):
+            members.append(_directory_member(entry, "orbax", "orbax", int(name), _orbax_problem, _ORBAX))
+    return members, debris
 
 
 def _looks_like_orbax(path: str, inner: set[str]) -> bool:
@@ -276,12 +399,6 @@ def _list_names(path: str) -> set[str]:
         return {e.name for e in fs.list_dir(path)}
     except (BadInput, OSError):
         return set()
-
-
-def _tree_size(path: str) -> tuple[int, float]:
-    contents, _whole = _walk(path)
-    files = [(s, m) for _r, k, s, m in contents if k == "file"]
-    return sum(s for s, _m in files), max([m for _s, m in files] or [0.0])
 
 
 def is_debris_name(name: str) -> str | None:

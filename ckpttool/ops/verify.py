@@ -300,7 +300,8 @@ def _verify_series_member(member: CheckpointInfo, path: str,
         report = verify_checkpoint(target, on_progress)
     errors, warnings = list(report.errors), list(report.warnings)
     if not member.complete:
-        errors.append(VerifyError(member.name, "incomplete", f"{member.name}/ is not a complete "
+        label = member.name + ("/" if member.is_directory else "")
+        errors.append(VerifyError(member.name, "incomplete", f"{label} is not a complete "
                                   f"{series.KIND_NAMES[member.format]} (it needs {series.COMPLETE_WHEN[member.format]})"))
     if member.unexpected:
         warnings.append(VerifyError(member.name, "foreign_files", f"{member.name}/ holds "
