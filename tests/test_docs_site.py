@@ -3,10 +3,22 @@ exit code and example of the app; JSON fields exactly what each command prints; 
 250 lines; every page in the nav; `mkdocs build --strict` green."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import shutil
+import subprocess
+import sys
+
+import pytest
 
 from tests.conftest import ROOT, run_cli
+
+def _generated() -> dict:
+    spec = importlib.util.spec_from_file_location("gen_docs", ROOT / "scripts" / "gen_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generated()
 
 
 def _commands() -> dict:
@@ -15,6 +27,44 @@ def _commands() -> dict:
     from ckpttool.cli.app import app
 
     return typer.main.get_command(app).commands
+
+
+def test_a_generated_page_per_command():
+    """docs/commands/ holds one page per command of the app (and an index), all written by
+    scripts/gen_docs.py, so its --check (tests/test_docs.py) fails when one is stale."""
+    pages = {path.relative_to(ROOT).as_posix() for path in _generated()}
+    expected = {f"docs/commands/{name}.md" for name in _commands()} | {"docs/commands/index.md"}
+    assert expected <= pages
+    on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "docs" / "commands").glob("*.md")}
+    assert on_disk == expected  # no page left behind by a command that is gone
+
+
+def test_command_pages_hold_every_option_and_the_reference():
+    from ckpttool.cli.help_text import EXAMPLES
+    from ckpttool.cli.reference import OUTPUT, exit_codes
+
+    for name, command in _commands().items():
+        page = (ROOT / "docs" / "commands" / f"{name}.md").read_text()
+        text = " ".join(re.sub(r"\\(.)", r"\1", page.replace("&lt;", "<")).split())  # as Markdown shows it
+        for param in command.params:
+            if param.param_type_name == "argument":
+                assert f"`{(param.metavar or param.name).upper()}`" in page, (name, param.name)
+                continue
+            for opt in list(param.opts) + list(param.secondary_opts):
+                assert f"`{opt}" in page, (name, opt)
+            for choice in getattr(param.type, "choices", None) or ():
+                assert str(getattr(choice, "value", choice)) in page, (name, param.name, choice)
+            if param.metavar:
+                assert param.metavar in page, (name, param.metavar)
+            first_words = " ".join((param.help or "").split()[:4])
+            assert first_words in text, (name, param.name, first_words)
+        for document in OUTPUT[name]:
+            for field in document.fields:
+                assert f"`{field.name}`" in page, (name, field.name)
+        for code, meaning in exit_codes(name):
+            assert f"`{code}`" in page and " ".join(meaning.split()[:3]) in text, (name, code)
+        for example, _comment in EXAMPLES[name]:
+            assert example in page, (name, example)
 
 
 # -- the JSON fields of every command, as they print them -------------------------------------
@@ -129,3 +179,43 @@ def test_documented_exit_codes_are_the_contracts():
     for name, codes in EXIT_CODES.items():
         assert {code for code, _meaning in codes} <= known, name
         assert codes[0][0] == "0", name
+
+
+# -- README and the site -----------------------------------------------------------------------
+
+def _nav_pages(nav) -> list[str]:
+    pages = []
+    for entry in nav:
+        value = next(iter(entry.values())) if isinstance(entry, dict) else entry
+        pages += _nav_pages(value) if isinstance(value, list) else [value]
+    return pages
+
+
+def test_every_docs_page_is_in_the_nav():
+    yaml = pytest.importorskip("yaml")
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    in_nav = _nav_pages(config["nav"])
+    on_disk = sorted(p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md"))
+    assert sorted(in_nav) == on_disk
+    commands = [p for p in in_nav if p.startswith("commands/") and p != "commands/index.md"]
+    assert commands == [f"commands/{name}.md" for name in _commands()]  # in the app's order
+
+
+def test_mkdocs_build_strict(tmp_path):
+    pytest.importorskip("mkdocs")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(ROOT / "mkdocs.yml"),
+                           "-d", str(tmp_path / "site")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "site" / "commands" / "prune" / "index.html").exists()
+
+
+def test_api_reference_names_every_public_function_and_error():
+    import ckpttool
+    import ckpttool.errors as errors
+
+    page = (ROOT / "docs" / "python-api" / "reference.md").read_text()
+    for name in ckpttool.__all__:
+        assert re.search(rf"^#+ `?ckpttool\.{re.escape(name)}\b", page, re.M), name
+    for name, value in vars(errors).items():
+        if isinstance(value, type) and issubclass(value, errors.CkptError):
+            assert f"`{name}`" in page, name
