@@ -14,6 +14,9 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 
+README_MAX_LINES = 250
+
+
 def _generated() -> dict:
     spec = importlib.util.spec_from_file_location("gen_docs", ROOT / "scripts" / "gen_docs.py")
     module = importlib.util.module_from_spec(spec)
@@ -183,6 +186,11 @@ def test_documented_exit_codes_are_the_contracts():
 
 # -- README and the site -----------------------------------------------------------------------
 
+def test_readme_is_at_most_250_lines():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= README_MAX_LINES, len(lines)
+
+
 def _nav_pages(nav) -> list[str]:
     pages = []
     for entry in nav:
@@ -207,6 +215,18 @@ def test_mkdocs_build_strict(tmp_path):
                            "-d", str(tmp_path / "site")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "site" / "commands" / "prune" / "index.html").exists()
+
+
+LAYOUT_PAGE = "docs/reference/layout.md"  # the one page that names the package's modules
+
+
+def test_docs_name_no_internal_module_paths():
+    """Modules move (issue 25 splits ops/ and formats/): only the layout page names them."""
+    module_path = re.compile(r"\b(?:ckpttool/)?(?:cli|ops|formats|storage|graph)/[\w/]*\w+\.py\b|\bckpttool\.(?:ops|formats|storage|cli)\.")
+    pages = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    named = {p.relative_to(ROOT).as_posix(): module_path.findall(p.read_text()) for p in pages
+             if p.relative_to(ROOT).as_posix() != LAYOUT_PAGE}
+    assert not {page: found for page, found in named.items() if found}
 
 
 def test_api_reference_names_every_public_function_and_error():
