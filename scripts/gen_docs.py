@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Write the shell completions (bash, zsh, fish) and the man page generated from the Typer app.
+"""Write what is generated from the code: the shell completions (bash, zsh, fish), the man page and
+the docs site's command pages from the Typer app, and the Python API reference from docstrings.
 
-    python scripts/gen_docs.py          # rewrite completions/ and man/
+    python scripts/gen_docs.py          # rewrite completions/, man/, docs/commands/, docs/python-api/reference.md
     python scripts/gen_docs.py --check  # exit 1 if any generated file is stale
 
-The generator lives in ckpttool/cli/docs.py (`ckpttool completion` prints the
-same scripts); tests/test_docs.py runs --check in CI.
+The generators live in ckpttool/cli/docs.py (`ckpttool completion` prints the
+same scripts), ckpttool/cli/doc_pages.py and scripts/api_reference.py;
+tests/test_docs.py runs --check in CI.
 """
 from __future__ import annotations
 
@@ -21,7 +23,11 @@ def generated() -> dict[Path, str]:
     import typer
 
     from ckpttool.cli.app import app
+    from ckpttool.cli.doc_pages import pages
     from ckpttool.cli.docs import completion_script, man_page
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from api_reference import reference_page
 
     group = typer.main.get_command(app)
 
@@ -30,6 +36,8 @@ def generated() -> dict[Path, str]:
         ROOT / "completions" / "_ckpttool": completion_script(group, "zsh"),
         ROOT / "completions" / "ckpttool.fish": completion_script(group, "fish"),
         ROOT / "man" / "ckpttool.1": man_page(group),
+        **{ROOT / "docs" / "commands" / name: text for name, text in pages(group).items()},
+        ROOT / "docs" / "python-api" / "reference.md": reference_page(),
     }
 
 

@@ -1,27 +1,13 @@
 """Shell completions (bash, zsh, fish) and the man page, generated from the
 Typer app: one description of the commands serves `ckpttool completion`,
-scripts/gen_docs.py (which writes completions/ and man/, checked in CI) and
-the copies installed with the wheel, so none of them drifts from the code."""
+scripts/gen_docs.py (which writes completions/, man/ and the docs site's
+command pages, checked in CI) and the copies installed with the wheel, so none
+of them drifts from the code."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ckpttool.cli.help_text import EXAMPLES, SUMMARIES
-
-EXIT_STATUS = [
-    ("0", "success"),
-    ("1", "a negative answer: latest found no checkpoint, verify found damage, diff found differences"),
-    ("2", "usage error (bad option or argument)"),
-    ("3", "bad input: missing, unreadable, corrupt or unsupported file, unknown variable"),
-    ("4", "refused for safety: no --yes when not interactive, destination exists, name collision, "
-          "path outside the directory"),
-    ("70", "internal error (a bug); rerun with --debug"),
-    ("130", "interrupted; nothing half-written is left behind"),
-]
-ENVIRONMENT = [
-    ("CKPTTOOL_DEBUG", "set to 1 to show tracebacks, like --debug"),
-    ("NO_COLOR", "disable colour, like --no-color"),
-]
 
 
 @dataclass
@@ -31,14 +17,29 @@ class Opt:
     takes_value: bool
     choices: list[str] = field(default_factory=list)  # the values a fixed-choice option takes
     metavar: str = "VALUE"  # what the value is (N, REGEX, OLD=NEW, DURATION ...)
+    default: str | None = None  # as given on the command line (`auto`, `0.0`, `--clear-devices`); None: none
+    required: bool = False
+    minimum: int | float | None = None  # of a number that has one (--min-elements N: at least 0)
+    negations: list[str] = field(default_factory=list)  # of a flag: its off switch (--keep-devices), among names
+
+
+@dataclass
+class Arg:
+    name: str  # as the usage line shows it: DIR, SRC...
+    help: str
+    required: bool
 
 
 @dataclass
 class Cmd:
     name: str
     help: str
-    arguments: list[str]
+    args: list[Arg]
     options: list[Opt]
+
+    @property
+    def arguments(self) -> list[str]:
+        return [a.name for a in self.args]
 
 
 def describe(group):
@@ -52,15 +53,27 @@ def describe(group):
                 choices = [str(c) for c in getattr(param.type, "choices", None) or ()]
                 metavar = "|".join(choices) if choices else (param.metavar or param.name.upper())
                 opts.append(Opt(list(param.opts) + list(param.secondary_opts), param.help or "",
-                                not param.is_flag, choices, metavar))
+                                not param.is_flag, choices, metavar, _default(param), param.required,
+                                getattr(param.type, "min", None), list(param.secondary_opts)))
         opts.append(Opt(["-h", "--help"], "Show the help and exit.", False))
         return opts
     commands = []
     for name, command in group.commands.items():
-        arguments = [(getattr(p, "metavar", None) or p.name).upper() for p in command.params
-                     if p.param_type_name == "argument"]
-        commands.append(Cmd(name, (command.help or "").strip(), arguments, options_of(command)))
+        args = [Arg((getattr(p, "metavar", None) or p.name).upper(), getattr(p, "help", None) or "", p.required)
+                for p in command.params if p.param_type_name == "argument"]
+        commands.append(Cmd(name, (command.help or "").strip(), args, options_of(command)))
     return options_of(group), commands
+
+
+def _default(param) -> str | None:
+    """An option's default as one would type it, or None when giving nothing means nothing (an
+    unset value, a flag that is off)."""
+    value = param.default
+    if value is None or value is False or value == [] or callable(value):
+        return None
+    if param.is_flag:
+        return param.opts[0] if value else (param.secondary_opts or [None])[0]
+    return str(getattr(value, "value", value))
 
 
 def _first_line(text: str) -> str:
@@ -179,6 +192,7 @@ def _roff(text: str) -> str:
 
 def render_man(global_opts, commands) -> str:
     from ckpttool import __version__
+    from ckpttool.cli.reference import ENVIRONMENT, EXIT_CODES, EXIT_STATUS, OUTPUT
 
     out = [
         f'.TH CKPTTOOL 1 "" "ckpttool {__version__}" "User Commands"',
@@ -209,6 +223,11 @@ def render_man(global_opts, commands) -> str:
             out += [".PP", "Examples:", ".PP", ".RS", ".nf"]
             out += [_roff(f"{command}   # {comment}") for command, comment in EXAMPLES[c.name]]
             out += [".fi", ".RE"]
+        out += [".PP", _roff(f"JSON (--json): {json_summary(OUTPUT[c.name])}.")]
+        out += [".PP", "Exit status (and 2, 70, 130 as under EXIT STATUS):", ".RS"]
+        for code, meaning in EXIT_CODES[c.name]:
+            out += [".TP", f"\\fB{code}\\fR", _roff(meaning)]
+        out.append(".RE")
     out.append(".SH EXIT STATUS")
     for code, meaning in EXIT_STATUS:
         out += [".TP", f"\\fB{code}\\fR", _roff(meaning)]
@@ -218,9 +237,18 @@ def render_man(global_opts, commands) -> str:
     out += [".SH SEE ALSO", "\\fBpython\\fR(1), \\fBgsutil\\fR(1), \\fBaws\\fR(1);",
             _roff("tf.train.load_checkpoint, tf.train.latest_checkpoint and tf.train.CheckpointManager "
                   "(TensorFlow's own reader, state file and retention); the safetensors format "
-                  "(https://huggingface.co/docs/safetensors); the README of ckpttool (Python API, "
-                  "buckets, formats).")]
+                  "(https://huggingface.co/docs/safetensors); the documentation of ckpttool in its docs/ folder "
+                  "(guides, the Python API, formats, buckets).")]
     return "\n".join(out) + "\n"
+
+
+def json_summary(documents) -> str:
+    """The top-level fields of a command's JSON documents on one line (the docs pages list them all,
+    with their meanings)."""
+    def fields(document) -> str:
+        return ", ".join(f.name + (f" (with {f.when})" if f.when else "") for f in document.fields)
+    parts = [fields(documents[0])] + [f"with {d.when}: {fields(d)}" for d in documents[1:]]
+    return "; ".join(parts)
 
 
 SHELLS = ("bash", "zsh", "fish")

@@ -1,6 +1,7 @@
-"""What each command's --help and the man page say beyond the Typer app itself: one-line summaries
-(the top-level list is never cut) and examples. Plain data, imported at start-up by the app; the
-completion and man-page generator (cli/docs.py) reads it too."""
+"""What each command's --help says beyond the Typer app itself: one-line summaries (the top-level
+list is never cut) and examples. Plain data, imported at start-up by the app; the generator of the
+completions, man page and docs pages (cli/docs.py) reads it too, with the rest of the reference
+that --help does not show (cli/reference.py: exit codes, JSON fields)."""
 from __future__ import annotations
 
 # One line per command for `ckpttool --help` (Click would cut the docstring's first
@@ -21,10 +22,12 @@ SUMMARIES = {
     "completion": "Print or install a shell completion script.",
 }
 
-# Examples for each command's --help and the man page (they run on the shipped examples/run).
+# Examples for each command's --help, the man page and the docs pages. In a copy of the shipped
+# examples/ each one runs as written, in order, and ends with exit 0 unless its comment says
+# "(exit N)" (tests/test_docs.py).
 EXAMPLES = {
     "ls": [("ckpttool ls examples/run", "every checkpoint, from the state file and the disk"),
-           ("ckpttool ls -r runs/", "every run directory below runs/, with sizes")],
+           ("ckpttool ls -r examples/", "every run directory below examples/, with sizes")],
     "latest": [("ckpttool latest examples/run", "as tf.train.latest_checkpoint"),
                ("ckpttool latest --complete --step examples/run", "the step of the newest complete one")],
     "inspect": [("ckpttool inspect examples/run", "the latest checkpoint's variables"),
@@ -33,26 +36,29 @@ EXAMPLES = {
     "verify": [("ckpttool verify examples/run/model.ckpt-500", "every CRC of one checkpoint"),
                ("ckpttool verify --all examples/run", "every checkpoint of the directory")],
     "prune": [("ckpttool prune --dry-run --keep-last 2 examples/run", "what would be deleted, and why"),
-              ("ckpttool prune -r --keep-last 3 --min-age 2h --yes runs/", "from cron")],
+              ("ckpttool prune -r --keep-last 3 --min-age 2h --yes examples/", "from cron")],
     "repair": [("ckpttool repair --dry-run examples/run", "the state file it would write")],
     "rename-vars": [("ckpttool rename-vars --dry-run --regex '^encoder/=enc/' examples/run out/model.ckpt-500",
                      "the new names"),
-                    ("ckpttool rename-vars --ema run/model.ckpt-100 eval/model.ckpt-100", "averages as weights")],
+                    ("ckpttool rename-vars --drop-optimizer examples/run slim/model.ckpt-500",
+                     "the weights without the Adam slots")],
     "convert": [("ckpttool convert --drop-optimizer examples/run model.safetensors", "for PyTorch/JAX tools"),
                 ("ckpttool convert model.safetensors init/model.ckpt-0", "back to a V2 bundle")],
     "average": [("ckpttool average examples/run --last 3 -o avg.safetensors", "the mean of the newest three"),
                 ("ckpttool average examples/run/model.ckpt-400 examples/run/model.ckpt-500 -o avg/model.ckpt-0",
                  "two checkpoints into a TF bundle")],
-    "diff": [("ckpttool diff examples/run/model.ckpt-400 examples/run/model.ckpt-500", "what changed"),
-             ("ckpttool diff --atol 1e-6 A B", "equal within a tolerance")],
-    "freeze": [("ckpttool freeze examples/run -o frozen.pb", "output nodes guessed and listed"),
-               ("ckpttool freeze saved_model/ -o frozen.pb --check", "compare both graphs")],
+    "diff": [("ckpttool diff examples/run/model.ckpt-400 examples/run/model.ckpt-500",
+              "what changed (exit 1: they differ)"),
+             ("ckpttool diff --atol 0.03 -f '^(encoder|head)/(kernel|bias)$' examples/run/model.ckpt-400 "
+              "examples/run", "the weights, equal within a tolerance")],
+    "freeze": [("ckpttool freeze examples/run -o frozen.pb --output-nodes prediction", "a GraphDef with constants"),
+               ("ckpttool freeze examples/run -o checked.pb --output-nodes prediction --check",
+                "and compare both graphs on random inputs")],
     "export-json": [("ckpttool export-json examples/run --part saver", "the SaverDef as JSON"),
                     ("ckpttool export-json examples/run --format pbtxt -o graph.pbtxt", "written atomically")],
     "completion": [("ckpttool completion bash --install", "where bash-completion looks"),
                    ("source <(ckpttool completion bash)", "this shell only")],
 }
-
 
 def epilog(name: str) -> str:
     """The Examples section of a command's --help (`\\b`: Click keeps the lines as they are)."""
