@@ -105,8 +105,9 @@ def command(
     integer and string variables (step counters) come from the newest
     checkpoint (highest step, else the last given). The optimizer is left
     out unless --keep-optimizer. The sources must hold the same names, dtypes
-    and shapes (exit 3 naming the first that differs). Streams a chunk of
-    each source at a time; writes what convert writes, with its rename,
+    and shapes (exit 3 naming the first that differs); one checkpoint given
+    twice (through a symlink, a hard link, a file:// URL or a protocol alias)
+    is refused (exit 2). Streams a chunk of each source at a time; writes what convert writes, with its rename,
     layout and dtype options.
 
     With --best N --metric TAG, the checkpoints are scored and ranked as

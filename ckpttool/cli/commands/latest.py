@@ -53,7 +53,9 @@ def command(
 
     A series without a state file (Keras checkpoint files, SavedModel
     versions, Orbax or HF step directories) answers its complete member with
-    the highest step; TF prefixes, when DIR has any, answer first.
+    the highest step, with a warning naming newer members that are not
+    complete (a Keras file cut short); TF prefixes, when DIR has any, answer
+    first.
     """
     from ckpttool.ops.latest import find_latest
 
