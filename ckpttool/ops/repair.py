@@ -42,8 +42,10 @@ class RepairPlan:
 
 
 def _read_raw(path: str) -> bytes | None:
-    """The state file's bytes; None if there is none, or it cannot be read (a FIFO, over the cap):
-    it is then replaced without a backup."""
+    """The state file's bytes; None if there is none, or it cannot be read (a FIFO, over the cap,
+    a link to a file outside the directory): it is then replaced without a backup."""
+    if fs.leaves_its_directory(path):
+        return None
     try:
         return fs.read_capped(path, STATE_FILE_CAP, "state file", missing_ok=True)
     except CkptError:

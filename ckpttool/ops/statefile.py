@@ -56,6 +56,10 @@ def older_than_latest(destination: str) -> str | None:
 
 
 def _read_raw(path: str, dir_fd: int | None = None) -> bytes | None:
+    """The state file's bytes, None if there is none (or it is a link to a file outside the
+    directory, never followed: it is then replaced as if there were none)."""
+    if dir_fd is None and fs.leaves_its_directory(path):
+        return None
     return fs.read_capped(path, STATE_FILE_CAP, "state file", missing_ok=True, dir_fd=dir_fd)
 
 

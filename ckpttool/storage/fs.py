@@ -236,6 +236,22 @@ def absolute(path: str) -> str:
     return os.path.abspath(path)
 
 
+def leaves_its_directory(path: str) -> bool:
+    """Whether local `path` is a symbolic link to something outside the directory it is in. Such a
+    link in a checkpoint (a state file, a data shard) is never followed: whoever may write into a
+    run directory could otherwise make a reader print or return a file of root's. A URL names an
+    object, never a link."""
+    if is_url(path):
+        return False
+    try:
+        if not stat.S_ISLNK(os.lstat(path).st_mode):
+            return False
+    except (OSError, ValueError):
+        return False  # nothing there: the caller's read says so
+    directory = os.path.realpath(os.path.dirname(path) or ".")
+    return os.path.commonpath([directory, os.path.realpath(path)]) != directory
+
+
 def real(path: str) -> str:
     """Where `path` really is: symlinks resolved locally; a URL is itself."""
     return path if is_url(path) else os.path.realpath(path)
