@@ -226,3 +226,53 @@ def test_a_deeply_nested_step_directory_is_refused_and_never_wedges_the_journal(
     after = run_cli("prune", "--yes", "--keep-last", "5", tmp_path)
     assert after.exit_code == 0, after.stderr
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-5"]
+
+
+# -- repair writes through the descriptor of the directory it planned on -------------------------
+
+@pytest.mark.parametrize("when", ["after the plan", "after the check"])
+def test_repair_writes_only_into_the_directory_planned(fixtures_dir, tmp_path, monkeypatch, tf, when):
+    """`team/run` swapped for a symlink to /victim/run (the same checkpoints and state file) between
+    plan_repair and apply_repair: repair replaced the victim's state file and wrote a checkpoint.bak
+    there. The directory applied must be the one planned, and every write goes through its
+    descriptor: swapped before the check, nothing is written (exit 4 from the CLI); after it, the
+    repair is done in the directory planned."""
+    from ckpttool.formats.tf.state import CheckpointState, write_state
+    from ckpttool.ops.repair import apply_repair, plan_repair
+    from ckpttool.storage import fs
+
+    team, victim = tmp_path / "team", tmp_path / "victim"
+    team.mkdir()
+    _many_checkpoint_dir(fixtures_dir, team / "run", 3)
+    write_state(str(team / "run"), CheckpointState("ckpt-2", ("ckpt-1", "ckpt-2"), ()))  # ckpt-3 missing
+    shutil.copytree(team / "run", victim / "run")
+    before = _snapshot(victim)
+    moved = tmp_path / "moved"
+
+    def swap():
+        os.rename(team / "run", moved)
+        os.symlink(victim / "run", team / "run")
+
+    plan = plan_repair(str(team / "run"))
+    assert plan.changed
+    if when == "after the plan":
+        swap()
+        with pytest.raises(Exception, match="changed since") as refused:
+            apply_repair(plan)
+        assert refused.type.__name__ == "Refused"
+        assert _snapshot(victim) == before and not (moved / "checkpoint.bak").exists()
+        return
+    opened = fs.open_checked_directory
+
+    def open_then_swap(path):
+        checked = opened(path)
+        swap()
+        return checked
+
+    monkeypatch.setattr(fs, "open_checked_directory", open_then_swap)
+    apply_repair(plan)
+    assert _snapshot(victim) == before
+    assert (moved / "checkpoint.bak").exists()
+    assert_tf_restores_latest(tf, moved, "ckpt-2")
+    assert [os.path.basename(p) for p in tf.train.get_checkpoint_state(str(moved)).all_model_checkpoint_paths] == [
+        "ckpt-1", "ckpt-3", "ckpt-2"]

@@ -123,3 +123,21 @@ def test_a_data_shard_linked_inside_its_directory_is_read(tmp_path, tf):
     with ckpttool.open(prefix) as ckpt:
         np.testing.assert_array_equal(ckpt.read(name, index=np.s_[3:5]), want[3:5])
         np.testing.assert_array_equal(ckpt.read(name), want)
+
+
+def test_the_rule_is_checked_on_the_open_file(fixtures_dir, tmp_path, tf, monkeypatch):
+    """A link swapped in between a look at the name and its open (the look here always says
+    "no link") is caught all the same: where the opened file really is decides."""
+    from ckpttool.storage import fs
+
+    monkeypatch.setattr(fs, "leaves_its_directory", lambda path: False)
+    run = _run_with_linked_state(fixtures_dir, tmp_path, SECRETS["parses_as_one"])
+    listing = run_cli("ls", "--json", run)
+    assert TOKEN not in listing.stdout + listing.stderr and "outside" in listing.stdout
+    (tmp_path / "other").mkdir()
+    prefix, name = _checkpoint(tf, tmp_path / "other")
+    shard = f"{prefix}.data-00000-of-00001"
+    os.rename(shard, tmp_path / "elsewhere.data")
+    os.symlink(tmp_path / "elsewhere.data", shard)
+    with ckpttool.open(prefix) as ckpt, pytest.raises(CkptError, match="outside"):
+        ckpt.read(name, index=np.s_[0:2])

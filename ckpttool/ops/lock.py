@@ -23,6 +23,7 @@ import time
 import uuid
 
 from ckpttool.errors import NotFound, Refused, TooLarge
+from ckpttool.storage import fs
 from ckpttool.storage.atomic import commit_section
 from ckpttool.storage.fs import is_url
 
@@ -157,6 +158,26 @@ def _read_holder(remote, lock_url: str) -> dict | None:
         return None
     except Exception:  # noqa: BLE001 - a failed request says nothing about the holder: try again
         return None
+
+
+@contextlib.contextmanager
+def locked_as_planned(directory: str, planned: tuple[int, int] | None, nothing_done: str):
+    """The directory's lock for applying a plan made on it: a local directory opened once and
+    locked through that descriptor, yielded as the fs.CheckedDirectory every change goes through
+    (a bucket: None); Refused (saying `nothing_done`) when it is not the directory planned
+    (`planned`: fs.directory_identity then), e.g. a component of its path swapped for a symlink."""
+    if is_url(directory):
+        with directory_lock(directory):
+            yield None
+        return
+    with fs.open_checked_directory(directory) as checked, directory_lock(directory, fd=checked.fd):
+        if planned is not None and checked.identity != planned:
+            raise changed_since_planned(directory, nothing_done)
+        yield checked
+
+
+def changed_since_planned(directory: str, nothing_done: str) -> Refused:
+    return Refused(f"{directory} changed since it was planned (it is another directory now); {nothing_done}")
 
 
 @contextlib.contextmanager

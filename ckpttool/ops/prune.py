@@ -41,7 +41,7 @@ from ckpttool.storage import fs
 from ckpttool.storage.fs import read_capped
 from ckpttool.ops.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_dir_name,
                                  is_temp_file_debris, temp_dir_debris_problem, temp_dir_parts)
-from ckpttool.ops.lock import directory_lock
+from ckpttool.ops.lock import changed_since_planned, locked_as_planned
 from ckpttool.ops.retention import RetentionRules, keep_reasons
 from ckpttool.ops import series
 from ckpttool.ops.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, Problem, gc_paused, scan_directory,
@@ -342,7 +342,7 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     """
     rules.validate()
     now = time.time() if now is None else now
-    directory_id = _directory_id(directory)
+    directory_id = fs.directory_identity(directory)
     scan = scan_directory(directory)
     if not ignore_bad_state:
         _refuse_bad_state(scan)
@@ -449,16 +449,6 @@ def _is_series_tree(scan: DirectoryScan, path: str) -> bool:
         leftover.path == path for leftover in scan.leftovers)
 
 
-def _directory_id(directory: str) -> tuple[int, int] | None:
-    if fs.is_url(directory):
-        return None
-    try:
-        found = os.stat(directory)
-    except OSError:
-        return None  # nothing there: the scan says so
-    return found.st_dev, found.st_ino
-
-
 def _index_first(paths: tuple[str, ...]) -> list[str]:
     # Removing the index first makes the checkpoint invisible to TensorFlow at once.
     return sorted(paths, key=lambda p: (not p.endswith(".index"), p.endswith(".meta"), p))
@@ -556,19 +546,10 @@ def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> 
     it (fs.CheckedDirectory), never through its path again. What is found in the place of what
     was planned is left alone and reported in the result's `problems` ("not_deleted")."""
     fault = fault or (lambda _step: None)
-    directory = plan.directory
-    if fs.is_url(directory):
-        with directory_lock(directory):
-            return _apply(plan, fault, None)
-    with fs.open_checked_directory(directory) as checked, directory_lock(directory, fd=checked.fd):
-        if plan.directory_id is not None and checked.identity != plan.directory_id:
-            # A path component swapped for a symlink since (`prune -r` plans all, then applies):
-            # the rules were judged on another directory's checkpoints.
-            raise Refused(_CHANGED.format(directory=directory))
+    # `prune -r` plans every run, then applies each by its path: a component swapped for a symlink
+    # since would have the rules judged on another directory's checkpoints.
+    with locked_as_planned(plan.directory, plan.directory_id, "nothing deleted") as checked:
         return _apply(plan, fault, checked)
-
-
-_CHANGED = "{directory} changed since the prune was planned (it is another directory now); nothing deleted"
 
 
 def _apply(plan: PrunePlan, fault: Callable[[str], None], checked: fs.CheckedDirectory | None) -> PruneResult:
@@ -586,7 +567,7 @@ def _apply(plan: PrunePlan, fault: Callable[[str], None], checked: fs.CheckedDir
     todo = [_deletable_now(scan, d, problems) for d in plan.deleted if d.name not in protected]
     trees = _listed_trees(scan, todo, problems) if checked is not None else {}
     if checked is not None and not checked.still_reached():
-        raise Refused(_CHANGED.format(directory=directory))  # the scan and listings were of another one
+        raise changed_since_planned(directory, "nothing deleted")  # the scan and listings were of another one
     refused = {p.path for p in problems}
     todo = [replace(d, paths=tuple(p for p in d.paths if p not in refused)) for d in todo]
     # Nothing of these may go: their state-file entries stay, and they are not reported deleted.

@@ -60,7 +60,7 @@ def _read_raw(path: str, dir_fd: int | None = None) -> bytes | None:
     directory, never followed: it is then replaced as if there were none)."""
     if dir_fd is None and fs.leaves_its_directory(path):
         return None
-    return fs.read_capped(path, STATE_FILE_CAP, "state file", missing_ok=True, dir_fd=dir_fd)
+    return fs.read_capped(path, STATE_FILE_CAP, "state file", missing_ok=True, dir_fd=dir_fd, inside=True)
 
 
 def update_state(directory: str, transform: Callable[[CheckpointState], CheckpointState],

@@ -36,9 +36,11 @@ def _kind_of(mode: int) -> str:
 
 
 def _open_regular(path: str, what: str, missing_ok: bool = False, seen_regular: bool = False,
-                  dir_fd: int | None = None) -> int | None:
+                  dir_fd: int | None = None, inside: bool = False) -> int | None:
     """A read-only descriptor of the regular file at `path` (None if missing and `missing_ok`); with
     `dir_fd`, the file of that name in the directory open at `dir_fd` (`path` then names it in messages).
+    `inside`: a file of a checkpoint (a state file, a data shard), refused when it is a link to a file
+    outside its directory (leaves_its_directory), as checked on the open file.
 
     What `path` is gets checked before it is opened (opening some devices
     does something), unless the caller has just seen it is a regular file;
@@ -59,10 +61,26 @@ def _open_regular(path: str, what: str, missing_ok: bool = False, seen_regular: 
         raise NotFound(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
         _refuse_unless_regular(os.fstat(fd).st_mode, path, what)
+        if inside and _opened_outside(fd, path, dir_fd):
+            raise BadInput(f"{what} {path} is a link to a file outside its directory; not read")
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _opened_outside(fd: int, path: str, dir_fd: int | None = None) -> bool:
+    """Whether the file open at `fd` lies outside its directory (the one open at `dir_fd`, else the
+    directory of `path`, the name it was opened by): where the open file really is (Linux:
+    /proc/self/fd), so that a link swapped in between a look at `path` and the open is caught too;
+    elsewhere, the link at `path` as it is now."""
+    try:
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+        directory = os.readlink(f"/proc/self/fd/{dir_fd}") if dir_fd is not None else \
+            os.path.realpath(os.path.dirname(path) or ".")
+    except OSError:
+        return leaves_its_directory(path)
+    return not opened.startswith("/") or os.path.commonpath([directory, opened]) != directory
 
 
 def _refuse_unless_regular(mode: int, path: str, what: str) -> None:
@@ -88,13 +106,14 @@ def open_input(path: str, what: str = "file") -> BinaryIO:
 
 
 def read_capped(path: str, limit: int, what: str = "file", missing_ok: bool = False,
-                dir_fd: int | None = None) -> bytes | None:
+                dir_fd: int | None = None, inside: bool = False) -> bytes | None:
     """The whole file, refusing one larger than `limit` bytes (formats that do not bound their
     size); None for a missing file when `missing_ok`. `dir_fd`: the descriptor of the local
-    directory `path` is in, through which it is opened (by its name alone)."""
+    directory `path` is in, through which it is opened (by its name alone). `inside`: refused
+    when it is a link to a file outside its directory."""
     if is_url(path):
         return _remote().read_capped(path, limit, what, missing_ok)
-    fd = _open_regular(path, what, missing_ok, dir_fd=dir_fd)
+    fd = _open_regular(path, what, missing_ok, dir_fd=dir_fd, inside=inside)
     if fd is None:
         return None
     with os.fdopen(fd, "rb") as handle:
@@ -172,9 +191,9 @@ class LocalInput:
     """A local regular file read at offsets (pread: no shared file position, so threads may
     read one at once)."""
 
-    def __init__(self, path: str, what: str):
+    def __init__(self, path: str, what: str, inside: bool = False):
         self.path = path
-        self._fd = _open_regular(path, what)
+        self._fd = _open_regular(path, what, inside=inside)
         self.size = os.fstat(self._fd).st_size
 
     def read_at(self, offset: int, length: int) -> bytes:
@@ -199,12 +218,13 @@ class LocalInput:
             self._fd = -1
 
 
-def open_random_access(path: str, what: str = "file"):
+def open_random_access(path: str, what: str = "file", inside: bool = False):
     """A file to read at offsets: `.size`, `.read_at(offset, n)`, `.iter_range(offset, n, chunk=None)`,
-    `.close()`. Local: pread on a descriptor; remote: ranged GETs, several in flight."""
+    `.close()`. Local: pread on a descriptor; remote: ranged GETs, several in flight. `inside`: as
+    for read_capped."""
     if is_url(path):
         return _remote().RemoteInput.open(path, what)
-    return LocalInput(path, what)
+    return LocalInput(path, what, inside)
 
 
 # -- paths ----------------------------------------------------------------------
@@ -612,17 +632,29 @@ class _DirectoryChain:
             os.close(fd)
 
 
+def directory_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of local directory `path`, what open_checked_directory will be compared
+    with; None for a URL, or when nothing is there."""
+    if is_url(path):
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def open_checked_directory(path: str) -> CheckedDirectory:
     """Local directory `path` opened for deleting and replacing through its descriptor (its
     `identity`, device and inode, for the caller to compare with what it planned on). A `path`
     that is itself a symlink (`runs/latest`, named by the user) is resolved once, here."""
     try:
-        fd = os.open(path, _DIRECTORY_FLAGS)
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise NotFound(f"cannot open directory {path}: {exc.strerror}") from None
         try:
+            fd = os.open(path, _DIRECTORY_FLAGS)
+        except OSError:
+            if not os.path.islink(path):
+                raise
             fd = os.open(os.path.realpath(path), _DIRECTORY_FLAGS)
-        except OSError as again:
-            raise NotFound(f"cannot open directory {path}: {again.strerror}") from None
+    except OSError as exc:
+        raise NotFound(f"cannot open directory {path}: {exc.strerror}") from None
     return CheckedDirectory(path, fd)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from ckpttool.errors import BadInput, ChecksumMismatch, CorruptCheckpoint, Truncated, Unsupported
 from ckpttool.formats.tf import crc32c as crc
 from ckpttool.formats.dtypes import STRING, VARIANT, DType, dtype_from_code
-from ckpttool.storage.fs import leaves_its_directory, open_random_access
+from ckpttool.storage.fs import open_random_access
 from ckpttool.formats.tf.messages import (BundleHeader, EntryFields, checked_shape, parse_entry, parse_header,
                                        parse_message)
 from ckpttool.formats.tf.ordered_code import decode_slice_key, encode_slice_key
@@ -175,11 +175,9 @@ class Bundle:
     def _shard(self, shard_id: int) -> _Shard:
         shard = self._shards.get(shard_id)
         if shard is None:
-            path = self.shard_path(shard_id)
-            if leaves_its_directory(path):  # a partial read checks no CRC: it would return the file's bytes
-                raise BadInput(f"{os.path.basename(path)} is a link to a file outside the checkpoint's directory; "
-                               "refusing to read outside its directory")
-            handle = open_random_access(path, "data shard")
+            # Never a link leaving the checkpoint's directory: a partial read checks no CRC, and would
+            # return that file's bytes as tensor values.
+            handle = open_random_access(self.shard_path(shard_id), "data shard", inside=True)
             shard = _Shard(handle, self._misplaced(shard_id, handle.size))
             self._shards[shard_id] = shard
         return shard
