@@ -76,8 +76,12 @@ def _opened_outside(fd: int, path: str, dir_fd: int | None = None) -> bool:
     elsewhere, the link at `path` as it is now."""
     try:
         opened = os.readlink(f"/proc/self/fd/{fd}")
-        directory = os.readlink(f"/proc/self/fd/{dir_fd}") if dir_fd is not None else \
-            os.path.realpath(os.path.dirname(path) or ".")
+        if dir_fd is not None:
+            directory = os.readlink(f"/proc/self/fd/{dir_fd}")
+        else:
+            directory = os.path.abspath(os.path.dirname(path) or ".")
+            if os.path.dirname(opened) != directory:  # (the usual case, no link anywhere, walks no path)
+                directory = os.path.realpath(directory)
     except OSError:
         return leaves_its_directory(path)
     return not opened.startswith("/") or os.path.commonpath([directory, opened]) != directory
