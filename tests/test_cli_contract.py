@@ -338,7 +338,7 @@ def test_messages_from_protobuf_name_no_internal_types(copy_fixture, tf):
     assert tf.train.get_checkpoint_state(str(run)) is None  # TensorFlow cannot read it either
     result = run_cli("ls", "--json", run)
     (problem,) = [p for p in result.json()["problems"] if p["kind"] == "bad_state_file"]
-    assert problem["message"].endswith("line 2: unknown field `garbage`")
+    assert problem["message"].endswith("line 2: unknown field") and "garbage" not in problem["message"]
     meta = copy_fixture("saver_run") / "model.ckpt-50.meta"
     meta.write_bytes(b"\xff" * 64)
     broken = run_cli("inspect", "--meta", meta.with_suffix(""))

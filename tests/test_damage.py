@@ -146,7 +146,7 @@ def test_file_system_refusal_is_one_line_not_a_bug(copy_fixture, monkeypatch):
 
     run = copy_fixture("saver_run")
 
-    def denied(path):
+    def denied(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(prune_ops.os, "unlink", denied)

@@ -304,14 +304,17 @@ def test_special_files_are_never_opened(copy_fixture, where, kind):
         assert_clean_exit(proc)
     if where == "checkpoint":
         (problem,) = json.loads(results[("ls", "--json", run)].stdout)["problems"]
-        assert problem["kind"] == "bad_state_file" and "not a regular file" in problem["message"]
+        # A link to /dev/zero leaves the directory: refused before anything looks at what it is.
+        assert problem["kind"] == "bad_state_file" and ("not a regular file" in problem["message"]
+                                                        or "outside its directory" in problem["message"])
         latest = results[("latest", run)]
         assert latest.returncode == 0 and latest.stdout.strip() == str(prefix) and "warning:" in latest.stderr
     elif where.endswith(".index"):
         assert results[("inspect", "--values", prefix)].returncode == 3
     else:
         assert results[("inspect", "--values", prefix)].returncode == 3
-        assert "not a regular file" in results[("inspect", "--values", prefix)].stderr
+        stderr = results[("inspect", "--values", prefix)].stderr
+        assert "not a regular file" in stderr or "outside its directory" in stderr
         assert results[("verify", "--json", prefix)].returncode == 1
         ls = json.loads(results[("ls", "--json", run)].stdout)
         assert next(c for c in ls["checkpoints"] if c["name"] == "model.ckpt-50")["complete"] is False

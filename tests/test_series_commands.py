@@ -191,18 +191,18 @@ def test_an_interrupted_tree_removal_is_finished_by_the_next_prune(tmp_path, mon
 
     for step in (100, 200):
         _orbax_step(tmp_path, str(step), "_CHECKPOINT_METADATA")
-    original = fs.remove_listed_tree
+    original = fs.CheckedDirectory.remove_tree
 
-    def crash_before_the_marker(path, files, dirs):
+    def crash_before_the_marker(checked, name, files, dirs):
         assert files[-1] == "_CHECKPOINT_METADATA"  # the commit marker goes last
-        original(path, files[:-1], [])
+        original(checked, name, files[:-1], [])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fs, "remove_listed_tree", crash_before_the_marker)
+    monkeypatch.setattr(fs.CheckedDirectory, "remove_tree", crash_before_the_marker)
     with pytest.raises(KeyboardInterrupt):
         apply_prune(plan_prune(str(tmp_path), RetentionRules(keep_last=1)))
     assert os.listdir(tmp_path / "100") != [] and (tmp_path / ".ckpttool-prune.journal").exists()
-    monkeypatch.setattr(fs, "remove_listed_tree", original)
+    monkeypatch.setattr(fs.CheckedDirectory, "remove_tree", original)
     ls = run_cli("ls", "--json", tmp_path).json()
     assert [c["name"] for c in ls["checkpoints"]] == ["100", "200"]  # still recognised: resumable
     doc = _prune(tmp_path, "--keep-last", "5")
@@ -357,10 +357,11 @@ def test_tree_removal_never_follows_a_link_swapped_in_after_listing(tmp_path):
     shutil.rmtree(member / "default")  # listed as a directory, now a link to another one
     os.symlink(outside, member / "default")
     (member / "new-file").write_text("written since the listing")
-    left = fs.remove_listed_tree(str(member), ["default/x", "_CHECKPOINT_METADATA"], ["default"])
+    with fs.open_checked_directory(str(tmp_path)) as checked:
+        why = checked.remove_tree("100", ["default/x", "_CHECKPOINT_METADATA"], ["default"])
     assert (outside / "x").read_text() == "keep me"
     assert sorted(os.listdir(member)) == ["default", "new-file"] and os.path.islink(member / "default")
-    assert "default/x" in left and "." in left
+    assert "default/x" in why and "left in place" in why
 
 
 def test_a_fresh_empty_temporary_directory_is_not_debris_yet(tmp_path):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
 from ckpttool.errors import BadInput, CkptError, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import DType, check_bool_bytes, dtype_from_name
-from ckpttool.storage.fs import is_url, open_random_access, read_capped
+from ckpttool.storage.fs import leaves_its_directory, open_random_access, read_capped
 from ckpttool.formats.variables import StoredTensor, Variable
 
 if TYPE_CHECKING:  # numpy is imported where values are decoded, not to copy bytes
@@ -230,14 +230,10 @@ def _read_index(path: str) -> dict[str, str]:
     return weight_map
 
 
-def _refuse_leaving(index: str, directory: str, shard: str) -> None:
+def _refuse_leaving(index: str, shard: str) -> None:
     """A shard that is a symlink resolving outside the index's directory is refused, as `../`
     is: an index must not make ckpttool read (and describe) /etc/shadow."""
-    if is_url(shard):
-        return  # object keys are plain names beside the index: no links
-    real_dir = os.path.realpath(directory or ".")
-    real = os.path.realpath(shard)
-    if os.path.commonpath([real_dir, real]) != real_dir:
+    if leaves_its_directory(shard):
         raise BadInput(f"{os.path.basename(index)}: shard {os.path.basename(shard)!r} is a link to a file outside "
                        "the index's directory; refusing to read outside its directory")
 
@@ -264,7 +260,7 @@ class SafetensorsReader:
             shard_names = sorted(set(weight_map.values()))
             for shard_id, filename in enumerate(shard_names):
                 shard = os.path.join(directory, filename)
-                _refuse_leaving(path, directory, shard)
+                _refuse_leaving(path, shard)
                 self._files.append(SafetensorsFile(shard, shard_id))
             for name, filename in weight_map.items():
                 if name not in self._files[shard_names.index(filename)].tensors:

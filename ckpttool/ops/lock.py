@@ -23,6 +23,7 @@ import time
 import uuid
 
 from ckpttool.errors import NotFound, Refused, TooLarge
+from ckpttool.storage import fs
 from ckpttool.storage.atomic import commit_section
 from ckpttool.storage.fs import is_url
 
@@ -33,9 +34,12 @@ STALE_REMOTE_LOCK_SECONDS = 3600.0
 
 
 @contextlib.contextmanager
-def _flock(path: str, timeout: float, what: str, directory: bool = False):
-    """flock on the file at `path` (created if absent), or on the directory `path` itself."""
-    if directory:
+def _flock(path: str, timeout: float, what: str, directory: bool = False, fd: int | None = None):
+    """flock on the file at `path` (created if absent), or on the directory `path` itself (through
+    `fd`, its descriptor, when the caller has it open)."""
+    if fd is not None:
+        fd = os.dup(fd)  # the same open directory: the lock is released explicitly, the caller's fd stays
+    elif directory:
         # Read-only is all flock needs; whoever may list the directory may lock it.
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
     else:
@@ -50,9 +54,12 @@ def _flock(path: str, timeout: float, what: str, directory: bool = False):
                 if time.monotonic() > deadline:
                     raise Refused(f"{what} is locked by another ckpttool run ({path})") from None
                 time.sleep(0.05)
-        yield
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        os.close(fd)  # closing releases the lock
+        os.close(fd)
 
 
 def _host_lock_path(url: str) -> str:
@@ -154,15 +161,36 @@ def _read_holder(remote, lock_url: str) -> dict | None:
 
 
 @contextlib.contextmanager
-def directory_lock(directory: str, timeout: float = 600.0):
+def locked_as_planned(directory: str, planned: tuple[int, int] | None, nothing_done: str):
+    """The directory's lock for applying a plan made on it: a local directory opened once and
+    locked through that descriptor, yielded as the fs.CheckedDirectory every change goes through
+    (a bucket: None); Refused (saying `nothing_done`) when it is not the directory planned
+    (`planned`: fs.directory_identity then), e.g. a component of its path swapped for a symlink."""
+    if is_url(directory):
+        with directory_lock(directory):
+            yield None
+        return
+    with fs.open_checked_directory(directory) as checked, directory_lock(directory, fd=checked.fd):
+        if planned is not None and checked.identity != planned:
+            raise changed_since_planned(directory, nothing_done)
+        yield checked
+
+
+def changed_since_planned(directory: str, nothing_done: str) -> Refused:
+    return Refused(f"{directory} changed since it was planned (it is another directory now); {nothing_done}")
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str, timeout: float = 600.0, fd: int | None = None):
     """Hold the directory's exclusive lock; Refused if not had within `timeout` s.
 
-    A local directory is locked as itself (nothing is written into it); a
-    bucket's lock object is removed when done.
+    A local directory is locked as itself (nothing is written into it), through `fd` when the
+    caller has it open (the lock is then on the very directory it checked, whatever its path
+    leads to meanwhile); a bucket's lock object is removed when done.
     """
     if is_url(directory):
         with _remote_lock(directory, timeout):
             yield
         return
-    with _flock(directory, timeout, directory, directory=True):
+    with _flock(directory, timeout, directory, directory=True, fd=fd):
         yield

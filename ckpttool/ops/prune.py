@@ -10,6 +10,13 @@ directory restorable at every instant:
 Only regular files (and `*_temp` directories) directly inside the directory
 are ever removed (in a bucket: exact keys, a `*_temp` prefix as the part files
 listed under it); state-file entries that point elsewhere are never followed.
+A local directory is opened once and checked to be the one planned; the lock,
+the journal, the state file and every removal go through that descriptor
+(storage/fs.py's CheckedDirectory), and each directory to remove is listed
+before the journal is written. Whatever is found in the place of what was
+planned (a directory or link where a file was, a tree changed since it was
+listed, one nested deeper than ckpttool goes) is left alone and reported in
+the result's `problems`; the CLI then exits 4 once the rest is done.
 
 Series besides TF prefixes (ops/series.py): a Keras checkpoint is its one file;
 a directory member (SavedModel version, Orbax or HF step) is removed as a tree
@@ -26,16 +33,15 @@ import json
 import os
 import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, Refused, UsageProblem
 from ckpttool.storage import fs
-from ckpttool.storage.atomic import fsync_directory
 from ckpttool.storage.fs import read_capped
 from ckpttool.ops.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_dir_name,
                                  is_temp_file_debris, temp_dir_debris_problem, temp_dir_parts)
-from ckpttool.ops.lock import directory_lock
+from ckpttool.ops.lock import changed_since_planned, locked_as_planned
 from ckpttool.ops.retention import RetentionRules, keep_reasons
 from ckpttool.ops import series
 from ckpttool.ops.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, Problem, gc_paused, scan_directory,
@@ -87,6 +93,7 @@ class PruneResult:
     plan: PrunePlan
     deleted: tuple[Deletion, ...]
     skipped: tuple[str, ...] = field(default=())  # planned, but protected by the time we applied
+    problems: tuple[Problem, ...] = field(default=())  # planned, but found changed: left alone ("not_deleted")
 
     @property
     def freed_bytes(self) -> int:
@@ -352,7 +359,7 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     """
     rules.validate()
     now = time.time() if now is None else now
-    directory_id = _directory_id(directory)
+    directory_id = fs.directory_identity(directory)
     scan = scan_directory(directory)
     if not ignore_bad_state:
         _refuse_bad_state(scan)
@@ -430,25 +437,35 @@ def _only_commit_files_left(scan: DirectoryScan, name: str) -> bool:
     return not problem and bool(files) and set(files) <= set(series.LAST_FILES.get(known.format, ()))
 
 
-def _remove_series_tree(scan: DirectoryScan, path: str) -> None:
-    """A directory member or series debris, as a tree of plain files and directories listed now
-    (under the lock); its framework's commit files last. Anything else found in it (planted since
-    the scan under the lock): nothing removed, the next `ls` reports it."""
+def _commit_files(scan: DirectoryScan, path: str) -> tuple[str, ...]:
+    """The files of directory member `path` that its framework's commit consists of (removed last)."""
+    known = scan.by_name(fs.basename(path))
+    return series.LAST_FILES.get(known.format, ()) if known is not None else ()
+
+
+def _series_tree_listing(scan: DirectoryScan, path: str) -> tuple[list[str], list[str], str | None]:
+    """A directory member or series debris as plain_tree lists it now (under the lock), its
+    framework's commit files last: (files, directories, None), or why it is not to be removed."""
     files, dirs, problem = series.plain_tree(path)
+    last = _commit_files(scan, path)
+    files.sort(key=lambda f: (f in last, last.index(f) if f in last else 0))
+    return files, dirs, problem
+
+
+def _remove_series_tree(scan: DirectoryScan, path: str) -> None:
+    """A bucket's directory member or series debris: exactly the keys listed under it now (under the
+    lock), its commit files in a request of their own, last. Anything else found in it (planted
+    since the scan under the lock): nothing removed, the next `ls` reports it."""
+    files, _dirs, problem = _series_tree_listing(scan, path)
     if problem:
         return
-    known = scan.by_name(fs.basename(path))
-    last = series.LAST_FILES.get(known.format, ()) if known is not None else ()
-    files.sort(key=lambda f: (f in last, last.index(f) if f in last else 0))
-    if fs.is_url(path):  # exact keys, each under the member; its commit files in a request of their own
-        urls = [path + "/" + relative for relative in files]
-        for url, relative in zip(urls, files):
-            _refuse_unless_inside(scan.directory, url, relative.count("/") + 1)
-        first = [u for u, f in zip(urls, files) if f not in last]
-        fs.remove_files(first)
-        fs.remove_files(urls[len(first):])
-        return
-    fs.remove_listed_tree(path, files, dirs)
+    last = _commit_files(scan, path)
+    urls = [path + "/" + relative for relative in files]
+    for url, relative in zip(urls, files):
+        _refuse_unless_inside(scan.directory, url, relative.count("/") + 1)
+    first = [u for u, f in zip(urls, files) if f not in last]
+    fs.remove_files(first)
+    fs.remove_files(urls[len(first):])
 
 
 def _is_series_tree(scan: DirectoryScan, path: str) -> bool:
@@ -456,25 +473,6 @@ def _is_series_tree(scan: DirectoryScan, path: str) -> bool:
     known = scan.by_name(base)
     return known.is_directory if known is not None else bool(series.is_debris_name(base)) and any(
         leftover.path == path for leftover in scan.leftovers)
-
-
-def _directory_id(directory: str) -> tuple[int, int] | None:
-    if fs.is_url(directory):
-        return None
-    try:
-        found = os.stat(directory)
-    except OSError:
-        return None  # nothing there: the scan says so
-    return found.st_dev, found.st_ino
-
-
-def _remove(path: str) -> None:
-    if fs.is_url(path):
-        fs.remove_files([path])
-    elif os.path.isdir(path) and not os.path.islink(path):
-        fs.remove_tree(path)
-    else:
-        fs.remove_files([path])
 
 
 def _index_first(paths: tuple[str, ...]) -> list[str]:
@@ -526,59 +524,128 @@ def _present(scan: DirectoryScan, path: str) -> bool:
     return os.path.lexists(path)
 
 
+def _deletable_now(scan: DirectoryScan, deletion: Deletion, problems: list[Problem]) -> Deletion:
+    """`deletion` with only the paths still there that may still go, by the scan under the lock;
+    each one there that may not (a link, a directory or anything else found in a file's place, a
+    member holding more than its framework's files now) reported in `problems`."""
+    paths = []
+    for path in deletion.paths:
+        if not _present(scan, path):
+            continue  # gone already: a plan applied twice, or after another run
+        problem = path_problem(scan, deletion.name, path)
+        if problem:
+            problems.append(Problem("not_deleted", path, f"not deleted: {problem}"))
+        else:
+            paths.append(path)
+    return replace(deletion, paths=tuple(paths))
+
+
+def _listed_trees(scan: DirectoryScan, todo: list[Deletion],
+                  problems: list[Problem]) -> dict[str, tuple[list[str], list[str]]]:
+    """The local directories among `todo`'s paths, as listed now (under the lock, before anything
+    is deleted): (files, directories) of a series member or debris (commit files last), the part
+    files of a `*_temp` directory. One that cannot be removed whole (a link or anything else
+    planted in it, nested deeper than ckpttool goes) is reported in `problems` and left out."""
+    trees = {}
+    for path in (p for d in todo for p in d.paths):
+        base = fs.basename(path)
+        if _is_series_tree(scan, path):
+            files, dirs, problem = _series_tree_listing(scan, path)
+        elif _kind(scan, path, base) == "dir":
+            problem, parts = temp_dir_parts(path)
+            files, dirs = [fs.basename(part) for part in parts], []
+        else:
+            continue
+        problem = problem or fs.too_deep(files, dirs)
+        if problem:
+            problems.append(Problem("not_deleted", path, f"not deleted: {base}/: {problem}"))
+        else:
+            trees[path] = (files, dirs)
+    return trees
+
+
 def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> PruneResult:
-    """Carry out `plan`. `fault(step)` is called after every file operation (tests inject crashes there)."""
+    """Carry out `plan`. `fault(step)` is called after every file operation (tests inject crashes there).
+
+    A local directory is opened once, checked to be the one planned (device and inode) and
+    locked through that descriptor; the journal, the state file and every deletion go through
+    it (fs.CheckedDirectory), never through its path again. What is found in the place of what
+    was planned is left alone and reported in the result's `problems` ("not_deleted")."""
     fault = fault or (lambda _step: None)
-    directory = plan.directory
     if plan.refusal is not None:
         raise BadInput(plan.refusal, hint=DAMAGE_HINT)
-    with directory_lock(directory):
-        if plan.directory_id is not None and _directory_id(directory) != plan.directory_id:
-            # A path component swapped for a symlink since (`prune -r` plans all, then applies):
-            # the rules were judged on another directory's checkpoints.
-            raise Refused(f"{directory} changed since the prune was planned (it is another directory now); "
-                          "nothing deleted")
-        scan = scan_directory(directory)  # the directory as it is now, under the lock
-        if not plan.ignore_bad_state:
-            _refuse_bad_state(scan)
-        protected = protected_checkpoints(scan)
-        todo = [d for d in plan.deleted if d.name not in protected]
-        skipped = tuple(d.name for d in plan.deleted if d.name in protected)
-        # Only what is still there: a plan applied twice (or after another run) deletes nothing
-        # the second time, and says so. An interrupted run's journal entry stays while its
-        # journal does, even with no file left: its state-file entries must still go.
-        todo = [Deletion(d.name, d.step, d.size_bytes, d.kind,
-                         tuple(p for p in d.paths if path_problem(scan, d.name, p) is None and _present(scan, p)))
-                for d in todo]
-        drop = {d.name for d in todo}  # state-file entries to remove, of vanished checkpoints too
-        journal_left = JOURNAL_FILENAME in scan.listing
-        todo = [d for d in todo if d.paths or d.kind == "resumed" and journal_left]
-        if not todo:
-            return PruneResult(plan, (), skipped)
-        # File names only: the journal stays valid if the directory is moved before it is resumed.
-        journal = {"deletions": [{"name": d.name, "step": d.step, "paths": [fs.basename(p) for p in d.paths]}
-                                 for d in todo]}
-        fs.write_atomic(fs.join(directory, JOURNAL_FILENAME), json.dumps(journal).encode())
-        fault("journal written")
-        if scan.state is not None:
-            listed = {c.name for c in scan.checkpoints if c.in_state}
-            if drop & listed:
-                # None: a live writer kept replacing the file; its next save lists
-                # its own checkpoints anyway, and the latest is never deleted.
-                update_state(directory, lambda state: without_entries(state, directory, drop))
-                fault("state file rewritten")
-        if fs.is_url(directory):
-            _remove_batched(scan, todo, fault)
-        else:
-            for deletion in todo:
-                for path in _index_first(deletion.paths):
-                    if _is_series_tree(scan, path):
-                        _remove_series_tree(scan, path)
-                    else:
-                        _remove(path)
-                    fault(f"removed {os.path.basename(path)}")
+    # `prune -r` plans every run, then applies each by its path: a component swapped for a symlink
+    # since would have the rules judged on another directory's checkpoints.
+    with locked_as_planned(plan.directory, plan.directory_id, "nothing deleted") as checked:
+        return _apply(plan, fault, checked)
+
+
+def _apply(plan: PrunePlan, fault: Callable[[str], None], checked: fs.CheckedDirectory | None) -> PruneResult:
+    """apply_prune under the lock: locally through `checked`, in a bucket (None) by exact keys."""
+    directory = plan.directory
+    scan = scan_directory(directory)  # the directory as it is now, under the lock
+    if not plan.ignore_bad_state:
+        _refuse_bad_state(scan)
+    protected = protected_checkpoints(scan)
+    skipped = tuple(d.name for d in plan.deleted if d.name in protected)
+    problems: list[Problem] = []
+    # Only what is still there: a plan applied twice (or after another run) deletes nothing
+    # the second time, and says so. An interrupted run's journal entry stays while its
+    # journal does, even with no file left: its state-file entries must still go.
+    todo = [_deletable_now(scan, d, problems) for d in plan.deleted if d.name not in protected]
+    trees = _listed_trees(scan, todo, problems) if checked is not None else {}
+    if checked is not None and not checked.still_reached():
+        raise changed_since_planned(directory, "nothing deleted")  # the scan and listings were of another one
+    refused = {p.path for p in problems}
+    todo = [replace(d, paths=tuple(p for p in d.paths if p not in refused)) for d in todo]
+    # Nothing of these may go: their state-file entries stay, and they are not reported deleted.
+    kept_whole = {d.name for d in plan.deleted if refused.intersection(d.paths)} - {d.name for d in todo if d.paths}
+    drop = {d.name for d in todo} - kept_whole  # state-file entries to remove, of vanished checkpoints too
+    journal_left = JOURNAL_FILENAME in scan.listing
+    todo = [d for d in todo if d.paths or d.kind == "resumed" and journal_left]
+    if not todo and not (journal_left and checked is not None):
+        # (A local journal whose entries are all done or refused goes all the same: nothing of it
+        # is left to resume, and every later run would report it again.)
+        return PruneResult(plan, (), skipped, tuple(problems))
+    dir_fd = checked.fd if checked is not None else None
+    # File names only: the journal stays valid if the directory is moved before it is resumed.
+    journal = {"deletions": [{"name": d.name, "step": d.step, "paths": [fs.basename(p) for p in d.paths]}
+                             for d in todo]}
+    fs.write_atomic(fs.join(directory, JOURNAL_FILENAME), json.dumps(journal).encode(), dir_fd=dir_fd)
+    fault("journal written")
+    if scan.state is not None:
+        listed = {c.name for c in scan.checkpoints if c.in_state}
+        if drop & listed:
+            # None: a live writer kept replacing the file; its next save lists
+            # its own checkpoints anyway, and the latest is never deleted.
+            update_state(directory, lambda state: without_entries(state, directory, drop), dir_fd=dir_fd)
+            fault("state file rewritten")
+    if checked is None:
+        _remove_batched(scan, todo, fault)
         fs.remove_files([fs.join(directory, JOURNAL_FILENAME)])
-        if not fs.is_url(directory):
-            fsync_directory(directory)
-        fault("journal removed")
-    return PruneResult(plan, tuple(todo), skipped)
+    else:
+        kept_whole |= _remove_through(checked, todo, trees, problems, fault)
+        checked.remove_file(JOURNAL_FILENAME)
+        os.fsync(checked.fd)
+    fault("journal removed")
+    return PruneResult(plan, tuple(d for d in todo if d.name not in kept_whole), skipped, tuple(problems))
+
+
+def _remove_through(checked: fs.CheckedDirectory, todo: list[Deletion], trees: dict[str, tuple[list[str], list[str]]],
+                    problems: list[Problem], fault: Callable[[str], None]) -> set[str]:
+    """Each deletion's files (index first) and directories (as `trees` listed them) removed through
+    the checked directory's descriptor; what is found changed is left and reported in `problems`.
+    Returns the names of which nothing at all was removed."""
+    untouched = set()
+    for deletion in todo:
+        removed = False
+        for path in _index_first(deletion.paths):
+            name = fs.basename(path)
+            why = checked.remove_tree(name, *trees[path]) if path in trees else checked.remove_file(name)
+            if why:
+                problems.append(Problem("not_deleted", path, f"not deleted: {why}"))
+            removed = removed or not why
+            fault(f"removed {name}")
+        if deletion.paths and not removed:
+            untouched.add(deletion.name)
+    return untouched

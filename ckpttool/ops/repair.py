@@ -3,7 +3,10 @@
 Relative paths; entries whose files are gone (or that point outside the
 directory) dropped; complete checkpoints missing from it added in step order;
 latest set to the newest complete checkpoint when the recorded one is gone.
-The old file is kept as `checkpoint.bak`.
+The old file is kept as `checkpoint.bak`. A local directory is written
+through the descriptor of the directory planned (ops/lock.py locked_as_planned),
+never through its path again; a state file that is a link to a file outside
+the directory is neither read nor backed up, only replaced.
 """
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ from dataclasses import dataclass
 
 from ckpttool.errors import CkptError, Refused
 from ckpttool.storage import fs
-from ckpttool.formats.tf.state import STATE_FILE_CAP, STATE_FILENAME, CheckpointState, format_state, write_state
-from ckpttool.ops.lock import directory_lock
+from ckpttool.formats.tf.state import STATE_FILE_CAP, STATE_FILENAME, CheckpointState, format_state
+from ckpttool.ops.lock import locked_as_planned
 from ckpttool.ops.scan import TF_FORMATS, resolve_state_entry, scan_directory
 
 BACKUP_FILENAME = STATE_FILENAME + ".bak"
@@ -24,6 +27,7 @@ class RepairPlan:
     old_text: str | None
     new_state: CheckpointState | None  # None: no checkpoint to point at
     changes: tuple[str, ...]
+    directory_id: tuple[int, int] | None = None  # (device, inode) of a local directory when planned
 
     @property
     def summary(self) -> str:
@@ -41,23 +45,24 @@ class RepairPlan:
         return self.new_state is not None and self.new_text != self.old_text
 
 
-def _read_raw(path: str) -> bytes | None:
-    """The state file's bytes; None if there is none, or it cannot be read (a FIFO, over the cap):
-    it is then replaced without a backup."""
+def _read_raw(path: str, dir_fd: int | None = None) -> bytes | None:
+    """The state file's bytes (through `dir_fd`, the descriptor of its directory, when given);
+    None if there is none, or it cannot be read (a FIFO, over the cap, a link to a file outside
+    the directory): it is then replaced without a backup."""
     try:
-        return fs.read_capped(path, STATE_FILE_CAP, "state file", missing_ok=True)
+        return fs.read_capped(path, STATE_FILE_CAP, "state file", missing_ok=True, dir_fd=dir_fd, inside=True)
     except CkptError:
         return None
 
 
-def _read_text(path: str) -> str | None:
-    raw = _read_raw(path)
+def _text(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", "replace")
 
 
 def plan_repair(directory: str) -> RepairPlan:
+    directory_id = fs.directory_identity(directory)
     scan = scan_directory(directory)
-    old_text = _read_text(fs.join(scan.directory, STATE_FILENAME))
+    old_text = _text(_read_raw(fs.join(scan.directory, STATE_FILENAME)))
     complete = {c.name: c for c in scan.checkpoints if c.complete and c.format in TF_FORMATS}  # never a series member
     changes: list[str] = []
     if scan.state_error:
@@ -85,7 +90,7 @@ def plan_repair(directory: str) -> RepairPlan:
                 changes.append(f"added {name} (on disk, missing from the state file)")
             entries[name] = c.mtime
     if not entries:
-        return RepairPlan(scan.directory, old_text, None, ())
+        return RepairPlan(scan.directory, old_text, None, (), directory_id)
     ordered = sorted(entries, key=lambda n: (complete[n].step if complete[n].step is not None else -1,
                                              complete[n].time, n))
     recorded = None
@@ -106,19 +111,20 @@ def plan_repair(directory: str) -> RepairPlan:
         all_model_checkpoint_timestamps=stamps if had_times or state is None else (),
         last_preserved_timestamp=state.last_preserved_timestamp if state else 0.0,
     )
-    return RepairPlan(scan.directory, old_text, new_state, tuple(changes))
+    return RepairPlan(scan.directory, old_text, new_state, tuple(changes), directory_id)
 
 
 def apply_repair(plan: RepairPlan) -> None:
     if not plan.changed:
         return
-    with directory_lock(plan.directory):
+    with locked_as_planned(plan.directory, plan.directory_id, "nothing written") as checked:
+        dir_fd = checked.fd if checked is not None else None
         state_path = fs.join(plan.directory, STATE_FILENAME)
-        if _read_text(state_path) != plan.old_text:
+        old = _read_raw(state_path, dir_fd)
+        if _text(old) != plan.old_text:
             # A writer saved meanwhile: the plan would revert its latest checkpoint.
             raise Refused(f"the state file of {plan.directory} changed since the repair was planned "
                           "(a training job saving?); nothing written", hint="run repair again")
-        old = _read_raw(state_path) if plan.old_text is not None else None
         if old is not None:
-            fs.write_atomic(fs.join(plan.directory, BACKUP_FILENAME), old, mode_of=state_path)
-        write_state(plan.directory, plan.new_state)
+            fs.write_atomic(fs.join(plan.directory, BACKUP_FILENAME), old, mode_of=state_path, dir_fd=dir_fd)
+        fs.write_atomic(state_path, plan.new_text.encode("utf-8"), dir_fd=dir_fd)

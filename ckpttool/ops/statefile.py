@@ -55,26 +55,32 @@ def older_than_latest(destination: str) -> str | None:
             "--no-update-state leaves the state file alone")
 
 
-def _read_raw(path: str) -> bytes | None:
-    return fs.read_capped(path, STATE_FILE_CAP, "state file", missing_ok=True)
+def _read_raw(path: str, dir_fd: int | None = None) -> bytes | None:
+    """The state file's bytes, None if there is none (or it is a link to a file outside the
+    directory, never followed: it is then replaced as if there were none)."""
+    if dir_fd is None and fs.leaves_its_directory(path):
+        return None
+    return fs.read_capped(path, STATE_FILE_CAP, "state file", missing_ok=True, dir_fd=dir_fd, inside=True)
 
 
 def update_state(directory: str, transform: Callable[[CheckpointState], CheckpointState],
-                 attempts: int = 50) -> bool | None:
+                 attempts: int = 50, dir_fd: int | None = None) -> bool | None:
     """Rewrite the state file as transform(current) without losing a concurrent writer's update.
 
     TensorFlow's savers take no lock, so: prepare and sync the new file, then
     re-read the state file just before the rename and start over if it
     changed meanwhile (a bucket: re-read, then one whole-object write).
     True: rewritten; False: there is no state file; None: a writer kept
-    replacing it, so it was left as the writer wrote it.
+    replacing it, so it was left as the writer wrote it. `dir_fd`: the
+    descriptor of the local directory, through which the file is read and
+    replaced (prune's checked directory).
     """
     import random
     import time
 
     path = fs.join(directory, STATE_FILENAME)
     for _ in range(attempts):
-        before = _read_raw(path)
+        before = _read_raw(path, dir_fd)
         if before is None:
             return False
         new_text = format_state(transform(parse_state(before.decode("utf-8"), path))).encode("utf-8")
@@ -83,10 +89,10 @@ def update_state(directory: str, transform: Callable[[CheckpointState], Checkpoi
                 fs.write_atomic(path, new_text)
                 return True
         else:
-            tmp = prepare_replacement(path, new_text)
-            if _read_raw(path) == before:
-                commit_replacement(tmp, path)
+            tmp = prepare_replacement(path, new_text, dir_fd=dir_fd)
+            if _read_raw(path, dir_fd) == before:
+                commit_replacement(tmp, path, dir_fd)
                 return True
-            discard_replacement(tmp)
+            discard_replacement(tmp, dir_fd)
         time.sleep(random.uniform(0.001, 0.02))  # let the writer's save finish
     return None

@@ -12,6 +12,11 @@ is never written through. `commit_section()` defers Ctrl-C and termination
 signals while a set of files is moved into place, so an interrupt never
 leaves half a commit.
 
+Each function takes an optional `dir_fd`: the descriptor of the directory a path is in (a
+prune's checked directory), through which the file is then made, replaced and removed by its
+name alone, so a component of the path swapped for a symlink since the directory was checked
+redirects nothing.
+
 The replacement keeps the permission bits (and, when we may, the owner) of
 the file it replaces, and a new file gets the umask's mode as TensorFlow's
 files do: TensorBoard or an eval job running as another user must still be
@@ -43,10 +48,15 @@ def temp_writer_pid(path: str) -> int | None:
     return int(match[0][4:12], 16) if match else None
 
 
-def _take_mode_and_owner(fd: int, replaced: str) -> None:
+def _name(path: str, dir_fd: int | None) -> str:
+    """How `path` is named to the system: as it is, or relative to its directory's descriptor."""
+    return path if dir_fd is None else os.path.basename(path)
+
+
+def _take_mode_and_owner(fd: int, replaced: str, dir_fd: int | None = None) -> None:
     """Give the file open at `fd` the mode (and owner, when we may) of `replaced`, if it exists."""
     try:
-        old = os.stat(replaced)
+        old = os.stat(_name(replaced, dir_fd), dir_fd=dir_fd)
     except OSError:
         return  # a new file: os.open gave it 0o666 minus the umask, as TensorFlow's get
     os.fchmod(fd, stat.S_IMODE(old.st_mode))
@@ -57,7 +67,8 @@ def _take_mode_and_owner(fd: int, replaced: str) -> None:
             pass  # only root may give a file away; the mode is kept all the same
 
 
-def create_temp_beside(path: str, mode_of: str | None = None, into: list[str] | None = None) -> tuple[int, str]:
+def create_temp_beside(path: str, mode_of: str | None = None, into: list[str] | None = None,
+                       dir_fd: int | None = None) -> tuple[int, str]:
     """(fd, temp path) of a new file beside `path`, with the mode `path` has or would get
     (or the mode of `mode_of`: a backup copy is no more readable than its original).
 
@@ -68,29 +79,31 @@ def create_temp_beside(path: str, mode_of: str | None = None, into: list[str] | 
     fd = None
     try:
         with commit_section():
-            fd = os.open(tmp, _CREATE_FLAGS, 0o666)  # never through a planted symlink or into an existing file
+            # never through a planted symlink or into an existing file
+            fd = os.open(_name(tmp, dir_fd), _CREATE_FLAGS, 0o666, dir_fd=dir_fd)
             if into is not None:
                 into.append(tmp)
-            _take_mode_and_owner(fd, mode_of or path)
+            _take_mode_and_owner(fd, mode_of or path, dir_fd)
     except BaseException:
         if fd is not None:
             os.close(fd)
-            discard_replacement(tmp)
+            discard_replacement(tmp, dir_fd)
         raise
     return fd, tmp
 
 
-def prepare_replacement(path: str, data: bytes, mode_of: str | None = None, into: list[str] | None = None) -> str:
+def prepare_replacement(path: str, data: bytes, mode_of: str | None = None, into: list[str] | None = None,
+                        dir_fd: int | None = None) -> str:
     """A synced temp file beside `path` holding `data`, ready for commit_replacement (`into`: as
     for create_temp_beside)."""
-    fd, tmp = create_temp_beside(path, mode_of, into)
+    fd, tmp = create_temp_beside(path, mode_of, into, dir_fd)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
-        discard_replacement(tmp)
+        discard_replacement(tmp, dir_fd)
         raise
     return tmp
 
@@ -107,25 +120,28 @@ def link_temp_beside(source: str, path: str, into: list[str] | None = None) -> s
     return tmp
 
 
-def discard_replacement(tmp: str) -> None:
+def discard_replacement(tmp: str, dir_fd: int | None = None) -> None:
     try:
-        os.unlink(tmp)
+        os.unlink(_name(tmp, dir_fd), dir_fd=dir_fd)
     except FileNotFoundError:
         pass
 
 
-def commit_replacement(tmp: str, path: str) -> None:
-    os.replace(tmp, path)
-    fsync_directory(os.path.dirname(os.path.abspath(path)))
+def commit_replacement(tmp: str, path: str, dir_fd: int | None = None) -> None:
+    os.replace(_name(tmp, dir_fd), _name(path, dir_fd), src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    if dir_fd is None:
+        fsync_directory(os.path.dirname(os.path.abspath(path)))
+    else:
+        os.fsync(dir_fd)
 
 
-def write_bytes_atomic(path: str, data: bytes, mode_of: str | None = None) -> None:
+def write_bytes_atomic(path: str, data: bytes, mode_of: str | None = None, dir_fd: int | None = None) -> None:
     """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
-    tmp = prepare_replacement(path, data, mode_of)
+    tmp = prepare_replacement(path, data, mode_of, dir_fd=dir_fd)
     try:
-        commit_replacement(tmp, path)
+        commit_replacement(tmp, path, dir_fd)
     except BaseException:
-        discard_replacement(tmp)
+        discard_replacement(tmp, dir_fd)
         raise
 
 

@@ -10,6 +10,7 @@ not bound are read with a cap.
 """
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import re
@@ -20,8 +21,9 @@ from ckpttool.errors import BadInput, NotFound
 
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 def is_url(path: str) -> bool:
@@ -33,8 +35,12 @@ def _kind_of(mode: int) -> str:
     return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
 
 
-def _open_regular(path: str, what: str, missing_ok: bool = False, seen_regular: bool = False) -> int | None:
-    """A read-only descriptor of the regular file at `path` (None if missing and `missing_ok`).
+def _open_regular(path: str, what: str, missing_ok: bool = False, seen_regular: bool = False,
+                  dir_fd: int | None = None, inside: bool = False) -> int | None:
+    """A read-only descriptor of the regular file at `path` (None if missing and `missing_ok`); with
+    `dir_fd`, the file of that name in the directory open at `dir_fd` (`path` then names it in messages).
+    `inside`: a file of a checkpoint (a state file, a data shard), refused when it is a link to a file
+    outside its directory (leaves_its_directory), as checked on the open file.
 
     What `path` is gets checked before it is opened (opening some devices
     does something), unless the caller has just seen it is a regular file;
@@ -42,10 +48,11 @@ def _open_regular(path: str, what: str, missing_ok: bool = False, seen_regular: 
     O_NONBLOCK makes opening a FIFO return at once; it has no effect on reads
     of regular files.
     """
+    name = path if dir_fd is None else os.path.basename(path)
     try:
         if not seen_regular:
-            _refuse_unless_regular(os.stat(path).st_mode, path, what)
-        fd = os.open(path, _OPEN_FLAGS)
+            _refuse_unless_regular(os.stat(name, dir_fd=dir_fd).st_mode, path, what)
+        fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         if missing_ok:
             return None
@@ -54,10 +61,30 @@ def _open_regular(path: str, what: str, missing_ok: bool = False, seen_regular: 
         raise NotFound(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
         _refuse_unless_regular(os.fstat(fd).st_mode, path, what)
+        if inside and _opened_outside(fd, path, dir_fd):
+            raise BadInput(f"{what} {path} is a link to a file outside its directory; not read")
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _opened_outside(fd: int, path: str, dir_fd: int | None = None) -> bool:
+    """Whether the file open at `fd` lies outside its directory (the one open at `dir_fd`, else the
+    directory of `path`, the name it was opened by): where the open file really is (Linux:
+    /proc/self/fd), so that a link swapped in between a look at `path` and the open is caught too;
+    elsewhere, the link at `path` as it is now."""
+    try:
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+        if dir_fd is not None:
+            directory = os.readlink(f"/proc/self/fd/{dir_fd}")
+        else:
+            directory = os.path.abspath(os.path.dirname(path) or ".")
+            if os.path.dirname(opened) != directory:  # (the usual case, no link anywhere, walks no path)
+                directory = os.path.realpath(directory)
+    except OSError:
+        return leaves_its_directory(path)
+    return not opened.startswith("/") or os.path.commonpath([directory, opened]) != directory
 
 
 def _refuse_unless_regular(mode: int, path: str, what: str) -> None:
@@ -82,12 +109,15 @@ def open_input(path: str, what: str = "file") -> BinaryIO:
         raise
 
 
-def read_capped(path: str, limit: int, what: str = "file", missing_ok: bool = False) -> bytes | None:
+def read_capped(path: str, limit: int, what: str = "file", missing_ok: bool = False,
+                dir_fd: int | None = None, inside: bool = False) -> bytes | None:
     """The whole file, refusing one larger than `limit` bytes (formats that do not bound their
-    size); None for a missing file when `missing_ok`."""
+    size); None for a missing file when `missing_ok`. `dir_fd`: the descriptor of the local
+    directory `path` is in, through which it is opened (by its name alone). `inside`: refused
+    when it is a link to a file outside its directory."""
     if is_url(path):
         return _remote().read_capped(path, limit, what, missing_ok)
-    fd = _open_regular(path, what, missing_ok)
+    fd = _open_regular(path, what, missing_ok, dir_fd=dir_fd, inside=inside)
     if fd is None:
         return None
     with os.fdopen(fd, "rb") as handle:
@@ -165,9 +195,9 @@ class LocalInput:
     """A local regular file read at offsets (pread: no shared file position, so threads may
     read one at once)."""
 
-    def __init__(self, path: str, what: str):
+    def __init__(self, path: str, what: str, inside: bool = False):
         self.path = path
-        self._fd = _open_regular(path, what)
+        self._fd = _open_regular(path, what, inside=inside)
         self.size = os.fstat(self._fd).st_size
 
     def read_at(self, offset: int, length: int) -> bytes:
@@ -192,12 +222,13 @@ class LocalInput:
             self._fd = -1
 
 
-def open_random_access(path: str, what: str = "file"):
+def open_random_access(path: str, what: str = "file", inside: bool = False):
     """A file to read at offsets: `.size`, `.read_at(offset, n)`, `.iter_range(offset, n, chunk=None)`,
-    `.close()`. Local: pread on a descriptor; remote: ranged GETs, several in flight."""
+    `.close()`. Local: pread on a descriptor; remote: ranged GETs, several in flight. `inside`: as
+    for read_capped."""
     if is_url(path):
         return _remote().RemoteInput.open(path, what)
-    return LocalInput(path, what)
+    return LocalInput(path, what, inside)
 
 
 # -- paths ----------------------------------------------------------------------
@@ -227,6 +258,22 @@ def absolute(path: str) -> str:
         scheme, _, rest = path.partition("://")
         return f"{scheme.lower()}://{rest}".rstrip("/")
     return os.path.abspath(path)
+
+
+def leaves_its_directory(path: str) -> bool:
+    """Whether local `path` is a symbolic link to something outside the directory it is in. Such a
+    link in a checkpoint (a state file, a data shard) is never followed: whoever may write into a
+    run directory could otherwise make a reader print or return a file of root's. A URL names an
+    object, never a link."""
+    if is_url(path):
+        return False
+    try:
+        if not stat.S_ISLNK(os.lstat(path).st_mode):
+            return False
+    except (OSError, ValueError):
+        return False  # nothing there: the caller's read says so
+    directory = os.path.realpath(os.path.dirname(path) or ".")
+    return os.path.commonpath([directory, os.path.realpath(path)]) != directory
 
 
 def real(path: str) -> str:
@@ -389,15 +436,15 @@ def same_store(a: str, b: str) -> bool:
 
 # -- writing ------------------------------------------------------------------------
 
-def write_atomic(path: str, data: bytes, mode_of: str | None = None) -> None:
+def write_atomic(path: str, data: bytes, mode_of: str | None = None, dir_fd: int | None = None) -> None:
     """Replace `path` with `data`: readers see the old file or the new one, never a mix
-    (a bucket: one whole-object write)."""
+    (a bucket: one whole-object write). `dir_fd`: as for read_capped."""
     if is_url(path):
         _remote().write_whole(path, data)
         return
     from ckpttool.storage.atomic import write_bytes_atomic
 
-    write_bytes_atomic(path, data, mode_of)
+    write_bytes_atomic(path, data, mode_of, dir_fd)
 
 
 def atomic_output(path: str, sync: bool = True):
@@ -430,68 +477,188 @@ def remove_files(paths: list[str]) -> None:
                 pass
 
 
-def remove_tree(path: str) -> None:
-    if is_url(path):
-        _remote().remove_tree(path)
-        return
-    import shutil
+# -- the checked directory: deleting and replacing through its descriptor -----------------------
 
-    try:
-        shutil.rmtree(path)
-    except FileNotFoundError:
-        pass
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+# How deep a tree is removed: a framework nests a few levels; one descriptor is held per level.
+MAX_TREE_DEPTH = 64
 
 
-def remove_listed_tree(path: str, files: list[str], dirs: list[str]) -> list[str]:
-    """Delete exactly `files` (paths relative to the local directory `path`, in the order given),
-    then `dirs` (relative, deepest first), then `path` itself, never following a link: each
-    directory is opened O_NOFOLLOW relative to its parent's descriptor and only a regular file is
-    unlinked. Returns what was left (not a plain file any more, or a directory no longer empty:
-    written since). A bucket has no directories: delete its keys with remove_files."""
-    left: list[str] = []
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-    try:
-        root = os.open(path, flags)
-    except FileNotFoundError:
-        return []
-    except OSError:  # replaced by a link or a file since it was listed
-        return ["."]
-    opened: dict[str, int] = {"": root}
+def too_deep(files: list[str], dirs: list[str]) -> str | None:
+    """Why a tree holding `files` and `dirs` (relative paths) is not removed, or None."""
+    depth = max((relative.count("/") + 1 for relative in files + dirs), default=0)
+    if depth <= MAX_TREE_DEPTH:
+        return None
+    return f"it nests {depth} levels deep, deeper than the {MAX_TREE_DEPTH} ckpttool removes"
 
-    def directory_fd(relative: str) -> int:
-        if relative not in opened:
-            parent, _, base = relative.rpartition("/")
-            opened[relative] = os.open(base, flags, dir_fd=directory_fd(parent))
-        return opened[relative]
 
-    try:
-        for relative in files:
-            parent, _, base = relative.rpartition("/")
-            try:
-                fd = directory_fd(parent)
-                if stat.S_ISREG(os.stat(base, dir_fd=fd, follow_symlinks=False).st_mode):
-                    os.unlink(base, dir_fd=fd)
-                else:
+class CheckedDirectory:
+    """A local directory opened once (open_checked_directory), to which every name it removes,
+    reads or replaces is relative (unlinkat, openat, renameat): swapping a component of its path
+    for a symlink, or the directory for another, once it is open redirects nothing.
+
+    A name is removed only as the kind planned, looked at through the descriptor just before:
+    a file only while it is a regular file (a directory or a link found in its place is left
+    alone and said why, never followed), a tree only as the files and directories listed in it,
+    each directory opened without following links, relative to its parent, on the directory's
+    own device."""
+
+    def __init__(self, path: str, fd: int):
+        self.path, self.fd = path, fd
+        found = os.fstat(fd)
+        self.identity = (found.st_dev, found.st_ino)
+
+    def still_reached(self) -> bool:
+        """Whether the directory's path still leads to this directory."""
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            return False
+        return (found.st_dev, found.st_ino) == self.identity
+
+    def remove_file(self, name: str) -> str | None:
+        """Unlink regular file `name`: None when it is gone, else why it was left alone (OSError
+        when the file system refuses: permissions, a read-only or failing disk)."""
+        try:
+            found = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+            if not stat.S_ISREG(found.st_mode):
+                return f"{name} is {_kind_of(found.st_mode)} now, not the file planned"
+            os.unlink(name, dir_fd=self.fd)  # never removes a directory, whatever is there by now
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            return f"{name} is a directory now, not the file planned"
+        return None
+
+    def remove_tree(self, name: str, files: list[str], dirs: list[str]) -> str | None:
+        """Remove directory `name` as listed: exactly `files` (relative paths, in the order given),
+        then `dirs` (relative, deepest first), then `name` itself. None when it is gone, else why
+        not (what was left: not a regular file any more, in a directory that is a link or on another
+        device now, or written since the listing). Nothing is removed from a tree nested deeper
+        than MAX_TREE_DEPTH."""
+        problem = too_deep(files, dirs)
+        if problem:
+            return f"{name}/ left alone: {problem}"
+        try:
+            top = os.open(name, _DIRECTORY_FLAGS, dir_fd=self.fd)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return f"{name} is {self._kind(name)} now, not the directory planned"
+        left: list[str] = []
+        with _DirectoryChain(top, self.identity[0]) as chain:
+            if chain.problem:
+                return f"{name}/ {chain.problem}"
+            for relative in files:
+                parent, _, base = relative.rpartition("/")
+                try:
+                    fd = chain.enter(parent)
+                    if stat.S_ISREG(os.stat(base, dir_fd=fd, follow_symlinks=False).st_mode):
+                        os.unlink(base, dir_fd=fd)
+                    else:
+                        left.append(relative)
+                except FileNotFoundError:
+                    pass
+                except OSError:
                     left.append(relative)
-            except FileNotFoundError:
-                pass
-            except OSError:
-                left.append(relative)
-        for relative in dirs:
-            parent, _, base = relative.rpartition("/")
-            try:
-                os.rmdir(base, dir_fd=directory_fd(parent))
-            except FileNotFoundError:
-                pass
-            except OSError:
-                left.append(relative + "/")
-    finally:
-        for fd in opened.values():
+            for relative in dirs:
+                parent, _, base = relative.rpartition("/")
+                try:
+                    os.rmdir(base, dir_fd=chain.enter(parent))
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    left.append(relative + "/")
+        try:
+            os.rmdir(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            left.append(".")
+        if not left:
+            return None
+        named = [relative for relative in left if relative != "."]
+        if not named:
+            return f"{name}/ holds what was not there when it was listed: left in place"
+        shown = ", ".join(named[:3]) + (", ..." if len(named) > 3 else "")
+        return f"{name}/ changed since it was listed: {shown} left in place"
+
+    def _kind(self, name: str) -> str:
+        try:
+            return _kind_of(os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mode)
+        except OSError:
+            return "unreadable"
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "CheckedDirectory":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _DirectoryChain:
+    """Descriptors of the directories from a tree's top down to the one in use: entering another
+    closes those it does not share, so a tree holds at most its depth open, whatever its size."""
+
+    def __init__(self, top: int, device: int):
+        self.fds, self.names, self.device = [top], [], device
+        self.problem = None if os.fstat(top).st_dev == device else "is on another device (a mount point)"
+
+    def enter(self, relative: str) -> int:
+        """The descriptor of directory `relative` (below the top), each level opened without
+        following links; OSError if one is not a directory of the top's device any more."""
+        parts = relative.split("/") if relative else []
+        shared = 0
+        while shared < min(len(parts), len(self.names)) and parts[shared] == self.names[shared]:
+            shared += 1
+        while len(self.names) > shared:
+            os.close(self.fds.pop())
+            self.names.pop()
+        for part in parts[shared:]:
+            fd = os.open(part, _DIRECTORY_FLAGS, dir_fd=self.fds[-1])
+            if os.fstat(fd).st_dev != self.device:
+                os.close(fd)
+                raise OSError(errno.EXDEV, f"{relative} is on another device")
+            self.fds.append(fd)
+            self.names.append(part)
+        return self.fds[-1]
+
+    def __enter__(self) -> "_DirectoryChain":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for fd in self.fds:
             os.close(fd)
+
+
+def directory_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of local directory `path`, what open_checked_directory will be compared
+    with; None for a URL, or when nothing is there."""
+    if is_url(path):
+        return None
     try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
+        found = os.stat(path)
     except OSError:
-        left.append(".")
-    return left
+        return None
+    return found.st_dev, found.st_ino
+
+
+def open_checked_directory(path: str) -> CheckedDirectory:
+    """Local directory `path` opened for deleting and replacing through its descriptor (its
+    `identity`, device and inode, for the caller to compare with what it planned on). A `path`
+    that is itself a symlink (`runs/latest`, named by the user) is resolved once, here."""
+    try:
+        try:
+            fd = os.open(path, _DIRECTORY_FLAGS)
+        except OSError:
+            if not os.path.islink(path):
+                raise
+            fd = os.open(os.path.realpath(path), _DIRECTORY_FLAGS)
+    except OSError as exc:
+        raise NotFound(f"cannot open directory {path}: {exc.strerror}") from None
+    return CheckedDirectory(path, fd)

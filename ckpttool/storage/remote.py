@@ -674,16 +674,6 @@ def copy_object(src: str, dst: str) -> None:
     call(src, source.fs.copy, source.path, destination.path)
 
 
-def remove_tree(url: str) -> None:
-    where = locate(url)
-    try:
-        where.fs.rm(where.path, recursive=True)
-    except FileNotFoundError:
-        pass
-    except Exception as exc:  # noqa: BLE001
-        raise _backend_error(url, exc) from None
-
-
 def upload(local_path: str, url: str) -> None:
     """A local file as the object `url` (multipart for big ones: the object appears when complete).
     Interrupted, the transfer is cancelled before the interrupt goes on (the caller removes `url`)."""

@@ -14,9 +14,10 @@ from ckpttool.errors import BadInput, Refused, UsageProblem
 from ckpttool.ops.scan import gc_paused
 
 
-def _plan_document(directory: str, plan, deleted, dry_run: bool) -> dict:
+def _plan_document(directory: str, plan, deleted, dry_run: bool, not_deleted=()) -> dict:
     """`directory`: as given (or as found under the root given). With a metric, every checkpoint
-    carries its `score` (null: none) and the document says which metric, direction and source."""
+    carries its `score` (null: none) and the document says which metric, direction and source.
+    `not_deleted`: what the apply found changed and left alone, among the problems."""
     scored = plan.scores is not None
     return {
         "directory": directory,
@@ -27,7 +28,7 @@ def _plan_document(directory: str, plan, deleted, dry_run: bool) -> dict:
         "deleted": [{"name": d.name, "step": d.step, "size_bytes": d.size_bytes, "kind": d.kind,
                      **({"score": d.score} if scored else {})} for d in deleted],
         "freed_bytes": sum(d.size_bytes for d in deleted),
-        "problems": [{"kind": p.kind, "path": p.path, "message": p.message} for p in plan.problems],
+        "problems": [{"kind": p.kind, "path": p.path, "message": p.message} for p in plan.problems + not_deleted],
         **({"refusal": plan.refusal} if plan.refusal else {}),
     }
 
@@ -42,7 +43,8 @@ def _outcome(deleted: int, kept: int, freed: int, dry_run: bool) -> str:
             f"{'would be freed' if dry_run else 'freed'}")
 
 
-def _print_plan(directory: str, plan, deleted, dry_run: bool, recursive: bool, warn: bool = True) -> None:
+def _print_plan(directory: str, plan, deleted, dry_run: bool, recursive: bool, warn: bool = True,
+                not_deleted=()) -> None:
     scored = plan.scores is not None
     rows = [(k.name, "-" if k.step is None else k.step, *([render.score_text(k.score)] if scored else []), "keep",
              ", ".join(k.reasons)) for k in plan.kept]
@@ -54,7 +56,7 @@ def _print_plan(directory: str, plan, deleted, dry_run: bool, recursive: bool, w
     if scored:
         render.print_wrapped([(f"{directory}: " if recursive else "") + plan.scores.describe()])
     render.print_table(_SCORED_COLUMNS if scored else _COLUMNS, rows, title=directory if recursive else None)
-    for p in plan.problems if warn else ():
+    for p in plan.problems + not_deleted if warn else ():
         render.warn(f"{directory}: {p.message}")
     if not recursive:  # a tree gets one table of its directories instead
         render.print_lines([_outcome(len(deleted), len(plan.kept), sum(d.size_bytes for d in deleted), dry_run)])
@@ -182,11 +184,13 @@ def command(
     # A bucket's run directories several at a time, as they were planned (each under its own lock;
     # a failure is raised once the others are done, the first in order, as it is one by one).
     by_directory = dict(plans)
-    deleted = [p.deleted for _d, p in plans] if dry_run else \
-        for_each_directory(lambda d: apply_prune(by_directory[d]).deleted, [d for d, _p in plans])
-    results = [(d, plan, gone) for (d, plan), gone in zip(plans, deleted)]
+    applied = [(p.deleted, ()) for _d, p in plans] if dry_run else for_each_directory(
+        lambda d: (lambda result: (result.deleted, result.problems))(apply_prune(by_directory[d])),
+        [d for d, _p in plans])
+    results = [(d, plan, gone) for (d, plan), (gone, _left) in zip(plans, applied)]
+    not_deleted = {d: left for (d, _plan), (_gone, left) in zip(plans, applied)}
     if json_out:
-        docs = [_plan_document(d, plan, deleted, dry_run) for d, plan, deleted in results]
+        docs = [_plan_document(d, plan, deleted, dry_run, not_deleted[d]) for d, plan, deleted in results]
         docs += [{"directory": d, "error": error_fields(exc)} for d, exc in refused]
         render.emit_json("prune", docs[0] if not recursive else {
             "root": directory, "dry_run": dry_run, "directories": docs,
@@ -197,12 +201,19 @@ def command(
         render.print_lines(d.name for _d, _plan, deleted in results for d in deleted)
     else:
         for d, plan, deleted in results:
-            _print_plan(d, plan, deleted, dry_run, recursive)
+            _print_plan(d, plan, deleted, dry_run, recursive, not_deleted=not_deleted[d])
         if recursive:
             _print_summary(results, dry_run)
+    for d, exc in refused:
+        render.warn(f"skipped {d}: {exc.message}")
+    left = [p for problems in not_deleted.values() for p in problems]
+    if left:
+        if quiet or json_out:  # no plan printed them
+            render.warn_all(f"{p.path}: {p.message}" for p in left)
+        raise Refused(f"{render.plural(len(left), 'planned item was', 'planned items were')} not deleted: found "
+                      "changed since planned, or not removable safely (see the warnings above); the rest was done",
+                      hint="look at what is there now; remove it by hand if it should go")
     if refused:
-        for d, exc in refused:
-            render.warn(f"skipped {d}: {exc.message}")
         raise BadInput(f"not pruned: {render.plural(len(refused), 'directory', 'directories')} of {len(dirs)} "
                        "(see the warnings above)",
                        hint=refused[0][1].hint)

@@ -175,7 +175,9 @@ class Bundle:
     def _shard(self, shard_id: int) -> _Shard:
         shard = self._shards.get(shard_id)
         if shard is None:
-            handle = open_random_access(self.shard_path(shard_id), "data shard")
+            # Never a link leaving the checkpoint's directory: a partial read checks no CRC, and would
+            # return that file's bytes as tensor values.
+            handle = open_random_access(self.shard_path(shard_id), "data shard", inside=True)
             shard = _Shard(handle, self._misplaced(shard_id, handle.size))
             self._shards[shard_id] = shard
         return shard

@@ -1,7 +1,7 @@
 """protobuf's error texts as users should read them: about their file (a line
 number, what was wrong), never naming our internal message types
 (`ckpttool.CheckpointState`: the package that keeps our protos apart from
-TensorFlow's) or echoing the line back."""
+TensorFlow's) nor quoting the file's text."""
 from __future__ import annotations
 
 import re
@@ -9,12 +9,21 @@ import re
 from ckpttool.text import excerpt
 
 _DECODE_PREFIX_RE = re.compile(r"^Error parsing message(?: with type '[\w.]+')?:? ?")
-_LOCATION_RE = re.compile(r"^\d+:\d+ : ")
-_ECHO_RE = re.compile(r"^'[^\n]*?': ")
-_TEXT_FORMAT_WORDS = (
-    (re.compile(r'Message type "[\w.]+" has no field named "([^"]*)"\.?'), r"unknown field `\1`"),
-    (re.compile(r'Message type "[\w.]+" does not have extensions\.?'), "unknown field (a [bracketed] name)"),
-    (re.compile(r"'unicodeescape' codec can't decode bytes in position .*"), "bad escape in a string"),
+# What kind of mistake a text-format parse error is, by protobuf's wording: its own messages quote
+# the text found (`has no field named "AKIA..."`), and the file may be anything (a state file that
+# is a link to a key file), so only the kind and the line are shown.
+_TEXT_FORMAT_MISTAKES = (
+    ("has no field named", "unknown field"),
+    ("does not have extensions", "unknown field (a [bracketed] name)"),
+    ("codec can't decode", "bad escape in a string"),
+    ("should not have multiple", "a field given more than once"),
+    ("Expected identifier", "a field name was expected"),
+    ("String missing ending quote", "a string without its closing quote"),
+    ("Expected string", "a quoted string was expected"),
+    ("parse integer", "an integer was expected"),
+    ("parse float", "a number was expected"),
+    ("parse bool", "true or false was expected"),
+    ("Invalid field value", "an invalid value"),
 )
 
 
@@ -25,10 +34,9 @@ def decode_error_text(exc: Exception) -> str:
 
 
 def text_format_error_text(exc: Exception) -> str:
-    """A text-format ParseError as `line 1: unknown field `garbage``."""
-    message = _ECHO_RE.sub("", _LOCATION_RE.sub("", str(exc)), count=1)
-    for pattern, replacement in _TEXT_FORMAT_WORDS:
-        message = pattern.sub(replacement, message)
-    message = message.replace("ckpttool.", "")
+    """A text-format ParseError as `line 1: unknown field`: where, and what kind of mistake, never
+    the text found there."""
+    message = str(exc)
+    mistake = next((kind for wording, kind in _TEXT_FORMAT_MISTAKES if wording in message), "not valid text format")
     line = exc.GetLine() if hasattr(exc, "GetLine") else None
-    return excerpt(f"line {line}: {message}" if line else message)
+    return f"line {line}: {mistake}" if line else mistake

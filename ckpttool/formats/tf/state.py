@@ -94,8 +94,9 @@ def parse_state(text: str, source: str = STATE_FILENAME) -> CheckpointState:
 
 
 def read_state_file(path: str) -> CheckpointState | None:
-    """The state file at `path`, None if there is none; BadInput if unreadable or unparseable."""
-    raw = read_capped(path, STATE_FILE_CAP, "state file", missing_ok=True)
+    """The state file at `path`, None if there is none; BadInput if unreadable or unparseable, or
+    a link to a file outside its directory (never followed)."""
+    raw = read_capped(path, STATE_FILE_CAP, "state file", missing_ok=True, inside=True)
     if raw is None:
         return None
     try:
