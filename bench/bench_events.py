@@ -6,7 +6,7 @@
 Writes one run with TensorFlow (`tf.summary`): `loss` and `val_loss` scalars at every step,
 a histogram every 100 steps and images (about --image-mb MiB in all) in a second file, as a
 training job's log directory holds them. Then times, as whole processes:
-- ours: `ckpttool.ops.metrics.read_metric(DIR, "val_loss")` (TF-free reader, every file read);
+- ours: `ckpttool.ops.retention.metrics.read_metric(DIR, "val_loss")` (TF-free reader, every file read);
 - TensorFlow: `tf.compat.v1.train.summary_iterator` over the same files, keeping `val_loss`'s
   scalars (make_ndarray of each tensor value), the usual way scripts read them.
 Issue target: at least 10x faster. Peak memory is printed for both.
@@ -42,7 +42,7 @@ with images.as_default():
 images.close()
 """
 
-OURS = "import sys; from ckpttool.ops.metrics import read_metric; print(len(read_metric(sys.argv[1], 'val_loss').values))"
+OURS = "import sys; from ckpttool.ops.retention.metrics import read_metric; print(len(read_metric(sys.argv[1], 'val_loss').values))"
 THEIRS = """
 import glob, os, sys, tensorflow as tf
 values = {}

@@ -71,7 +71,8 @@ if _started_as_the_cli():
 
 from typing import TYPE_CHECKING, Any  # noqa: E402 - after the signal handlers, on purpose
 
-__version__ = "0.1.0"
+from ckpttool.version import __version__  # noqa: E402, F401 - the package's version, kept in a module below
+
 __all__ = ["Checkpoint", "VariableInfo", "apply_prune", "average", "best", "convert", "diff", "latest", "load",
            "open", "plan_prune", "scan", "verify"]
 

@@ -23,7 +23,7 @@ Refused for safety refusals, UsageProblem for bad arguments).
 
 `naming="model"` (open, load, convert, diff) is the command line's `--names model`: TF2
 variables named by their path through the model rather than their checkpoint key
-(ckpttool/ops/model_names.py).
+(ckpttool/ops/tensors/model_names.py).
 """
 from __future__ import annotations
 
@@ -36,12 +36,12 @@ from ckpttool.errors import Refused, UnknownVariable, UsageProblem
 if TYPE_CHECKING:  # only for type checkers: importing numpy is left to the first read
     import numpy as np
 
-    from ckpttool.ops.average import AveragePlan
-    from ckpttool.ops.convert import ConvertResult
-    from ckpttool.ops.diff import DiffReport
-    from ckpttool.ops.prune import PrunePlan, PruneResult
-    from ckpttool.ops.scan import DirectoryScan
-    from ckpttool.ops.verify import DirectoryVerifyReport, VerifyReport
+    from ckpttool.ops.tensors.average import AveragePlan
+    from ckpttool.ops.tensors.convert import ConvertResult
+    from ckpttool.ops.tensors.diff import DiffReport
+    from ckpttool.ops.retention.prune import PrunePlan, PruneResult
+    from ckpttool.ops.runs.scan import DirectoryScan
+    from ckpttool.ops.tensors.verify import DirectoryVerifyReport, VerifyReport
 
 PathLike = str | os.PathLike
 
@@ -72,7 +72,7 @@ class Checkpoint:
     def __init__(self, target: PathLike, *, naming: str = "key", graph: bool = False,
                  min_elements: int | None = None):
         from ckpttool.formats.reader import open_checkpoint
-        from ckpttool.ops.model_names import check_naming, reader_names
+        from ckpttool.ops.tensors.model_names import check_naming, reader_names
         from ckpttool.ops.targets import resolve_target
 
         check_naming(naming)
@@ -119,7 +119,7 @@ class Checkpoint:
         (ckpttool/formats/partial.py). A partial read does not check the tensor's
         CRC, which covers the whole tensor: `verify` does.
         """
-        from ckpttool.ops.values import check_value_shape
+        from ckpttool.ops.tensors.values import check_value_shape
 
         var = self._variable(name)
         check_value_shape(var)
@@ -177,7 +177,7 @@ def latest(directory: PathLike) -> str | None:
 
     Unlike TensorFlow it still answers when the directory was moved or its
     state file is missing or broken (see the `latest` command)."""
-    from ckpttool.ops.latest import find_latest
+    from ckpttool.ops.runs.latest import find_latest
 
     return find_latest(os.fspath(directory)).latest
 
@@ -196,8 +196,8 @@ def plan_prune(directory: PathLike, *, keep_last: int | None = None, keep_every_
     unless `drop_unscored`; `plan.scores` and each entry's `score` say what was read. A log read
     around damage is listed in `plan.problems`, and `plan.refusal` says why `apply_prune` refuses the
     plan (BadInput) unless `allow_damaged_metrics`."""
-    from ckpttool.ops.prune import plan_prune as plan
-    from ckpttool.ops.retention import RetentionRules, parse_duration
+    from ckpttool.ops.retention.prune import plan_prune as plan
+    from ckpttool.ops.retention.rules import RetentionRules, parse_duration
 
     age = parse_duration(min_age) if isinstance(min_age, str) else min_age
     rules = RetentionRules(keep_last, keep_every_hours, keep_every_steps, tuple(keep_steps), age, keep_best,
@@ -209,7 +209,7 @@ def plan_prune(directory: PathLike, *, keep_last: int | None = None, keep_every_
 
 def _metric_options(metric: str, mode: str, metrics_file: PathLike | None, events_dir: PathLike | None,
                     name_pattern: str | None, allow_damaged: bool):
-    from ckpttool.ops.scoring import MetricOptions
+    from ckpttool.ops.retention.scoring import MetricOptions
 
     return MetricOptions(metric, mode, os.fspath(metrics_file) if metrics_file is not None else None,
                          os.fspath(events_dir) if events_dir is not None else None, name_pattern, allow_damaged)
@@ -222,7 +222,7 @@ def best(directory: PathLike, metric: str, *, mode: str = "auto", metrics_file: 
     it (`directory/<name>`), or None when none has a score: scored and ranked as `plan_prune`'s
     keep_best and `average`'s best (ties to the older). A log read around damage raises BadInput
     unless `allow_damaged_metrics`."""
-    from ckpttool.ops.scoring import find_best
+    from ckpttool.ops.retention.scoring import find_best
 
     return find_best(os.fspath(directory), _metric_options(metric, mode, metrics_file, events_dir, name_pattern,
                                                            allow_damaged_metrics)).best
@@ -230,7 +230,7 @@ def best(directory: PathLike, metric: str, *, mode: str = "auto", metrics_file: 
 
 def apply_prune(plan: "PrunePlan") -> "PruneResult":
     """Delete what `plan` says, safely (locked, state file first, the latest always kept)."""
-    from ckpttool.ops.prune import apply_prune as apply
+    from ckpttool.ops.retention.prune import apply_prune as apply
 
     return apply(plan)
 
@@ -258,8 +258,8 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
     ("bfloat16", "float16", "float32", "float64") and `keep_dtype` (regexes exempted from it) are
     `--layout`, `--transpose`, `--dtype` and `--keep-dtype`.
     """
-    from ckpttool.ops.convert import ConvertResult, apply_convert, parse_size, plan_convert
-    from ckpttool.ops.rename_rules import RenameRules
+    from ckpttool.ops.tensors.convert import ConvertResult, apply_convert, parse_size, plan_convert
+    from ckpttool.ops.tensors.rename_rules import RenameRules
 
     rules = RenameRules(tuple((map or {}).items()), tuple(regex), add_prefix, strip_prefix, ema, tuple(drop),
                         tuple(keep), drop_optimizer, sep)
@@ -286,8 +286,8 @@ def verify(target: PathLike, *, all_checkpoints: bool = False,
     report lists all damage (`report.ok`, `report.errors`). With `all_checkpoints` (or
     `recursive`), every checkpoint of the directory (and of every run directory under it):
     a DirectoryVerifyReport (`report.checkpoints`). Damage is reported, not raised."""
-    from ckpttool.ops.directories import require_directory
-    from ckpttool.ops.verify import verify_checkpoint, verify_directory
+    from ckpttool.ops.runs.directories import require_directory
+    from ckpttool.ops.tensors.verify import verify_checkpoint, verify_directory
 
     path = os.fspath(target)
     if all_checkpoints or recursive:
@@ -302,7 +302,7 @@ def diff(a: PathLike, b: PathLike, *, rtol: float = 0.0, atol: float = 0.0, filt
     files, as `diff` does (`report.identical`, `report.differences`). `rtol`/`atol` apply to
     floating-point values (integers compare exactly); `filter`: a regular expression on names;
     `naming="model"` pairs variables by their path through the model, not their keys."""
-    from ckpttool.ops.diff import diff_checkpoints
+    from ckpttool.ops.tensors.diff import diff_checkpoints
 
     return diff_checkpoints(os.fspath(a), os.fspath(b), rtol=rtol, atol=atol, pattern=filter, naming=naming)
 
@@ -313,8 +313,8 @@ def scan(directory: PathLike, *, recursive: bool = False) -> "DirectoryScan | li
     file included. `recursive`: a list, one scan per run directory under `directory`."""
     import dataclasses
 
-    from ckpttool.ops.directories import require_directory
-    from ckpttool.ops.scan import find_checkpoint_dirs, for_each_directory, scan_directory, state_file_problems
+    from ckpttool.ops.runs.directories import require_directory
+    from ckpttool.ops.runs.scan import find_checkpoint_dirs, for_each_directory, scan_directory, state_file_problems
 
     path = os.fspath(directory)
     require_directory(path, "ls")
@@ -331,7 +331,7 @@ def scan(directory: PathLike, *, recursive: bool = False) -> "DirectoryScan | li
 def _transforms(layout: str | None, transpose: Mapping[str, Iterable[int]] | None, dtype: str | None,
                 keep_dtype: Iterable[str]) -> dict:
     """plan_convert's keyword arguments for the layout, transpose and dtype arguments."""
-    from ckpttool.ops.casting import CastRule
+    from ckpttool.ops.tensors.casting import CastRule
 
     return {"layout": layout, "transposes": tuple((regex, tuple(perm)) for regex, perm in (transpose or {}).items()),
             "cast": CastRule(dtype, tuple(keep_dtype))}
@@ -352,8 +352,8 @@ def average(sources: PathLike | Iterable[PathLike], destination: PathLike, *, la
     left out unless `keep_optimizer`; written as `convert` writes (`to`, `shard_size`, `layout`,
     `dtype` ...). Returns the plan (`plan.sources` with their scores, `plan.scores`, `plan.averaged`,
     `plan.taken`); with `dry_run` nothing is written."""
-    from ckpttool.ops.average import apply_average, plan_average
-    from ckpttool.ops.convert import parse_size
+    from ckpttool.ops.tensors.average import apply_average, plan_average
+    from ckpttool.ops.tensors.convert import parse_size
 
     paths = [os.fspath(sources)] if isinstance(sources, (str, os.PathLike)) else [os.fspath(s) for s in sources]
     try:

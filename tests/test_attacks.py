@@ -82,7 +82,7 @@ def test_a_metric_too_large_for_a_float_is_bad_input(tmp_path, line):
     """JSON integers are unbounded (Python's json reads 400 digits as an int); float() of one
     raised OverflowError, which no reader caught (exit 70 for prune --keep-best)."""
     from ckpttool.errors import BadInput
-    from ckpttool.ops.metrics import read_metrics_file, read_trainer_state
+    from ckpttool.ops.retention.metrics import read_metrics_file, read_trainer_state
 
     path = tmp_path / "metrics.jsonl"
     path.write_text(line + "\n")
@@ -131,8 +131,8 @@ def test_apply_refuses_a_directory_swapped_since_it_was_planned(fixtures_dir, tm
     ckpt-1..4 of /victim/run, a directory it was never given (same names, as one training script
     writes). The directory applied must be the one planned (device and inode)."""
     from ckpttool.errors import Refused
-    from ckpttool.ops.prune import apply_prune, plan_prune
-    from ckpttool.ops.retention import RetentionRules
+    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
     from tests.test_prune_repair import on_disk
 
     root, victim = tmp_path / "root", tmp_path / "victim"
@@ -175,7 +175,7 @@ def test_complex_typed_values_of_odd_count(tf, tmp_path):
     import numpy as np
 
     from ckpttool.errors import CkptError
-    from ckpttool.formats.tf.graphdef import GraphConstants
+    from ckpttool.formats.tf.graphs.graphdef import GraphConstants
 
     path, tensor = _const_graph(tf, tmp_path, [1.0, 2.0, 3.0])
     with GraphConstants(path, min_elements=0) as reader:
@@ -197,7 +197,7 @@ def test_the_host_lock_directory_planted_in_tmp_is_refused(tmp_path, monkeypatch
     if planted == "other_owner" and os.geteuid() != 0:
         pytest.skip("needs root to make another user's directory")
     from ckpttool.errors import Refused
-    from ckpttool.ops import lock
+    from ckpttool.ops.runs import lock
 
     monkeypatch.setattr(lock.tempfile, "gettempdir", lambda: str(tmp_path))
     name = tmp_path / f"ckpttool-locks-{os.getuid()}"
@@ -251,7 +251,7 @@ def test_repair_never_reverts_a_state_file_written_since_it_was_planned(fixtures
 
     from ckpttool.errors import Refused
     from ckpttool.formats.tf.state import CheckpointState, write_state
-    from ckpttool.ops.repair import apply_repair, plan_repair
+    from ckpttool.ops.runs.repair import apply_repair, plan_repair
 
     run = tmp_path / "run"
     _many_checkpoint_dir(fixtures_dir, run, 5)
@@ -271,7 +271,7 @@ def test_recursive_prune_never_follows_a_symlink_put_in_a_found_path(fixtures_di
     `root/team` swapped for a symlink to /victim right after the walk made the plan (and the
     deletions) those of /victim/run. A directory whose path no longer leads where the walk found it
     is skipped and reported (exit 3), the others pruned."""
-    from ckpttool.ops import scan
+    from ckpttool.ops.runs import scan
     from tests.test_prune_repair import on_disk
 
     root, victim = tmp_path / "root", tmp_path / "victim"

@@ -142,7 +142,7 @@ def test_tf_cast_rounds_float64_to_bfloat16_twice_where_convert_rounds_once(chec
 def test_bfloat16_cast_rounds_once_on_random_bits(source):
     """Any bit pattern (every exponent, mantissas at and near ties, subnormals, NaN payloads, inf),
     streamed in chunks that end inside an element, comes out as ml_dtypes' one rounding."""
-    from ckpttool.ops.casting import cast_stream
+    from ckpttool.ops.tensors.casting import cast_stream
 
     rng = np.random.default_rng(24)
     width = np.dtype(source).itemsize * 8

@@ -198,8 +198,8 @@ def _exit_code(job) -> int:
 @pytest.mark.parametrize("kind,count", [("safetensors", 200), ("npz", 200)])
 def test_fuzz_weights_readers_in_process(tmp_path, kind, count):
     """inspect (values and stats) and verify, called as the CLI calls them, on seeded mutants."""
-    from ckpttool.ops.inspect import inspect_checkpoint
-    from ckpttool.ops.verify import verify_checkpoint
+    from ckpttool.ops.tensors.inspect import inspect_checkpoint
+    from ckpttool.ops.tensors.verify import verify_checkpoint
 
     seed_bytes = _safetensors_seed(tmp_path) if kind == "safetensors" else _npz_seed(tmp_path)
     target = str(tmp_path / f"mutant.{kind}")
@@ -214,8 +214,8 @@ def test_fuzz_weights_readers_in_process(tmp_path, kind, count):
 FUZZ_PROBE = """
 import sys
 from ckpttool.cli.errors import exit_code_for
-from ckpttool.ops.inspect import inspect_checkpoint
-from ckpttool.ops.verify import verify_checkpoint
+from ckpttool.ops.tensors.inspect import inspect_checkpoint
+from ckpttool.ops.tensors.verify import verify_checkpoint
 codes = set()
 for path in sys.argv[1:]:
     for job in (lambda: inspect_checkpoint(path, with_values=True, with_stats=True) and 0,

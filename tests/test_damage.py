@@ -121,7 +121,7 @@ def test_nonexistent_path(tmp_path, command):
 
 
 def test_internal_error_exit_70_and_debug(fixtures_dir, monkeypatch):
-    import ckpttool.ops.inspect as inspect_ops
+    import ckpttool.ops.tensors.inspect as inspect_ops
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated bug")
@@ -142,7 +142,7 @@ def test_usage_error_exit_2():
 
 def test_file_system_refusal_is_one_line_not_a_bug(copy_fixture, monkeypatch):
     """Permission denied or a full disk is the environment's answer: exit 3, not internal error 70."""
-    import ckpttool.ops.prune as prune_ops
+    import ckpttool.ops.retention.prune as prune_ops
 
     run = copy_fixture("saver_run")
 

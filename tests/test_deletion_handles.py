@@ -51,7 +51,7 @@ def _users_tree(path):
 
 def _prune_with_swap(monkeypatch, swap, *args):
     """`ckpttool prune ARGS` with `swap(step)` run after each file operation of the apply."""
-    from ckpttool.ops import prune as prune_ops
+    from ckpttool.ops.retention import prune as prune_ops
 
     real_apply = prune_ops.apply_prune
     monkeypatch.setattr(prune_ops, "apply_prune", lambda plan, fault=None: real_apply(plan, fault=swap))
@@ -169,8 +169,8 @@ def test_a_step_directory_swapped_for_a_users_tree_is_not_removed(tmp_path, monk
     alice = tmp_path / "alice"
     _users_tree(alice)
     before = _snapshot(alice)
-    from ckpttool.ops import prune as prune_ops
-    from ckpttool.ops.retention import RetentionRules
+    from ckpttool.ops.retention import prune as prune_ops
+    from ckpttool.ops.retention.rules import RetentionRules
 
     plan = prune_ops.plan_prune(str(tmp_path), RetentionRules(keep_last=1))
     assert [d.name for d in plan.deleted] == ["100"]
@@ -238,7 +238,7 @@ def test_repair_writes_only_into_the_directory_planned(fixtures_dir, tmp_path, m
     descriptor: swapped before the check, nothing is written (exit 4 from the CLI); after it, the
     repair is done in the directory planned."""
     from ckpttool.formats.tf.state import CheckpointState, write_state
-    from ckpttool.ops.repair import apply_repair, plan_repair
+    from ckpttool.ops.runs.repair import apply_repair, plan_repair
     from ckpttool.storage import fs
 
     team, victim = tmp_path / "team", tmp_path / "victim"

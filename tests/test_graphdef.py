@@ -1,4 +1,4 @@
-"""Weights out of graphs without TensorFlow (formats/tf/graphdef.py): every Const node of frozen
+"""Weights out of graphs without TensorFlow (formats/tf/graphs/graphdef.py): every Const node of frozen
 GraphDefs, MetaGraphs and SavedModel graphs, with TensorFlow's make_ndarray as the oracle; hostile
 graphs bounded."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 
 from ckpttool.errors import BadInput, CorruptCheckpoint
 from ckpttool.formats import raw
-from ckpttool.formats.tf.graphdef import GraphConstants
+from ckpttool.formats.tf.graphs.graphdef import GraphConstants
 
 
 @pytest.fixture(scope="module")

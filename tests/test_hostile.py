@@ -453,7 +453,7 @@ def test_rename_keeps_non_utf8_names_byte_exact(non_utf8_checkpoint, tmp_path, t
 _PARSE_UNDER_A_CAP = """
 import resource, sys
 import numpy, google.protobuf.text_format
-import ckpttool.formats.tf.meta, ckpttool.ops.inspect
+import ckpttool.formats.tf.graphs.meta, ckpttool.ops.tensors.inspect
 from ckpttool.cli.app import main
 from ckpttool.formats.tf.protos import checkpoint_pb2, graph_pb2
 used = int(next(l for l in open('/proc/self/status') if l.startswith('VmSize')).split()[1]) * 1024

@@ -107,7 +107,7 @@ def test_one_huge_compressed_chunk_is_inflated_once(tmp_path):
 def test_chunked_datasets_are_read_in_whole_chunk_rows(tmp_path, monkeypatch):
     """Each HDF5 read covers whole rows of chunks, so each chunk is inflated by exactly one read;
     the bytes equal h5py's own reading, for every dtype Keras writes."""
-    from ckpttool.formats.keras import KerasWeights
+    from ckpttool.formats.keras.keras3 import KerasWeights
 
     path = tmp_path / "chunked.weights.h5"
     rng = np.random.default_rng(5)
@@ -142,7 +142,7 @@ def test_chunked_datasets_are_read_in_whole_chunk_rows(tmp_path, monkeypatch):
 
 def test_datasets_are_not_kept_open(tmp_path):
     """100k datasets made `inspect` use 1.9 GB: every h5py Dataset stayed open."""
-    from ckpttool.formats.keras import KerasWeights
+    from ckpttool.formats.keras.keras3 import KerasWeights
 
     path = tmp_path / "many.weights.h5"
     with h5py.File(path, "w") as handle:

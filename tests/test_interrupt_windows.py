@@ -11,9 +11,9 @@ import signal
 import pytest
 
 from ckpttool.errors import Terminated
-from ckpttool.ops.convert import apply_convert, plan_convert
-from ckpttool.ops.rename import apply_rename, plan_rename
-from ckpttool.ops.rename_rules import RenameRules
+from ckpttool.ops.tensors.convert import apply_convert, plan_convert
+from ckpttool.ops.tensors.rename import apply_rename, plan_rename
+from ckpttool.ops.tensors.rename_rules import RenameRules
 from ckpttool.storage import atomic
 from tests.test_keras_like import like_dir  # noqa: F401 - a fixture
 

@@ -151,7 +151,7 @@ def test_plan_json_explains_the_match(like_dir, tmp_path):
 
 def test_template_changed_between_plan_and_write_exits_3(like_dir, tmp_path):
     from ckpttool.errors import CorruptCheckpoint
-    from ckpttool.ops.convert import apply_convert, plan_convert
+    from ckpttool.ops.tensors.convert import apply_convert, plan_convert
 
     template = tmp_path / "t.weights.h5"
     shutil.copyfile(like_dir / "template.weights.h5", template)

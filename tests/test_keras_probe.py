@@ -1,4 +1,4 @@
-"""formats/keras_probe.py: a Keras file's kind and wholeness from a few of its bytes, without h5py,
+"""formats/keras/probe.py: a Keras file's kind and wholeness from a few of its bytes, without h5py,
 checked against h5py (keras_legacy.hdf5_kind, HDF5's own refusal of a truncated file) and Python's
 zipfile on files Keras, h5py and zipfile write: every superblock version, symbol tables and link
 messages, roots of thousands of links, zip64 records, every cut of a file, a file still open."""
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ckpttool.formats import keras_probe
-from ckpttool.formats.keras_legacy import hdf5_kind
-from ckpttool.formats.keras_probe import probe_keras_file
+from ckpttool.formats.keras import probe as keras_probe
+from ckpttool.formats.keras.legacy import hdf5_kind
+from ckpttool.formats.keras.probe import probe_keras_file
 
 h5py = pytest.importorskip("h5py")
 

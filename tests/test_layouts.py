@@ -254,7 +254,7 @@ def test_transpose_by_hand_wins_and_bad_ones_are_usage_errors(tmp_path, tf):
 def test_blocked_transpose_through_the_cli_above_the_bound(tmp_path, tf, monkeypatch):
     """A tensor over the memory bound goes through the staged path (a temp file beside DST, read back
     by ranges); TensorFlow reads the transposed values; no temp file is left."""
-    from ckpttool.ops import layouts
+    from ckpttool.ops.tensors import layouts
 
     monkeypatch.setattr(layouts, "MEMORY_BOUND", 1 << 16)
     monkeypatch.setattr(layouts, "BLOCK_BYTES", 1 << 12)
@@ -274,7 +274,7 @@ def test_blocked_transpose_through_the_cli_above_the_bound(tmp_path, tf, monkeyp
 _PEAK = r"""
 import resource, sys
 import numpy as np
-from ckpttool.ops.layouts import permute_stream
+from ckpttool.ops.tensors.layouts import permute_stream
 shape, perm, bound, out = (1024, 8, 2048), (2, 1, 0), 8 << 20, sys.argv[1]
 def chunks():
     for i in range(shape[0]):
@@ -303,7 +303,7 @@ def test_transpose_larger_than_memory_stays_bounded(tmp_path):
 
 def test_kind_by_name_and_rank():
     """The names' hints where the rank fits them, else the rank; unknown PyTorch names keep their words."""
-    from ckpttool.ops.layouts import plan_layout
+    from ckpttool.ops.tensors.layouts import plan_layout
 
     torch = plan_layout([("conv_block/kernel", (4, 3)), ("net/depthwise_conv2d/kernel", (3, 3, 4, 2)),
                          ("net/up/conv2d_transpose/kernel", (3, 3, 5, 8)), ("emb/embeddings", (10, 4)),

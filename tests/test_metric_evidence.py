@@ -356,14 +356,14 @@ def test_a_nested_run_never_scores_its_parent(tf, series_dir, tmp_path, kind):
     ("mean_absolute_error", "min"), ("val_sparse_categorical_crossentropy", "min"), ("eval_rougeL", "max"),
     ("evalPerplexity", "min"), ("binary_accuracy", "max")])
 def test_mode_auto_reads_whole_words(tag, mode):
-    from ckpttool.ops.metrics import infer_mode
+    from ckpttool.ops.retention.metrics import infer_mode
 
     assert infer_mode(tag) == mode
 
 
 @pytest.mark.parametrize("tag", ["val_answer", "cancer_rate", "val_widgets", "loss_accuracy", "eval/f1_error"])
 def test_mode_auto_refuses_names_that_say_neither_or_both(tag):
-    from ckpttool.ops.metrics import infer_mode
+    from ckpttool.ops.retention.metrics import infer_mode
 
     with pytest.raises(UsageProblem, match="--mode"):
         infer_mode(tag)

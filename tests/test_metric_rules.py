@@ -541,8 +541,8 @@ def test_latest_best_with_nothing_scored_is_a_negative_answer(runs, tmp_path):
 
 def test_keras_files_are_scored_by_the_log_epoch_before(series_dir):
     """Keras' own history is the oracle: the file for {epoch}=k holds the weights after log epoch k-1."""
-    from ckpttool.ops.scan import CheckpointInfo
-    from ckpttool.ops.scoring import MetricOptions, score_checkpoints
+    from ckpttool.ops.runs.scan import CheckpointInfo
+    from ckpttool.ops.retention.scoring import MetricOptions, score_checkpoints
 
     history = json.loads((series_dir / "keras" / "history.json").read_text())["val_loss"]
     files = sorted((series_dir / "keras" / "ckpt").iterdir())

@@ -140,7 +140,7 @@ def test_summaries_read_in_bounded_memory(tmp_path, tf):
     import tracemalloc
 
     from ckpttool.formats.reader import open_checkpoint
-    from ckpttool.ops.values import format_values, read_corners
+    from ckpttool.ops.tensors.values import format_values, read_corners
 
     value = np.arange(16 * 1024 * 1024, dtype=np.float32).reshape(4096, 4096)
     prefix = tf.train.Checkpoint(v=tf.Variable(value)).write(str(tmp_path / "big"))
@@ -392,7 +392,7 @@ def _progress_calls(function, *args, **kwargs) -> list[int]:
 def test_verify_progress_moves_within_one_large_tensor(one_big_tensor, s3_server):
     """Progress was counted per finished tensor: one call for a 24 MiB tensor, so a bar sat at 0
     while it was read (65 s on S3). Now it moves as pieces (local) and ranged GETs (S3) complete."""
-    from ckpttool.ops.verify import total_bytes, verify_checkpoint
+    from ckpttool.ops.tensors.verify import total_bytes, verify_checkpoint
     from ckpttool.ops.targets import resolve_target
     from tests.remote_servers import upload_tree
 
@@ -408,7 +408,7 @@ def test_verify_progress_moves_within_one_large_tensor(one_big_tensor, s3_server
 
 
 def test_diff_reports_progress(one_big_tensor, fixtures_dir):
-    from ckpttool.ops.diff import bytes_to_compare, diff_checkpoints
+    from ckpttool.ops.tensors.diff import bytes_to_compare, diff_checkpoints
     from ckpttool.ops.targets import resolve_target
 
     prefix, nbytes = one_big_tensor
@@ -439,8 +439,8 @@ def test_rename_from_a_bucket_reports_progress(one_big_tensor, tmp_path, s3_serv
     bytes chunk by chunk, in all the size of the source's data shards."""
     import glob
 
-    from ckpttool.ops.rename import apply_rename, bytes_to_copy, plan_rename
-    from ckpttool.ops.rename_rules import RenameRules
+    from ckpttool.ops.tensors.rename import apply_rename, bytes_to_copy, plan_rename
+    from ckpttool.ops.tensors.rename_rules import RenameRules
     from tests.remote_servers import upload_tree
 
     prefix, nbytes = one_big_tensor

@@ -218,8 +218,8 @@ def _expected_after_keep_last_2():
 
 
 def test_injected_failure_after_every_file_operation(fixtures_dir, tmp_path, tf):
-    from ckpttool.ops.prune import apply_prune, plan_prune
-    from ckpttool.ops.retention import RetentionRules
+    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
 
     rules = RetentionRules(keep_last=2)
     operations = []
@@ -301,8 +301,8 @@ def test_plan_beside_a_running_prune_whose_files_vanish(fixtures_dir, tmp_path, 
     import json
     import types
 
-    from ckpttool.ops import prune
-    from ckpttool.ops.retention import RetentionRules
+    from ckpttool.ops.retention import prune
+    from ckpttool.ops.retention.rules import RetentionRules
 
     run = tmp_path / "busy"
     _many_checkpoint_dir(fixtures_dir, run, 6)

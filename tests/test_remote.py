@@ -249,7 +249,7 @@ def test_two_prunes_at_once_on_one_prefix(store, fixtures_dir, tmp_path):
 def test_bucket_lock_object_keeps_a_second_prune_out(servers, fixtures_dir, tmp_path):
     """A lock object held by another host: prune waits for it (S3's If-None-Match: *)."""
     from ckpttool.storage import remote
-    from ckpttool.ops.lock import directory_lock
+    from ckpttool.ops.runs.lock import directory_lock
 
     s3 = servers["s3"]
     local = tmp_path / "locked"
@@ -669,7 +669,7 @@ def test_recursive_prune_applies_a_buckets_run_directories_concurrently(servers,
     which one-by-one applies never reach. What is deleted is what a local prune -r deletes."""
     import threading
 
-    import ckpttool.ops.prune as prune_ops
+    import ckpttool.ops.retention.prune as prune_ops
 
     local = tmp_path / "runs"
     for run in ("a", "b"):

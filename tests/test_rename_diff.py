@@ -389,7 +389,7 @@ def test_diff_reports_each_kind_of_change(tmp_path, tf):
 def test_diff_memory_is_bounded(tmp_path, tf, monkeypatch):
     import tracemalloc
 
-    from ckpttool.ops.diff import diff_checkpoints
+    from ckpttool.ops.tensors.diff import diff_checkpoints
 
     big = np.arange(4 * 1024 * 1024, dtype=np.float32)  # 16 MiB per side
     for name, values in (("a", big), ("b", big + (np.arange(big.size) == 123).astype(np.float32))):

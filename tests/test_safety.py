@@ -84,8 +84,8 @@ def test_journal_that_is_a_fifo_is_refused_without_hanging(copy_fixture):
 
 def test_genuine_journal_is_resumed_after_the_directory_moved(copy_fixture, tmp_path, tf):
     """An interrupted prune's journal names files only, so it still applies after a move."""
-    from ckpttool.ops.prune import apply_prune, plan_prune
-    from ckpttool.ops.retention import RetentionRules
+    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
 
     run = copy_fixture("prune_run")
 

@@ -235,7 +235,7 @@ def test_an_oversized_lock_object_is_broken(servers, fixtures_dir, tmp_path):
     """A lock object over 64 KiB cannot be ckpttool's: it was never broken, whatever its age, and
     every prune waited out its timeout (exit 4). On S3 only: the GCS emulator ignores
     ifGenerationMatch=0 (real GCS honours it), so there a held lock is simply overwritten."""
-    from ckpttool.ops.lock import directory_lock
+    from ckpttool.ops.runs.lock import directory_lock
     from ckpttool.storage import remote
     store = servers["s3"]
     run = tmp_path / "run"
@@ -251,8 +251,8 @@ def test_an_oversized_lock_object_is_broken(servers, fixtures_dir, tmp_path):
 # -- item 14: a plan applied twice -------------------------------------------------------------
 
 def test_a_plan_applied_twice_deletes_nothing_the_second_time(store, fixtures_dir, tmp_path, copy_fixture):
-    from ckpttool.ops.prune import apply_prune, plan_prune
-    from ckpttool.ops.retention import RetentionRules
+    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
     run = tmp_path / "run"
     _many_checkpoint_dir(fixtures_dir, run, 4)
     url = upload_tree(store, str(run), fresh_prefix("twice"))
@@ -298,8 +298,8 @@ def test_a_prune_by_root_does_not_lock_the_owner_out(fixtures_dir, tf):
     """root's cron pruned DIR and left DIR/.ckpttool.lock (root, 0644): the owner's next prune
     failed to open it (Permission denied, exit 3). No lock file is left now, and a leftover one
     that cannot be written does not matter."""
-    from ckpttool.ops.prune import apply_prune, plan_prune
-    from ckpttool.ops.retention import RetentionRules
+    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
     import pwd
 
     nobody = pwd.getpwnam("nobody")

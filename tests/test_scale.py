@@ -43,7 +43,7 @@ def test_iso_utc_is_datetimes(timestamp):
 def test_checkpoints_are_described_as_their_files_say(tmp_path, tf):
     """The common shape (an index and one data shard, a .meta or not) takes a short path in the
     scan: every field as the files on disk and TensorFlow have it."""
-    from ckpttool.ops.scan import CheckpointInfo, scan_directory
+    from ckpttool.ops.runs.scan import CheckpointInfo, scan_directory
 
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable([1.0, 2.0])), str(tmp_path), max_to_keep=3)
     saved = [manager.save() for _ in range(3)]

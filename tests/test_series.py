@@ -1,4 +1,4 @@
-"""Checkpoint series besides TF prefixes (ops/series.py): Keras ModelCheckpoint files written by
+"""Checkpoint series besides TF prefixes (ops/runs/series.py): Keras ModelCheckpoint files written by
 Keras 3, SavedModel export versions written by tf.saved_model.save, Orbax step directories and HF
 Trainer checkpoints in their documented layouts; what is a member, its step, and what makes a
 directory member unsafe to delete."""
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ckpttool.ops import series
+from ckpttool.ops.runs import series
 from ckpttool.storage import fs
 
 

@@ -185,8 +185,8 @@ def test_each_series_family_keeps_its_latest(series_dir, tmp_path):
 
 
 def test_an_interrupted_tree_removal_is_finished_by_the_next_prune(tmp_path, monkeypatch):
-    from ckpttool.ops.prune import apply_prune, plan_prune
-    from ckpttool.ops.retention import RetentionRules
+    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
     from ckpttool.storage import fs
 
     for step in (100, 200):
@@ -211,8 +211,8 @@ def test_an_interrupted_tree_removal_is_finished_by_the_next_prune(tmp_path, mon
 
 
 def test_a_planted_link_after_planning_is_refused_under_the_lock(tmp_path):
-    from ckpttool.ops.prune import apply_prune, plan_prune
-    from ckpttool.ops.retention import RetentionRules
+    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
 
     for step in (100, 200):
         _orbax_step(tmp_path, str(step), "_CHECKPOINT_METADATA")
@@ -419,8 +419,8 @@ def test_a_hostile_trainer_state_is_no_best_checkpoint(tmp_path):
 
 
 def test_a_bucket_prune_interrupted_before_the_commit_marker_is_resumed(servers, tmp_path, monkeypatch):
-    from ckpttool.ops.prune import apply_prune, plan_prune
-    from ckpttool.ops.retention import RetentionRules
+    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
     from ckpttool.storage import fs
 
     s3 = servers["s3"]

@@ -115,8 +115,8 @@ def test_clean_removes_a_cut_short_keras_file_only_when_its_bytes_prove_it(serie
 
 
 def test_a_cut_short_file_written_again_after_planning_is_not_deleted(series_dir, tmp_path):
-    from ckpttool.ops.prune import apply_prune, plan_prune
-    from ckpttool.ops.retention import RetentionRules
+    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
 
     run, written = _series(series_dir, tmp_path, "weights")
     cut = run / written[0]

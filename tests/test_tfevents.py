@@ -13,7 +13,7 @@ import pytest
 from ckpttool.errors import BadInput, UsageProblem
 from ckpttool.formats import tfevents
 from ckpttool.formats.tf import crc32c
-from ckpttool.ops import metrics
+from ckpttool.ops.retention import metrics
 
 
 def _tf_scalars(tf, path) -> list[tuple[str, int, float]]:

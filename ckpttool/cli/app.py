@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from ckpttool import __version__
+from ckpttool.version import __version__
 from ckpttool.cli import help_text, render
 from ckpttool.cli.commands import (average, completion, convert, diff, export_json, freeze, inspect, latest, ls, prune, rename, repair,
                                    verify)

@@ -191,7 +191,7 @@ def _roff(text: str) -> str:
 
 
 def render_man(global_opts, commands) -> str:
-    from ckpttool import __version__
+    from ckpttool.version import __version__
     from ckpttool.cli.reference import ENVIRONMENT, EXIT_CODES, EXIT_STATUS, OUTPUT
 
     out = [

@@ -75,7 +75,7 @@ def _describe(exc: BaseException) -> tuple[int, str, str | None]:
     if isinstance(exc, CkptError):
         hint = exc.hint
         if hint is None and isinstance(exc, CorruptCheckpoint) and ".index" in exc.message:
-            from ckpttool.ops.hints import CORRUPT_HINT  # a damaged index: what to run next
+            from ckpttool.ops.runs.hints import CORRUPT_HINT  # a damaged index: what to run next
 
             hint = CORRUPT_HINT
         return exit_code_for(exc), _one_line(exc.message), _one_line(hint) if hint else None

@@ -35,7 +35,7 @@ NoUpdateState = Annotated[bool, typer.Option(
 SourceArg = Annotated[str, typer.Argument(
     metavar="SRC", help="The checkpoint to read (prefix, file, run directory or SavedModel).", show_default=False)]
 
-# The rename rules, shared by rename-vars and convert (one implementation: ops/rename_rules.RenameRules).
+# The rename rules, shared by rename-vars and convert (one implementation: ops/tensors/rename_rules.RenameRules).
 MapOpt = Annotated[Optional[List[str]], typer.Option("--map", metavar="OLD=NEW", help="OLD=NEW, exact name (repeatable).")]
 MapFile = Annotated[Optional[str], typer.Option("--map-file", metavar="FILE", help="JSON object or `old new` lines.")]
 RegexOpt = Annotated[Optional[List[str]], typer.Option(
@@ -59,7 +59,7 @@ class Naming(str, enum.Enum):
     model = "model"
 
 
-# --names (inspect, convert, diff; average): one implementation, ops/model_names.py.
+# --names (inspect, convert, diff; average): one implementation, ops/tensors/model_names.py.
 NamesOpt = Annotated[Naming, typer.Option(
     "--names", help="Name variables by their checkpoint key (key), or by their path through the model (model: "
                     "for TF2 checkpoints the shortest object path that passes through no optimizer, without "
@@ -67,7 +67,7 @@ NamesOpt = Annotated[Naming, typer.Option(
                     "sources keep their names). Refused when two variables would get one name.")]
 
 
-# The metric of retention by quality, shared by prune, ls and latest (one implementation: ops/scoring).
+# The metric of retention by quality, shared by prune, ls and latest (one implementation: ops/retention/scoring).
 Metric = Annotated[Optional[str], typer.Option(
     "--metric", metavar="TAG",
     help="Score each checkpoint by TAG's value at its step exactly, read from TensorBoard event files under "
@@ -107,7 +107,7 @@ def metric_options(metric: str | None, mode: str, metrics_file: str | None, even
         if given:
             raise UsageProblem(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --metric TAG")
         return None
-    from ckpttool.ops.scoring import MetricOptions
+    from ckpttool.ops.retention.scoring import MetricOptions
 
     options = MetricOptions(metric, mode, metrics_file, events, name_pattern, allow_damaged)
     options.validate()

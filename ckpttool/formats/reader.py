@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # V1 files need numpy and protobuf at once: imported only for
 
 Reader = Union[Bundle, "V1Checkpoint"]
 WEIGHTS_FORMATS = ("safetensors", "npz", "keras", "keras_h5")
-GRAPH_FORMAT = "graphdef"  # a graph's Const nodes read as variables (formats/tf/graphdef.py)
+GRAPH_FORMAT = "graphdef"  # a graph's Const nodes read as variables (formats/tf/graphs/graphdef.py)
 
 
 def weights_file_format(path: str) -> str | None:
@@ -36,7 +36,7 @@ def keras_file_format(path: str) -> str:
     """"keras_h5" for a legacy Keras HDF5 file (Keras 1/2, tf.keras), "keras" for a Keras 3 one,
     by the file's bytes whatever its name (a legacy model may be named .keras). An HDF5 file of
     neither kind is refused, unless named as Keras 3 names its files."""
-    from ckpttool.formats.keras_legacy import FORMAT, hdf5_kind
+    from ckpttool.formats.keras.legacy import FORMAT, hdf5_kind
 
     kind = hdf5_kind(path)
     if kind == "legacy":
@@ -66,7 +66,7 @@ def open_checkpoint(prefix: str, fmt: str | None = None, min_elements: int | Non
     """`min_elements`: for a graph, the constants with fewer elements are left out (default 2)."""
     fmt = fmt or weights_file_format(prefix) or detect_format(prefix)
     if fmt == GRAPH_FORMAT:
-        from ckpttool.formats.tf.graphdef import DEFAULT_MIN_ELEMENTS, GraphConstants
+        from ckpttool.formats.tf.graphs.graphdef import DEFAULT_MIN_ELEMENTS, GraphConstants
 
         return GraphConstants(prefix, DEFAULT_MIN_ELEMENTS if min_elements is None else min_elements)
     if fmt == "keras":
@@ -80,11 +80,11 @@ def open_checkpoint(prefix: str, fmt: str | None = None, min_elements: int | Non
 
         return NpzReader(prefix)
     if fmt == "keras":
-        from ckpttool.formats.keras import KerasWeights
+        from ckpttool.formats.keras.keras3 import KerasWeights
 
         return KerasWeights(prefix)
     if fmt == "keras_h5":
-        from ckpttool.formats.keras_legacy import KerasLegacyWeights
+        from ckpttool.formats.keras.legacy import KerasLegacyWeights
 
         return KerasLegacyWeights(prefix)
     if fmt == "v2":

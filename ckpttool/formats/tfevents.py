@@ -19,7 +19,7 @@ What is read, and what is not:
   summary holding images) is streamed, framed by hand, its CRC computed piece by piece and only
   its small Summary.Values parsed;
 - a record cut short at the end of the file ends the file quietly, its offset noted (`cut_at`):
-  whether that is a writer still at work or a lost record, the caller decides (ops/metrics: only
+  whether that is a writer still at work or a lost record, the caller decides (ops/retention/metrics: only
   the newest file of a run has a live end);
 - a record whose data fails its CRC (or whose bytes are no Event) is skipped, and a length that
   fails its CRC ends the file (nothing after it can be framed): both are damage, reported once per

@@ -25,7 +25,7 @@ import numpy as np
 
 from ckpttool.errors import BadInput, NotFound, UnknownVariable, UsageProblem
 from ckpttool.storage import fs
-from ckpttool.formats.tf.graph_analysis import rank_output_candidates
+from ckpttool.formats.tf.graphs.analysis import rank_output_candidates
 from ckpttool.graph.check import CheckResult, check_result, compare, input_shapes_for_check, random_value
 from ckpttool.graph.custom_ops import require_registered_ops
 from ckpttool.graph.library import refuse_recursive_functions
@@ -143,9 +143,9 @@ def _no_outputs(graph_def) -> UsageProblem:
 
 def _suggest_outputs_without_tensorflow(target: Target, tags: list[str] | None, signature: str | None) -> None:
     """No --output-nodes, and the graph has no signature to take them from: the likely outputs are
-    ranked from the file with ckpttool's own protos (formats/tf/graph_analysis.py), before TensorFlow
+    ranked from the file with ckpttool's own protos (formats/tf/graphs/analysis.py), before TensorFlow
     is imported. Anything less clear-cut is left to the TensorFlow path."""
-    from ckpttool.formats.tf.meta import read_meta_graphs
+    from ckpttool.formats.tf.graphs.meta import read_meta_graphs
 
     if signature or target.meta_path is None or target.meta_path.endswith((".pbtxt", ".cpb")):
         return

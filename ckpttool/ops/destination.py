@@ -102,7 +102,7 @@ def remove_empty(directories: list[str]) -> None:
 
 def update_destination_state(destination: str) -> None:
     from ckpttool.formats.tf.state import read_state, write_state
-    from ckpttool.ops.statefile import update_state
+    from ckpttool.ops.runs.statefile import update_state
 
     directory, name = fs.dirname(destination), fs.basename(destination)
 

@@ -15,9 +15,8 @@ from ckpttool.ops.targets import Target
 
 
 def _fetch(url: str, local: str) -> None:
-    from ckpttool.storage import remote
     os.makedirs(os.path.dirname(local), exist_ok=True)
-    remote.download(url, local)
+    fs.download(url, local)
 
 
 @contextlib.contextmanager

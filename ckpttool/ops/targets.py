@@ -142,7 +142,7 @@ def _resolve(path: str, graph_only_ok: bool) -> Target:
         if not fs.is_file(path + ".index") and fs.is_file(path):  # a file that is no V2 index: what is it?
             _refuse_foreign_file(path)
         return _prefix_target(path)
-    from ckpttool.ops.hints import steps_in_directory
+    from ckpttool.ops.runs.hints import steps_in_directory
 
     raise NotFound(f"no checkpoint at {path} (looked for {path}.index, a V1 checkpoint file {path}, "
                    "a run directory and a SavedModel)", hint=steps_in_directory(path))
@@ -230,7 +230,7 @@ def _refuse_foreign_file(path: str, named: str | None = None) -> None:
 def _graph_def_nodes(path: str) -> int:
     """How many nodes `path` holds when it parses as a GraphDef whose nodes all have an op (a few
     random bytes can parse as an empty message; they cannot make named nodes with ops); else 0."""
-    from ckpttool.formats.tf.meta import GRAPH_FILE_CAP
+    from ckpttool.formats.tf.graphs.meta import GRAPH_FILE_CAP
     from ckpttool.formats.tf.protos import graph_pb2
 
     try:
@@ -254,7 +254,7 @@ def _zip_members(path: str) -> list[str]:
 
 
 def _directory_target(path: str, graph_only_ok: bool, names: set[str] | None) -> Target:
-    from ckpttool.ops.latest import find_latest
+    from ckpttool.ops.runs.latest import find_latest
 
     graph = _saved_model_graph(path, names)
     if graph:
@@ -267,7 +267,7 @@ def _directory_target(path: str, graph_only_ok: bool, names: set[str] | None) ->
                        "V1 checkpoint files and saved_model.pb)")
     # The latest is always directly in the directory: named from the path as given.
     named = fs.join(path, fs.basename(latest.prefix))
-    if latest.format == "keras":  # a series member (ops/series.py): a Keras checkpoint file
+    if latest.format == "keras":  # a series member (ops/runs/series.py): a Keras checkpoint file
         return Target(named, "keras", None, None, latest.warnings, path)
     if latest.format == "savedmodel":
         return replace(_saved_model_target(named, fs.join(named, "saved_model.pb"), graph_only_ok),

@@ -97,10 +97,23 @@ def _remote():
     return remote
 
 
+def _store(path: str):
+    """(remote, path) for a URL a backend reads; (None, the local path) for a plain path or a
+    `file://` URL, which this module reads itself: fsspec's local file system opens whatever a path
+    names (a FIFO blocks the open until someone writes to it, a device may act when opened), where
+    the functions here open regular files only, checked on the open descriptor."""
+    if not is_url(path):
+        return None, path
+    remote = _remote()
+    local = remote.local_path(path)
+    return (remote, path) if local is None else (None, local)
+
+
 def open_input(path: str, what: str = "file") -> BinaryIO:
     """`path` opened for binary reading; NotFound / BadInput with one clear line otherwise."""
-    if is_url(path):
-        return _remote().open_input(path, what)
+    remote, path = _store(path)
+    if remote is not None:
+        return remote.open_input(path, what)
     fd = _open_regular(path, what)
     try:
         return os.fdopen(fd, "rb")
@@ -115,8 +128,9 @@ def read_capped(path: str, limit: int, what: str = "file", missing_ok: bool = Fa
     size); None for a missing file when `missing_ok`. `dir_fd`: the descriptor of the local
     directory `path` is in, through which it is opened (by its name alone). `inside`: refused
     when it is a link to a file outside its directory."""
-    if is_url(path):
-        return _remote().read_capped(path, limit, what, missing_ok)
+    remote, path = _store(path)
+    if remote is not None:
+        return remote.read_capped(path, limit, what, missing_ok)
     fd = _open_regular(path, what, missing_ok, dir_fd=dir_fd, inside=inside)
     if fd is None:
         return None
@@ -167,8 +181,9 @@ def read_head_and_tail(path: str, head: int, tail: int, what: str = "file",
 
 def read_range(path: str, offset: int, length: int, what: str = "file") -> bytes:
     """`length` bytes at `offset` of a regular file (fewer at its end)."""
-    if is_url(path):
-        return _remote().read_range(path, offset, offset + length)
+    remote, path = _store(path)
+    if remote is not None:
+        return remote.read_range(path, offset, offset + length)
     fd = _open_regular(path, what)
     try:
         return os.pread(fd, length, offset)
@@ -226,9 +241,23 @@ def open_random_access(path: str, what: str = "file", inside: bool = False):
     """A file to read at offsets: `.size`, `.read_at(offset, n)`, `.iter_range(offset, n, chunk=None)`,
     `.close()`. Local: pread on a descriptor; remote: ranged GETs, several in flight. `inside`: as
     for read_capped."""
-    if is_url(path):
-        return _remote().RemoteInput.open(path, what)
+    remote, path = _store(path)
+    if remote is not None:
+        return remote.RemoteInput.open(path, what)
     return LocalInput(path, what, inside)
+
+
+def download(url: str, local_path: str) -> None:
+    """The file `url` names copied to the new local file `local_path` (a temporary copy for the jobs
+    that read through a local file: HDF5, TensorFlow's graph runtime)."""
+    remote, path = _store(url)
+    if remote is not None:
+        remote.download(path, local_path)
+        return
+    import shutil
+
+    with open_input(path) as source, open(local_path, "xb") as sink:
+        shutil.copyfileobj(source, sink, 8 << 20)
 
 
 # -- paths ----------------------------------------------------------------------

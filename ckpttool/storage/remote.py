@@ -382,24 +382,7 @@ def is_dir(url: str) -> bool:
     return bool(call(url, where.fs.isdir, where.path))
 
 
-def _local_file(url: str):
-    """The plain local file functions (storage/fs.py) and the path, for a `file://` URL: fsspec's
-    local file system opens whatever a path names (a FIFO blocks the open until someone writes to
-    it, a device may act when opened), where they open regular files only, checked on the open
-    descriptor. None for any other store."""
-    local = local_path(url)
-    if local is None:
-        return None
-    from ckpttool.storage import fs
-
-    return fs, local
-
-
 def read_range(url: str, start: int, end: int, what: str = "file") -> bytes:
-    local = _local_file(url)
-    if local is not None:
-        files, path = local
-        return files.read_range(path, start, max(0, end - start), what)
     where = locate(url)
     return call(url, where.fs.cat_file, where.path, start=start, end=end)
 
@@ -410,10 +393,6 @@ def read_capped(url: str, limit: int, what: str, missing_ok: bool = False) -> by
     The cap holds on the bytes read, not on a size looked up before (the object may be replaced
     in between): one ranged GET of `limit + 1` bytes, refused (TooLarge) if it brings more than
     `limit`."""
-    local = _local_file(url)
-    if local is not None:
-        files, path = local
-        return files.read_capped(path, limit, what, missing_ok)
     where = locate(url)
     # No lookup before the GET (a request per state file, lock and journal read: `prune -r` reads
     # several per run directory); what is there is looked up only when nothing could be read.
@@ -495,10 +474,6 @@ class RemoteInput:
             raise NotFound(f"no {what} at {url}")
         if found.get("type") == "directory":
             raise BadInput(f"cannot read {url} as a {what}: it is a directory")
-        local = _local_file(url)
-        if local is not None:  # a FIFO or device is refused here, not at the first read
-            files, path = local
-            files.open_random_access(path, what).close()
         return cls(url, int(found.get("size") or 0))
 
     def read_at(self, offset: int, length: int) -> bytes:
@@ -687,13 +662,5 @@ def upload(local_path: str, url: str) -> None:
 
 
 def download(url: str, local_path: str) -> None:
-    local = _local_file(url)
-    if local is not None:
-        import shutil
-
-        files, path = local
-        with files.open_input(path) as source, open(local_path, "wb") as sink:
-            shutil.copyfileobj(source, sink, READ_CHUNK)
-        return
     where = locate(url)
     call(url, where.fs.get_file, where.path, local_path)

@@ -115,9 +115,9 @@ def command(
     the log epoch before, ties to the older; a damaged log refused unless
     --allow-damaged-metrics); the sources and their scores go to stderr.
     """
-    from ckpttool.ops.average import apply_average, plan_average
-    from ckpttool.ops.convert import parse_size
-    from ckpttool.ops.rename_rules import RenameRules, parse_pair
+    from ckpttool.ops.tensors.average import apply_average, plan_average
+    from ckpttool.ops.tensors.convert import parse_size
+    from ckpttool.ops.tensors.rename_rules import RenameRules, parse_pair
 
     rules = RenameRules.from_options(maps=map_, map_file=map_file, regexes=regex, add_prefix=add_prefix,
                                      strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep, sep=sep)

@@ -62,8 +62,8 @@ KeepDtypeOpt = Annotated[Optional[List[str]], typer.Option(
 
 def transform_options(layout, transpose, dtype, keep_dtype) -> dict:
     """plan_convert's keyword arguments for --layout, --transpose, --dtype and --keep-dtype."""
-    from ckpttool.ops.casting import CastRule
-    from ckpttool.ops.layouts import parse_transpose
+    from ckpttool.ops.tensors.casting import CastRule
+    from ckpttool.ops.tensors.layouts import parse_transpose
 
     return {"layout": layout.value if layout else None,
             "transposes": tuple(parse_transpose(t) for t in transpose or ()),
@@ -163,8 +163,8 @@ def command(
     file beside it updated (with a warning when DST is older than the latest
     checkpoint there; --no-update-state to leave it). Writes are atomic: an interrupted convert leaves no DST.
     """
-    from ckpttool.ops.convert import apply_convert, parse_size, plan_convert
-    from ckpttool.ops.rename_rules import RenameRules, parse_pair
+    from ckpttool.ops.tensors.convert import apply_convert, parse_size, plan_convert
+    from ckpttool.ops.tensors.rename_rules import RenameRules, parse_pair
 
     rules = RenameRules.from_options(maps=map_, map_file=map_file, regexes=regex, add_prefix=add_prefix,
                                      strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep,

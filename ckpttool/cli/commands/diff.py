@@ -47,7 +47,7 @@ def command(
     quiet: Quiet = False,
 ):
     """Added, removed, dtype/shape-changed and value-changed variables (exit 1 if any)."""
-    from ckpttool.ops.diff import check_tolerances, diff_checkpoints
+    from ckpttool.ops.tensors.diff import check_tolerances, diff_checkpoints
     from ckpttool.ops.patterns import compile_optional
     from ckpttool.ops.targets import resolve_target
 
@@ -58,7 +58,7 @@ def command(
         targets.append(resolve_target(given, graph=graph, min_elements=min_elements))
         render.say_resolved(given, targets[-1], header=not quiet)
     from ckpttool.cli.progress import byte_progress, showing
-    from ckpttool.ops.diff import bytes_to_compare
+    from ckpttool.ops.tensors.diff import bytes_to_compare
 
     total = bytes_to_compare(*targets, pattern=filter_, naming=names.value) if showing(json_out) else 0
     with byte_progress("comparing", total, json_out) as advance:

@@ -11,7 +11,7 @@ from ckpttool.cli.options import GraphOpt, Json, MinElements, Naming, NamesOpt, 
 from ckpttool.errors import UsageProblem
 
 if TYPE_CHECKING:  # the ops (and numpy) are imported only when the command runs
-    from ckpttool.ops.inspect import InspectReport, VariableReport
+    from ckpttool.ops.tensors.inspect import InspectReport, VariableReport
 
 
 def _variable_document(v: "VariableReport", with_values: bool) -> dict:
@@ -114,7 +114,7 @@ def _print_tree(report: "InspectReport") -> None:
 
 
 def _print_values(report: "InspectReport", full: bool) -> None:
-    from ckpttool.ops.values import format_values
+    from ckpttool.ops.tensors.values import format_values
 
     for v in report.variables:
         head = f"{v.name} ({v.dtype} {_shape_text(v.shape)})"
@@ -203,17 +203,17 @@ def command(
     For a directory, says on stderr which checkpoint it chose.
     """
     from ckpttool.cli.progress import byte_progress
-    from ckpttool.ops.inspect import VALUES_FULL, VALUES_SUMMARY, inspect_checkpoint
+    from ckpttool.ops.tensors.inspect import VALUES_FULL, VALUES_SUMMARY, inspect_checkpoint
     from ckpttool.ops.patterns import compile_optional
     from ckpttool.ops.targets import resolve_target
-    from ckpttool.ops.verify import total_bytes
+    from ckpttool.ops.tensors.verify import total_bytes
 
     if (full or limit is not None) and not values:
         raise UsageProblem(f"{'--full' if full else '--limit'} goes with --values")
     compile_optional(filter_, "--filter")  # a bad pattern is a usage error before anything is read
     values_limit = None
     if limit is not None:
-        from ckpttool.ops.convert import parse_size
+        from ckpttool.ops.tensors.convert import parse_size
 
         values_limit = parse_size(limit)
     if min_elements is None and all_:

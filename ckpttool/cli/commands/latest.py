@@ -12,7 +12,7 @@ from ckpttool.cli.errors import EXIT_NEGATIVE
 from ckpttool.cli.options import (AllowDamagedMetrics, Directory, EventsDir, Json, Metric, MetricsFile, Mode,
                                   NamePatternOpt, metric_options)
 from ckpttool.errors import UsageProblem
-from ckpttool.ops.directories import require_directory
+from ckpttool.ops.runs.directories import require_directory
 
 
 def command(
@@ -57,7 +57,7 @@ def command(
     complete (a Keras file cut short); TF prefixes, when DIR has any, answer
     first.
     """
-    from ckpttool.ops.latest import find_latest
+    from ckpttool.ops.runs.latest import find_latest
 
     if absolute and step:
         raise UsageProblem("--absolute and --step cannot be used together (--step prints the step only)")
@@ -93,7 +93,7 @@ def _print_answer(prefix: str, step_number: int | None, shown: str, step: bool) 
 
 
 def _best(directory: str, scoring, absolute: bool, step: bool, json_out: bool) -> int:
-    from ckpttool.ops.scoring import find_best
+    from ckpttool.ops.retention.scoring import find_best
 
     result = find_best(directory, scoring)
     render.warn_all(result.scores.warnings)

@@ -11,8 +11,8 @@ from ckpttool.cli.options import (Directory, EventsDir, Json, Metric, MetricsFil
                                   Recursive, metric_options)
 from ckpttool.errors import BadInput
 from ckpttool.storage import fs
-from ckpttool.ops.directories import require_directory
-from ckpttool.ops.scan import (TF_FORMATS, DirectoryScan, Problem, find_checkpoint_dirs, for_each_directory, gc_paused,
+from ckpttool.ops.runs.directories import require_directory
+from ckpttool.ops.runs.scan import (TF_FORMATS, DirectoryScan, Problem, find_checkpoint_dirs, for_each_directory, gc_paused,
                                scan_directory, state_file_problems)
 
 
@@ -148,8 +148,8 @@ def command(
 
     With --recursive, every run directory under DIR, then each one's size and the total.
     With --metric, each checkpoint's score too (see prune for where scores come from)."""
-    from ckpttool.ops.scoring import score_checkpoints
-    from ckpttool.ops.selection import Filter, Sort, require_metric, select
+    from ckpttool.ops.retention.scoring import score_checkpoints
+    from ckpttool.ops.retention.selection import Filter, Sort, require_metric, select
 
     scoring = metric_options(metric, mode, metrics_file, events, name_pattern)
     parsed = [Filter.parse(text) for text in filters or ()]
@@ -193,7 +193,7 @@ def command(
         if recursive:
             _print_summary(scans, dirs)
         elif not scans[0].checkpoints:
-            from ckpttool.ops.hints import run_directories_below
+            from ckpttool.ops.runs.hints import run_directories_below
 
             hint = run_directories_below(directory)
             if hint:

@@ -11,7 +11,7 @@ from ckpttool.cli.errors import EXIT_NEGATIVE, error_fields
 from ckpttool.cli.options import (AllowDamagedMetrics, Directory, DryRun, EventsDir, Json, Metric, MetricsFile, Mode,
                                    NamePatternOpt, Quiet, Recursive, Yes, metric_options)
 from ckpttool.errors import BadInput, Refused, UsageProblem
-from ckpttool.ops.scan import gc_paused
+from ckpttool.ops.runs.scan import gc_paused
 
 
 def _plan_document(directory: str, plan, deleted, dry_run: bool, not_deleted=()) -> dict:
@@ -135,11 +135,11 @@ def command(
     on gs:// and s3:// through a lock object created only if absent, across
     hosts; on other stores only runs on the same host are kept apart.
     """
-    from ckpttool.ops.directories import require_directory
-    from ckpttool.ops.prune import apply_prune, plan_prune
-    from ckpttool.ops.retention import RetentionRules, parse_duration
-    from ckpttool.ops.scan import find_checkpoint_dirs, for_each_directory, moved_out_of_tree
-    from ckpttool.ops.scoring import DAMAGE_HINT
+    from ckpttool.ops.runs.directories import require_directory
+    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules, parse_duration
+    from ckpttool.ops.runs.scan import find_checkpoint_dirs, for_each_directory, moved_out_of_tree
+    from ckpttool.ops.retention.scoring import DAMAGE_HINT
 
     rules = RetentionRules(keep_last, keep_every_hours, keep_every_steps, tuple(keep_step or ()),
                            parse_duration(min_age) if min_age is not None else None, keep_best, drop_unscored)

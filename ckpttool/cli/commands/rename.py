@@ -37,8 +37,8 @@ def command(
     TF2 object graphs are kept consistent. The state file beside DST is updated to name it
     (with a warning when DST is older than the latest checkpoint there; --no-update-state to leave it).
     """
-    from ckpttool.ops.rename import apply_rename, plan_rename
-    from ckpttool.ops.rename_rules import RenameRules
+    from ckpttool.ops.tensors.rename import apply_rename, plan_rename
+    from ckpttool.ops.tensors.rename_rules import RenameRules
 
     rules = RenameRules.from_options(maps=map_, map_file=map_file, regexes=regex, add_prefix=add_prefix,
                                      strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep,
@@ -49,7 +49,7 @@ def command(
     bytes_written = 0
     if not dry_run:
         from ckpttool.cli.progress import byte_progress, showing
-        from ckpttool.ops.rename import bytes_to_copy
+        from ckpttool.ops.tensors.rename import bytes_to_copy
 
         with byte_progress("copying", bytes_to_copy(plan) if showing(json_out) and not link else 0,
                            json_out) as advance:

@@ -12,8 +12,8 @@ def command(directory: Directory, dry_run: DryRun = False, json_out: Json = Fals
     DIR may be a bucket; runs take turns as prune's do (across hosts on gs://
     and s3://, on the same host only elsewhere)."""
     from ckpttool.storage import fs
-    from ckpttool.ops.directories import require_directory
-    from ckpttool.ops.repair import BACKUP_FILENAME, apply_repair, plan_repair
+    from ckpttool.ops.runs.directories import require_directory
+    from ckpttool.ops.runs.repair import BACKUP_FILENAME, apply_repair, plan_repair
 
     require_directory(directory, "repair")
     plan = plan_repair(directory)

@@ -11,7 +11,7 @@ from ckpttool.cli.errors import EXIT_NEGATIVE
 from ckpttool.cli.options import GraphOpt, Json, Quiet, TargetArg
 
 if TYPE_CHECKING:
-    from ckpttool.ops.verify import DirectoryVerifyReport, VerifyReport
+    from ckpttool.ops.tensors.verify import DirectoryVerifyReport, VerifyReport
 
 
 def report_document(report: "VerifyReport") -> dict:
@@ -88,9 +88,9 @@ def command(
     decodes to its declared shape (graphs carry no checksums).
     """
     from ckpttool.cli.progress import byte_progress
-    from ckpttool.ops.directories import require_directory
+    from ckpttool.ops.runs.directories import require_directory
     from ckpttool.ops.targets import resolve_target
-    from ckpttool.ops.verify import directory_bytes, total_bytes, verify_checkpoint, verify_directory
+    from ckpttool.ops.tensors.verify import directory_bytes, total_bytes, verify_checkpoint, verify_directory
 
     if all_ or recursive:
         require_directory(target, "verify")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import TYPE_CHECKING, Iterator, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Union
 
 from ckpttool.errors import BadInput
 from ckpttool.formats.tf import crc32c as crc
@@ -22,7 +22,18 @@ from ckpttool.formats.variables import StoredTensor, Variable
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from ckpttool.formats.tf.bundle import Bundle
+
+class Bundle(Protocol):
+    """What this module needs of formats/tf/bundle.Bundle (which calls it: this module imports
+    nothing of bundle's, so the two are no import circle)."""
+
+    on_bytes: Callable[[int], None] | None
+
+    def check_variable(self, var: Variable) -> int: ...
+
+    def open_parts(self, var: Variable) -> list[tuple[StoredTensor, object]]: ...
+
+    def check_read(self, part: StoredTensor, crc32c: int, bytes_read: int) -> None: ...
 
 PIECE_BYTES = 16 << 20  # one worker's share of a large tensor
 THREADED_MIN_BYTES = 1 << 20  # smaller variables are checked by the calling thread
@@ -32,7 +43,7 @@ Outcome = Union[int, BadInput]  # bytes checked, or the damage found
 _Pieces = list[tuple[StoredTensor, list["Future"]]]
 
 
-def _checked(bundle: "Bundle", var: Variable) -> Outcome:
+def _checked(bundle: Bundle, var: Variable) -> Outcome:
     try:
         return bundle.check_variable(var)
     except BadInput as exc:
@@ -48,7 +59,7 @@ def _piece_crc(handle: LocalInput, offset: int, length: int) -> tuple[int, int]:
     return running, got
 
 
-def _start(bundle: "Bundle", var: Variable, pool: "ThreadPoolExecutor") -> Outcome | _Pieces:
+def _start(bundle: Bundle, var: Variable, pool: "ThreadPoolExecutor") -> Outcome | _Pieces:
     """The outcome at once, or the pieces of `var` handed to the workers."""
     if not var.dtype.fixed_width or var.size_bytes < THREADED_MIN_BYTES or var.dtype.name == "bool":
         return _checked(bundle, var)  # a bool's bytes are checked too, not only their CRC
@@ -63,7 +74,7 @@ def _start(bundle: "Bundle", var: Variable, pool: "ThreadPoolExecutor") -> Outco
             for part, handle in opened]
 
 
-def _finish(bundle: "Bundle", var: Variable, work: Outcome | _Pieces) -> Outcome:
+def _finish(bundle: Bundle, var: Variable, work: Outcome | _Pieces) -> Outcome:
     if not isinstance(work, list):
         return work
     try:
@@ -85,7 +96,7 @@ def _in_flight(work: Outcome | _Pieces) -> int:
     return sum(len(pieces) for _part, pieces in work) if isinstance(work, list) else 0
 
 
-def check_in_parallel(bundle: "Bundle", variables: list[Variable]) -> Iterator[tuple[Variable, Outcome]]:
+def check_in_parallel(bundle: Bundle, variables: list[Variable]) -> Iterator[tuple[Variable, Outcome]]:
     """(variable, outcome) for each of `variables`, in order."""
     if WORKERS < 2:
         for var in variables:

@@ -1,5 +1,5 @@
-"""Data shard file names and which of them are missing, without numpy (directory
-scans use this; reading tensors is formats/tf/bundle.py's job).
+"""Data shard file names, how many shards an index names (its header, read cheaply) and which
+of them are missing, without numpy (directory scans use this; reading tensors is formats/tf/bundle.py's job).
 
 V1 checkpoints saved sharded are files `P-00000-of-00002`, `P-00001-of-00002`
 (with the graph in `P.meta`); TensorFlow names the checkpoint by the pattern
@@ -9,7 +9,11 @@ tf.train.load_checkpoint reads every file the pattern matches.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
+from ckpttool.errors import CkptError
+from ckpttool.formats.tf.messages import parse_header
+from ckpttool.formats.tf.table import first_entry_of_file
 from ckpttool.storage import fs
 
 _V1_SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<shard>\d{5})-of-(?P<count>\d{5})$")
@@ -68,3 +72,34 @@ def checkpoint_exists(prefix: str) -> bool:
     directory = fs.dirname(prefix)
     return split_v1_pattern(fs.basename(prefix)) is not None and any(
         fs.is_file(fs.join(directory, name) if directory else name) for name in v1_shard_names(fs.basename(prefix)))
+
+
+_DATA_SUFFIX_LEN = len(".data-00000-of-00001")
+
+
+def data_shard(name: str) -> tuple[int, int] | None:
+    """(shard, count) of a data file name `P.data-SSSSS-of-NNNNN` (P not empty)."""
+    tail = name[-_DATA_SUFFIX_LEN:]
+    if tail == ".data-00000-of-00001" and len(name) > _DATA_SUFFIX_LEN:
+        return 0, 1  # nearly every data file: without parsing the numbers
+    if (len(name) > _DATA_SUFFIX_LEN and tail.startswith(".data-") and tail[11:15] == "-of-"
+            and tail[6:11].isdecimal() and tail[15:].isdecimal()):
+        return int(tail[6:11]), int(tail[15:])
+    return None
+
+
+def shard_count(index_path: str, size: int) -> int | None:
+    """num_shards from the bundle header, read cheaply; None if the index is unusable."""
+    first = first_entry_of_file(index_path, "checkpoint index", size)
+    if first is None or first[0] != b"":
+        return None
+    return _shard_count_of_header(first[1])
+
+
+@lru_cache(maxsize=256)
+def _shard_count_of_header(value: bytes) -> int | None:
+    # The checkpoints of a directory share a handful of distinct headers.
+    try:
+        return parse_header(value, "checkpoint index").num_shards
+    except CkptError:
+        return None

@@ -13,7 +13,7 @@ the file, whichever is larger, counted in the bytes they hold (a string's
 bytes included), so a 149-byte file claiming [3e8] floats, a 4 KB one whose
 4,000-byte string fills [400000] (1.6 GB), or one of many tensors each just
 under the cap are refused (exit 3), not grown to gigabytes. A graph's
-constants (formats/tf/graphdef.py) share this rule.
+constants (formats/tf/graphs/graphdef.py) share this rule.
 """
 from __future__ import annotations
 

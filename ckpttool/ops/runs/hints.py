@@ -22,7 +22,7 @@ def _shown(items: list[str]) -> str:
 
 def steps_in_directory(path: str) -> str | None:
     """For a prefix that names no checkpoint (`run/model.ckpt-7`): the checkpoints its directory has."""
-    from ckpttool.ops.scan import scan_directory
+    from ckpttool.ops.runs.scan import scan_directory
 
     directory = fs.dirname(path) or "."
     try:

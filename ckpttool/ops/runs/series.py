@@ -5,7 +5,7 @@
   number (ModelCheckpoint's `w.{epoch:02d}-{val_loss:.2f}.weights.h5`). A family is the name with
   its numbers taken out (`w.#-#.weights.h5`); the step is the number that varies within the family
   (the first one when there is one file): a template that also prints a metric still has the epoch
-  as its step. A file is a member only when its bytes show a Keras file (formats/keras_probe.py:
+  as its step. A file is a member only when its bytes show a Keras file (formats/keras/probe.py:
   Keras 3 or legacy Keras HDF5, a Keras 3 zip), never by its name: a plain HDF5 file written with
   h5py is none. Keras writes straight to the final name, so a member is complete only when its
   bytes end where its HDF5 superblock or zip directory says; one `cut_short` is an interrupted
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Callable, Container
 
 from ckpttool.errors import BadInput, CkptError
-from ckpttool.formats import keras_probe
+from ckpttool.formats.keras import probe as keras_probe
 from ckpttool.formats.tf.shards import missing_shard_ids
-from ckpttool.ops.scan import _data_shard, _v2_shard_count
+from ckpttool.formats.tf.shards import data_shard, shard_count
 from ckpttool.storage import fs
 from ckpttool.text import excerpt
 
@@ -293,12 +293,12 @@ def _saved_model_problem(path: str, files: dict[str, int]) -> str | None:
     if index is None:
         return "variables/variables.index is missing"
     shards = [found for name in files if name.startswith("variables/variables.data-")
-              and (found := _data_shard(name)) is not None]
+              and (found := data_shard(name)) is not None]
     if fs.is_url(path):
         counts = {count for _shard, count in shards}
         count = counts.pop() if len(counts) == 1 else None
     else:
-        count = _v2_shard_count(fs.join(path, "variables", "variables.index"), index)
+        count = shard_count(fs.join(path, "variables", "variables.index"), index)
     if count is None:
         return ("variables/variables.index is incomplete or corrupt" if not fs.is_url(path)
                 else "variables/ holds no data shards of one save")

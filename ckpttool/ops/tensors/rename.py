@@ -27,8 +27,8 @@ from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY
 from ckpttool.ops.destination import (update_destination_state, check_parent_creatable, make_parents, refuse_writing_over_source,
                                       remove_empty)
-from ckpttool.ops.rename_rules import RenameRules, compute_mapping
-from ckpttool.ops.statefile import older_than_latest
+from ckpttool.ops.tensors.rename_rules import RenameRules, compute_mapping
+from ckpttool.ops.runs.statefile import older_than_latest
 from ckpttool.ops.targets import resolve_target
 @dataclass(frozen=True)
 class RenamePlan:

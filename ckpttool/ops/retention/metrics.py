@@ -358,8 +358,8 @@ def _another_run(path: str, entries: list[fs.Entry]) -> bool:
     """Whether a directory below the one scored is a run of its own, by names: it holds checkpoints
     (a state file, a TF prefix, a series' members, SavedModel versions or Orbax steps) or is one (a
     step directory). Its event files are that run's logs, never the scores of the directory above."""
-    from ckpttool.ops import series
-    from ckpttool.ops.scan import holds_checkpoints
+    from ckpttool.ops.runs import series
+    from ckpttool.ops.runs.scan import holds_checkpoints
 
     dirs = [e.name for e in entries if e.kind == "dir"]
     files = [e.name for e in entries if e.kind == "file"]

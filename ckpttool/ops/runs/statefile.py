@@ -7,7 +7,7 @@ from typing import Callable
 from ckpttool.storage import fs
 from ckpttool.storage.atomic import commit_replacement, discard_replacement, prepare_replacement
 from ckpttool.formats.tf.state import STATE_FILE_CAP, STATE_FILENAME, CheckpointState, format_state, parse_state
-from ckpttool.ops.scan import resolve_state_entry
+from ckpttool.ops.runs.scan import resolve_state_entry
 
 
 def without_entries(state: CheckpointState, directory: str, drop: set[str]) -> CheckpointState:
@@ -37,7 +37,7 @@ def older_than_latest(destination: str) -> str | None:
     from step 0). None when it is newer, has no step, or the directory has no usable state file."""
     from ckpttool.errors import CkptError
     from ckpttool.formats.tf.state import read_state
-    from ckpttool.ops.scan import split_step
+    from ckpttool.ops.runs.scan import split_step
 
     directory, name = fs.dirname(destination), fs.basename(destination)
     try:

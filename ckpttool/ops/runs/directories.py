@@ -15,7 +15,7 @@ def require_directory(path: str, command: str) -> None:
     if fs.is_dir(path):
         return
     if not fs.is_file(path):
-        from ckpttool.ops.hints import missing_directory
+        from ckpttool.ops.runs.hints import missing_directory
 
         message, hint = missing_directory(path) or (f"no such directory: {path}", None)
         raise (BadInput if message.endswith("not a directory") else NotFound)(message, hint=hint)

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ckpttool.errors import UsageProblem
-from ckpttool.ops.retention import parse_duration
-from ckpttool.ops.scan import CheckpointInfo
-from ckpttool.ops.scoring import Scores
+from ckpttool.ops.retention.rules import parse_duration
+from ckpttool.ops.runs.scan import CheckpointInfo
+from ckpttool.ops.retention.scoring import Scores
 
 _FILTER_RE = re.compile(r"^\s*([a-z]+)\s*(<=|>=|!=|==|=|<|>)\s*(\S.*?)\s*$")
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from itertools import groupby
 
 from ckpttool.errors import UsageProblem
-from ckpttool.ops.scan import CheckpointInfo
-from ckpttool.ops.scoring import Scores
+from ckpttool.ops.runs.scan import CheckpointInfo
+from ckpttool.ops.retention.scoring import Scores
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

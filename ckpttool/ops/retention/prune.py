@@ -18,7 +18,7 @@ planned (a directory or link where a file was, a tree changed since it was
 listed, one nested deeper than ckpttool goes) is left alone and reported in
 the result's `problems`; the CLI then exits 4 once the rest is done.
 
-Series besides TF prefixes (ops/series.py): a Keras checkpoint is its one file;
+Series besides TF prefixes (ops/runs/series.py): a Keras checkpoint is its one file;
 a directory member (SavedModel version, Orbax or HF step) is removed as a tree
 only when the scan made under the lock still finds it complete and holding
 nothing but plain files and directories its framework writes: its files
@@ -39,15 +39,15 @@ from typing import Callable
 from ckpttool.errors import BadInput, CorruptCheckpoint, Refused, UsageProblem
 from ckpttool.storage import fs
 from ckpttool.storage.fs import read_capped
-from ckpttool.ops.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_dir_name,
+from ckpttool.ops.retention.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_dir_name,
                                  is_temp_file_debris, temp_dir_debris_problem, temp_dir_parts)
-from ckpttool.ops.lock import changed_since_planned, locked_as_planned
-from ckpttool.ops.retention import RetentionRules, keep_reasons
-from ckpttool.ops import series
-from ckpttool.ops.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, Problem, gc_paused, scan_directory,
+from ckpttool.ops.runs.lock import changed_since_planned, locked_as_planned
+from ckpttool.ops.retention.rules import RetentionRules, keep_reasons
+from ckpttool.ops.runs import series
+from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, Problem, gc_paused, scan_directory,
                                series_latest_name)
-from ckpttool.ops.scoring import DAMAGE_HINT, MetricOptions, Scores, damage_refusal, score_checkpoints
-from ckpttool.ops.statefile import update_state, without_entries
+from ckpttool.ops.retention.scoring import DAMAGE_HINT, MetricOptions, Scores, damage_refusal, score_checkpoints
+from ckpttool.ops.runs.statefile import update_state, without_entries
 
 JOURNAL_FILENAME = ".ckpttool-prune.journal"
 JOURNAL_MAX_BYTES = 16 << 20  # a journal lists file names of checkpoints: far smaller than this

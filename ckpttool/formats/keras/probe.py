@@ -1,6 +1,6 @@
 """What a Keras checkpoint file is, and whether it is whole, from a few of its bytes: no h5py, no
 numpy, a bounded number of small reads. `ls`, `latest` and `prune` look at every file named like
-a series member this way (formats/keras.py and keras_legacy.py read the weights).
+a series member this way (formats/keras/keras3.py and keras_legacy.py read the weights).
 
 HDF5 (`.weights.h5`, legacy `.h5` / `.hdf5`, a legacy model named `.keras`). Whole: the
 superblock records the end-of-file address, and HDF5 truncates the file to it when it closes

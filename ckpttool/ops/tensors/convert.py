@@ -27,9 +27,9 @@ from ckpttool.formats.variables import OBJECT_GRAPH_KEY, Variable
 from ckpttool.ops.destination import (check_parent_creatable, files_read, make_parents, refuse_writing_over_source,
                                       remove_empty)
 from ckpttool.formats.tf.object_graph import rewrite_object_graph
-from ckpttool.ops.model_names import check_naming, model_name_mapping
-from ckpttool.ops.rename_rules import RenameRules, compute_mapping
-from ckpttool.ops.statefile import older_than_latest
+from ckpttool.ops.tensors.model_names import check_naming, model_name_mapping
+from ckpttool.ops.tensors.rename_rules import RenameRules, compute_mapping
+from ckpttool.ops.runs.statefile import older_than_latest
 from ckpttool.ops.targets import open_target, resolve_target
 
 FORMATS = ("tf", "safetensors", "npz")
@@ -260,8 +260,8 @@ def _metadata(reader, target, overrides: dict[str, str], sep: str | None, source
     loaders refuse a file without `format`: the source's is kept, else `pt` for PyTorch-style
     names (--sep .), else `tf`. The source is recorded by name only: the file may be published,
     and a local path says things about the machine it was made on."""
-    from ckpttool import __version__
-    from ckpttool.ops.scan import split_step
+    from ckpttool.version import __version__
+    from ckpttool.ops.runs.scan import split_step
 
     metadata = dict(getattr(reader, "metadata", {}) or {})
     if "format" not in metadata:
@@ -323,15 +323,15 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
                  partial: bool = False, from_graph: bool = False, min_elements: int | None = None) -> ConvertPlan:
     """What `convert` would write. Raises Unsupported for a dtype the destination cannot hold,
     Refused for an existing destination (unless overwrite) or a name collision. `naming`:
-    "model" names variables by their path through the model first (ops/model_names.py), then
+    "model" names variables by their path through the model first (ops/tensors/model_names.py), then
     the rename rules apply to those names. `layout` ("torch" or "tf"), `transposes` (REGEX, PERM)
     and `cast` (a casting.CastRule) change the tensors on the way. `like`: a Keras 3 file of the
-    target model, whose layout a Keras destination takes (see ops/keras_like.py). `from_graph`,
+    target model, whose layout a Keras destination takes (see ops/tensors/keras_like.py). `from_graph`,
     `min_elements`: read the constants of the source's graph (ops/targets.py)."""
     import dataclasses
 
-    from ckpttool.ops.casting import CastRule
-    from ckpttool.ops.layouts import plan_layout
+    from ckpttool.ops.tensors.casting import CastRule
+    from ckpttool.ops.tensors.layouts import plan_layout
 
     cast = cast or CastRule()
     if partial and like is None:
@@ -425,15 +425,15 @@ def _plan_like(source: str, destination: str, like: str, rules: RenameRules, par
                overwrite: bool, layout: str | None = None,
                transposes: tuple[tuple[str, tuple[int, ...]], ...] = ()) -> ConvertPlan:
     """A Keras 3 destination laid out as the template `like`: every template weight matched to a
-    source variable (ops/keras_like.py) and checked (shape, dtype) before anything is written.
+    source variable (ops/tensors/keras_like.py) and checked (shape, dtype) before anything is written.
     `layout` ("tf": PyTorch layouts back to Keras') and `transposes` apply first: the template is
     matched by the names and shapes the variables will have."""
     import dataclasses
 
-    from ckpttool.ops.layouts import plan_layout
-    from ckpttool.formats.keras import KerasWeights
+    from ckpttool.ops.tensors.layouts import plan_layout
+    from ckpttool.formats.keras.keras3 import KerasWeights
     from ckpttool.formats.raw import check_stored_readable
-    from ckpttool.ops.keras_like import match_template
+    from ckpttool.ops.tensors.keras_like import match_template
 
     destination = _destination_path(destination)
     template_target = resolve_target(like)
@@ -531,12 +531,12 @@ class _Source:
         item = self.by_name[name]
         stream = self.stored(item) if self.stored else iter_stored_bytes(self.reader, self.variable(item))
         if item.perm is not None:
-            from ckpttool.ops.layouts import permute_stream
+            from ckpttool.ops.tensors.layouts import permute_stream
 
             itemsize = dtype_from_name(item.source_dtype or item.dtype).itemsize
             stream = permute_stream(stream, item.source_shape, itemsize, item.perm, self.spill_beside)
         if item.source_dtype:
-            from ckpttool.ops.casting import cast_stream
+            from ckpttool.ops.tensors.casting import cast_stream
 
             stream = cast_stream(stream, item.source_dtype, item.dtype, self.overflow.setdefault(name, [0]))
         for chunk in stream:
@@ -610,7 +610,7 @@ def _write_keras(plan: ConvertPlan, source: _Source, update_state: bool = True) 
     then moved into place (for a .keras, the template's zip around it)."""
     import tempfile
 
-    from ckpttool.formats import keras_writer
+    from ckpttool.formats.keras import writer as keras_writer
 
     items = [(i.name.encode("utf-8", "surrogateescape"), dtype_from_name(i.dtype).storage, i.shape,
               lambda name=i.name: source.chunks(name)) for i in plan.items]

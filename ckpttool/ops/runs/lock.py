@@ -121,7 +121,7 @@ def _release(remote, lock_url: str, token: str, attempts: int = 3) -> None:
     again: giving up leaves the prefix locked for every host until the lock is stale."""
     for attempt in range(attempts):
         try:
-            holder = json.loads(remote.read_capped(lock_url, 1 << 16, "lock object"))
+            holder = json.loads(fs.read_capped(lock_url, 1 << 16, "lock object"))
             if isinstance(holder, dict) and holder.get("token") == token:
                 remote.remove_many([lock_url])
             return
@@ -150,7 +150,7 @@ def _read_holder(remote, lock_url: str) -> dict | None:
     """Who holds the lock object: its JSON; {} (stale) if it is unreadable: not JSON, or larger
     than any lock ckpttool writes; None if it vanished meanwhile, or the read failed (try again)."""
     try:
-        holder = json.loads(remote.read_capped(lock_url, 1 << 16, "lock object"))
+        holder = json.loads(fs.read_capped(lock_url, 1 << 16, "lock object"))
         return holder if isinstance(holder, dict) else {}
     except (ValueError, TooLarge):
         return {}

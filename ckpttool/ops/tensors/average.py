@@ -52,7 +52,7 @@ class AveragePlan:
 
 
 def _step(prefix: str) -> int | None:
-    from ckpttool.ops.scan import split_step
+    from ckpttool.ops.runs.scan import split_step
 
     return split_step(fs.basename(prefix))[1]
 
@@ -93,7 +93,7 @@ def select_sources(sources: list[str], *, last: int | None = None, steps: str | 
         return picked, "given", None, ()
     if len(sources) != 1 or not fs.is_dir(sources[0]):
         raise UsageProblem(f"{chosen[0]} takes one run directory as SRC")
-    from ckpttool.ops.scan import scan_directory
+    from ckpttool.ops.runs.scan import scan_directory
 
     directory = sources[0]
     complete = [c for c in scan_directory(directory).checkpoints if c.complete and c.step is not None]
@@ -132,7 +132,7 @@ def _best_sources(directory: str, complete: list, best: int, metric: str | None,
                   mode: str, allow_damaged: bool):
     """The `best` best of the complete checkpoints (oldest first) and the Scores that ranked them: the
     scores and ranking of prune --keep-best and latest --best (ops/scoring), never one of its own."""
-    from ckpttool.ops.scoring import MetricOptions, damage_refusal, score_checkpoints
+    from ckpttool.ops.retention.scoring import MetricOptions, damage_refusal, score_checkpoints
 
     if metric is None:
         raise UsageProblem("--best takes --metric TAG (the eval metric that ranks the checkpoints)")
@@ -204,8 +204,8 @@ def plan_average(sources: list[str], destination: str, *, last: int | None = Non
     import dataclasses
 
     from ckpttool.formats.reader import open_checkpoint
-    from ckpttool.ops.convert import plan_convert
-    from ckpttool.ops.rename_rules import RenameRules
+    from ckpttool.ops.tensors.convert import plan_convert
+    from ckpttool.ops.tensors.rename_rules import RenameRules
 
     picked, how, ranking, warnings = select_sources(sources, last=last, steps=steps, best=best, metric=metric,
                                                     metrics_file=metrics_file, mode=mode,
@@ -286,7 +286,7 @@ def _mean_stream(readers: list, name: str, dtype: str) -> Iterator[bytes]:
     import numpy as np
 
     from ckpttool.formats.raw import iter_stored_bytes
-    from ckpttool.ops.casting import decode_floats, to_bfloat16
+    from ckpttool.ops.tensors.casting import decode_floats, to_bfloat16
 
     itemsize = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}[dtype]
     size = CHUNK_BYTES // itemsize * itemsize
@@ -305,7 +305,7 @@ def apply_average(plan: AveragePlan, on_progress: Callable[[int], None] | None =
     """Write the mean as plan.convert says; returns convert's ConvertResult."""
     from ckpttool.formats.raw import iter_stored_bytes
     from ckpttool.formats.reader import open_checkpoint
-    from ckpttool.ops.convert import apply_convert
+    from ckpttool.ops.tensors.convert import apply_convert
 
     averaged = set(plan.averaged)
     with contextlib.ExitStack() as stack:

@@ -18,7 +18,7 @@ never loads them) and are not listed.
 Every name in these lists is hostile: a layer must be a group directly under the
 weights group, a weight a dataset found by walking its layer's group (an HDF5
 path such as `/x` would otherwise reach outside it). Datasets are checked and
-read as the Keras 3 reader does (formats/keras.py: declared sizes against the
+read as the Keras 3 reader does (formats/keras/keras3.py: declared sizes against the
 file, chunk-aligned reads), which this reader extends.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ from collections import Counter
 import numpy as np
 
 from ckpttool.errors import CorruptCheckpoint
-from ckpttool.formats.keras import HDF5_MAGIC, KerasWeights, _import_h5py
-from ckpttool.formats.keras_probe import LAYER_NAMES_ATTRIBUTES, LEGACY_MODEL_GROUP, keras3_or_legacy
+from ckpttool.formats.keras.keras3 import HDF5_MAGIC, KerasWeights, _import_h5py
+from ckpttool.formats.keras.probe import LAYER_NAMES_ATTRIBUTES, LEGACY_MODEL_GROUP, keras3_or_legacy
 from ckpttool.storage import fs
 from ckpttool.text import quote
 
@@ -110,7 +110,7 @@ def hdf5_kind(path: str) -> str | None:
     handle = fs.open_input(path, "Keras file") if fs.is_url(path) else None
     try:
         with h5py.File(handle if handle is not None else path, "r", locking=False) as h5file:
-            # The rule `ls` applies to a file's bytes without h5py (formats/keras_probe.py).
+            # The rule `ls` applies to a file's bytes without h5py (formats/keras/probe.py).
             names = set(h5file.keys())
             return keras3_or_legacy(_weights_group(h5file) is not None, False, not names, names.__contains__)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):

@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ckpttool.errors import UsageProblem
-from ckpttool.ops.model_names import check_naming, reader_names
+from ckpttool.ops.tensors.model_names import check_naming, reader_names
 from ckpttool.ops.patterns import compile_optional
 from ckpttool.ops.targets import Target, open_target, resolve_target
 
@@ -176,7 +176,7 @@ def diff_checkpoints(a_path: str | Target, b_path: str | Target, *, rtol: float 
                      naming: str = "key") -> DiffReport:
     """`a_path`, `b_path`: paths, or Targets already resolved. `on_progress(bytes)` is called as
     chunks are compared, with stored bytes of both sides (their sum is `bytes_to_compare`).
-    `naming`: "model" compares variables by their names through the model (ops/model_names.py),
+    `naming`: "model" compares variables by their names through the model (ops/tensors/model_names.py),
     not by checkpoint key; `pattern` and the report then use those names."""
     check_tolerances(rtol, atol)
     check_naming(naming)

@@ -16,7 +16,7 @@ from typing import BinaryIO, Callable, Iterable
 import numpy as np
 
 from ckpttool.errors import CorruptCheckpoint
-from ckpttool.formats.keras import (_H5_ERRORS, CHUNK_BYTES, WEIGHTS_MEMBER, ZIP_MAGICS, _extract_weights,
+from ckpttool.formats.keras.keras3 import (_H5_ERRORS, CHUNK_BYTES, WEIGHTS_MEMBER, ZIP_MAGICS, _extract_weights,
                                     _import_h5py)
 from ckpttool.formats.npz import ZIP_ERRORS, check_zip_member, open_zip
 from ckpttool.storage import fs

@@ -4,7 +4,7 @@ Relative paths; entries whose files are gone (or that point outside the
 directory) dropped; complete checkpoints missing from it added in step order;
 latest set to the newest complete checkpoint when the recorded one is gone.
 The old file is kept as `checkpoint.bak`. A local directory is written
-through the descriptor of the directory planned (ops/lock.py locked_as_planned),
+through the descriptor of the directory planned (ops/runs/lock.py locked_as_planned),
 never through its path again; a state file that is a link to a file outside
 the directory is neither read nor backed up, only replaced.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from ckpttool.errors import CkptError, Refused
 from ckpttool.storage import fs
 from ckpttool.formats.tf.state import STATE_FILE_CAP, STATE_FILENAME, CheckpointState, format_state
-from ckpttool.ops.lock import locked_as_planned
-from ckpttool.ops.scan import TF_FORMATS, resolve_state_entry, scan_directory
+from ckpttool.ops.runs.lock import locked_as_planned
+from ckpttool.ops.runs.scan import TF_FORMATS, resolve_state_entry, scan_directory
 
 BACKUP_FILENAME = STATE_FILENAME + ".bak"
 

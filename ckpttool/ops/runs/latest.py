@@ -13,7 +13,7 @@ from ckpttool.formats.tf.state import read_state
 from ckpttool.formats.tf.table import is_table_file
 from ckpttool.text import excerpt
 from ckpttool.formats.tf.shards import checkpoint_exists
-from ckpttool.ops.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, _v2_shard_count, resolve_state_entry,
+from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, resolve_state_entry,
                                scan_directory, split_step)
 
 
@@ -152,7 +152,7 @@ _CHECKED_SHARDS = 64  # more than this many shards: the scan counts them
 def _shards_present(prefix: str) -> bool:
     """Whether every data shard the V2 index names is there (False when unsure)."""
     index = prefix + ".index"
-    count = _v2_shard_count(index, os.stat(index).st_size)
+    count = shard_count(index, os.stat(index).st_size)
     if count is None or count > _CHECKED_SHARDS:
         return False
     return all(_is_plain_file(f"{prefix}.data-{i:05d}-of-{count:05d}") for i in range(count))

@@ -4,7 +4,7 @@
 freeze uses, graph_analysis.py), signatures, and every op type used with counts,
 the function library's included.
 
-A binary graph is read field by field (formats/tf/graphdef.py's reader, over
+A binary graph is read field by field (formats/tf/graphs/graphdef.py's reader, over
 ranged reads): each node is parsed on its own, and a node too large to be
 anything but a constant keeps its name, op, inputs and small attributes, never
 its tensor; so summarising a 100 MB frozen graph costs its structure, not its
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import dtype_from_code
 from ckpttool.storage.fs import describe_size, read_capped
-from ckpttool.formats.tf.graph_analysis import op_counts, placeholders, rank_output_candidates
+from ckpttool.formats.tf.graphs.analysis import op_counts, placeholders, rank_output_candidates
 from ckpttool.formats.tf.proto_errors import decode_error_text, text_format_error_text
 
 GRAPH_FILE_CAP = 2 << 30
@@ -182,7 +182,7 @@ class _Streamed:
     """Our protos filled field by field from a binary graph file (no whole read)."""
 
     def __init__(self, path: str):
-        from ckpttool.formats.tf.graphdef import _Input
+        from ckpttool.formats.tf.graphs.graphdef import _Input
 
         self.path = path
         self.source = _Input(path)

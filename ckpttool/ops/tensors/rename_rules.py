@@ -130,7 +130,7 @@ def compute_mapping(names: list[str], rules: RenameRules, object_graph: bytes | 
     map, regex, add-prefix, strip-prefix, ema, sep; then drop/keep (and
     drop-optimizer) on source names. `object_graph`: the source's TF2 object graph, which
     says what optimizer state is. `start`: a first name for source names (`--names model`,
-    ops/model_names.py): the rules see, match and rename it in place of the source name.
+    ops/tensors/model_names.py): the rules see, match and rename it in place of the source name.
     Refuses (BadInput) rules that drop every trained variable."""
     given = {name: (start or {}).get(name, name) for name in names}
     known = set(given.values())

@@ -6,7 +6,7 @@ index does not name (a shard of an earlier save with another shard count,
 which TensorFlow never reads) is a warning, not damage. `verify_directory` checks every checkpoint of a run
 directory, or of every run directory under a root.
 
-Series members (ops/series.py) in `verify_directory`: a Keras checkpoint file is read whole by the
+Series members (ops/runs/series.py) in `verify_directory`: a Keras checkpoint file is read whole by the
 Keras reader (every dataset); a SavedModel version by its variables/ bundle (a graph-only one: its
 graph is there, nothing more to read); an HF Trainer step by its safetensors weights when it has
 them; an Orbax step is listed but not verified (its TensorStore/OCDBT data is not read here): a
@@ -24,8 +24,8 @@ from ckpttool.storage import fs
 from ckpttool.formats.tf.bundle import Bundle
 from ckpttool.formats.tf.shards import missing_shard_ids
 from ckpttool.formats.variables import Variable
-from ckpttool.ops import series
-from ckpttool.ops.scan import TF_FORMATS, CheckpointInfo, find_checkpoint_dirs, scan_directory
+from ckpttool.ops.runs import series
+from ckpttool.ops.runs.scan import TF_FORMATS, CheckpointInfo, find_checkpoint_dirs, scan_directory
 from ckpttool.ops.targets import Target, open_target, resolve_target
 
 _SHARD_RE = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
@@ -318,11 +318,9 @@ def _verify_fetched(target: Target, on_progress: Callable[[int], None] | None) -
     """A Keras file in a bucket, read from a local copy (HDF5 is read through a local file)."""
     import tempfile
 
-    from ckpttool.storage import remote
-
     with tempfile.TemporaryDirectory(prefix="ckpttool-verify-") as staging:
         local = os.path.join(staging, "checkpoint" + (".keras" if target.prefix.endswith(".keras") else ".h5"))
-        remote.download(target.prefix, local)
+        fs.download(target.prefix, local)
         return verify_checkpoint(replace(target, prefix=local), on_progress)
 
 

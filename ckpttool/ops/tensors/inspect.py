@@ -9,19 +9,19 @@ from ckpttool.errors import CkptError, UnknownVariable
 from ckpttool.storage import fs
 from ckpttool.text import quote
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY, format_slice, slice_shape
-from ckpttool.ops.model_names import check_naming, reader_names
+from ckpttool.ops.tensors.model_names import check_naming, reader_names
 from ckpttool.ops.patterns import compile_optional
 from ckpttool.ops.targets import Target, open_target, resolve_target
 
 if TYPE_CHECKING:  # numpy (values, statistics), protobuf (--tree), graphs (--meta): imported when asked for
     import numpy as np
 
-    from ckpttool.formats.tf.meta import MetaSummary
-    from ckpttool.ops.stats import TensorStats
+    from ckpttool.formats.tf.graphs.meta import MetaSummary
+    from ckpttool.ops.tensors.stats import TensorStats
 
 
 def read_meta_summary(path: str) -> MetaSummary:
-    from ckpttool.formats.tf.meta import read_meta_summary as read
+    from ckpttool.formats.tf.graphs.meta import read_meta_summary as read
 
     return read(path)
 
@@ -46,7 +46,7 @@ class VariableReport:
     slices: tuple[SliceInfo, ...] | None = None
     stats: TensorStats | None = None
     value: np.ndarray | None = None  # with values: None when left out by the values limit
-    value_summarized: bool = False  # `value` holds the corners numpy shows of a large tensor (ops/values.py)
+    value_summarized: bool = False  # `value` holds the corners numpy shows of a large tensor (ops/tensors/values.py)
     object_path: str | None = None  # --tree: the shortest object path (TF2 checkpoints)
     object_paths: tuple[str, ...] | None = None  # --tree: every object path reaching it, the shortest first
     checkpoint_key: str | None = None  # naming "model": the stored key (`name` is the model name)
@@ -121,7 +121,7 @@ def inspect_checkpoint(
     stored bytes in total, and `on_values(bytes)` is told the stored bytes of the values
     about to be read (`with_values`: VALUES_FULL). `on_progress(bytes)` is called after each
     variable whose values were read (--stats). `naming`: "model" shows (and selects by) each
-    variable's name through the model (ops/model_names.py), its key in `checkpoint_key`.
+    variable's name through the model (ops/tensors/model_names.py), its key in `checkpoint_key`.
     `with_object_paths`: every object path that reaches each variable (--tree). `graph`: the constants
     of the target's graph instead of its variables; of a graph's constants those with fewer than
     `min_elements` elements are left out (default 2; `include_internal`: none)."""
@@ -149,7 +149,7 @@ def inspect_checkpoint(
         shown = reader_names(reader, naming)
         incomplete = _missing_shards(reader) if target.format in ("v1", "v2") else _left_out(reader, target)
         if with_stats:
-            from ckpttool.ops.stats import stats_of_chunks
+            from ckpttool.ops.tensors.stats import stats_of_chunks
         reports = []
         selected, filter_matches = _select(reader.variables, regex, names, include_internal, shown)
         included = _values_included(selected, values_limit) if values else set()
@@ -169,7 +169,7 @@ def inspect_checkpoint(
                 )
             value, summarized = None, False
             if i in included:
-                from ckpttool.ops.values import check_value_shape, needs_summary, read_corners  # numpy: only now
+                from ckpttool.ops.tensors.values import check_value_shape, needs_summary, read_corners  # numpy: only now
 
                 check_value_shape(var)
                 summarized = values == VALUES_SUMMARY and needs_summary(var)
@@ -199,7 +199,7 @@ def _left_out(reader, target: Target) -> tuple[str, ...]:
     count = getattr(reader, "left_out", 0)
     if not count:
         return ()
-    from ckpttool.formats.tf.graphdef import DEFAULT_MIN_ELEMENTS  # graphs only: listing a bundle never needs it
+    from ckpttool.formats.tf.graphs.graphdef import DEFAULT_MIN_ELEMENTS  # graphs only: listing a bundle never needs it
 
     limit = DEFAULT_MIN_ELEMENTS if target.min_elements is None else target.min_elements
     return (f"{count} constant(s) with fewer than {limit} elements left out (--min-elements 0 or --all "
@@ -211,7 +211,7 @@ def _file_metadata(target: Target, reader) -> dict | None:
     if target.format == "safetensors":
         return dict(getattr(reader, "metadata", {}) or {})
     if target.format == "keras" and target.prefix.endswith(".keras"):
-        from ckpttool.formats.keras_meta import keras_archive_summary
+        from ckpttool.formats.keras.meta import keras_archive_summary
 
         return keras_archive_summary(target.prefix)
     return None

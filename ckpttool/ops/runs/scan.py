@@ -12,19 +12,18 @@ import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from contextlib import contextmanager
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Callable, Iterator, TypeVar
 
 from ckpttool.errors import CkptError, NotFound
 from ckpttool.storage import fs
 from ckpttool.storage.atomic import TEMP_SUFFIX_RE
-from ckpttool.formats.tf.messages import parse_header
-from ckpttool.formats.tf.shards import missing_shard_ids, split_v1_pattern, v1_pattern, v1_shard, v1_shard_names
+from ckpttool.formats.tf.shards import (data_shard, missing_shard_ids, shard_count, split_v1_pattern, v1_pattern, v1_shard,
+                                        v1_shard_names)
 from ckpttool.formats.tf.state import STATE_FILENAME, CheckpointState, read_state, read_state_file
 from ckpttool.formats.tf.table import FOOTER_SIZE, first_entry_of_file
 from ckpttool.text import excerpt
 
-_DATA_SUFFIX_LEN = len(".data-00000-of-00001")
 _TEMPSTATE_RE = re.compile(r"\.tempstate\d+$")
 _TEMP_DIR_RE = re.compile(r"_temp(_[0-9a-f]{32})?$")
 T = TypeVar("T")
@@ -46,7 +45,7 @@ class CheckpointInfo:
     prefix: str  # absolute
     family: str  # the prefix stem without its step, e.g. model.ckpt
     step: int | None
-    format: str  # "v2" | "v1"; a series member's kind: "keras" | "savedmodel" | "orbax" | "hf" (ops/series.py)
+    format: str  # "v2" | "v1"; a series member's kind: "keras" | "savedmodel" | "orbax" | "hf" (ops/runs/series.py)
     size_bytes: int
     num_shards: int | None
     complete: bool
@@ -124,23 +123,6 @@ def split_step(name: str) -> tuple[str, int | None]:
     return (family, int(step)) if dash and step.isdecimal() else (name, None)
 
 
-def _v2_shard_count(index_path: str, size: int) -> int | None:
-    """num_shards from the bundle header, read cheaply; None if the index is unusable."""
-    first = first_entry_of_file(index_path, "checkpoint index", size)
-    if first is None or first[0] != b"":
-        return None
-    return _shard_count_of_header(first[1])
-
-
-@lru_cache(maxsize=256)
-def _shard_count_of_header(value: bytes) -> int | None:
-    # The checkpoints of a directory share a handful of distinct headers.
-    try:
-        return parse_header(value, "checkpoint index").num_shards
-    except CkptError:
-        return None
-
-
 @dataclass
 class _Files:
     """The files of one checkpoint prefix, by name in the directory."""
@@ -150,17 +132,6 @@ class _Files:
     v1: str | None = None
     data: dict[tuple[int, int], str] = field(default_factory=dict)  # (shard, of-count) -> name
     v1_shards: dict[int, str] = field(default_factory=dict)  # a sharded V1 save: shard -> file name
-
-
-def _data_shard(name: str) -> tuple[int, int] | None:
-    """(shard, count) of a data file name `P.data-SSSSS-of-NNNNN` (P not empty)."""
-    tail = name[-_DATA_SUFFIX_LEN:]
-    if tail == ".data-00000-of-00001" and len(name) > _DATA_SUFFIX_LEN:
-        return 0, 1  # nearly every data file: without parsing the numbers
-    if (len(name) > _DATA_SUFFIX_LEN and tail.startswith(".data-") and tail[11:15] == "-of-"
-            and tail[6:11].isdecimal() and tail[15:].isdecimal()):
-        return int(tail[6:11]), int(tail[15:])
-    return None
 
 
 def _group(groups: dict[str, _Files], stem: str) -> _Files:
@@ -312,7 +283,7 @@ def _scan(directory: str) -> DirectoryScan:
             _group(groups, name[:-6]).index = name
         elif name.endswith(".meta"):
             _group(groups, name[:-5]).meta = name
-        elif shard := _data_shard(name):
+        elif shard := data_shard(name):
             _group(groups, name[:-_DATA_SUFFIX_LEN]).data[shard] = name
         else:
             plain_files[name] = entry
@@ -387,12 +358,12 @@ def series_latest_name(checkpoints) -> str | None:
     return max(complete, key=lambda c: (c.step if c.step is not None else -1, c.mtime, c.name)).name
 
 
-_KERAS_ENDINGS = (".h5", ".keras", ".hdf5")  # what every Keras checkpoint file's name ends with (ops/series.py)
+_KERAS_ENDINGS = (".h5", ".keras", ".hdf5")  # what every Keras checkpoint file's name ends with (ops/runs/series.py)
 
 
 def _series_checkpoints(directory: str, entries: list[fs.Entry], plain_files: dict[str, fs.Entry],
                         problems: list[Problem], leftovers: list[Leftover]) -> list[CheckpointInfo]:
-    """The members of the series besides TF prefixes (ops/series.py) as checkpoints; their debris
+    """The members of the series besides TF prefixes (ops/runs/series.py) as checkpoints; their debris
     added to `leftovers`, and what keeps a directory member from being deleted to `problems`."""
     # Keras files are among the plain files (not named like a TF checkpoint's); one cheap pass finds
     # the directories: a directory of 100,000 TF checkpoints costs next to nothing more.
@@ -400,7 +371,7 @@ def _series_checkpoints(directory: str, entries: list[fs.Entry], plain_files: di
     subdirectories = [e for e in entries if e.kind == "dir"]
     if not keras_files and not subdirectories:
         return []  # a plain TF run directory: the series module is not even imported
-    from ckpttool.ops import series
+    from ckpttool.ops.runs import series
 
     members, unrecognised = series.keras_members(directory, keras_files)
     directories, debris = series.directory_members(subdirectories)
@@ -522,7 +493,7 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
         # What nearly every checkpoint is: an index and one data shard (a .meta perhaps): the
         # general path below, unrolled (no lists, sorting or shard checks to make).
         index, shard_name, meta = stats[files.index], data[(0, 1)], files.meta
-        if (_v2_shard_count(base + files.index, index.size) if read_headers else 1) == 1:
+        if (shard_count(base + files.index, index.size) if read_headers else 1) == 1:
             shard, prefix = stats[shard_name], base + name
             family, step = split_step(name)
             return _new_info({
@@ -554,7 +525,7 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
             problems.append(Problem("data_without_index", base + name,
                                     f"{name} has data files but no .index (interrupted save?)"))
         else:
-            num_shards = (_v2_shard_count(base + files.index, stats[files.index].size) if read_headers
+            num_shards = (shard_count(base + files.index, stats[files.index].size) if read_headers
                           else _shard_count_of_names(files))
             if num_shards is None:
                 complete = False
@@ -608,8 +579,8 @@ def holds_checkpoints(dirs: list[str], files: list[str]) -> bool:
     """Whether a directory holding `dirs` and `files` holds checkpoints, by their names alone: a state
     file, a TF prefix's index, a series' members (HF `checkpoint-<step>/`, numbered Keras files).
     Such a directory is a run of its own: find_checkpoint_dirs lists it, and the metric search of a
-    directory above it never takes its event files (ops/metrics.py)."""
-    from ckpttool.ops import series
+    directory above it never takes its event files (ops/retention/metrics.py)."""
+    from ckpttool.ops.runs import series
 
     return (STATE_FILENAME in files or any(name.endswith(".index") for name in files)
             or series.names_a_series(dirs, files))
@@ -624,7 +595,7 @@ def find_checkpoint_dirs(root: str, problems: list[Problem] | None = None) -> li
     each is added to `problems`."""
     if not fs.is_url(root) and not os.path.isdir(root):
         raise NotFound(f"no such directory: {root}")
-    from ckpttool.ops import series
+    from ckpttool.ops.runs import series
 
     found = []
     skipped: list[str] = []

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from ckpttool.errors import BadInput, UsageProblem
 from ckpttool.formats.damage import Damage
-from ckpttool.ops import metrics
-from ckpttool.ops.scan import CheckpointInfo, scan_directory
+from ckpttool.ops.retention import metrics
+from ckpttool.ops.runs.scan import CheckpointInfo, scan_directory
 from ckpttool.storage import fs
 
 MODES = ("auto", "min", "max")
