@@ -74,15 +74,15 @@ def checkpoint_exists(prefix: str) -> bool:
         fs.is_file(fs.join(directory, name) if directory else name) for name in v1_shard_names(fs.basename(prefix)))
 
 
-_DATA_SUFFIX_LEN = len(".data-00000-of-00001")
+DATA_SUFFIX_LEN = len(".data-00000-of-00001")
 
 
 def data_shard(name: str) -> tuple[int, int] | None:
     """(shard, count) of a data file name `P.data-SSSSS-of-NNNNN` (P not empty)."""
-    tail = name[-_DATA_SUFFIX_LEN:]
-    if tail == ".data-00000-of-00001" and len(name) > _DATA_SUFFIX_LEN:
+    tail = name[-DATA_SUFFIX_LEN:]
+    if tail == ".data-00000-of-00001" and len(name) > DATA_SUFFIX_LEN:
         return 0, 1  # nearly every data file: without parsing the numbers
-    if (len(name) > _DATA_SUFFIX_LEN and tail.startswith(".data-") and tail[11:15] == "-of-"
+    if (len(name) > DATA_SUFFIX_LEN and tail.startswith(".data-") and tail[11:15] == "-of-"
             and tail[6:11].isdecimal() and tail[15:].isdecimal()):
         return int(tail[6:11]), int(tail[15:])
     return None

@@ -12,7 +12,7 @@ from ckpttool.storage import fs
 from ckpttool.formats.tf.state import read_state
 from ckpttool.formats.tf.table import is_table_file
 from ckpttool.text import excerpt
-from ckpttool.formats.tf.shards import checkpoint_exists
+from ckpttool.formats.tf.shards import checkpoint_exists, shard_count
 from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, resolve_state_entry,
                                scan_directory, split_step)
 

@@ -18,8 +18,8 @@ from typing import Callable, Iterator, TypeVar
 from ckpttool.errors import CkptError, NotFound
 from ckpttool.storage import fs
 from ckpttool.storage.atomic import TEMP_SUFFIX_RE
-from ckpttool.formats.tf.shards import (data_shard, missing_shard_ids, shard_count, split_v1_pattern, v1_pattern, v1_shard,
-                                        v1_shard_names)
+from ckpttool.formats.tf.shards import (DATA_SUFFIX_LEN, data_shard, missing_shard_ids, shard_count, split_v1_pattern,
+                                        v1_pattern, v1_shard, v1_shard_names)
 from ckpttool.formats.tf.state import STATE_FILENAME, CheckpointState, read_state, read_state_file
 from ckpttool.formats.tf.table import FOOTER_SIZE, first_entry_of_file
 from ckpttool.text import excerpt
@@ -284,7 +284,7 @@ def _scan(directory: str) -> DirectoryScan:
         elif name.endswith(".meta"):
             _group(groups, name[:-5]).meta = name
         elif shard := data_shard(name):
-            _group(groups, name[:-_DATA_SUFFIX_LEN]).data[shard] = name
+            _group(groups, name[:-DATA_SUFFIX_LEN]).data[shard] = name
         else:
             plain_files[name] = entry
 
