@@ -172,6 +172,17 @@ def test_prune_on_a_bucket_keeps_what_it_keeps_on_disk(store, copy_fixture, tmp_
     restore_with_saver(tf, latest)
 
 
+def _prune_paused_after_its_journal(url: str) -> subprocess.Popen:
+    """A `prune --yes --keep-last 5` of `url`, stopped right after it wrote its journal, with its lock
+    held and nothing deleted yet (the process says so on stderr): the readiness a signal test waits for."""
+    env = {**os.environ, "CKPTTOOL_TEST_PAUSE": "prune: journal written"}
+    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "--yes", "--keep-last", "5", url],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stderr.readline()
+    assert line == "paused: prune: journal written\n", line + proc.stderr.read()
+    return proc
+
+
 def test_prune_killed_mid_run_leaves_a_bucket_tensorflow_can_use(servers, fixtures_dir, tmp_path, tf):
     from tests.test_prune_repair import _many_checkpoint_dir, assert_tf_restores_latest
 
@@ -179,15 +190,11 @@ def test_prune_killed_mid_run_leaves_a_bucket_tensorflow_can_use(servers, fixtur
     local = tmp_path / "many"
     _many_checkpoint_dir(fixtures_dir, local, 60)
     url = upload_tree(s3, str(local), fresh_prefix("killed"))
-    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "--yes", "--keep-last", "5", url],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while ".ckpttool-prune.journal" not in _names_in_bucket(s3, url):  # readiness: deletions are about to start
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    proc = _prune_paused_after_its_journal(url)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    proc.stdin.close()
+    proc.stderr.close()
     first = tmp_path / "after-kill"
     _download(s3, url, first)
     assert_tf_restores_latest(tf, first, "ckpt-60")
@@ -209,17 +216,12 @@ def test_prune_terminated_mid_run_releases_its_lock(servers, fixtures_dir, tmp_p
     local = tmp_path / "many"
     _many_checkpoint_dir(fixtures_dir, local, 60)
     url = upload_tree(s3, str(local), fresh_prefix("terminated"))
-    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "--yes", "--keep-last", "5", url],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while ".ckpttool-prune.journal" not in _names_in_bucket(s3, url):  # readiness: the lock is held
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    proc = _prune_paused_after_its_journal(url)
+    assert ".ckpttool.lock" in _names_in_bucket(s3, url)
     proc.send_signal(sig)
+    proc.stdin.close()  # the signal has been delivered: the pause may end (it unwinds with it)
+    proc.stdin = None
     _out, err = proc.communicate(timeout=120)
-    if proc.returncode == 0:
-        pytest.skip("the prune finished before the signal landed")
     assert proc.returncode == 128 + sig, err
     assert_one_line_error(subprocess.CompletedProcess([], proc.returncode, "", err), 128 + sig)
     assert ".ckpttool.lock" not in _names_in_bucket(s3, url)

@@ -6,6 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from ckpttool import _pause_for_test
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE, error_fields
 from ckpttool.cli.options import (AllowDamagedMetrics, Directory, DryRun, EventsDir, Json, Metric, MetricsFile, Mode,
@@ -185,7 +186,7 @@ def command(
     # a failure is raised once the others are done, the first in order, as it is one by one).
     by_directory = dict(plans)
     applied = [(p.deleted, ()) for _d, p in plans] if dry_run else for_each_directory(
-        lambda d: (lambda result: (result.deleted, result.problems))(apply_prune(by_directory[d])),
+        lambda d: (lambda result: (result.deleted, result.problems))(apply_prune(by_directory[d], _pause_point)),
         [d for d, _p in plans])
     results = [(d, plan, gone) for (d, plan), (gone, _left) in zip(plans, applied)]
     not_deleted = {d: left for (d, _plan), (_gone, left) in zip(plans, applied)}
@@ -218,3 +219,9 @@ def command(
                        "(see the warnings above)",
                        hint=refused[0][1].hint)
     return 0
+
+
+def _pause_point(step: str) -> None:
+    """apply_prune's hook after each file operation: a test can stop the run at one it names
+    (CKPTTOOL_TEST_PAUSE="prune: journal written") and signal it there, never racing it."""
+    _pause_for_test(f"prune: {step}")
