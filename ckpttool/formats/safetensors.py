@@ -208,10 +208,11 @@ class SafetensorsFile:
         self.handle.close()
 
 
-def _read_index(path: str) -> dict[str, str]:
-    """weight_map of a sharded set, checked: plain file names beside the index only."""
+def read_weight_map(path: str, what: str = "safetensors index") -> dict[str, str]:
+    """weight_map of a sharded set (Hugging Face's index, for safetensors and PyTorch shards alike),
+    checked: plain file names beside the index only."""
     try:
-        index = json.loads(read_capped(path, INDEX_LIMIT, "safetensors index").decode("utf-8"))
+        index = json.loads(read_capped(path, INDEX_LIMIT, what).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CorruptCheckpoint(f"{os.path.basename(path)}: not valid JSON ({str(exc)[:200]})") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -230,7 +231,7 @@ def _read_index(path: str) -> dict[str, str]:
     return weight_map
 
 
-def _refuse_leaving(index: str, shard: str) -> None:
+def refuse_leaving(index: str, shard: str) -> None:
     """A shard that is a symlink resolving outside the index's directory is refused, as `../`
     is: an index must not make ckpttool read (and describe) /etc/shadow."""
     if leaves_its_directory(shard):
@@ -255,12 +256,12 @@ class SafetensorsReader:
 
     def _open(self, path: str) -> None:
         if path.endswith(INDEX_SUFFIX):
-            weight_map = _read_index(path)
+            weight_map = read_weight_map(path)
             directory = os.path.dirname(path)
             shard_names = sorted(set(weight_map.values()))
             for shard_id, filename in enumerate(shard_names):
                 shard = os.path.join(directory, filename)
-                _refuse_leaving(path, shard)
+                refuse_leaving(path, shard)
                 self._files.append(SafetensorsFile(shard, shard_id))
             for name, filename in weight_map.items():
                 if name not in self._files[shard_names.index(filename)].tensors:
