@@ -84,7 +84,8 @@ class TorchDtype(_Sealed):
     def dtype(self) -> DType:
         name = TORCH_DTYPES.get(self.torch_name)
         if name is None:
-            raise Unsupported(f"tensors of torch.{self.torch_name} are not read (no TensorFlow dtype holds them)")
+            what = "quantized tensors" if self.torch_name.startswith(("qint", "quint")) else "tensors"
+            raise Unsupported(f"{what} of torch.{self.torch_name} are not read (no TensorFlow dtype holds them)")
         return dtype_from_name(name)
 
 
