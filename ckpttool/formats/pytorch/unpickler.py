@@ -344,15 +344,18 @@ def unpickle(data: bytes | io.BytesIO, what: str) -> tuple[object, dict[str, Sto
 def named_tensors(obj, what: str) -> dict[str, TensorRef]:
     """Every tensor under `obj`, named by its path of dict keys and list positions joined with `.`
     (`model.fc.weight`, `optimizer.state.0.exp_avg`); a bare tensor is named `tensor`. A tensor
-    reached twice (tied weights) gets both names; a container reached twice is walked once (a
-    pickle can reference one list from itself a million times: walked once it costs nothing)."""
+    reached twice (tied weights) gets both names. A container is walked once: one reached again
+    (a pickle can reference one list from itself a million times, nesting the references: a bomb
+    for any walk that follows them) is skipped when it holds no tensor, refused when it does
+    (its tensors would have as many names as paths to them). A file with no tensor is refused."""
     found: dict[str, TensorRef] = {}
-    seen: set[int] = set()
+    first_path: dict[int, str] = {}
+    reached_again: set[str] = set()
     stack: list[tuple[str, object, int]] = [("", obj, 0)]
     while stack:
         name, value, depth = stack.pop()
         if isinstance(value, TensorRef):
-            if name in found:
+            if (name or "tensor") in found:
                 raise CorruptCheckpoint(f"{what}: two tensors are named {excerpt(name, 80)!r}")
             found[name or "tensor"] = value
             continue
@@ -362,19 +365,32 @@ def named_tensors(obj, what: str) -> dict[str, TensorRef]:
             items = list(enumerate(value))
         else:
             continue  # numbers, strings, None: not weights
-        if id(value) in seen:
+        if id(value) in first_path:
+            reached_again.add(first_path[id(value)])
             continue
-        seen.add(id(value))
+        first_path[id(value)] = name
         if depth >= MAX_DEPTH:
-            raise Unsupported(f"{what}: containers nested more than {MAX_DEPTH} deep")
+            raise Unsupported(f"{what}: containers nested more than {MAX_DEPTH} deep (a pickle bomb?)")
         for key, child in reversed(items):  # reversed: the stack pops them in the file's order
             if not isinstance(key, (str, int)) or isinstance(key, bool):
-                if _holds_tensor(child):
-                    raise Unsupported(f"{what}: a tensor under a {type(key).__name__} key, which names nothing")
+                if isinstance(child, (TensorRef, dict, list, tuple)) and child:
+                    raise Unsupported(f"{what}: a container under a {type(key).__name__} key, which names nothing")
                 continue
             stack.append((f"{name}.{key}" if name else str(key), child, depth + 1))
+    if not found:
+        raise Unsupported(f"{what} holds no tensor (a pickle of other objects): nothing to read")
+    _refuse_shared_containers(found, reached_again, what)
     return found
 
 
-def _holds_tensor(value) -> bool:
-    return isinstance(value, TensorRef) or isinstance(value, (dict, list, tuple)) and bool(value)
+def _refuse_shared_containers(found: dict[str, TensorRef], reached_again: set[str], what: str) -> None:
+    if not reached_again:
+        return
+    scopes = {""}
+    for name in found:
+        parts = name.split(".")
+        scopes.update(".".join(parts[:end]) for end in range(1, len(parts) + 1))
+    shared = sorted(path for path in reached_again if path in scopes)
+    if shared:
+        raise Unsupported(f"{what}: the container at {excerpt(shared[0] or '(top)', 80)!r} holding tensors is "
+                          "referenced more than once (a pickle bomb?); refusing to name its tensors twice")
