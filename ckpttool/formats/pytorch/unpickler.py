@@ -324,8 +324,12 @@ def unpickle(data: bytes | io.BytesIO, what: str) -> tuple[object, dict[str, Sto
     unpickler = AllowlistUnpickler(stream, what)
     try:
         return unpickler.load(), unpickler.storages
-    except (UnsafeFile, Unsupported, CorruptCheckpoint):
+    except UnsafeFile:
         raise
+    except (Unsupported, CorruptCheckpoint) as exc:  # from our rebuild functions: name the file
+        if exc.message.startswith(what):
+            raise
+        raise type(exc)(f"{what}: {exc.message}", exc.hint) from None
     except MemoryError:
         raise CorruptCheckpoint(f"{what}: its pickle declares more memory than there is (a pickle bomb?)") from None
     except RecursionError:
