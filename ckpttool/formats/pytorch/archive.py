@@ -68,8 +68,13 @@ def zip_root(names: list[str]) -> str | None:
     return roots[0] if len(roots) == 1 else None
 
 
+PYTORCH_SUFFIXES = (".pt", ".pth", ".bin")
+
+
 def sniff(path: str) -> str | None:
-    """"zip" or "legacy" for a PyTorch file, by its bytes; None for anything else."""
+    """"zip" or "legacy" for a PyTorch file, by its bytes; None for anything else. A file named as
+    PyTorch names them whose zip cannot be read (cut short, damaged) is "zip" too: its reader then
+    says what is wrong with the archive, rather than that it is no checkpoint at all."""
     try:
         if not fs.is_file(path):
             return None
@@ -84,7 +89,7 @@ def sniff(path: str) -> str | None:
         with fs.open_input(path, "zip archive") as handle, zipfile.ZipFile(handle) as archive:
             return "zip" if zip_root(archive.namelist()) is not None else None
     except ZIP_ERRORS + (OSError, CkptError):
-        return None
+        return "zip" if path.endswith(PYTORCH_SUFFIXES) else None
 
 
 def tensor_span(ref: TensorRef) -> tuple[int, int, bool]:
