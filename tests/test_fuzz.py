@@ -553,6 +553,21 @@ def _run_jobs(jobs: list[dict], tmp_path: Path, name: str = "jobs") -> None:
     assert not failures, f"{len(failures)} failing runs, the first:\n{report}"
 
 
+def _mutant_jobs(mutate, seeds: list[Path], count: int, stem: Path, filename: str, commands) -> list[dict]:
+    """`count` mutants of the seeds in turn, each in a directory of its own, with the jobs running
+    `commands(target, seed, number)` on it."""
+    jobs = []
+    for number in range(count):
+        seed = seeds[number % len(seeds)]
+        data, what = mutate(seed.read_bytes())
+        here = Path(f"{stem}-{number:03d}")
+        here.mkdir(parents=True)
+        (here / filename).write_bytes(data)
+        jobs += [{"mutant": f"{seed.name} #{number}: {what}", "args": args}
+                 for args in commands(here / filename, seed, number)]
+    return jobs
+
+
 def test_fuzzed_files_give_only_exit_0_1_or_3(fixtures_dir, tmp_path):
     jobs = _make_mutants(fixtures_dir, tmp_path / "mutants")
     assert len(jobs) > 4 * PER_KIND
@@ -617,17 +632,9 @@ def _make_weights_mutants(fixtures_dir: Path, work: Path) -> list[dict]:
 
 def test_fuzzed_pytorch_files_give_only_exit_0_1_or_3(torch_dir, tmp_path):
     """Mutants of a zip and a legacy file torch wrote, through the allowlisting unpickler, capped."""
-    mutator = Mutator(SEED + 4)
-    jobs = []
     seeds = [torch_dir / "every_kind.pt", torch_dir / "every_kind_legacy.pt"]
-    for number in range(PYTORCH_MUTANTS):
-        seed = seeds[number % len(seeds)]
-        data, what = mutator.pytorch(seed.read_bytes())
-        here = tmp_path / f"pytorch-{number:03d}"
-        here.mkdir()
-        (here / "mutant.pt").write_bytes(data)
-        for args in _weights_commands(here / "mutant.pt", seed, number):
-            jobs.append({"mutant": f"{seed.name} #{number}: {what}", "args": args})
+    jobs = _mutant_jobs(Mutator(SEED + 4).pytorch, seeds, PYTORCH_MUTANTS, tmp_path / "pytorch", "mutant.pt",
+                        _weights_commands)
     _run_jobs(jobs, tmp_path, "pytorch")
 
 
@@ -664,15 +671,8 @@ def _graph_commands(target: Path, seed: Path, number: int) -> list[list[str]]:
 
 
 def test_fuzzed_graphs_give_only_exit_0_1_or_3(frozen, tmp_path):  # noqa: F811
-    mutator = Mutator(SEED + 3)
-    jobs = []
-    for number in range(GRAPH_MUTANTS):
-        data, what = mutator.graph(frozen.read_bytes())
-        here = tmp_path / f"graph-{number:03d}"
-        here.mkdir()
-        (here / "mutant.pb").write_bytes(data)
-        for args in _graph_commands(here / "mutant.pb", frozen, number):
-            jobs.append({"mutant": f"frozen.pb #{number}: {what}", "args": args})
+    jobs = _mutant_jobs(Mutator(SEED + 3).graph, [frozen], GRAPH_MUTANTS, tmp_path / "graph", "mutant.pb",
+                        _graph_commands)
     _run_jobs(jobs, tmp_path, "graphs")
 
 

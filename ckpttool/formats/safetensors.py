@@ -17,15 +17,13 @@ import json
 import os
 import struct
 from math import prod
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from ckpttool.errors import BadInput, CkptError, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import DType, check_bool_bytes, dtype_from_name
 from ckpttool.storage.fs import leaves_its_directory, open_random_access, read_capped
-from ckpttool.formats.variables import StoredTensor, Variable
+from ckpttool.formats.variables import FileSetReader, StoredTensor, Variable
 
-if TYPE_CHECKING:  # numpy is imported where values are decoded, not to copy bytes
-    import numpy as np
 
 HEADER_LIMIT = 100_000_000  # the safetensors library refuses larger headers too
 INDEX_LIMIT = 64 << 20
@@ -239,7 +237,7 @@ def refuse_leaving(index: str, shard: str) -> None:
                        "the index's directory; refusing to read outside its directory")
 
 
-class SafetensorsReader:
+class SafetensorsReader(FileSetReader):
     """A .safetensors file or a sharded set (through its index), as a checkpoint reader."""
 
     format = "safetensors"
@@ -305,38 +303,11 @@ class SafetensorsReader:
             raise CorruptCheckpoint(f"{os.path.basename(self._files[part.shard_id].path)} was truncated "
                                     f"while reading {var.name!r}")
 
-    def iter_value_chunks(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
-        import numpy as np
-
-        storage = np.dtype(var.dtype.storage)
-        for chunk in self.iter_stored_bytes(var, chunk_bytes):
-            yield var.dtype.decode(np.frombuffer(chunk, dtype=storage))
-
-    def read(self, var: Variable) -> np.ndarray:
-        import numpy as np
-
-        storage = np.dtype(var.dtype.storage)
-        flat = np.frombuffer(b"".join(self.iter_stored_bytes(var)), dtype=storage)
-        return var.dtype.decode(flat).reshape(var.shape)
-
     def check_variable(self, var: Variable) -> int:
         """Read every byte (the format has no checksums); booleans must be 0 or 1."""
         for chunk in self.iter_stored_bytes(var):
             check_bool_bytes(var.name, var.dtype, chunk)
         return var.parts[0].size
-
-    def object_graph_bytes(self) -> bytes | None:
-        return None
-
-    def close(self) -> None:
-        for file in self._files:
-            file.close()
-
-    def __enter__(self) -> "SafetensorsReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # -- writing ----------------------------------------------------------------

@@ -217,9 +217,7 @@ def _refuse_foreign_file(path: str, named: str | None = None) -> None:
                                "can be loaded in Keras and saved with save_weights('model.weights.h5')")
     if head[:4] in _ZIP_MAGICS:
         members = _zip_members(path)
-        if any(name.endswith("data.pkl") for name in members):
-            what, hint = "a PyTorch checkpoint (a zip archive)", "save it as .safetensors with PyTorch, then read that"
-        elif "model.weights.h5" in members:
+        if "model.weights.h5" in members:  # (a PyTorch zip never gets here: it is read, by its bytes)
             what, hint = "a zip archive holding model.weights.h5", "a Keras 3 model: name it *.keras"
         else:
             what, hint = "a zip archive", None

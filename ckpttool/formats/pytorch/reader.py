@@ -21,7 +21,7 @@ from ckpttool.errors import BadInput, ChecksumMismatch, CorruptCheckpoint, Trunc
 from ckpttool.formats.dtypes import check_bool_bytes
 from ckpttool.formats.pytorch.archive import PytorchArchive, read_legacy, read_zip, sniff, tensor_span
 from ckpttool.formats.safetensors import read_weight_map, refuse_leaving
-from ckpttool.formats.variables import Variable
+from ckpttool.formats.variables import FileSetReader, Variable
 from ckpttool.storage.fs import open_random_access
 from ckpttool.text import excerpt
 
@@ -79,7 +79,7 @@ class PytorchFile:
         self.handle.close()
 
 
-class PytorchReader:
+class PytorchReader(FileSetReader):
     """PyTorch weights as a checkpoint reader; names as the pickle nests them, joined with `.`."""
 
     format = FORMAT
@@ -181,19 +181,6 @@ class PytorchReader:
                                                writeable=False)
         return np.ascontiguousarray(view)
 
-    def iter_value_chunks(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
-        import numpy as np
-
-        storage = np.dtype(var.dtype.storage)
-        for chunk in self.iter_stored_bytes(var, chunk_bytes):
-            yield var.dtype.decode(np.frombuffer(chunk, dtype=storage))
-
-    def read(self, var: Variable) -> np.ndarray:
-        import numpy as np
-
-        flat = np.frombuffer(b"".join(self.iter_stored_bytes(var)), dtype=np.dtype(var.dtype.storage))
-        return var.dtype.decode(flat).reshape(var.shape)
-
     def check_variable(self, var: Variable) -> int:
         """Its storage present, whole and (zip) matching its CRC-32; its bytes read; booleans 0 or 1."""
         file, ref, _storage = self._locate(var)
@@ -203,16 +190,3 @@ class PytorchReader:
             check_bool_bytes(var.name, var.dtype, chunk)
             total += len(chunk)
         return total
-
-    def object_graph_bytes(self) -> bytes | None:
-        return None
-
-    def close(self) -> None:
-        for file in self._files:
-            file.close()
-
-    def __enter__(self) -> "PytorchReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
