@@ -256,3 +256,10 @@ def test_sharded_index_that_names_a_missing_tensor_exits_3(torch_dir, tmp_path):
     result = run_cli("inspect", index)
     assert_one_line_error(result, 3)
     assert "nowhere" in result.stderr
+
+
+def test_rename_vars_sends_pytorch_files_to_convert(torch_dir, tmp_path):
+    result = run_cli("rename-vars", "--regex", "^fc=head", torch_dir / "net.bin", tmp_path / "out" / "model.ckpt-0")
+    assert_one_line_error(result, 3)
+    assert "pytorch file" in result.stderr and "convert" in result.stderr
+    assert not (tmp_path / "out").exists()
