@@ -42,9 +42,10 @@ def run_measured(cmd: list[str], repeats: int = 5, warmup: bool = True) -> Measu
     return Measure(statistics.median(times), max(peaks))
 
 
-def report(rows: list[tuple[str, Measure, Measure | None, str]]) -> None:
-    """Print ours vs TensorFlow's way, with the ratios."""
-    print(f"{'case':44} {'ours s':>8} {'ours MB':>8} {'tf s':>8} {'tf MB':>8} {'speedup':>8} {'mem ratio':>9}  note")
+def report(rows: list[tuple[str, Measure, Measure | None, str]], theirs: str = "tf") -> None:
+    """Print ours vs the other way (TensorFlow's unless `theirs` names another), with the ratios."""
+    print(f"{'case':44} {'ours s':>8} {'ours MB':>8} {theirs + ' s':>8} {theirs + ' MB':>8} {'speedup':>8} "
+          f"{'mem ratio':>9}  note")
     for name, ours, theirs, note in rows:
         if theirs:
             print(f"{name:44} {ours.seconds:8.3f} {ours.peak_mb:8.1f} {theirs.seconds:8.3f} {theirs.peak_mb:8.1f} "

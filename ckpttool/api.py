@@ -17,7 +17,7 @@
     ckpttool.scan("run/").checkpoints                 # what `ls` lists (DirectoryScan)
 
 Every TARGET form of the command line works (prefix, one of its files, run
-directory, SavedModel, .safetensors, .npz, Keras 3 files). Failures raise the
+directory, SavedModel, .safetensors, .npz, Keras 3 files, PyTorch files). Failures raise the
 ckpttool.errors.CkptError subclasses (BadInput for missing or corrupt input,
 Refused for safety refusals, UsageProblem for bad arguments).
 
@@ -78,7 +78,7 @@ class Checkpoint:
         check_naming(naming)
         resolved = resolve_target(os.fspath(target), graph=graph, min_elements=min_elements)
         self.path: str = resolved.prefix  #: the prefix or file actually read
-        self.format: str = resolved.format  #: "v2", "v1", "safetensors", "npz", "keras" or "graphdef"
+        self.format: str = resolved.format  #: "v2", "v1", "safetensors", "npz", "keras", "pytorch" or "graphdef"
         self._reader = open_checkpoint(resolved.prefix, resolved.format, resolved.min_elements)
         self._closed = False
         try:

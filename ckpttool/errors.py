@@ -54,6 +54,11 @@ class Unsupported(BadInput):
     """A valid file that uses a feature this tool does not handle."""
 
 
+class UnsafeFile(BadInput):
+    """A file that would run code to be read (a pickle naming a global outside the allowlist):
+    refused whole, nothing of it run."""
+
+
 class UnknownVariable(BadInput):
     """A variable name that is not in the checkpoint."""
 

@@ -72,6 +72,20 @@ def keras_checkpoints(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def torch_dir(tmp_path_factory) -> Path:
+    """PyTorch files written by torch (tests/torch_fixtures.py), built once per session."""
+    return build_fixtures(tmp_path_factory, "torch_fixtures.py", "torch_fixtures")
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """The PyTorch oracle (imported by tests only; ckpttool never imports it)."""
+    import torch
+
+    return torch
+
+
+@pytest.fixture(scope="session")
 def manifest(fixtures_dir) -> dict:
     return json.loads((fixtures_dir / "manifest.json").read_text())
 

@@ -322,9 +322,9 @@ def test_hdf5_and_zip_files_are_named_for_what_they_are(tmp_path):
     with zipfile.ZipFile(tmp_path / "model.pt", "w") as archive:  # how torch.save lays a zip out
         archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
         archive.writestr("archive/version", b"3\n")
-    result = run_cli("verify", tmp_path / "model.pt")
+    result = run_cli("inspect", tmp_path / "model.pt")  # a PyTorch file is read (issue 28): this one is empty
     assert_one_line_error(result, 3)
-    assert "is a PyTorch checkpoint (a zip archive)" in result.stderr
+    assert "model.pt holds no tensor" in result.stderr
     with zipfile.ZipFile(tmp_path / "other.bin", "w") as archive:
         archive.writestr("readme.txt", b"hello")
     assert "is a zip archive, not a TensorFlow checkpoint" in run_cli("inspect", tmp_path / "other.bin").stderr

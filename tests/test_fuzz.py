@@ -19,6 +19,11 @@ every encoding), raw, or one Const's TensorProto lying (dtype, shape, tensor_con
 with every enclosing length right, or deeply nested fields; read by inspect (--values --stats --meta),
 verify, diff and convert.
 
+The same for PyTorch files (issue 28): seeded mutants of a zip and a legacy file torch wrote, raw,
+or with the pickle lying (an integer of a shape, stride, offset or storage size set to an extreme,
+a string changed, bytes flipped), re-zipped with its CRC right so that the unpickler and the
+storage checks behind it are what is tested; read by inspect, verify, diff and convert.
+
 The commands run in-process, in two worker subprocesses that hold the memory
 cap; a failure names the mutant (seed, base, what was changed) and the command.
 """
@@ -50,6 +55,7 @@ from tests.test_remote import servers  # noqa: F401 - the S3 server fixture
 SEED = 20260817
 PER_KIND = 200  # mutants of each file kind
 WEIGHTS_PER_KIND = 40  # mutants of each weights format (each runs through 5 commands)
+PYTORCH_MUTANTS = 80  # mutants of PyTorch files, zip and legacy alternately (5 commands each)
 BUCKET_MUTANTS = 4  # mutants of each kind read from the S3 server
 WORKERS = 2
 
@@ -366,6 +372,59 @@ class Mutator:
         return out.getvalue(), "keras member " + what
 
 
+    def pytorch(self, data: bytes) -> tuple[bytes, str]:
+        """Raw; or the pickle lying (data.pkl re-zipped, CRC right; a legacy file's pickles in place)."""
+        if self.chance(0.3):
+            return self.raw(data, "raw pytorch")
+        if not data.startswith(b"PK"):
+            return self._pickle(data, "legacy")
+        out = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
+            for info in source.infolist():
+                payload = source.read(info)
+                if info.filename.endswith("/data.pkl"):
+                    payload, what = self._pickle(payload, "data.pkl")
+                target.writestr(info.filename, payload)
+        return out.getvalue(), what
+
+    def _pickle(self, data: bytes, what: str) -> tuple[bytes, str]:
+        """One opcode's argument changed: an integer to an extreme, a string to another; or raw bytes."""
+        import pickletools
+
+        ops = []
+        stream = io.BytesIO(data)
+        # A legacy file holds five pickles (then the storages): the first, the magic number, is left alone.
+        for number in range(5 if what == "legacy" else 1):
+            try:
+                for op, arg, pos in pickletools.genops(stream):
+                    if (number or what != "legacy") and isinstance(arg, (int, str)) and op.name not in (
+                            "PROTO", "BINPUT", "LONG_BINPUT", "BINGET", "LONG_BINGET", "GLOBAL"):
+                        ops.append((op, arg, pos))
+            except ValueError:
+                break
+        if not ops or self.chance(0.25):
+            return self.raw(data, what)
+        op, arg, pos = self.pick(ops)
+        end = pos + 1 + (len(op.arg.name) and self._arg_length(data, op, pos))
+        if isinstance(arg, int):
+            value = self.pick(_EXTREMES)
+            new = b"\x8a\x09" + value.to_bytes(9, "little", signed=True)  # LONG1 of 9 bytes holds them all
+        else:
+            text = self.pick(["", "storage", "0", "../x", "\udcff", "x" * 300, "cpu"])
+            encoded = text.encode("utf-8", "surrogatepass")
+            new = b"X" + struct.pack("<I", len(encoded)) + encoded
+        return data[:pos] + new + data[end:], f"{what}: {op.name} {arg!r:.40} at {pos} -> {new[:24]!r}"
+
+    @staticmethod
+    def _arg_length(data: bytes, op, pos: int) -> int:
+        """Bytes of the argument after the opcode byte at `pos`."""
+        import pickletools
+
+        stream = io.BytesIO(data[pos + 1:])
+        op.arg.reader(stream)
+        return stream.tell()
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
@@ -494,6 +553,21 @@ def _run_jobs(jobs: list[dict], tmp_path: Path, name: str = "jobs") -> None:
     assert not failures, f"{len(failures)} failing runs, the first:\n{report}"
 
 
+def _mutant_jobs(mutate, seeds: list[Path], count: int, stem: Path, filename: str, commands) -> list[dict]:
+    """`count` mutants of the seeds in turn, each in a directory of its own, with the jobs running
+    `commands(target, seed, number)` on it."""
+    jobs = []
+    for number in range(count):
+        seed = seeds[number % len(seeds)]
+        data, what = mutate(seed.read_bytes())
+        here = Path(f"{stem}-{number:03d}")
+        here.mkdir(parents=True)
+        (here / filename).write_bytes(data)
+        jobs += [{"mutant": f"{seed.name} #{number}: {what}", "args": args}
+                 for args in commands(here / filename, seed, number)]
+    return jobs
+
+
 def test_fuzzed_files_give_only_exit_0_1_or_3(fixtures_dir, tmp_path):
     jobs = _make_mutants(fixtures_dir, tmp_path / "mutants")
     assert len(jobs) > 4 * PER_KIND
@@ -556,6 +630,21 @@ def _make_weights_mutants(fixtures_dir: Path, work: Path) -> list[dict]:
     return jobs
 
 
+def test_fuzzed_pytorch_files_give_only_exit_0_1_or_3(torch_dir, tmp_path):
+    """Mutants of a zip and a legacy file torch wrote, through the allowlisting unpickler, capped."""
+    seeds = [torch_dir / "every_kind.pt", torch_dir / "every_kind_legacy.pt"]
+    jobs = _mutant_jobs(Mutator(SEED + 4).pytorch, seeds, PYTORCH_MUTANTS, tmp_path / "pytorch", "mutant.pt",
+                        _weights_commands)
+    _run_jobs(jobs, tmp_path, "pytorch")
+
+
+def test_pytorch_mutator_is_deterministic(torch_dir):
+    for seed in (torch_dir / "every_kind.pt", torch_dir / "every_kind_legacy.pt"):
+        data = seed.read_bytes()
+        first, second = Mutator(7), Mutator(7)
+        assert [first.pytorch(data) for _ in range(10)] == [second.pytorch(data) for _ in range(10)]
+
+
 def test_fuzzed_weights_files_give_only_exit_0_1_or_3(fixtures_dir, tmp_path):
     jobs = _make_weights_mutants(fixtures_dir, tmp_path / "weights")
     assert len(jobs) == 4 * WEIGHTS_PER_KIND * 5
@@ -582,15 +671,8 @@ def _graph_commands(target: Path, seed: Path, number: int) -> list[list[str]]:
 
 
 def test_fuzzed_graphs_give_only_exit_0_1_or_3(frozen, tmp_path):  # noqa: F811
-    mutator = Mutator(SEED + 3)
-    jobs = []
-    for number in range(GRAPH_MUTANTS):
-        data, what = mutator.graph(frozen.read_bytes())
-        here = tmp_path / f"graph-{number:03d}"
-        here.mkdir()
-        (here / "mutant.pb").write_bytes(data)
-        for args in _graph_commands(here / "mutant.pb", frozen, number):
-            jobs.append({"mutant": f"frozen.pb #{number}: {what}", "args": args})
+    jobs = _mutant_jobs(Mutator(SEED + 3).graph, [frozen], GRAPH_MUTANTS, tmp_path / "graph", "mutant.pb",
+                        _graph_commands)
     _run_jobs(jobs, tmp_path, "graphs")
 
 

@@ -83,3 +83,31 @@ def test_metric_paths_do_not_import_tensorflow(fixtures_dir, series_dir, args):
                           capture_output=True, text=True)
     assert "NO_TENSORFLOW" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "error:" not in proc.stderr, proc.stderr[-2000:]
+
+
+FRAMEWORK_PROBE = PROBE.replace(
+    'print("TENSORFLOW_LOADED" if any(m == "tensorflow" or m.startswith("tensorflow.") for m in sys.modules) '
+    'else "NO_TENSORFLOW", file=sys.stderr)',
+    'loaded = sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "torch"})\n'
+    'print("FRAMEWORKS_LOADED", loaded if loaded else "NONE", file=sys.stderr)')
+
+
+@pytest.mark.parametrize("args", [
+    ["inspect", "--stats", "--values", "{pt}"],
+    ["inspect", "--json", "{legacy}"],
+    ["verify", "{index}"],
+    ["diff", "{pt}", "{legacy}"],
+    ["convert", "--layout", "tf", "{net}", "{tmp}/run/model.ckpt-0"],
+    ["convert", "{pt}", "{tmp}/w.safetensors"],
+    ["average", "{pt}", "{same}", "-o", "{tmp}/avg.safetensors"],
+])
+def test_pytorch_paths_import_neither_torch_nor_tensorflow(torch_dir, tmp_path, args):
+    """PyTorch files are read without torch (issue 28): ckpttool never imports it, nor TensorFlow."""
+    paths = {"pt": torch_dir / "every_kind.pt", "legacy": torch_dir / "every_kind_legacy.pt",
+             "index": torch_dir / "sharded" / "pytorch_model.bin.index.json", "net": torch_dir / "net.bin",
+             "same": torch_dir / "no_extension", "tmp": tmp_path}
+    assert "FRAMEWORKS_LOADED" in FRAMEWORK_PROBE
+    proc = subprocess.run([sys.executable, "-c", FRAMEWORK_PROBE, *(a.format(**paths) for a in args)],
+                          capture_output=True, text=True)
+    assert "FRAMEWORKS_LOADED NONE" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "error:" not in proc.stderr, proc.stderr[-2000:]

@@ -14,7 +14,7 @@ SUMMARIES = {
     "prune": "Delete old checkpoints by retention rules.",
     "repair": "Rewrite a directory's state file so TensorFlow can use it.",
     "rename-vars": "Write a checkpoint with variables renamed.",
-    "convert": "Convert weights: TF checkpoint, safetensors, .npz, Keras 3.",
+    "convert": "Convert weights: TF checkpoint, safetensors, .npz, Keras 3, PyTorch (in).",
     "average": "Average the weights of several checkpoints.",
     "diff": "Compare the variables of two checkpoints.",
     "freeze": "Freeze a checkpoint or SavedModel into a GraphDef.",

@@ -223,7 +223,7 @@ OUTPUT: dict[str, tuple[Document, ...]] = {
     "inspect": (
         Document((
             Field("checkpoint", "the checkpoint read (a prefix or file)"),
-            Field("format", "v2, v1, safetensors, npz, keras or graphdef"),
+            Field("format", "v2, v1, safetensors, npz, keras, pytorch or graphdef"),
             Field("num_variables", "variables listed"),
             Field("total_elements", "their elements"),
             Field("total_bytes", "their stored bytes"),
@@ -314,7 +314,7 @@ OUTPUT: dict[str, tuple[Document, ...]] = {
     "convert": (
         Document((
             Field("source", "the checkpoint or file read"),
-            Field("source_format", "v2, v1, safetensors, npz, keras or graphdef"),
+            Field("source_format", "v2, v1, safetensors, npz, keras, pytorch or graphdef"),
             *_WRITTEN,
             *_TRANSFORMS,
             Field("like", "the template", when="--like"),

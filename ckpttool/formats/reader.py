@@ -1,7 +1,9 @@
 """One entry point for reading a checkpoint whatever its format: V2 bundle, V1
 file, a weights file (safetensors, .npz, Keras 3, legacy Keras HDF5), chosen by extension (which
-kind of Keras file, a Keras 3 one or a legacy HDF5 model, by its bytes), or the constants of a
-graph (a GraphDef `.pb`, a `.meta`, a `saved_model.pb`: "graphdef")."""
+kind of Keras file, a Keras 3 one or a legacy HDF5 model, by its bytes), a PyTorch file (by its
+bytes alone, whatever its name: a zip holding <root>/data.pkl or a legacy torch.save file; a sharded
+set by its `*.bin.index.json`), or the constants of a graph (a GraphDef `.pb`, a `.meta`, a
+`saved_model.pb`: "graphdef")."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Union
@@ -16,7 +18,8 @@ if TYPE_CHECKING:  # V1 files need numpy and protobuf at once: imported only for
     from ckpttool.formats.tf.v1 import V1Checkpoint
 
 Reader = Union[Bundle, "V1Checkpoint"]
-WEIGHTS_FORMATS = ("safetensors", "npz", "keras", "keras_h5")
+WEIGHTS_FORMATS = ("safetensors", "npz", "keras", "keras_h5", "pytorch")
+PYTORCH_FORMAT = "pytorch"
 GRAPH_FORMAT = "graphdef"  # a graph's Const nodes read as variables (formats/tf/graphs/graphdef.py)
 
 
@@ -49,6 +52,16 @@ def keras_file_format(path: str) -> str:
     return "keras"
 
 
+def pytorch_file_format(path: str) -> str | None:
+    """"pytorch" for a PyTorch file by its bytes (or a sharded set's index by its name), else None."""
+    from ckpttool.formats.pytorch.archive import sniff
+    from ckpttool.formats.pytorch.reader import is_index_path
+
+    if is_index_path(path):
+        return PYTORCH_FORMAT if fs.is_file(path) else None
+    return PYTORCH_FORMAT if sniff(path) else None
+
+
 def detect_format(prefix: str) -> str:
     if fs.is_file(prefix + ".index"):
         return "v2"
@@ -58,6 +71,8 @@ def detect_format(prefix: str) -> str:
     if fs.is_file(prefix):
         if is_table_file(prefix):
             return "v1"
+        if pytorch_file_format(prefix):
+            return PYTORCH_FORMAT
         raise CorruptCheckpoint(f"{prefix} is not a checkpoint (no index table found)")
     raise NotFound(f"no checkpoint at {prefix}")
 
@@ -87,6 +102,10 @@ def open_checkpoint(prefix: str, fmt: str | None = None, min_elements: int | Non
         from ckpttool.formats.keras.legacy import KerasLegacyWeights
 
         return KerasLegacyWeights(prefix)
+    if fmt == PYTORCH_FORMAT:
+        from ckpttool.formats.pytorch.reader import PytorchReader
+
+        return PytorchReader(prefix)
     if fmt == "v2":
         return open_bundle(prefix)
     from ckpttool.formats.tf.v1 import V1Checkpoint

@@ -17,15 +17,13 @@ import json
 import os
 import struct
 from math import prod
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from ckpttool.errors import BadInput, CkptError, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import DType, check_bool_bytes, dtype_from_name
 from ckpttool.storage.fs import leaves_its_directory, open_random_access, read_capped
-from ckpttool.formats.variables import StoredTensor, Variable
+from ckpttool.formats.variables import FileSetReader, StoredTensor, Variable
 
-if TYPE_CHECKING:  # numpy is imported where values are decoded, not to copy bytes
-    import numpy as np
 
 HEADER_LIMIT = 100_000_000  # the safetensors library refuses larger headers too
 INDEX_LIMIT = 64 << 20
@@ -208,10 +206,11 @@ class SafetensorsFile:
         self.handle.close()
 
 
-def _read_index(path: str) -> dict[str, str]:
-    """weight_map of a sharded set, checked: plain file names beside the index only."""
+def read_weight_map(path: str, what: str = "safetensors index") -> dict[str, str]:
+    """weight_map of a sharded set (Hugging Face's index, for safetensors and PyTorch shards alike),
+    checked: plain file names beside the index only."""
     try:
-        index = json.loads(read_capped(path, INDEX_LIMIT, "safetensors index").decode("utf-8"))
+        index = json.loads(read_capped(path, INDEX_LIMIT, what).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CorruptCheckpoint(f"{os.path.basename(path)}: not valid JSON ({str(exc)[:200]})") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -230,7 +229,7 @@ def _read_index(path: str) -> dict[str, str]:
     return weight_map
 
 
-def _refuse_leaving(index: str, shard: str) -> None:
+def refuse_leaving(index: str, shard: str) -> None:
     """A shard that is a symlink resolving outside the index's directory is refused, as `../`
     is: an index must not make ckpttool read (and describe) /etc/shadow."""
     if leaves_its_directory(shard):
@@ -238,7 +237,7 @@ def _refuse_leaving(index: str, shard: str) -> None:
                        "the index's directory; refusing to read outside its directory")
 
 
-class SafetensorsReader:
+class SafetensorsReader(FileSetReader):
     """A .safetensors file or a sharded set (through its index), as a checkpoint reader."""
 
     format = "safetensors"
@@ -255,12 +254,12 @@ class SafetensorsReader:
 
     def _open(self, path: str) -> None:
         if path.endswith(INDEX_SUFFIX):
-            weight_map = _read_index(path)
+            weight_map = read_weight_map(path)
             directory = os.path.dirname(path)
             shard_names = sorted(set(weight_map.values()))
             for shard_id, filename in enumerate(shard_names):
                 shard = os.path.join(directory, filename)
-                _refuse_leaving(path, shard)
+                refuse_leaving(path, shard)
                 self._files.append(SafetensorsFile(shard, shard_id))
             for name, filename in weight_map.items():
                 if name not in self._files[shard_names.index(filename)].tensors:
@@ -304,38 +303,11 @@ class SafetensorsReader:
             raise CorruptCheckpoint(f"{os.path.basename(self._files[part.shard_id].path)} was truncated "
                                     f"while reading {var.name!r}")
 
-    def iter_value_chunks(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
-        import numpy as np
-
-        storage = np.dtype(var.dtype.storage)
-        for chunk in self.iter_stored_bytes(var, chunk_bytes):
-            yield var.dtype.decode(np.frombuffer(chunk, dtype=storage))
-
-    def read(self, var: Variable) -> np.ndarray:
-        import numpy as np
-
-        storage = np.dtype(var.dtype.storage)
-        flat = np.frombuffer(b"".join(self.iter_stored_bytes(var)), dtype=storage)
-        return var.dtype.decode(flat).reshape(var.shape)
-
     def check_variable(self, var: Variable) -> int:
         """Read every byte (the format has no checksums); booleans must be 0 or 1."""
         for chunk in self.iter_stored_bytes(var):
             check_bool_bytes(var.name, var.dtype, chunk)
         return var.parts[0].size
-
-    def object_graph_bytes(self) -> bytes | None:
-        return None
-
-    def close(self) -> None:
-        for file in self._files:
-            file.close()
-
-    def __enter__(self) -> "SafetensorsReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # -- writing ----------------------------------------------------------------

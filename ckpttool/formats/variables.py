@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
+from typing import TYPE_CHECKING, Iterator
 
 from ckpttool.errors import BadSlices
 from ckpttool.formats.dtypes import DType
 from ckpttool.formats.tf.ordered_code import Extent
 from ckpttool.text import quote
+
+if TYPE_CHECKING:  # numpy is imported where values are decoded
+    import numpy as np
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 INTERNAL_NAMES = frozenset({OBJECT_GRAPH_KEY})
@@ -58,6 +62,43 @@ class Variable:
         if self.dtype.fixed_width:
             return self.num_elements * self.dtype.itemsize
         return sum(part.size for part in self.parts)
+
+
+class FileSetReader:
+    """What a reader over a list of open files (`_files`, each with close()) whose
+    `iter_stored_bytes` gives a tensor's little-endian C-order bytes shares: values decoded from
+    those bytes, no object graph, closing (safetensors and PyTorch files)."""
+
+    _files: list
+
+    def iter_stored_bytes(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[bytes]:
+        raise NotImplementedError
+
+    def iter_value_chunks(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
+        import numpy as np
+
+        storage = np.dtype(var.dtype.storage)
+        for chunk in self.iter_stored_bytes(var, chunk_bytes):
+            yield var.dtype.decode(np.frombuffer(chunk, dtype=storage))
+
+    def read(self, var: Variable) -> np.ndarray:
+        import numpy as np
+
+        flat = np.frombuffer(b"".join(self.iter_stored_bytes(var)), dtype=np.dtype(var.dtype.storage))
+        return var.dtype.decode(flat).reshape(var.shape)
+
+    def object_graph_bytes(self) -> bytes | None:
+        return None
+
+    def close(self) -> None:
+        for file in self._files:
+            file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def slice_bounds(extents: tuple[Extent, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 
 from ckpttool.errors import NotFound, Unsupported
 from ckpttool.storage import fs
-from ckpttool.formats.reader import GRAPH_FORMAT, detect_format, keras_file_format, weights_file_format
+from ckpttool.formats.reader import (GRAPH_FORMAT, PYTORCH_FORMAT, detect_format, keras_file_format,
+                                     pytorch_file_format, weights_file_format)
 from ckpttool.formats.tf.shards import split_v1_pattern, v1_pattern, v1_shard
 from ckpttool.formats.tf.state import STATE_FILENAME
 from ckpttool.formats.tf.shards import checkpoint_exists
@@ -27,7 +28,7 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb")
 @dataclass(frozen=True)
 class Target:
     prefix: str
-    # "v2" | "v1" | "safetensors" | "npz" | "keras" | "keras_h5" | "graphdef" (a graph's constants:
+    # "v2" | "v1" | "safetensors" | "npz" | "keras" | "keras_h5" | "pytorch" | "graphdef" (a graph's constants:
     # `prefix` is the graph file) | "none" (a graph-only SavedModel, with graph_only_ok)
     format: str
     meta_path: str | None  # the graph beside it: P.meta or saved_model.pb
@@ -121,6 +122,8 @@ def _resolve(path: str, graph_only_ok: bool) -> Target:
     if fs.basename(path) == STATE_FILENAME and fs.is_file(path):  # run/checkpoint: the run's latest
         return _resolve(fs.dirname(path) or ".", graph_only_ok)
     match = _SUFFIX_RE.search(path)
+    if not match and pytorch_file_format(path):  # by its bytes (.pt, .pth, .bin or any name) or a set's index
+        return Target(path, PYTORCH_FORMAT, None, None)
     if match:
         prefix = path[: match.start()]
         if checkpoint_exists(prefix):
@@ -214,9 +217,7 @@ def _refuse_foreign_file(path: str, named: str | None = None) -> None:
                                "can be loaded in Keras and saved with save_weights('model.weights.h5')")
     if head[:4] in _ZIP_MAGICS:
         members = _zip_members(path)
-        if any(name.endswith("data.pkl") for name in members):
-            what, hint = "a PyTorch checkpoint (a zip archive)", "save it as .safetensors with PyTorch, then read that"
-        elif "model.weights.h5" in members:
+        if "model.weights.h5" in members:  # (a PyTorch zip never gets here: it is read, by its bytes)
             what, hint = "a zip archive holding model.weights.h5", "a Keras 3 model: name it *.keras"
         else:
             what, hint = "a zip archive", None

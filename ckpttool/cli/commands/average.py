@@ -54,8 +54,9 @@ def _say_sources(plan, dry_run: bool) -> None:
 
 def command(
     sources: Annotated[List[str], typer.Argument(
-        metavar="SRC...", help="The checkpoints to average (prefixes, files, .safetensors, .npz, Keras files), or "
-                               "one run directory with --last, --steps or --best.", show_default=False)],
+        metavar="SRC...", help="The checkpoints to average (prefixes, files, .safetensors, .npz, Keras files, PyTorch "
+                               ".pt/.pth/.bin files), or one run directory with --last, --steps or --best.",
+        show_default=False)],
     output: Annotated[str, typer.Option(
         "--output", "-o", metavar="DST", help="What to write, as convert's DST: a checkpoint prefix, "
                                               "NAME.safetensors, NAME.safetensors.index.json or NAME.npz.",

@@ -107,7 +107,9 @@ def _document(plan, result, dry_run: bool) -> dict:
 def command(
     source: Annotated[str, typer.Argument(
         metavar="SRC", help="What to read: a checkpoint (prefix, file, run directory, SavedModel), a .safetensors "
-                            "file or *.safetensors.index.json, an .npz, a Keras .weights.h5 or .keras file.",
+                            "file or *.safetensors.index.json, an .npz, a Keras .weights.h5 or .keras file, a "
+                            "PyTorch .pt/.pth/.bin file or *.bin.index.json (read without torch; nothing its "
+                            "pickle names is run).",
         show_default=False)],
     destination: Annotated[str, typer.Argument(
         metavar="DST", help="What to write: NAME.safetensors, NAME.safetensors.index.json (sharded), NAME.npz, "

@@ -81,9 +81,12 @@ def _refuse_destination_in_source(source: str, source_files: list[str], destinat
 def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bool = False,
                 link: bool = False, update_state: bool = True) -> RenamePlan:
     target = resolve_target(source)
-    if target.format != "v2":
+    if target.format == "v1":
         raise Unsupported("rename-vars writes the V2 format; the source is a V1 checkpoint",
                           hint="restore it with tf.compat.v1.train.Saver and re-save it first")
+    if target.format != "v2":  # a weights file (safetensors, PyTorch ...): convert takes the same rules
+        raise Unsupported(f"rename-vars renames TF V2 checkpoints; the source is a {target.format} file",
+                          hint="`ckpttool convert` takes the same rules (--regex, --map, --drop ...)")
     if link and (fs.is_url(destination) or fs.is_url(target.prefix)):
         raise UsageProblem("--link needs SRC and DST on one local file system; a bucket has no hard links",
                            hint="leave out --link: within one bucket the shards are copied by the server")

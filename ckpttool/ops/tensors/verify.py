@@ -19,7 +19,7 @@ from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
-from ckpttool.errors import BadInput, BadSlices, ChecksumMismatch, NotFound, Truncated
+from ckpttool.errors import BadInput, BadSlices, ChecksumMismatch, NotFound, Truncated, UnsafeFile
 from ckpttool.storage import fs
 from ckpttool.formats.tf.bundle import Bundle
 from ckpttool.formats.tf.shards import missing_shard_ids
@@ -215,9 +215,10 @@ def verify_checkpoint(target: str | Target, on_progress: Callable[[int], None] |
     checked_tensors = checked_bytes = 0
     try:
         reader = open_target(target)
-    except BadInput as exc:
+    except BadInput as exc:  # reported as damage (exit 1), as every file that cannot be opened is
         index = target.prefix + (".index" if target.format == "v2" else "")
-        errors.append(VerifyError(os.path.basename(index), "corrupt_index", exc.message))
+        kind = "refused" if isinstance(exc, UnsafeFile) else "corrupt_index"
+        errors.append(VerifyError(os.path.basename(index), kind, exc.message))
         return VerifyReport(target, target.prefix, False, 0, 0, tuple(errors))
     with reader:
         on_progress = _bytes_as_read(reader, on_progress)
@@ -226,6 +227,8 @@ def verify_checkpoint(target: str | Target, on_progress: Callable[[int], None] |
         if isinstance(reader, Bundle):
             present, sizes, warnings = _present_shards(reader)
             truncated = _truncated_shards(reader, present, sizes)
+        warnings += [VerifyError(fs.basename(target.prefix), "not_checked", note)
+                     for note in getattr(reader, "not_checked", ())]  # what the format cannot check (PyTorch)
         unreadable: dict[int, list[str]] = {}  # missing shard -> tensors stored in it (one problem per shard)
         cut: dict[int, list[str]] = {}  # truncated shard -> tensors past its end (one problem per shard)
         checkable = []
