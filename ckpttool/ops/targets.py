@@ -27,7 +27,7 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb")
 @dataclass(frozen=True)
 class Target:
     prefix: str
-    # "v2" | "v1" | "safetensors" | "npz" | "keras" | "keras_h5" | "graphdef" (a graph's constants:
+    # "v2" | "v1" | "safetensors" | "npz" | "keras" | "keras_h5" | "orbax" | "graphdef" (a graph's constants:
     # `prefix` is the graph file) | "none" (a graph-only SavedModel, with graph_only_ok)
     format: str
     meta_path: str | None  # the graph beside it: P.meta or saved_model.pb
@@ -259,6 +259,10 @@ def _directory_target(path: str, graph_only_ok: bool, names: set[str] | None) ->
     graph = _saved_model_graph(path, names)
     if graph:
         return _saved_model_target(path, graph, graph_only_ok)
+    from ckpttool.formats.orbax.tree import is_orbax_dir
+
+    if is_orbax_dir(path):  # an Orbax checkpoint (a step) or one of its items, by its metadata files
+        return Target(path, "orbax", None, None)
     latest = find_latest(path)
     if latest.prefix is None and (orphan := _variables_without_graph(path)):
         return orphan
@@ -272,10 +276,11 @@ def _directory_target(path: str, graph_only_ok: bool, names: set[str] | None) ->
     if latest.format == "savedmodel":
         return replace(_saved_model_target(named, fs.join(named, "saved_model.pb"), graph_only_ok),
                        warnings=latest.warnings, directory=path)
-    if latest.format in ("orbax", "hf"):
-        raise Unsupported(f"the latest checkpoint in {path} is {fs.basename(latest.prefix)}/, "
-                          f"{'an Orbax step' if latest.format == 'orbax' else 'an HF Trainer checkpoint'}, "
-                          "which ckpttool lists and prunes but does not read")
+    if latest.format == "orbax":
+        return Target(named, "orbax", None, None, latest.warnings, path)
+    if latest.format == "hf":
+        raise Unsupported(f"the latest checkpoint in {path} is {fs.basename(latest.prefix)}/, an HF Trainer "
+                          "checkpoint, which ckpttool lists and prunes but does not read")
     return _prefix_target(named, latest.warnings)
 
 
