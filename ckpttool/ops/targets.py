@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from ckpttool.errors import NotFound, Unsupported
 from ckpttool.storage import fs
+from ckpttool.formats.orbax.tree import is_orbax_dir
 from ckpttool.formats.reader import GRAPH_FORMAT, detect_format, keras_file_format, weights_file_format
 from ckpttool.formats.tf.shards import split_v1_pattern, v1_pattern, v1_shard
 from ckpttool.formats.tf.state import STATE_FILENAME
@@ -110,6 +111,8 @@ def _resolve(path: str, graph_only_ok: bool) -> Target:
             _refuse_misnamed_file(path)
         return Target(path, weights_format, None, None)
     is_directory, names = _directory_listing(path)
+    if is_directory and is_orbax_dir(path):  # an Orbax step or item, by its metadata files
+        return Target(path, "orbax", None, None)
     if is_directory:
         return replace(_directory_target(path, graph_only_ok, names), directory=path)
     if fs.basename(path) in SAVED_MODEL_FILES and fs.is_file(path):
@@ -259,10 +262,6 @@ def _directory_target(path: str, graph_only_ok: bool, names: set[str] | None) ->
     graph = _saved_model_graph(path, names)
     if graph:
         return _saved_model_target(path, graph, graph_only_ok)
-    from ckpttool.formats.orbax.tree import is_orbax_dir
-
-    if is_orbax_dir(path):  # an Orbax checkpoint (a step) or one of its items, by its metadata files
-        return Target(path, "orbax", None, None)
     latest = find_latest(path)
     if latest.prefix is None and (orphan := _variables_without_graph(path)):
         return orphan

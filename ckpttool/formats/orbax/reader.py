@@ -98,10 +98,16 @@ class OrbaxReader:
     def data_files(self) -> list[str]:
         return [path for path, _size in self.files]
 
-    def array(self, var: Variable):
-        """The opened TensorStore array of a stored variable, and its item (for verify's checks)."""
-        item, leaf, array = self._arrays[var.name]
-        return item, leaf, array
+    def stored_array(self, var: Variable) -> tuple[Item, Leaf, object] | None:
+        """(item, leaf, opened TensorStore array) of a variable in the store; None for a string."""
+        return self._arrays.get(var.name)
+
+    def store_problems(self):
+        """(damage, warnings, what cannot be checked) of the stores, beyond what reading finds (checks.py)."""
+        from ckpttool.formats.orbax.checks import NOT_CHECKED, check_store
+
+        errors, warnings = check_store(self)
+        return errors, warnings, NOT_CHECKED
 
     def _what(self, var: Variable) -> str:
         item, leaf, _array = self._arrays[var.name]
@@ -162,10 +168,3 @@ class OrbaxReader:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def item_size(path: str) -> int:
-    """Bytes of the files under `path` (for a progress bar); 0 when it cannot be walked."""
-    try:
-        return sum(size for _path, size in _walk_plain(path))
-    except (BadInput, OSError):
-        return 0

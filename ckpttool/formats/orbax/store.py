@@ -2,8 +2,9 @@
 only): opening each array (OCDBT or plain zarr directories, zarr v2 or v3), its TensorFlow dtype,
 and reading it in bands of whole stored chunks.
 
-Every read is made with `fill_missing_data_reads` off: a chunk that is not in the store is an
-error, never the fill value (Orbax reads so too). A band is a run of rows of the first axis
+Every read of an item written by Orbax 0.5 or later (whose metadata says every chunk was stored,
+even one equal to the fill value) is made with `fill_missing_data_reads` off: a chunk that is not
+in the store is an error, never the fill value (Orbax reads so too). A band is a run of rows of the first axis
 holding whole stored chunks, so each compressed chunk is decoded once; memory is about one row of
 chunks (an unsharded array saved by one device is one chunk: all of it).
 """
@@ -62,7 +63,9 @@ def open_array(item: "Item", param: str, ctx):
     """A future of the opened array (its metadata read, no data)."""
     ts = import_tensorstore()
     spec = {"driver": "zarr3" if item.use_zarr3 else "zarr", "kvstore": kvstore_spec(item, param),
-            "fill_missing_data_reads": False, "recheck_cached_data": False, "recheck_cached_metadata": False}
+            # A chunk missing where every chunk was written is damage, never the fill value.
+            "fill_missing_data_reads": not item.every_chunk_stored,
+            "recheck_cached_data": False, "recheck_cached_metadata": False}
     return ts.open(spec, open=True, read=True, context=ctx)
 
 

@@ -20,7 +20,7 @@ to be text or an index, and a parameter name that could leave the item directory
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ckpttool.errors import CorruptCheckpoint, NotFound, Unsupported
 from ckpttool.storage import fs
@@ -58,6 +58,7 @@ class Item:
     leaves: tuple[Leaf, ...]
     use_ocdbt: bool
     use_zarr3: bool
+    every_chunk_stored: bool = True  # Orbax 0.5+ writes chunks equal to the fill value too: none may be missing
 
 
 def is_item_dir(path: str) -> bool:
@@ -119,10 +120,12 @@ def read_item(path: str, name: str = "") -> Item:
     if not isinstance(tree, dict):
         raise CorruptCheckpoint(f"{where} has no tree_metadata object (is it an Orbax PyTree item?)")
     use_ocdbt, use_zarr3 = doc.get("use_ocdbt"), doc.get("use_zarr3", False)
+    every_chunk = doc.get("store_array_data_equal_to_fill_value", False)
     if use_ocdbt is None:  # older metadata leaves it out: the files say
         use_ocdbt = fs.is_file(fs.join(path, OCDBT_MANIFEST))
-    if not isinstance(use_ocdbt, bool) or not isinstance(use_zarr3, bool):
-        raise CorruptCheckpoint(f"{where}: use_ocdbt and use_zarr3 must be true or false")
+    if not all(isinstance(flag, bool) for flag in (use_ocdbt, use_zarr3, every_chunk)):
+        raise CorruptCheckpoint(f"{where}: use_ocdbt, use_zarr3 and store_array_data_equal_to_fill_value must be "
+                                "true or false")
     leaves = []
     for keypath, entry in tree.items():
         here = f"{where}, leaf {excerpt(keypath)}"
@@ -139,7 +142,7 @@ def read_item(path: str, name: str = "") -> Item:
         param = ".".join(keys)
         leaves.append(Leaf("/".join(keys), _safe_param(param, here) if value_type != STRING_TYPE else param,
                            value_type))
-    return Item(name, path, tuple(leaves), use_ocdbt, use_zarr3)
+    return Item(name, path, tuple(leaves), use_ocdbt, use_zarr3, every_chunk)
 
 
 def read_strings(item: Item) -> dict[str, str]:
@@ -161,6 +164,5 @@ def open_items(path: str) -> list[Item]:
     items = [read_item(fs.join(path, name), name) for name in names]
     if len(items) == 1:
         return items
-    return [Item(item.name, item.path, tuple(Leaf(f"{item.name}/{leaf.name}", leaf.param, leaf.value_type)
-                                             for leaf in item.leaves), item.use_ocdbt, item.use_zarr3)
+    return [replace(item, leaves=tuple(replace(leaf, name=f"{item.name}/{leaf.name}") for leaf in item.leaves))
             for item in items]
