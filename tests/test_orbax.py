@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, assert_one_line_error, build_fixtures, run_cli
+from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 pytest.importorskip("tensorstore")
 pytest.importorskip("orbax.checkpoint")
@@ -24,11 +24,6 @@ SCRIPT = str(ROOT / "tests" / "orbax_fixtures.py")
 CASES = [("run", "run/2/default", ""), ("run/2/default", "run/2/default", ""), ("zarr/7", "zarr/7/default", ""),
          ("v1", "v1/state", ""), ("sharded/5", "sharded/5/default", ""), ("multi/3", "multi/3/params", "params/"),
          ("multi/3/opt_state", "multi/3/opt_state", "")]
-
-
-@pytest.fixture(scope="session")
-def orbax_dir(tmp_path_factory) -> Path:
-    return build_fixtures(tmp_path_factory, "orbax_fixtures.py", "orbax", "write")
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
-from ckpttool.formats.dtypes import STRING, check_bool_bytes, dtype_from_name
+from ckpttool.formats.dtypes import STRING, array_shape_problem, check_bool_bytes, dtype_from_name
 from ckpttool.formats.orbax import store
 from ckpttool.formats.orbax.tree import STRING_TYPE, Item, Leaf, open_items, read_strings
 from ckpttool.formats.variables import Variable
@@ -55,7 +55,9 @@ class OrbaxReader:
                               hint="copy the step directory here first (gsutil -m cp -r, aws s3 sync)")
         self.prefix = path
         self.items = open_items(path)
-        self.files = [found for item in self.items for found in _walk_plain(item.path)]
+        walked = {item.path: _walk_plain(item.path) for item in self.items}
+        self.files = [found for item in self.items for found in walked[item.path]]
+        self._stored = {path: sum(size for _file, size in found) for path, found in walked.items()}
         self._arrays: dict[str, tuple[Item, Leaf, object]] = {}
         self._strings: dict[str, bytes] = {}
         self.variables = sorted(self._open_all(), key=lambda v: name_bytes(v.name))
@@ -88,8 +90,12 @@ class OrbaxReader:
             except Exception as exc:  # noqa: BLE001 - TensorStore's errors: missing or damaged metadata
                 raise store.store_error(what, exc) from None
             dtype = store.tf_dtype(array, what)
+            shape = tuple(int(d) for d in array.shape)
+            problem = array_shape_problem(shape, dtype.itemsize)
+            if problem:
+                raise Unsupported(f"{what}: a shape with {problem}")
             self._arrays[leaf.name] = (item, leaf, array)
-            variables.append(Variable(leaf.name, dtype, tuple(int(d) for d in array.shape), ()))
+            variables.append(Variable(leaf.name, dtype, shape, ()))
         return variables
 
     def variable(self, name: str) -> Variable | None:
@@ -119,7 +125,8 @@ class OrbaxReader:
             raise Unsupported(f"{var.name!r} holds a string, which has no fixed-width bytes")
         step = max(1, (chunk_bytes or CHUNK_BYTES) // var.dtype.itemsize) * var.dtype.itemsize
         emitted = False
-        for band in store.read_bands(self._arrays[var.name][2], var.dtype, self._what(var), CHUNK_BYTES):
+        item, _leaf, array = self._arrays[var.name]
+        for band in store.read_bands(array, var.dtype, self._what(var), CHUNK_BYTES, self._stored[item.path]):
             data = memoryview(band.reshape(-1).view(np.uint8))
             if self.on_bytes is not None:
                 self.on_bytes(len(data))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import DType, dtype_from_name
+from ckpttool.formats.npz import ZIP_MAX_RATIO as BOMB_RATIO, ZIP_RATIO_FLOOR as BOMB_FLOOR
 from ckpttool.text import excerpt
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ def import_tensorstore():
 def store_error(what: str, exc: BaseException) -> CorruptCheckpoint:
     """TensorStore's error as one line (its messages carry source locations after the first)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first.split(" [tensorstore_spec=")[0]  # the spec it was opened with: our own, not news
     return CorruptCheckpoint(f"{what}: {excerpt(first, 300)}")
 
 
@@ -90,13 +92,21 @@ def _bands(shape: tuple[int, ...], chunk: tuple[int, ...], itemsize: int, target
         yield (slice(start, min(start + rows, shape[0])),)
 
 
-def read_bands(array, dtype: DType, what: str, target: int) -> Iterator["np.ndarray"]:
-    """The array's stored elements (in its storage dtype: bfloat16 as uint16 ...), band by band."""
+def read_bands(array, dtype: DType, what: str, target: int, stored: int) -> Iterator["np.ndarray"]:
+    """The array's stored elements (in its storage dtype: bfloat16 as uint16 ...), band by band.
+    `stored`: the bytes the array's item holds on disk. A band (at least one row of chunks, which
+    TensorStore decodes whole) declaring more than 256 MiB and over 100 times that is refused as a
+    likely decompression bomb, before anything is allocated (the rule of formats/npz.py's zips)."""
     import numpy as np
 
     shape = tuple(array.shape)
     chunk = tuple(array.chunk_layout.read_chunk.shape or ())
     storage = np.dtype(dtype.storage)
+    if shape:
+        band_bytes = min(shape[0], max(chunk[0] if chunk else 1, 1)) * prod(shape[1:]) * dtype.itemsize
+        if band_bytes > BOMB_FLOOR and band_bytes > BOMB_RATIO * max(stored, 1):
+            raise CorruptCheckpoint(f"{what}: one row of its chunks declares {band_bytes} bytes, but its item "
+                                    f"stores {stored}; refusing a likely decompression bomb")
     for index in _bands(shape, chunk, dtype.itemsize, target):
         try:
             band = array[index].read().result() if index else array.read().result()
