@@ -313,7 +313,6 @@ def test_series_in_a_bucket(servers, series_dir, tmp_path, tf):
 
 
 def test_a_series_directory_as_a_target(series_dir, tmp_path, tf):
-
     keras_dir = series_dir / "keras" / "ckpt"
     newest = max(os.listdir(keras_dir))
     result = run_cli("verify", "--json", keras_dir)
