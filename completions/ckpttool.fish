@@ -61,7 +61,7 @@ complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l json -d 'Print 
 complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -l quiet -s q -d 'Print bare names, one per line.'
 complete -c ckpttool -n '__fish_seen_subcommand_from inspect' -s h -l help -d 'Show the help and exit.'
 complete -c ckpttool -n '__fish_seen_subcommand_from verify' -F
-complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l all -s a -d 'Every checkpoint of the directory TARGET, not just the latest (Keras checkpoint files, SavedModel versions and HF steps\' weights too; Orbax steps are listed, not read).'
+complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l all -s a -d 'Every checkpoint of the directory TARGET, not just the latest (Keras checkpoint files, SavedModel versions, Orbax steps and HF steps\' weights too).'
 complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l recursive -s r -d 'Every checkpoint of every run directory under TARGET (implies --all).'
 complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l graph -d 'Read the constants of the TARGET\'s graph (a SavedModel\'s saved_model.pb, a checkpoint\'s .meta) instead of its variables. A GraphDef .pb, or a .meta with no checkpoint beside it, is read so without it.'
 complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l json -d 'Print one JSON document on stdout.'

@@ -86,6 +86,14 @@ def torch():
 
 
 @pytest.fixture(scope="session")
+def orbax_dir(tmp_path_factory) -> Path:
+    """Orbax checkpoints written by orbax.checkpoint with JAX on eight virtual CPU devices
+    (tests/orbax_fixtures.py), built once per session; skipped where JAX and Orbax are not installed."""
+    pytest.importorskip("orbax.checkpoint")
+    return build_fixtures(tmp_path_factory, "orbax_fixtures.py", "orbax", "write")
+
+
+@pytest.fixture(scope="session")
 def manifest(fixtures_dir) -> dict:
     return json.loads((fixtures_dir / "manifest.json").read_text())
 

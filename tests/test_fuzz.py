@@ -534,14 +534,15 @@ def _make_mutants(fixtures_dir: Path, work: Path) -> list[dict]:
     return jobs
 
 
-def _run_jobs(jobs: list[dict], tmp_path: Path, name: str = "jobs") -> None:
+def _run_jobs(jobs: list[dict], tmp_path: Path, name: str = "jobs", env: dict | None = None) -> None:
     """Every job's command in the capped workers; fails naming the first failing runs."""
     workers = []
     for i in range(WORKERS):
         job_file, result_file = tmp_path / f"{name}{i}.json", tmp_path / f"{name}-failures{i}.json"
         job_file.write_text(json.dumps(jobs[i::WORKERS]))
         workers.append((subprocess.Popen([sys.executable, "-c", _WORKER, str(MEMORY_CAP_MB), str(job_file),
-                                          str(result_file)], cwd=ROOT, stderr=subprocess.PIPE, text=True),
+                                          str(result_file)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                                         env={**os.environ, **(env or {})}),
                         result_file))
     failures = []
     for proc, result_file in workers:
@@ -728,3 +729,59 @@ def test_mutators_are_deterministic(kind, fixtures_dir):
     first, second = Mutator(7), Mutator(7)
     method = "table" if kind == "index" else "state"
     assert [getattr(first, method)(source) for _ in range(20)] == [getattr(second, method)(source) for _ in range(20)]
+
+
+# -- Orbax metadata (issue 28) ----------------------------------------------------------
+
+ORBAX_MUTANTS = 48
+_HOSTILE_JSON = [None, True, -1, 2 ** 62, 1e308, "", "..", "../../etc", "a/b", "x" * 5000, [], {}, [2 ** 40] * 3,
+                 [[[[[]]]]], {"key": "..", "key_type": 2}, {"id": "zstd", "level": 99}]
+
+
+def _json_paths(value, path=()):
+    """Every (path, value) inside a JSON document, containers included."""
+    yield path, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield from _json_paths(child, path + (key,))
+
+
+def _orbax_json(mutator: Mutator, data: bytes, what: str) -> tuple[bytes, str]:
+    """A JSON metadata file with one value replaced by a hostile one (a huge shape, a key that
+    leaves the directory, a wrong type), or its bytes mutated."""
+    if mutator.chance(0.3):
+        return mutator.raw(data, what)
+    doc = json.loads(data)
+    paths = [p for p, _v in _json_paths(doc) if p]
+    path = mutator.pick(paths)
+    if what.endswith((".zarray", "zarr.json")) and mutator.chance(0.5):  # the shape or chunks, declared huge
+        path = (mutator.pick(["shape", "chunks"]),) if ".zarray" in what else ("shape",)
+    value = mutator.pick(_HOSTILE_JSON)
+    parent = doc
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    return json.dumps(doc).encode(), f"{what}: {'/'.join(map(str, path))} = {json.dumps(value)[:40]}"
+
+
+def test_fuzzed_orbax_metadata_gives_only_exit_0_1_or_3(orbax_dir, tmp_path):
+    pytest.importorskip("tensorstore")
+    mutator = Mutator(SEED + 4)
+    seeds = {"zarr/7": ["default/_METADATA", "default/_strings.json", "default/params.dense.kernel/.zarray",
+                        "default/params.bf16/.zarray", "default/step/.zarray"],
+             "run/2": ["default/_METADATA", "_CHECKPOINT_METADATA"], "v1": ["state/_METADATA", "_CHECKPOINT_METADATA"]}
+    jobs = []
+    for number in range(ORBAX_MUTANTS):
+        seed = list(seeds)[number % len(seeds)]
+        member = seeds[seed][(number // len(seeds)) % len(seeds[seed])]
+        here = tmp_path / f"orbax-{number:03d}"
+        _link_tree(orbax_dir / seed, here)
+        data, what = _orbax_json(mutator, (here / member).read_bytes(), member)
+        _replace(here / member, data)
+        out = here.parent / f"out-{number}" / ("w.safetensors" if number % 2 else "model.ckpt-1")
+        for args in (["inspect", "--json", "--stats", "--values", str(here)], ["verify", "--json", str(here)],
+                     ["diff", str(orbax_dir / seed), str(here)], ["convert", str(here), str(out)]):
+            jobs.append({"mutant": f"orbax {seed} #{number}: {what}", "args": args})
+    # TensorStore reads on a pool of threads; glibc reserves 64 MiB of address space for each thread's
+    # malloc arena, which would spend the cap on reservations rather than on what is allocated.
+    _run_jobs(jobs, tmp_path, "orbax", env={"MALLOC_ARENA_MAX": "2"})

@@ -222,8 +222,8 @@ OUTPUT: dict[str, tuple[Document, ...]] = {
     ),
     "inspect": (
         Document((
-            Field("checkpoint", "the checkpoint read (a prefix or file)"),
-            Field("format", "v2, v1, safetensors, npz, keras, pytorch or graphdef"),
+            Field("checkpoint", "the checkpoint read (a prefix, file or Orbax directory)"),
+            Field("format", "v2, v1, safetensors, npz, keras, keras_h5, pytorch, orbax or graphdef"),
             Field("num_variables", "variables listed"),
             Field("total_elements", "their elements"),
             Field("total_bytes", "their stored bytes"),

@@ -2,8 +2,9 @@
 file, a weights file (safetensors, .npz, Keras 3, legacy Keras HDF5), chosen by extension (which
 kind of Keras file, a Keras 3 one or a legacy HDF5 model, by its bytes), a PyTorch file (by its
 bytes alone, whatever its name: a zip holding <root>/data.pkl or a legacy torch.save file; a sharded
-set by its `*.bin.index.json`), or the constants of a graph (a GraphDef `.pb`, a `.meta`, a
-`saved_model.pb`: "graphdef")."""
+set by its `*.bin.index.json`), the constants of a graph (a GraphDef `.pb`, a `.meta`, a
+`saved_model.pb`: "graphdef"), or an Orbax checkpoint directory or item ("orbax", by the metadata
+files in it)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Union
@@ -65,6 +66,10 @@ def pytorch_file_format(path: str) -> str | None:
 def detect_format(prefix: str) -> str:
     if fs.is_file(prefix + ".index"):
         return "v2"
+    from ckpttool.formats.orbax.tree import is_orbax_dir  # its files say: _METADATA in it or in an item
+
+    if is_orbax_dir(prefix):
+        return "orbax"
     if split_v1_pattern(fs.basename(prefix)):  # the shards of a sharded V1 save, P-?????-of-N
         if checkpoint_exists(prefix):
             return "v1"
@@ -108,6 +113,10 @@ def open_checkpoint(prefix: str, fmt: str | None = None, min_elements: int | Non
         return PytorchReader(prefix)
     if fmt == "v2":
         return open_bundle(prefix)
+    if fmt == "orbax":
+        from ckpttool.formats.orbax.reader import OrbaxReader
+
+        return OrbaxReader(prefix)
     from ckpttool.formats.tf.v1 import V1Checkpoint
 
     return V1Checkpoint(prefix)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from ckpttool.errors import NotFound, Unsupported
 from ckpttool.storage import fs
+from ckpttool.formats.orbax.tree import is_orbax_dir
 from ckpttool.formats.reader import (GRAPH_FORMAT, PYTORCH_FORMAT, detect_format, keras_file_format,
                                      pytorch_file_format, weights_file_format)
 from ckpttool.formats.tf.shards import split_v1_pattern, v1_pattern, v1_shard
@@ -28,8 +29,8 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb")
 @dataclass(frozen=True)
 class Target:
     prefix: str
-    # "v2" | "v1" | "safetensors" | "npz" | "keras" | "keras_h5" | "pytorch" | "graphdef" (a graph's constants:
-    # `prefix` is the graph file) | "none" (a graph-only SavedModel, with graph_only_ok)
+    # "v2" | "v1" | "safetensors" | "npz" | "keras" | "keras_h5" | "pytorch" | "orbax" | "graphdef" (a graph's
+    # constants: `prefix` is the graph file) | "none" (a graph-only SavedModel, with graph_only_ok)
     format: str
     meta_path: str | None  # the graph beside it: P.meta or saved_model.pb
     saved_model_dir: str | None
@@ -111,6 +112,8 @@ def _resolve(path: str, graph_only_ok: bool) -> Target:
             _refuse_misnamed_file(path)
         return Target(path, weights_format, None, None)
     is_directory, names = _directory_listing(path)
+    if is_directory and is_orbax_dir(path):  # an Orbax step or item, by its metadata files
+        return Target(path, "orbax", None, None)
     if is_directory:
         return replace(_directory_target(path, graph_only_ok, names), directory=path)
     if fs.basename(path) in SAVED_MODEL_FILES and fs.is_file(path):
@@ -273,10 +276,11 @@ def _directory_target(path: str, graph_only_ok: bool, names: set[str] | None) ->
     if latest.format == "savedmodel":
         return replace(_saved_model_target(named, fs.join(named, "saved_model.pb"), graph_only_ok),
                        warnings=latest.warnings, directory=path)
-    if latest.format in ("orbax", "hf"):
-        raise Unsupported(f"the latest checkpoint in {path} is {fs.basename(latest.prefix)}/, "
-                          f"{'an Orbax step' if latest.format == 'orbax' else 'an HF Trainer checkpoint'}, "
-                          "which ckpttool lists and prunes but does not read")
+    if latest.format == "orbax":
+        return Target(named, "orbax", None, None, latest.warnings, path)
+    if latest.format == "hf":
+        raise Unsupported(f"the latest checkpoint in {path} is {fs.basename(latest.prefix)}/, an HF Trainer "
+                          "checkpoint, which ckpttool lists and prunes but does not read")
     return _prefix_target(named, latest.warnings)
 
 

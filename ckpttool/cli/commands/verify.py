@@ -75,7 +75,7 @@ def _print_directory(report: "DirectoryVerifyReport") -> None:
 def command(
     target: TargetArg,
     all_: Annotated[bool, typer.Option(
-        "--all", "-a", help="Every checkpoint of the directory TARGET, not just the latest (Keras checkpoint files, SavedModel versions and HF steps' weights too; Orbax steps are listed, not read).")] = False,
+        "--all", "-a", help="Every checkpoint of the directory TARGET, not just the latest (Keras checkpoint files, SavedModel versions, Orbax steps and HF steps' weights too).")] = False,
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r", help="Every checkpoint of every run directory under TARGET (implies --all).")] = False,
     graph: GraphOpt = False,

@@ -13,8 +13,9 @@
 - SavedModel export versions (TF Serving's `model_base_path/<version>/`, Estimator exporters):
   numeric subdirectories holding `saved_model.pb`, complete with every variables shard their index
   names; `temp-<n>` directories are an exporter's debris when they hold what an exporter writes.
-- Step directories: Orbax `<step>/` committed (`_CHECKPOINT_METADATA` or `commit_success.txt`
-  inside; `*.orbax-checkpoint-tmp*` is debris when it holds what Orbax writes) and the HF Trainer's
+- Step directories: Orbax `<step>/` (told by `_CHECKPOINT_METADATA`, `commit_success.txt`, the v1
+  API's `orbax.checkpoint` marker or an item's `_METADATA`), committed with `_CHECKPOINT_METADATA`
+  or `commit_success.txt` inside; `*.orbax-checkpoint-tmp*` is debris when it holds what Orbax writes) and the HF Trainer's
   `checkpoint-<step>/` (with its `trainer_state.json`, and weights whose bytes are whole).
 
 A directory member is deletable only when it is complete and holds nothing but what its framework
@@ -60,6 +61,9 @@ _EXPORTER_VARIABLES_RE = _LazyPattern(
     r"^(variables\.(index|data-\d{5}-of-\d{5})(\.tempstate\d+)?|variables_temp(_[0-9a-f]{32})?"
     r"|variables_temp(_[0-9a-f]{32})?/part-\d{5}-of-\d{5}\.(index|data-\d{5}-of-\d{5})(\.tempstate\d+)?)$")
 ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "commit_success.txt")
+# The v1 API's marker: names a directory an Orbax checkpoint from its creation, before the commit
+# (so it says what the directory is, never that it is complete).
+ORBAX_V1_MARKER = "orbax.checkpoint"
 ORBAX_TMP_RE = _LazyPattern(r"\.orbax-checkpoint-tmp(-\d+)?$")
 EXPORTER_TMP_RE = _LazyPattern(r"^temp-\d+$")
 HF_STEP_RE = _LazyPattern(r"^checkpoint-(\d+)$")
@@ -277,7 +281,7 @@ class _Matching:
 _ORBAX_ITEMS = _Matching(re.compile(r"^[^/]+$"))
 _SAVED_MODEL = _Layout(lambda n: n in _SAVED_MODEL_FILES, _SAVED_MODEL_DIRS, _saved_model_inside)
 _EXPORTER_TEMP = _Layout(_SAVED_MODEL.top_file, _SAVED_MODEL_DIRS, _exporter_temp_inside)
-_ORBAX = _Layout(lambda n: n in ORBAX_MARKERS or n.startswith("_"), _ORBAX_ITEMS)
+_ORBAX = _Layout(lambda n: n in ORBAX_MARKERS or n == ORBAX_V1_MARKER or n.startswith("_"), _ORBAX_ITEMS)
 _ORBAX_TEMP = _Layout(_ORBAX.top_file, _ORBAX_ITEMS, _orbax_item_inside)
 _HF = _Layout(lambda n: _HF_FILE_RE.match(n) is not None, _Matching(_HF_DIR_RE))
 
@@ -384,7 +388,7 @@ def directory_members(entries: list[fs.Entry]) -> tuple[list[Member], list[Debri
         if inner & {"saved_model.pb", "saved_model.pbtxt"}:
             members.append(_directory_member(entry, "savedmodel", "savedmodel", int(name), _saved_model_problem,
                                              _SAVED_MODEL))
-        elif inner & set(ORBAX_MARKERS) or _looks_like_orbax(entry.path, inner):
+        elif inner & {*ORBAX_MARKERS, ORBAX_V1_MARKER} or _looks_like_orbax(entry.path, inner):
             members.append(_directory_member(entry, "orbax", "orbax", int(name), _orbax_problem, _ORBAX))
     return members, debris
 
@@ -430,7 +434,8 @@ def plain_tree(path: str) -> tuple[list[str], list[str], str | None]:
 def is_step_directory(name: str, files: list[str]) -> bool:
     """Whether a directory named `name` holding `files` is a SavedModel version or a committed Orbax
     step by its name and markers alone (to find the directories holding a series, without reading)."""
-    return name.isdecimal() and any(f in files for f in ("saved_model.pb", "saved_model.pbtxt") + ORBAX_MARKERS)
+    return name.isdecimal() and any(f in files for f in ("saved_model.pb", "saved_model.pbtxt", ORBAX_V1_MARKER)
+                                    + ORBAX_MARKERS)
 
 
 def names_a_series(dirs: list[str], files: list[str]) -> bool:

@@ -9,8 +9,8 @@ directory, or of every run directory under a root.
 Series members (ops/runs/series.py) in `verify_directory`: a Keras checkpoint file is read whole by the
 Keras reader (every dataset); a SavedModel version by its variables/ bundle (a graph-only one: its
 graph is there, nothing more to read); an HF Trainer step by its safetensors weights when it has
-them; an Orbax step is listed but not verified (its TensorStore/OCDBT data is not read here): a
-warning says so. An incomplete or foreign-holding directory member is reported as such."""
+them; an Orbax step by its PyTree items through TensorStore (formats/orbax: every chunk decoded,
+chunk keys, manifest; a warning says what Orbax's store cannot show). An incomplete or foreign-holding directory member is reported as such."""
 from __future__ import annotations
 
 import os
@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 
 from ckpttool.errors import BadInput, BadSlices, ChecksumMismatch, NotFound, Truncated, UnsafeFile
 from ckpttool.storage import fs
+from ckpttool.formats.orbax.tree import is_orbax_dir
 from ckpttool.formats.tf.bundle import Bundle
 from ckpttool.formats.tf.shards import missing_shard_ids
 from ckpttool.formats.variables import Variable
@@ -205,6 +206,17 @@ def _bytes_as_read(reader, on_progress: Callable[[int], None] | None) -> Callabl
     return variable_done
 
 
+def _store_problems(reader) -> tuple[list[VerifyError], list[VerifyError]]:
+    """What a reader checks of its store as a whole (an Orbax item's chunk keys and manifest), and
+    (as a warning) what it cannot check."""
+    if not hasattr(reader, "store_problems"):
+        return [], []
+    errors, warnings, not_checked = reader.store_problems()
+    as_errors = [VerifyError(p.name, p.problem, p.message) for p in errors]
+    return as_errors, [VerifyError(p.name, p.problem, p.message) for p in warnings] + [
+        VerifyError(fs.basename(reader.prefix), "not_checked", not_checked)]
+
+
 def verify_checkpoint(target: str | Target, on_progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check everything; `on_progress(bytes)` is called as each variable is done."""
     if isinstance(target, str):
@@ -252,6 +264,9 @@ def verify_checkpoint(target: str | Target, on_progress: Callable[[int], None] |
                     checked_tensors += 1
                 if on_progress:
                     on_progress(var.size_bytes)
+        errors_of_store, warnings_of_store = _store_problems(reader)
+        errors += errors_of_store
+        warnings += warnings_of_store
         if present is not None:
             errors += (_missing_shard_errors(reader, present, unreadable)
                        + _truncated_shard_errors(reader, present, truncated, cut) + _size_errors(reader, present, sizes))
@@ -290,6 +305,8 @@ def _verify_series_member(member: CheckpointInfo, path: str,
         target = Target(path, "keras", None, None)
     elif member.format == "savedmodel" and fs.is_file(fs.join(path, "variables", "variables.index")):
         target = Target(fs.join(path, "variables", "variables"), "v2", fs.join(path, "saved_model.pb"), path)
+    elif member.format == "orbax" and member.complete and is_orbax_dir(path):
+        target = Target(path, "orbax", None, path)
     elif member.format == "hf" and (weights := next((fs.join(path, w) for w in _HF_WEIGHTS
                                                      if fs.is_file(fs.join(path, w))), None)):
         target = Target(weights, "safetensors", None, path)
@@ -310,7 +327,7 @@ def _verify_series_member(member: CheckpointInfo, path: str,
         warnings.append(VerifyError(member.name, "foreign_files", f"{member.name}/ holds "
                                     f"{', '.join(member.unexpected[:5])}, which its framework does not write"))
     if target is None and member.complete:
-        what = {"orbax": "an Orbax step: listed, its tensors not verified (TensorStore data is not read)",
+        what = {"orbax": "an Orbax step without a PyTree item: listed, nothing to verify",
                 "savedmodel": "a SavedModel without variables: its graph is there, no tensor to check",
                 "hf": "an HF Trainer step without safetensors weights: listed, not verified"}[member.format]
         warnings.append(VerifyError(member.name, "not_verified", f"{member.name}/ is {what}"))
