@@ -12,7 +12,7 @@ from ckpttool.cli.commands.convert import (DtypeOpt, KeepDtypeOpt, LayoutOpt, Me
                                            StrictOpt, ToOpt, TransposeOpt,
                                            transform_options, transformed, warn_overflow)
 from ckpttool.cli.options import (AddPrefix, AllowDamagedMetrics, DropOpt, DryRun, Ema, Json, KeepOpt, MapFile, MapOpt,
-                                  Overwrite, Quiet, RegexOpt, StripPrefix)
+                                  Naming, NamesOpt, Overwrite, Quiet, RegexOpt, StripPrefix)
 
 
 class Mode(str, enum.Enum):
@@ -37,6 +37,7 @@ def _document(plan, result, dry_run: bool) -> dict:
         "skipped": [{"name": s.name, "reason": s.reason} for s in convert.skipped],
         "transformed": transformed(convert),
         "overflowed": [{"name": n, "count": c} for n, c in (result.overflowed if result else ())],
+        "warnings": list(plan.warnings + convert.warnings),
     }
 
 
@@ -78,6 +79,7 @@ def command(
         "--keep-optimizer", help="Keep the optimizer's state (averaged like the weights); left out by "
                                  "default.")] = False,
     to: ToOpt = None,
+    names: NamesOpt = Naming.key,
     map_: MapOpt = None,
     map_file: MapFile = None,
     regex: RegexOpt = None,
@@ -123,12 +125,12 @@ def command(
                                      strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep, sep=sep)
     plan = plan_average(sources, output, last=last, steps=steps, best=best, metric=metric,
                         metrics_file=metrics_file, mode=mode.value, allow_damaged_metrics=allow_damaged_metrics,
-                        keep_optimizer=keep_optimizer,
+                        keep_optimizer=keep_optimizer, naming=names.value,
                         to=to.value if to else None, rules=rules, overwrite=overwrite, strict=strict,
                         shard_size=parse_size(shard_size) if shard_size is not None else None,
                         metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()),
                         **transform_options(layout, transpose, dtype, keep_dtype))
-    render.warn_all(plan.warnings)
+    render.warn_all(plan.warnings + plan.convert.warnings)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.convert.skipped)
     if not json_out and not quiet:
         _say_sources(plan, dry_run)

@@ -98,6 +98,7 @@ def _document(plan, result, dry_run: bool) -> dict:
         "skipped": [{"name": s.name, "reason": s.reason} for s in plan.skipped],
         "transformed": transformed(plan),
         "overflowed": [{"name": n, "count": c} for n, c in (result.overflowed if result else ())],
+        "warnings": list(plan.warnings),
         **({"like": plan.template,
             "matched": [{"from": i.source, "to": i.name, "by": i.match} for i in plan.items],
             "unmatched": list(plan.unmatched), "unused": list(plan.unused)} if plan.template else {}),
@@ -177,6 +178,7 @@ def command(
                         like=like, partial=partial, from_graph=graph, min_elements=min_elements)
     if plan.state_warning:
         render.warn(plan.state_warning)
+    render.warn_all(plan.warnings)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.skipped)
     if plan.unmatched:
         render.warn_all([f"--partial: {render.plural(len(plan.unmatched), 'template weight')} kept as the template "

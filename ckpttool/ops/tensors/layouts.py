@@ -94,7 +94,7 @@ def parse_transpose(text: str) -> tuple[str, tuple[int, ...]]:
     return pattern, axes
 
 
-def _class_of(segment: str) -> str | None:
+def layer_kind(segment: str) -> str | None:
     """The layer kind a Keras layer name (`conv2d_transpose_1`, `batch_normalization`) says."""
     base = re.sub(r"_\d+$", "", segment.lower())
     if "depthwise" in base:
@@ -116,7 +116,7 @@ def _class_of(segment: str) -> str | None:
 
 def _kind_hint(parts: list[str]) -> str | None:
     for segment in reversed(parts):
-        kind = _class_of(segment)
+        kind = layer_kind(segment)
         if kind:
             return kind
     return None
@@ -171,7 +171,7 @@ def _to_torch(name: str, shape: tuple[int, ...], siblings: dict[str, tuple[int, 
     base = name[: -len(TF_SUFFIX)] if name.endswith(TF_SUFFIX) else name
     parts = base.split("/")
     if len(parts) >= 3 and parts[-2] == "vars" and parts[-1].isdigit():  # a Keras 3 file: layers/<layer>/vars/N
-        kind = _class_of(parts[-3])
+        kind = layer_kind(parts[-3])
         positions = _POSITIONS.get(kind or "", ())
         index = int(parts[-1])
         if kind == "batch_norm" and sum(f"{'/'.join(parts[:-1])}/{i}" in siblings for i in range(4)) != 4:
