@@ -5,8 +5,8 @@ Every floating variable (float16, bfloat16, float32, float64) is averaged, accum
 even); every other variable (integers such as
 step counters, strings, booleans, the exotic floats) is taken from the newest checkpoint: the one
 with the highest step when every source has one in its name, else the last given. The optimizer's
-state is left out unless asked for. The sources must hold the same variables with the same dtypes
-and shapes; the first that differs is named (BadInput, exit 3).
+state is left out unless asked for. The sources must hold the same variables (those the rules keep)
+with the same dtypes and shapes; the first that differs is named (BadInput, exit 3).
 
 The sources are checkpoints (two arguments reaching one checkpoint, by whatever path or alias, are
 refused: it would count twice), or one run directory with a selection: its last N checkpoints, the
@@ -184,15 +184,31 @@ def refuse_duplicate_sources(arguments: list[str], picked: list[Selected]) -> No
         seen.update(dict.fromkeys(keys, index))
 
 
-def _check_same(base_reader, base: Selected, reader, other: Selected, naming: str = "key") -> dict[str, str]:
-    """The first variable whose name, dtype or shape differs between the two sources: BadInput.
-    Names are compared as `naming` gives them ("model": by their path through the model); returns
-    the base's stored name -> the other's, where they differ."""
+def _averaged_variables(reader, naming: str, rules) -> dict:
+    """Shown name -> Variable of what the rules' --drop, --keep and --drop-optimizer keep of a
+    source: what the mean is taken of (`naming` "model": shown by their path through the model)."""
+    from ckpttool.formats.variables import OBJECT_GRAPH_KEY
     from ckpttool.ops.tensors.model_names import reader_names
+    from ckpttool.ops.tensors.rename_rules import RenameRules, compute_mapping
+
+    shown = reader_names(reader, naming)
+    variables = [v for v in reader.variables if not v.internal]
+    graph = reader.object_graph_bytes() if reader.variable(OBJECT_GRAPH_KEY) is not None else None
+    choosing = RenameRules(drop=rules.drop, keep=rules.keep, drop_optimizer=rules.drop_optimizer)
+    kept = compute_mapping([v.name for v in variables], choosing, graph, shown).mapping
+    return {shown[v.name]: v for v in variables if v.name in kept}
+
+
+def _check_same(base_reader, base: Selected, reader, other: Selected, naming: str = "key",
+                rules=None) -> dict[str, str]:
+    """The first variable whose name, dtype or shape differs between the two sources: BadInput.
+    Compared: what `rules` keep (the optimizer's state left out is not), by the names `naming`
+    gives ("model": their path through the model); returns the base's stored name -> the other's,
+    where they differ."""
+    from ckpttool.ops.tensors.rename_rules import RenameRules
 
     def by_name(source) -> dict:
-        shown = reader_names(source, naming)
-        return {shown[v.name]: v for v in source.variables if not v.internal}
+        return _averaged_variables(source, naming, rules or RenameRules())
 
     ours, theirs = by_name(base_reader), by_name(reader)
     for name in sorted(set(ours) | set(theirs)):
@@ -234,7 +250,8 @@ def plan_average(sources: list[str], destination: str, *, last: int | None = Non
     with open_checkpoint(base.prefix, base.format) as base_reader:
         for other in picked[:-1]:
             with open_checkpoint(other.prefix, other.format) as reader:
-                keys.append(_check_same(base_reader, base, reader, other, convert_options.get("naming", "key")))
+                keys.append(_check_same(base_reader, base, reader, other, convert_options.get("naming", "key"),
+                                        rules))
         dtypes = {v.name: v.dtype.name for v in base_reader.variables}
     from ckpttool.ops.destination import files_read, refuse_writing_over_source
     from ckpttool.ops.targets import resolve_target
