@@ -110,7 +110,8 @@ def command(
     and shapes (exit 3 naming the first that differs); one checkpoint given
     twice (through a symlink, a hard link, a file:// URL or a protocol alias)
     is refused (exit 2). Streams a chunk of each source at a time; writes what convert writes, with its rename,
-    layout and dtype options.
+    layout and dtype options, applied in convert's order. With --names model the sources are paired by
+    their variables' paths through the model (TF2 checkpoints whose keys differ) and written under them.
 
     With --best N --metric TAG, the checkpoints are scored and ranked as
     prune --keep-best and latest --best rank them (Keras {epoch} files by

@@ -154,10 +154,15 @@ def command(
     """Convert weights between TF checkpoints, safetensors, .npz and Keras files (Keras out: with --like).
 
     Values are moved bit-exactly with their dtypes, tensor by tensor (memory
-    stays bounded). With --names model, variables are first named by their path
-    through the model; the rename rules of rename-vars then apply to those names
-    (--map, --drop and --keep match them), then --sep.
-    --layout torch|tf transposes and renames for PyTorch and back, --dtype casts. What DST
+    stays bounded). Names are made in this order: 1. --names model names each
+    variable by its path through the model; 2. --drop, --keep and
+    --drop-optimizer choose among those names; 3. --layout and --transpose
+    rename and transpose the layer weights they recognise in them; 4. --map
+    (matched on the names of step 1, winning over the layout's), --regex,
+    --add-prefix, --strip-prefix and --ema rename; 5. --sep (. under --layout
+    torch). Then --dtype casts (--keep-dtype matched on the names of step 1),
+    and --like fills the template's weights with the result. A rule that
+    matches no name is warned about (JSON: warnings). What DST
     cannot hold (strings, variants, the TF2 object graph) is skipped with a
     warning, or refused with --strict; a dtype DST cannot hold is refused
     naming the variable. A TF checkpoint DST is a V2 bundle, with the state

@@ -324,15 +324,21 @@ class _Names:
     changes: dict  # source name -> layouts.LayoutChange (its axes and the layout's name)
     rules: RenameRules  # the rules as applied: the layout's renames first, its separator
     idle: tuple[str, ...]  # rules that matched no name
+    shown: dict[str, str]  # source name -> its name after `--names` (what --drop, --keep, --keep-dtype match)
+
+    def cast_to(self, cast, var: Variable) -> str | None:
+        """The dtype --dtype casts `var` to (--keep-dtype and step counters matched on its shown name)."""
+        return cast.target(self.shown[var.name], var.dtype.name)
 
 
 def _plan_names(variables: list[Variable], graph_bytes: bytes | None, rules: RenameRules, naming: str,
                 layout: str | None, transposes: tuple[tuple[str, tuple[int, ...]], ...]) -> _Names:
     """Each source variable's written name, in this order: `--names model` names it by its path
-    through the model; the layout (and --transpose) renames and permutes what it recognises in
-    those names; the user's rules (ops/tensors/rename_rules.compute_mapping) then see the names
-    so far: --drop/--keep/--drop-optimizer choose, --map, --regex, --add-prefix, --strip-prefix,
-    --ema rename, and --sep (`.` under --layout torch) comes last."""
+    through the model; --drop, --keep and --drop-optimizer choose among those names; the layout
+    (and --transpose) renames and permutes what it recognises in them; --map (matched on the names
+    after `--names`, winning over the layout's name), --regex, --add-prefix, --strip-prefix and
+    --ema rename (ops/tensors/rename_rules.compute_mapping), and --sep (`.` under --layout torch)
+    comes last. --dtype (cast_to) and --like then work on the result."""
     import dataclasses
 
     from ckpttool.ops.tensors.layouts import plan_layout
@@ -346,7 +352,7 @@ def _plan_names(variables: list[Variable], graph_bytes: bytes | None, rules: Ren
         rules = dataclasses.replace(rules, maps=renames + rules.maps,
                                     sep=rules.sep if rules.sep is not None or layout != "torch" else ".")
     named = compute_mapping([v.name for v in variables], rules, graph_bytes, start)
-    return _Names(named.mapping, named.dropped, changes, rules, named.idle)
+    return _Names(named.mapping, named.dropped, changes, rules, named.idle, shown)
 
 
 def plan_convert(source: str, destination: str, *, to: str | None = None, rules: RenameRules = RenameRules(),
@@ -398,8 +404,7 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
             if reason:
                 skipped.append(Skipped(var.name, reason))
                 continue
-            item = _transformed_item(var, mapping[var.name], changes.get(var.name),
-                                     cast.target(var.name, var.dtype.name))
+            item = _transformed_item(var, mapping[var.name], changes.get(var.name), names.cast_to(cast, var))
             written = dataclasses.replace(var, dtype=dtype_from_name(item.dtype), shape=item.shape)
             if var.dtype.fixed_width:
                 from ckpttool.formats.raw import check_stored_readable
@@ -495,7 +500,7 @@ def _plan_like(source: str, destination: str, like: str, rules: RenameRules, par
             if var.dtype.code == STRING:
                 raise Unsupported(f"{var.name!r} holds strings, which convert does not write into Keras files",
                                   hint="leave it out with --drop and keep the template's value with --partial")
-            item = _transformed_item(var, weight.name, changes.get(var.name), cast.target(var.name, var.dtype.name))
+            item = _transformed_item(var, weight.name, changes.get(var.name), names.cast_to(cast, var))
             if item.dtype != weight.dtype.name:
                 raise Unsupported(f"{var.name!r} is {item.dtype} but the template's {weight.name!r} is "
                                   f"{weight.dtype.name}; convert writes values in the template's dtype only",
