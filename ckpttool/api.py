@@ -243,15 +243,15 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
             metadata: Mapping[str, str] | None = None, overwrite: bool = False,
             dry_run: bool = False, naming: str = "key", like: PathLike | None = None,
             partial: bool = False, layout: str | None = None, transpose: Mapping[str, Iterable[int]] | None = None,
-            dtype: str | None = None, keep_dtype: Iterable[str] = ()) -> "ConvertResult":
+            dtype: str | None = None, keep_dtype: Iterable[str] = (), names: str | None = None) -> "ConvertResult":
     """Convert weights as the `convert` command does; the result lists the files written.
 
     `to`: "tf", "safetensors" or "npz" (default: from the destination's
     extension). The rename arguments are those of rename-vars (`map` exact
     names, `regex` (pattern, replacement) pairs, ...). `shard_size`: bytes or
     text such as "5GB". With `dry_run` nothing is written (files_written = ()).
-    `naming="model"`: names through the model first (a TF2 source), then the rename
-    arguments apply to those names (`--names model`).
+    `names="model"` (or `naming="model"`; `--names model`): names through the model first (a TF2
+    source), then `layout`, then the rename arguments apply to those names; `dtype` casts last.
     `like`: a Keras 3 `.keras` / `.weights.h5` of the target model; the destination (NAME.weights.h5
     or NAME.keras) is then a Keras 3 file laid out as it (`partial`: its unmatched weights kept).
     `layout` ("torch" or "tf"), `transpose` ({regex: permutation}, winning over the layout), `dtype`
@@ -266,12 +266,22 @@ def convert(source: PathLike, destination: PathLike, *, to: str | None = None,
     size = parse_size(shard_size) if isinstance(shard_size, str) else shard_size
     try:
         plan = plan_convert(os.fspath(source), os.fspath(destination), to=to, rules=rules, strict=strict,
-                            shard_size=size, metadata=dict(metadata or {}), overwrite=overwrite, naming=naming,
+                            shard_size=size, metadata=dict(metadata or {}), overwrite=overwrite,
+                            naming=_naming(naming, names),
                             like=os.fspath(like) if like is not None else None, partial=partial,
                             **_transforms(layout, transpose, dtype, keep_dtype))
         return ConvertResult(plan, (), 0) if dry_run else apply_convert(plan)
     except Refused as exc:
         raise _in_api_words(exc) from None
+
+
+def _naming(naming: str, names: str | None) -> str:
+    """`names=` (the command line's spelling, `--names`) or `naming=`; both given must agree."""
+    if names is None:
+        return naming
+    if naming != "key" and naming != names:
+        raise UsageProblem(f"names={names!r} and naming={naming!r} disagree: give one of them")
+    return names
 
 
 def _in_api_words(exc: "Refused") -> "Refused":
@@ -343,15 +353,16 @@ def average(sources: PathLike | Iterable[PathLike], destination: PathLike, *, la
             keep_optimizer: bool = False, to: str | None = None, shard_size: int | str | None = None,
             overwrite: bool = False, dry_run: bool = False, layout: str | None = None,
             transpose: Mapping[str, Iterable[int]] | None = None, dtype: str | None = None,
-            keep_dtype: Iterable[str] = ()) -> "AveragePlan":
+            keep_dtype: Iterable[str] = (), names: str = "key") -> "AveragePlan":
     """The element-wise mean of checkpoints, as the `average` command writes it: `sources` are
     checkpoints, or one run directory with `last`, `steps` or `best` (by `metric`, from its event
     files, `metrics_file` or trainer_state.json, ranked as `plan_prune`'s keep_best and `best` rank;
     a damaged log raises BadInput unless `allow_damaged_metrics`). Floating variables are averaged
     in float64 and written in their dtype, integers and strings taken from the newest, the optimizer
     left out unless `keep_optimizer`; written as `convert` writes (`to`, `shard_size`, `layout`,
-    `dtype` ...). Returns the plan (`plan.sources` with their scores, `plan.scores`, `plan.averaged`,
-    `plan.taken`); with `dry_run` nothing is written."""
+    `dtype` ...). `names="model"` (`--names model`) pairs the sources' variables by their path through
+    the model and writes them under it. Returns the plan (`plan.sources` with their scores,
+    `plan.scores`, `plan.averaged`, `plan.taken`); with `dry_run` nothing is written."""
     from ckpttool.ops.tensors.average import apply_average, plan_average
     from ckpttool.ops.tensors.convert import parse_size
 
@@ -361,7 +372,7 @@ def average(sources: PathLike | Iterable[PathLike], destination: PathLike, *, la
                             steps=",".join(str(s) for s in steps) if steps is not None else None, best=best,
                             metric=metric, metrics_file=os.fspath(metrics_file) if metrics_file is not None else None,
                             mode=mode, allow_damaged_metrics=allow_damaged_metrics,
-                            keep_optimizer=keep_optimizer, to=to, overwrite=overwrite,
+                            keep_optimizer=keep_optimizer, to=to, overwrite=overwrite, naming=names,
                             shard_size=parse_size(shard_size) if isinstance(shard_size, str) else shard_size,
                             **_transforms(layout, transpose, dtype, keep_dtype))
         if not dry_run:

@@ -31,7 +31,7 @@ _ckpttool() {
         repair) opts="--dry-run -n --json -h --help" ;;
         rename-vars) opts="--map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --link --overwrite --no-update-state --dry-run -n --json --quiet -q -h --help" ;;
         convert) opts="--to --names --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --sep --strict --shard-size --metadata --no-source-metadata --layout --transpose --dtype --keep-dtype --like --partial --graph --min-elements --overwrite --no-update-state --dry-run -n --json --quiet -q -h --help" ;;
-        average) opts="--output -o --last --steps --best --metric --metrics --mode --allow-damaged-metrics --keep-optimizer --to --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --sep --strict --shard-size --metadata --layout --transpose --dtype --keep-dtype --overwrite --dry-run -n --json --quiet -q -h --help" ;;
+        average) opts="--output -o --last --steps --best --metric --metrics --mode --allow-damaged-metrics --keep-optimizer --to --names --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --sep --strict --shard-size --metadata --layout --transpose --dtype --keep-dtype --overwrite --dry-run -n --json --quiet -q -h --help" ;;
         diff) opts="--rtol --atol --filter -f --names --graph --min-elements --json --quiet -q -h --help" ;;
         freeze) opts="--output -o --output-nodes --tags --signature --text --clear-devices --keep-devices --check --input-shape --overwrite --json -h --help" ;;
         export-json) opts="--format --part --output -o --overwrite --json -h --help" ;;

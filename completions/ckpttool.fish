@@ -152,6 +152,7 @@ complete -c ckpttool -n '__fish_seen_subcommand_from average' -l mode -x -a 'aut
 complete -c ckpttool -n '__fish_seen_subcommand_from average' -l allow-damaged-metrics -d 'Decide by the scores a damaged log still gives (an event record failing its CRC, a line that does not parse, an unparseable trainer_state.json). Without it such damage is refused: exit 3, naming the file and byte offset.'
 complete -c ckpttool -n '__fish_seen_subcommand_from average' -l keep-optimizer -d 'Keep the optimizer\'s state (averaged like the weights); left out by default.'
 complete -c ckpttool -n '__fish_seen_subcommand_from average' -l to -x -a 'tf safetensors npz' -d 'Format of DST: tf, safetensors or npz (default: from DST\'s extension; tf otherwise).'
+complete -c ckpttool -n '__fish_seen_subcommand_from average' -l names -x -a 'key model' -d 'Name variables by their checkpoint key (key), or by their path through the model (model: for TF2 checkpoints the shortest object path that passes through no optimizer, without .ATTRIBUTES/VARIABLE_VALUE; optimizer state after its variable, e.g. .../kernel/m; other sources keep their names). Refused when two variables would get one name.'
 complete -c ckpttool -n '__fish_seen_subcommand_from average' -l map -r -F -d 'OLD=NEW, exact name (repeatable).'
 complete -c ckpttool -n '__fish_seen_subcommand_from average' -l map-file -r -F -d 'JSON object or `old new` lines.'
 complete -c ckpttool -n '__fish_seen_subcommand_from average' -l regex -r -F -d 'PATTERN=REPLACEMENT, Python re.sub (repeatable).'

@@ -6,12 +6,15 @@ TensorFlow are the oracles, run here in a subprocess.
   with Adam and trained a step; trained.npz: its get_weights(); tf2/ckpt: the same model written by
   tf.train.Checkpoint(model=model) (a TF2 checkpoint, optimizer included);
 - template.weights.h5 / template.keras: the same architecture built with another seed, untrained;
+- template_float16.weights.h5 / template_bfloat16.weights.h5: that architecture with every weight
+  in float16 / bfloat16; trained_float16.npz / trained_bfloat16.npz: the trained weights as Keras
+  casts them into it (set_weights; bfloat16 as its uint16 bits);
 - tf1/model.ckpt-1: a TF1 Saver checkpoint of `dense/kernel`, `dense/bias`, `dense_1/kernel`,
   `dense_1/bias` (plus global_step and Adam slots, which no Keras weight takes); tf1.npz: those
   four as tf.train.load_checkpoint reads them, in that order; tf1_template.weights.h5: a Keras 3
   Sequential (Dense(3), Dense(2)) of that architecture.
-`python tests/keras_like_fixtures.py load KIND FILE OUT.npz`: a fresh model of KIND ("bn" or
-"tf1") given FILE by model.load_weights (a .keras by keras.saving.load_model), its get_weights().
+`python tests/keras_like_fixtures.py load KIND FILE OUT.npz`: a fresh model of KIND ("bn",
+"bn_float16", "bn_bfloat16" or "tf1") given FILE by model.load_weights (a .keras by keras.saving.load_model), its get_weights().
 """
 from __future__ import annotations
 
@@ -25,9 +28,10 @@ import numpy as np  # noqa: E402
 
 
 def build(kind: str):
-    if kind == "bn":
-        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"),
-                                 keras.layers.BatchNormalization(), keras.layers.Dense(2)])
+    if kind.startswith("bn"):  # bn, or bn_float16 / bn_bfloat16: every weight in that dtype
+        dtype = kind[3:] or None
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu", dtype=dtype),
+                                 keras.layers.BatchNormalization(dtype=dtype), keras.layers.Dense(2, dtype=dtype)])
     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"), keras.layers.Dense(2)])
 
 
@@ -72,7 +76,19 @@ def make(out: str) -> None:
     template.save_weights(os.path.join(out, "template.weights.h5"))
     template.save(os.path.join(out, "template.keras"))
     build("tf1").save_weights(os.path.join(out, "tf1_template.weights.h5"))
+    for dtype in ("float16", "bfloat16"):
+        # a template whose weights are all `dtype`, and what Keras makes of the trained weights in it
+        # (set_weights casts them, rounding to nearest even)
+        low = build(f"bn_{dtype}")
+        low.save_weights(os.path.join(out, f"template_{dtype}.weights.h5"))
+        low.set_weights(model.get_weights())
+        np.savez(os.path.join(out, f"trained_{dtype}.npz"), *_savable(low.get_weights()))
     write_tf1(out)
+
+
+def _savable(arrays) -> list:
+    """bfloat16 arrays as their uint16 bits: .npz has no bfloat16."""
+    return [a.view(np.uint16) if a.dtype.name == "bfloat16" else a for a in arrays]
 
 
 def load(kind: str, path: str, out: str) -> None:
@@ -81,7 +97,7 @@ def load(kind: str, path: str, out: str) -> None:
     else:
         model = build(kind)
         model.load_weights(path)
-    np.savez(out, *model.get_weights())
+    np.savez(out, *_savable(model.get_weights()))
 
 
 if __name__ == "__main__":

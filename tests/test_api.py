@@ -262,3 +262,39 @@ def test_convert_layout_and_dtype_from_python(fixtures_dir, tmp_path, tf):
     out = load_file(str(tmp_path / "t.safetensors"))
     assert np.array_equal(out["dense/kernel"], reader.get_tensor("dense/kernel").T.astype(np.float16))
     assert out["counter"].dtype == reader.get_tensor("counter").dtype  # integers keep their dtype
+
+
+def test_convert_names_layout_and_dtype_together_from_python(keras_checkpoints, tmp_path):
+    """ckpttool.convert(names="model", layout="torch", dtype="float16"): a TF2 checkpoint of Dense ->
+    BatchNormalization -> Dense named through the model, laid out and named as PyTorch's, cast to
+    float16, in one call. torch is the oracle: a float16 torch Sequential(Linear, BatchNorm1d, Linear)
+    takes the file with load_state_dict(strict=True) (its layer index is the Keras operation's,
+    less the Input), and holds the Keras model's weights (weights.npz), transposed where PyTorch's
+    layout says and rounded to float16 as numpy rounds. `names` and `naming` disagreeing is refused."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ckpttool.errors import UsageProblem
+
+    root = keras_checkpoints / "models" / "functional"
+    with np.load(root / "weights.npz") as saved:
+        kernel, bias, gamma, beta, mean, var, kernel_1, bias_1 = (saved[f"arr_{i}"] for i in range(8))
+    out = tmp_path / "torch.safetensors"
+    ckpttool.convert(root / "run", out, names="model", layout="torch", dtype="float16", drop_optimizer=True,
+                     drop=["^save_counter$"])
+    tensors = load_file(str(out))
+    prefix = "model._operations."  # a functional model: its operations, the Input first
+    assert all(name.startswith(prefix) for name in tensors)
+    state = {f"{int(name[len(prefix):].split('.')[0]) - 1}.{name.rsplit('.', 1)[1]}": value
+             for name, value in tensors.items()}
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2)).half()
+    state["1.num_batches_tracked"] = model.state_dict()["1.num_batches_tracked"]
+    model.load_state_dict(state, strict=True)
+    expected = {"0.weight": kernel.T, "0.bias": bias, "1.weight": gamma, "1.bias": beta, "1.running_mean": mean,
+                "1.running_var": var, "2.weight": kernel_1.T, "2.bias": bias_1}
+    for name, value in expected.items():
+        got = model.state_dict()[name]
+        assert got.dtype == torch.float16, name
+        np.testing.assert_array_equal(got.numpy(), value.astype(np.float16), err_msg=name)
+    with pytest.raises(UsageProblem, match="disagree"):
+        ckpttool.convert(root / "run", tmp_path / "x.npz", names="key", naming="model")

@@ -282,3 +282,36 @@ def test_a_run_directory_and_its_latest_checkpoint_are_one_source(run, tmp_path)
     result = run_cli("average", str(run / "ckpt-5"), str(run), "-o", str(tmp_path / "o.npz"))
     assert_one_line_error(result, 2)
     assert str(run / "ckpt-5") in result.stderr and f"{run}'" in result.stderr
+
+
+def test_names_model_pairs_checkpoints_whose_keys_differ(run, tmp_path, tf):
+    """The same model saved two ways stores each weight under different keys
+    (Checkpoint(model=, optimizer=) reaches it through `optimizer/_trainable_variables/N`,
+    Checkpoint(model=) through `model/_functional/...`): `average` by keys refuses (exit 3), and
+    `average --names model` pairs them by their path through the model. The mean equals numpy's of
+    what Keras restores from each checkpoint."""
+    from safetensors.numpy import load_file
+
+    restored = []
+    for prefix in (run / "ckpt-2", run / "ckpt-4"):
+        model = _model()
+        tf.train.Checkpoint(model=model).restore(str(prefix)).expect_partial()
+        restored.append(model)
+    model_only = tf.train.Checkpoint(model=restored[1]).save(str(tmp_path / "model_only" / "ckpt"))
+    by_keys = run_cli("average", run / "ckpt-2", model_only, "-o", tmp_path / "keys.safetensors")
+    assert_one_line_error(by_keys, 3)
+    out = tmp_path / "mean.safetensors"
+    result = run_cli("average", run / "ckpt-2", model_only, "-o", out, "--names", "model", "--json")
+    assert result.exit_code == 0, result.stderr
+    expected = [np.mean([m.get_weights()[i].astype(np.float64) for m in restored], axis=0).astype(np.float32)
+                for i in range(4)]
+    written = load_file(str(out))
+    assert sorted(written) == sorted([f"model/_functional/_operations/{n}/{a}" for n in (1, 2)
+                                      for a in ("_kernel", "bias")] + ["save_counter"])
+    # an integer: from the newest, the highest step (ckpt-2 against model_only's ckpt-1)
+    counter = tf.train.load_checkpoint(str(run / "ckpt-2")).get_tensor("save_counter/.ATTRIBUTES/VARIABLE_VALUE")
+    assert written.pop("save_counter").tobytes() == counter.tobytes()
+    by_shape = {w.shape: w for w in written.values()}
+    assert len(by_shape) == 4
+    for value in expected:
+        assert by_shape[value.shape].tobytes() == value.tobytes()

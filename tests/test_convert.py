@@ -383,3 +383,29 @@ def test_interrupt_during_an_overwriting_commit_leaves_a_whole_checkpoint(fixtur
     assert_same_tensors(tf, src, dst, {name: "new/" + name for name in names})
     assert tf.train.latest_checkpoint(str(dst.parent)) == str(dst)
     assert sorted(os.listdir(dst.parent)) == ["checkpoint", "model.ckpt-1.data-00000-of-00001", "model.ckpt-1.index"]
+
+
+def test_rules_that_match_nothing_are_warned_about(tmp_path, tf):
+    """A --regex, --drop, --keep or --strip-prefix that matches no name (checked against TensorFlow's
+    list of the names) changes nothing: a warning on stderr names each such rule, `warnings` in the
+    JSON lists them, and the exit status stays 0; rules that match are not named. Alike for
+    convert, rename-vars and average (one implementation of the rules)."""
+    prefix = tf.train.Checkpoint(w=tf.Variable(np.ones((2, 3), np.float32)),
+                                 b=tf.Variable(np.zeros(3, np.float32))).save(str(tmp_path / "src" / "ckpt"))
+    names = [name for name, _ in tf.train.list_variables(prefix)]
+    idle = ["--regex", "^nowhere/=x/", "--drop", "zzz", "--keep", "qqq", "--strip-prefix", "absent/"]
+    used = ["--regex", "^w/=weights/", "--keep", "^w/"]
+    assert not any(word in name for name in names for word in ("nowhere", "zzz", "qqq", "absent"))
+    expected = ["--regex '^nowhere/=x/'", "--drop 'zzz'", "--keep 'qqq'", "--strip-prefix 'absent/'"]
+    runs = {"convert": ("convert", prefix, tmp_path / "out.npz"),
+            "rename-vars": ("rename-vars", prefix, tmp_path / "renamed" / "ckpt-1"),
+            "average": ("average", prefix, "-o", tmp_path / "avg.npz")}
+    for command, args in runs.items():
+        for json_flag in ((), ("--json",)):
+            result = run_cli(*args, *idle, *used, *json_flag, "--dry-run")
+            assert result.exit_code == 0, result.stderr
+            warned = [line for line in result.stderr.splitlines() if "matched no name" in line]
+            assert [line.split(" matched")[0].removeprefix("warning: ") for line in warned] == expected, command
+            if json_flag:
+                assert [w.split(" matched")[0] for w in result.json()["warnings"]
+                        if "matched no name" in w] == expected, command

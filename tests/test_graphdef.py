@@ -46,7 +46,14 @@ def frozen(tf, tmp_path_factory):
 
 
 def _tf_consts(tf, graph_def):
-    return {node.name: tf.make_ndarray(node.attr["value"].tensor) for node in graph_def.node if node.op == "Const"}
+    """Every Const node of the graph, walked with TensorFlow's protos: its own nodes by name, and those
+    of its function library's functions as `<function>/<node>`; values by make_ndarray."""
+    nodes = [(node.name, node) for node in graph_def.node]
+    nodes += [(f"{function.signature.name}/{node.name}", node) for function in graph_def.library.function
+              for node in function.node_def]
+    found = {name: tf.make_ndarray(node.attr["value"].tensor) for name, node in nodes if node.op == "Const"}
+    assert len(found) == sum(1 for _, node in nodes if node.op == "Const")  # no two named alike
+    return found
 
 
 def _raw_bytes(array: np.ndarray) -> np.ndarray:
@@ -181,3 +188,78 @@ def test_repeated_values_expand_within_one_bound_for_the_whole_graph(tf, tmp_pat
         assert not out.exists() or os.listdir(out) == []
         verify = run_limited("verify", tmp_path / name)
         assert_clean_exit(verify, (1,))
+
+
+@pytest.fixture(scope="module")
+def tf2_functions(tf, tmp_path_factory):
+    """A TF2 SavedModel written by tf.saved_model.save whose constants live in its tf.functions (the
+    function library), as in real TF2 exports: a graph with one top-level constant against dozens in
+    functions."""
+    out = tmp_path_factory.mktemp("tf2_functions")
+    rng = np.random.default_rng(11)
+    table = rng.standard_normal((6, 5)).astype(np.float32)
+    shift = np.arange(5, dtype=np.int64)
+
+    class Model(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(rng.standard_normal((5, 3)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32)])
+        def __call__(self, x):
+            h = tf.matmul(x, tf.constant(table)) + tf.cast(tf.constant(shift), tf.float32)
+            h = h * tf.cast(tf.constant(np.float16([0.5, 1.5, 2.5, 3.5, 4.5])), tf.float32)
+            return tf.matmul(h, self.w) + tf.constant([[1.0, 2.0, 3.0]])
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+        def label(self, key):
+            return tf.strings.join([key, tf.constant(["a", "b"])[0]])
+
+    model = Model()
+    tf.saved_model.save(model, str(out / "export"), signatures={"serving_default": model.__call__,
+                                                                 "label": model.label})
+    return out / "export" / "saved_model.pb"
+
+
+def test_tf2_saved_model_constants_in_its_function_library(tf, tf2_functions):
+    """The constants of a TF2 SavedModel's functions (graph_def.library.function[*].node_def) are read
+    with the top-level ones: the same names (`<function>/<node>`), dtypes, shapes and bytes as
+    TensorFlow's own MetaGraphDef holds, walked with its protos; the default leaves out those under 2
+    elements, as for top-level constants."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    graph_def = saved_model_pb2.SavedModel.FromString(tf2_functions.read_bytes()).meta_graphs[0].graph_def
+    theirs = _tf_consts(tf, graph_def)
+    in_functions = [name for name in theirs if "/" in name and name.split("/")[0] in
+                    {f.signature.name for f in graph_def.library.function}]
+    assert len(in_functions) > len(theirs) - len(in_functions)  # most constants live in functions
+    with GraphConstants(str(tf2_functions), min_elements=0) as reader:
+        assert sorted(v.name for v in reader.variables) == sorted(theirs)
+        for var in reader.variables:
+            ref = theirs[var.name]
+            assert var.dtype.name == tf.as_dtype(ref.dtype).name and var.shape == ref.shape, var.name
+            if ref.dtype == object:
+                assert list(reader.read(var).reshape(-1)) == list(ref.reshape(-1)), var.name
+            else:
+                assert np.array_equal(_raw_bytes(raw.read_stored(reader, var)), _raw_bytes(ref)), var.name
+    with GraphConstants(str(tf2_functions)) as reader:
+        assert sorted(v.name for v in reader.variables) == sorted(n for n, v in theirs.items() if v.size >= 2)
+        assert reader.left_out == sum(1 for v in theirs.values() if v.size < 2)
+
+
+def test_graph_option_of_a_tf2_saved_model_lists_its_function_constants(tf, tf2_functions):
+    """`inspect --graph` of the SavedModel directory: every constant of at least 2 elements, those of
+    its functions included, as TensorFlow's graph holds them."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from tests.conftest import run_cli
+
+    graph_def = saved_model_pb2.SavedModel.FromString(tf2_functions.read_bytes()).meta_graphs[0].graph_def
+    theirs = {name: value for name, value in _tf_consts(tf, graph_def).items() if value.size >= 2}
+    result = run_cli("inspect", tf2_functions.parent, "--graph", "--json", "--values")
+    assert result.exit_code == 0, result.stderr
+    listed = {v["name"]: v for v in result.json()["variables"]}
+    assert sorted(listed) == sorted(theirs)
+    for name, value in theirs.items():
+        if value.dtype != object:
+            assert listed[name]["value"] == value.tolist(), name

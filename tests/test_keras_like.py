@@ -268,3 +268,35 @@ def test_weights_of_one_shape_are_never_filled_by_unknown_order(like_dir, tmp_pa
     for name in ("weight", "bias", "running_mean", "running_var"):
         assert next(n for n in names if n.endswith(f".2.{name}")) in result.stderr
     assert not (tmp_path / "out.weights.h5").exists()
+
+
+def test_tf2_checkpoint_straight_into_a_keras_file_with_names_model(like_dir, tmp_path):
+    """A TF2 checkpoint written by tf.train.Checkpoint(model=model) into a Keras 3 file in one step:
+    `--names model` names its variables by their path through the model before the template is
+    matched (its keys run through the optimizer, `model/optimizer/_trainable_variables/N`, and
+    matched nothing: exit 3 "match no source variable"); the position scopes
+    (`model/_functional/_operations/N`) pair with the template's layers of their kind. Keras'
+    load_weights gives the trained model's get_weights(), for .weights.h5 and .keras alike."""
+    for name in ("out.weights.h5", "out.keras"):
+        template = like_dir / ("template.weights.h5" if name.endswith(".h5") else "template.keras")
+        doc = _convert(like_dir / "tf2" / "ckpt", tmp_path / name, "--names", "model", "--like", template)
+        assert doc["unmatched"] == [] and len(doc["matched"]) == 8
+        assert all(m["to"].startswith("layers/") for m in doc["matched"])
+        _assert_same(_keras_loads("bn", tmp_path / name, tmp_path), _arrays(like_dir / "trained.npz"))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_like_with_dtype_casts_into_a_lower_precision_template(like_dir, tmp_path, dtype):
+    """A float32 TF2 checkpoint into a template whose weights are all float16 (bfloat16): `--dtype`
+    casts while filling it, and Keras loads exactly what its own set_weights makes of the trained
+    weights in that model (rounded to nearest even). Without --dtype: exit 3 naming both dtypes and
+    the option, nothing written."""
+    template = like_dir / f"template_{dtype}.weights.h5"
+    refused = run_cli("convert", like_dir / "tf2" / "ckpt", tmp_path / "no.weights.h5", "--names", "model",
+                      "--like", template)
+    assert_one_line_error(refused, 3)
+    assert f"--dtype {dtype}" in refused.stderr and not (tmp_path / "no.weights.h5").exists()
+    out = tmp_path / "out.weights.h5"
+    doc = _convert(like_dir / "tf2" / "ckpt", out, "--names", "model", "--like", template, "--dtype", dtype)
+    assert doc["unmatched"] == [] and len(doc["transformed"]) == 8
+    _assert_same(_keras_loads(f"bn_{dtype}", out, tmp_path), _arrays(like_dir / f"trained_{dtype}.npz"))

@@ -207,11 +207,12 @@ def test_tf_checkpoint_names_attributes_and_rank(tmp_path, tf):
 
 
 @pytest.mark.parametrize("kind", ["dense", "conv2d", "depthwise_conv2d", "depthwise_1", "conv2d_transpose",
-                                  "batch_normalization"])
+                                  "batch_normalization", "embedding"])
 def test_keras_tf_checkpoint_by_attribute_rank_and_bias(tmp_path, tf, kind):
     """A Keras 3 model saved with tf.train.Checkpoint: object-graph paths name no layer class; the
     attribute, the rank and (for depthwise kernels) the layer's bias decide, and PyTorch's
-    conventions on the converted tensors give the layer's output."""
+    conventions on the converted tensors give the layer's output. An Embedding's table, stored as
+    `_embeddings`, is named `weight` as torch.nn.Embedding names it."""
     import keras
 
     if kind == "depthwise_1":

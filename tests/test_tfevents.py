@@ -263,3 +263,24 @@ def test_name_patterns():
         pattern.score("weights.07-0.35.weights.h5", "val_acc")
     with pytest.raises(UsageProblem):
         metrics.NamePattern.parse("no-fields.weights.h5")
+
+
+def test_an_event_file_named_exactly_events_out_tfevents_is_read(tmp_path, tf):
+    """CatBoost names its event file `events.out.tfevents`, nothing after it; TensorBoard reads any
+    file whose name holds `tfevents` (io_wrapper.IsTensorFlowEventsFile), so the metric readers do
+    too: its scalars are those TensorFlow's summary_iterator reads."""
+    written = tmp_path / "written"
+    writer = tf.summary.create_file_writer(str(written))
+    with writer.as_default():
+        for step, value in enumerate([0.75, 0.5, 0.625]):
+            tf.summary.scalar("val_loss", value, step=step)
+    writer.close()
+    run = tmp_path / "catboost_info"
+    run.mkdir()
+    (run / "events.out.tfevents").write_bytes(next(written.iterdir()).read_bytes())
+    expected = {step: value for tag, step, value in _tf_scalars(tf, run / "events.out.tfevents")
+                if tag == "val_loss"}
+    assert len(expected) == 3
+    assert tfevents.find_event_files(str(run)) == {"": [str(run / "events.out.tfevents")]}
+    series = metrics.read_events(str(run), "val_loss")
+    assert series is not None and series.values == expected

@@ -196,6 +196,8 @@ _TRANSFORMS = (
         Field("transforms", "what was done, in order: transpose (1, 0), cast float32->bfloat16, ..."))),
     Field("overflowed", "--dtype: variables with finite values that became infinite",
           items=(Field("name", "the variable"), Field("count", "values that overflowed"))),
+    Field("warnings", "warnings said on stderr: a --regex, --drop, --keep, --strip-prefix or --ema that "
+                      "matched no name (average: and the selection's, e.g. fewer checkpoints than --last)"),
 )
 
 OUTPUT: dict[str, tuple[Document, ...]] = {
@@ -309,6 +311,7 @@ OUTPUT: dict[str, tuple[Document, ...]] = {
             Field("unchanged", "how many names stayed as they were"),
             Field("bytes_written", "bytes written (0 with --dry-run; data shards hard-linked with --link "
                                    "are not counted)"),
+            Field("warnings", "rules that matched no name (a --regex, --drop, --keep, --strip-prefix or --ema)"),
         )),
     ),
     "convert": (

@@ -1,5 +1,9 @@
 """TensorBoard event files (`events.out.tfevents.*`), read for their scalars without TensorFlow.
 
+A file is an event file when its name holds `tfevents`, as TensorBoard decides
+(tensorboard/backend/event_processing/io_wrapper.py, IsTensorFlowEventsFile): TensorFlow names its
+files `events.out.tfevents.<time>.<host>...`, CatBoost names its one `events.out.tfevents`.
+
 An event file is a TFRecord stream (as tensorflow/core/lib/io/record_writer.cc writes it):
 
     uint64 length (LE) | uint32 masked CRC-32C of those 8 bytes | data | uint32 masked CRC-32C of data
@@ -39,7 +43,6 @@ from ckpttool.formats.damage import Damage
 from ckpttool.formats.tf import crc32c as crc
 from ckpttool.storage import fs
 
-EVENT_FILE_RE = re.compile(r"(^|\.)tfevents\.")
 _HEADER = struct.Struct("<QI")
 _DOUBLE = struct.Struct("<d")
 _FOOTER = struct.Struct("<I")
@@ -104,7 +107,8 @@ class EventFileReport:
 
 
 def is_event_file(name: str) -> bool:
-    return EVENT_FILE_RE.search(name) is not None
+    """TensorBoard's test: `tfevents` anywhere in the file's name."""
+    return "tfevents" in name
 
 
 class _Malformed(Exception):

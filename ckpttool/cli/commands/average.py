@@ -12,7 +12,7 @@ from ckpttool.cli.commands.convert import (DtypeOpt, KeepDtypeOpt, LayoutOpt, Me
                                            StrictOpt, ToOpt, TransposeOpt,
                                            transform_options, transformed, warn_overflow)
 from ckpttool.cli.options import (AddPrefix, AllowDamagedMetrics, DropOpt, DryRun, Ema, Json, KeepOpt, MapFile, MapOpt,
-                                  Overwrite, Quiet, RegexOpt, StripPrefix)
+                                  Naming, NamesOpt, Overwrite, Quiet, RegexOpt, StripPrefix)
 
 
 class Mode(str, enum.Enum):
@@ -37,6 +37,7 @@ def _document(plan, result, dry_run: bool) -> dict:
         "skipped": [{"name": s.name, "reason": s.reason} for s in convert.skipped],
         "transformed": transformed(convert),
         "overflowed": [{"name": n, "count": c} for n, c in (result.overflowed if result else ())],
+        "warnings": list(plan.warnings + convert.warnings),
     }
 
 
@@ -79,6 +80,7 @@ def command(
         "--keep-optimizer", help="Keep the optimizer's state (averaged like the weights); left out by "
                                  "default.")] = False,
     to: ToOpt = None,
+    names: NamesOpt = Naming.key,
     map_: MapOpt = None,
     map_file: MapFile = None,
     regex: RegexOpt = None,
@@ -109,7 +111,8 @@ def command(
     and shapes (exit 3 naming the first that differs); one checkpoint given
     twice (through a symlink, a hard link, a file:// URL or a protocol alias)
     is refused (exit 2). Streams a chunk of each source at a time; writes what convert writes, with its rename,
-    layout and dtype options.
+    layout and dtype options, applied in convert's order. With --names model the sources are paired by
+    their variables' paths through the model (TF2 checkpoints whose keys differ) and written under them.
 
     With --best N --metric TAG, the checkpoints are scored and ranked as
     prune --keep-best and latest --best rank them (Keras {epoch} files by
@@ -124,12 +127,12 @@ def command(
                                      strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep, sep=sep)
     plan = plan_average(sources, output, last=last, steps=steps, best=best, metric=metric,
                         metrics_file=metrics_file, mode=mode.value, allow_damaged_metrics=allow_damaged_metrics,
-                        keep_optimizer=keep_optimizer,
+                        keep_optimizer=keep_optimizer, naming=names.value,
                         to=to.value if to else None, rules=rules, overwrite=overwrite, strict=strict,
                         shard_size=parse_size(shard_size) if shard_size is not None else None,
                         metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()),
                         **transform_options(layout, transpose, dtype, keep_dtype))
-    render.warn_all(plan.warnings)
+    render.warn_all(plan.warnings + plan.convert.warnings)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.convert.skipped)
     if not json_out and not quiet:
         _say_sources(plan, dry_run)

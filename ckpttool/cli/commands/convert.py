@@ -98,6 +98,7 @@ def _document(plan, result, dry_run: bool) -> dict:
         "skipped": [{"name": s.name, "reason": s.reason} for s in plan.skipped],
         "transformed": transformed(plan),
         "overflowed": [{"name": n, "count": c} for n, c in (result.overflowed if result else ())],
+        "warnings": list(plan.warnings),
         **({"like": plan.template,
             "matched": [{"from": i.source, "to": i.name, "by": i.match} for i in plan.items],
             "unmatched": list(plan.unmatched), "unused": list(plan.unused)} if plan.template else {}),
@@ -155,10 +156,15 @@ def command(
     """Convert weights between TF checkpoints, safetensors, .npz and Keras files (Keras out: with --like).
 
     Values are moved bit-exactly with their dtypes, tensor by tensor (memory
-    stays bounded). With --names model, variables are first named by their path
-    through the model; the rename rules of rename-vars then apply to those names
-    (--map, --drop and --keep match them), then --sep.
-    --layout torch|tf transposes and renames for PyTorch and back, --dtype casts. What DST
+    stays bounded). Names are made in this order: 1. --names model names each
+    variable by its path through the model; 2. --drop, --keep and
+    --drop-optimizer choose among those names; 3. --layout and --transpose
+    rename and transpose the layer weights they recognise in them; 4. --map
+    (matched on the names of step 1, winning over the layout's), --regex,
+    --add-prefix, --strip-prefix and --ema rename; 5. --sep (. under --layout
+    torch). Then --dtype casts (--keep-dtype matched on the names of step 1),
+    and --like fills the template's weights with the result. A rule that
+    matches no name is warned about (JSON: warnings). What DST
     cannot hold (strings, variants, the TF2 object graph) is skipped with a
     warning, or refused with --strict; a dtype DST cannot hold is refused
     naming the variable. A TF checkpoint DST is a V2 bundle, with the state
@@ -179,6 +185,7 @@ def command(
                         like=like, partial=partial, from_graph=graph, min_elements=min_elements)
     if plan.state_warning:
         render.warn(plan.state_warning)
+    render.warn_all(plan.warnings)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.skipped)
     if plan.unmatched:
         render.warn_all([f"--partial: {render.plural(len(plan.unmatched), 'template weight')} kept as the template "

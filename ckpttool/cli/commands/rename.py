@@ -46,6 +46,7 @@ def command(
     plan = plan_rename(source, destination, rules, overwrite=overwrite, link=link, update_state=not no_update_state)
     if plan.state_warning:
         render.warn(plan.state_warning)
+    render.warn_all(plan.warnings)
     bytes_written = 0
     if not dry_run:
         from ckpttool.cli.progress import byte_progress, showing
@@ -59,6 +60,7 @@ def command(
             "source": plan.source, "destination": plan.destination, "dry_run": dry_run,
             "renamed": [{"from": old, "to": new} for old, new in plan.renamed],
             "dropped": list(plan.dropped), "unchanged": plan.unchanged, "bytes_written": bytes_written,
+            "warnings": list(plan.warnings),
         })
     elif quiet:
         render.print_lines(f"{old}\t{new}" for old, new in plan.renamed)

@@ -5,8 +5,8 @@ Every floating variable (float16, bfloat16, float32, float64) is averaged, accum
 even); every other variable (integers such as
 step counters, strings, booleans, the exotic floats) is taken from the newest checkpoint: the one
 with the highest step when every source has one in its name, else the last given. The optimizer's
-state is left out unless asked for. The sources must hold the same variables with the same dtypes
-and shapes; the first that differs is named (BadInput, exit 3).
+state is left out unless asked for. The sources must hold the same variables (those the rules keep)
+with the same dtypes and shapes; the first that differs is named (BadInput, exit 3).
 
 The sources are checkpoints (two arguments reaching one checkpoint, by whatever path or alias, are
 refused: it would count twice), or one run directory with a selection: its last N checkpoints, the
@@ -16,7 +16,9 @@ the log epoch before; ties to the older; a damaged log refused unless allowed). 
 bounded: one chunk of each source at a time, in lockstep.
 
 The newest checkpoint is the base of the convert plan (names, rename rules, layout, dtype, object
-graph come from it); apply_average hands convert's writers the mean instead of its bytes.
+graph come from it); apply_average hands convert's writers the mean instead of its bytes. With
+`--names model` the sources are paired by their variables' paths through the model, not their keys
+(the keys of one variable may differ between checkpoints written by different programs).
 """
 from __future__ import annotations
 
@@ -49,6 +51,9 @@ class AveragePlan:
     metric_source: str | None = None
     warnings: tuple[str, ...] = ()
     scores: "Scores | None" = None  # noqa: F821  (ops.scoring) with --best: what ranked the sources
+    # --names model: per source (as `sources`), the newest's stored name -> this source's, where they
+    # differ (the same model variable may be stored under another key in another checkpoint)
+    keys: tuple[dict[str, str], ...] = ()
 
 
 def _step(prefix: str) -> int | None:
@@ -179,21 +184,47 @@ def refuse_duplicate_sources(arguments: list[str], picked: list[Selected]) -> No
         seen.update(dict.fromkeys(keys, index))
 
 
-def _check_same(base_reader, base: Selected, reader, other: Selected) -> None:
-    """The first variable whose name, dtype or shape differs between the two sources: BadInput."""
-    ours = {v.name: v for v in base_reader.variables if not v.internal}
-    theirs = {v.name: v for v in reader.variables if not v.internal}
+def _averaged_variables(reader, naming: str, rules) -> dict:
+    """Shown name -> Variable of what the rules' --drop, --keep and --drop-optimizer keep of a
+    source: what the mean is taken of (`naming` "model": shown by their path through the model)."""
+    from ckpttool.formats.variables import OBJECT_GRAPH_KEY
+    from ckpttool.ops.tensors.model_names import reader_names
+    from ckpttool.ops.tensors.rename_rules import RenameRules, compute_mapping
+
+    shown = reader_names(reader, naming)
+    variables = [v for v in reader.variables if not v.internal]
+    graph = reader.object_graph_bytes() if reader.variable(OBJECT_GRAPH_KEY) is not None else None
+    choosing = RenameRules(drop=rules.drop, keep=rules.keep, drop_optimizer=rules.drop_optimizer)
+    kept = compute_mapping([v.name for v in variables], choosing, graph, shown).mapping
+    return {shown[v.name]: v for v in variables if v.name in kept}
+
+
+def _check_same(base_reader, base: Selected, reader, other: Selected, naming: str = "key",
+                rules=None) -> dict[str, str]:
+    """The first variable whose name, dtype or shape differs between the two sources: BadInput.
+    Compared: what `rules` keep (the optimizer's state left out is not), by the names `naming`
+    gives ("model": their path through the model); returns the base's stored name -> the other's,
+    where they differ."""
+    from ckpttool.ops.tensors.rename_rules import RenameRules
+
+    def by_name(source) -> dict:
+        return _averaged_variables(source, naming, rules or RenameRules())
+
+    ours, theirs = by_name(base_reader), by_name(reader)
     for name in sorted(set(ours) | set(theirs)):
         if name not in theirs or name not in ours:
             having, lacking = (base, other) if name not in theirs else (other, base)
             raise BadInput(f"{name!r} is in {having.prefix} but not in {lacking.prefix}",
-                           hint="average checkpoints of the same model")
+                           hint="average checkpoints of the same model"
+                                + ("" if naming == "model" else "; --names model pairs TF2 variables by their "
+                                                               "path through the model, not their keys"))
         a, b = ours[name], theirs[name]
         if a.dtype.name != b.dtype.name:
             raise BadInput(f"{name!r} is {a.dtype.name} in {base.prefix} but {b.dtype.name} in {other.prefix}")
         if a.shape != b.shape:
             raise BadInput(f"{name!r} has shape {list(a.shape)} in {base.prefix} but {list(b.shape)} in "
                            f"{other.prefix}")
+    return {ours[name].name: theirs[name].name for name in ours if ours[name].name != theirs[name].name}
 
 
 def plan_average(sources: list[str], destination: str, *, last: int | None = None, steps: str | None = None,
@@ -215,10 +246,12 @@ def plan_average(sources: list[str], destination: str, *, last: int | None = Non
     if not keep_optimizer:
         rules = dataclasses.replace(rules, drop_optimizer=True)
     plan = plan_convert(base.prefix, destination, rules=rules, **convert_options)
+    keys = []
     with open_checkpoint(base.prefix, base.format) as base_reader:
         for other in picked[:-1]:
             with open_checkpoint(other.prefix, other.format) as reader:
-                _check_same(base_reader, base, reader, other)
+                keys.append(_check_same(base_reader, base, reader, other, convert_options.get("naming", "key"),
+                                        rules))
         dtypes = {v.name: v.dtype.name for v in base_reader.variables}
     from ckpttool.ops.destination import files_read, refuse_writing_over_source
     from ckpttool.ops.targets import resolve_target
@@ -237,7 +270,7 @@ def plan_average(sources: list[str], destination: str, *, last: int | None = Non
     averaged = tuple(i.source for i in plan.items if dtypes[i.source] in AVERAGED)
     taken = tuple(i.source for i in plan.items if dtypes[i.source] not in AVERAGED)
     return AveragePlan(plan, tuple(picked), averaged, taken, how, ranking.source if ranking else None, warnings,
-                       ranking)
+                       ranking, tuple(keys) + ({},))
 
 
 def _pieces(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
@@ -282,7 +315,9 @@ def _mean(np, values: list) -> "np.ndarray":
     return total
 
 
-def _mean_stream(readers: list, name: str, dtype: str) -> Iterator[bytes]:
+def _mean_stream(readers: list, name: str, dtype: str, keys: tuple[dict[str, str], ...] = ()) -> Iterator[bytes]:
+    """The mean of the variable the newest source stores as `name` (`keys`: each source's own name
+    for it, where it differs), in chunks."""
     import numpy as np
 
     from ckpttool.formats.raw import iter_stored_bytes
@@ -290,7 +325,8 @@ def _mean_stream(readers: list, name: str, dtype: str) -> Iterator[bytes]:
 
     itemsize = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}[dtype]
     size = CHUNK_BYTES // itemsize * itemsize
-    streams = [_pieces(iter_stored_bytes(r, r.variable(name), size), size) for r in readers]
+    own = [k.get(name, name) for k in keys] if keys else [name] * len(readers)
+    streams = [_pieces(iter_stored_bytes(r, r.variable(key), size), size) for r, key in zip(readers, own)]
     for pieces in zip(*streams):
         total = _mean(np, [decode_floats(piece, dtype) for piece in pieces])
         if dtype == "bfloat16":
@@ -315,7 +351,7 @@ def apply_average(plan: AveragePlan, on_progress: Callable[[int], None] | None =
             newest = readers[-1]
             var = newest.variable(item.source)
             if item.source in averaged and len(readers) > 1:
-                return _mean_stream(readers, item.source, var.dtype.name)
+                return _mean_stream(readers, item.source, var.dtype.name, plan.keys)
             return iter_stored_bytes(newest, var)
 
         return apply_convert(plan.convert, on_progress, stored=stored)

@@ -80,6 +80,7 @@ class ConvertPlan:
     unmatched: tuple[str, ...] = ()  # --like --partial: template weights kept as the template has them
     unused: tuple[str, ...] = ()  # --like: source variables no template weight takes
     source_min_elements: int | None = None  # a graph source: its constants with fewer elements are left out
+    warnings: tuple[str, ...] = ()  # rename rules that matched no name
 
     @property
     def renamed(self) -> tuple[tuple[str, str], ...]:
@@ -315,6 +316,45 @@ def _destination_path(destination: str) -> str:
     return destination
 
 
+@dataclass(frozen=True)
+class _Names:
+    """What the naming, the layout and the rename rules make of a source's names (_plan_names)."""
+    mapping: dict[str, str]  # kept source name -> name written
+    dropped: list[str]
+    changes: dict  # source name -> layouts.LayoutChange (its axes and the layout's name)
+    rules: RenameRules  # the rules as applied: the layout's renames first, its separator
+    idle: tuple[str, ...]  # rules that matched no name
+    shown: dict[str, str]  # source name -> its name after `--names` (what --drop, --keep, --keep-dtype match)
+
+    def cast_to(self, cast, var: Variable) -> str | None:
+        """The dtype --dtype casts `var` to (--keep-dtype and step counters matched on its shown name)."""
+        return cast.target(self.shown[var.name], var.dtype.name)
+
+
+def _plan_names(variables: list[Variable], graph_bytes: bytes | None, rules: RenameRules, naming: str,
+                layout: str | None, transposes: tuple[tuple[str, tuple[int, ...]], ...]) -> _Names:
+    """Each source variable's written name, in this order: `--names model` names it by its path
+    through the model; --drop, --keep and --drop-optimizer choose among those names; the layout
+    (and --transpose) renames and permutes what it recognises in them; --map (matched on the names
+    after `--names`, winning over the layout's name), --regex, --add-prefix, --strip-prefix and
+    --ema rename (ops/tensors/rename_rules.compute_mapping), and --sep (`.` under --layout torch)
+    comes last. --dtype (cast_to) and --like then work on the result."""
+    import dataclasses
+
+    from ckpttool.ops.tensors.layouts import plan_layout
+
+    start = model_name_mapping([v.name for v in variables], graph_bytes, unique=False) if naming == "model" else None
+    shown = {v.name: (start or {}).get(v.name, v.name) for v in variables}
+    by_shown = plan_layout([(shown[v.name], v.shape) for v in variables], layout, transposes)
+    changes = {v.name: by_shown[shown[v.name]] for v in variables if shown[v.name] in by_shown}
+    if changes or layout == "torch":  # the layout's names first: the user's rules apply on top
+        renames = tuple((shown[name], c.name) for name, c in changes.items() if c.name != shown[name])
+        rules = dataclasses.replace(rules, maps=renames + rules.maps,
+                                    sep=rules.sep if rules.sep is not None or layout != "torch" else ".")
+    named = compute_mapping([v.name for v in variables], rules, graph_bytes, start)
+    return _Names(named.mapping, named.dropped, changes, rules, named.idle, shown)
+
+
 def plan_convert(source: str, destination: str, *, to: str | None = None, rules: RenameRules = RenameRules(),
                  strict: bool = False, shard_size: int | None = None, metadata: dict[str, str] | None = None,
                  overwrite: bool = False, update_state: bool = True, source_metadata: bool = True,
@@ -331,7 +371,6 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
     import dataclasses
 
     from ckpttool.ops.tensors.casting import CastRule
-    from ckpttool.ops.tensors.layouts import plan_layout
 
     cast = cast or CastRule()
     if partial and like is None:
@@ -341,7 +380,7 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
     if to == "keras":
         if shard_size is not None or metadata:
             raise UsageProblem("--shard-size and --metadata apply to safetensors destinations only")
-        return _plan_like(source, destination, like, rules, partial, overwrite, layout, transposes)
+        return _plan_like(source, destination, like, rules, partial, overwrite, naming, layout, transposes, cast)
     if shard_size is not None and (to != "safetensors" or shard_size <= 0):
         raise UsageProblem("--shard-size applies to safetensors destinations only, and must be positive")
     if metadata and to != "safetensors":
@@ -355,16 +394,8 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
     with open_target(target) as reader:
         variables = [v for v in reader.variables if not v.internal]
         graph_bytes = reader.object_graph_bytes() if reader.variable(OBJECT_GRAPH_KEY) is not None else None
-        start = model_name_mapping([v.name for v in variables], graph_bytes, unique=False) if naming == "model" else None
-        shown = {v.name: (start or {}).get(v.name, v.name) for v in variables}
-        # The layout sees the names the rules will see (model names with --names model).
-        by_shown = plan_layout([(shown[v.name], v.shape) for v in variables], layout, transposes)
-        changes = {v.name: by_shown[shown[v.name]] for v in variables if shown[v.name] in by_shown}
-        if changes or layout == "torch":  # the layout's names first: the user's rules apply on top
-            renames = tuple((shown[name], c.name) for name, c in changes.items() if c.name != shown[name])
-            rules = dataclasses.replace(rules, maps=renames + rules.maps,
-                                        sep=rules.sep if rules.sep is not None or layout != "torch" else ".")
-        mapping, dropped = compute_mapping([v.name for v in variables], rules, graph_bytes, start)
+        names = _plan_names(variables, graph_bytes, rules, naming, layout, transposes)
+        mapping, dropped, changes, rules = names.mapping, names.dropped, names.changes, names.rules
         items, skipped = [], []
         for var in variables:
             if var.name not in mapping:
@@ -373,8 +404,7 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
             if reason:
                 skipped.append(Skipped(var.name, reason))
                 continue
-            item = _transformed_item(var, mapping[var.name], changes.get(var.name),
-                                     cast.target(var.name, var.dtype.name))
+            item = _transformed_item(var, mapping[var.name], changes.get(var.name), names.cast_to(cast, var))
             written = dataclasses.replace(var, dtype=dtype_from_name(item.dtype), shape=item.shape)
             if var.dtype.fixed_width:
                 from ckpttool.formats.raw import check_stored_readable
@@ -418,23 +448,25 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
     state_warning = older_than_latest(destination) if to == "tf" and update_state else None
     return ConvertPlan(target.prefix, target.format, destination, to, tuple(items), tuple(dropped), tuple(skipped),
                        files, shards, st_metadata, graph, overwrite, update_state, state_warning,
-                       source_min_elements=target.min_elements)
+                       source_min_elements=target.min_elements, warnings=names.idle)
 
 
 def _plan_like(source: str, destination: str, like: str, rules: RenameRules, partial: bool,
-               overwrite: bool, layout: str | None = None,
-               transposes: tuple[tuple[str, tuple[int, ...]], ...] = ()) -> ConvertPlan:
+               overwrite: bool, naming: str = "key", layout: str | None = None,
+               transposes: tuple[tuple[str, tuple[int, ...]], ...] = (), cast=None) -> ConvertPlan:
     """A Keras 3 destination laid out as the template `like`: every template weight matched to a
     source variable (ops/tensors/keras_like.py) and checked (shape, dtype) before anything is written.
-    `layout` ("tf": PyTorch layouts back to Keras') and `transposes` apply first: the template is
-    matched by the names and shapes the variables will have."""
+    The names are made as plan_convert makes them (_plan_names: `naming`, then `layout` ("tf":
+    PyTorch layouts back to Keras') and `transposes`, then the rules), and `cast` (--dtype) applies:
+    the template is matched by the names, shapes and dtypes the variables will have."""
     import dataclasses
 
-    from ckpttool.ops.tensors.layouts import plan_layout
     from ckpttool.formats.keras.keras3 import KerasWeights
     from ckpttool.formats.raw import check_stored_readable
+    from ckpttool.ops.tensors.casting import CASTABLE, CastRule
     from ckpttool.ops.tensors.keras_like import match_template
 
+    cast = cast or CastRule()
     destination = _destination_path(destination)
     template_target = resolve_target(like)
     if template_target.format != "keras":
@@ -446,14 +478,11 @@ def _plan_like(source: str, destination: str, like: str, rules: RenameRules, par
     with open_checkpoint(target.prefix, target.format) as reader:
         variables = [v for v in reader.variables if not v.internal]
         graph_bytes = reader.object_graph_bytes() if reader.variable(OBJECT_GRAPH_KEY) is not None else None
-        changes = plan_layout([(v.name, v.shape) for v in variables], layout, transposes)
-        if changes:  # the layout's names first: the user's rules apply on top, as in plan_convert
-            renames = tuple((name, c.name) for name, c in changes.items() if c.name != name)
-            rules = dataclasses.replace(rules, maps=renames + rules.maps)
-        mapping, dropped = compute_mapping([v.name for v in variables], rules, graph_bytes)
+        names = _plan_names(variables, graph_bytes, rules, naming, layout, transposes)
+        changes = names.changes
         as_written = [dataclasses.replace(v, shape=changes[v.name].shape)
                       if v.name in changes and changes[v.name].perm is not None else v for v in variables]
-        found = match_template(as_written, mapping, weights)
+        found = match_template(as_written, names.mapping, weights)
         if found.mismatched:
             raise BadInput(f"{len(found.mismatched)} source variable(s) named as template weights have other shapes: "
                            + ", ".join(f"{s!r} {list(a)} for {t!r} {list(b)}" for s, t, a, b in found.mismatched[:10]))
@@ -461,8 +490,9 @@ def _plan_like(source: str, destination: str, like: str, rules: RenameRules, par
             raise BadInput(f"{len(found.unmatched)} weight(s) of the template match no source variable: "
                            + ", ".join(repr(n) for n in found.unmatched[:20])
                            + (" ..." if len(found.unmatched) > 20 else ""),
-                           hint="rename the source's variables with --map/--regex, or keep the template's "
-                                "values for these with --partial")
+                           hint="rename the source's variables with --map/--regex (`--names model` names a TF2 "
+                                "checkpoint's by their path through the model), or keep the template's values "
+                                "for these with --partial")
         by_path = {w.name: w for w in weights}
         items = []
         for match in found.matches:
@@ -470,20 +500,21 @@ def _plan_like(source: str, destination: str, like: str, rules: RenameRules, par
             if var.dtype.code == STRING:
                 raise Unsupported(f"{var.name!r} holds strings, which convert does not write into Keras files",
                                   hint="leave it out with --drop and keep the template's value with --partial")
-            if var.dtype.name != weight.dtype.name:
-                raise Unsupported(f"{var.name!r} is {var.dtype.name} but the template's {weight.name!r} is "
-                                  f"{weight.dtype.name}; convert writes values as they are",
-                                  hint="give a source (or a template) with that dtype")
+            item = _transformed_item(var, weight.name, changes.get(var.name), names.cast_to(cast, var))
+            if item.dtype != weight.dtype.name:
+                raise Unsupported(f"{var.name!r} is {item.dtype} but the template's {weight.name!r} is "
+                                  f"{weight.dtype.name}; convert writes values in the template's dtype only",
+                                  hint=f"cast with --dtype {weight.dtype.name}" if weight.dtype.name in CASTABLE
+                                  else "give a source (or a template) with that dtype")
             check_stored_readable(reader, var)
-            items.append(dataclasses.replace(_transformed_item(var, weight.name, changes.get(var.name), None),
-                                             match=match.by))
+            items.append(dataclasses.replace(item, match=match.by))
         sources = [fs.absolute(target.prefix), *(fs.absolute(f) for f in reader.data_files())]
     refuse_writing_over_source(sources + [fs.absolute(template_target.prefix)], [destination], "convert")
     if _destination_exists((destination,), "keras", destination) and not overwrite:
         raise Refused(f"destination {destination} exists (use --overwrite to replace it)")
-    return ConvertPlan(target.prefix, target.format, destination, "keras", tuple(items), tuple(dropped), (),
+    return ConvertPlan(target.prefix, target.format, destination, "keras", tuple(items), tuple(names.dropped), (),
                        (destination,), overwrite=overwrite, template=template_target.prefix,
-                       unmatched=found.unmatched, unused=found.unused)
+                       unmatched=found.unmatched, unused=found.unused, warnings=names.idle)
 
 
 # -- writing ----------------------------------------------------------------

@@ -17,6 +17,12 @@ A template weight takes, in this order:
    A layer name two source scopes or two template layers share is ambiguous: not matched so.
    Layers left unpaired by name are paired in the order of Keras' per-class counters when both
    sides have as many of a class (Keras 2's `dense_1`, `dense_2` are Keras 3's `dense`, `dense_1`).
+   A TF2 checkpoint names no layers: under `--names model` a layer is a position in a list of the
+   model (`model/_functional/_operations/2`, tf.keras' `layer_with_weights-1`). Such scopes are
+   given a kind by what they hold (a kernel's rank, moving statistics, embeddings: _scope_kind) and
+   paired, in position order, with the template's layers of that kind in counter order (`dense`,
+   `dense_1` ...), when both sides have as many of the kind. This assumes the model's layers were
+   created in the order they are called, as in a Sequential; shapes are still checked.
 Shapes are checked on every match; what stays unmatched on either side is reported.
 """
 from __future__ import annotations
@@ -29,10 +35,13 @@ from ckpttool.formats.variables import Variable
 
 _VARS_RE = re.compile(r"^(?:(.*)/)?vars/(\d+)$")
 _COUNTER_RE = re.compile(r"^(.*)_(\d+)$")
+# A scope named by its position in a list of the model (a TF2 object graph names no layers).
+_POSITION_RE = re.compile(r"^(?:layer_with_weights-|layer-)?(\d+)$")
 # The order Keras layers create their weights (Dense, Conv*, BatchNormalization, LayerNormalization,
 # Embedding, RNN cells); names it does not know keep the source's order, after these.
-_CREATION_ORDER = ("kernel", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel", "embeddings", "bias",
-                   "gamma", "beta", "moving_mean", "moving_variance")
+# Keras 3 stores Dense and Conv kernels and Embedding tables as `_kernel`, `_embeddings` in a TF2 object graph.
+_CREATION_ORDER = ("kernel", "_kernel", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel", "embeddings",
+                   "_embeddings", "bias", "gamma", "beta", "moving_mean", "moving_variance")
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,66 @@ def _pairs_by_counter(template_keys: dict[str, list[str]], scopes: dict[str, dic
     return pairs
 
 
+def _attribute(name: str) -> str:
+    return re.sub(r":\d+$", "", _leaf(name))
+
+
+def _scope_kind(variables: list[Variable], mapping: dict[str, str]) -> str | None:
+    """The layer kind (ops/tensors/layouts.layer_kind's) of a scope from the variables it holds."""
+    shapes = {_attribute(mapping[v.name]): v.shape for v in variables}
+    if {"moving_mean", "moving_variance"} & set(shapes):
+        return "batch_norm"
+    if {"embeddings", "_embeddings"} & set(shapes):
+        return "embedding"
+    if "depthwise_kernel" in shapes:
+        return "depthwise"
+    kernel = shapes.get("_kernel", shapes.get("kernel"))
+    if kernel is not None:
+        if len(kernel) == 2:
+            return "dense"
+        bias = shapes.get("bias")
+        if "kernel" in shapes and bias is not None and len(bias) == 1 and 3 <= len(kernel) <= 4:
+            # Keras 3 names a depthwise and a transposed kernel `kernel` (a convolution's `_kernel`):
+            # the bias tells them apart, in*mult against the transposed one's out (k..., out, in)
+            if bias[0] == kernel[-2] * kernel[-1] != kernel[-1]:
+                return "depthwise"
+            if bias[0] == kernel[-2] != kernel[-1]:
+                return "conv_transpose"
+        return "conv" if 3 <= len(kernel) <= 5 else None
+    return "layer_norm" if shapes and set(shapes) <= {"gamma", "beta"} else None
+
+
+def _natural(scope: str) -> tuple:
+    """Sort key of a scope: positions by their number (`_operations/2` before `_operations/10`)."""
+    return tuple((0, int(m[1]), "") if (m := _POSITION_RE.match(part)) else (1, 0, part) for part in scope.split("/"))
+
+
+def _pairs_by_position(template_keys: dict[str, list[str]], scopes: dict[str, dict[str, list[Variable]]],
+                       paired: set[str], mapping: dict[str, str]) -> list[tuple[str, list[Variable]]]:
+    """Template layers no name paired, each kind in counter order (one class name per kind), and the
+    source's position scopes of that kind in position order, paired when both sides have as many."""
+    from ckpttool.ops.tensors.layouts import layer_kind
+
+    template_by_kind: dict[str, list[tuple[tuple[str, int], str]]] = {}
+    for key, layer_paths in template_keys.items():
+        kind = layer_kind(key)
+        if kind is not None and len(layer_paths) == 1 and layer_paths[0] not in paired:
+            template_by_kind.setdefault(kind, []).append((_counter(key), layer_paths[0]))
+    source_by_kind: dict[str, list[tuple[str, list[Variable]]]] = {}
+    for key, candidates in scopes.items():
+        if _POSITION_RE.match(key):
+            for scope, variables in candidates.items():
+                kind = _scope_kind(variables, mapping)
+                if kind is not None and scope not in paired:
+                    source_by_kind.setdefault(kind, []).append((scope, variables))
+    pairs = []
+    for kind, layers in template_by_kind.items():
+        sources = sorted(source_by_kind.get(kind, []), key=lambda item: _natural(item[0]))
+        if len(sources) == len(layers) and len({base for (base, _), _ in layers}) == 1:
+            pairs += [(layer, variables) for (_, layer), (_, variables) in zip(sorted(layers), sources)]
+    return pairs
+
+
 def match_template(sources: list[Variable], mapping: dict[str, str], template: list[Variable]) -> LikeMatch:
     """Match source variables (their new names in `mapping`) to the template's weights."""
     by_new_name = {mapping[v.name]: v for v in sources if v.name in mapping}
@@ -167,6 +236,9 @@ def match_template(sources: list[Variable], mapping: dict[str, str], template: l
             if assign(layer_paths[0], variables):
                 paired |= {layer_paths[0], scope}
     for layer, variables in _pairs_by_counter(template_keys, scopes, paired):
+        if assign(layer, variables):
+            paired.add(layer)
+    for layer, variables in _pairs_by_position(template_keys, scopes, paired, mapping):
         assign(layer, variables)
     unmatched = tuple(w.name for w in template if w.name not in filled)
     unused = tuple(v.name for v in sources if v.name in mapping and v.name not in taken)

@@ -10,7 +10,7 @@ orders and names:
 | Conv*Transpose | kernel (k..., out, in) | weight (in, out, k...) |
 | DepthwiseConv1D/2D | kernel (k..., in, mult) | weight (in*mult, 1, k...) (groups=in) |
 | BatchNormalization | gamma, beta, moving_mean, moving_variance | weight, bias, running_mean, running_var |
-| Embedding | embeddings (n, dim) | weight (n, dim) |
+| Embedding | embeddings (n, dim) (`_embeddings` in a TF2 checkpoint) | weight (n, dim) |
 
 The layer kind comes from the names: a Keras 3 file names each weight by its
 layer's class-derived name and position (`layers/conv2d/vars/0`), Keras 2 and
@@ -55,7 +55,9 @@ _POSITIONS = {
     "batch_norm": ("gamma", "beta", "moving_mean", "moving_variance"),
     "layer_norm": ("gamma", "beta"),
 }
+# Keras 3 keeps Dense/Conv kernels and Embedding tables as `_kernel`, `_embeddings` in a TF2 object graph.
 _TORCH_NAMES = {"kernel": "weight", "_kernel": "weight", "depthwise_kernel": "weight", "embeddings": "weight",
+                "_embeddings": "weight",
                 "gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var",
                 "bias": "bias"}
 
@@ -94,7 +96,7 @@ def parse_transpose(text: str) -> tuple[str, tuple[int, ...]]:
     return pattern, axes
 
 
-def _class_of(segment: str) -> str | None:
+def layer_kind(segment: str) -> str | None:
     """The layer kind a Keras layer name (`conv2d_transpose_1`, `batch_normalization`) says."""
     base = re.sub(r"_\d+$", "", segment.lower())
     if "depthwise" in base:
@@ -116,7 +118,7 @@ def _class_of(segment: str) -> str | None:
 
 def _kind_hint(parts: list[str]) -> str | None:
     for segment in reversed(parts):
-        kind = _class_of(segment)
+        kind = layer_kind(segment)
         if kind:
             return kind
     return None
@@ -171,7 +173,7 @@ def _to_torch(name: str, shape: tuple[int, ...], siblings: dict[str, tuple[int, 
     base = name[: -len(TF_SUFFIX)] if name.endswith(TF_SUFFIX) else name
     parts = base.split("/")
     if len(parts) >= 3 and parts[-2] == "vars" and parts[-1].isdigit():  # a Keras 3 file: layers/<layer>/vars/N
-        kind = _class_of(parts[-3])
+        kind = layer_kind(parts[-3])
         positions = _POSITIONS.get(kind or "", ())
         index = int(parts[-1])
         if kind == "batch_norm" and sum(f"{'/'.join(parts[:-1])}/{i}" in siblings for i in range(4)) != 4:
@@ -191,7 +193,7 @@ def _to_torch(name: str, shape: tuple[int, ...], siblings: dict[str, tuple[int, 
             kind = _kernel_kind(hint, shape)
             if hint is None and attribute == "kernel" and _depthwise_by_bias(name, base, shape, siblings):
                 kind = "depthwise"
-        elif attribute == "embeddings":
+        elif attribute in ("embeddings", "_embeddings"):
             kind = "embedding"
         elif attribute in ("gamma", "beta"):
             kind = "layer_norm" if hint == "layer_norm" else "batch_norm"

@@ -41,6 +41,7 @@ class RenamePlan:
     object_graph: bool  # a TF2 object graph will be rewritten
     update_state: bool = True  # make DST the latest checkpoint of its directory
     state_warning: str | None = None  # ... though it is older than the latest there
+    warnings: tuple[str, ...] = ()  # rules that matched no name
 
 
 @dataclass(frozen=True)
@@ -106,13 +107,14 @@ def plan_rename(source: str, destination: str, rules: RenameRules, overwrite: bo
     _refuse_destination_in_source(fs.absolute(target.prefix), [fs.absolute(f) for f in source_files], destination)
     if _checkpoint_exists(destination) and not overwrite:
         raise Refused(f"destination {destination} exists (use --overwrite to replace it)")
-    mapping, dropped = compute_mapping(names, rules, graph_bytes)
+    names_given = compute_mapping(names, rules, graph_bytes)
+    mapping, dropped = names_given.mapping, names_given.dropped
     renamed = tuple((old, new) for old, new in mapping.items() if old != new)
     if graph_bytes is not None and (renamed or dropped):
         rewrite_object_graph(graph_bytes, mapping, set(dropped))  # refuses here, before anything is written
     return RenamePlan(target.prefix, destination, mapping, renamed, tuple(dropped),
                       sum(1 for old, new in mapping.items() if old == new), graph_bytes is not None,
-                      update_state, older_than_latest(destination) if update_state else None)
+                      update_state, older_than_latest(destination) if update_state else None, names_given.idle)
 
 
 def _copy_shard(source: str, dst, length: int | None) -> int:

@@ -124,14 +124,34 @@ def optimizer_roles(names: list[str], object_graph: bytes | None = None,
     return OptimizerRoles(state, trained)
 
 
+@dataclass(frozen=True)
+class NameMapping:
+    mapping: dict[str, str]  # kept source name -> new name
+    dropped: list[str]  # source names left out
+    idle: tuple[str, ...] = ()  # warnings: the rules that matched no name (`--regex 'a=b' matched no name`)
+
+
+def _idle_rules(rules: RenameRules, regex_hits: list[bool], drop_hits: list[bool], keep_hits: list[bool],
+                stripped: bool, ema_found: bool) -> tuple[str, ...]:
+    """A warning for each rule that matched no name: a typo there changes nothing, silently."""
+    idle = [f"--regex {f'{p}={r}'!r}" for (p, r), hit in zip(rules.regexes, regex_hits) if not hit]
+    idle += [f"--drop {p!r}" for p, hit in zip(rules.drop, drop_hits) if not hit]
+    idle += [f"--keep {p!r}" for p, hit in zip(rules.keep, keep_hits) if not hit]
+    if rules.strip_prefix and not stripped:
+        idle.append(f"--strip-prefix {rules.strip_prefix!r}")
+    if rules.ema and not ema_found:
+        idle.append("--ema (no name ends in /ExponentialMovingAverage)")
+    return tuple(f"{rule} matched no name: it changed nothing" for rule in idle)
+
+
 def compute_mapping(names: list[str], rules: RenameRules, object_graph: bytes | None = None,
-                    start: dict[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
-    """(kept source name -> new name, dropped names). Rules apply in DESIGN order:
-    map, regex, add-prefix, strip-prefix, ema, sep; then drop/keep (and
-    drop-optimizer) on source names. `object_graph`: the source's TF2 object graph, which
-    says what optimizer state is. `start`: a first name for source names (`--names model`,
-    ops/tensors/model_names.py): the rules see, match and rename it in place of the source name.
-    Refuses (BadInput) rules that drop every trained variable."""
+                    start: dict[str, str] | None = None) -> NameMapping:
+    """Kept source name -> new name, the dropped names, and the rules that matched none. Rules
+    apply in DESIGN order: drop/keep (and drop-optimizer) on the names as given; then on each kept
+    name map, regex, add-prefix, strip-prefix, ema, sep. `object_graph`: the source's TF2 object
+    graph, which says what optimizer state is. `start`: a first name for source names (`--names
+    model`, ops/tensors/model_names.py): the rules see, match and rename it in place of the source
+    name. Refuses (BadInput) rules that drop every trained variable."""
     given = {name: (start or {}).get(name, name) for name in names}
     known = set(given.values())
     exact = dict(rules.maps)
@@ -148,10 +168,15 @@ def compute_mapping(names: list[str], rules: RenameRules, object_graph: bytes | 
     dropped: list[str] = []
     ruled_out: set[str] = set()  # dropped by --drop, --keep or --drop-optimizer (not replaced by an average)
     shadowed = {n[: -len(EMA_SUFFIX)] for n in known if rules.ema and n.endswith(EMA_SUFFIX)}
+    regex_hits, drop_hits, keep_hits = [False] * len(regexes), [False] * len(drops), [False] * len(keeps)
+    stripped = False
     for name in names:
         shown = given[name]
-        if (any(r.search(shown) for r in drops) or (keeps and not any(r.search(shown) for r in keeps))
-                or (rules.drop_optimizer and name in roles.state)):
+        dropping = [r.search(shown) is not None for r in drops]
+        keeping = [r.search(shown) is not None for r in keeps]
+        drop_hits = [a or b for a, b in zip(drop_hits, dropping)]
+        keep_hits = [a or b for a, b in zip(keep_hits, keeping)]
+        if any(dropping) or (keeps and not any(keeping)) or (rules.drop_optimizer and name in roles.state):
             dropped.append(name)
             ruled_out.add(name)
             continue
@@ -159,7 +184,9 @@ def compute_mapping(names: list[str], rules: RenameRules, object_graph: bytes | 
             dropped.append(name)  # replaced by its moving average
             continue
         new = exact.get(shown, shown)
-        for regex, repl in regexes:
+        for index, (regex, repl) in enumerate(regexes):
+            if not regex_hits[index] and regex.search(new):
+                regex_hits[index] = True
             try:
                 new = regex.sub(repl, new)
             except (re.error, IndexError) as exc:
@@ -168,6 +195,7 @@ def compute_mapping(names: list[str], rules: RenameRules, object_graph: bytes | 
             new = rules.add_prefix + new
         if rules.strip_prefix and new.startswith(rules.strip_prefix):
             new = new[len(rules.strip_prefix):]
+            stripped = True
         if rules.ema and new.endswith(EMA_SUFFIX):
             new = new[: -len(EMA_SUFFIX)]
         if rules.sep is not None:
@@ -191,7 +219,8 @@ def compute_mapping(names: list[str], rules: RenameRules, object_graph: bytes | 
     if collisions:
         listing = "; ".join(f"{' + '.join(sorted(olds))} -> {new}" for new, olds in sorted(collisions.items()))
         raise Refused(f"name collision: {listing}")
-    return mapping, dropped
+    return NameMapping(mapping, dropped, _idle_rules(rules, regex_hits, drop_hits, keep_hits, stripped,
+                                                     any(n.endswith(EMA_SUFFIX) for n in known)))
 
 
 # -- TF2 object graph -----------------------------------------------------

@@ -3,7 +3,9 @@ nodes, readable without TensorFlow ("unfreezing").
 
 A GraphDef (`frozen_graph.pb`), the graph of a MetaGraphDef (`.meta`) and that of a SavedModel's
 first MetaGraph (`saved_model.pb`) are walked field by field over ranged reads, never parsed whole:
-GraphDef.node (1) → NodeDef {name 1, op 2, attr 5: map<string, AttrValue>}; a Const node's attr
+GraphDef.node (1) → NodeDef {name 1, op 2, attr 5: map<string, AttrValue>}, and the functions of
+its library (2), where a TF2 SavedModel keeps its tf.functions and most of its constants (those are
+named `<function>/<node>`); a Const node's attr
 `value` holds AttrValue.tensor (8), a TensorProto {dtype 1, tensor_shape 2, tensor_content 4, the
 typed *_val fields}. Listing reads each node's name, op and the tensor's header only; a value's
 bytes are read when asked for (tensor_content straight from the file, in chunks; the typed fields,
@@ -190,22 +192,57 @@ def _tensor_header(source: _Input, name: str, start: int, end: int) -> _Const:
     return _Const(name, dtype_code, shape, content, (start, end - start))
 
 
-def scan_constants(source: _Input, kind: str) -> list[_Const]:
-    start, end = _graph_span(source, kind)
-    found = []
+def _node_const(source: _Input, start: int, end: int, prefix: str = "") -> _Const | None:
+    """The constant of the NodeDef in [start, end) when it is a Const node, named `prefix` + its name."""
+    name = op = None
     for number, wire_type, a, b in source.fields(start, end):
-        if number != 1 or wire_type != 2:  # GraphDef.node
+        if number == 1 and wire_type == 2:
+            name = source.text(a, b)
+        elif number == 2 and wire_type == 2:
+            op = source.text(a, b)
+    if op != "Const" or name is None:
+        return None
+    return _const_of(source, prefix + name, start, end)
+
+
+def _function_constants(source: _Input, start: int, end: int) -> Iterator[_Const]:
+    """The Const nodes of a FunctionDefLibrary's functions (a TF2 SavedModel keeps its tf.function
+    bodies, and their constants, there), each named `<function>/<node>`: node names are unique
+    within their function only. FunctionDefLibrary.function (1) → FunctionDef {signature 1: OpDef
+    {name 1}, node_def 3: NodeDef}."""
+    for number, wire_type, a, b in source.fields(start, end):
+        if number != 1 or wire_type != 2:
             continue
-        name = op = None
+        function, nodes = None, []
         for n2, w2, c, d in source.fields(a, b):
             if n2 == 1 and w2 == 2:
-                name = source.text(c, d)
-            elif n2 == 2 and w2 == 2:
-                op = source.text(c, d)
-        if op == "Const" and name is not None:
-            const = _const_of(source, name, a, b)
+                function = next((source.text(e, f) for n3, w3, e, f in source.fields(c, d) if n3 == 1 and w3 == 2),
+                                None)
+            elif n2 == 3 and w2 == 2:
+                nodes.append((c, d))
+        if function is None:
+            if nodes:
+                raise CorruptCheckpoint(f"{source.path}: a library function without a name")
+            continue
+        for c, d in nodes:
+            const = _node_const(source, c, d, function + "/")
+            if const is not None:
+                yield const
+
+
+def scan_constants(source: _Input, kind: str) -> list[_Const]:
+    """The graph's Const nodes (GraphDef.node, 1), then those of its function library (GraphDef.library, 2)."""
+    start, end = _graph_span(source, kind)
+    found, libraries = [], []
+    for number, wire_type, a, b in source.fields(start, end):
+        if number == 1 and wire_type == 2:
+            const = _node_const(source, a, b)
             if const is not None:
                 found.append(const)
+        elif number == 2 and wire_type == 2:
+            libraries.append((a, b))
+    for a, b in libraries:  # one in a well-formed graph; protobuf merges repeated ones
+        found.extend(_function_constants(source, a, b))
     return found
 
 
