@@ -121,7 +121,7 @@ def tensor_digests(reader, variables: list[Variable],
             try:  # open its shards now, in this thread (the bundle opens them lazily, unlocked)
                 reader.open_parts(var)
             except BadInput as exc:
-                return lambda: exc
+                return lambda failed=exc: failed
         return _caught(lambda: tensor_digest(reader, var))
 
     for var, outcome in zip(variables, _ordered((job(v) for v in variables), parallel)):
@@ -245,7 +245,7 @@ def build_manifest(target: str | Target, on_progress: Callable[[int], None] | No
                 raise type(outcome)(f"{outcome.message} (no manifest is written of a damaged checkpoint)",
                                     hint=f"ckpttool verify {target.prefix} lists all the damage")
             tensors.append(TensorEntry(var.name, var.dtype.name, var.shape, outcome))
-    return Manifest(target.prefix, target.format, tuple(files), tuple(tensors))
+    return Manifest(target.prefix, target.format, tuple(files), tuple(tensors), PIECE_BYTES)
 
 
 # -- reading one back ------------------------------------------------------------------------------
@@ -482,3 +482,57 @@ def _tensor_pass(reader, manifest: Manifest, on_progress: Callable[[int], None] 
     variables = _listed_tensors(reader)
     return _compare_tensors(manifest, list(tensor_digests(reader, variables, on_progress)),
                             {v.name: v.name for v in variables})
+
+
+# -- diff by hash ------------------------------------------------------------------------------------
+
+def _digested_side(given: str | Target, regex, naming: str,
+                   on_progress: Callable[[int], None] | None) -> tuple[str, dict[str, tuple[str, tuple, str]]]:
+    """(what was read, {name: (dtype, shape, digest)}): a manifest's tensors as listed, or a
+    checkpoint's, each read once (damage is BadInput, as `diff` raises it)."""
+    from ckpttool.ops.tensors.model_names import reader_names
+
+    if isinstance(given, str) and is_manifest_path(given):
+        manifest = read_manifest(given)
+        return given, {t.name: (t.dtype, t.shape, t.sha256) for t in manifest.tensors
+                       if not regex or regex.search(t.name)}
+    target = resolve_target(given) if isinstance(given, str) else given
+    with open_target(target) as reader:
+        shown = reader_names(reader, naming)
+        variables = [v for v in _listed_tensors(reader) if not regex or regex.search(shown[v.name])]
+        side = {}
+        for var, outcome in tensor_digests(reader, variables, on_progress):
+            if isinstance(outcome, BadInput):
+                raise outcome
+            side[shown[var.name]] = (var.dtype.name, var.shape, outcome)
+    return target.prefix, side
+
+
+def diff_by_hash(a: str | Target, b: str | Target, *, pattern: str | None = None, naming: str = "key",
+                 on_progress: Callable[[int], None] | None = None):
+    """`diff --by-hash`: which tensors were added, removed, changed in dtype or shape, or in value
+    (their digests differ), each side read once; a side may be a manifest (nothing read)."""
+    from ckpttool.ops.patterns import compile_optional
+    from ckpttool.ops.tensors.diff import DiffReport, VariableDiff
+    from ckpttool.ops.tensors.model_names import check_naming
+
+    check_naming(naming)
+    regex = compile_optional(pattern, "--filter")
+    a_name, a_side = _digested_side(a, regex, naming, on_progress)
+    b_name, b_side = _digested_side(b, regex, naming, on_progress)
+    differences, compared = [], 0
+    for name in sorted(set(a_side) | set(b_side)):
+        sa, sb = a_side.get(name), b_side.get(name)
+        if sb is None:
+            differences.append(VariableDiff(name, "removed", a_dtype=sa[0], a_shape=sa[1], a_sha256=sa[2]))
+        elif sa is None:
+            differences.append(VariableDiff(name, "added", b_dtype=sb[0], b_shape=sb[1], b_sha256=sb[2]))
+        elif sa[:2] != sb[:2]:
+            change = "dtype" if sa[0] != sb[0] else "shape"
+            differences.append(VariableDiff(name, change, sa[0], sb[0], sa[1], sb[1], a_sha256=sa[2], b_sha256=sb[2]))
+        else:
+            compared += 1
+            if sa[2] != sb[2]:
+                differences.append(VariableDiff(name, "value", sa[0], sb[0], sa[1], sb[1], a_sha256=sa[2],
+                                                b_sha256=sb[2]))
+    return DiffReport(a_name, b_name, compared, tuple(differences))
