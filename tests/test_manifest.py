@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, assert_one_line_error, build_fixtures, run_cli
+from tests.test_remote import servers  # noqa: F401 - a fixture
 
 SCHEMA = ROOT / "docs" / "reference" / "manifest.schema.json"
 
@@ -336,3 +337,22 @@ def test_python_api(weights, tmp_path):
     assert ckpttool.verify(weights / "lib.safetensors", manifest=manifest).ok
     report = ckpttool.verify(weights / "lib.npz", manifest=manifest)
     assert not report.ok and [(d.name, d.change) for d in report.tensors] == [("bf16", "missing")]
+
+
+# -- buckets (moto's S3 server) ------------------------------------------------------------------
+
+def test_a_checkpoint_in_a_bucket_has_the_manifest_of_its_local_copy(servers, weights, tmp_path):
+    from tests.remote_servers import upload_tree
+    from tests.test_remote import fresh_prefix
+
+    shutil.copytree(weights / "tf", tmp_path / "up")
+    shutil.copy(weights / "lib.safetensors", tmp_path / "up")
+    url = upload_tree(servers["s3"], str(tmp_path / "up"), fresh_prefix("manifest"))
+    local = manifest_of(weights / "tf/weights")
+    remote = manifest_of(f"{url}/weights")
+    assert (remote["files"], remote["tensors"]) == (local["files"], local["tensors"])
+    manifest = write_manifest(weights / "tf/weights", tmp_path / "m.json")
+    by_files = verify(manifest, f"{url}/weights").json()
+    assert by_files["ok"] and by_files["mode"] == "files" and by_files["checked_files"] == 2
+    by_tensors = verify(manifest, f"{url}/lib.safetensors").json()
+    assert by_tensors["ok"] and by_tensors["mode"] == "tensors"

@@ -241,6 +241,8 @@ def build_manifest(target: str | Target, on_progress: Callable[[int], None] | No
                 handle.close()
         tensors = []
         for var, outcome in tensor_digests(reader, _listed_tensors(reader), on_progress):
+            if isinstance(outcome, Unsupported):  # not damage: what ckpttool cannot read exactly
+                raise outcome
             if isinstance(outcome, BadInput):
                 raise type(outcome)(f"{outcome.message} (no manifest is written of a damaged checkpoint)",
                                     hint=f"ckpttool verify {target.prefix} lists all the damage")
