@@ -126,6 +126,20 @@ def test_a_keras_file_and_the_tf_checkpoint_of_its_model_hold_the_same_tensors(w
     for out in ("k.safetensors", "k.npz", "k/weights"):
         assert run_cli("convert", weights / "keras/model.weights.h5", tmp_path / out).exit_code == 0
         assert digests(manifest_of(tmp_path / out)) == digests(keras_doc), out
+    # a Keras file written by ckpttool from TensorFlow's checkpoint (Keras' names mapped as Keras saves
+    # Dense and BatchNormalization variables) has the tensors of the one Keras wrote
+    suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
+    names = {"1/_kernel": "dense/vars/0", "1/bias": "dense/vars/1", "2/gamma": "batch_normalization/vars/0",
+             "2/beta": "batch_normalization/vars/1", "2/moving_mean": "batch_normalization/vars/2",
+             "2/moving_variance": "batch_normalization/vars/3", "3/_kernel": "dense_1/vars/0",
+             "3/bias": "dense_1/vars/1"}
+    maps = [a for tf_name, keras_name in names.items()
+            for a in ("--map", f"model/_operations/{tf_name}{suffix}=layers/{keras_name}")]
+    written = run_cli("convert", weights / "keras/ckpt", tmp_path / "ours.weights.h5", "--like",
+                      weights / "keras/model.weights.h5", *maps)
+    assert written.exit_code == 0, written.stderr
+    keras_manifest = write_manifest(weights / "keras/model.weights.h5", tmp_path / "keras.json")
+    assert verify(keras_manifest, tmp_path / "ours.weights.h5").json()["ok"]
 
 
 # -- item 6: every difference named -----------------------------------------------------------------
