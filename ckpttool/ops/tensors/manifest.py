@@ -471,7 +471,7 @@ def check_manifest(target: str | Target, manifest: Manifest, manifest_path: str 
             if differences:  # name the tensors that changed
                 tensor_differences = _tensor_pass(reader, manifest)
         return ManifestCheck(target.prefix, manifest_path, "files", checked,
-                             len(manifest.tensors) if not differences else len(reader.variables), read,
+                             len(manifest.tensors) if not differences else len(_listed_tensors(reader)), read,
                              tuple(differences), tuple(tensor_differences), ignore_names)
     with open_target(target) as reader:
         variables = _listed_tensors(reader)
