@@ -272,6 +272,45 @@ def test_a_bad_manifest_is_one_line_and_exit_3(weights, tmp_path, case):
     assert doc["error"]["code"] == 3
 
 
+def test_any_mutation_of_a_manifest_is_read_or_refused_as_bad_input(weights, tmp_path):
+    """Hostile manifests: every field replaced by any JSON value, or the bytes cut or flipped; only
+    CkptError comes out of the parser (exit 3 at the command line), never another exception."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from ckpttool.errors import CkptError
+    from ckpttool.ops.tensors.manifest import parse_manifest
+
+    good = json.loads(write_manifest(weights / "tf/weights", tmp_path / "good.json").read_text())
+    good["files"][1]["pieces"] = []  # a place for pieces to be mutated
+    data = json.dumps(good).encode()
+    values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=70),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                          max_size=3), max_leaves=6)
+    paths = [("format",), ("version",), ("checkpoint",), ("checkpoint", "path"), ("piece_bytes",), ("files",),
+             ("files", 0), ("files", 0, "path"), ("files", 0, "size"), ("files", 1, "pieces"), ("tensors", 0),
+             ("tensors", 0, "shape"), ("tensors", 0, "sha256"), ("tensors", 1, "name"), ("tensor_encoding",)]
+
+    def parses_or_refuses(document_bytes: bytes) -> None:
+        try:
+            parse_manifest(document_bytes, "m.json")
+        except CkptError:
+            pass
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(paths), values, st.integers(0, len(data)), st.integers(0, 255))
+    def check(path, value, at, byte):
+        doc = json.loads(data)
+        holder = doc
+        for key in path[:-1]:
+            holder = holder[key]
+        holder[path[-1]] = value
+        parses_or_refuses(json.dumps(doc).encode())
+        parses_or_refuses(data[:at])
+        parses_or_refuses(data[:at] + bytes([byte]) + data[at + 1:])
+
+    check()
+
+
 def test_a_missing_manifest_and_misused_options(weights, tmp_path):
     assert_one_line_error(run_cli("verify", "--manifest", tmp_path / "none.json", weights / "tf/weights"), 3)
     assert_one_line_error(run_cli("verify", "--tensors", weights / "tf/weights"), 2)

@@ -353,14 +353,34 @@ class ManifestCheck:
         return not self.files and not [t for t in self.tensors if not (self.ignore_names and t.change == "renamed")]
 
 
+_OPEN_AT_ONCE = 64  # files held open while their pieces are hashed (a manifest may list many)
+
+
 def _compare_files(manifest: Manifest, base: str, present: list[str] | None,
                    parallel: bool) -> tuple[list[Difference], int, int]:
     """Differences of the manifest's files under `base` (and, `present`: the target's own files
     the manifest does not list), files checked and bytes read."""
-    differences, handles, jobs, owners = [], [], [], []
+    differences: list[Difference] = []
+    checked = read = 0
+    for start in range(0, len(manifest.files), _OPEN_AT_ONCE):
+        found, count, size = _compare_some_files(manifest, manifest.files[start:start + _OPEN_AT_ONCE], base, parallel)
+        differences += found
+        checked += count
+        read += size
+    listed = {entry.path for entry in manifest.files}
+    for path in present or ():
+        name = _relative(base, path)
+        if name not in listed and fs.exists(path):
+            differences.append(Difference(name, "extra", f"{name} is not in the manifest"))
+    return sorted(differences, key=lambda d: d.name), checked, read
+
+
+def _compare_some_files(manifest: Manifest, entries: tuple[FileEntry, ...], base: str,
+                        parallel: bool) -> tuple[list[Difference], int, int]:
+    differences, handles, jobs = [], [], []
     checked = read = 0
     try:
-        for entry in manifest.files:
+        for entry in entries:
             path = fs.join(base, *entry.path.split("/")) if base else entry.path
             try:
                 handle = fs.open_random_access(path, "checkpoint file", inside=not fs.is_url(path))
@@ -375,29 +395,19 @@ def _compare_files(manifest: Manifest, base: str, present: list[str] | None,
                 continue
             file_jobs = _file_jobs(path, handle, entry.size, manifest.piece_bytes, whole=not entry.pieces,
                                    pieces=bool(entry.pieces))
-            jobs += file_jobs
-            owners += [entry] * len(file_jobs)
+            jobs += [(entry, index, job) for index, job in enumerate(file_jobs)]
             read += entry.size
-        changed: dict[str, int] = {}
-        expected = {id(entry): list(entry.pieces) or [entry.sha256] for entry in manifest.files}
-        seen: dict[int, int] = {}
-        for entry, digest in zip(owners, _ordered([_caught(job) for job in jobs], parallel)):
-            index = seen.get(id(entry), 0)
-            seen[id(entry)] = index + 1
-            if digest != expected[id(entry)][index] and entry.path not in changed:
-                changed[entry.path] = index
-        for entry in manifest.files:
-            if entry.path in changed:
-                where = f" (from byte {changed[entry.path] * manifest.piece_bytes})" if entry.pieces else ""
-                differences.append(Difference(entry.path, "changed", f"{entry.path} differs from the manifest{where}"))
+        changed: dict[int, tuple[FileEntry, int]] = {}  # the first piece of each file that differs
+        outcomes = _ordered([_caught(job) for _entry, _index, job in jobs], parallel)
+        for (entry, index, _job), digest in zip(jobs, outcomes):
+            if digest != (entry.pieces[index] if entry.pieces else entry.sha256):
+                changed.setdefault(id(entry), (entry, index))
+        for entry, index in changed.values():
+            where = f" (from byte {index * manifest.piece_bytes})" if entry.pieces else ""
+            differences.append(Difference(entry.path, "changed", f"{entry.path} differs from the manifest{where}"))
     finally:
         for handle in handles:
             handle.close()
-    listed = {entry.path for entry in manifest.files}
-    for path in present or ():
-        name = _relative(base, path)
-        if name not in listed:
-            differences.append(Difference(name, "extra", f"{name} is not in the manifest"))
     return differences, checked, read
 
 
