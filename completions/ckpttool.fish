@@ -74,7 +74,7 @@ complete -c ckpttool -n '__fish_seen_subcommand_from verify' -l quiet -s q -d 'P
 complete -c ckpttool -n '__fish_seen_subcommand_from verify' -s h -l help -d 'Show the help and exit.'
 complete -c ckpttool -n '__fish_seen_subcommand_from manifest' -F
 complete -c ckpttool -n '__fish_seen_subcommand_from manifest' -l output -s o -r -F -d 'Write the manifest to this file (atomically, creating missing directories) instead of stdout.'
-complete -c ckpttool -n '__fish_seen_subcommand_from manifest' -l overwrite -d 'Replace an existing DST.'
+complete -c ckpttool -n '__fish_seen_subcommand_from manifest' -l overwrite -d 'Replace an existing output file (never a directory).'
 complete -c ckpttool -n '__fish_seen_subcommand_from manifest' -l json -d 'Print one JSON document on stdout.'
 complete -c ckpttool -n '__fish_seen_subcommand_from manifest' -s h -l help -d 'Show the help and exit.'
 complete -c ckpttool -n '__fish_seen_subcommand_from prune' -F

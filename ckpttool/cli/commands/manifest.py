@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ckpttool.cli import render
-from ckpttool.cli.options import Json, Overwrite, TargetArg
+from ckpttool.cli.options import Json, TargetArg
 
 
 def command(
@@ -15,7 +15,8 @@ def command(
     output: Annotated[Optional[str], typer.Option(
         "--output", "-o", metavar="FILE",
         help="Write the manifest to this file (atomically, creating missing directories) instead of stdout.")] = None,
-    overwrite: Overwrite = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing output file (never a directory).")] = False,
     json_out: Json = False,
 ):
     """Record every file (path, size, SHA-256) and every tensor (name, dtype, shape, content SHA-256).
