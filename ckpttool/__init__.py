@@ -7,6 +7,7 @@ and the library under it (see ckpttool/api.py):
     ckpttool.latest("run/"); ckpttool.best("run/", "val_loss"); ckpttool.convert("run/", "model.safetensors")
     ckpttool.apply_prune(ckpttool.plan_prune("run/", keep_last=3))
     ckpttool.verify("run/"); ckpttool.diff("a/", "b/"); ckpttool.scan("run/")
+    ckpttool.verify("copy.safetensors", manifest=ckpttool.manifest("run/"))
     ckpttool.average("run/", "avg.safetensors", last=3)
 
 Every command run imports this package, so the API is loaded on first use
@@ -74,11 +75,11 @@ from typing import TYPE_CHECKING, Any  # noqa: E402 - after the signal handlers,
 from ckpttool.version import __version__  # noqa: E402, F401 - the package's version, kept in a module below
 
 __all__ = ["Checkpoint", "VariableInfo", "apply_prune", "average", "best", "convert", "diff", "latest", "load",
-           "open", "plan_prune", "scan", "verify"]
+           "manifest", "open", "plan_prune", "scan", "verify"]
 
 if TYPE_CHECKING:
     from ckpttool.api import (Checkpoint, VariableInfo, apply_prune, average, best, convert, diff, latest,  # noqa: A004
-                              load, open, plan_prune, scan, verify)
+                              load, manifest, open, plan_prune, scan, verify)
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,8 @@
     plan = ckpttool.plan_prune("run/", keep_last=3)   # what would go; then ckpttool.apply_prune(plan)
     ckpttool.convert("run/", "model.safetensors", drop_optimizer=True, naming="model")
     ckpttool.verify("run/").ok                        # every CRC checked (VerifyReport)
+    m = ckpttool.manifest("run/")                     # every file's and tensor's SHA-256 (Manifest)
+    ckpttool.verify("copy.safetensors", manifest=m).ok  # the same tensors? (ManifestCheck)
     ckpttool.diff("a/", "b/", naming="model").identical
     ckpttool.scan("run/").checkpoints                 # what `ls` lists (DirectoryScan)
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # only for type checkers: importing numpy is left to the firs
     from ckpttool.ops.tensors.average import AveragePlan
     from ckpttool.ops.tensors.convert import ConvertResult
     from ckpttool.ops.tensors.diff import DiffReport
+    from ckpttool.ops.tensors.manifest import Manifest, ManifestCheck
     from ckpttool.ops.retention.prune import PrunePlan, PruneResult
     from ckpttool.ops.runs.scan import DirectoryScan
     from ckpttool.ops.tensors.verify import DirectoryVerifyReport, VerifyReport
@@ -290,20 +293,45 @@ def _in_api_words(exc: "Refused") -> "Refused":
     return type(exc)(message, exc.hint) if message != exc.message else exc
 
 
-def verify(target: PathLike, *, all_checkpoints: bool = False,
-           recursive: bool = False) -> "VerifyReport | DirectoryVerifyReport":
+def verify(target: PathLike, *, all_checkpoints: bool = False, recursive: bool = False,
+           manifest: "PathLike | Manifest | None" = None, tensors: bool = False,
+           ignore_names: bool = False) -> "VerifyReport | DirectoryVerifyReport | ManifestCheck":
     """Read every tensor of `target` and check every CRC, shard and size, as `verify` does; the
     report lists all damage (`report.ok`, `report.errors`). With `all_checkpoints` (or
     `recursive`), every checkpoint of the directory (and of every run directory under it):
-    a DirectoryVerifyReport (`report.checkpoints`). Damage is reported, not raised."""
+    a DirectoryVerifyReport (`report.checkpoints`). Damage is reported, not raised.
+
+    With `manifest` (a manifest file, or what `manifest()` returned), `target` is compared with it
+    as `verify --manifest` does: a ManifestCheck (`report.ok`, `report.files`, `report.tensors`:
+    each difference's name, change and message). `tensors`: compare tensors even when the files
+    could be; `ignore_names`: a tensor found under another name is no difference."""
     from ckpttool.ops.runs.directories import require_directory
     from ckpttool.ops.tensors.verify import verify_checkpoint, verify_directory
 
     path = os.fspath(target)
+    if manifest is not None:
+        from ckpttool.ops.tensors.manifest import Manifest, check_manifest, read_manifest
+
+        if all_checkpoints or recursive:
+            raise UsageProblem("a manifest is checked against one checkpoint: not with all_checkpoints or recursive")
+        source = "" if isinstance(manifest, Manifest) else os.fspath(manifest)
+        loaded = manifest if isinstance(manifest, Manifest) else read_manifest(source)
+        return check_manifest(path, loaded, source, tensors=tensors, ignore_names=ignore_names)
+    if tensors or ignore_names:
+        raise UsageProblem("tensors and ignore_names go with manifest")
     if all_checkpoints or recursive:
         require_directory(path, "verify")
         return verify_directory(path, recursive=recursive)
     return verify_checkpoint(path)
+
+
+def manifest(target: PathLike) -> "Manifest":
+    """Every file (relative path, size, SHA-256) and every tensor (name, dtype, shape, content
+    SHA-256, the same whatever the format) of `target`, as `ckpttool manifest` records them;
+    `.document()` is the JSON document it writes. A damaged checkpoint raises BadInput."""
+    from ckpttool.ops.tensors.manifest import build_manifest
+
+    return build_manifest(os.fspath(target))
 
 
 def diff(a: PathLike, b: PathLike, *, rtol: float = 0.0, atol: float = 0.0, filter: str | None = None,  # noqa: A002

@@ -19,20 +19,21 @@ _ckpttool() {
         --part) COMPREPLY=($(compgen -W "graph saver signatures collections meta_info" -- "$cur")); return ;;
     esac
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "ls latest inspect verify prune repair rename-vars convert average diff freeze export-json completion --debug --no-color --version --storage-option -h --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "ls latest inspect verify manifest prune repair rename-vars convert average diff freeze export-json completion --debug --no-color --version --storage-option -h --help" -- "$cur"))
         return
     fi
     case "$cmd" in
         ls) opts="--recursive -r --metric --mode --metrics --events --name-pattern --sort --filter --json --quiet -q -h --help" ;;
         latest) opts="--absolute --step --complete --best --metric --mode --metrics --events --name-pattern --allow-damaged-metrics --json -h --help" ;;
-        inspect) opts="--filter -f --name --all -a --stats --values --full --limit --tree --slices --meta --graph --min-elements --names --json --quiet -q -h --help" ;;
-        verify) opts="--all -a --recursive -r --graph --json --quiet -q -h --help" ;;
+        inspect) opts="--filter -f --name --all -a --stats --values --full --limit --tree --slices --hash --meta --graph --min-elements --names --json --quiet -q -h --help" ;;
+        verify) opts="--all -a --recursive -r --graph --manifest -m --tensors --ignore-names --json --quiet -q -h --help" ;;
+        manifest) opts="--output -o --overwrite --json -h --help" ;;
         prune) opts="--keep-last --keep-every-hours --keep-every-steps --keep-step --min-age --keep-best --metric --mode --metrics --events --name-pattern --drop-unscored --allow-damaged-metrics --clean --ignore-bad-state --recursive -r --dry-run -n --yes -y --json --quiet -q -h --help" ;;
         repair) opts="--dry-run -n --json -h --help" ;;
         rename-vars) opts="--map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --link --overwrite --no-update-state --dry-run -n --json --quiet -q -h --help" ;;
         convert) opts="--to --names --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --sep --strict --shard-size --metadata --no-source-metadata --layout --transpose --dtype --keep-dtype --like --partial --graph --min-elements --overwrite --no-update-state --dry-run -n --json --quiet -q -h --help" ;;
         average) opts="--output -o --last --steps --best --metric --metrics --mode --allow-damaged-metrics --keep-optimizer --to --names --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --sep --strict --shard-size --metadata --layout --transpose --dtype --keep-dtype --overwrite --dry-run -n --json --quiet -q -h --help" ;;
-        diff) opts="--rtol --atol --filter -f --names --graph --min-elements --json --quiet -q -h --help" ;;
+        diff) opts="--rtol --atol --filter -f --by-hash --names --graph --min-elements --json --quiet -q -h --help" ;;
         freeze) opts="--output -o --output-nodes --tags --signature --text --clear-devices --keep-devices --check --input-shape --overwrite --json -h --help" ;;
         export-json) opts="--format --part --output -o --overwrite --json -h --help" ;;
         completion) opts="--install --json -h --help" ;;

@@ -114,7 +114,12 @@ JSON_CASES = [
     ("verify", ["examples/run"], ()),
     ("verify", ["--all", "examples/run"], ()),
     ("verify", ["--recursive", "examples"], ("--all",)),
+    ("verify", ["--manifest", "run.manifest.json", "examples/run"], ()),
+    ("manifest", ["examples/run"], ()),
+    ("manifest", ["examples/run", "--output", "other.manifest.json"], ()),
     ("diff", ["examples/run/model.ckpt-400", "examples/run"], ()),
+    ("diff", ["--by-hash", "examples/run/model.ckpt-400", "examples/run"], ()),
+    ("inspect", ["examples/run", "--hash"], ()),
     ("prune", ["--dry-run", "--keep-last", "2", "examples/run"], ()),
     ("prune", ["--dry-run", "--keep-last", "1", "--metric", "loss", "--metrics", "metrics.csv", "examples/run"], ()),
     ("prune", ["--recursive", "--dry-run", "--keep-last", "2", "examples"], ()),
@@ -153,6 +158,7 @@ def test_json_fields_are_exactly_what_each_command_prints(tmp_path, monkeypatch,
     for var, sub in (("HOME", "home"), ("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config")):
         monkeypatch.setenv(var, str(tmp_path / sub))
     assert run_cli("convert", "examples/run", "model.safetensors").exit_code == 0
+    assert run_cli("manifest", "examples/run", "-o", "run.manifest.json").exit_code == 0
     places = {"KERAS": str(keras_dir), "KERAS_FILE": str(keras_file)}
     for name, args, extra in JSON_CASES:
         args = [places.get(a, a) for a in args]

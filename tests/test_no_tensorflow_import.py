@@ -43,7 +43,22 @@ def _commands(fixtures, tmp):
         "diff-pb": ["diff", str(_frozen_graph(tmp)), str(_frozen_graph(tmp))],
         "inspect-graph": ["inspect", "--graph", "--meta", str(sm)],
         "freeze-suggest": ["freeze", str(fixtures / "ema_run"), "-o", str(tmp / "x.pb")],
+        # Manifests (issue 27): digests of a partitioned checkpoint, a check by tensors, by hash
+        "manifest": ["manifest", str(fixtures / "partitioned")],
+        "verify-manifest": ["verify", "--tensors", "--manifest", str(_manifest(fixtures, tmp)), str(run)],
+        "diff-by-hash": ["diff", "--by-hash", str(run / "model.ckpt-30"), str(run / "model.ckpt-50")],
+        "inspect-hash": ["inspect", "--hash", str(fixtures / "every_dtype" / "dtypes")],
     }
+
+
+def _manifest(fixtures, tmp) -> str:
+    """A manifest of the saver run's latest checkpoint, written in this process."""
+    from tests.conftest import run_cli
+
+    path = tmp / "run.manifest.json"
+    if not path.exists():
+        assert run_cli("manifest", fixtures / "saver_run", "-o", path).exit_code == 0
+    return str(path)
 
 
 def _frozen_graph(tmp) -> str:
@@ -63,7 +78,8 @@ def _frozen_graph(tmp) -> str:
 @pytest.mark.parametrize("name", ["help", "ls", "latest", "inspect", "inspect-tree", "inspect-savedmodel", "verify",
                                   "prune", "repair", "rename-vars", "diff", "convert", "convert-keras",
                                   "convert-layout", "average", "inspect-pb",
-                                  "verify-pb", "convert-pb", "diff-pb", "inspect-graph", "freeze-suggest"])
+                                  "verify-pb", "convert-pb", "diff-pb", "inspect-graph", "freeze-suggest",
+                                  "manifest", "verify-manifest", "diff-by-hash", "inspect-hash"])
 def test_command_does_not_import_tensorflow(fixtures_dir, tmp_path, name):
     args = _commands(fixtures_dir, tmp_path)[name]
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True)

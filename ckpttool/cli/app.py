@@ -9,8 +9,8 @@ from typer.core import TyperCommand, TyperGroup
 
 from ckpttool.version import __version__
 from ckpttool.cli import help_text, render
-from ckpttool.cli.commands import (average, completion, convert, diff, export_json, freeze, inspect, latest, ls, prune, rename, repair,
-                                   verify)
+from ckpttool.cli.commands import (average, completion, convert, diff, export_json, freeze, inspect, latest, ls,
+                                   manifest, prune, rename, repair, verify)
 from ckpttool.cli.errors import handle_errors, set_debug, usage_error
 
 class _Group(TyperGroup):
@@ -89,6 +89,7 @@ COMMANDS = {
     "latest": latest.command,
     "inspect": inspect.command,
     "verify": verify.command,
+    "manifest": manifest.command,
     "prune": prune.command,
     "repair": repair.command,
     "rename-vars": rename.command,

@@ -37,8 +37,14 @@ EXIT_CODES = {
     "inspect": [("0", "listed"),
                 ("3", "TARGET resolves to nothing; a corrupt or unsupported file; --name not in it"),
                 ("4", "--names model would give two variables one name")],
-    "verify": [("0", "no damage"), ("1", "damage found (all of it listed)"),
-               ("3", "TARGET resolves to nothing or cannot be read at all")],
+    "verify": [("0", "no damage (with --manifest: the files or tensors are the manifest's)"),
+               ("1", "damage found (all of it listed); with --manifest, a difference (all of them listed)"),
+               ("3", "TARGET resolves to nothing or cannot be read at all; the manifest is missing, not JSON, "
+                     "not a manifest or of a newer version")],
+    "manifest": [("0", "written or printed"),
+                 ("3", "TARGET resolves to nothing, cannot be read, or is damaged (a CRC that fails): no manifest "
+                       "of it is written"),
+                 ("4", "the output exists (see --overwrite) or is a file of TARGET")],
     "prune": [("0", "pruned, or nothing to delete (and every --dry-run)"),
               ("1", "declined at the prompt: nothing deleted"),
               ("3", "DIR missing; its state file unreadable (see --ignore-bad-state); the metric cannot be read: "
@@ -160,6 +166,12 @@ _VERIFY_CHECKPOINT = (
           items=_VERIFY_PROBLEM),
 )
 
+_DIFFERENCE = (Field("name", "the file (relative path) or tensor"),
+               Field("change", "missing, extra, changed, renamed (tensors: the same content under another name) or "
+                               "unreadable (tensors: damage met reading it)"),
+               Field("message", "for people"),
+               Field("renamed_to", "its name in TARGET", when="renamed"))
+
 _PRUNE_DIRECTORY = (
     Field("directory", "DIR as given (with --recursive: each run directory found)"),
     Field("dry_run", "nothing was deleted"),
@@ -242,6 +254,7 @@ OUTPUT: dict[str, tuple[Document, ...]] = {
                 Field("object_paths", "every object path that reaches it", when="--tree"),
                 Field("stats", "count, finite_count, min, max, mean, std, nan_count, inf_count, zero_count",
                       when="--stats"),
+                Field("sha256", "its content digest, as `manifest` records it", when="--hash"),
                 Field("value", "the tensor as nested lists; null when --limit left it out", when="--values"))),
             Field("values_limit_bytes", "--limit in bytes, or null", when="--values"),
             Field("values_omitted", "values left out by --limit", when="--values"),
@@ -261,6 +274,38 @@ OUTPUT: dict[str, tuple[Document, ...]] = {
                   Field("checked_bytes", "bytes read and checked, in all"),
                   Field("checkpoints", "one `verify CHECKPOINT` report each, oldest first, directory by "
                                        "directory", items=_VERIFY_CHECKPOINT)), when="--all"),
+        Document((Field("checkpoint", "the checkpoint read (a prefix or file)"),
+                  Field("manifest", "FILE as given"),
+                  Field("ok", "no difference (renamed tensors allowed with --ignore-names)"),
+                  Field("mode", "files (TARGET's files are the manifest's: compared file by file) or tensors "
+                                "(compared by content digest)"),
+                  Field("checked_files", "files compared"),
+                  Field("checked_tensors", "tensors compared (files: those the files hold)"),
+                  Field("checked_bytes", "bytes read"),
+                  Field("files", "every file missing, extra or changed", items=_DIFFERENCE),
+                  Field("tensors", "every tensor missing, extra, changed, renamed or unreadable (in files mode: "
+                                   "when a file differs)", items=_DIFFERENCE)), when="--manifest"),
+    ),
+    "manifest": (
+        Document((Field("format", "ckpttool-manifest"),
+                  Field("version", "1 (docs/reference/manifest.md)"),
+                  Field("created_by", "ckpttool and its version"),
+                  Field("checkpoint", "path (as resolved) and format (v2, v1, safetensors, npz, keras ...)"),
+                  Field("tensor_encoding", "ckpttool-tensor-v1: what each tensor's sha256 is computed over"),
+                  Field("piece_bytes", "the size of the pieces of a large file"),
+                  Field("files", "every file of the checkpoint", items=(
+                      Field("path", "relative to the checkpoint's directory"), Field("size", "bytes"),
+                      Field("sha256", "of the file, as sha256sum prints it"),
+                      Field("pieces", "the sha256 of each piece_bytes piece", when="a file larger than piece_bytes"))),
+                  Field("tensors", "every tensor (internal entries left out)", items=(
+                      Field("name", "the checkpoint key"), Field("dtype", "TensorFlow's name"),
+                      Field("shape", "a list of dimensions"),
+                      Field("sha256", "of its canonical encoding: the same in every format"))))),
+        Document((Field("checkpoint", "the checkpoint read"),
+                  Field("output", "the manifest file written"),
+                  Field("files", "files listed"),
+                  Field("tensors", "tensors listed"),
+                  Field("bytes", "the manifest's size")), when="--output"),
     ),
     "diff": (
         Document((
@@ -272,6 +317,8 @@ OUTPUT: dict[str, tuple[Document, ...]] = {
             Field("differences", "by name", items=(
                 Field("name", "the variable"),
                 Field("change", "added, removed, dtype, shape or value"),
+                Field("a_sha256", "its content digest in A", when="--by-hash"),
+                Field("b_sha256", "its content digest in B", when="--by-hash"),
                 Field("a_dtype", "its dtype in A, or null"), Field("b_dtype", "its dtype in B, or null"),
                 Field("a_shape", "its shape in A, or null"), Field("b_shape", "its shape in B, or null"),
                 Field("mismatched", "elements outside the tolerance (value changes)"),

@@ -26,6 +26,8 @@ def _variable_document(v: "VariableReport", with_values: bool) -> dict:
         doc["object_paths"] = list(v.object_paths or (v.object_path,))
     if v.stats is not None:
         doc["stats"] = asdict(v.stats)
+    if v.sha256 is not None:
+        doc["sha256"] = v.sha256
     if with_values:
         doc["value"] = v.value  # null: left out by --limit
     return doc
@@ -53,9 +55,11 @@ def _short_stat(cell: str) -> str:
         return cell
 
 
-def _print_table(report: "InspectReport", with_stats: bool) -> None:
+def _print_table(report: "InspectReport", with_stats: bool, with_hash: bool = False) -> None:
     columns = [render.Column("name", kind=render.NAME), render.Column("dtype"), render.Column("shape"),
                render.Column("elements", right=True, drop=1), render.Column("bytes", right=True)]
+    if with_hash:
+        columns.append(render.Column("sha256"))
     if with_stats:
         columns += [render.Column(h, shorten=_short_stat, stack=True) for h in ("min", "max", "mean", "std")]
         columns += [render.Column(h, right=True, stack=True) for h in ("nan", "inf", "zeros")]
@@ -63,6 +67,8 @@ def _print_table(report: "InspectReport", with_stats: bool) -> None:
     for v in report.variables:
         shape = _shape_text(v.shape) + (f" ({v.num_slices} slices)" if v.partitioned else "")
         row = [v.name, v.dtype, shape, v.num_elements, render.human_bytes(v.size_bytes)]
+        if with_hash:
+            row.append(v.sha256 or "-")
         if with_stats:
             s = v.stats
             row += ["-"] * 7 if s is None else [_stat(s.min), _stat(s.max), _stat(s.mean), _stat(s.std),
@@ -70,7 +76,7 @@ def _print_table(report: "InspectReport", with_stats: bool) -> None:
         rows.append(row)
         for sl in v.slices or ():
             rows.append([f"  └ slice {sl.spec}", "", _shape_text(sl.shape), "", f"shard {sl.shard_id}"]
-                        + ([""] * 7 if with_stats else []))
+                        + ([""] if with_hash else []) + ([""] * 7 if with_stats else []))
     render.print_table(columns, rows)
 
 
@@ -191,6 +197,7 @@ def command(
     limit: Annotated[Optional[str], typer.Option("--limit", metavar="BYTES", help="With --values: leave out values past this many stored bytes in total (100MB, 1GiB); they show as null in JSON.")] = None,
     tree: Annotated[bool, typer.Option("--tree", help="Group by scope, or by the TF2 object graph: each variable under every object path that reaches it (--json: object_paths).")] = False,
     slices: Annotated[bool, typer.Option("--slices", help="Show the stored slices of partitioned variables.")] = False,
+    hash_: Annotated[bool, typer.Option("--hash", help="Each tensor's content SHA-256, as `manifest` records it (the same in every format; JSON: sha256).")] = False,
     meta: Annotated[bool, typer.Option("--meta", help="Summarise the graph (.meta, SavedModel or GraphDef .pb), without TensorFlow: inputs, likely outputs, signatures, every op type with counts (the function library's too).")] = False,
     graph: GraphOpt = False,
     min_elements: MinElements = None,
@@ -221,12 +228,13 @@ def command(
     resolved = resolve_target(target, graph_only_ok=True, graph=graph, min_elements=min_elements)
     render.say_resolved(target, resolved, header=not quiet)
     mode = (VALUES_FULL if full or json_out else VALUES_SUMMARY) if values else None
-    with byte_progress("statistics", total_bytes(resolved) if stats and not json_out else 0, json_out) as advance:
+    passes = int(stats) + int(hash_)  # each reads every value once
+    with byte_progress("reading", total_bytes(resolved) * passes if not json_out else 0, json_out) as advance:
         report = inspect_checkpoint(resolved, pattern=filter_, names=tuple(name or ()), include_internal=all_,
                                     with_stats=stats, values=mode, values_limit=values_limit,
                                     on_values=_values_warning if json_out and limit is None else None,
                                     with_slices=slices, with_meta=meta, with_object_paths=tree, on_progress=advance,
-                                    naming=names.value)
+                                    naming=names.value, with_hash=hash_)
     if filter_ is not None and not report.filter_matches:
         render.warn(f"--filter {filter_!r} matches no variable")
     render.warn_all(report.warnings)
@@ -250,7 +258,7 @@ def command(
     if tree:
         _print_tree(report)
     else:
-        _print_table(report, stats)
+        _print_table(report, stats, hash_)
     if values:
         _print_values(report, full)
     if report.meta:

@@ -2,15 +2,17 @@
 `--all` / `--recursive`: every checkpoint of a directory or a tree, one summary."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE
 from ckpttool.cli.options import GraphOpt, Json, Quiet, TargetArg
+from ckpttool.errors import UsageProblem
 
 if TYPE_CHECKING:
+    from ckpttool.ops.tensors.manifest import ManifestCheck
     from ckpttool.ops.tensors.verify import DirectoryVerifyReport, VerifyReport
 
 
@@ -72,6 +74,51 @@ def _print_directory(report: "DirectoryVerifyReport") -> None:
                            if damaged else "")])
 
 
+def _difference_document(d) -> dict:
+    return {"name": d.name, "change": d.change, "message": d.message,
+            **({"renamed_to": d.renamed_to} if d.renamed_to is not None else {})}
+
+
+def manifest_document(check: "ManifestCheck") -> dict:
+    return {"checkpoint": check.checkpoint, "manifest": check.manifest, "ok": check.ok, "mode": check.mode,
+            "checked_files": check.checked_files, "checked_tensors": check.checked_tensors,
+            "checked_bytes": check.checked_bytes, "files": [_difference_document(d) for d in check.files],
+            "tensors": [_difference_document(d) for d in check.tensors]}
+
+
+_DIFFERENCE_COLUMNS = [render.Column("file or tensor", kind=render.NAME), render.Column("change"),
+                       render.Column("message", kind=render.TEXT)]
+
+
+def _verify_manifest(target: str, manifest_path: str, tensors: bool, ignore_names: bool, json_out: bool,
+                     quiet: bool) -> int:
+    from ckpttool.cli.progress import byte_progress
+    from ckpttool.ops.targets import resolve_target
+    from ckpttool.ops.tensors.manifest import check_manifest, read_manifest
+    from ckpttool.ops.tensors.verify import total_bytes
+
+    manifest = read_manifest(manifest_path)  # a bad manifest is reported before anything is read
+    resolved = resolve_target(target)
+    render.say_resolved(target, resolved, header=not quiet)
+    with byte_progress("checking", total_bytes(resolved) if not json_out else 0, json_out) as advance:
+        check = check_manifest(resolved, manifest, manifest_path, tensors=tensors, ignore_names=ignore_names,
+                               on_progress=advance)
+    if json_out:
+        render.emit_json("verify", manifest_document(check))
+    elif quiet:
+        render.print_lines(d.name for d in check.files + check.tensors)
+    else:
+        rows = [(d.name, d.change, d.message) for d in check.files + check.tensors]
+        if rows:
+            render.print_table(_DIFFERENCE_COLUMNS, rows)
+        verdict = "OK" if check.ok else f"DIFFERENT ({render.plural(len(rows), 'difference')})"
+        what = (f"{render.plural(check.checked_files, 'file')} ({render.human_bytes(check.checked_bytes)})"
+                if check.mode == "files" else
+                f"{render.plural(check.checked_tensors, 'tensor')} ({render.human_bytes(check.checked_bytes)})")
+        render.print_wrapped([f"{verdict}: {check.checkpoint} against {manifest_path}: {what} compared"])
+    return 0 if check.ok else EXIT_NEGATIVE
+
+
 def command(
     target: TargetArg,
     all_: Annotated[bool, typer.Option(
@@ -79,6 +126,17 @@ def command(
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r", help="Every checkpoint of every run directory under TARGET (implies --all).")] = False,
     graph: GraphOpt = False,
+    manifest: Annotated[Optional[str], typer.Option(
+        "--manifest", "-m", metavar="FILE",
+        help="Compare TARGET with this manifest (written by `ckpttool manifest`) instead: its files when they "
+             "are the manifest's (same format and names; each file's SHA-256, large ones in parallel pieces), "
+             "else its tensors' content SHA-256. Names every missing, extra, changed and renamed file and tensor; "
+             "exit 1 on any.")] = None,
+    tensors: Annotated[bool, typer.Option(
+        "--tensors", help="With --manifest: compare tensors even when the files could be compared.")] = False,
+    ignore_names: Annotated[bool, typer.Option(
+        "--ignore-names", help="With --manifest: a tensor found under another name with the same content is no "
+                               "difference (it is still listed as renamed).")] = False,
     json_out: Json = False,
     quiet: Quiet = False,
 ):
@@ -92,6 +150,12 @@ def command(
     from ckpttool.ops.targets import resolve_target
     from ckpttool.ops.tensors.verify import directory_bytes, total_bytes, verify_checkpoint, verify_directory
 
+    if manifest is None and (tensors or ignore_names):
+        raise UsageProblem(f"{'--tensors' if tensors else '--ignore-names'} goes with --manifest")
+    if manifest is not None:
+        if all_ or recursive or graph:
+            raise UsageProblem("--manifest checks one checkpoint: not with --all, --recursive or --graph")
+        return _verify_manifest(target, manifest, tensors, ignore_names, json_out, quiet)
     if all_ or recursive:
         require_directory(target, "verify")
         size = directory_bytes(target, recursive) if not json_out else 0

@@ -28,6 +28,8 @@ class VariableDiff:
     mismatched: int | None = None  # elements outside the tolerance
     max_abs_diff: float | int | None = None  # exact (an int) for integer dtypes
     max_rel_diff: float | None = None
+    a_sha256: str | None = None  # by hash (ops/tensors/manifest.py): the content digests compared
+    b_sha256: str | None = None
 
 
 @dataclass(frozen=True)

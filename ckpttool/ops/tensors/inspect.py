@@ -50,6 +50,7 @@ class VariableReport:
     object_path: str | None = None  # --tree: the shortest object path (TF2 checkpoints)
     object_paths: tuple[str, ...] | None = None  # --tree: every object path reaching it, the shortest first
     checkpoint_key: str | None = None  # naming "model": the stored key (`name` is the model name)
+    sha256: str | None = None  # with_hash: the content digest (ops/tensors/manifest.py)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ def inspect_checkpoint(
     naming: str = "key",
     graph: bool = False,
     min_elements: int | None = None,
+    with_hash: bool = False,
 ) -> InspectReport:
     """`target`: a path or a resolved Target. Variables shown: all (internal ones with
     `include_internal`), or those matching `pattern` or named exactly in `names` (a name
@@ -124,7 +126,8 @@ def inspect_checkpoint(
     variable's name through the model (ops/tensors/model_names.py), its key in `checkpoint_key`.
     `with_object_paths`: every object path that reaches each variable (--tree). `graph`: the constants
     of the target's graph instead of its variables; of a graph's constants those with fewer than
-    `min_elements` elements are left out (default 2; `include_internal`: none)."""
+    `min_elements` elements are left out (default 2; `include_internal`: none). `with_hash`: each
+    variable's content SHA-256, as `manifest` records it (read in parallel threads)."""
     values = values or (VALUES_FULL if with_values else None)
     regex = compile_optional(pattern, "--filter")
     check_naming(naming)
@@ -155,6 +158,7 @@ def inspect_checkpoint(
         included = _values_included(selected, values_limit) if values else set()
         if on_values and values:
             on_values(sum(selected[i].size_bytes for i in included))
+        digests = _digests(reader, selected, on_progress) if with_hash else {}
         for i, var in enumerate(selected):
             stats = None
             if with_stats and var.dtype.kind in ("float", "int", "uint", "bool"):
@@ -180,7 +184,7 @@ def inspect_checkpoint(
                 size_bytes=var.size_bytes, partitioned=var.partitioned, internal=var.internal,
                 num_slices=len(var.slices), slices=slices, stats=stats, value=value, value_summarized=summarized,
                 object_path=paths[0] if paths else None, object_paths=paths,
-                checkpoint_key=var.name if naming == "model" else None,
+                checkpoint_key=var.name if naming == "model" else None, sha256=digests.get(var.name),
             ))
     meta = read_meta_summary(target.meta_path) if with_meta and target.meta_path else None
     file_metadata = _file_metadata(target, reader) if with_meta else None
@@ -192,6 +196,18 @@ def inspect_checkpoint(
         filter_matches=filter_matches, values_omitted=len(selected) - len(included) if values else 0,
         file_metadata=file_metadata,
     )
+
+
+def _digests(reader, variables, on_progress: Callable[[int], None] | None) -> dict[str, str]:
+    """Each variable's content digest; damage is raised, as reading its values would."""
+    from ckpttool.ops.tensors.manifest import tensor_digests
+
+    found = {}
+    for var, outcome in tensor_digests(reader, variables, on_progress):
+        if isinstance(outcome, CkptError):
+            raise outcome
+        found[var.name] = outcome
+    return found
 
 
 def _left_out(reader, target: Target) -> tuple[str, ...]:
