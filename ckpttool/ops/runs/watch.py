@@ -137,7 +137,7 @@ def plan_watch(scan: DirectoryScan, state: WatchState, *, since: int | None = No
 def still_there(item: WatchItem) -> bool:
     """Whether every file (or the directory) of `item` still exists: one pruned before its turn
     (CheckpointManager's max_to_keep, a cron prune) is skipped."""
-    return all(fs.exists(path) for path in item.files)
+    return all(fs.exists_now(path) for path in item.files)
 
 
 # -- recording outcomes -------------------------------------------------------------------------
