@@ -203,7 +203,8 @@ class _Run:
                 return
             if self.state.running is not None:
                 self._save(record_stopped(self.state))
-            self._event("failed", item, attempt=attempt, **failure)
+            self._event("failed", item, exit_status=failure["exit_status"], attempt=attempt,
+                        output_tail=failure["output_tail"], message=failure["message"])
             if self.failure_mode == "retry" and attempt <= self.retries:
                 time.sleep(self.interval)
                 continue
