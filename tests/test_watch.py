@@ -467,3 +467,39 @@ def test_default_state_goes_under_xdg_state_home_for_a_read_only_directory(run_d
     assert state_of(Path(path))["directory"] == str(run_dir.resolve())
     assert not (run_dir / ".ckpttool-watch.json").exists()
     assert Path(default_state_path("s3://bucket/run")).parent == Path(path).parent
+
+
+def test_a_watch_killed_while_its_command_ran_runs_it_again_and_says_so(run_dir, tmp_path):
+    steps = _steps(run_dir)
+    calls, state = tmp_path / "calls", tmp_path / "s.json"
+    # The command on the second checkpoint kills watch (SIGKILL) the first time: a machine lost mid-command.
+    command = (f"echo {{step}} >> {calls}; if [ {{step}} = {steps[1]} ] && [ ! -e {tmp_path}/killed ]; then "
+               f"touch {tmp_path}/killed; kill -9 $PPID; fi")
+    killed = start_watch(run_dir, "--once", "--state", state, "--shell", "--exec", command)
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert state_of(state)["running"]["step"] == steps[1]
+    again = run_cli("watch", run_dir, "--once", "--state", state, "--shell", "--exec", command)
+    assert again.exit_code == 0, again.stderr
+    assert f"the last watch stopped while its command ran on model.ckpt-{steps[1]}" in again.stderr
+    assert calls.read_text().split() == [str(s) for s in [steps[0], steps[1], *steps[1:]]]
+    assert state_of(state)["series"]["model.ckpt"]["done"] == len(steps)
+
+
+def test_file_events_wake_the_waiter_and_polling_is_the_fallback(tmp_path, monkeypatch):
+    from ckpttool.storage import changes
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("inotify is Linux's")
+    with changes.Waiter(str(tmp_path)) as waiter:
+        assert waiter.events
+        (tmp_path / "ckpt-1.index").write_bytes(b"x")
+        assert waiter.wait(60)  # returns on the event, not after 60 s
+        (tmp_path / "3").mkdir()  # a step directory made after the start is watched too
+        assert waiter.wait(60)
+        (tmp_path / "3" / "commit_success.txt").write_text("")
+        assert waiter.wait(60)
+        assert not waiter.wait(0)  # every event was read
+    monkeypatch.setattr(changes.sys, "platform", "darwin")
+    with changes.Waiter(str(tmp_path)) as waiter:
+        assert not waiter.events and not waiter.wait(0)

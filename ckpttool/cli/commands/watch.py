@@ -17,7 +17,6 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE, EXIT_OK
-from ckpttool.cli.options import Json
 from ckpttool.errors import UsageProblem
 from ckpttool.text import excerpt
 
