@@ -503,3 +503,15 @@ def test_file_events_wake_the_waiter_and_polling_is_the_fallback(tmp_path, monke
     monkeypatch.setattr(changes.sys, "platform", "darwin")
     with changes.Waiter(str(tmp_path)) as waiter:
         assert not waiter.events and not waiter.wait(0)
+
+
+def test_savedmodel_versions_are_a_series_too(series_dir, tmp_path, tf):
+    export = tmp_path / "export"
+    shutil.copytree(series_dir / "export", export)
+    result = run_cli("watch", export, "--once")
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(line["step"], line["format"], line["series"]) for line in lines] == [
+        (n, "savedmodel", "savedmodel/") for n in (1, 2, 3)]  # temp-4/ is an exporter's leftover
+    for line in lines:
+        assert tf.saved_model.load(line["path"]) is not None
