@@ -19,7 +19,7 @@ _ckpttool() {
         --part) COMPREPLY=($(compgen -W "graph saver signatures collections meta_info" -- "$cur")); return ;;
     esac
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "ls latest inspect verify manifest prune repair rename-vars convert average diff freeze export-json completion --debug --no-color --version --storage-option -h --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "ls latest inspect verify manifest prune repair rename-vars convert average diff freeze export-json watch completion --debug --no-color --version --storage-option -h --help" -- "$cur"))
         return
     fi
     case "$cmd" in
@@ -36,6 +36,7 @@ _ckpttool() {
         diff) opts="--rtol --atol --filter -f --by-hash --names --graph --min-elements --json --quiet -q -h --help" ;;
         freeze) opts="--output -o --output-nodes --tags --signature --text --clear-devices --keep-devices --check --input-shape --overwrite --json -h --help" ;;
         export-json) opts="--format --part --output -o --overwrite --json -h --help" ;;
+        watch) opts="--exec -e --shell --verify --state --since --once --timeout --interval --on-failure --json -h --help" ;;
         completion) opts="--install --json -h --help" ;;
         *) opts="" ;;
     esac

@@ -132,6 +132,8 @@ JSON_CASES = [
     ("freeze", ["examples/run", "-o", "frozen.pb", "--output-nodes", "prediction"], ()),
     ("export-json", ["examples/run", "--part", "saver"], ()),
     ("export-json", ["examples/run", "--part", "saver", "--output", "saver.json"], ()),
+    ("watch", ["--once", "--since", "500", "examples/run"], ()),
+    ("watch", ["--once", "--since", "500", "--state", "w.json", "--exec", "true", "examples/run"], ("done or failed",)),
     ("completion", ["bash"], ()),
     ("completion", ["bash", "--install"], ()),
 ]

@@ -10,7 +10,7 @@ from typer.core import TyperCommand, TyperGroup
 from ckpttool.version import __version__
 from ckpttool.cli import help_text, render
 from ckpttool.cli.commands import (average, completion, convert, diff, export_json, freeze, inspect, latest, ls,
-                                   manifest, prune, rename, repair, verify)
+                                   manifest, prune, rename, repair, verify, watch)
 from ckpttool.cli.errors import handle_errors, set_debug, usage_error
 
 class _Group(TyperGroup):
@@ -98,6 +98,7 @@ COMMANDS = {
     "diff": diff.command,
     "freeze": freeze.command,
     "export-json": export_json.command,
+    "watch": watch.command,
     "completion": completion.command,
 }
 

@@ -20,6 +20,7 @@ SUMMARIES = {
     "diff": "Compare the variables of two checkpoints.",
     "freeze": "Freeze a checkpoint or SavedModel into a GraphDef.",
     "export-json": "Print a graph as JSON or pbtxt.",
+    "watch": "Act once on each new complete checkpoint, in step order.",
     "completion": "Print or install a shell completion script.",
 }
 
@@ -65,6 +66,9 @@ EXAMPLES = {
                 "and compare both graphs on random inputs")],
     "export-json": [("ckpttool export-json examples/run --part saver", "the SaverDef as JSON"),
                     ("ckpttool export-json examples/run --format pbtxt -o graph.pbtxt", "written atomically")],
+    "watch": [("ckpttool watch --once examples/run", "one JSON line per checkpoint, then exit"),
+              ("ckpttool watch --once --state eval.json --exec 'echo step {step}: {path}' examples/run",
+               "a command per checkpoint")],
     "completion": [("ckpttool completion bash --install", "where bash-completion looks"),
                    ("source <(ckpttool completion bash)", "this shell only")],
 }

@@ -75,6 +75,13 @@ EXIT_CODES = {
                ("4", "the output exists (see --overwrite) or is a file of SRC")],
     "export-json": [("0", "printed or written"), ("3", "SRC holds no graph; TensorFlow missing"),
                     ("4", "the output exists (see --overwrite) or is a file of SRC")],
+    "watch": [("0", "every checkpoint handled (--once: all there were; --timeout: until the quiet period ended)"),
+              ("1", "a command failed (--on-failure stop, or its retries used up) or a checkpoint was skipped: "
+                    "failed under --on-failure skip, damaged under --verify, pruned before its turn, or passed "
+                    "over incomplete"),
+              ("3", "DIR missing or unreadable; the state file is not a watch state file"),
+              ("4", "another watch holds the state file (one consumer per state file); the state file belongs to "
+                    "another directory")],
     "completion": [("0", "printed or installed"), ("3", "the file could not be written")],
 }
 
@@ -210,6 +217,18 @@ _TRANSFORMS = (
           items=(Field("name", "the variable"), Field("count", "values that overflowed"))),
     Field("warnings", "warnings said on stderr: a --regex, --drop, --keep, --strip-prefix or --ema that "
                       "matched no name (average: and the selection's, e.g. fewer checkpoints than --last)"),
+)
+
+# One JSON line per checkpoint (watch streams: each line a document of its own).
+_WATCH_LINE = (
+    Field("event", "checkpoint (no --exec: the line is the action), done, failed or skipped (--json)"),
+    Field("directory", "DIR as given"),
+    Field("path", "the checkpoint: its absolute prefix, file or directory (a URL in a bucket)"),
+    Field("name", "its name in DIR"),
+    Field("step", "its step"),
+    Field("series", "the series it belongs to (as ls groups them): ckpt, model.ckpt, w.#.weights.h5, "
+                    "savedmodel/, orbax/, checkpoint/ ..."),
+    Field("format", "v2, v1, keras, savedmodel, orbax or hf"),
 )
 
 OUTPUT: dict[str, tuple[Document, ...]] = {
@@ -422,6 +441,18 @@ OUTPUT: dict[str, tuple[Document, ...]] = {
             Field("output", "the file written"),
             Field("bytes", "its size"),
         ), when="--output"),
+    ),
+    "watch": (
+        Document(_WATCH_LINE),
+        Document(_WATCH_LINE + (
+            Field("exit_status", "the command's exit status (negative: the signal that ended it); null when it "
+                                 "did not run (--verify found damage)", when="done or failed"),
+            Field("attempt", "1 for the first run, then each retry", when="failed"),
+            Field("output_tail", "the command's last output lines (stdout and stderr)", when="failed"),
+            Field("reason", "why it was skipped: gone (pruned before its turn), incomplete (passed over), failed",
+                  when="skipped"),
+            Field("message", "what happened, for people", when="failed or skipped"),
+        ), when="--exec"),
     ),
     "completion": (
         Document((Field("shell", "bash, zsh or fish"), Field("script", "the completion script"))),

@@ -456,6 +456,11 @@ def exists(path: str) -> bool:
     return stat_path(path) is not None
 
 
+def exists_now(path: str) -> bool:
+    """Whether something is at `path` now: a bucket is asked again, never its cached listings."""
+    return _remote().info(path, fresh=True) is not None if is_url(path) else stat_path(path) is not None
+
+
 def same_store(a: str, b: str) -> bool:
     """True if `a` and `b` are in one store, where a copy can happen without a download."""
     if is_url(a) != is_url(b):

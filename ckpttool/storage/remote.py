@@ -361,9 +361,12 @@ def walk(url: str, skipped: list[str] | None = None) -> Iterator[tuple[str, list
         pending[:0] = [f"{current}/{d}" for d in names]
 
 
-def info(url: str) -> dict | None:
-    """The object's metadata, None if there is no such object or prefix."""
+def info(url: str, fresh: bool = False) -> dict | None:
+    """The object's metadata, None if there is no such object or prefix. `fresh`: asked of the
+    store, not answered from a listing this process cached (an object made or removed since)."""
     where = locate(url)
+    if fresh:
+        where.fs.invalidate_cache(where.path)
     try:
         return where.fs.info(where.path)
     except FileNotFoundError:

@@ -34,7 +34,8 @@ STALE_REMOTE_LOCK_SECONDS = 3600.0
 
 
 @contextlib.contextmanager
-def _flock(path: str, timeout: float, what: str, directory: bool = False, fd: int | None = None):
+def _flock(path: str, timeout: float, what: str, directory: bool = False, fd: int | None = None,
+           hint: str | None = None):
     """flock on the file at `path` (created if absent), or on the directory `path` itself (through
     `fd`, its descriptor, when the caller has it open)."""
     if fd is not None:
@@ -52,7 +53,7 @@ def _flock(path: str, timeout: float, what: str, directory: bool = False, fd: in
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise Refused(f"{what} is locked by another ckpttool run ({path})") from None
+                    raise Refused(f"{what} is locked by another ckpttool run ({path})", hint=hint) from None
                 time.sleep(0.05)
         try:
             yield
@@ -178,6 +179,15 @@ def locked_as_planned(directory: str, planned: tuple[int, int] | None, nothing_d
 
 def changed_since_planned(directory: str, nothing_done: str) -> Refused:
     return Refused(f"{directory} changed since it was planned (it is another directory now); {nothing_done}")
+
+
+@contextlib.contextmanager
+def file_lock(path: str, what: str, hint: str | None = None):
+    """Hold an exclusive lock on the file `path` (created if absent, never through a symlink, kept
+    afterwards: removing it would let a second holder lock a new file while the first still holds
+    the old one); Refused at once when another process holds it."""
+    with _flock(path, 0.0, what, hint=hint):
+        yield
 
 
 @contextlib.contextmanager

@@ -231,12 +231,14 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def scan_directory(directory: str) -> DirectoryScan:
+def scan_directory(directory: str, entries: list[fs.Entry] | None = None) -> DirectoryScan:
+    """`entries`: the directory's listing when the caller has just made it (watch's one listing
+    per poll of a bucket), else it is listed here."""
     with gc_paused():
-        return _scan(directory)
+        return _scan(directory, entries)
 
 
-def _scan(directory: str) -> DirectoryScan:
+def _scan(directory: str, entries: list[fs.Entry] | None = None) -> DirectoryScan:
     remote = fs.is_url(directory)
     if not remote and not os.path.isdir(directory):
         raise NotFound(f"no such directory: {directory}")
@@ -253,7 +255,7 @@ def _scan(directory: str) -> DirectoryScan:
     leftovers: list[Leftover] = []
     plain_files: dict[str, fs.Entry] = {}
     stats: dict[str, fs.Entry] = {}
-    entries = fs.list_dir(directory)
+    entries = fs.list_dir(directory) if entries is None else entries
     listing: dict[str, str] = {}
     for entry in entries:
         # A bucket name can be an object and a prefix at once (`run/x.index` beside

@@ -282,17 +282,21 @@ def verify_directory(directory: str, *, recursive: bool = False,
     reports = []
     for run in find_checkpoint_dirs(directory) if recursive else [directory]:
         for checkpoint in scan_directory(run).checkpoints:
-            prefix = fs.join(run, checkpoint.name)
-            if checkpoint.format not in TF_FORMATS:
-                reports.append(_verify_series_member(checkpoint, prefix, on_progress))
-                continue
-            if checkpoint.format == "v2" and not fs.is_file(prefix + ".index"):
-                reports.append(_without_index(prefix, checkpoint.name))
-                continue
-            reports.append(verify_checkpoint(resolve_target(prefix), on_progress))
+            reports.append(verify_member(checkpoint, fs.join(run, checkpoint.name), on_progress))
     if not reports:
         raise NotFound(f"no checkpoint in {'any directory under ' if recursive else 'directory '}{directory}")
     return DirectoryVerifyReport(directory, tuple(reports))
+
+
+def verify_member(checkpoint: CheckpointInfo, path: str,
+                  on_progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """One checkpoint a directory scan found (`path`: as named from the directory given): a TF
+    prefix, or a series member (Keras file, SavedModel version, Orbax or HF step)."""
+    if checkpoint.format not in TF_FORMATS:
+        return _verify_series_member(checkpoint, path, on_progress)
+    if checkpoint.format == "v2" and not fs.is_file(path + ".index"):
+        return _without_index(path, checkpoint.name)
+    return verify_checkpoint(resolve_target(path), on_progress)
 
 
 _HF_WEIGHTS = ("model.safetensors.index.json", "model.safetensors", "adapter_model.safetensors")
