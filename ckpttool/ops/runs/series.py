@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Callable, Container
 
 from ckpttool.errors import BadInput, CkptError
+from ckpttool.formats.damage import Damage
 from ckpttool.formats.keras import probe as keras_probe
 from ckpttool.formats.tf.shards import missing_shard_ids
 from ckpttool.formats.tf.shards import data_shard, shard_count
@@ -111,10 +112,11 @@ class Member:
     unexpected: tuple[str, ...] = ()  # what a directory holds besides its framework's files
     problem: str | None = None  # why it is not complete
     cut_short: bool = False  # a file its bytes show was cut short (an interrupted save's leftover)
+    too_deep: str | None = None  # a directory nested deeper than ckpttool removes (never deleted): how deep
 
     @property
     def deletable(self) -> bool:
-        return self.complete and not self.unexpected
+        return self.complete and not self.unexpected and not self.too_deep
 
     @property
     def keras_epochs(self) -> bool:
@@ -338,7 +340,13 @@ def _directory_member(entry: fs.Entry, kind: str, family: str, step: int, proble
     size = sum(files.values())
     mtime = max([m for _r, k, _s, m in contents if k == "file"] or [entry.mtime])
     return Member(entry.name, kind, family, step, entry.path, True, size, mtime, problem is None, tuple(unexpected),
-                  problem=problem)
+                  problem=problem, too_deep=_too_deep(contents))
+
+
+def _too_deep(contents) -> str | None:
+    """Why a tree `_walk` listed is nested too deep for prune to remove it (fs.MAX_TREE_DEPTH: the
+    apply would refuse it), or None: the plan says so, rather than the apply."""
+    return fs.too_deep([relative for relative, *_rest in contents], [])
 
 
 def _debris(entry: fs.Entry, kind: str) -> Debris:
@@ -358,7 +366,7 @@ def _debris(entry: fs.Entry, kind: str) -> Debris:
     elif kind == "exporter_tmp" and not any(relative.partition("/")[0] == "variables" or relative in _SAVED_MODEL_FILES
                                             for relative, _k, _s, _m in contents):
         problem = "nothing in it shows an exporter made it (no saved_model.pb, no variables/)"
-    return Debris(entry.path, kind, size, mtime, problem)
+    return Debris(entry.path, kind, size, mtime, problem or _too_deep(contents))
 
 
 def directory_members(entries: list[fs.Entry]) -> tuple[list[Member], list[Debris]]:
@@ -440,14 +448,16 @@ def names_a_series(dirs: list[str], files: list[str]) -> bool:
         (stem := keras_stem(name)) is not None and _NUMBER_RE.search(stem) for name in files)
 
 
-def hf_best_checkpoint(member_path: str) -> str | None:
+def hf_best_checkpoint(member_path: str) -> tuple[str | None, Damage | None]:
     """The `checkpoint-<step>` that the HF Trainer's trainer_state.json in `member_path` names as
-    `best_model_checkpoint` (the Trainer never rotates it away), or None (none, or unreadable). The
-    file is read in bounded memory (formats/trainer_state: a long run's log_history is tens of MB)."""
+    `best_model_checkpoint` (the Trainer never rotates it away), or None (none, or unreadable); and
+    the damage met reading the file (then the best may be unknown or another one: prune refuses to
+    delete by it unless told). The file is read in bounded memory (formats/trainer_state: a long
+    run's log_history is tens of MB)."""
     from ckpttool.formats.trainer_state import best_model_checkpoint
 
-    best = best_model_checkpoint(fs.join(member_path, "trainer_state.json"))
+    best, damage = best_model_checkpoint(fs.join(member_path, "trainer_state.json"))
     if not isinstance(best, str):
-        return None
+        return None, damage
     name = best.rstrip("/").replace("\\", "/").rpartition("/")[2]
-    return name if HF_STEP_RE.match(name) else None
+    return (name if HF_STEP_RE.match(name) else None), damage
