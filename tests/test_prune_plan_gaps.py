@@ -185,3 +185,30 @@ def test_too_deep_exporter_debris_is_not_debris(series_dir, tmp_path):
     real = run_cli("prune", "--keep-last", "3", "--clean", "--yes", run)
     assert real.exit_code == 0, real.stderr
     assert (run / "temp-4" / "saved_model.pb").exists()
+
+
+# -- found by tests/test_prune_properties.py: a TF checkpoint whose data shard is cut short ----------
+
+def test_a_tf_checkpoint_whose_data_is_cut_short_never_stands_for_the_newest(tf, tmp_path):
+    """CheckpointManager's newest save with its data shard cut short (a full disk, an interrupted
+    copy): every file is there, so it counted as complete, and `--keep-last 1` deleted every
+    checkpoint TensorFlow can restore, keeping only the one it cannot. The newest whose data is
+    whole is now kept too, saying why."""
+    variable = tf.Variable(np.zeros(4096, np.float32))
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), str(tmp_path), max_to_keep=None)
+    for step in (1, 2, 3):
+        variable.assign(np.full(4096, step, np.float32))
+        manager.save(checkpoint_number=step)
+    data = tmp_path / "ckpt-3.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:-100])
+    restored = tf.Variable(np.zeros(4096, np.float32))
+    with pytest.raises((tf.errors.OpError, IndexError)):  # TensorFlow's own verdict: it cannot be restored
+        tf.train.Checkpoint(v=restored).read(str(tmp_path / "ckpt-3")).expect_partial()
+
+    result = run_cli("prune", "--keep-last", "1", "--yes", "--json", tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert [d["name"] for d in result.json()["deleted"]] == ["ckpt-1"]
+    reasons = {k["name"]: k["reasons"] for k in result.json()["kept"]}
+    assert "ckpt-3.data-00000-of-00001 has" in reasons["ckpt-2"][0]
+    tf.train.Checkpoint(v=restored).read(str(tmp_path / "ckpt-2")).assert_existing_objects_matched()
+    assert (restored.numpy() == 2).all()

@@ -122,6 +122,8 @@ def protected_checkpoints(scan: DirectoryScan, damage: list[Damage] | None = Non
             damage.append(damaged)
         if best and scan.by_name(best):  # the Trainer keeps it for load_best_model_at_end
             protected.setdefault(best, "best_model_checkpoint in trainer_state.json")
+    for whole, cut in _newest_whole_tf(scan):
+        protected.setdefault(whole.name, f"newest of its family whose data is whole ({cut})")
     for c in _series_newer_than_complete(scan):
         protected.setdefault(c.name, "incomplete, newer than its series' newest complete member (save in progress?)")
     if latest is not None:
@@ -131,6 +133,45 @@ def protected_checkpoints(scan: DirectoryScan, damage: list[Damage] | None = Non
             if in_flight and c.name not in protected:
                 protected[c.name] = "newer than latest (save in progress?)"
     return protected
+
+
+def _newest_whole_tf(scan: DirectoryScan) -> list[tuple[CheckpointInfo, str]]:
+    """For each TF family whose newest complete checkpoint's data shards end before its index says
+    (a full disk, a copy cut short: TensorFlow cannot restore it, though every file is there), the
+    newest one whose do not, and why the newer ones are not whole. One index is read per family
+    (more only while checkpoints are found cut short)."""
+    families: dict[str, list[CheckpointInfo]] = {}
+    for c in scan.checkpoints:  # oldest first
+        if c.format == "v2" and c.complete:
+            families.setdefault(c.family, []).append(c)
+    found = []
+    for members in families.values():
+        cut = []
+        for c in reversed(members):
+            problem = _data_cut_short(c)
+            if problem is None:
+                if cut:
+                    found.append((c, "; ".join(cut[:2]) + (" ..." if len(cut) > 2 else "")))
+                break
+            cut.append(problem)
+    return found
+
+
+def _data_cut_short(c: CheckpointInfo) -> str | None:
+    """Why TF checkpoint `c`'s data shards do not hold what its index says, or None."""
+    from ckpttool.errors import CkptError
+    from ckpttool.formats.tf.bundle import open_bundle
+
+    try:
+        with open_bundle(c.prefix) as bundle:
+            for shard_id, end in sorted(bundle.shard_ends().items()):
+                found = fs.stat_path(bundle.shard_path(shard_id))
+                if found is None or found.size < end:
+                    return (f"{c.name}'s {fs.basename(bundle.shard_path(shard_id))} has "
+                            f"{found.size if found else 0} bytes, its index says {end}")
+    except (CkptError, OSError) as exc:
+        return f"{c.name} cannot be read whole ({exc})"
+    return None
 
 
 def _series_family_latest(scan: DirectoryScan) -> list[CheckpointInfo]:
