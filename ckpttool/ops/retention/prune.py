@@ -36,12 +36,14 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from ckpttool.errors import BadInput, CorruptCheckpoint, Refused, UsageProblem
+from ckpttool.errors import BadInput, CkptError, CorruptCheckpoint, Refused, UsageProblem
 from ckpttool.formats.damage import Damage
+from ckpttool.formats.tf.state import STATE_FILENAME
 from ckpttool.storage import fs
 from ckpttool.storage.fs import read_capped
 from ckpttool.ops.retention.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_dir_name,
-                                 is_temp_file_debris, temp_dir_debris_problem, temp_dir_parts)
+                                 is_temp_file_debris, temp_dir_debris_problem, temp_dir_parts,
+                                 temp_file_debris_problem)
 from ckpttool.ops.runs.lock import changed_since_planned, locked_as_planned
 from ckpttool.ops.retention.rules import RetentionRules, keep_reasons
 from ckpttool.ops.runs import series
@@ -159,7 +161,6 @@ def _newest_whole_tf(scan: DirectoryScan) -> list[tuple[CheckpointInfo, str]]:
 
 def _data_cut_short(c: CheckpointInfo) -> str | None:
     """Why TF checkpoint `c`'s data shards do not hold what its index says, or None."""
-    from ckpttool.errors import CkptError
     from ckpttool.formats.tf.bundle import open_bundle
 
     try:
@@ -377,7 +378,10 @@ def _not_debris(scan: DirectoryScan, leftover_path: str) -> str | None:
         return problem or series.plain_tree(leftover_path)[2]
     if _is_temp_dir(scan, leftover_path, name):
         return temp_dir_debris_problem(leftover_path)
-    return None if is_temp_file_debris(name) else f"{name} is not named like a temporary file of a save"
+    state = scan.state
+    listed = {fs.basename(p) for p in (state.model_checkpoint_path, *state.all_model_checkpoint_paths)} if state else set()
+    return temp_file_debris_problem(leftover_path, lambda stem: scan.by_name(stem) is not None or stem in listed,
+                                    {STATE_FILENAME, *scan.other_latest.values()})
 
 
 def _score(scan: DirectoryScan, complete: list, rules: RetentionRules, metric: MetricOptions | None) -> Scores | None:

@@ -38,7 +38,9 @@ from ckpttool.text import excerpt
 
 class _LazyPattern:
     """A regular expression compiled on first use: listing a plain TF directory (every `ls`, `latest`)
-    imports this module, and the Hugging Face file list alone takes milliseconds to compile."""
+    imports this module, and the Hugging Face file list alone takes milliseconds to compile. Names
+    end at `\\Z`, never `$`, which also matches before a final newline (`temp-4\\n` is no
+    exporter's)."""
 
     def __init__(self, pattern: str):
         self.pattern, self._compiled = pattern, None
@@ -54,16 +56,16 @@ KERAS_ENDINGS = (".h5", ".keras", ".hdf5")  # what every KERAS_SUFFIXES name end
 _NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
 _SAVED_MODEL_FILES = {"saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "keras_metadata.pb"}
 _SAVED_MODEL_DIRS = {"variables", "assets", "assets.extra"}
-_VARIABLES_RE = _LazyPattern(r"^variables\.(index|data-\d{5}-of-\d{5})$")
+_VARIABLES_RE = _LazyPattern(r"^variables\.(index|data-\d{5}-of-\d{5})\Z")
 # What an exporter's SavedModel builder leaves in variables/ while its Saver writes (a data file's
 # `.tempstate` before its rename, a sharded save's `variables_temp_<32 hex>/` of part files).
 _EXPORTER_VARIABLES_RE = _LazyPattern(
     r"^(variables\.(index|data-\d{5}-of-\d{5})(\.tempstate\d+)?|variables_temp(_[0-9a-f]{32})?"
-    r"|variables_temp(_[0-9a-f]{32})?/part-\d{5}-of-\d{5}\.(index|data-\d{5}-of-\d{5})(\.tempstate\d+)?)$")
+    r"|variables_temp(_[0-9a-f]{32})?/part-\d{5}-of-\d{5}\.(index|data-\d{5}-of-\d{5})(\.tempstate\d+)?)\Z")
 ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "commit_success.txt")
-ORBAX_TMP_RE = _LazyPattern(r"\.orbax-checkpoint-tmp(-\d+)?$")
-EXPORTER_TMP_RE = _LazyPattern(r"^temp-\d+$")
-HF_STEP_RE = _LazyPattern(r"^checkpoint-(\d+)$")
+ORBAX_TMP_RE = _LazyPattern(r"\.orbax-checkpoint-tmp(-\d+)?\Z")
+EXPORTER_TMP_RE = _LazyPattern(r"^temp-\d+\Z")
+HF_STEP_RE = _LazyPattern(r"^checkpoint-(\d+)\Z")
 # What the HF Trainer (and the model/tokenizer/processor it saves with it) writes into checkpoint-<step>/.
 _HF_FILE_RE = _LazyPattern(
     r"^(trainer_state\.json|training_args\.bin|optimizer\.(pt|bin)|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth"
@@ -71,17 +73,17 @@ _HF_FILE_RE = _LazyPattern(
     r"|(pytorch_model|model|adapter_model|tf_model|flax_model)(-\d{5}-of-\d{5})?\.(bin|safetensors|h5|msgpack)"
     r"|(pytorch_model|model)\.(bin|safetensors)\.index\.json|adapter_config\.json"
     r"|tokenizer(_config)?\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt"
-    r"|spiece\.model|sentencepiece\.bpe\.model|tokenizer\.model|README\.md)$")
-_HF_DIR_RE = _LazyPattern(r"^(global_step\d+|pytorch_model_fsdp_\d+|optimizer_\d+)$")  # DeepSpeed / FSDP state
-_HF_WEIGHTS_RE = _LazyPattern(r"^(pytorch_model|model|adapter_model|tf_model)(-\d{5}-of-\d{5})?\.(safetensors|h5)$")
+    r"|spiece\.model|sentencepiece\.bpe\.model|tokenizer\.model|README\.md)\Z")
+_HF_DIR_RE = _LazyPattern(r"^(global_step\d+|pytorch_model_fsdp_\d+|optimizer_\d+)\Z")  # DeepSpeed / FSDP state
+_HF_WEIGHTS_RE = _LazyPattern(r"^(pytorch_model|model|adapter_model|tf_model)(-\d{5}-of-\d{5})?\.(safetensors|h5)\Z")
 # What Orbax (0.5 and later: OCDBT; TensorStore's zarr arrays before) writes inside an item directory
 # of a step, by path below the item: its metadata files, OCDBT's manifest and data files, zarr
 # arrays' metadata and chunks. Every other name is not Orbax's.
 _ORBAX_ITEM_FILE_RE = _LazyPattern(
     r"^(_[^/]+|manifest\.ocdbt|commit_success\.txt|metadata|d/[0-9a-f]+"
     r"|ocdbt\.process_\d+/(manifest\.ocdbt|d/[0-9a-f]+)|array_metadatas/process_\d+"
-    r"|[^/]+/(\.zarray|\.zattrs|\.zgroup|zarr\.json|(c/)?\d+([./]\d+)*))$")
-_ORBAX_ITEM_DIR_RE = _LazyPattern(r"^(d|ocdbt\.process_\d+(/d)?|array_metadatas|[^/]+(/c)?(/\d+)*)$")
+    r"|[^/]+/(\.zarray|\.zattrs|\.zgroup|zarr\.json|(c/)?\d+([./]\d+)*))\Z")
+_ORBAX_ITEM_DIR_RE = _LazyPattern(r"^(d|ocdbt\.process_\d+(/d)?|array_metadatas|[^/]+(/c)?(/\d+)*)\Z")
 _MAX_ENTRIES = 100_000  # a directory member larger than this is not looked through: kept
 _WRITERS = {"exporter_tmp": "an exporter", "orbax_tmp": "Orbax"}
 KIND_NAMES = {"keras": "Keras checkpoint", "savedmodel": "SavedModel export", "orbax": "Orbax step",
@@ -276,7 +278,7 @@ class _Matching:
 
 # Orbax writes one subdirectory per item (`default`, `state`, `params`, any name the user gave the
 # CheckpointManager): every plain directory name is allowed at the top.
-_ORBAX_ITEMS = _Matching(re.compile(r"^[^/]+$"))
+_ORBAX_ITEMS = _Matching(re.compile(r"^[^/]+\Z"))
 _SAVED_MODEL = _Layout(lambda n: n in _SAVED_MODEL_FILES, _SAVED_MODEL_DIRS, _saved_model_inside)
 _EXPORTER_TEMP = _Layout(_SAVED_MODEL.top_file, _SAVED_MODEL_DIRS, _exporter_temp_inside)
 _ORBAX = _Layout(lambda n: n in ORBAX_MARKERS or n.startswith("_"), _ORBAX_ITEMS)
