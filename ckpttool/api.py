@@ -198,7 +198,8 @@ def plan_prune(directory: PathLike, *, keep_last: int | None = None, keep_every_
     each family's best and its `keep_best` best are kept too, and so are checkpoints without a score
     unless `drop_unscored`; `plan.scores` and each entry's `score` say what was read. A log read
     around damage is listed in `plan.problems`, and `plan.refusal` says why `apply_prune` refuses the
-    plan (BadInput) unless `allow_damaged_metrics`."""
+    plan (BadInput) unless `allow_damaged_metrics`; so is an HF trainer_state.json read around damage
+    when the plan deletes HF Trainer steps (its best_model_checkpoint may be among them)."""
     from ckpttool.ops.retention.prune import plan_prune as plan
     from ckpttool.ops.retention.rules import RetentionRules, parse_duration
 
@@ -207,7 +208,7 @@ def plan_prune(directory: PathLike, *, keep_last: int | None = None, keep_every_
                            drop_unscored)
     scoring = None if metric is None else _metric_options(metric, mode, metrics_file, events_dir, name_pattern,
                                                           allow_damaged_metrics)
-    return plan(os.fspath(directory), rules, clean=clean, metric=scoring)
+    return plan(os.fspath(directory), rules, clean=clean, metric=scoring, allow_damaged=allow_damaged_metrics)
 
 
 def _metric_options(metric: str, mode: str, metrics_file: PathLike | None, events_dir: PathLike | None,

@@ -207,9 +207,10 @@ def _nest(directory, depth: int) -> None:
 def test_a_deeply_nested_step_directory_is_refused_and_never_wedges_the_journal(tmp_path):
     """checkpoint-5/global_step5/a/a/... 1,500 levels deep (DeepSpeed's directory may hold
     anything): prune crashed with RecursionError (exit 70) after writing its journal, and every
-    later prune resumed the journal and crashed again. Now the directory is refused before the
-    journal is written (exit 4, nothing of it deleted), and a journal that the crashed runs left
-    naming it is reported and cleared, whether the rules plan the directory again or not."""
+    later prune resumed the journal and crashed again. Now the plan keeps the directory, saying
+    why (the dry run and the run agree: exit 0, nothing of it deleted, no journal written), and a
+    journal that the crashed runs left naming it is reported and cleared, whether the rules would
+    delete the directory or not."""
     _hf_step(tmp_path, 5)
     _hf_step(tmp_path, 10)
     (tmp_path / "checkpoint-5" / "global_step5").mkdir()
@@ -219,7 +220,7 @@ def test_a_deeply_nested_step_directory_is_refused_and_never_wedges_the_journal(
         if left_by_a_crash:
             (tmp_path / JOURNAL).write_text(journal)
         result = run_cli("prune", "--yes", "--keep-last", str(keep), tmp_path)
-        assert_one_line_error(result, 4)
+        assert result.exit_code == 0 and "Traceback" not in result.stderr, result.stderr
         assert "checkpoint-5/: it nests 1502 levels deep" in result.stderr
         assert (tmp_path / "checkpoint-5" / "trainer_state.json").exists()
         assert not (tmp_path / JOURNAL).exists()

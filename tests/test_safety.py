@@ -319,14 +319,21 @@ def test_next_rename_leaves_temp_shards_of_a_live_one(fixtures_dir, tmp_path):
 
 @pytest.mark.parametrize("suffix", _temp_names(_dead_pid()))
 def test_prune_clean_removes_old_temp_shards(copy_fixture, suffix):
+    """A temp data shard of a checkpoint the directory holds is debris. One of no checkpoint here
+    (a killed rename-vars' destination, or a user's file so named: its bytes cannot tell) is
+    reported and kept; rename-vars' next run removes its own."""
     run = copy_fixture("prune_run")
-    stale = run / f"renamed.data-00000-of-00001{suffix}"
-    stale.write_bytes(b"\0" * 1024)
+    name = run_cli("ls", "--json", run).json()["checkpoints"][0]["name"]
+    stale = run / f"{name}.data-00000-of-00001{suffix}"
+    orphan = run / f"renamed.data-00000-of-00001{suffix}"
     old = os.path.getmtime(run / "checkpoint") - 30 * HOUR
-    os.utime(stale, (old, old))
+    for path in (stale, orphan):
+        path.write_bytes(b"\0" * 1024)
+        os.utime(path, (old, old))
     doc = run_cli("prune", "--yes", "--json", "--clean", "--keep-last", "20", run).json()
     assert [d["name"] for d in doc["deleted"]] == [stale.name]
-    assert not stale.exists()
+    assert not stale.exists() and orphan.exists()
+    assert [p["kind"] for p in doc["problems"] if p["path"] == str(orphan)] == ["temp_file", "not_debris"]
 
 
 @pytest.mark.parametrize("link", [False, True])

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line_error, run_cli
 from tests.remote_servers import upload_tree
 from tests.test_remote import fresh_prefix, servers  # noqa: F401 - the servers, as a fixture here
 from tests.test_series import _hf_step, _orbax_step
@@ -414,10 +414,15 @@ def test_the_hf_trainers_best_checkpoint_is_kept(tmp_path):
 
 
 def test_a_hostile_trainer_state_is_no_best_checkpoint(tmp_path):
+    """Nested too deeply to parse: damage (exit 3, nothing deleted: the best it names is unknown),
+    never a crash; allowed, it names no best."""
     for step in (500, 1000):
         _hf_step(tmp_path, step)
     (tmp_path / "checkpoint-1000" / "trainer_state.json").write_text("[" * 100_000)
-    doc = _prune(tmp_path, "--keep-last", "1")
+    refused = run_cli("prune", "--yes", "--keep-last", "1", tmp_path)
+    assert_one_line_error(refused, 3)
+    assert "trainer_state.json, byte 0" in refused.stderr
+    doc = _prune(tmp_path, "--keep-last", "1", "--allow-damaged-metrics")
     assert _names(doc, "deleted") == ["checkpoint-500"]
 
 

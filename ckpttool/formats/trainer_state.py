@@ -209,11 +209,14 @@ def _read_history(text: _Text, found: TrainerState, on_entry) -> None:
             return
 
 
-def best_model_checkpoint(path: str) -> str | None:
-    """`best_model_checkpoint` of the trainer state at `path` (the last given, read whole), or None
-    when it is absent, not a string, or the file is missing or is no trainer state."""
+def best_model_checkpoint(path: str) -> tuple[str | None, Damage | None]:
+    """`best_model_checkpoint` of the trainer state at `path` (the last given) and the damage met
+    reading it whole, if any: the value is None when it is absent, not a string, or not read before
+    the damage, or when the file is missing or is no trainer state (then never damage). A damaged
+    file may have lost (or not yet shown) the value: the caller decides whether to trust it."""
     try:
-        best = read(path, ("best_model_checkpoint",)).fields.get("best_model_checkpoint")
+        state = read(path, ("best_model_checkpoint",))
     except (NotFound, BadInput, OSError):
-        return None
-    return best if isinstance(best, str) else None
+        return None, None
+    best = state.fields.get("best_model_checkpoint")
+    return (best if isinstance(best, str) else None), state.damage

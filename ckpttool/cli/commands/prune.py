@@ -145,7 +145,8 @@ def command(
     rules = RetentionRules(keep_last, keep_every_hours, keep_every_steps, tuple(keep_step or ()),
                            parse_duration(min_age) if min_age is not None else None, keep_best, drop_unscored)
     rules.validate()
-    scoring = metric_options(metric, mode, metrics_file, events, name_pattern, allow_damaged_metrics)
+    # Without --metric, --allow-damaged-metrics still speaks for trainer_state.json's best_model_checkpoint.
+    scoring = metric_options(metric, mode, metrics_file, events, name_pattern, allow_damaged_metrics and bool(metric))
     if scoring is None and (keep_best is not None or drop_unscored):
         raise UsageProblem("--keep-best and --drop-unscored need --metric TAG")
     require_directory(directory, "prune")
@@ -157,7 +158,8 @@ def command(
         try:
             if recursive and (moved := moved_out_of_tree(directory, d)):
                 raise BadInput(moved)
-            planned = plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state, metric=scoring)
+            planned = plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state, metric=scoring,
+                                 allow_damaged=allow_damaged_metrics)
             if planned.refusal and not dry_run:  # a dry run shows the plan, and the damage among its problems
                 raise BadInput(planned.refusal, hint=DAMAGE_HINT)
             return planned

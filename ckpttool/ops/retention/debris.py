@@ -10,13 +10,18 @@ data. So each kind of debris needs evidence:
   saying the prefix had an index;
 - a `*_temp` directory: every entry a regular `part-NNNNN-of-NNNNN` file of a
   sharded save (an empty one only when named `PREFIX-STEP_temp`);
-- a temp file: TensorFlow's `.tempstate<digits>` beside an index or data
-  shard, or a `.tmp<32 hex digits>` temp of a state file or index.
+- a temp file: TensorFlow's `.tempstate<digits>` of an index or data shard,
+  or a `.tmp<32 hex digits>` temp (TensorFlow's and ckpttool's atomic writes),
+  of the state file or of a file of a checkpoint the directory holds (or its
+  state file lists), or one whose bytes begin like an index: a user's
+  `notes.data-00000-of-00001.tempstate7` is named like one, nothing more.
 """
 from __future__ import annotations
 
 import os
 import re
+
+from typing import Callable, Container
 
 from ckpttool.errors import CkptError
 from ckpttool.storage import fs
@@ -25,12 +30,14 @@ from ckpttool.formats.tf.messages import parse_header
 from ckpttool.formats.tf.shards import split_v1_pattern, v1_shard
 from ckpttool.formats.tf.table import first_plain_entry
 
-_CHECKPOINT_SUFFIX_RE = re.compile(r"^(\.index|\.meta|\.data-\d{5}-of-\d{5})$")
-_TEMPSTATE_RE = re.compile(r"^.+\.(index|data-\d{5}-of-\d{5})\.tempstate\d+$")
-_TMP_RE = re.compile(r"^.+\.tmp[0-9a-f]{32}$")
-_TEMP_DIR_RE = re.compile(r"^(?P<prefix>.+)_temp(_[0-9a-f]{32})?$")
-_PART_FILE_RE = re.compile(r"^part-\d{5}-of-\d{5}\.(index|data-\d{5}-of-\d{5})(\.tempstate\d+)?$")
-_STEP_RE = re.compile(r"-\d+$")
+_CHECKPOINT_SUFFIX_RE = re.compile(r"^(\.index|\.meta|\.data-\d{5}-of-\d{5})\Z")
+_TEMPSTATE_RE = re.compile(r"^.+\.(index|data-\d{5}-of-\d{5})\.tempstate\d+\Z")
+_TMP_RE = re.compile(r"^.+\.tmp[0-9a-f]{32}\Z")
+_TEMP_DIR_RE = re.compile(r"^(?P<prefix>.+)_temp(_[0-9a-f]{32})?\Z")
+_PART_FILE_RE = re.compile(r"^part-\d{5}-of-\d{5}\.(index|data-\d{5}-of-\d{5})(\.tempstate\d+)?\Z")
+_FILE_OF_RE = re.compile(r"^(?P<stem>.+)\.(index|meta|data-\d{5}-of-\d{5})\Z")
+_TMP_SUFFIX_LEN = len(".tmp") + 32
+_STEP_RE = re.compile(r"-\d+\Z")
 _HEAD_BYTES = 4096
 
 
@@ -70,6 +77,29 @@ def is_temp_dir_name(basename: str) -> bool:
 def is_temp_file_debris(basename: str) -> bool:
     """A temp file of an interrupted write, by the names TensorFlow and ckpttool give them."""
     return bool(_TEMPSTATE_RE.match(basename) or _TMP_RE.match(basename))
+
+
+def temp_file_debris_problem(path: str, is_checkpoint: Callable[[str], bool],
+                              state_files: Container[str]) -> str | None:
+    """None if file `path` is provably a temp of an interrupted write, else why it is not:
+    `is_checkpoint(stem)` says whether the directory holds (or its state file lists) checkpoint
+    `stem`, `state_files` are the state files' names (whose `.tmp<32 hex>` temps are debris)."""
+    name = fs.basename(path)
+    if _TEMPSTATE_RE.match(name):
+        target = name[:name.rindex(".tempstate")]
+    elif _TMP_RE.match(name):
+        target = name[:-_TMP_SUFFIX_LEN]
+        if target in state_files:
+            return None
+    else:
+        return f"{name} is not named like a temporary file of a save"
+    of = _FILE_OF_RE.match(target)
+    if of is not None and is_checkpoint(of["stem"]):
+        return None
+    if target.endswith(".index") and starts_with_bundle_header(path):
+        return None  # an index written before its checkpoint got its name
+    return (f"{name} is named like a temporary file of {target}, but there is no checkpoint "
+            f"{of['stem'] if of else target} and its bytes do not begin like an index")
 
 
 def temp_dir_debris_problem(path: str) -> str | None:

@@ -36,11 +36,14 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from ckpttool.errors import BadInput, CorruptCheckpoint, Refused, UsageProblem
+from ckpttool.errors import BadInput, CkptError, CorruptCheckpoint, Refused, UsageProblem
+from ckpttool.formats.damage import Damage
+from ckpttool.formats.tf.state import STATE_FILENAME
 from ckpttool.storage import fs
 from ckpttool.storage.fs import read_capped
 from ckpttool.ops.retention.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_dir_name,
-                                 is_temp_file_debris, temp_dir_debris_problem, temp_dir_parts)
+                                 is_temp_file_debris, temp_dir_debris_problem, temp_dir_parts,
+                                 temp_file_debris_problem)
 from ckpttool.ops.runs.lock import changed_since_planned, locked_as_planned
 from ckpttool.ops.retention.rules import RetentionRules, keep_reasons
 from ckpttool.ops.runs import series
@@ -82,6 +85,7 @@ class PrunePlan:
     scores: Scores | None = None  # with a metric rule: every complete checkpoint's score
     directory_id: tuple[int, int] | None = None  # (device, inode) of a local directory when planned
     refusal: str | None = None  # why it must not be applied: it deletes by scores read from a damaged source
+    allow_damaged: bool = False  # the user allows deciding by what a damaged log still gives
 
     @property
     def freed_bytes(self) -> int:
@@ -100,11 +104,12 @@ class PruneResult:
         return sum(d.size_bytes for d in self.deleted)
 
 
-def protected_checkpoints(scan: DirectoryScan) -> dict[str, str]:
+def protected_checkpoints(scan: DirectoryScan, damage: list[Damage] | None = None) -> dict[str, str]:
     """Checkpoints no rule may delete: the latest (also of other state files such as
-    best_checkpoint), and saves of its family with
+    best_checkpoint), the HF Trainer's best_model_checkpoint, and saves of its family with
     a higher step written after it (a writer that has not updated the state
-    file yet; a restarted job's old orphans have higher steps but older files)."""
+    file yet; a restarted job's old orphans have higher steps but older files). A trainer_state.json
+    read around damage (the best may be unknown or another) is added to `damage`."""
     protected: dict[str, str] = {name: f"latest in {state_file}" for name, state_file in scan.other_latest.items()
                                  if scan.by_name(name)}
     latest = scan.latest
@@ -114,9 +119,13 @@ def protected_checkpoints(scan: DirectoryScan) -> dict[str, str]:
         protected.setdefault(latest.name, "latest")
     for c in _series_family_latest(scan):
         protected.setdefault(c.name, "latest of its series")
-        best = series.hf_best_checkpoint(c.prefix) if c.format == "hf" else None
+        best, damaged = series.hf_best_checkpoint(c.prefix) if c.format == "hf" else (None, None)
+        if damaged is not None and damage is not None:
+            damage.append(damaged)
         if best and scan.by_name(best):  # the Trainer keeps it for load_best_model_at_end
             protected.setdefault(best, "best_model_checkpoint in trainer_state.json")
+    for whole, cut in _newest_whole_tf(scan):
+        protected.setdefault(whole.name, f"newest of its family whose data is whole ({cut})")
     for c in _series_newer_than_complete(scan):
         protected.setdefault(c.name, "incomplete, newer than its series' newest complete member (save in progress?)")
     if latest is not None:
@@ -126,6 +135,44 @@ def protected_checkpoints(scan: DirectoryScan) -> dict[str, str]:
             if in_flight and c.name not in protected:
                 protected[c.name] = "newer than latest (save in progress?)"
     return protected
+
+
+def _newest_whole_tf(scan: DirectoryScan) -> list[tuple[CheckpointInfo, str]]:
+    """For each TF family whose newest complete checkpoint's data shards end before its index says
+    (a full disk, a copy cut short: TensorFlow cannot restore it, though every file is there), the
+    newest one whose do not, and why the newer ones are not whole. One index is read per family
+    (more only while checkpoints are found cut short)."""
+    families: dict[str, list[CheckpointInfo]] = {}
+    for c in scan.checkpoints:  # oldest first
+        if c.format == "v2" and c.complete:
+            families.setdefault(c.family, []).append(c)
+    found = []
+    for members in families.values():
+        cut = []
+        for c in reversed(members):
+            problem = _data_cut_short(c)
+            if problem is None:
+                if cut:
+                    found.append((c, "; ".join(cut[:2]) + (" ..." if len(cut) > 2 else "")))
+                break
+            cut.append(problem)
+    return found
+
+
+def _data_cut_short(c: CheckpointInfo) -> str | None:
+    """Why TF checkpoint `c`'s data shards do not hold what its index says, or None."""
+    from ckpttool.formats.tf.bundle import open_bundle
+
+    try:
+        with open_bundle(c.prefix) as bundle:
+            for shard_id, end in sorted(bundle.shard_ends().items()):
+                found = fs.stat_path(bundle.shard_path(shard_id))
+                if found is None or found.size < end:
+                    return (f"{c.name}'s {fs.basename(bundle.shard_path(shard_id))} has "
+                            f"{found.size if found else 0} bytes, its index says {end}")
+    except (CkptError, OSError) as exc:
+        return f"{c.name} cannot be read whole ({exc})"
+    return None
 
 
 def _series_family_latest(scan: DirectoryScan) -> list[CheckpointInfo]:
@@ -239,12 +286,14 @@ def _kind(scan: DirectoryScan, full: str, base: str) -> str | None:
     return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
 
 
-def _read_journal(scan: DirectoryScan, protected: dict[str, str]) -> list[Deletion]:
+def _read_journal(scan: DirectoryScan, protected: dict[str, str], problems: list[Problem]) -> list[Deletion]:
     """What an interrupted prune was deleting, each path checked as if we had planned it ourselves.
 
     A journal lies in a directory that others may write to: if one entry
     names anything else (a directory, `..`, the state file, the latest
-    checkpoint, a file outside), nothing at all is resumed.
+    checkpoint, a file outside), nothing at all is resumed. An entry naming a member nested deeper
+    than prune removes (a journal of a version that tried) is left out and reported in `problems`:
+    the journal is then cleared, never resumed again and again.
     """
     path = fs.join(scan.directory, JOURNAL_FILENAME)
     if JOURNAL_FILENAME not in scan.listing and (fs.is_url(path) or not os.path.lexists(path)):
@@ -280,6 +329,10 @@ def _read_journal(scan: DirectoryScan, protected: dict[str, str]) -> list[Deleti
             raise refuse("holds an entry that is not a name with a list of paths")
         if name in protected:
             raise refuse(f"names {name}, which must be kept ({protected[name]})")
+        if (known := scan.by_name(name)) is not None and known.too_deep:
+            problems.append(Problem("journal_entry_kept", known.prefix,
+                                    f"the prune journal lists {name}/: {known.too_deep}: not deleted"))
+            continue
         paths, size = [], 0
         for entry_path in entry_paths:
             problem = path_problem(scan, name, entry_path)
@@ -325,7 +378,10 @@ def _not_debris(scan: DirectoryScan, leftover_path: str) -> str | None:
         return problem or series.plain_tree(leftover_path)[2]
     if _is_temp_dir(scan, leftover_path, name):
         return temp_dir_debris_problem(leftover_path)
-    return None if is_temp_file_debris(name) else f"{name} is not named like a temporary file of a save"
+    state = scan.state
+    listed = {fs.basename(p) for p in (state.model_checkpoint_path, *state.all_model_checkpoint_paths)} if state else set()
+    return temp_file_debris_problem(leftover_path, lambda stem: scan.by_name(stem) is not None or stem in listed,
+                                    {STATE_FILENAME, *scan.other_latest.values()})
 
 
 def _score(scan: DirectoryScan, complete: list, rules: RetentionRules, metric: MetricOptions | None) -> Scores | None:
@@ -347,7 +403,8 @@ def _score(scan: DirectoryScan, complete: list, rules: RetentionRules, metric: M
 
 @gc_paused()  # as many objects as the scan's, per checkpoint
 def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, now: float | None = None,
-               ignore_bad_state: bool = False, metric: MetricOptions | None = None) -> PrunePlan:
+               ignore_bad_state: bool = False, metric: MetricOptions | None = None,
+               allow_damaged: bool = False) -> PrunePlan:
     """What a prune of `directory` would keep and delete; reads only.
 
     Refuses (BadInput) when the state file exists but cannot be read: the
@@ -355,7 +412,10 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     looks old by file times. `ignore_bad_state` judges by file times anyway.
     With `metric`, the metric rules apply (`keep_best`, the best always kept,
     unscored ones kept unless `drop_unscored`); a metric that cannot be read
-    refuses the whole plan (BadInput).
+    refuses the whole plan (BadInput). A metric log or the HF Trainer's trainer_state.json read
+    around damage is listed in `problems`, and makes `refusal` say why the plan is not to be applied
+    when its deletions depend on what the damage may have lost, unless `allow_damaged` (or the
+    metric's own allow_damaged).
     """
     rules.validate()
     now = time.time() if now is None else now
@@ -363,7 +423,9 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     scan = scan_directory(directory)
     if not ignore_bad_state:
         _refuse_bad_state(scan)
-    protected = protected_checkpoints(scan)
+    best_damage: list[Damage] = []
+    protected = protected_checkpoints(scan, best_damage)
+    allow_damaged = allow_damaged or metric is not None and metric.allow_damaged
     complete = [c for c in scan.checkpoints if c.complete]
     scores = _score(scan, complete, rules, metric)
     score = scores.score if scores is not None else (lambda _name: None)
@@ -374,10 +436,12 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
         if c.complete:
             if reasons[c.name]:
                 kept.append(Kept(c.name, c.step, tuple(reasons[c.name]), score(c.name)))
-            elif not c.deletable:
+            elif c.unexpected:
                 shown = ", ".join(c.unexpected[:3]) + (", ..." if len(c.unexpected) > 3 else "")
                 kept.append(Kept(c.name, c.step, (f"holds files its framework does not write: {shown}",),
                                  score(c.name)))
+            elif c.too_deep:
+                kept.append(Kept(c.name, c.step, (f"{c.too_deep}: never deleted",), score(c.name)))
             else:
                 deleted.append(Deletion(c.name, c.step, c.size_bytes, "checkpoint", c.files, score(c.name)))
             continue
@@ -403,6 +467,12 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
                          + ("; pruned by the scores still readable (--allow-damaged-metrics)" if metric.allow_damaged
                             else "; prune deletes by these scores only with --allow-damaged-metrics"))
                  for damage in (scores.damage if scores else ())]
+    problems += [Problem("metric_damaged", damage.path, f"damaged {damage.message}: the HF Trainer's "
+                         "best_model_checkpoint may be lost" + ("; pruned all the same (--allow-damaged-metrics)"
+                                                               if allow_damaged else
+                                                               "; its checkpoints are pruned only with "
+                                                               "--allow-damaged-metrics"))
+                 for damage in best_damage]
     for leftover in scan.leftovers if clean else ():
         if not_debris := _not_debris(scan, leftover.path):
             problems.append(Problem("not_debris", leftover.path, f"left alone: {not_debris}"))
@@ -410,7 +480,7 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
             deleted.append(Deletion(fs.basename(leftover.path), None, leftover.size_bytes, "temp",
                                     (leftover.path,)))
     planned = {d.name for d in deleted}
-    for pending in _read_journal(scan, protected):
+    for pending in _read_journal(scan, protected, problems):
         if fs.is_url(directory) and reasons.get(pending.name) and not _only_commit_files_left(scan, pending.name):
             # A bucket journal has no owner to check (a local one must be ours): it may finish what is
             # half deleted, never delete a complete checkpoint these rules keep.
@@ -422,8 +492,25 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
             kept = [k for k in kept if k.name != pending.name]
     refused = damage_refusal(scores, metric, "not pruning by these scores (nothing deleted)") \
         if scores is not None and any(d.kind == "checkpoint" for d in deleted) else None
+    if refused is None and best_damage and not allow_damaged and _deletes_hf_members(scan, deleted):
+        refused = _unknown_best(best_damage[0])
     return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state,
-                     scores=scores, directory_id=directory_id, refusal=refused.message if refused else None)
+                     scores=scores, directory_id=directory_id, refusal=refused.message if refused else None,
+                     allow_damaged=allow_damaged)
+
+
+def _deletes_hf_members(scan: DirectoryScan, deleted) -> bool:
+    """Whether `deleted` takes an HF Trainer step by the rules (its best_model_checkpoint among
+    them, for all we know, when the trainer_state.json naming it is damaged)."""
+    return any(d.kind != "resumed" and (known := scan.by_name(d.name)) is not None and known.format == "hf"
+               for d in deleted)
+
+
+def _unknown_best(damage: Damage) -> BadInput:
+    return BadInput(f"damaged {damage.message}: the HF Trainer's best_model_checkpoint cannot be read whole; "
+                    "not pruning its checkpoints (nothing deleted)",
+                    hint="--allow-damaged-metrics prunes without knowing it (keeping the best only if it was "
+                         "read before the damage); prune --dry-run lists the damage")
 
 
 def _only_commit_files_left(scan: DirectoryScan, name: str) -> bool:
@@ -586,7 +673,10 @@ def _apply(plan: PrunePlan, fault: Callable[[str], None], checked: fs.CheckedDir
     scan = scan_directory(directory)  # the directory as it is now, under the lock
     if not plan.ignore_bad_state:
         _refuse_bad_state(scan)
-    protected = protected_checkpoints(scan)
+    best_damage: list[Damage] = []
+    protected = protected_checkpoints(scan, best_damage)
+    if best_damage and not plan.allow_damaged and _deletes_hf_members(scan, plan.deleted):
+        raise _unknown_best(best_damage[0])  # damaged since it was planned
     skipped = tuple(d.name for d in plan.deleted if d.name in protected)
     problems: list[Problem] = []
     # Only what is still there: a plan applied twice (or after another run) deletes nothing

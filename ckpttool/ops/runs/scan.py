@@ -58,6 +58,7 @@ class CheckpointInfo:
     keras_epochs: bool = False  # numbered by Keras epochs from 1 (ModelCheckpoint), not by logged steps
     unexpected: tuple[str, ...] = ()  # a directory member: what it holds that its framework does not write
     cut_short: bool = False  # a series member file whose bytes show it was cut short (an interrupted save)
+    too_deep: str | None = None  # a directory member nested deeper than prune removes: how deep (never deleted)
 
     @property
     def is_directory(self) -> bool:
@@ -66,8 +67,9 @@ class CheckpointInfo:
 
     @property
     def deletable(self) -> bool:
-        """Whether prune may delete it when no rule keeps it: complete, and nothing foreign inside."""
-        return self.complete and not self.unexpected
+        """Whether prune may delete it when no rule keeps it: complete, nothing foreign inside, and
+        not nested deeper than prune removes."""
+        return self.complete and not self.unexpected and not self.too_deep
 
     @property
     def time(self) -> float:
@@ -383,7 +385,7 @@ def _series_checkpoints(directory: str, entries: list[fs.Entry], plain_files: di
             name=m.name, prefix=m.path, family=m.family + "/" if m.is_dir else m.family, step=m.step,
             format=m.kind, size_bytes=m.size_bytes, num_shards=None, complete=m.complete, has_meta=False,
             in_state=False, is_latest=False, mtime=m.mtime, timestamp=None, files=(m.path,),
-            keras_epochs=m.keras_epochs, unexpected=m.unexpected, cut_short=m.cut_short))
+            keras_epochs=m.keras_epochs, unexpected=m.unexpected, cut_short=m.cut_short, too_deep=m.too_deep))
         what = series.KIND_NAMES[m.kind]
         if not m.complete:
             problems.append(Problem("incomplete_member", m.path, f"{m.name}{'/' if m.is_dir else ''} is not a "
@@ -392,6 +394,8 @@ def _series_checkpoints(directory: str, entries: list[fs.Entry], plain_files: di
             shown = ", ".join(excerpt(u) for u in m.unexpected[:5]) + (", ..." if len(m.unexpected) > 5 else "")
             problems.append(Problem("foreign_files", m.path, f"{m.name}/ holds what its framework does not write "
                                     f"({shown}): never deleted ({what})"))
+        if m.too_deep:
+            problems.append(Problem("too_deep", m.path, f"{m.name}/: {m.too_deep}: never deleted ({what})"))
     problems += [Problem("unrecognised", path, message) for path, message in unrecognised]
     for d in debris:
         name = fs.basename(d.path)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Callable, Container
 
 from ckpttool.errors import BadInput, CkptError
+from ckpttool.formats.damage import Damage
 from ckpttool.formats.keras import probe as keras_probe
 from ckpttool.formats.tf.shards import missing_shard_ids
 from ckpttool.formats.tf.shards import data_shard, shard_count
@@ -38,7 +39,9 @@ from ckpttool.text import excerpt
 
 class _LazyPattern:
     """A regular expression compiled on first use: listing a plain TF directory (every `ls`, `latest`)
-    imports this module, and the Hugging Face file list alone takes milliseconds to compile."""
+    imports this module, and the Hugging Face file list alone takes milliseconds to compile. Names
+    end at `\\Z`, never `$`, which also matches before a final newline (`temp-4\\n` is no
+    exporter's)."""
 
     def __init__(self, pattern: str):
         self.pattern, self._compiled = pattern, None
@@ -54,19 +57,19 @@ KERAS_ENDINGS = (".h5", ".keras", ".hdf5")  # what every KERAS_SUFFIXES name end
 _NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
 _SAVED_MODEL_FILES = {"saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "keras_metadata.pb"}
 _SAVED_MODEL_DIRS = {"variables", "assets", "assets.extra"}
-_VARIABLES_RE = _LazyPattern(r"^variables\.(index|data-\d{5}-of-\d{5})$")
+_VARIABLES_RE = _LazyPattern(r"^variables\.(index|data-\d{5}-of-\d{5})\Z")
 # What an exporter's SavedModel builder leaves in variables/ while its Saver writes (a data file's
 # `.tempstate` before its rename, a sharded save's `variables_temp_<32 hex>/` of part files).
 _EXPORTER_VARIABLES_RE = _LazyPattern(
     r"^(variables\.(index|data-\d{5}-of-\d{5})(\.tempstate\d+)?|variables_temp(_[0-9a-f]{32})?"
-    r"|variables_temp(_[0-9a-f]{32})?/part-\d{5}-of-\d{5}\.(index|data-\d{5}-of-\d{5})(\.tempstate\d+)?)$")
+    r"|variables_temp(_[0-9a-f]{32})?/part-\d{5}-of-\d{5}\.(index|data-\d{5}-of-\d{5})(\.tempstate\d+)?)\Z")
 ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "commit_success.txt")
 # The v1 API's marker: names a directory an Orbax checkpoint from its creation, before the commit
 # (so it says what the directory is, never that it is complete).
 ORBAX_V1_MARKER = "orbax.checkpoint"
-ORBAX_TMP_RE = _LazyPattern(r"\.orbax-checkpoint-tmp(-\d+)?$")
-EXPORTER_TMP_RE = _LazyPattern(r"^temp-\d+$")
-HF_STEP_RE = _LazyPattern(r"^checkpoint-(\d+)$")
+ORBAX_TMP_RE = _LazyPattern(r"\.orbax-checkpoint-tmp(-\d+)?\Z")
+EXPORTER_TMP_RE = _LazyPattern(r"^temp-\d+\Z")
+HF_STEP_RE = _LazyPattern(r"^checkpoint-(\d+)\Z")
 # What the HF Trainer (and the model/tokenizer/processor it saves with it) writes into checkpoint-<step>/.
 _HF_FILE_RE = _LazyPattern(
     r"^(trainer_state\.json|training_args\.bin|optimizer\.(pt|bin)|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth"
@@ -74,17 +77,17 @@ _HF_FILE_RE = _LazyPattern(
     r"|(pytorch_model|model|adapter_model|tf_model|flax_model)(-\d{5}-of-\d{5})?\.(bin|safetensors|h5|msgpack)"
     r"|(pytorch_model|model)\.(bin|safetensors)\.index\.json|adapter_config\.json"
     r"|tokenizer(_config)?\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt"
-    r"|spiece\.model|sentencepiece\.bpe\.model|tokenizer\.model|README\.md)$")
-_HF_DIR_RE = _LazyPattern(r"^(global_step\d+|pytorch_model_fsdp_\d+|optimizer_\d+)$")  # DeepSpeed / FSDP state
-_HF_WEIGHTS_RE = _LazyPattern(r"^(pytorch_model|model|adapter_model|tf_model)(-\d{5}-of-\d{5})?\.(safetensors|h5)$")
+    r"|spiece\.model|sentencepiece\.bpe\.model|tokenizer\.model|README\.md)\Z")
+_HF_DIR_RE = _LazyPattern(r"^(global_step\d+|pytorch_model_fsdp_\d+|optimizer_\d+)\Z")  # DeepSpeed / FSDP state
+_HF_WEIGHTS_RE = _LazyPattern(r"^(pytorch_model|model|adapter_model|tf_model)(-\d{5}-of-\d{5})?\.(safetensors|h5)\Z")
 # What Orbax (0.5 and later: OCDBT; TensorStore's zarr arrays before) writes inside an item directory
 # of a step, by path below the item: its metadata files, OCDBT's manifest and data files, zarr
 # arrays' metadata and chunks. Every other name is not Orbax's.
 _ORBAX_ITEM_FILE_RE = _LazyPattern(
     r"^(_[^/]+|manifest\.ocdbt|commit_success\.txt|metadata|d/[0-9a-f]+"
     r"|ocdbt\.process_\d+/(manifest\.ocdbt|d/[0-9a-f]+)|array_metadatas/process_\d+"
-    r"|[^/]+/(\.zarray|\.zattrs|\.zgroup|zarr\.json|(c/)?\d+([./]\d+)*))$")
-_ORBAX_ITEM_DIR_RE = _LazyPattern(r"^(d|ocdbt\.process_\d+(/d)?|array_metadatas|[^/]+(/c)?(/\d+)*)$")
+    r"|[^/]+/(\.zarray|\.zattrs|\.zgroup|zarr\.json|(c/)?\d+([./]\d+)*))\Z")
+_ORBAX_ITEM_DIR_RE = _LazyPattern(r"^(d|ocdbt\.process_\d+(/d)?|array_metadatas|[^/]+(/c)?(/\d+)*)\Z")
 _MAX_ENTRIES = 100_000  # a directory member larger than this is not looked through: kept
 _WRITERS = {"exporter_tmp": "an exporter", "orbax_tmp": "Orbax"}
 KIND_NAMES = {"keras": "Keras checkpoint", "savedmodel": "SavedModel export", "orbax": "Orbax step",
@@ -115,10 +118,11 @@ class Member:
     unexpected: tuple[str, ...] = ()  # what a directory holds besides its framework's files
     problem: str | None = None  # why it is not complete
     cut_short: bool = False  # a file its bytes show was cut short (an interrupted save's leftover)
+    too_deep: str | None = None  # a directory nested deeper than ckpttool removes (never deleted): how deep
 
     @property
     def deletable(self) -> bool:
-        return self.complete and not self.unexpected
+        return self.complete and not self.unexpected and not self.too_deep
 
     @property
     def keras_epochs(self) -> bool:
@@ -278,7 +282,7 @@ class _Matching:
 
 # Orbax writes one subdirectory per item (`default`, `state`, `params`, any name the user gave the
 # CheckpointManager): every plain directory name is allowed at the top.
-_ORBAX_ITEMS = _Matching(re.compile(r"^[^/]+$"))
+_ORBAX_ITEMS = _Matching(re.compile(r"^[^/]+\Z"))
 _SAVED_MODEL = _Layout(lambda n: n in _SAVED_MODEL_FILES, _SAVED_MODEL_DIRS, _saved_model_inside)
 _EXPORTER_TEMP = _Layout(_SAVED_MODEL.top_file, _SAVED_MODEL_DIRS, _exporter_temp_inside)
 _ORBAX = _Layout(lambda n: n in ORBAX_MARKERS or n == ORBAX_V1_MARKER or n.startswith("_"), _ORBAX_ITEMS)
@@ -342,7 +346,13 @@ def _directory_member(entry: fs.Entry, kind: str, family: str, step: int, proble
     size = sum(files.values())
     mtime = max([m for _r, k, _s, m in contents if k == "file"] or [entry.mtime])
     return Member(entry.name, kind, family, step, entry.path, True, size, mtime, problem is None, tuple(unexpected),
-                  problem=problem)
+                  problem=problem, too_deep=_too_deep(contents))
+
+
+def _too_deep(contents) -> str | None:
+    """Why a tree `_walk` listed is nested too deep for prune to remove it (fs.MAX_TREE_DEPTH: the
+    apply would refuse it), or None: the plan says so, rather than the apply."""
+    return fs.too_deep([relative for relative, *_rest in contents], [])
 
 
 def _debris(entry: fs.Entry, kind: str) -> Debris:
@@ -362,7 +372,7 @@ def _debris(entry: fs.Entry, kind: str) -> Debris:
     elif kind == "exporter_tmp" and not any(relative.partition("/")[0] == "variables" or relative in _SAVED_MODEL_FILES
                                             for relative, _k, _s, _m in contents):
         problem = "nothing in it shows an exporter made it (no saved_model.pb, no variables/)"
-    return Debris(entry.path, kind, size, mtime, problem)
+    return Debris(entry.path, kind, size, mtime, problem or _too_deep(contents))
 
 
 def directory_members(entries: list[fs.Entry]) -> tuple[list[Member], list[Debris]]:
@@ -445,14 +455,16 @@ def names_a_series(dirs: list[str], files: list[str]) -> bool:
         (stem := keras_stem(name)) is not None and _NUMBER_RE.search(stem) for name in files)
 
 
-def hf_best_checkpoint(member_path: str) -> str | None:
+def hf_best_checkpoint(member_path: str) -> tuple[str | None, Damage | None]:
     """The `checkpoint-<step>` that the HF Trainer's trainer_state.json in `member_path` names as
-    `best_model_checkpoint` (the Trainer never rotates it away), or None (none, or unreadable). The
-    file is read in bounded memory (formats/trainer_state: a long run's log_history is tens of MB)."""
+    `best_model_checkpoint` (the Trainer never rotates it away), or None (none, or unreadable); and
+    the damage met reading the file (then the best may be unknown or another one: prune refuses to
+    delete by it unless told). The file is read in bounded memory (formats/trainer_state: a long
+    run's log_history is tens of MB)."""
     from ckpttool.formats.trainer_state import best_model_checkpoint
 
-    best = best_model_checkpoint(fs.join(member_path, "trainer_state.json"))
+    best, damage = best_model_checkpoint(fs.join(member_path, "trainer_state.json"))
     if not isinstance(best, str):
-        return None
+        return None, damage
     name = best.rstrip("/").replace("\\", "/").rpartition("/")[2]
-    return name if HF_STEP_RE.match(name) else None
+    return (name if HF_STEP_RE.match(name) else None), damage
