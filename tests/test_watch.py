@@ -269,17 +269,17 @@ def test_a_bucket_is_watched_with_one_listing_per_poll(servers, fixtures_dir, tm
     again = run_cli("watch", url, "--once", "--state", state)  # nothing to act on: one poll
     assert (again.exit_code, again.stdout, listings) == (0, "", ["list_tree"])
 
-    watch = start_watch(url, "--state", state, "--interval", "0.05", "--json", "--verify",
-                        "--exec", f"{sys.executable} -m ckpttool verify {{path}}")
+    # --verify reads every tensor of each checkpoint before acting on it: one acted on too early fails.
+    watch = start_watch(url, "--state", state, "--interval", "0.05", "--json", "--verify")
     _put(servers, url, local, "ckpt-2.index")
     first = json.loads(read_until(watch.stdout, '{"schema_version"')[-1])
     _put(servers, url, local, data(3), "ckpt-3.index")
-    assert first.get("event") == "done", (first, watch.stderr.read())
+    assert first.get("event") == "checkpoint", (first, watch.stderr.read())
     second = json.loads(read_until(watch.stdout, '{"schema_version"')[-1])
     code, _out, err = stop(watch)
     assert code == 143, err
-    assert [(first["event"], first["name"]), (second["event"], second["name"])] == [("done", "ckpt-2"),
-                                                                                    ("done", "ckpt-3")]
+    assert [(first["event"], first["name"]), (second["event"], second["name"])] == [("checkpoint", "ckpt-2"),
+                                                                                    ("checkpoint", "ckpt-3")]
     assert first["path"] == f"{url}/ckpt-2"
     assert state_of(state)["series"]["ckpt"]["step"] == 3
 
@@ -515,3 +515,20 @@ def test_savedmodel_versions_are_a_series_too(series_dir, tmp_path, tf):
         (n, "savedmodel", "savedmodel/") for n in (1, 2, 3)]  # temp-4/ is an exporter's leftover
     for line in lines:
         assert tf.saved_model.load(line["path"]) is not None
+
+
+def test_a_local_checkpoint_waits_until_its_files_have_settled(run_dir):
+    """A complete checkpoint whose newest file is younger than SETTLE_SECONDS waits (files written in
+    place may still grow), and so do the later ones of its series; then all are ready, in order."""
+    from ckpttool.ops.runs.scan import scan_directory
+    from ckpttool.ops.runs.watch import SETTLE_SECONDS, WatchState, plan_watch
+
+    scan = scan_directory(str(run_dir))
+    first, *rest = scan.checkpoints
+    fresh = plan_watch(scan, WatchState(str(run_dir)), now=first.mtime, settle=SETTLE_SECONDS)
+    assert (fresh.ready, fresh.waiting, fresh.wake_at) == ((), (first.name,), first.mtime + SETTLE_SECONDS)
+    later = max(c.mtime for c in scan.checkpoints) + SETTLE_SECONDS
+    settled = plan_watch(scan, WatchState(str(run_dir)), now=later, settle=SETTLE_SECONDS)
+    assert [i.name for i in settled.ready] == [c.name for c in scan.checkpoints] and settled.wake_at is None
+    in_a_bucket = plan_watch(scan, WatchState(str(run_dir)), now=first.mtime, settle=None)
+    assert len(in_a_bucket.ready) == 1 + len(rest)

@@ -61,7 +61,7 @@ def _usage(c: Cmd) -> str:
 
 
 def command_page(c: Cmd) -> str:
-    from ckpttool.cli.reference import COMMON, OUTPUT, exit_codes
+    from ckpttool.cli.reference import COMMON, JSON_INTRO, OUTPUT, exit_codes
 
     out = [HEADER, f"# ckpttool {c.name}", "", "```text", _usage(c), "```", ""]
     for paragraph in _paragraphs(c.help):
@@ -74,7 +74,7 @@ def command_page(c: Cmd) -> str:
     out += ["", "The global options (`--debug`, `--no-color`, `--storage-option`) go before or after the "
                 "command: see [the commands](index.md#global-options).", ""]
     documents = OUTPUT[c.name]
-    out += ["## JSON output", "", "With `--json`, one document on stdout:", ""]
+    out += ["## JSON output", "", JSON_INTRO.get(c.name, "With `--json`, one document on stdout:"), ""]
     out += _fields(COMMON + documents[0].fields)
     for document in documents[1:]:
         out += ["", f"With `{document.when}`, this document instead:", ""]

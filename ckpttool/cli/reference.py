@@ -219,6 +219,10 @@ _TRANSFORMS = (
                       "matched no name (average: and the selection's, e.g. fewer checkpoints than --last)"),
 )
 
+# What a command prints under --json when it is not one document (streams: a document per line).
+JSON_INTRO = {"watch": "One JSON line per checkpoint on stdout (without `--exec` always, with it under `--json`), "
+                       "each a document of its own:"}
+
 # One JSON line per checkpoint (watch streams: each line a document of its own).
 _WATCH_LINE = (
     Field("event", "checkpoint (no --exec: the line is the action), done, failed or skipped (--json)"),

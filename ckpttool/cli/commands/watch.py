@@ -221,8 +221,11 @@ class _Run:
         if damage is not None:
             return {"exit_status": None, "output_tail": "", "message": damage}
         if self.exec is None:
-            self._event("checkpoint", item)
-            self._save(record_done(self.state, item))
+            from ckpttool.storage.atomic import commit_section
+
+            with commit_section():  # printed and recorded, or neither: a signal waits for both
+                self._event("checkpoint", item)
+                self._save(record_done(self.state, item))
             return None
         from ckpttool.cli.child import run_child
 
