@@ -133,6 +133,8 @@ class PytorchReader(FileSetReader):
         """What `verify` cannot check in these files."""
         notes = ["a PyTorch file has no checksum of its pickle's meaning: names, shapes and dtypes are checked "
                  "only against the storages they point into"]
+        if any(file.archive.kind == "zip" for file in self._files):
+            notes.append("zip records no tensor uses (version records, storages no tensor points into) are not read")
         if any(file.archive.kind == "legacy" for file in self._files):
             notes.append("a legacy (non-zip) PyTorch file stores no checksum: its storages' sizes are checked, "
                          "their bytes cannot be")
