@@ -161,14 +161,9 @@ class PytorchReader(FileSetReader):
         if not contiguous:
             yield self._strided(file, var, ref, storage.offset + start, length).tobytes()
             return
-        itemsize = var.dtype.itemsize
-        step = max(itemsize, (chunk_bytes or CHUNK_BYTES) // itemsize * itemsize)
-        got = 0
-        for data in file.handle.iter_range(storage.offset + start, length, step):
-            got += len(data)
-            yield data
-        if got != length:
-            raise Truncated(f"{os.path.basename(file.path)} was cut short while reading {excerpt(var.name, 80)!r}")
+        yield from self.byte_range(file.handle, storage.offset + start, length, var.dtype.itemsize,
+                                   chunk_bytes or CHUNK_BYTES,
+                                   f"{os.path.basename(file.path)}, reading {excerpt(var.name, 80)!r}")
 
     def _strided(self, file: PytorchFile, var: Variable, ref, offset: int, length: int) -> np.ndarray:
         """A view that is not C-contiguous, made contiguous: the span it covers, strided as torch does."""
