@@ -242,16 +242,6 @@ class SafetensorsReader(FileSetReader):
 
     format = "safetensors"
 
-    def __init__(self, path: str):
-        self.prefix = path
-        self._files: list[SafetensorsFile] = []
-        try:
-            self._open(path)
-        except BaseException:
-            self.close()
-            raise
-        self._by_name = {v.name: v for v in self.variables}
-
     def _open(self, path: str) -> None:
         if path.endswith(INDEX_SUFFIX):
             weight_map = read_weight_map(path)
@@ -277,12 +267,6 @@ class SafetensorsReader(FileSetReader):
         self.metadata: dict[str, str] = dict(self._files[0].metadata) if len(self._files) == 1 else {}
         self.variables = [Variable(name, part.dtype, part.shape, (part,))
                           for name, part in sorted(parts.items(), key=lambda item: item[1].key)]
-
-    def variable(self, name: str) -> Variable | None:
-        return self._by_name.get(name)
-
-    def data_files(self) -> list[str]:
-        return [f.path for f in self._files]
 
     def iter_stored_bytes(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[bytes]:
         """The tensor's bytes as stored (little-endian, C order), in chunks."""

@@ -70,6 +70,26 @@ class FileSetReader:
     those bytes, no object graph, closing (safetensors and PyTorch files)."""
 
     _files: list
+    variables: list[Variable]
+
+    def __init__(self, path: str):
+        self.prefix = path
+        self._files = []
+        try:
+            self._open(path)  # fills _files and variables
+        except BaseException:
+            self.close()
+            raise
+        self._by_name = {v.name: v for v in self.variables}
+
+    def _open(self, path: str) -> None:
+        raise NotImplementedError
+
+    def variable(self, name: str) -> Variable | None:
+        return self._by_name.get(name)
+
+    def data_files(self) -> list[str]:
+        return [file.path for file in self._files]
 
     def iter_stored_bytes(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[bytes]:
         raise NotImplementedError

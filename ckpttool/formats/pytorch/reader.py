@@ -85,16 +85,9 @@ class PytorchReader(FileSetReader):
     format = FORMAT
 
     def __init__(self, path: str):
-        self.prefix = path
         self.metadata: dict[str, str] = {}
-        self._files: list[PytorchFile] = []
         self._where: dict[str, tuple[int, str]] = {}  # variable -> (file, its name there)
-        try:
-            self._open(path)
-        except BaseException:
-            self.close()
-            raise
-        self._by_name = {v.name: v for v in self.variables}
+        super().__init__(path)
 
     def _open(self, path: str) -> None:
         if is_index_path(path):
@@ -121,12 +114,6 @@ class PytorchReader(FileSetReader):
                     raise CorruptCheckpoint(f"{excerpt(name, 80)!r} is in two files of the set")
                 self._where[name] = (file_id, name)
                 self.variables.append(Variable(name, ref.dtype.dtype, ref.shape, ()))
-
-    def variable(self, name: str) -> Variable | None:
-        return self._by_name.get(name)
-
-    def data_files(self) -> list[str]:
-        return [file.path for file in self._files]
 
     @property
     def not_checked(self) -> tuple[str, ...]:
