@@ -242,16 +242,6 @@ class SafetensorsReader(FileSetReader):
 
     format = "safetensors"
 
-    def __init__(self, path: str):
-        self.prefix = path
-        self._files: list[SafetensorsFile] = []
-        try:
-            self._open(path)
-        except BaseException:
-            self.close()
-            raise
-        self._by_name = {v.name: v for v in self.variables}
-
     def _open(self, path: str) -> None:
         if path.endswith(INDEX_SUFFIX):
             weight_map = read_weight_map(path)
@@ -278,30 +268,12 @@ class SafetensorsReader(FileSetReader):
         self.variables = [Variable(name, part.dtype, part.shape, (part,))
                           for name, part in sorted(parts.items(), key=lambda item: item[1].key)]
 
-    def variable(self, name: str) -> Variable | None:
-        return self._by_name.get(name)
-
-    def data_files(self) -> list[str]:
-        return [f.path for f in self._files]
-
     def iter_stored_bytes(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[bytes]:
         """The tensor's bytes as stored (little-endian, C order), in chunks."""
         part = var.parts[0]
-        handle = self._files[part.shard_id].handle
-        step = max(part.dtype.itemsize, (chunk_bytes or CHUNK_BYTES) // part.dtype.itemsize * part.dtype.itemsize)
-        remaining, pending = part.size, b""
-        # Positional reads (no shared file position): threads reading one file get their own bytes.
-        for data in handle.iter_range(part.offset, part.size, step):
-            remaining -= len(data)
-            if pending or len(data) % part.dtype.itemsize:
-                data, pending = pending + data, b""
-                cut = len(data) - len(data) % part.dtype.itemsize
-                data, pending = data[:cut], data[cut:]
-            if data:
-                yield data
-        if remaining or pending:
-            raise CorruptCheckpoint(f"{os.path.basename(self._files[part.shard_id].path)} was truncated "
-                                    f"while reading {var.name!r}")
+        file = self._files[part.shard_id]
+        yield from self.byte_range(file.handle, part.offset, part.size, part.dtype.itemsize,
+                                   chunk_bytes or CHUNK_BYTES, f"{os.path.basename(file.path)}, reading {var.name!r}")
 
     def check_variable(self, var: Variable) -> int:
         """Read every byte (the format has no checksums); booleans must be 0 or 1."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from math import prod
 from typing import TYPE_CHECKING, Iterator
 
-from ckpttool.errors import BadSlices
+from ckpttool.errors import BadSlices, Truncated
 from ckpttool.formats.dtypes import DType
 from ckpttool.formats.tf.ordered_code import Extent
 from ckpttool.text import quote
@@ -70,9 +70,47 @@ class FileSetReader:
     those bytes, no object graph, closing (safetensors and PyTorch files)."""
 
     _files: list
+    variables: list[Variable]
+
+    def __init__(self, path: str):
+        self.prefix = path
+        self._files = []
+        try:
+            self._open(path)  # fills _files and variables
+        except BaseException:
+            self.close()
+            raise
+        self._by_name = {v.name: v for v in self.variables}
+
+    def _open(self, path: str) -> None:
+        raise NotImplementedError
+
+    def variable(self, name: str) -> Variable | None:
+        return self._by_name.get(name)
+
+    def data_files(self) -> list[str]:
+        return [file.path for file in self._files]
 
     def iter_stored_bytes(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[bytes]:
         raise NotImplementedError
+
+    @staticmethod
+    def byte_range(handle, offset: int, size: int, itemsize: int, chunk_bytes: int, where: str) -> Iterator[bytes]:
+        """Bytes [offset, offset+size) of an open file (`read_at`/`iter_range`), in chunks of whole
+        elements whatever lengths the reads return; Truncated (`where` says what was read) when the
+        file ends first. Positional reads: threads reading one file get their own bytes."""
+        step = max(itemsize, chunk_bytes // itemsize * itemsize)
+        remaining, pending = size, b""
+        for data in handle.iter_range(offset, size, step):
+            remaining -= len(data)
+            if pending or len(data) % itemsize:
+                data, pending = pending + data, b""
+                cut = len(data) - len(data) % itemsize
+                data, pending = data[:cut], data[cut:]
+            if data:
+                yield data
+        if remaining or pending:
+            raise Truncated(f"{where}: the file was cut short")
 
     def iter_value_chunks(self, var: Variable, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
         import numpy as np

@@ -85,16 +85,9 @@ class PytorchReader(FileSetReader):
     format = FORMAT
 
     def __init__(self, path: str):
-        self.prefix = path
         self.metadata: dict[str, str] = {}
-        self._files: list[PytorchFile] = []
         self._where: dict[str, tuple[int, str]] = {}  # variable -> (file, its name there)
-        try:
-            self._open(path)
-        except BaseException:
-            self.close()
-            raise
-        self._by_name = {v.name: v for v in self.variables}
+        super().__init__(path)
 
     def _open(self, path: str) -> None:
         if is_index_path(path):
@@ -122,17 +115,13 @@ class PytorchReader(FileSetReader):
                 self._where[name] = (file_id, name)
                 self.variables.append(Variable(name, ref.dtype.dtype, ref.shape, ()))
 
-    def variable(self, name: str) -> Variable | None:
-        return self._by_name.get(name)
-
-    def data_files(self) -> list[str]:
-        return [file.path for file in self._files]
-
     @property
     def not_checked(self) -> tuple[str, ...]:
         """What `verify` cannot check in these files."""
         notes = ["a PyTorch file has no checksum of its pickle's meaning: names, shapes and dtypes are checked "
                  "only against the storages they point into"]
+        if any(file.archive.kind == "zip" for file in self._files):
+            notes.append("zip records no tensor uses (version records, storages no tensor points into) are not read")
         if any(file.archive.kind == "legacy" for file in self._files):
             notes.append("a legacy (non-zip) PyTorch file stores no checksum: its storages' sizes are checked, "
                          "their bytes cannot be")
@@ -159,14 +148,9 @@ class PytorchReader(FileSetReader):
         if not contiguous:
             yield self._strided(file, var, ref, storage.offset + start, length).tobytes()
             return
-        itemsize = var.dtype.itemsize
-        step = max(itemsize, (chunk_bytes or CHUNK_BYTES) // itemsize * itemsize)
-        got = 0
-        for data in file.handle.iter_range(storage.offset + start, length, step):
-            got += len(data)
-            yield data
-        if got != length:
-            raise Truncated(f"{os.path.basename(file.path)} was cut short while reading {excerpt(var.name, 80)!r}")
+        yield from self.byte_range(file.handle, storage.offset + start, length, var.dtype.itemsize,
+                                   chunk_bytes or CHUNK_BYTES,
+                                   f"{os.path.basename(file.path)}, reading {excerpt(var.name, 80)!r}")
 
     def _strided(self, file: PytorchFile, var: Variable, ref, offset: int, length: int) -> np.ndarray:
         """A view that is not C-contiguous, made contiguous: the span it covers, strided as torch does."""
