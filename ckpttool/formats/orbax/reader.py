@@ -7,7 +7,6 @@ anywhere under an item is refused before TensorStore is asked to read anything (
 would follow it)."""
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import numpy as np
@@ -31,7 +30,11 @@ def _walk_plain(root: str) -> list[tuple[str, int]]:
     todo = [root]
     while todo:
         current = todo.pop()
-        for entry in fs.list_dir(current):
+        try:
+            entries = fs.list_dir(current)
+        except OSError as exc:
+            raise BadInput(f"{current} cannot be listed ({exc.strerror or exc})") from None
+        for entry in entries:
             if entry.kind == "dir":
                 todo.append(entry.path)
             elif entry.kind == "file":
