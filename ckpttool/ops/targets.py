@@ -5,7 +5,10 @@ Graphs are TARGETs too, read as their Const nodes (format "graphdef"): a GraphDe
 with no checkpoint beside it (said on stderr: `model.ckpt-50.meta` still means the checkpoint
 `model.ckpt-50` when that exists); a `saved_model.pb` named directly whose SavedModel has no
 variables. `graph=True` (the commands' `--graph`) reads the graph of any TARGET instead of its
-variables: a SavedModel's saved_model.pb, a checkpoint's .meta."""
+variables: a SavedModel's saved_model.pb, a checkpoint's .meta.
+
+An Orbax checkpoint (a step directory) or one of its items is a TARGET by its metadata files
+(formats/orbax/tree.py), format "orbax"; a run directory of Orbax steps is its latest step."""
 from __future__ import annotations
 
 import os
