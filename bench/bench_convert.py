@@ -28,18 +28,11 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CKPTTOOL, PYTHON, report, run_measured  # noqa: E402
+from common import CKPTTOOL, PYTHON, fresh, report, run_measured  # noqa: E402
 
 TF_SCRIPT = ("import sys, tensorflow as tf\nfrom safetensors.numpy import save_file\n"
              "r = tf.train.load_checkpoint(sys.argv[1])\n"
              "save_file({n: r.get_tensor(n) for n in r.get_variable_to_shape_map()}, sys.argv[2])")
-
-
-def _fresh(path: str) -> str:
-    """`path`'s directory emptied, so each measured run writes a new file."""
-    shutil.rmtree(os.path.dirname(path), ignore_errors=True)
-    os.makedirs(os.path.dirname(path))
-    return path
 
 
 def main() -> None:
@@ -63,7 +56,7 @@ def main() -> None:
         """Median time and max peak over `r` runs, each writing into an emptied directory."""
         runs = []
         for _ in range(r + 1):
-            _fresh(target)
+            fresh(target)
             runs.append(run_measured(cmd, repeats=1, warmup=False))
         runs = runs[1:]  # the first fills the page cache
         runs.sort(key=lambda m: m.seconds)

@@ -23,7 +23,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CKPTTOOL, PYTHON, report, run_measured  # noqa: E402
+from common import CKPTTOOL, PYTHON, fresh, report, run_measured  # noqa: E402
 
 ARRAY_MIB = 64
 BUILD = """
@@ -68,12 +68,6 @@ def build(out: str, size_gib: float) -> str:
     return step
 
 
-def _fresh(path: str) -> str:
-    shutil.rmtree(os.path.dirname(path), ignore_errors=True)
-    os.makedirs(os.path.dirname(path))
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gib", type=float, default=1.0)
@@ -82,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     step = build(args.out, args.size_gib)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _s, files in os.walk(step) for f in files)
-    scratch = _fresh(os.path.join(args.out, "orbax_scratch", "out.safetensors"))
+    scratch = fresh(os.path.join(args.out, "orbax_scratch", "out.safetensors"))
     r = args.repeats
     inspect = run_measured([*CKPTTOOL, "inspect", "--json", step], r)
     rows = [("inspect --json vs Orbax metadata()", inspect, run_measured([*PYTHON, ORBAX_METADATA, step], r),

@@ -17,6 +17,15 @@ CKPTTOOL = [sys.executable, "-m", "ckpttool"]
 PYTHON = [sys.executable, "-c"]
 
 
+def fresh(path: str) -> str:
+    """`path`'s directory emptied, so each measured run writes a new file."""
+    import shutil
+
+    shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+    os.makedirs(os.path.dirname(path))
+    return path
+
+
 @dataclass
 class Measure:
     seconds: float

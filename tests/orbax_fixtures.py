@@ -10,7 +10,7 @@ them, for tests/test_orbax.py. Run as a script, once per session:
       sharded/5/      jax.Arrays sharded over a Mesh of the 8 devices, laid out as a Keras model
                       (dense/kernel, dense/bias, dense_1/...)
   orbax_fixtures.py restore ITEM OUT.npz   ONE device: orbax restores ITEM to numpy; OUT.npz holds
-      each leaf's raw bits by its `/`-joined keys, OUT.json each leaf's dtype name and the strings
+      each leaf's raw bits by its `/`-joined keys, OUT.json each leaf's dtype name and shape, and the strings
   orbax_fixtures.py keras OUT.weights.h5   a Keras 3 model of the `sharded` tree's shapes
   orbax_fixtures.py keras-load WEIGHTS OUT.npz   Keras loads WEIGHTS into that model: its weights
 """
@@ -107,20 +107,20 @@ def restore(item: str, out: str) -> None:
     restore_args = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray)
                                 if type(m).__name__ == "ArrayMetadata" else ocp.RestoreArgs(), metadata)
     restored = checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-    bits, dtypes, strings = {}, {}, {}
+    bits, dtypes, shapes, strings = {}, {}, {}, {}
     for path, value in jax.tree_util.tree_flatten_with_path(restored)[0]:
         name = _keys(path)
         if isinstance(value, str):
             strings[name] = value
             continue
         value = np.asarray(value)
-        dtypes[name] = value.dtype.name
+        dtypes[name], shapes[name] = value.dtype.name, list(value.shape)
         bits[name] = value.view(f"u{value.dtype.itemsize}") if value.dtype.kind not in "biuc" else value
         if value.dtype.kind == "c":
             bits[name] = value.view(np.uint8)
     np.savez(out, **bits)
     with open(out[:-len(".npz")] + ".json", "w") as handle:
-        json.dump({"dtypes": dtypes, "strings": strings}, handle)
+        json.dump({"dtypes": dtypes, "shapes": shapes, "strings": strings}, handle)
 
 
 def keras_model():

@@ -160,6 +160,25 @@ def check_bool_bytes(name: str, dtype: DType, chunk: bytes, *, shown: str | None
         raise CorruptCheckpoint(f"bool tensor {shown or repr(name)} holds bytes other than 0 and 1")
 
 
+def checked_size(var, chunks) -> int:
+    """Bytes of a variable's stored chunks, each checked as check_bool_bytes does (a reader's
+    check_variable: reading to the end is what checks the rest)."""
+    total = 0
+    for chunk in chunks:
+        check_bool_bytes(var.name, var.dtype, chunk)
+        total += len(chunk)
+    return total
+
+
+def decoded(dtype: DType, chunks):
+    """Stored little-endian chunks of `dtype` as the values people see (bfloat16 as float32 ...)."""
+    import numpy as np
+
+    storage = np.dtype(dtype.storage)
+    for chunk in chunks:
+        yield dtype.decode(np.frombuffer(chunk, dtype=storage))
+
+
 NUMPY_MAX_DIMS = 64  # numpy's NPY_MAXDIMS (numpy 2)
 INT64_MAX = (1 << 63) - 1  # TensorShapeProto dims are int64, numpy's npy_intp is 64 bits here
 

@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 import numpy as np
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
-from ckpttool.formats.dtypes import STRING, DType, array_shape_problem, check_bool_bytes, dtype_from_name
+from ckpttool.formats.dtypes import STRING, DType, array_shape_problem, checked_size, dtype_from_name
 from ckpttool.storage.fs import open_input
 from ckpttool.formats.variables import Variable
 
@@ -202,12 +202,7 @@ class NpzReader:
 
     def check_variable(self, var: Variable) -> int:
         """Read the member to its end: zipfile checks its CRC-32; booleans must be 0 or 1."""
-        member = self._members[var.name]
-        total = 0
-        for chunk in self._iter_member(member, CHUNK_BYTES):
-            check_bool_bytes(var.name, var.dtype, chunk)
-            total += len(chunk)
-        return total
+        return checked_size(var, self._iter_member(self._members[var.name], CHUNK_BYTES))
 
     def object_graph_bytes(self) -> bytes | None:
         return None

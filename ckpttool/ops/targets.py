@@ -5,7 +5,10 @@ Graphs are TARGETs too, read as their Const nodes (format "graphdef"): a GraphDe
 with no checkpoint beside it (said on stderr: `model.ckpt-50.meta` still means the checkpoint
 `model.ckpt-50` when that exists); a `saved_model.pb` named directly whose SavedModel has no
 variables. `graph=True` (the commands' `--graph`) reads the graph of any TARGET instead of its
-variables: a SavedModel's saved_model.pb, a checkpoint's .meta."""
+variables: a SavedModel's saved_model.pb, a checkpoint's .meta.
+
+An Orbax checkpoint (a step directory) or one of its items is a TARGET by its metadata files
+(formats/orbax/tree.py), format "orbax"; a run directory of Orbax steps is its latest step."""
 from __future__ import annotations
 
 import os
@@ -115,7 +118,8 @@ def _resolve(path: str, graph_only_ok: bool) -> Target:
     if is_directory and is_orbax_dir(path):  # an Orbax step or item, by its metadata files
         return Target(path, "orbax", None, None)
     if is_directory:
-        return replace(_directory_target(path, graph_only_ok, names), directory=path)
+        found = _directory_target(path, graph_only_ok, names)
+        return found if found.format == "orbax" and found.prefix == path else replace(found, directory=path)
     if fs.basename(path) in SAVED_MODEL_FILES and fs.is_file(path):
         directory = fs.dirname(path) or "."
         if path.endswith(".pb") and not fs.is_file(fs.join(directory, "variables", "variables.index")):
@@ -266,6 +270,8 @@ def _directory_target(path: str, graph_only_ok: bool, names: set[str] | None) ->
     latest = find_latest(path)
     if latest.prefix is None and (orphan := _variables_without_graph(path)):
         return orphan
+    if latest.prefix is None and is_orbax_dir(path, unmarked=True):  # items without a step's marker
+        return Target(path, "orbax", None, None)
     if latest.prefix is None:
         raise NotFound(f"no checkpoint in directory {path} (looked for a state file, *.index files, "
                        "V1 checkpoint files and saved_model.pb)")

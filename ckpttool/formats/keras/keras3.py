@@ -38,7 +38,7 @@ from typing import Iterator
 import numpy as np
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
-from ckpttool.formats.dtypes import STRING, check_bool_bytes, dtype_from_name
+from ckpttool.formats.dtypes import STRING, checked_size, decoded, dtype_from_name
 from ckpttool.formats.npz import (ZIP_ERRORS, ZIP_MAX_RATIO, ZIP_RATIO_FLOOR, check_zip_member, open_zip,
                                   tf_dtype_of)
 from ckpttool.formats.variables import Variable
@@ -273,9 +273,7 @@ class KerasWeights:
                 for start in range(0, max(flat.size, 1), step):
                     yield self._strings(flat[start:start + step])
             return
-        storage = np.dtype(var.dtype.storage)
-        for chunk in self.iter_stored_bytes(var, chunk_bytes):
-            yield var.dtype.decode(np.frombuffer(chunk, dtype=storage))
+        yield from decoded(var.dtype, self.iter_stored_bytes(var, chunk_bytes))
 
     def read(self, var: Variable) -> np.ndarray:
         if var.dtype.code == STRING:
@@ -286,11 +284,7 @@ class KerasWeights:
         """Read every element (HDF5 checks its own structures; Keras stores no checksums)."""
         if var.dtype.code == STRING:
             return sum(int(np.char.str_len(band).sum()) for band in self._bands(var) if band.size)
-        total = 0
-        for chunk in self.iter_stored_bytes(var):
-            check_bool_bytes(var.name, var.dtype, chunk)  # h5py hands a bool's byte 2 on as it is
-            total += len(chunk)
-        return total
+        return checked_size(var, self.iter_stored_bytes(var))  # h5py hands a bool's byte 2 on as it is
 
     def object_graph_bytes(self) -> bytes | None:
         return None

@@ -7,13 +7,12 @@ anywhere under an item is refused before TensorStore is asked to read anything (
 would follow it)."""
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import numpy as np
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
-from ckpttool.formats.dtypes import STRING, array_shape_problem, check_bool_bytes, dtype_from_name
+from ckpttool.formats.dtypes import STRING, array_shape_problem, checked_size, decoded, dtype_from_name
 from ckpttool.formats.orbax import store
 from ckpttool.formats.orbax.tree import STRING_TYPE, Item, Leaf, open_items, read_strings
 from ckpttool.formats.variables import Variable
@@ -31,7 +30,11 @@ def _walk_plain(root: str) -> list[tuple[str, int]]:
     todo = [root]
     while todo:
         current = todo.pop()
-        for entry in fs.list_dir(current):
+        try:
+            entries = fs.list_dir(current)
+        except OSError as exc:
+            raise BadInput(f"{current} cannot be listed ({exc.strerror or exc})") from None
+        for entry in entries:
             if entry.kind == "dir":
                 todo.append(entry.path)
             elif entry.kind == "file":
@@ -140,9 +143,7 @@ class OrbaxReader:
         if var.dtype.code == STRING:
             yield self.read(var).reshape(-1)
             return
-        storage = np.dtype(var.dtype.storage)
-        for chunk in self.iter_stored_bytes(var, chunk_bytes):
-            yield var.dtype.decode(np.frombuffer(chunk, dtype=storage))
+        yield from decoded(var.dtype, self.iter_stored_bytes(var, chunk_bytes))
 
     def read(self, var: Variable) -> np.ndarray:
         if var.dtype.code == STRING:
@@ -157,11 +158,7 @@ class OrbaxReader:
         """Decode every chunk (TensorStore checks each decodes to its chunk's size); bools are 0 or 1."""
         if var.dtype.code == STRING:
             return len(self._strings[var.name])
-        total = 0
-        for chunk in self.iter_stored_bytes(var):
-            check_bool_bytes(var.name, var.dtype, chunk)
-            total += len(chunk)
-        return total
+        return checked_size(var, self.iter_stored_bytes(var))
 
     def object_graph_bytes(self) -> bytes | None:
         return None

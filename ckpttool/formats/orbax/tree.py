@@ -76,9 +76,17 @@ def item_dirs(path: str) -> list[str]:
     return [name for name in dirs if is_item_dir(fs.join(path, name))]
 
 
-def is_orbax_dir(path: str) -> bool:
-    """An Orbax checkpoint or one of its PyTree items, by the files present (never by its name)."""
-    return not fs.is_url(path) and fs.is_dir(path) and (is_item_dir(path) or bool(item_dirs(path)))
+def is_orbax_dir(path: str, unmarked: bool = False) -> bool:
+    """An Orbax checkpoint or one of its PyTree items, by the files present (never by its name): an
+    item's `_METADATA`, or a checkpoint's marker with an item below it; `unmarked`: or items below
+    it alone (what a Checkpointer saving into `dir/default` leaves). Without `unmarked` the markers
+    are looked up one by one, so that a large TF run directory is not listed for nothing."""
+    if fs.is_url(path) or not fs.is_dir(path):
+        return False
+    if is_item_dir(path):
+        return True
+    markers = (CHECKPOINT_METADATA, V1_MARKER, COMMIT_MARKER)
+    return (unmarked or any(fs.is_regular_file(fs.join(path, name)) for name in markers)) and bool(item_dirs(path))
 
 
 def _load_json(path: str, cap: int, what: str):
