@@ -12,7 +12,9 @@ For --names model, OUT/models/<kind>/ for kind in sequential, functional (with B
 weights no optimizer trains) and subclassed (its own add_weight), each trained and saved twice by
 one CheckpointManager run (run/ckpt-1, run/ckpt-2, with Checkpoint(model=..., optimizer=...)) and
 once as model_only/ (Checkpoint(model=...)) at the end. Its weights.npz holds get_weights() after
-the second save, momentums.npz Adam's m of each trainable variable, manifest.json each weight's path
+the second save, template.weights.h5 an untrained model of the kind (for --like; `python
+tests/keras_checkpoints.py load KIND FILE OUT.npz` gives a fresh model's get_weights() after
+load_weights(FILE)), momentums.npz Adam's m of each trainable variable, manifest.json each weight's path
 through the model ("model/" + the names TensorFlow's tf.train.TrackableView gives on the least of
 the shortest paths that enter no optimizer) and the trainable ones' indexes in model.weights."""
 from __future__ import annotations
@@ -95,6 +97,8 @@ def save_models(out: str) -> None:
                                    max_to_keep=1).save()
         paths = model_paths(model)
         np.savez(os.path.join(root, "weights.npz"), *model.get_weights())
+        keras.utils.set_random_seed(99)  # a template for --like: the architecture, other values
+        fresh(kind).save_weights(os.path.join(root, "template.weights.h5"))
         trainable = [next(i for i, w in enumerate(model.weights) if w is t) for t in model.trainable_variables]
         optimizer = model.optimizer
         np.savez(os.path.join(root, "momentums.npz"),
@@ -102,6 +106,21 @@ def save_models(out: str) -> None:
                    for t in model.trainable_variables])
         with open(os.path.join(root, "manifest.json"), "w") as handle:
             json.dump({"paths": [paths[id(w)] for w in model.weights], "trainable": trainable}, handle)
+
+
+def fresh(kind: str):
+    """An untrained model of KIND, built (a subclassed model creates its weights on its first call)."""
+    model = BUILDERS[kind]()
+    if kind == "subclassed":
+        model(np.zeros((1, 4), np.float32))
+    return model
+
+
+def load(kind: str, path: str, out: str) -> None:
+    """get_weights() of a fresh model of KIND after Keras' load_weights(path), into OUT.npz."""
+    model = fresh(kind)
+    model.load_weights(path)
+    np.savez(out, *model.get_weights())
 
 
 def main(out: str) -> None:
@@ -124,4 +143,7 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "load":
+        load(*sys.argv[2:5])
+    else:
+        main(sys.argv[1])

@@ -263,3 +263,38 @@ def test_graph_option_of_a_tf2_saved_model_lists_its_function_constants(tf, tf2_
     for name, value in theirs.items():
         if value.dtype != object:
             assert listed[name]["value"] == value.tolist(), name
+
+
+def test_hostile_function_libraries(tf, tf2_functions, tmp_path):
+    """A library function's Const whose tensor_content lies about its size, a function without a
+    name, and the file cut anywhere inside the library: CorruptCheckpoint / BadInput, never another
+    exception."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    data = tf2_functions.read_bytes()
+    model = saved_model_pb2.SavedModel.FromString(data)
+    library = model.meta_graphs[0].graph_def.library
+    function, node = next((f, n) for f in library.function for n in f.node_def
+                          if n.op == "Const" and n.attr["value"].tensor.tensor_content)
+    node.attr["value"].tensor.tensor_content = node.attr["value"].tensor.tensor_content[:-1]
+    lying = tmp_path / "lying" / "saved_model.pb"
+    lying.parent.mkdir()
+    lying.write_bytes(model.SerializeToString())
+    with pytest.raises(CorruptCheckpoint, match="declares shape"):
+        GraphConstants(str(lying))
+    model = saved_model_pb2.SavedModel.FromString(data)
+    next(f for f in model.meta_graphs[0].graph_def.library.function
+         if any(n.op == "Const" for n in f.node_def)).signature.ClearField("name")
+    nameless = tmp_path / "nameless" / "saved_model.pb"
+    nameless.parent.mkdir()
+    nameless.write_bytes(model.SerializeToString())
+    with pytest.raises(CorruptCheckpoint, match="without a name"):
+        GraphConstants(str(nameless))
+    cut = tmp_path / "cut" / "saved_model.pb"
+    cut.parent.mkdir()
+    for size in range(len(data) // 8, len(data), len(data) // 8):
+        cut.write_bytes(data[:size])
+        try:
+            GraphConstants(str(cut)).close()
+        except BadInput:
+            pass

@@ -300,3 +300,21 @@ def test_like_with_dtype_casts_into_a_lower_precision_template(like_dir, tmp_pat
     doc = _convert(like_dir / "tf2" / "ckpt", out, "--names", "model", "--like", template, "--dtype", dtype)
     assert doc["unmatched"] == [] and len(doc["transformed"]) == 8
     _assert_same(_keras_loads(f"bn_{dtype}", out, tmp_path), _arrays(like_dir / f"trained_{dtype}.npz"))
+
+
+@pytest.mark.parametrize("kind", ["functional", "subclassed"])
+def test_tf2_checkpoints_of_functional_and_subclassed_models_into_keras(keras_checkpoints, tmp_path, kind):
+    """`--names model --like` for the other two ways of building a Keras model, from a run written by
+    CheckpointManager with the optimizer: a functional model's layers are positions
+    (`model/_operations/N`), a subclassed model's are its attributes (`model/encoder`, `model/head`)
+    beside its own weight (`model/scale`, the template's top-level `vars/0`). Keras' load_weights
+    gives the trained model's get_weights()."""
+    root = keras_checkpoints / "models" / kind
+    out = tmp_path / "out.weights.h5"
+    doc = _convert(root / "run", out, "--names", "model", "--like", root / "template.weights.h5")
+    assert doc["unmatched"] == []
+    loaded = tmp_path / "loaded.npz"
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "keras_checkpoints.py"), "load", kind, str(out),
+                           str(loaded)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same(_arrays(loaded), _arrays(root / "weights.npz"))

@@ -15,6 +15,9 @@ A template weight takes, in this order:
    weight, bias, running_mean, running_var) and the match is refused (BadInput, exit 3), listing
    the template's weights and the source's names.
    A layer name two source scopes or two template layers share is ambiguous: not matched so.
+   A subclassed model's own weights (`vars/N` at the template's top) take the variables of the
+   source scope that holds the scopes its top-level layers were paired with (`model/scale` beside
+   `model/encoder/...`).
    Layers left unpaired by name are paired in the order of Keras' per-class counters when both
    sides have as many of a class (Keras 2's `dense_1`, `dense_2` are Keras 3's `dense`, `dense_1`).
    A TF2 checkpoint names no layers: under `--names model` a layer is a position in a list of the
@@ -229,12 +232,22 @@ def match_template(sources: list[Variable], mapping: dict[str, str], template: l
         return True
 
     paired: set[str] = set()
+    parents: set[str] = set()  # the source scopes holding those paired with top-level template layers
     for key, layer_paths in template_keys.items():
         candidates = scopes.get(key, {})
         if len(layer_paths) == 1 and len(candidates) == 1:  # else no such scope, or ambiguous
             (scope, variables), = candidates.items()
             if assign(layer_paths[0], variables):
                 paired |= {layer_paths[0], scope}
+                if "/" not in layer_paths[0] and "/" in scope:
+                    parents.add(scope.rsplit("/", 1)[0])
+    # A subclassed model's own weights (`vars/N` at the template's top, `model/scale` in the source):
+    # the scope that holds the scopes its top-level layers were paired with (`model/encoder` -> `model`).
+    if "" in layers and len(parents) == 1:
+        parent = next(iter(parents))
+        own = scopes.get(_leaf(parent), {}).get(parent)
+        if own is not None and assign("", own):
+            paired |= {"", parent}
     for layer, variables in _pairs_by_counter(template_keys, scopes, paired):
         if assign(layer, variables):
             paired.add(layer)
