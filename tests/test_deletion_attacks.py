@@ -179,3 +179,17 @@ def test_average_output_given_as_a_link_replaces_the_link_not_its_target(tf, tmp
     result = run_cli("average", "--last", "2", "-o", out, "--overwrite", run)
     assert result.exit_code in (0, 4), result.stderr
     assert users.read_bytes() == b"a user's weights"
+
+
+def test_a_member_hard_linked_to_a_users_file_loses_only_its_name(tf, tmp_path):
+    """A pruned checkpoint's data shard that is a hard link of a user's backup: unlinking removes
+    the run's name, never the user's bytes (no truncation, no write through the link)."""
+    run = tmp_path / "run"
+    _manager_run(tf, run)
+    backup = tmp_path / "backup.data"
+    os.link(run / "ckpt-1.data-00000-of-00001", backup)
+    before = backup.read_bytes()
+    result = run_cli("prune", "--keep-last", "1", "--yes", run)
+    assert result.exit_code == 0, result.stderr
+    assert not (run / "ckpt-1.index").exists() and backup.read_bytes() == before
+    _restores(tf, run / "ckpt-3", 3)

@@ -14,8 +14,6 @@ Hypothesis runs with a fixed seed and budget (derandomize, max_examples), the CL
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -29,6 +27,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import run_cli
+from tests.test_deletion_handles import _snapshot as snapshot
 from tests.test_metric_evidence import _trainer_state
 
 TAG = "val_loss"
@@ -203,26 +202,9 @@ def build(m: Materials, root: Path, runs: dict) -> dict:
             "best": best}
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    """Every entry under `root` without following links: a file's sha256, a link's target, `dir`."""
-    found = {}
-    for current, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(current, name)
-            relative = os.path.relpath(path, root)
-            if os.path.islink(path):
-                found[relative] = "link:" + os.readlink(path)
-            elif os.path.isdir(path):
-                found[relative] = "dir"
-            else:
-                with open(path, "rb") as f:
-                    found[relative] = hashlib.sha256(f.read()).hexdigest()
-    return found
-
-
 # -- what must hold ------------------------------------------------------------------------------
 
-def _planned(doc: dict, root: Path, recursive: bool) -> dict[Path, set[str]]:
+def _planned(doc: dict, recursive: bool) -> dict[Path, set[str]]:
     """Directory -> names its plan deletes."""
     docs = doc["directories"] if recursive else [doc]
     return {Path(d["directory"]).resolve(): {x["name"] for x in d.get("deleted", [])} for d in docs}
@@ -236,7 +218,7 @@ def _covered(relative: Path, names: set[str]) -> bool:
     return any(top == name or top.startswith(name + ".") for name in names)
 
 
-def _series_expectations(members, family_steps, score_of) -> list[str]:
+def _series_expectations(family_steps, score_of) -> list[str]:
     """Names each series must keep: its newest complete member, and its best scored one."""
     must = []
     for namer, entries in family_steps:
@@ -291,7 +273,7 @@ def test_prune_deletes_only_what_its_plan_says_and_keeps_each_series_newest_and_
         after = snapshot(run)
 
         # 1. nothing gone or changed that the plan did not list (the state file is rewritten)
-        planned = _planned(dry.json(), run, prune["recursive"]) if dry.exit_code == 0 else {}
+        planned = _planned(dry.json(), prune["recursive"]) if dry.exit_code == 0 else {}
         if dry.exit_code == 3 and not prune["recursive"]:
             assert after == before
         for relative in sorted(set(before) - set(after)) + [r for r in after if r in before and
@@ -317,7 +299,7 @@ def test_prune_deletes_only_what_its_plan_says_and_keeps_each_series_newest_and_
         if real.exit_code == 3:
             return  # refused (a damaged source): nothing deleted, checked above
         scoring = _score_in(built["values"]) if prune["rule"] == "keep-best" else None
-        for name in _series_expectations(run, _families(runs), scoring):
+        for name in _series_expectations(_families(runs), scoring):
             assert _present(run, name), f"{name}: newest complete or best of its series, deleted"
         if built["best"] is not None:
             best = built["best"].rpartition("/")[2]
@@ -326,5 +308,5 @@ def test_prune_deletes_only_what_its_plan_says_and_keeps_each_series_newest_and_
             nested = run / "finetune"
             members = runs["nested"][0] or [(1, "whole")]
             nested_scoring = _score_in(built["nested_values"]) if prune["rule"] == "keep-best" else None
-            for name in _series_expectations(nested, [(lambda s: f"ckpt-{s}", members)], nested_scoring):
+            for name in _series_expectations([(lambda s: f"ckpt-{s}", members)], nested_scoring):
                 assert _present(nested, name), f"finetune/{name}: newest complete or best, deleted"
