@@ -271,7 +271,7 @@ def test_convert_names_layout_and_dtype_together_from_python(keras_checkpoints, 
     takes the file with load_state_dict(strict=True) (its layer index is the Keras operation's,
     less the Input), and holds the Keras model's weights (weights.npz), transposed where PyTorch's
     layout says and rounded to float16 as numpy rounds. `names` and `naming` disagreeing is refused."""
-    torch = pytest.importorskip("torch")  # the PyTorch oracle (issue 28's test extra)
+    import torch  # the PyTorch oracle (in the test extra)
     from safetensors.torch import load_file
 
     from ckpttool.errors import UsageProblem

@@ -765,7 +765,6 @@ def _orbax_json(mutator: Mutator, data: bytes, what: str) -> tuple[bytes, str]:
 
 
 def test_fuzzed_orbax_metadata_gives_only_exit_0_1_or_3(orbax_dir, tmp_path):
-    pytest.importorskip("tensorstore")
     mutator = Mutator(SEED + 4)
     seeds = {"zarr/7": ["default/_METADATA", "default/_strings.json", "default/params.dense.kernel/.zarray",
                         "default/params.bf16/.zarray", "default/step/.zarray"],

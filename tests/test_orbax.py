@@ -17,8 +17,6 @@ import pytest
 
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
-pytest.importorskip("tensorstore")
-pytest.importorskip("orbax.checkpoint")
 SCRIPT = str(ROOT / "tests" / "orbax_fixtures.py")
 # (what ckpttool is given, the item Orbax restores for the oracle, the prefix of ckpttool's names)
 CASES = [("run", "run/2/default", ""), ("run/2/default", "run/2/default", ""), ("zarr/7", "zarr/7/default", ""),
