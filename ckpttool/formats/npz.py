@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import tokenize
 import zipfile
-import zlib
 from math import prod
 from typing import BinaryIO, Callable, Iterable, Iterator
 
@@ -19,15 +18,12 @@ import numpy as np
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import STRING, DType, array_shape_problem, checked_size, dtype_from_name
-from ckpttool.storage.fs import open_input
 from ckpttool.formats.variables import Variable
+from ckpttool.formats.zips import ZIP_ERRORS, check_zip_member, open_zip
 
 CHUNK_BYTES = 8 << 20
 NPY_HEADER_LIMIT = 10_000  # numpy's own default cap on .npy header size
-ZIP_RATIO_FLOOR = 256 << 20  # members this large ...
-ZIP_MAX_RATIO = 100  # ... that expand more than this are refused (DEFLATE of real weights stays far below)
 ZERO_WIDTH_LIMIT = 1 << 20  # elements of a zero-width string array (S0), which hold no bytes to bound them
-ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, zipfile.LargeZipFile, NotImplementedError, ValueError)
 
 _NUMPY_KINDS = {("b", 1): "bool", ("i", 1): "int8", ("i", 2): "int16", ("i", 4): "int32", ("i", 8): "int64",
                 ("u", 1): "uint8", ("u", 2): "uint16", ("u", 4): "uint32", ("u", 8): "uint64",
@@ -53,27 +49,6 @@ def numpy_storage(dtype: DType) -> np.dtype | None:
     if not dtype.fixed_width or dtype.decoder is not None or dtype.name.startswith(("qint", "quint")):
         return None
     return np.dtype(dtype.storage)
-
-
-def check_zip_member(info: zipfile.ZipInfo, archive: str) -> None:
-    """Refuse a member that declares far more bytes than it stores (a zip bomb), or is encrypted
-    (zipfile would ask for a password; numpy cannot load it either)."""
-    if info.flag_bits & 0x1:
-        raise Unsupported(f"{os.path.basename(archive)}: member {info.filename!r} is encrypted; ckpttool reads "
-                          "no encrypted archives", hint="decrypt it with your zip tool first")
-    if info.file_size > ZIP_RATIO_FLOOR and info.file_size > ZIP_MAX_RATIO * max(info.compress_size, 1):
-        raise CorruptCheckpoint(f"{os.path.basename(archive)}: member {info.filename!r} declares {info.file_size} "
-                                f"bytes but stores {info.compress_size}; refusing a likely zip bomb",
-                                hint="if it is genuine, unzip it yourself and give the extracted file")
-
-
-def open_zip(path: str, what: str) -> zipfile.ZipFile:
-    handle = open_input(path, what)
-    try:
-        return zipfile.ZipFile(handle)
-    except ZIP_ERRORS as exc:
-        handle.close()
-        raise CorruptCheckpoint(f"{os.path.basename(path)} is not a readable zip archive ({exc})") from None
 
 
 class _Member:

@@ -39,9 +39,9 @@ import numpy as np
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import STRING, checked_size, decoded, dtype_from_name
-from ckpttool.formats.npz import (ZIP_ERRORS, ZIP_MAX_RATIO, ZIP_RATIO_FLOOR, check_zip_member, open_zip,
-                                  tf_dtype_of)
+from ckpttool.formats.npz import tf_dtype_of
 from ckpttool.formats.variables import Variable
+from ckpttool.formats.zips import ZIP_ERRORS, ZIP_MAX_RATIO, ZIP_RATIO_FLOOR, check_zip_member, open_zip
 from ckpttool.storage import fs
 from ckpttool.text import name_bytes, quote
 from ckpttool.storage.atomic import atomic_output

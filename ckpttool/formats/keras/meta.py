@@ -9,7 +9,7 @@ import json
 import os
 
 from ckpttool.errors import CorruptCheckpoint
-from ckpttool.formats.npz import ZIP_ERRORS, check_zip_member, open_zip
+from ckpttool.formats.zips import ZIP_ERRORS, check_zip_member, open_zip
 
 _MEMBER_CAP = 16 << 20
 _LAYERS_SHOWN = 1000

@@ -18,7 +18,7 @@ import numpy as np
 from ckpttool.errors import CorruptCheckpoint
 from ckpttool.formats.keras.keras3 import (_H5_ERRORS, CHUNK_BYTES, WEIGHTS_MEMBER, ZIP_MAGICS, _extract_weights,
                                     _import_h5py)
-from ckpttool.formats.npz import ZIP_ERRORS, check_zip_member, open_zip
+from ckpttool.formats.zips import ZIP_ERRORS, check_zip_member, open_zip
 from ckpttool.storage import fs
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from ckpttool.errors import CorruptCheckpoint, Unsupported
 from ckpttool.formats.dtypes import DType, dtype_from_name
-from ckpttool.formats.npz import ZIP_MAX_RATIO as BOMB_RATIO, ZIP_RATIO_FLOOR as BOMB_FLOOR
+from ckpttool.formats.zips import ZIP_MAX_RATIO as BOMB_RATIO, ZIP_RATIO_FLOOR as BOMB_FLOOR
 from ckpttool.text import excerpt
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from math import prod
 
 from ckpttool.errors import CkptError, CorruptCheckpoint, TooLarge, Truncated, Unsupported
 from ckpttool.formats.dtypes import array_shape_problem
-from ckpttool.formats.npz import ZIP_ERRORS, check_zip_member
+from ckpttool.formats.zips import ZIP_ERRORS, check_zip_member
 from ckpttool.formats.pytorch.unpickler import StorageRef, TensorRef, named_tensors, unpickle
 from ckpttool.storage import fs
 from ckpttool.text import excerpt
