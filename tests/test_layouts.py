@@ -356,3 +356,44 @@ def test_way_back_knows_batch_normalization_by_its_running_stats_in_model_paths(
         assert sorted(back.files) == sorted(expected)
         for name, value in expected.items():
             assert back[name].tobytes() == value.tobytes(), name
+
+
+def test_embedding_table_from_a_tf2_checkpoint_to_torch_and_back_into_keras(tmp_path, tf):
+    """A Keras 3 Embedding + Dense model saved with tf.train.Checkpoint, out with `--names model
+    --layout torch`: the table is `…_operations.1.weight` (torch.nn.Embedding takes it as it is, the
+    Dense kernel transposed). Back with `--like TEMPLATE --layout tf`: nothing in `_operations.1.weight`
+    says Embedding (a lone rank-2 weight reads as a Dense kernel and was transposed, filling nothing),
+    so the template decides; Keras' load_weights gives the original weights bit for bit."""
+    import keras
+    from safetensors.numpy import load_file
+
+    torch = pytest.importorskip("torch")
+
+    def build():
+        inputs = keras.Input((6,), dtype="int32")
+        pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(11, 4)(inputs))
+        return keras.Model(inputs, keras.layers.Dense(3)(pooled))
+
+    keras.utils.set_random_seed(7)
+    model = build()
+    tf.train.Checkpoint(model=model).write(str(tmp_path / "ck" / "m"))
+    result = run_cli("convert", tmp_path / "ck" / "m", tmp_path / "pt.safetensors", "--names", "model",
+                     "--layout", "torch")
+    assert result.exit_code == 0, result.stderr
+    tensors = load_file(str(tmp_path / "pt.safetensors"))
+    table = next(v for n, v in tensors.items() if v.shape == (11, 4))
+    assert [n for n, v in tensors.items() if v is table][0].endswith(".weight")
+    embedding = torch.nn.Embedding(11, 4)
+    embedding.load_state_dict({"weight": torch.from_numpy(table)}, strict=True)
+    np.testing.assert_array_equal(embedding.weight.detach().numpy(), model.layers[1].embeddings.numpy())
+    keras.utils.set_random_seed(8)
+    build().save_weights(str(tmp_path / "template.weights.h5"))
+    result = run_cli("convert", tmp_path / "pt.safetensors", tmp_path / "back.weights.h5", "--like",
+                     tmp_path / "template.weights.h5", "--layout", "tf", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["unmatched"] == []
+    back = build()
+    back.load_weights(str(tmp_path / "back.weights.h5"))
+    for got, want in zip(back.get_weights(), model.get_weights()):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)

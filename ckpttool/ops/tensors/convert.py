@@ -332,7 +332,8 @@ class _Names:
 
 
 def _plan_names(variables: list[Variable], graph_bytes: bytes | None, rules: RenameRules, naming: str,
-                layout: str | None, transposes: tuple[tuple[str, tuple[int, ...]], ...]) -> _Names:
+                layout: str | None, transposes: tuple[tuple[str, tuple[int, ...]], ...],
+                embeddings: frozenset[str] = frozenset()) -> _Names:
     """Each source variable's written name, in this order: `--names model` names it by its path
     through the model; --drop, --keep and --drop-optimizer choose among those names; the layout
     (and --transpose) renames and permutes what it recognises in them; --map (matched on the names
@@ -345,7 +346,7 @@ def _plan_names(variables: list[Variable], graph_bytes: bytes | None, rules: Ren
 
     start = model_name_mapping([v.name for v in variables], graph_bytes, unique=False) if naming == "model" else None
     shown = {v.name: (start or {}).get(v.name, v.name) for v in variables}
-    by_shown = plan_layout([(shown[v.name], v.shape) for v in variables], layout, transposes)
+    by_shown = plan_layout([(shown[v.name], v.shape) for v in variables], layout, transposes, embeddings)
     changes = {v.name: by_shown[shown[v.name]] for v in variables if shown[v.name] in by_shown}
     if changes or layout == "torch":  # the layout's names first: the user's rules apply on top
         renames = tuple((shown[name], c.name) for name, c in changes.items() if c.name != shown[name])
@@ -465,6 +466,7 @@ def _plan_like(source: str, destination: str, like: str, rules: RenameRules, par
     from ckpttool.formats.raw import check_stored_readable
     from ckpttool.ops.tensors.casting import CASTABLE, CastRule
     from ckpttool.ops.tensors.keras_like import match_template
+    from ckpttool.ops.tensors.layouts import lone_matrices
 
     cast = cast or CastRule()
     destination = _destination_path(destination)
@@ -478,11 +480,23 @@ def _plan_like(source: str, destination: str, like: str, rules: RenameRules, par
     with open_checkpoint(target.prefix, target.format) as reader:
         variables = [v for v in reader.variables if not v.internal]
         graph_bytes = reader.object_graph_bytes() if reader.variable(OBJECT_GRAPH_KEY) is not None else None
-        names = _plan_names(variables, graph_bytes, rules, naming, layout, transposes)
+        def planned(embeddings: frozenset[str] = frozenset()):
+            names = _plan_names(variables, graph_bytes, rules, naming, layout, transposes, embeddings)
+            as_written = [dataclasses.replace(v, shape=names.changes[v.name].shape)
+                          if v.name in names.changes and names.changes[v.name].perm is not None else v
+                          for v in variables]
+            return names, match_template(as_written, names.mapping, weights)
+
+        names, found = planned()
+        if layout == "tf" and found.unmatched:
+            # PyTorch weights taken for Dense kernels by their rank alone may be Embedding tables the
+            # names do not tell (`_operations.1.weight`): the template decides, when it leaves fewer unfilled
+            lone = lone_matrices({names.shown[n]: c for n, c in names.changes.items()}, set(names.shown.values()))
+            if lone:
+                again = planned(lone)
+                if len(again[1].unmatched) < len(found.unmatched) and not again[1].mismatched:
+                    names, found = again
         changes = names.changes
-        as_written = [dataclasses.replace(v, shape=changes[v.name].shape)
-                      if v.name in changes and changes[v.name].perm is not None else v for v in variables]
-        found = match_template(as_written, names.mapping, weights)
         if found.mismatched:
             raise BadInput(f"{len(found.mismatched)} source variable(s) named as template weights have other shapes: "
                            + ", ".join(f"{s!r} {list(a)} for {t!r} {list(b)}" for s, t, a, b in found.mismatched[:10]))

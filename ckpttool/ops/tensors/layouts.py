@@ -24,7 +24,8 @@ without a bias looks like a convolution there: name it with `--transpose`. The w
 PyTorch names (`.` separated) the same way, a `weight` and `bias` whose scope holds
 `running_mean`/`running_var` being BatchNormalization's gamma and beta whatever the scope's name; a depthwise weight
 (in*mult, 1, k...) goes back with a depth multiplier of 1 unless `--transpose`
-says otherwise.
+says otherwise; a rank-2 `weight` that no name calls an Embedding's is a Dense
+kernel, unless the caller names it in `embeddings` (convert --like, after its template).
 
 Transposes stream: a tensor up to MEMORY_BOUND is gathered in memory once and
 handed on in blocks; a larger one is staged in a temp file beside the
@@ -211,7 +212,8 @@ def _to_torch(name: str, shape: tuple[int, ...], siblings: dict[str, tuple[int, 
     return LayoutChange(kind, new, perm, out_shape)
 
 
-def _to_tf(name: str, shape: tuple[int, ...], siblings: dict[str, tuple[int, ...]]) -> LayoutChange | None:
+def _to_tf(name: str, shape: tuple[int, ...], siblings: dict[str, tuple[int, ...]],
+           embeddings: frozenset[str] = frozenset()) -> LayoutChange | None:
     parts = re.split(r"[./]", name)
     attribute, stem = parts[-1], parts[:-1]
     prefix = "/".join(stem)
@@ -225,7 +227,7 @@ def _to_tf(name: str, shape: tuple[int, ...], siblings: dict[str, tuple[int, ...
         kind, keras = "batch_norm", {"running_mean": "moving_mean", "running_var": "moving_variance"}[attribute]
     elif attribute in ("weight", "bias") and (batch_norm or hint == "layer_norm") and len(shape) == 1:
         kind, keras = ("batch_norm" if batch_norm else "layer_norm"), {"weight": "gamma", "bias": "beta"}[attribute]
-    elif attribute == "weight" and hint == "embedding" and len(shape) == 2:
+    elif attribute == "weight" and (hint == "embedding" or name in embeddings) and len(shape) == 2:
         kind, keras = "embedding", "embeddings"
     elif attribute == "weight" and _kernel_kind(hint, shape):
         kind, keras = _kernel_kind(hint, shape), "kernel"
@@ -245,8 +247,11 @@ def _to_tf(name: str, shape: tuple[int, ...], siblings: dict[str, tuple[int, ...
 
 
 def plan_layout(variables: list[tuple[str, tuple[int, ...]]], layout: str | None,
-                transposes: tuple[tuple[str, tuple[int, ...]], ...] = ()) -> dict[str, LayoutChange]:
-    """Source name -> LayoutChange for every variable the layout (or a --transpose) changes."""
+                transposes: tuple[tuple[str, tuple[int, ...]], ...] = (),
+                embeddings: frozenset[str] = frozenset()) -> dict[str, LayoutChange]:
+    """Source name -> LayoutChange for every variable the layout (or a --transpose) changes.
+    `embeddings`: PyTorch `weight`s that `--layout tf` takes for Embedding tables whatever their
+    names say (convert --like knows them from the template)."""
     from ckpttool.ops.patterns import compile_pattern
 
     if layout is not None and layout not in LAYOUTS:
@@ -259,7 +264,7 @@ def plan_layout(variables: list[tuple[str, tuple[int, ...]]], layout: str | None
         if layout == "torch":
             change = _to_torch(name, shape, names)
         elif layout == "tf":
-            change = _to_tf(name, shape, names)
+            change = _to_tf(name, shape, names, embeddings)
         for pattern, perm in by_hand:  # stated by hand: wins over the layout's permutation
             if pattern.search(name):
                 if len(perm) != len(shape):
@@ -272,6 +277,15 @@ def plan_layout(variables: list[tuple[str, tuple[int, ...]]], layout: str | None
         if change is not None:
             changes[name] = change
     return changes
+
+
+def lone_matrices(changes: dict[str, LayoutChange], siblings: set[str]) -> frozenset[str]:
+    """The PyTorch `weight`s `--layout tf` took for Dense kernels on their rank alone, with no bias
+    beside them: a torch.nn.Embedding's table looks the same where no name says which it is (a TF2
+    checkpoint's position scopes, `_operations.1.weight`)."""
+    return frozenset(name for name, change in changes.items()
+                     if change.kind == "dense" and re.split(r"[./]", name)[-1] == "weight"
+                     and name[: -len("weight")] + "bias" not in siblings)
 
 
 # -- streaming ----------------------------------------------------------------------------------
