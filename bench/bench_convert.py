@@ -21,14 +21,13 @@ removed after each run.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CKPTTOOL, PYTHON, fresh, report, run_measured  # noqa: E402
+from common import CKPTTOOL, PYTHON, fresh, report, run_measured, size_parser  # noqa: E402
 
 TF_SCRIPT = ("import sys, tensorflow as tf\nfrom safetensors.numpy import save_file\n"
              "r = tf.train.load_checkpoint(sys.argv[1])\n"
@@ -36,10 +35,7 @@ TF_SCRIPT = ("import sys, tensorflow as tf\nfrom safetensors.numpy import save_f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-gib", type=float, default=1.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    parser = size_parser(__doc__, repeats=3)
     parser.add_argument("--cases", default="plain,layout,dtype,dtype64,average",
                         help="comma-separated: plain (vs cp and the TF script), layout, dtype, dtype64, average")
     args = parser.parse_args()

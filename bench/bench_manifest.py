@@ -13,7 +13,6 @@ pieces, the tensors' canonical encodings), verify --manifest one, spread over th
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import subprocess
@@ -21,14 +20,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_read import build  # noqa: E402
-from common import CKPTTOOL, report, run_measured  # noqa: E402
+from common import CKPTTOOL, report, run_measured, size_parser  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-gib", type=float, default=1.0)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    parser = size_parser(__doc__, repeats=5)
     args = parser.parse_args()
     # Built in a child process (bench_read's builder imports TensorFlow): see bench_read.main.
     subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "bench_read.py"), "--build-only",

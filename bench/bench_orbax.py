@@ -16,14 +16,13 @@ orbax-checkpoint and tensorstore (the `test` extra).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CKPTTOOL, PYTHON, fresh, report, run_measured  # noqa: E402
+from common import CKPTTOOL, PYTHON, fresh, report, run_measured, size_parser  # noqa: E402
 
 ARRAY_MIB = 64
 BUILD = """
@@ -69,10 +68,7 @@ def build(out: str, size_gib: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-gib", type=float, default=1.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    parser = size_parser(__doc__, repeats=3)
     args = parser.parse_args()
     step = build(args.out, args.size_gib)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _s, files in os.walk(step) for f in files)

@@ -17,14 +17,13 @@ removed before each run.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CKPTTOOL, PYTHON, Measure, report, run_measured  # noqa: E402
+from common import CKPTTOOL, Measure, PYTHON, report, run_measured, size_parser  # noqa: E402
 
 BUILD = r"""
 import sys, torch
@@ -59,10 +58,7 @@ def build(size_gib: float, out: str) -> tuple[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-gib", type=float, default=1.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    parser = size_parser(__doc__, repeats=3)
     args = parser.parse_args()
     zip_path, legacy_path = build(args.size_gib, args.out)
     scratch = os.path.join(args.out, "pytorch_scratch")

@@ -23,7 +23,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CKPTTOOL, PYTHON, report, run_measured  # noqa: E402
+from common import CKPTTOOL, PYTHON, report, run_measured, size_parser  # noqa: E402
 
 
 def build(out: str, size_gib: float) -> dict[str, str]:
@@ -64,10 +64,7 @@ TF_STATS = ("import tensorflow as tf, sys, numpy as np\nr = tf.train.load_checkp
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-gib", type=float, default=1.0)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    parser = size_parser(__doc__, repeats=5)
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build_only:

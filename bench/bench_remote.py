@@ -28,7 +28,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from common import CKPTTOOL, ENV, PYTHON, report, run_measured  # noqa: E402
+from common import CKPTTOOL, ENV, PYTHON, report, run_measured, size_parser  # noqa: E402
 from tests.remote_servers import BUCKET, start_s3  # noqa: E402  (the test suite's server, in its own process)
 
 
@@ -58,10 +58,7 @@ with tempfile.TemporaryDirectory() as tmp:
     fs.get(sys.argv[1] + "/", tmp + "/", recursive=True)
 """
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-gib", type=float, default=1.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    parser = size_parser(__doc__, repeats=3)
     parser.add_argument("--runs", type=int, default=1000, help="run directories for the prune -r case")
     parser.add_argument("--only-runs", action="store_true", help="only the prune -r case")
     parser.add_argument("--upload", help=argparse.SUPPRESS)

@@ -13,7 +13,6 @@ The checkpoint is built (and cached) by bench_read.py's builder.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import shutil
@@ -22,7 +21,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import CKPTTOOL, PYTHON, Measure, report, run_measured  # noqa: E402
+from common import CKPTTOOL, Measure, PYTHON, report, run_measured, size_parser  # noqa: E402
 
 TF_RENAME = """
 import sys, tensorflow as tf
@@ -53,10 +52,7 @@ def fresh_runs(commands: dict[str, callable], repeats: int, out_root: str) -> di
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-gib", type=float, default=1.0)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default=os.path.join(HERE, "out"))
+    parser = size_parser(__doc__, repeats=5)
     args = parser.parse_args()
     subprocess.run([sys.executable, os.path.join(HERE, "bench_read.py"), "--build-only", "--size-gib",
                     str(args.size_gib), "--out", args.out], check=True)

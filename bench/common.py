@@ -2,6 +2,7 @@
 a command (wait4's ru_maxrss), medians over repeats, and a results table."""
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
@@ -15,6 +16,16 @@ ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
        "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
 CKPTTOOL = [sys.executable, "-m", "ckpttool"]
 PYTHON = [sys.executable, "-c"]
+
+
+def size_parser(doc: str, repeats: int) -> argparse.ArgumentParser:
+    """The options every bench that builds a checkpoint of some size takes (--size-gib, --repeats,
+    --out), described by the first line of the bench's docstring; a bench adds its own to it."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--size-gib", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    return parser
 
 
 def fresh(path: str) -> str:
