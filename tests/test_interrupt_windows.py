@@ -99,3 +99,26 @@ def test_convert_like_terminated_during_its_final_commit_leaves_nothing(like_dir
         apply_convert(plan)
     assert fired
     assert os.listdir(out) == []
+
+
+def test_interrupt_inside_fdopen_is_an_interrupt_not_a_bad_descriptor(fixtures_dir, monkeypatch,
+                                                                     sigint_reaches_children):
+    """SIGINT landing in os.fdopen just after the file object took the descriptor: the object, dropped
+    as the interrupt unwinds, closes it, and a second close of ours failed with EBADF, so Ctrl-C during
+    `rename-vars` exited 3 with `error: Bad file descriptor` (seen once in a full run)."""
+    from ckpttool.storage import fs
+
+    real_fdopen = os.fdopen
+    opened = []
+
+    def fdopen_then_interrupt(fd, *args, **kwargs):
+        opened.append(fd)
+        # the new object sits on the stack, not in a local, as in os.fdopen: the unwinding drops it
+        return (real_fdopen(fd, *args, **kwargs), signal.raise_signal(signal.SIGINT))[0]
+
+    monkeypatch.setattr(fs.os, "fdopen", fdopen_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fs.open_input(str(fixtures_dir / "saver_run" / "model.ckpt-50.index"))
+    assert opened
+    with pytest.raises(OSError):
+        os.fstat(opened[0])  # closed, once

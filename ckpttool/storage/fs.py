@@ -115,11 +115,26 @@ def open_input(path: str, what: str = "file") -> BinaryIO:
     if remote is not None:
         return remote.open_input(path, what)
     fd = _open_regular(path, what)
+    return adopt_descriptor(fd, "rb")
+
+
+def adopt_descriptor(fd: int, mode: str) -> BinaryIO:
+    """A file object that owns descriptor `fd`, closed exactly once whatever stops this: an interrupt
+    landing inside os.fdopen once the object holds `fd` dropped the object (closing `fd`), and the
+    caller's own close then failed with EBADF (exit 3 for Ctrl-C), or closed a descriptor reused since."""
+    from ckpttool.storage.atomic import commit_section
+
+    handle = None
     try:
-        return os.fdopen(fd, "rb")
+        with commit_section():  # the interrupt, if any, is raised as the section ends: `handle` is set
+            handle = os.fdopen(fd, mode)
     except BaseException:
-        os.close(fd)
+        if handle is None:
+            os.close(fd)  # os.fdopen refused it: the descriptor is still ours alone
+        else:
+            handle.close()
         raise
+    return handle
 
 
 def read_capped(path: str, limit: int, what: str = "file", missing_ok: bool = False,
@@ -232,9 +247,9 @@ class LocalInput:
             yield data
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        fd, self._fd = self._fd, -1  # forgotten first: an interrupt inside close never closes it twice
+        if fd >= 0:
+            os.close(fd)
 
 
 def open_random_access(path: str, what: str = "file", inside: bool = False):
@@ -624,9 +639,9 @@ class CheckedDirectory:
             return "unreadable"
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        fd, self.fd = self.fd, -1  # forgotten first, as LocalInput's
+        if fd >= 0:
+            os.close(fd)
 
     def __enter__(self) -> "CheckedDirectory":
         return self
