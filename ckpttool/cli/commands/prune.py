@@ -9,7 +9,7 @@ import typer
 from ckpttool import _pause_for_test
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE, error_fields
-from ckpttool.cli.options import (AllowDamagedMetrics, Directory, DryRun, EventsDir, Json, Metric, MetricsFile, Mode,
+from ckpttool.cli.options import (AllowDamagedMetrics, DryRun, EventsDir, Json, Metric, MetricsFile, Mode,
                                    NamePatternOpt, Quiet, Recursive, Yes, metric_options)
 from ckpttool.errors import BadInput, Refused, UsageProblem
 from ckpttool.ops.runs.scan import gc_paused
@@ -94,7 +94,8 @@ def _confirm(plans) -> bool:
 
 @gc_paused()  # plans and rows of 100,000 checkpoints: as many objects as the scan's
 def command(
-    directory: Directory,
+    directory: Annotated[Optional[str], typer.Argument(metavar="DIR", help="A checkpoint directory (none with --policy).", show_default=False)] = None,
+    policy: Annotated[Optional[str], typer.Option("--policy", metavar="FILE", help="Prune every run directory a retention policy (TOML) governs, each by its rule; no DIR or rule options then (docs/guides/policies.md).")] = None,
     keep_last: Annotated[Optional[int], typer.Option("--keep-last", metavar="N", help="Keep the newest N of each family.")] = None,
     keep_every_hours: Annotated[Optional[float], typer.Option("--keep-every-hours", metavar="H", help="Keep one checkpoint every H hours (as Saver's keep_checkpoint_every_n_hours).")] = None,
     keep_every_steps: Annotated[Optional[int], typer.Option("--keep-every-steps", metavar="K", help="Keep checkpoints whose step is divisible by K.")] = None,
@@ -136,6 +137,20 @@ def command(
     on gs:// and s3:// through a lock object created only if absent, across
     hosts; on other stores only runs on the same host are kept apart.
     """
+    if policy is not None:
+        from ckpttool.cli.commands.policy import prune_by_policy, refuse_with_policy
+
+        refuse_with_policy([name for name, value in (
+            ("DIR", directory), ("--keep-last", keep_last), ("--keep-every-hours", keep_every_hours),
+            ("--keep-every-steps", keep_every_steps), ("--keep-step", keep_step), ("--min-age", min_age),
+            ("--keep-best", keep_best), ("--metric", metric), ("--mode", None if mode == "auto" else mode),
+            ("--metrics", metrics_file), ("--events", events), ("--name-pattern", name_pattern),
+            ("--drop-unscored", drop_unscored or None), ("--allow-damaged-metrics", allow_damaged_metrics or None),
+            ("--clean", clean or None), ("--ignore-bad-state", ignore_bad_state or None),
+            ("--recursive", recursive or None)) if value is not None])
+        return prune_by_policy(policy, dry_run, yes, json_out, quiet)
+    if directory is None:
+        raise UsageProblem("missing DIR: the checkpoint directory to prune (or --policy FILE)")
     from ckpttool.ops.runs.directories import require_directory
     from ckpttool.ops.retention.prune import apply_prune, plan_prune
     from ckpttool.ops.retention.rules import RetentionRules, parse_duration
