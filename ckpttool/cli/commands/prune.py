@@ -133,6 +133,11 @@ def command(
     directories are series too, each keeping its newest; a directory is
     deleted only when complete and holding nothing but its framework's files.
 
+    With --policy FILE (no DIR, no rule options): every run directory a
+    retention policy governs, each by the first rule whose glob matches it;
+    `ckpttool policy check FILE` shows which. One that fails is reported and
+    the others go on (exit 3).
+
     DIR may be a bucket (gs://, s3://, other fsspec URLs). Runs take turns:
     on gs:// and s3:// through a lock object created only if absent, across
     hosts; on other stores only runs on the same host are kept apart.
