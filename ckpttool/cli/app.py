@@ -10,7 +10,7 @@ from typer.core import TyperCommand, TyperGroup
 from ckpttool.version import __version__
 from ckpttool.cli import help_text, render
 from ckpttool.cli.commands import (average, completion, convert, diff, export_json, freeze, inspect, latest, ls,
-                                   manifest, policy, prune, rename, repair, verify, watch)
+                                   manifest, prune, rename, repair, verify, watch)
 from ckpttool.cli.errors import handle_errors, set_debug, usage_error
 
 class _Group(TyperGroup):
@@ -91,7 +91,7 @@ COMMANDS = {
     "verify": verify.command,
     "manifest": manifest.command,
     "prune": prune.command,
-    "policy": policy.command,
+    "policy": prune.policy_command,
     "repair": repair.command,
     "rename-vars": rename.command,
     "convert": convert.command,
