@@ -265,9 +265,12 @@ class Action(str, enum.Enum):
     check = "check"
 
 
-def policy_command(action: Annotated[Action, typer.Argument(metavar="check", help="What to do with FILE: check.",
-                                                      show_default=False)],
-            file: PolicyFile, json_out: Json = False, quiet: Quiet = False):
+def policy_command(
+    action: Annotated[Action, typer.Argument(metavar="check", help="What to do with FILE: check.", show_default=False)],
+    file: PolicyFile,
+    json_out: Json = False,
+    quiet: Quiet = False,
+):
     """Show which rule of a retention policy governs each run directory.
 
     Run directories are found as `prune -r` finds them, under each
