@@ -200,3 +200,20 @@ def test_a_metric_that_cannot_be_read_fails_its_run_only(copy_fixture, tmp_path)
     assert sorted(n[:-6] for n in os.listdir(runs / "a") if n.startswith("model") and n.endswith(".index")) == [
         "model.ckpt-1000", "model.ckpt-900"]  # the newest, which is also the best two (loss falls)
     assert len([n for n in os.listdir(runs / "b") if n.endswith(".index")]) == 12
+
+
+def test_a_glob_never_follows_a_symlink(copy_fixture, tmp_path):
+    """A link among the matches (to a run elsewhere) is reported, governed by no rule, never pruned."""
+    elsewhere = copy_fixture("tf2_many")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(elsewhere, runs / "real")
+    (runs / "linked").symlink_to(elsewhere, target_is_directory=True)
+    policy = _write(tmp_path, '[[rule]]\npaths = ["runs/*"]\nkeep_last = 1\n')
+    check = run_cli("policy", "check", "--json", policy).json()
+    assert [d["directory"] for d in check["directories"]] == [str(runs / "real")]
+    assert [(p["kind"], p["path"]) for p in check["problems"]] == [("link", str(runs / "linked"))]
+    result = run_cli("prune", "--policy", policy, "--yes")
+    assert result.exit_code == 0 and "symlink: not followed" in result.stderr, result.stderr
+    assert sorted(n for n in os.listdir(runs / "real") if n.endswith(".index")) == ["ckpt-6.index"]
+    assert len([n for n in os.listdir(elsewhere) if n.endswith(".index")]) == 6
