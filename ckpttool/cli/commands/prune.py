@@ -162,7 +162,8 @@ def command(
             ("--recursive", recursive or None)) if value is not None])
         return prune_by_policy(policy, dry_run, yes, json_out, quiet)
     if directory is None:
-        raise UsageProblem("missing DIR: the checkpoint directory to prune (or --policy FILE)")
+        raise UsageProblem("missing DIR: the checkpoint directory to prune (or --policy FILE)",
+                           hint="see `ckpttool prune --help`")
     from ckpttool.ops.runs.directories import require_directory
     from ckpttool.ops.retention.prune import apply_prune, plan_prune
     from ckpttool.ops.retention.rules import RetentionRules, parse_duration
