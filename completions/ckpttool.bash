@@ -19,7 +19,7 @@ _ckpttool() {
         --part) COMPREPLY=($(compgen -W "graph saver signatures collections meta_info" -- "$cur")); return ;;
     esac
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "ls latest inspect verify manifest prune repair rename-vars convert average diff freeze export-json watch completion --debug --no-color --version --storage-option -h --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "ls latest inspect verify manifest prune policy repair rename-vars convert average diff freeze export-json watch completion --debug --no-color --version --storage-option -h --help" -- "$cur"))
         return
     fi
     case "$cmd" in
@@ -28,7 +28,8 @@ _ckpttool() {
         inspect) opts="--filter -f --name --all -a --stats --values --full --limit --tree --slices --hash --meta --graph --min-elements --names --json --quiet -q -h --help" ;;
         verify) opts="--all -a --recursive -r --graph --manifest -m --tensors --ignore-names --json --quiet -q -h --help" ;;
         manifest) opts="--output -o --overwrite --json -h --help" ;;
-        prune) opts="--keep-last --keep-every-hours --keep-every-steps --keep-step --min-age --keep-best --metric --mode --metrics --events --name-pattern --drop-unscored --allow-damaged-metrics --clean --ignore-bad-state --recursive -r --dry-run -n --yes -y --json --quiet -q -h --help" ;;
+        prune) opts="--policy --keep-last --keep-every-hours --keep-every-steps --keep-step --min-age --keep-best --metric --mode --metrics --events --name-pattern --drop-unscored --allow-damaged-metrics --clean --ignore-bad-state --recursive -r --dry-run -n --yes -y --json --quiet -q -h --help" ;;
+        policy) opts="--json --quiet -q -h --help" ;;
         repair) opts="--dry-run -n --json -h --help" ;;
         rename-vars) opts="--map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --link --overwrite --no-update-state --dry-run -n --json --quiet -q -h --help" ;;
         convert) opts="--to --names --map --map-file --regex --add-prefix --strip-prefix --ema --drop --keep --drop-optimizer --sep --strict --shard-size --metadata --no-source-metadata --layout --transpose --dtype --keep-dtype --like --partial --graph --min-elements --overwrite --no-update-state --dry-run -n --json --quiet -q -h --help" ;;

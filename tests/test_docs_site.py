@@ -124,6 +124,8 @@ JSON_CASES = [
     ("prune", ["--dry-run", "--keep-last", "1", "--metric", "loss", "--metrics", "metrics.csv", "examples/run"], ()),
     ("prune", ["--recursive", "--dry-run", "--keep-last", "2", "examples"], ()),
     ("prune", ["--keep-last", "2", "--yes", "pruned"], ()),
+    ("prune", ["--policy", "examples/retention.toml", "--dry-run"], ()),
+    ("policy", ["check", "examples/retention.toml"], ()),
     ("repair", ["--dry-run", "examples/run"], ()),
     ("rename-vars", ["examples/run", "renamed/model.ckpt-1", "--add-prefix", "x/"], ()),
     ("convert", ["examples/run", "converted.npz"], ()),

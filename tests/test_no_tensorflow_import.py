@@ -23,6 +23,8 @@ def _commands(fixtures, tmp):
     return {
         "prune": ["prune", "--dry-run", "--keep-last", "1", "--recursive", str(fixtures)],
         "repair": ["repair", "--dry-run", str(run)],
+        "prune-policy": ["prune", "--policy", _policy(fixtures, tmp), "--dry-run"],
+        "policy-check": ["policy", "check", _policy(fixtures, tmp)],
         "rename-vars": ["rename-vars", "--regex", "^model/dense1/=model/enc/", str(tf2), str(tmp / "renamed")],
         "diff": ["diff", str(run / "model.ckpt-30"), str(run / "model.ckpt-50")],
         "help": ["--help"],
@@ -51,6 +53,14 @@ def _commands(fixtures, tmp):
     }
 
 
+def _policy(fixtures, tmp) -> str:
+    """A retention policy over the fixtures: the saver run by steps, the rest by count."""
+    path = tmp / "retention.toml"
+    path.write_text(f'[[rule]]\npaths = ["{fixtures}/saver_run"]\nkeep_every_steps = 20\n\n'
+                    f'[[rule]]\npaths = ["{fixtures}/*"]\nkeep_last = 1\n')
+    return str(path)
+
+
 def _manifest(fixtures, tmp) -> str:
     """A manifest of the saver run's latest checkpoint, written in this process."""
     from tests.conftest import run_cli
@@ -76,7 +86,7 @@ def _frozen_graph(tmp) -> str:
 
 
 @pytest.mark.parametrize("name", ["help", "ls", "latest", "inspect", "inspect-tree", "inspect-savedmodel", "verify",
-                                  "prune", "repair", "rename-vars", "diff", "convert", "convert-keras",
+                                  "prune", "prune-policy", "policy-check", "repair", "rename-vars", "diff", "convert", "convert-keras",
                                   "convert-layout", "average", "inspect-pb",
                                   "verify-pb", "convert-pb", "diff-pb", "inspect-graph", "freeze-suggest",
                                   "manifest", "verify-manifest", "diff-by-hash", "inspect-hash"])

@@ -91,6 +91,7 @@ COMMANDS = {
     "verify": verify.command,
     "manifest": manifest.command,
     "prune": prune.command,
+    "policy": prune.policy_command,
     "repair": repair.command,
     "rename-vars": rename.command,
     "convert": convert.command,

@@ -48,9 +48,15 @@ EXIT_CODES = {
     "prune": [("0", "pruned, or nothing to delete (and every --dry-run)"),
               ("1", "declined at the prompt: nothing deleted"),
               ("3", "DIR missing; its state file unreadable (see --ignore-bad-state); the metric cannot be read: "
-                    "nothing deleted. With --recursive: a run directory skipped (the others are pruned)"),
+                    "nothing deleted. With --recursive or --policy: a run directory skipped (damage, a metric "
+                    "that cannot be read, with --policy also a lock another run holds; the others are pruned)"),
               ("4", "not interactive and no --yes; another run holds the lock; DIR changed since the plan: "
                     "nothing deleted")],
+    "policy": [("0", "checked: every rule's globs match a directory (run directories no rule governs are listed, "
+                     "not an error)"),
+               ("2", "the policy file is not valid: an unknown key, a bad value, a glob that matches nothing "
+                     "(the message names the file, line and key)"),
+               ("3", "the policy file is missing or unreadable; a directory cannot be listed")],
     "repair": [("0", "rewritten, or nothing to change"), ("3", "DIR missing or unreadable"),
                ("4", "the state file changed while planning (a job saving); another run holds the lock")],
     "rename-vars": [("0", "written"),
@@ -359,6 +365,33 @@ OUTPUT: dict[str, tuple[Document, ...]] = {
                   Field("deleted_count", "checkpoints and debris deleted, in all"),
                   Field("kept_count", "checkpoints kept, in all"),
                   Field("freed_bytes", "bytes freed, in all")), when="--recursive"),
+        Document((Field("policy", "FILE as given"),
+                  Field("dry_run", "nothing was deleted"),
+                  Field("directories", "one document per run directory the policy governs, as `prune RUN_DIR` "
+                                       "prints it (without schema_version and command) plus `rule` (the rule that "
+                                       "applied: index, line, paths); one that failed is {directory, rule, error}"),
+                  Field("deleted_count", "checkpoints and debris deleted, in all"),
+                  Field("kept_count", "checkpoints kept, in all"),
+                  Field("freed_bytes", "bytes freed, in all"),
+                  Field("failed_count", "run directories not pruned (each has an `error`)"),
+                  Field("problems", "what the globs met and left alone (symlinks, object keys never followed)",
+                        items=_PROBLEM)), when="--policy"),
+    ),
+    "policy": (
+        Document((
+            Field("policy", "FILE as given"),
+            Field("rules", "each rule, in file order", items=(
+                Field("index", "its number, from 1"), Field("line", "the line of its [[rule]] header"),
+                Field("paths", "its globs, as written"), Field("matched", "the directories its globs match"),
+                Field("governs", "how many run directories it governs"))),
+            Field("directories", "each run directory found under a matched directory", items=(
+                Field("directory", "the run directory"),
+                Field("rule", "the rule that governs it: index, line, paths"))),
+            Field("ungoverned", "run directories under the parents of the matched directories that no rule "
+                                "governs"),
+            Field("problems", "what the globs met and left alone (symlinks, object keys never followed)",
+                  items=_PROBLEM),
+        )),
     ),
     "repair": (
         Document((

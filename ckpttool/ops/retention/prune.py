@@ -651,8 +651,10 @@ def _listed_trees(scan: DirectoryScan, todo: list[Deletion],
     return trees
 
 
-def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> PruneResult:
+def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None,
+                lock_timeout: float = 600.0) -> PruneResult:
     """Carry out `plan`. `fault(step)` is called after every file operation (tests inject crashes there).
+    Refused when another run holds the directory's lock for `lock_timeout` seconds (nothing done).
 
     A local directory is opened once, checked to be the one planned (device and inode) and
     locked through that descriptor; the journal, the state file and every deletion go through
@@ -663,7 +665,7 @@ def apply_prune(plan: PrunePlan, fault: Callable[[str], None] | None = None) -> 
         raise BadInput(plan.refusal, hint=DAMAGE_HINT)
     # `prune -r` plans every run, then applies each by its path: a component swapped for a symlink
     # since would have the rules judged on another directory's checkpoints.
-    with locked_as_planned(plan.directory, plan.directory_id, "nothing deleted") as checked:
+    with locked_as_planned(plan.directory, plan.directory_id, "nothing deleted", lock_timeout) as checked:
         return _apply(plan, fault, checked)
 
 

@@ -162,16 +162,18 @@ def _read_holder(remote, lock_url: str) -> dict | None:
 
 
 @contextlib.contextmanager
-def locked_as_planned(directory: str, planned: tuple[int, int] | None, nothing_done: str):
+def locked_as_planned(directory: str, planned: tuple[int, int] | None, nothing_done: str,
+                      timeout: float = 600.0):
     """The directory's lock for applying a plan made on it: a local directory opened once and
     locked through that descriptor, yielded as the fs.CheckedDirectory every change goes through
     (a bucket: None); Refused (saying `nothing_done`) when it is not the directory planned
-    (`planned`: fs.directory_identity then), e.g. a component of its path swapped for a symlink."""
+    (`planned`: fs.directory_identity then), e.g. a component of its path swapped for a symlink;
+    Refused too when the lock is not had within `timeout` seconds."""
     if is_url(directory):
-        with directory_lock(directory):
+        with directory_lock(directory, timeout):
             yield None
         return
-    with fs.open_checked_directory(directory) as checked, directory_lock(directory, fd=checked.fd):
+    with fs.open_checked_directory(directory) as checked, directory_lock(directory, timeout, fd=checked.fd):
         if planned is not None and checked.identity != planned:
             raise changed_since_planned(directory, nothing_done)
         yield checked

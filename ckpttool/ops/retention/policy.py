@@ -1,0 +1,142 @@
+"""Which rule of a retention policy governs each run directory (`prune --policy`, `policy check`).
+
+A rule's globs are expanded component by component through the storage listings (local disks and
+buckets alike): `*`, `?` and `[...]` match within one component, a name starting with `.` only
+when the glob's component does, only directories match, and a symlink is never followed (it is
+reported). The run directories are those `prune -r` finds under each directory a glob matched;
+each is governed by the first rule (in file order) with a matched directory that is it or one of
+its parents. A glob that matches no directory is an error (UsageProblem: file, line, key).
+
+`survey` (policy check) also walks the parent of every matched directory: the run directories
+found there that no rule governs are listed as `ungoverned` (a new run beside the ones a glob
+names, a typo in a glob).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from ckpttool.ops.retention.policy_file import Policy, Rule
+from ckpttool.ops.runs.scan import Problem, find_checkpoint_dirs
+from ckpttool.storage import fs
+
+_MAGIC = re.compile(r"[*?[]")
+
+
+@dataclass(frozen=True)
+class Governed:
+    directory: str  # a run directory, as found under `root`
+    rule: Rule
+    root: str  # the directory the rule's glob matched, that holds it
+
+
+@dataclass(frozen=True)
+class PolicyMatch:
+    policy: Policy
+    matched: tuple[tuple[str, ...], ...]  # per rule, the directories its globs matched
+    governed: tuple[Governed, ...]  # in rule order, then as found
+    ungoverned: tuple[str, ...]  # with survey: run directories beside the matched ones that no rule governs
+    problems: tuple[Problem, ...]  # links not followed, object keys never followed
+
+
+def _split(pattern: str) -> tuple[str, list[str]]:
+    """(where the walk starts, the components below it)."""
+    if fs.is_url(pattern):
+        scheme, _, rest = pattern.partition("://")
+        bucket, *parts = rest.split("/")
+        return f"{scheme}://{bucket}", parts
+    return os.sep, [p for p in pattern.split(os.sep) if p]
+
+
+def expand(pattern: str, problems: list[Problem]) -> list[str]:
+    """The directories `pattern` (a resolved glob) matches, sorted; links met are added to `problems`."""
+    start, parts = _split(pattern)
+    first = next((i for i, part in enumerate(parts) if _MAGIC.search(part)), len(parts))
+    literal = fs.join(start, *parts[:first]) if parts[:first] else start
+    if not fs.is_dir(literal):
+        return []
+    current = [literal]
+    for part in parts[first:]:
+        found = []
+        for directory in current:
+            for entry in fs.list_dir(directory):
+                if not fnmatchcase(entry.name, part) or entry.name.startswith(".") and not part.startswith("."):
+                    continue
+                path = fs.join(directory, entry.name)
+                if entry.kind == "dir":
+                    found.append(path)
+                elif entry.kind == "link":
+                    problems.append(Problem("link", path, f"{path} matches {pattern} but is a symlink: not followed"))
+        current = sorted(found)
+    return current
+
+
+def _outermost(directories) -> list[str]:
+    """The directories none of the others holds (walking those finds everything below the rest)."""
+    kept: list[str] = []
+    for directory in sorted(set(directories)):
+        if not any(_holds(outer, directory) for outer in kept):
+            kept.append(directory)
+    return kept
+
+
+def _holds(outer: str, directory: str) -> bool:
+    return directory == outer or directory.startswith(outer.rstrip("/") + "/")
+
+
+def _parent(directory: str) -> str:
+    """The directory holding `directory` (a bucket, `/`: itself)."""
+    parent = fs.dirname(directory)
+    return directory if not parent or parent.endswith("://") else parent
+
+
+def _ancestors(directory: str):
+    while True:
+        yield directory
+        parent = _parent(directory)
+        if parent == directory:
+            return
+        directory = parent
+
+
+def match_policy(policy: Policy, survey: bool = False) -> PolicyMatch:
+    """Expand every rule's globs and assign each run directory found to the first rule matching it."""
+    problems: list[Problem] = []
+    matched = []
+    for rule in policy.rules:
+        roots = []
+        for pattern, written in zip(rule.patterns, rule.paths):
+            found = expand(pattern, problems)
+            if not found:
+                raise policy.problem(rule.paths_line, f"rule {rule.index}: paths: {written!r} matches no directory"
+                                     + (f" ({pattern})" if pattern != written else ""))
+            roots += found
+        matched.append(tuple(dict.fromkeys(roots)))
+    first_rule: dict[str, int] = {}
+    for number, roots in enumerate(matched):
+        for root in roots:
+            first_rule.setdefault(root, number)
+
+    def governing(directory: str) -> tuple[int, str] | None:
+        """(rule position, matched root) of the first rule whose glob matches `directory` or a parent."""
+        hits = [(first_rule[d], d) for d in _ancestors(directory) if d in first_rule]
+        return min(hits) if hits else None
+
+    def walk(roots) -> list[str]:
+        found: list[str] = []
+        for root in _outermost(roots):
+            found += find_checkpoint_dirs(root, problems)
+        return list(dict.fromkeys(found))
+
+    governed = []
+    for directory in walk(first_rule):
+        number, root = governing(directory)
+        governed.append(Governed(directory, policy.rules[number], root))
+    governed.sort(key=lambda g: g.rule.index)  # stable: as found within a rule
+    ungoverned: list[str] = []
+    if survey:
+        near = walk(_parent(root) for root in first_rule)
+        ungoverned = [d for d in near if governing(d) is None]
+    return PolicyMatch(policy, tuple(matched), tuple(governed), tuple(ungoverned), tuple(problems))
