@@ -219,7 +219,7 @@ def command(
     else:
         for d, plan, deleted in results:
             _print_plan(d, plan, deleted, dry_run, recursive, not_deleted=not_deleted[d])
-        if recursive:
+        if recursive and rules is not None:  # (--drop-failed-runs alone prunes no run)
             _print_summary(results, dry_run)
         if failed is not None:
             fleet.print_failed_runs(failed, failed_result, dry_run)
