@@ -179,7 +179,7 @@ def command(
     refused = [(d, p) for d, p in zip(dirs, planned) if isinstance(p, BadInput)]
     outcome = None
     if budget_bytes is not None:
-        plans, outcome = fit_budget(plans, budget_bytes)
+        plans, outcome = fit_budget(plans, budget_bytes, [d for d, _exc in refused])
     steps = {item.step for _d, plan in plans for item in plan.kept + plan.deleted}
     for step in sorted(set(rules.keep_steps if rules else ()) - steps):
         render.warn(f"--keep-step {step}: no checkpoint has step {step}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ckpttool.errors import CkptError
 from ckpttool.ops.retention.prune import Deletion, PrunePlan
 from ckpttool.ops.retention.rules import yields_to_budget
 from ckpttool.ops.runs.scan import DirectoryScan, scan_directory
@@ -33,12 +34,14 @@ class BudgetOutcome:
         return max(0, self.bytes_after - self.budget_bytes)
 
 
-def fit_budget(plans: list[tuple[str, PrunePlan]], budget_bytes: int,
+def fit_budget(plans: list[tuple[str, PrunePlan]], budget_bytes: int, untouched: list[str] = (),
                scans: dict[str, DirectoryScan] | None = None) -> tuple[list[tuple[str, PrunePlan]], BudgetOutcome]:
     """`plans` (as given, per run directory) with the budget's deletions added, and the outcome.
-    `scans`: each plan's directory as scanned (by plan.directory), else each is scanned here."""
+    `untouched`: run directories of the tree not pruned (their plan refused): their checkpoints
+    count, none of them goes. `scans`: each plan's directory as scanned (by plan.directory), else
+    each is scanned here."""
     scans = dict(scans or {})
-    left = 0
+    left = sum(_checkpoint_bytes(d) for d in untouched)
     candidates = []  # (time, step, order of the plan, name, checkpoint)
     for index, (_d, plan) in enumerate(plans):
         scan = scans.get(plan.directory) or scan_directory(plan.directory)
@@ -67,3 +70,10 @@ def fit_budget(plans: list[tuple[str, PrunePlan]], budget_bytes: int,
                            deleted=plan.deleted + tuple(extra))
         fitted.append((d, plan))
     return fitted, BudgetOutcome(budget_bytes, before, left, sum(len(x) for x in taken.values()))
+
+
+def _checkpoint_bytes(directory: str) -> int:
+    try:
+        return sum(c.size_bytes for c in scan_directory(directory).checkpoints)
+    except CkptError:
+        return 0  # unreadable: nothing known to count

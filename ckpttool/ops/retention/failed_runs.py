@@ -108,6 +108,8 @@ def plan_failed_runs(root: str, checkpoint_dirs: list[str], age_seconds: float, 
         except _NotFailed as why:
             if str(why):
                 kept.append(KeptRun(directory, str(why)))
+        except OSError as exc:  # a directory that cannot be listed or read: nothing known, nothing deleted
+            kept.append(KeptRun(directory, f"cannot be read: {exc.strerror or exc}"))
     return FailedRunsPlan(root, age_seconds, tuple(dropped), tuple(kept))
 
 
