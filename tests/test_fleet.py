@@ -114,6 +114,10 @@ def test_summary_rule_options_need_summary(fleet):
 def test_summary_and_budget_on_a_bucket(servers, fleet, tf):
     from tests.remote_servers import upload_tree
 
+    from ckpttool.storage import remote
+
+    shutil.copytree(fleet / "hf_failed", fleet / "hf_notes")
+    (fleet / "hf_notes" / "notes.txt").write_text("mine")
     s3 = servers["s3"]
     url = upload_tree(s3, str(fleet), fresh_prefix("fleet"))
     doc = run_cli("ls", "-r", "--summary", "--keep-last", "2", "--json", url)
@@ -128,6 +132,15 @@ def test_summary_and_budget_on_a_bucket(servers, fleet, tf):
     assert budget.json()["budget"]["missed_by_bytes"] == latest - 1000
     after = run_cli("ls", "-r", "--summary", "--json", url).json()
     assert after["totals"]["size_bytes"] == latest and after["totals"]["checkpoints"] == len(_runs(fleet))
+
+    keys_before = remote.filesystem("s3").find(url.removeprefix("s3://"))
+    dropped = run_cli("prune", "-r", "--yes", "--drop-failed-runs", "0s", "--json", url)  # uploaded just now
+    assert dropped.exit_code == 0, dropped.stderr
+    failed = {"tf_failed", "keras_failed", "hf_failed"}
+    assert {r["directory"] for r in dropped.json()["failed_runs"]["dropped"]} == {f"{url}/{name}" for name in failed}
+    keys_after = remote.filesystem("s3").find(url.removeprefix("s3://"))
+    assert keys_after == [k for k in keys_before if k[len(url) - 4:].split("/")[0] not in failed]
+    assert any(k.endswith("hf_notes/notes.txt") for k in keys_after)
 
 
 # -- prune -r --budget --------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def plan_failed_runs(root: str, checkpoint_dirs: list[str], age_seconds: float, 
     dropped, kept = [], []
     for directory in candidates:
         try:
-            dropped.append(judge_run(root, directory, age_seconds, now))
+            dropped.append(judge_run(root, directory, age_seconds, now, others=set(candidates) - {directory}))
         except _NotFailed as why:
             if str(why):
                 kept.append(KeptRun(directory, str(why)))
@@ -126,9 +126,11 @@ def _run_of_logs(root: str, directory: str, checkpoint_dirs: list[str]) -> str:
     return directory
 
 
-def judge_run(root: str, directory: str, age_seconds: float, now: float, under_lock: bool = False) -> FailedRun:
+def judge_run(root: str, directory: str, age_seconds: float, now: float, under_lock: bool = False,
+              others: set[str] = frozenset()) -> FailedRun:
     """`directory` as a failed run to drop; _NotFailed (its message: why it is kept, empty when it
-    is no failed run at all) otherwise."""
+    is no failed run at all) otherwise. `others`: the other run directories of the tree (one of them
+    inside makes this one no run of its own)."""
     directory_id = fs.directory_identity(directory)
     try:
         scan = scan_directory(directory)
@@ -155,6 +157,8 @@ def judge_run(root: str, directory: str, age_seconds: float, now: float, under_l
         elif entry.kind == "file" and is_event_file(name):
             _require_startup_events(entry.path, name)
             files.append((name, entry.size, entry.mtime))
+        elif entry.kind == "dir" and entry.path in others:
+            raise _NotFailed("")  # a tree of runs, each judged on its own
         elif entry.kind == "dir" and name in members:
             _walk_member(entry.path, name, files, dirs)
         elif entry.kind == "dir":
