@@ -17,7 +17,19 @@ layout is a directory under OUT:
   `m-{epoch}.keras`), legacy/ (`model.save("legacy-N.h5")`, Keras' legacy HDF5), data/ (plain HDF5
   written with h5py, named like members: `eval_predictions_2022.h5` ..., one with
   libver="latest" and more links than fit in its root's header), unclosed/ (`w.05.weights.h5`,
-  a save_weights whose process died before HDF5 closed the file).
+  a save_weights whose process died before HDF5 closed the file);
+- fleet/: a tree of run directories (issue 26: `ls -r --summary`, `prune -r --budget`,
+  `--drop-failed-runs`):
+  - tf_failed/: a TF2 job that died right after its start-up save: CheckpointManager's ckpt-0 (and
+    its state file), a summary writer's event file in train/ holding a step-0 scalar;
+  - keras_failed/: a Keras fit that raised before its first batch ended, with the TensorBoard
+    callback (logs/) and a ModelCheckpoint that never saved;
+  - hf_failed/: what an HF Trainer leaves when it fails before its first step: its TensorBoard
+    writer's runs/<date>_<host>/ event file, the run's arguments as text at step 0;
+  - tf_started/: ckpt-0 only, but an event file logging step 50: a job that trained (not failed);
+  - run_a/, run_b/: TF2 CheckpointManager saves at steps 100..400 and 100..300 with a `loss` scalar
+    at each step in the run directory's event file (FLEET_LOSS; run_a's best is not its latest);
+  - keras_run/: ModelCheckpoint weights files of 3 epochs (`w.{epoch:02d}.weights.h5`).
 """
 from __future__ import annotations
 
@@ -160,9 +172,83 @@ def kinds(out):
     _die_before_hdf5_closes(os.path.join(out, "unclosed", "w.05.weights.h5"))
 
 
+FLEET_LOSS = {"run_a": {100: 0.9, 200: 0.2, 300: 0.5, 400: 0.4}, "run_b": {100: 0.8, 200: 0.7, 300: 0.6}}
+
+
+def _manager(directory: str, steps, losses=None, log_dir=None):
+    variable = tf.Variable(np.arange(4096, dtype=np.float32))
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), directory, max_to_keep=None)
+    writer = tf.summary.create_file_writer(log_dir or directory)
+    with writer.as_default():
+        for step in steps:
+            variable.assign_add(tf.ones_like(variable))
+            manager.save(checkpoint_number=step)
+            tf.summary.scalar("loss", (losses or {}).get(step, 1.0), step=step)
+    writer.close()
+
+
+def tf_failed(out):
+    _manager(out, [0], log_dir=os.path.join(out, "train"))
+
+
+def tf_started(out):
+    _manager(out, [0])
+    writer = tf.summary.create_file_writer(out, filename_suffix=".later")
+    with writer.as_default():
+        tf.summary.scalar("loss", 0.5, step=50)
+    writer.close()
+
+
+def keras_failed(out):
+    import keras
+
+    class Crash(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise RuntimeError("out of memory (as a job fails at start-up)")
+
+    x = np.ones((8, 4), np.float32)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    try:
+        model.fit(x, x[:, :1], epochs=2, verbose=0, callbacks=[
+            keras.callbacks.TensorBoard(os.path.join(out, "logs")),
+            keras.callbacks.ModelCheckpoint(os.path.join(out, "w.{epoch:02d}.weights.h5"), save_weights_only=True),
+            Crash()])
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the fit should have failed")
+
+
+def keras_run(out):
+    import keras
+
+    x = np.ones((8, 4), np.float32)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(64), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, x[:, :1], epochs=3, verbose=0, callbacks=[
+        keras.callbacks.ModelCheckpoint(os.path.join(out, "w.{epoch:02d}.weights.h5"), save_weights_only=True)])
+
+
+def hf_failed(out):
+    writer = tf.summary.create_file_writer(os.path.join(out, "runs", "Dec07_10-00-00_host"))
+    with writer.as_default():
+        tf.summary.text("args", '{"output_dir": "hf_failed", "learning_rate": 5e-05}', step=0)
+    writer.close()
+
+
+def fleet(out):
+    for name, build in (("tf_failed", tf_failed), ("tf_started", tf_started), ("keras_failed", keras_failed),
+                        ("hf_failed", hf_failed), ("keras_run", keras_run),
+                        *((run, lambda d, losses=losses: _manager(d, sorted(losses), losses))
+                          for run, losses in FLEET_LOSS.items())):
+        os.makedirs(os.path.join(out, name))
+        build(os.path.join(out, name))
+
+
 def main(root: str) -> None:
     for name, build in (("tf2", tf2), ("tf1", tf1), ("keras", keras), ("restart", restart), ("export", export),
-                        ("kinds", kinds)):
+                        ("kinds", kinds), ("fleet", fleet)):
         directory = os.path.join(root, name)
         os.makedirs(directory, exist_ok=True)
         build(directory)

@@ -29,6 +29,8 @@ def _commands(fixtures, tmp):
         "diff": ["diff", str(run / "model.ckpt-30"), str(run / "model.ckpt-50")],
         "help": ["--help"],
         "ls": ["ls", "--recursive", str(fixtures)],
+        "ls-summary": ["ls", "--recursive", "--summary", "--keep-last", "1", str(fixtures)],
+        "prune-fleet": ["prune", "--recursive", "--dry-run", "--budget", "1MB", "--drop-failed-runs", "7d", str(fixtures)],
         "latest": ["latest", str(run)],
         "inspect": ["inspect", "--stats", "--values", "--slices", "--meta", "--all", str(run)],
         "inspect-tree": ["inspect", "--tree", "--json", str(tf2)],

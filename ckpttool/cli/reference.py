@@ -45,8 +45,9 @@ EXIT_CODES = {
                  ("3", "TARGET resolves to nothing, cannot be read, or is damaged (a CRC that fails): no manifest "
                        "of it is written"),
                  ("4", "the output exists (see --overwrite) or is a file of TARGET")],
-    "prune": [("0", "pruned, or nothing to delete (and every --dry-run)"),
-              ("1", "declined at the prompt: nothing deleted"),
+    "prune": [("0", "pruned, or nothing to delete (and every --dry-run but one whose --budget cannot be met)"),
+              ("1", "declined at the prompt: nothing deleted; --budget cannot be met (what may go is deleted, "
+                    "the shortfall said)"),
               ("3", "DIR missing; its state file unreadable (see --ignore-bad-state); the metric cannot be read: "
                     "nothing deleted. With --recursive or --policy: a run directory skipped (damage, a metric "
                     "that cannot be read, with --policy also a lock another run holds; the others are pruned)"),
@@ -196,7 +197,7 @@ _PRUNE_DIRECTORY = (
     Field("deleted", "what was (with --dry-run: would be) deleted", items=(
         Field("name", "the checkpoint or debris"), Field("step", "its step, or null"),
         Field("size_bytes", "bytes freed"),
-        Field("kind", "checkpoint, incomplete, temp or resumed"),
+        Field("kind", "checkpoint, incomplete, temp, resumed or budget (deleted to fit --budget)"),
         _SCORE)),
     Field("freed_bytes", "bytes freed (or that would be)"),
     Field("problems", "what prune saw and left alone", items=_PROBLEM),
@@ -241,9 +242,36 @@ _WATCH_LINE = (
     Field("format", "v2, v1, keras, savedmodel, orbax or hf"),
 )
 
+# ls -r --summary: one run directory (ops/retention/summary.py).
+_SUMMARY_ROW = (
+    Field("directory", "the run directory (DIR/...)"),
+    Field("checkpoints", "checkpoints found (every series)"),
+    Field("complete", "of them complete"),
+    Field("damaged", "of them incomplete or cut short"),
+    Field("newest_step", "the highest step of a complete checkpoint, or null"),
+    Field("newest_time", "the time (the state file's, else the files') of its newest complete checkpoint, "
+                         "ISO-8601 UTC, or null"),
+    Field("newest_time_epoch", "the same in Unix seconds"),
+    Field("best", "the best-scored complete checkpoint's name, or null", when="--metric"),
+    Field("best_score", "its score, or null", when="--metric"),
+    Field("size_bytes", "the checkpoints' bytes (as ls counts them)"),
+    Field("leftover_bytes", "the bytes of debris of interrupted saves"),
+    Field("reclaimable_bytes", "what prune with the rules given would free; null when its plan fails",
+          when="a rule option"),
+    Field("problem", "why reclaimable_bytes is null, else null", when="a rule option"),
+)
+
 OUTPUT: dict[str, tuple[Document, ...]] = {
     "ls": (
         Document(_LS_DIRECTORY),
+        Document((Field("root", "DIR as given"),
+                  Field("runs", "one row per run directory, largest first", items=_SUMMARY_ROW),
+                  Field("totals", "the rows summed", items=(
+                      Field("runs", "run directories"), Field("checkpoints", "their checkpoints"),
+                      Field("complete", "complete ones"), Field("damaged", "incomplete or cut short ones"),
+                      Field("size_bytes", "their bytes"), Field("leftover_bytes", "the debris' bytes"),
+                      Field("reclaimable_bytes", "what the rules would free (runs whose plan failed count 0)",
+                            when="a rule option")))), when="--summary"),
         Document((Field("root", "DIR as given"),
                   Field("num_checkpoints", "checkpoints in every run directory found"),
                   Field("total_bytes", "their bytes"),
@@ -364,7 +392,21 @@ OUTPUT: dict[str, tuple[Document, ...]] = {
                                        "{directory, error}"),
                   Field("deleted_count", "checkpoints and debris deleted, in all"),
                   Field("kept_count", "checkpoints kept, in all"),
-                  Field("freed_bytes", "bytes freed, in all")), when="--recursive"),
+                  Field("freed_bytes", "bytes freed, in all"),
+                  Field("budget", "what --budget did", when="--budget", items=(
+                      Field("budget_bytes", "SIZE in bytes"),
+                      Field("bytes_before", "checkpoint bytes the rules alone leave"),
+                      Field("bytes_after", "checkpoint bytes left once the budget's deletions are done too"),
+                      Field("deleted_count", "checkpoints deleted for the budget (kind budget in each directory)"),
+                      Field("missed_by_bytes", "bytes over the budget once all that may go is gone (0: met)"))),
+                  Field("failed_runs", "what --drop-failed-runs did", when="--drop-failed-runs", items=(
+                      Field("age_seconds", "AGE in seconds"),
+                      Field("dropped", "run directories removed (with --dry-run: that would be): directory, files "
+                                       "(relative), size_bytes, directory_removed, newest_mtime(_epoch)"),
+                      Field("kept", "run directories that look failed but are kept: directory, reason"),
+                      Field("freed_bytes", "their bytes"),
+                      Field("problems", "runs planned but found changed under the lock and left: directory, "
+                                        "message")))), when="--recursive"),
         Document((Field("policy", "FILE as given"),
                   Field("dry_run", "nothing was deleted"),
                   Field("directories", "one document per run directory the policy governs, as `prune RUN_DIR` "

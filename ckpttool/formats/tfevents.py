@@ -78,6 +78,7 @@ class EventFileReport:
     first_damaged: int | None = None
     unframed_at: int | None = None  # a length failed its CRC here: the rest of the file was not read
     cut_at: int | None = None  # the file ends inside the record starting here
+    max_step: int | None = None  # the highest step of a record read whole and undamaged (any event, not only scalars)
 
     @property
     def unframed_tail(self) -> bool:
@@ -397,6 +398,8 @@ def iter_scalars(path: str, report: EventFileReport | None = None,
             except EOFError:
                 report.cut_at = start
                 return
+            if report.max_step is None or step > report.max_step:
+                report.max_step = step
             for tag, value in found:
                 yield Scalar(tag, step, value, wall_time)
     finally:

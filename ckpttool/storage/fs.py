@@ -632,6 +632,21 @@ class CheckedDirectory:
         shown = ", ".join(named[:3]) + (", ..." if len(named) > 3 else "")
         return f"{name}/ changed since it was listed: {shown} left in place"
 
+    def remove_empty_directory(self, name: str, identity: tuple[int, int]) -> str | None:
+        """Remove directory `name` if it is still the one of `identity` (device, inode: a directory
+        checked and emptied through its own descriptor) and empty: None when it is gone, else why
+        it was left (anything in it, another directory or a link in its place)."""
+        try:
+            found = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+            if not stat.S_ISDIR(found.st_mode) or (found.st_dev, found.st_ino) != identity:
+                return f"{name} is {_kind_of(found.st_mode)} now, not the directory emptied"
+            os.rmdir(name, dir_fd=self.fd)  # refused unless empty: nothing written since is lost
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"{name}/ left in place: {exc.strerror}"
+        return None
+
     def _kind(self, name: str) -> str:
         try:
             return _kind_of(os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mode)

@@ -7,8 +7,10 @@ from typing import Annotated, List, Optional
 import typer
 
 from ckpttool.cli import render
-from ckpttool.cli.options import (Directory, EventsDir, Json, Metric, MetricsFile, Mode, NamePatternOpt, Quiet,
-                                  Recursive, metric_options)
+from ckpttool.cli import fleet
+from ckpttool.cli.options import (Directory, DropUnscored, EventsDir, Json, KeepBest, KeepEveryHours, KeepEverySteps,
+                                  KeepLast, KeepStep, Metric, MetricsFile, MinAge, Mode, NamePatternOpt, Quiet,
+                                  Recursive, metric_options, retention_rules)
 from ckpttool.errors import BadInput
 from ckpttool.storage import fs
 from ckpttool.ops.runs.directories import require_directory
@@ -137,6 +139,14 @@ def command(
         "--filter", metavar="FIELD OP VALUE",
         help="Only checkpoints with size>1GB, age>7d, metric<0.3, step>=1000 (< <= > >= = !=; repeatable, all "
              "must hold; sizes in KB/MB/GB or KiB/MiB/GiB).")] = None,
+    summary: fleet.Summary = False,
+    keep_last: KeepLast = None,
+    keep_every_hours: KeepEveryHours = None,
+    keep_every_steps: KeepEverySteps = None,
+    keep_step: KeepStep = None,
+    min_age: MinAge = None,
+    keep_best: KeepBest = None,
+    drop_unscored: DropUnscored = False,
     json_out: Json = False,
     quiet: Quiet = False,
 ):
@@ -147,7 +157,8 @@ def command(
     `checkpoint-<step>/` directories, each family a series of its own.
 
     With --recursive, every run directory under DIR, then each one's size and the total.
-    With --metric, each checkpoint's score too (see prune for where scores come from)."""
+    With --metric, each checkpoint's score too (see prune for where scores come from).
+    With --summary, one row per run directory; prune's rule options then say what they would free."""
     from ckpttool.ops.retention.scoring import score_checkpoints
     from ckpttool.ops.retention.selection import Filter, Sort, require_metric, select
 
@@ -156,11 +167,15 @@ def command(
     order = Sort.parse(sort) if sort is not None else None
     if scoring is None:
         require_metric(parsed, order)
+    rules = retention_rules(keep_last, keep_every_hours, keep_every_steps, keep_step, min_age, keep_best, drop_unscored)
+    _require_summary(rules, summary, parsed, order, scoring)
     require_directory(directory, "ls")
     skipped = []  # keys of the tree never followed (`root/../other`): reported, not read
     dirs = find_checkpoint_dirs(directory, skipped) if recursive else [directory]
     render.warn_all(p.message for p in skipped)
     scans = for_each_directory(scan_directory, dirs)
+    if summary:
+        return _summary(directory, dirs, scans, scoring, rules, json_out, quiet)
     scores = [None] * len(scans)
     if scoring is not None:
         for i, (scan, d) in enumerate(zip(scans, dirs)):
@@ -198,4 +213,48 @@ def command(
             hint = run_directories_below(directory)
             if hint:
                 render.hint(hint)
+    return 0
+
+
+def _require_summary(rules, summary: bool, filters, order, scoring) -> None:
+    """The rule options only with --summary (they say what prune would free), which lists no checkpoint
+    (so --filter and --sort have nothing to act on)."""
+    from ckpttool.errors import UsageProblem
+
+    if rules.given or rules.drop_unscored:
+        if not summary:
+            raise UsageProblem("--keep-last, --keep-every-hours, --keep-every-steps, --keep-step, --min-age, "
+                               "--keep-best and --drop-unscored need --summary (they say what prune would free)")
+        if scoring is None and (rules.keep_best is not None or rules.drop_unscored):
+            raise UsageProblem("--keep-best and --drop-unscored need --metric TAG")
+        rules.validate()
+    if summary and (filters or order):
+        raise UsageProblem("--filter and --sort act on checkpoints; --summary lists run directories")
+
+
+def _summary(directory: str, dirs: list[str], scans, scoring, rules, json_out: bool, quiet: bool) -> int:
+    from ckpttool.ops.retention.scoring import score_checkpoints
+    from ckpttool.ops.retention.summary import summarize_run
+
+    with_rules = rules.given
+
+    def row(scan, d):
+        scores = None
+        if scoring is not None:
+            try:
+                scores = score_checkpoints(scan.directory, scan.checkpoints, scoring)
+            except BadInput as exc:
+                render.warn(f"{d}: no scores: {exc.message}")  # one run's missing logs hide no other run
+        return summarize_run(d, scan, scores, rules if with_rules else None, scoring)
+
+    by_directory = dict(zip(dirs, scans))
+    rows = fleet.largest_first(for_each_directory(lambda d: row(by_directory[d], d), dirs))
+    if json_out:
+        render.emit_json("ls", {"root": directory,
+                                "runs": [fleet.summary_row_document(r, scoring is not None, with_rules) for r in rows],
+                                "totals": fleet.summary_totals(rows, with_rules)})
+    elif quiet:
+        render.print_lines(r.directory for r in rows)
+    else:
+        fleet.print_summary_table(rows, scoring is not None, with_rules)
     return 0

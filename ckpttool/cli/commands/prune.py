@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import enum
 import sys
-from typing import Annotated, List, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from ckpttool import _pause_for_test
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE, error_fields
-from ckpttool.cli.options import (AllowDamagedMetrics, DryRun, EventsDir, Json, Metric, MetricsFile, Mode,
-                                   NamePatternOpt, Quiet, Recursive, Yes, metric_options)
+from ckpttool.cli import fleet
+from ckpttool.cli.options import (AllowDamagedMetrics, DropUnscored, DryRun, EventsDir, Json, KeepBest,
+                                  KeepEveryHours, KeepEverySteps, KeepLast, KeepStep, Metric, MetricsFile, MinAge, Mode,
+                                  NamePatternOpt, Quiet, Recursive, Yes, metric_options, retention_rules)
 from ckpttool.errors import BadInput, CkptError, Refused, UsageProblem
 from ckpttool.ops.runs.scan import gc_paused
 
@@ -105,22 +107,24 @@ def _confirm(plans) -> bool:
 def command(
     directory: Annotated[Optional[str], typer.Argument(metavar="DIR", help="A checkpoint directory (none with --policy).", show_default=False)] = None,
     policy: Annotated[Optional[str], typer.Option("--policy", metavar="FILE", help="Prune every run directory a retention policy (TOML) governs, each by its rule; no DIR or rule options then (docs/guides/policies.md).")] = None,
-    keep_last: Annotated[Optional[int], typer.Option("--keep-last", metavar="N", help="Keep the newest N of each family.")] = None,
-    keep_every_hours: Annotated[Optional[float], typer.Option("--keep-every-hours", metavar="H", help="Keep one checkpoint every H hours (as Saver's keep_checkpoint_every_n_hours).")] = None,
-    keep_every_steps: Annotated[Optional[int], typer.Option("--keep-every-steps", metavar="K", help="Keep checkpoints whose step is divisible by K.")] = None,
-    keep_step: Annotated[Optional[List[int]], typer.Option("--keep-step", metavar="STEP", help="Keep the checkpoint of this step (repeatable).")] = None,
-    min_age: Annotated[Optional[str], typer.Option("--min-age", metavar="DURATION", help="Delete nothing younger than this (30m, 12h, 7d).")] = None,
-    keep_best: Annotated[Optional[int], typer.Option("--keep-best", metavar="N", help="Keep the N best-scored checkpoints of each family by --metric (the best is kept whenever --metric is given; ties go to the older).")] = None,
+    keep_last: KeepLast = None,
+    keep_every_hours: KeepEveryHours = None,
+    keep_every_steps: KeepEverySteps = None,
+    keep_step: KeepStep = None,
+    min_age: MinAge = None,
+    keep_best: KeepBest = None,
     metric: Metric = None,
     mode: Mode = "auto",
     metrics_file: MetricsFile = None,
     events: EventsDir = None,
     name_pattern: NamePatternOpt = None,
-    drop_unscored: Annotated[bool, typer.Option("--drop-unscored", help="Let other rules decide about checkpoints without a score (by default they are kept).")] = False,
+    drop_unscored: DropUnscored = False,
     allow_damaged_metrics: AllowDamagedMetrics = False,
     clean: Annotated[bool, typer.Option("--clean", help="Also remove provable debris (incomplete checkpoints, *_temp directories, temp files of saves, Orbax *.orbax-checkpoint-tmp-* and exporter temp-<n> directories) older than --min-age (default 1h); anything else is reported, never deleted.")] = False,
     ignore_bad_state: Annotated[bool, typer.Option("--ignore-bad-state", help="Prune by file times even when the state file cannot be read (by default such a directory is refused: its latest checkpoint is unknown).")] = False,
     recursive: Recursive = False,
+    budget: fleet.Budget = None,
+    drop_failed_runs: fleet.DropFailedRuns = None,
     dry_run: DryRun = False,
     yes: Yes = False,
     json_out: Json = False,
@@ -159,20 +163,21 @@ def command(
             ("--metrics", metrics_file), ("--events", events), ("--name-pattern", name_pattern),
             ("--drop-unscored", drop_unscored or None), ("--allow-damaged-metrics", allow_damaged_metrics or None),
             ("--clean", clean or None), ("--ignore-bad-state", ignore_bad_state or None),
-            ("--recursive", recursive or None)) if value is not None])
+            ("--recursive", recursive or None), ("--budget", budget),
+            ("--drop-failed-runs", drop_failed_runs)) if value is not None])
         return prune_by_policy(policy, dry_run, yes, json_out, quiet)
     if directory is None:
         raise UsageProblem("missing DIR: the checkpoint directory to prune (or --policy FILE)",
                            hint="see `ckpttool prune --help`")
     from ckpttool.ops.runs.directories import require_directory
     from ckpttool.ops.retention.prune import apply_prune, plan_prune
-    from ckpttool.ops.retention.rules import RetentionRules, parse_duration
+    from ckpttool.ops.retention.budget import fit_budget
+    from ckpttool.ops.retention.failed_runs import apply_failed_runs, plan_failed_runs
     from ckpttool.ops.runs.scan import find_checkpoint_dirs, for_each_directory, moved_out_of_tree
     from ckpttool.ops.retention.scoring import DAMAGE_HINT
 
-    rules = RetentionRules(keep_last, keep_every_hours, keep_every_steps, tuple(keep_step or ()),
-                           parse_duration(min_age) if min_age is not None else None, keep_best, drop_unscored)
-    rules.validate()
+    rules = retention_rules(keep_last, keep_every_hours, keep_every_steps, keep_step, min_age, keep_best, drop_unscored)
+    rules, budget_bytes, failed_age = fleet_options(rules, budget, drop_failed_runs, recursive)
     # Without --metric, --allow-damaged-metrics still speaks for trainer_state.json's best_model_checkpoint.
     scoring = metric_options(metric, mode, metrics_file, events, name_pattern, allow_damaged_metrics and bool(metric))
     if scoring is None and (keep_best is not None or drop_unscored):
@@ -181,6 +186,8 @@ def command(
     skipped = []  # keys of the tree never followed (`root/../other`): reported, not pruned
     dirs = find_checkpoint_dirs(directory, skipped) if recursive else [directory]
     render.warn_all(p.message for p in skipped)
+    failed = plan_failed_runs(directory, dirs, failed_age) if failed_age is not None else None
+    dirs = [d for d in dirs if failed is None or d not in failed.directories] if rules is not None else []
 
     def plan(d: str):
         try:
@@ -199,16 +206,21 @@ def command(
     planned = for_each_directory(plan, dirs)
     plans = [(d, p) for d, p in zip(dirs, planned) if not isinstance(p, BadInput)]
     refused = [(d, p) for d, p in zip(dirs, planned) if isinstance(p, BadInput)]
+    outcome = None
+    if budget_bytes is not None:
+        plans, outcome = fit_budget(plans, budget_bytes, [d for d, _exc in refused])
     steps = {item.step for _d, plan in plans for item in plan.kept + plan.deleted}
-    for step in sorted(set(rules.keep_steps) - steps):
+    for step in sorted(set(rules.keep_steps if rules else ()) - steps):
         render.warn(f"--keep-step {step}: no checkpoint has step {step}")
-    pending = any(p.deleted for _d, p in plans)
+    pending = any(p.deleted for _d, p in plans) or bool(failed and failed.dropped)
     if pending and not dry_run and not yes:
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
             raise Refused("not deleting without --yes when not interactive (nothing deleted)",
                           hint="preview with --dry-run, then rerun with --yes")
         for d, plan in plans:
             _print_plan(d, plan, plan.deleted, True, recursive, warn=False)
+        if failed is not None:
+            fleet.print_failed_runs(failed, None, True)
         if not _confirm(plans):
             print("nothing done", file=sys.stderr)
             return EXIT_NEGATIVE
@@ -219,6 +231,7 @@ def command(
         lambda d: (lambda result: (result.deleted, result.problems))(apply_prune(by_directory[d], _pause_point)),
         [d for d, _p in plans])
     results = [(d, plan, gone) for (d, plan), (gone, _left) in zip(plans, applied)]
+    failed_result = apply_failed_runs(failed) if failed is not None and not dry_run else None
     not_deleted = {d: left for (d, _plan), (_gone, left) in zip(plans, applied)}
     if json_out:
         docs = [_plan_document(d, plan, deleted, dry_run, not_deleted[d]) for d, plan, deleted in results]
@@ -227,14 +240,20 @@ def command(
             "root": directory, "dry_run": dry_run, "directories": docs,
             "deleted_count": sum(len(deleted) for _d, _plan, deleted in results),
             "kept_count": sum(len(plan.kept) for _d, plan, _x in results),
-            "freed_bytes": sum(doc.get("freed_bytes", 0) for doc in docs)})
+            "freed_bytes": sum(doc.get("freed_bytes", 0) for doc in docs),
+            **(fleet.budget_document(outcome) if outcome is not None else {}),
+            **(fleet.failed_runs_document(failed, failed_result, dry_run) if failed is not None else {})})
     elif quiet:
         render.print_lines(d.name for _d, _plan, deleted in results for d in deleted)
     else:
         for d, plan, deleted in results:
             _print_plan(d, plan, deleted, dry_run, recursive, not_deleted=not_deleted[d])
-        if recursive:
+        if recursive and rules is not None:  # (--drop-failed-runs alone prunes no run)
             _print_summary(results, dry_run)
+        if failed is not None:
+            fleet.print_failed_runs(failed, failed_result, dry_run)
+        if outcome is not None:
+            render.print_lines([fleet.budget_line(outcome, dry_run)])
     for d, exc in refused:
         render.warn(f"skipped {d}: {exc.message}")
     left = [p for problems in not_deleted.values() for p in problems]
@@ -246,7 +265,36 @@ def command(
         raise BadInput(f"not pruned: {render.plural(len(refused), 'directory', 'directories')} of {len(dirs)} "
                        "(see the warnings above)",
                        hint=refused[0][1].hint)
+    if failed_result is not None and failed_result.problems:
+        raise Refused(f"{render.plural(len(failed_result.problems), 'failed run was', 'failed runs were')} not "
+                      "dropped: found changed since planned (see the warnings above); the rest was done")
+    if outcome is not None and outcome.missed_by:
+        render.warn(f"budget of {render.human_bytes(outcome.budget_bytes)} missed by "
+                    f"{render.human_bytes(outcome.missed_by)}: nothing else may be deleted")
+        return EXIT_NEGATIVE
     return 0
+
+
+def fleet_options(rules, budget: str | None, drop_failed_runs: str | None, recursive: bool):
+    """(rules, budget in bytes, AGE in seconds) of the fleet options: rules None when only
+    --drop-failed-runs is given (no run is pruned), keep_all when only --budget is."""
+    from dataclasses import replace
+
+    from ckpttool.ops.retention.rules import parse_duration
+    from ckpttool.ops.retention.selection import parse_size
+
+    for value, option in ((budget, "--budget"), (drop_failed_runs, "--drop-failed-runs")):
+        if value is not None and not recursive:
+            raise UsageProblem(f"{option} needs --recursive (-r): it acts on a tree of run directories")
+    budget_bytes = int(parse_size(budget)) if budget is not None else None
+    age = parse_duration(drop_failed_runs) if drop_failed_runs is not None else None
+    if not rules.given and budget_bytes is not None:
+        rules = replace(rules, keep_all=True)
+    elif not rules.given and age is not None:
+        rules = None
+    if rules is not None:
+        rules.validate()
+    return rules, budget_bytes, age
 
 
 def _pause_point(step: str) -> None:

@@ -32,11 +32,17 @@ class RetentionRules:
     min_age_seconds: float | None = None
     keep_best: int | None = None  # by the scores given to keep_reasons
     drop_unscored: bool = False  # with scores: a checkpoint without one is not kept for that alone
+    keep_all: bool = False  # no rule given, only a storage budget (`prune --budget`): each kept until it needs room
+
+    @property
+    def given(self) -> bool:
+        """Whether any rule is given (keep_all is none)."""
+        return (self.keep_last is not None or self.keep_every_hours is not None
+                or self.keep_every_steps is not None or bool(self.keep_steps) or self.min_age_seconds is not None
+                or self.keep_best is not None)
 
     def validate(self) -> None:
-        if not (self.keep_last is not None or self.keep_every_hours is not None
-                or self.keep_every_steps is not None or self.keep_steps or self.min_age_seconds is not None
-                or self.keep_best is not None):
+        if not (self.keep_all or self.given):
             raise UsageProblem("no retention rule given: use --keep-last, --keep-every-hours, "
                                "--keep-every-steps, --keep-step, --min-age or --keep-best")
         if self.keep_best is not None and self.keep_best < 1:
@@ -46,6 +52,20 @@ class RetentionRules:
                 raise UsageProblem(f"{option} must be {'>= 0' if option == '--keep-last' else '>= 1'}")
         if self.keep_every_hours is not None and not (0 < self.keep_every_hours < math.inf):
             raise UsageProblem(f"--keep-every-hours must be a number of hours > 0, not {self.keep_every_hours}")
+
+
+NO_RULE = "no rule given"
+# The reasons a storage budget may override (`prune --budget`): the count and spacing rules and the
+# ranks below the best. Never overridden: the latest of each family and series (and what else
+# protected_checkpoints keeps), the best by the metric, --keep-step, --min-age.
+_YIELDING_RULES = ("keep-last ", "keep-every-hours ", "keep-every-steps ", "keep-best ")
+_UNSCORED = " score (kept unless --drop-unscored)"
+
+
+def yields_to_budget(reasons: tuple[str, ...] | list[str]) -> bool:
+    """Whether a checkpoint kept for `reasons` (keep_reasons') may still go to fit a storage budget."""
+    return all(reason.startswith(_YIELDING_RULES) or reason == NO_RULE
+               or reason.startswith("no ") and reason.endswith(_UNSCORED) for reason in reasons)
 
 
 def _order(c: CheckpointInfo):
@@ -68,6 +88,9 @@ def keep_reasons(checkpoints: list[CheckpointInfo], rules: RetentionRules, now: 
     ordered = sorted(checkpoints, key=lambda c: (c.family, _order(c)))
     for _family, members in groupby(ordered, key=lambda c: c.family):
         members = list(members)
+        if rules.keep_all:
+            for c in members:
+                reasons[c.name].append(NO_RULE)
         if rules.keep_last:
             for c in members[-rules.keep_last:]:
                 reasons[c.name].append(f"keep-last {rules.keep_last}")
@@ -97,4 +120,4 @@ def _keep_by_score(members: list[CheckpointInfo], rules: RetentionRules, scores:
     if not rules.drop_unscored:
         for c in members:
             if scores.score(c.name) is None:
-                reasons[c.name].append(f"no {scores.tag} score (kept unless --drop-unscored)")
+                reasons[c.name].append(f"no {scores.tag}{_UNSCORED}")

@@ -1,0 +1,247 @@
+"""The fleet options of issue 26 on run directories written by TensorFlow, Keras and an HF-style
+job (tests/series_fixtures.py, fleet/): `ls -r --summary`, `prune -r --budget`, `prune -r
+--drop-failed-runs`. Expectations come from os.stat, TensorFlow's own readers (the state file's
+timestamps, the event files' losses) and the rules as documented, never from our output; what is
+kept is loaded by TensorFlow afterwards."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _tree_state, assert_one_line_error, run_cli
+from tests.test_remote import fresh_prefix, servers  # noqa: F401 - a fixture
+
+DAY = 86400
+_TF_FILE = re.compile(r"^(ckpt-\d+)\.(index|data-\d{5}-of-\d{5})$")
+_KERAS_FILE = re.compile(r"^w\.(\d+)\.weights\.h5$")
+
+
+@pytest.fixture
+def fleet(series_dir, tmp_path) -> Path:
+    """A private copy of the fleet tree (file times kept)."""
+    root = tmp_path / "fleet"
+    shutil.copytree(series_dir / "fleet", root)
+    return root
+
+
+def _checkpoints(run: Path, tf) -> dict[str, dict]:
+    """name -> {step, size, time, latest} of every checkpoint of a run, by os.stat and TensorFlow's
+    reading of the state file (its save times, its latest)."""
+    found: dict[str, dict] = {}
+    for name in os.listdir(run):
+        if match := _TF_FILE.match(name):
+            entry = found.setdefault(match[1], {"step": int(match[1].split("-")[1]), "size": 0})
+            entry["size"] += os.stat(run / name).st_size
+        elif match := _KERAS_FILE.match(name):
+            found[name] = {"step": int(match[1]), "size": os.stat(run / name).st_size,
+                           "time": os.stat(run / name).st_mtime}
+    state = tf.train.get_checkpoint_state(str(run))
+    if state is not None:
+        for path, stamp in zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps):
+            found[os.path.basename(path)]["time"] = stamp
+    latest = os.path.basename(state.model_checkpoint_path) if state else max(found, key=lambda n: found[n]["step"])
+    for name, entry in found.items():
+        entry["latest"] = name == latest
+    return found
+
+
+def _losses(run: Path, tf) -> dict[int, float]:
+    """step -> loss, as TensorFlow reads the run's event files."""
+    losses = {}
+    for name in os.listdir(run):
+        if "tfevents" in name:
+            for event in tf.compat.v1.train.summary_iterator(str(run / name)):
+                for value in event.summary.value:
+                    if value.tag == "loss":
+                        losses[event.step] = float(tf.make_ndarray(value.tensor))
+    return losses
+
+
+def _runs(root: Path) -> list[Path]:
+    return [root / name for name in ("keras_run", "run_a", "run_b", "tf_failed", "tf_started")]
+
+
+# -- ls -r --summary ------------------------------------------------------------------------------------
+
+def _expected_summary(root: Path, tf, keep_last: int) -> dict[str, dict]:
+    expected = {}
+    for run in _runs(root):
+        found = _checkpoints(run, tf)
+        by_step = sorted(found, key=lambda n: found[n]["step"])
+        going = [n for n in by_step[:-keep_last] if not found[n]["latest"]]
+        expected[str(run)] = {"checkpoints": len(found), "complete": len(found), "damaged": 0,
+                              "newest_step": max(e["step"] for e in found.values()),
+                              "size_bytes": sum(e["size"] for e in found.values()),
+                              "reclaimable_bytes": sum(found[n]["size"] for n in going)}
+    return expected
+
+
+def test_summary_rows_and_totals(fleet, tf):
+    doc = run_cli("ls", "-r", "--summary", "--keep-last", "2", "--json", fleet)
+    assert doc.exit_code == 0, doc.stderr
+    doc = doc.json()
+    expected = _expected_summary(fleet, tf, keep_last=2)
+    rows = {r["directory"]: {k: r[k] for k in expected[str(fleet / "run_a")]} for r in doc["runs"]}
+    assert rows == expected
+    sizes = [r["size_bytes"] for r in doc["runs"]]
+    assert sizes == sorted(sizes, reverse=True)  # largest first
+    totals = doc["totals"]
+    assert totals["runs"] == len(expected)
+    for field in ("checkpoints", "size_bytes", "reclaimable_bytes"):
+        assert totals[field] == sum(e[field] for e in expected.values()), field
+    assert expected[str(fleet / "run_a")]["reclaimable_bytes"] > 0  # the rules free something to check
+
+    text = run_cli("ls", "-r", "--summary", "--keep-last", "2", fleet)
+    complete = sum(e["complete"] for e in expected.values())
+    assert text.exit_code == 0 and re.search(rf"^total \(5 run directories\) +{complete} +0 ", text.stdout, re.M)
+
+    scored = run_cli("ls", "-r", "--summary", "--metric", "loss", "--json", fleet / "run_a").json()["runs"][0]
+    losses = _losses(fleet / "run_a", tf)
+    best_step = min(losses, key=losses.get)
+    assert scored["best"] == f"ckpt-{best_step}" and scored["best_score"] == pytest.approx(losses[best_step])
+    assert best_step != scored["newest_step"]  # the best is not merely the latest
+
+
+def test_summary_rule_options_need_summary(fleet):
+    assert_one_line_error(run_cli("ls", "-r", "--keep-last", "2", fleet), 2)
+
+
+def test_summary_and_budget_on_a_bucket(servers, fleet, tf):
+    from tests.remote_servers import upload_tree
+
+    from ckpttool.storage import remote
+
+    shutil.copytree(fleet / "hf_failed", fleet / "hf_notes")
+    (fleet / "hf_notes" / "notes.txt").write_text("mine")
+    s3 = servers["s3"]
+    url = upload_tree(s3, str(fleet), fresh_prefix("fleet"))
+    doc = run_cli("ls", "-r", "--summary", "--keep-last", "2", "--json", url)
+    assert doc.exit_code == 0, doc.stderr
+    rows = {r["directory"]: r for r in doc.json()["runs"]}
+    for run, expected in _expected_summary(fleet, tf, keep_last=2).items():
+        row = rows[url + "/" + Path(run).name]
+        assert {k: row[k] for k in expected} == expected, run
+    budget = run_cli("prune", "-r", "--yes", "--budget", "1KB", "--json", url)
+    assert budget.exit_code == 1, budget.stderr
+    latest = sum(e["size"] for run in _runs(fleet) for e in _checkpoints(run, tf).values() if e["latest"])
+    assert budget.json()["budget"]["missed_by_bytes"] == latest - 1000
+    after = run_cli("ls", "-r", "--summary", "--json", url).json()
+    assert after["totals"]["size_bytes"] == latest and after["totals"]["checkpoints"] == len(_runs(fleet))
+
+    keys_before = remote.filesystem("s3").find(url.removeprefix("s3://"))
+    dropped = run_cli("prune", "-r", "--yes", "--drop-failed-runs", "0s", "--json", url)  # uploaded just now
+    assert dropped.exit_code == 0, dropped.stderr
+    failed = {"tf_failed", "keras_failed", "hf_failed"}
+    assert {r["directory"] for r in dropped.json()["failed_runs"]["dropped"]} == {f"{url}/{name}" for name in failed}
+    keys_after = remote.filesystem("s3").find(url.removeprefix("s3://"))
+    assert keys_after == [k for k in keys_before if k[len(url) - 4:].split("/")[0] not in failed]
+    assert any(k.endswith("hf_notes/notes.txt") for k in keys_after)
+
+
+# -- prune -r --budget --------------------------------------------------------------------------------
+
+def _all_checkpoints(root: Path, runs: list[Path], tf) -> list[tuple[str, str, dict]]:
+    return [(run.name, name, entry) for run in runs for name, entry in _checkpoints(run, tf).items()]
+
+
+def test_budget_deletes_oldest_first_across_runs(fleet, tf):
+    everything = _all_checkpoints(fleet, _runs(fleet), tf)
+    total = sum(e["size"] for _r, _n, e in everything)
+    candidates = sorted((e["time"], run, name, e["size"]) for run, name, e in everything if not e["latest"])
+    budget = total - sum(size for *_x, size in candidates[:4])  # exactly the four oldest must go
+    result = run_cli("prune", "-r", "--yes", "--budget", str(budget), "--json", fleet)
+    assert result.exit_code == 0, result.stderr
+    doc = result.json()
+    deleted = {(Path(d["directory"]).name, x["name"]) for d in doc["directories"] for x in d["deleted"]}
+    assert deleted == {(run, name) for _t, run, name, _s in candidates[:4]}
+    assert doc["budget"]["missed_by_bytes"] == 0 and doc["budget"]["bytes_after"] == budget
+    for run, name in deleted:
+        assert not any(f.startswith(name + ".") or f == name for f in os.listdir(fleet / run))
+    for run in ("run_a", "run_b"):  # TensorFlow still restores each run's latest
+        latest = tf.train.latest_checkpoint(str(fleet / run))
+        assert tf.train.load_checkpoint(latest).get_tensor("v/.ATTRIBUTES/VARIABLE_VALUE").shape == (4096,)
+
+
+def test_budget_that_cannot_be_met_keeps_latest_best_and_keep_step(fleet, tf):
+    runs = [fleet / "run_a", fleet / "run_b", fleet / "tf_started"]
+    for other in set(_runs(fleet)) - set(runs) | {fleet / "keras_failed", fleet / "hf_failed"}:
+        shutil.rmtree(other)
+    kept_expected = set()
+    for run in runs:
+        found = _checkpoints(run, tf)
+        losses = _losses(run, tf)
+        best = min((n for n in found if found[n]["step"] in losses), key=lambda n: (losses[found[n]["step"]],
+                                                                                       found[n]["step"]))
+        kept_expected |= {(run.name, n) for n in found if found[n]["latest"] or n == best or found[n]["step"] == 100}
+    everything = _all_checkpoints(fleet, runs, tf)
+    left = sum(e["size"] for run, name, e in everything if (run, name) in kept_expected)
+    result = run_cli("prune", "-r", "--yes", "--budget", "1KB", "--metric", "loss", "--keep-step", "100",
+                     "--json", fleet)
+    assert result.exit_code == 1, result.stderr
+    doc = result.json()
+    kept = {(Path(d["directory"]).name, k["name"]) for d in doc["directories"] for k in d["kept"]}
+    assert kept == kept_expected
+    assert doc["budget"]["missed_by_bytes"] == left - 1000
+    assert "missed by" in result.stderr
+    text = run_cli("prune", "-r", "--dry-run", "--budget", "1KB", "--metric", "loss", fleet)
+    assert text.exit_code == 1 and "missed by" in text.stdout
+    reader = tf.train.load_checkpoint(str(fleet / "run_a" / "ckpt-200"))  # run_a's best, not its latest
+    assert reader.get_tensor("v/.ATTRIBUTES/VARIABLE_VALUE")[0] == 2.0  # the second save of the run
+    assert tf.train.latest_checkpoint(str(fleet / "run_a")).endswith("ckpt-400")
+
+
+# -- prune -r --drop-failed-runs ---------------------------------------------------------------------
+
+def _age(directory: Path, seconds: float) -> None:
+    for current, _dirs, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(current, name)
+            st = os.stat(path)
+            os.utime(path, (st.st_atime - seconds, st.st_mtime - seconds))
+
+
+def test_failed_runs_are_dropped_and_users_files_kept(fleet, tf):
+    shutil.copytree(fleet / "hf_failed", fleet / "hf_failed_notes")
+    (fleet / "hf_failed_notes" / "notes.txt").write_text("my notes on why it failed")
+    shutil.copytree(fleet / "hf_failed", fleet / "hf_damaged")
+    events = next((fleet / "hf_damaged").rglob("*tfevents*"))
+    data = bytearray(events.read_bytes())
+    data[-6] ^= 0xFF  # inside the last record's data: its CRC fails
+    events.write_bytes(bytes(data))
+    for name in os.listdir(fleet):
+        _age(fleet / name, 2 * DAY)
+    shutil.copytree(fleet / "tf_failed", fleet / "tf_failed_young")
+    _age(fleet / "tf_failed_young", -2 * DAY)  # back to now: a job that may still be starting
+    before = _tree_state(fleet)
+
+    dry = run_cli("prune", "-r", "--dry-run", "--drop-failed-runs", "1d", "--json", fleet)
+    assert dry.exit_code == 0, dry.stderr
+    failed = dry.json()["failed_runs"]
+    failed_dirs = {"tf_failed", "keras_failed", "hf_failed"}  # what the fixture's jobs left at start-up
+    assert {Path(r["directory"]).name for r in failed["dropped"]} == failed_dirs
+    assert {Path(r["directory"]).name for r in failed["kept"]} == {"hf_failed_notes", "hf_damaged"}
+    sizes = {Path(r["directory"]).name: r["size_bytes"] for r in failed["dropped"]}
+    for name in failed_dirs:
+        assert sizes[name] == sum(p.stat().st_size for p in (fleet / name).rglob("*") if p.is_file())
+    assert _tree_state(fleet) == before  # a dry run changes nothing
+    assert "would drop" in run_cli("prune", "-r", "--dry-run", "--drop-failed-runs", "1d", fleet).stdout
+
+    done = run_cli("prune", "-r", "--yes", "--drop-failed-runs", "1d", "--json", fleet)
+    assert done.exit_code == 0, done.stderr
+    left = set(os.listdir(fleet))
+    assert not left & failed_dirs
+    assert {"hf_failed_notes", "hf_damaged", "tf_failed_young", "tf_started", "run_a", "run_b", "keras_run"} <= left
+    assert (fleet / "hf_failed_notes" / "notes.txt").read_text() == "my notes on why it failed"
+    unchanged = {k: v for k, v in before.items() if not k.split(os.sep)[0] in failed_dirs}
+    assert _tree_state(fleet) == unchanged  # nothing else touched, not even the young failed run
+    assert tf.train.latest_checkpoint(str(fleet / "tf_started")).endswith("ckpt-0")
+
+
+def test_drop_failed_runs_needs_recursive(fleet):
+    assert_one_line_error(run_cli("prune", "--dry-run", "--drop-failed-runs", "1d", fleet / "tf_failed"), 2)
+    assert_one_line_error(run_cli("prune", "-r", "--dry-run", "--budget", "lots", fleet), 2)
