@@ -93,22 +93,3 @@ AllowDamagedMetrics = Annotated[bool, typer.Option(
     help="Decide by the scores a damaged log still gives (an event record failing its CRC, a line that does "
          "not parse, an unparseable trainer_state.json). Without it such damage is refused: exit 3, naming "
          "the file and byte offset.")]
-
-
-def metric_options(metric: str | None, mode: str, metrics_file: str | None, events: str | None,
-                   name_pattern: str | None, allow_damaged: bool = False):
-    """The MetricOptions of the shared options, or None without --metric (then the others are a usage error)."""
-    from ckpttool.errors import UsageProblem
-
-    if metric is None:
-        given = [name for name, value in (("--mode", mode != "auto"), ("--metrics", metrics_file),
-                                          ("--events", events), ("--name-pattern", name_pattern),
-                                          ("--allow-damaged-metrics", allow_damaged)) if value]
-        if given:
-            raise UsageProblem(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --metric TAG")
-        return None
-    from ckpttool.ops.retention.scoring import MetricOptions
-
-    options = MetricOptions(metric, mode, metrics_file, events, name_pattern, allow_damaged)
-    options.validate()
-    return options

@@ -7,8 +7,8 @@ from typing import Annotated, List, Optional
 import typer
 
 from ckpttool.cli import render
-from ckpttool.cli.options import (Directory, EventsDir, Json, Metric, MetricsFile, Mode, NamePatternOpt, Quiet,
-                                  Recursive, metric_options)
+from ckpttool.cli.metric_options import metric_options
+from ckpttool.cli.options import Directory, EventsDir, Json, Metric, MetricsFile, Mode, NamePatternOpt, Quiet, Recursive
 from ckpttool.errors import BadInput
 from ckpttool.storage import fs
 from ckpttool.ops.runs.directories import require_directory

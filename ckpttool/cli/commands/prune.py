@@ -9,8 +9,9 @@ import typer
 from ckpttool import _pause_for_test
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE, error_fields
+from ckpttool.cli.metric_options import metric_options
 from ckpttool.cli.options import (AllowDamagedMetrics, Directory, DryRun, EventsDir, Json, Metric, MetricsFile, Mode,
-                                   NamePatternOpt, Quiet, Recursive, Yes, metric_options)
+                                   NamePatternOpt, Quiet, Recursive, Yes)
 from ckpttool.errors import BadInput, Refused, UsageProblem
 from ckpttool.ops.runs.scan import gc_paused
 
