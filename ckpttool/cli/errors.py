@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import traceback
 
 from ckpttool import _pause_for_test
 from ckpttool.cli import interrupts
@@ -120,6 +119,8 @@ def report(exc: BaseException, command: str | None = None, json_out: bool = Fals
     """Print the error for people (traceback only with --debug), and as JSON with --json;
     return its exit code."""
     if debug_enabled():
+        import traceback  # only with --debug: the quick path (cli/quick.py) loads no more than it needs
+
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, BrokenPipeError):
         # The reader of our stdout went away (`ckpttool ls | head`): not an error.
