@@ -188,11 +188,10 @@ def run(target: str, *, filter_: str | None = None, name: list[str] | None = Non
         stats: bool = False, values: bool = False, full: bool = False, limit: str | None = None, tree: bool = False,
         slices: bool = False, hash_: bool = False, meta: bool = False, graph: bool = False,
         min_elements: int | None = None, names: str = "key", json_out: bool = False, quiet: bool = False) -> int:
-    from ckpttool.cli.progress import byte_progress
+    from ckpttool.cli.progress import byte_progress, showing
     from ckpttool.ops.tensors.inspect import VALUES_FULL, VALUES_SUMMARY, inspect_checkpoint
     from ckpttool.ops.patterns import compile_optional
     from ckpttool.ops.targets import resolve_target
-    from ckpttool.ops.tensors.verify import total_bytes
 
     if (full or limit is not None) and not values:
         raise UsageProblem(f"{'--full' if full else '--limit'} goes with --values")
@@ -208,7 +207,12 @@ def run(target: str, *, filter_: str | None = None, name: list[str] | None = Non
     render.say_resolved(target, resolved, header=not quiet)
     mode = (VALUES_FULL if full or json_out else VALUES_SUMMARY) if values else None
     passes = int(stats) + int(hash_)  # each reads every value once
-    with byte_progress("reading", total_bytes(resolved) * passes if not json_out else 0, json_out) as advance:
+    total = 0
+    if passes and showing(json_out):  # only a progress bar needs the total (reading the index once more)
+        from ckpttool.ops.tensors.verify import total_bytes
+
+        total = total_bytes(resolved) * passes
+    with byte_progress("reading", total, json_out) as advance:
         report = inspect_checkpoint(resolved, pattern=filter_, names=tuple(name or ()), include_internal=all_,
                                     with_stats=stats, values=mode, values_limit=values_limit,
                                     on_values=_values_warning if json_out and limit is None else None,
