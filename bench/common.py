@@ -43,23 +43,43 @@ class Measure:
     peak_mb: float
 
 
+def _run_once(cmd: list[str]) -> Measure:
+    """Wall time and peak RSS of one run of `cmd` (exit 0 or 1 expected)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    stderr = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        raise SystemExit(f"command failed ({code}): {' '.join(cmd)}\n{stderr[-2000:]}")
+    return Measure(elapsed, usage.ru_maxrss / 1024)
+
+
 def run_measured(cmd: list[str], repeats: int = 5, warmup: bool = True) -> Measure:
     """Median wall time and max peak RSS of `cmd` over `repeats` runs (after one warm-up run)."""
-    times, peaks = [], []
-    for i in range(repeats + 1 if warmup else repeats):
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - start
-        stderr = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-        code = os.waitstatus_to_exitcode(status)
-        if code not in (0, 1):
-            raise SystemExit(f"command failed ({code}): {' '.join(cmd)}\n{stderr[-2000:]}")
-        if i or not warmup:  # a warm-up run fills the page cache and the interpreter's .pyc files
-            times.append(elapsed)
-            peaks.append(usage.ru_maxrss / 1024)
-    return Measure(statistics.median(times), max(peaks))
+    if warmup:
+        _run_once(cmd)  # fills the page cache and the interpreter's .pyc files
+    runs = [_run_once(cmd) for _ in range(repeats)]
+    return Measure(statistics.median(r.seconds for r in runs), max(r.peak_mb for r in runs))
+
+
+@dataclass
+class Paired:
+    ours: Measure
+    theirs: Measure
+    ratio: float  # the median over the pairs of their time / ours
+
+
+def run_paired(ours: list[str], theirs: list[str], repeats: int = 5) -> Paired:
+    """The two commands in turn (ours, theirs, ours ...) after a warm-up run of each: medians, max
+    peaks, and the median of the pairs' time ratios, which holds while a shared machine's speed drifts."""
+    _run_once(ours), _run_once(theirs)
+    pairs = [(_run_once(ours), _run_once(theirs)) for _ in range(repeats)]
+    return Paired(Measure(statistics.median(a.seconds for a, _ in pairs), max(a.peak_mb for a, _ in pairs)),
+                  Measure(statistics.median(b.seconds for _, b in pairs), max(b.peak_mb for _, b in pairs)),
+                  statistics.median(b.seconds / a.seconds for a, b in pairs))
 
 
 def report(rows: list[tuple[str, Measure, Measure | None, str]], theirs: str = "tf") -> None:

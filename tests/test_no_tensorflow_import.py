@@ -9,9 +9,9 @@ import pytest
 
 PROBE = """
 import sys
-from ckpttool.cli.app import main
+from ckpttool.cli.entry import main  # as users run it: the quick path (cli/quick.py) or Typer
 try:
-    main(sys.argv[1:])
+    main()
 except SystemExit:
     pass
 print("TENSORFLOW_LOADED" if any(m == "tensorflow" or m.startswith("tensorflow.") for m in sys.modules) else "NO_TENSORFLOW", file=sys.stderr)

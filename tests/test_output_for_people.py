@@ -156,7 +156,7 @@ def test_summaries_read_in_bounded_memory(tmp_path, tf):
 
 
 def test_json_values_warn_past_the_threshold_and_limit_caps_them(fixtures_dir, tf, monkeypatch):
-    from ckpttool.cli.commands import inspect as inspect_command
+    from ckpttool.cli.hot import inspect as inspect_command
     from tests.oracle import assert_value_matches
 
     prefix = str(fixtures_dir / "every_dtype" / "dtypes")

@@ -268,9 +268,9 @@ def test_stats_in_one_pass_match_numpy(tmp_path, tf):
 
 _PROBE = """
 import sys
-from ckpttool.cli.app import main
+from ckpttool.cli.entry import main  # as users run it: the quick path (cli/quick.py) or Typer
 try:
-    main(sys.argv[1:])
+    main()
 except SystemExit:
     pass
 heavy = sorted({m.split(".")[0] if m == "numpy" or m.startswith("numpy.") else m

@@ -12,6 +12,7 @@ from ckpttool.cli import help_text, render
 from ckpttool.cli.commands import (average, completion, convert, diff, export_json, freeze, inspect, latest, ls,
                                    manifest, prune, rename, repair, verify, watch)
 from ckpttool.cli.errors import handle_errors, set_debug, usage_error
+from ckpttool.cli.quick import GLOBAL_OPTIONS, hoist_global_flags
 
 class _Group(TyperGroup):
     """Parsing errors as the contract has them (DESIGN.md): one `error:` line and a hint on stderr,
@@ -51,11 +52,6 @@ _APP_SETTINGS = dict(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app = typer.Typer(**_APP_SETTINGS)
-
-# Options that work anywhere on the command line (they are moved in front of
-# the command name before parsing), so `ckpttool inspect X --debug` works.
-GLOBAL_FLAGS = ("--debug", "--no-color")
-GLOBAL_OPTIONS = ("--storage-option",)  # global options that take a value
 
 
 def _version(value: bool) -> None:
@@ -139,24 +135,6 @@ def _app_for(args: list[str]) -> typer.Typer:
     single.callback()(root)
     _register(single, name)
     return single
-
-
-def hoist_global_flags(argv: list[str]) -> list[str]:
-    """Move global flags (and global options with their values) given after the command name to the front."""
-    cut = argv.index("--") if "--" in argv else len(argv)
-    front, rest = [], []
-    i = 0
-    while i < cut:
-        arg = argv[i]
-        if arg in GLOBAL_FLAGS or arg.startswith(tuple(o + "=" for o in GLOBAL_OPTIONS)):
-            front.append(arg)
-        elif arg in GLOBAL_OPTIONS and i + 1 < cut:
-            front += argv[i:i + 2]
-            i += 1
-        else:
-            rest.append(arg)
-        i += 1
-    return front + rest + argv[cut:]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,13 +1,11 @@
 """The one place that maps errors to exit codes and messages (DESIGN.md
-"Output and exit codes"). Every command body runs inside `handle_errors`."""
+"Output and exit codes"). Every command body runs inside `run_body`: through `handle_errors` when
+Typer parsed the command line, directly when cli/quick.py did (so this module loads without Typer)."""
 from __future__ import annotations
 
 import functools
 import os
 import sys
-import traceback
-
-import typer
 
 from ckpttool import _pause_for_test
 from ckpttool.cli import interrupts
@@ -121,6 +119,8 @@ def report(exc: BaseException, command: str | None = None, json_out: bool = Fals
     """Print the error for people (traceback only with --debug), and as JSON with --json;
     return its exit code."""
     if debug_enabled():
+        import traceback  # only with --debug: the quick path (cli/quick.py) loads no more than it needs
+
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, BrokenPipeError):
         # The reader of our stdout went away (`ckpttool ls | head`): not an error.
@@ -135,21 +135,30 @@ def report(exc: BaseException, command: str | None = None, json_out: bool = Fals
     return code
 
 
+def run_body(body, name: str | None, json_out: bool, passing: tuple[type[BaseException], ...] = (), /,
+             **arguments) -> int:
+    """Run command `name`'s body with its parsed `arguments`, every failure (but `passing`) made a
+    message and an exit code (plus a JSON error document with --json); return the exit code."""
+    _pause_for_test("parsed")
+    try:
+        with interrupts.unwinding():  # a signal from here on unwinds the command (cli/interrupts.py)
+            _pause_for_test("command")
+            code = body(**arguments)
+    except passing:
+        raise
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - this is the one place that maps them
+        code = report(exc, name, json_out)
+    return code or EXIT_OK
+
+
 def handle_errors(command, name: str | None = None):
-    """Wrap command `name` so that every failure becomes a message and an exit code
-    (plus a JSON error document when the command was given --json)."""
+    """Wrap command `name` for Typer: its body run by `run_body`, a failing exit code raised as
+    typer.Exit (a typer.Exit the body raises passes through)."""
+    import typer  # only when the Typer app is built: the quick path never loads it
 
     @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        _pause_for_test("parsed")
-        try:
-            with interrupts.unwinding():  # a signal from here on unwinds the command (cli/interrupts.py)
-                _pause_for_test("command")
-                code = command(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - this is the one place that maps them
-            code = report(exc, name, bool(kwargs.get("json_out")))
+    def wrapper(**kwargs):
+        code = run_body(command, name, bool(kwargs.get("json_out")), (typer.Exit,), **kwargs)
         if code:
             raise typer.Exit(code)
 

@@ -16,13 +16,11 @@ names are bytes too). Such a name never breaks the output:
 from __future__ import annotations
 
 import base64
-import json
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from ckpttool.text import base64_of, for_people, format_size, is_exact_text, replaced
@@ -152,6 +150,8 @@ def _exact_names(value: Any) -> Any:
 
 
 def emit_json(command: str, document: dict) -> None:
+    import json  # here: `latest DIR` prints without it (cli/quick.py)
+
     _settings["json_emitted"] = True
     payload = jsonable({"schema_version": SCHEMA_VERSION, "command": command, **document})
     # Indented for people at a terminal; compact (and far faster to encode) in pipes.
@@ -178,6 +178,8 @@ def iso_utc(timestamp: float | None) -> str | None:
     # datetime rounds to microseconds: a fraction that rounds up to the next second takes its path.
     if 0.0 <= timestamp < _STRFTIME_RANGE and timestamp % 1.0 < 0.9999994:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+    from datetime import datetime, timezone  # rare: the common times are formatted without it
+
     try:
         return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     except _BAD_TIME:
@@ -194,6 +196,8 @@ def time_fields(field: str, timestamp: float | None) -> dict:
 def local_time(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
+    from datetime import datetime
+
     try:
         return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
     except _BAD_TIME:
@@ -223,7 +227,7 @@ def short_time(full: str) -> str:
     minute this year (`11-22 02:18`), the date alone for older ones (`2025-11-22`)."""
     if len(full) < 16:
         return full
-    return full[5:16] if full[:4] == str(datetime.now().year) else full[:10]
+    return full[5:16] if full[:4] == time.strftime("%Y") else full[:10]
 
 
 # -- tables ---------------------------------------------------------------------------------

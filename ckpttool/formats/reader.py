@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Union
 
-from ckpttool.errors import CorruptCheckpoint, NotFound, Unsupported
+from ckpttool.errors import CkptError, CorruptCheckpoint, NotFound, Unsupported
 from ckpttool.storage import fs
 from ckpttool.formats.tf.bundle import Bundle, open_bundle
 from ckpttool.formats.tf.shards import checkpoint_exists, split_v1_pattern
@@ -55,6 +55,11 @@ def keras_file_format(path: str) -> str:
 
 def pytorch_file_format(path: str) -> str | None:
     """"pytorch" for a PyTorch file by its bytes (or a sharded set's index by its name), else None."""
+    try:
+        if not fs.is_file(path):  # no file, no PyTorch: a TF prefix is asked too, before the readers load
+            return None
+    except (CkptError, OSError):
+        pass  # the checks below answer as they always have
     from ckpttool.formats.pytorch.archive import sniff
     from ckpttool.formats.pytorch.reader import is_index_path
 

@@ -8,9 +8,10 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli import fleet
+from ckpttool.cli.metric_options import metric_options
 from ckpttool.cli.options import (Directory, DropUnscored, EventsDir, Json, KeepBest, KeepEveryHours, KeepEverySteps,
                                   KeepLast, KeepStep, Metric, MetricsFile, MinAge, Mode, NamePatternOpt, Quiet,
-                                  Recursive, metric_options, retention_rules)
+                                  Recursive, retention_rules)
 from ckpttool.errors import BadInput
 from ckpttool.storage import fs
 from ckpttool.ops.runs.directories import require_directory

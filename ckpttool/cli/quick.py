@@ -1,0 +1,90 @@
+"""The hot commands' common command lines run without Typer: `latest DIR` and `inspect TARGET`, each
+with its usual flags, parsed here from argv and handed to the same body (cli/hot/) under the same error
+handling (errors.run_body) as Typer would, so that they start without importing Typer or Rich or
+building the app (about half of `ckpttool latest`'s time, against the interpreter's own start-up).
+
+This parser accepts a strict subset of what Typer accepts and says nothing itself: anything else
+(help, --version, completion, an option of ours it does not list, an option's value, `--`, a
+repeated flag, a second argument, an argument that looks like an option, any mistake) is left to
+Typer, which answers it, and words every usage error, exactly as before."""
+from __future__ import annotations
+
+import os
+
+# Options that work anywhere on the command line (they are moved in front of
+# the command name before parsing), so `ckpttool inspect X --debug` works.
+GLOBAL_FLAGS = ("--debug", "--no-color")
+GLOBAL_OPTIONS = ("--storage-option",)  # global options that take a value
+
+# command -> (its one argument's keyword, {flag: keyword}): flags without a value, as Typer declares them
+# in cli/commands/<command>.py (tests/test_quick_path.py checks that each is one of the command's flags).
+FORMS = {
+    "latest": ("directory", {"--absolute": "absolute", "--step": "step", "--complete": "complete",
+                             "--json": "json_out"}),
+    "inspect": ("target", {"--json": "json_out", "--quiet": "quiet", "-q": "quiet", "--all": "all_", "-a": "all_",
+                           "--slices": "slices"}),
+}
+
+# Set, the shell asks Typer for completions: never a command run.
+_COMPLETION_VARIABLE = "_CKPTTOOL_COMPLETE"
+
+
+def hoist_global_flags(argv: list[str]) -> list[str]:
+    """Move global flags (and global options with their values) given after the command name to the front."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    front, rest = [], []
+    i = 0
+    while i < cut:
+        arg = argv[i]
+        if arg in GLOBAL_FLAGS or arg.startswith(tuple(o + "=" for o in GLOBAL_OPTIONS)):
+            front.append(arg)
+        elif arg in GLOBAL_OPTIONS and i + 1 < cut:
+            front += argv[i:i + 2]
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest + argv[cut:]
+
+
+def parse(args: list[str]) -> tuple[str, dict, set[str]] | None:
+    """(command, its keyword arguments, the global flags given) for a command line of a form in FORMS
+    (global flags already in front), or None: Typer's to parse."""
+    if _COMPLETION_VARIABLE in os.environ:
+        return None
+    given: set[str] = set()
+    i = 0
+    while i < len(args) and args[i] in GLOBAL_FLAGS and args[i] not in given:
+        given.add(args[i])
+        i += 1
+    if i == len(args) or args[i] not in FORMS:
+        return None
+    command = args[i]
+    positional, flags = FORMS[command]
+    arguments: dict = {}
+    for arg in args[i + 1:]:
+        keyword = flags.get(arg)
+        if keyword is not None and keyword not in arguments:
+            arguments[keyword] = True
+        elif keyword is None and arg and not arg.startswith("-") and positional not in arguments:
+            arguments[positional] = arg
+        else:
+            return None
+    if positional not in arguments:
+        return None
+    return command, arguments, given
+
+
+def run(form: tuple[str, dict, set[str]]) -> int:
+    """Run a command line `parse` made into `form`; return its exit code."""
+    command, arguments, global_flags = form
+    from ckpttool.cli import render
+    from ckpttool.cli.errors import run_body, set_debug
+
+    if command == "latest":
+        from ckpttool.cli.hot.latest import run as body
+    else:
+        from ckpttool.cli.hot.inspect import run as body
+    set_debug("--debug" in global_flags)  # what the app's global options do (cli/app.root)
+    render.begin_invocation("--no-color" in global_flags)
+    return run_body(body, command, bool(arguments.get("json_out")), **arguments)
