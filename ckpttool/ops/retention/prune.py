@@ -86,11 +86,9 @@ class PrunePlan:
     directory_id: tuple[int, int] | None = None  # (device, inode) of a local directory when planned
     refusal: str | None = None  # why it must not be applied: it deletes by scores read from a damaged source
     allow_damaged: bool = False  # the user allows deciding by what a damaged log still gives
-    # A bucket whose deletions can be batched with other run directories' (ops/retention/batches.py):
-    # the state file as read and its version as listed, which the apply rewrites only if unchanged.
-    state: CheckpointState | None = None
-    state_tag: str | None = None
-    batchable: bool = False
+    state: CheckpointState | None = None  # the state file as planned by
+    state_tag: str | None = None  # its version as listed (S3 ETag): a batched apply rewrites it only if unchanged
+    batchable: bool = False  # a bucket's deletions that may be batched with other run directories'
 
     @property
     def freed_bytes(self) -> int:
