@@ -131,11 +131,12 @@ def _prune_runs(server, runs: int) -> list:
         before = len(server.settled_log())
         result = run_measured(CKPTTOOL + ["prune", "-r", *extra, "--keep-last", "1", url], 1, warmup=False)
         lines = server.settled_log()[before:]
-        listings = sum("list-type=2" in line for line in lines)
+        # The tree's listing pages (prefix runs/); a run directory listed on its own is not one of them.
+        listings = sum("list-type=2" in line and "prefix=runs/&" in line for line in lines)
         deletes = sum("?delete" in line for line in lines)
         if extra == ["--dry-run"]:
             planned = len(lines)
-            what = f"plan: {(len(lines) - listings) / runs:.2f} per run directory beyond {listings} listing pages"
+            what = f"plan: {(len(lines) - listings) / runs:.2f} per run directory beyond the tree's {listings} listing pages"
         else:
             what = (f"apply: {(len(lines) - planned) / runs:.2f} per run directory beyond the plan "
                     f"({deletes} DeleteObjects in all)")
