@@ -11,7 +11,8 @@ and 1000 small checkpoints, then prints wall time, peak memory and ratios for:
                            8 in flight (what `aws s3 cp` does), and fsspec's get (one GET per object)
   prune s3://... (1000)    the figure, and the requests the server saw
   prune -r s3://... (--runs run directories of 3 checkpoints each, keep-last 1): dry run and real,
-                           with the requests the server saw per run directory
+                           with the requests the server saw per run directory: planning (beyond the
+                           listing pages; target <= 1.1) and applying (beyond the plan; target <= 4)
 Issue targets: inspect >= 20x faster than download-then-inspect; verify within 1.5x of a parallel download.
 Caveat: moto (like the GCS emulator) reads a whole object to answer each ranged GET, so
 on it ranged reads of a large object cost far more than they do on S3; compare verify
@@ -118,17 +119,29 @@ def main() -> None:
 
 
 def _prune_runs(server, runs: int) -> list:
-    """`prune -r` over `runs` run directories of a bucket: each one's state file read and listing
-    made several at a time; the requests the server saw per run directory."""
+    """`prune -r` over `runs` run directories of a bucket (planned from the tree's one listing,
+    deleted in batches across run directories): the requests the server saw per run directory,
+    for the plan (`--dry-run`, beyond the listing pages) and for the apply (the real run's requests
+    beyond its plan's)."""
     subprocess.run([sys.executable, __file__, "--upload-runs", str(runs)], check=True, env={**os.environ, **ENV})
     url = f"s3://{BUCKET}/runs"
     rows = []
+    planned = 0
     for label, extra in (("prune -r --dry-run", ["--dry-run"]), ("prune -r --yes", ["--yes"])):
-        before = server.requests()
+        before = len(server.settled_log())
         result = run_measured(CKPTTOOL + ["prune", "-r", *extra, "--keep-last", "1", url], 1, warmup=False)
-        requests = server.requests() - before
+        lines = server.settled_log()[before:]
+        # The tree's listing pages (prefix runs/); a run directory listed on its own is not one of them.
+        listings = sum("list-type=2" in line and "prefix=runs/&" in line for line in lines)
+        deletes = sum("?delete" in line for line in lines)
+        if extra == ["--dry-run"]:
+            planned = len(lines)
+            what = f"plan: {(len(lines) - listings) / runs:.2f} per run directory beyond the tree's {listings} listing pages"
+        else:
+            what = (f"apply: {(len(lines) - planned) / runs:.2f} per run directory beyond the plan "
+                    f"({deletes} DeleteObjects in all)")
         rows.append((f"{label} s3://.../runs ({runs} run dirs)", result, None,
-                     f"{requests} requests, {requests / runs:.1f} per run directory"))
+                     f"{len(lines)} requests, {len(lines) / runs:.2f} per run directory; {what}"))
     return rows
 
 

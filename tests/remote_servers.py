@@ -27,11 +27,30 @@ class Server:
     endpoint: str  # http://127.0.0.1:PORT
     env: dict[str, str]
     stop: callable = field(repr=False, default=None)
-    # The requests answered so far, when started with count_requests (the benchmarks report them).
+    # The requests answered so far, when started with count_requests (the benchmarks report them),
+    # and their request lines in order (`POST /bucket?delete HTTP/1.1`).
     requests: callable = field(repr=False, default=None)
+    request_log: callable = field(repr=False, default=None)
 
     def url(self, *parts: str) -> str:
         return f"{self.protocol}://" + "/".join((BUCKET,) + parts)
+
+    def settled_log(self) -> list[str]:
+        """request_log() once every request answered so far is in it: a marker request is made and
+        waited for (the log is read from the server's stderr by a thread); the marker left out."""
+        import urllib.error
+        import urllib.request
+        import uuid
+
+        marker = f"/{BUCKET}/settle-{uuid.uuid4().hex}"
+        try:
+            urllib.request.urlopen(self.endpoint + marker, timeout=30).close()
+        except urllib.error.HTTPError:
+            pass  # unsigned: refused, and logged all the same
+        while not any(marker in line for line in self.request_log()):
+            threading.Event().wait(0.01)  # polling a readiness condition: the line is being read
+        lines = self.request_log()
+        return [line for line in lines if marker not in line]
 
 
 _S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
@@ -41,20 +60,20 @@ _REQUEST_LOG_MARKS = ('"GET ', '"PUT ', '"POST ', '"DELETE ', '"HEAD ')
 
 def _start(kind: str, count_requests: bool = False) -> tuple[str, callable, callable]:
     """Start `python tests/remote_servers.py KIND`; its endpoint once it is ready, how to stop it,
-    and how many requests it has answered (counted from the one log line per request that the
-    server writes on stderr, when `count_requests`; else None)."""
+    and the requests it has answered (from the one log line per request that the server writes on
+    stderr, when `count_requests`; else None)."""
     proc = subprocess.Popen([sys.executable, __file__, kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE if count_requests else subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()  # blocks until the server listens (or the process died)
     if not line.startswith("READY "):
         proc.kill()
         raise RuntimeError(f"the {kind} test server did not start (exit {proc.wait()})")
-    answered = [0]
+    answered: list[str] = []  # the request lines, in the order the server answered them
 
     def count() -> None:
         for log_line in proc.stderr:
             if any(mark in log_line for mark in _REQUEST_LOG_MARKS):
-                answered[0] += 1
+                answered.append(log_line.partition('"')[2].partition('"')[0])  # `POST /bucket?delete HTTP/1.1`
 
     if count_requests:
         threading.Thread(target=count, daemon=True).start()
@@ -67,16 +86,18 @@ def _start(kind: str, count_requests: bool = False) -> tuple[str, callable, call
             proc.kill()
             proc.wait()
 
-    return f"http://127.0.0.1:{int(line.split()[1])}", stop, (lambda: answered[0]) if count_requests else None
+    return f"http://127.0.0.1:{int(line.split()[1])}", stop, answered if count_requests else None
 
 
 def start_s3(count_requests: bool = False) -> Server:
-    endpoint, stop, requests = _start("s3", count_requests)
-    return Server("s3", endpoint, {**_S3_ENV, "AWS_ENDPOINT_URL": endpoint}, stop, requests)
+    endpoint, stop, answered = _start("s3", count_requests)
+    requests = (lambda: len(answered)) if answered is not None else None
+    return Server("s3", endpoint, {**_S3_ENV, "AWS_ENDPOINT_URL": endpoint}, stop, requests,
+                  (lambda: list(answered)) if answered is not None else None)
 
 
 def start_gcs() -> Server:
-    endpoint, stop, _requests = _start("gs")
+    endpoint, stop, _answered = _start("gs")
     env = {"STORAGE_EMULATOR_HOST": endpoint, "FSSPEC_GS_TOKEN": "anon", "FSSPEC_GS_PROJECT": "test",
            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
     return Server("gs", endpoint, env, stop)

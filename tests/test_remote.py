@@ -664,35 +664,43 @@ def test_convert_like_into_a_bucket(store, like_dir, tmp_path):
         assert remote["variables"] == run_cli("inspect", "--json", "--values", local).json()["variables"]
 
 
-def test_recursive_prune_applies_a_buckets_run_directories_concurrently(servers, fixtures_dir, tmp_path, monkeypatch):
-    """`prune -r` over a bucket's run directories carries out their plans several at a time, as it
-    plans them (each a dozen requests that wait on the network): two applies meet at a barrier,
-    which one-by-one applies never reach. What is deleted is what a local prune -r deletes."""
+@pytest.mark.parametrize("where", ["bucket", "local"])
+def test_recursive_prune_applies_run_directories_concurrently(servers, fixtures_dir, tmp_path, monkeypatch, where):
+    """`prune -r` carries out its plans several run directories at a time, in a bucket (each
+    directory's lock, journal and state file: requests that wait on the network) and locally: two
+    of them meet at a barrier, which one-by-one applies never reach. What is deleted in the bucket
+    is what a local prune -r deletes."""
     import threading
 
-    import ckpttool.ops.retention.prune as prune_ops
+    import ckpttool.ops.retention.batches as batches
 
     local = tmp_path / "runs"
     for run in ("a", "b"):
         shutil.copytree(fixtures_dir / "tf2_many", local / run)
     url = upload_tree(servers["s3"], str(local), fresh_prefix("runs"))
     met = threading.Barrier(2, timeout=300)  # a readiness condition, not a measured time
-    real_apply = prune_ops.apply_prune
+    step = "_journal_and_rewrite_state" if where == "bucket" else "apply_prune"
+    real_step = getattr(batches, step)
+    calls = []
 
-    def apply_after_meeting(plan, *args, **kwargs):
+    def step_after_meeting(*args, **kwargs):
+        calls.append(1)
         try:
             met.wait()
         except threading.BrokenBarrierError:
             raise AssertionError("run directories applied one at a time") from None
-        return real_apply(plan, *args, **kwargs)
+        return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(prune_ops, "apply_prune", apply_after_meeting)
-    remote = run_cli("prune", "-r", "--yes", "--json", "--keep-last", "1", url)
-    assert remote.exit_code == 0, remote.stderr
-    monkeypatch.setattr(prune_ops, "apply_prune", real_apply)
+    monkeypatch.setattr(batches, step, step_after_meeting)
+    first = run_cli("prune", "-r", "--yes", "--json", "--keep-last", "1", url if where == "bucket" else local)
+    assert first.exit_code == 0, first.stderr
+    assert len(calls) == 2 and not met.broken
+    if where == "local":
+        return
+    monkeypatch.setattr(batches, step, real_step)
     local_doc = run_cli("prune", "-r", "--yes", "--json", "--keep-last", "1", local).json()
     deleted = {d["directory"].rsplit("/", 1)[-1]: sorted(x["name"] for x in d["deleted"])
-               for d in remote.json()["directories"]}
+               for d in first.json()["directories"]}
     assert deleted == {d["directory"].rsplit("/", 1)[-1]: sorted(x["name"] for x in d["deleted"])
                        for d in local_doc["directories"]}
     assert all(deleted.values())

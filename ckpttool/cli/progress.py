@@ -1,4 +1,5 @@
-"""Progress bars for long reads: only when stderr is a terminal and --json is off."""
+"""Progress bars for long reads and long runs over many directories: only when stderr is a terminal
+and --json (or --quiet) is off; rich is imported only then."""
 from __future__ import annotations
 
 import contextlib
@@ -24,6 +25,22 @@ def byte_progress(description: str, total: int, json_out: bool) -> Iterator[Prog
     from ckpttool.cli.render import console
 
     with Progress("{task.description}", BarColumn(), *_columns(), TimeRemainingColumn(),
+                  console=console(stderr=True), transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda done: progress.advance(task, done)
+
+
+@contextlib.contextmanager
+def count_progress(description: str, total: int, quiet: bool) -> Iterator[ProgressCallback | None]:
+    """One bar counting items done (run directories), or None when no bar should show."""
+    if not showing(quiet) or total <= 0:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from ckpttool.cli.render import console
+
+    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console(stderr=True), transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda done: progress.advance(task, done)

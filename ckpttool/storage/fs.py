@@ -370,6 +370,7 @@ class Entry(NamedTuple):
     kind: str  # "file" | "dir" | "link" | "other"
     size: int
     mtime: float
+    tag: str | None = None  # a bucket object's version as listed (S3 ETag), for writes conditional on it
 
 
 def _kind_of_mode(mode: int) -> str:
@@ -383,8 +384,7 @@ def _kind_of_mode(mode: int) -> str:
 def list_dir(path: str) -> list[Entry]:
     """Every entry of directory `path` in one listing (a bucket: objects and common prefixes)."""
     if is_url(path):
-        return [Entry(e.name, e.path, "dir" if e.is_dir else "file", e.size, e.mtime or 0.0)
-                for e in _remote().list_directory(path)]
+        return _entries(_remote().list_directory(path))
     entries = []
     append = entries.append
     # os.path.join(path, name) for every name, at the cost of one concatenation.
@@ -403,12 +403,23 @@ def list_dir(path: str) -> list[Entry]:
     return entries
 
 
-def walk_files(root: str, skipped: list[str] | None = None) -> Iterator[tuple[str, list[str], list[str]]]:
+def _entries(remote_entries) -> list[Entry]:
+    return [Entry(e.name, e.path, "dir" if e.is_dir else "file", e.size, e.mtime or 0.0, e.tag)
+            for e in remote_entries]
+
+
+def walk_files(root: str, skipped: list[str] | None = None,
+               listings: dict[str, list[Entry]] | None = None) -> Iterator[tuple[str, list[str], list[str]]]:
     """(directory, subdirectory names, file names) for `root` and below, like os.walk without
     following symlinks; a bucket's tree comes from one recursive listing, its keys with `.`,
-    `..` or empty segments left out and added to `skipped`."""
+    `..` or empty segments left out and added to `skipped`. `listings` (a bucket only): filled
+    with each directory's entries, as list_dir gives them, from that one listing."""
     if is_url(root):
-        yield from _remote().walk(root, skipped)
+        found: dict = {}
+        for step in _remote().walk(root, skipped, found if listings is not None else None):
+            if listings is not None:
+                listings[step[0]] = _entries(found[step[0]])
+            yield step
         return
     yield from os.walk(root, followlinks=False)
 

@@ -286,6 +286,14 @@ class RemoteEntry:
     is_dir: bool
     size: int
     mtime: float | None
+    tag: str | None = None  # the object's version as listed (S3 ETag): a write can be made conditional on it
+
+
+def tag_of(info: dict) -> str | None:
+    """The version a listing gives an object, as a conditional write takes it (S3's ETag); None
+    where the store lists none we use."""
+    tag = info.get("ETag")
+    return str(tag) if tag else None
 
 
 def mtime_of(info: dict) -> float | None:
@@ -319,7 +327,7 @@ def list_directory(url: str) -> list[RemoteEntry]:
         if address_problem(protocol, info["name"].rstrip("/")):
             continue  # `ckpt-1.index?versionId=x`: the backend would act on another object
         entries.append(RemoteEntry(name, where.url_of(info["name"].rstrip("/")), info.get("type") == "directory",
-                                   int(info.get("size") or 0), mtime_of(info)))
+                                   int(info.get("size") or 0), mtime_of(info), tag_of(info)))
     return entries
 
 
@@ -328,17 +336,21 @@ def list_tree(url: str) -> list[RemoteEntry]:
     where = locate(url)
     found = call(url, where.fs.find, where.path, detail=True, withdirs=False)
     return [RemoteEntry(posixpath.basename(name), where.url_of(name), False, int(entry.get("size") or 0),
-                        mtime_of(entry)) for name, entry in sorted(found.items())]
+                        mtime_of(entry), tag_of(entry)) for name, entry in sorted(found.items())]
 
 
-def walk(url: str, skipped: list[str] | None = None) -> Iterator[tuple[str, list[str], list[str]]]:
+def walk(url: str, skipped: list[str] | None = None,
+         listings: dict[str, list[RemoteEntry]] | None = None) -> Iterator[tuple[str, list[str], list[str]]]:
     """os.walk for a bucket, built from one recursive listing: (directory URL, subdirectory names,
     file names), top-down; a subdirectory removed from the list in place is not entered.
 
     Keys are taken as listed: one whose part below `url` has a `.`, `..` or empty segment
-    (`root/../../other-bucket/run/checkpoint`) is left out, its URL added to `skipped`."""
+    (`root/../../other-bucket/run/checkpoint`) is left out, its URL added to `skipped`.
+    `listings`: filled with each directory's entries as list_directory would give them (objects,
+    and subdirectories as entries of their own), so that no directory is listed a second time."""
     protocol, root = split_url(url)
     tree: dict[str, tuple[set[str], list[str]]] = {root: (set(), [])}
+    objects: dict[str, list[RemoteEntry]] = {}
     start = len(protocol) + 3 + len(root) + 1  # where the key below `root/` begins in an entry's URL
     for entry in list_tree(url):
         if (not entry.path.startswith(join_url(protocol, root) + "/") or key_problem(entry.path[start:], rooted=False)
@@ -352,11 +364,16 @@ def walk(url: str, skipped: list[str] | None = None) -> Iterator[tuple[str, list
             tree.setdefault(current, (set(), []))[0].add(part)
             current = f"{current}/{part}"
         tree.setdefault(current, (set(), []))[1].append(rel[-1])
+        if listings is not None:
+            objects.setdefault(current, []).append(entry)
     pending = [root]
     while pending:
         current = pending.pop(0)
         dirs, files = tree.get(current, (set(), []))
         names = sorted(dirs)
+        if listings is not None:
+            listings[join_url(protocol, current)] = objects.get(current, []) + [
+                RemoteEntry(name, join_url(protocol, f"{current}/{name}"), True, 0, None) for name in names]
         yield join_url(protocol, current), names, sorted(files)
         pending[:0] = [f"{current}/{d}" for d in names]
 
@@ -549,25 +566,62 @@ def open_input(url: str, what: str) -> BinaryIO:
     return RemoteInput.open(url, what)  # type: ignore[return-value]
 
 
-def write_whole(url: str, data: bytes, *, create_only: bool = False) -> None:
+def write_whole(url: str, data: bytes, *, create_only: bool = False, if_tag: str | None = None) -> str | None:
     """Write an object in one request: readers see the old object or the new one (atomic on S3/GCS).
+    Returns the written object's tag (S3's ETag) when the store gives one, else None.
 
     `create_only`: fail with Refused if the object exists (S3 If-None-Match, GCS ifGenerationMatch=0).
+    `if_tag`: fail with Refused unless the object is still the version listed with that tag (S3
+    If-Match; only where conditional_tags() says so).
     """
     where = locate(url)
     fs = where.fs
     kwargs = {"mode": "create"} if create_only else {}
+    if if_tag is not None:
+        kwargs["IfMatch"] = if_tag
     try:
-        fs.pipe_file(where.path, data, **kwargs)
+        written = fs.pipe_file(where.path, data, **kwargs)
     except KeyboardInterrupt:
         cancel_in_flight(fs)  # else the PUT goes on behind the interrupt and its cleanup
         raise
     except FileExistsError:
         raise Refused(f"{url} exists") from None
     except Exception as exc:  # noqa: BLE001
-        if create_only and "precondition" in str(exc).lower():
-            raise Refused(f"{url} exists") from None
+        if (create_only or if_tag is not None) and _precondition_failed(exc):
+            raise Refused(f"{url} exists" if create_only else f"{url} changed since it was listed") from None
         raise _backend_error(url, exc) from None
+    return tag_of(written) if isinstance(written, dict) else None
+
+
+def conditional_tags(url: str) -> bool:
+    """Whether writes and deletes at `url` can be made conditional on a listed tag (S3's If-Match;
+    gcsfs passes no generation condition but 0)."""
+    return split_url(url)[0] in ("s3", "s3a")
+
+
+def remove_if_tag(url: str, tag: str) -> bool:
+    """Delete the object `url` only if it is still the version `tag` (S3 DELETE If-Match), in one
+    request: True when deleted or already gone, False when it is another version now (left alone).
+    A store that refuses the condition itself raises BadInput (the caller then looks first)."""
+    from fsspec.asyn import sync
+
+    where = locate(url)
+    bucket, key, _ = where.fs.split_path(where.path)
+    try:
+        sync(where.fs.loop, where.fs._call_s3, "delete_object", Bucket=bucket, Key=key, IfMatch=tag)
+    except FileNotFoundError:
+        return True
+    except Exception as exc:  # noqa: BLE001
+        if _precondition_failed(exc):
+            return False
+        raise _backend_error(url, exc) from None
+    where.fs.invalidate_cache(where.path)
+    return True
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """A condition on the write or delete did not hold (HTTP 412; s3fs says "pre-conditions")."""
+    return "precondition" in str(exc).lower().replace("-", "")
 
 
 @contextlib.contextmanager

@@ -171,7 +171,7 @@ def command(
         raise UsageProblem("missing DIR: the checkpoint directory to prune (or --policy FILE)",
                            hint="see `ckpttool prune --help`")
     from ckpttool.ops.runs.directories import require_directory
-    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.prune import plan_prune
     from ckpttool.ops.retention.budget import fit_budget
     from ckpttool.ops.retention.failed_runs import apply_failed_runs, plan_failed_runs
     from ckpttool.ops.runs.scan import find_checkpoint_dirs, for_each_directory, moved_out_of_tree
@@ -185,7 +185,8 @@ def command(
         raise UsageProblem("--keep-best and --drop-unscored need --metric TAG")
     require_directory(directory, "prune")
     skipped = []  # keys of the tree never followed (`root/../other`): reported, not pruned
-    dirs = find_checkpoint_dirs(directory, skipped) if recursive else [directory]
+    listings: dict = {}  # a bucket's run directories as the tree's one listing shows them
+    dirs = find_checkpoint_dirs(directory, skipped, listings) if recursive else [directory]
     render.warn_all(p.message for p in skipped)
     failed = plan_failed_runs(directory, dirs, failed_age) if failed_age is not None else None
     dirs = [d for d in dirs if failed is None or d not in failed.directories] if rules is not None else []
@@ -195,7 +196,7 @@ def command(
             if recursive and (moved := moved_out_of_tree(directory, d)):
                 raise BadInput(moved)
             planned = plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state, metric=scoring,
-                                 allow_damaged=allow_damaged_metrics)
+                                 allow_damaged=allow_damaged_metrics, entries=listings.get(d))
             if planned.refusal and not dry_run:  # a dry run shows the plan, and the damage among its problems
                 raise BadInput(planned.refusal, hint=DAMAGE_HINT)
             return planned
@@ -225,12 +226,10 @@ def command(
         if not _confirm(plans):
             print("nothing done", file=sys.stderr)
             return EXIT_NEGATIVE
-    # A bucket's run directories several at a time, as they were planned (each under its own lock;
-    # a failure is raised once the others are done, the first in order, as it is one by one).
-    by_directory = dict(plans)
-    applied = [(p.deleted, ()) for _d, p in plans] if dry_run else for_each_directory(
-        lambda d: (lambda result: (result.deleted, result.problems))(apply_prune(by_directory[d], _pause_point)),
-        [d for d, _p in plans])
+    # Run directories several at a time, a bucket's deletions batched across them (each under its
+    # own lock; a failure is raised once the others are done, the first in order, as it is one by one).
+    applied = [(p.deleted, ()) for _d, p in plans] if dry_run else _apply_all([p for _d, p in plans],
+                                                                            json_out or quiet)
     results = [(d, plan, gone) for (d, plan), (gone, _left) in zip(plans, applied)]
     failed_result = apply_failed_runs(failed) if failed is not None and not dry_run else None
     not_deleted = {d: left for (d, _plan), (_gone, left) in zip(plans, applied)}
@@ -296,6 +295,20 @@ def fleet_options(rules, budget: str | None, drop_failed_runs: str | None, recur
     if rules is not None:
         rules.validate()
     return rules, budget_bytes, age
+
+
+def _apply_all(plans, quiet: bool) -> list:
+    """(deleted, not deleted) of each plan, applied several at a time; one progress bar for them all
+    on a terminal. The first failure, in order, is raised once the others are done."""
+    from ckpttool.cli.progress import count_progress
+    from ckpttool.ops.retention.batches import apply_prunes
+
+    with count_progress("pruning run directories", len(plans) if len(plans) > 1 else 0, quiet) as advance:
+        results = apply_prunes(plans, _pause_point, advance and (lambda _directory: advance(1)))
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return [(result.deleted, result.problems) for result in results]
 
 
 def _pause_point(step: str) -> None:

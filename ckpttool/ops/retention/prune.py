@@ -38,7 +38,7 @@ from typing import Callable
 
 from ckpttool.errors import BadInput, CkptError, CorruptCheckpoint, Refused, UsageProblem
 from ckpttool.formats.damage import Damage
-from ckpttool.formats.tf.state import STATE_FILENAME
+from ckpttool.formats.tf.state import STATE_FILENAME, CheckpointState
 from ckpttool.storage import fs
 from ckpttool.storage.fs import read_capped
 from ckpttool.ops.retention.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_dir_name,
@@ -86,6 +86,9 @@ class PrunePlan:
     directory_id: tuple[int, int] | None = None  # (device, inode) of a local directory when planned
     refusal: str | None = None  # why it must not be applied: it deletes by scores read from a damaged source
     allow_damaged: bool = False  # the user allows deciding by what a damaged log still gives
+    state: CheckpointState | None = None  # the state file as planned by
+    state_tag: str | None = None  # its version as listed (S3 ETag): a batched apply rewrites it only if unchanged
+    batchable: bool = False  # a bucket's deletions that may be batched with other run directories'
 
     @property
     def freed_bytes(self) -> int:
@@ -404,7 +407,7 @@ def _score(scan: DirectoryScan, complete: list, rules: RetentionRules, metric: M
 @gc_paused()  # as many objects as the scan's, per checkpoint
 def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, now: float | None = None,
                ignore_bad_state: bool = False, metric: MetricOptions | None = None,
-               allow_damaged: bool = False) -> PrunePlan:
+               allow_damaged: bool = False, entries: list[fs.Entry] | None = None) -> PrunePlan:
     """What a prune of `directory` would keep and delete; reads only.
 
     Refuses (BadInput) when the state file exists but cannot be read: the
@@ -415,12 +418,13 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     refuses the whole plan (BadInput). A metric log or the HF Trainer's trainer_state.json read
     around damage is listed in `problems`, and makes `refusal` say why the plan is not to be applied
     when its deletions depend on what the damage may have lost, unless `allow_damaged` (or the
-    metric's own allow_damaged).
+    metric's own allow_damaged). `entries`: the directory's listing when the caller has it (a
+    bucket's tree listing, find_checkpoint_dirs), else it is listed here.
     """
     rules.validate()
     now = time.time() if now is None else now
     directory_id = fs.directory_identity(directory)
-    scan = scan_directory(directory)
+    scan = scan_directory(directory, entries)
     if not ignore_bad_state:
         _refuse_bad_state(scan)
     best_damage: list[Damage] = []
@@ -496,7 +500,43 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
         refused = _unknown_best(best_damage[0])
     return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state,
                      scores=scores, directory_id=directory_id, refusal=refused.message if refused else None,
-                     allow_damaged=allow_damaged)
+                     allow_damaged=allow_damaged, state=scan.state, state_tag=scan.state_tag,
+                     batchable=_batchable(scan, deleted))
+
+
+def _batchable(scan: DirectoryScan, deleted: list[Deletion]) -> bool:
+    """Whether a bucket's deletions may be carried out with other run directories' in batches, with
+    no second look at the directory (ops/retention/batches.py): every one an older save its state
+    file lists (not the latest, not an orphan or debris, no journal to resume, no other state file),
+    made of plain objects directly in it, and the store can rewrite the state file only if it is
+    still the version listed. Anything else is applied as one directory is (apply_prune)."""
+    from ckpttool.storage import remote
+
+    if not (deleted and fs.is_url(scan.directory) and scan.state is not None and scan.state_tag
+            and not scan.other_latest and JOURNAL_FILENAME not in scan.listing
+            and remote.conditional_tags(scan.directory)):
+        return False
+    for d in deleted:
+        known = scan.by_name(d.name)
+        if (d.kind != "checkpoint" or known is None or known.format not in TF_FORMATS or not known.in_state
+                or known.is_latest or d.name == scan.state_latest):
+            return False
+        if any(scan.listing.get(fs.basename(p)) != "file" or path_problem(scan, d.name, p) for p in d.paths):
+            return False
+    return True
+
+
+def journal_bytes(todo) -> bytes:
+    """The journal of `todo`'s deletions: file names only, so that it stays valid if the directory
+    is moved before it is resumed."""
+    return json.dumps({"deletions": [{"name": d.name, "step": d.step, "paths": [fs.basename(p) for p in d.paths]}
+                                     for d in todo]}).encode()
+
+
+def apply_under_lock(plan: PrunePlan, fault: Callable[[str], None]) -> PruneResult:
+    """apply_prune's work on a bucket's run directory whose lock the caller holds: scanned again,
+    checked, journalled, rewritten and deleted from as apply_prune does it."""
+    return _apply(plan, fault, None)
 
 
 def _deletes_hf_members(scan: DirectoryScan, deleted) -> bool:
@@ -549,7 +589,7 @@ def _remove_series_tree(scan: DirectoryScan, path: str) -> None:
     last = _commit_files(scan, path)
     urls = [path + "/" + relative for relative in files]
     for url, relative in zip(urls, files):
-        _refuse_unless_inside(scan.directory, url, relative.count("/") + 1)
+        refuse_unless_inside(scan.directory, url, relative.count("/") + 1)
     first = [u for u, f in zip(urls, files) if f not in last]
     fs.remove_files(first)
     fs.remove_files(urls[len(first):])
@@ -579,7 +619,7 @@ def _remove_batched(scan: DirectoryScan, todo: list[Deletion], fault: Callable[[
     parts = [part for d in todo for p in d.paths if p not in trees and _is_temp_dir(scan, p, fs.basename(p))
              for part in _verified_parts(p)]
     for url, depth in [(f, 0) for f in files] + [(p, 1) for p in parts]:
-        _refuse_unless_inside(scan.directory, url, depth)
+        refuse_unless_inside(scan.directory, url, depth)
     indexes = [p for p in files if p.endswith(".index")]
     fs.remove_files(indexes)
     fault("removed the indexes")
@@ -591,7 +631,7 @@ def _remove_batched(scan: DirectoryScan, todo: list[Deletion], fault: Callable[[
         fault(f"removed {fs.basename(tree)}/")
 
 
-def _refuse_unless_inside(directory: str, url: str, depth: int) -> None:
+def refuse_unless_inside(directory: str, url: str, depth: int) -> None:
     """`url` must be `directory/NAME` (depth 0) or `directory/NAME_temp/PART` (depth 1), as listed."""
     inside = directory + "/"
     rest = url[len(inside):] if url.startswith(inside) else ""
@@ -700,10 +740,7 @@ def _apply(plan: PrunePlan, fault: Callable[[str], None], checked: fs.CheckedDir
         # is left to resume, and every later run would report it again.)
         return PruneResult(plan, (), skipped, tuple(problems))
     dir_fd = checked.fd if checked is not None else None
-    # File names only: the journal stays valid if the directory is moved before it is resumed.
-    journal = {"deletions": [{"name": d.name, "step": d.step, "paths": [fs.basename(p) for p in d.paths]}
-                             for d in todo]}
-    fs.write_atomic(fs.join(directory, JOURNAL_FILENAME), json.dumps(journal).encode(), dir_fd=dir_fd)
+    fs.write_atomic(fs.join(directory, JOURNAL_FILENAME), journal_bytes(todo), dir_fd=dir_fd)
     fault("journal written")
     if scan.state is not None:
         listed = {c.name for c in scan.checkpoints if c.in_state}

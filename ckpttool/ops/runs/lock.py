@@ -92,12 +92,12 @@ def _remote_lock(url: str, timeout: float):
         body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
                            "token": token}).encode()
         deadline = time.monotonic() + timeout
-        acquired = False
+        acquired, tag = False, None
         try:
             while True:
                 try:
                     with commit_section():  # created and known to be ours at once: an interrupt then releases it
-                        remote.write_whole(lock_url, body, create_only=True)
+                        tag = remote.write_whole(lock_url, body, create_only=True)
                         acquired = True
                     break
                 except Refused:
@@ -114,12 +114,22 @@ def _remote_lock(url: str, timeout: float):
         finally:
             if acquired:
                 with commit_section():  # a second signal must not cut the release short: other hosts wait
-                    _release(remote, lock_url, token)
+                    _release(remote, lock_url, token, tag)
 
 
-def _release(remote, lock_url: str, token: str, attempts: int = 3) -> None:
+def _release(remote, lock_url: str, token: str, tag: str | None = None, attempts: int = 3) -> None:
     """Remove our lock object. A failed request (one an interrupt cut, a passing fault) is tried
-    again: giving up leaves the prefix locked for every host until the lock is stale."""
+    again: giving up leaves the prefix locked for every host until the lock is stale.
+
+    Where the store deletes conditionally (S3 If-Match on the ETag our create returned), one
+    request removes it only if it is still ours; elsewhere it is read first, and removed if its
+    token is ours."""
+    if tag is not None and remote.conditional_tags(lock_url):
+        try:
+            remote.remove_if_tag(lock_url, tag)  # False: not ours any more (broken as stale): left alone
+            return
+        except Exception:  # noqa: BLE001 - a condition the store refuses, or a failed request: look, as below
+            pass
     for attempt in range(attempts):
         try:
             holder = json.loads(fs.read_capped(lock_url, 1 << 16, "lock object"))

@@ -104,6 +104,8 @@ class DirectoryScan:
     # name that is an object and a prefix (prune checks deletions against it, so that a bucket
     # costs no request per file).
     listing: dict[str, str] = field(default_factory=dict)
+    # A bucket's state file's version as listed (S3 ETag): prune rewrites it only if still that one.
+    state_tag: str | None = None
 
     @property
     def latest(self) -> CheckpointInfo | None:
@@ -259,7 +261,10 @@ def _scan(directory: str, entries: list[fs.Entry] | None = None) -> DirectorySca
     stats: dict[str, fs.Entry] = {}
     entries = fs.list_dir(directory) if entries is None else entries
     listing: dict[str, str] = {}
+    state_tag = None
     for entry in entries:
+        if entry.name == STATE_FILENAME and entry.kind == "file":
+            state_tag = entry.tag
         # A bucket name can be an object and a prefix at once (`run/x.index` beside
         # `run/x.index/notes.txt`): "both", so that prune deletes the object alone.
         seen = listing.get(entry.name)
@@ -350,7 +355,8 @@ def _scan(directory: str, entries: list[fs.Entry] | None = None) -> DirectorySca
     checkpoints.sort(key=lambda c: (c.step if c.step is not None else -1,
                                     c.mtime if c.timestamp is None else c.timestamp, c.name))
     return DirectoryScan(directory, tuple(checkpoints), tuple(problems), state, state_error,
-                         state_latest, tuple(sorted(leftovers, key=lambda l: l.path)), other_latest, listing)
+                         state_latest, tuple(sorted(leftovers, key=lambda l: l.path)), other_latest, listing,
+                         state_tag)
 
 
 def series_latest_name(checkpoints) -> str | None:
@@ -592,20 +598,22 @@ def holds_checkpoints(dirs: list[str], files: list[str]) -> bool:
             or series.names_a_series(dirs, files))
 
 
-def find_checkpoint_dirs(root: str, problems: list[Problem] | None = None) -> list[str]:
+def find_checkpoint_dirs(root: str, problems: list[Problem] | None = None,
+                         listings: dict[str, list[fs.Entry]] | None = None) -> list[str]:
     """Directories under `root` (itself included) that hold checkpoints, without
     following symlinks, entering `*_temp` leftovers or SavedModels' variables.
 
     A bucket's keys are taken as listed: one with a `.`, `..` or empty segment below
     `root` is never followed (a normalised `root/../../other/run` is another bucket);
-    each is added to `problems`."""
+    each is added to `problems`. `listings` (a bucket): filled with each directory's entries from
+    the tree's one listing, for scan_directory (no second listing per run directory)."""
     if not fs.is_url(root) and not os.path.isdir(root):
         raise NotFound(f"no such directory: {root}")
     from ckpttool.ops.runs import series
 
     found = []
     skipped: list[str] = []
-    for current, dirs, files in fs.walk_files(root, skipped):
+    for current, dirs, files in fs.walk_files(root, skipped, listings):
         dirs[:] = sorted(d for d in dirs if not _TEMP_DIR_RE.search(d))
         if "saved_model.pb" in files or "saved_model.pbtxt" in files:
             dirs[:] = [d for d in dirs if d != "variables"]

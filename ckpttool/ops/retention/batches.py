@@ -1,0 +1,166 @@
+"""Applying many prune plans (`prune -r`): run directories several at a time, and a bucket's
+deletions batched across run directories.
+
+A bucket plan that plan_prune marked `batchable` (older saves its state file lists, plain objects,
+a store that writes conditionally: S3 If-Match) is applied without listing its directory again:
+  1. each run directory of a batch locked, its journal written, and its state file rewritten without
+     the pruned entries only if it is still the version the plan listed (If-Match on its ETag): the
+     evidence that nothing the plan depends on has changed since (that the saves it deletes are
+     still older saves its writer lists). A state file changed since is not touched: that
+     directory's journal is removed and it is applied as a single prune is (scanned again under its
+     lock);
+  2. every index of the batch deleted, in requests of up to 1,000 keys (S3 DeleteObjects), then
+     every data file and `.meta`: no index is ever left without its data, so TensorFlow never sees
+     half a checkpoint;
+  3. the journals deleted, then each lock removed (only if still ours).
+The keys deleted are exactly those the plan listed and checked (path_problem). A failure or an
+interrupt in 2 leaves the journals, which the next prune of each directory finishes.
+Everything else (local directories, other stores, series members, journals to resume, debris) is
+applied by apply_prune, a bounded number of directories at a time.
+"""
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+from ckpttool.errors import Refused
+from ckpttool.formats.tf.state import STATE_FILENAME, format_state
+from ckpttool.ops.retention.prune import (JOURNAL_FILENAME, PrunePlan, PruneResult, apply_prune, apply_under_lock,
+                                          journal_bytes, refuse_unless_inside)
+from ckpttool.ops.runs.lock import locked_as_planned
+from ckpttool.ops.runs.statefile import without_entries
+from ckpttool.storage import fs
+
+WORKERS = 8  # run directories applied at once: each waits on the disk or the network, not the CPU
+BATCH_RUNS = 250  # run directories locked together for one round of batched deletes
+
+Fault = Callable[[str], None]
+Done = Callable[[str], None]
+
+
+@dataclass
+class _Prepared:
+    """A bucket run directory locked, journalled and its state file rewritten: its files to go."""
+
+    index: int
+    plan: PrunePlan
+    lock: contextlib.ExitStack
+
+
+def apply_prunes(plans: list[PrunePlan], fault: Fault | None = None, done: Done | None = None,
+                 workers: int = WORKERS) -> list[PruneResult | Exception]:
+    """apply_prune for each plan, in order of `plans`: a result, or the error that stopped that run
+    directory (the others go on). `done(directory)` is called as each one is finished."""
+    fault = fault or (lambda _step: None)
+    results: list[PruneResult | Exception | None] = [None] * len(plans)
+    batched = [i for i, p in enumerate(plans) if p.batchable and p.refusal is None]
+    alone = sorted(set(range(len(plans))) - set(batched))
+
+    def one(i: int) -> None:
+        results[i] = _caught(lambda: apply_prune(plans[i], fault))
+        if done:
+            done(plans[i].directory)
+
+    _each(one, alone, workers)
+    for start in range(0, len(batched), BATCH_RUNS):
+        _apply_batch([(i, plans[i]) for i in batched[start:start + BATCH_RUNS]], results, fault, done, workers)
+    return results  # type: ignore[return-value]
+
+
+def _caught(function):
+    try:
+        return function()
+    except Exception as exc:  # noqa: BLE001 - one run directory's failure is its result; the others go on
+        return exc
+
+
+def _each(function: Callable[[int], None], items: list[int], workers: int) -> None:
+    """function(item) for each, `workers` at a time; in this thread when there is one (a signal
+    then reaches the work itself)."""
+    if len(items) <= 1 or workers <= 1:
+        for item in items:
+            function(item)
+        return
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        list(pool.map(function, items))
+
+
+def _apply_batch(batch: list[tuple[int, PrunePlan]], results: list, fault: Fault, done: Done | None,
+                 workers: int) -> None:
+    prepared: list[_Prepared] = []
+
+    def prepare(position: int) -> None:
+        i, plan = batch[position]
+        lock = contextlib.ExitStack()
+        try:
+            lock.enter_context(locked_as_planned(plan.directory, plan.directory_id, "nothing deleted"))
+            if _journal_and_rewrite_state(plan, fault):
+                prepared.append(_Prepared(i, plan, lock))
+                return
+            results[i] = _caught(lambda: apply_under_lock(plan, fault))  # changed since planned
+        except Exception as exc:  # noqa: BLE001 - this run directory only
+            results[i] = exc
+        except BaseException:  # an interrupt: its lock released on the way out
+            lock.close()
+            raise
+        lock.close()
+        if done:
+            done(plan.directory)
+
+    try:
+        _each(prepare, list(range(len(batch))), workers)
+        prepared.sort(key=lambda p: p.index)
+        files = [(p.plan.directory, path) for p in prepared for d in p.plan.deleted for path in d.paths]
+        _remove([(d, f) for d, f in files if f.endswith(".index")])
+        fault("removed the indexes")
+        _remove([(d, f) for d, f in files if not f.endswith(".index")])
+        fault("removed the data")
+        _remove([(p.plan.directory, fs.join(p.plan.directory, JOURNAL_FILENAME)) for p in prepared])
+        fault("journal removed")
+        for p in prepared:
+            results[p.index] = PruneResult(p.plan, p.plan.deleted)
+    except Exception as exc:  # noqa: BLE001 - the batch's run directories keep their journals
+        for p in prepared:
+            results[p.index] = exc
+    finally:
+        def release(position: int) -> None:
+            p = prepared[position]
+            try:
+                p.lock.close()
+            except Exception as exc:  # noqa: BLE001
+                if not isinstance(results[p.index], Exception):
+                    results[p.index] = exc
+            if done:
+                done(p.plan.directory)
+
+        _each(release, list(range(len(prepared))), workers)
+
+
+def _journal_and_rewrite_state(plan: PrunePlan, fault: Fault) -> bool:
+    """Under the lock: the journal of the plan's deletions written, then the state file rewritten
+    without them if it is still the version listed. False (journal removed, nothing else done) when
+    it is not: the directory is then to be scanned again."""
+    from ckpttool.storage import remote
+
+    journal = fs.join(plan.directory, JOURNAL_FILENAME)
+    fs.write_atomic(journal, journal_bytes(plan.deleted))
+    fault("journal written")
+    drop = {d.name for d in plan.deleted}
+    text = format_state(without_entries(plan.state, plan.directory, drop)).encode("utf-8")
+    try:
+        remote.write_whole(fs.join(plan.directory, STATE_FILENAME), text, if_tag=plan.state_tag)
+    except Refused:
+        fs.remove_files([journal])
+        return False
+    fault("state file rewritten")
+    return True
+
+
+def _remove(objects: list[tuple[str, str]]) -> None:
+    """Exactly these objects (run directory, URL), each checked to lie directly in its run
+    directory, in batched requests."""
+    for directory, url in objects:
+        refuse_unless_inside(directory, url, 0)
+    fs.remove_files([url for _directory, url in objects])
