@@ -231,6 +231,11 @@ class LocalInput:
             offset += len(data)
             yield data
 
+    def read_into(self, offset: int, buffer) -> int:
+        """Bytes from `offset` read into the writable `buffer` (one that is reused: no new object per
+        read); how many, 0 at the end of the file. Only a local input has this."""
+        return os.preadv(self._fd, [buffer], offset)
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

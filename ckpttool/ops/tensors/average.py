@@ -326,13 +326,14 @@ def _mean_stream(readers: list, name: str, dtype: str, keys: tuple[dict[str, str
     in two buffers reused for every chunk, sized to stay in the CPU's cache."""
     import numpy as np
 
-    from ckpttool.formats.raw import iter_stored_bytes
+    from ckpttool.formats.raw import iter_stored_views
     from ckpttool.ops.tensors.casting import decode_floats, to_bfloat16
 
     itemsize = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}[dtype]
     size = CHUNK_BYTES // itemsize * itemsize
     own = [k.get(name, name) for k in keys] if keys else [name] * len(readers)
-    streams = [_pieces(iter_stored_bytes(r, r.variable(key), size), size) for r, key in zip(readers, own)]
+    # each source's pieces are views of its own reused read buffer, used before the next is read
+    streams = [_pieces(iter_stored_views(r, r.variable(key), size), size) for r, key in zip(readers, own)]
     total = np.empty(size // itemsize, np.float64)
     written = None if dtype == "bfloat16" else np.empty(size // itemsize, {"float16": "<f2", "float32": "<f4",
                                                                            "float64": "<f8"}[dtype])

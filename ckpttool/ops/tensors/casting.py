@@ -159,7 +159,7 @@ def cast_stream(chunks: Iterator[bytes], source: str, target: str, overflow: lis
     for chunk in chunks:
         data = rest + chunk if rest else chunk
         cut = len(data) - len(data) % size
-        rest = data[cut:]
+        rest = bytes(data[cut:])  # a chunk may be a view of a reused buffer: what waits is copied
         if not cut:
             continue
         if work is not None:
