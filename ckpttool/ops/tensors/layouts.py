@@ -351,24 +351,20 @@ def _handed_on(array) -> Iterator[bytes]:
         yield bytes(data[start:start + CHUNK_BYTES])
 
 
-def _block_buffer(view, spare: "np.ndarray | None") -> "np.ndarray":
-    """A C-order array of `view`'s shape and dtype over `spare`'s bytes when they are enough (one
-    buffer reused for every block: fresh pages cost a fault each), else a new one."""
-    import numpy as np
-
-    if spare is None or spare.nbytes < view.nbytes:
-        return np.empty(view.shape, view.dtype)
-    return spare.reshape(-1).view("u1")[:view.nbytes].view(view.dtype).reshape(view.shape)
-
-
 def _permuted_blocks(shape: tuple[int, ...], itemsize: int, block_bytes: int, block_of) -> Iterator[bytes]:
     """The C-order bytes of a permuted tensor of (output) `shape`, a block of the output at a time:
-    `block_of(index)` gives the permuted view of each block's elements, copied through one reused buffer."""
-    spare = None
+    `block_of(index)` gives the permuted view of each block's elements, copied through one buffer
+    reused for every block (fresh pages cost a fault each), the size of the largest."""
+    import numpy as np
+
+    buffer = None
     for index in _output_blocks(shape, itemsize, block_bytes):
         view = block_of(index)
-        spare = _contiguous(view, _block_buffer(view, spare))
-        yield from _handed_on(spare)
+        if buffer is None or buffer.nbytes < view.nbytes:
+            buffer = None  # the old one goes before the new one is made
+            buffer = np.empty(view.nbytes, np.uint8)
+        out = buffer[:view.nbytes].view(view.dtype).reshape(view.shape)
+        yield from _handed_on(_contiguous(view, out))
 
 
 class _Gathered:
