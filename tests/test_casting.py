@@ -162,3 +162,40 @@ def test_bfloat16_cast_rounds_once_on_random_bits(source):
         expected = values.astype(ml_dtypes.bfloat16)
         assert got.tolist() == expected.view(np.uint16).tolist()
         assert overflow[0] == np.count_nonzero(np.isfinite(values) & np.isinf(expected.astype(np.float32)))
+
+
+@pytest.mark.parametrize("chunk", [6, 4097, 262147])
+def test_float32_to_bfloat16_finite_chunks_take_the_short_path(chunk, monkeypatch):
+    """Finite float32 values (ties, values next to ties, subnormals, the largest that stay finite),
+    with a NaN and values that overflow in a few chunks only, streamed in pieces that end inside an
+    element: ml_dtypes' rounding, the overflows counted; the chunks without a NaN or an overflow went
+    the in-place integer way, the others cast_values' way."""
+    from ckpttool.ops.tensors import casting
+
+    rng = np.random.default_rng(29)
+    bits = rng.integers(0, 0x7F7F7FFF, 300_000, dtype=np.uint32) | (rng.integers(0, 2, 300_000, np.uint32) << 31)
+    bits[:40_000] = bits[:40_000] & 0xFFFF0000 | 0x8000  # exactly on a tie
+    bits[40_000:80_000] = bits[40_000:80_000] & 0xFFFF0000 | rng.choice([0x7FFF, 0x8001], 40_000)  # next to one
+    bits[80_000:90_000] &= 0x807FFFFF  # subnormals (and zeros) of both signs
+    bits[90_000:90_004] = [0x7F7F7FFF, 0xFF7F7FFF, 0x7F7F8000, 0xFF7F8000]  # the last finite; the first inf
+    bits[200_000] = 0x7FC00001  # a NaN with a payload
+    values = bits.view("<f4")
+    stored = values.tobytes()
+    calls = []
+    short_path = casting._float32_to_bfloat16_finite
+    monkeypatch.setattr(casting, "_float32_to_bfloat16_finite",
+                        lambda data, work: calls.append((bytes(data), short_path(data, work))) or calls[-1][1])
+    overflow = [0]
+    got = np.frombuffer(b"".join(casting.cast_stream(iter([stored[i:i + chunk] for i in range(0, len(stored), chunk)]),
+                                                     "float32", "bfloat16", overflow)), "<u2")
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = values.astype(ml_dtypes.bfloat16)
+        overflows = np.isfinite(values) & np.isinf(expected.astype(np.float32))
+    assert got.tolist() == expected.view(np.uint16).tolist()
+    assert overflow[0] == np.count_nonzero(overflows) >= 2
+    for data, result in calls:  # the short way exactly where nothing is NaN or overflows
+        piece = np.frombuffer(data, "<f4")
+        with np.errstate(over="ignore"):
+            special = np.isnan(piece).any() or np.isinf(piece.astype(ml_dtypes.bfloat16).astype(np.float32)).any()
+        assert (result is None) == special
+    assert any(result is not None for _data, result in calls)

@@ -252,20 +252,23 @@ BLOCKING_PROBE = """
 import sys
 import ckpttool.formats.raw as raw
 
-original = raw.iter_stored_bytes
 state = {"held": False}
 
 
-def held_after_first_chunk(reader, var, chunk_bytes=None):
-    for chunk in original(reader, var, chunk_bytes):
-        yield chunk
-        if not state["held"]:
-            state["held"] = True
-            print("READY", flush=True)  # the first bytes are in the temp file
-            sys.stdin.read()  # hold until the test's signal arrives
+def held_after_first_chunk(original):
+    def read(reader, var, chunk_bytes=None):
+        for chunk in original(reader, var, chunk_bytes):
+            yield chunk
+            if not state["held"]:
+                state["held"] = True
+                print("READY", flush=True)  # the first bytes are in the temp file
+                sys.stdin.read()  # hold until the test's signal arrives
+    return read
 
 
-raw.iter_stored_bytes = held_after_first_chunk
+# convert reads a bundle's plain tensors into a reused buffer (iter_stored_views), others as bytes
+raw.iter_stored_bytes = held_after_first_chunk(raw.iter_stored_bytes)
+raw.iter_stored_views = held_after_first_chunk(raw.iter_stored_views)
 from ckpttool.cli.app import main
 main(sys.argv[1:])
 """

@@ -397,3 +397,23 @@ def test_embedding_table_from_a_tf2_checkpoint_to_torch_and_back_into_keras(tmp_
     for got, want in zip(back.get_weights(), model.get_weights()):
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("staged", [False, True], ids=["in_memory", "staged"])
+def test_permute_stream_equals_numpy_for_odd_shapes_and_blocks(tmp_path, monkeypatch, staged):
+    """Odd shapes and element sizes (1 to 16 bytes), chunks that end inside elements, output blocks
+    that cut rows (so the reused block buffer is refilled at several sizes): numpy's transpose."""
+    from ckpttool.ops.tensors import layouts
+
+    monkeypatch.setattr(layouts, "BLOCK_BYTES", 96)
+    rng = np.random.default_rng(29)
+    for shape, perm, itemsize in [((3, 5, 7, 11), (3, 2, 0, 1), 4), ((64, 33), (1, 0), 8), ((5, 6, 7), (2, 0, 1), 2),
+                                  ((4, 9), (1, 0), 1), ((2, 3, 4), (0, 2, 1), 16), ((1000, 3), (1, 0), 4)]:
+        dtype = {1: "u1", 2: "<u2", 4: "<u4", 8: "<u8", 16: "V16"}[itemsize]
+        value = np.frombuffer(rng.bytes(int(np.prod(shape)) * itemsize), dtype).reshape(shape)
+        data = value.tobytes()
+        pieces = iter([data[i:i + 7] for i in range(0, len(data), 7)])
+        got = b"".join(layouts.permute_stream(pieces, shape, itemsize, perm, str(tmp_path / "out"),
+                                              memory_bound=64 if staged else None))
+        assert got == np.ascontiguousarray(value.transpose(perm)).tobytes(), (shape, perm)
+    assert os.listdir(tmp_path) == []

@@ -246,6 +246,11 @@ class LocalInput:
             offset += len(data)
             yield data
 
+    def read_into(self, offset: int, buffer) -> int:
+        """Bytes from `offset` read into the writable `buffer` (one that is reused: no new object per
+        read); how many, 0 at the end of the file. Only a local input has this."""
+        return os.preadv(self._fd, [buffer], offset)
+
     def close(self) -> None:
         fd, self._fd = self._fd, -1  # forgotten first: an interrupt inside close never closes it twice
         if fd >= 0:

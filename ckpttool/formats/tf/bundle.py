@@ -224,6 +224,26 @@ class Bundle:
         if remaining:  # the file shrank while we read it
             raise self._truncated(part)
 
+    def iter_raw_into(self, part: StoredTensor, buffer: memoryview) -> Iterator[memoryview | bytes]:
+        """As iter_raw, read into `buffer` (a writable memoryview the caller reuses): each piece is a
+        slice of it, valid only until the next is asked for. A shard in a bucket hands out new bytes."""
+        shard = self._shard(part.shard_id)
+        problem = shard.bad.get(part.key)
+        if problem is not None:
+            raise problem
+        read_into = getattr(shard.handle, "read_into", None)
+        if read_into is None:
+            yield from self.iter_raw(part, len(buffer))
+            return
+        offset, end = part.offset, part.offset + part.size
+        while offset < end:
+            piece = buffer[:min(len(buffer), end - offset)]
+            got = read_into(offset, piece)
+            if not got:  # the file shrank while we read it
+                raise self._truncated(part)
+            offset += got
+            yield piece[:got]
+
     def _truncated(self, part: StoredTensor) -> Truncated:
         return Truncated(f"{self._shard_name(part)} is truncated: tensor {_tensor_name(part.key)} "
                          "ends past the end of the file")

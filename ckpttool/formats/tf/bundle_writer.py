@@ -142,7 +142,7 @@ class BundleWriter:
             raise ValueError(f"cannot stream dtype {dtype.name}")
         offset, running = self._sizes[shard], 0
         for chunk in chunks:
-            running = crc.extend(running, chunk)
+            running = crc.extend_view(running, chunk)  # a view of a reused read buffer: not copied
             self._write(shard, chunk)
         size = self._sizes[shard] - offset
         if size != prod(shape) * dtype.itemsize:

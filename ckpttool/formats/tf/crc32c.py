@@ -30,6 +30,20 @@ def extend(crc: int, data: bytes | bytearray | memoryview) -> int:
     return google_crc32c.extend(crc, _readonly(data))
 
 
+def extend_view(crc: int, data: bytes | bytearray | memoryview) -> int:
+    """extend() over a piece of a reused buffer without copying it: google-crc32c refuses buffers
+    with a release hook (memoryview, bytearray), not a ctypes array over the same memory (ctypes,
+    not numpy: a plain copy imports no numpy). A read-only view is copied, as extend() does."""
+    if isinstance(data, bytes):
+        return google_crc32c.extend(crc, data)
+    view = memoryview(data)
+    if view.readonly or not view.c_contiguous:
+        return google_crc32c.extend(crc, view.tobytes())
+    import ctypes
+
+    return google_crc32c.extend(crc, (ctypes.c_char * view.nbytes).from_buffer(view))
+
+
 def mask(crc: int) -> int:
     rotated = ((crc >> 15) | (crc << 17)) & _U32
     return (rotated + _MASK_DELTA) & _U32

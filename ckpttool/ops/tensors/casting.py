@@ -124,19 +124,53 @@ def itemsize(dtype: str) -> int:
     return {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}[dtype]
 
 
+# The smallest float32 magnitude that rounds to bfloat16's infinity: 0x7F7F8000, a tie, rounded up to
+# the even 0x7F80 (exact as a float32 and as a float64, whichever the comparison is done in)
+_BFLOAT16_OVERFLOWS_FROM = 2.0 ** 128 - 2.0 ** 119
+
+
+def _float32_to_bfloat16_finite(data: bytes, work: "np.ndarray") -> bytes | None:
+    """The bfloat16 bytes of the float32 values in `data` when every one is finite and stays finite
+    (then exactly what cast_values gives, with no overflow to count), else None: NaNs and overflows
+    are cast_values' to do. One min and one max decide it; the rounding is five in-place integer
+    passes over `work` (a reused uint32 buffer of at least as many elements), taking no new memory."""
+    import numpy as np
+
+    values = np.frombuffer(data, "<f4")
+    if values.size and not (values.min() > -_BFLOAT16_OVERFLOWS_FROM and values.max() < _BFLOAT16_OVERFLOWS_FROM):
+        return None  # a NaN fails both comparisons
+    bits, rounded = values.view("<u4"), work[:values.size]
+    np.right_shift(bits, 16, out=rounded)
+    np.bitwise_and(rounded, 1, out=rounded)
+    np.add(rounded, 0x7FFF, out=rounded)
+    np.add(rounded, bits, out=rounded)  # to nearest, ties to even, as to_bfloat16
+    np.right_shift(rounded, 16, out=rounded)
+    return rounded.view("<u2")[::2].tobytes()  # the low half of each little-endian uint32
+
+
 def cast_stream(chunks: Iterator[bytes], source: str, target: str, overflow: list[int]) -> Iterator[bytes]:
     """The stored bytes of a `source` variable as `target`, chunk by chunk; `overflow[0]` counts the
     finite values that became infinite. A chunk may end inside an element: the rest waits for the next."""
+    import numpy as np
+
     size = itemsize(source)
     rest = b""
+    work = np.empty(0, "<u4") if (source, target) == ("float32", "bfloat16") else None
     for chunk in chunks:
         data = rest + chunk if rest else chunk
         cut = len(data) - len(data) % size
-        rest = data[cut:]
-        if cut:
-            out, count = cast_values(decode_floats(data[:cut], source), target, source)
-            overflow[0] += count
-            yield out
+        rest = bytes(data[cut:])  # a chunk may be a view of a reused buffer: what waits is copied
+        if not cut:
+            continue
+        if work is not None:
+            if work.size < cut // 4:
+                work = np.empty(cut // 4, "<u4")
+            fast = _float32_to_bfloat16_finite(data[:cut] if cut < len(data) else data, work)
+            if fast is not None:
+                yield fast
+                continue
+        out, count = cast_values(decode_floats(data[:cut], source), target, source)
+        overflow[0] += count
+        yield out
     if rest:
         raise ValueError("a variable's stored bytes end inside an element")  # the readers check sizes: a bug
-

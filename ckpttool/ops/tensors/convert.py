@@ -571,10 +571,12 @@ class _Source:
         return self.reader.variable(item.source)
 
     def chunks(self, name: str) -> Iterator[bytes]:
-        from ckpttool.formats.raw import iter_stored_bytes
+        from ckpttool.formats.raw import iter_stored_views
 
         item = self.by_name[name]
-        stream = self.stored(item) if self.stored else iter_stored_bytes(self.reader, self.variable(item))
+        # every consumer below (the writers, the cast, the transpose) writes or copies a piece before
+        # it asks for the next: the pieces may be views of one reused read buffer
+        stream = self.stored(item) if self.stored else iter_stored_views(self.reader, self.variable(item))
         if item.perm is not None:
             from ckpttool.ops.tensors.layouts import permute_stream
 
