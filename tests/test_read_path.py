@@ -264,6 +264,41 @@ def test_stats_in_one_pass_match_numpy(tmp_path, tf):
     assert_one_line_error(run_cli("inspect", "--stats", prefix), 3)
 
 
+def test_stats_in_pieces_match_numpy_and_a_flip_in_any_piece_is_found(tmp_path, tf, monkeypatch):
+    """inspect --stats of large tensors read by worker threads in many pieces (as verify reads
+    them): the figures numpy gives, and one flipped byte found wherever it lies (first and last
+    byte, either side of a piece border), by --stats and by verify alike."""
+    monkeypatch.setattr(parallel_check, "WORKERS", 3)
+    monkeypatch.setattr(parallel_check, "PIECE_BYTES", 64 << 10)
+    rng = np.random.default_rng(5)
+    tensors = {"w": rng.standard_normal((600, 1000)).astype(np.float32),
+               "offset": (1000 + rng.standard_normal(300_000) * 1e-3).astype(np.float32),
+               "ints": rng.integers(-(2**40), 2**40, 200_000)}
+    prefix = str(tmp_path / "pieces")
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=list(tensors), shape_and_slices=[""] * len(tensors),
+                      tensors=[tf.constant(v) for v in tensors.values()])
+    reader = tf.train.load_checkpoint(prefix)
+    doc = run_cli("inspect", "--json", "--stats", prefix).json()
+    for var in doc["variables"]:
+        ref = reader.get_tensor(var["name"]).astype(np.float64).ravel()
+        found = var["stats"]
+        assert (found["count"], found["min"], found["max"]) == (ref.size, ref.min(), ref.max())
+        assert found["zero_count"] == int((ref == 0).sum())
+        assert found["mean"] == pytest.approx(ref.mean(), rel=1e-9, abs=1e-12)
+        assert found["std"] == pytest.approx(ref.std(), rel=1e-9, abs=1e-12)
+    with open_bundle(prefix) as bundle:
+        w = bundle.variable("w").parts[0]
+    data = prefix + ".data-00000-of-00001"
+    piece = parallel_check.PIECE_BYTES
+    for at in (0, piece - 1, piece, 17 * piece + 5, w.size - 1):
+        _flip(data, w.offset + at)
+        assert _tf_damaged(tf, prefix) == {"w"}, at
+        assert_one_line_error(run_cli("inspect", "--stats", "--filter", "^w$", prefix), 3)
+        checked = run_cli("verify", "--json", prefix)
+        assert checked.exit_code == 1 and [e["name"] for e in checked.json()["errors"]] == ["w"], at
+        _flip(data, w.offset + at)  # back: the next byte is the only damage
+
+
 # -- what the fast paths import -------------------------------------------------------------
 
 _PROBE = """
