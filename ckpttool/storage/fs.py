@@ -231,22 +231,6 @@ class LocalInput:
             offset += len(data)
             yield data
 
-    def iter_views(self, offset: int, length: int, buffer: bytearray) -> Iterator[bytes | memoryview]:
-        """What `iter_range` gives, read into `buffer` (each view is valid until the next): no new
-        memory per piece, so no page faults on fresh pages for a consumer that takes any buffer
-        (hashlib). Without preadv (Windows): `iter_range`'s new bytes."""
-        if not hasattr(os, "preadv"):
-            yield from self.iter_range(offset, length, len(buffer))
-            return
-        view = memoryview(buffer)
-        end = offset + length
-        while offset < end:
-            got = os.preadv(self._fd, [view[:min(len(view), end - offset)]], offset)
-            if not got:
-                return
-            offset += got
-            yield view[:got]
-
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

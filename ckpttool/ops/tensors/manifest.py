@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, TypeVar, Union
@@ -131,19 +130,9 @@ def tensor_digests(reader, variables: list[Variable],
         yield var, outcome
 
 
-_buffers = threading.local()  # each hashing thread's read buffer, reused piece after piece
-
-
 def _range_digest(handle, offset: int, length: int) -> str:
     digest, got = hashlib.sha256(), 0
-    if isinstance(handle, fs.LocalInput):
-        buffer = getattr(_buffers, "buffer", None)
-        if buffer is None:
-            buffer = _buffers.buffer = bytearray(HASH_CHUNK_BYTES)
-        chunks = handle.iter_views(offset, length, buffer)
-    else:
-        chunks = handle.iter_range(offset, length, HASH_CHUNK_BYTES)
-    for chunk in chunks:
+    for chunk in handle.iter_range(offset, length, HASH_CHUNK_BYTES):
         digest.update(chunk)
         got += len(chunk)
     if got != length:
