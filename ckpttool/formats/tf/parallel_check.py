@@ -157,6 +157,15 @@ def _shared_pool() -> "ThreadPoolExecutor":
     return _shared
 
 
+def _forget_pool() -> None:
+    global _shared
+    _shared = None  # a forked child has none of the parent's threads: it starts its own pool
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def fold_in_pieces(bundle: Bundle, var: Variable, start: Callable[[StoredTensor], State],
                    fold: Callable[[State, bytes], None]) -> list[State] | None:
     """`var`'s stored bytes folded by the workers, piece by piece: for each piece a new state
