@@ -271,9 +271,9 @@ def test_stats_in_one_pass_match_numpy(tmp_path, tf):
 
 
 def test_stats_in_pieces_match_numpy_and_a_flip_in_any_piece_is_found(tmp_path, tf, monkeypatch):
-    """inspect --stats of large tensors read by worker threads in many pieces (as verify reads
-    them): the figures numpy gives, and one flipped byte found wherever it lies (first and last
-    byte, either side of a piece border), by --stats and by verify alike."""
+    """inspect --stats of large tensors over several blocks (--stats reads them in one thread,
+    verify in many pieces by worker threads): the figures numpy gives, and one flipped byte found
+    wherever it lies (first and last byte, either side of a piece border), by both alike."""
     monkeypatch.setattr(parallel_check, "WORKERS", 3)
     monkeypatch.setattr(parallel_check, "PIECE_BYTES", 64 << 10)
     rng = np.random.default_rng(5)

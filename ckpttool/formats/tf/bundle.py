@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from math import prod
-from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ckpttool.errors import BadInput, ChecksumMismatch, CorruptCheckpoint, Truncated, Unsupported
 from ckpttool.formats.tf import crc32c as crc
@@ -43,8 +43,6 @@ if TYPE_CHECKING:  # numpy is imported where tensors are decoded, not to list or
     import numpy as np
 
     from ckpttool.formats.tf.protos import checkpoint_pb2 as pb
-
-T = TypeVar("T")
 
 # Bytes per read when a caller names no size: None lets the input choose (a
 # cache-sized piece locally, one ranged GET remotely).
@@ -235,35 +233,18 @@ class Bundle:
 
     def iter_fixed_chunks(self, part: StoredTensor, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
         """Decoded 1-D chunks of a fixed-width tensor, CRC checked at the end (bounded memory)."""
+        import numpy as np
+
         chunk_bytes = chunk_bytes or CHUNK_BYTES
         dtype = part.dtype
-        decode = self.chunk_decoder(part)
+        storage = self._storage_dtype(dtype)
         step = max(dtype.itemsize, chunk_bytes - chunk_bytes % dtype.itemsize) if chunk_bytes else None
         running = 0
         for chunk in self.iter_raw(part, step):
             running = crc.extend(running, chunk)
-            yield decode(chunk)
+            yield dtype.decode(np.frombuffer(chunk, dtype=storage))
         if crc.mask(running) != part.crc32c:
             raise self._checksum_error(part)
-
-    def chunk_decoder(self, part: StoredTensor) -> Callable[[bytes], np.ndarray]:
-        """What turns whole stored elements of the fixed-width `part` into a 1-D numpy array (what
-        `iter_fixed_chunks` yields), for bytes read elsewhere (formats/tf/parallel_check.py)."""
-        import numpy as np
-
-        storage, decode = self._storage_dtype(part.dtype), part.dtype.decode
-        return lambda chunk: decode(np.frombuffer(chunk, dtype=storage))
-
-    def fold_value_pieces(self, var: Variable, start: Callable[[], T],
-                          fold: Callable[[T, np.ndarray], None]) -> list[T] | None:
-        """`var`'s values folded piece by piece by worker threads (parallel_check.fold_in_pieces):
-        for each piece a new state `start()`, given each decoded chunk of it in order; the states
-        in order, every CRC checked. None when not worth it: read `iter_value_chunks` instead."""
-        from ckpttool.formats.tf.parallel_check import fold_in_pieces
-
-        pieces = fold_in_pieces(self, var, lambda part: (start(), self.chunk_decoder(part)),
-                                lambda piece, chunk: fold(piece[0], piece[1](chunk)))
-        return None if pieces is None else [state for state, _decode in pieces]
 
     def check(self, part: StoredTensor) -> None:
         """Read `part` and verify its checksum (and string framing) without keeping it; a bool

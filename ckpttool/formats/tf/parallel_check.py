@@ -7,18 +7,12 @@ shards of a sharded checkpoint and the pieces of one big tensor are read at
 once. Small tensors, strings and remote files are checked in the calling
 thread, in between. Results come back in the variables' order, and are what
 `Bundle.check_variable` gives for each, so a report never depends on timing.
-
-`fold_in_pieces` shares the same reading with a caller that also computes
-something of the bytes (`inspect --stats`): each worker folds the chunks of
-its piece into a state of its own, where it read them (in its core's cache),
-and the states come back in the pieces' order, so a result never depends on
-which thread ran which piece.
 """
 from __future__ import annotations
 
 import os
 from collections import deque
-from typing import TYPE_CHECKING, Callable, Iterator, Protocol, TypeVar, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Union
 
 from ckpttool.errors import BadInput
 from ckpttool.formats.tf import crc32c as crc
@@ -47,7 +41,6 @@ WORKERS = min(4, os.cpu_count() or 1)
 
 Outcome = Union[int, BadInput]  # bytes checked, or the damage found
 _Pieces = list[tuple[StoredTensor, list["Future"]]]
-State = TypeVar("State")
 
 
 def _checked(bundle: Bundle, var: Variable) -> Outcome:
@@ -57,24 +50,13 @@ def _checked(bundle: Bundle, var: Variable) -> Outcome:
         return exc
 
 
-def _piece_crc(handle: LocalInput, offset: int, length: int,
-               fold: Callable[[bytes], None] | None = None) -> tuple[int, int]:
-    """CRC-32C (unmasked) of bytes [offset, offset+length) and how many there were; each chunk
-    also given to `fold`, in order."""
+def _piece_crc(handle: LocalInput, offset: int, length: int) -> tuple[int, int]:
+    """CRC-32C (unmasked) of bytes [offset, offset+length) and how many there were."""
     running = got = 0
     for chunk in handle.iter_range(offset, length):
         running = crc.extend(running, chunk)
         got += len(chunk)
-        if fold is not None:
-            fold(chunk)
     return running, got
-
-
-def _pieces(part: StoredTensor) -> list[tuple[int, int]]:
-    """(offset, length) of each worker's share of `part`; PIECE_BYTES is a multiple of every
-    dtype's width, so a piece holds whole elements."""
-    end = part.offset + part.size
-    return [(offset, min(PIECE_BYTES, end - offset)) for offset in range(part.offset, end, PIECE_BYTES)]
 
 
 def _start(bundle: Bundle, var: Variable, pool: "ThreadPoolExecutor") -> Outcome | _Pieces:
@@ -87,7 +69,8 @@ def _start(bundle: Bundle, var: Variable, pool: "ThreadPoolExecutor") -> Outcome
         return exc
     if not all(isinstance(handle, LocalInput) for _part, handle in opened):
         return _checked(bundle, var)  # remote reads keep their own requests in flight
-    return [(part, [pool.submit(_piece_crc, handle, offset, length) for offset, length in _pieces(part)])
+    return [(part, [pool.submit(_piece_crc, handle, offset, min(PIECE_BYTES, part.offset + part.size - offset))
+                    for offset in range(part.offset, part.offset + part.size, PIECE_BYTES)])
             for part, handle in opened]
 
 
@@ -141,69 +124,3 @@ def check_in_parallel(bundle: Bundle, variables: list[Variable]) -> Iterator[tup
     finally:
         # Workers read through the bundle's open files: they stop before it can close them.
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-_shared: "ThreadPoolExecutor | None" = None
-
-
-def _shared_pool() -> "ThreadPoolExecutor":
-    """One pool for every `fold_in_pieces` call of the process (started on first use; idle
-    threads are joined at exit): a call per variable must not start threads each time."""
-    global _shared
-    if _shared is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _shared = ThreadPoolExecutor(WORKERS, thread_name_prefix="ckpttool-fold")
-    return _shared
-
-
-def _forget_pool() -> None:
-    global _shared
-    _shared = None  # a forked child has none of the parent's threads: it starts its own pool
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
-def fold_in_pieces(bundle: Bundle, var: Variable, start: Callable[[StoredTensor], State],
-                   fold: Callable[[State, bytes], None]) -> list[State] | None:
-    """`var`'s stored bytes folded by the workers, piece by piece: for each piece a new state
-    `start(part)`, given each chunk of the piece in order (`fold(state, chunk)`); the states in the
-    pieces' order, after every part's length and CRC were checked (BadInput as `check` raises it).
-    None when `var` is not worth the threads (small, not fixed-width, remote): the caller reads it
-    itself."""
-    if WORKERS < 2 or not var.dtype.fixed_width or var.size_bytes < THREADED_MIN_BYTES:
-        return None
-    opened = bundle.open_parts(var)
-    if not all(isinstance(handle, LocalInput) for _part, handle in opened):
-        return None
-    pool = _shared_pool()
-    work = []
-    try:
-        for part, handle in opened:
-            pieces = []
-            for offset, length in _pieces(part):
-                state = start(part)
-                pieces.append((state, pool.submit(_piece_crc, handle, offset, length,
-                                                  lambda chunk, state=state: fold(state, chunk))))
-            work.append((part, pieces))
-        states = []
-        for part, pieces in work:
-            running = got = 0
-            for state, future in pieces:
-                piece_crc, piece_got = future.result()
-                running = crc.combine(running, piece_crc, piece_got)
-                got += piece_got
-                states.append(state)
-            bundle.check_read(part, running, got)
-        return states
-    finally:
-        # Workers read through the bundle's open files: none is left reading when this returns.
-        for _part, pieces in work:
-            for _state, future in pieces:
-                future.cancel()
-        for _part, pieces in work:
-            for _state, future in pieces:
-                if not future.cancelled():
-                    future.exception()  # waits; what it raised is the caller's only if it got that far

@@ -3,25 +3,24 @@ bounded whatever the tensor's size (Chan's parallel mean/variance merge).
 
 Each chunk is gone over in few passes: min and max first (a NaN or an
 infinity shows in them, so the all-finite common case needs no mask), zeros
-counted, then blocks are converted to float64 once (into a scratch buffer
-each thread reuses): their mean, then their squared deviations summed by dot
+counted, then blocks are converted to float64 once (into a reused scratch
+buffer): their mean, then their squared deviations summed by dot
 products of rows of _ROW elements (one pass instead of a square and a sum),
 merged as Chan does. Float64 throughout, as before: a float32 sum of squares
 is off by ~1e-7 relative, and the tests hold mean and std to 1e-9 of numpy's
 float64 results. The dot products are BLAS's, on rows of 8192 elements:
 OpenBLAS runs a dot product of more than 10,000 elements on several threads,
-which on a loaded machine (and beside our own threads) cost ten times what it
-saved (measured: 0.08 GiB/s instead of 2.5).
+which on a loaded machine cost ten times what it saved (measured: 0.08 GiB/s
+instead of 2.5).
 
-A large tensor of a local TF bundle is read in pieces by worker threads
-(formats/tf/parallel_check.fold_in_pieces): each worker reads, checks the CRC
-of and summarises its own piece in its core's cache; the pieces' summaries
-are merged in order, so the result never depends on the threads' timing.
+One thread: sharing a tensor's pieces among worker threads (each reading,
+checking and summarising its own, as verify's workers do) measured slower
+and 6 MiB larger on this 2-core machine: the many short numpy calls per
+chunk hold the GIL in turn.
 """
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -29,7 +28,6 @@ import numpy as np
 
 _BLOCK = 1 << 17  # elements converted to float64 at a time (1 MiB)
 _ROW = 8192  # elements per dot product: OpenBLAS stays on one thread up to 10,000
-_scratch = threading.local()  # each thread's float64 buffer, reused chunk after chunk
 _rows_dot = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("ij,ij->i", a, b))  # numpy < 2: einsum
 
 
@@ -52,6 +50,7 @@ class _Accumulator:
         self.mean = self.m2 = 0.0
         self.low = math.inf
         self.high = -math.inf
+        self._scratch = np.empty(0)  # float64 buffer, reused chunk after chunk
 
     def add(self, chunk: np.ndarray) -> None:
         if chunk.dtype.kind == "b":
@@ -73,9 +72,9 @@ class _Accumulator:
         self.zero += int(np.count_nonzero(chunk == 0))  # faster than counting the non-zeros of floats
         self.low = min(self.low, float(low))
         self.high = max(self.high, float(high))
-        scratch = getattr(_scratch, "values", None)
-        if scratch is None or scratch.size < min(chunk.size, _BLOCK):
-            scratch = _scratch.values = np.empty(min(chunk.size, _BLOCK), np.float64)
+        if self._scratch.size < min(chunk.size, _BLOCK):
+            self._scratch = np.empty(min(chunk.size, _BLOCK), np.float64)
+        scratch = self._scratch
         for start in range(0, chunk.size, _BLOCK):
             block = chunk[start : start + _BLOCK]
             values = scratch[: block.size]
@@ -111,18 +110,6 @@ class _Accumulator:
         )
 
 
-    def absorb(self, other: "_Accumulator") -> None:
-        """Take in what `other` summarised (values that came after this one's)."""
-        self.count += other.count
-        self.nan += other.nan
-        self.inf += other.inf
-        self.zero += other.zero
-        self.low = min(self.low, other.low)
-        self.high = max(self.high, other.high)
-        if other.finite:
-            self._merge(other.finite, other.mean, other.m2)
-
-
 def stats_of_chunks(chunks: Iterable[np.ndarray]) -> TensorStats:
     """Statistics over numeric chunks (bool counts as 0/1). Population std, like numpy."""
     acc = _Accumulator()
@@ -130,15 +117,3 @@ def stats_of_chunks(chunks: Iterable[np.ndarray]) -> TensorStats:
         acc.add(chunk)
     return acc.result()
 
-
-def variable_stats(reader, var) -> TensorStats:
-    """Statistics of one variable of `reader`: a large one of a local TF bundle by worker threads
-    in pieces, else chunk by chunk in this thread. The same damage is found either way (CRCs)."""
-    fold_pieces = getattr(reader, "fold_value_pieces", None)
-    pieces = fold_pieces(var, _Accumulator, _Accumulator.add) if fold_pieces else None
-    if pieces is None:
-        return stats_of_chunks(reader.iter_value_chunks(var))
-    acc = _Accumulator()
-    for piece in pieces:
-        acc.absorb(piece)
-    return acc.result()
