@@ -15,8 +15,8 @@ instead of 2.5).
 
 One thread: sharing a tensor's pieces among worker threads (each reading,
 checking and summarising its own, as verify's workers do) measured slower
-and 6 MiB larger on this 2-core machine: the many short numpy calls per
-chunk hold the GIL in turn.
+and 6 MiB larger on this 2-core machine (probably the many short numpy
+calls per chunk taking the GIL in turn).
 """
 from __future__ import annotations
 
