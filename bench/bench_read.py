@@ -13,8 +13,8 @@ peak memory and ratios for:
   inspect --stats (1 GiB)  vs the same TensorFlow read plus numpy statistics
 The start-up rows run each pair in turn (ours, theirs, ours ...) and give the median of the pairs'
 ratios. Issue targets: latest >= 40x faster than TensorFlow and within 4x of `python -c pass`,
->= 8x less memory; inspect --json >= 20x faster; verify >= 3 GB/s and --stats >= 1 GB/s from page cache (whole
-process, start-up included), both under 300 MB peak.
+>= 8x less memory; inspect --json >= 20x faster; verify within 2x the time of `cat FILES > /dev/null` and --stats >= 2 GB/s from page cache
+(issue 29; whole process, start-up included), both under 300 MB peak.
 """
 from __future__ import annotations
 
@@ -97,14 +97,14 @@ def main() -> None:
     verify = run_measured(CKPTTOOL + ["verify", paths["big"]], r)
     rows.append((f"verify ({big_bytes / 2**30:.2f} GiB)", verify,
                  run_measured(PYTHON + [TF_READ_ALL, paths["big"]], max(1, r // 2)),
-                 f"{big_bytes / verify.seconds / 1e9:.2f} GB/s; target <300 MB, >=3 GB/s"))
+                 f"{big_bytes / verify.seconds / 1e9:.2f} GB/s; target <300 MB, <=2x cat's time"))
     cat = run_measured(["cat", *sorted(glob.glob(glob.escape(paths["big"]) + ".data-*"))], r)
     rows.append(("  cat of the same data files", cat, None,
                  f"{big_bytes / cat.seconds / 1e9:.2f} GB/s; verify takes {verify.seconds / cat.seconds:.1f}x cat's time"))
     stats = run_measured(CKPTTOOL + ["inspect", "--stats", paths["big"]], max(1, r // 2))
     rows.append((f"inspect --stats ({big_bytes / 2**30:.2f} GiB)", stats,
                  run_measured(PYTHON + [TF_STATS, paths["big"]], max(1, r // 2)),
-                 f"{big_bytes / stats.seconds / 1e9:.2f} GB/s; target <300 MB, >=1 GB/s"))
+                 f"{big_bytes / stats.seconds / 1e9:.2f} GB/s; target <300 MB, >=2 GB/s"))
     report(rows)
 
 

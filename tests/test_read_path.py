@@ -227,20 +227,9 @@ def test_verify_in_pieces_across_shards(copy_fixture, tf, monkeypatch):
 
 # -- statistics ---------------------------------------------------------------------------
 
-def test_stats_in_one_pass_match_numpy(tmp_path, tf):
-    rng = np.random.default_rng(3)
-    noisy = rng.standard_normal(700_000).astype(np.float32)
-    noisy[[5, 300_001, 699_999]] = [np.nan, np.inf, -np.inf]
-    tensors = {
-        "offset": (1000 + rng.standard_normal(600_000) * 1e-3).astype(np.float32),  # mean far above std
-        "noisy": noisy,
-        "all_nan": np.full(1000, np.nan, np.float32),
-        "ints": rng.integers(-(2**40), 2**40, 300_000),
-        "half": rng.standard_normal(200_000).astype(np.float16),
-        "flags": rng.random(100_000) < 0.3,
-        "empty": np.zeros((0, 4), np.float32),
-    }
-    prefix = str(tmp_path / "stats")
+def _stats_match_numpy(tf, prefix: str, tensors: dict) -> str:
+    """`tensors` saved by TensorFlow at `prefix`; inspect --stats of each is what numpy computes
+    of what TensorFlow reads back (mean and std to 1e-9)."""
     tf.raw_ops.SaveV2(prefix=prefix, tensor_names=list(tensors), shape_and_slices=[""] * len(tensors),
                       tensors=[tf.constant(v) for v in tensors.values()])
     reader = tf.train.load_checkpoint(prefix)
@@ -258,10 +247,51 @@ def test_stats_in_one_pass_match_numpy(tmp_path, tf):
         assert found["min"] == finite.min() and found["max"] == finite.max()
         assert found["mean"] == pytest.approx(finite.mean(), rel=1e-9, abs=1e-12)
         assert found["std"] == pytest.approx(finite.std(), rel=1e-9, abs=1e-12)
+    return prefix
+
+
+def test_stats_in_one_pass_match_numpy(tmp_path, tf):
+    rng = np.random.default_rng(3)
+    noisy = rng.standard_normal(700_000).astype(np.float32)
+    noisy[[5, 300_001, 699_999]] = [np.nan, np.inf, -np.inf]
+    tensors = {
+        "offset": (1000 + rng.standard_normal(600_000) * 1e-3).astype(np.float32),  # mean far above std
+        "noisy": noisy,
+        "all_nan": np.full(1000, np.nan, np.float32),
+        "ints": rng.integers(-(2**40), 2**40, 300_000),
+        "half": rng.standard_normal(200_000).astype(np.float16),
+        "flags": rng.random(100_000) < 0.3,
+        "empty": np.zeros((0, 4), np.float32),
+    }
+    prefix = _stats_match_numpy(tf, str(tmp_path / "stats"), tensors)
     with open_bundle(prefix) as bundle:
         noisy = bundle.variable("noisy").parts[0]
     _flip(prefix + ".data-00000-of-00001", noisy.offset + noisy.size // 2)  # found after the last chunk
     assert_one_line_error(run_cli("inspect", "--stats", prefix), 3)
+
+
+def test_stats_in_pieces_match_numpy_and_a_flip_in_any_piece_is_found(tmp_path, tf, monkeypatch):
+    """inspect --stats of large tensors over several blocks (--stats reads them in one thread,
+    verify in many pieces by worker threads): the figures numpy gives, and one flipped byte found
+    wherever it lies (first and last byte, either side of a piece border), by both alike."""
+    monkeypatch.setattr(parallel_check, "WORKERS", 3)
+    monkeypatch.setattr(parallel_check, "PIECE_BYTES", 64 << 10)
+    rng = np.random.default_rng(5)
+    tensors = {"w": rng.standard_normal((600, 1000)).astype(np.float32),
+               "offset": (1000 + rng.standard_normal(300_000) * 1e-3).astype(np.float32),
+               "ints": rng.integers(-(2**40), 2**40, 200_000)}
+    prefix = _stats_match_numpy(tf, str(tmp_path / "pieces"), tensors)
+    with open_bundle(prefix) as bundle:
+        w = bundle.variable("w").parts[0]
+    data = prefix + ".data-00000-of-00001"
+    piece = parallel_check.PIECE_BYTES
+    for at in (0, piece - 1, piece, 17 * piece + 5, w.size - 1):
+        _flip(data, w.offset + at)
+        assert _tf_damaged(tf, prefix) == {"w"}, at
+        assert_one_line_error(run_cli("inspect", "--stats", "--filter", "^w$", prefix), 3)
+        checked = run_cli("verify", "--json", prefix)
+        assert checked.exit_code == 1 and [e["name"] for e in checked.json()["errors"]] == ["w"], at
+        _flip(data, w.offset + at)  # back: the next byte is the only damage
 
 
 # -- what the fast paths import -------------------------------------------------------------

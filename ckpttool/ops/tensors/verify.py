@@ -17,17 +17,17 @@ import os
 import re
 from contextlib import closing
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ckpttool.errors import BadInput, BadSlices, ChecksumMismatch, NotFound, Truncated, UnsafeFile
 from ckpttool.storage import fs
-from ckpttool.formats.orbax.tree import is_orbax_dir
 from ckpttool.formats.tf.bundle import Bundle
 from ckpttool.formats.tf.shards import missing_shard_ids
 from ckpttool.formats.variables import Variable
-from ckpttool.ops.runs import series
-from ckpttool.ops.runs.scan import TF_FORMATS, CheckpointInfo, find_checkpoint_dirs, scan_directory
 from ckpttool.ops.targets import Target, open_target, resolve_target
+
+if TYPE_CHECKING:  # directory scans and series (ops/runs) are imported where a directory is verified:
+    from ckpttool.ops.runs.scan import CheckpointInfo  # verifying one checkpoint starts without them
 
 _SHARD_RE = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 _LISTED_SHARDS = 20  # missing shards reported one by one; the rest in one line
@@ -279,6 +279,8 @@ def verify_directory(directory: str, *, recursive: bool = False,
                      on_progress: Callable[[int], None] | None = None) -> DirectoryVerifyReport:
     """Every checkpoint of `directory` (and, `recursive`, of every run directory under it),
     oldest first; an incomplete one is verified too (and reported damaged)."""
+    from ckpttool.ops.runs.scan import find_checkpoint_dirs, scan_directory
+
     reports = []
     for run in find_checkpoint_dirs(directory) if recursive else [directory]:
         for checkpoint in scan_directory(run).checkpoints:
@@ -288,10 +290,12 @@ def verify_directory(directory: str, *, recursive: bool = False,
     return DirectoryVerifyReport(directory, tuple(reports))
 
 
-def verify_member(checkpoint: CheckpointInfo, path: str,
+def verify_member(checkpoint: "CheckpointInfo", path: str,
                   on_progress: Callable[[int], None] | None = None) -> VerifyReport:
     """One checkpoint a directory scan found (`path`: as named from the directory given): a TF
     prefix, or a series member (Keras file, SavedModel version, Orbax or HF step)."""
+    from ckpttool.ops.runs.scan import TF_FORMATS
+
     if checkpoint.format not in TF_FORMATS:
         return _verify_series_member(checkpoint, path, on_progress)
     if checkpoint.format == "v2" and not fs.is_file(path + ".index"):
@@ -302,9 +306,12 @@ def verify_member(checkpoint: CheckpointInfo, path: str,
 _HF_WEIGHTS = ("model.safetensors.index.json", "model.safetensors", "adapter_model.safetensors")
 
 
-def _verify_series_member(member: CheckpointInfo, path: str,
+def _verify_series_member(member: "CheckpointInfo", path: str,
                           on_progress: Callable[[int], None] | None) -> VerifyReport:
     """A Keras file, SavedModel version, Orbax or HF step (`path`: as named from the directory given)."""
+    from ckpttool.formats.orbax.tree import is_orbax_dir
+    from ckpttool.ops.runs import series
+
     if member.format == "keras":
         target = Target(path, "keras", None, None)
     elif member.format == "savedmodel" and fs.is_file(fs.join(path, "variables", "variables.index")):
@@ -350,6 +357,8 @@ def _verify_fetched(target: Target, on_progress: Callable[[int], None] | None) -
 
 def directory_bytes(directory: str, recursive: bool) -> int:
     """Bytes of every checkpoint `verify_directory` will read (for a progress bar)."""
+    from ckpttool.ops.runs.scan import find_checkpoint_dirs, scan_directory
+
     try:
         runs = find_checkpoint_dirs(directory) if recursive else [directory]
         return sum(c.size_bytes for run in runs for c in scan_directory(run).checkpoints)
