@@ -51,10 +51,12 @@ def _users_tree(path):
 
 def _prune_with_swap(monkeypatch, swap, *args):
     """`ckpttool prune ARGS` with `swap(step)` run after each file operation of the apply."""
+    from ckpttool.ops.retention import batches
     from ckpttool.ops.retention import prune as prune_ops
 
     real_apply = prune_ops.apply_prune
-    monkeypatch.setattr(prune_ops, "apply_prune", lambda plan, fault=None: real_apply(plan, fault=swap))
+    for module in (prune_ops, batches):  # prune -r applies through batches (several run directories at once)
+        monkeypatch.setattr(module, "apply_prune", lambda plan, fault=None, *rest: real_apply(plan, swap, *rest))
     return run_cli("prune", "--yes", *map(str, args))
 
 
