@@ -18,10 +18,11 @@ from typing import Callable, Iterator, TypeVar
 from ckpttool.errors import CkptError, NotFound
 from ckpttool.storage import fs
 from ckpttool.storage.atomic import TEMP_SUFFIX_RE
-from ckpttool.formats.tf.shards import (DATA_SUFFIX_LEN, data_shard, missing_shard_ids, shard_count, split_v1_pattern,
-                                        v1_pattern, v1_shard, v1_shard_names)
+from ckpttool.formats.tf.shards import (DATA_SUFFIX_LEN, data_shard, missing_shard_ids, shard_count,
+                                        shard_count_of_head_and_tail, split_v1_pattern, v1_pattern, v1_shard,
+                                        v1_shard_names)
 from ckpttool.formats.tf.state import STATE_FILENAME, CheckpointState, read_state, read_state_file
-from ckpttool.formats.tf.table import FOOTER_SIZE, first_entry_of_file
+from ckpttool.formats.tf.table import FOOTER_SIZE, HEAD_BYTES, first_entry_of_file
 from ckpttool.text import excerpt
 
 _TEMPSTATE_RE = re.compile(r"\.tempstate\d+$")
@@ -240,11 +241,138 @@ def scan_directory(directory: str, entries: list[fs.Entry] | None = None) -> Dir
         return _scan(directory, entries)
 
 
+@dataclass
+class _Listing:
+    """One listing of a directory, sorted: the files of TF prefixes grouped by prefix, the rest
+    looked at (lstat) as they are met. A local listing takes each entry's type from the directory
+    and looks at a prefix's files only when it is described (_look_at): 100,000 checkpoints then
+    cost one open and read of each index (its stat from the open file) and one lstat of each
+    data shard, and `latest` without a state file looks at the newest prefixes only."""
+
+    groups: dict[str, _Files] = field(default_factory=dict)
+    plain_files: dict[str, fs.Entry] = field(default_factory=dict)
+    stats: dict[str, fs.Entry] = field(default_factory=dict)  # the files looked at, by name
+    present: set[str] = field(default_factory=set)  # every regular file's name, the state files' aside
+    leftovers: list[Leftover] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    subdirectories: list[fs.Entry] = field(default_factory=list)
+    listing: dict[str, str] = field(default_factory=dict)
+    dir_fd: int | None = None  # local: the directory's descriptor, through which _look_at looks
+    shard_counts: dict[str, int | None] = field(default_factory=dict)  # index name -> its header's count
+
+
+def _list(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None) -> _Listing:
+    """`entries`: a listing made by the caller (each file's size and time known), else the
+    directory open at `dir_fd` is listed by type, or a bucket's `directory` listed."""
+    found = _Listing(dir_fd=dir_fd if entries is None else None)
+    base = fs.join(directory, "")
+    if entries is None and dir_fd is not None:
+        kinds = fs.list_kinds(dir_fd)
+        known: dict[str, fs.Entry] = {}
+    else:
+        entries = fs.list_dir(directory) if entries is None else entries
+        kinds = [(entry.name, entry.kind) for entry in entries]
+        known = {entry.name: entry for entry in entries if entry.kind == "file"}
+    listing = found.listing
+    for name, kind in kinds:
+        # A bucket name can be an object and a prefix at once (`run/x.index` beside
+        # `run/x.index/notes.txt`): "both", so that prune deletes the object alone.
+        seen = listing.get(name)
+        listing[name] = "both" if seen is not None and seen != kind else kind
+    if entries is not None:
+        subdirectories = [entry for entry in entries if entry.kind == "dir"]
+    else:
+        subdirectories = [e for name, kind in kinds if kind == "dir"
+                          and (e := fs.entry_at(dir_fd, name, base + name)) is not None and e.kind == "dir"]
+    found.subdirectories = subdirectories
+    for entry in subdirectories:
+        if _TEMP_DIR_RE.search(entry.name):
+            size, mtime = fs.tree_size(entry.path)
+            found.leftovers.append(Leftover(entry.path, mtime, size))
+            found.problems.append(Problem("temp_dir", entry.path, f"leftover temporary directory {entry.name} "
+                                          "from an interrupted save"))
+    groups, present, stats = found.groups, found.present, found.stats
+    for name, kind in kinds:
+        if kind != "file" or name == STATE_FILENAME or name == STATE_FILENAME + ".bak":
+            continue  # symlinks and specials are never treated as checkpoint files
+        present.add(name)
+        if name.endswith(".index"):
+            _group(groups, name[:-6]).index = name
+            continue
+        if name.endswith(".meta"):
+            _group(groups, name[:-5]).meta = name
+            continue
+        temp = (".tempstate" in name and _TEMPSTATE_RE.search(name)) or (".tmp" in name
+                                                                        and TEMP_SUFFIX_RE.search(name))
+        shard = None if temp else data_shard(name)
+        if shard:
+            _group(groups, name[:-DATA_SUFFIX_LEN]).data[shard] = name
+            continue
+        entry = known.get(name) if entries is not None else fs.entry_at(dir_fd, name, base + name)
+        if entry is None or entry.kind != "file":
+            present.discard(name)  # gone or replaced since listed: a writer at work
+            continue
+        stats[name] = entry
+        if temp:
+            found.leftovers.append(Leftover(entry.path, entry.mtime, entry.size))
+            found.problems.append(Problem("temp_file", entry.path, f"leftover temporary file {name}"))
+        else:
+            found.plain_files[name] = entry
+    if entries is not None:
+        stats.update((name, known[name]) for name in present if name not in stats)
+    return found
+
+
+def _look_at(listed: _Listing, base: str, names) -> None:
+    """The files of the prefixes `names` looked at through the directory's descriptor (a local
+    listing's are not yet): each index read (the first bytes that give its shard count and the
+    footer that says it is whole) and its size and time taken from the open file, each other file
+    lstat'ed. A file gone or no longer a regular file since the listing counts as not listed."""
+    dir_fd, groups, stats = listed.dir_fd, listed.groups, listed.stats
+    if dir_fd is None:
+        return
+    for name in names:
+        files = groups[name]
+        index = files.index
+        if index is not None and index not in stats:
+            read = fs.read_head_and_tail_at(dir_fd, index, base + index, HEAD_BYTES, FOOTER_SIZE)
+            if read is None:
+                files.index = None
+            else:
+                head, tail, size, stats[index] = read
+                listed.shard_counts[index] = shard_count_of_head_and_tail(base + index, head, tail, size)
+        if files.meta is not None and files.meta not in stats and not _look_at_file(dir_fd, base, files.meta, stats):
+            files.meta = None
+        for key, data in list(files.data.items()):
+            if data not in stats and not _look_at_file(dir_fd, base, data, stats):
+                del files.data[key]
+        if files.index is None and files.meta is None and not files.data and not files.v1 and not files.v1_shards:
+            del groups[name]
+
+
+def _look_at_file(dir_fd: int, base: str, name: str, stats: dict[str, fs.Entry]) -> bool:
+    entry = fs.entry_at(dir_fd, name, base + name)
+    if entry is None or entry.kind != "file":
+        return False
+    stats[name] = entry
+    return True
+
+
 def _scan(directory: str, entries: list[fs.Entry] | None = None) -> DirectoryScan:
     remote = fs.is_url(directory)
     if not remote and not os.path.isdir(directory):
         raise NotFound(f"no such directory: {directory}")
     directory = fs.absolute(directory)
+    dir_fd = None if remote or entries is not None else fs.open_directory(directory)
+    try:
+        return _scan_listed(directory, entries, dir_fd)
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+
+
+def _scan_listed(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None) -> DirectoryScan:
+    remote = fs.is_url(directory)
     problems: list[Problem] = []
     state, state_error = None, None
     try:
@@ -252,51 +380,17 @@ def _scan(directory: str, entries: list[fs.Entry] | None = None) -> DirectorySca
     except CkptError as exc:
         state_error = exc.message
         problems.append(Problem("bad_state_file", fs.join(directory, STATE_FILENAME), exc.message))
-
-    groups: dict[str, _Files] = {}
-    leftovers: list[Leftover] = []
-    plain_files: dict[str, fs.Entry] = {}
-    stats: dict[str, fs.Entry] = {}
-    entries = fs.list_dir(directory) if entries is None else entries
-    listing: dict[str, str] = {}
-    for entry in entries:
-        # A bucket name can be an object and a prefix at once (`run/x.index` beside
-        # `run/x.index/notes.txt`): "both", so that prune deletes the object alone.
-        seen = listing.get(entry.name)
-        listing[entry.name] = "both" if seen is not None and seen != entry.kind else entry.kind
-    if remote and not entries and state is None and state_error is None:
+    listed = _list(directory, entries, dir_fd)
+    if remote and not listed.listing and state is None and state_error is None:
         raise NotFound(f"nothing at {directory} (no such bucket or prefix, or it is empty)")
-    for entry in entries:
-        name = entry.name
-        if entry.kind == "dir":
-            if _TEMP_DIR_RE.search(name):
-                size, mtime = fs.tree_size(entry.path)
-                leftovers.append(Leftover(entry.path, mtime, size))
-                problems.append(Problem("temp_dir", entry.path, f"leftover temporary directory {name} "
-                                        "from an interrupted save"))
-            continue
-        if name == STATE_FILENAME or name == STATE_FILENAME + ".bak":
-            continue
-        if entry.kind != "file":
-            continue  # symlinks and specials are never treated as checkpoint files
-        stats[name] = entry
-        if (".tempstate" in name and _TEMPSTATE_RE.search(name)) or (".tmp" in name and TEMP_SUFFIX_RE.search(name)):
-            leftovers.append(Leftover(entry.path, entry.mtime, entry.size))
-            problems.append(Problem("temp_file", entry.path, f"leftover temporary file {name}"))
-        elif name.endswith(".index"):
-            _group(groups, name[:-6]).index = name
-        elif name.endswith(".meta"):
-            _group(groups, name[:-5]).meta = name
-        elif shard := data_shard(name):
-            _group(groups, name[:-DATA_SUFFIX_LEN]).data[shard] = name
-        else:
-            plain_files[name] = entry
+    problems += listed.problems
+    groups, plain_files, stats, leftovers = listed.groups, listed.plain_files, listed.stats, listed.leftovers
 
     state_names: dict[str, float | None] = {}
     state_latest = None
     if state is not None:
         realpaths: dict[str, str] = {}
-        present = set(stats)
+        present = listed.present
         for path in state.all_model_checkpoint_paths:
             name, problem = resolve_state_entry(directory, path, realpaths, present)
             if problem:
@@ -321,17 +415,19 @@ def _scan(directory: str, entries: list[fs.Entry] | None = None) -> DirectorySca
             if latest:
                 other_latest[latest] = name
 
+    base = fs.join(directory, "")
+    _look_at(listed, base, list(groups))
     _find_v1_checkpoints(groups, plain_files, state_names, remote)
 
     checkpoints = []
-    base = fs.join(directory, "")
     for name, files in groups.items():
         # A bucket's indexes are not read one by one (a request each): the data files' names give
         # the shard count, and `verify` checks it against the index.
-        info = _describe(base, name, files, stats, state_names, problems, read_headers=not remote)
+        info = _describe(base, name, files, stats, state_names, problems, listed.shard_counts,
+                         read_headers=not remote)
         if info is not None:
             checkpoints.append(info)
-    checkpoints += _series_checkpoints(directory, entries, plain_files, problems, leftovers)
+    checkpoints += _series_checkpoints(directory, listed.subdirectories, plain_files, problems, leftovers)
     for name in state_names:
         if name not in groups:
             problems.append(Problem("missing_checkpoint", fs.join(directory, name),
@@ -350,7 +446,7 @@ def _scan(directory: str, entries: list[fs.Entry] | None = None) -> DirectorySca
     checkpoints.sort(key=lambda c: (c.step if c.step is not None else -1,
                                     c.mtime if c.timestamp is None else c.timestamp, c.name))
     return DirectoryScan(directory, tuple(checkpoints), tuple(problems), state, state_error,
-                         state_latest, tuple(sorted(leftovers, key=lambda l: l.path)), other_latest, listing)
+                         state_latest, tuple(sorted(leftovers, key=lambda l: l.path)), other_latest, listed.listing)
 
 
 def series_latest_name(checkpoints) -> str | None:
@@ -365,14 +461,13 @@ def series_latest_name(checkpoints) -> str | None:
 _KERAS_ENDINGS = (".h5", ".keras", ".hdf5")  # what every Keras checkpoint file's name ends with (ops/runs/series.py)
 
 
-def _series_checkpoints(directory: str, entries: list[fs.Entry], plain_files: dict[str, fs.Entry],
+def _series_checkpoints(directory: str, subdirectories: list[fs.Entry], plain_files: dict[str, fs.Entry],
                         problems: list[Problem], leftovers: list[Leftover]) -> list[CheckpointInfo]:
     """The members of the series besides TF prefixes (ops/runs/series.py) as checkpoints; their debris
     added to `leftovers`, and what keeps a directory member from being deleted to `problems`."""
     # Keras files are among the plain files (not named like a TF checkpoint's); one cheap pass finds
     # the directories: a directory of 100,000 TF checkpoints costs next to nothing more.
     keras_files = [e for e in plain_files.values() if e.name.endswith(_KERAS_ENDINGS)]
-    subdirectories = [e for e in entries if e.kind == "dir"]
     if not keras_files and not subdirectories:
         return []  # a plain TF run directory: the series module is not even imported
     from ckpttool.ops.runs import series
@@ -489,17 +584,17 @@ def _new_info(values: dict) -> CheckpointInfo:
     return info
 
 
-def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
+def _describe(base: str, name: str, files: _Files, stats, state_names, problems, shard_counts: dict[str, int | None],
               read_headers: bool = True) -> CheckpointInfo | None:
-    """`base`: the directory with a trailing separator. Without `read_headers`, the shard count
-    comes from the data files' names (`-of-N`)."""
+    """`base`: the directory with a trailing separator; `shard_counts`: the indexes already read
+    (_look_at). Without `read_headers`, the shard count comes from the data files' names (`-of-N`)."""
     data = files.data
     if (files.index is not None and len(data) == 1 and (0, 1) in data and files.v1 is None
             and not files.v1_shards):
         # What nearly every checkpoint is: an index and one data shard (a .meta perhaps): the
         # general path below, unrolled (no lists, sorting or shard checks to make).
         index, shard_name, meta = stats[files.index], data[(0, 1)], files.meta
-        if (shard_count(base + files.index, index.size) if read_headers else 1) == 1:
+        if _index_shard_count(base, files, stats, shard_counts, read_headers) == 1:
             shard, prefix = stats[shard_name], base + name
             family, step = split_step(name)
             return _new_info({
@@ -531,8 +626,7 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
             problems.append(Problem("data_without_index", base + name,
                                     f"{name} has data files but no .index (interrupted save?)"))
         else:
-            num_shards = (shard_count(base + files.index, stats[files.index].size) if read_headers
-                          else _shard_count_of_names(files))
+            num_shards = _index_shard_count(base, files, stats, shard_counts, read_headers)
             if num_shards is None:
                 complete = False
                 problems.append(Problem("bad_index", base + files.index, f"{name}.index is incomplete or corrupt"))
@@ -552,6 +646,16 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
         complete=complete, has_meta=files.meta is not None, in_state=name in state_names, is_latest=False,
         mtime=max(times), timestamp=state_names.get(name), files=tuple(sorted([base + n for n in names])),
     ))
+
+
+def _index_shard_count(base: str, files: _Files, stats, shard_counts: dict[str, int | None],
+                       read_headers: bool) -> int | None:
+    """The shard count of the prefix's index: its header's (read now unless _look_at read it), or
+    without `read_headers` the data files' names'."""
+    index = files.index
+    if index in shard_counts:
+        return shard_counts[index]
+    return shard_count(base + index, stats[index].size) if read_headers else _shard_count_of_names(files)
 
 
 def _shard_count_of_names(files: _Files) -> int | None:
