@@ -28,6 +28,7 @@ from ckpttool.text import excerpt
 _TEMPSTATE_RE = re.compile(r"\.tempstate\d+$")
 _TEMP_DIR_RE = re.compile(r"_temp(_[0-9a-f]{32})?$")
 T = TypeVar("T")
+_ONE_SHARD = ".data-00000-of-00001"  # the data file of nearly every checkpoint
 _LISTED_SHARDS = 10  # missing shards named in a problem; the rest are counted
 TF_FORMATS = ("v2", "v1")
 DIRECTORY_FORMATS = ("savedmodel", "orbax", "hf")
@@ -126,15 +127,18 @@ def split_step(name: str) -> tuple[str, int | None]:
     return (family, int(step)) if dash and step.isdecimal() else (name, None)
 
 
-@dataclass
 class _Files:
-    """The files of one checkpoint prefix, by name in the directory."""
+    """The files of one checkpoint prefix, by name in the directory (a plain class with slots: a
+    listing of 100,000 checkpoints makes 100,000, at half a dataclass's cost)."""
 
-    index: str | None = None
-    meta: str | None = None
-    v1: str | None = None
-    data: dict[tuple[int, int], str] = field(default_factory=dict)  # (shard, of-count) -> name
-    v1_shards: dict[int, str] = field(default_factory=dict)  # a sharded V1 save: shard -> file name
+    __slots__ = ("index", "meta", "v1", "data", "v1_shards")
+
+    def __init__(self) -> None:
+        self.index: str | None = None
+        self.meta: str | None = None
+        self.v1: str | None = None
+        self.data: dict[tuple[int, int], str] = {}  # (shard, of-count) -> name
+        self.v1_shards: dict[int, str] = {}  # a sharded V1 save: shard -> file name
 
 
 def _group(groups: dict[str, _Files], stem: str) -> _Files:
@@ -252,7 +256,6 @@ class _Listing:
     groups: dict[str, _Files] = field(default_factory=dict)
     plain_files: dict[str, fs.Entry] = field(default_factory=dict)
     stats: dict[str, fs.Entry] = field(default_factory=dict)  # the files looked at, by name
-    present: set[str] = field(default_factory=set)  # every regular file's name, the state files' aside
     leftovers: list[Leftover] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     subdirectories: list[fs.Entry] = field(default_factory=list)
@@ -273,12 +276,15 @@ def _list(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None) ->
         entries = fs.list_dir(directory) if entries is None else entries
         kinds = [(entry.name, entry.kind) for entry in entries]
         known = {entry.name: entry for entry in entries if entry.kind == "file"}
-    listing = found.listing
-    for name, kind in kinds:
-        # A bucket name can be an object and a prefix at once (`run/x.index` beside
-        # `run/x.index/notes.txt`): "both", so that prune deletes the object alone.
-        seen = listing.get(name)
-        listing[name] = "both" if seen is not None and seen != kind else kind
+    if entries is None:
+        found.listing = dict(kinds)  # a local directory holds each name once
+    else:
+        listing = found.listing
+        for name, kind in kinds:
+            # A bucket name can be an object and a prefix at once (`run/x.index` beside
+            # `run/x.index/notes.txt`): "both", so that prune deletes the object alone.
+            seen = listing.get(name)
+            listing[name] = "both" if seen is not None and seen != kind else kind
     if entries is not None:
         subdirectories = [entry for entry in entries if entry.kind == "dir"]
     else:
@@ -291,13 +297,28 @@ def _list(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None) ->
             found.leftovers.append(Leftover(entry.path, mtime, size))
             found.problems.append(Problem("temp_dir", entry.path, f"leftover temporary directory {entry.name} "
                                           "from an interrupted save"))
-    groups, present, stats = found.groups, found.present, found.stats
+    groups, stats = found.groups, found.stats
+    get = groups.get
+    # One pass over every name, the common ones (index, one data shard) first: the loop is most
+    # of what `latest` without a state file costs.
     for name, kind in kinds:
-        if kind != "file" or name == STATE_FILENAME or name == STATE_FILENAME + ".bak":
+        if kind != "file":
             continue  # symlinks and specials are never treated as checkpoint files
-        present.add(name)
         if name.endswith(".index"):
-            _group(groups, name[:-6]).index = name
+            stem = name[:-6]
+            files = get(stem)
+            if files is None:
+                files = groups[stem] = _Files()
+            files.index = name
+            continue
+        if name.endswith(_ONE_SHARD) and len(name) > DATA_SUFFIX_LEN:
+            stem = name[:-DATA_SUFFIX_LEN]
+            files = get(stem)
+            if files is None:
+                files = groups[stem] = _Files()
+            files.data[(0, 1)] = name
+            continue
+        if name == STATE_FILENAME or name == STATE_FILENAME + ".bak":
             continue
         if name.endswith(".meta"):
             _group(groups, name[:-5]).meta = name
@@ -310,8 +331,7 @@ def _list(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None) ->
             continue
         entry = known.get(name) if entries is not None else fs.entry_at(dir_fd, name, base + name)
         if entry is None or entry.kind != "file":
-            present.discard(name)  # gone or replaced since listed: a writer at work
-            continue
+            continue  # gone or replaced since listed: a writer at work
         stats[name] = entry
         if temp:
             found.leftovers.append(Leftover(entry.path, entry.mtime, entry.size))
@@ -319,7 +339,7 @@ def _list(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None) ->
         else:
             found.plain_files[name] = entry
     if entries is not None:
-        stats.update((name, known[name]) for name in present if name not in stats)
+        stats.update(known)
     return found
 
 
@@ -390,7 +410,7 @@ def _scan_listed(directory: str, entries: list[fs.Entry] | None, dir_fd: int | N
     state_latest = None
     if state is not None:
         realpaths: dict[str, str] = {}
-        present = listed.present
+        present = {name for name, kind in listed.listing.items() if kind == "file" or kind == "both"}
         for path in state.all_model_checkpoint_paths:
             name, problem = resolve_state_entry(directory, path, realpaths, present)
             if problem:
@@ -438,7 +458,7 @@ def _scan_listed(directory: str, entries: list[fs.Entry] | None, dir_fd: int | N
     if latest_name is None:
         complete = [c for c in checkpoints if c.complete and c.format in TF_FORMATS]
         if complete:
-            latest_name = max(complete, key=lambda c: (c.mtime, c.step or 0)).name
+            latest_name = max(complete, key=newest_order).name
     if latest_name is None:
         latest_name = series_latest_name(checkpoints)
     checkpoints = [replace(c, is_latest=True) if c.name == latest_name else c for c in checkpoints]
@@ -449,13 +469,54 @@ def _scan_listed(directory: str, entries: list[fs.Entry] | None, dir_fd: int | N
                          state_latest, tuple(sorted(leftovers, key=lambda l: l.path)), other_latest, listed.listing)
 
 
+def newest_order(c: CheckpointInfo) -> tuple:
+    """What "newest" means where no state file says it (none, or its latest is not here or not
+    complete), for TF prefixes and series members alike: the highest step, then the newest files,
+    then the name (a name without a step comes before every step). Steps first, so that `latest`
+    finds the answer looking at the highest steps alone (newest_complete_prefix)."""
+    return c.step if c.step is not None else -1, c.mtime, c.name
+
+
 def series_latest_name(checkpoints) -> str | None:
     """The latest of series without a state file: the complete member with the highest step, then
     the newest (TF prefixes, when there are any, answer first: tf.train.latest_checkpoint's)."""
     complete = [c for c in checkpoints if c.complete and c.format not in TF_FORMATS]
     if not complete:
         return None
-    return max(complete, key=lambda c: (c.step if c.step is not None else -1, c.mtime, c.name)).name
+    return max(complete, key=newest_order).name
+
+
+def newest_complete_prefix(directory: str) -> CheckpointInfo | None:
+    """The TF prefix a scan of local `directory`, which has no state file, calls latest (its
+    complete prefix first in newest_order), looking at the prefixes from the highest step down
+    and stopping at the first step that has a complete one: `latest` without a state file reads
+    a few indexes, not every one. Described as the scan describes each (the same bytes decide:
+    an index cut short or a data shard missing is not complete, and the walk goes on below it).
+    None when no TF prefix is complete (the scan then answers, a series' member perhaps)."""
+    directory = fs.absolute(directory)
+    dir_fd = fs.open_directory(directory)
+    try:
+        with gc_paused():
+            listed = _list(directory, None, dir_fd)
+            groups = listed.groups
+            _find_v1_checkpoints(groups, listed.plain_files, {}, remote=False)
+            by_step: dict[int, list[str]] = {}
+            for name, files in groups.items():
+                pattern = split_v1_pattern(name) if files.v1_shards else None
+                step = split_step(pattern[0] if pattern else name)[1]
+                by_step.setdefault(-1 if step is None else step, []).append(name)
+            base = fs.join(directory, "")
+            for step in sorted(by_step, reverse=True):
+                names = by_step[step]
+                _look_at(listed, base, names)
+                described = [_describe(base, name, groups[name], listed.stats, {}, [], listed.shard_counts)
+                             for name in names if name in groups]
+                complete = [c for c in described if c is not None and c.complete and c.format in TF_FORMATS]
+                if complete:
+                    return max(complete, key=newest_order)
+            return None
+    finally:
+        os.close(dir_fd)
 
 
 _KERAS_ENDINGS = (".h5", ".keras", ".hdf5")  # what every Keras checkpoint file's name ends with (ops/runs/series.py)
