@@ -234,6 +234,11 @@ def _read_file_block(path: str, handle: BlockHandle, size: int, what: str) -> by
 
 def first_plain_entry(head: bytes) -> tuple[bytes, bytes] | None:
     """The first (key, value) of an uncompressed first block, from the file's first bytes."""
+    if len(head) > 2 and head[1] < 0x80 and head[2] < 0x80:  # one-byte lengths: every index's header
+        end = 3 + head[1] + head[2]
+        if head[0] != 0 or end > len(head):
+            return None
+        return head[3 : 3 + head[1]], head[3 + head[1] : end]
     try:
         shared, pos = decode_varint(head, 0)
         non_shared, pos = decode_varint(head, pos)
