@@ -62,6 +62,19 @@ def _answers(directory: str, complete: bool):
     return fast, slow
 
 
+def _answers_both_ways(directory: str, complete: bool):
+    """The walk's answer by the names of the highest steps (as many as it looks at that way) and
+    by one grouping of every name (where it goes after that many), with the full scan's."""
+    from unittest import mock
+
+    from ckpttool.ops.runs import scan
+
+    fast, slow = _answers(directory, complete)
+    with mock.patch.object(scan, "_LEVELS_LOOKED_AT", 1):
+        grouped, _slow = _answers(directory, complete)
+    return fast, grouped, slow
+
+
 @pytest.mark.parametrize("damage", ["index_cut", "index_missing", "shard_missing", "index_link"])
 def test_a_damaged_highest_checkpoint_is_passed_over(copy_fixture, tf, monkeypatch, damage):
     run = copy_fixture("tf2_manager")
@@ -129,5 +142,5 @@ def test_the_walk_answers_what_the_full_scan_answers(fixtures_dir, members, extr
                 with open(path, "wb") as handle:
                     handle.write(b"not a checkpoint, " * 4)
         for complete in (False, True):
-            fast, slow = _answers(directory, complete)
-            assert fast == slow
+            fast, grouped, slow = _answers_both_ways(directory, complete)
+            assert fast == slow and grouped == slow

@@ -262,15 +262,18 @@ class _Listing:
     listing: dict[str, str] = field(default_factory=dict)
     dir_fd: int | None = None  # local: the directory's descriptor, through which _look_at looks
     shard_counts: dict[str, int | None] = field(default_factory=dict)  # index name -> its header's count
+    base: str = ""  # the directory with a trailing separator
 
 
-def _list(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None) -> _Listing:
+def _list(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None,
+          kinds: list[tuple[str, str]] | None = None) -> _Listing:
     """`entries`: a listing made by the caller (each file's size and time known), else the
-    directory open at `dir_fd` is listed by type, or a bucket's `directory` listed."""
-    found = _Listing(dir_fd=dir_fd if entries is None else None)
+    directory open at `dir_fd` is listed by type (`kinds`: those of its names to sort, as
+    (name, kind), when the caller has them), or a bucket's `directory` listed."""
     base = fs.join(directory, "")
+    found = _Listing(dir_fd=dir_fd if entries is None else None, base=base)
     if entries is None and dir_fd is not None:
-        kinds = fs.list_kinds(dir_fd)
+        kinds = fs.list_kinds(dir_fd) if kinds is None else kinds
         known: dict[str, fs.Entry] = {}
     else:
         entries = fs.list_dir(directory) if entries is None else entries
@@ -490,33 +493,85 @@ def newest_complete_prefix(directory: str) -> CheckpointInfo | None:
     """The TF prefix a scan of local `directory`, which has no state file, calls latest (its
     complete prefix first in newest_order), looking at the prefixes from the highest step down
     and stopping at the first step that has a complete one: `latest` without a state file reads
-    a few indexes, not every one. Described as the scan describes each (the same bytes decide:
-    an index cut short or a data shard missing is not complete, and the walk goes on below it).
-    None when no TF prefix is complete (the scan then answers, a series' member perhaps)."""
+    a few indexes, not every one, and groups the files of those alone. Described as the scan
+    describes each (the same bytes decide: an index cut short or a data shard missing is not
+    complete, and the walk goes on below it). None when no TF prefix is complete (the scan then
+    answers, a series' member perhaps)."""
     directory = fs.absolute(directory)
     dir_fd = fs.open_directory(directory)
     try:
         with gc_paused():
+            names = os.listdir(dir_fd)
+            # The steps of the prefixes that can be complete: those with an index, and V1 files
+            # (among the names no TF V2 file has: the few the scan looks at one by one).
+            stems = [name[:-6] for name in names if name.endswith(".index")]
+            parts = [stem.rpartition("-") for stem in stems]
+            steps = [int(p[2]) if p[1] and p[2].isdecimal() else -1 for p in parts]
+            others = [(name, "file") for name in names if not name.endswith((".index", ".meta"))
+                      and (name[-20:-14] != ".data-" or data_shard(name) is None)]
+            listed = _list(directory, None, dir_fd, others)
+            _find_v1_checkpoints(listed.groups, listed.plain_files, {}, remote=False)
+            for name, files in listed.groups.items():
+                if files.v1 or files.v1_shards:
+                    pattern = split_v1_pattern(name) if files.v1_shards else None
+                    stems.append(pattern[0] if pattern else name)
+                    steps.append(_step_of_group(name, files))
+            levels = sorted(set(steps), reverse=True)
+            for level in levels[:_LEVELS_LOOKED_AT]:
+                # Every file of a prefix starts with its stem: these names hold the whole of each
+                # prefix at this step, grouped as the scan groups them (entry types are checked
+                # when the files are looked at: a link or directory there is no checkpoint file).
+                prefixes = tuple(stem for stem, step in zip(stems, steps) if step == level)
+                found = _newest_complete(directory, dir_fd, [(name, "file") for name in names
+                                                             if name.startswith(prefixes)], level)
+                if found is not None:
+                    return found
+            if len(levels) <= _LEVELS_LOOKED_AT:
+                return None
+            # Many steps in a row without a complete prefix (a run of broken saves): one grouping
+            # of every name, then step by step.
             listed = _list(directory, None, dir_fd)
-            groups = listed.groups
-            _find_v1_checkpoints(groups, listed.plain_files, {}, remote=False)
+            _find_v1_checkpoints(listed.groups, listed.plain_files, {}, remote=False)
             by_step: dict[int, list[str]] = {}
-            for name, files in groups.items():
-                pattern = split_v1_pattern(name) if files.v1_shards else None
-                step = split_step(pattern[0] if pattern else name)[1]
-                by_step.setdefault(-1 if step is None else step, []).append(name)
-            base = fs.join(directory, "")
-            for step in sorted(by_step, reverse=True):
-                names = by_step[step]
-                _look_at(listed, base, names)
-                described = [_describe(base, name, groups[name], listed.stats, {}, [], listed.shard_counts)
-                             for name in names if name in groups]
-                complete = [c for c in described if c is not None and c.complete and c.format in TF_FORMATS]
-                if complete:
-                    return max(complete, key=newest_order)
+            for name, files in listed.groups.items():
+                by_step.setdefault(_step_of_group(name, files), []).append(name)
+            for level in sorted(by_step, reverse=True):
+                found = _complete_among(listed, by_step[level])
+                if found is not None:
+                    return found
             return None
     finally:
         os.close(dir_fd)
+
+
+_LEVELS_LOOKED_AT = 8  # steps from the highest looked at by their names alone, before grouping every name
+
+
+def _step_of_group(name: str, files: _Files) -> int:
+    """The step of a prefix (of a V1 pattern `P-?????-of-N`, P's), -1 for none: as newest_order has it."""
+    pattern = split_v1_pattern(name) if files.v1_shards else None
+    step = split_step(pattern[0] if pattern else name)[1]
+    return -1 if step is None else step
+
+
+def _newest_complete(directory: str, dir_fd: int, kinds: list[tuple[str, str]], level: int) -> CheckpointInfo | None:
+    """The newest complete TF prefix at step `level` among the names `kinds`, which hold every file
+    of each prefix at that step."""
+    listed = _list(directory, None, dir_fd, kinds)
+    _find_v1_checkpoints(listed.groups, listed.plain_files, {}, remote=False)
+    return _complete_among(listed, [name for name, files in listed.groups.items()
+                                    if _step_of_group(name, files) == level])
+
+
+def _complete_among(listed: _Listing, names: list[str]) -> CheckpointInfo | None:
+    """The first in newest_order of the prefixes `names` that are complete TF checkpoints, each
+    looked at and described as the scan does."""
+    base, groups = listed.base, listed.groups
+    _look_at(listed, base, names)
+    described = [_describe(base, name, groups[name], listed.stats, {}, [], listed.shard_counts)
+                 for name in names if name in groups]
+    complete = [c for c in described if c is not None and c.complete and c.format in TF_FORMATS]
+    return max(complete, key=newest_order) if complete else None
 
 
 _KERAS_ENDINGS = (".h5", ".keras", ".hdf5")  # what every Keras checkpoint file's name ends with (ops/runs/series.py)
