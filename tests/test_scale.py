@@ -84,19 +84,3 @@ def test_listing_leaves_the_garbage_collector_as_it_was(copy_fixture, enabled):
         assert gc.isenabled() is enabled
     finally:
         gc.enable() if was else gc.disable()
-
-
-def test_a_scan_looking_in_two_threads_finds_what_one_finds(copy_fixture, monkeypatch):
-    """Many prefixes are looked at in two threads (ops/runs/scan.py _look_at_all): the same scan,
-    damage included, as one thread makes."""
-    from ckpttool.ops.runs import scan
-
-    run = copy_fixture("tf2_many")
-    names = sorted(n for n in os.listdir(run) if n.endswith(".index"))
-    os.truncate(run / names[0], os.path.getsize(run / names[0]) - 7)  # cut short: incomplete
-    os.unlink(run / names[-1].replace(".index", ".data-00000-of-00001"))
-    one = scan.scan_directory(str(run))
-    monkeypatch.setattr(scan, "_THREADED_FROM", 2)
-    two = scan.scan_directory(str(run))
-    assert two == one
-    assert sum(not c.complete for c in two.checkpoints) == 2

@@ -373,37 +373,6 @@ def _look_at(listed: _Listing, base: str, names) -> None:
             del groups[name]
 
 
-_THREADED_FROM = 4096  # prefixes from which _look_at_all looks in two threads
-
-
-def _look_at_all(listed: _Listing, base: str, names: list[str]) -> None:
-    """_look_at of `names`, half of them in a second thread when there are many: nearly all its
-    time is system calls (an open, fstat, read and close per index, an lstat per data file),
-    which run outside the GIL, so that a second core overlaps them (the two halves touch
-    distinct prefixes; each dict operation is atomic). A failure in either half is raised here."""
-    if listed.dir_fd is None or len(names) < _THREADED_FROM:
-        _look_at(listed, base, names)
-        return
-    import threading
-
-    half = len(names) // 2
-    failed: list[BaseException] = []
-
-    def second_half() -> None:
-        try:
-            _look_at(listed, base, names[half:])
-        except BaseException as exc:  # raised again in the calling thread
-            failed.append(exc)
-
-    # A daemon: an interrupt in the calling thread ends the process without waiting for it.
-    thread = threading.Thread(target=second_half, name="ckpttool-scan", daemon=True)
-    thread.start()
-    _look_at(listed, base, names[:half])
-    thread.join()
-    if failed:
-        raise failed[0]
-
-
 def _look_at_file(dir_fd: int, base: str, name: str, stats: dict[str, fs.Entry]) -> bool:
     entry = fs.entry_at(dir_fd, name, base + name)
     if entry is None or entry.kind != "file":
@@ -470,7 +439,7 @@ def _scan_listed(directory: str, entries: list[fs.Entry] | None, dir_fd: int | N
                 other_latest[latest] = name
 
     base = fs.join(directory, "")
-    _look_at_all(listed, base, list(groups))
+    _look_at(listed, base, list(groups))
     _find_v1_checkpoints(groups, plain_files, state_names, remote)
 
     checkpoints = []
