@@ -396,8 +396,6 @@ def open_directory(path: str) -> int:
         return os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise NotFound(f"no such directory: {path}") from None
-    except OSError as exc:
-        raise NotFound(f"cannot list {path}: {exc.strerror}") from None
 
 
 def list_kinds(dir_fd: int) -> list[tuple[str, str]]:
@@ -437,7 +435,8 @@ def read_head_and_tail_at(dir_fd: int, name: str, path: str, head: int,
     """read_head_and_tail of the regular file `name` in the directory open at `dir_fd`, with its
     Entry from the open descriptor (a listing that has seen a regular file there needs no lstat
     of its own); None when it is no longer a regular file there (gone, or a link or another kind
-    put in its place since it was listed: links are never followed)."""
+    put in its place since it was listed: links are never followed). Another refusal to open it
+    (permissions) is raised as the OSError."""
     try:
         fd = os.open(name, _OPEN_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -445,7 +444,7 @@ def read_head_and_tail_at(dir_fd: int, name: str, path: str, head: int,
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return None  # a symlink now
-        raise NotFound(f"cannot read {path}: {exc.strerror}") from None
+        raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -358,12 +358,17 @@ def _look_at(listed: _Listing, base: str, names) -> None:
         files = groups[name]
         index = files.index
         if index is not None and index not in stats:
-            read = fs.read_head_and_tail_at(dir_fd, index, base + index, HEAD_BYTES, FOOTER_SIZE)
-            if read is None:
-                files.index = None
-            else:
+            try:
+                read = fs.read_head_and_tail_at(dir_fd, index, base + index, HEAD_BYTES, FOOTER_SIZE)
+            except OSError:  # there, but not to be read (permissions): an index that says nothing
+                read = None
+                if _look_at_file(dir_fd, base, index, stats):
+                    listed.shard_counts[index] = None  # a bad_index, as an unreadable one always was
+            if read is not None:
                 head, tail, size, stats[index] = read
                 listed.shard_counts[index] = shard_count_of_head_and_tail(base + index, head, tail, size)
+            elif index not in stats:
+                files.index = None
         if files.meta is not None and files.meta not in stats and not _look_at_file(dir_fd, base, files.meta, stats):
             files.meta = None
         for key, data in list(files.data.items()):
@@ -438,7 +443,7 @@ def _scan_listed(directory: str, entries: list[fs.Entry] | None, dir_fd: int | N
             if latest:
                 other_latest[latest] = name
 
-    base = fs.join(directory, "")
+    base = listed.base
     _look_at(listed, base, list(groups))
     _find_v1_checkpoints(groups, plain_files, state_names, remote)
 
