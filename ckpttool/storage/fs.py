@@ -413,6 +413,77 @@ def _entries(remote_entries) -> list[Entry]:
             for e in remote_entries]
 
 
+def open_directory(path: str) -> int:
+    """A descriptor of local directory `path` (a link to one is followed, as listing it follows it),
+    through which its files are then listed, looked at and read by name: one directory throughout,
+    and no path looked up again per file."""
+    try:
+        return os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise NotFound(f"no such directory: {path}") from None
+
+
+def list_kinds(dir_fd: int) -> list[tuple[str, str]]:
+    """(name, kind) of every entry of the directory open at `dir_fd`, kinds as list_dir's, from
+    the type the directory itself records for each entry: no lstat per name (a directory of
+    100,000 checkpoints holds 200,000 files, whose sizes a caller may need for a few only); a
+    file system that records no type is asked by lstat, as os.scandir does."""
+    found = []
+    append = found.append
+    with os.scandir(dir_fd) as it:
+        for entry in it:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    kind = "file"
+                elif entry.is_dir(follow_symlinks=False):
+                    kind = "dir"
+                else:
+                    kind = "link" if entry.is_symlink() else "other"
+            except FileNotFoundError:
+                continue  # renamed or removed since listed: a writer at work
+            append((entry.name, kind))
+    return found
+
+
+def entry_at(dir_fd: int, name: str, path: str) -> Entry | None:
+    """What `name` in the directory open at `dir_fd` is now (lstat: a link is a "link"), None if
+    it is gone; `path`: its path, as the Entry carries it."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return Entry(name, path, _kind_of_mode(st.st_mode), st.st_size, st.st_mtime)
+
+
+def read_head_and_tail_at(dir_fd: int, name: str, path: str, head: int,
+                          tail: int) -> tuple[bytes, bytes, int, Entry] | None:
+    """read_head_and_tail of the regular file `name` in the directory open at `dir_fd`, with its
+    Entry from the open descriptor (a listing that has seen a regular file there needs no lstat
+    of its own); None when it is no longer a regular file there (gone, or a link or another kind
+    put in its place since it was listed: links are never followed). Another refusal to open it
+    (permissions) is raised as the OSError."""
+    try:
+        fd = os.open(name, _OPEN_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None  # a symlink now
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        size = st.st_size
+        first = os.pread(fd, head, 0)
+        if len(first) < head:
+            size = len(first)  # the whole file
+        last = first[max(0, size - tail):] if size <= head else os.pread(fd, tail, max(0, size - tail))
+        return first, last, size, Entry(name, path, "file", st.st_size, st.st_mtime)
+    finally:
+        os.close(fd)
+
+
 def walk_files(root: str, skipped: list[str] | None = None,
                listings: dict[str, list[Entry]] | None = None) -> Iterator[tuple[str, list[str], list[str]]]:
     """(directory, subdirectory names, file names) for `root` and below, like os.walk without

@@ -39,7 +39,7 @@ def command(
     answers the same name in DIR, with a warning (`ckpttool repair DIR` makes
     the paths relative, and both agree again). A missing or unreadable state
     file gives TensorFlow no answer and latest the newest complete checkpoint
-    on disk.
+    on disk: the highest step, then the newest files.
 
     With --best --metric TAG: the best-scored complete checkpoint (ties: the
     older); the metric, its direction and source go to stderr. A log read

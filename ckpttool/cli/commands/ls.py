@@ -1,6 +1,7 @@
 """`ckpttool ls DIR`: every checkpoint in a directory, with its problems."""
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated, List, Optional
 
@@ -43,20 +44,32 @@ def scan_document(scan: DirectoryScan, directory: str, checkpoints=None, scores=
         "latest": latest.name if latest else None,
         "size_bytes": checkpoints_bytes(scan),
         "leftover_bytes": sum(leftover.size_bytes for leftover in scan.leftovers),
-        "checkpoints": [
-            {
-                "name": c.name, "prefix": c.prefix, "step": c.step, "format": c.format,
-                "size_bytes": c.size_bytes, "num_shards": c.num_shards, "complete": c.complete,
-                "has_meta": c.has_meta, "in_state": c.in_state, "is_latest": c.is_latest,
-                **render.time_fields("mtime", c.mtime), **render.time_fields("timestamp", c.timestamp),
-                **({"score": scores.score(c.name)} if scores is not None else {}),
-                **(_series_fields(c) if c.format not in TF_FORMATS else {}),
-            }
-            for c in (scan.checkpoints if checkpoints is None else checkpoints)
-        ],
+        "checkpoints": _checkpoint_rows(scan.checkpoints if checkpoints is None else checkpoints, scores),
         "problems": [{"kind": p.kind, "path": p.path, "message": p.message}
                      for p in _problems(scan) + _damage_problems(scores)],
     }
+
+
+def _checkpoint_rows(checkpoints, scores) -> list[dict]:
+    """Each checkpoint's JSON object. Its times as render.time_fields gives them, unrolled (a dict
+    built and merged per time costs `ls --json` of 100,000 checkpoints a quarter of its rows)."""
+    iso, finite = render.iso_utc, math.isfinite
+    rows = []
+    append = rows.append
+    for c in checkpoints:
+        mtime = c.mtime if c.mtime is None or finite(c.mtime) else None
+        stamp = c.timestamp if c.timestamp is None or finite(c.timestamp) else None
+        row = {"name": c.name, "prefix": c.prefix, "step": c.step, "format": c.format,
+               "size_bytes": c.size_bytes, "num_shards": c.num_shards, "complete": c.complete,
+               "has_meta": c.has_meta, "in_state": c.in_state, "is_latest": c.is_latest,
+               "mtime": iso(mtime), "mtime_epoch": mtime,
+               "timestamp": None if stamp is None else iso(stamp), "timestamp_epoch": stamp}
+        if scores is not None:
+            row["score"] = scores.score(c.name)
+        if c.format not in TF_FORMATS:
+            row.update(_series_fields(c))
+        append(row)
+    return rows
 
 
 def _damage_problems(scores) -> tuple[Problem, ...]:

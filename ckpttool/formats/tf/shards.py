@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from ckpttool.errors import CkptError
 from ckpttool.formats.tf.messages import parse_header
-from ckpttool.formats.tf.table import first_entry_of_file
+from ckpttool.formats.tf.table import first_entry_of_file, first_entry_of_head_and_tail
 from ckpttool.storage import fs
 
 _V1_SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<shard>\d{5})-of-(?P<count>\d{5})$")
@@ -90,8 +90,16 @@ def data_shard(name: str) -> tuple[int, int] | None:
 
 def shard_count(index_path: str, size: int) -> int | None:
     """num_shards from the bundle header, read cheaply; None if the index is unusable."""
-    first = first_entry_of_file(index_path, "checkpoint index", size)
-    if first is None or first[0] != b"":
+    return _shard_count_of_first_entry(first_entry_of_file(index_path, "checkpoint index", size))
+
+
+def shard_count_of_head_and_tail(index_path: str, head: bytes, tail: bytes, size: int) -> int | None:
+    """shard_count, given the index's first HEAD_BYTES and last FOOTER_SIZE bytes (formats/tf/table.py)."""
+    return _shard_count_of_first_entry(first_entry_of_head_and_tail(index_path, head, tail, size, "checkpoint index"))
+
+
+def _shard_count_of_first_entry(first: tuple[bytes, bytes] | None) -> int | None:
+    if first is None or first[0] != b"":  # the header's key is the empty string
         return None
     return _shard_count_of_header(first[1])
 

@@ -193,9 +193,19 @@ def first_entry_of_file(path: str, what: str = "checkpoint table",
     `size`, when the caller knows it, saves a system call.
     """
     try:
-        head, tail, size = read_head_and_tail(path, 4096, FOOTER_SIZE, what, size)
+        head, tail, size = read_head_and_tail(path, HEAD_BYTES, FOOTER_SIZE, what, size)
     except BadInput:
         return None
+    return first_entry_of_head_and_tail(path, head, tail, size, what)
+
+
+HEAD_BYTES = 4096  # what first_entry_of_file reads from a table's head: a plain first entry's header, and more
+
+
+def first_entry_of_head_and_tail(path: str, head: bytes, tail: bytes, size: int,
+                                 what: str = "checkpoint table") -> tuple[bytes, bytes] | None:
+    """first_entry_of_file, given the file's first HEAD_BYTES and last FOOTER_SIZE bytes and its size
+    (a Snappy-compressed first block is then read from `path`)."""
     if size < FOOTER_SIZE or tail[-len(MAGIC_BYTES):] != MAGIC_BYTES:
         return None
     if head[:1] == b"\0":
@@ -224,6 +234,11 @@ def _read_file_block(path: str, handle: BlockHandle, size: int, what: str) -> by
 
 def first_plain_entry(head: bytes) -> tuple[bytes, bytes] | None:
     """The first (key, value) of an uncompressed first block, from the file's first bytes."""
+    if len(head) > 2 and head[1] < 0x80 and head[2] < 0x80:  # one-byte lengths: every index's header
+        end = 3 + head[1] + head[2]
+        if head[0] != 0 or end > len(head):
+            return None
+        return head[3 : 3 + head[1]], head[3 + head[1] : end]
     try:
         shared, pos = decode_varint(head, 0)
         non_shared, pos = decode_varint(head, pos)

@@ -13,8 +13,8 @@ from ckpttool.formats.tf.state import read_state
 from ckpttool.formats.tf.table import is_table_file
 from ckpttool.text import excerpt
 from ckpttool.formats.tf.shards import checkpoint_exists, shard_count
-from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, resolve_state_entry,
-                               scan_directory, split_step)
+from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, newest_complete_prefix, newest_order,
+                                    resolve_state_entry, scan_directory, split_step)
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def find_latest(directory: str, scan: DirectoryScan | None = None, *, complete: 
     if not fs.is_url(directory) and not os.path.isdir(directory):
         raise NotFound(f"no such directory: {directory}")
     if scan is None:
-        found = _named_by_state_file(directory)
+        found = _named_by_state_file(directory) or _newest_without_state_file(directory)
         if found is not None:
             return found
         scan = scan_directory(directory)
@@ -68,12 +68,9 @@ def _passed_over(scan: DirectoryScan, chosen: CheckpointInfo | None) -> tuple[st
     if chosen is not None and chosen.format in TF_FORMATS:
         return ()
 
-    def order(c: CheckpointInfo) -> tuple:
-        return c.step if c.step is not None else -1, c.mtime, c.name
-
     why = {p.path: p.message for p in scan.problems if p.kind == "incomplete_member"}
     newer = [c.prefix for c in scan.checkpoints if c.format not in TF_FORMATS and not c.complete
-             and (chosen is None or order(c) > order(chosen)) and c.prefix in why]
+             and (chosen is None or newest_order(c) > newest_order(chosen)) and c.prefix in why]
     using = f"using {chosen.name}" if chosen is not None else "no checkpoint is complete"
     return tuple(f"{why[path]} (passed over, {using})" for path in newer) + tuple(
         p.message for p in scan.problems if p.kind == "unrecognised")
@@ -105,7 +102,7 @@ def _latest_of_scan(directory: str, scan: DirectoryScan) -> LatestResult:
         # A series without a state file (Keras files, SavedModel versions, step directories) is as
         # its framework leaves it: its latest is its highest complete step, said without a warning.
         if any(c.format in TF_FORMATS for c in scan.checkpoints):
-            warnings.append(f"no state file in {directory}; using the newest complete checkpoint on disk")
+            warnings.append(_NO_STATE_FILE.format(directory=directory))
     else:
         warnings.append("state file names no latest checkpoint; using the newest complete checkpoint on disk")
     newest = scan.latest
@@ -146,6 +143,26 @@ def _named_by_state_file(directory: str) -> LatestResult | None:
     return _result(directory, as_tf, prefix, "state", [])
 
 
+def _newest_without_state_file(directory: str) -> LatestResult | None:
+    """What the scan answers for a local directory without a state file whose newest complete
+    checkpoint is a TF prefix (_latest_of_scan: that prefix, with the warning), found looking at
+    the highest steps alone; None when the scan must say (a state file after all, or unreadable;
+    no complete TF prefix: a series' member or nothing)."""
+    if fs.is_url(directory):
+        return None
+    try:
+        if read_state(directory) is not None:
+            return None
+    except CkptError:
+        return None
+    newest = newest_complete_prefix(directory)
+    if newest is None:
+        return None
+    return _result(directory, fs.join(directory, newest.name), newest.prefix, "scan",
+                   [_NO_STATE_FILE.format(directory=directory)], newest)
+
+
+_NO_STATE_FILE = "no state file in {directory}; using the newest complete checkpoint on disk"
 _CHECKED_SHARDS = 64  # more than this many shards: the scan counts them
 
 

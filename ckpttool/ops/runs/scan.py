@@ -18,15 +18,17 @@ from typing import Callable, Iterator, TypeVar
 from ckpttool.errors import CkptError, NotFound
 from ckpttool.storage import fs
 from ckpttool.storage.atomic import TEMP_SUFFIX_RE
-from ckpttool.formats.tf.shards import (DATA_SUFFIX_LEN, data_shard, missing_shard_ids, shard_count, split_v1_pattern,
-                                        v1_pattern, v1_shard, v1_shard_names)
+from ckpttool.formats.tf.shards import (DATA_SUFFIX_LEN, data_shard, missing_shard_ids, shard_count,
+                                        shard_count_of_head_and_tail, split_v1_pattern, v1_pattern, v1_shard,
+                                        v1_shard_names)
 from ckpttool.formats.tf.state import STATE_FILENAME, CheckpointState, read_state, read_state_file
-from ckpttool.formats.tf.table import FOOTER_SIZE, first_entry_of_file
+from ckpttool.formats.tf.table import FOOTER_SIZE, HEAD_BYTES, first_entry_of_file
 from ckpttool.text import excerpt
 
 _TEMPSTATE_RE = re.compile(r"\.tempstate\d+$")
 _TEMP_DIR_RE = re.compile(r"_temp(_[0-9a-f]{32})?$")
 T = TypeVar("T")
+_ONE_SHARD = ".data-00000-of-00001"  # the data file of nearly every checkpoint
 _LISTED_SHARDS = 10  # missing shards named in a problem; the rest are counted
 TF_FORMATS = ("v2", "v1")
 DIRECTORY_FORMATS = ("savedmodel", "orbax", "hf")
@@ -127,15 +129,18 @@ def split_step(name: str) -> tuple[str, int | None]:
     return (family, int(step)) if dash and step.isdecimal() else (name, None)
 
 
-@dataclass
 class _Files:
-    """The files of one checkpoint prefix, by name in the directory."""
+    """The files of one checkpoint prefix, by name in the directory (a plain class with slots: a
+    listing of 100,000 checkpoints makes 100,000, at half a dataclass's cost)."""
 
-    index: str | None = None
-    meta: str | None = None
-    v1: str | None = None
-    data: dict[tuple[int, int], str] = field(default_factory=dict)  # (shard, of-count) -> name
-    v1_shards: dict[int, str] = field(default_factory=dict)  # a sharded V1 save: shard -> file name
+    __slots__ = ("index", "meta", "v1", "data", "v1_shards")
+
+    def __init__(self) -> None:
+        self.index: str | None = None
+        self.meta: str | None = None
+        self.v1: str | None = None
+        self.data: dict[tuple[int, int], str] = {}  # (shard, of-count) -> name
+        self.v1_shards: dict[int, str] = {}  # a sharded V1 save: shard -> file name
 
 
 def _group(groups: dict[str, _Files], stem: str) -> _Files:
@@ -242,11 +247,165 @@ def scan_directory(directory: str, entries: list[fs.Entry] | None = None) -> Dir
         return _scan(directory, entries)
 
 
+@dataclass
+class _Listing:
+    """One listing of a directory, sorted: the files of TF prefixes grouped by prefix, the rest
+    looked at (lstat) as they are met. A local listing takes each entry's type from the directory
+    and looks at a prefix's files only when it is described (_look_at): 100,000 checkpoints then
+    cost one open and read of each index (its stat from the open file) and one lstat of each
+    data shard, and `latest` without a state file looks at the newest prefixes only."""
+
+    groups: dict[str, _Files] = field(default_factory=dict)
+    plain_files: dict[str, fs.Entry] = field(default_factory=dict)
+    stats: dict[str, fs.Entry] = field(default_factory=dict)  # the files looked at, by name
+    leftovers: list[Leftover] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    subdirectories: list[fs.Entry] = field(default_factory=list)
+    listing: dict[str, str] = field(default_factory=dict)
+    dir_fd: int | None = None  # local: the directory's descriptor, through which _look_at looks
+    shard_counts: dict[str, int | None] = field(default_factory=dict)  # index name -> its header's count
+    base: str = ""  # the directory with a trailing separator
+    state_tag: str | None = None  # a bucket's state file's version (ETag) as listed: prune's If-Match
+
+
+def _list(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None,
+          kinds: list[tuple[str, str]] | None = None) -> _Listing:
+    """`entries`: a listing made by the caller (each file's size and time known), else the
+    directory open at `dir_fd` is listed by type (`kinds`: those of its names to sort, as
+    (name, kind), when the caller has them), or a bucket's `directory` listed."""
+    base = fs.join(directory, "")
+    found = _Listing(dir_fd=dir_fd if entries is None else None, base=base)
+    if entries is None and dir_fd is not None:
+        kinds = fs.list_kinds(dir_fd) if kinds is None else kinds
+        known: dict[str, fs.Entry] = {}
+    else:
+        entries = fs.list_dir(directory) if entries is None else entries
+        kinds = [(entry.name, entry.kind) for entry in entries]
+        known = {entry.name: entry for entry in entries if entry.kind == "file"}
+        found.state_tag = next((entry.tag for entry in entries
+                                if entry.name == STATE_FILENAME and entry.kind == "file"), None)
+    if entries is None:
+        found.listing = dict(kinds)  # a local directory holds each name once
+    else:
+        listing = found.listing
+        for name, kind in kinds:
+            # A bucket name can be an object and a prefix at once (`run/x.index` beside
+            # `run/x.index/notes.txt`): "both", so that prune deletes the object alone.
+            seen = listing.get(name)
+            listing[name] = "both" if seen is not None and seen != kind else kind
+    if entries is not None:
+        subdirectories = [entry for entry in entries if entry.kind == "dir"]
+    else:
+        subdirectories = [e for name, kind in kinds if kind == "dir"
+                          and (e := fs.entry_at(dir_fd, name, base + name)) is not None and e.kind == "dir"]
+    found.subdirectories = subdirectories
+    for entry in subdirectories:
+        if _TEMP_DIR_RE.search(entry.name):
+            size, mtime = fs.tree_size(entry.path)
+            found.leftovers.append(Leftover(entry.path, mtime, size))
+            found.problems.append(Problem("temp_dir", entry.path, f"leftover temporary directory {entry.name} "
+                                          "from an interrupted save"))
+    groups, stats = found.groups, found.stats
+    get = groups.get
+    # One pass over every name, the common ones (index, one data shard) first: the loop is most
+    # of what `latest` without a state file costs.
+    for name, kind in kinds:
+        if kind != "file":
+            continue  # symlinks and specials are never treated as checkpoint files
+        if name.endswith(".index"):
+            stem = name[:-6]
+            files = get(stem)
+            if files is None:
+                files = groups[stem] = _Files()
+            files.index = name
+            continue
+        if name.endswith(_ONE_SHARD) and len(name) > DATA_SUFFIX_LEN:
+            stem = name[:-DATA_SUFFIX_LEN]
+            files = get(stem)
+            if files is None:
+                files = groups[stem] = _Files()
+            files.data[(0, 1)] = name
+            continue
+        if name == STATE_FILENAME or name == STATE_FILENAME + ".bak":
+            continue
+        if name.endswith(".meta"):
+            _group(groups, name[:-5]).meta = name
+            continue
+        temp = (".tempstate" in name and _TEMPSTATE_RE.search(name)) or (".tmp" in name
+                                                                        and TEMP_SUFFIX_RE.search(name))
+        shard = None if temp else data_shard(name)
+        if shard:
+            _group(groups, name[:-DATA_SUFFIX_LEN]).data[shard] = name
+            continue
+        entry = known.get(name) if entries is not None else fs.entry_at(dir_fd, name, base + name)
+        if entry is None or entry.kind != "file":
+            continue  # gone or replaced since listed: a writer at work
+        stats[name] = entry
+        if temp:
+            found.leftovers.append(Leftover(entry.path, entry.mtime, entry.size))
+            found.problems.append(Problem("temp_file", entry.path, f"leftover temporary file {name}"))
+        else:
+            found.plain_files[name] = entry
+    if entries is not None:
+        stats.update(known)
+    return found
+
+
+def _look_at(listed: _Listing, base: str, names) -> None:
+    """The files of the prefixes `names` looked at through the directory's descriptor (a local
+    listing's are not yet): each index read (the first bytes that give its shard count and the
+    footer that says it is whole) and its size and time taken from the open file, each other file
+    lstat'ed. A file gone or no longer a regular file since the listing counts as not listed."""
+    dir_fd, groups, stats = listed.dir_fd, listed.groups, listed.stats
+    if dir_fd is None:
+        return
+    for name in names:
+        files = groups[name]
+        index = files.index
+        if index is not None and index not in stats:
+            try:
+                read = fs.read_head_and_tail_at(dir_fd, index, base + index, HEAD_BYTES, FOOTER_SIZE)
+            except OSError:  # there, but not to be read (permissions): an index that says nothing
+                read = None
+                if _look_at_file(dir_fd, base, index, stats):
+                    listed.shard_counts[index] = None  # a bad_index, as an unreadable one always was
+            if read is not None:
+                head, tail, size, stats[index] = read
+                listed.shard_counts[index] = shard_count_of_head_and_tail(base + index, head, tail, size)
+            elif index not in stats:
+                files.index = None
+        if files.meta is not None and files.meta not in stats and not _look_at_file(dir_fd, base, files.meta, stats):
+            files.meta = None
+        for key, data in list(files.data.items()):
+            if data not in stats and not _look_at_file(dir_fd, base, data, stats):
+                del files.data[key]
+        if files.index is None and files.meta is None and not files.data and not files.v1 and not files.v1_shards:
+            del groups[name]
+
+
+def _look_at_file(dir_fd: int, base: str, name: str, stats: dict[str, fs.Entry]) -> bool:
+    entry = fs.entry_at(dir_fd, name, base + name)
+    if entry is None or entry.kind != "file":
+        return False
+    stats[name] = entry
+    return True
+
+
 def _scan(directory: str, entries: list[fs.Entry] | None = None) -> DirectoryScan:
     remote = fs.is_url(directory)
     if not remote and not os.path.isdir(directory):
         raise NotFound(f"no such directory: {directory}")
     directory = fs.absolute(directory)
+    dir_fd = None if remote or entries is not None else fs.open_directory(directory)
+    try:
+        return _scan_listed(directory, entries, dir_fd)
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+
+
+def _scan_listed(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None) -> DirectoryScan:
+    remote = fs.is_url(directory)
     problems: list[Problem] = []
     state, state_error = None, None
     try:
@@ -254,54 +413,17 @@ def _scan(directory: str, entries: list[fs.Entry] | None = None) -> DirectorySca
     except CkptError as exc:
         state_error = exc.message
         problems.append(Problem("bad_state_file", fs.join(directory, STATE_FILENAME), exc.message))
-
-    groups: dict[str, _Files] = {}
-    leftovers: list[Leftover] = []
-    plain_files: dict[str, fs.Entry] = {}
-    stats: dict[str, fs.Entry] = {}
-    entries = fs.list_dir(directory) if entries is None else entries
-    listing: dict[str, str] = {}
-    state_tag = None
-    for entry in entries:
-        if entry.name == STATE_FILENAME and entry.kind == "file":
-            state_tag = entry.tag
-        # A bucket name can be an object and a prefix at once (`run/x.index` beside
-        # `run/x.index/notes.txt`): "both", so that prune deletes the object alone.
-        seen = listing.get(entry.name)
-        listing[entry.name] = "both" if seen is not None and seen != entry.kind else entry.kind
-    if remote and not entries and state is None and state_error is None:
+    listed = _list(directory, entries, dir_fd)
+    if remote and not listed.listing and state is None and state_error is None:
         raise NotFound(f"nothing at {directory} (no such bucket or prefix, or it is empty)")
-    for entry in entries:
-        name = entry.name
-        if entry.kind == "dir":
-            if _TEMP_DIR_RE.search(name):
-                size, mtime = fs.tree_size(entry.path)
-                leftovers.append(Leftover(entry.path, mtime, size))
-                problems.append(Problem("temp_dir", entry.path, f"leftover temporary directory {name} "
-                                        "from an interrupted save"))
-            continue
-        if name == STATE_FILENAME or name == STATE_FILENAME + ".bak":
-            continue
-        if entry.kind != "file":
-            continue  # symlinks and specials are never treated as checkpoint files
-        stats[name] = entry
-        if (".tempstate" in name and _TEMPSTATE_RE.search(name)) or (".tmp" in name and TEMP_SUFFIX_RE.search(name)):
-            leftovers.append(Leftover(entry.path, entry.mtime, entry.size))
-            problems.append(Problem("temp_file", entry.path, f"leftover temporary file {name}"))
-        elif name.endswith(".index"):
-            _group(groups, name[:-6]).index = name
-        elif name.endswith(".meta"):
-            _group(groups, name[:-5]).meta = name
-        elif shard := data_shard(name):
-            _group(groups, name[:-DATA_SUFFIX_LEN]).data[shard] = name
-        else:
-            plain_files[name] = entry
+    problems += listed.problems
+    groups, plain_files, stats, leftovers = listed.groups, listed.plain_files, listed.stats, listed.leftovers
 
     state_names: dict[str, float | None] = {}
     state_latest = None
     if state is not None:
         realpaths: dict[str, str] = {}
-        present = set(stats)
+        present = {name for name, kind in listed.listing.items() if kind == "file" or kind == "both"}
         for path in state.all_model_checkpoint_paths:
             name, problem = resolve_state_entry(directory, path, realpaths, present)
             if problem:
@@ -326,17 +448,19 @@ def _scan(directory: str, entries: list[fs.Entry] | None = None) -> DirectorySca
             if latest:
                 other_latest[latest] = name
 
+    base = listed.base
+    _look_at(listed, base, list(groups))
     _find_v1_checkpoints(groups, plain_files, state_names, remote)
 
     checkpoints = []
-    base = fs.join(directory, "")
     for name, files in groups.items():
         # A bucket's indexes are not read one by one (a request each): the data files' names give
         # the shard count, and `verify` checks it against the index.
-        info = _describe(base, name, files, stats, state_names, problems, read_headers=not remote)
+        info = _describe(base, name, files, stats, state_names, problems, listed.shard_counts,
+                         read_headers=not remote)
         if info is not None:
             checkpoints.append(info)
-    checkpoints += _series_checkpoints(directory, entries, plain_files, problems, leftovers)
+    checkpoints += _series_checkpoints(directory, listed.subdirectories, plain_files, problems, leftovers)
     for name in state_names:
         if name not in groups:
             problems.append(Problem("missing_checkpoint", fs.join(directory, name),
@@ -347,7 +471,7 @@ def _scan(directory: str, entries: list[fs.Entry] | None = None) -> DirectorySca
     if latest_name is None:
         complete = [c for c in checkpoints if c.complete and c.format in TF_FORMATS]
         if complete:
-            latest_name = max(complete, key=lambda c: (c.mtime, c.step or 0)).name
+            latest_name = max(complete, key=newest_order).name
     if latest_name is None:
         latest_name = series_latest_name(checkpoints)
     checkpoints = [replace(c, is_latest=True) if c.name == latest_name else c for c in checkpoints]
@@ -355,8 +479,16 @@ def _scan(directory: str, entries: list[fs.Entry] | None = None) -> DirectorySca
     checkpoints.sort(key=lambda c: (c.step if c.step is not None else -1,
                                     c.mtime if c.timestamp is None else c.timestamp, c.name))
     return DirectoryScan(directory, tuple(checkpoints), tuple(problems), state, state_error,
-                         state_latest, tuple(sorted(leftovers, key=lambda l: l.path)), other_latest, listing,
-                         state_tag)
+                         state_latest, tuple(sorted(leftovers, key=lambda l: l.path)), other_latest, listed.listing,
+                         listed.state_tag)
+
+
+def newest_order(c: CheckpointInfo) -> tuple:
+    """What "newest" means where no state file says it (none, or its latest is not here or not
+    complete), for TF prefixes and series members alike: the highest step, then the newest files,
+    then the name (a name without a step comes before every step). Steps first, so that `latest`
+    finds the answer looking at the highest steps alone (newest_complete_prefix)."""
+    return c.step if c.step is not None else -1, c.mtime, c.name
 
 
 def series_latest_name(checkpoints) -> str | None:
@@ -365,20 +497,104 @@ def series_latest_name(checkpoints) -> str | None:
     complete = [c for c in checkpoints if c.complete and c.format not in TF_FORMATS]
     if not complete:
         return None
-    return max(complete, key=lambda c: (c.step if c.step is not None else -1, c.mtime, c.name)).name
+    return max(complete, key=newest_order).name
+
+
+def newest_complete_prefix(directory: str) -> CheckpointInfo | None:
+    """The TF prefix a scan of local `directory`, which has no state file, calls latest (its
+    complete prefix first in newest_order), looking at the prefixes from the highest step down
+    and stopping at the first step that has a complete one: `latest` without a state file reads
+    a few indexes, not every one, and groups the files of those alone. Described as the scan
+    describes each (the same bytes decide: an index cut short or a data shard missing is not
+    complete, and the walk goes on below it). None when no TF prefix is complete (the scan then
+    answers, a series' member perhaps)."""
+    directory = fs.absolute(directory)
+    dir_fd = fs.open_directory(directory)
+    try:
+        with gc_paused():
+            names = os.listdir(dir_fd)
+            # The steps of the prefixes that can be complete: those with an index, and V1 files
+            # (among the names no TF V2 file has: the few the scan looks at one by one).
+            stems = [name[:-6] for name in names if name.endswith(".index")]
+            parts = [stem.rpartition("-") for stem in stems]
+            steps = [int(p[2]) if p[1] and p[2].isdecimal() else -1 for p in parts]
+            others = [(name, "file") for name in names if not name.endswith((".index", ".meta"))
+                      and (name[-20:-14] != ".data-" or data_shard(name) is None)]
+            listed = _list(directory, None, dir_fd, others)
+            _find_v1_checkpoints(listed.groups, listed.plain_files, {}, remote=False)
+            for name, files in listed.groups.items():
+                if files.v1 or files.v1_shards:
+                    pattern = split_v1_pattern(name) if files.v1_shards else None
+                    stems.append(pattern[0] if pattern else name)
+                    steps.append(_step_of_group(name, files))
+            levels = sorted(set(steps), reverse=True)
+            for level in levels[:_LEVELS_LOOKED_AT]:
+                # Every file of a prefix starts with its stem: these names hold the whole of each
+                # prefix at this step, grouped as the scan groups them (entry types are checked
+                # when the files are looked at: a link or directory there is no checkpoint file).
+                prefixes = tuple(stem for stem, step in zip(stems, steps) if step == level)
+                found = _newest_complete(directory, dir_fd, [(name, "file") for name in names
+                                                             if name.startswith(prefixes)], level)
+                if found is not None:
+                    return found
+            if len(levels) <= _LEVELS_LOOKED_AT:
+                return None
+            # Many steps in a row without a complete prefix (a run of broken saves): one grouping
+            # of every name, then step by step.
+            listed = _list(directory, None, dir_fd)
+            _find_v1_checkpoints(listed.groups, listed.plain_files, {}, remote=False)
+            by_step: dict[int, list[str]] = {}
+            for name, files in listed.groups.items():
+                by_step.setdefault(_step_of_group(name, files), []).append(name)
+            for level in sorted(by_step, reverse=True):
+                found = _complete_among(listed, by_step[level])
+                if found is not None:
+                    return found
+            return None
+    finally:
+        os.close(dir_fd)
+
+
+_LEVELS_LOOKED_AT = 8  # steps from the highest looked at by their names alone, before grouping every name
+
+
+def _step_of_group(name: str, files: _Files) -> int:
+    """The step of a prefix (of a V1 pattern `P-?????-of-N`, P's), -1 for none: as newest_order has it."""
+    pattern = split_v1_pattern(name) if files.v1_shards else None
+    step = split_step(pattern[0] if pattern else name)[1]
+    return -1 if step is None else step
+
+
+def _newest_complete(directory: str, dir_fd: int, kinds: list[tuple[str, str]], level: int) -> CheckpointInfo | None:
+    """The newest complete TF prefix at step `level` among the names `kinds`, which hold every file
+    of each prefix at that step."""
+    listed = _list(directory, None, dir_fd, kinds)
+    _find_v1_checkpoints(listed.groups, listed.plain_files, {}, remote=False)
+    return _complete_among(listed, [name for name, files in listed.groups.items()
+                                    if _step_of_group(name, files) == level])
+
+
+def _complete_among(listed: _Listing, names: list[str]) -> CheckpointInfo | None:
+    """The first in newest_order of the prefixes `names` that are complete TF checkpoints, each
+    looked at and described as the scan does."""
+    base, groups = listed.base, listed.groups
+    _look_at(listed, base, names)
+    described = [_describe(base, name, groups[name], listed.stats, {}, [], listed.shard_counts)
+                 for name in names if name in groups]
+    complete = [c for c in described if c is not None and c.complete and c.format in TF_FORMATS]
+    return max(complete, key=newest_order) if complete else None
 
 
 _KERAS_ENDINGS = (".h5", ".keras", ".hdf5")  # what every Keras checkpoint file's name ends with (ops/runs/series.py)
 
 
-def _series_checkpoints(directory: str, entries: list[fs.Entry], plain_files: dict[str, fs.Entry],
+def _series_checkpoints(directory: str, subdirectories: list[fs.Entry], plain_files: dict[str, fs.Entry],
                         problems: list[Problem], leftovers: list[Leftover]) -> list[CheckpointInfo]:
     """The members of the series besides TF prefixes (ops/runs/series.py) as checkpoints; their debris
     added to `leftovers`, and what keeps a directory member from being deleted to `problems`."""
     # Keras files are among the plain files (not named like a TF checkpoint's); one cheap pass finds
     # the directories: a directory of 100,000 TF checkpoints costs next to nothing more.
     keras_files = [e for e in plain_files.values() if e.name.endswith(_KERAS_ENDINGS)]
-    subdirectories = [e for e in entries if e.kind == "dir"]
     if not keras_files and not subdirectories:
         return []  # a plain TF run directory: the series module is not even imported
     from ckpttool.ops.runs import series
@@ -495,17 +711,17 @@ def _new_info(values: dict) -> CheckpointInfo:
     return info
 
 
-def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
+def _describe(base: str, name: str, files: _Files, stats, state_names, problems, shard_counts: dict[str, int | None],
               read_headers: bool = True) -> CheckpointInfo | None:
-    """`base`: the directory with a trailing separator. Without `read_headers`, the shard count
-    comes from the data files' names (`-of-N`)."""
+    """`base`: the directory with a trailing separator; `shard_counts`: the indexes already read
+    (_look_at). Without `read_headers`, the shard count comes from the data files' names (`-of-N`)."""
     data = files.data
     if (files.index is not None and len(data) == 1 and (0, 1) in data and files.v1 is None
             and not files.v1_shards):
         # What nearly every checkpoint is: an index and one data shard (a .meta perhaps): the
         # general path below, unrolled (no lists, sorting or shard checks to make).
         index, shard_name, meta = stats[files.index], data[(0, 1)], files.meta
-        if (shard_count(base + files.index, index.size) if read_headers else 1) == 1:
+        if _index_shard_count(base, files, stats, shard_counts, read_headers) == 1:
             shard, prefix = stats[shard_name], base + name
             family, step = split_step(name)
             return _new_info({
@@ -537,8 +753,7 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
             problems.append(Problem("data_without_index", base + name,
                                     f"{name} has data files but no .index (interrupted save?)"))
         else:
-            num_shards = (shard_count(base + files.index, stats[files.index].size) if read_headers
-                          else _shard_count_of_names(files))
+            num_shards = _index_shard_count(base, files, stats, shard_counts, read_headers)
             if num_shards is None:
                 complete = False
                 problems.append(Problem("bad_index", base + files.index, f"{name}.index is incomplete or corrupt"))
@@ -558,6 +773,16 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
         complete=complete, has_meta=files.meta is not None, in_state=name in state_names, is_latest=False,
         mtime=max(times), timestamp=state_names.get(name), files=tuple(sorted([base + n for n in names])),
     ))
+
+
+def _index_shard_count(base: str, files: _Files, stats, shard_counts: dict[str, int | None],
+                       read_headers: bool) -> int | None:
+    """The shard count of the prefix's index: its header's (read now unless _look_at read it), or
+    without `read_headers` the data files' names'."""
+    index = files.index
+    if index in shard_counts:
+        return shard_counts[index]
+    return shard_count(base + index, stats[index].size) if read_headers else _shard_count_of_names(files)
 
 
 def _shard_count_of_names(files: _Files) -> int | None:
