@@ -167,7 +167,9 @@ def _answer_prompt(run, answer: bytes) -> tuple[bytes, int]:
         os.execv(sys.executable, [sys.executable, "-m", "ckpttool", "prune", "--keep-last", "1", str(run)])
     output = b""
     deadline = time.time() + 60
-    while b"[y/N]" not in output and time.time() < deadline:
+    # Until the space input() writes once the prompt is shown: the answer is then typed while the
+    # prompt reads (under load, a key typed as the prompt's text came out once went unanswered).
+    while b"[y/N]: " not in output and time.time() < deadline:
         try:
             output += os.read(fd, 4096)
         except OSError:
