@@ -15,9 +15,14 @@ TensorFlow are the oracles, run here in a subprocess.
   Sequential (Dense(3), Dense(2)) of that architecture.
 `python tests/keras_like_fixtures.py load KIND FILE OUT.npz`: a fresh model of KIND ("bn",
 "bn_float16", "bn_bfloat16" or "tf1") given FILE by model.load_weights (a .keras by keras.saving.load_model), its get_weights().
+`python tests/keras_like_fixtures.py serve`: the same for each line `KIND<TAB>FILE<TAB>OUT.npz` read
+from stdin, answering each with one line, `@@ok` or `@@error MESSAGE`: one Keras import for a whole
+test session instead of one a load (each costs seconds); a KIND of `SCRIPT:KIND` is the `load` of
+the fixture script SCRIPT.py beside this one (keras_checkpoints:functional).
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -100,8 +105,26 @@ def load(kind: str, path: str, out: str) -> None:
     np.savez(out, *_savable(model.get_weights()))
 
 
+def serve() -> None:
+    for line in sys.stdin:
+        kind, path, out = line.rstrip("\n").split("\t")
+        keras.backend.clear_session()  # each model as in a fresh process: layer names from their first counter
+        try:
+            if ":" in kind:  # SCRIPT:KIND, the load of another fixture script beside this one
+                script, kind = kind.split(":")
+                importlib.import_module(script).load(kind, path, out)
+            else:
+                load(kind, path, out)
+            answer = "@@ok"
+        except Exception as error:  # noqa: BLE001 - the test that asked shows it
+            answer = "@@error " + repr(error).replace("\n", " ")
+        print(answer, flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2])
+    elif sys.argv[1] == "serve":
+        serve()
     else:
         load(*sys.argv[2:5])

@@ -27,14 +27,29 @@ def like_dir(tmp_path_factory) -> Path:
     return build_fixtures(tmp_path_factory, "keras_like_fixtures.py", "keras_like", "make")
 
 
-def _keras_loads(kind: str, path: Path, tmp_path: Path) -> list[np.ndarray]:
-    """get_weights() of a fresh model after Keras loads `path`."""
-    out = tmp_path / f"loaded-{path.name}.npz"
-    proc = subprocess.run([sys.executable, SCRIPT, "load", kind, str(path), str(out)], capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with np.load(out) as data:
-        return [data[f"arr_{i}"] for i in range(len(data.files))]
+@pytest.fixture(scope="session")
+def keras_loads(tmp_path_factory):
+    """get_weights() of a fresh model after Keras loads a file: `keras_loads(kind, path, tmp_path)`.
+    One Keras process answers every load of the session (keras_like_fixtures.py serve)."""
+    log = tmp_path_factory.mktemp("keras_loader") / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, SCRIPT, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=err, text=True)
+
+    def loads(kind: str, path: Path, tmp_path: Path) -> list[np.ndarray]:
+        out = tmp_path / f"loaded-{path.name}.npz"
+        proc.stdin.write(f"{kind}\t{path}\t{out}\n")
+        proc.stdin.flush()
+        answer = ""
+        while not answer.startswith("@@"):  # anything else on stdout is Keras talking
+            answer = proc.stdout.readline()
+            assert answer, f"the Keras loader died: {log.read_text()[-3000:]}"
+        assert answer.strip() == "@@ok", answer
+        return _arrays(out)
+
+    yield loads
+    proc.stdin.close()
+    proc.wait()
 
 
 def _arrays(path: Path) -> list[np.ndarray]:
@@ -55,25 +70,25 @@ def _convert(*args) -> dict:
     return result.json()
 
 
-def test_trained_weights_through_safetensors_and_back(like_dir, tmp_path):
+def test_trained_weights_through_safetensors_and_back(like_dir, tmp_path, keras_loads):
     """A Keras 3 model trained a step, its weights to safetensors, then back through --like an
     untrained model of the same architecture: load_weights gives identical get_weights()."""
     trained = _arrays(like_dir / "trained.npz")
-    template = _keras_loads("bn", like_dir / "template.weights.h5", tmp_path)
+    template = keras_loads("bn", like_dir / "template.weights.h5", tmp_path)
     assert any(not np.array_equal(a, b) for a, b in zip(template, trained))  # the template's values differ
     _convert(like_dir / "trained.weights.h5", tmp_path / "w.safetensors")
     doc = _convert(tmp_path / "w.safetensors", tmp_path / "out.weights.h5", "--like", like_dir / "template.weights.h5")
     assert doc["format"] == "keras" and doc["unmatched"] == []
     assert {m["by"] for m in doc["matched"]} == {"name"}
     assert all(name.startswith("optimizer/") for name in doc["unused"])  # the template has no optimizer
-    _assert_same(_keras_loads("bn", tmp_path / "out.weights.h5", tmp_path), trained)
+    _assert_same(keras_loads("bn", tmp_path / "out.weights.h5", tmp_path), trained)
 
 
-def test_keras_archive_keeps_the_templates_config(like_dir, tmp_path):
+def test_keras_archive_keeps_the_templates_config(like_dir, tmp_path, keras_loads):
     trained = _arrays(like_dir / "trained.npz")
     _convert(like_dir / "trained.keras", tmp_path / "w.safetensors")
     _convert(tmp_path / "w.safetensors", tmp_path / "out.keras", "--like", like_dir / "template.keras")
-    _assert_same(_keras_loads("bn", tmp_path / "out.keras", tmp_path), trained)
+    _assert_same(keras_loads("bn", tmp_path / "out.keras", tmp_path), trained)
     with zipfile.ZipFile(like_dir / "template.keras") as template, zipfile.ZipFile(tmp_path / "out.keras") as out:
         assert out.namelist() == template.namelist()
         for name in template.namelist():
@@ -81,7 +96,7 @@ def test_keras_archive_keeps_the_templates_config(like_dir, tmp_path):
                 assert out.read(name) == template.read(name)
 
 
-def test_tf1_checkpoint_into_a_keras_model(like_dir, tmp_path):
+def test_tf1_checkpoint_into_a_keras_model(like_dir, tmp_path, keras_loads):
     """TF1 names (`dense/kernel`) match the template's layers by name, their weights by order and
     shape; the slots and global_step are left unused."""
     doc = _convert(like_dir / "tf1", tmp_path / "tf1.weights.h5", "--like", like_dir / "tf1_template.weights.h5")
@@ -89,10 +104,10 @@ def test_tf1_checkpoint_into_a_keras_model(like_dir, tmp_path):
         ("dense/kernel", "layers/dense/vars/0", "order"), ("dense/bias", "layers/dense/vars/1", "order"),
         ("dense_1/kernel", "layers/dense_1/vars/0", "order"), ("dense_1/bias", "layers/dense_1/vars/1", "order")]
     assert "global_step" in doc["unused"]
-    _assert_same(_keras_loads("tf1", tmp_path / "tf1.weights.h5", tmp_path), _arrays(like_dir / "tf1.npz"))
+    _assert_same(keras_loads("tf1", tmp_path / "tf1.weights.h5", tmp_path), _arrays(like_dir / "tf1.npz"))
 
 
-def test_unmatched_template_weights_exit_3_unless_partial(like_dir, tmp_path):
+def test_unmatched_template_weights_exit_3_unless_partial(like_dir, tmp_path, keras_loads):
     """The TF1 checkpoint fills two of the three layers of the BatchNormalization model."""
     out = tmp_path / "o.weights.h5"
     result = run_cli("convert", like_dir / "tf1", out, "--like", like_dir / "template.weights.h5")
@@ -102,8 +117,8 @@ def test_unmatched_template_weights_exit_3_unless_partial(like_dir, tmp_path):
     # dense_1 is (3, 2) in both; dense is (4, 3) in both: those match, batch_normalization keeps its values
     doc = _convert(like_dir / "tf1", out, "--like", like_dir / "template.weights.h5", "--partial")
     assert sorted(doc["unmatched"]) == [f"layers/batch_normalization/vars/{i}" for i in range(4)]
-    loaded = _keras_loads("bn", out, tmp_path)
-    template = _keras_loads("bn", like_dir / "template.weights.h5", tmp_path)
+    loaded = keras_loads("bn", out, tmp_path)
+    template = keras_loads("bn", like_dir / "template.weights.h5", tmp_path)
     tf1 = _arrays(like_dir / "tf1.npz")
     _assert_same(loaded[:2], tf1[:2])
     _assert_same(loaded[2:6], template[2:6])
@@ -165,7 +180,7 @@ def test_template_changed_between_plan_and_write_exits_3(like_dir, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["t.weights.h5"]
 
 
-def test_keras2_file_into_a_keras3_model(like_dir, legacy_dir, oracle, tmp_path):
+def test_keras2_file_into_a_keras3_model(like_dir, legacy_dir, oracle, tmp_path, keras_loads):
     """A file in Keras 2's layout and names (`dense_1/kernel:0`, counters from _1) into a Keras 3
     model of its architecture (`dense`, `dense_1`): load_weights gives what Keras' legacy loader
     gives from the Keras 2 file."""
@@ -173,7 +188,7 @@ def test_keras2_file_into_a_keras3_model(like_dir, legacy_dir, oracle, tmp_path)
     doc = _convert(legacy_dir / "keras2.h5", out, "--like", like_dir / "template.weights.h5")
     assert ("dense_2/kernel", "layers/dense_1/vars/0") in [(m["from"], m["to"]) for m in doc["matched"]]
     expected = [oracle[f"keras2/{i}"] for i in range(len([k for k in oracle if k.startswith("keras2/")]))]
-    _assert_same(_keras_loads("bn", out, tmp_path), expected)
+    _assert_same(keras_loads("bn", out, tmp_path), expected)
 
 
 def test_string_weights_are_refused_before_writing(like_dir, tmp_path):
@@ -191,7 +206,7 @@ def test_string_weights_are_refused_before_writing(like_dir, tmp_path):
     assert "strings" in result.stderr and not out.exists()
 
 
-def test_pytorch_layout_back_into_a_keras_model(like_dir, tmp_path):
+def test_pytorch_layout_back_into_a_keras_model(like_dir, tmp_path, keras_loads):
     """Weights in PyTorch's layout (`--layout torch`) go back into a Keras 3 file through --like with
     `--layout tf`: transposed back and matched by their new names and shapes; load_weights gives the
     trained model's get_weights()."""
@@ -207,7 +222,7 @@ def test_pytorch_layout_back_into_a_keras_model(like_dir, tmp_path):
     doc = _convert(tmp_path / "pt.safetensors", tmp_path / "out.weights.h5", "--like",
                    like_dir / "template.weights.h5", "--layout", "tf")
     assert doc["unmatched"] == []
-    _assert_same(_keras_loads("bn", tmp_path / "out.weights.h5", tmp_path), trained)
+    _assert_same(keras_loads("bn", tmp_path / "out.weights.h5", tmp_path), trained)
 
 
 def _layer_names_for(names, layers: list[str], sep: str = "/") -> list[str]:
@@ -225,7 +240,7 @@ def _layer_names_for(names, layers: list[str], sep: str = "/") -> list[str]:
     return options
 
 
-def test_tf2_checkpoint_through_pytorch_names_and_back(like_dir, tmp_path):
+def test_tf2_checkpoint_through_pytorch_names_and_back(like_dir, tmp_path, keras_loads):
     """A TF2 checkpoint of Dense -> BatchNormalization -> Dense out with --names model --layout torch,
     and back with --like TEMPLATE --layout tf: BatchNormalization's weight and bias (told by their
     running_mean/running_var siblings) are gamma and beta again, so Keras' load_weights gives the
@@ -241,7 +256,7 @@ def test_tf2_checkpoint_through_pytorch_names_and_back(like_dir, tmp_path):
     doc = _convert(tmp_path / "pt.safetensors", tmp_path / "out.weights.h5", "--like", like_dir / "template.weights.h5",
                    "--layout", "tf", *rename)
     assert doc["unmatched"] == [] and doc["unused"] == []
-    got, expected = _keras_loads("bn", tmp_path / "out.weights.h5", tmp_path), _arrays(like_dir / "trained.npz")
+    got, expected = keras_loads("bn", tmp_path / "out.weights.h5", tmp_path), _arrays(like_dir / "trained.npz")
     labels = ["dense kernel", "dense bias", "gamma", "beta", "moving_mean", "moving_variance", "dense_1 kernel",
               "dense_1 bias"]
     assert len(got) == len(expected) == len(labels)
@@ -270,7 +285,7 @@ def test_weights_of_one_shape_are_never_filled_by_unknown_order(like_dir, tmp_pa
     assert not (tmp_path / "out.weights.h5").exists()
 
 
-def test_tf2_checkpoint_straight_into_a_keras_file_with_names_model(like_dir, tmp_path):
+def test_tf2_checkpoint_straight_into_a_keras_file_with_names_model(like_dir, tmp_path, keras_loads):
     """A TF2 checkpoint written by tf.train.Checkpoint(model=model) into a Keras 3 file in one step:
     `--names model` names its variables by their path through the model before the template is
     matched (its keys run through the optimizer, `model/optimizer/_trainable_variables/N`, and
@@ -282,11 +297,11 @@ def test_tf2_checkpoint_straight_into_a_keras_file_with_names_model(like_dir, tm
         doc = _convert(like_dir / "tf2" / "ckpt", tmp_path / name, "--names", "model", "--like", template)
         assert doc["unmatched"] == [] and len(doc["matched"]) == 8
         assert all(m["to"].startswith("layers/") for m in doc["matched"])
-        _assert_same(_keras_loads("bn", tmp_path / name, tmp_path), _arrays(like_dir / "trained.npz"))
+        _assert_same(keras_loads("bn", tmp_path / name, tmp_path), _arrays(like_dir / "trained.npz"))
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_like_with_dtype_casts_into_a_lower_precision_template(like_dir, tmp_path, dtype):
+def test_like_with_dtype_casts_into_a_lower_precision_template(like_dir, tmp_path, dtype, keras_loads):
     """A float32 TF2 checkpoint into a template whose weights are all float16 (bfloat16): `--dtype`
     casts while filling it, and Keras loads exactly what its own set_weights makes of the trained
     weights in that model (rounded to nearest even). Without --dtype: exit 3 naming both dtypes and
@@ -299,11 +314,12 @@ def test_like_with_dtype_casts_into_a_lower_precision_template(like_dir, tmp_pat
     out = tmp_path / "out.weights.h5"
     doc = _convert(like_dir / "tf2" / "ckpt", out, "--names", "model", "--like", template, "--dtype", dtype)
     assert doc["unmatched"] == [] and len(doc["transformed"]) == 8
-    _assert_same(_keras_loads(f"bn_{dtype}", out, tmp_path), _arrays(like_dir / f"trained_{dtype}.npz"))
+    _assert_same(keras_loads(f"bn_{dtype}", out, tmp_path), _arrays(like_dir / f"trained_{dtype}.npz"))
 
 
 @pytest.mark.parametrize("kind", ["functional", "subclassed"])
-def test_tf2_checkpoints_of_functional_and_subclassed_models_into_keras(keras_checkpoints, tmp_path, kind):
+def test_tf2_checkpoints_of_functional_and_subclassed_models_into_keras(keras_checkpoints, tmp_path, kind,
+                                                                       keras_loads):
     """`--names model --like` for the other two ways of building a Keras model, from a run written by
     CheckpointManager with the optimizer: a functional model's layers are positions
     (`model/_operations/N`), a subclassed model's are its attributes (`model/encoder`, `model/head`)
@@ -313,8 +329,4 @@ def test_tf2_checkpoints_of_functional_and_subclassed_models_into_keras(keras_ch
     out = tmp_path / "out.weights.h5"
     doc = _convert(root / "run", out, "--names", "model", "--like", root / "template.weights.h5")
     assert doc["unmatched"] == []
-    loaded = tmp_path / "loaded.npz"
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "keras_checkpoints.py"), "load", kind, str(out),
-                           str(loaded)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _assert_same(_arrays(loaded), _arrays(root / "weights.npz"))
+    _assert_same(keras_loads(f"keras_checkpoints:{kind}", out, tmp_path), _arrays(root / "weights.npz"))
