@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from ckpttool.ops.retention.policy_file import Policy, Rule
@@ -39,6 +39,9 @@ class PolicyMatch:
     governed: tuple[Governed, ...]  # in rule order, then as found
     ungoverned: tuple[str, ...]  # with survey: run directories beside the matched ones that no rule governs
     problems: tuple[Problem, ...]  # links not followed, object keys never followed
+    # A bucket's run directories as the tree's one listing showed them (plan_prune's `entries`: no
+    # second listing per run directory).
+    listings: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def _split(pattern: str) -> tuple[str, list[str]]:
@@ -124,10 +127,12 @@ def match_policy(policy: Policy, survey: bool = False) -> PolicyMatch:
         hits = [(first_rule[d], d) for d in _ancestors(directory) if d in first_rule]
         return min(hits) if hits else None
 
+    listings: dict = {}
+
     def walk(roots) -> list[str]:
         found: list[str] = []
         for root in _outermost(roots):
-            found += find_checkpoint_dirs(root, problems)
+            found += find_checkpoint_dirs(root, problems, listings)
         return list(dict.fromkeys(found))
 
     governed = []
@@ -139,4 +144,4 @@ def match_policy(policy: Policy, survey: bool = False) -> PolicyMatch:
     if survey:
         near = walk(_parent(root) for root in first_rule)
         ungoverned = [d for d in near if governing(d) is None]
-    return PolicyMatch(policy, tuple(matched), tuple(governed), tuple(ungoverned), tuple(problems))
+    return PolicyMatch(policy, tuple(matched), tuple(governed), tuple(ungoverned), tuple(problems), listings)
