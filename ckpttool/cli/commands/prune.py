@@ -215,6 +215,8 @@ def command(
     failed = plan_failed_runs(directory, dirs, failed_age) if failed_age is not None else None
     dirs = [d for d in dirs if failed is None or d not in failed.directories] if rules is not None else []
 
+    refused_scans: dict = {}  # run directories whose plan is refused, as scanned: --budget counts their bytes
+
     def plan(d: str):
         try:
             if recursive and (moved := moved_out_of_tree(directory, d)):
@@ -222,6 +224,7 @@ def command(
             planned = plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state, metric=scoring,
                                  allow_damaged=allow_damaged_metrics, entries=listings.get(d))
             if planned.refusal and not dry_run:  # a dry run shows the plan, and the damage among its problems
+                refused_scans[d] = planned.scan
                 raise BadInput(planned.refusal, hint=DAMAGE_HINT)
             return planned
         except BadInput as exc:
@@ -234,7 +237,7 @@ def command(
     refused = [(d, p) for d, p in zip(dirs, planned) if isinstance(p, BadInput)]
     outcome = None
     if budget_bytes is not None:
-        plans, outcome = fit_budget(plans, budget_bytes, [d for d, _exc in refused])
+        plans, outcome = fit_budget(plans, budget_bytes, [d for d, _exc in refused], refused_scans)
     steps = {item.step for _d, plan in plans for item in plan.kept + plan.deleted}
     for step in sorted(set(rules.keep_steps if rules else ()) - steps):
         render.warn(f"--keep-step {step}: no checkpoint has step {step}")
