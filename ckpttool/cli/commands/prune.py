@@ -4,7 +4,7 @@ FILE`, which rule governs each run directory.
 
 Under a policy each run directory is planned and applied as `prune DIR` would with its rule's options
 (its lock, journal and state file, the latest and each series' newest complete member kept, deletion
-only on evidence). One that fails (damage, a metric that cannot be read, a lock another run holds:
+only on evidence), several at a time and batched in buckets as `prune -r` is (the same _apply_all). One that fails (damage, a metric that cannot be read, a lock another run holds:
 not waited for) is reported and the others go on; the exit status is then 3.
 """
 from __future__ import annotations
