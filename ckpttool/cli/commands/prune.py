@@ -422,37 +422,20 @@ def refuse_with_policy(given: list[str]) -> None:
 def prune_by_policy(file: str, dry_run: bool, yes: bool, json_out: bool, quiet: bool) -> int:
     """`prune --policy FILE`: plan every run directory by its rule, ask (or need --yes), apply them
     as `prune -r` does (several at a time, a bucket's deletions batched across run directories)."""
-    from ckpttool.ops.retention.batches import caught
-    from ckpttool.ops.retention.policy import match_policy
+    from ckpttool.ops.retention.policy import plan_policy
     from ckpttool.ops.retention.policy_file import read_policy
-    from ckpttool.ops.retention.prune import plan_prune
-    from ckpttool.ops.retention.scoring import DAMAGE_HINT
-    from ckpttool.ops.runs.scan import for_each_directory, moved_out_of_tree
 
-    match = match_policy(read_policy(file))
+    planned = plan_policy(read_policy(file), dry_run)
+    match = planned.match
     rule_of = {g.directory: g for g in match.governed}
     render.warn_all(p.message for p in match.problems)
-
-    def plan(directory: str):
-        governed = rule_of[directory]
-        rule = governed.rule
-        if moved := moved_out_of_tree(governed.root, directory):
-            raise BadInput(moved)
-        planned = plan_prune(directory, rule.retention, clean=rule.clean, ignore_bad_state=rule.ignore_bad_state,
-                             metric=rule.metric_for(directory), allow_damaged=rule.allow_damaged_metrics,
-                             entries=match.listings.get(directory))
-        if planned.refusal and not dry_run:  # a dry run shows the plan, and the damage among its problems
-            raise BadInput(planned.refusal, hint=DAMAGE_HINT)
-        return planned
 
     def label(directory: str) -> str:
         return _label(rule_of[directory])
 
     directories = [g.directory for g in match.governed]
-    # One run directory's failure (CkptError, OSError) is its result and the others go on; a bug is raised.
-    planned = for_each_directory(lambda d: caught(lambda: plan(d), (CkptError, OSError)), directories)
-    failed = [(d, p) for d, p in zip(directories, planned) if isinstance(p, BaseException)]
-    plans = [(d, p) for d, p in zip(directories, planned) if not isinstance(p, BaseException)]
+    failed = [(g.directory, exc) for g, exc in planned.failed]
+    plans = [(g.directory, p) for g, p in planned.planned]
     if not _agreed(plans, dry_run, yes, True, label):
         return EXIT_NEGATIVE
     applied = _apply_all([p for _d, p in plans], dry_run, json_out or quiet, POLICY_LOCK_TIMEOUT)
