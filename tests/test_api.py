@@ -310,7 +310,8 @@ def test_fleet_from_python(fixtures_dir, series_dir, tmp_path, tf):
         shutil.copytree(fixtures_dir / "tf2_many", runs / name)
     policy = tmp_path / "retention.toml"
     policy.write_text('[[rule]]\npaths = ["runs/a"]\nkeep_last = 3\n\n[[rule]]\npaths = ["runs/*"]\nkeep_last = 1\n')
-    saves = {name: [p.rsplit("/", 1)[-1] for p in tf.train.get_checkpoint_state(str(runs / name)).all_model_checkpoint_paths]
+    saves = {name: [p.rsplit("/", 1)[-1]
+                    for p in tf.train.get_checkpoint_state(str(runs / name)).all_model_checkpoint_paths]
              for name in ("a", "b")}
     fleet = ckpttool.plan_policy(policy)
     assert not fleet.failed

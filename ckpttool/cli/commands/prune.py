@@ -4,8 +4,9 @@ FILE`, which rule governs each run directory.
 
 Under a policy each run directory is planned and applied as `prune DIR` would with its rule's options
 (its lock, journal and state file, the latest and each series' newest complete member kept, deletion
-only on evidence), several at a time and batched in buckets as `prune -r` is (the same _apply_all). One that fails (damage, a metric that cannot be read, a lock another run holds:
-not waited for) is reported and the others go on; the exit status is then 3.
+only on evidence), several at a time and batched in buckets as `prune -r` is (the same _apply_all).
+One that fails (damage, a metric that cannot be read, a lock another run holds: not waited for) is
+reported and the others go on; the exit status is then 3.
 """
 from __future__ import annotations
 
@@ -96,8 +97,8 @@ def _confirm(plans, failed=None) -> bool:
     count = sum(len(p.deleted) for _d, p in plans)
     size = render.human_bytes(sum(p.freed_bytes for _d, p in plans) + (failed.freed_bytes if failed else 0))
     runs = len(failed.dropped) if failed is not None else 0
-    what = render.plural(count, "item") + (f" and {render.plural(runs, 'failed run directory', 'failed run directories')}"
-                                           if runs else "")
+    runs_text = render.plural(runs, "failed run directory", "failed run directories")
+    what = render.plural(count, "item") + (f" and {runs_text}" if runs else "")
     try:
         return typer.confirm(f"Delete {what}, {size}?", default=False, err=True)
     except typer.Abort as exc:  # what the prompt makes of KeyboardInterrupt and EOFError
