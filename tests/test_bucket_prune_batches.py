@@ -216,3 +216,22 @@ def test_budget_weighs_each_run_by_its_plan_with_no_second_listing(logged_s3, fi
     assert not any(f"prefix={url.split('/', 3)[3]}/run-" in line for line in listings), listings
     # (a listing with `delimiter=/` is the check that the root is a directory, as `prune DIR` makes)
     assert len([line for line in listings if "delimiter=&" in line or line.endswith("delimiter= HTTP/1.1")]) == 1
+
+
+def test_a_policy_over_a_bucket_is_planned_from_one_listing_and_deleted_in_batches(logged_s3, fixtures_dir,
+                                                                                   tmp_path, tf):
+    """`prune --policy` applies as `prune -r` does: a rule naming the directory that holds the runs
+    lists it once (no run directory listed again), and the deletions are batched across the runs."""
+    url, expected = _fleet(fixtures_dir, tmp_path, logged_s3)
+    policy = tmp_path / "retention.toml"
+    policy.write_text(f'[[rule]]\npaths = ["{url}"]\nkeep_last = 2\n')
+    result = {}
+    lines = _requests_of(logged_s3, lambda: result.update(doc=run_cli("prune", "--policy", policy, "--yes", "--json")))
+    assert result["doc"].exit_code == 0, result["doc"].stderr
+    assert {d["directory"].rsplit("/", 1)[-1]: {x["name"] for x in d["deleted"]}
+            for d in result["doc"].json()["directories"]} == expected
+    assert _keys(logged_s3, url) == _expected_keys(fixtures_dir, expected)
+    listings = [line for line in lines if "list-type=2" in line]
+    assert not any(f"prefix={url.split('/', 3)[3]}/run-" in line for line in listings), listings
+    assert sum("?delete" in line for line in lines) == 3, lines  # indexes, data, journals: one request each
+    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
