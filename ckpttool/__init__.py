@@ -74,12 +74,14 @@ from typing import TYPE_CHECKING, Any  # noqa: E402 - after the signal handlers,
 
 from ckpttool.version import __version__  # noqa: E402, F401 - the package's version, kept in a module below
 
-__all__ = ["Checkpoint", "VariableInfo", "apply_prune", "average", "best", "convert", "diff", "latest", "load",
-           "manifest", "open", "plan_prune", "scan", "verify"]
+__all__ = ["Checkpoint", "VariableInfo", "apply_failed_runs", "apply_prune", "apply_prunes", "average", "best",
+           "convert", "diff", "fit_budget", "latest", "load", "manifest", "open", "plan_failed_runs", "plan_policy",
+           "plan_prune", "scan", "verify"]
 
 if TYPE_CHECKING:
-    from ckpttool.api import (Checkpoint, VariableInfo, apply_prune, average, best, convert, diff, latest,  # noqa: A004
-                              load, manifest, open, plan_prune, scan, verify)
+    from ckpttool.api import (Checkpoint, VariableInfo, apply_failed_runs, apply_prune, apply_prunes,  # noqa: A004
+                              average, best, convert, diff, fit_budget, latest, load, manifest, open,
+                              plan_failed_runs, plan_policy, plan_prune, scan, verify)
 
 
 def __getattr__(name: str) -> Any:

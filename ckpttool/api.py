@@ -11,6 +11,7 @@
     ckpttool.latest("run/")                           # "run/model.ckpt-500", like tf.train.latest_checkpoint
     ckpttool.best("run/", "val_loss")                 # the best-scored checkpoint, as `latest --best` says
     plan = ckpttool.plan_prune("run/", keep_last=3)   # what would go; then ckpttool.apply_prune(plan)
+    fleet = ckpttool.plan_policy("retention.toml")    # every run a policy governs; ckpttool.apply_prunes(...)
     ckpttool.convert("run/", "model.safetensors", drop_optimizer=True, naming="model")
     ckpttool.verify("run/").ok                        # every CRC checked (VerifyReport)
     m = ckpttool.manifest("run/")                     # every file's and tensor's SHA-256 (Manifest)
@@ -42,6 +43,9 @@ if TYPE_CHECKING:  # only for type checkers: importing numpy is left to the firs
     from ckpttool.ops.tensors.convert import ConvertResult
     from ckpttool.ops.tensors.diff import DiffReport
     from ckpttool.ops.tensors.manifest import Manifest, ManifestCheck
+    from ckpttool.ops.retention.budget import BudgetOutcome
+    from ckpttool.ops.retention.failed_runs import FailedRunsPlan, FailedRunsResult
+    from ckpttool.ops.retention.policy import PolicyPlan
     from ckpttool.ops.retention.prune import PrunePlan, PruneResult
     from ckpttool.ops.runs.scan import DirectoryScan
     from ckpttool.ops.tensors.verify import DirectoryVerifyReport, VerifyReport
@@ -235,6 +239,63 @@ def best(directory: PathLike, metric: str, *, mode: str = "auto", metrics_file: 
 def apply_prune(plan: "PrunePlan") -> "PruneResult":
     """Delete what `plan` says, safely (locked, state file first, the latest always kept)."""
     from ckpttool.ops.retention.prune import apply_prune as apply
+
+    return apply(plan)
+
+
+def plan_policy(policy: PathLike) -> "PolicyPlan":
+    """What `prune --policy FILE` would do (nothing is touched): `.planned` pairs each run directory
+    the policy governs (`governed.directory`, `governed.rule`) with its PrunePlan by that rule;
+    `.failed` pairs one that could not be planned (damage, a metric that cannot be read, scores read
+    around damage) with its error, the others planned all the same. A bad file raises UsageProblem
+    naming its line and key. Carry the plans out with `apply_prunes`."""
+    from ckpttool.ops.retention.policy import plan_policy as plan
+    from ckpttool.ops.retention.policy_file import read_policy
+
+    return plan(read_policy(os.fspath(policy)))
+
+
+def apply_prunes(plans: Iterable["PrunePlan"], *, lock_timeout: float = 600.0) -> list["PruneResult | Exception"]:
+    """`apply_prune` for many plans as `prune -r` applies them: several run directories at a time, a
+    bucket's deletions batched across them (indexes first). One entry per plan, in order: its
+    PruneResult, or the error that stopped that run directory alone (a lock held `lock_timeout`
+    seconds is Refused, nothing done there)."""
+    from ckpttool.ops.retention.batches import apply_prunes as apply
+
+    return apply(list(plans), lock_timeout=lock_timeout)
+
+
+def fit_budget(plans: Iterable["PrunePlan"], budget: int | str) -> tuple[list["PrunePlan"], "BudgetOutcome"]:
+    """`prune -r --budget`: the plans with further deletions, oldest first across their run
+    directories, until their checkpoints fit in `budget` (bytes, or text such as "20TB"); never a
+    run's latest, a series' newest, the best by the metric, a keep_step, or one younger than min_age.
+    The outcome says the bytes before and after, and `missed_by` what is still over the budget."""
+    from ckpttool.ops.retention.budget import fit_budget as fit
+    from ckpttool.ops.retention.selection import parse_size
+
+    given = list(plans)
+    fitted, outcome = fit([(p.directory, p) for p in given],
+                          int(parse_size(budget)) if isinstance(budget, str) else int(budget))
+    return [p for _d, p in fitted], outcome
+
+
+def plan_failed_runs(root: PathLike, age: float | str) -> "FailedRunsPlan":
+    """`prune -r --drop-failed-runs AGE --dry-run`: the run directories under `root` older than `age`
+    (seconds, or text such as "7d") holding only what a framework writes at start-up (`.dropped`),
+    and those that looked failed but are kept, and why (`.kept`). Carry it out with
+    `apply_failed_runs`."""
+    from ckpttool.ops.retention.failed_runs import plan_failed_runs as plan
+    from ckpttool.ops.retention.rules import parse_duration
+    from ckpttool.ops.runs.scan import find_checkpoint_dirs
+
+    directory = os.fspath(root)
+    return plan(directory, find_checkpoint_dirs(directory), parse_duration(age) if isinstance(age, str) else age)
+
+
+def apply_failed_runs(plan: "FailedRunsPlan") -> "FailedRunsResult":
+    """Remove the failed runs of `plan`, each judged again under its lock; one found changed is left
+    (`.problems`)."""
+    from ckpttool.ops.retention.failed_runs import apply_failed_runs as apply
 
     return apply(plan)
 

@@ -298,3 +298,48 @@ def test_convert_names_layout_and_dtype_together_from_python(keras_checkpoints, 
         np.testing.assert_array_equal(got.numpy(), value.astype(np.float16), err_msg=name)
     with pytest.raises(UsageProblem, match="disagree"):
         ckpttool.convert(root / "run", tmp_path / "x.npz", names="key", naming="model")
+
+
+def test_fleet_from_python(fixtures_dir, series_dir, tmp_path, tf):
+    """plan_policy, fit_budget, apply_prunes, plan_failed_runs / apply_failed_runs: what goes is what
+    TensorFlow's state files and os.stat say the rules and the budget take; TF loads each latest."""
+    import os
+
+    runs = tmp_path / "runs"
+    for name in ("a", "b"):
+        shutil.copytree(fixtures_dir / "tf2_many", runs / name)
+    policy = tmp_path / "retention.toml"
+    policy.write_text('[[rule]]\npaths = ["runs/a"]\nkeep_last = 3\n\n[[rule]]\npaths = ["runs/*"]\nkeep_last = 1\n')
+    saves = {name: [p.rsplit("/", 1)[-1]
+                    for p in tf.train.get_checkpoint_state(str(runs / name)).all_model_checkpoint_paths]
+             for name in ("a", "b")}
+    fleet = ckpttool.plan_policy(policy)
+    assert not fleet.failed
+    planned = {os.path.basename(g.directory): (g.rule.index, {d.name for d in p.deleted}) for g, p in fleet.planned}
+    assert planned == {"a": (1, set(saves["a"][:-3])), "b": (2, set(saves["b"][:-1]))}
+
+    def size(name, checkpoint):
+        return sum(f.stat().st_size for f in (runs / name).iterdir() if f.name.startswith(checkpoint + ".")
+                   and not f.name.endswith(".meta"))
+    kept = sum(size("a", c) for c in saves["a"][-3:]) + size("b", saves["b"][-1])
+    oldest_kept = saves["a"][-3]  # b keeps its latest alone, which never goes; a's oldest kept is older than the rest
+    fitted, outcome = ckpttool.fit_budget([p for _g, p in fleet.planned], kept - size("a", oldest_kept))
+    assert (outcome.bytes_before, outcome.deleted, outcome.missed_by) == (kept, 1, 0)
+    results = ckpttool.apply_prunes(fitted)
+    assert not any(isinstance(r, Exception) for r in results), results
+    state = tf.train.get_checkpoint_state(str(runs / "a"))
+    assert [p.rsplit("/", 1)[-1] for p in state.all_model_checkpoint_paths] == saves["a"][-2:]
+    for name in ("a", "b"):
+        assert tf.train.latest_checkpoint(str(runs / name)).endswith(saves[name][-1])
+        tf.train.load_checkpoint(tf.train.latest_checkpoint(str(runs / name)))
+
+    root = tmp_path / "failed"
+    shutil.copytree(series_dir / "fleet" / "tf_failed", root / "tf_failed")  # what a job left at start-up
+    for current, _dirs, files in os.walk(root):
+        for file in files:
+            path = os.path.join(current, file)
+            os.utime(path, (os.stat(path).st_atime, os.stat(path).st_mtime - 2 * 86400))
+    plan = ckpttool.plan_failed_runs(root, "1d")
+    assert [r.directory for r in plan.dropped] == [str(root / "tf_failed")]
+    assert [r.directory for r in ckpttool.apply_failed_runs(plan).dropped] == [str(root / "tf_failed")]
+    assert not (root / "tf_failed").exists()

@@ -187,3 +187,51 @@ def test_recursive_prune_on_the_gcs_emulator(servers, fixtures_dir, tmp_path, tf
             for d in doc.json()["directories"]} == expected
     assert _keys(gcs, url) == _expected_keys(fixtures_dir, expected)
     _assert_tf_loads_latest(gcs, url, tmp_path, tf)
+
+
+def _checkpoint_bytes(local_run, names) -> int:
+    """Bytes of checkpoints `names` of a local run directory, by os.stat (index, data shards)."""
+    return sum(os.stat(os.path.join(local_run, f)).st_size for f in os.listdir(local_run)
+               if any(f.startswith(name + ".") for name in names) and not f.endswith(".meta"))
+
+
+def test_budget_weighs_each_run_by_its_plan_with_no_second_listing(logged_s3, fixtures_dir, tmp_path):
+    """`prune -r --budget` on a bucket: the one tree listing serves the plans and the budget (no
+    run directory listed on its own), and the budget takes the oldest of what the rules keep, across
+    runs, until the bytes (os.stat of the copies uploaded) fit."""
+    url, expected = _fleet(fixtures_dir, tmp_path, logged_s3)
+    local = tmp_path / "runs"
+    kept = {run: {f"ckpt-{step}" for step in (5, 6)} for run in RUNS}  # what --keep-last 2 leaves (TF's state)
+    assert all(expected[run] | kept[run] == {f"ckpt-{s}" for s in range(1, 7)} for run in RUNS)
+    before = sum(_checkpoint_bytes(local / run, kept[run]) for run in RUNS)
+    one = _checkpoint_bytes(local / RUNS[0], {"ckpt-5"})  # every run a copy: the same bytes
+    result = {}
+    lines = _requests_of(logged_s3, lambda: result.update(doc=run_cli(
+        "prune", "-r", "--dry-run", "--json", "--keep-last", "2", "--budget", str(before - one), url)))
+    doc = result["doc"]
+    assert doc.exit_code == 0, doc.stderr
+    budget = doc.json()["budget"]
+    assert (budget["bytes_before"], budget["bytes_after"], budget["deleted_count"]) == (before, before - one, 1)
+    listings = [line for line in lines if "list-type=2" in line]
+    assert not any(f"prefix={url.split('/', 3)[3]}/run-" in line for line in listings), listings
+    # (a listing with `delimiter=/` is the check that the root is a directory, as `prune DIR` makes)
+    assert len([line for line in listings if "delimiter=&" in line or line.endswith("delimiter= HTTP/1.1")]) == 1
+
+
+def test_a_policy_over_a_bucket_is_planned_from_one_listing_and_deleted_in_batches(logged_s3, fixtures_dir,
+                                                                                   tmp_path, tf):
+    """`prune --policy` applies as `prune -r` does: a rule naming the directory that holds the runs
+    lists it once (no run directory listed again), and the deletions are batched across the runs."""
+    url, expected = _fleet(fixtures_dir, tmp_path, logged_s3)
+    policy = tmp_path / "retention.toml"
+    policy.write_text(f'[[rule]]\npaths = ["{url}"]\nkeep_last = 2\n')
+    result = {}
+    lines = _requests_of(logged_s3, lambda: result.update(doc=run_cli("prune", "--policy", policy, "--yes", "--json")))
+    assert result["doc"].exit_code == 0, result["doc"].stderr
+    assert {d["directory"].rsplit("/", 1)[-1]: {x["name"] for x in d["deleted"]}
+            for d in result["doc"].json()["directories"]} == expected
+    assert _keys(logged_s3, url) == _expected_keys(fixtures_dir, expected)
+    listings = [line for line in lines if "list-type=2" in line]
+    assert not any(f"prefix={url.split('/', 3)[3]}/run-" in line for line in listings), listings
+    assert sum("?delete" in line for line in lines) == 3, lines  # indexes, data, journals: one request each
+    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)

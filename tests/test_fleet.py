@@ -245,3 +245,75 @@ def test_failed_runs_are_dropped_and_users_files_kept(fleet, tf):
 def test_drop_failed_runs_needs_recursive(fleet):
     assert_one_line_error(run_cli("prune", "--dry-run", "--drop-failed-runs", "1d", fleet / "tf_failed"), 2)
     assert_one_line_error(run_cli("prune", "-r", "--dry-run", "--budget", "lots", fleet), 2)
+
+
+def _aged_fleet(fleet) -> set[str]:
+    """The fleet two days old: its failed runs (what the fixture's jobs left at start-up) may be dropped."""
+    for name in os.listdir(fleet):
+        _age(fleet / name, 2 * DAY)
+    return {"tf_failed", "keras_failed", "hf_failed"}
+
+
+def _checkpoint_names(root: Path) -> set[tuple[str, str]]:
+    """(run, checkpoint name) of every file that is part of a TF or Keras checkpoint, by name."""
+    return {(run.name, (m := _TF_FILE.match(n)) and m[1] or n) for run in root.iterdir() if run.is_dir()
+            for n in os.listdir(run) if _TF_FILE.match(n) or _KERAS_FILE.match(n)}
+
+
+def test_quiet_still_reports_each_failed_run_directory(fleet):
+    """-q prints the bare names of what went (checkpoints, then failed run directories dropped), and
+    still says on stderr, one line each, which run directories could not be pruned; the exit status
+    says that something failed."""
+    failed_dirs = _aged_fleet(fleet)
+    shutil.copytree(fleet / "run_a", fleet / "run_broken")
+    (fleet / "run_broken" / "checkpoint").write_text("model_checkpoint_path: \"ckpt-\n{{{ not a state file")
+    before = _checkpoint_names(fleet)
+    result = run_cli("prune", "-r", "-q", "--yes", "--keep-last", "1", "--drop-failed-runs", "1d", fleet)
+    assert result.exit_code == 3, result.stderr
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len([line for line in warned if str(fleet / "run_broken") in line]) == 1, result.stderr
+    assert not failed_dirs & set(os.listdir(fleet))
+    vanished = sorted(name for run, name in before - _checkpoint_names(fleet) if run not in failed_dirs)
+    assert vanished, "--keep-last 1 deletes something to print"
+    lines = result.stdout.splitlines()
+    assert sorted(lines[:len(vanished)]) == vanished  # (runs' checkpoints may share names: one line each)
+    assert sorted(lines[len(vanished):]) == sorted(str(fleet / name) for name in failed_dirs)
+
+
+def test_the_prompt_counts_the_failed_runs_it_drops(fleet):
+    """On a terminal without --yes, the question names what --drop-failed-runs removes too: the
+    failed run directories and their bytes (os.stat of their files)."""
+    from ckpttool.cli.render import human_bytes
+    from tests.test_prune_repair import on_a_terminal
+
+    failed_dirs = _aged_fleet(fleet)
+    size = sum(p.stat().st_size for name in failed_dirs for p in (fleet / name).rglob("*") if p.is_file())
+    output, code = on_a_terminal(["prune", "-r", "--drop-failed-runs", "1d", str(fleet)], b"y\n")
+    question = re.search(rb"Delete (\d+) items? and (\d+) failed run directories, ([^?]+)\?", output)
+    assert question, output
+    assert (int(question[1]), int(question[2]), question[3].decode()) == (0, len(failed_dirs), human_bytes(size))
+    assert code == 0, output
+    assert not failed_dirs & set(os.listdir(fleet))
+
+
+def test_one_progress_bar_counts_the_run_directories(fixtures_dir, tmp_path):
+    """On a terminal, `prune -r` shows one bar for the fleet: every frame of it counts up to the number
+    of run directories, never going back (a bar per run directory would restart at 0 of another
+    total), and its last frame says all are done."""
+    from tests.test_prune_repair import on_a_terminal
+
+    runs = 5
+    for number in range(runs):
+        shutil.copytree(fixtures_dir / "tf2_many", tmp_path / "tree" / f"run-{number}")
+    output, code = on_a_terminal(["prune", "-r", "--yes", "--keep-last", "2", str(tmp_path / "tree")],
+                                 env={"TERM": "xterm", "COLUMNS": "120"})
+    assert code == 0, output
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", output).decode(errors="replace")
+    frames = [(int(done), int(total)) for done, total in
+              re.findall(r"pruning run directories\D*?(\d+)/(\d+)", text)]
+    assert frames, text
+    assert {total for _done, total in frames} == {runs}
+    assert [done for done, _total in frames] == sorted(done for done, _total in frames)
+    assert frames[-1] == (runs, runs)
+    assert all(len(os.listdir(tmp_path / "tree" / f"run-{n}")) < len(os.listdir(fixtures_dir / "tf2_many"))
+               for n in range(runs))

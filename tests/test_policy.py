@@ -193,6 +193,12 @@ def test_a_metric_that_cannot_be_read_fails_its_run_only(copy_fixture, tmp_path)
         json.dumps({"step": step, "loss": 1000 - step}) + "\n" for step in range(100, 1001, 100)))
     policy = _write(tmp_path, '[[rule]]\npaths = ["runs/*"]\nkeep_last = 1\n'
                               'keep_best = { n = 2, metric = "loss", metrics = "metrics.jsonl" }\n')
+    before = set(os.listdir(runs / "a"))
+    quiet = run_cli("prune", "--policy", policy, "--yes", "-q")
+    assert quiet.exit_code == 3, quiet.stderr  # -q still says that a run failed: a line of its own, the status
+    assert len([line for line in quiet.stderr.splitlines() if line.startswith("warning:") and str(runs / "b") in line]) == 1
+    gone = {n.rsplit(".", 1)[0] for n in before - set(os.listdir(runs / "a"))}
+    assert gone and sorted(quiet.stdout.split()) == sorted(gone)  # the bare names of what went, from a alone
     result = run_cli("prune", "--policy", policy, "--yes", "--json")
     assert_one_line_error(result, 3)
     assert {d["directory"]: "error" in d for d in result.json()["directories"]} == {

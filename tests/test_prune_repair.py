@@ -172,14 +172,22 @@ def _reading_its_terminal(pid: int) -> bool:
 
 def _answer_prompt(run, answer: bytes) -> tuple[bytes, int]:
     """Run an interactive prune on a real pty, wait for its prompt, type `answer`; (output, exit code)."""
+    output, code = on_a_terminal(["prune", "--keep-last", "1", str(run)], answer)
+    assert b"[y/N]" in output, output
+    return output, code
+
+
+def on_a_terminal(argv: list[str], answer: bytes | None = None, env: dict | None = None) -> tuple[bytes, int]:
+    """Run `ckpttool ARGV` on a real pty (stdin, stdout and stderr a terminal); with `answer`, wait
+    for its prompt and type it. (everything it wrote, exit code)."""
     import pty
 
     pid, fd = pty.fork()
     if pid == 0:  # child: stdin/stdout/stderr are the pty, as in a terminal
-        os.execv(sys.executable, [sys.executable, "-m", "ckpttool", "prune", "--keep-last", "1", str(run)])
+        os.execve(sys.executable, [sys.executable, "-m", "ckpttool", *argv], {**os.environ, **(env or {})})
     output = b""
     deadline = time.time() + 60
-    while b"[y/N]: " not in output and time.time() < deadline:
+    while answer is not None and b"[y/N]: " not in output and time.time() < deadline:
         try:
             output += os.read(fd, 4096)
         except OSError:
@@ -187,9 +195,10 @@ def _answer_prompt(run, answer: bytes) -> tuple[bytes, int]:
     # The key is typed once the prompt is blocked reading the terminal: a Ctrl-C landing while the
     # prompt's text is still being written only trips Python's handler, which runs at the next
     # bytecode, and input()'s read then waits for a key that never comes (the test hung once).
-    while time.time() < deadline and not _reading_its_terminal(pid):
+    while answer is not None and time.time() < deadline and not _reading_its_terminal(pid):
         time.sleep(0.005)
-    os.write(fd, answer)
+    if answer is not None:
+        os.write(fd, answer)
     while True:
         try:
             chunk = os.read(fd, 4096)
@@ -200,7 +209,6 @@ def _answer_prompt(run, answer: bytes) -> tuple[bytes, int]:
         output += chunk
     _pid, status = os.waitpid(pid, 0)
     os.close(fd)
-    assert b"[y/N]" in output, output
     return output, os.waitstatus_to_exitcode(status)
 
 

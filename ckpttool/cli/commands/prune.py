@@ -4,8 +4,9 @@ FILE`, which rule governs each run directory.
 
 Under a policy each run directory is planned and applied as `prune DIR` would with its rule's options
 (its lock, journal and state file, the latest and each series' newest complete member kept, deletion
-only on evidence). One that fails (damage, a metric that cannot be read, a lock another run holds:
-not waited for) is reported and the others go on; the exit status is then 3.
+only on evidence), several at a time and batched in buckets as `prune -r` is (the same _apply_all).
+One that fails (damage, a metric that cannot be read, a lock another run holds: not waited for) is
+reported and the others go on; the exit status is then 3.
 """
 from __future__ import annotations
 
@@ -90,18 +91,42 @@ def _print_summary(results, dry_run: bool) -> None:
                         + _outcome(*totals, dry_run)])
 
 
-def _confirm(plans) -> bool:
-    """The answer at the prompt: Ctrl-D (no answer) is no; Ctrl-C (or SIGTERM) is an interrupt."""
+def _confirm(plans, failed=None) -> bool:
+    """The answer at the prompt: Ctrl-D (no answer) is no; Ctrl-C (or SIGTERM) is an interrupt. The
+    count and size take in the failed run directories `failed` (--drop-failed-runs) drops too."""
     count = sum(len(p.deleted) for _d, p in plans)
-    size = render.human_bytes(sum(p.freed_bytes for _d, p in plans))
+    size = render.human_bytes(sum(p.freed_bytes for _d, p in plans) + (failed.freed_bytes if failed else 0))
+    runs = len(failed.dropped) if failed is not None else 0
+    runs_text = render.plural(runs, "failed run directory", "failed run directories")
+    what = render.plural(count, "item") + (f" and {runs_text}" if runs else "")
     try:
-        return typer.confirm(f"Delete {render.plural(count, 'item')}, {size}?", default=False, err=True)
+        return typer.confirm(f"Delete {what}, {size}?", default=False, err=True)
     except typer.Abort as exc:  # what the prompt makes of KeyboardInterrupt and EOFError
         print(file=sys.stderr)  # end the prompt's line
         if isinstance(exc.__context__, KeyboardInterrupt):
             print("nothing done", file=sys.stderr)
             raise exc.__context__ from None  # exit 130 (143 for SIGTERM), as anywhere else
         return False
+
+
+def _agreed(plans, dry_run: bool, yes: bool, recursive: bool, label=lambda d: d, failed=None) -> bool:
+    """Whether to apply `plans` (and drop `failed`'s runs): at once with --dry-run or --yes or when
+    nothing is to go; else the plan is shown and the person at the terminal asked. Not interactive
+    without --yes: Refused (exit 4), nothing deleted."""
+    pending = any(p.deleted for _d, p in plans) or bool(failed and failed.dropped)
+    if not pending or dry_run or yes:
+        return True
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise Refused("not deleting without --yes when not interactive (nothing deleted)",
+                      hint="preview with --dry-run, then rerun with --yes")
+    for d, plan in plans:
+        _print_plan(label(d), plan, plan.deleted, True, recursive, warn=False)
+    if failed is not None:
+        fleet.print_failed_runs(failed, None, True)
+    if _confirm(plans, failed):
+        return True
+    print("nothing done", file=sys.stderr)
+    return False
 
 
 @gc_paused()  # plans and rows of 100,000 checkpoints: as many objects as the scan's
@@ -191,6 +216,8 @@ def command(
     failed = plan_failed_runs(directory, dirs, failed_age) if failed_age is not None else None
     dirs = [d for d in dirs if failed is None or d not in failed.directories] if rules is not None else []
 
+    refused_scans: dict = {}  # run directories whose plan is refused, as scanned: --budget counts their bytes
+
     def plan(d: str):
         try:
             if recursive and (moved := moved_out_of_tree(directory, d)):
@@ -198,6 +225,7 @@ def command(
             planned = plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state, metric=scoring,
                                  allow_damaged=allow_damaged_metrics, entries=listings.get(d))
             if planned.refusal and not dry_run:  # a dry run shows the plan, and the damage among its problems
+                refused_scans[d] = planned.scan
                 raise BadInput(planned.refusal, hint=DAMAGE_HINT)
             return planned
         except BadInput as exc:
@@ -210,26 +238,18 @@ def command(
     refused = [(d, p) for d, p in zip(dirs, planned) if isinstance(p, BadInput)]
     outcome = None
     if budget_bytes is not None:
-        plans, outcome = fit_budget(plans, budget_bytes, [d for d, _exc in refused])
+        plans, outcome = fit_budget(plans, budget_bytes, [d for d, _exc in refused], refused_scans)
     steps = {item.step for _d, plan in plans for item in plan.kept + plan.deleted}
     for step in sorted(set(rules.keep_steps if rules else ()) - steps):
         render.warn(f"--keep-step {step}: no checkpoint has step {step}")
-    pending = any(p.deleted for _d, p in plans) or bool(failed and failed.dropped)
-    if pending and not dry_run and not yes:
-        if not (sys.stdin.isatty() and sys.stderr.isatty()):
-            raise Refused("not deleting without --yes when not interactive (nothing deleted)",
-                          hint="preview with --dry-run, then rerun with --yes")
-        for d, plan in plans:
-            _print_plan(d, plan, plan.deleted, True, recursive, warn=False)
-        if failed is not None:
-            fleet.print_failed_runs(failed, None, True)
-        if not _confirm(plans):
-            print("nothing done", file=sys.stderr)
-            return EXIT_NEGATIVE
+    if not _agreed(plans, dry_run, yes, recursive, failed=failed):
+        return EXIT_NEGATIVE
     # Run directories several at a time, a bucket's deletions batched across them (each under its
     # own lock; a failure is raised once the others are done, the first in order, as it is one by one).
-    applied = [(p.deleted, ()) for _d, p in plans] if dry_run else _apply_all([p for _d, p in plans],
-                                                                            json_out or quiet)
+    applied = _apply_all([p for _d, p in plans], dry_run, json_out or quiet)
+    for outcome_or_error in applied:
+        if isinstance(outcome_or_error, Exception):
+            raise outcome_or_error
     results = [(d, plan, gone) for (d, plan), (gone, _left) in zip(plans, applied)]
     failed_result = apply_failed_runs(failed) if failed is not None and not dry_run else None
     not_deleted = {d: left for (d, _plan), (_gone, left) in zip(plans, applied)}
@@ -245,6 +265,7 @@ def command(
             **(fleet.failed_runs_document(failed, failed_result, dry_run) if failed is not None else {})})
     elif quiet:
         render.print_lines(d.name for _d, _plan, deleted in results for d in deleted)
+        render.print_lines(run.directory for run in (failed_result.dropped if failed_result else ()))
     else:
         for d, plan, deleted in results:
             _print_plan(d, plan, deleted, dry_run, recursive, not_deleted=not_deleted[d])
@@ -254,13 +275,11 @@ def command(
             fleet.print_failed_runs(failed, failed_result, dry_run)
         if outcome is not None:
             render.print_lines([fleet.budget_line(outcome, dry_run)])
+    if (quiet or json_out) and failed_result is not None:  # no table printed them
+        render.warn_all(f"{directory}: not dropped: {why}" for directory, why in failed_result.problems)
     for d, exc in refused:
         render.warn(f"skipped {d}: {exc.message}")
-    left = [p for problems in not_deleted.values() for p in problems]
-    if left:
-        if quiet or json_out:  # no plan printed them
-            render.warn_all(f"{p.path}: {p.message}" for p in left)
-        raise _not_deleted(left)
+    _refuse_if_left([p for problems in not_deleted.values() for p in problems], quiet or json_out)
     if refused:
         raise BadInput(f"not pruned: {render.plural(len(refused), 'directory', 'directories')} of {len(dirs)} "
                        "(see the warnings above)",
@@ -297,18 +316,31 @@ def fleet_options(rules, budget: str | None, drop_failed_runs: str | None, recur
     return rules, budget_bytes, age
 
 
-def _apply_all(plans, quiet: bool) -> list:
-    """(deleted, not deleted) of each plan, applied several at a time; one progress bar for them all
-    on a terminal. The first failure, in order, is raised once the others are done."""
+def _apply_all(plans, dry_run: bool, quiet: bool, lock_timeout: float | None = None) -> list:
+    """(deleted, not deleted) of each plan, or the error that stopped it (the others go on), applied
+    several at a time and a bucket's deletions batched across run directories (ops/retention/batches.py);
+    one progress bar for them all on a terminal. A dry run applies nothing."""
     from ckpttool.cli.progress import count_progress
-    from ckpttool.ops.retention.batches import apply_prunes
+    from ckpttool.ops.retention.batches import LOCK_TIMEOUT, apply_prunes
 
+    if dry_run:
+        return [(p.deleted, ()) for p in plans]
     with count_progress("pruning run directories", len(plans) if len(plans) > 1 else 0, quiet) as advance:
-        results = apply_prunes(plans, _pause_point, advance and (lambda _directory: advance(1)))
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
-    return [(result.deleted, result.problems) for result in results]
+        results = apply_prunes(plans, _pause_point, advance and (lambda _directory: advance(1)),
+                               lock_timeout=LOCK_TIMEOUT if lock_timeout is None else lock_timeout)
+    return [result if isinstance(result, Exception) else (result.deleted, result.problems) for result in results]
+
+
+def _refuse_if_left(left, unprinted: bool) -> None:
+    """Refused (exit 4) when planned items were found changed and left alone; said on stderr first
+    when no plan printed them (--quiet, --json)."""
+    if not left:
+        return
+    if unprinted:
+        render.warn_all(f"{p.path}: {p.message}" for p in left)
+    raise Refused(f"{render.plural(len(left), 'planned item was', 'planned items were')} not deleted: found "
+                  "changed since planned, or not removable safely (see the warnings above); the rest was done",
+                  hint="look at what is there now; remove it by hand if it should go")
 
 
 def _pause_point(step: str) -> None:
@@ -389,52 +421,28 @@ def refuse_with_policy(given: list[str]) -> None:
 
 
 def prune_by_policy(file: str, dry_run: bool, yes: bool, json_out: bool, quiet: bool) -> int:
-    """`prune --policy FILE`: plan every run directory by its rule, ask (or need --yes), apply each."""
-    from ckpttool.ops.retention.policy import match_policy
+    """`prune --policy FILE`: plan every run directory by its rule, ask (or need --yes), apply them
+    as `prune -r` does (several at a time, a bucket's deletions batched across run directories)."""
+    from ckpttool.ops.retention.policy import plan_policy
     from ckpttool.ops.retention.policy_file import read_policy
-    from ckpttool.ops.retention.prune import apply_prune, plan_prune
-    from ckpttool.ops.retention.scoring import DAMAGE_HINT
-    from ckpttool.ops.runs.scan import for_each_directory, moved_out_of_tree
 
-    match = match_policy(read_policy(file))
+    planned = plan_policy(read_policy(file), dry_run)
+    match = planned.match
     rule_of = {g.directory: g for g in match.governed}
     render.warn_all(p.message for p in match.problems)
 
-    def failure_or(directory: str, job):
-        """job(), or the error that stopped it for this run directory alone (the others go on)."""
-        try:
-            return job()
-        except (CkptError, OSError) as exc:
-            return exc
-
-    def plan(directory: str):
-        governed = rule_of[directory]
-        rule = governed.rule
-        if moved := moved_out_of_tree(governed.root, directory):
-            raise BadInput(moved)
-        planned = plan_prune(directory, rule.retention, clean=rule.clean, ignore_bad_state=rule.ignore_bad_state,
-                             metric=rule.metric_for(directory), allow_damaged=rule.allow_damaged_metrics)
-        if planned.refusal and not dry_run:  # a dry run shows the plan, and the damage among its problems
-            raise BadInput(planned.refusal, hint=DAMAGE_HINT)
-        return planned
+    def label(directory: str) -> str:
+        return _label(rule_of[directory])
 
     directories = [g.directory for g in match.governed]
-    planned = for_each_directory(lambda d: failure_or(d, lambda: plan(d)), directories)
-    failed = [(d, p) for d, p in zip(directories, planned) if isinstance(p, BaseException)]
-    plans = [(d, p) for d, p in zip(directories, planned) if not isinstance(p, BaseException)]
-    if any(p.deleted for _d, p in plans) and not dry_run and not yes:
-        if not (sys.stdin.isatty() and sys.stderr.isatty()):
-            raise Refused("not deleting without --yes when not interactive (nothing deleted)",
-                          hint="preview with --dry-run, then rerun with --yes")
-        for d, p in plans:
-            _print_plan(_label(rule_of[d]), p, p.deleted, True, True, warn=False)
-        if not _confirm(plans):
-            print("nothing done", file=sys.stderr)
-            return EXIT_NEGATIVE
-    by_directory = dict(plans)
-    applied = [(p.deleted, ()) for _d, p in plans] if dry_run else for_each_directory(
-        lambda d: failure_or(d, lambda: (lambda result: (result.deleted, result.problems))(
-            apply_prune(by_directory[d], _pause_point, POLICY_LOCK_TIMEOUT))), [d for d, _p in plans])
+    failed = [(g.directory, exc) for g, exc in planned.failed]
+    plans = [(g.directory, p) for g, p in planned.planned]
+    if not _agreed(plans, dry_run, yes, True, label):
+        return EXIT_NEGATIVE
+    applied = _apply_all([p for _d, p in plans], dry_run, json_out or quiet, POLICY_LOCK_TIMEOUT)
+    for error in applied:
+        if isinstance(error, Exception) and not isinstance(error, (CkptError, OSError)):
+            raise error
     failed += [(d, a) for (d, _p), a in zip(plans, applied) if isinstance(a, BaseException)]
     results = [(d, p, a[0], a[1]) for (d, p), a in zip(plans, applied) if not isinstance(a, BaseException)]
     if json_out:
@@ -453,26 +461,19 @@ def prune_by_policy(file: str, dry_run: bool, yes: bool, json_out: bool, quiet: 
         render.print_lines(x.name for _d, _p, gone, _l in results for x in gone)
     else:
         for d, p, gone, left in results:
-            _print_plan(_label(rule_of[d]), p, gone, dry_run, True, not_deleted=left)
-        _print_summary([(_label(rule_of[d]), p, gone) for d, p, gone, _l in results], dry_run)
+            _print_plan(label(d), p, gone, dry_run, True, not_deleted=left)
+        _print_summary([(label(d), p, gone) for d, p, gone, _l in results], dry_run)
     for d, exc in failed:
-        render.warn(f"not pruned: {_label(rule_of[d])}: {error_fields(exc)['message']}")
+        render.warn(f"not pruned: {label(d)}: {error_fields(exc)['message']}")
     left = [x for _d, _p, _g, problems in results for x in problems]
-    if left and (quiet or json_out):  # no plan printed them
-        render.warn_all(f"{x.path}: {x.message}" for x in left)
     if failed:
+        if left and (quiet or json_out):
+            render.warn_all(f"{x.path}: {x.message}" for x in left)
         raise BadInput(f"not pruned: {render.plural(len(failed), 'run directory', 'run directories')} of "
                        f"{len(directories)} (see the warnings above); the others were "
                        f"{'planned' if dry_run else 'pruned'}", hint=error_fields(failed[0][1])["hint"])
-    if left:
-        raise _not_deleted(left)
+    _refuse_if_left(left, quiet or json_out)
     return 0
-
-
-def _not_deleted(left) -> Refused:
-    return Refused(f"{render.plural(len(left), 'planned item was', 'planned items were')} not deleted: found "
-                   "changed since planned, or not removable safely (see the warnings above); the rest was done",
-                   hint="look at what is there now; remove it by hand if it should go")
 
 
 def _label(governed) -> str:

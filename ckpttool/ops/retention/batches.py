@@ -35,6 +35,7 @@ from ckpttool.storage import fs
 
 WORKERS = 8  # run directories applied at once: each waits on the disk or the network, not the CPU
 BATCH_RUNS = 250  # run directories locked together for one round of batched deletes
+LOCK_TIMEOUT = 600.0  # seconds a run directory's lock is waited for (apply_prune's default)
 
 Fault = Callable[[str], None]
 Done = Callable[[str], None]
@@ -50,29 +51,33 @@ class _Prepared:
 
 
 def apply_prunes(plans: list[PrunePlan], fault: Fault | None = None, done: Done | None = None,
-                 workers: int = WORKERS) -> list[PruneResult | Exception]:
+                 workers: int = WORKERS, lock_timeout: float = LOCK_TIMEOUT) -> list[PruneResult | Exception]:
     """apply_prune for each plan, in order of `plans`: a result, or the error that stopped that run
-    directory (the others go on). `done(directory)` is called as each one is finished."""
+    directory (the others go on). `done(directory)` is called as each one is finished. A run
+    directory whose lock another run holds for `lock_timeout` seconds is Refused (nothing done)."""
     fault = fault or (lambda _step: None)
     results: list[PruneResult | Exception | None] = [None] * len(plans)
     batched = [i for i, p in enumerate(plans) if p.batchable and p.refusal is None]
     alone = sorted(set(range(len(plans))) - set(batched))
 
     def one(i: int) -> None:
-        results[i] = _caught(lambda: apply_prune(plans[i], fault))
+        results[i] = caught(lambda: apply_prune(plans[i], fault, lock_timeout))
         if done:
             done(plans[i].directory)
 
     _each(one, alone, workers)
     for start in range(0, len(batched), BATCH_RUNS):
-        _apply_batch([(i, plans[i]) for i in batched[start:start + BATCH_RUNS]], results, fault, done, workers)
+        _apply_batch([(i, plans[i]) for i in batched[start:start + BATCH_RUNS]], results, fault, done, workers,
+                     lock_timeout)
     return results  # type: ignore[return-value]
 
 
-def _caught(function):
+def caught(function, errors: type[BaseException] | tuple[type[BaseException], ...] = Exception):
+    """function(), or the error of kind `errors` that stopped it: one run directory's failure is its
+    result, and the others go on."""
     try:
         return function()
-    except Exception as exc:  # noqa: BLE001 - one run directory's failure is its result; the others go on
+    except errors as exc:
         return exc
 
 
@@ -88,18 +93,19 @@ def _each(function: Callable[[int], None], items: list[int], workers: int) -> No
 
 
 def _apply_batch(batch: list[tuple[int, PrunePlan]], results: list, fault: Fault, done: Done | None,
-                 workers: int) -> None:
+                 workers: int, lock_timeout: float) -> None:
     prepared: list[_Prepared] = []
 
     def prepare(position: int) -> None:
         i, plan = batch[position]
         lock = contextlib.ExitStack()
         try:
-            lock.enter_context(locked_as_planned(plan.directory, plan.directory_id, "nothing deleted"))
+            lock.enter_context(locked_as_planned(plan.directory, plan.directory_id, "nothing deleted",
+                                                  lock_timeout))
             if _journal_and_rewrite_state(plan, fault):
                 prepared.append(_Prepared(i, plan, lock))
                 return
-            results[i] = _caught(lambda: apply_under_lock(plan, fault))  # changed since planned
+            results[i] = caught(lambda: apply_under_lock(plan, fault))  # changed since planned
         except Exception as exc:  # noqa: BLE001 - this run directory only
             results[i] = exc
         except BaseException:  # an interrupt: its lock released on the way out

@@ -38,14 +38,14 @@ def fit_budget(plans: list[tuple[str, PrunePlan]], budget_bytes: int, untouched:
                scans: dict[str, DirectoryScan] | None = None) -> tuple[list[tuple[str, PrunePlan]], BudgetOutcome]:
     """`plans` (as given, per run directory) with the budget's deletions added, and the outcome.
     `untouched`: run directories of the tree not pruned (their plan refused): their checkpoints
-    count, none of them goes. `scans`: each plan's directory as scanned (by plan.directory), else
-    each is scanned here."""
-    scans = dict(scans or {})
-    left = sum(_checkpoint_bytes(d) for d in untouched)
+    count, none of them goes. Each plan is weighed by the scan it was made from (plan.scan), an
+    untouched directory by its scan in `scans` (by directory, as planned); only a directory with
+    neither is scanned here."""
+    scans = scans or {}
+    left = sum(_checkpoint_bytes(scans.get(d) or d) for d in untouched)
     candidates = []  # (time, step, order of the plan, name, checkpoint)
     for index, (_d, plan) in enumerate(plans):
-        scan = scans.get(plan.directory) or scan_directory(plan.directory)
-        scans[plan.directory] = scan
+        scan = plan.scan or scans.get(plan.directory) or scan_directory(plan.directory)
         going = {d.name for d in plan.deleted}
         left += sum(c.size_bytes for c in scan.checkpoints if c.name not in going)
         if plan.refusal is not None or (plan.scores is not None and plan.scores.damage and not plan.allow_damaged):
@@ -72,8 +72,10 @@ def fit_budget(plans: list[tuple[str, PrunePlan]], budget_bytes: int, untouched:
     return fitted, BudgetOutcome(budget_bytes, before, left, sum(len(x) for x in taken.values()))
 
 
-def _checkpoint_bytes(directory: str) -> int:
+def _checkpoint_bytes(directory: str | DirectoryScan) -> int:
+    """Checkpoint bytes of a directory, or of it as already scanned."""
     try:
-        return sum(c.size_bytes for c in scan_directory(directory).checkpoints)
+        scan = directory if isinstance(directory, DirectoryScan) else scan_directory(directory)
     except CkptError:
         return 0  # unreadable: nothing known to count
+    return sum(c.size_bytes for c in scan.checkpoints)

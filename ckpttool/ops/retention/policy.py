@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
+from typing import TYPE_CHECKING
+
+from ckpttool.errors import BadInput, CkptError
 from ckpttool.ops.retention.policy_file import Policy, Rule
 from ckpttool.ops.runs.scan import Problem, find_checkpoint_dirs
+
+if TYPE_CHECKING:  # `policy check` never imports prune's planning
+    from ckpttool.ops.retention.prune import PrunePlan
 from ckpttool.storage import fs
 
 _MAGIC = re.compile(r"[*?[]")
@@ -39,6 +45,9 @@ class PolicyMatch:
     governed: tuple[Governed, ...]  # in rule order, then as found
     ungoverned: tuple[str, ...]  # with survey: run directories beside the matched ones that no rule governs
     problems: tuple[Problem, ...]  # links not followed, object keys never followed
+    # A bucket's run directories as the tree's one listing showed them (plan_prune's `entries`: no
+    # second listing per run directory).
+    listings: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def _split(pattern: str) -> tuple[str, list[str]]:
@@ -124,10 +133,12 @@ def match_policy(policy: Policy, survey: bool = False) -> PolicyMatch:
         hits = [(first_rule[d], d) for d in _ancestors(directory) if d in first_rule]
         return min(hits) if hits else None
 
+    listings: dict = {}
+
     def walk(roots) -> list[str]:
         found: list[str] = []
         for root in _outermost(roots):
-            found += find_checkpoint_dirs(root, problems)
+            found += find_checkpoint_dirs(root, problems, listings)
         return list(dict.fromkeys(found))
 
     governed = []
@@ -139,4 +150,45 @@ def match_policy(policy: Policy, survey: bool = False) -> PolicyMatch:
     if survey:
         near = walk(_parent(root) for root in first_rule)
         ungoverned = [d for d in near if governing(d) is None]
-    return PolicyMatch(policy, tuple(matched), tuple(governed), tuple(ungoverned), tuple(problems))
+    return PolicyMatch(policy, tuple(matched), tuple(governed), tuple(ungoverned), tuple(problems), listings)
+
+
+@dataclass(frozen=True)
+class PolicyPlan:
+    """What `prune --policy` would do: each governed run directory's plan by its rule, or the error
+    that stopped that run directory alone (damage, a metric that cannot be read ...)."""
+
+    match: PolicyMatch
+    planned: tuple[tuple[Governed, "PrunePlan"], ...]
+    failed: tuple[tuple[Governed, Exception], ...]
+
+
+def plan_policy(policy: Policy, dry_run: bool = False) -> PolicyPlan:
+    """Plan every run directory `policy` governs by its rule (reads only), several at a time; a
+    bucket's from the tree's one listing. A plan `refusal` (deletions that depend on scores read
+    around damage) fails its run directory, except in a `dry_run` (its problems then show it)."""
+    from ckpttool.ops.retention.batches import caught
+    from ckpttool.ops.retention.prune import plan_prune
+    from ckpttool.ops.retention.scoring import DAMAGE_HINT
+    from ckpttool.ops.runs.scan import for_each_directory, moved_out_of_tree
+
+    match = match_policy(policy)
+    rule_of = {g.directory: g for g in match.governed}
+
+    def plan(directory: str) -> "PrunePlan":
+        governed = rule_of[directory]
+        rule = governed.rule
+        if moved := moved_out_of_tree(governed.root, directory):
+            raise BadInput(moved)
+        planned = plan_prune(directory, rule.retention, clean=rule.clean, ignore_bad_state=rule.ignore_bad_state,
+                             metric=rule.metric_for(directory), allow_damaged=rule.allow_damaged_metrics,
+                             entries=match.listings.get(directory))
+        if planned.refusal and not dry_run:
+            raise BadInput(planned.refusal, hint=DAMAGE_HINT)
+        return planned
+
+    # One run directory's failure (CkptError, OSError) is its result and the others go on; a bug is raised.
+    planned = for_each_directory(lambda d: caught(lambda: plan(d), (CkptError, OSError)),
+                                 [g.directory for g in match.governed])
+    return PolicyPlan(match, tuple((g, p) for g, p in zip(match.governed, planned) if not isinstance(p, Exception)),
+                      tuple((g, p) for g, p in zip(match.governed, planned) if isinstance(p, Exception)))

@@ -89,6 +89,9 @@ class PrunePlan:
     state: CheckpointState | None = None  # the state file as planned by
     state_tag: str | None = None  # its version as listed (S3 ETag): a batched apply rewrites it only if unchanged
     batchable: bool = False  # a bucket's deletions that may be batched with other run directories'
+    # The directory as planned by (its checkpoints, sizes, listing): `prune --budget` weighs the run by
+    # it, with no second listing. Never trusted to apply: apply_prune scans again under the lock.
+    scan: DirectoryScan | None = field(default=None, repr=False, compare=False)
 
     @property
     def freed_bytes(self) -> int:
@@ -407,7 +410,8 @@ def _score(scan: DirectoryScan, complete: list, rules: RetentionRules, metric: M
 @gc_paused()  # as many objects as the scan's, per checkpoint
 def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, now: float | None = None,
                ignore_bad_state: bool = False, metric: MetricOptions | None = None,
-               allow_damaged: bool = False, entries: list[fs.Entry] | None = None) -> PrunePlan:
+               allow_damaged: bool = False, entries: list[fs.Entry] | None = None,
+               scan: DirectoryScan | None = None) -> PrunePlan:
     """What a prune of `directory` would keep and delete; reads only.
 
     Refuses (BadInput) when the state file exists but cannot be read: the
@@ -419,12 +423,13 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     around damage is listed in `problems`, and makes `refusal` say why the plan is not to be applied
     when its deletions depend on what the damage may have lost, unless `allow_damaged` (or the
     metric's own allow_damaged). `entries`: the directory's listing when the caller has it (a
-    bucket's tree listing, find_checkpoint_dirs), else it is listed here.
+    bucket's tree listing, find_checkpoint_dirs), else it is listed here; `scan`: the directory as
+    the caller just scanned it (`ls -r --summary`), else it is scanned here.
     """
     rules.validate()
     now = time.time() if now is None else now
     directory_id = fs.directory_identity(directory)
-    scan = scan_directory(directory, entries)
+    scan = scan if scan is not None else scan_directory(directory, entries)
     if not ignore_bad_state:
         _refuse_bad_state(scan)
     best_damage: list[Damage] = []
@@ -501,7 +506,7 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state,
                      scores=scores, directory_id=directory_id, refusal=refused.message if refused else None,
                      allow_damaged=allow_damaged, state=scan.state, state_tag=scan.state_tag,
-                     batchable=_batchable(scan, deleted))
+                     batchable=_batchable(scan, deleted), scan=scan)
 
 
 def _batchable(scan: DirectoryScan, deleted: list[Deletion]) -> bool:

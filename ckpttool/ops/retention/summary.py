@@ -38,7 +38,7 @@ def summarize_run(directory: str, scan: DirectoryScan, scores: Scores | None, ru
     reclaimable, problem = None, None
     if rules is not None:
         try:
-            plan = plan_prune(scan.directory, rules, metric=metric)
+            plan = plan_prune(scan.directory, rules, metric=metric, scan=scan)  # no second listing
         except BadInput as exc:  # one run's unreadable state file or metric hides no other run
             problem = exc.message
         else:
