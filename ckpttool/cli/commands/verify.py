@@ -1,5 +1,6 @@
 """`ckpttool verify TARGET`: read everything, check every CRC, report all damage;
-`--all` / `--recursive`: every checkpoint of a directory or a tree, one summary."""
+`--all` / `--recursive`: every checkpoint of a directory or a tree, one summary;
+`--manifest FILE [--quick]`: compare with a manifest (ops/tensors/manifest.py)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -132,8 +133,8 @@ def command(
         "--manifest", "-m", metavar="FILE",
         help="Compare TARGET with this manifest (written by `ckpttool manifest`) instead: its files when they "
              "are the manifest's (same format and names; each file's SHA-256, large ones in parallel pieces), "
-             "else its tensors' content SHA-256. Names every missing, extra, changed and renamed file and tensor; "
-             "exit 1 on any.")] = None,
+             "else its tensors' content SHA-256 (CRC-32Cs with --quick). Names every missing, extra, changed and "
+             "renamed file and tensor; exit 1 on any.")] = None,
     tensors: Annotated[bool, typer.Option(
         "--tensors", help="With --manifest: compare tensors even when the files could be compared.")] = False,
     ignore_names: Annotated[bool, typer.Option(
