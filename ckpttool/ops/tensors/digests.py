@@ -12,14 +12,11 @@ instead of reading it twice; only what is stored otherwise (strings, big-endian 
 that are not whole rows) is read again and checksummed."""
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from contextlib import closing
 from typing import Callable, Iterable, Iterator, TypeVar, Union
 
 from ckpttool.errors import BadInput, CorruptCheckpoint
-from ckpttool.formats.raw import iter_stored_bytes, rows_in_order
-from ckpttool.formats.safetensors import SafetensorsReader
 from ckpttool.formats.tf import crc32c as crc
 from ckpttool.formats.tf.bundle import Bundle
 from ckpttool.formats.tf.parallel_check import PIECE_BYTES as CRC_PIECE_BYTES, WORKERS, range_crc
@@ -29,6 +26,8 @@ from ckpttool.storage import fs
 SHA256, CRC32C = "sha256", "crc32c"
 TENSOR_ENCODING = "ckpttool-tensor-v1"
 HASH_CHUNK_BYTES = 1 << 20  # google-crc32c and hashlib let other threads run from 1 MiB on
+# hashlib (OpenSSL), the raw-bytes reader and the safetensors reader are imported where used: a
+# quick check of a bundle by files or tensors needs none of them, and starts as fast as verify.
 
 T = TypeVar("T")
 Digests = tuple[str, ...]  # hex digests, one per kind asked for, in that order
@@ -58,11 +57,14 @@ def tensor_header(dtype: str, shape: Iterable[int]) -> bytes:
     return f"{TENSOR_ENCODING}\0{dtype}\0{','.join(str(int(d)) for d in shape)}\0".encode("ascii")
 
 
-def _hashers(kinds: tuple[str, ...], var: Variable) -> list:
+def _hashers(kinds: tuple[str, ...], var: Variable | None) -> list:
+    """One hasher per kind; a tensor's SHA-256 starts with its header (`var`), a file's not (None)."""
+    import hashlib
+
     hashers = []
     for kind in kinds:
         if kind == SHA256:
-            hashers.append(hashlib.sha256(tensor_header(var.dtype.name, var.shape)))
+            hashers.append(hashlib.sha256(tensor_header(var.dtype.name, var.shape) if var else b""))
         else:
             hashers.append(_Crc32c())
     return hashers
@@ -75,6 +77,8 @@ def _element_bytes(item) -> bytes:
 def tensor_digest(reader, var: Variable, kinds: tuple[str, ...] = (SHA256,)) -> Digests:
     """`var`'s digests of `kinds`, streamed over one read of its canonical bytes (a bundle's CRCs
     checked on the way)."""
+    from ckpttool.formats.raw import iter_stored_bytes
+
     hashers = _hashers(kinds, var)
     if var.dtype.fixed_width:
         for chunk in iter_stored_bytes(reader, var, HASH_CHUNK_BYTES):
@@ -125,6 +129,8 @@ def caught(job: Callable[[], T]) -> Callable[[], Union[T, BadInput]]:
 
 def _shareable(reader) -> bool:
     """Whether threads may read `reader` at once: positional reads of local files only."""
+    from ckpttool.formats.safetensors import SafetensorsReader
+
     return isinstance(reader, (Bundle, SafetensorsReader)) and not fs.is_url(reader.prefix)
 
 
@@ -157,6 +163,8 @@ def _indexed_crc(bundle: Bundle, var: Variable) -> int | None:
         return None
     if not var.partitioned:
         return crc.unmask(var.parts[0].crc32c)
+    from ckpttool.formats.raw import rows_in_order
+
     try:
         order = rows_in_order(var)
     except CorruptCheckpoint:
@@ -194,7 +202,7 @@ def quick_digests(reader, variables: list[Variable],
 
 def range_digests(handle, offset: int, length: int, kinds: tuple[str, ...]) -> Digests:
     """Digests of `kinds` of bytes [offset, offset+length) of an open file (a CRC-32C unmasked)."""
-    hashers = [hashlib.sha256() if kind == SHA256 else _Crc32c() for kind in kinds]
+    hashers = _hashers(kinds, None)
     got = 0
     for chunk in handle.iter_range(offset, length, HASH_CHUNK_BYTES):
         for hasher in hashers:

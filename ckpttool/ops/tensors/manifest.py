@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, NotFound, Unsupported
-from ckpttool.formats.safetensors import INDEX_SUFFIX
 from ckpttool.formats.variables import Variable
 from ckpttool.ops.targets import Target, open_target, resolve_target
 from ckpttool.ops.tensors.digests import (CRC32C, SHA256, TENSOR_ENCODING, Outcome, caught, crc_pieces,
@@ -103,8 +102,11 @@ def checkpoint_files(target: Target, reader) -> list[str]:
     files = []
     if target.format == "v2":
         files.append(target.prefix + ".index")
-    elif target.format == "safetensors" and target.prefix.endswith(INDEX_SUFFIX):
-        files.append(target.prefix)
+    elif target.format == "safetensors":
+        from ckpttool.formats.safetensors import INDEX_SUFFIX
+
+        if target.prefix.endswith(INDEX_SUFFIX):
+            files.append(target.prefix)
     files += [f for f in reader.data_files() if f not in files]
     if target.meta_path and target.meta_path not in files:
         files.append(target.meta_path)
@@ -247,6 +249,8 @@ def read_manifest(path: str) -> Manifest:
 
 def is_manifest_path(path: str) -> bool:
     """A .json file that is no safetensors index: read as a manifest where a checkpoint may be too."""
+    from ckpttool.formats.safetensors import INDEX_SUFFIX
+
     return path.endswith(".json") and not path.endswith(INDEX_SUFFIX)
 
 
