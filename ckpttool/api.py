@@ -13,7 +13,7 @@
     plan = ckpttool.plan_prune("run/", keep_last=3)   # what would go; then ckpttool.apply_prune(plan)
     ckpttool.convert("run/", "model.safetensors", drop_optimizer=True, naming="model")
     ckpttool.verify("run/").ok                        # every CRC checked (VerifyReport)
-    m = ckpttool.manifest("run/")                     # every file's and tensor's SHA-256 (Manifest)
+    m = ckpttool.manifest("run/")                     # every file's and tensor's SHA-256, CRC-32C (Manifest)
     ckpttool.verify("copy.safetensors", manifest=m).ok  # the same tensors? (ManifestCheck)
     ckpttool.diff("a/", "b/", naming="model").identical
     ckpttool.scan("run/").checkpoints                 # what `ls` lists (DirectoryScan)

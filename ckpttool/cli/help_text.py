@@ -11,7 +11,7 @@ SUMMARIES = {
     "latest": "Print the newest checkpoint, as tf.train.latest_checkpoint.",
     "inspect": "Show a checkpoint's variables, statistics or values.",
     "verify": "Read every tensor and check its CRC; report all damage.",
-    "manifest": "Record every file's and tensor's SHA-256 in a JSON manifest.",
+    "manifest": "Record every file's and tensor's SHA-256 and CRC-32C in a JSON manifest.",
     "prune": "Delete old checkpoints by retention rules.",
     "policy": "Show which rule of a retention policy governs each run directory.",
     "repair": "Rewrite a directory's state file so TensorFlow can use it.",
