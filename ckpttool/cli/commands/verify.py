@@ -96,10 +96,12 @@ def _verify_manifest(target: str, manifest_path: str, tensors: bool, ignore_name
                      json_out: bool, quiet: bool) -> int:
     from ckpttool.cli.progress import byte_progress
     from ckpttool.ops.targets import resolve_target
-    from ckpttool.ops.tensors.manifest import check_manifest, read_manifest
+    from ckpttool.ops.tensors.manifest import check_manifest, read_manifest, require_crcs
     from ckpttool.ops.tensors.verify import total_bytes
 
     manifest = read_manifest(manifest_path)  # a bad manifest is reported before anything is read
+    if quick:
+        require_crcs(manifest, manifest_path)
     resolved = resolve_target(target)
     render.say_resolved(target, resolved, header=not quiet)
     with byte_progress("checking", total_bytes(resolved) if not json_out else 0, json_out) as advance:

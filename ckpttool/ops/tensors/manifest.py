@@ -397,6 +397,14 @@ def _files_mode(manifest: Manifest, target: Target, base: str) -> bool:
     return target.format == manifest.checkpoint_format and _relative(base, main) in {f.path for f in manifest.files}
 
 
+def require_crcs(manifest: Manifest, manifest_path: str = "") -> None:
+    """Unsupported unless the manifest has CRC-32Cs for a quick check (version 2 on)."""
+    if manifest.version < 2:
+        raise Unsupported(f"{fs.basename(manifest_path or 'the manifest')} is a version-{manifest.version} manifest: "
+                          "it has no CRC-32C for --quick to check",
+                          hint="check its SHA-256s (without --quick), or write a new manifest with `ckpttool manifest`")
+
+
 def check_manifest(target: str | Target, manifest: Manifest, manifest_path: str = "", *,
                    tensors: bool = False, ignore_names: bool = False, quick: bool = False,
                    on_progress: Callable[[int], None] | None = None) -> ManifestCheck:
@@ -405,10 +413,8 @@ def check_manifest(target: str | Target, manifest: Manifest, manifest_path: str 
     tensors are compared too, to name those that changed. `ignore_names`: a tensor found under
     another name (same digest) is no difference. `quick`: CRC-32Cs instead of SHA-256s (a
     version-2 manifest; Unsupported for a version-1 one, before anything is read)."""
-    if quick and manifest.version < 2:
-        raise Unsupported(f"{fs.basename(manifest_path or 'the manifest')} is a version-{manifest.version} manifest: "
-                          "it has no CRC-32C for --quick to check",
-                          hint="check its SHA-256s (without --quick), or write a new manifest with `ckpttool manifest`")
+    if quick:
+        require_crcs(manifest, manifest_path)
     if isinstance(target, str):
         target = resolve_target(target)
     base = _base(target)
