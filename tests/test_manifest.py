@@ -444,6 +444,13 @@ def test_version_1_manifests_still_verify_by_sha256(weights, tf, tmp_path):
     v1 = tmp_path / "v1.json"
     v1.write_text(json.dumps(_v1_document(tf, prefix)))
     _validate(json.loads(v1.read_text()))
+    # version 2 is version 1 plus a crc32c in every file and tensor: nothing else changed
+    v2, old = manifest_of(prefix), json.loads(v1.read_text())
+    assert v2["version"] == 2 and all("crc32c" in item for item in v2["files"] + v2["tensors"])
+    for key in ("files", "tensors"):
+        without = [{k: v for k, v in item.items() if k != "crc32c"} for item in v2[key]]
+        assert sorted(without, key=lambda item: item.get("path", item.get("name"))) == \
+            sorted(old[key], key=lambda item: item.get("path", item.get("name"))), key
     by_files = verify(v1, prefix)
     assert by_files.exit_code == 0 and by_files.json()["mode"] == "files", by_files.stdout
     for copy in ("lib.safetensors", "lib.npz"):  # by tensors
