@@ -14,7 +14,7 @@
     fleet = ckpttool.plan_policy("retention.toml")    # every run a policy governs; ckpttool.apply_prunes(...)
     ckpttool.convert("run/", "model.safetensors", drop_optimizer=True, naming="model")
     ckpttool.verify("run/").ok                        # every CRC checked (VerifyReport)
-    m = ckpttool.manifest("run/")                     # every file's and tensor's SHA-256 (Manifest)
+    m = ckpttool.manifest("run/")                     # every file's and tensor's SHA-256, CRC-32C (Manifest)
     ckpttool.verify("copy.safetensors", manifest=m).ok  # the same tensors? (ManifestCheck)
     ckpttool.diff("a/", "b/", naming="model").identical
     ckpttool.scan("run/").checkpoints                 # what `ls` lists (DirectoryScan)
@@ -357,7 +357,7 @@ def _in_api_words(exc: "Refused") -> "Refused":
 
 def verify(target: PathLike, *, all_checkpoints: bool = False, recursive: bool = False,
            manifest: "PathLike | Manifest | None" = None, tensors: bool = False,
-           ignore_names: bool = False) -> "VerifyReport | DirectoryVerifyReport | ManifestCheck":
+           ignore_names: bool = False, quick: bool = False) -> "VerifyReport | DirectoryVerifyReport | ManifestCheck":
     """Read every tensor of `target` and check every CRC, shard and size, as `verify` does; the
     report lists all damage (`report.ok`, `report.errors`). With `all_checkpoints` (or
     `recursive`), every checkpoint of the directory (and of every run directory under it):
@@ -366,7 +366,9 @@ def verify(target: PathLike, *, all_checkpoints: bool = False, recursive: bool =
     With `manifest` (a manifest file, or what `manifest()` returned), `target` is compared with it
     as `verify --manifest` does: a ManifestCheck (`report.ok`, `report.files`, `report.tensors`:
     each difference's name, change and message). `tensors`: compare tensors even when the files
-    could be; `ignore_names`: a tensor found under another name is no difference."""
+    could be; `ignore_names`: a tensor found under another name is no difference; `quick`: compare
+    the CRC-32Cs of a version-2 manifest instead of its SHA-256s (verify's speed; accidental damage
+    only)."""
     from ckpttool.ops.runs.directories import require_directory
     from ckpttool.ops.tensors.verify import verify_checkpoint, verify_directory
 
@@ -378,9 +380,9 @@ def verify(target: PathLike, *, all_checkpoints: bool = False, recursive: bool =
             raise UsageProblem("a manifest is checked against one checkpoint: not with all_checkpoints or recursive")
         source = "" if isinstance(manifest, Manifest) else os.fspath(manifest)
         loaded = manifest if isinstance(manifest, Manifest) else read_manifest(source)
-        return check_manifest(path, loaded, source, tensors=tensors, ignore_names=ignore_names)
-    if tensors or ignore_names:
-        raise UsageProblem("tensors and ignore_names go with manifest")
+        return check_manifest(path, loaded, source, tensors=tensors, ignore_names=ignore_names, quick=quick)
+    if tensors or ignore_names or quick:
+        raise UsageProblem("tensors, ignore_names and quick go with manifest")
     if all_checkpoints or recursive:
         require_directory(path, "verify")
         return verify_directory(path, recursive=recursive)
@@ -388,8 +390,8 @@ def verify(target: PathLike, *, all_checkpoints: bool = False, recursive: bool =
 
 
 def manifest(target: PathLike) -> "Manifest":
-    """Every file (relative path, size, SHA-256) and every tensor (name, dtype, shape, content
-    SHA-256, the same whatever the format) of `target`, as `ckpttool manifest` records them;
+    """Every file (relative path, size, SHA-256, CRC-32C) and every tensor (name, dtype, shape,
+    content SHA-256 and CRC-32C, the same whatever the format) of `target`, as `ckpttool manifest` records them;
     `.document()` is the JSON document it writes. A damaged checkpoint raises BadInput."""
     from ckpttool.ops.tensors.manifest import build_manifest
 

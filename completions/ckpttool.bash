@@ -26,7 +26,7 @@ _ckpttool() {
         ls) opts="--recursive -r --metric --mode --metrics --events --name-pattern --sort --filter --summary --keep-last --keep-every-hours --keep-every-steps --keep-step --min-age --keep-best --drop-unscored --json --quiet -q -h --help" ;;
         latest) opts="--absolute --step --complete --best --metric --mode --metrics --events --name-pattern --allow-damaged-metrics --json -h --help" ;;
         inspect) opts="--filter -f --name --all -a --stats --values --full --limit --tree --slices --hash --meta --graph --min-elements --names --json --quiet -q -h --help" ;;
-        verify) opts="--all -a --recursive -r --graph --manifest -m --tensors --ignore-names --json --quiet -q -h --help" ;;
+        verify) opts="--all -a --recursive -r --graph --manifest -m --tensors --ignore-names --quick --json --quiet -q -h --help" ;;
         manifest) opts="--output -o --overwrite --json -h --help" ;;
         prune) opts="--policy --keep-last --keep-every-hours --keep-every-steps --keep-step --min-age --keep-best --metric --mode --metrics --events --name-pattern --drop-unscored --allow-damaged-metrics --clean --ignore-bad-state --recursive -r --budget --drop-failed-runs --dry-run -n --yes -y --json --quiet -q -h --help" ;;
         policy) opts="--json --quiet -q -h --help" ;;

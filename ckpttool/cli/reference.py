@@ -40,7 +40,7 @@ EXIT_CODES = {
     "verify": [("0", "no damage (with --manifest: the files or tensors are the manifest's)"),
                ("1", "damage found (all of it listed); with --manifest, a difference (all of them listed)"),
                ("3", "TARGET resolves to nothing or cannot be read at all; the manifest is missing, not JSON, "
-                     "not a manifest or of a newer version")],
+                     "not a manifest or of a newer version; --quick with a version-1 manifest (it has no CRC-32C)")],
     "manifest": [("0", "written or printed"),
                  ("3", "TARGET resolves to nothing, cannot be read, or is damaged (a CRC that fails): no manifest "
                        "of it is written"),
@@ -336,6 +336,7 @@ OUTPUT: dict[str, tuple[Document, ...]] = {
                   Field("ok", "no difference (renamed tensors allowed with --ignore-names)"),
                   Field("mode", "files (TARGET's files are the manifest's: compared file by file) or tensors "
                                 "(compared by content digest)"),
+                  Field("digest", "what was compared: sha256, or crc32c (--quick)"),
                   Field("checked_files", "files compared"),
                   Field("checked_tensors", "tensors compared (files: those the files hold)"),
                   Field("checked_bytes", "bytes read"),
@@ -345,7 +346,7 @@ OUTPUT: dict[str, tuple[Document, ...]] = {
     ),
     "manifest": (
         Document((Field("format", "ckpttool-manifest"),
-                  Field("version", "1 (docs/reference/manifest.md)"),
+                  Field("version", "2 (docs/reference/manifest.md; version 1, without crc32c, is still read)"),
                   Field("created_by", "ckpttool and its version"),
                   Field("checkpoint", "path (as resolved) and format (v2, v1, safetensors, npz, keras ...)"),
                   Field("tensor_encoding", "ckpttool-tensor-v1: what each tensor's sha256 is computed over"),
@@ -353,11 +354,13 @@ OUTPUT: dict[str, tuple[Document, ...]] = {
                   Field("files", "every file of the checkpoint", items=(
                       Field("path", "relative to the checkpoint's directory"), Field("size", "bytes"),
                       Field("sha256", "of the file, as sha256sum prints it"),
+                      Field("crc32c", "CRC-32C of the file, 8 hex digits"),
                       Field("pieces", "the sha256 of each piece_bytes piece", when="a file larger than piece_bytes"))),
                   Field("tensors", "every tensor (internal entries left out)", items=(
                       Field("name", "the checkpoint key"), Field("dtype", "TensorFlow's name"),
                       Field("shape", "a list of dimensions"),
-                      Field("sha256", "of its canonical encoding: the same in every format"))))),
+                      Field("sha256", "of its canonical encoding: the same in every format"),
+                      Field("crc32c", "CRC-32C of its elements alone (8 hex digits): the same in every format"))))),
         Document((Field("checkpoint", "the checkpoint read"),
                   Field("output", "the manifest file written"),
                   Field("files", "files listed"),

@@ -43,7 +43,7 @@ def _bundle_part(bundle: Bundle, part: StoredTensor, chunk_bytes: int) -> Iterat
         raise _checksum_mismatch(bundle, part)
 
 
-def _rows_in_order(var: Variable) -> list[int] | None:
+def rows_in_order(var: Variable) -> list[int] | None:
     """Part indexes in output order when every slice spans whole rows (split on the
     first axis only) and together they tile it; None otherwise."""
     if not var.shape:
@@ -85,7 +85,7 @@ def _bundle_bytes(bundle: Bundle, var: Variable, chunk_bytes: int) -> Iterator[b
     if not var.partitioned:
         yield from _bundle_part(bundle, var.parts[0], chunk_bytes)
         return
-    order = _rows_in_order(var)
+    order = rows_in_order(var)
     if order is not None:
         for i in order:  # each slice is a run of whole rows: its bytes are contiguous in the output
             yield from _bundle_part(bundle, var.parts[i], chunk_bytes)
@@ -144,7 +144,7 @@ def iter_stored_views(reader, var: Variable, chunk_bytes: int | None = None) -> 
 
 
 def _bundle_views(bundle: Bundle, var: Variable, chunk_bytes: int) -> Iterator[bytes | memoryview]:
-    order = _rows_in_order(var) if var.partitioned else [0]
+    order = rows_in_order(var) if var.partitioned else [0]
     if order is None:  # slices on other axes: assembled in memory
         yield from _bundle_bytes(bundle, var, chunk_bytes)
         return

@@ -1,4 +1,4 @@
-"""`ckpttool manifest TARGET [-o FILE]`: every file's and every tensor's SHA-256, as a JSON manifest
+"""`ckpttool manifest TARGET [-o FILE]`: every file's and every tensor's SHA-256 and CRC-32C, as a JSON manifest
 that `verify --manifest` checks a copy against (docs/reference/manifest.md)."""
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ def command(
         "--overwrite", help="Replace an existing output file (never a directory).")] = False,
     json_out: Json = False,
 ):
-    """Record every file (path, size, SHA-256) and every tensor (name, dtype, shape, content SHA-256).
+    """Record every file (path, size, SHA-256, CRC-32C) and every tensor (name, dtype, shape, content SHA-256 and CRC-32C).
 
     A tensor's digest does not depend on the format: a checkpoint and its safetensors, .npz or Keras
     copy have the same ones. Without -o the manifest is printed on stdout (with schema_version and
-    command at the top); `verify --manifest FILE TARGET` checks a copy against it.
+    command at the top); `verify --manifest FILE TARGET` checks a copy against it (`--quick`: by CRC-32C).
     """
     from ckpttool.cli.progress import byte_progress
     from ckpttool.ops.destination import check_destination, files_read, refuse_writing_over_source, write_destination

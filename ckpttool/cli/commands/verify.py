@@ -1,5 +1,6 @@
 """`ckpttool verify TARGET`: read everything, check every CRC, report all damage;
-`--all` / `--recursive`: every checkpoint of a directory or a tree, one summary."""
+`--all` / `--recursive`: every checkpoint of a directory or a tree, one summary;
+`--manifest FILE [--quick]`: compare with a manifest (ops/tensors/manifest.py)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -81,6 +82,7 @@ def _difference_document(d) -> dict:
 
 def manifest_document(check: "ManifestCheck") -> dict:
     return {"checkpoint": check.checkpoint, "manifest": check.manifest, "ok": check.ok, "mode": check.mode,
+            "digest": check.digest,
             "checked_files": check.checked_files, "checked_tensors": check.checked_tensors,
             "checked_bytes": check.checked_bytes, "files": [_difference_document(d) for d in check.files],
             "tensors": [_difference_document(d) for d in check.tensors]}
@@ -90,19 +92,21 @@ _DIFFERENCE_COLUMNS = [render.Column("file or tensor", kind=render.NAME), render
                        render.Column("message", kind=render.TEXT)]
 
 
-def _verify_manifest(target: str, manifest_path: str, tensors: bool, ignore_names: bool, json_out: bool,
-                     quiet: bool) -> int:
+def _verify_manifest(target: str, manifest_path: str, tensors: bool, ignore_names: bool, quick: bool,
+                     json_out: bool, quiet: bool) -> int:
     from ckpttool.cli.progress import byte_progress
     from ckpttool.ops.targets import resolve_target
-    from ckpttool.ops.tensors.manifest import check_manifest, read_manifest
+    from ckpttool.ops.tensors.manifest import check_manifest, read_manifest, require_crcs
     from ckpttool.ops.tensors.verify import total_bytes
 
     manifest = read_manifest(manifest_path)  # a bad manifest is reported before anything is read
+    if quick:
+        require_crcs(manifest, manifest_path)
     resolved = resolve_target(target)
     render.say_resolved(target, resolved, header=not quiet)
     with byte_progress("checking", total_bytes(resolved) if not json_out else 0, json_out) as advance:
         check = check_manifest(resolved, manifest, manifest_path, tensors=tensors, ignore_names=ignore_names,
-                               on_progress=advance)
+                               quick=quick, on_progress=advance)
     if json_out:
         render.emit_json("verify", manifest_document(check))
     elif quiet:
@@ -115,7 +119,8 @@ def _verify_manifest(target: str, manifest_path: str, tensors: bool, ignore_name
         what = (f"{render.plural(check.checked_files, 'file')} ({render.human_bytes(check.checked_bytes)})"
                 if check.mode == "files" else
                 f"{render.plural(check.checked_tensors, 'tensor')} ({render.human_bytes(check.checked_bytes)})")
-        render.print_wrapped([f"{verdict}: {check.checkpoint} against {manifest_path}: {what} compared"])
+        how = " by CRC-32C" if check.digest == "crc32c" else ""
+        render.print_wrapped([f"{verdict}: {check.checkpoint} against {manifest_path}: {what} compared{how}"])
     return 0 if check.ok else EXIT_NEGATIVE
 
 
@@ -130,13 +135,17 @@ def command(
         "--manifest", "-m", metavar="FILE",
         help="Compare TARGET with this manifest (written by `ckpttool manifest`) instead: its files when they "
              "are the manifest's (same format and names; each file's SHA-256, large ones in parallel pieces), "
-             "else its tensors' content SHA-256. Names every missing, extra, changed and renamed file and tensor; "
-             "exit 1 on any.")] = None,
+             "else its tensors' content SHA-256 (CRC-32Cs with --quick). Names every missing, extra, changed and "
+             "renamed file and tensor; exit 1 on any.")] = None,
     tensors: Annotated[bool, typer.Option(
         "--tensors", help="With --manifest: compare tensors even when the files could be compared.")] = False,
     ignore_names: Annotated[bool, typer.Option(
         "--ignore-names", help="With --manifest: a tensor found under another name with the same content is no "
                                "difference (it is still listed as renamed).")] = False,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="With --manifest: compare CRC-32Cs (a version-2 manifest's) instead of SHA-256s, at "
+                        "verify's speed. Finds accidental damage (a flipped bit, a short copy), not deliberate "
+                        "tampering: a signed manifest is checked without it.")] = False,
     json_out: Json = False,
     quiet: Quiet = False,
 ):
@@ -150,12 +159,13 @@ def command(
     from ckpttool.ops.targets import resolve_target
     from ckpttool.ops.tensors.verify import directory_bytes, total_bytes, verify_checkpoint, verify_directory
 
-    if manifest is None and (tensors or ignore_names):
-        raise UsageProblem(f"{'--tensors' if tensors else '--ignore-names'} goes with --manifest")
+    if manifest is None and (tensors or ignore_names or quick):
+        flag = "--tensors" if tensors else "--ignore-names" if ignore_names else "--quick"
+        raise UsageProblem(f"{flag} goes with --manifest")
     if manifest is not None:
         if all_ or recursive or graph:
             raise UsageProblem("--manifest checks one checkpoint: not with --all, --recursive or --graph")
-        return _verify_manifest(target, manifest, tensors, ignore_names, json_out, quiet)
+        return _verify_manifest(target, manifest, tensors, ignore_names, quick, json_out, quiet)
     if all_ or recursive:
         require_directory(target, "verify")
         size = directory_bytes(target, recursive) if not json_out else 0

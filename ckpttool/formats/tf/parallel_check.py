@@ -50,7 +50,7 @@ def _checked(bundle: Bundle, var: Variable) -> Outcome:
         return exc
 
 
-def _piece_crc(handle: LocalInput, offset: int, length: int) -> tuple[int, int]:
+def range_crc(handle: LocalInput, offset: int, length: int) -> tuple[int, int]:
     """CRC-32C (unmasked) of bytes [offset, offset+length) and how many there were."""
     running = got = 0
     for chunk in handle.iter_range(offset, length):
@@ -69,7 +69,7 @@ def _start(bundle: Bundle, var: Variable, pool: "ThreadPoolExecutor") -> Outcome
         return exc
     if not all(isinstance(handle, LocalInput) for _part, handle in opened):
         return _checked(bundle, var)  # remote reads keep their own requests in flight
-    return [(part, [pool.submit(_piece_crc, handle, offset, min(PIECE_BYTES, part.offset + part.size - offset))
+    return [(part, [pool.submit(range_crc, handle, offset, min(PIECE_BYTES, part.offset + part.size - offset))
                     for offset in range(part.offset, part.offset + part.size, PIECE_BYTES)])
             for part, handle in opened]
 

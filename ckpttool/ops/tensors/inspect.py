@@ -200,13 +200,13 @@ def inspect_checkpoint(
 
 def _digests(reader, variables, on_progress: Callable[[int], None] | None) -> dict[str, str]:
     """Each variable's content digest; damage is raised, as reading its values would."""
-    from ckpttool.ops.tensors.manifest import tensor_digests
+    from ckpttool.ops.tensors.digests import tensor_digests
 
     found = {}
     for var, outcome in tensor_digests(reader, variables, on_progress):
         if isinstance(outcome, CkptError):
             raise outcome
-        found[var.name] = outcome
+        found[var.name] = outcome[0]
     return found
 
 

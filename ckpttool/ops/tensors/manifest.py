@@ -1,143 +1,45 @@
-"""Manifests: what a checkpoint holds, file by file and tensor by tensor, as SHA-256 digests, and
-the check of a copy against one (`manifest`, `verify --manifest`, `diff --by-hash`, `inspect --hash`).
+"""Manifests: what a checkpoint holds, file by file and tensor by tensor, as SHA-256 and CRC-32C
+digests, and the check of a copy against one (`manifest`, `verify --manifest [--quick]`,
+`diff --by-hash`, `inspect --hash`).
 
-A tensor's digest does not depend on the format that stores it. It is the SHA-256 of its
-canonical encoding (docs/reference/manifest.md):
+A tensor's digests do not depend on the format that stores it (docs/reference/manifest.md): its
+SHA-256 covers its canonical encoding,
 
     b"ckpttool-tensor-v1\\0" + dtype name + b"\\0" + shape as a decimal comma list + b"\\0" + elements
 
 with TensorFlow's dtype names (float32, bfloat16, string ...), the elements in C order,
 little-endian, each in its storage width (a bool one byte, 0 or 1; bfloat16 its 2 bytes; float8
 and int4 their byte), and a string (or variant) element as its length in 8 bytes little-endian
-followed by its bytes. So a TF checkpoint and its safetensors, .npz or Keras copy give the same
-digests, and a renamed copy is recognised by them.
+followed by its bytes; its CRC-32C (manifest version 2) covers the elements alone. So a TF
+checkpoint and its safetensors, .npz or Keras copy give the same digests, and a renamed copy is
+recognised by them.
 
-A file's digest is the SHA-256 of its bytes (what sha256sum prints). A file larger than the
-manifest's piece size also lists the digest of each piece, so that a copy is checked in parallel
-pieces (one SHA-256 stream runs on one core), as OpenSSF model signing's shard serialization does.
+A file's digests are the SHA-256 (what sha256sum prints) and CRC-32C of its bytes. A file larger
+than the manifest's piece size also lists the SHA-256 of each piece, so that a copy is checked in
+parallel pieces (one SHA-256 stream runs on one core), as OpenSSF model signing's shard
+serialization does; CRC-32Cs of pieces join into the file's (crc32c.combine), so none are listed.
 
-Everything is streamed in bounded chunks and hashed by a few threads (hashlib and pread let other
-threads run), CRCs of TF bundles checked on the way (formats/raw.py)."""
+`verify --manifest` checks SHA-256s; `--quick` the CRC-32Cs, at the speed of `verify` (digests.py).
+A version-1 manifest has no CRC-32C: it is still checked by SHA-256."""
 from __future__ import annotations
 
-import hashlib
 import json
-from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, TypeVar, Union
+from typing import Callable
 
 from ckpttool.errors import BadInput, CorruptCheckpoint, NotFound, Unsupported
-from ckpttool.formats.raw import iter_stored_bytes
-from ckpttool.formats.safetensors import INDEX_SUFFIX, SafetensorsReader
-from ckpttool.formats.tf.bundle import Bundle
-from ckpttool.formats.tf.parallel_check import WORKERS
 from ckpttool.formats.variables import Variable
 from ckpttool.ops.targets import Target, open_target, resolve_target
+from ckpttool.ops.tensors.digests import (CRC32C, SHA256, TENSOR_ENCODING, Outcome, caught, crc_pieces,
+                                          joined_crc, ordered, quick_digests, range_digests, tensor_digests)
 from ckpttool.storage import fs
 from ckpttool.version import __version__
 
 FORMAT = "ckpttool-manifest"
-VERSION = 1
-TENSOR_ENCODING = "ckpttool-tensor-v1"
+VERSION = 2  # 2 added a CRC-32C to every file and tensor; 1 is still read (and checked by SHA-256)
+READ_VERSIONS = (1, 2)
 PIECE_BYTES = 64 << 20  # 16 pieces of a 1 GiB shard keep two to four cores busy
-HASH_CHUNK_BYTES = 1 << 20  # google-crc32c and hashlib let other threads run from 1 MiB on
 _MANIFEST_LIMIT = 256 << 20  # a manifest of a million tensors is ~200 MB of JSON
-
-T = TypeVar("T")
-Outcome = Union[str, BadInput]  # a hex digest, or why it could not be computed
-
-
-# -- digests ---------------------------------------------------------------------------------------
-
-def tensor_header(dtype: str, shape: Iterable[int]) -> bytes:
-    """The bytes that start a tensor's canonical encoding."""
-    return f"{TENSOR_ENCODING}\0{dtype}\0{','.join(str(int(d)) for d in shape)}\0".encode("ascii")
-
-
-def _element_bytes(item) -> bytes:
-    return item.encode("utf-8") if isinstance(item, str) else bytes(item)
-
-
-def tensor_digest(reader, var: Variable) -> str:
-    """SHA-256 (hex) of `var`'s canonical encoding, streamed (a bundle's CRCs checked on the way)."""
-    digest = hashlib.sha256(tensor_header(var.dtype.name, var.shape))
-    if var.dtype.fixed_width:
-        for chunk in iter_stored_bytes(reader, var, HASH_CHUNK_BYTES):
-            digest.update(chunk)
-        return digest.hexdigest()
-    # Strings and variants: a stored slice order is not the logical order, so a partitioned one is read whole.
-    chunks = [reader.read(var).reshape(-1)] if var.partitioned else reader.iter_value_chunks(var, HASH_CHUNK_BYTES)
-    for chunk in chunks:
-        for item in chunk:
-            data = _element_bytes(item)
-            digest.update(len(data).to_bytes(8, "little"))
-            digest.update(data)
-    return digest.hexdigest()
-
-
-def _ordered(jobs: Iterable[Callable[[], T]], parallel: bool) -> Iterator[T]:
-    """Each job's result, in order; run by WORKERS threads when `parallel`, a bounded number in flight."""
-    if not parallel or WORKERS < 2:
-        for job in jobs:
-            yield job()
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="ckpttool-hash")
-    pending: deque = deque()
-    try:
-        for job in jobs:
-            pending.append(pool.submit(job))
-            if len(pending) > 2 * WORKERS:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:  # workers read through the caller's open files: they stop before it closes them
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _caught(job: Callable[[], str]) -> Callable[[], Outcome]:
-    def run() -> Outcome:
-        try:
-            return job()
-        except BadInput as exc:
-            return exc
-    return run
-
-
-def _shareable(reader) -> bool:
-    """Whether threads may read `reader` at once: positional reads of local files only."""
-    return isinstance(reader, (Bundle, SafetensorsReader)) and not fs.is_url(reader.prefix)
-
-
-def tensor_digests(reader, variables: list[Variable],
-                   on_progress: Callable[[int], None] | None = None) -> Iterator[tuple[Variable, Outcome]]:
-    """(variable, digest or the damage met) for each of `variables`, in order, hashed in parallel where
-    the reader allows it."""
-    parallel = _shareable(reader)
-
-    def job(var: Variable) -> Callable[[], Outcome]:
-        if parallel and isinstance(reader, Bundle):
-            try:  # open its shards now, in this thread (the bundle opens them lazily, unlocked)
-                reader.open_parts(var)
-            except BadInput as exc:
-                return lambda failed=exc: failed
-        return _caught(lambda: tensor_digest(reader, var))
-
-    for var, outcome in zip(variables, _ordered((job(v) for v in variables), parallel)):
-        if on_progress:
-            on_progress(var.size_bytes)
-        yield var, outcome
-
-
-def _range_digest(handle, offset: int, length: int) -> str:
-    digest, got = hashlib.sha256(), 0
-    for chunk in handle.iter_range(offset, length, HASH_CHUNK_BYTES):
-        digest.update(chunk)
-        got += len(chunk)
-    if got != length:
-        raise CorruptCheckpoint(f"{fs.basename(handle.path)} shrank while it was read")
-    return digest.hexdigest()
 
 
 # -- the manifest ------------------------------------------------------------------------------
@@ -148,6 +50,7 @@ class FileEntry:
     size: int
     sha256: str
     pieces: tuple[str, ...] = ()  # the digest of each piece of `piece_bytes`, for a file larger than one
+    crc32c: str | None = None  # 8 hex digits (version 2 on)
 
 
 @dataclass(frozen=True)
@@ -156,6 +59,7 @@ class TensorEntry:
     dtype: str
     shape: tuple[int, ...]
     sha256: str
+    crc32c: str | None = None  # of the elements alone, 8 hex digits (version 2 on)
 
 
 @dataclass(frozen=True)
@@ -166,17 +70,22 @@ class Manifest:
     tensors: tuple[TensorEntry, ...]
     piece_bytes: int = PIECE_BYTES
     created_by: str = f"ckpttool {__version__}"
+    version: int = VERSION  # a version-1 manifest read back has no CRC-32C
 
     def document(self) -> dict:
         """The manifest as JSON data (docs/reference/manifest.schema.json)."""
-        def file_doc(f: FileEntry) -> dict:
-            return {"path": f.path, "size": f.size, "sha256": f.sha256, **({"pieces": list(f.pieces)} if f.pieces else {})}
+        def crc(entry: FileEntry | TensorEntry) -> dict:
+            return {"crc32c": entry.crc32c} if entry.crc32c is not None else {}
 
-        return {"format": FORMAT, "version": VERSION, "created_by": self.created_by,
+        def file_doc(f: FileEntry) -> dict:
+            return {"path": f.path, "size": f.size, "sha256": f.sha256, **crc(f),
+                    **({"pieces": list(f.pieces)} if f.pieces else {})}
+
+        return {"format": FORMAT, "version": self.version, "created_by": self.created_by,
                 "checkpoint": {"path": self.checkpoint, "format": self.checkpoint_format},
                 "tensor_encoding": TENSOR_ENCODING, "piece_bytes": self.piece_bytes,
                 "files": [file_doc(f) for f in self.files],
-                "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "sha256": t.sha256}
+                "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "sha256": t.sha256, **crc(t)}
                             for t in self.tensors]}
 
 
@@ -193,18 +102,23 @@ def checkpoint_files(target: Target, reader) -> list[str]:
     files = []
     if target.format == "v2":
         files.append(target.prefix + ".index")
-    elif target.format == "safetensors" and target.prefix.endswith(INDEX_SUFFIX):
-        files.append(target.prefix)
+    elif target.format == "safetensors":
+        from ckpttool.formats.safetensors import INDEX_SUFFIX
+
+        if target.prefix.endswith(INDEX_SUFFIX):
+            files.append(target.prefix)
     files += [f for f in reader.data_files() if f not in files]
     if target.meta_path and target.meta_path not in files:
         files.append(target.meta_path)
     return files
 
 
-def _file_jobs(path: str, handle, size: int, piece_bytes: int, whole: bool, pieces: bool) -> list[Callable[[], str]]:
-    jobs = [lambda: _range_digest(handle, 0, size)] if whole else []
+def _file_jobs(handle, size: int, piece_bytes: int, whole: tuple[str, ...],
+               pieces: bool) -> list[Callable[[], tuple[str, ...]]]:
+    """The whole file's digests of the kinds `whole` names (if any), then each piece's SHA-256."""
+    jobs = [lambda: range_digests(handle, 0, size, whole)] if whole else []
     if pieces and size > piece_bytes:
-        jobs += [lambda at=at: _range_digest(handle, at, min(piece_bytes, size - at))
+        jobs += [lambda at=at: range_digests(handle, at, min(piece_bytes, size - at), (SHA256,))
                  for at in range(0, size, piece_bytes)]
     return jobs
 
@@ -228,25 +142,25 @@ def build_manifest(target: str | Target, on_progress: Callable[[int], None] | No
             parallel = not any(fs.is_url(p) for p in paths)  # positional reads of local files
             counts, jobs = [], []
             for path, handle in zip(paths, handles):
-                file_jobs = _file_jobs(path, handle, handle.size, PIECE_BYTES, whole=True, pieces=True)
+                file_jobs = _file_jobs(handle, handle.size, PIECE_BYTES, (SHA256, CRC32C), pieces=True)
                 counts.append(len(file_jobs))
                 jobs += file_jobs
-            digests = iter(list(_ordered(jobs, parallel)))  # whole files first: the longest jobs start first
+            digests = iter(list(ordered(jobs, parallel)))  # whole files first: the longest jobs start first
             files = []
             for path, handle, count in zip(paths, handles, counts):
-                whole, *pieces = [next(digests) for _ in range(count)]
-                files.append(FileEntry(_relative(base, path), handle.size, whole, tuple(pieces)))
+                (sha, crc), *pieces = [next(digests) for _ in range(count)]
+                files.append(FileEntry(_relative(base, path), handle.size, sha, tuple(p for (p,) in pieces), crc))
         finally:
             for handle in handles:
                 handle.close()
         tensors = []
-        for var, outcome in tensor_digests(reader, _listed_tensors(reader), on_progress):
+        for var, outcome in tensor_digests(reader, _listed_tensors(reader), on_progress, (SHA256, CRC32C)):
             if isinstance(outcome, Unsupported):  # not damage: what ckpttool cannot read exactly
                 raise outcome
             if isinstance(outcome, BadInput):
                 raise type(outcome)(f"{outcome.message} (no manifest is written of a damaged checkpoint)",
                                     hint=f"ckpttool verify {target.prefix} lists all the damage")
-            tensors.append(TensorEntry(var.name, var.dtype.name, var.shape, outcome))
+            tensors.append(TensorEntry(var.name, var.dtype.name, var.shape, *outcome))
     return Manifest(target.prefix, target.format, tuple(files), tuple(tensors), PIECE_BYTES)
 
 
@@ -274,9 +188,10 @@ def parse_manifest(data: bytes, source: str = "manifest") -> Manifest:
         raise _bad(source, f"not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise _bad(source, f'not a ckpttool manifest (no "format": "{FORMAT}")')
-    if doc.get("version") != VERSION:
-        raise Unsupported(f"{fs.basename(source)}: manifest version {str(doc.get('version'))[:20]}; this ckpttool "
-                          f"reads version {VERSION}", hint="upgrade ckpttool")
+    version = doc.get("version")
+    if not _is_count(version) or version not in READ_VERSIONS:
+        raise Unsupported(f"{fs.basename(source)}: manifest version {str(version)[:20]}; this ckpttool "
+                          f"reads versions {' and '.join(map(str, READ_VERSIONS))}", hint="upgrade ckpttool")
     if doc.get("tensor_encoding", TENSOR_ENCODING) != TENSOR_ENCODING:
         raise Unsupported(f"{fs.basename(source)}: tensor encoding {str(doc.get('tensor_encoding'))[:40]!r}, "
                           f"not {TENSOR_ENCODING}")
@@ -289,13 +204,24 @@ def parse_manifest(data: bytes, source: str = "manifest") -> Manifest:
         raise _bad(source, "piece_bytes must be a positive integer")
     if not isinstance(files, list) or not isinstance(tensors, list):
         raise _bad(source, "files and tensors must be lists")
+    with_crc = version >= 2
     return Manifest(checkpoint["path"], checkpoint["format"],
-                    tuple(_file_entry(f, i, piece_bytes, source) for i, f in enumerate(files)),
-                    tuple(_tensor_entry(t, i, source) for i, t in enumerate(tensors)),
-                    piece_bytes, str(doc.get("created_by", "")))
+                    tuple(_file_entry(f, i, piece_bytes, with_crc, source) for i, f in enumerate(files)),
+                    tuple(_tensor_entry(t, i, with_crc, source) for i, t in enumerate(tensors)),
+                    piece_bytes, str(doc.get("created_by", "")), version)
 
 
-def _file_entry(f, i: int, piece_bytes: int, source: str) -> FileEntry:
+def _crc_of(entry: dict, with_crc: bool, where: str, source: str) -> str | None:
+    """The entry's crc32c: required from version 2 on, ignored before (readers ignore unknown fields)."""
+    if not with_crc:
+        return None
+    value = entry.get("crc32c")
+    if not (isinstance(value, str) and len(value) == 8 and all(c in "0123456789abcdef" for c in value)):
+        raise _bad(source, f"{where} needs a crc32c (8 lowercase hex digits) in a version-2 manifest")
+    return value
+
+
+def _file_entry(f, i: int, piece_bytes: int, with_crc: bool, source: str) -> FileEntry:
     if not isinstance(f, dict) or not isinstance(f.get("path"), str) or not _is_count(f.get("size")) \
             or not _is_digest(f.get("sha256")):
         raise _bad(source, f"files[{i}] needs a path, a size and a sha256 (64 lowercase hex digits)")
@@ -306,15 +232,15 @@ def _file_entry(f, i: int, piece_bytes: int, source: str) -> FileEntry:
     expected = -(-f["size"] // piece_bytes) if f["size"] > piece_bytes else 0
     if not isinstance(pieces, list) or not all(_is_digest(p) for p in pieces) or len(pieces) not in (0, expected):
         raise _bad(source, f"files[{i}]: pieces must be {expected} sha256 digests (one per {piece_bytes} bytes)")
-    return FileEntry(path, f["size"], f["sha256"], tuple(pieces))
+    return FileEntry(path, f["size"], f["sha256"], tuple(pieces), _crc_of(f, with_crc, f"files[{i}]", source))
 
 
-def _tensor_entry(t, i: int, source: str) -> TensorEntry:
+def _tensor_entry(t, i: int, with_crc: bool, source: str) -> TensorEntry:
     if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not isinstance(t.get("dtype"), str) \
             or not isinstance(t.get("shape"), list) or not all(_is_count(d) for d in t["shape"]) \
             or not _is_digest(t.get("sha256")):
         raise _bad(source, f"tensors[{i}] needs a name, a dtype, a shape (a list of sizes) and a sha256")
-    return TensorEntry(t["name"], t["dtype"], tuple(t["shape"]), t["sha256"])
+    return TensorEntry(t["name"], t["dtype"], tuple(t["shape"]), t["sha256"], _crc_of(t, with_crc, f"tensors[{i}]", source))
 
 
 def read_manifest(path: str) -> Manifest:
@@ -323,6 +249,8 @@ def read_manifest(path: str) -> Manifest:
 
 def is_manifest_path(path: str) -> bool:
     """A .json file that is no safetensors index: read as a manifest where a checkpoint may be too."""
+    from ckpttool.formats.safetensors import INDEX_SUFFIX
+
     return path.endswith(".json") and not path.endswith(INDEX_SUFFIX)
 
 
@@ -347,6 +275,7 @@ class ManifestCheck:
     files: tuple[Difference, ...]
     tensors: tuple[Difference, ...]
     ignore_names: bool = False  # renamed tensors are not differences
+    digest: str = SHA256  # what was compared: sha256, or crc32c (--quick)
 
     @property
     def ok(self) -> bool:
@@ -356,14 +285,15 @@ class ManifestCheck:
 _OPEN_AT_ONCE = 64  # files held open while their pieces are hashed (a manifest may list many)
 
 
-def _compare_files(manifest: Manifest, base: str, present: list[str] | None,
-                   parallel: bool) -> tuple[list[Difference], int, int]:
+def _compare_files(manifest: Manifest, base: str, present: list[str] | None, parallel: bool,
+                   quick: bool) -> tuple[list[Difference], int, int]:
     """Differences of the manifest's files under `base` (and, `present`: the target's own files
     the manifest does not list), files checked and bytes read."""
     differences: list[Difference] = []
     checked = read = 0
     for start in range(0, len(manifest.files), _OPEN_AT_ONCE):
-        found, count, size = _compare_some_files(manifest, manifest.files[start:start + _OPEN_AT_ONCE], base, parallel)
+        found, count, size = _compare_some_files(manifest, manifest.files[start:start + _OPEN_AT_ONCE], base,
+                                                 parallel, quick)
         differences += found
         checked += count
         read += size
@@ -375,9 +305,25 @@ def _compare_files(manifest: Manifest, base: str, present: list[str] | None,
     return sorted(differences, key=lambda d: d.name), checked, read
 
 
-def _compare_some_files(manifest: Manifest, entries: tuple[FileEntry, ...], base: str,
-                        parallel: bool) -> tuple[list[Difference], int, int]:
-    differences, handles, jobs = [], [], []
+def _where_it_differs(manifest: Manifest, entry: FileEntry, handle, results: list, quick: bool) -> str | None:
+    """None when the file's digests are the manifest's, else where it differs (a piece's start, if known)."""
+    if any(isinstance(r, BadInput) for r in results):  # it shrank, or could not be read
+        return ""
+    if quick:
+        try:
+            return None if joined_crc(handle, results, entry.size) == entry.crc32c else ""
+        except CorruptCheckpoint:
+            return ""
+    expected = [(p,) for p in entry.pieces] if entry.pieces else [(entry.sha256,)]
+    index = next((i for i, (got, want) in enumerate(zip(results, expected)) if got != want), None)
+    if index is None:
+        return None
+    return f" (from byte {index * manifest.piece_bytes})" if entry.pieces else ""
+
+
+def _compare_some_files(manifest: Manifest, entries: tuple[FileEntry, ...], base: str, parallel: bool,
+                        quick: bool) -> tuple[list[Difference], int, int]:
+    differences, handles, planned = [], [], []
     checked = read = 0
     try:
         for entry in entries:
@@ -393,27 +339,24 @@ def _compare_some_files(manifest: Manifest, entries: tuple[FileEntry, ...], base
                 differences.append(Difference(entry.path, "changed", f"{entry.path} has {handle.size} bytes, "
                                               f"the manifest {entry.size}"))
                 continue
-            file_jobs = _file_jobs(path, handle, entry.size, manifest.piece_bytes, whole=not entry.pieces,
-                                   pieces=bool(entry.pieces))
-            jobs += [(entry, index, job) for index, job in enumerate(file_jobs)]
+            jobs = crc_pieces(handle, entry.size) if quick else \
+                _file_jobs(handle, entry.size, manifest.piece_bytes, () if entry.pieces else (SHA256,), bool(entry.pieces))
+            planned.append((entry, handle, jobs))
             read += entry.size
-        changed: dict[int, tuple[FileEntry, int]] = {}  # the first piece of each file that differs
-        outcomes = _ordered([_caught(job) for _entry, _index, job in jobs], parallel)
-        for (entry, index, _job), digest in zip(jobs, outcomes):
-            if digest != (entry.pieces[index] if entry.pieces else entry.sha256):
-                changed.setdefault(id(entry), (entry, index))
-        for entry, index in changed.values():
-            where = f" (from byte {index * manifest.piece_bytes})" if entry.pieces else ""
-            differences.append(Difference(entry.path, "changed", f"{entry.path} differs from the manifest{where}"))
+        outcomes = ordered([caught(job) for _entry, _handle, jobs in planned for job in jobs], parallel)
+        for entry, handle, jobs in planned:
+            where = _where_it_differs(manifest, entry, handle, [next(outcomes) for _ in jobs], quick)
+            if where is not None:
+                differences.append(Difference(entry.path, "changed", f"{entry.path} differs from the manifest{where}"))
     finally:
         for handle in handles:
             handle.close()
     return differences, checked, read
 
 
-def _compare_tensors(manifest: Manifest, actual: list[tuple[Variable, Outcome]],
-                     names: dict[str, str]) -> list[Difference]:
-    """By name, then the names on one side only paired by digest (renamed)."""
+def _compare_tensors(manifest: Manifest, actual: list[tuple[Variable, Outcome]], names: dict[str, str],
+                     kind: str) -> list[Difference]:
+    """By name, then the names on one side only paired by dtype, shape and digest of `kind` (renamed)."""
     expected = {t.name: t for t in manifest.tensors}
     found = {names[var.name]: (var, outcome) for var, outcome in actual}
     differences = []
@@ -428,14 +371,14 @@ def _compare_tensors(manifest: Manifest, actual: list[tuple[Variable, Outcome]],
         elif (var.dtype.name, var.shape) != (entry.dtype, entry.shape):
             differences.append(Difference(name, "changed", f"{name} is {var.dtype.name} {list(var.shape)}, "
                                           f"the manifest says {entry.dtype} {list(entry.shape)}"))
-        elif outcome != entry.sha256:
+        elif outcome[0] != getattr(entry, kind):
             differences.append(Difference(name, "changed", f"{name}: its values differ from the manifest's"))
-    by_digest: dict[str, list[str]] = {}
-    for name, (_var, outcome) in extra.items():
-        if isinstance(outcome, str):
-            by_digest.setdefault(outcome, []).append(name)
+    by_digest: dict[tuple, list[str]] = {}  # a CRC-32C covers the elements alone: dtype and shape must agree too
+    for name, (var, outcome) in extra.items():
+        if not isinstance(outcome, BadInput):
+            by_digest.setdefault((var.dtype.name, var.shape, outcome[0]), []).append(name)
     for entry in missing:
-        candidates = by_digest.get(entry.sha256)
+        candidates = by_digest.get((entry.dtype, entry.shape, getattr(entry, kind)))
         if candidates:
             new = candidates.pop(0)
             del extra[new]
@@ -454,46 +397,60 @@ def _files_mode(manifest: Manifest, target: Target, base: str) -> bool:
     return target.format == manifest.checkpoint_format and _relative(base, main) in {f.path for f in manifest.files}
 
 
+def require_crcs(manifest: Manifest, manifest_path: str = "") -> None:
+    """Unsupported unless the manifest has CRC-32Cs for a quick check (version 2 on)."""
+    if manifest.version < 2:
+        raise Unsupported(f"{fs.basename(manifest_path or 'the manifest')} is a version-{manifest.version} manifest: "
+                          "it has no CRC-32C for --quick to check",
+                          hint="check its SHA-256s (without --quick), or write a new manifest with `ckpttool manifest`")
+
+
 def check_manifest(target: str | Target, manifest: Manifest, manifest_path: str = "", *,
-                   tensors: bool = False, ignore_names: bool = False,
+                   tensors: bool = False, ignore_names: bool = False, quick: bool = False,
                    on_progress: Callable[[int], None] | None = None) -> ManifestCheck:
     """Compare `target` with `manifest`: its files (when they are the manifest's; each file's
     pieces in parallel) or else, or with `tensors`, its tensors' digests. When a file differs, the
     tensors are compared too, to name those that changed. `ignore_names`: a tensor found under
-    another name (same digest) is no difference."""
+    another name (same digest) is no difference. `quick`: CRC-32Cs instead of SHA-256s (a
+    version-2 manifest; Unsupported for a version-1 one, before anything is read)."""
+    if quick:
+        require_crcs(manifest, manifest_path)
     if isinstance(target, str):
         target = resolve_target(target)
     base = _base(target)
+    kind = CRC32C if quick else SHA256
     if not tensors and _files_mode(manifest, target, base):
         try:
             reader = open_target(target)
         except BadInput as exc:  # the index itself changed: the files say which, the tensors cannot
-            differences, checked, read = _compare_files(manifest, base, None, not fs.is_url(target.prefix))
+            differences, checked, read = _compare_files(manifest, base, None, not fs.is_url(target.prefix), quick)
             unread = Difference(fs.basename(target.prefix), "unreadable", f"tensors not compared: {exc.message}")
             return ManifestCheck(target.prefix, manifest_path, "files", checked, 0, read, tuple(differences),
-                                 (unread,), ignore_names)
+                                 (unread,), ignore_names, kind)
         with reader:
             differences, checked, read = _compare_files(manifest, base, checkpoint_files(target, reader),
-                                                        not fs.is_url(target.prefix))
+                                                        not fs.is_url(target.prefix), quick)
             if on_progress:
                 on_progress(read)
             tensor_differences: list[Difference] = []
             if differences:  # name the tensors that changed
-                tensor_differences = _tensor_pass(reader, manifest)
+                tensor_differences = _tensor_pass(reader, manifest, kind)
         return ManifestCheck(target.prefix, manifest_path, "files", checked,
                              len(manifest.tensors) if not differences else len(_listed_tensors(reader)), read,
-                             tuple(differences), tuple(tensor_differences), ignore_names)
+                             tuple(differences), tuple(tensor_differences), ignore_names, kind)
     with open_target(target) as reader:
         variables = _listed_tensors(reader)
-        tensor_differences = _tensor_pass(reader, manifest, on_progress)
+        tensor_differences = _tensor_pass(reader, manifest, kind, on_progress)
     return ManifestCheck(target.prefix, manifest_path, "tensors", 0, len(variables),
-                         sum(v.size_bytes for v in variables), (), tuple(tensor_differences), ignore_names)
+                         sum(v.size_bytes for v in variables), (), tuple(tensor_differences), ignore_names, kind)
 
 
-def _tensor_pass(reader, manifest: Manifest, on_progress: Callable[[int], None] | None = None) -> list[Difference]:
+def _tensor_pass(reader, manifest: Manifest, kind: str,
+                 on_progress: Callable[[int], None] | None = None) -> list[Difference]:
     variables = _listed_tensors(reader)
-    return _compare_tensors(manifest, list(tensor_digests(reader, variables, on_progress)),
-                            {v.name: v.name for v in variables})
+    digests = quick_digests(reader, variables, on_progress) if kind == CRC32C else \
+        tensor_digests(reader, variables, on_progress)
+    return _compare_tensors(manifest, list(digests), {v.name: v.name for v in variables}, kind)
 
 
 # -- diff by hash ------------------------------------------------------------------------------------
@@ -516,7 +473,7 @@ def _digested_side(given: str | Target, regex, naming: str,
         for var, outcome in tensor_digests(reader, variables, on_progress):
             if isinstance(outcome, BadInput):
                 raise outcome
-            side[shown[var.name]] = (var.dtype.name, var.shape, outcome)
+            side[shown[var.name]] = (var.dtype.name, var.shape, outcome[0])
     return target.prefix, side
 
 
