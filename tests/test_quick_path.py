@@ -38,6 +38,9 @@ QUICK_FORMS = [
     ["inspect", "--json", "-a", "--slices", "{partitioned}"],
     ["inspect", "--json", "{every_dtype}/dtypes"],
     ["inspect", "{tmp}/missing"],
+    ["inspect", "--stats", "{every_dtype}/dtypes"],  # the table with statistics
+    ["inspect", "--json", "--stats", "{saver_run}"],
+    ["inspect", "--stats", "{tmp}/damaged"],  # a checksum mismatch: exit 3
     ["inspect", "--json", "{tmp}/notes.txt"],  # not a checkpoint
     ["verify", "{saver_run}"],  # an empty table of problems, then the verdict
     ["verify", "--json", "{sharded}"],
@@ -63,7 +66,7 @@ TYPER_FORMS = [
     ["latest", "--bogus", "D"], ["latest", "D", "E"], ["latest", "--json=1", "D"], ["latest", "--", "D"],
     ["latest", "--json", "--json", "D"], ["latest", ""], ["latest", "-"], ["latest", "-x", "D"],
     ["latest", "--best", "--metric", "loss", "D"], ["latest", "--metric=loss", "D"], ["inspect", "--tree", "D"],
-    ["inspect", "--stats", "D"], ["inspect", "-qa", "D"], ["inspect", "--filter", "x", "D"], ["ls", "D"],
+    ["inspect", "--stats", "--stats", "D"], ["inspect", "-qa", "D"], ["inspect", "--filter", "x", "D"], ["ls", "D"],
     ["verify"], ["verify", "--help"], ["verify", "-ar", "D"], ["verify", "--manifest", "M", "D"], ["verify", "-m", "M", "D"],
     ["verify", "--tensors", "D"], ["verify", "--ignore-names", "D"], ["verify", "-a", "-a", "D"], ["--storage-option", "a=b", "latest", "D"], ["--debug", "--debug", "latest", "D"],
     ["Latest", "D"], ["--no-colour", "latest", "D"], ["latest", "--jso", "D"],

@@ -23,7 +23,7 @@ FORMS = {
     "latest": ("directory", {"--absolute": "absolute", "--step": "step", "--complete": "complete",
                              "--json": "json_out"}),
     "inspect": ("target", {"--json": "json_out", "--quiet": "quiet", "-q": "quiet", "--all": "all_", "-a": "all_",
-                           "--slices": "slices"}),
+                           "--slices": "slices", "--stats": "stats"}),
     "verify": ("target", {"--json": "json_out", "--quiet": "quiet", "-q": "quiet", "--all": "all_", "-a": "all_",
                           "--recursive": "recursive", "-r": "recursive", "--graph": "graph"}),
 }
