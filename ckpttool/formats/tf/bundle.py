@@ -266,14 +266,6 @@ class Bundle:
         if crc.mask(running) != part.crc32c:
             raise self._checksum_error(part)
 
-    def chunk_decoder(self, part: StoredTensor) -> Callable[[object], np.ndarray]:
-        """What turns a chunk of `part`'s stored bytes (whole elements) into its values, as
-        iter_fixed_chunks decodes them."""
-        import numpy as np
-
-        dtype, storage = part.dtype, self._storage_dtype(part.dtype)
-        return lambda chunk: dtype.decode(np.frombuffer(chunk, dtype=storage))
-
     def check(self, part: StoredTensor) -> None:
         """Read `part` and verify its checksum (and string framing) without keeping it; a bool
         byte other than 0 and 1 is damage too, reported once the checksum holds."""
@@ -440,13 +432,6 @@ class Bundle:
         for part in var.parts:
             self.check(part)
         return sum(part.size for part in var.parts)
-
-    def value_summaries(self, var: Variable, new_summary: Callable[[], object]) -> list | None:
-        """Summaries of `var`'s values made piece by piece in worker threads (parallel_check), in
-        order, every CRC checked; None where the pieces are read better in the calling thread."""
-        from ckpttool.formats.tf.parallel_check import summaries_in_parallel
-
-        return summaries_in_parallel(self, var, new_summary)
 
     def check_variables(self, variables: list[Variable]) -> Iterator[tuple[Variable, int | BadInput]]:
         """(variable, bytes checked or the damage found) for each of `variables`, in order: what

@@ -1,4 +1,4 @@
-"""verify's (and inspect --stats') reading of a V2 bundle, shared among threads.
+"""verify's reading of a V2 bundle, shared among threads.
 
 A large tensor in a local shard is checked in pieces: each piece is read and
 checksummed by a worker thread (pread and google-crc32c let other threads run
@@ -7,13 +7,6 @@ shards of a sharded checkpoint and the pieces of one big tensor are read at
 once. Small tensors, strings and remote files are checked in the calling
 thread, in between. Results come back in the variables' order, and are what
 `Bundle.check_variable` gives for each, so a report never depends on timing.
-
-inspect --stats has a large tensor's pieces summarised the same way: each
-worker reads its piece, checksums it and feeds its decoded values to a
-summary of its own (ops/tensors/stats.py), and the summaries come back in the
-pieces' order for the caller to merge, once every CRC held. Pieces of 16 MiB
-keep a worker's numpy calls long (about 16 a MiB), so the two threads rarely
-wait for each other's GIL.
 """
 from __future__ import annotations
 
@@ -41,8 +34,6 @@ class Bundle(Protocol):
     def open_parts(self, var: Variable) -> list[tuple[StoredTensor, object]]: ...
 
     def check_read(self, part: StoredTensor, crc32c: int, bytes_read: int) -> None: ...
-
-    def chunk_decoder(self, part: StoredTensor) -> Callable[[object], object]: ...
 
 PIECE_BYTES = 16 << 20  # one worker's share of a large tensor
 THREADED_MIN_BYTES = 1 << 20  # smaller variables are checked by the calling thread
@@ -130,62 +121,6 @@ def check_in_parallel(bundle: Bundle, variables: list[Variable]) -> Iterator[tup
         while pending:
             done, work = pending.popleft()
             yield done, _finish(bundle, done, work)
-    finally:
-        # Workers read through the bundle's open files: they stop before it can close them.
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-class Summary(Protocol):
-    def add(self, values) -> None: ...
-
-
-def _piece_summary(handle: LocalInput, offset: int, length: int, decode: Callable[[object], object], itemsize: int,
-                   summary: Summary) -> tuple[int, int, Summary]:
-    """(CRC-32C unmasked, bytes read, `summary` fed the piece's decoded values)."""
-    running = got = 0
-    tail = b""  # a read that ended inside an element (never seen on a local file): its bytes go with the next
-    for chunk in handle.iter_range(offset, length):
-        running = crc.extend(running, chunk)
-        got += len(chunk)
-        data = tail + chunk if tail else chunk
-        whole = len(data) - len(data) % itemsize
-        tail = bytes(memoryview(data)[whole:])
-        if whole:
-            summary.add(decode(data if whole == len(data) else memoryview(data)[:whole]))
-    return running, got, summary
-
-
-def summaries_in_parallel(bundle: Bundle, var: Variable, new_summary: Callable[[], Summary]) -> list[Summary] | None:
-    """Summaries of `var`'s values (each made by `new_summary`, fed the decoded values of one piece),
-    in the pieces' order, once every part's length and CRC held (else the BadInput that `check`
-    raises); None where threads are not worth it (as for verify) and for bools (whose bytes are
-    checked one by one when read in the calling thread)."""
-    if (WORKERS < 2 or not var.dtype.fixed_width or var.size_bytes < THREADED_MIN_BYTES
-            or var.dtype.name == "bool"):
-        return None
-    opened = bundle.open_parts(var)
-    if not all(isinstance(handle, LocalInput) for _part, handle in opened):
-        return None
-    from concurrent.futures import ThreadPoolExecutor
-
-    itemsize = var.dtype.itemsize
-    step = max(itemsize, PIECE_BYTES - PIECE_BYTES % itemsize)  # pieces end between elements
-    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="ckpttool-stats")
-    try:
-        work = [(part, [pool.submit(_piece_summary, handle, offset, min(step, part.offset + part.size - offset),
-                                    bundle.chunk_decoder(part), itemsize, new_summary())
-                        for offset in range(part.offset, part.offset + part.size, step)])
-                for part, handle in opened]
-        summaries = []
-        for part, pieces in work:
-            running = got = 0
-            for future in pieces:
-                piece_crc, piece_got, summary = future.result()
-                running = crc.combine(running, piece_crc, piece_got)
-                got += piece_got
-                summaries.append(summary)
-            bundle.check_read(part, running, got)
-        return summaries
     finally:
         # Workers read through the bundle's open files: they stop before it can close them.
         pool.shutdown(wait=True, cancel_futures=True)

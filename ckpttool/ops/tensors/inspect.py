@@ -152,8 +152,7 @@ def inspect_checkpoint(
         shown = reader_names(reader, naming)
         incomplete = _missing_shards(reader) if target.format in ("v1", "v2") else _left_out(reader, target)
         if with_stats:
-            from ckpttool.formats.tf.bundle import Bundle
-            from ckpttool.ops.tensors.stats import new_accumulator, stats_of_chunks, stats_of_pieces
+            from ckpttool.ops.tensors.stats import stats_of_chunks
         reports = []
         selected, filter_matches = _select(reader.variables, regex, names, include_internal, shown)
         included = _values_included(selected, values_limit) if values else set()
@@ -163,9 +162,7 @@ def inspect_checkpoint(
         for i, var in enumerate(selected):
             stats = None
             if with_stats and var.dtype.kind in ("float", "int", "uint", "bool"):
-                # A bundle's large tensors are summarised in pieces by worker threads.
-                pieces = reader.value_summaries(var, new_accumulator) if isinstance(reader, Bundle) else None
-                stats = stats_of_pieces(pieces) if pieces is not None else stats_of_chunks(reader.iter_value_chunks(var))
+                stats = stats_of_chunks(reader.iter_value_chunks(var))
                 if on_progress:
                     on_progress(var.size_bytes)
             slices = None

@@ -18,14 +18,17 @@ elements: OpenBLAS runs a dot product of more than 10,000 elements on several
 threads, which on a loaded machine cost ten times what it saved (measured:
 0.08 GiB/s instead of 2.5).
 
-Partial statistics of pieces of one tensor (summarised by the bundle's worker
-threads, formats/tf/parallel_check.py) are merged in the pieces' order, so a
-result never depends on timing.
+One thread: sharing a tensor's pieces among worker threads (each reading,
+checking and summarising its own 16 MiB piece, as verify's workers do, the
+pieces' statistics merged in order) measured slower and larger on this 2-core
+machine shared with other jobs: 1.12x the time and 41 MiB against 32 for 1 GiB
+(issue 29, load 7; before that, at load 3.5, with 1 MiB pieces: 1.02-1.16 s
+against 0.76-0.82 s and 6 MiB larger). A thread holding the GIL is often
+preempted there, and every worker keeps its own buffers.
 """
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -36,7 +39,6 @@ _ROW = 8192  # elements per dot product: OpenBLAS stays on one thread up to 10,0
 # A block whose sumsq - sum * mean keeps less than this share of sumsq (8 bits lost) is summed again
 # from its deviations.
 _CANCELLATION = 2.0 ** -8
-_scratch = threading.local()  # each thread's float64 block buffer, reused chunk after chunk
 _rows_dot = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("ij,ij->i", a, b))  # numpy < 2: einsum
 
 
@@ -59,6 +61,7 @@ class _Accumulator:
         self.mean = self.m2 = 0.0
         self.low = math.inf
         self.high = -math.inf
+        self._scratch = np.empty(0)  # float64 buffer, reused chunk after chunk
 
     def add(self, chunk: np.ndarray) -> None:
         if chunk.dtype.kind == "b":
@@ -85,9 +88,9 @@ class _Accumulator:
             self._add_blocks(chunk)
 
     def _add_blocks(self, chunk: np.ndarray) -> None:
-        scratch = getattr(_scratch, "buffer", None)
-        if scratch is None or scratch.size < min(chunk.size, _BLOCK):
-            scratch = _scratch.buffer = np.empty(min(chunk.size, _BLOCK), np.float64)
+        if self._scratch.size < min(chunk.size, _BLOCK):
+            self._scratch = np.empty(min(chunk.size, _BLOCK), np.float64)
+        scratch = self._scratch
         for start in range(0, chunk.size, _BLOCK):
             block = chunk[start : start + _BLOCK]
             values = scratch[: block.size]
@@ -100,17 +103,6 @@ class _Accumulator:
                 values -= mean_b
                 m2_b = _sum_of_squares(values)
             self._merge(block.size, mean_b, m2_b)
-
-    def merge(self, other: "_Accumulator") -> None:
-        """Take in the statistics of other values (another piece of the same tensor)."""
-        self.count += other.count
-        self.nan += other.nan
-        self.inf += other.inf
-        self.zero += other.zero
-        self.low = min(self.low, other.low)
-        self.high = max(self.high, other.high)
-        if other.finite:
-            self._merge(other.finite, other.mean, other.m2)
 
     def _merge(self, n_b: int, mean_b: float, m2_b: float) -> None:
         """Chan's merge of a group of n_b values with mean mean_b and squared deviations m2_b."""
@@ -145,19 +137,6 @@ def _sum_of_squares(values: np.ndarray) -> float:
     rows = values[:whole].reshape(-1, _ROW)
     rest = values[whole:]
     return (float(_rows_dot(rows, rows).sum()) if whole else 0.0) + float(rest @ rest)
-
-
-def new_accumulator() -> _Accumulator:
-    """Statistics of no values yet: `.add(chunk)` values, `.merge(other)` another's, `.result()`."""
-    return _Accumulator()
-
-
-def stats_of_pieces(pieces: Iterable[_Accumulator]) -> TensorStats:
-    """The statistics of a tensor from those of its pieces (made by new_accumulator), in order."""
-    acc = _Accumulator()
-    for piece in pieces:
-        acc.merge(piece)
-    return acc.result()
 
 
 def stats_of_chunks(chunks: Iterable[np.ndarray]) -> TensorStats:
