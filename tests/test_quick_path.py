@@ -1,4 +1,4 @@
-"""The quick path (cli/quick.py: `latest` and `inspect` in their common forms, parsed without Typer)
+"""The quick path (cli/quick.py: `latest`, `inspect` and `verify` in their common forms, parsed without Typer)
 answers exactly as the Typer app does: the same stdout, stderr and exit code for each command line
 it takes, good and bad, compared in this process and as whole processes; it takes nothing Typer
 refuses (it leaves every other command line to Typer); each flag it knows is that flag of the Typer
@@ -38,7 +38,26 @@ QUICK_FORMS = [
     ["inspect", "--json", "-a", "--slices", "{partitioned}"],
     ["inspect", "--json", "{every_dtype}/dtypes"],
     ["inspect", "{tmp}/missing"],
+    ["inspect", "--stats", "{every_dtype}/dtypes"],  # the table with statistics
+    ["inspect", "--json", "--stats", "{saver_run}"],
+    ["inspect", "--stats", "{tmp}/damaged"],  # a checksum mismatch: exit 3
     ["inspect", "--json", "{tmp}/notes.txt"],  # not a checkpoint
+    ["verify", "{saver_run}"],  # an empty table of problems, then the verdict
+    ["verify", "--json", "{sharded}"],
+    ["verify", "-q", "{saver_run}/model.ckpt-30"],
+    ["verify", "{tmp}/damaged"],  # a flipped byte: exit 1, the table of problems
+    ["verify", "--json", "{tmp}/damaged"],
+    ["verify", "--quiet", "{tmp}/damaged"],
+    ["verify", "--all", "{saver_run}"],
+    ["verify", "-a", "--json", "{tmp}/damaged"],
+    ["verify", "-q", "-a", "{tmp}/damaged"],
+    ["verify", "-r", "{tmp}"],  # damaged/, moved/ and the empty directory under one root
+    ["verify", "--recursive", "--json", "{tmp}"],
+    ["verify", "--all", "{tmp}/notes.txt"],  # not a directory
+    ["verify", "{tmp}/missing"],
+    ["verify", "--json", "{tmp}/notes.txt"],
+    ["verify", "--graph", "{saver_run}"],  # no graph there
+    ["verify", "{saver_run}", "--debug", "--no-color"],
 ]
 
 # Forms left to Typer: help, completion, anything the quick parser does not list, and mistakes.
@@ -47,8 +66,9 @@ TYPER_FORMS = [
     ["latest", "--bogus", "D"], ["latest", "D", "E"], ["latest", "--json=1", "D"], ["latest", "--", "D"],
     ["latest", "--json", "--json", "D"], ["latest", ""], ["latest", "-"], ["latest", "-x", "D"],
     ["latest", "--best", "--metric", "loss", "D"], ["latest", "--metric=loss", "D"], ["inspect", "--tree", "D"],
-    ["inspect", "--stats", "D"], ["inspect", "-qa", "D"], ["inspect", "--filter", "x", "D"], ["ls", "D"],
-    ["verify", "D"], ["--storage-option", "a=b", "latest", "D"], ["--debug", "--debug", "latest", "D"],
+    ["inspect", "--stats", "--stats", "D"], ["inspect", "-qa", "D"], ["inspect", "--filter", "x", "D"], ["ls", "D"],
+    ["verify"], ["verify", "--help"], ["verify", "-ar", "D"], ["verify", "--manifest", "M", "D"], ["verify", "-m", "M", "D"],
+    ["verify", "--tensors", "D"], ["verify", "--ignore-names", "D"], ["verify", "-a", "-a", "D"], ["--storage-option", "a=b", "latest", "D"], ["--debug", "--debug", "latest", "D"],
     ["Latest", "D"], ["--no-colour", "latest", "D"], ["latest", "--jso", "D"],
 ]
 
@@ -60,7 +80,12 @@ def paths(fixtures_dir, tmp_path) -> dict[str, str]:
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("not a checkpoint\n")
     shutil.copytree(fixtures_dir / "saver_run", tmp_path / "moved")  # its state file names the original
-    names = ("saver_run", "tf2_manager", "partitioned", "every_dtype")
+    shutil.copytree(fixtures_dir / "saver_run", tmp_path / "damaged")
+    for data in (tmp_path / "damaged").glob("*.data-*"):  # a byte flipped in every shard: a CRC mismatch each
+        raw = bytearray(data.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        data.write_bytes(bytes(raw))
+    names = ("saver_run", "tf2_manager", "partitioned", "every_dtype", "sharded")
     return {"tmp": str(tmp_path), **{name: str(fixtures_dir / name) for name in names}}
 
 
@@ -122,7 +147,9 @@ TYPER_PROBE = "import sys\nfrom ckpttool.cli.app import main\nmain(sys.argv[1:])
 
 
 @pytest.mark.parametrize("form", [["latest", "{saver_run}"], ["inspect", "--json", "{saver_run}"],
-                                  ["latest", "--json", "--absolute", "--step", "{saver_run}"]], ids=" ".join)
+                                  ["latest", "--json", "--absolute", "--step", "{saver_run}"],
+                                  ["verify", "{tmp}/damaged"], ["verify", "--json", "-a", "{tmp}/damaged"]],
+                         ids=" ".join)
 def test_whole_processes_answer_as_typer_does(paths, form):
     argv = _argv(form, paths)
     quick = subprocess.run([sys.executable, "-m", "ckpttool", *argv], capture_output=True, text=True)
@@ -144,9 +171,12 @@ print("LOADED:" + ",".join(loaded), file=sys.stderr)
 
 
 @pytest.mark.parametrize("form", [["latest", "{saver_run}"], ["latest", "--json", "--complete", "{tmp}/empty"],
-                                  ["inspect", "--json", "{tf2_manager}"], ["inspect", "-q", "{saver_run}"]],
+                                  ["inspect", "--json", "{tf2_manager}"], ["inspect", "-q", "{saver_run}"],
+                                  ["verify", "{saver_run}"], ["verify", "--json", "-a", "{sharded}"],
+                                  ["verify", "-q", "{tmp}/damaged"]],
                          ids=" ".join)
 def test_hot_commands_import_neither_typer_nor_rich(paths, form):
-    """Nor numpy, nor (for a TF checkpoint) the PyTorch readers or the verifier."""
+    """Nor numpy, nor (for a TF checkpoint) the PyTorch readers; nor the verifier, but to verify."""
     proc = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *_argv(form, paths)], capture_output=True, text=True)
-    assert proc.stderr.endswith("LOADED:\n"), proc.stderr[-2000:]
+    expected = "ckpttool.ops.tensors.verify" if form[0] == "verify" else ""
+    assert proc.stderr.endswith(f"LOADED:{expected}\n"), proc.stderr[-2000:]

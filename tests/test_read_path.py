@@ -256,6 +256,7 @@ def test_stats_in_one_pass_match_numpy(tmp_path, tf):
     noisy[[5, 300_001, 699_999]] = [np.nan, np.inf, -np.inf]
     tensors = {
         "offset": (1000 + rng.standard_normal(600_000) * 1e-3).astype(np.float32),  # mean far above std
+        "huge": 1e155 + rng.standard_normal(200_000) * 1e147,  # squares overflow: summed from deviations
         "noisy": noisy,
         "all_nan": np.full(1000, np.nan, np.float32),
         "ints": rng.integers(-(2**40), 2**40, 300_000),
