@@ -10,7 +10,8 @@ import gc
 import math
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from stat import S_ISREG
+from dataclasses import MISSING, dataclass, field, fields, replace
 from contextlib import contextmanager
 from functools import cached_property
 from typing import Callable, Iterator, TypeVar
@@ -264,6 +265,9 @@ class _Listing:
     listing: dict[str, str] = field(default_factory=dict)
     dir_fd: int | None = None  # local: the directory's descriptor, through which _look_at looks
     shard_counts: dict[str, int | None] = field(default_factory=dict)  # index name -> its header's count
+    # Prefixes of the common shape looked at by _look_at_common: name -> (index size, index mtime,
+    # the shard's lstat, the .meta's or None).
+    quick: dict[str, tuple] = field(default_factory=dict)
     base: str = ""  # the directory with a trailing separator
     state_tag: str | None = None  # a bucket's state file's version (ETag) as listed: prune's If-Match
 
@@ -359,9 +363,14 @@ def _look_at(listed: _Listing, base: str, names) -> None:
     dir_fd, groups, stats = listed.dir_fd, listed.groups, listed.stats
     if dir_fd is None:
         return
+    quick = listed.quick
     for name in names:
         files = groups[name]
         index = files.index
+        if (index is not None and index not in stats and name not in quick and files.v1 is None
+                and not files.v1_shards and len(files.data) == 1 and (0, 1) in files.data
+                and _look_at_common(listed, base, name, files)):
+            continue
         if index is not None and index not in stats:
             try:
                 read = fs.read_head_and_tail_at(dir_fd, index, base + index, HEAD_BYTES, FOOTER_SIZE)
@@ -381,6 +390,44 @@ def _look_at(listed: _Listing, base: str, names) -> None:
                 del files.data[key]
         if files.index is None and files.meta is None and not files.data and not files.v1 and not files.v1_shards:
             del groups[name]
+
+
+def _look_at_common(listed: _Listing, base: str, name: str, files: _Files) -> bool:
+    """_look_at of what nearly every prefix is (an index naming one data shard, the shard, a .meta
+    perhaps), its sizes and times kept as numbers in `listed.quick` (no Entry per file, which
+    100,000 checkpoints make 200,000 of): True when all of it is there as regular files. Anything
+    else (an index that is not whole or names other shards, a file gone or replaced, an error)
+    returns False, with what was looked at in `stats`, for the general path to go on from."""
+    dir_fd, index, shard, meta = listed.dir_fd, files.index, files.data[(0, 1)], files.meta
+    try:
+        read = fs.read_ends_at(dir_fd, index, HEAD_BYTES, FOOTER_SIZE)
+    except OSError:
+        return False  # the general path reads it again and says what it is
+    if read is None:
+        return False
+    head, tail, size, index_size, index_mtime = read
+    count = shard_count_of_head_and_tail(base + index, head, tail, size)
+    found = fs.lstat_at(dir_fd, shard) if count == 1 else None
+    found_meta = fs.lstat_at(dir_fd, meta) if meta is not None and found is not None else None
+    if (found is None or not S_ISREG(found.st_mode)
+            or meta is not None and (found_meta is None or not S_ISREG(found_meta.st_mode))):
+        listed.stats[index] = fs.Entry(index, base + index, "file", index_size, index_mtime)
+        listed.shard_counts[index] = count
+        return False
+    listed.shard_counts[index] = 1
+    listed.quick[name] = (index_size, index_mtime, found, found_meta)
+    return True
+
+
+def _unquick(listed_stats: dict[str, fs.Entry], base: str, files: _Files, seen: tuple) -> None:
+    """The Entries of a prefix _look_at_common looked at, for the general path of _describe (a V1
+    file found beside it since)."""
+    index_size, index_mtime, found, found_meta = seen
+    shard, meta = files.data[(0, 1)], files.meta
+    listed_stats[files.index] = fs.Entry(files.index, base + files.index, "file", index_size, index_mtime)
+    listed_stats[shard] = fs.Entry(shard, base + shard, "file", found.st_size, found.st_mtime)
+    if meta is not None and found_meta is not None:
+        listed_stats[meta] = fs.Entry(meta, base + meta, "file", found_meta.st_size, found_meta.st_mtime)
 
 
 def _look_at_file(dir_fd: int, base: str, name: str, stats: dict[str, fs.Entry]) -> bool:
@@ -457,7 +504,7 @@ def _scan_listed(directory: str, entries: list[fs.Entry] | None, dir_fd: int | N
         # A bucket's indexes are not read one by one (a request each): the data files' names give
         # the shard count, and `verify` checks it against the index.
         info = _describe(base, name, files, stats, state_names, problems, listed.shard_counts,
-                         read_headers=not remote)
+                         read_headers=not remote, quick=listed.quick)
         if info is not None:
             checkpoints.append(info)
     checkpoints += _series_checkpoints(directory, listed.subdirectories, plain_files, problems, leftovers)
@@ -579,7 +626,7 @@ def _complete_among(listed: _Listing, names: list[str]) -> CheckpointInfo | None
     looked at and described as the scan does."""
     base, groups = listed.base, listed.groups
     _look_at(listed, base, names)
-    described = [_describe(base, name, groups[name], listed.stats, {}, [], listed.shard_counts)
+    described = [_describe(base, name, groups[name], listed.stats, {}, [], listed.shard_counts, quick=listed.quick)
                  for name in names if name in groups]
     complete = [c for c in described if c is not None and c.complete and c.format in TF_FORMATS]
     return max(complete, key=newest_order) if complete else None
@@ -698,6 +745,8 @@ def _other_state_latest(directory: str, filename: str) -> str | None:
 
 
 _INFO_FIELDS = frozenset(f.name for f in fields(CheckpointInfo))
+# The fields a TF prefix leaves at their defaults, given with the others to _new_info.
+_INFO_DEFAULTS = {f.name: f.default for f in fields(CheckpointInfo) if f.default is not MISSING}
 
 
 def _new_info(values: dict) -> CheckpointInfo:
@@ -707,31 +756,44 @@ def _new_info(values: dict) -> CheckpointInfo:
     if values.keys() != _INFO_FIELDS:
         return CheckpointInfo(**values)
     info = object.__new__(CheckpointInfo)
-    info.__dict__.update(values)
+    object.__setattr__(info, "__dict__", values)  # the dict itself: it is made for this one
     return info
 
 
 def _describe(base: str, name: str, files: _Files, stats, state_names, problems, shard_counts: dict[str, int | None],
-              read_headers: bool = True) -> CheckpointInfo | None:
+              read_headers: bool = True, quick: dict[str, tuple] | None = None) -> CheckpointInfo | None:
     """`base`: the directory with a trailing separator; `shard_counts`: the indexes already read
-    (_look_at). Without `read_headers`, the shard count comes from the data files' names (`-of-N`)."""
-    data = files.data
-    if (files.index is not None and len(data) == 1 and (0, 1) in data and files.v1 is None
-            and not files.v1_shards):
+    (_look_at), `quick`: the common prefixes it looked at (_look_at_common). Without
+    `read_headers`, the shard count comes from the data files' names (`-of-N`)."""
+    seen = quick.get(name) if quick else None
+    if seen is not None and (files.v1 is not None or files.v1_shards):
+        _unquick(stats, base, files, seen)  # a V1 file of its name beside it: the general path
+        seen = None
+    data, meta = files.data, files.meta
+    if seen is not None:
+        # Whole and of the common shape (_look_at_common): the fields from its numbers.
+        index_size, mtime, shard, meta_stat = seen
+        size = index_size + shard.st_size + (0 if meta_stat is None else meta_stat.st_size)
+        mtime = max(mtime, shard.st_mtime)
+    elif (files.index is not None and len(data) == 1 and (0, 1) in data and files.v1 is None
+            and not files.v1_shards and _index_shard_count(base, files, stats, shard_counts, read_headers) == 1):
         # What nearly every checkpoint is: an index and one data shard (a .meta perhaps): the
         # general path below, unrolled (no lists, sorting or shard checks to make).
-        index, shard_name, meta = stats[files.index], data[(0, 1)], files.meta
-        if _index_shard_count(base, files, stats, shard_counts, read_headers) == 1:
-            shard, prefix = stats[shard_name], base + name
-            family, step = split_step(name)
-            return _new_info({
-                "name": name, "prefix": prefix, "family": family, "step": step, "format": "v2",
-                "size_bytes": index.size + shard.size + (0 if meta is None else stats[meta].size),
-                "num_shards": 1, "complete": True, "has_meta": meta is not None, "in_state": name in state_names,
-                "is_latest": False, "mtime": max(index.mtime, shard.mtime), "timestamp": state_names.get(name),
-                # Sorted, as below: `P.data-...` < `P.index` < `P.meta`.
-                "files": ((base + shard_name, base + files.index) if meta is None
-                          else (base + shard_name, base + files.index, base + meta))})
+        index, shard = stats[files.index], stats[data[(0, 1)]]
+        size = index.size + shard.size + (0 if meta is None else stats[meta].size)
+        mtime = max(index.mtime, shard.mtime)
+    else:
+        size = None
+    if size is not None:
+        family, step = split_step(name)
+        shard_path, index_path = base + data[(0, 1)], base + files.index
+        return _new_info({
+            "name": name, "prefix": base + name, "family": family, "step": step, "format": "v2",
+            "size_bytes": size, "num_shards": 1, "complete": True, "has_meta": meta is not None,
+            "in_state": name in state_names, "is_latest": False, "mtime": mtime, "timestamp": state_names.get(name),
+            # Sorted, as below: `P.data-...` < `P.index` < `P.meta`.
+            "files": (shard_path, index_path) if meta is None else (shard_path, index_path, base + meta),
+            **_INFO_DEFAULTS})
     if files.index is None and files.v1 is None and not files.data and not files.v1_shards:
         # A lone .meta (a graph without its checkpoint) is not a checkpoint.
         problems.append(Problem("orphan_meta", base + files.meta, f"{files.meta} has no checkpoint"))
@@ -772,7 +834,7 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
         size_bytes=sum([stats[n].size for n in names]), num_shards=num_shards,
         complete=complete, has_meta=files.meta is not None, in_state=name in state_names, is_latest=False,
         mtime=max(times), timestamp=state_names.get(name), files=tuple(sorted([base + n for n in names])),
-    ))
+        **_INFO_DEFAULTS))
 
 
 def _index_shard_count(base: str, files: _Files, stats, shard_counts: dict[str, int | None],
