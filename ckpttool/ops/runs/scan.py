@@ -14,6 +14,7 @@ from stat import S_ISREG
 from dataclasses import MISSING, dataclass, field, fields, replace
 from contextlib import contextmanager
 from functools import cached_property
+from itertools import repeat
 from typing import Callable, Iterator, TypeVar
 
 from ckpttool.errors import CkptError, NotFound
@@ -30,6 +31,7 @@ _TEMPSTATE_RE = re.compile(r"\.tempstate\d+$")
 _TEMP_DIR_RE = re.compile(r"_temp(_[0-9a-f]{32})?$")
 T = TypeVar("T")
 _ONE_SHARD = ".data-00000-of-00001"  # the data file of nearly every checkpoint
+_NOT_OTHERS = (".index", ".meta", _ONE_SHARD)  # what newest_complete_prefix groups by name alone
 _LISTED_SHARDS = 10  # missing shards named in a problem; the rest are counted
 TF_FORMATS = ("v2", "v1")
 DIRECTORY_FORMATS = ("savedmodel", "orbax", "hf")
@@ -265,8 +267,7 @@ class _Listing:
     listing: dict[str, str] = field(default_factory=dict)
     dir_fd: int | None = None  # local: the directory's descriptor, through which _look_at looks
     shard_counts: dict[str, int | None] = field(default_factory=dict)  # index name -> its header's count
-    # Prefixes of the common shape looked at by _look_at_common: name -> (index size, index mtime,
-    # the shard's lstat, the .meta's or None).
+    # Prefixes of the common shape looked at by _look_at_common: name -> (bytes of its files, time).
     quick: dict[str, tuple] = field(default_factory=dict)
     base: str = ""  # the directory with a trailing separator
     state_tag: str | None = None  # a bucket's state file's version (ETag) as listed: prune's If-Match
@@ -355,21 +356,20 @@ def _list(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None,
     return found
 
 
-def _look_at(listed: _Listing, base: str, names) -> None:
+def _look_at(listed: _Listing, base: str, names, common: bool = True) -> None:
     """The files of the prefixes `names` looked at through the directory's descriptor (a local
     listing's are not yet): each index read (the first bytes that give its shard count and the
     footer that says it is whole) and its size and time taken from the open file, each other file
-    lstat'ed. A file gone or no longer a regular file since the listing counts as not listed."""
+    lstat'ed. A file gone or no longer a regular file since the listing counts as not listed.
+    `common`: a prefix of the common shape is looked at by _look_at_common."""
     dir_fd, groups, stats = listed.dir_fd, listed.groups, listed.stats
     if dir_fd is None:
         return
-    quick = listed.quick
     for name in names:
         files = groups[name]
         index = files.index
-        if (index is not None and index not in stats and name not in quick and files.v1 is None
-                and not files.v1_shards and len(files.data) == 1 and (0, 1) in files.data
-                and _look_at_common(listed, base, name, files)):
+        if (common and index is not None and index not in stats and files.v1 is None and not files.v1_shards
+                and len(files.data) == 1 and (0, 1) in files.data and _look_at_common(listed, base, name, files)):
             continue
         if index is not None and index not in stats:
             try:
@@ -394,10 +394,10 @@ def _look_at(listed: _Listing, base: str, names) -> None:
 
 def _look_at_common(listed: _Listing, base: str, name: str, files: _Files) -> bool:
     """_look_at of what nearly every prefix is (an index naming one data shard, the shard, a .meta
-    perhaps), its sizes and times kept as numbers in `listed.quick` (no Entry per file, which
-    100,000 checkpoints make 200,000 of): True when all of it is there as regular files. Anything
-    else (an index that is not whole or names other shards, a file gone or replaced, an error)
-    returns False, with what was looked at in `stats`, for the general path to go on from."""
+    perhaps), kept as its size and time in `listed.quick` (no Entry per file, which 100,000
+    checkpoints make 200,000 of): True when all of it is there as regular files. Anything else (an
+    index that is not whole or names other shards, a file gone or replaced, an error) returns
+    False, with the index read in `stats`, for the general path to go on from."""
     dir_fd, index, shard, meta = listed.dir_fd, files.index, files.data[(0, 1)], files.meta
     try:
         read = fs.read_ends_at(dir_fd, index, HEAD_BYTES, FOOTER_SIZE)
@@ -415,19 +415,23 @@ def _look_at_common(listed: _Listing, base: str, name: str, files: _Files) -> bo
         listed.shard_counts[index] = count
         return False
     listed.shard_counts[index] = 1
-    listed.quick[name] = (index_size, index_mtime, found, found_meta)
+    # The .meta is written after the checkpoint: its time is not the save's.
+    listed.quick[name] = (index_size + found.st_size + (0 if found_meta is None else found_meta.st_size),
+                          max(index_mtime, found.st_mtime))
     return True
 
 
-def _unquick(listed_stats: dict[str, fs.Entry], base: str, files: _Files, seen: tuple) -> None:
-    """The Entries of a prefix _look_at_common looked at, for the general path of _describe (a V1
-    file found beside it since)."""
-    index_size, index_mtime, found, found_meta = seen
-    shard, meta = files.data[(0, 1)], files.meta
-    listed_stats[files.index] = fs.Entry(files.index, base + files.index, "file", index_size, index_mtime)
-    listed_stats[shard] = fs.Entry(shard, base + shard, "file", found.st_size, found.st_mtime)
-    if meta is not None and found_meta is not None:
-        listed_stats[meta] = fs.Entry(meta, base + meta, "file", found_meta.st_size, found_meta.st_mtime)
+def _look_again(listed: _Listing, base: str) -> None:
+    """The prefixes _look_at_common took that are not of the common shape after all (a V1 file of
+    the same name found beside them since): looked at again, file by file, for the general path."""
+    if not listed.plain_files:
+        return  # no V1 file: nothing changed
+    groups = listed.groups
+    again = [name for name in listed.quick if groups[name].v1 is not None or groups[name].v1_shards]
+    for name in again:
+        del listed.quick[name]
+        listed.shard_counts.pop(groups[name].index, None)
+    _look_at(listed, base, again, common=False)
 
 
 def _look_at_file(dir_fd: int, base: str, name: str, stats: dict[str, fs.Entry]) -> bool:
@@ -498,6 +502,7 @@ def _scan_listed(directory: str, entries: list[fs.Entry] | None, dir_fd: int | N
     base = listed.base
     _look_at(listed, base, list(groups))
     _find_v1_checkpoints(groups, plain_files, state_names, remote)
+    _look_again(listed, base)
 
     checkpoints = []
     for name, files in groups.items():
@@ -563,9 +568,10 @@ def newest_complete_prefix(directory: str) -> CheckpointInfo | None:
             # The steps of the prefixes that can be complete: those with an index, and V1 files
             # (among the names no TF V2 file has: the few the scan looks at one by one).
             stems = [name[:-6] for name in names if name.endswith(".index")]
-            parts = [stem.rpartition("-") for stem in stems]
-            steps = [int(p[2]) if p[1] and p[2].isdecimal() else -1 for p in parts]
-            others = [(name, "file") for name in names if not name.endswith((".index", ".meta"))
+            steps = [int(step) if dash and step.isdecimal() else -1
+                     for _family, dash, step in map(str.rpartition, stems, repeat("-"))]
+            # `P.data-00000-of-00001` (P not empty) is a data file: no need to parse its name.
+            others = [(name, "file") for name in names if (not name.endswith(_NOT_OTHERS) or name == _ONE_SHARD)
                       and (name[-20:-14] != ".data-" or data_shard(name) is None)]
             listed = _list(directory, None, dir_fd, others)
             _find_v1_checkpoints(listed.groups, listed.plain_files, {}, remote=False)
@@ -744,19 +750,22 @@ def _other_state_latest(directory: str, filename: str) -> str | None:
     return name
 
 
-_INFO_FIELDS = frozenset(f.name for f in fields(CheckpointInfo))
-# The fields a TF prefix leaves at their defaults, given with the others to _new_info.
-_INFO_DEFAULTS = {f.name: f.default for f in fields(CheckpointInfo) if f.default is not MISSING}
+# The fields without a default (the others are class attributes: a TF prefix leaves them as they are).
+_INFO_REQUIRED = frozenset(f.name for f in fields(CheckpointInfo) if f.default is MISSING)
+_set_field = object.__setattr__
 
 
 def _new_info(values: dict) -> CheckpointInfo:
-    """CheckpointInfo(**values), built at a sixth of the cost: a frozen dataclass's __init__ sets
-    each field through object.__setattr__ (0.4 s per 100,000 checkpoints, measured). The same
-    object (there is no __post_init__); the plain way whenever not every field is given."""
-    if values.keys() != _INFO_FIELDS:
+    """CheckpointInfo(**values), built at half the cost and a quarter of the memory: its fields set on
+    a new instance one by one, as the frozen dataclass's __init__ does but without its call (and
+    without a dict of its own: an instance dict, or __dict__ assigned, takes 330 bytes more a
+    checkpoint). The same object (there is no __post_init__); the plain way unless exactly the
+    fields without a default are given."""
+    if values.keys() != _INFO_REQUIRED:
         return CheckpointInfo(**values)
     info = object.__new__(CheckpointInfo)
-    object.__setattr__(info, "__dict__", values)  # the dict itself: it is made for this one
+    for key, value in values.items():
+        _set_field(info, key, value)
     return info
 
 
@@ -766,15 +775,9 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
     (_look_at), `quick`: the common prefixes it looked at (_look_at_common). Without
     `read_headers`, the shard count comes from the data files' names (`-of-N`)."""
     seen = quick.get(name) if quick else None
-    if seen is not None and (files.v1 is not None or files.v1_shards):
-        _unquick(stats, base, files, seen)  # a V1 file of its name beside it: the general path
-        seen = None
     data, meta = files.data, files.meta
     if seen is not None:
-        # Whole and of the common shape (_look_at_common): the fields from its numbers.
-        index_size, mtime, shard, meta_stat = seen
-        size = index_size + shard.st_size + (0 if meta_stat is None else meta_stat.st_size)
-        mtime = max(mtime, shard.st_mtime)
+        size, mtime = seen  # whole and of the common shape (_look_at_common)
     elif (files.index is not None and len(data) == 1 and (0, 1) in data and files.v1 is None
             and not files.v1_shards and _index_shard_count(base, files, stats, shard_counts, read_headers) == 1):
         # What nearly every checkpoint is: an index and one data shard (a .meta perhaps): the
@@ -792,8 +795,7 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
             "size_bytes": size, "num_shards": 1, "complete": True, "has_meta": meta is not None,
             "in_state": name in state_names, "is_latest": False, "mtime": mtime, "timestamp": state_names.get(name),
             # Sorted, as below: `P.data-...` < `P.index` < `P.meta`.
-            "files": (shard_path, index_path) if meta is None else (shard_path, index_path, base + meta),
-            **_INFO_DEFAULTS})
+            "files": (shard_path, index_path) if meta is None else (shard_path, index_path, base + meta)})
     if files.index is None and files.v1 is None and not files.data and not files.v1_shards:
         # A lone .meta (a graph without its checkpoint) is not a checkpoint.
         problems.append(Problem("orphan_meta", base + files.meta, f"{files.meta} has no checkpoint"))
@@ -834,7 +836,7 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
         size_bytes=sum([stats[n].size for n in names]), num_shards=num_shards,
         complete=complete, has_meta=files.meta is not None, in_state=name in state_names, is_latest=False,
         mtime=max(times), timestamp=state_names.get(name), files=tuple(sorted([base + n for n in names])),
-        **_INFO_DEFAULTS))
+    ))
 
 
 def _index_shard_count(base: str, files: _Files, stats, shard_counts: dict[str, int | None],
