@@ -756,11 +756,11 @@ _set_field = object.__setattr__
 
 
 def _new_info(values: dict) -> CheckpointInfo:
-    """CheckpointInfo(**values), built at half the cost and a quarter of the memory: its fields set on
-    a new instance one by one, as the frozen dataclass's __init__ does but without its call (and
-    without a dict of its own: an instance dict, or __dict__ assigned, takes 330 bytes more a
-    checkpoint). The same object (there is no __post_init__); the plain way unless exactly the
-    fields without a default are given."""
+    """CheckpointInfo(**values) at half the cost: its fields set on a new instance one by one, as the
+    frozen dataclass's __init__ does, without the call. (Assigning `values` as its __dict__ is faster
+    still, but a dict of its own took a scan of 100,000 checkpoints 30 MB more, measured.) The same
+    object (there is no __post_init__); the plain way unless exactly the fields without a default
+    are given."""
     if values.keys() != _INFO_REQUIRED:
         return CheckpointInfo(**values)
     info = object.__new__(CheckpointInfo)
