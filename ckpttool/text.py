@@ -47,6 +47,13 @@ def for_people(text: str) -> str:
     return _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if _CONTROL_RE.search(text) else text
 
 
+def all_plain(texts: list[str]) -> bool:
+    """Whether for_people leaves every one of `texts` as it is (ASCII, no control character), each
+    as wide on a terminal as it is long: one look at them all."""
+    joined = "".join(texts)
+    return joined.isascii() and _CONTROL_RE.search(joined) is None
+
+
 def replaced(text: str) -> str:
     """`text` with each undecodable byte replaced by U+FFFD (always valid UTF-8)."""
     return text if is_exact_text(text) else name_bytes(text).decode("utf-8", "replace")

@@ -84,3 +84,53 @@ def test_listing_leaves_the_garbage_collector_as_it_was(copy_fixture, enabled):
         assert gc.isenabled() is enabled
     finally:
         gc.enable() if was else gc.disable()
+
+
+def test_ls_json_rows_are_what_json_writes(tmp_path, tf):
+    """`ls --json` writes the rows of TF prefixes from a template (issue 29): the text is exactly
+    what Python's json module writes of the same document, and a name that is not UTF-8 still
+    takes the exact-bytes fields."""
+    import base64
+    import json
+    import shutil
+
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable([1.0, 2.0])), str(tmp_path), max_to_keep=3)
+    saved = [manager.save() for _ in range(3)]
+    odd = os.fsencode(str(tmp_path)) + b"/odd\xff-7"
+    for suffix in (b".index", b".data-00000-of-00001"):
+        shutil.copyfile(os.fsencode(saved[0]) + suffix, odd + suffix)
+    shutil.copyfile(saved[1] + ".data-00000-of-00001", str(tmp_path / "cut-9.data-00000-of-00001"))  # no index
+    out = run_cli("ls", "--json", tmp_path).stdout
+    assert out == json.dumps(json.loads(out), ensure_ascii=False, allow_nan=False) + "\n"
+    rows = {row["name"]: row for row in json.loads(out)["checkpoints"]}
+    state = tf.train.get_checkpoint_state(str(tmp_path))
+    assert [rows[os.path.basename(p)]["timestamp_epoch"] for p in saved] == list(state.all_model_checkpoint_timestamps)
+    assert rows["cut-9"]["complete"] is False and rows["cut-9"]["prefix"] == str(tmp_path / "cut-9")
+    (bad,) = [row for row in rows.values() if "name_base64" in row]
+    assert base64.b64decode(bad["name_base64"]) == b"odd\xff-7"
+    assert bad["complete"] is True and bad["mtime"] is not None
+
+
+def test_a_v1_file_beside_a_common_prefix_is_one_of_its_files(tmp_path, tf):
+    """The scan's short path for the common prefix looks again, file by file, at a prefix that a V1
+    file of the same name joins (the V1 file is found after the indexes are read)."""
+    from ckpttool.ops.runs.scan import scan_directory
+
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable([1.0, 2.0])), str(tmp_path / "run"),
+                                         max_to_keep=2)
+    saved = [manager.save() for _ in range(2)]
+    (tmp_path / "v1").mkdir()
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        tf.compat.v1.get_variable("w", initializer=[3.0])
+        session.run(tf.compat.v1.global_variables_initializer())
+        v1 = tf.compat.v1.train.Saver(write_version=tf.compat.v1.train.SaverDef.V1).save(
+            session, str(tmp_path / "v1" / "model"), write_meta_graph=False)
+    os.rename(v1, saved[0])  # a V1 file named as the first prefix
+    scan = scan_directory(str(tmp_path / "run"))
+    first, second = scan.checkpoints
+    names = sorted(n for n in os.listdir(tmp_path / "run") if n.startswith(os.path.basename(saved[0])))
+    assert first.files == tuple(str(tmp_path / "run" / n) for n in names) and len(names) == 3
+    assert first.size_bytes == sum(os.path.getsize(tmp_path / "run" / n) for n in names)
+    assert first.format == "v2" and first.complete
+    assert second.files == tuple(sorted(str(tmp_path / "run" / n) for n in os.listdir(tmp_path / "run")
+                                        if n.startswith(os.path.basename(saved[1]) + ".")))

@@ -462,6 +462,16 @@ def read_head_and_tail_at(dir_fd: int, name: str, path: str, head: int,
     of its own); None when it is no longer a regular file there (gone, or a link or another kind
     put in its place since it was listed: links are never followed). Another refusal to open it
     (permissions) is raised as the OSError."""
+    read = read_ends_at(dir_fd, name, head, tail)
+    if read is None:
+        return None
+    first, last, size, st_size, mtime = read
+    return first, last, size, Entry(name, path, "file", st_size, mtime)
+
+
+def read_ends_at(dir_fd: int, name: str, head: int, tail: int) -> tuple[bytes, bytes, int, int, float] | None:
+    """read_head_and_tail_at's bytes as (first, last, size read, size and mtime of the open file),
+    without an Entry: a scan of 100,000 checkpoints reads as many indexes."""
     try:
         fd = os.open(name, _OPEN_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -475,13 +485,26 @@ def read_head_and_tail_at(dir_fd: int, name: str, path: str, head: int,
         if not stat.S_ISREG(st.st_mode):
             return None
         size = st.st_size
-        first = os.pread(fd, head, 0)
+        # A small file read by its size (and one byte more, which shows it grew since the fstat):
+        # a read into `head` bytes allocates them all, twice the cost of the read for an index.
+        want = size + 1 if size < head else head
+        first = os.pread(fd, want, 0)
+        if len(first) == want < head:
+            first += os.pread(fd, head - want, want)  # it grew: its first `head` bytes, as below
         if len(first) < head:
             size = len(first)  # the whole file
         last = first[max(0, size - tail):] if size <= head else os.pread(fd, tail, max(0, size - tail))
-        return first, last, size, Entry(name, path, "file", st.st_size, st.st_mtime)
+        return first, last, size, st.st_size, st.st_mtime
     finally:
         os.close(fd)
+
+
+def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
+    """lstat of `name` in the directory open at `dir_fd`, None if it is gone."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
 def walk_files(root: str, skipped: list[str] | None = None,

@@ -44,7 +44,7 @@ def scan_document(scan: DirectoryScan, directory: str, checkpoints=None, scores=
         "latest": latest.name if latest else None,
         "size_bytes": checkpoints_bytes(scan),
         "leftover_bytes": sum(leftover.size_bytes for leftover in scan.leftovers),
-        "checkpoints": _checkpoint_rows(scan.checkpoints if checkpoints is None else checkpoints, scores),
+        "checkpoints": _checkpoint_rows_json(scan.checkpoints if checkpoints is None else checkpoints, scores),
         "problems": [{"kind": p.kind, "path": p.path, "message": p.message}
                      for p in _problems(scan) + _damage_problems(scores)],
     }
@@ -70,6 +70,48 @@ def _checkpoint_rows(checkpoints, scores) -> list[dict]:
             row.update(_series_fields(c))
         append(row)
     return rows
+
+
+def _checkpoint_rows_json(checkpoints, scores) -> render.RawJSON:
+    """_checkpoint_rows as the JSON text json.dumps makes of them: a TF prefix's row (without a
+    score) written from a template, any other row by json.dumps itself."""
+    import json
+    from json.encoder import encode_basestring as text  # json's own, for ensure_ascii=False
+
+    iso, finite, dumps = render.iso_utc, math.isfinite, json.dumps
+    parts = []
+    append = parts.append
+    for c in checkpoints:
+        if scores is not None or c.format not in TF_FORMATS:
+            append(dumps(_checkpoint_rows([c], scores)[0], ensure_ascii=False, allow_nan=False))
+            continue
+        mtime = c.mtime if c.mtime is None or finite(c.mtime) else None
+        stamp = c.timestamp if c.timestamp is None or finite(c.timestamp) else None
+        step, shards = c.step, c.num_shards
+        mtime_text, stamp_text = iso(mtime), iso(stamp)
+        append(_ROW % (
+            text(c.name), text(c.prefix), "null" if step is None else repr(step), text(c.format), repr(c.size_bytes),
+            "null" if shards is None else repr(shards), _literal(c.complete), _literal(c.has_meta),
+            _literal(c.in_state), _literal(c.is_latest),
+            "null" if mtime_text is None else text(mtime_text), "null" if mtime is None else repr(mtime),
+            "null" if stamp_text is None else text(stamp_text), "null" if stamp is None else repr(stamp)))
+    return render.RawJSON("[" + ", ".join(parts) + "]", lambda: _checkpoint_rows(checkpoints, scores))
+
+
+# A TF prefix's row as json.dumps writes it (its keys in _checkpoint_rows' order).
+_ROW = ('{"name": %s, "prefix": %s, "step": %s, "format": %s, "size_bytes": %s, "num_shards": %s, "complete": %s, '
+        '"has_meta": %s, "in_state": %s, "is_latest": %s, "mtime": %s, "mtime_epoch": %s, "timestamp": %s, '
+        '"timestamp_epoch": %s}')
+
+
+def _literal(flag: bool) -> str:
+    return "true" if flag is True else "false" if flag is False else json_value(flag)
+
+
+def json_value(value) -> str:
+    import json
+
+    return json.dumps(render.jsonable(value), ensure_ascii=False, allow_nan=False)
 
 
 def _damage_problems(scores) -> tuple[Problem, ...]:

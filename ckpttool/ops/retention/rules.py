@@ -68,10 +68,6 @@ def yields_to_budget(reasons: tuple[str, ...] | list[str]) -> bool:
                or reason.startswith("no ") and reason.endswith(_UNSCORED) for reason in reasons)
 
 
-def _order(c: CheckpointInfo):
-    return (c.step if c.step is not None else -1, c.time, c.name)
-
-
 def keep_reasons(checkpoints: list[CheckpointInfo], rules: RetentionRules, now: float,
                  protected: dict[str, str], scores: Scores | None = None) -> dict[str, list[str]]:
     """Name -> reasons it is kept (empty list: delete). Each family is judged on its own.
@@ -85,7 +81,9 @@ def keep_reasons(checkpoints: list[CheckpointInfo], rules: RetentionRules, now: 
     for name, why in protected.items():
         if name in reasons:
             reasons[name].append(why)
-    ordered = sorted(checkpoints, key=lambda c: (c.family, _order(c)))
+    # By family, then step, time (c.time, without its property call per checkpoint) and name.
+    ordered = sorted(checkpoints, key=lambda c: (c.family, c.step if c.step is not None else -1,
+                                                 c.mtime if c.timestamp is None else c.timestamp, c.name))
     for _family, members in groupby(ordered, key=lambda c: c.family):
         members = list(members)
         if rules.keep_all:
