@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # numpy only to swap bytes or reassemble slices: a plain copy
 # cache from the read to the write (1 GiB: 256 KiB pieces took 0.6 s here,
 # 1 MiB 0.8 s, 8 MiB 1.2 s; writing on a second thread was slower still on
 # two shared cores). A remote input still fetches in large ranged GETs.
-CHUNK_BYTES = 256 << 10
+CHUNK_BYTES = int(os.environ.get("XCH", 256)) << 10
 
 
 def _bundle_part(bundle: Bundle, part: StoredTensor, chunk_bytes: int) -> Iterator[bytes]:
@@ -148,13 +148,24 @@ def _bundle_views(bundle: Bundle, var: Variable, chunk_bytes: int) -> Iterator[b
     if order is None:  # slices on other axes: assembled in memory
         yield from _bundle_bytes(bundle, var, chunk_bytes)
         return
-    import ctypes  # a buffer google-crc32c checksums in place (crc32c.extend_view), without numpy
+    import itertools
 
-    buffer = memoryview((ctypes.c_char * chunk_bytes)()).cast("B")
+    from ckpttool.storage.readahead import READ_AHEAD_BYTES, buffers, read_ahead
+
+    if var.size_bytes < READ_AHEAD_BYTES:  # a thread costs more than it could overlap
+        yield from _read_and_check(bundle, var, order, buffers(chunk_bytes, 1)[0])
+        return
+    # read and checksummed on a thread while the caller casts, transposes or writes the pieces before
+    yield from read_ahead(_read_and_check(bundle, var, order, itertools.cycle(buffers(chunk_bytes, 3))), 1)
+
+
+def _read_and_check(bundle: Bundle, var: Variable, order: list[int], buffers) -> Iterator[memoryview | bytes]:
+    """The parts of `var` in `order`, read into `buffers` (one buffer, or a cycle of them), each part's
+    CRC checked as its last piece is read."""
     for i in order:
         part = var.parts[i]
         running = 0
-        for piece in bundle.iter_raw_into(part, buffer):
+        for piece in bundle.iter_raw_into(part, buffers):
             running = crc.extend_view(running, piece)
             yield piece
         if crc.mask(running) != part.crc32c:
