@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # numpy only to swap bytes or reassemble slices: a plain copy
 # cache from the read to the write (1 GiB: 256 KiB pieces took 0.6 s here,
 # 1 MiB 0.8 s, 8 MiB 1.2 s; writing on a second thread was slower still on
 # two shared cores). A remote input still fetches in large ranged GETs.
-CHUNK_BYTES = int(os.environ.get("XCH", 256)) << 10
+CHUNK_BYTES = 256 << 10
 
 
 def _bundle_part(bundle: Bundle, part: StoredTensor, chunk_bytes: int) -> Iterator[bytes]:
@@ -129,21 +129,24 @@ def iter_stored_bytes(reader, var: Variable, chunk_bytes: int | None = None) -> 
     return _bools_checked(var, chunks) if var.dtype.name == "bool" else chunks
 
 
-def iter_stored_views(reader, var: Variable, chunk_bytes: int | None = None) -> Iterator[bytes | memoryview]:
+def iter_stored_views(reader, var: Variable, chunk_bytes: int | None = None,
+                      threaded: bool = True) -> Iterator[bytes | memoryview]:
     """As iter_stored_bytes, for a caller that writes or copies each piece before it asks for the
     next: a V2 bundle's tensor whose stored bytes are its written ones (little-endian; one part, or
-    slices of whole rows; not bool, whose bytes are checked) is read into one reused buffer and
-    handed out as memoryviews of it: no new object and no fresh pages per piece. CRC checked as
-    read, as iter_stored_bytes."""
+    slices of whole rows; not bool, whose bytes are checked) is read into a few reused buffers and
+    handed out as memoryviews of them: no new object and no fresh pages per piece. CRC checked as
+    read, as iter_stored_bytes. A tensor of READ_AHEAD_BYTES or more is read ahead on a thread
+    (storage/readahead.py) unless `threaded` is False (average, reading five sources in lockstep:
+    five threads handing the GIL around measured slower than one)."""
     plain = (isinstance(reader, Bundle) and var.dtype.fixed_width and var.dtype.name != "bool"
              and not reader.header.big_endian)
     if not plain:
         return iter_stored_bytes(reader, var, chunk_bytes)
     itemsize = var.dtype.itemsize
-    return _bundle_views(reader, var, max(itemsize, (chunk_bytes or CHUNK_BYTES) // itemsize * itemsize))
+    return _bundle_views(reader, var, max(itemsize, (chunk_bytes or CHUNK_BYTES) // itemsize * itemsize), threaded)
 
 
-def _bundle_views(bundle: Bundle, var: Variable, chunk_bytes: int) -> Iterator[bytes | memoryview]:
+def _bundle_views(bundle: Bundle, var: Variable, chunk_bytes: int, threaded: bool) -> Iterator[bytes | memoryview]:
     order = _rows_in_order(var) if var.partitioned else [0]
     if order is None:  # slices on other axes: assembled in memory
         yield from _bundle_bytes(bundle, var, chunk_bytes)
@@ -152,11 +155,12 @@ def _bundle_views(bundle: Bundle, var: Variable, chunk_bytes: int) -> Iterator[b
 
     from ckpttool.storage.readahead import READ_AHEAD_BYTES, buffers, read_ahead
 
-    if var.size_bytes < READ_AHEAD_BYTES:  # a thread costs more than it could overlap
-        yield from _read_and_check(bundle, var, order, buffers(chunk_bytes, 1)[0])
+    if not threaded or var.size_bytes < READ_AHEAD_BYTES:  # a thread costs more than it could overlap
+        yield from _read_and_check(bundle, var, order, buffers(min(chunk_bytes, var.size_bytes or 1), 1)[0])
         return
+    pieces = _read_and_check(bundle, var, order, itertools.cycle(buffers(chunk_bytes, 3)))
     # read and checksummed on a thread while the caller casts, transposes or writes the pieces before
-    yield from read_ahead(_read_and_check(bundle, var, order, itertools.cycle(buffers(chunk_bytes, 3))), 1)
+    yield from read_ahead(pieces, 1) if threaded else pieces
 
 
 def _read_and_check(bundle: Bundle, var: Variable, order: list[int], buffers) -> Iterator[memoryview | bytes]:

@@ -260,7 +260,7 @@ def _metadata(reader, target, overrides: dict[str, str], sep: str | None, source
     names (--sep .), else `tf`. The source is recorded by name only: the file may be published,
     and a local path says things about the machine it was made on."""
     from ckpttool.version import __version__
-    from ckpttool.ops.runs.scan import split_step
+    from ckpttool.formats.tf.shards import split_step  # not through the run scanner: it loads slowly
 
     metadata = dict(getattr(reader, "metadata", {}) or {})
     if "format" not in metadata:
