@@ -1,6 +1,5 @@
-"""The read path convert and average take for a plain bundle tensor: its bytes read into reused
-buffers (raw.iter_stored_views; ahead on a thread for large tensors, storage/readahead.py) and
-handed on as views. Against TensorFlow's values across chunk
+"""The read path convert and average take for a plain bundle tensor: its bytes read into one reused
+buffer (raw.iter_stored_views) and handed on as views. Against TensorFlow's values across chunk
 borders and partitioned variables; a damaged byte or a file shrinking under the read is refused as
 before, and nothing is written."""
 from __future__ import annotations
@@ -22,20 +21,11 @@ def _largest_part(prefix: str):
         return var.name, var.parts[0]
 
 
-@pytest.fixture(params=[False, True], ids=["inline", "read-ahead"])
-def read_ahead(request, monkeypatch) -> bool:
-    """Both ways a bundle tensor is read: on the caller's thread, and (every tensor, however small the
-    fixtures' are) ahead on a thread of its own, into buffers taken in turn."""
-    if request.param:
-        monkeypatch.setattr("ckpttool.storage.readahead.READ_AHEAD_BYTES", 0)
-    return request.param
-
-
 @pytest.mark.parametrize("chunk_bytes", [1, 12, 4099])
-def test_views_equal_tensorflow_values_across_chunk_borders(fixtures_dir, tf, chunk_bytes, read_ahead):
+def test_views_equal_tensorflow_values_across_chunk_borders(fixtures_dir, tf, chunk_bytes):
     """Every fixed-width variable, partitioned ones too (by rows and by columns), read in pieces that
-    cut rows (and, for 4099, elements: the size is rounded to whole elements), each copied before
-    the next is asked for, joined: TensorFlow's values, as little-endian C-order bytes."""
+    cut rows (and, for 4099, elements: the size is rounded to whole elements), joined: TensorFlow's
+    values, as little-endian C-order bytes."""
     from ckpttool.formats.raw import iter_stored_views
     from ckpttool.formats.reader import open_checkpoint
 
@@ -51,7 +41,7 @@ def test_views_equal_tensorflow_values_across_chunk_borders(fixtures_dir, tf, ch
             assert got == np.ascontiguousarray(value, value.dtype.newbyteorder("<")).tobytes(), name
 
 
-def test_a_damaged_tensor_is_refused_and_nothing_written(fixtures_dir, copy_fixture, tmp_path, read_ahead):
+def test_a_damaged_tensor_is_refused_and_nothing_written(fixtures_dir, copy_fixture, tmp_path):
     """One flipped byte in the middle of a tensor: convert and average exit 3 naming the checksum,
     and leave no destination (the pieces already written went to a temp that is removed)."""
     run = copy_fixture("saver_run")
@@ -92,45 +82,3 @@ def test_a_file_shrinking_under_the_read_is_refused(copy_fixture):
         with pytest.raises(Truncated):
             for _piece in iter_stored_views(reader, var, 8):
                 pass
-
-
-def test_read_ahead_hands_out_every_piece_in_order_and_raises_where_the_reader_failed():
-    from ckpttool.storage.readahead import read_ahead
-
-    assert list(read_ahead(iter(range(1000)), 1)) == list(range(1000))
-
-    def failing():
-        yield from range(3)
-        raise ValueError("the third piece was bad")
-
-    got = []
-    with pytest.raises(ValueError, match="the third piece was bad"):
-        for piece in read_ahead(failing(), 1):
-            got.append(piece)
-    assert got == [0, 1, 2]
-
-
-def test_a_caller_stopping_early_stops_the_reading_thread():
-    """Closed after two pieces (an error of the caller's, Ctrl-C): the thread has ended and closed its
-    source by the time the close returns, however far ahead it was blocked."""
-    import threading
-
-    from ckpttool.storage.readahead import read_ahead
-
-    closed = []
-
-    def endless():
-        try:
-            n = 0
-            while True:
-                yield n
-                n += 1
-        finally:
-            closed.append(True)
-
-    before = set(threading.enumerate())
-    pieces = read_ahead(endless(), 1)
-    assert [next(pieces), next(pieces)] == [0, 1]
-    pieces.close()
-    assert closed == [True]
-    assert set(threading.enumerate()) <= before

@@ -129,47 +129,32 @@ def iter_stored_bytes(reader, var: Variable, chunk_bytes: int | None = None) -> 
     return _bools_checked(var, chunks) if var.dtype.name == "bool" else chunks
 
 
-def iter_stored_views(reader, var: Variable, chunk_bytes: int | None = None,
-                      threaded: bool = True) -> Iterator[bytes | memoryview]:
+def iter_stored_views(reader, var: Variable, chunk_bytes: int | None = None) -> Iterator[bytes | memoryview]:
     """As iter_stored_bytes, for a caller that writes or copies each piece before it asks for the
     next: a V2 bundle's tensor whose stored bytes are its written ones (little-endian; one part, or
-    slices of whole rows; not bool, whose bytes are checked) is read into a few reused buffers and
-    handed out as memoryviews of them: no new object and no fresh pages per piece. CRC checked as
-    read, as iter_stored_bytes. A tensor of READ_AHEAD_BYTES or more is read ahead on a thread
-    (storage/readahead.py) unless `threaded` is False (average, reading five sources in lockstep:
-    five threads handing the GIL around measured slower than one)."""
+    slices of whole rows; not bool, whose bytes are checked) is read into one reused buffer and
+    handed out as memoryviews of it: no new object and no fresh pages per piece. CRC checked as
+    read, as iter_stored_bytes."""
     plain = (isinstance(reader, Bundle) and var.dtype.fixed_width and var.dtype.name != "bool"
              and not reader.header.big_endian)
     if not plain:
         return iter_stored_bytes(reader, var, chunk_bytes)
     itemsize = var.dtype.itemsize
-    return _bundle_views(reader, var, max(itemsize, (chunk_bytes or CHUNK_BYTES) // itemsize * itemsize), threaded)
+    return _bundle_views(reader, var, max(itemsize, (chunk_bytes or CHUNK_BYTES) // itemsize * itemsize))
 
 
-def _bundle_views(bundle: Bundle, var: Variable, chunk_bytes: int, threaded: bool) -> Iterator[bytes | memoryview]:
+def _bundle_views(bundle: Bundle, var: Variable, chunk_bytes: int) -> Iterator[bytes | memoryview]:
     order = _rows_in_order(var) if var.partitioned else [0]
     if order is None:  # slices on other axes: assembled in memory
         yield from _bundle_bytes(bundle, var, chunk_bytes)
         return
-    import itertools
+    import ctypes  # a buffer google-crc32c checksums in place (crc32c.extend_view), without numpy
 
-    from ckpttool.storage.readahead import READ_AHEAD_BYTES, buffers, read_ahead
-
-    if not threaded or var.size_bytes < READ_AHEAD_BYTES:  # a thread costs more than it could overlap
-        yield from _read_and_check(bundle, var, order, buffers(min(chunk_bytes, var.size_bytes or 1), 1)[0])
-        return
-    pieces = _read_and_check(bundle, var, order, itertools.cycle(buffers(chunk_bytes, 3)))
-    # read and checksummed on a thread while the caller casts, transposes or writes the pieces before
-    yield from read_ahead(pieces, 1) if threaded else pieces
-
-
-def _read_and_check(bundle: Bundle, var: Variable, order: list[int], buffers) -> Iterator[memoryview | bytes]:
-    """The parts of `var` in `order`, read into `buffers` (one buffer, or a cycle of them), each part's
-    CRC checked as its last piece is read."""
+    buffer = memoryview((ctypes.c_char * chunk_bytes)()).cast("B")
     for i in order:
         part = var.parts[i]
         running = 0
-        for piece in bundle.iter_raw_into(part, buffers):
+        for piece in bundle.iter_raw_into(part, buffer):
             running = crc.extend_view(running, piece)
             yield piece
         if crc.mask(running) != part.crc32c:

@@ -224,15 +224,9 @@ class Bundle:
         if remaining:  # the file shrank while we read it
             raise self._truncated(part)
 
-    def iter_raw_into(self, part: StoredTensor, buffer: memoryview | Iterator[memoryview]
-                      ) -> Iterator[memoryview | bytes]:
+    def iter_raw_into(self, part: StoredTensor, buffer: memoryview) -> Iterator[memoryview | bytes]:
         """As iter_raw, read into `buffer` (a writable memoryview the caller reuses): each piece is a
-        slice of it, valid only until the next is asked for. `buffer` may be an iterator of equally
-        long buffers (itertools.cycle of a few, for a caller reading ahead): each piece is read into
-        the next it gives. A shard in a bucket hands out new bytes."""
-        buffers = None if isinstance(buffer, memoryview) else buffer
-        if buffers is not None:
-            buffer = next(buffers)
+        slice of it, valid only until the next is asked for. A shard in a bucket hands out new bytes."""
         shard = self._shard(part.shard_id)
         problem = shard.bad.get(part.key)
         if problem is not None:
@@ -243,8 +237,6 @@ class Bundle:
             return
         offset, end = part.offset, part.offset + part.size
         while offset < end:
-            if buffers is not None and offset > part.offset:
-                buffer = next(buffers)
             piece = buffer[:min(len(buffer), end - offset)]
             got = read_into(offset, piece)
             if not got:  # the file shrank while we read it

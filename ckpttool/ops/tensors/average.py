@@ -333,8 +333,7 @@ def _mean_stream(readers: list, name: str, dtype: str, keys: tuple[dict[str, str
     size = CHUNK_BYTES // itemsize * itemsize
     own = [k.get(name, name) for k in keys] if keys else [name] * len(readers)
     # each source's pieces are views of its own reused read buffer, used before the next is read
-    streams = [_pieces(iter_stored_views(r, r.variable(key), size, threaded=False), size)
-               for r, key in zip(readers, own)]
+    streams = [_pieces(iter_stored_views(r, r.variable(key), size), size) for r, key in zip(readers, own)]
     total = np.empty(size // itemsize, np.float64)
     written = None if dtype == "bfloat16" else np.empty(size // itemsize, {"float16": "<f2", "float32": "<f4",
                                                                            "float64": "<f8"}[dtype])
