@@ -1,4 +1,4 @@
-"""The quick path (cli/quick.py: `latest`, `inspect` and `verify` in their common forms, parsed without Typer)
+"""The quick path (cli/quick.py: `latest`, `inspect`, `verify` and `convert` in their common forms, parsed without Typer)
 answers exactly as the Typer app does: the same stdout, stderr and exit code for each command line
 it takes, good and bad, compared in this process and as whole processes; it takes nothing Typer
 refuses (it leaves every other command line to Typer); each flag it knows is that flag of the Typer
@@ -58,6 +58,14 @@ QUICK_FORMS = [
     ["verify", "--json", "{tmp}/notes.txt"],
     ["verify", "--graph", "{saver_run}"],  # no graph there
     ["verify", "{saver_run}", "--debug", "--no-color"],
+    ["convert", "{saver_run}", "{tmp}/out.safetensors", "--overwrite"],
+    ["convert", "--json", "{saver_run}", "{tmp}/out.safetensors", "--overwrite", "--dtype", "bfloat16"],
+    ["convert", "-q", "--dry-run", "{saver_run}/model.ckpt-30", "{tmp}/out.npz", "--to", "npz"],
+    ["convert", "{saver_run}", "{tmp}/out/model.ckpt-30", "--overwrite", "--no-update-state", "--strict"],
+    ["convert", "--json", "-n", "{saver_run}", "{tmp}/t.safetensors", "--transpose", "kernel=1,0", "--layout", "torch"],
+    ["convert", "--json", "-n", "{saver_run}", "{tmp}/t.safetensors", "--transpose", "(=1,0"],  # a bad pattern
+    ["convert", "{saver_run}", "{tmp}/out.h5"],  # a usage error the body finds
+    ["convert", "--json", "{tmp}/missing", "{tmp}/out.safetensors"],
 ]
 
 # Forms left to Typer: help, completion, anything the quick parser does not list, and mistakes.
@@ -70,6 +78,11 @@ TYPER_FORMS = [
     ["verify"], ["verify", "--help"], ["verify", "-ar", "D"], ["verify", "--manifest", "M", "D"], ["verify", "-m", "M", "D"],
     ["verify", "--tensors", "D"], ["verify", "--ignore-names", "D"], ["verify", "-a", "-a", "D"], ["--storage-option", "a=b", "latest", "D"], ["--debug", "--debug", "latest", "D"],
     ["Latest", "D"], ["--no-colour", "latest", "D"], ["latest", "--jso", "D"],
+    ["convert", "S"], ["convert", "S", "D", "E"], ["convert", "S", "D", "--dtype", "int8"],
+    ["convert", "S", "D", "--dtype=bfloat16"], ["convert", "S", "D", "--dtype"], ["convert", "S", "D", "--to", "-q"],
+    ["convert", "S", "D", "--transpose", "a=1,0", "--transpose", "b=1,0"], ["convert", "S", "D", "--map", "a=b"],
+    ["convert", "S", "D", "--dtype", "bfloat16", "--dtype", "float16"], ["convert", "S", "D", "--transpose", ""],
+    ["convert", "--help"], ["convert", "S", "D", "-h"],
 ]
 
 
@@ -133,14 +146,18 @@ def test_each_quick_flag_is_that_flag_of_the_typer_command():
     from ckpttool.cli.quick import FORMS
 
     group = typer.main.get_command(app)
-    for name, (positional, flags) in FORMS.items():
+    for name, (positionals, flags, values) in FORMS.items():
         params = group.commands[name].params
         arguments = [p.name for p in params if p.param_type_name == "argument"]
-        assert arguments == [positional], name
+        assert arguments == list(positionals), name
         options = {opt: p for p in params if p.param_type_name == "option" for opt in p.opts + p.secondary_opts}
         for flag, keyword in flags.items():
             option = options[flag]
             assert option.is_flag and not option.secondary_opts and option.name == keyword, (name, flag)
+        for flag, (keyword, choices) in values.items():
+            option = options[flag]
+            assert not option.is_flag and option.name == keyword, (name, flag)
+            assert tuple(getattr(option.type, "choices", None) or ()) == tuple(choices or ()), (name, flag)
 
 
 TYPER_PROBE = "import sys\nfrom ckpttool.cli.app import main\nmain(sys.argv[1:])\n"
@@ -173,10 +190,11 @@ print("LOADED:" + ",".join(loaded), file=sys.stderr)
 @pytest.mark.parametrize("form", [["latest", "{saver_run}"], ["latest", "--json", "--complete", "{tmp}/empty"],
                                   ["inspect", "--json", "{tf2_manager}"], ["inspect", "-q", "{saver_run}"],
                                   ["verify", "{saver_run}"], ["verify", "--json", "-a", "{sharded}"],
-                                  ["verify", "-q", "{tmp}/damaged"]],
+                                  ["verify", "-q", "{tmp}/damaged"], ["convert", "{saver_run}", "{tmp}/out.safetensors"]],
                          ids=" ".join)
 def test_hot_commands_import_neither_typer_nor_rich(paths, form):
-    """Nor numpy, nor (for a TF checkpoint) the PyTorch readers; nor the verifier, but to verify."""
+    """Nor numpy, nor (for a TF checkpoint) the PyTorch readers; nor the verifier, but to verify (convert
+    into safetensors moves the stored bytes)."""
     proc = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *_argv(form, paths)], capture_output=True, text=True)
     expected = "ckpttool.ops.tensors.verify" if form[0] == "verify" else ""
     assert proc.stderr.endswith(f"LOADED:{expected}\n"), proc.stderr[-2000:]

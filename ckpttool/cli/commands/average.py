@@ -9,8 +9,8 @@ import typer
 
 from ckpttool.cli import render
 from ckpttool.cli.commands.convert import (DtypeOpt, KeepDtypeOpt, LayoutOpt, MetadataOpt, SepOpt, ShardSizeOpt,
-                                           StrictOpt, ToOpt, TransposeOpt,
-                                           transform_options, transformed, warn_overflow)
+                                           StrictOpt, ToOpt, TransposeOpt)
+from ckpttool.cli.hot.convert import transform_options, transformed, warn_overflow
 from ckpttool.cli.options import (AddPrefix, AllowDamagedMetrics, DropOpt, DryRun, Ema, Json, KeepOpt, MapFile, MapOpt,
                                   Naming, NamesOpt, Overwrite, Quiet, RegexOpt, StripPrefix)
 
@@ -131,7 +131,8 @@ def command(
                         to=to.value if to else None, rules=rules, overwrite=overwrite, strict=strict,
                         shard_size=parse_size(shard_size) if shard_size is not None else None,
                         metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()),
-                        **transform_options(layout, transpose, dtype, keep_dtype))
+                        **transform_options(layout.value if layout else None, transpose, dtype.value if dtype else None,
+                                            keep_dtype))
     render.warn_all(plan.warnings + plan.convert.warnings)
     render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.convert.skipped)
     if not json_out and not quiet:

@@ -1,5 +1,5 @@
 """`ckpttool convert SRC DST`: weights between TF checkpoints, safetensors and .npz, out of Keras files, and
-into a Keras 3 file laid out as a template (--like)."""
+into a Keras 3 file laid out as a template (--like). Its options for Typer; the body is cli/hot/convert.py."""
 from __future__ import annotations
 
 import enum
@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ckpttool.cli import render
+from ckpttool.cli.hot import convert
 from ckpttool.cli.options import (AddPrefix, DropOpt, DropOptimizer, DryRun, Ema, Json, KeepOpt, MapFile, MapOpt,
                                   GraphOpt, MinElements, Naming, NamesOpt, NoUpdateState, Overwrite, Quiet, RegexOpt,
                                   StripPrefix)
@@ -58,51 +58,6 @@ MetadataOpt = Annotated[Optional[List[str]], typer.Option(
 KeepDtypeOpt = Annotated[Optional[List[str]], typer.Option(
     "--keep-dtype", metavar="REGEX", help="With --dtype: variables matching REGEX keep their dtype (repeatable; "
                                           "e.g. norm).")]
-
-
-def transform_options(layout, transpose, dtype, keep_dtype) -> dict:
-    """plan_convert's keyword arguments for --layout, --transpose, --dtype and --keep-dtype."""
-    from ckpttool.ops.tensors.casting import CastRule
-    from ckpttool.ops.tensors.layouts import parse_transpose
-
-    return {"layout": layout.value if layout else None,
-            "transposes": tuple(parse_transpose(t) for t in transpose or ()),
-            "cast": CastRule(dtype.value if dtype else None, tuple(keep_dtype or ()))}
-
-
-def warn_overflow(result) -> None:
-    if result is not None:
-        render.warn_all(f"{name}: {count} finite value{'s' if count != 1 else ''} overflowed to inf in the cast"
-                        for name, count in result.overflowed)
-
-
-def summary_of_transforms(plan) -> str:
-    """`, 4 transposed, 12 cast` for the summary line (nothing when nothing was)."""
-    transposed = sum(1 for i in plan.items if i.perm is not None)
-    cast = sum(1 for i in plan.items if i.source_dtype)
-    return (f", {transposed} transposed" if transposed else "") + (f", {cast} cast" if cast else "")
-
-
-def transformed(plan) -> list[dict]:
-    return [{"name": i.name, "source": i.source, "transforms": list(i.transforms)} for i in plan.items if i.transforms]
-
-
-def _document(plan, result, dry_run: bool) -> dict:
-    return {
-        "source": plan.source, "source_format": plan.source_format, "destination": plan.destination,
-        "format": plan.to, "dry_run": dry_run, "files": list(result.files if result else plan.files),
-        "tensors": len(plan.items), "total_bytes": plan.total_bytes,
-        "bytes_written": result.bytes_written if result else 0,
-        "renamed": [{"from": old, "to": new} for old, new in plan.renamed],
-        "dropped": list(plan.dropped),
-        "skipped": [{"name": s.name, "reason": s.reason} for s in plan.skipped],
-        "transformed": transformed(plan),
-        "overflowed": [{"name": n, "count": c} for n, c in (result.overflowed if result else ())],
-        "warnings": list(plan.warnings),
-        **({"like": plan.template,
-            "matched": [{"from": i.source, "to": i.name, "by": i.match} for i in plan.items],
-            "unmatched": list(plan.unmatched), "unused": list(plan.unused)} if plan.template else {}),
-    }
 
 
 def command(
@@ -171,53 +126,11 @@ def command(
     file beside it updated (with a warning when DST is older than the latest
     checkpoint there; --no-update-state to leave it). Writes are atomic: an interrupted convert leaves no DST.
     """
-    from ckpttool.ops.tensors.convert import apply_convert, parse_size, plan_convert
-    from ckpttool.ops.tensors.rename_rules import RenameRules, parse_pair
-
-    rules = RenameRules.from_options(maps=map_, map_file=map_file, regexes=regex, add_prefix=add_prefix,
-                                     strip_prefix=strip_prefix, ema=ema, drop=drop, keep=keep,
-                                     drop_optimizer=drop_optimizer, sep=sep)
-    plan = plan_convert(source, destination, to=to.value if to else None, rules=rules, strict=strict,
-                        shard_size=parse_size(shard_size) if shard_size is not None else None,
-                        metadata=dict(parse_pair(m, "--metadata") for m in metadata or ()), overwrite=overwrite,
-                        update_state=not no_update_state, source_metadata=not no_source_metadata,
-                        naming=names.value, **transform_options(layout, transpose, dtype, keep_dtype),
-                        like=like, partial=partial, from_graph=graph, min_elements=min_elements)
-    if plan.state_warning:
-        render.warn(plan.state_warning)
-    render.warn_all(plan.warnings)
-    render.warn_all(f"skipped {s.name}: {s.reason}" for s in plan.skipped)
-    if plan.unmatched:
-        render.warn_all([f"--partial: {render.plural(len(plan.unmatched), 'template weight')} kept as the template "
-                         f"has them: {', '.join(plan.unmatched[:10])}{' ...' if len(plan.unmatched) > 10 else ''}"])
-    result = None
-    if not dry_run:
-        from ckpttool.cli.progress import byte_progress
-
-        with byte_progress("converting", plan.total_bytes, json_out) as advance:
-            result = apply_convert(plan, on_progress=advance)
-        warn_overflow(result)
-    if json_out:
-        render.emit_json("convert", _document(plan, result, dry_run))
-    elif quiet:
-        render.print_lines(item.name for item in plan.items)
-    else:
-        if dry_run:
-            if plan.template:
-                render.print_table([render.Column("source name", kind=render.NAME),
-                                    render.Column("template weight", kind=render.NAME), render.Column("matched by"),
-                                    render.Column("dtype"), render.Column("shape")],
-                                   [(i.source, i.name, i.match, i.dtype, list(i.shape)) for i in plan.items])
-            else:
-                render.print_table([render.Column("source name", kind=render.NAME),
-                                    render.Column("new name", kind=render.NAME), render.Column("dtype"),
-                                    render.Column("shape"), render.Column("transforms")],
-                                   [(i.source, i.name, i.dtype, list(i.shape), "; ".join(i.transforms))
-                                    for i in plan.items])
-        files = result.files if result else plan.files
-        verb = "would write" if dry_run else "wrote"
-        render.print_wrapped([f"{verb} {plan.to} {', '.join(files)}: {render.plural(len(plan.items), 'tensor')}, "
-                            f"{render.human_bytes(plan.total_bytes)} ({len(plan.renamed)} renamed, "
-                            f"{len(plan.dropped)} dropped, {len(plan.skipped)} skipped"
-                            + summary_of_transforms(plan) + ")"])
-    return 0
+    return convert.run(source, destination, to=to.value if to else None, names=names.value, map_=map_,
+                       map_file=map_file, regex=regex, add_prefix=add_prefix, strip_prefix=strip_prefix, ema=ema,
+                       drop=drop, keep=keep, drop_optimizer=drop_optimizer, sep=sep, strict=strict,
+                       shard_size=shard_size, metadata=metadata, no_source_metadata=no_source_metadata,
+                       layout=layout.value if layout else None, transpose=transpose,
+                       dtype=dtype.value if dtype else None, keep_dtype=keep_dtype, like=like, partial=partial,
+                       graph=graph, min_elements=min_elements, overwrite=overwrite, no_update_state=no_update_state,
+                       dry_run=dry_run, json_out=json_out, quiet=quiet)

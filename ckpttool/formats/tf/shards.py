@@ -20,6 +20,12 @@ _V1_SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<shard>\d{5})-of-(?P<count>\d{5})$"
 _V1_PATTERN_RE = re.compile(r"^(?P<stem>.+)-\?{5}-of-(?P<count>\d{5})$")
 
 
+def split_step(name: str) -> tuple[str, int | None]:
+    """`model.ckpt-50` -> (`model.ckpt`, 50): the step is the digits after the last dash."""
+    family, dash, step = name.rpartition("-")
+    return (family, int(step)) if dash and step.isdecimal() else (name, None)
+
+
 def v1_shard(name: str) -> tuple[str, int, int] | None:
     """(stem, shard, count) of a V1 shard file name `P-SSSSS-of-NNNNN`."""
     match = _V1_SHARD_RE.match(name)

@@ -21,8 +21,8 @@ from ckpttool.errors import CkptError, NotFound
 from ckpttool.storage import fs
 from ckpttool.storage.atomic import TEMP_SUFFIX_RE
 from ckpttool.formats.tf.shards import (DATA_SUFFIX_LEN, data_shard, missing_shard_ids, shard_count,
-                                        shard_count_of_head_and_tail, split_v1_pattern, v1_pattern, v1_shard,
-                                        v1_shard_names)
+                                        shard_count_of_head_and_tail, split_step, split_v1_pattern, v1_pattern,
+                                        v1_shard, v1_shard_names)
 from ckpttool.formats.tf.state import STATE_FILENAME, CheckpointState, read_state, read_state_file
 from ckpttool.formats.tf.table import FOOTER_SIZE, HEAD_BYTES, first_entry_of_file
 from ckpttool.text import excerpt
@@ -124,12 +124,6 @@ class DirectoryScan:
         return self._by_name.get(name)
 
 
-
-
-def split_step(name: str) -> tuple[str, int | None]:
-    """`model.ckpt-50` -> (`model.ckpt`, 50): the step is the digits after the last dash."""
-    family, dash, step = name.rpartition("-")
-    return (family, int(step)) if dash and step.isdecimal() else (name, None)
 
 
 class _Files:

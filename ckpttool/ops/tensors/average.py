@@ -344,7 +344,7 @@ def _mean_stream(readers: list, name: str, dtype: str, keys: tuple[dict[str, str
             yield to_bfloat16(mean).tobytes()  # rounded once from the float64 mean
         else:
             np.copyto(written[:count], mean, casting="same_kind")  # to nearest even, as astype
-            yield written[:count].tobytes()
+            yield memoryview(written[:count]).cast("B")  # a view: the writers are done with it before the next
     if any(next(s, None) is not None for s in streams):  # sizes were checked equal: a reader lied
         raise BadInput(f"the sources of {name!r} hold different amounts of data")
 

@@ -26,10 +26,8 @@ from ckpttool.formats.reader import open_checkpoint, weights_file_format
 from ckpttool.formats.variables import OBJECT_GRAPH_KEY, Variable
 from ckpttool.ops.destination import (check_parent_creatable, files_read, make_parents, refuse_writing_over_source,
                                       remove_empty)
-from ckpttool.formats.tf.object_graph import rewrite_object_graph
 from ckpttool.ops.tensors.model_names import check_naming, model_name_mapping
 from ckpttool.ops.tensors.rename_rules import RenameRules, compute_mapping
-from ckpttool.ops.runs.statefile import older_than_latest
 from ckpttool.ops.targets import open_target, resolve_target
 
 FORMATS = ("tf", "safetensors", "npz")
@@ -262,7 +260,7 @@ def _metadata(reader, target, overrides: dict[str, str], sep: str | None, source
     names (--sep .), else `tf`. The source is recorded by name only: the file may be published,
     and a local path says things about the machine it was made on."""
     from ckpttool.version import __version__
-    from ckpttool.ops.runs.scan import split_step
+    from ckpttool.formats.tf.shards import split_step  # not through the run scanner: it loads slowly
 
     metadata = dict(getattr(reader, "metadata", {}) or {})
     if "format" not in metadata:
@@ -285,6 +283,8 @@ def _object_graph(reader, to: str, mapping: dict[str, str], left_out: set[str]) 
     graph = reader.object_graph_bytes()
     if graph is None or (not left_out and all(old == new for old, new in mapping.items())):
         return graph, None
+    from ckpttool.formats.tf.object_graph import rewrite_object_graph  # protobuf: only to rename a graph
+
     try:
         return rewrite_object_graph(graph, mapping, left_out), None
     except CkptError as exc:
@@ -446,7 +446,12 @@ def plan_convert(source: str, destination: str, *, to: str | None = None, rules:
     refuse_writing_over_source(sources, [destination, *files, *written], "convert")
     if _destination_exists(files, to, destination) and not overwrite:
         raise Refused(f"destination {destination} exists (use --overwrite to replace it)")
-    state_warning = older_than_latest(destination) if to == "tf" and update_state else None
+    if to == "tf" and update_state:
+        from ckpttool.ops.runs.statefile import older_than_latest  # and the run scanner: only for a TF DST
+
+        state_warning = older_than_latest(destination)
+    else:
+        state_warning = None
     return ConvertPlan(target.prefix, target.format, destination, to, tuple(items), tuple(dropped), tuple(skipped),
                        files, shards, st_metadata, graph, overwrite, update_state, state_warning,
                        source_min_elements=target.min_elements, warnings=names.idle)

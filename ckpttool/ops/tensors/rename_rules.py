@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from ckpttool.errors import BadInput, Refused, UnknownVariable, Unsupported, UsageProblem
 from ckpttool.formats.variables import INTERNAL_NAMES
 from ckpttool.storage import fs
-from ckpttool.formats.tf.object_graph import optimizer_keys, parse_object_graph
 from ckpttool.ops.patterns import compile_pattern
 from ckpttool.text import is_exact_text
 
@@ -108,6 +107,9 @@ def optimizer_roles(names: list[str], object_graph: bytes | None = None,
     their variable: `w/Adam` trains `w`)."""
     graph = None
     if object_graph is not None:
+        # protobuf loads only here: a plain rename or convert never needs it
+        from ckpttool.formats.tf.object_graph import optimizer_keys, parse_object_graph
+
         try:
             graph = parse_object_graph(object_graph)
         except BadInput:
