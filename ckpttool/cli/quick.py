@@ -114,7 +114,6 @@ def run(form: tuple[str, dict, set[str]]) -> int:
         from ckpttool.cli.hot.latest import run as body
     elif command == "inspect":
         from ckpttool.cli.hot.inspect import run as body
-    else:
     elif command == "verify":
         from ckpttool.cli.hot.verify import run as body
     else:
