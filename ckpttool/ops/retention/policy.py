@@ -110,6 +110,27 @@ def _ancestors(directory: str):
         directory = parent
 
 
+def _one_name_each(governed: list[Governed], problems: list[Problem]) -> list[Governed]:
+    """`governed` with each local run directory once: one reached under a second name (a link the
+    policy names itself, a bind mount) is governed by the first rule reaching it only. Under both
+    names it would be planned and applied twice, by two rules, the stricter deleting what the first
+    keeps (or the two racing for its lock)."""
+    first: dict[tuple[int, int], Governed] = {}
+    kept = []
+    for g in governed:
+        identity = fs.directory_identity(g.directory)  # None in a bucket: keys are never aliases
+        if identity is not None and identity in first:
+            was = first[identity]
+            problems.append(Problem("alias", g.directory, f"{g.directory} is {was.directory} under another name: "
+                                    f"governed by rule {was.rule.index} there, not pruned again by rule "
+                                    f"{g.rule.index}"))
+            continue
+        if identity is not None:
+            first[identity] = g
+        kept.append(g)
+    return kept
+
+
 def match_policy(policy: Policy, survey: bool = False) -> PolicyMatch:
     """Expand every rule's globs and assign each run directory found to the first rule matching it."""
     problems: list[Problem] = []
@@ -146,6 +167,7 @@ def match_policy(policy: Policy, survey: bool = False) -> PolicyMatch:
         number, root = governing(directory)
         governed.append(Governed(directory, policy.rules[number], root))
     governed.sort(key=lambda g: g.rule.index)  # stable: as found within a rule
+    governed = _one_name_each(governed, problems)
     ungoverned: list[str] = []
     if survey:
         near = walk(_parent(root) for root in first_rule)
