@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ckpttool.errors import CkptError
+from ckpttool.errors import CkptError, UsageProblem
 from ckpttool.formats.tf.state import STATE_FILENAME
 from ckpttool.formats.tfevents import EventFileReport, is_event_file, iter_scalars
 from ckpttool.ops.retention.debris import incomplete_checkpoint_problem
@@ -94,6 +94,7 @@ def plan_failed_runs(root: str, checkpoint_dirs: list[str], age_seconds: float, 
     `checkpoint_dirs`: those find_checkpoint_dirs found (one walk of the tree is made here for the
     event files)."""
     now = time.time() if now is None else now
+    _require_age(age_seconds)
     candidates = list(checkpoint_dirs)
     for current, dirs, files in fs.walk_files(root, skipped):
         dirs.sort()
@@ -111,6 +112,13 @@ def plan_failed_runs(root: str, checkpoint_dirs: list[str], age_seconds: float, 
         except OSError as exc:  # a directory that cannot be listed or read: nothing known, nothing deleted
             kept.append(KeptRun(directory, f"cannot be read: {exc.strerror or exc}"))
     return FailedRunsPlan(root, age_seconds, tuple(dropped), tuple(kept))
+
+
+def _require_age(age_seconds: float) -> None:
+    """UsageProblem unless `age_seconds` is a number of seconds >= 0: a NaN (or a negative) age
+    makes every run old enough, one starting now included (`now - newest < age` never holds)."""
+    if not age_seconds >= 0:  # NaN compares false
+        raise UsageProblem(f"bad age {age_seconds!r}: a failed run's age is a number of seconds >= 0")
 
 
 def _run_of_logs(root: str, directory: str, checkpoint_dirs: list[str]) -> str:
@@ -252,6 +260,7 @@ def apply_failed_runs(plan: FailedRunsPlan, now: float | None = None) -> FailedR
     """Remove each planned run, judged again under its lock; a run found changed is left alone and
     reported, the others go on."""
     now = time.time() if now is None else now
+    _require_age(plan.age_seconds)
     done, problems = [], []
     for run in plan.dropped:
         try:
@@ -291,7 +300,7 @@ def _drop(plan: FailedRunsPlan, run: FailedRun, now: float) -> str | None:
                                       [d[len(inside):] for d in again.dirs if d.startswith(inside)])
             if why:
                 return why
-        if run.remove_directory:
+        if again.remove_directory:  # as judged now: never the root, whatever the plan says
             parent = fs.open_checked_directory(fs.dirname(fs.absolute(run.directory)))
             with parent:
                 return parent.remove_empty_directory(fs.basename(fs.absolute(run.directory)), checked.identity)
