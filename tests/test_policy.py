@@ -246,3 +246,22 @@ def test_a_run_reached_under_two_names_is_governed_by_the_first_rule_only(copy_f
     assert result.exit_code == 0 and "under another name" in result.stderr, result.stderr
     assert sorted(n[:-6] for n in os.listdir(real / "run") if n.endswith(".index")) == sorted(saves[-5:])
     assert_tf_restores_latest(tf, real / "run", saves[-1])
+
+
+def test_a_bucket_run_named_by_two_protocols_is_governed_once(servers, copy_fixture, tmp_path, tf):  # noqa: F811
+    """s3a:// is s3:// (fsspec's alias): a rule naming a run by one and a later, stricter rule's glob
+    by the other govern it once, by the first rule; what is left is what TF's state file says
+    keep_last 5 leaves."""
+    server = servers["s3"]
+    local = tmp_path / "up" / "run"
+    local.parent.mkdir()
+    copy_fixture("tf2_many").rename(local)
+    saves = [os.path.basename(p) for p in tf.train.get_checkpoint_state(str(local)).all_model_checkpoint_paths]
+    url = upload_tree(server, str(tmp_path / "up"), fresh_prefix("alias"))
+    policy = _write(tmp_path, f'[[rule]]\npaths = ["{url}/run"]\nkeep_last = 5\n\n'
+                              f'[[rule]]\npaths = ["{url.replace("s3://", "s3a://")}/*"]\nkeep_last = 1\n')
+    result = run_cli("prune", "--policy", policy, "--yes", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [(d["directory"], d["rule"]["index"]) for d in result.json()["directories"]] == [(f"{url}/run", 1)]
+    assert "under another name" in result.stderr
+    assert sorted(k[len("run/"):-len(".index")] for k in _keys(server, url) if k.endswith(".index")) == sorted(saves[-5:])

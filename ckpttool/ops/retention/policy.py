@@ -111,22 +111,23 @@ def _ancestors(directory: str):
 
 
 def _one_name_each(governed: list[Governed], problems: list[Problem]) -> list[Governed]:
-    """`governed` with each local run directory once: one reached under a second name (a link the
-    policy names itself, a bind mount) is governed by the first rule reaching it only. Under both
-    names it would be planned and applied twice, by two rules, the stricter deleting what the first
-    keeps (or the two racing for its lock)."""
-    first: dict[tuple[int, int], Governed] = {}
+    """`governed` with each run directory once: one reached under a second name (a link the policy
+    names itself, a bind mount, s3a:// for s3://, gcs:// for gs://) is governed by the first rule
+    reaching it only. Under both names it would be planned and applied twice, by two rules, the
+    stricter deleting what the first keeps (or the two racing for its lock)."""
+    first: dict[tuple, Governed] = {}
     kept = []
     for g in governed:
-        identity = fs.directory_identity(g.directory)  # None in a bucket: keys are never aliases
-        if identity is not None and identity in first:
-            was = first[identity]
+        names = set(fs.identity(g.directory))
+        if (inode := fs.directory_identity(g.directory)) is not None:
+            names.add(("directory",) + inode)  # a bind mount: another real path, the same directory
+        was = next((first[name] for name in names if name in first), None)
+        if was is not None:
             problems.append(Problem("alias", g.directory, f"{g.directory} is {was.directory} under another name: "
                                     f"governed by rule {was.rule.index} there, not pruned again by rule "
                                     f"{g.rule.index}"))
             continue
-        if identity is not None:
-            first[identity] = g
+        first.update(dict.fromkeys(names, g))
         kept.append(g)
     return kept
 
