@@ -1,7 +1,8 @@
 """Adversarial checks of the fleet's batched apply (ops/retention/batches.py) against moto's S3
 server: a plan changed after plan_prune made it (by a caller of the Python API, or by the budget)
 is checked again before anything goes, and what it may not delete is left: TensorFlow's latest,
-a file of no checkpoint, a save in progress the state file does not list yet."""
+a file of no checkpoint, a save in progress the state file does not list yet. And a failed
+start-up's run directory in a bucket holding a key never followed is kept whole."""
 from __future__ import annotations
 
 import dataclasses
@@ -124,3 +125,25 @@ def test_budget_deletion_of_an_unlisted_save_is_checked_under_the_lock(servers, 
     names = reader.get_variable_to_shape_map()
     assert again.get_variable_to_shape_map() == names
     assert all(np.array_equal(again.get_tensor(k), reader.get_tensor(k)) for k in names)  # TF reads it whole
+
+
+@pytest.mark.parametrize("hidden", ["train/../notes.txt", "train//notes.txt", "./notes.txt"])
+def test_a_failed_run_holding_a_key_never_followed_is_kept(servers, series_dir, tmp_path, hidden):  # noqa: F811
+    """A bucket run directory holding what a TF job writes at start-up (its step-0 checkpoint and
+    event file), and a key its listings leave out (a `.`, `..` or empty segment): that key is
+    anything else, which keeps the run and every file in it, as a link does on disk."""
+    import ckpttool
+
+    fs = _s3(servers)
+    local = str(tmp_path / "tf_failed")
+    shutil.copytree(series_dir / "fleet" / "tf_failed", local)
+    prefix = f"{BUCKET}/attack-{uuid.uuid4().hex[:8]}/runs"
+    names = [os.path.relpath(os.path.join(d, f), local) for d, _s, files in os.walk(local) for f in files]
+    _upload(fs, local, f"{prefix}/run-f", names)
+    fs.pipe_file(f"{prefix}/run-f/{hidden}", b"a user's notes")
+    before = _keys(fs, prefix)
+    plan = ckpttool.plan_failed_runs(f"s3://{prefix}", 0)
+    assert not plan.dropped, plan.dropped
+    assert [k.directory for k in plan.kept] == [f"s3://{prefix}/run-f"]
+    assert ckpttool.apply_failed_runs(plan).dropped == ()
+    assert _keys(fs, prefix) == before

@@ -12,8 +12,8 @@ proven so by its bytes:
   one), series members of step 0 that are complete and hold only their framework's files.
 The HF Trainer writes no `config.json`, `trainer_state.json` or `training_args.bin` before its first
 save (they come with `checkpoint-<step>/` and at the end), so those, like anything else (a user's
-notes, a link, debris of a save, another state file, a prune journal), keep the run directory and
-every file in it. So does any checkpoint or event past step 0: such a run trained.
+notes, a link, a bucket key never followed, debris of a save, another state file, a prune journal),
+keep the run directory and every file in it. So does any checkpoint or event past step 0: such a run trained.
 
 Run directories are those `prune -r` finds (they hold checkpoints) and those whose event files
 lie in them or in their log directories (`logs/`, `train/`, `validation/`, `eval/`, `runs/...`):
@@ -36,6 +36,7 @@ from ckpttool.ops.retention.debris import incomplete_checkpoint_problem
 from ckpttool.ops.runs.lock import LOCK_FILENAME, locked_as_planned
 from ckpttool.ops.runs.scan import TF_FORMATS, DirectoryScan, scan_directory, split_step
 from ckpttool.storage import fs
+from ckpttool.text import excerpt
 
 LOG_DIRECTORY_NAMES = ("logs", "train", "validation", "eval", "runs", "tensorboard")
 _MAX_LOG_DEPTH = 3  # runs/<date>_<host>/ ... below a run directory: deeper is not a framework's log
@@ -179,11 +180,25 @@ def judge_run(root: str, directory: str, age_seconds: float, now: float, under_l
     newest = max(mtime for _name, _size, mtime in files)
     if now - newest < age_seconds:
         raise _NotFailed("")  # young: a job may still be starting
+    _refuse_keys_never_followed(directory)
     order = {STATE_FILENAME: 0}
     ordered = sorted(files, key=lambda f: (order.get(f[0], 2 if f[0].endswith(".index") else 1), f[0]))
     return FailedRun(directory, newest, tuple(f[0] for f in ordered), tuple(sorted(dirs, key=_deepest_first)),
                      sum(size for _name, size, _mtime in files), fs.absolute(directory) != fs.absolute(root),
                      directory_id)
+
+
+def _refuse_keys_never_followed(directory: str) -> None:
+    """_NotFailed if a bucket run directory holds a key its listings leave out (a `.`, `..` or
+    empty segment: `logs/../notes.txt`): something no framework writes, never followed, so it keeps
+    the run as any other file does. One recursive listing, for a run about to be dropped only."""
+    if not fs.is_url(directory):
+        return
+    skipped: list[str] = []
+    for _step in fs.walk_files(directory, skipped):
+        pass
+    if skipped:
+        raise _NotFailed(f"holds {excerpt(skipped[0])}, an object key never followed: kept with everything in it")
 
 
 def _deepest_first(relative: str) -> tuple[int, str]:
