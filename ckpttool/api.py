@@ -259,7 +259,8 @@ def apply_prunes(plans: Iterable["PrunePlan"], *, lock_timeout: float = 600.0) -
     """`apply_prune` for many plans as `prune -r` applies them: several run directories at a time, a
     bucket's deletions batched across them (indexes first). One entry per plan, in order: its
     PruneResult, or the error that stopped that run directory alone (a lock held `lock_timeout`
-    seconds is Refused, nothing done there)."""
+    seconds is Refused, nothing done there). A plan changed since it was made (a deletion added)
+    is applied as `apply_prune` applies one: scanned again under its lock, the latest kept."""
     from ckpttool.ops.retention.batches import apply_prunes as apply
 
     return apply(list(plans), lock_timeout=lock_timeout)
@@ -281,7 +282,7 @@ def fit_budget(plans: Iterable["PrunePlan"], budget: int | str) -> tuple[list["P
 
 def plan_failed_runs(root: PathLike, age: float | str) -> "FailedRunsPlan":
     """`prune -r --drop-failed-runs AGE --dry-run`: the run directories under `root` older than `age`
-    (seconds, or text such as "7d") holding only what a framework writes at start-up (`.dropped`),
+    (seconds >= 0, or text such as "7d") holding only what a framework writes at start-up (`.dropped`),
     and those that looked failed but are kept, and why (`.kept`). Carry it out with
     `apply_failed_runs`."""
     from ckpttool.ops.retention.failed_runs import plan_failed_runs as plan

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ckpttool
-from ckpttool.errors import CkptError, Refused, UnknownVariable
+from ckpttool.errors import CkptError, Refused, UnknownVariable, UsageProblem
 from tests.conftest import ROOT
 
 
@@ -343,3 +343,30 @@ def test_fleet_from_python(fixtures_dir, series_dir, tmp_path, tf):
     assert [r.directory for r in plan.dropped] == [str(root / "tf_failed")]
     assert [r.directory for r in ckpttool.apply_failed_runs(plan).dropped] == [str(root / "tf_failed")]
     assert not (root / "tf_failed").exists()
+
+
+def test_failed_runs_from_python_check_age_and_root(series_dir, tmp_path):
+    """plan_failed_runs / apply_failed_runs given an age that is no number of seconds >= 0 (NaN: every
+    run old enough, one starting now too) refuse it; a plan changed to remove the root given never
+    removes it (emptied only). os.stat is the witness."""
+    import dataclasses
+    import os
+
+    root = tmp_path / "failed"
+    shutil.copytree(series_dir / "fleet" / "tf_failed", root)  # the root is itself a failed start-up
+    before = {p: os.stat(p).st_mtime_ns for p in root.rglob("*")}
+    for age in (float("nan"), -1.0):
+        with pytest.raises(UsageProblem, match="age"):
+            ckpttool.plan_failed_runs(root, age)
+    young = ckpttool.plan_failed_runs(root, "1d")  # just copied: written less than a day ago
+    assert not young.dropped
+    with pytest.raises(UsageProblem, match="age"):
+        ckpttool.apply_failed_runs(dataclasses.replace(young, age_seconds=float("nan")))
+    assert {p: os.stat(p).st_mtime_ns for p in root.rglob("*")} == before
+    plan = ckpttool.plan_failed_runs(root, 0)
+    assert [r.directory for r in plan.dropped] == [str(root)]
+    changed = dataclasses.replace(plan, dropped=tuple(dataclasses.replace(r, remove_directory=True)
+                                                      for r in plan.dropped))
+    result = ckpttool.apply_failed_runs(changed)
+    assert not result.problems, result.problems
+    assert root.is_dir() and not any(root.iterdir())

@@ -223,3 +223,46 @@ def test_a_glob_never_follows_a_symlink(copy_fixture, tmp_path):
     assert result.exit_code == 0 and "symlink: not followed" in result.stderr, result.stderr
     assert sorted(n for n in os.listdir(runs / "real") if n.endswith(".index")) == ["ckpt-6.index"]
     assert len([n for n in os.listdir(elsewhere) if n.endswith(".index")]) == 6
+
+
+def test_a_run_reached_under_two_names_is_governed_by_the_first_rule_only(copy_fixture, tmp_path, tf):
+    """A policy naming a link itself follows it; a run directory so reached under two names (a link
+    to it, and a link to its parent) is pruned once, by the first rule reaching it: never also by a
+    later, stricter rule under its other name (nor the two plans racing for its lock)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    copy_fixture("tf2_many").rename(real / "run")
+    saves = [os.path.basename(p) for p in tf.train.get_checkpoint_state(str(real / "run")).all_model_checkpoint_paths]
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "run").symlink_to(real / "run", target_is_directory=True)
+    (links / "all").symlink_to(real, target_is_directory=True)
+    policy = _write(tmp_path, '[[rule]]\npaths = ["links/run"]\nkeep_last = 5\n\n'
+                              '[[rule]]\npaths = ["links/all/*"]\nkeep_last = 1\n')
+    check = run_cli("policy", "check", "--json", policy).json()
+    assert [(d["directory"], d["rule"]["index"]) for d in check["directories"]] == [(str(links / "run"), 1)]
+    assert [(p["kind"], p["path"]) for p in check["problems"]] == [("alias", str(links / "all" / "run"))]
+    result = run_cli("prune", "--policy", policy, "--yes")
+    assert result.exit_code == 0 and "under another name" in result.stderr, result.stderr
+    assert sorted(n[:-6] for n in os.listdir(real / "run") if n.endswith(".index")) == sorted(saves[-5:])
+    assert_tf_restores_latest(tf, real / "run", saves[-1])
+
+
+def test_a_bucket_run_named_by_two_protocols_is_governed_once(servers, copy_fixture, tmp_path, tf):  # noqa: F811
+    """s3a:// is s3:// (fsspec's alias): a rule naming a run by one and a later, stricter rule's glob
+    by the other govern it once, by the first rule; what is left is what TF's state file says
+    keep_last 5 leaves."""
+    server = servers["s3"]
+    local = tmp_path / "up" / "run"
+    local.parent.mkdir()
+    copy_fixture("tf2_many").rename(local)
+    saves = [os.path.basename(p) for p in tf.train.get_checkpoint_state(str(local)).all_model_checkpoint_paths]
+    url = upload_tree(server, str(tmp_path / "up"), fresh_prefix("alias"))
+    policy = _write(tmp_path, f'[[rule]]\npaths = ["{url}/run"]\nkeep_last = 5\n\n'
+                              f'[[rule]]\npaths = ["{url.replace("s3://", "s3a://")}/*"]\nkeep_last = 1\n')
+    result = run_cli("prune", "--policy", policy, "--yes", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [(d["directory"], d["rule"]["index"]) for d in result.json()["directories"]] == [(f"{url}/run", 1)]
+    assert "under another name" in result.stderr
+    left = sorted(k[len("run/"):-len(".index")] for k in _keys(server, url) if k.endswith(".index"))
+    assert left == sorted(saves[-5:])

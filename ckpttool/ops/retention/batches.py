@@ -28,7 +28,7 @@ from typing import Callable
 from ckpttool.errors import Refused
 from ckpttool.formats.tf.state import STATE_FILENAME, format_state
 from ckpttool.ops.retention.prune import (JOURNAL_FILENAME, PrunePlan, PruneResult, apply_prune, apply_under_lock,
-                                          journal_bytes, refuse_unless_inside)
+                                          batchable, journal_bytes, refuse_unless_inside)
 from ckpttool.ops.runs.lock import locked_as_planned
 from ckpttool.ops.runs.statefile import without_entries
 from ckpttool.storage import fs
@@ -57,7 +57,7 @@ def apply_prunes(plans: list[PrunePlan], fault: Fault | None = None, done: Done 
     directory whose lock another run holds for `lock_timeout` seconds is Refused (nothing done)."""
     fault = fault or (lambda _step: None)
     results: list[PruneResult | Exception | None] = [None] * len(plans)
-    batched = [i for i, p in enumerate(plans) if p.batchable and p.refusal is None]
+    batched = [i for i, p in enumerate(plans) if p.batchable and p.refusal is None and _still_batchable(p)]
     alone = sorted(set(range(len(plans))) - set(batched))
 
     def one(i: int) -> None:
@@ -70,6 +70,16 @@ def apply_prunes(plans: list[PrunePlan], fault: Fault | None = None, done: Done 
         _apply_batch([(i, plans[i]) for i in batched[start:start + BATCH_RUNS]], results, fault, done, workers,
                      lock_timeout)
     return results  # type: ignore[return-value]
+
+
+def _still_batchable(plan: PrunePlan) -> bool:
+    """Whether `plan`'s deletions pass plan_prune's batchable check against the scan it carries:
+    the batched path deletes with no second look, so a plan changed since plan_prune made it (a
+    deletion added by the budget or a caller: the latest, a file of no checkpoint, an orphan the
+    state file does not list) is applied as one directory is, scanned again under its lock."""
+    scan = plan.scan
+    return (scan is not None and scan.directory == plan.directory and plan.state == scan.state
+            and plan.state_tag == scan.state_tag and batchable(scan, plan.deleted))
 
 
 def caught(function, errors: type[BaseException] | tuple[type[BaseException], ...] = Exception):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ckpttool.errors import CkptError
-from ckpttool.ops.retention.prune import Deletion, PrunePlan
+from ckpttool.ops.retention.prune import Deletion, PrunePlan, batchable
 from ckpttool.ops.retention.rules import yields_to_budget
 from ckpttool.ops.runs.scan import DirectoryScan, scan_directory
 
@@ -44,8 +44,9 @@ def fit_budget(plans: list[tuple[str, PrunePlan]], budget_bytes: int, untouched:
     scans = scans or {}
     left = sum(_checkpoint_bytes(scans.get(d) or d) for d in untouched)
     candidates = []  # (time, step, order of the plan, name, checkpoint)
+    weighed: dict[int, DirectoryScan] = {}
     for index, (_d, plan) in enumerate(plans):
-        scan = plan.scan or scans.get(plan.directory) or scan_directory(plan.directory)
+        scan = weighed[index] = plan.scan or scans.get(plan.directory) or scan_directory(plan.directory)
         going = {d.name for d in plan.deleted}
         left += sum(c.size_bytes for c in scan.checkpoints if c.name not in going)
         if plan.refusal is not None or (plan.scores is not None and plan.scores.damage and not plan.allow_damaged):
@@ -66,8 +67,10 @@ def fit_budget(plans: list[tuple[str, PrunePlan]], budget_bytes: int, untouched:
         extra = taken.get(index, [])
         if extra:
             names = {x.name for x in extra}
-            plan = replace(plan, kept=tuple(k for k in plan.kept if k.name not in names),
-                           deleted=plan.deleted + tuple(extra))
+            deleted = plan.deleted + tuple(extra)
+            # Batched (no second look under the lock) only if the budget's deletions pass the check too.
+            plan = replace(plan, kept=tuple(k for k in plan.kept if k.name not in names), deleted=deleted,
+                           batchable=plan.scan is not None and batchable(weighed[index], deleted))
         fitted.append((d, plan))
     return fitted, BudgetOutcome(budget_bytes, before, left, sum(len(x) for x in taken.values()))
 

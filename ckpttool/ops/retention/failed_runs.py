@@ -12,8 +12,8 @@ proven so by its bytes:
   one), series members of step 0 that are complete and hold only their framework's files.
 The HF Trainer writes no `config.json`, `trainer_state.json` or `training_args.bin` before its first
 save (they come with `checkpoint-<step>/` and at the end), so those, like anything else (a user's
-notes, a link, debris of a save, another state file, a prune journal), keep the run directory and
-every file in it. So does any checkpoint or event past step 0: such a run trained.
+notes, a link, a bucket key never followed, debris of a save, another state file, a prune journal),
+keep the run directory and every file in it. So does any checkpoint or event past step 0: such a run trained.
 
 Run directories are those `prune -r` finds (they hold checkpoints) and those whose event files
 lie in them or in their log directories (`logs/`, `train/`, `validation/`, `eval/`, `runs/...`):
@@ -29,13 +29,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ckpttool.errors import CkptError
+from ckpttool.errors import CkptError, UsageProblem
 from ckpttool.formats.tf.state import STATE_FILENAME
 from ckpttool.formats.tfevents import EventFileReport, is_event_file, iter_scalars
 from ckpttool.ops.retention.debris import incomplete_checkpoint_problem
 from ckpttool.ops.runs.lock import LOCK_FILENAME, locked_as_planned
 from ckpttool.ops.runs.scan import TF_FORMATS, DirectoryScan, scan_directory, split_step
 from ckpttool.storage import fs
+from ckpttool.text import excerpt
 
 LOG_DIRECTORY_NAMES = ("logs", "train", "validation", "eval", "runs", "tensorboard")
 _MAX_LOG_DEPTH = 3  # runs/<date>_<host>/ ... below a run directory: deeper is not a framework's log
@@ -94,6 +95,7 @@ def plan_failed_runs(root: str, checkpoint_dirs: list[str], age_seconds: float, 
     `checkpoint_dirs`: those find_checkpoint_dirs found (one walk of the tree is made here for the
     event files)."""
     now = time.time() if now is None else now
+    _require_age(age_seconds)
     candidates = list(checkpoint_dirs)
     for current, dirs, files in fs.walk_files(root, skipped):
         dirs.sort()
@@ -111,6 +113,13 @@ def plan_failed_runs(root: str, checkpoint_dirs: list[str], age_seconds: float, 
         except OSError as exc:  # a directory that cannot be listed or read: nothing known, nothing deleted
             kept.append(KeptRun(directory, f"cannot be read: {exc.strerror or exc}"))
     return FailedRunsPlan(root, age_seconds, tuple(dropped), tuple(kept))
+
+
+def _require_age(age_seconds: float) -> None:
+    """UsageProblem unless `age_seconds` is a number of seconds >= 0: a NaN (or a negative) age
+    makes every run old enough, one starting now included (`now - newest < age` never holds)."""
+    if not age_seconds >= 0:  # NaN compares false
+        raise UsageProblem(f"bad age {age_seconds!r}: a failed run's age is a number of seconds >= 0")
 
 
 def _run_of_logs(root: str, directory: str, checkpoint_dirs: list[str]) -> str:
@@ -171,11 +180,25 @@ def judge_run(root: str, directory: str, age_seconds: float, now: float, under_l
     newest = max(mtime for _name, _size, mtime in files)
     if now - newest < age_seconds:
         raise _NotFailed("")  # young: a job may still be starting
+    _refuse_keys_never_followed(directory)
     order = {STATE_FILENAME: 0}
     ordered = sorted(files, key=lambda f: (order.get(f[0], 2 if f[0].endswith(".index") else 1), f[0]))
     return FailedRun(directory, newest, tuple(f[0] for f in ordered), tuple(sorted(dirs, key=_deepest_first)),
                      sum(size for _name, size, _mtime in files), fs.absolute(directory) != fs.absolute(root),
                      directory_id)
+
+
+def _refuse_keys_never_followed(directory: str) -> None:
+    """_NotFailed if a bucket run directory holds a key its listings leave out (a `.`, `..` or
+    empty segment: `logs/../notes.txt`): something no framework writes, never followed, so it keeps
+    the run as any other file does. One recursive listing, for a run about to be dropped only."""
+    if not fs.is_url(directory):
+        return
+    skipped: list[str] = []
+    for _step in fs.walk_files(directory, skipped):
+        pass
+    if skipped:
+        raise _NotFailed(f"holds {excerpt(skipped[0])}, an object key never followed: kept with everything in it")
 
 
 def _deepest_first(relative: str) -> tuple[int, str]:
@@ -252,6 +275,7 @@ def apply_failed_runs(plan: FailedRunsPlan, now: float | None = None) -> FailedR
     """Remove each planned run, judged again under its lock; a run found changed is left alone and
     reported, the others go on."""
     now = time.time() if now is None else now
+    _require_age(plan.age_seconds)
     done, problems = [], []
     for run in plan.dropped:
         try:
@@ -291,7 +315,7 @@ def _drop(plan: FailedRunsPlan, run: FailedRun, now: float) -> str | None:
                                       [d[len(inside):] for d in again.dirs if d.startswith(inside)])
             if why:
                 return why
-        if run.remove_directory:
+        if again.remove_directory:  # as judged now: never the root, whatever the plan says
             parent = fs.open_checked_directory(fs.dirname(fs.absolute(run.directory)))
             with parent:
                 return parent.remove_empty_directory(fs.basename(fs.absolute(run.directory)), checked.identity)

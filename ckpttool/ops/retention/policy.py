@@ -110,6 +110,28 @@ def _ancestors(directory: str):
         directory = parent
 
 
+def _one_name_each(governed: list[Governed], problems: list[Problem]) -> list[Governed]:
+    """`governed` with each run directory once: one reached under a second name (a link the policy
+    names itself, a bind mount, s3a:// for s3://, gcs:// for gs://) is governed by the first rule
+    reaching it only. Under both names it would be planned and applied twice, by two rules, the
+    stricter deleting what the first keeps (or the two racing for its lock)."""
+    first: dict[tuple, Governed] = {}
+    kept = []
+    for g in governed:
+        names = set(fs.identity(g.directory))
+        if (inode := fs.directory_identity(g.directory)) is not None:
+            names.add(("directory",) + inode)  # a bind mount: another real path, the same directory
+        was = next((first[name] for name in names if name in first), None)
+        if was is not None:
+            problems.append(Problem("alias", g.directory, f"{g.directory} is {was.directory} under another name: "
+                                    f"governed by rule {was.rule.index} there, not pruned again by rule "
+                                    f"{g.rule.index}"))
+            continue
+        first.update(dict.fromkeys(names, g))
+        kept.append(g)
+    return kept
+
+
 def match_policy(policy: Policy, survey: bool = False) -> PolicyMatch:
     """Expand every rule's globs and assign each run directory found to the first rule matching it."""
     problems: list[Problem] = []
@@ -146,6 +168,7 @@ def match_policy(policy: Policy, survey: bool = False) -> PolicyMatch:
         number, root = governing(directory)
         governed.append(Governed(directory, policy.rules[number], root))
     governed.sort(key=lambda g: g.rule.index)  # stable: as found within a rule
+    governed = _one_name_each(governed, problems)
     ungoverned: list[str] = []
     if survey:
         near = walk(_parent(root) for root in first_rule)

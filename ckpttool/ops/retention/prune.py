@@ -506,10 +506,14 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state,
                      scores=scores, directory_id=directory_id, refusal=refused.message if refused else None,
                      allow_damaged=allow_damaged, state=scan.state, state_tag=scan.state_tag,
-                     batchable=_batchable(scan, deleted), scan=scan)
+                     batchable=batchable(scan, deleted), scan=scan)
 
 
-def _batchable(scan: DirectoryScan, deleted: list[Deletion]) -> bool:
+# A rule's deletion, or the budget's (budget.BUDGET_KIND): either is a checkpoint as listed.
+_BATCHABLE_KINDS = ("checkpoint", "budget")
+
+
+def batchable(scan: DirectoryScan, deleted: tuple[Deletion, ...] | list[Deletion]) -> bool:
     """Whether a bucket's deletions may be carried out with other run directories' in batches, with
     no second look at the directory (ops/retention/batches.py): every one an older save its state
     file lists (not the latest, not an orphan or debris, no journal to resume, no other state file),
@@ -523,7 +527,7 @@ def _batchable(scan: DirectoryScan, deleted: list[Deletion]) -> bool:
         return False
     for d in deleted:
         known = scan.by_name(d.name)
-        if (d.kind != "checkpoint" or known is None or known.format not in TF_FORMATS or not known.in_state
+        if (d.kind not in _BATCHABLE_KINDS or known is None or known.format not in TF_FORMATS or not known.in_state
                 or known.is_latest or d.name == scan.state_latest):
             return False
         if any(scan.listing.get(fs.basename(p)) != "file" or path_problem(scan, d.name, p) for p in d.paths):
