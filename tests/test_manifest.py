@@ -289,6 +289,10 @@ BAD_MANIFESTS = {
     "a bad crc32c": None,
     "a path leaving the directory": None,
     "pieces that do not fit": None,
+    # Two entries under one name: only one could be compared, so a manifest listing a tensor or a
+    # file twice (the copy with another dtype or digest) verified OK.
+    "a tensor listed twice": None,
+    "a file listed twice": None,
 }
 
 
@@ -305,6 +309,10 @@ def test_a_bad_manifest_is_one_line_and_exit_3(weights, tmp_path, case):
         del good["tensors"][0]["crc32c"]
     elif case == "a bad crc32c":
         good["files"][0]["crc32c"] = "0x12345678"
+    elif case == "a tensor listed twice":
+        good["tensors"].insert(0, {**good["tensors"][0], "dtype": "int8", "sha256": "0" * 64, "crc32c": "0" * 8})
+    elif case == "a file listed twice":
+        good["files"].insert(0, {**good["files"][0], "sha256": "0" * 64, "crc32c": "0" * 8})
     data = BAD_MANIFESTS[case] or json.dumps(good).encode()
     (tmp_path / "bad.json").write_bytes(data)
     result = run_cli("verify", "--manifest", tmp_path / "bad.json", weights / "tf/weights")
@@ -312,6 +320,8 @@ def test_a_bad_manifest_is_one_line_and_exit_3(weights, tmp_path, case):
     assert "bad.json" in result.stderr and result.stdout == ""
     doc = run_cli("verify", "--json", "--manifest", tmp_path / "bad.json", weights / "tf/weights").json()
     assert doc["error"]["code"] == 3
+    for extra in (["--quick"], ["--quick", "--tensors"], ["--tensors"]):
+        assert_one_line_error(run_cli("verify", "--manifest", tmp_path / "bad.json", weights / "tf/weights", *extra), 3)
 
 
 def test_any_mutation_of_a_manifest_is_read_or_refused_as_bad_input(weights, tmp_path):

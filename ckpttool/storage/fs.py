@@ -485,15 +485,26 @@ def read_ends_at(dir_fd: int, name: str, head: int, tail: int) -> tuple[bytes, b
         if not stat.S_ISREG(st.st_mode):
             return None
         size = st.st_size
-        # A small file read by its size (and one byte more, which shows it grew since the fstat):
-        # a read into `head` bytes allocates them all, twice the cost of the read for an index.
-        want = size + 1 if size < head else head
-        first = os.pread(fd, want, 0)
-        if len(first) == want < head:
-            first += os.pread(fd, head - want, want)  # it grew: its first `head` bytes, as below
-        if len(first) < head:
-            size = len(first)  # the whole file
-        last = first[max(0, size - tail):] if size <= head else os.pread(fd, tail, max(0, size - tail))
+        if size < head:
+            # A small file read by its size (a read into `head` bytes allocates them all, twice the
+            # cost of the read for an index), and one byte more, which shows it grew since the fstat.
+            first = os.pread(fd, size + 1, 0)
+            if len(first) <= size:  # the whole file (shorter if it shrank)
+                return first, first[max(0, len(first) - tail):], len(first), st.st_size, st.st_mtime
+            st = os.fstat(fd)  # it grew: read as the file it is now
+            size = st.st_size
+        first = os.pread(fd, head, 0)
+        if len(first) < head:  # the whole file
+            return first, first[max(0, len(first) - tail):], len(first), st.st_size, st.st_mtime
+        # Its last `tail` bytes where it ends now: a footer where an end read by an older size was
+        # is not the footer TensorFlow reads. One byte more shows that it grew since the fstat.
+        last = os.pread(fd, tail + 1, size - tail)
+        if len(last) > tail:
+            st = os.fstat(fd)
+            size = st.st_size
+            last = os.pread(fd, tail + 1, max(0, size - tail))
+            if len(last) > tail:
+                last = b""  # still growing: no footer to take
         return first, last, size, st.st_size, st.st_mtime
     finally:
         os.close(fd)

@@ -205,10 +205,22 @@ def parse_manifest(data: bytes, source: str = "manifest") -> Manifest:
     if not isinstance(files, list) or not isinstance(tensors, list):
         raise _bad(source, "files and tensors must be lists")
     with_crc = version >= 2
-    return Manifest(checkpoint["path"], checkpoint["format"],
-                    tuple(_file_entry(f, i, piece_bytes, with_crc, source) for i, f in enumerate(files)),
-                    tuple(_tensor_entry(t, i, with_crc, source) for i, t in enumerate(tensors)),
+    file_entries = tuple(_file_entry(f, i, piece_bytes, with_crc, source) for i, f in enumerate(files))
+    tensor_entries = tuple(_tensor_entry(t, i, with_crc, source) for i, t in enumerate(tensors))
+    # Entries are compared by name: of two under one name only one would be, and the other (another
+    # digest, dtype or shape) would pass unseen.
+    _refuse_repeats([f.path for f in file_entries], "files", "path", source)
+    _refuse_repeats([t.name for t in tensor_entries], "tensors", "name", source)
+    return Manifest(checkpoint["path"], checkpoint["format"], file_entries, tensor_entries,
                     piece_bytes, str(doc.get("created_by", "")), version)
+
+
+def _refuse_repeats(names: list[str], field: str, what: str, source: str) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise _bad(source, f"{field}[{i}]: {what} {name[:200]!r} is listed twice")
+        seen.add(name)
 
 
 def _crc_of(entry: dict, with_crc: bool, where: str, source: str) -> str | None:
