@@ -134,3 +134,27 @@ def test_a_v1_file_beside_a_common_prefix_is_one_of_its_files(tmp_path, tf):
     assert first.format == "v2" and first.complete
     assert second.files == tuple(sorted(str(tmp_path / "run" / n) for n in os.listdir(tmp_path / "run")
                                         if n.startswith(os.path.basename(saved[1]) + ".")))
+
+
+def test_ls_json_template_rows_are_the_rows_of_the_plain_path(tmp_path, tf):
+    """The template `ls --json` writes a TF prefix's row from (in a pipe) and the dict it writes at a
+    terminal (RawJSON.plain) are one row: the same keys in the same order, the same values, for
+    TF1 and TF2 prefixes, a prefix with a .meta, and one whose index is missing."""
+    import json
+
+    from ckpttool.cli.commands.ls import scan_document
+    from ckpttool.cli.render import RawJSON, jsonable
+    from ckpttool.ops.runs.scan import scan_directory
+
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable([1.0, 2.0])), str(tmp_path), max_to_keep=3)
+    saved = [manager.save() for _ in range(2)]
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        tf.compat.v1.get_variable("w", initializer=[3.0])
+        session.run(tf.compat.v1.global_variables_initializer())
+        tf.compat.v1.train.Saver().save(session, str(tmp_path / "model.ckpt"), global_step=5, write_state=False)
+    os.remove(saved[0] + ".index")  # data without its index: not complete
+    rows = scan_document(scan_directory(str(tmp_path)), str(tmp_path))["checkpoints"]
+    assert isinstance(rows, RawJSON)
+    templated, plain = json.loads(rows.text), jsonable(rows.plain())
+    assert len(templated) == 3
+    assert [list(row.items()) for row in templated] == [list(row.items()) for row in plain]
