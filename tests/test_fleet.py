@@ -317,3 +317,40 @@ def test_one_progress_bar_counts_the_run_directories(fixtures_dir, tmp_path):
     assert frames[-1] == (runs, runs)
     assert all(len(os.listdir(tmp_path / "tree" / f"run-{n}")) < len(os.listdir(fixtures_dir / "tf2_many"))
                for n in range(runs))
+
+
+# -- one run directory failing while the others are pruned -------------------------------------------
+
+def test_prune_r_reports_every_run_when_one_cannot_be_locked(fleet, tf, monkeypatch):
+    """A run directory another ckpttool run holds is not pruned; the others are, each deletion is
+    reported (JSON and -q), and the exit status is the lock's (4), as when pruned one by one."""
+    from ckpttool.ops.retention import batches
+    from ckpttool.ops.runs.lock import directory_lock
+
+    monkeypatch.setattr(batches, "LOCK_TIMEOUT", 0.0)  # not 600 s of waiting on the held lock
+    expected = {}
+    for run in _runs(fleet):
+        found = _checkpoints(run, tf)
+        by_step = sorted(found, key=lambda n: found[n]["step"])
+        expected[run.name] = {n for n in by_step[:-1] if not found[n]["latest"]}
+    assert expected["run_b"] and expected["run_a"]  # both runs have something to lose
+    quiet_copy = fleet.parent / "fleet_q"
+    shutil.copytree(fleet, quiet_copy)
+    for root, form in ((fleet, "--json"), (quiet_copy, "-q")):
+        held = _tree_state(root / "run_b")
+        with directory_lock(str(root / "run_b")):
+            result = run_cli("prune", "-r", "--keep-last", "1", "--yes", form, root)
+        assert_one_line_error(result, 4)
+        assert f"not pruned: {root / 'run_b'}:" in result.stderr
+        assert _tree_state(root / "run_b") == held
+        if form == "--json":
+            docs = {Path(d["directory"]).name: d for d in result.json()["directories"]}
+            assert docs["run_b"]["error"]["kind"] == "refused"
+            deleted = {run: {x["name"] for x in doc.get("deleted", ())} for run, doc in docs.items() if run != "run_b"}
+        else:
+            deleted = {run: {n for n in result.stdout.split() if n in expected[run]} for run in expected if run != "run_b"}
+            assert sorted(result.stdout.split()) == sorted(n for names in deleted.values() for n in names)
+        assert deleted == {run: names for run, names in expected.items() if run != "run_b"}
+    for run in ("run_a", "run_b"):  # TensorFlow still restores each run's latest
+        latest = tf.train.latest_checkpoint(str(fleet / run))
+        assert tf.train.load_checkpoint(latest).get_tensor("v/.ATTRIBUTES/VARIABLE_VALUE").shape == (4096,)

@@ -247,15 +247,14 @@ def command(
     # Run directories several at a time, a bucket's deletions batched across them (each under its
     # own lock; a failure is raised once the others are done, the first in order, as it is one by one).
     applied = _apply_all([p for _d, p in plans], dry_run, json_out or quiet)
-    for outcome_or_error in applied:
-        if isinstance(outcome_or_error, Exception):
-            raise outcome_or_error
-    results = [(d, plan, gone) for (d, plan), (gone, _left) in zip(plans, applied)]
+    unapplied = _unapplied(plans, applied, recursive)
+    done = [(d, plan, outcome) for (d, plan), outcome in zip(plans, applied) if not isinstance(outcome, Exception)]
+    results = [(d, plan, gone) for d, plan, (gone, _left) in done]
     failed_result = apply_failed_runs(failed) if failed is not None and not dry_run else None
-    not_deleted = {d: left for (d, _plan), (_gone, left) in zip(plans, applied)}
+    not_deleted = {d: left for d, _plan, (_gone, left) in done}
     if json_out:
         docs = [_plan_document(d, plan, deleted, dry_run, not_deleted[d]) for d, plan, deleted in results]
-        docs += [{"directory": d, "error": error_fields(exc)} for d, exc in refused]
+        docs += [{"directory": d, "error": error_fields(exc)} for d, exc in refused + unapplied]
         render.emit_json("prune", docs[0] if not recursive else {
             "root": directory, "dry_run": dry_run, "directories": docs,
             "deleted_count": sum(len(deleted) for _d, _plan, deleted in results),
@@ -279,6 +278,10 @@ def command(
         render.warn_all(f"{directory}: not dropped: {why}" for directory, why in failed_result.problems)
     for d, exc in refused:
         render.warn(f"skipped {d}: {exc.message}")
+    for d, exc in unapplied:
+        render.warn(f"not pruned: {d}: {error_fields(exc)['message']}")
+    if unapplied:  # the first failure's own error and exit status, as when run directories are pruned one by one
+        raise unapplied[0][1]
     _refuse_if_left([p for problems in not_deleted.values() for p in problems], quiet or json_out)
     if refused:
         raise BadInput(f"not pruned: {render.plural(len(refused), 'directory', 'directories')} of {len(dirs)} "
@@ -329,6 +332,17 @@ def _apply_all(plans, dry_run: bool, quiet: bool, lock_timeout: float | None = N
         results = apply_prunes(plans, _pause_point, advance and (lambda _directory: advance(1)),
                                lock_timeout=LOCK_TIMEOUT if lock_timeout is None else lock_timeout)
     return [result if isinstance(result, Exception) else (result.deleted, result.problems) for result in results]
+
+
+def _unapplied(plans, applied, recursive: bool) -> list:
+    """(directory, error) of each plan whose apply failed. A single directory's error, or one that is
+    no checkpoint or storage problem (a bug, an interrupt), is raised at once; under -r the others'
+    deletions are reported first and the first failure is raised after them."""
+    unapplied = [(d, outcome) for (d, _plan), outcome in zip(plans, applied) if isinstance(outcome, Exception)]
+    for _d, exc in unapplied:
+        if not recursive or not isinstance(exc, (CkptError, OSError)):
+            raise exc
+    return unapplied
 
 
 def _refuse_if_left(left, unprinted: bool) -> None:
