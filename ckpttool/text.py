@@ -16,8 +16,11 @@ import re
 
 EXCERPT_CHARS = 120
 # Control characters that could drive a terminal (escape sequences, carriage
-# returns); tabs and newlines stay, as output lines and tables are made of them.
+# returns); tabs and newlines stay in prose, as messages are made of them.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# In one field (a table cell, a name on a line of its own) a tab or a newline is escaped too: a
+# hostile name must not split a row or a line that scripts read, nor forge another.
+_FIELD_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def name_bytes(name: str) -> bytes:
@@ -39,19 +42,20 @@ def is_exact_text(text: str) -> bool:
     return True
 
 
-def for_people(text: str) -> str:
-    """`text` with undecodable bytes and control characters shown as `\\xNN`;
-    other text unchanged."""
+def for_people(text: str, field: bool = False) -> str:
+    """`text` with undecodable bytes and control characters shown as `\\xNN` (a `field` also its
+    tabs and newlines); other text unchanged."""
     if not is_exact_text(text):
         text = name_bytes(text).decode("utf-8", "backslashreplace")
-    return _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if _CONTROL_RE.search(text) else text
+    pattern = _FIELD_CONTROL_RE if field else _CONTROL_RE
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if pattern.search(text) else text
 
 
 def all_plain(texts: list[str]) -> bool:
     """Whether for_people leaves every one of `texts` as it is (ASCII, no control character), each
     as wide on a terminal as it is long: one look at them all."""
     joined = "".join(texts)
-    return joined.isascii() and _CONTROL_RE.search(joined) is None
+    return joined.isascii() and _FIELD_CONTROL_RE.search(joined) is None
 
 
 def replaced(text: str) -> str:

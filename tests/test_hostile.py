@@ -432,6 +432,35 @@ def test_non_utf8_names_are_shown_escaped_and_exact_in_json(non_utf8_checkpoint,
     assert "scope/\\xff/w" in _utf8("diff", "-q", prefix, other).stdout
 
 
+SPLITTING = [b"forged\nline", b"tab\tbed", b"plain"]
+
+
+def test_a_name_with_a_newline_or_tab_never_splits_a_line_or_row(tmp_path, tf):
+    """-q prints one line per name and tables one row per item, whatever bytes the names hold
+    (TensorFlow's SaveV2 stores a newline or a tab as it is): a script reading the lines, or a person
+    reading the table, is never shown a name or a row the file does not hold."""
+    prefix = str(tmp_path / "run" / "ckpt-1")
+    os.makedirs(os.path.dirname(prefix))
+    values = [tf.constant(np.arange(3, dtype=np.float32) + i) for i in range(len(SPLITTING))]
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=SPLITTING, shape_and_slices=[""] * len(SPLITTING), tensors=values)
+    stored = sorted(name.encode() for name, _shape in tf.train.list_variables(prefix))
+    assert stored == sorted(SPLITTING)  # TensorFlow keeps them as they are
+    escaped = sorted(n.decode().replace("\n", "\\x0a").replace("\t", "\\x09") for n in stored)
+    assert sorted(_utf8("inspect", "-q", prefix).stdout.splitlines()) == escaped
+    table = _utf8("inspect", prefix).stdout
+    for name in escaped:
+        assert sum(name in line for line in table.splitlines()) == 1
+    assert "forged\nline" not in table and "tab\tbed" not in table
+    other = str(tmp_path / "other" / "ckpt-1")
+    os.makedirs(os.path.dirname(other))
+    tf.raw_ops.SaveV2(prefix=other, tensor_names=SPLITTING, shape_and_slices=[""] * len(SPLITTING),
+                      tensors=[v + 1 for v in values])
+    assert sorted(_utf8("diff", "-q", prefix, other).stdout.splitlines()) == escaped
+    renamed = _utf8("rename-vars", "-q", "--dry-run", "--regex", "^=p/", prefix, str(tmp_path / "dst" / "ckpt-1")).stdout
+    rows = [line.split("\t") for line in renamed.splitlines() if "\t" in line]
+    assert sorted(old for old, _new in rows) == escaped and all(new == "p/" + old for old, new in rows)
+
+
 def test_rename_keeps_non_utf8_names_byte_exact(non_utf8_checkpoint, tmp_path, tf):
     dst = tmp_path / "dst" / "ckpt"
     dst.parent.mkdir()

@@ -435,7 +435,7 @@ def print_table(columns: Iterable[str | Column], rows: Iterable[Iterable[Any]], 
     cells = [list(map(str, column)) for column in zip(*rows)][: len(columns)]
     if not cells:
         return
-    cells = [column if all_plain(column) else [for_people(cell) for cell in column] for column in cells]
+    cells = [column if all_plain(column) else [for_people(cell, field=True) for cell in column] for column in cells]
     width = terminal_width()
     shown, widths, gap, stacked = _layout(columns, cells, width)
     header = [columns[i].header for i in shown]
@@ -494,5 +494,13 @@ def print_wrapped(lines: Iterable[str], indent: str = "") -> None:
 
 
 def print_lines(lines: Iterable[str]) -> None:
+    """Each one line: a tab or newline in it (a hostile name's) is escaped, so a script reading
+    the output line by line gets exactly one line for each."""
     for line in lines:
-        sys.stdout.write(for_people(line) + "\n")
+        sys.stdout.write(for_people(line, field=True) + "\n")
+
+
+def print_rows(rows: Iterable[tuple[str, ...]]) -> None:
+    """Rows of fields joined by tabs, each field escaped as print_lines escapes a line."""
+    for row in rows:
+        sys.stdout.write("\t".join(for_people(field, field=True) for field in row) + "\n")

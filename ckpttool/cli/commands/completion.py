@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -49,7 +50,7 @@ def command(
         if json_out:
             render.emit_json("completion", {"shell": shell.value, "script": script})
         else:
-            render.print_lines([script.rstrip("\n")])
+            sys.stdout.write(script if script.endswith("\n") else script + "\n")
         return 0
     path, note = _install_path(shell)
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -63,7 +63,7 @@ def command(
             "warnings": list(plan.warnings),
         })
     elif quiet:
-        render.print_lines(f"{old}\t{new}" for old, new in plan.renamed)
+        render.print_rows(plan.renamed)
     else:
         rows = [(old, "->", new) for old, new in plan.renamed] + [(name, "dropped", "") for name in plan.dropped]
         if rows:

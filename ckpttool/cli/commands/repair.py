@@ -31,6 +31,6 @@ def command(directory: Directory, dry_run: DryRun = False, json_out: Json = Fals
         return 0
     lines = [f"{directory}: {'would rewrite' if dry_run else 'rewrote'} the state file:"]
     lines += [f"  {c}" for c in plan.changes]
-    lines += ["", plan.new_text.rstrip("\n")]
+    lines += ["", *plan.new_text.rstrip("\n").split("\n")]
     render.print_lines(lines)
     return 0

@@ -143,7 +143,7 @@ def run(target: str, *, all_: bool = False, recursive: bool = False, graph: bool
         if json_out:
             render.emit_json("verify", _directory_document(report))
         elif quiet:
-            render.print_lines(f"{r.checkpoint}\t{e.name}" for r in reports for e in r.errors)
+            render.print_rows((r.checkpoint, e.name) for r in reports for e in r.errors)
         else:
             _print_directory(report)
         return 0 if report.ok else EXIT_NEGATIVE
