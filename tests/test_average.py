@@ -1,5 +1,7 @@
-"""`ckpttool average` against TensorFlow: the result's values equal numpy's mean (in float64, then
-the variable's dtype) of the `tf.train.load_checkpoint` values, integers come from the newest, the
+"""`ckpttool average` against TensorFlow: the result's values are numpy's float64 mean of the
+`tf.train.load_checkpoint` values (the oracle): bit for bit for float64 variables, within the
+documented bound of a float32 sum for the others (and bit for bit for two float32 sources,
+where that bound makes the float32 result the correctly rounded mean), integers come from the newest, the
 optimizer is dropped unless kept, TensorFlow restores the result into the model, and the sources
 are chosen by list, --last, --steps or --best by a metric."""
 from __future__ import annotations
@@ -48,6 +50,40 @@ def _mean(tf, prefixes, name):
     return np.mean(np.stack([v.astype(np.float64) for v in values]), axis=0).astype(values[0].dtype)
 
 
+HALF_ULP = {"float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}  # of the magnitude, rounding to these
+SMALLEST_HALF = {"float16": 2.0 ** -25, "bfloat16": 2.0 ** -134}  # half the smallest subnormal
+
+
+def assert_mean(got, values, name=""):
+    """`got` (any float dtype) is the mean of the float arrays `values` as `average` documents it,
+    checked against numpy's float64 mean (the oracle): float64 sources give it bit for bit; the
+    others a float32 sum, within gamma_n * mean(|x|) of it (u = 2**-24, gamma_n = n*u / (1 - n*u),
+    n-1 additions and a division), plus half a unit in the last place of got's dtype where it is
+    narrower than float32 (the rounding to it), plus the oracle's own error (n * 2**-53 of the
+    same); two float32 sources written as float32 give the correctly rounded mean, bit for bit."""
+    got = np.asarray(got)
+    stacked = np.stack([np.asarray(v).astype(np.float64) for v in values])
+    oracle = np.mean(stacked, axis=0)
+    n, source = len(values), np.asarray(values[0]).dtype
+    if source == np.float64 or (n == 2 and source == np.float32 and got.dtype == np.float32):
+        assert got.tobytes() == oracle.astype(got.dtype).tobytes(), name
+        return
+    u = 2.0 ** -24
+    magnitude = np.mean(np.abs(stacked), axis=0)
+    bound = (n * u / (1 - n * u) + n * 2.0 ** -53) * magnitude
+    wide = got.astype(np.float64)
+    kind = got.dtype.name
+    if kind in HALF_ULP:
+        bound = bound * (1 + HALF_ULP[kind]) + HALF_ULP[kind] * (1 + HALF_ULP[kind]) * np.abs(wide) \
+            + SMALLEST_HALF[kind]
+    error = np.abs(wide - oracle)
+    assert np.all(error <= bound), (name, float(np.max(error - bound)))
+
+
+def _assert_written(tf, got, prefixes, name):
+    assert_mean(got, [tf.train.load_checkpoint(str(p)).get_tensor(name) for p in prefixes], name)
+
+
 def test_mean_of_checkpoints_restores_into_the_model(run, tmp_path, tf):
     sources = [run / "ckpt-2", run / "ckpt-3", run / "ckpt-5"]
     out = tmp_path / "avg" / "ckpt-1"
@@ -61,13 +97,14 @@ def test_mean_of_checkpoints_restores_into_the_model(run, tmp_path, tf):
     assert sorted(names) == [f"optimizer/_trainable_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE" for i in range(4)] \
         + ["save_counter/.ATTRIBUTES/VARIABLE_VALUE"]
     for name in names:
-        expected = _mean(tf, sources, name) if reader.get_variable_to_dtype_map()[name].is_floating \
-            else newest.get_tensor(name)
-        assert reader.get_tensor(name).tobytes() == np.asarray(expected).tobytes(), name
+        if reader.get_variable_to_dtype_map()[name].is_floating:
+            _assert_written(tf, reader.get_tensor(name), sources, name)
+        else:
+            assert reader.get_tensor(name).tobytes() == np.asarray(newest.get_tensor(name)).tobytes(), name
     model = _model()
     tf.train.Checkpoint(model=model).restore(str(out)).assert_existing_objects_matched()
     kernel = "optimizer/_trainable_variables/0/.ATTRIBUTES/VARIABLE_VALUE"  # the first Dense kernel
-    assert model.layers[0].kernel.numpy().tobytes() == _mean(tf, sources, kernel).tobytes()
+    assert model.layers[0].kernel.numpy().tobytes() == reader.get_tensor(kernel).tobytes()
 
 
 def test_keep_optimizer_and_integers_from_the_newest(run, tmp_path, tf):
@@ -82,8 +119,10 @@ def test_keep_optimizer_and_integers_from_the_newest(run, tmp_path, tf):
     for name, dtype in dtypes.items():
         if name == GRAPH:
             continue
-        expected = _mean(tf, sources, name) if dtype.is_floating else newest.get_tensor(name)
-        assert reader.get_tensor(name).tobytes() == np.asarray(expected).tobytes(), name
+        if dtype.is_floating:  # two float32 sources: the correctly rounded mean, bit for bit
+            _assert_written(tf, reader.get_tensor(name), sources, name)
+        else:
+            assert reader.get_tensor(name).tobytes() == np.asarray(newest.get_tensor(name)).tobytes(), name
     assert any(not d.is_floating for n, d in dtypes.items() if n != GRAPH)  # iterations, save_counter
 
 
@@ -99,8 +138,10 @@ def test_selection_in_a_run_directory(run, tmp_path, tf, options, steps):
     newest = tf.train.load_checkpoint(str(sources[-1]))
     with np.load(out) as data:
         for name in data.files:
-            expected = _mean(tf, sources, name) if data[name].dtype.kind == "f" else newest.get_tensor(name)
-            assert data[name].tobytes() == np.asarray(expected).tobytes(), name
+            if data[name].dtype.kind == "f":
+                _assert_written(tf, data[name], sources, name)
+            else:
+                assert data[name].tobytes() == np.asarray(newest.get_tensor(name)).tobytes(), name
 
 
 def test_layout_and_dtype_apply_to_the_mean(tmp_path, tf):
@@ -114,22 +155,69 @@ def test_layout_and_dtype_apply_to_the_mean(tmp_path, tf):
     out = tmp_path / "o.safetensors"
     assert run_cli("average", *sources, "-o", str(out), "--layout", "torch", "--dtype", "float16").exit_code == 0
     tensors = load_file(str(out))
-    assert tensors["dense.weight"].tobytes() == \
-        _mean(tf, sources, "dense/kernel/.ATTRIBUTES/VARIABLE_VALUE").T.astype(np.float16).tobytes()
+    name = "dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+    assert tensors["dense.weight"].dtype == np.float16
+    assert_mean(tensors["dense.weight"].T, [tf.train.load_checkpoint(p).get_tensor(name) for p in sources])
 
 
-def test_bfloat16_mean(tmp_path, tf):
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_narrow_float_means(tmp_path, tf, dtype):
+    """bfloat16 and float16 variables are summed in float32 and written in their dtype: within the
+    bound of assert_mean of numpy's float64 mean of what TensorFlow reads."""
     rng = np.random.default_rng(1)
     prefixes = []
     for i in range(3):
-        v = tf.Variable(tf.constant(rng.standard_normal(300).astype(np.float32), dtype=tf.bfloat16))
+        values = rng.standard_normal(3000).astype(np.float32) * 10.0 ** rng.integers(-3, 4, 3000)
+        v = tf.Variable(tf.constant(values, dtype=getattr(tf, dtype)))
         prefixes.append(tf.train.Checkpoint(v=v).write(str(tmp_path / f"c{i}" / "ck")))
     out = tmp_path / "avg" / "ck"
     assert run_cli("average", *prefixes, "-o", str(out)).exit_code == 0
     name = "v/.ATTRIBUTES/VARIABLE_VALUE"
-    values = [tf.train.load_checkpoint(p).get_tensor(name).astype(np.float64) for p in prefixes]
-    expected = np.mean(np.stack(values), axis=0).astype(ml_dtypes.bfloat16)
-    assert tf.train.load_checkpoint(str(out)).get_tensor(name).tobytes() == expected.tobytes()
+    got = tf.train.load_checkpoint(str(out)).get_tensor(name)
+    assert got.dtype == (ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float16)
+    _assert_written(tf, got, prefixes, name)
+
+
+def _float32_checkpoints(tf, directory, columns):
+    """One TF2 checkpoint per column of `columns` (a float32 vector each), their prefixes."""
+    return [tf.train.Checkpoint(v=tf.Variable(np.array(column, np.float32))).write(str(directory / f"c{i}" / "ck"))
+            for i, column in enumerate(columns)]
+
+
+@pytest.mark.parametrize("count", [2, 3, 5, 7])
+def test_float32_mean_within_its_bound(tmp_path, tf, count):
+    """float32 sources: the float32 sum's mean is within the documented bound of numpy's float64
+    mean, over values of every magnitude and sign (cancelling sums included); two sources give it
+    bit for bit."""
+    rng = np.random.default_rng(count)
+    columns = [rng.standard_normal(20000) * 10.0 ** rng.integers(-30, 30, 20000) for _ in range(count)]
+    columns[-1][:1000] = -np.sum(columns[:-1], axis=0)[:1000]  # sums cancelling to about nothing
+    prefixes = _float32_checkpoints(tf, tmp_path, columns)
+    out = tmp_path / "avg" / "ck"
+    assert run_cli("average", *prefixes, "-o", str(out)).exit_code == 0
+    name = "v/.ATTRIBUTES/VARIABLE_VALUE"
+    _assert_written(tf, tf.train.load_checkpoint(str(out)).get_tensor(name), prefixes, name)
+
+
+@pytest.mark.parametrize("count", [2, 3, 5])
+def test_float32_sums_beyond_the_largest_float_do_not_overflow(tmp_path, tf, count):
+    """float32 values near float32's largest (their float32 sum overflows), infinities and NaN:
+    those elements are numpy's float64 mean rounded to float32, finite where the values are."""
+    big = float(np.finfo(np.float32).max)
+    rows = [[3.0e38] * count, [big] * count, [-big] * count, [big, -big] * (count // 2) + [big] * (count % 2),
+            [np.inf] + [1.0] * (count - 1), [np.nan] + [1.0] * (count - 1), [np.inf, -np.inf] + [1.0] * (count - 2),
+            [1.5, 2.5, 3.5, 4.5, 5.5][:count]]
+    prefixes = _float32_checkpoints(tf, tmp_path, list(zip(*rows)))
+    out = tmp_path / "avg" / "ck"
+    assert run_cli("average", *prefixes, "-o", str(out)).exit_code == 0
+    name = "v/.ATTRIBUTES/VARIABLE_VALUE"
+    got = tf.train.load_checkpoint(str(out)).get_tensor(name)
+    values = np.stack([tf.train.load_checkpoint(p).get_tensor(name).astype(np.float64) for p in prefixes])
+    with np.errstate(invalid="ignore"):
+        oracle = np.mean(values, axis=0).astype(np.float32)
+    assert got[:4].tobytes() == oracle[:4].tobytes() and np.all(np.isfinite(got[:4]))
+    assert np.isposinf(got[4]) and np.isnan(got[5]) and np.isnan(got[6])
+    assert_mean(got[7:], list(values[:, 7:].astype(np.float32)))
 
 
 def test_mismatches_exit_3_naming_the_first(tmp_path, tf):
@@ -178,9 +266,10 @@ def test_sharded_safetensors_destination(run, tmp_path, tf):
     assert len(set(weight_map.values())) > 1
     for name, file in weight_map.items():
         value = load_file(str(tmp_path / file))[name]
-        expected = _mean(tf, sources, name) if value.dtype.kind == "f" else \
-            tf.train.load_checkpoint(str(sources[-1])).get_tensor(name)
-        assert value.tobytes() == np.asarray(expected).tobytes(), name
+        if value.dtype.kind == "f":
+            _assert_written(tf, value, sources, name)
+        else:
+            assert value.tobytes() == tf.train.load_checkpoint(str(sources[-1])).get_tensor(name).tobytes(), name
 
 
 def test_best_by_tensorboard_events(run, tmp_path, tf):
@@ -304,7 +393,7 @@ def test_names_model_pairs_checkpoints_whose_keys_differ(run, tmp_path, tf):
     result = run_cli("average", run / "ckpt-2", model_only, "-o", out, "--names", "model", "--json")
     assert result.exit_code == 0, result.stderr
     expected = [np.mean([m.get_weights()[i].astype(np.float64) for m in restored], axis=0).astype(np.float32)
-                for i in range(4)]
+                for i in range(4)]  # two float32 sources: the correctly rounded mean, bit for bit
     written = load_file(str(out))
     assert sorted(written) == sorted([f"model/_functional/_operations/{n}/{a}" for n in (1, 2)
                                       for a in ("_kernel", "bias")] + ["save_counter"])

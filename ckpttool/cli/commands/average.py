@@ -104,8 +104,12 @@ def command(
 ):
     """Average checkpoints: the element-wise mean of every floating variable.
 
-    Floating variables are averaged in float64 and written in their dtype;
-    integer and string variables (step counters) come from the newest
+    Floating variables are averaged and written in their dtype: float64 as
+    numpy's float64 mean, bit for bit; float32, float16 and bfloat16 summed
+    in float32, then divided by n (off the exact mean by at most about
+    n * 2**-24 times the mean of the values' magnitudes, plus the rounding to
+    float16/bfloat16; two float32 sources give the correctly rounded mean; a
+    sum beyond float32's range is taken in float64); integer and string variables (step counters) come from the newest
     checkpoint (highest step, else the last given). The optimizer is left
     out unless --keep-optimizer. The sources must hold the same names, dtypes
     and shapes (exit 3 naming the first that differs); one checkpoint given

@@ -1,8 +1,9 @@
 """`average`: the element-wise mean of several checkpoints' weights, written as `convert` writes.
 
-Every floating variable (float16, bfloat16, float32, float64) is averaged, accumulated in float64
-(overflow-free: see _mean for the error bound) and written in its own dtype (rounded to nearest
-even); every other variable (integers such as
+Every floating variable (float16, bfloat16, float32, float64) is averaged and written in its own
+dtype (rounded to nearest even): float64 sources as numpy's float64 mean, bit for bit (overflow-free:
+see _mean); float32, float16 and bfloat16 sources summed in float32, within the bound _mean32 states
+(a third of float64's CPU, and what keeps `average` near the cost of reading its inputs); every other variable (integers such as
 step counters, strings, booleans, the exotic floats) is taken from the newest checkpoint: the one
 with the highest step when every source has one in its name, else the last given. The optimizer's
 state is left out unless asked for. The sources must hold the same variables (those the rules keep)
@@ -30,7 +31,7 @@ from ckpttool.errors import BadInput, UsageProblem
 from ckpttool.storage import fs
 
 AVERAGED = ("bfloat16", "float16", "float32", "float64")
-CHUNK_BYTES = 256 << 10  # per source, in lockstep: a float32 chunk's float64 sum (512 KiB) stays in cache
+CHUNK_BYTES = 256 << 10  # per source, in lockstep: the chunks and their sum stay in the CPU's cache
 
 
 @dataclass(frozen=True)
@@ -320,10 +321,39 @@ def _mean(np, values: list, out: "np.ndarray | None" = None) -> "np.ndarray":
     return total
 
 
+def _mean32(np, values: list, out: "np.ndarray") -> "np.ndarray":
+    """The element-wise mean of n >= 2 equally long float16, bfloat16 (decoded) or float32 arrays,
+    in float32 (`out`, a reused float32 buffer as long as the values): their sum in the order given,
+    each of the n-1 additions rounded to float32, divided by n and rounded once more.
+
+    Error bound (u = 2**-24, float32's unit roundoff): the sum is within (n-1)u * sum|x_i| of the
+    exact sum, the division adds u of the quotient, so the result is within
+    gamma_n * sum|x_i| / n of the exact mean, gamma_n = n*u / (1 - n*u): n units of float32's
+    roundoff of the mean of the magnitudes (the rounding to float16 or bfloat16 afterwards adds half
+    a unit in the last place of that dtype). For two sources the result is the correctly rounded
+    mean, as float64's (a sum of two floats rounded once, then halved exactly), barring subnormals.
+    Where a sum is not finite (float32 or bfloat16 values whose sum exceeds 3.4e38, or an inf or
+    NaN among the values) those elements are taken again by _mean in float64: the mean then never
+    overflows, and an inf or NaN comes out as numpy's mean gives it."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.add(values[0], values[1], out=out, dtype=np.float32)  # dtype: float16 adds in float32 too
+        for more in values[2:]:
+            np.add(out, more, out=out, dtype=np.float32)
+        out /= np.float32(len(values))
+        # one reduction tells whether every mean is finite (an inf or NaN among them makes it not);
+        # a reduction of finite means can still overflow: then they are looked at one by one
+        if not np.isfinite(np.add.reduce(out)):
+            bad = np.flatnonzero(~np.isfinite(out))
+            if len(bad):
+                out[bad] = _mean(np, [v[bad] for v in values])
+    return out
+
+
 def _mean_stream(readers: list, name: str, dtype: str, keys: tuple[dict[str, str], ...] = ()) -> Iterator[bytes]:
     """The mean of the variable the newest source stores as `name` (`keys`: each source's own name
     for it, where it differs), in chunks. The sum, the division and the cast back are done in place
-    in two buffers reused for every chunk, sized to stay in the CPU's cache."""
+    in buffers reused for every chunk, sized to stay in the CPU's cache: float64 sources by _mean,
+    the others by _mean32 (a float32 mean is handed on as a view of its own buffer)."""
     import numpy as np
 
     from ckpttool.formats.raw import iter_stored_views
@@ -334,17 +364,20 @@ def _mean_stream(readers: list, name: str, dtype: str, keys: tuple[dict[str, str
     own = [k.get(name, name) for k in keys] if keys else [name] * len(readers)
     # each source's pieces are views of its own reused read buffer, used before the next is read
     streams = [_pieces(iter_stored_views(r, r.variable(key), size), size) for r, key in zip(readers, own)]
-    total = np.empty(size // itemsize, np.float64)
-    written = None if dtype == "bfloat16" else np.empty(size // itemsize, {"float16": "<f2", "float32": "<f4",
-                                                                           "float64": "<f8"}[dtype])
+    wide = dtype == "float64"
+    total = np.empty(size // itemsize, np.float64 if wide else np.float32)
+    written = np.empty(size // itemsize, "<f2") if dtype == "float16" else None
     for pieces in zip(*streams):
         count = len(pieces[0]) // itemsize
-        mean = _mean(np, [decode_floats(piece, dtype) for piece in pieces], total[:count])
-        if written is None:
-            yield to_bfloat16(mean).tobytes()  # rounded once from the float64 mean
-        else:
+        values = [decode_floats(piece, dtype) for piece in pieces]
+        mean = _mean(np, values, total[:count]) if wide else _mean32(np, values, total[:count])
+        if dtype == "bfloat16":
+            yield to_bfloat16(mean).tobytes()  # rounded once from the float32 mean
+            continue
+        if written is not None:
             np.copyto(written[:count], mean, casting="same_kind")  # to nearest even, as astype
-            yield memoryview(written[:count]).cast("B")  # a view: the writers are done with it before the next
+            mean = written[:count]
+        yield memoryview(mean).cast("B")  # a view: the writers are done with it before the next
     if any(next(s, None) is not None for s in streams):  # sizes were checked equal: a reader lied
         raise BadInput(f"the sources of {name!r} hold different amounts of data")
 

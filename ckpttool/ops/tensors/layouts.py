@@ -342,29 +342,38 @@ def _contiguous(view, out=None) -> "np.ndarray":
     return out
 
 
-def _handed_on(array) -> Iterator[bytes]:
-    """A C-order array's bytes in pieces small enough to stay in cache from here to the write."""
+def _handed_on(array) -> Iterator[memoryview]:
+    """A C-order array's bytes in pieces small enough to stay in cache from here to the write, as
+    views: every consumer (the writers, the cast) writes or copies a piece before it asks for the
+    next, so the block buffer is reused only then (a copy of each piece cost a copy of every byte)."""
     from ckpttool.formats.raw import CHUNK_BYTES
 
     data = memoryview(array.reshape(-1).view("u1"))
     for start in range(0, len(data), CHUNK_BYTES):
-        yield bytes(data[start:start + CHUNK_BYTES])
+        yield data[start:start + CHUNK_BYTES]
 
 
 def _permuted_blocks(shape: tuple[int, ...], itemsize: int, block_bytes: int, block_of) -> Iterator[bytes]:
     """The C-order bytes of a permuted tensor of (output) `shape`, a block of the output at a time:
     `block_of(index)` gives the permuted view of each block's elements, copied through one buffer
     reused for every block (fresh pages cost a fault each), the size of the largest."""
-    import numpy as np
+    indexes = list(_output_blocks(shape, itemsize, block_bytes))
+    largest = max(_nbytes(index, shape, itemsize) for index in indexes)
+    with _Blocks.buffer(largest) as buffer:
+        for index in indexes:
+            view = block_of(index)
+            out = buffer[:view.nbytes].view(view.dtype).reshape(view.shape)
+            yield from _handed_on(_contiguous(view, out))
 
-    buffer = None
-    for index in _output_blocks(shape, itemsize, block_bytes):
-        view = block_of(index)
-        if buffer is None or buffer.nbytes < view.nbytes:
-            buffer = None  # the old one goes before the new one is made
-            buffer = np.empty(view.nbytes, np.uint8)
-        out = buffer[:view.nbytes].view(view.dtype).reshape(view.shape)
-        yield from _handed_on(_contiguous(view, out))
+
+def _nbytes(index: tuple, shape: tuple[int, ...], itemsize: int) -> int:
+    """The bytes of the block `index` (as _output_blocks makes them) of an array of `shape`."""
+    size = itemsize
+    for axis, dim in enumerate(shape):
+        part = index[axis] if axis < len(index) else slice(None)
+        if isinstance(part, slice):
+            size *= len(range(*part.indices(dim)))
+    return size
 
 
 class _Gathered:
@@ -394,6 +403,12 @@ class _Gathered:
             yield held[:size]
         finally:
             cls.local.busy = False
+
+
+class _Blocks(_Gathered):
+    """The one block buffer a transposed block is copied into, kept from tensor to tensor as the
+    gathered buffer is (a fresh one per tensor left the allocator's heap 8 MiB larger)."""
+    local = None
 
 
 def _in_memory(chunks: Iterator[bytes], shape, itemsize: int, perm, total: int) -> Iterator[bytes]:
