@@ -223,8 +223,7 @@ def command(
             if recursive and (moved := moved_out_of_tree(directory, d)):
                 raise BadInput(moved)
             planned = plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state, metric=scoring,
-                                 allow_damaged=allow_damaged_metrics, entries=listings.get(d),
-                                 helper=not recursive and not render.to_terminal())
+                                 allow_damaged=allow_damaged_metrics, entries=listings.get(d))
             if planned.refusal and not dry_run:  # a dry run shows the plan, and the damage among its problems
                 refused_scans[d] = planned.scan
                 raise BadInput(planned.refusal, hint=DAMAGE_HINT)
