@@ -866,6 +866,29 @@ def _new_info(values: dict) -> CheckpointInfo:
     return info
 
 
+def _common_info(name, prefix, family, step, size, has_meta, in_state, mtime, timestamp, files,
+                 new=object.__new__, cls=CheckpointInfo, put=_set_field) -> CheckpointInfo:
+    """_new_info of a complete V2 prefix with one shard, its fields set by name (no dict of
+    values built and walked: a tenth of the scan of 100,000 checkpoints); in the order of the
+    dataclass's fields, as its __init__ sets them."""
+    info = new(cls)
+    put(info, "name", name)
+    put(info, "prefix", prefix)
+    put(info, "family", family)
+    put(info, "step", step)
+    put(info, "format", "v2")
+    put(info, "size_bytes", size)
+    put(info, "num_shards", 1)
+    put(info, "complete", True)
+    put(info, "has_meta", has_meta)
+    put(info, "in_state", in_state)
+    put(info, "is_latest", False)
+    put(info, "mtime", mtime)
+    put(info, "timestamp", timestamp)
+    put(info, "files", files)
+    return info
+
+
 def _describe(base: str, name: str, files: _Files, stats, state_names, problems, shard_counts: dict[str, int | None],
               read_headers: bool = True, quick: dict[str, tuple] | None = None) -> CheckpointInfo | None:
     """`base`: the directory with a trailing separator; `shard_counts`: the indexes already read
@@ -887,12 +910,10 @@ def _describe(base: str, name: str, files: _Files, stats, state_names, problems,
     if size is not None:
         family, step = split_step(name)
         shard_path, index_path = base + data[(0, 1)], base + files.index
-        return _new_info({
-            "name": name, "prefix": base + name, "family": family, "step": step, "format": "v2",
-            "size_bytes": size, "num_shards": 1, "complete": True, "has_meta": meta is not None,
-            "in_state": name in state_names, "is_latest": False, "mtime": mtime, "timestamp": state_names.get(name),
-            # Sorted, as below: `P.data-...` < `P.index` < `P.meta`.
-            "files": (shard_path, index_path) if meta is None else (shard_path, index_path, base + meta)})
+        # Its files sorted, as below: `P.data-...` < `P.index` < `P.meta`.
+        return _common_info(name, base + name, family, step, size, meta is not None, name in state_names, mtime,
+                            state_names.get(name),
+                            (shard_path, index_path) if meta is None else (shard_path, index_path, base + meta))
     if files.index is None and files.v1 is None and not files.data and not files.v1_shards:
         # A lone .meta (a graph without its checkpoint) is not a checkpoint.
         problems.append(Problem("orphan_meta", base + files.meta, f"{files.meta} has no checkpoint"))
