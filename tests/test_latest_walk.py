@@ -72,6 +72,10 @@ def _answers_both_ways(directory: str, complete: bool):
     fast, slow = _answers(directory, complete)
     with mock.patch.object(scan, "_LEVELS_LOOKED_AT", 1):
         grouped, _slow = _answers(directory, complete)
+    # The files of a step's prefixes found by a pass over the names, not searched for one by one.
+    with mock.patch.object(scan, "_PREFIXES_SEARCHED", 0):
+        passed, _slow = _answers(directory, complete)
+    assert passed == fast
     return fast, grouped, slow
 
 
@@ -118,8 +122,13 @@ def test_the_highest_step_answers_not_the_newest_file(copy_fixture):
     assert run_cli("ls", "--json", run).json()["latest"] == "ckpt-3"
 
 
-MEMBER = st.tuples(st.sampled_from(["ckpt", "model.ckpt", "best"]), st.one_of(st.none(), st.integers(0, 6)),
-                   st.sampled_from(sorted(KINDS)), st.sampled_from(DAMAGE), st.integers(0, 5))
+# Steps as TensorFlow writes them, and as split_step also reads them: with leading zeros, in other
+# decimal digits (str.isdecimal's); families with digits and dashes of their own.
+MEMBER = st.tuples(st.sampled_from(["ckpt", "model.ckpt", "best", "7", "run-2.ckpt"]),
+                   st.one_of(st.none(), st.integers(0, 6)), st.sampled_from(sorted(KINDS)), st.sampled_from(DAMAGE),
+                   st.integers(0, 5), st.sampled_from(["plain", "plain", "zeros", "arabic"]))
+_DIGITS = {"plain": str, "zeros": lambda step: f"{step:03d}",
+           "arabic": lambda step: str(step).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))}
 
 
 @settings(derandomize=True, max_examples=60, deadline=None, phases=(Phase.explicit, Phase.generate),
@@ -128,8 +137,8 @@ MEMBER = st.tuples(st.sampled_from(["ckpt", "model.ckpt", "best"]), st.one_of(st
     ["notes.txt", "ckpt-9.tempstate3", "train", "checkpoint-7", "ckpt-8.data-00000-of-00001"])))
 def test_the_walk_answers_what_the_full_scan_answers(fixtures_dir, members, extras):
     with tempfile.TemporaryDirectory() as directory:
-        for family, step, kind, damage, age in members:
-            prefix = family if step is None else f"{family}-{step}"
+        for family, step, kind, damage, age, digits in members:
+            prefix = family if step is None else f"{family}-{_DIGITS[digits](step)}"
             if any(name == prefix or name.startswith(prefix + ".") or name.startswith(prefix + "-0")
                    for name in os.listdir(directory)):
                 continue  # one checkpoint per prefix
@@ -144,3 +153,38 @@ def test_the_walk_answers_what_the_full_scan_answers(fixtures_dir, members, extr
         for complete in (False, True):
             fast, grouped, slow = _answers_both_ways(directory, complete)
             assert fast == slow and grouped == slow
+
+
+NAME = st.one_of(
+    st.builds(lambda stem, step, suffix: f"{stem}-{step}{suffix}", st.sampled_from(["ckpt", "m.ckpt", "7", "a-b", ""]),
+              st.sampled_from(["3", "03", "003", "30", "0", "00", "٣", "x3", ""]),
+              st.sampled_from([".index", ".meta", ".data-00000-of-00001", ".data-00001-of-00002", ".index.index",
+                               "", "-00000-of-00002"])),
+    st.text(alphabet="ck-.0123٣index\0", max_size=12).map(lambda text: text.replace("\0", "")))
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(names=st.lists(NAME, unique=True, max_size=12), picked=st.lists(st.integers(0, 11), max_size=3))
+def test_the_joined_names_answer_as_each_name_does(names, picked):
+    """The walk's questions about the names, answered by searching them joined (scan._Names), give
+    what asking each name gives (split_step's steps, str.startswith)."""
+    from unittest import mock
+
+    from ckpttool.formats.tf.shards import data_shard, split_step
+    from ckpttool.ops.runs import scan
+
+    joined = scan._Names(names)
+    steps = joined.index_steps(2)
+    stems = [name[:-6] for name in names if name.endswith(".index")]
+    by_name = [-1 if split_step(stem)[1] is None else split_step(stem)[1] for stem in stems]
+    assert steps.levels == sorted(set(by_name), reverse=True)[:3]
+    for level in set(by_name) | {0, 3, 30}:
+        assert steps.stems_at(level) == [stem for stem, step in zip(stems, by_name) if step == level]
+    others = [(n, "file") for n in names if (not n.endswith((".index", ".meta", ".data-00000-of-00001"))
+                                            or n == ".data-00000-of-00001") and data_shard(n) is None]
+    assert joined.others() == others
+    prefixes = [stems[i] for i in picked if i < len(stems)]
+    for searched in (16, 0):
+        with mock.patch.object(scan, "_PREFIXES_SEARCHED", searched):
+            assert joined.starting_with(prefixes) == (
+                [n for n in names if n.startswith(tuple(prefixes))] if prefixes else [])

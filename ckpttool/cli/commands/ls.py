@@ -89,10 +89,15 @@ def _checkpoint_rows_json(checkpoints, scores) -> render.RawJSON:
         stamp = c.timestamp if c.timestamp is None or finite(c.timestamp) else None
         step, shards = c.step, c.num_shards
         mtime_text, stamp_text = iso(mtime), iso(stamp)
+        complete, has_meta, in_state, is_latest = c.complete, c.has_meta, c.in_state, c.is_latest
         append(_ROW % (
             text(c.name), text(c.prefix), "null" if step is None else repr(step), text(c.format), repr(c.size_bytes),
-            "null" if shards is None else repr(shards), _literal(c.complete), _literal(c.has_meta),
-            _literal(c.in_state), _literal(c.is_latest),
+            "null" if shards is None else repr(shards),
+            # _literal's, without a call per flag (four per row)
+            "true" if complete is True else "false" if complete is False else _literal(complete),
+            "true" if has_meta is True else "false" if has_meta is False else _literal(has_meta),
+            "true" if in_state is True else "false" if in_state is False else _literal(in_state),
+            "true" if is_latest is True else "false" if is_latest is False else _literal(is_latest),
             "null" if mtime_text is None else text(mtime_text), "null" if mtime is None else repr(mtime),
             "null" if stamp_text is None else text(stamp_text), "null" if stamp is None else repr(stamp)))
     return render.RawJSON("[" + ", ".join(parts) + "]", lambda: _checkpoint_rows(checkpoints, scores))
