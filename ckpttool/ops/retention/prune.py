@@ -44,7 +44,8 @@ from ckpttool.storage.fs import read_capped
 from ckpttool.ops.retention.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_dir_name,
                                  is_temp_file_debris, temp_dir_debris_problem, temp_dir_parts,
                                  temp_file_debris_problem)
-from ckpttool.ops.runs.lock import changed_since_planned, locked_as_planned
+from ckpttool.ops.runs.lock import (LOCK_FILENAME, PRUNE_JOURNAL, changed_since_planned, locked_as_planned,
+                                    read_lock_journal)
 from ckpttool.ops.retention.rules import RetentionRules, keep_reasons
 from ckpttool.ops.runs import series
 from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, Problem, gc_paused, scan_directory,
@@ -52,7 +53,7 @@ from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, P
 from ckpttool.ops.retention.scoring import DAMAGE_HINT, MetricOptions, Scores, damage_refusal, score_checkpoints
 from ckpttool.ops.runs.statefile import update_state, without_entries
 
-JOURNAL_FILENAME = ".ckpttool-prune.journal"
+JOURNAL_FILENAME = PRUNE_JOURNAL
 JOURNAL_MAX_BYTES = 16 << 20  # a journal lists file names of checkpoints: far smaller than this
 CLEAN_DEFAULT_MIN_AGE = 3600.0  # --clean without --min-age spares debris younger than an hour
 
@@ -330,13 +331,26 @@ def _read_journal(scan: DirectoryScan, protected: dict[str, str], problems: list
     than prune removes (a journal of a version that tried) is left out and reported in `problems`:
     the journal is then cleared, never resumed again and again.
     """
+    resumed = _read_journal_object(scan, protected, problems)
+    if fs.is_url(scan.directory) and LOCK_FILENAME in scan.listing:
+        # A batched prune carries its journal in its lock object's body (ops/retention/batches.py):
+        # one that is listed is resumed as a journal object is (its lock broken when stale).
+        raw = read_lock_journal(scan.directory)
+        if raw is not None:
+            names = {d.name for d in resumed}
+            resumed += [d for d in _journal_deletions(scan, raw, fs.join(scan.directory, LOCK_FILENAME),
+                                                      protected, problems) if d.name not in names]
+    return resumed
+
+
+def _read_journal_object(scan: DirectoryScan, protected: dict[str, str], problems: list[Problem]) -> list[Deletion]:
+    """_read_journal's entries of the journal object."""
     path = fs.join(scan.directory, JOURNAL_FILENAME)
     if JOURNAL_FILENAME not in scan.listing and (fs.is_url(path) or not os.path.lexists(path)):
         return []
 
     def refuse(why: str) -> CorruptCheckpoint:
-        return CorruptCheckpoint(f"prune journal {path} {why}; refusing to resume it (nothing deleted)",
-                                 hint="if no prune is running, look at it and remove it")
+        return _journal_refusal(path, why)
 
     owner = _journal_owner(scan, path)
     if owner is None and not fs.is_url(path):
@@ -352,6 +366,21 @@ def _read_journal(scan: DirectoryScan, protected: dict[str, str], problems: list
     if owner is not None and owner[2] not in (os.geteuid(), os.stat(scan.directory).st_uid):
         # Anyone who may add a file here could plant one, and resuming overrides the rules.
         raise refuse(f"belongs to uid {owner[2]}, neither this user nor the directory's owner")
+    return _journal_deletions(scan, raw, path, protected, problems)
+
+
+def _journal_refusal(path: str, why: str) -> CorruptCheckpoint:
+    return CorruptCheckpoint(f"prune journal {path} {why}; refusing to resume it (nothing deleted)",
+                             hint="if no prune is running, look at it and remove it")
+
+
+def _journal_deletions(scan: DirectoryScan, raw: bytes, path: str, protected: dict[str, str],
+                       problems: list[Problem]) -> list[Deletion]:
+    """The entries of journal `raw` (read from `path`), each checked as _read_journal says."""
+
+    def refuse(why: str) -> CorruptCheckpoint:
+        return _journal_refusal(path, why)
+
     try:
         entries = json.loads(raw)["deletions"]
         pending = [(e["name"], e.get("step"), e["paths"]) for e in entries]
@@ -545,13 +574,14 @@ _BATCHABLE_KINDS = ("checkpoint", "budget")
 def batchable(scan: DirectoryScan, deleted: tuple[Deletion, ...] | list[Deletion]) -> bool:
     """Whether a bucket's deletions may be carried out with other run directories' in batches, with
     no second look at the directory (ops/retention/batches.py): every one an older save its state
-    file lists (not the latest, not an orphan or debris, no journal to resume, no other state file),
+    file lists (not the latest, not an orphan or debris, no journal to resume, no lock listed: a run
+    at work or killed, whose lock may carry a journal, no other state file),
     made of plain objects directly in it, and the store can rewrite the state file only if it is
     still the version listed. Anything else is applied as one directory is (apply_prune)."""
     from ckpttool.storage import remote
 
     if not (deleted and fs.is_url(scan.directory) and scan.state is not None and scan.state_tag
-            and not scan.other_latest and JOURNAL_FILENAME not in scan.listing
+            and not scan.other_latest and JOURNAL_FILENAME not in scan.listing and LOCK_FILENAME not in scan.listing
             and remote.conditional_tags(scan.directory)):
         return False
     for d in deleted:
