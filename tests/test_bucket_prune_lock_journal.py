@@ -99,6 +99,18 @@ def _assert_nothing_pending(server, url: str) -> None:
     assert not [k for k in keys if k.endswith((".ckpttool.lock", ".ckpttool-prune.journal"))], keys
 
 
+def _finished_elsewhere(server, tmp_path, url: str, keep: str, left: set[str], tf) -> str:
+    """`prune -r --keep-last KEEP` from another host: it succeeds, exactly `left` stays, no lock or
+    journal is left, and TensorFlow restores every run's latest. Its JSON."""
+    again = _prune_elsewhere(tmp_path, "host-b", url, keep)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert _keys(server, url) == left
+    _assert_nothing_pending(server, url)
+    _assert_tf_loads_latest(server, url, tmp_path, tf)
+    return out
+
+
 def test_a_batched_prune_writes_no_journal_object(logged_s3, fixtures_dir, tmp_path, tf):  # noqa: F811
     """Per run directory: the lock (carrying the journal), the state file, the lock removed; the
     deletions batched. What goes is what TensorFlow's state files say --keep-last 2 leaves."""
@@ -123,12 +135,7 @@ def test_killed_at_each_step_then_finished_from_another_host(logged_s3, fixtures
     assert journals, "the killed prune left no lock"
     assert all(journals[run] == expected[run] for run in journals), journals
     _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)  # at the instant of the kill too
-    again = _prune_elsewhere(tmp_path, "host-b", url, "2")
-    out, err = again.communicate(timeout=600)
-    assert again.returncode == 0, err
-    assert _keys(logged_s3, url) == left
-    _assert_nothing_pending(logged_s3, url)
-    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
+    _finished_elsewhere(logged_s3, tmp_path, url, "2", left, tf)
 
 
 def test_the_journal_is_finished_even_where_the_rules_would_keep_all(logged_s3, fixtures_dir, tmp_path, tf):  # noqa: F811
@@ -139,15 +146,10 @@ def test_the_journal_is_finished_even_where_the_rules_would_keep_all(logged_s3, 
     _killed_at(url, "removed the indexes")
     journals = _make_locks_stale(logged_s3, url)
     assert journals == expected
-    again = _prune_elsewhere(tmp_path, "host-b", url, "6")
-    out, err = again.communicate(timeout=600)
-    assert again.returncode == 0, err
+    out = _finished_elsewhere(logged_s3, tmp_path, url, "6", left, tf)
     resumed = {d["directory"].rsplit("/", 1)[-1]: {x["name"] for x in d["deleted"] if x["kind"] == "resumed"}
                for d in json.loads(out)["directories"]}
     assert resumed == expected
-    assert _keys(logged_s3, url) == left
-    _assert_nothing_pending(logged_s3, url)
-    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
 
 
 def test_two_breakers_at_once_lose_nothing(logged_s3, fixtures_dir, tmp_path, tf):  # noqa: F811
@@ -204,9 +206,4 @@ def test_a_lock_broken_by_a_run_that_does_not_prune_keeps_its_journal(logged_s3,
     for run in RUNS:
         journal = json.loads(fs.cat_file(f"{root}/{run}/.ckpttool-prune.journal"))
         assert {e["name"] for e in journal["deletions"]} == expected[run]
-    again = _prune_elsewhere(tmp_path, "host-b", url, "6")
-    _out, err = again.communicate(timeout=600)
-    assert again.returncode == 0, err
-    assert _keys(logged_s3, url) == left
-    _assert_nothing_pending(logged_s3, url)
-    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
+    _finished_elsewhere(logged_s3, tmp_path, url, "6", left, tf)
