@@ -207,3 +207,25 @@ def test_a_lock_broken_by_a_run_that_does_not_prune_keeps_its_journal(logged_s3,
         journal = json.loads(fs.cat_file(f"{root}/{run}/.ckpttool-prune.journal"))
         assert {e["name"] for e in journal["deletions"]} == expected[run]
     _finished_elsewhere(logged_s3, tmp_path, url, "6", left, tf)
+
+
+def test_a_journal_that_appeared_since_planned_is_never_replaced(logged_s3, fixtures_dir, tmp_path, tf):  # noqa: F811
+    """A run killed between our plan and our apply left a journal (written out of the stale lock we
+    break, or its own): applying our plan would replace it with ours, so it is refused (nothing
+    deleted, that journal as it was); the next prune finishes it first."""
+    from ckpttool.errors import Refused
+    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
+
+    url, expected, left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    run_url = f"{url}/{RUNS[0]}"
+    plan = plan_prune(run_url, RetentionRules(2, None, None, (), None, None, False))
+    fs, split = _fs(logged_s3)
+    journal = json.dumps({"deletions": [{"name": "ckpt-1", "step": 1, "paths": ["ckpt-1.index"]}]}).encode()
+    fs.pipe_file(split(run_url)[1] + "/.ckpttool-prune.journal", journal)
+    before = _keys(logged_s3, url)
+    with pytest.raises(Refused, match="appeared"):
+        apply_prune(plan)
+    assert _keys(logged_s3, url) == before
+    assert fs.cat_file(split(run_url)[1] + "/.ckpttool-prune.journal") == journal
+    _finished_elsewhere(logged_s3, tmp_path, url, "2", left, tf)

@@ -802,6 +802,12 @@ def _apply(plan: PrunePlan, fault: Callable[[str], None], checked: fs.CheckedDir
     kept_whole = {d.name for d in plan.deleted if refused.intersection(d.paths)} - {d.name for d in todo if d.paths}
     drop = {d.name for d in todo} - kept_whole  # state-file entries to remove, of vanished checkpoints too
     journal_left = JOURNAL_FILENAME in scan.listing
+    planned = plan.scan.listing if plan.scan is not None else None
+    if journal_left and planned is not None and JOURNAL_FILENAME not in planned and LOCK_FILENAME not in planned:
+        # A run killed since we planned left it (in a bucket, perhaps written out of the stale lock
+        # we just broke): ours would replace it, and its half-deleted checkpoints stay for ever.
+        raise Refused(f"an interrupted prune's journal appeared in {directory} since it was planned; nothing deleted",
+                      hint="run prune again: it finishes that journal first")
     todo = [d for d in todo if d.paths or d.kind == "resumed" and journal_left]
     if not todo and not (journal_left and checked is not None):
         # (A local journal whose entries are all done or refused goes all the same: nothing of it
