@@ -619,6 +619,38 @@ def remove_if_tag(url: str, tag: str) -> bool:
     return True
 
 
+def read_tagged(url: str, limit: int, what: str) -> tuple[bytes, str | None] | None:
+    """The object's bytes and its tag (S3 ETag) from one GET, so that a delete made on that tag
+    (remove_if_tag) removes the very version read; None if there is no such object. TooLarge past
+    `limit` bytes. A store without conditional tags: read_capped's bytes, tag None."""
+    if not conditional_tags(url):
+        data = read_capped(url, limit, what, missing_ok=True)
+        return None if data is None else (data, None)
+    from fsspec.asyn import sync
+
+    where = locate(url)
+    bucket, key, _ = where.fs.split_path(where.path)
+
+    async def get() -> tuple[bytes, str | None]:
+        answer = await where.fs._call_s3("get_object", Bucket=bucket, Key=key)
+        body = answer["Body"]
+        try:
+            if int(answer.get("ContentLength") or 0) > limit:
+                raise TooLarge(f"{what} {url} is larger than {limit} bytes")
+            return await body.read(), answer.get("ETag")
+        finally:
+            body.close()
+
+    try:
+        return sync(where.fs.loop, get)
+    except FileNotFoundError:
+        return None
+    except TooLarge:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _backend_error(url, exc) from None
+
+
 def _precondition_failed(exc: BaseException) -> bool:
     """A condition on the write or delete did not hold (HTTP 412; s3fs says "pre-conditions")."""
     return "precondition" in str(exc).lower().replace("-", "")

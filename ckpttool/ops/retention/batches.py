@@ -3,24 +3,29 @@ deletions batched across run directories.
 
 A bucket plan that plan_prune marked `batchable` (older saves its state file lists, plain objects,
 a store that writes conditionally: S3 If-Match) is applied without listing its directory again:
-  1. each run directory of a batch locked, its journal written, and its state file rewritten without
+  1. each run directory of a batch locked with its journal carried in the lock object's body (one
+     conditional PUT; a journal too large for a lock object is an object of its own, as apply_prune
+     writes it), and its state file rewritten without
      the pruned entries only if it is still the version the plan listed (If-Match on its ETag): the
      evidence that nothing the plan depends on has changed since (that the saves it deletes are
      still older saves its writer lists). A state file changed since is not touched: that
-     directory's journal is removed and it is applied as a single prune is (scanned again under its
-     lock);
+     directory is applied as a single prune is (scanned again under its lock; a journal object of its
+     own removed first);
   2. every index of the batch deleted, in requests of up to 1,000 keys (S3 DeleteObjects), then
      every data file and `.meta`: no index is ever left without its data, so TensorFlow never sees
      half a checkpoint;
-  3. the journals deleted, then each lock removed (only if still ours).
+  3. the journal objects deleted (if any), then each lock removed (only if still ours): the journal
+     it carries goes with it.
 The keys deleted are exactly those the plan listed and checked (path_problem). A failure or an
-interrupt in 2 leaves the journals, which the next prune of each directory finishes.
+interrupt in 2 leaves the journals (in the locks), which the next prune of each directory finishes:
+it breaks the stale lock after writing its journal out as a journal object (ops/runs/lock.py).
 Everything else (local directories, other stores, series members, journals to resume, debris) is
 applied by apply_prune, a bounded number of directories at a time.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -29,11 +34,13 @@ from ckpttool.errors import Refused
 from ckpttool.formats.tf.state import STATE_FILENAME, format_state
 from ckpttool.ops.retention.prune import (JOURNAL_FILENAME, PrunePlan, PruneResult, apply_prune, apply_under_lock,
                                           batchable, journal_bytes, refuse_unless_inside)
-from ckpttool.ops.runs.lock import locked_as_planned
+from ckpttool.ops.runs.lock import LOCK_MAX_BYTES, locked_as_planned
 from ckpttool.ops.runs.statefile import without_entries
 from ckpttool.storage import fs
 
 WORKERS = 8  # run directories applied at once: each waits on the disk or the network, not the CPU
+# A journal larger than this is an object of its own (a lock object is read whole by whoever breaks it).
+LOCK_JOURNAL_MAX = LOCK_MAX_BYTES // 2
 BATCH_RUNS = 250  # run directories locked together for one round of batched deletes
 LOCK_TIMEOUT = 600.0  # seconds a run directory's lock is waited for (apply_prune's default)
 
@@ -48,6 +55,7 @@ class _Prepared:
     index: int
     plan: PrunePlan
     lock: contextlib.ExitStack
+    journal_object: bool  # its journal is an object of its own (too large for the lock's body)
 
 
 def apply_prunes(plans: list[PrunePlan], fault: Fault | None = None, done: Done | None = None,
@@ -109,11 +117,13 @@ def _apply_batch(batch: list[tuple[int, PrunePlan]], results: list, fault: Fault
     def prepare(position: int) -> None:
         i, plan = batch[position]
         lock = contextlib.ExitStack()
+        journal = journal_bytes(plan.deleted)
+        journal_object = len(journal) > LOCK_JOURNAL_MAX
         try:
             lock.enter_context(locked_as_planned(plan.directory, plan.directory_id, "nothing deleted",
-                                                  lock_timeout))
-            if _journal_and_rewrite_state(plan, fault):
-                prepared.append(_Prepared(i, plan, lock))
+                                                  lock_timeout, None if journal_object else json.loads(journal)))
+            if _journal_and_rewrite_state(plan, fault, journal if journal_object else None):
+                prepared.append(_Prepared(i, plan, lock, journal_object))
                 return
             results[i] = caught(lambda: apply_under_lock(plan, fault))  # changed since planned
         except Exception as exc:  # noqa: BLE001 - this run directory only
@@ -133,7 +143,8 @@ def _apply_batch(batch: list[tuple[int, PrunePlan]], results: list, fault: Fault
         fault("removed the indexes")
         _remove([(d, f) for d, f in files if not f.endswith(".index")])
         fault("removed the data")
-        _remove([(p.plan.directory, fs.join(p.plan.directory, JOURNAL_FILENAME)) for p in prepared])
+        _remove([(p.plan.directory, fs.join(p.plan.directory, JOURNAL_FILENAME)) for p in prepared
+                 if p.journal_object])
         fault("journal removed")
         for p in prepared:
             results[p.index] = PruneResult(p.plan, p.plan.deleted)
@@ -154,21 +165,24 @@ def _apply_batch(batch: list[tuple[int, PrunePlan]], results: list, fault: Fault
         _each(release, list(range(len(prepared))), workers)
 
 
-def _journal_and_rewrite_state(plan: PrunePlan, fault: Fault) -> bool:
-    """Under the lock: the journal of the plan's deletions written, then the state file rewritten
-    without them if it is still the version listed. False (journal removed, nothing else done) when
-    it is not: the directory is then to be scanned again."""
+def _journal_and_rewrite_state(plan: PrunePlan, fault: Fault, journal_object: bytes | None) -> bool:
+    """Under the lock (carrying the journal of the plan's deletions, or with `journal_object` written
+    here as an object of its own): the state file rewritten without them if it is still the version
+    listed. False (a journal object removed, nothing else done) when it is not: the directory is then
+    to be scanned again."""
     from ckpttool.storage import remote
 
     journal = fs.join(plan.directory, JOURNAL_FILENAME)
-    fs.write_atomic(journal, journal_bytes(plan.deleted))
+    if journal_object is not None:
+        fs.write_atomic(journal, journal_object)
     fault("journal written")
     drop = {d.name for d in plan.deleted}
     text = format_state(without_entries(plan.state, plan.directory, drop)).encode("utf-8")
     try:
         remote.write_whole(fs.join(plan.directory, STATE_FILENAME), text, if_tag=plan.state_tag)
     except Refused:
-        fs.remove_files([journal])
+        if journal_object is not None:
+            fs.remove_files([journal])
         return False
     fault("state file rewritten")
     return True

@@ -44,7 +44,8 @@ from ckpttool.storage.fs import read_capped
 from ckpttool.ops.retention.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_dir_name,
                                  is_temp_file_debris, temp_dir_debris_problem, temp_dir_parts,
                                  temp_file_debris_problem)
-from ckpttool.ops.runs.lock import changed_since_planned, locked_as_planned
+from ckpttool.ops.runs.lock import (LOCK_FILENAME, PRUNE_JOURNAL, changed_since_planned, locked_as_planned,
+                                    read_lock_journal)
 from ckpttool.ops.retention.rules import RetentionRules, keep_reasons
 from ckpttool.ops.runs import series
 from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, Problem, gc_paused, scan_directory,
@@ -52,7 +53,7 @@ from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, P
 from ckpttool.ops.retention.scoring import DAMAGE_HINT, MetricOptions, Scores, damage_refusal, score_checkpoints
 from ckpttool.ops.runs.statefile import update_state, without_entries
 
-JOURNAL_FILENAME = ".ckpttool-prune.journal"
+JOURNAL_FILENAME = PRUNE_JOURNAL
 JOURNAL_MAX_BYTES = 16 << 20  # a journal lists file names of checkpoints: far smaller than this
 CLEAN_DEFAULT_MIN_AGE = 3600.0  # --clean without --min-age spares debris younger than an hour
 
@@ -147,13 +148,16 @@ def _newest_whole_tf(scan: DirectoryScan) -> list[tuple[CheckpointInfo, str]]:
     """For each TF family whose newest complete checkpoint's data shards end before its index says
     (a full disk, a copy cut short: TensorFlow cannot restore it, though every file is there), the
     newest one whose do not, and why the newer ones are not whole. One index is read per family
-    (more only while checkpoints are found cut short)."""
+    (more only while checkpoints are found cut short); none in a bucket whose listing shows every
+    complete member of the family with the same sizes (_listed_alike)."""
     families: dict[str, list[CheckpointInfo]] = {}
     for c in scan.checkpoints:  # oldest first
         if c.format == "v2" and c.complete:
             families.setdefault(c.family, []).append(c)
     found = []
     for members in families.values():
+        if _listed_alike(scan, members):
+            continue
         cut = []
         for c in reversed(members):
             problem = _data_cut_short(c)
@@ -163,6 +167,32 @@ def _newest_whole_tf(scan: DirectoryScan) -> list[tuple[CheckpointInfo, str]]:
                 break
             cut.append(problem)
     return found
+
+
+def _listed_alike(scan: DirectoryScan, members: list[CheckpointInfo]) -> bool:
+    """Whether a bucket's listing shows that the family's newest complete checkpoint cannot be less
+    whole than the others: two or more members, each with an index and data shards (the same shards)
+    of exactly the same byte sizes. For one set of variables a bundle's index and shard sizes are
+    fixed by the variables' names, dtypes and shapes, and a file cut short is smaller than whole: so
+    all are whole or all are cut alike, and reading the newest's index (a request) would protect
+    nothing different. Damaged bytes of the right size are verify's to find, as they always were."""
+    if len(members) < 2 or not scan.sizes:
+        return False  # a local directory (an index read is cheap there) or one member: read it
+    shapes = set()
+    for c in members:
+        shape = []
+        for path in c.files:
+            name = fs.basename(path)
+            suffix = name[len(c.name):]
+            if suffix == ".index" or suffix.startswith(".data-"):
+                size = scan.sizes.get(name)
+                if size is None:
+                    return False
+                shape.append((suffix, size))
+        shapes.add(tuple(sorted(shape)))
+        if len(shapes) > 1:
+            return False
+    return True
 
 
 def _data_cut_short(c: CheckpointInfo) -> str | None:
@@ -301,13 +331,26 @@ def _read_journal(scan: DirectoryScan, protected: dict[str, str], problems: list
     than prune removes (a journal of a version that tried) is left out and reported in `problems`:
     the journal is then cleared, never resumed again and again.
     """
+    resumed = _read_journal_object(scan, protected, problems)
+    if fs.is_url(scan.directory) and LOCK_FILENAME in scan.listing:
+        # A batched prune carries its journal in its lock object's body (ops/retention/batches.py):
+        # one that is listed is resumed as a journal object is (its lock broken when stale).
+        raw = read_lock_journal(scan.directory)
+        if raw is not None:
+            names = {d.name for d in resumed}
+            resumed += [d for d in _journal_deletions(scan, raw, fs.join(scan.directory, LOCK_FILENAME),
+                                                      protected, problems) if d.name not in names]
+    return resumed
+
+
+def _read_journal_object(scan: DirectoryScan, protected: dict[str, str], problems: list[Problem]) -> list[Deletion]:
+    """_read_journal's entries of the journal object."""
     path = fs.join(scan.directory, JOURNAL_FILENAME)
     if JOURNAL_FILENAME not in scan.listing and (fs.is_url(path) or not os.path.lexists(path)):
         return []
 
     def refuse(why: str) -> CorruptCheckpoint:
-        return CorruptCheckpoint(f"prune journal {path} {why}; refusing to resume it (nothing deleted)",
-                                 hint="if no prune is running, look at it and remove it")
+        return _journal_refusal(path, why)
 
     owner = _journal_owner(scan, path)
     if owner is None and not fs.is_url(path):
@@ -323,6 +366,21 @@ def _read_journal(scan: DirectoryScan, protected: dict[str, str], problems: list
     if owner is not None and owner[2] not in (os.geteuid(), os.stat(scan.directory).st_uid):
         # Anyone who may add a file here could plant one, and resuming overrides the rules.
         raise refuse(f"belongs to uid {owner[2]}, neither this user nor the directory's owner")
+    return _journal_deletions(scan, raw, path, protected, problems)
+
+
+def _journal_refusal(path: str, why: str) -> CorruptCheckpoint:
+    return CorruptCheckpoint(f"prune journal {path} {why}; refusing to resume it (nothing deleted)",
+                             hint="if no prune is running, look at it and remove it")
+
+
+def _journal_deletions(scan: DirectoryScan, raw: bytes, path: str, protected: dict[str, str],
+                       problems: list[Problem]) -> list[Deletion]:
+    """The entries of journal `raw` (read from `path`), each checked as _read_journal says."""
+
+    def refuse(why: str) -> CorruptCheckpoint:
+        return _journal_refusal(path, why)
+
     try:
         entries = json.loads(raw)["deletions"]
         pending = [(e["name"], e.get("step"), e["paths"]) for e in entries]
@@ -516,13 +574,14 @@ _BATCHABLE_KINDS = ("checkpoint", "budget")
 def batchable(scan: DirectoryScan, deleted: tuple[Deletion, ...] | list[Deletion]) -> bool:
     """Whether a bucket's deletions may be carried out with other run directories' in batches, with
     no second look at the directory (ops/retention/batches.py): every one an older save its state
-    file lists (not the latest, not an orphan or debris, no journal to resume, no other state file),
+    file lists (not the latest, not an orphan or debris, no journal to resume, no lock listed: a run
+    at work or killed, whose lock may carry a journal, no other state file),
     made of plain objects directly in it, and the store can rewrite the state file only if it is
     still the version listed. Anything else is applied as one directory is (apply_prune)."""
     from ckpttool.storage import remote
 
     if not (deleted and fs.is_url(scan.directory) and scan.state is not None and scan.state_tag
-            and not scan.other_latest and JOURNAL_FILENAME not in scan.listing
+            and not scan.other_latest and JOURNAL_FILENAME not in scan.listing and LOCK_FILENAME not in scan.listing
             and remote.conditional_tags(scan.directory)):
         return False
     for d in deleted:
@@ -743,6 +802,12 @@ def _apply(plan: PrunePlan, fault: Callable[[str], None], checked: fs.CheckedDir
     kept_whole = {d.name for d in plan.deleted if refused.intersection(d.paths)} - {d.name for d in todo if d.paths}
     drop = {d.name for d in todo} - kept_whole  # state-file entries to remove, of vanished checkpoints too
     journal_left = JOURNAL_FILENAME in scan.listing
+    planned = plan.scan.listing if plan.scan is not None else None
+    if journal_left and planned is not None and JOURNAL_FILENAME not in planned and LOCK_FILENAME not in planned:
+        # A run killed since we planned left it (in a bucket, perhaps written out of the stale lock
+        # we just broke): ours would replace it, and its half-deleted checkpoints stay for ever.
+        raise Refused(f"an interrupted prune's journal appeared in {directory} since it was planned; nothing deleted",
+                      hint="run prune again: it finishes that journal first")
     todo = [d for d in todo if d.paths or d.kind == "resumed" and journal_left]
     if not todo and not (journal_left and checked is not None):
         # (A local journal whose entries are all done or refused goes all the same: nothing of it

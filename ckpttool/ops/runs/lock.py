@@ -8,6 +8,12 @@ DIR/.ckpttool.lock created only if absent (S3 `If-None-Match: *`, GCS
 `ifGenerationMatch=0`), plus a lock file on this host. Stores that cannot
 create conditionally get only the host lock: two prunes at once are refused
 from one host, not across hosts (the --help of prune and repair says so).
+
+A bucket prune may carry its journal in the lock object's body (one conditional PUT instead of a
+lock and a journal: ops/retention/batches.py). A run that breaks such a lock as stale first writes
+that journal out as the prune journal object (merged with one already there), so that the next
+prune finishes it by the journal's own checks; then it removes the lock only if it is still the
+version read (S3 If-Match), so that of two breakers at once only one takes it.
 """
 from __future__ import annotations
 
@@ -28,6 +34,9 @@ from ckpttool.storage.atomic import commit_section
 from ckpttool.storage.fs import is_url
 
 LOCK_FILENAME = ".ckpttool.lock"
+PRUNE_JOURNAL = ".ckpttool-prune.journal"  # prune's journal object (ops/retention/prune.py)
+# The most of a lock object read: a body carrying a prune's journal lists file names of checkpoints.
+LOCK_MAX_BYTES = 16 << 20
 # A bucket lock older than this is taken to be left by a killed run and broken.
 # A prune of even 100k checkpoints finishes far sooner.
 STALE_REMOTE_LOCK_SECONDS = 3600.0
@@ -80,17 +89,21 @@ def _host_lock_path(url: str) -> str:
 
 
 @contextlib.contextmanager
-def _remote_lock(url: str, timeout: float):
+def _remote_lock(url: str, timeout: float, journal: dict | None = None):
     from ckpttool.storage import remote
     protocol, _ = remote.split_url(url)
     with _flock(_host_lock_path(url), timeout, url):
         if protocol not in remote.CONDITIONAL_CREATE:
+            if journal is not None:
+                raise Refused(f"{url}: a journal is carried in a lock object only where locks are conditional")
             yield
             return
         lock_url = url.rstrip("/") + "/" + LOCK_FILENAME
         token = uuid.uuid4().hex
-        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
-                           "token": token}).encode()
+        holder = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "token": token}
+        if journal is not None:
+            holder["journal"] = journal
+        body = json.dumps(holder).encode()
         deadline = time.monotonic() + timeout
         acquired, tag = False, None
         try:
@@ -101,9 +114,9 @@ def _remote_lock(url: str, timeout: float):
                         acquired = True
                     break
                 except Refused:
-                    holder = _read_holder(remote, lock_url)
+                    holder, held_tag = _read_holder(remote, lock_url)
                     if holder is not None and _abandoned(holder):
-                        remote.remove_many([lock_url])  # left by a killed run: break it, then race for it again
+                        _break(remote, url, lock_url, holder, held_tag)  # then race for it again
                         continue
                     if time.monotonic() > deadline:
                         who = f" by {holder.get('host')} pid {holder.get('pid')}" if holder else ""
@@ -132,7 +145,7 @@ def _release(remote, lock_url: str, token: str, tag: str | None = None, attempts
             pass
     for attempt in range(attempts):
         try:
-            holder = json.loads(fs.read_capped(lock_url, 1 << 16, "lock object"))
+            holder = json.loads(fs.read_capped(lock_url, LOCK_MAX_BYTES, "lock object"))
             if isinstance(holder, dict) and holder.get("token") == token:
                 remote.remove_many([lock_url])
             return
@@ -141,6 +154,46 @@ def _release(remote, lock_url: str, token: str, tag: str | None = None, attempts
         except Exception:  # noqa: BLE001 - a failed request: again, and the last failure is the caller's
             if attempt == attempts - 1:
                 raise
+
+
+def _break(remote, url: str, lock_url: str, holder: dict, tag: str | None) -> None:
+    """Remove a lock left by a killed run: its journal, if it carries one, written out first as the
+    prune journal object (the next prune finishes it, by that journal's checks); then the lock
+    removed only if it is still the version read (`tag`), where the store deletes conditionally."""
+    journal = holder.get("journal")
+    if journal is not None:
+        if tag is None:
+            raise Refused(f"{lock_url} carries an interrupted prune's journal, and this store cannot remove it "
+                          "conditionally; not breaking it", hint="ckpttool prune on S3 finishes it")
+        _keep_journal(remote, url, journal)
+    if tag is not None and remote.conditional_tags(lock_url):
+        remote.remove_if_tag(lock_url, tag)  # False: another run broke it first (and may hold a new one)
+    else:
+        remote.remove_many([lock_url])
+
+
+def _keep_journal(remote, url: str, journal) -> None:
+    """The journal a stale lock carries, added to the prune journal object (made if absent): an
+    entry already there is kept as it is. Refused when either is not a journal (nothing written)."""
+    journal_url = url.rstrip("/") + "/" + PRUNE_JOURNAL
+
+    def entries(doc) -> list:
+        found = doc.get("deletions") if isinstance(doc, dict) else None
+        if not isinstance(found, list) or not all(isinstance(e, dict) for e in found):
+            raise Refused(f"{url}: an interrupted prune's journal is unreadable; not breaking its lock",
+                          hint="if no prune is running, look at the lock object and the journal, and remove them")
+        return found
+
+    carried = entries(journal)
+    raw = fs.read_capped(journal_url, LOCK_MAX_BYTES, "prune journal", missing_ok=True)
+    try:
+        there = entries(json.loads(raw)) if raw is not None else []
+    except ValueError:
+        there = entries(None)
+    names = {e.get("name") for e in there}
+    merged = there + [e for e in carried if e.get("name") not in names]
+    if raw is None or len(merged) != len(there):
+        remote.write_whole(journal_url, json.dumps({"deletions": merged}).encode())
 
 
 def _abandoned(holder: dict) -> bool:
@@ -157,30 +210,46 @@ def _abandoned(holder: dict) -> bool:
     return not isinstance(stamp, (int, float)) or time.time() - stamp > STALE_REMOTE_LOCK_SECONDS
 
 
-def _read_holder(remote, lock_url: str) -> dict | None:
-    """Who holds the lock object: its JSON; {} (stale) if it is unreadable: not JSON, or larger
-    than any lock ckpttool writes; None if it vanished meanwhile, or the read failed (try again)."""
+def _read_holder(remote, lock_url: str) -> tuple[dict | None, str | None]:
+    """Who holds the lock object: its JSON, and the version read (S3 ETag; None elsewhere); {}
+    (stale) if it is unreadable: not JSON, or larger than any lock ckpttool writes; None if it
+    vanished meanwhile, or the read failed (try again)."""
     try:
-        holder = json.loads(fs.read_capped(lock_url, 1 << 16, "lock object"))
-        return holder if isinstance(holder, dict) else {}
-    except (ValueError, TooLarge):
-        return {}
-    except NotFound:  # vanished between create attempt and read: try again
-        return None
+        found = remote.read_tagged(lock_url, LOCK_MAX_BYTES, "lock object")
+        if found is None:  # vanished between create attempt and read: try again
+            return None, None
+        try:
+            holder = json.loads(found[0])
+        except ValueError:
+            return {}, found[1]
+        return (holder if isinstance(holder, dict) else {}), found[1]
+    except TooLarge:
+        return {}, None
     except Exception:  # noqa: BLE001 - a failed request says nothing about the holder: try again
-        return None
+        return None, None
+
+
+def read_lock_journal(directory: str) -> bytes | None:
+    """The journal a bucket run directory's lock object carries (a batched prune's), as a journal
+    object's bytes; None when there is no lock, or it carries none."""
+    from ckpttool.storage import remote
+
+    holder, _tag = _read_holder(remote, directory.rstrip("/") + "/" + LOCK_FILENAME)
+    journal = holder.get("journal") if holder else None
+    return None if journal is None else json.dumps(journal).encode()
 
 
 @contextlib.contextmanager
 def locked_as_planned(directory: str, planned: tuple[int, int] | None, nothing_done: str,
-                      timeout: float = 600.0):
+                      timeout: float = 600.0, journal: dict | None = None):
     """The directory's lock for applying a plan made on it: a local directory opened once and
     locked through that descriptor, yielded as the fs.CheckedDirectory every change goes through
     (a bucket: None); Refused (saying `nothing_done`) when it is not the directory planned
     (`planned`: fs.directory_identity then), e.g. a component of its path swapped for a symlink;
-    Refused too when the lock is not had within `timeout` seconds."""
+    Refused too when the lock is not had within `timeout` seconds. `journal`: a bucket's, carried
+    in the lock object's body."""
     if is_url(directory):
-        with directory_lock(directory, timeout):
+        with directory_lock(directory, timeout, journal=journal):
             yield None
         return
     with fs.open_checked_directory(directory) as checked, directory_lock(directory, timeout, fd=checked.fd):
@@ -203,7 +272,7 @@ def file_lock(path: str, what: str, hint: str | None = None):
 
 
 @contextlib.contextmanager
-def directory_lock(directory: str, timeout: float = 600.0, fd: int | None = None):
+def directory_lock(directory: str, timeout: float = 600.0, fd: int | None = None, journal: dict | None = None):
     """Hold the directory's exclusive lock; Refused if not had within `timeout` s.
 
     A local directory is locked as itself (nothing is written into it), through `fd` when the
@@ -211,8 +280,10 @@ def directory_lock(directory: str, timeout: float = 600.0, fd: int | None = None
     leads to meanwhile); a bucket's lock object is removed when done.
     """
     if is_url(directory):
-        with _remote_lock(directory, timeout):
+        with _remote_lock(directory, timeout, journal):
             yield
         return
+    if journal is not None:
+        raise Refused(f"{directory}: a local directory's journal is a file of its own, never the lock's")
     with _flock(directory, timeout, directory, directory=True, fd=fd):
         yield

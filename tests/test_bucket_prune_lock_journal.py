@@ -1,0 +1,231 @@
+"""A batched bucket prune carries its journal in its lock object's body (one conditional PUT, not a
+lock and a journal: issue 26, item 7), against moto's S3 server and TensorFlow's own checkpoints.
+Killed at each step of the batched apply, with its locks then left to go stale (their time made
+old, their host another), a second prune as if on another host (another host lock directory)
+breaks each lock only after writing its journal out, finishes exactly the journal's deletions and
+nothing else (a user's file stays), and TensorFlow restores every run's latest; two breakers at
+once lose nothing, and a late one never removes the lock the first took."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.test_bucket_prune_batches import (RUNS, _assert_tf_loads_latest, _expected_keys, _fleet, _keys,  # noqa: F401
+                                             _requests_of, logged_s3)
+from tests.test_remote import servers  # noqa: F401 - a fixture (the suite's S3 server and GCS emulator)
+
+STEPS = ("journal written", "state file rewritten", "removed the indexes", "removed the data", "journal removed")
+USER_FILES = ("notes.txt", "eval/scores.csv")
+
+
+def _fs(server):
+    from ckpttool.storage import remote
+
+    return remote.filesystem(server.protocol), remote.split_url
+
+
+def _fleet_with_user_files(fixtures_dir, tmp_path, server) -> tuple[str, dict[str, set[str]], set[str]]:
+    """_fleet's three runs, each with files of the user's beside its checkpoints; (URL, what
+    TensorFlow's state says --keep-last 2 deletes, the keys that must be left)."""
+    url, expected = _fleet(fixtures_dir, tmp_path, server)
+    fs, split = _fs(server)
+    root = split(url)[1]
+    for run in RUNS:
+        for name in USER_FILES:
+            fs.pipe_file(f"{root}/{run}/{name}", b"the user's\n")
+    left = _expected_keys(fixtures_dir, expected) | {f"{run}/{name}" for run in RUNS for name in USER_FILES}
+    return url, expected, left
+
+
+def _killed_at(url: str, step: str) -> None:
+    """`prune -r --yes --keep-last 2` stopped by SIGKILL once it reaches `step` (a pause the CLI
+    offers tests: the process says so and waits), never by a race."""
+    env = {**os.environ, "CKPTTOOL_TEST_PAUSE": f"prune: {step}"}
+    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "-r", "--yes", "--keep-last", "2", url],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        line = proc.stderr.readline()
+        assert line == f"paused: prune: {step}\n", line + proc.stderr.read()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdin.close()
+        proc.stderr.close()
+
+
+def _make_locks_stale(server, url: str) -> dict[str, set[str]]:
+    """Each lock left behind made another host's and older than STALE_REMOTE_LOCK_SECONDS (its
+    body otherwise as written); the checkpoint names each one's journal lists, by run."""
+    from ckpttool.ops.runs.lock import STALE_REMOTE_LOCK_SECONDS
+
+    fs, split = _fs(server)
+    root = split(url)[1]
+    journals = {}
+    for run in RUNS:
+        key = f"{root}/{run}/.ckpttool.lock"
+        try:
+            holder = json.loads(fs.cat_file(key))
+        except FileNotFoundError:
+            continue
+        holder.update(host="another-host", pid=1, time=time.time() - 2 * STALE_REMOTE_LOCK_SECONDS)
+        fs.pipe_file(key, json.dumps(holder).encode())
+        journals[run] = {e["name"] for e in holder.get("journal", {}).get("deletions", [])}
+    return journals
+
+
+def _other_host(tmp_path, name: str) -> dict[str, str]:
+    """The environment of a run on another host: its own host lock directory."""
+    place = tmp_path / name
+    place.mkdir()
+    return {**os.environ, "TMPDIR": str(place)}
+
+
+def _prune_elsewhere(tmp_path, name: str, url: str, keep: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "-r", "--yes", "--json", "--keep-last", keep,
+                             url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_other_host(tmp_path, name))
+
+
+def _assert_nothing_pending(server, url: str) -> None:
+    keys = _keys(server, url)
+    assert not [k for k in keys if k.endswith((".ckpttool.lock", ".ckpttool-prune.journal"))], keys
+
+
+def _finished_elsewhere(server, tmp_path, url: str, keep: str, left: set[str], tf) -> str:
+    """`prune -r --keep-last KEEP` from another host: it succeeds, exactly `left` stays, no lock or
+    journal is left, and TensorFlow restores every run's latest. Its JSON."""
+    again = _prune_elsewhere(tmp_path, "host-b", url, keep)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert _keys(server, url) == left
+    _assert_nothing_pending(server, url)
+    _assert_tf_loads_latest(server, url, tmp_path, tf)
+    return out
+
+
+def test_a_batched_prune_writes_no_journal_object(logged_s3, fixtures_dir, tmp_path, tf):  # noqa: F811
+    """Per run directory: the lock (carrying the journal), the state file, the lock removed; the
+    deletions batched. What goes is what TensorFlow's state files say --keep-last 2 leaves."""
+    url, expected, left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    result = {}
+    lines = _requests_of(logged_s3, lambda: result.update(
+        doc=run_cli("prune", "-r", "--yes", "--json", "--keep-last", "2", url)))
+    assert result["doc"].exit_code == 0, result["doc"].stderr
+    assert _keys(logged_s3, url) == left
+    puts = [line for line in lines if line.startswith("PUT ")]
+    assert len([p for p in puts if ".ckpttool.lock" in p]) == len(RUNS), puts
+    assert not [p for p in puts if ".ckpttool-prune.journal" in p], puts
+    assert len([line for line in lines if line.startswith("DELETE ") and ".ckpttool.lock" in line]) == len(RUNS)
+    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_killed_at_each_step_then_finished_from_another_host(logged_s3, fixtures_dir, tmp_path, tf, step):  # noqa: F811
+    url, expected, left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    _killed_at(url, step)
+    journals = _make_locks_stale(logged_s3, url)
+    assert journals, "the killed prune left no lock"
+    assert all(journals[run] == expected[run] for run in journals), journals
+    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)  # at the instant of the kill too
+    _finished_elsewhere(logged_s3, tmp_path, url, "2", left, tf)
+
+
+def test_the_journal_is_finished_even_where_the_rules_would_keep_all(logged_s3, fixtures_dir, tmp_path, tf):  # noqa: F811
+    """Killed with the indexes gone: a prune from another host whose rules keep every checkpoint
+    (--keep-last 6) still finishes the journal's half-deleted checkpoints (their data, nothing
+    else), and keeps what its rules keep."""
+    url, expected, left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    _killed_at(url, "removed the indexes")
+    journals = _make_locks_stale(logged_s3, url)
+    assert journals == expected
+    out = _finished_elsewhere(logged_s3, tmp_path, url, "6", left, tf)
+    resumed = {d["directory"].rsplit("/", 1)[-1]: {x["name"] for x in d["deleted"] if x["kind"] == "resumed"}
+               for d in json.loads(out)["directories"]}
+    assert resumed == expected
+
+
+def test_two_breakers_at_once_lose_nothing(logged_s3, fixtures_dir, tmp_path, tf):  # noqa: F811
+    url, expected, left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    _killed_at(url, "removed the indexes")
+    assert _make_locks_stale(logged_s3, url) == expected
+    first, second = (_prune_elsewhere(tmp_path, name, url, "2") for name in ("host-b", "host-c"))
+    for proc in (first, second):
+        _out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    assert _keys(logged_s3, url) == left
+    _assert_nothing_pending(logged_s3, url)
+    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
+
+
+def test_a_late_breaker_never_removes_the_lock_the_first_took(logged_s3, fixtures_dir, tmp_path):  # noqa: F811
+    """Two runs read the same stale lock; the first breaks it (its journal written out first) and
+    takes the lock anew; the second, breaking the version it read, removes nothing (S3 If-Match),
+    and the journal is written out once, whole."""
+    from ckpttool.ops.runs import lock
+    from ckpttool.storage import remote
+
+    url, expected, _left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    _killed_at(url, "removed the indexes")
+    _make_locks_stale(logged_s3, url)
+    run_url = f"{url}/{RUNS[0]}"
+    lock_url = f"{run_url}/.ckpttool.lock"
+    first = lock._read_holder(remote, lock_url)
+    second = lock._read_holder(remote, lock_url)
+    assert first == second and first[1] is not None
+    lock._break(remote, run_url, lock_url, *first)
+    taken = remote.write_whole(lock_url, b'{"host": "first", "token": "x"}', create_only=True)
+    lock._break(remote, run_url, lock_url, *second)
+    assert remote.read_tagged(lock_url, 1 << 16, "lock object") == (b'{"host": "first", "token": "x"}', taken)
+    fs, split = _fs(logged_s3)
+    journal = json.loads(fs.cat_file(split(run_url)[1] + "/.ckpttool-prune.journal"))
+    assert sorted(e["name"] for e in journal["deletions"]) == sorted(expected[RUNS[0]])
+
+
+def test_a_lock_broken_by_a_run_that_does_not_prune_keeps_its_journal(logged_s3, fixtures_dir, tmp_path, tf):  # noqa: F811
+    """Any run may break a stale lock (repair and --drop-failed-runs take the same one), with no
+    plan that read its journal: the journal is written out as the journal object before the lock
+    goes, and the next prune (whose rules keep every checkpoint) finishes exactly it."""
+    from ckpttool.ops.runs.lock import directory_lock
+
+    url, expected, left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    _killed_at(url, "removed the indexes")
+    assert _make_locks_stale(logged_s3, url) == expected
+    for run in RUNS:
+        with directory_lock(f"{url}/{run}", timeout=60):
+            pass
+    fs, split = _fs(logged_s3)
+    root = split(url)[1]
+    for run in RUNS:
+        journal = json.loads(fs.cat_file(f"{root}/{run}/.ckpttool-prune.journal"))
+        assert {e["name"] for e in journal["deletions"]} == expected[run]
+    _finished_elsewhere(logged_s3, tmp_path, url, "6", left, tf)
+
+
+def test_a_journal_that_appeared_since_planned_is_never_replaced(logged_s3, fixtures_dir, tmp_path, tf):  # noqa: F811
+    """A run killed between our plan and our apply left a journal (written out of the stale lock we
+    break, or its own): applying our plan would replace it with ours, so it is refused (nothing
+    deleted, that journal as it was); the next prune finishes it first."""
+    from ckpttool.errors import Refused
+    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
+
+    url, expected, left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    run_url = f"{url}/{RUNS[0]}"
+    plan = plan_prune(run_url, RetentionRules(2, None, None, (), None, None, False))
+    fs, split = _fs(logged_s3)
+    journal = json.dumps({"deletions": [{"name": "ckpt-1", "step": 1, "paths": ["ckpt-1.index"]}]}).encode()
+    fs.pipe_file(split(run_url)[1] + "/.ckpttool-prune.journal", journal)
+    before = _keys(logged_s3, url)
+    with pytest.raises(Refused, match="appeared"):
+        apply_prune(plan)
+    assert _keys(logged_s3, url) == before
+    assert fs.cat_file(split(run_url)[1] + "/.ckpttool-prune.journal") == journal
+    _finished_elsewhere(logged_s3, tmp_path, url, "2", left, tf)
