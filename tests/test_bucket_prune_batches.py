@@ -238,3 +238,26 @@ def test_a_policy_over_a_bucket_is_planned_from_one_listing_and_deleted_in_batch
     assert not any(f"prefix={url.split('/', 3)[3]}/run-" in line for line in listings), listings
     assert sum("?delete" in line for line in lines) == 2, lines  # indexes, data: one request each
     _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
+
+
+def test_a_policy_glob_over_runs_lists_their_parent_once(logged_s3, fixtures_dir, tmp_path, tf):
+    """A rule whose `paths` names each run directory (`URL/*`) plans them from one recursive listing
+    of the directory holding them, not a listing each, and deletes what TensorFlow's state files say."""
+    url, expected = _fleet(fixtures_dir, tmp_path, logged_s3)
+    policy = tmp_path / "retention.toml"
+    policy.write_text(f'[[rule]]\npaths = ["{url}/*"]\nkeep_last = 2\n')
+    result = {}
+    lines = _requests_of(logged_s3, lambda: result.update(
+        doc=run_cli("prune", "--policy", policy, "--yes", "--json")))
+    assert result["doc"].exit_code == 0, result["doc"].stderr
+    deleted = {d["directory"].rsplit("/", 1)[-1]: {x["name"] for x in d["deleted"]}
+               for d in result["doc"].json()["directories"]}
+    assert deleted == expected
+    assert _keys(logged_s3, url) == _expected_keys(fixtures_dir, expected)
+    listings = [line for line in lines if "list-type=2" in line]
+    # the glob's own look at URL (is it a directory, its subdirectories) and one recursive listing
+    # of it: none per run
+    assert len(listings) == 3 and sum(line.endswith("delimiter=&encoding-type=url HTTP/1.1")
+                                      for line in listings) == 1, listings
+    assert not any(f"prefix={url.split('/', 3)[3]}/run-" in line for line in listings), listings
+    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)

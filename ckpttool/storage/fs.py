@@ -518,20 +518,26 @@ def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
         return None
 
 
-def walk_files(root: str, skipped: list[str] | None = None,
-               listings: dict[str, list[Entry]] | None = None) -> Iterator[tuple[str, list[str], list[str]]]:
+def walk_files(root: str, skipped: list[str] | None = None, listings: dict[str, list[Entry]] | None = None,
+               listed: list | None = None) -> Iterator[tuple[str, list[str], list[str]]]:
     """(directory, subdirectory names, file names) for `root` and below, like os.walk without
     following symlinks; a bucket's tree comes from one recursive listing, its keys with `.`,
     `..` or empty segments left out and added to `skipped`. `listings` (a bucket only): filled
-    with each directory's entries, as list_dir gives them, from that one listing."""
+    with each directory's entries, as list_dir gives them, from that one listing; `listed` (a
+    bucket only): list_tree of a directory holding `root`, standing for root's own listing."""
     if is_url(root):
         found: dict = {}
-        for step in _remote().walk(root, skipped, found if listings is not None else None):
+        for step in _remote().walk(root, skipped, found if listings is not None else None, listed):
             if listings is not None:
                 listings[step[0]] = _entries(found[step[0]])
             yield step
         return
     yield from os.walk(root, followlinks=False)
+
+
+def list_tree(url: str) -> list:
+    """Every object under bucket directory `url`, in one recursive listing (for walk_files' `listed`)."""
+    return _remote().list_tree(url)
 
 
 def tree_size(path: str) -> tuple[int, float]:

@@ -339,20 +339,23 @@ def list_tree(url: str) -> list[RemoteEntry]:
                         mtime_of(entry), tag_of(entry)) for name, entry in sorted(found.items())]
 
 
-def walk(url: str, skipped: list[str] | None = None,
-         listings: dict[str, list[RemoteEntry]] | None = None) -> Iterator[tuple[str, list[str], list[str]]]:
+def walk(url: str, skipped: list[str] | None = None, listings: dict[str, list[RemoteEntry]] | None = None,
+         listed: list[RemoteEntry] | None = None) -> Iterator[tuple[str, list[str], list[str]]]:
     """os.walk for a bucket, built from one recursive listing: (directory URL, subdirectory names,
     file names), top-down; a subdirectory removed from the list in place is not entered.
 
     Keys are taken as listed: one whose part below `url` has a `.`, `..` or empty segment
     (`root/../../other-bucket/run/checkpoint`) is left out, its URL added to `skipped`.
     `listings`: filled with each directory's entries as list_directory would give them (objects,
-    and subdirectories as entries of their own), so that no directory is listed a second time."""
+    and subdirectories as entries of their own), so that no directory is listed a second time.
+    `listed`: a recursive listing of a directory holding `url` (list_tree of it, made once for
+    several of its subdirectories): its objects under `url` stand for url's own listing."""
     protocol, root = split_url(url)
     tree: dict[str, tuple[set[str], list[str]]] = {root: (set(), [])}
     objects: dict[str, list[RemoteEntry]] = {}
     start = len(protocol) + 3 + len(root) + 1  # where the key below `root/` begins in an entry's URL
-    for entry in list_tree(url):
+    below = join_url(protocol, root) + "/"
+    for entry in list_tree(url) if listed is None else (e for e in listed if e.path.startswith(below)):
         if (not entry.path.startswith(join_url(protocol, root) + "/") or key_problem(entry.path[start:], rooted=False)
                 or address_problem(protocol, entry.path[start - len(root) - 1:])):
             if skipped is not None:

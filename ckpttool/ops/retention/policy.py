@@ -59,18 +59,23 @@ def _split(pattern: str) -> tuple[str, list[str]]:
     return os.sep, [p for p in pattern.split(os.sep) if p]
 
 
-def expand(pattern: str, problems: list[Problem]) -> list[str]:
-    """The directories `pattern` (a resolved glob) matches, sorted; links met are added to `problems`."""
+def expand(pattern: str, problems: list[Problem], listed: dict[str, int] | None = None) -> list[str]:
+    """The directories `pattern` (a resolved glob) matches, sorted; links met are added to `problems`.
+    `listed`: filled with the number of subdirectories of each directory the glob's last component
+    was matched in."""
     start, parts = _split(pattern)
     first = next((i for i, part in enumerate(parts) if _MAGIC.search(part)), len(parts))
     literal = fs.join(start, *parts[:first]) if parts[:first] else start
     if not fs.is_dir(literal):
         return []
     current = [literal]
-    for part in parts[first:]:
+    for position, part in enumerate(parts[first:], first):
         found = []
         for directory in current:
-            for entry in fs.list_dir(directory):
+            entries = fs.list_dir(directory)
+            if listed is not None and position == len(parts) - 1:
+                listed[directory] = sum(entry.kind == "dir" for entry in entries)
+            for entry in entries:
                 if not fnmatchcase(entry.name, part) or entry.name.startswith(".") and not part.startswith("."):
                     continue
                 path = fs.join(directory, entry.name)
@@ -80,6 +85,19 @@ def expand(pattern: str, problems: list[Problem]) -> list[str]:
                     problems.append(Problem("link", path, f"{path} matches {pattern} but is a symlink: not followed"))
         current = sorted(found)
     return current
+
+
+def _shared_listings(roots: list[str], subdirectories: dict[str, int]) -> dict[str, list]:
+    """parent -> its one recursive listing, for the bucket directories among `roots` that share a
+    parent with most of its subdirectories matched (`runs/*`): walking each of them would list each
+    again (a request or more per run directory); one listing of the parent costs about as many
+    pages as its keys fill, and stands for theirs (find_checkpoint_dirs' `listed`)."""
+    siblings: dict[str, int] = {}
+    for root in roots:
+        if fs.is_url(root) and (parent := _parent(root)) != root:
+            siblings[parent] = siblings.get(parent, 0) + 1
+    return {parent: fs.list_tree(parent) for parent, count in siblings.items()
+            if count >= 2 and 0 < subdirectories.get(parent, 0) <= 2 * count}
 
 
 def _outermost(directories) -> list[str]:
@@ -136,10 +154,11 @@ def match_policy(policy: Policy, survey: bool = False) -> PolicyMatch:
     """Expand every rule's globs and assign each run directory found to the first rule matching it."""
     problems: list[Problem] = []
     matched = []
+    subdirectories: dict[str, int] = {}  # per directory a glob's last component was matched in
     for rule in policy.rules:
         roots = []
         for pattern, written in zip(rule.patterns, rule.paths):
-            found = expand(pattern, problems)
+            found = expand(pattern, problems, subdirectories)
             if not found:
                 raise policy.problem(rule.paths_line, f"rule {rule.index}: paths: {written!r} matches no directory"
                                      + (f" ({pattern})" if pattern != written else ""))
@@ -157,21 +176,23 @@ def match_policy(policy: Policy, survey: bool = False) -> PolicyMatch:
 
     listings: dict = {}
 
-    def walk(roots) -> list[str]:
+    def walk(roots, subdirectories: dict[str, int]) -> list[str]:
         found: list[str] = []
-        for root in _outermost(roots):
-            found += find_checkpoint_dirs(root, problems, listings)
+        outermost = _outermost(roots)
+        shared = _shared_listings(outermost, subdirectories)
+        for root in outermost:
+            found += find_checkpoint_dirs(root, problems, listings, shared.get(_parent(root)))
         return list(dict.fromkeys(found))
 
     governed = []
-    for directory in walk(first_rule):
+    for directory in walk(first_rule, subdirectories):
         number, root = governing(directory)
         governed.append(Governed(directory, policy.rules[number], root))
     governed.sort(key=lambda g: g.rule.index)  # stable: as found within a rule
     governed = _one_name_each(governed, problems)
     ungoverned: list[str] = []
     if survey:
-        near = walk(_parent(root) for root in first_rule)
+        near = walk([_parent(root) for root in first_rule], {})
         ungoverned = [d for d in near if governing(d) is None]
     return PolicyMatch(policy, tuple(matched), tuple(governed), tuple(ungoverned), tuple(problems), listings)
 

@@ -1012,21 +1012,22 @@ def holds_checkpoints(dirs: list[str], files: list[str]) -> bool:
 
 
 def find_checkpoint_dirs(root: str, problems: list[Problem] | None = None,
-                         listings: dict[str, list[fs.Entry]] | None = None) -> list[str]:
+                         listings: dict[str, list[fs.Entry]] | None = None, listed: list | None = None) -> list[str]:
     """Directories under `root` (itself included) that hold checkpoints, without
     following symlinks, entering `*_temp` leftovers or SavedModels' variables.
 
     A bucket's keys are taken as listed: one with a `.`, `..` or empty segment below
     `root` is never followed (a normalised `root/../../other/run` is another bucket);
     each is added to `problems`. `listings` (a bucket): filled with each directory's entries from
-    the tree's one listing, for scan_directory (no second listing per run directory)."""
+    the tree's one listing, for scan_directory (no second listing per run directory); `listed`:
+    a recursive listing of a directory holding `root` (fs.walk_files), made once for several."""
     if not fs.is_url(root) and not os.path.isdir(root):
         raise NotFound(f"no such directory: {root}")
     from ckpttool.ops.runs import series
 
     found = []
     skipped: list[str] = []
-    for current, dirs, files in fs.walk_files(root, skipped, listings):
+    for current, dirs, files in fs.walk_files(root, skipped, listings, listed):
         dirs[:] = sorted(d for d in dirs if not _TEMP_DIR_RE.search(d))
         if "saved_model.pb" in files or "saved_model.pbtxt" in files:
             dirs[:] = [d for d in dirs if d != "variables"]
