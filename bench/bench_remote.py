@@ -10,7 +10,8 @@ and 1000 small checkpoints, then prints wall time, peak memory and ratios for:
   verify s3://...          vs a plain parallel download of the same objects: ranged GETs of 8 MiB,
                            8 in flight (what `aws s3 cp` does), and fsspec's get (one GET per object)
   prune s3://... (1000)    the figure, and the requests the server saw
-  prune -r s3://... (--runs run directories of 3 checkpoints each, keep-last 1): dry run and real,
+  prune -r s3://... (--runs run directories of 3 checkpoints each, keep-last 1): dry run and real
+                           (--only-policy: prune --policy of the same, a rule naming their parent, then each),
                            with the requests the server saw per run directory: planning (beyond the
                            listing pages; target <= 1.1) and applying (beyond the plan; target <= 4)
 Issue targets: inspect >= 20x faster than download-then-inspect; verify within 1.5x of a parallel download.
@@ -62,6 +63,8 @@ def main() -> None:
     parser = size_parser(__doc__, repeats=3)
     parser.add_argument("--runs", type=int, default=1000, help="run directories for the prune -r case")
     parser.add_argument("--only-runs", action="store_true", help="only the prune -r case")
+    parser.add_argument("--only-policy", action="store_true",
+                        help="only prune --policy over --runs run directories (a rule naming their parent, then each)")
     parser.add_argument("--upload", help=argparse.SUPPRESS)
     parser.add_argument("--upload-runs", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -71,11 +74,14 @@ def main() -> None:
     if args.upload:
         _upload(args.upload)
         return
-    if args.only_runs:
+    if args.only_runs or args.only_policy:
         server = start_s3(count_requests=True)
         os.environ.update(server.env)
         ENV.update(server.env)
-        report(_prune_runs(server, args.runs))
+        if args.only_runs:
+            report(_prune_runs(server, args.runs))
+        else:
+            report([row for paths in ("runs", "runs/*") for row in _prune_runs(server, args.runs, paths)])
         server.stop()
         return
     subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "bench_read.py"), "--build-only",
@@ -118,18 +124,26 @@ def main() -> None:
     server.stop()
 
 
-def _prune_runs(server, runs: int) -> list:
+def _prune_runs(server, runs: int, policy_paths: str | None = None) -> list:
     """`prune -r` over `runs` run directories of a bucket (planned from the tree's one listing,
-    deleted in batches across run directories): the requests the server saw per run directory,
+    deleted in batches across run directories), or `prune --policy` with one rule `keep_last = 1`
+    whose `paths` is `s3://BUCKET/<policy_paths>`: the requests the server saw per run directory,
     for the plan (`--dry-run`, beyond the listing pages) and for the apply (the real run's requests
     beyond its plan's)."""
     subprocess.run([sys.executable, __file__, "--upload-runs", str(runs)], check=True, env={**os.environ, **ENV})
     url = f"s3://{BUCKET}/runs"
+    if policy_paths is None:
+        command, shown = ["prune", "-r", "--keep-last", "1", url], "prune -r"
+    else:
+        policy = os.path.join(tempfile.mkdtemp(), "retention.toml")
+        with open(policy, "w") as handle:
+            handle.write(f'[[rule]]\npaths = ["s3://{BUCKET}/{policy_paths}"]\nkeep_last = 1\n')
+        command, shown = ["prune", "--policy", policy], f"prune --policy (paths {policy_paths})"
     rows = []
     planned = 0
-    for label, extra in (("prune -r --dry-run", ["--dry-run"]), ("prune -r --yes", ["--yes"])):
+    for label, extra in ((f"{shown} --dry-run", ["--dry-run"]), (f"{shown} --yes", ["--yes"])):
         before = len(server.settled_log())
-        result = run_measured(CKPTTOOL + ["prune", "-r", *extra, "--keep-last", "1", url], 1, warmup=False)
+        result = run_measured(CKPTTOOL + command + extra, 1, warmup=False)
         lines = server.settled_log()[before:]
         # The tree's listing pages (prefix runs/); a run directory listed on its own is not one of them.
         listings = sum("list-type=2" in line and "prefix=runs/&" in line for line in lines)
@@ -140,7 +154,7 @@ def _prune_runs(server, runs: int) -> list:
         else:
             what = (f"apply: {(len(lines) - planned) / runs:.2f} per run directory beyond the plan "
                     f"({deletes} DeleteObjects in all)")
-        rows.append((f"{label} s3://.../runs ({runs} run dirs)", result, None,
+        rows.append((f"{label} ({runs} run dirs)", result, None,
                      f"{len(lines)} requests, {len(lines) / runs:.2f} per run directory; {what}"))
     return rows
 
