@@ -91,16 +91,22 @@ def _assert_tf_loads_latest(server, url: str, tmp_path, tf) -> None:
         assert [v.tolist() for v in values] == [[6.0, 6.0, 6.0]]
 
 
-def test_recursive_prune_deletes_in_batches_what_tensorflow_says(logged_s3, fixtures_dir, tmp_path, tf):
-    url, expected = _fleet(fixtures_dir, tmp_path, logged_s3)
+def _prune_as_tensorflow_says(server, fixtures_dir, url, expected, *args) -> list[str]:
+    """`prune ARGS --yes --json`: it succeeds and deletes exactly `expected` (per run, from
+    TensorFlow's state files); the request lines the server answered meanwhile."""
     result = {}
-    lines = _requests_of(logged_s3, lambda: result.update(
-        doc=run_cli("prune", "-r", "--yes", "--json", "--keep-last", "2", url)))
+    lines = _requests_of(server, lambda: result.update(doc=run_cli("prune", *args, "--yes", "--json")))
     assert result["doc"].exit_code == 0, result["doc"].stderr
     deleted = {d["directory"].rsplit("/", 1)[-1]: {x["name"] for x in d["deleted"]}
                for d in result["doc"].json()["directories"]}
     assert deleted == expected
-    assert _keys(logged_s3, url) == _expected_keys(fixtures_dir, expected)
+    assert _keys(server, url) == _expected_keys(fixtures_dir, expected)
+    return lines
+
+
+def test_recursive_prune_deletes_in_batches_what_tensorflow_says(logged_s3, fixtures_dir, tmp_path, tf):
+    url, expected = _fleet(fixtures_dir, tmp_path, logged_s3)
+    lines = _prune_as_tensorflow_says(logged_s3, fixtures_dir, url, expected, "-r", "--keep-last", "2", url)
     # One tree listing, no run directory listed again; deletions in batches across the three runs:
     # the indexes and the data (the journals are carried in the locks; one by one, it would be 12
     # checkpoints' worth).
@@ -246,14 +252,7 @@ def test_a_policy_glob_over_runs_lists_their_parent_once(logged_s3, fixtures_dir
     url, expected = _fleet(fixtures_dir, tmp_path, logged_s3)
     policy = tmp_path / "retention.toml"
     policy.write_text(f'[[rule]]\npaths = ["{url}/*"]\nkeep_last = 2\n')
-    result = {}
-    lines = _requests_of(logged_s3, lambda: result.update(
-        doc=run_cli("prune", "--policy", policy, "--yes", "--json")))
-    assert result["doc"].exit_code == 0, result["doc"].stderr
-    deleted = {d["directory"].rsplit("/", 1)[-1]: {x["name"] for x in d["deleted"]}
-               for d in result["doc"].json()["directories"]}
-    assert deleted == expected
-    assert _keys(logged_s3, url) == _expected_keys(fixtures_dir, expected)
+    lines = _prune_as_tensorflow_says(logged_s3, fixtures_dir, url, expected, "--policy", policy)
     listings = [line for line in lines if "list-type=2" in line]
     # the glob's own look at URL (is it a directory, its subdirectories) and one recursive listing
     # of it: none per run
