@@ -510,3 +510,33 @@ def test_graph_too_large_for_memory_is_not_called_corrupt(copy_fixture):
     # process's memory layout: either way it is named as memory, never as a damaged file.
     assert "memory" in proc.stderr and "unparseable" not in proc.stderr and "corrupt" not in proc.stderr
     assert run_cli("inspect", "--meta", run / "model.ckpt-1").exit_code == 0  # with memory, it parses
+
+
+# Python's str.splitlines (and so a script's `output.splitlines()`) ends a line at these too, and
+# U+0085 and U+009B are C1 controls (NEL, CSI) that a terminal may act on.
+LINE_ENDS = ["next\x85line", "line\u2028sep", "para\u2029sep", "csi\x9b31m"]
+
+
+def test_a_unicode_line_separator_never_splits_a_line(tmp_path, tf):
+    """A name holding U+2028, U+2029 or a C1 control (TensorFlow stores it as given) is one line of
+    inspect -q and one item of ls -q, as Python's splitlines reads them; the JSON keeps it exact."""
+    prefix = str(tmp_path / "run" / "ckpt-1")
+    os.makedirs(os.path.dirname(prefix))
+    names = [name.encode() for name in LINE_ENDS]
+    values = [tf.constant(np.arange(3, dtype=np.float32) + i) for i in range(len(names))]
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=values)
+    stored = sorted(name.encode() for name, _shape in tf.train.list_variables(prefix))
+    assert stored == sorted(names)  # TensorFlow keeps them as they are
+    lines = _utf8("inspect", "-q", prefix).stdout.splitlines()
+    assert len(lines) == len(names) and not any(c in "".join(lines) for c in "\x85\u2028\u2029\x9b")
+    table = _utf8("inspect", prefix).stdout
+    assert not any(c in table for c in "\x85\u2028\u2029\x9b")
+    assert sorted(v["name"] for v in json.loads(_utf8("inspect", "--json", prefix).stdout)["variables"]) \
+        == sorted(LINE_ENDS)
+    # a checkpoint whose prefix holds one: one line of ls -q
+    run = tmp_path / "run2"
+    ckpt = tf.train.Checkpoint(v=tf.Variable([1.0]))
+    written = [ckpt.write(str(run / f"a{end}b-{i}")) for i, end in enumerate(["\u2028", "\x85", "\u2029"])]
+    assert sorted(os.path.basename(p) for p in written) == sorted(
+        e["name"] for e in json.loads(_utf8("ls", "--json", run).stdout)["checkpoints"])
+    assert len(_utf8("ls", "-q", run).stdout.splitlines()) == len(written)
