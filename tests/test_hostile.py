@@ -540,3 +540,22 @@ def test_a_unicode_line_separator_never_splits_a_line(tmp_path, tf):
     assert sorted(os.path.basename(p) for p in written) == sorted(
         e["name"] for e in json.loads(_utf8("ls", "--json", run).stdout)["checkpoints"])
     assert len(_utf8("ls", "-q", run).stdout.splitlines()) == len(written)
+
+
+def test_names_said_on_stderr_never_drive_the_terminal(tmp_path, tf):
+    """average's list of sources and latest --best's line name checkpoints from a listing: a name
+    holding an escape sequence (clear the screen, set the title) or a newline is shown escaped, one
+    line each, as TensorFlow wrote it (the JSON names it exactly)."""
+    run = tmp_path / "run"
+    ckpt = tf.train.Checkpoint(v=tf.Variable([1.0, 2.0]))
+    written = [ckpt.write(str(run / name)) for name in ["a\x1b[2J\nforged-1", "b\x1b]0;x\x07-2"]]
+    log = tmp_path / "log.csv"
+    log.write_text("step,val_loss\n1,0.5\n2,0.1\n")
+    averaged = _utf8("average", "--last", "2", run, "-o", tmp_path / "avg" / "ck")
+    best = _utf8("latest", "--best", "--metric", "val_loss", "--metrics", log, run)
+    for said in (averaged.stderr, best.stderr):
+        assert "\x1b" not in said and "\x07" not in said and "forged-1" not in said.splitlines()
+    assert sum("\\x1b[2J\\x0aforged-1" in line for line in averaged.stderr.splitlines()) == 1
+    assert len(best.stdout.splitlines()) == 1 and "\x1b" not in best.stdout and best.stdout.endswith("-2\n")
+    doc = json.loads(_utf8("average", "--last", "2", run, "-o", tmp_path / "avg2" / "ck", "--json").stdout)
+    assert sorted(s["prefix"] for s in doc["sources"]) == sorted(written)

@@ -50,7 +50,8 @@ def _say_sources(plan, dry_run: bool) -> None:
           f"({plan.selection}):", file=sys.stderr)
     for s in plan.sources:
         score = f", {scores.tag} {render.score_text(s.score)}" if scores is not None else ""
-        print(f"  {s.prefix} (step {'-' if s.step is None else s.step}{score})", file=sys.stderr)
+        # a name from a listing: escaped, as a field is (no escape sequence, one line each)
+        print(f"  {render.for_people(s.prefix, field=True)} (step {'-' if s.step is None else s.step}{score})", file=sys.stderr)
 
 
 def command(
