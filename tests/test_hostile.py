@@ -559,3 +559,16 @@ def test_names_said_on_stderr_never_drive_the_terminal(tmp_path, tf):
     assert len(best.stdout.splitlines()) == 1 and "\x1b" not in best.stdout and best.stdout.endswith("-2\n")
     doc = json.loads(_utf8("average", "--last", "2", run, "-o", tmp_path / "avg2" / "ck", "--json").stdout)
     assert sorted(s["prefix"] for s in doc["sources"]) == sorted(written)
+
+
+def test_repair_shows_the_state_file_it_writes_line_for_line(tmp_path, tf):
+    """repair prints the state file's text as it writes it: a checkpoint name holding U+2028 (which
+    the file holds as it is, inside a quoted string TensorFlow reads back) is shown as it is, each
+    of the file's lines one line of the output (the name's tab is the file's own escape)."""
+    run = tmp_path / "run"
+    prefix = tf.train.Checkpoint(v=tf.Variable([1.0])).write(str(run / "a\u2028b\tc-9"))
+    result = _utf8("repair", run)
+    written = (run / "checkpoint").read_text(encoding="utf-8")
+    assert tf.train.latest_checkpoint(str(run)) == prefix  # TensorFlow reads the file back
+    shown = result.stdout.split("\n\n", 1)[1]
+    assert shown == written

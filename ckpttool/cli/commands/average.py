@@ -51,7 +51,8 @@ def _say_sources(plan, dry_run: bool) -> None:
     for s in plan.sources:
         score = f", {scores.tag} {render.score_text(s.score)}" if scores is not None else ""
         # a name from a listing: escaped, as a field is (no escape sequence, one line each)
-        print(f"  {render.for_people(s.prefix, field=True)} (step {'-' if s.step is None else s.step}{score})", file=sys.stderr)
+        prefix = render.for_people(s.prefix, field=True)
+        print(f"  {prefix} (step {'-' if s.step is None else s.step}{score})", file=sys.stderr)
 
 
 def command(
