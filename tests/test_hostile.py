@@ -572,3 +572,21 @@ def test_repair_shows_the_state_file_it_writes_line_for_line(tmp_path, tf):
     assert tf.train.latest_checkpoint(str(run)) == prefix  # TensorFlow reads the file back
     shown = result.stdout.split("\n\n", 1)[1]
     assert shown == written
+
+
+def test_inspect_tree_keeps_each_name_on_its_own_line(tmp_path, tf):
+    """inspect --tree: a scope or a variable name holding a newline or a tab (TensorFlow's SaveV2
+    stores it as given) is one line of the tree, escaped; no line of it shows a name the file does
+    not hold."""
+    prefix = str(tmp_path / "run" / "ckpt-1")
+    os.makedirs(os.path.dirname(prefix))
+    names = [b"scope/forged\nother/w", b"scope/tab\tbed", b"plain/v"]
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant(np.arange(3, dtype=np.float32))] * len(names))
+    assert sorted(name.encode() for name, _shape in tf.train.list_variables(prefix)) == sorted(names)
+    tree = _utf8("inspect", "--tree", prefix).stdout
+    assert "\t" not in tree
+    lines = tree.splitlines()
+    assert sum("forged\\x0aother" in line for line in lines) == 1
+    assert not any(line.strip(" │├└─").startswith("other") for line in lines)
+    assert sum("tab\\x09bed" in line for line in lines) == 1
