@@ -590,3 +590,19 @@ def test_inspect_tree_keeps_each_name_on_its_own_line(tmp_path, tf):
     assert sum("forged\\x0aother" in line for line in lines) == 1
     assert not any(line.strip(" │├└─").startswith("other") for line in lines)
     assert sum("tab\\x09bed" in line for line in lines) == 1
+
+
+def test_watch_says_a_hostile_name_escaped(tmp_path, tf):
+    """watch --exec says `watch: NAME (step N): done` on stderr for each checkpoint it handled: a
+    name holding an escape sequence or a newline (TensorFlow writes it as given) is escaped there,
+    one line; the command still gets the exact path."""
+    run = tmp_path / "run"
+    prefix = tf.train.Checkpoint(v=tf.Variable([1.0])).write(str(run / "a\x1b[2J\nforged-1"))
+    seen = tmp_path / "seen"
+    show = f"{sys.executable} -c 'import sys; open(sys.argv[2], \"w\").write(sys.argv[1])' {{path}} {seen}"
+    result = run_cli("watch", run, "--once", "--state", tmp_path / "w.json", "--exec", show)
+    assert result.exit_code == 0, result.stderr
+    assert seen.read_text() == prefix
+    assert "\x1b" not in result.stderr
+    done = [line for line in result.stderr.splitlines() if line.startswith("watch:")]
+    assert len(done) == 1 and done[0].endswith("(step 1): done") and "forged-1" in done[0]
