@@ -606,3 +606,18 @@ def test_watch_says_a_hostile_name_escaped(tmp_path, tf):
     assert "\x1b" not in result.stderr
     done = [line for line in result.stderr.splitlines() if line.startswith("watch:")]
     assert len(done) == 1 and done[0].endswith("(step 1): done") and "forged-1" in done[0]
+
+
+def test_a_run_directory_named_with_a_newline_is_one_title_line(tmp_path, tf):
+    """ls -r and prune -r print each run directory as the title of its table: a directory name
+    from the tree's listing holding a newline (here forging a table's header) is escaped, one line."""
+    root = tmp_path / "tree"
+    hostile = root / "run\nname  step  action"
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable([1.0])), str(hostile), max_to_keep=None)
+    for _ in range(3):
+        manager.save()
+    assert tf.train.latest_checkpoint(str(hostile)).startswith(str(hostile))
+    for args in (("ls", "-r"), ("prune", "-r", "--dry-run", "--keep-last", "1")):
+        lines = _utf8(*args, root).stdout.splitlines()
+        assert sum(line.endswith("run\\x0aname  step  action") for line in lines) == 1, lines
+        assert not any(line.startswith("name  step  action") for line in lines)
