@@ -453,8 +453,9 @@ def average(sources: PathLike | Iterable[PathLike], destination: PathLike, *, la
     a damaged log raises BadInput unless `allow_damaged_metrics`). Floating variables are averaged
     and written in their dtype (float64 ones as numpy's float64 mean, bit for bit; float32, float16
     and bfloat16 ones summed in float32 in the order given and divided by n: within
-    gamma_n * mean(|x|) of the exact mean, gamma_n = n*2**-24 / (1 - n*2**-24), plus half a unit in
-    the last place of float16/bfloat16; sums beyond float32's range taken in float64), integers and strings taken from the newest, the optimizer
+    gamma_n * mean(|x|) of the exact mean, gamma_n = n*2**-24 / (1 - n*2**-24), plus 2**-150 (half
+    float32's smallest subnormal) where the mean is below 2**-126, plus half a unit in the last
+    place of float16/bfloat16; sums beyond float32's range taken in float64), integers and strings taken from the newest, the optimizer
     left out unless `keep_optimizer`; written as `convert` writes (`to`, `shard_size`, `layout`,
     `dtype` ...). `names="model"` (`--names model`) pairs the sources' variables by their path through
     the model and writes them under it. Returns the plan (`plan.sources` with their scores,

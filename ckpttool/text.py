@@ -16,11 +16,13 @@ import re
 
 EXCERPT_CHARS = 120
 # Control characters that could drive a terminal (escape sequences, carriage
-# returns); tabs and newlines stay in prose, as messages are made of them.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-# In one field (a table cell, a name on a line of its own) a tab or a newline is escaped too: a
-# hostile name must not split a row or a line that scripts read, nor forge another.
-_FIELD_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# returns, the C1 controls such as U+009B, a one-character CSI); tabs and newlines
+# stay in prose, as messages are made of them.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# In one field (a table cell, a name on a line of its own) a tab or a newline is escaped too, and
+# the line separators Python's str.splitlines also ends a line at (U+0085 is among the C1
+# controls): a hostile name must not split a row or a line that scripts read, nor forge another.
+_FIELD_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def name_bytes(name: str) -> bytes:
@@ -44,11 +46,17 @@ def is_exact_text(text: str) -> bool:
 
 def for_people(text: str, field: bool = False) -> str:
     """`text` with undecodable bytes and control characters shown as `\\xNN` (a `field` also its
-    tabs and newlines); other text unchanged."""
+    tabs, newlines and U+2028/U+2029; C1 controls and those as `\\uNNNN`); other text unchanged."""
     if not is_exact_text(text):
         text = name_bytes(text).decode("utf-8", "backslashreplace")
     pattern = _FIELD_CONTROL_RE if field else _CONTROL_RE
-    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if pattern.search(text) else text
+    return pattern.sub(_escaped, text) if pattern.search(text) else text
+
+
+def _escaped(match: re.Match) -> str:
+    # A C1 control as `\u0085`: `\x85` is how an undecodable byte 0x85 is shown.
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
 
 
 def all_plain(texts: list[str]) -> bool:

@@ -354,3 +354,43 @@ def test_prune_r_reports_every_run_when_one_cannot_be_locked(fleet, tf, monkeypa
     for run in ("run_a", "run_b"):  # TensorFlow still restores each run's latest
         latest = tf.train.latest_checkpoint(str(fleet / run))
         assert tf.train.load_checkpoint(latest).get_tensor("v/.ATTRIBUTES/VARIABLE_VALUE").shape == (4096,)
+
+
+def test_prune_r_reports_every_run_when_one_fails_otherwise(fleet, tf, monkeypatch):
+    """A run directory whose apply fails with no checkpoint or storage error (here out of memory
+    while taking its lock) is not pruned; the other runs' deletions happened, so they are reported
+    too (JSON, -q), before the failure's own error and exit status (the JSON's error object's)."""
+    from ckpttool.ops.retention import batches, prune
+
+    def failing(original):
+        def wrapped(directory, *args, **kwargs):
+            if os.path.basename(directory) == "run_b":
+                raise MemoryError()
+            return original(directory, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(batches, "locked_as_planned", failing(batches.locked_as_planned))
+    monkeypatch.setattr(prune, "locked_as_planned", failing(prune.locked_as_planned))  # a run applied alone
+    expected = {}
+    for run in _runs(fleet):
+        found = _checkpoints(run, tf)
+        by_step = sorted(found, key=lambda n: found[n]["step"])
+        expected[run.name] = {n for n in by_step[:-1] if not found[n]["latest"]}
+    quiet_copy = fleet.parent / "fleet_q"
+    shutil.copytree(fleet, quiet_copy)
+    for root, form in ((fleet, "--json"), (quiet_copy, "-q")):
+        held = _tree_state(root / "run_b")
+        result = run_cli("prune", "-r", "--keep-last", "1", "--yes", form, root)
+        assert _tree_state(root / "run_b") == held
+        assert "Traceback" not in result.stderr and f"not pruned: {root / 'run_b'}:" in result.stderr
+        gone = {run: {n for n in expected[run] if not any(f.startswith(n) for f in os.listdir(root / run))}
+                for run in expected if run != "run_b"}
+        assert gone == {run: names for run, names in expected.items() if run != "run_b"}
+        if form == "--json":
+            docs = {Path(d["directory"]).name: d for d in result.json()["directories"]}
+            assert result.exit_code == docs["run_b"]["error"]["code"] != 0
+            assert {run: {x["name"] for x in doc.get("deleted", ())} for run, doc in docs.items()
+                    if run != "run_b"} == gone
+        else:
+            assert result.exit_code != 0
+            assert sorted(result.stdout.split()) == sorted(n for names in gone.values() for n in names)

@@ -510,3 +510,114 @@ def test_graph_too_large_for_memory_is_not_called_corrupt(copy_fixture):
     # process's memory layout: either way it is named as memory, never as a damaged file.
     assert "memory" in proc.stderr and "unparseable" not in proc.stderr and "corrupt" not in proc.stderr
     assert run_cli("inspect", "--meta", run / "model.ckpt-1").exit_code == 0  # with memory, it parses
+
+
+# Python's str.splitlines (and so a script's `output.splitlines()`) ends a line at these too, and
+# U+0085 and U+009B are C1 controls (NEL, CSI) that a terminal may act on.
+LINE_ENDS = ["next\x85line", "line\u2028sep", "para\u2029sep", "csi\x9b31m"]
+
+
+def test_a_unicode_line_separator_never_splits_a_line(tmp_path, tf):
+    """A name holding U+2028, U+2029 or a C1 control (TensorFlow stores it as given) is one line of
+    inspect -q and one item of ls -q, as Python's splitlines reads them; the JSON keeps it exact."""
+    prefix = str(tmp_path / "run" / "ckpt-1")
+    os.makedirs(os.path.dirname(prefix))
+    names = [name.encode() for name in LINE_ENDS]
+    values = [tf.constant(np.arange(3, dtype=np.float32) + i) for i in range(len(names))]
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=values)
+    stored = sorted(name.encode() for name, _shape in tf.train.list_variables(prefix))
+    assert stored == sorted(names)  # TensorFlow keeps them as they are
+    lines = _utf8("inspect", "-q", prefix).stdout.splitlines()
+    assert len(lines) == len(names) and not any(c in "".join(lines) for c in "\x85\u2028\u2029\x9b")
+    table = _utf8("inspect", prefix).stdout
+    assert not any(c in table for c in "\x85\u2028\u2029\x9b")
+    assert sorted(v["name"] for v in json.loads(_utf8("inspect", "--json", prefix).stdout)["variables"]) \
+        == sorted(LINE_ENDS)
+    # a checkpoint whose prefix holds one: one line of ls -q
+    run = tmp_path / "run2"
+    ckpt = tf.train.Checkpoint(v=tf.Variable([1.0]))
+    written = [ckpt.write(str(run / f"a{end}b-{i}")) for i, end in enumerate(["\u2028", "\x85", "\u2029"])]
+    assert sorted(os.path.basename(p) for p in written) == sorted(
+        e["name"] for e in json.loads(_utf8("ls", "--json", run).stdout)["checkpoints"])
+    assert len(_utf8("ls", "-q", run).stdout.splitlines()) == len(written)
+
+
+def test_names_said_on_stderr_never_drive_the_terminal(tmp_path, tf):
+    """average's list of sources and latest --best's line name checkpoints from a listing: a name
+    holding an escape sequence (clear the screen, set the title) or a newline is shown escaped, one
+    line each, as TensorFlow wrote it (the JSON names it exactly)."""
+    run = tmp_path / "run"
+    ckpt = tf.train.Checkpoint(v=tf.Variable([1.0, 2.0]))
+    written = [ckpt.write(str(run / name)) for name in ["a\x1b[2J\nforged-1", "b\x1b]0;x\x07-2"]]
+    log = tmp_path / "log.csv"
+    log.write_text("step,val_loss\n1,0.5\n2,0.1\n")
+    averaged = _utf8("average", "--last", "2", run, "-o", tmp_path / "avg" / "ck")
+    best = _utf8("latest", "--best", "--metric", "val_loss", "--metrics", log, run)
+    for said in (averaged.stderr, best.stderr):
+        assert "\x1b" not in said and "\x07" not in said and "forged-1" not in said.splitlines()
+    assert sum("\\x1b[2J\\x0aforged-1" in line for line in averaged.stderr.splitlines()) == 1
+    assert len(best.stdout.splitlines()) == 1 and "\x1b" not in best.stdout and best.stdout.endswith("-2\n")
+    doc = json.loads(_utf8("average", "--last", "2", run, "-o", tmp_path / "avg2" / "ck", "--json").stdout)
+    assert sorted(s["prefix"] for s in doc["sources"]) == sorted(written)
+
+
+def test_repair_shows_the_state_file_it_writes_line_for_line(tmp_path, tf):
+    """repair prints the state file's text as it writes it: a checkpoint name holding U+2028 (which
+    the file holds as it is, inside a quoted string TensorFlow reads back) is shown as it is, each
+    of the file's lines one line of the output (the name's tab is the file's own escape)."""
+    run = tmp_path / "run"
+    prefix = tf.train.Checkpoint(v=tf.Variable([1.0])).write(str(run / "a\u2028b\tc-9"))
+    result = _utf8("repair", run)
+    written = (run / "checkpoint").read_text(encoding="utf-8")
+    assert tf.train.latest_checkpoint(str(run)) == prefix  # TensorFlow reads the file back
+    shown = result.stdout.split("\n\n", 1)[1]
+    assert shown == written
+
+
+def test_inspect_tree_keeps_each_name_on_its_own_line(tmp_path, tf):
+    """inspect --tree: a scope or a variable name holding a newline or a tab (TensorFlow's SaveV2
+    stores it as given) is one line of the tree, escaped; no line of it shows a name the file does
+    not hold."""
+    prefix = str(tmp_path / "run" / "ckpt-1")
+    os.makedirs(os.path.dirname(prefix))
+    names = [b"scope/forged\nother/w", b"scope/tab\tbed", b"plain/v"]
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant(np.arange(3, dtype=np.float32))] * len(names))
+    assert sorted(name.encode() for name, _shape in tf.train.list_variables(prefix)) == sorted(names)
+    tree = _utf8("inspect", "--tree", prefix).stdout
+    assert "\t" not in tree
+    lines = tree.splitlines()
+    assert sum("forged\\x0aother" in line for line in lines) == 1
+    assert not any(line.strip(" │├└─").startswith("other") for line in lines)
+    assert sum("tab\\x09bed" in line for line in lines) == 1
+
+
+def test_watch_says_a_hostile_name_escaped(tmp_path, tf):
+    """watch --exec says `watch: NAME (step N): done` on stderr for each checkpoint it handled: a
+    name holding an escape sequence or a newline (TensorFlow writes it as given) is escaped there,
+    one line; the command still gets the exact path."""
+    run = tmp_path / "run"
+    prefix = tf.train.Checkpoint(v=tf.Variable([1.0])).write(str(run / "a\x1b[2J\nforged-1"))
+    seen = tmp_path / "seen"
+    show = f"{sys.executable} -c 'import sys; open(sys.argv[2], \"w\").write(sys.argv[1])' {{path}} {seen}"
+    result = run_cli("watch", run, "--once", "--state", tmp_path / "w.json", "--exec", show)
+    assert result.exit_code == 0, result.stderr
+    assert seen.read_text() == prefix
+    assert "\x1b" not in result.stderr
+    done = [line for line in result.stderr.splitlines() if line.startswith("watch:")]
+    assert len(done) == 1 and done[0].endswith("(step 1): done") and "forged-1" in done[0]
+
+
+def test_a_run_directory_named_with_a_newline_is_one_title_line(tmp_path, tf):
+    """ls -r and prune -r print each run directory as the title of its table: a directory name
+    from the tree's listing holding a newline (here forging a table's header) is escaped, one line."""
+    root = tmp_path / "tree"
+    hostile = root / "run\nname  step  action"
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable([1.0])), str(hostile), max_to_keep=None)
+    for _ in range(3):
+        manager.save()
+    assert tf.train.latest_checkpoint(str(hostile)).startswith(str(hostile))
+    for args in (("ls", "-r"), ("prune", "-r", "--dry-run", "--keep-last", "1")):
+        lines = _utf8(*args, root).stdout.splitlines()
+        assert sum(line.endswith("run\\x0aname  step  action") for line in lines) == 1, lines
+        assert not any(line.startswith("name  step  action") for line in lines)

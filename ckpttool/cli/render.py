@@ -443,7 +443,8 @@ def print_table(columns: Iterable[str | Column], rows: Iterable[Iterable[Any]], 
     rule = "\u2500" * (sum(widths.values()) + gap * (len(shown) - 1))
     if sys.stdout.isatty() and os.environ.get("TERM") != "dumb":
         head = f"\x1b[1m{head}\x1b[0m"
-    out = ([for_people(title)] if title else []) + [head, rule]
+    # a title is a run directory's or checkpoint's name from a listing: one line, as a field is
+    out = ([for_people(title, field=True)] if title else []) + [head, rule]
     if not stacked and all(_natural(columns[i], cells[i]) <= widths[i] for i in shown):
         # Everything fits its column (the common case, and tables of 100,000 rows): one line a row.
         padded = [_pad_column(cells[i], widths[i], columns[i].right) for i in shown]

@@ -50,7 +50,9 @@ def _say_sources(plan, dry_run: bool) -> None:
           f"({plan.selection}):", file=sys.stderr)
     for s in plan.sources:
         score = f", {scores.tag} {render.score_text(s.score)}" if scores is not None else ""
-        print(f"  {s.prefix} (step {'-' if s.step is None else s.step}{score})", file=sys.stderr)
+        # a name from a listing: escaped, as a field is (no escape sequence, one line each)
+        prefix = render.for_people(s.prefix, field=True)
+        print(f"  {prefix} (step {'-' if s.step is None else s.step}{score})", file=sys.stderr)
 
 
 def command(
@@ -107,7 +109,8 @@ def command(
     Floating variables are averaged and written in their dtype: float64 as
     numpy's float64 mean, bit for bit; float32, float16 and bfloat16 summed
     in float32, then divided by n (off the exact mean by at most about
-    n * 2**-24 times the mean of the values' magnitudes, plus the rounding to
+    n * 2**-24 times the mean of the values' magnitudes, plus 2**-150 where
+    the mean is below float32's normal range, plus the rounding to
     float16/bfloat16; two float32 sources give the correctly rounded mean; a
     sum beyond float32's range is taken in float64); integer and string variables (step counters) come from the newest
     checkpoint (highest step, else the last given). The optimizer is left

@@ -335,13 +335,13 @@ def _apply_all(plans, dry_run: bool, quiet: bool, lock_timeout: float | None = N
 
 
 def _unapplied(plans, applied, recursive: bool) -> list:
-    """(directory, error) of each plan whose apply failed. A single directory's error, or one that is
-    no checkpoint or storage problem (a bug, an interrupt), is raised at once; under -r the others'
-    deletions are reported first and the first failure is raised after them."""
+    """(directory, error) of each plan whose apply failed. A single directory's error is raised at
+    once; under -r the others' deletions are reported first and the first failure is raised after
+    them, whatever it is (out of memory, a bug): the others were applied all the same, so what they
+    deleted must be said. (An interrupt is no failure here: it stops every run directory.)"""
     unapplied = [(d, outcome) for (d, _plan), outcome in zip(plans, applied) if isinstance(outcome, Exception)]
-    for _d, exc in unapplied:
-        if not recursive or not isinstance(exc, (CkptError, OSError)):
-            raise exc
+    if unapplied and not recursive:
+        raise unapplied[0][1]
     return unapplied
 
 

@@ -1,6 +1,8 @@
 """`ckpttool repair DIR`: rewrite the state file so TensorFlow can use the directory again."""
 from __future__ import annotations
 
+import sys
+
 from ckpttool.cli import render
 from ckpttool.cli.options import Directory, DryRun, Json
 
@@ -31,6 +33,8 @@ def command(directory: Directory, dry_run: DryRun = False, json_out: Json = Fals
         return 0
     lines = [f"{directory}: {'would rewrite' if dry_run else 'rewrote'} the state file:"]
     lines += [f"  {c}" for c in plan.changes]
-    lines += ["", *plan.new_text.rstrip("\n").split("\n")]
     render.print_lines(lines)
+    # The state file's lines as written: its writer escapes a name's tab or newline itself, and a
+    # U+2028 inside a quoted path is the file's (shown as a field is, the text would not be its own).
+    sys.stdout.write("".join(render.for_people(line) + "\n" for line in ["", *plan.new_text.rstrip("\n").split("\n")]))
     return 0

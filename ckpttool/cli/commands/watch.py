@@ -286,7 +286,8 @@ class _Run:
             sys.stdout.flush()
             return
         if event == "done":
-            print(f"watch: {item.name} (step {item.step}): done", file=sys.stderr)
+            name = render.for_people(item.name, field=True)  # a listing's: no escape sequence, one line
+            print(f"watch: {name} (step {item.step}): done", file=sys.stderr)
         elif event == "failed":
             render.warn(f"{details['message']} (attempt {details['attempt']})")
             tail = details.get("output_tail")

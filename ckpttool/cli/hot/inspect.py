@@ -108,12 +108,13 @@ def _print_tree(report: "InspectReport") -> None:
             for component in path[:-1]:
                 below = children.setdefault(id(node), {})
                 if component not in below:
-                    below[component] = node.add(Text(render.for_people(component + "/")))
+                    # a name's newline or tab escaped: one line of the tree each, none forged
+                    below[component] = node.add(Text(render.for_people(component + "/", field=True)))
                 node = below[component]
-            label = f"{path[-1]}  {v.dtype} {_shape_text(v.shape)}"
+            label = f"{render.for_people(path[-1], field=True)}  {v.dtype} {_shape_text(v.shape)}"
             if key is not None and key != text:
-                label += f"  <- {key}"
-            node.add(Text(render.for_people(label)))
+                label += f"  <- {render.for_people(key, field=True)}"
+            node.add(Text(label))
     render.console(unbounded=True).print(root)  # names are never wrapped
 
 

@@ -65,5 +65,6 @@ def _best(directory: str, scoring, absolute: bool, step: bool, json_out: bool) -
     if result.best is None:
         print(f"no complete checkpoint in {directory} has a {result.scores.tag} score", file=sys.stderr)
         return EXIT_NEGATIVE
-    print(f"best: {os.path.basename(result.prefix)}, {result.scores.tag} {result.score:.6g}", file=sys.stderr)
+    name = render.for_people(os.path.basename(result.prefix), field=True)
+    print(f"best: {name}, {result.scores.tag} {result.score:.6g}", file=sys.stderr)
     return _print_answer(result.prefix, result.step, shown, step)

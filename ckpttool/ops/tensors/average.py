@@ -327,11 +327,14 @@ def _mean32(np, values: list, out: "np.ndarray") -> "np.ndarray":
     each of the n-1 additions rounded to float32, divided by n and rounded once more.
 
     Error bound (u = 2**-24, float32's unit roundoff): the sum is within (n-1)u * sum|x_i| of the
-    exact sum, the division adds u of the quotient, so the result is within
-    gamma_n * sum|x_i| / n of the exact mean, gamma_n = n*u / (1 - n*u): n units of float32's
-    roundoff of the mean of the magnitudes (the rounding to float16 or bfloat16 afterwards adds half
-    a unit in the last place of that dtype). For two sources the result is the correctly rounded
-    mean, as float64's (a sum of two floats rounded once, then halved exactly), barring subnormals.
+    exact sum (an addition whose result is subnormal is exact), the division adds u of the quotient
+    and, where the quotient is below float32's normal range (2**-126), up to 2**-150 (half the
+    smallest subnormal: a correctly rounded float32 mean is off as much), so the result is within
+    gamma_n * sum|x_i| / n + 2**-150 of the exact mean, gamma_n = n*u / (1 - n*u): n units of
+    float32's roundoff of the mean of the magnitudes (the rounding to float16 or bfloat16 afterwards
+    adds half a unit in the last place of that dtype). For two sources the result is the correctly
+    rounded mean, as float64's (a sum of two floats rounded once, then halved: exactly, or, below
+    2**-126, from an exact sum).
     Where a sum is not finite (float32 or bfloat16 values whose sum exceeds 3.4e38, or an inf or
     NaN among the values) those elements are taken again by _mean in float64: the mean then never
     overflows, and an inf or NaN comes out as numpy's mean gives it."""
