@@ -148,16 +148,15 @@ def _newest_whole_tf(scan: DirectoryScan) -> list[tuple[CheckpointInfo, str]]:
     """For each TF family whose newest complete checkpoint's data shards end before its index says
     (a full disk, a copy cut short: TensorFlow cannot restore it, though every file is there), the
     newest one whose do not, and why the newer ones are not whole. One index is read per family
-    (more only while checkpoints are found cut short); none in a bucket whose listing shows every
-    complete member of the family with the same sizes (_listed_alike)."""
+    (more only while checkpoints are found cut short), in a bucket too: equal listed sizes prove
+    nothing there, since a string tensor's bytes in a shard are its value's, not fixed by its shape
+    (a newest shard cut short to exactly an older one's size is found only by its index)."""
     families: dict[str, list[CheckpointInfo]] = {}
     for c in scan.checkpoints:  # oldest first
         if c.format == "v2" and c.complete:
             families.setdefault(c.family, []).append(c)
     found = []
     for members in families.values():
-        if _listed_alike(scan, members):
-            continue
         cut = []
         for c in reversed(members):
             problem = _data_cut_short(c)
@@ -167,32 +166,6 @@ def _newest_whole_tf(scan: DirectoryScan) -> list[tuple[CheckpointInfo, str]]:
                 break
             cut.append(problem)
     return found
-
-
-def _listed_alike(scan: DirectoryScan, members: list[CheckpointInfo]) -> bool:
-    """Whether a bucket's listing shows that the family's newest complete checkpoint cannot be less
-    whole than the others: two or more members, each with an index and data shards (the same shards)
-    of exactly the same byte sizes. For one set of variables a bundle's index and shard sizes are
-    fixed by the variables' names, dtypes and shapes, and a file cut short is smaller than whole: so
-    all are whole or all are cut alike, and reading the newest's index (a request) would protect
-    nothing different. Damaged bytes of the right size are verify's to find, as they always were."""
-    if len(members) < 2 or not scan.sizes:
-        return False  # a local directory (an index read is cheap there) or one member: read it
-    shapes = set()
-    for c in members:
-        shape = []
-        for path in c.files:
-            name = fs.basename(path)
-            suffix = name[len(c.name):]
-            if suffix == ".index" or suffix.startswith(".data-"):
-                size = scan.sizes.get(name)
-                if size is None:
-                    return False
-                shape.append((suffix, size))
-        shapes.add(tuple(sorted(shape)))
-        if len(shapes) > 1:
-            return False
-    return True
 
 
 def _data_cut_short(c: CheckpointInfo) -> str | None:
