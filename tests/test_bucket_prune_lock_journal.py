@@ -229,3 +229,49 @@ def test_a_journal_that_appeared_since_planned_is_never_replaced(logged_s3, fixt
     assert _keys(logged_s3, url) == before
     assert fs.cat_file(split(run_url)[1] + "/.ckpttool-prune.journal") == journal
     _finished_elsewhere(logged_s3, tmp_path, url, "2", left, tf)
+
+
+def test_a_journal_left_under_a_lock_listed_when_planned_is_never_replaced(logged_s3, fixtures_dir, tmp_path,
+                                                                          tf):  # noqa: F811
+    """Our plan lists a stale lock of an earlier version (no journal in it). Before we apply, another
+    prune (--keep-last 1) breaks it, journals and removes ckpt indexes, and is killed: its journal
+    object names more than our plan (--keep-last 2). Applying ours must not replace that journal
+    (the killed run's half-deleted checkpoint, its index gone, would stay for ever): refused,
+    nothing deleted; the next prune finishes it, and exactly the killed run's deletions go."""
+    import tensorflow as tf_module
+
+    from ckpttool.errors import Refused
+    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
+
+    url, expected, _left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    run_url = f"{url}/{RUNS[0]}"
+    fs, split = _fs(logged_s3)
+    lock_key = split(run_url)[1] + "/.ckpttool.lock"
+    fs.pipe_file(lock_key, json.dumps({"host": "another-host", "pid": 1, "time": 0, "token": "old"}).encode())
+    plan = plan_prune(run_url, RetentionRules(2, None, None, (), None, None, False))
+    assert {d.name for d in plan.deleted} == expected[RUNS[0]]
+    env = {**_other_host(tmp_path, "host-c"), "CKPTTOOL_TEST_PAUSE": "prune: removed the indexes"}
+    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "--yes", "--keep-last", "1", run_url],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        line = proc.stderr.readline()
+        assert line == "paused: prune: removed the indexes\n", line + proc.stderr.read()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdin.close()
+        proc.stderr.close()
+    _make_locks_stale(logged_s3, url)
+    saves = [os.path.basename(p) for p in
+             tf_module.train.get_checkpoint_state(str(fixtures_dir / "tf2_many")).all_model_checkpoint_paths]
+    journal_key = split(run_url)[1] + "/.ckpttool-prune.journal"
+    journal = fs.cat_file(journal_key)
+    assert {e["name"] for e in json.loads(journal)["deletions"]} == set(saves[:-1])
+    with pytest.raises(Refused, match="appeared"):
+        apply_prune(plan)
+    assert fs.cat_file(journal_key) == journal
+    left = (_expected_keys(fixtures_dir, {**expected, RUNS[0]: set(saves[:-1])})
+            | {f"{run}/{name}" for run in RUNS for name in USER_FILES})
+    _finished_elsewhere(logged_s3, tmp_path, url, "2", left, tf)

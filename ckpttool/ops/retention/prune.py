@@ -776,9 +776,12 @@ def _apply(plan: PrunePlan, fault: Callable[[str], None], checked: fs.CheckedDir
     drop = {d.name for d in todo} - kept_whole  # state-file entries to remove, of vanished checkpoints too
     journal_left = JOURNAL_FILENAME in scan.listing
     planned = plan.scan.listing if plan.scan is not None else None
-    if journal_left and planned is not None and JOURNAL_FILENAME not in planned and LOCK_FILENAME not in planned:
+    if journal_left and planned is not None and JOURNAL_FILENAME not in planned and not (
+            LOCK_FILENAME in planned and fs.is_url(directory) and _journal_within_plan(plan)):
         # A run killed since we planned left it (in a bucket, perhaps written out of the stale lock
         # we just broke): ours would replace it, and its half-deleted checkpoints stay for ever.
+        # Only the journal of the lock the plan listed and read, written out when we broke it, is
+        # ours to replace: a lock listed is no proof that the journal found is that one's.
         raise Refused(f"an interrupted prune's journal appeared in {directory} since it was planned; nothing deleted",
                       hint="run prune again: it finishes that journal first")
     todo = [d for d in todo if d.paths or d.kind == "resumed" and journal_left]
@@ -805,6 +808,19 @@ def _apply(plan: PrunePlan, fault: Callable[[str], None], checked: fs.CheckedDir
         os.fsync(checked.fd)
     fault("journal removed")
     return PruneResult(plan, tuple(d for d in todo if d.name not in kept_whole), skipped, tuple(problems))
+
+
+def _journal_within_plan(plan: PrunePlan) -> bool:
+    """Whether the journal object now in `plan`'s bucket directory names nothing but checkpoints the
+    plan deletes (as the listed lock's journal it read, written out when the lock was broken, does):
+    ours then lists them all again. False when it names more, or cannot be read (one GET, only when
+    a journal appeared)."""
+    try:
+        raw = fs.read_capped(fs.join(plan.directory, JOURNAL_FILENAME), JOURNAL_MAX_BYTES, "prune journal")
+        names = {e["name"] for e in json.loads(raw)["deletions"]}
+    except (CkptError, ValueError, KeyError, TypeError):
+        return False
+    return names <= {d.name for d in plan.deleted}
 
 
 def _remove_through(checked: fs.CheckedDirectory, todo: list[Deletion], trees: dict[str, tuple[list[str], list[str]]],
