@@ -275,3 +275,37 @@ def test_a_journal_left_under_a_lock_listed_when_planned_is_never_replaced(logge
     left = (_expected_keys(fixtures_dir, {**expected, RUNS[0]: set(saves[:-1])})
             | {f"{run}/{name}" for run in RUNS for name in USER_FILES})
     _finished_elsewhere(logged_s3, tmp_path, url, "2", left, tf)
+
+
+HOSTILE_JOURNALS = {
+    "not a journal": "x",
+    "a list": [],
+    "another run's file": {"deletions": [{"name": "ckpt-1", "paths": ["../run-b/ckpt-1.index"]}]},
+    "a URL elsewhere": {"deletions": [{"name": "ckpt-1", "paths": ["s3://ckpt-bucket/elsewhere/ckpt-1.index"]}]},
+    "the state file": {"deletions": [{"name": "checkpoint", "paths": ["checkpoint"]}]},
+    "a user's file": {"deletions": [{"name": "notes.txt", "paths": ["notes.txt"]}]},
+    "a user's directory": {"deletions": [{"name": "eval", "paths": ["eval"]}]},
+    "the latest": {"deletions": [{"name": "ckpt-6", "paths": ["ckpt-6.index"]}]},
+    "dot-dot": {"deletions": [{"name": "..", "paths": [".."]}]},
+    "the lock": {"deletions": [{"name": ".ckpttool.lock", "paths": [".ckpttool.lock"]}]},
+}
+
+
+@pytest.mark.parametrize("what", sorted(HOSTILE_JOURNALS))
+def test_a_stale_lock_carrying_a_hostile_journal_deletes_nothing_of_its_run(logged_s3, fixtures_dir, tmp_path, tf,
+                                                                            what):  # noqa: F811
+    """A stale lock whose body carries a journal naming what no prune deletes (outside the run
+    directory, the state file, a user's files, the latest, the lock itself) or no journal at all:
+    that run directory is skipped with one line (exit 3), nothing of it deleted, the others pruned
+    as TensorFlow's state files say, and TensorFlow restores every run's latest."""
+    url, expected, left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    fs, split = _fs(logged_s3)
+    root = split(url)[1]
+    holder = {"host": "another-host", "pid": 1, "time": 0, "token": "t", "journal": HOSTILE_JOURNALS[what]}
+    fs.pipe_file(f"{root}/{RUNS[0]}/.ckpttool.lock", json.dumps(holder).encode())
+    before = {k for k in _keys(logged_s3, url) if k.startswith(f"{RUNS[0]}/")}
+    doc = run_cli("prune", "-r", "--yes", "--json", "--keep-last", "2", url)
+    assert doc.exit_code == 3, doc.stderr
+    assert "refusing to resume it (nothing deleted)" in doc.stderr and "Traceback" not in doc.stderr, doc.stderr
+    assert _keys(logged_s3, url) == (left - {k for k in left if k.startswith(f"{RUNS[0]}/")}) | before
+    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
