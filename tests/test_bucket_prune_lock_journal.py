@@ -309,3 +309,57 @@ def test_a_stale_lock_carrying_a_hostile_journal_deletes_nothing_of_its_run(logg
     assert "refusing to resume it (nothing deleted)" in doc.stderr and "Traceback" not in doc.stderr, doc.stderr
     assert _keys(logged_s3, url) == (left - {k for k in left if k.startswith(f"{RUNS[0]}/")}) | before
     _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
+
+
+def test_a_lock_stays_readable_to_earlier_versions(logged_s3, tmp_path, tf):  # noqa: F811
+    """Versions before the journal in the lock read at most 64 KiB of a lock object and break a
+    larger one at once, live or not (a second prune acting on the run directory meanwhile). A
+    batched prune whose journal is larger (108 deletions of 200-character names, TensorFlow's
+    CheckpointManager's saves) keeps its lock within that, the journal an object of its own;
+    killed there, it is finished from another host to what TensorFlow's state file keeps."""
+    import uuid
+
+    import numpy as np
+
+    from ckpttool.ops.runs.lock import EARLIER_LOCK_MAX_BYTES
+    from tests.remote_servers import upload_tree
+
+    variable = tf.Variable(np.zeros(3, np.float32))
+    local = tmp_path / "runs" / RUNS[0]
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), str(local), max_to_keep=None,
+                                         checkpoint_name="x" * 200)
+    for step in range(1, 111):
+        variable.assign(np.full(3, step, np.float32))
+        manager.save(checkpoint_number=step)
+    url = upload_tree(logged_s3, str(tmp_path / "runs"), f"earlier-{uuid.uuid4().hex[:8]}")
+    kept = [os.path.basename(p) for p in tf.train.get_checkpoint_state(str(local)).all_model_checkpoint_paths[-2:]]
+    fs, split = _fs(logged_s3)
+    run_key = f"{split(url)[1]}/{RUNS[0]}"
+    env = {**os.environ, "CKPTTOOL_TEST_PAUSE": "prune: journal written"}
+    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "-r", "--yes", "--keep-last", "2", url],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        line = proc.stderr.readline()
+        assert line == "paused: prune: journal written\n", line + proc.stderr.read()
+        lock = fs.cat_file(f"{run_key}/.ckpttool.lock")
+        journal = json.loads(fs.cat_file(f"{run_key}/.ckpttool-prune.journal"))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdin.close()
+        proc.stderr.close()
+    assert len(lock) <= EARLIER_LOCK_MAX_BYTES and "journal" not in json.loads(lock)
+    assert len(journal["deletions"]) == 108 and len(json.dumps(journal)) > EARLIER_LOCK_MAX_BYTES
+    _make_locks_stale(logged_s3, url)
+    again = _prune_elsewhere(tmp_path, "host-b", url, "2")
+    _out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    left = {k.rsplit("/", 1)[-1] for k in _keys(logged_s3, url)}
+    assert left == {"checkpoint"} | {f"{name}{suffix}" for name in kept
+                                     for suffix in (".index", ".data-00000-of-00001")}
+    down = tmp_path / "down"
+    fs.get(run_key + "/", str(down) + "/", recursive=True)
+    restored = tf.Variable(np.zeros(3, np.float32))
+    tf.train.Checkpoint(v=restored).read(tf.train.latest_checkpoint(str(down))).assert_existing_objects_matched()
+    assert (restored.numpy() == 110).all()

@@ -37,6 +37,10 @@ LOCK_FILENAME = ".ckpttool.lock"
 PRUNE_JOURNAL = ".ckpttool-prune.journal"  # prune's journal object (ops/retention/prune.py)
 # The most of a lock object read: a body carrying a prune's journal lists file names of checkpoints.
 LOCK_MAX_BYTES = 16 << 20
+# The most of a lock object versions before the journal in the lock read: they take a larger one for
+# unreadable and break it at once, live or not. A lock body is kept within it (a larger journal is an
+# object of its own), so that hosts not all upgraded yet still take turns.
+EARLIER_LOCK_MAX_BYTES = 1 << 16
 # A bucket lock older than this is taken to be left by a killed run and broken.
 # A prune of even 100k checkpoints finishes far sooner.
 STALE_REMOTE_LOCK_SECONDS = 3600.0
