@@ -321,7 +321,7 @@ def test_a_lock_stays_readable_to_earlier_versions(logged_s3, tmp_path, tf):  # 
 
     import numpy as np
 
-    from ckpttool.ops.runs.lock import EARLIER_LOCK_MAX_BYTES
+    from ckpttool.ops.runs.lock import LOCK_MAX_BYTES
     from tests.remote_servers import upload_tree
 
     variable = tf.Variable(np.zeros(3, np.float32))
@@ -349,8 +349,8 @@ def test_a_lock_stays_readable_to_earlier_versions(logged_s3, tmp_path, tf):  # 
         proc.wait()
         proc.stdin.close()
         proc.stderr.close()
-    assert len(lock) <= EARLIER_LOCK_MAX_BYTES and "journal" not in json.loads(lock)
-    assert len(journal["deletions"]) == 108 and len(json.dumps(journal)) > EARLIER_LOCK_MAX_BYTES
+    assert len(lock) <= LOCK_MAX_BYTES and "journal" not in json.loads(lock)
+    assert len(journal["deletions"]) == 108 and len(json.dumps(journal)) > LOCK_MAX_BYTES
     _make_locks_stale(logged_s3, url)
     again = _prune_elsewhere(tmp_path, "host-b", url, "2")
     _out, err = again.communicate(timeout=600)

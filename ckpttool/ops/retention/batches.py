@@ -34,14 +34,14 @@ from ckpttool.errors import Refused
 from ckpttool.formats.tf.state import STATE_FILENAME, format_state
 from ckpttool.ops.retention.prune import (JOURNAL_FILENAME, PrunePlan, PruneResult, apply_prune, apply_under_lock,
                                           batchable, journal_bytes, refuse_unless_inside)
-from ckpttool.ops.runs.lock import EARLIER_LOCK_MAX_BYTES, locked_as_planned
+from ckpttool.ops.runs.lock import LOCK_MAX_BYTES, locked_as_planned
 from ckpttool.ops.runs.statefile import without_entries
 from ckpttool.storage import fs
 
 WORKERS = 8  # run directories applied at once: each waits on the disk or the network, not the CPU
 # A journal larger than this is an object of its own: the lock's body (the journal, a host name,
 # pid, time and token) stays within what earlier versions read as a lock (else they break it at once).
-LOCK_JOURNAL_MAX = EARLIER_LOCK_MAX_BYTES - 1024
+LOCK_JOURNAL_MAX = LOCK_MAX_BYTES - 1024
 BATCH_RUNS = 250  # run directories locked together for one round of batched deletes
 LOCK_TIMEOUT = 600.0  # seconds a run directory's lock is waited for (apply_prune's default)
 

@@ -44,8 +44,8 @@ from ckpttool.storage.fs import read_capped
 from ckpttool.ops.retention.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_dir_name,
                                  is_temp_file_debris, temp_dir_debris_problem, temp_dir_parts,
                                  temp_file_debris_problem)
-from ckpttool.ops.runs.lock import (LOCK_FILENAME, PRUNE_JOURNAL, changed_since_planned, locked_as_planned,
-                                    read_lock_journal)
+from ckpttool.ops.runs.lock import (LOCK_FILENAME, PRUNE_JOURNAL, PRUNE_JOURNAL_MAX_BYTES, changed_since_planned,
+                                    locked_as_planned, read_lock_journal)
 from ckpttool.ops.retention.rules import RetentionRules, keep_reasons
 from ckpttool.ops.runs import series
 from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, Problem, gc_paused, scan_directory,
@@ -54,7 +54,7 @@ from ckpttool.ops.retention.scoring import DAMAGE_HINT, MetricOptions, Scores, d
 from ckpttool.ops.runs.statefile import update_state, without_entries
 
 JOURNAL_FILENAME = PRUNE_JOURNAL
-JOURNAL_MAX_BYTES = 16 << 20  # a journal lists file names of checkpoints: far smaller than this
+JOURNAL_MAX_BYTES = PRUNE_JOURNAL_MAX_BYTES
 CLEAN_DEFAULT_MIN_AGE = 3600.0  # --clean without --min-age spares debris younger than an hour
 
 
