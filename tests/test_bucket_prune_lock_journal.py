@@ -7,6 +7,7 @@ nothing else (a user's file stays), and TensorFlow restores every run's latest; 
 once lose nothing, and a late one never removes the lock the first took."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -44,21 +45,28 @@ def _fleet_with_user_files(fixtures_dir, tmp_path, server) -> tuple[str, dict[st
     return url, expected, left
 
 
-def _killed_at(url: str, step: str) -> None:
-    """`prune -r --yes --keep-last 2` stopped by SIGKILL once it reaches `step` (a pause the CLI
-    offers tests: the process says so and waits), never by a race."""
-    env = {**os.environ, "CKPTTOOL_TEST_PAUSE": f"prune: {step}"}
-    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "-r", "--yes", "--keep-last", "2", url],
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env)
+@contextlib.contextmanager
+def _paused_at(step: str, *args: str, env: dict[str, str] | None = None):
+    """`ckpttool ARGS` stopped by SIGKILL when the block ends, run once it reaches `step` of a prune
+    (a pause the CLI offers tests: the process says so and waits), never by a race."""
+    env = {**(os.environ if env is None else env), "CKPTTOOL_TEST_PAUSE": f"prune: {step}"}
+    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stderr.readline()
         assert line == f"paused: prune: {step}\n", line + proc.stderr.read()
+        yield
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdin.close()
         proc.stderr.close()
+
+
+def _killed_at(url: str, step: str) -> None:
+    """`prune -r --yes --keep-last 2` stopped by SIGKILL once it reaches `step`."""
+    with _paused_at(step, "prune", "-r", "--yes", "--keep-last", "2", url):
+        pass
 
 
 def _make_locks_stale(server, url: str) -> dict[str, set[str]]:
@@ -251,18 +259,9 @@ def test_a_journal_left_under_a_lock_listed_when_planned_is_never_replaced(logge
     fs.pipe_file(lock_key, json.dumps({"host": "another-host", "pid": 1, "time": 0, "token": "old"}).encode())
     plan = plan_prune(run_url, RetentionRules(2, None, None, (), None, None, False))
     assert {d.name for d in plan.deleted} == expected[RUNS[0]]
-    env = {**_other_host(tmp_path, "host-c"), "CKPTTOOL_TEST_PAUSE": "prune: removed the indexes"}
-    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "--yes", "--keep-last", "1", run_url],
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    try:
-        line = proc.stderr.readline()
-        assert line == "paused: prune: removed the indexes\n", line + proc.stderr.read()
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        proc.stdin.close()
-        proc.stderr.close()
+    with _paused_at("removed the indexes", "prune", "--yes", "--keep-last", "1", run_url,
+                    env=_other_host(tmp_path, "host-c")):
+        pass
     _make_locks_stale(logged_s3, url)
     saves = [os.path.basename(p) for p in
              tf_module.train.get_checkpoint_state(str(fixtures_dir / "tf2_many")).all_model_checkpoint_paths]
@@ -335,20 +334,9 @@ def test_a_lock_stays_readable_to_earlier_versions(logged_s3, tmp_path, tf):  # 
     kept = [os.path.basename(p) for p in tf.train.get_checkpoint_state(str(local)).all_model_checkpoint_paths[-2:]]
     fs, split = _fs(logged_s3)
     run_key = f"{split(url)[1]}/{RUNS[0]}"
-    env = {**os.environ, "CKPTTOOL_TEST_PAUSE": "prune: journal written"}
-    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "-r", "--yes", "--keep-last", "2", url],
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    try:
-        line = proc.stderr.readline()
-        assert line == "paused: prune: journal written\n", line + proc.stderr.read()
+    with _paused_at("journal written", "prune", "-r", "--yes", "--keep-last", "2", url):
         lock = fs.cat_file(f"{run_key}/.ckpttool.lock")
         journal = json.loads(fs.cat_file(f"{run_key}/.ckpttool-prune.journal"))
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        proc.stdin.close()
-        proc.stderr.close()
     assert len(lock) <= LOCK_MAX_BYTES and "journal" not in json.loads(lock)
     assert len(journal["deletions"]) == 108 and len(json.dumps(journal)) > LOCK_MAX_BYTES
     _make_locks_stale(logged_s3, url)
