@@ -7,6 +7,7 @@ nothing else (a user's file stays), and TensorFlow restores every run's latest; 
 once lose nothing, and a late one never removes the lock the first took."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -44,21 +45,28 @@ def _fleet_with_user_files(fixtures_dir, tmp_path, server) -> tuple[str, dict[st
     return url, expected, left
 
 
-def _killed_at(url: str, step: str) -> None:
-    """`prune -r --yes --keep-last 2` stopped by SIGKILL once it reaches `step` (a pause the CLI
-    offers tests: the process says so and waits), never by a race."""
-    env = {**os.environ, "CKPTTOOL_TEST_PAUSE": f"prune: {step}"}
-    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "-r", "--yes", "--keep-last", "2", url],
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env)
+@contextlib.contextmanager
+def _paused_at(step: str, *args: str, env: dict[str, str] | None = None):
+    """`ckpttool ARGS` stopped by SIGKILL when the block ends, run once it reaches `step` of a prune
+    (a pause the CLI offers tests: the process says so and waits), never by a race."""
+    env = {**(os.environ if env is None else env), "CKPTTOOL_TEST_PAUSE": f"prune: {step}"}
+    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stderr.readline()
         assert line == f"paused: prune: {step}\n", line + proc.stderr.read()
+        yield
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdin.close()
         proc.stderr.close()
+
+
+def _killed_at(url: str, step: str) -> None:
+    """`prune -r --yes --keep-last 2` stopped by SIGKILL once it reaches `step`."""
+    with _paused_at(step, "prune", "-r", "--yes", "--keep-last", "2", url):
+        pass
 
 
 def _make_locks_stale(server, url: str) -> dict[str, set[str]]:
@@ -229,3 +237,117 @@ def test_a_journal_that_appeared_since_planned_is_never_replaced(logged_s3, fixt
     assert _keys(logged_s3, url) == before
     assert fs.cat_file(split(run_url)[1] + "/.ckpttool-prune.journal") == journal
     _finished_elsewhere(logged_s3, tmp_path, url, "2", left, tf)
+
+
+def test_a_journal_left_under_a_lock_listed_when_planned_is_never_replaced(logged_s3, fixtures_dir, tmp_path,
+                                                                          tf):  # noqa: F811
+    """Our plan lists a stale lock of an earlier version (no journal in it). Before we apply, another
+    prune (--keep-last 1) breaks it, journals and removes ckpt indexes, and is killed: its journal
+    object names more than our plan (--keep-last 2). Applying ours must not replace that journal
+    (the killed run's half-deleted checkpoint, its index gone, would stay for ever): refused,
+    nothing deleted; the next prune finishes it, and exactly the killed run's deletions go."""
+    import tensorflow as tf_module
+
+    from ckpttool.errors import Refused
+    from ckpttool.ops.retention.prune import apply_prune, plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
+
+    url, expected, _left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    run_url = f"{url}/{RUNS[0]}"
+    fs, split = _fs(logged_s3)
+    lock_key = split(run_url)[1] + "/.ckpttool.lock"
+    fs.pipe_file(lock_key, json.dumps({"host": "another-host", "pid": 1, "time": 0, "token": "old"}).encode())
+    plan = plan_prune(run_url, RetentionRules(2, None, None, (), None, None, False))
+    assert {d.name for d in plan.deleted} == expected[RUNS[0]]
+    with _paused_at("removed the indexes", "prune", "--yes", "--keep-last", "1", run_url,
+                    env=_other_host(tmp_path, "host-c")):
+        pass
+    _make_locks_stale(logged_s3, url)
+    saves = [os.path.basename(p) for p in
+             tf_module.train.get_checkpoint_state(str(fixtures_dir / "tf2_many")).all_model_checkpoint_paths]
+    journal_key = split(run_url)[1] + "/.ckpttool-prune.journal"
+    journal = fs.cat_file(journal_key)
+    assert {e["name"] for e in json.loads(journal)["deletions"]} == set(saves[:-1])
+    with pytest.raises(Refused, match="appeared"):
+        apply_prune(plan)
+    assert fs.cat_file(journal_key) == journal
+    left = (_expected_keys(fixtures_dir, {**expected, RUNS[0]: set(saves[:-1])})
+            | {f"{run}/{name}" for run in RUNS for name in USER_FILES})
+    _finished_elsewhere(logged_s3, tmp_path, url, "2", left, tf)
+
+
+HOSTILE_JOURNALS = {
+    "not a journal": "x",
+    "a list": [],
+    "another run's file": {"deletions": [{"name": "ckpt-1", "paths": ["../run-b/ckpt-1.index"]}]},
+    "a URL elsewhere": {"deletions": [{"name": "ckpt-1", "paths": ["s3://ckpt-bucket/elsewhere/ckpt-1.index"]}]},
+    "the state file": {"deletions": [{"name": "checkpoint", "paths": ["checkpoint"]}]},
+    "a user's file": {"deletions": [{"name": "notes.txt", "paths": ["notes.txt"]}]},
+    "a user's directory": {"deletions": [{"name": "eval", "paths": ["eval"]}]},
+    "the latest": {"deletions": [{"name": "ckpt-6", "paths": ["ckpt-6.index"]}]},
+    "dot-dot": {"deletions": [{"name": "..", "paths": [".."]}]},
+    "the lock": {"deletions": [{"name": ".ckpttool.lock", "paths": [".ckpttool.lock"]}]},
+}
+
+
+@pytest.mark.parametrize("what", sorted(HOSTILE_JOURNALS))
+def test_a_stale_lock_carrying_a_hostile_journal_deletes_nothing_of_its_run(logged_s3, fixtures_dir, tmp_path, tf,
+                                                                            what):  # noqa: F811
+    """A stale lock whose body carries a journal naming what no prune deletes (outside the run
+    directory, the state file, a user's files, the latest, the lock itself) or no journal at all:
+    that run directory is skipped with one line (exit 3), nothing of it deleted, the others pruned
+    as TensorFlow's state files say, and TensorFlow restores every run's latest."""
+    url, expected, left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    fs, split = _fs(logged_s3)
+    root = split(url)[1]
+    holder = {"host": "another-host", "pid": 1, "time": 0, "token": "t", "journal": HOSTILE_JOURNALS[what]}
+    fs.pipe_file(f"{root}/{RUNS[0]}/.ckpttool.lock", json.dumps(holder).encode())
+    before = {k for k in _keys(logged_s3, url) if k.startswith(f"{RUNS[0]}/")}
+    doc = run_cli("prune", "-r", "--yes", "--json", "--keep-last", "2", url)
+    assert doc.exit_code == 3, doc.stderr
+    assert "refusing to resume it (nothing deleted)" in doc.stderr and "Traceback" not in doc.stderr, doc.stderr
+    assert _keys(logged_s3, url) == (left - {k for k in left if k.startswith(f"{RUNS[0]}/")}) | before
+    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
+
+
+def test_a_lock_stays_readable_to_earlier_versions(logged_s3, tmp_path, tf):  # noqa: F811
+    """Versions before the journal in the lock read at most 64 KiB of a lock object and break a
+    larger one at once, live or not (a second prune acting on the run directory meanwhile). A
+    batched prune whose journal is larger (108 deletions of 200-character names, TensorFlow's
+    CheckpointManager's saves) keeps its lock within that, the journal an object of its own;
+    killed there, it is finished from another host to what TensorFlow's state file keeps."""
+    import uuid
+
+    import numpy as np
+
+    from ckpttool.ops.runs.lock import LOCK_MAX_BYTES
+    from tests.remote_servers import upload_tree
+
+    variable = tf.Variable(np.zeros(3, np.float32))
+    local = tmp_path / "runs" / RUNS[0]
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), str(local), max_to_keep=None,
+                                         checkpoint_name="x" * 200)
+    for step in range(1, 111):
+        variable.assign(np.full(3, step, np.float32))
+        manager.save(checkpoint_number=step)
+    url = upload_tree(logged_s3, str(tmp_path / "runs"), f"earlier-{uuid.uuid4().hex[:8]}")
+    kept = [os.path.basename(p) for p in tf.train.get_checkpoint_state(str(local)).all_model_checkpoint_paths[-2:]]
+    fs, split = _fs(logged_s3)
+    run_key = f"{split(url)[1]}/{RUNS[0]}"
+    with _paused_at("journal written", "prune", "-r", "--yes", "--keep-last", "2", url):
+        lock = fs.cat_file(f"{run_key}/.ckpttool.lock")
+        journal = json.loads(fs.cat_file(f"{run_key}/.ckpttool-prune.journal"))
+    assert len(lock) <= LOCK_MAX_BYTES and "journal" not in json.loads(lock)
+    assert len(journal["deletions"]) == 108 and len(json.dumps(journal)) > LOCK_MAX_BYTES
+    _make_locks_stale(logged_s3, url)
+    again = _prune_elsewhere(tmp_path, "host-b", url, "2")
+    _out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    left = {k.rsplit("/", 1)[-1] for k in _keys(logged_s3, url)}
+    assert left == {"checkpoint"} | {f"{name}{suffix}" for name in kept
+                                     for suffix in (".index", ".data-00000-of-00001")}
+    down = tmp_path / "down"
+    fs.get(run_key + "/", str(down) + "/", recursive=True)
+    restored = tf.Variable(np.zeros(3, np.float32))
+    tf.train.Checkpoint(v=restored).read(tf.train.latest_checkpoint(str(down))).assert_existing_objects_matched()
+    assert (restored.numpy() == 110).all()

@@ -4,8 +4,8 @@ deletions batched across run directories.
 A bucket plan that plan_prune marked `batchable` (older saves its state file lists, plain objects,
 a store that writes conditionally: S3 If-Match) is applied without listing its directory again:
   1. each run directory of a batch locked with its journal carried in the lock object's body (one
-     conditional PUT; a journal too large for a lock object is an object of its own, as apply_prune
-     writes it), and its state file rewritten without
+     conditional PUT; a journal that would make the lock larger than earlier versions read one is
+     an object of its own, as apply_prune writes it), and its state file rewritten without
      the pruned entries only if it is still the version the plan listed (If-Match on its ETag): the
      evidence that nothing the plan depends on has changed since (that the saves it deletes are
      still older saves its writer lists). A state file changed since is not touched: that
@@ -39,8 +39,9 @@ from ckpttool.ops.runs.statefile import without_entries
 from ckpttool.storage import fs
 
 WORKERS = 8  # run directories applied at once: each waits on the disk or the network, not the CPU
-# A journal larger than this is an object of its own (a lock object is read whole by whoever breaks it).
-LOCK_JOURNAL_MAX = LOCK_MAX_BYTES // 2
+# A journal larger than this is an object of its own: the lock's body (the journal, a host name,
+# pid, time and token) stays within what earlier versions read as a lock (else they break it at once).
+LOCK_JOURNAL_MAX = LOCK_MAX_BYTES - 1024
 BATCH_RUNS = 250  # run directories locked together for one round of batched deletes
 LOCK_TIMEOUT = 600.0  # seconds a run directory's lock is waited for (apply_prune's default)
 

@@ -44,8 +44,8 @@ from ckpttool.storage.fs import read_capped
 from ckpttool.ops.retention.debris import (incomplete_checkpoint_problem, is_checkpoint_file_of, is_temp_dir_name,
                                  is_temp_file_debris, temp_dir_debris_problem, temp_dir_parts,
                                  temp_file_debris_problem)
-from ckpttool.ops.runs.lock import (LOCK_FILENAME, PRUNE_JOURNAL, changed_since_planned, locked_as_planned,
-                                    read_lock_journal)
+from ckpttool.ops.runs.lock import (LOCK_FILENAME, PRUNE_JOURNAL, PRUNE_JOURNAL_MAX_BYTES, changed_since_planned,
+                                    locked_as_planned, read_lock_journal)
 from ckpttool.ops.retention.rules import RetentionRules, keep_reasons
 from ckpttool.ops.runs import series
 from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, Problem, gc_paused, scan_directory,
@@ -54,7 +54,7 @@ from ckpttool.ops.retention.scoring import DAMAGE_HINT, MetricOptions, Scores, d
 from ckpttool.ops.runs.statefile import update_state, without_entries
 
 JOURNAL_FILENAME = PRUNE_JOURNAL
-JOURNAL_MAX_BYTES = 16 << 20  # a journal lists file names of checkpoints: far smaller than this
+JOURNAL_MAX_BYTES = PRUNE_JOURNAL_MAX_BYTES
 CLEAN_DEFAULT_MIN_AGE = 3600.0  # --clean without --min-age spares debris younger than an hour
 
 
@@ -148,16 +148,15 @@ def _newest_whole_tf(scan: DirectoryScan) -> list[tuple[CheckpointInfo, str]]:
     """For each TF family whose newest complete checkpoint's data shards end before its index says
     (a full disk, a copy cut short: TensorFlow cannot restore it, though every file is there), the
     newest one whose do not, and why the newer ones are not whole. One index is read per family
-    (more only while checkpoints are found cut short); none in a bucket whose listing shows every
-    complete member of the family with the same sizes (_listed_alike)."""
+    (more only while checkpoints are found cut short), in a bucket too: equal listed sizes prove
+    nothing there, since a string tensor's bytes in a shard are its value's, not fixed by its shape
+    (a newest shard cut short to exactly an older one's size is found only by its index)."""
     families: dict[str, list[CheckpointInfo]] = {}
     for c in scan.checkpoints:  # oldest first
         if c.format == "v2" and c.complete:
             families.setdefault(c.family, []).append(c)
     found = []
     for members in families.values():
-        if _listed_alike(scan, members):
-            continue
         cut = []
         for c in reversed(members):
             problem = _data_cut_short(c)
@@ -167,32 +166,6 @@ def _newest_whole_tf(scan: DirectoryScan) -> list[tuple[CheckpointInfo, str]]:
                 break
             cut.append(problem)
     return found
-
-
-def _listed_alike(scan: DirectoryScan, members: list[CheckpointInfo]) -> bool:
-    """Whether a bucket's listing shows that the family's newest complete checkpoint cannot be less
-    whole than the others: two or more members, each with an index and data shards (the same shards)
-    of exactly the same byte sizes. For one set of variables a bundle's index and shard sizes are
-    fixed by the variables' names, dtypes and shapes, and a file cut short is smaller than whole: so
-    all are whole or all are cut alike, and reading the newest's index (a request) would protect
-    nothing different. Damaged bytes of the right size are verify's to find, as they always were."""
-    if len(members) < 2 or not scan.sizes:
-        return False  # a local directory (an index read is cheap there) or one member: read it
-    shapes = set()
-    for c in members:
-        shape = []
-        for path in c.files:
-            name = fs.basename(path)
-            suffix = name[len(c.name):]
-            if suffix == ".index" or suffix.startswith(".data-"):
-                size = scan.sizes.get(name)
-                if size is None:
-                    return False
-                shape.append((suffix, size))
-        shapes.add(tuple(sorted(shape)))
-        if len(shapes) > 1:
-            return False
-    return True
 
 
 def _data_cut_short(c: CheckpointInfo) -> str | None:
@@ -803,9 +776,12 @@ def _apply(plan: PrunePlan, fault: Callable[[str], None], checked: fs.CheckedDir
     drop = {d.name for d in todo} - kept_whole  # state-file entries to remove, of vanished checkpoints too
     journal_left = JOURNAL_FILENAME in scan.listing
     planned = plan.scan.listing if plan.scan is not None else None
-    if journal_left and planned is not None and JOURNAL_FILENAME not in planned and LOCK_FILENAME not in planned:
+    if journal_left and planned is not None and JOURNAL_FILENAME not in planned and not (
+            LOCK_FILENAME in planned and fs.is_url(directory) and _journal_within_plan(plan)):
         # A run killed since we planned left it (in a bucket, perhaps written out of the stale lock
         # we just broke): ours would replace it, and its half-deleted checkpoints stay for ever.
+        # Only the journal of the lock the plan listed and read, written out when we broke it, is
+        # ours to replace: a lock listed is no proof that the journal found is that one's.
         raise Refused(f"an interrupted prune's journal appeared in {directory} since it was planned; nothing deleted",
                       hint="run prune again: it finishes that journal first")
     todo = [d for d in todo if d.paths or d.kind == "resumed" and journal_left]
@@ -832,6 +808,19 @@ def _apply(plan: PrunePlan, fault: Callable[[str], None], checked: fs.CheckedDir
         os.fsync(checked.fd)
     fault("journal removed")
     return PruneResult(plan, tuple(d for d in todo if d.name not in kept_whole), skipped, tuple(problems))
+
+
+def _journal_within_plan(plan: PrunePlan) -> bool:
+    """Whether the journal object now in `plan`'s bucket directory names nothing but checkpoints the
+    plan deletes (as the listed lock's journal it read, written out when the lock was broken, does):
+    ours then lists them all again. False when it names more, or cannot be read (one GET, only when
+    a journal appeared)."""
+    try:
+        raw = fs.read_capped(fs.join(plan.directory, JOURNAL_FILENAME), JOURNAL_MAX_BYTES, "prune journal")
+        names = {e["name"] for e in json.loads(raw)["deletions"]}
+    except (CkptError, ValueError, KeyError, TypeError):
+        return False
+    return names <= {d.name for d in plan.deleted}
 
 
 def _remove_through(checked: fs.CheckedDirectory, todo: list[Deletion], trees: dict[str, tuple[list[str], list[str]]],

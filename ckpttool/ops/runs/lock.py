@@ -35,8 +35,11 @@ from ckpttool.storage.fs import is_url
 
 LOCK_FILENAME = ".ckpttool.lock"
 PRUNE_JOURNAL = ".ckpttool-prune.journal"  # prune's journal object (ops/retention/prune.py)
-# The most of a lock object read: a body carrying a prune's journal lists file names of checkpoints.
-LOCK_MAX_BYTES = 16 << 20
+PRUNE_JOURNAL_MAX_BYTES = 16 << 20  # a journal lists file names of checkpoints: far smaller than this
+# The most of a lock object read; a larger one is unreadable, broken at once. Versions before the
+# journal in the lock read no more either (live or not, they break a larger one), so a lock's body is
+# kept within it (a larger journal is an object of its own) and hosts not all upgraded take turns.
+LOCK_MAX_BYTES = 1 << 16
 # A bucket lock older than this is taken to be left by a killed run and broken.
 # A prune of even 100k checkpoints finishes far sooner.
 STALE_REMOTE_LOCK_SECONDS = 3600.0
@@ -185,7 +188,7 @@ def _keep_journal(remote, url: str, journal) -> None:
         return found
 
     carried = entries(journal)
-    raw = fs.read_capped(journal_url, LOCK_MAX_BYTES, "prune journal", missing_ok=True)
+    raw = fs.read_capped(journal_url, PRUNE_JOURNAL_MAX_BYTES, "prune journal", missing_ok=True)
     try:
         there = entries(json.loads(raw)) if raw is not None else []
     except ValueError:

@@ -112,9 +112,6 @@ class DirectoryScan:
     listing: dict[str, str] = field(default_factory=dict)
     # A bucket's state file's version as listed (S3 ETag): prune rewrites it only if still that one.
     state_tag: str | None = None
-    # A bucket's objects as listed: name -> bytes (prune compares checkpoints' sizes by them, where
-    # reading an index would cost a request). Empty for a local directory, whose files are cheap to read.
-    sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def latest(self) -> CheckpointInfo | None:
@@ -269,7 +266,6 @@ class _Listing:
     quick: dict[str, tuple] = field(default_factory=dict)
     base: str = ""  # the directory with a trailing separator
     state_tag: str | None = None  # a bucket's state file's version (ETag) as listed: prune's If-Match
-    sizes: dict[str, int] = field(default_factory=dict)  # a bucket's objects as listed: name -> bytes
 
 
 def _list(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None,
@@ -352,8 +348,6 @@ def _list(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None,
             found.plain_files[name] = entry
     if entries is not None:
         stats.update(known)
-    if fs.is_url(directory):
-        found.sizes = {name: entry.size for name, entry in known.items()}
     return found
 
 
@@ -533,7 +527,7 @@ def _scan_listed(directory: str, entries: list[fs.Entry] | None, dir_fd: int | N
                                     c.mtime if c.timestamp is None else c.timestamp, c.name))
     return DirectoryScan(directory, tuple(checkpoints), tuple(problems), state, state_error,
                          state_latest, tuple(sorted(leftovers, key=lambda l: l.path)), other_latest, listed.listing,
-                         listed.state_tag, listed.sizes)
+                         listed.state_tag)
 
 
 def newest_order(c: CheckpointInfo) -> tuple:
