@@ -266,3 +266,38 @@ def test_a_bucket_run_named_by_two_protocols_is_governed_once(servers, copy_fixt
     assert "under another name" in result.stderr
     left = sorted(k[len("run/"):-len(".index")] for k in _keys(server, url) if k.endswith(".index"))
     assert left == sorted(saves[-5:])
+
+
+def test_a_run_failing_otherwise_does_not_hide_the_others(fixtures_dir, series_dir, tmp_path, monkeypatch, tf):
+    """A run directory whose apply fails with no checkpoint or storage error (here out of memory
+    while taking its lock) is not pruned; the others are, their deletions are reported (JSON), and
+    the failure's own error and exit status come after them."""
+    from ckpttool.ops.retention import batches, prune
+
+    def failing(original):
+        def wrapped(directory, *args, **kwargs):
+            if directory.endswith("/exp-a/runs/tf3"):
+                raise MemoryError()
+            return original(directory, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(batches, "locked_as_planned", failing(batches.locked_as_planned))
+    monkeypatch.setattr(prune, "locked_as_planned", failing(prune.locked_as_planned))
+    local = tmp_path / "fleet"
+    governing = _fleet(local, fixtures_dir, series_dir)
+    before = {run: _members(os.listdir(local / run)) for run in governing}
+    policy = tmp_path / "retention.toml"
+    policy.write_text(_policy_text(str(local)))
+    result = run_cli("prune", "--policy", policy, "--yes", "--json")
+    docs = {d["directory"]: d for d in result.json()["directories"]}
+    failed = docs[f"{local}/exp-a/runs/tf3"]
+    assert result.exit_code == failed["error"]["code"] != 0 and "Traceback" not in result.stderr
+    assert f"not pruned: {local}/exp-a/runs/tf3" in result.stderr
+    for run, rule in governing.items():
+        members = before[run]
+        kept = set(members) if rule is None or run.endswith("tf3") else _kept_by(RULES[rule], members)
+        assert set(_members(os.listdir(local / run))) == kept, run
+        if rule is not None and not run.endswith("tf3"):
+            assert sorted(x["name"] for x in docs[f"{local}/{run}"]["deleted"]) == sorted(set(members) - kept), run
+    for run in ("tf2", "tf3"):
+        assert_tf_restores_latest(tf, local / "exp-a" / "runs" / run, "ckpt-6")

@@ -454,9 +454,6 @@ def prune_by_policy(file: str, dry_run: bool, yes: bool, json_out: bool, quiet: 
     if not _agreed(plans, dry_run, yes, True, label):
         return EXIT_NEGATIVE
     applied = _apply_all([p for _d, p in plans], dry_run, json_out or quiet, POLICY_LOCK_TIMEOUT)
-    for error in applied:
-        if isinstance(error, Exception) and not isinstance(error, (CkptError, OSError)):
-            raise error
     failed += [(d, a) for (d, _p), a in zip(plans, applied) if isinstance(a, BaseException)]
     results = [(d, p, a[0], a[1]) for (d, p), a in zip(plans, applied) if not isinstance(a, BaseException)]
     if json_out:
@@ -483,6 +480,11 @@ def prune_by_policy(file: str, dry_run: bool, yes: bool, json_out: bool, quiet: 
     if failed:
         if left and (quiet or json_out):
             render.warn_all(f"{x.path}: {x.message}" for x in left)
+        # One that is no checkpoint or storage problem (out of memory, a bug): its own error and exit
+        # status, after the others' deletions (done all the same) were reported.
+        unexpected = next((exc for _d, exc in failed if not isinstance(exc, (CkptError, OSError))), None)
+        if unexpected is not None:
+            raise unexpected
         raise BadInput(f"not pruned: {render.plural(len(failed), 'run directory', 'run directories')} of "
                        f"{len(directories)} (see the warnings above); the others were "
                        f"{'planned' if dry_run else 'pruned'}", hint=error_fields(failed[0][1])["hint"])
