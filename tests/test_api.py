@@ -67,6 +67,23 @@ def test_prune_plan_then_apply(fixtures_dir, tmp_path, tf):
         ckpttool.plan_prune(run)  # no rule
 
 
+@pytest.mark.parametrize("timeout", [float("nan"), -1.0])
+def test_a_lock_timeout_no_clock_passes_is_refused(fixtures_dir, tmp_path, tf, timeout):
+    """apply_prunes with a NaN (or negative) lock timeout: refused for each run directory, nothing
+    deleted (a NaN deadline is never passed: the wait for a held lock would never end)."""
+    from ckpttool.ops.runs.lock import directory_lock
+
+    run = tmp_path / "run"
+    shutil.copytree(fixtures_dir / "prune_run", run)
+    before = sorted(p.name for p in run.iterdir())
+    plan = ckpttool.plan_prune(run, keep_last=2)
+    with directory_lock(str(run)):  # held: a wait that never ends would hang here
+        (result,) = ckpttool.apply_prunes([plan], lock_timeout=timeout)
+    assert isinstance(result, UsageProblem) and "lock timeout" in str(result)
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert tf.train.latest_checkpoint(str(run)).endswith("model.ckpt-1000")
+
+
 def test_convert_from_python(fixtures_dir, tmp_path, tf):
     src = fixtures_dir / "saver_run" / "model.ckpt-50"
     dry = ckpttool.convert(src, tmp_path / "w.safetensors", dry_run=True, map={"embedding": "emb"})

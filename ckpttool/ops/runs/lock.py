@@ -28,7 +28,7 @@ import tempfile
 import time
 import uuid
 
-from ckpttool.errors import NotFound, Refused, TooLarge
+from ckpttool.errors import NotFound, Refused, TooLarge, UsageProblem
 from ckpttool.storage import fs
 from ckpttool.storage.atomic import commit_section
 from ckpttool.storage.fs import is_url
@@ -45,6 +45,14 @@ LOCK_MAX_BYTES = 1 << 16
 STALE_REMOTE_LOCK_SECONDS = 3600.0
 
 
+def _deadline(timeout: float) -> float:
+    """When waiting for a lock gives up: `timeout` seconds from now. A NaN or negative timeout is
+    refused (no clock ever passes a NaN deadline: the wait would never end)."""
+    if not timeout >= 0:
+        raise UsageProblem(f"a lock timeout must be 0 or more seconds, not {timeout!r}")
+    return time.monotonic() + timeout
+
+
 @contextlib.contextmanager
 def _flock(path: str, timeout: float, what: str, directory: bool = False, fd: int | None = None,
            hint: str | None = None):
@@ -58,7 +66,7 @@ def _flock(path: str, timeout: float, what: str, directory: bool = False, fd: in
     else:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
-        deadline = time.monotonic() + timeout
+        deadline = _deadline(timeout)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -107,7 +115,7 @@ def _remote_lock(url: str, timeout: float, journal: dict | None = None):
         if journal is not None:
             holder["journal"] = journal
         body = json.dumps(holder).encode()
-        deadline = time.monotonic() + timeout
+        deadline = _deadline(timeout)
         acquired, tag = False, None
         try:
             while True:
