@@ -356,7 +356,7 @@ def walk(url: str, skipped: list[str] | None = None, listings: dict[str, list[Re
     start = len(protocol) + 3 + len(root) + 1  # where the key below `root/` begins in an entry's URL
     below = join_url(protocol, root) + "/"
     for entry in list_tree(url) if listed is None else (e for e in listed if e.path.startswith(below)):
-        if (not entry.path.startswith(join_url(protocol, root) + "/") or key_problem(entry.path[start:], rooted=False)
+        if (not entry.path.startswith(below) or key_problem(entry.path[start:], rooted=False)
                 or address_problem(protocol, entry.path[start - len(root) - 1:])):
             if skipped is not None:
                 skipped.append(entry.path)

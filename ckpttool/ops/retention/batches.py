@@ -33,7 +33,7 @@ from typing import Callable
 from ckpttool.errors import Refused
 from ckpttool.formats.tf.state import STATE_FILENAME, format_state
 from ckpttool.ops.retention.prune import (JOURNAL_FILENAME, PrunePlan, PruneResult, apply_prune, apply_under_lock,
-                                          batchable, journal_bytes, refuse_unless_inside)
+                                          batchable, journal_document, refuse_unless_inside)
 from ckpttool.ops.runs.lock import LOCK_MAX_BYTES, locked_as_planned
 from ckpttool.ops.runs.statefile import without_entries
 from ckpttool.storage import fs
@@ -118,11 +118,12 @@ def _apply_batch(batch: list[tuple[int, PrunePlan]], results: list, fault: Fault
     def prepare(position: int) -> None:
         i, plan = batch[position]
         lock = contextlib.ExitStack()
-        journal = journal_bytes(plan.deleted)
+        document = journal_document(plan.deleted)
+        journal = json.dumps(document).encode()
         journal_object = len(journal) > LOCK_JOURNAL_MAX
         try:
             lock.enter_context(locked_as_planned(plan.directory, plan.directory_id, "nothing deleted",
-                                                  lock_timeout, None if journal_object else json.loads(journal)))
+                                                  lock_timeout, None if journal_object else document))
             if _journal_and_rewrite_state(plan, fault, journal if journal_object else None):
                 prepared.append(_Prepared(i, plan, lock, journal_object))
                 return

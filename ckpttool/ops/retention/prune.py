@@ -567,11 +567,16 @@ def batchable(scan: DirectoryScan, deleted: tuple[Deletion, ...] | list[Deletion
     return True
 
 
-def journal_bytes(todo) -> bytes:
+def journal_document(todo) -> dict:
     """The journal of `todo`'s deletions: file names only, so that it stays valid if the directory
     is moved before it is resumed."""
-    return json.dumps({"deletions": [{"name": d.name, "step": d.step, "paths": [fs.basename(p) for p in d.paths]}
-                                     for d in todo]}).encode()
+    return {"deletions": [{"name": d.name, "step": d.step, "paths": [fs.basename(p) for p in d.paths]}
+                          for d in todo]}
+
+
+def journal_bytes(todo) -> bytes:
+    """journal_document(todo) as a journal object's bytes."""
+    return json.dumps(journal_document(todo)).encode()
 
 
 def apply_under_lock(plan: PrunePlan, fault: Callable[[str], None]) -> PruneResult:
