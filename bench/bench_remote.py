@@ -13,7 +13,9 @@ and 1000 small checkpoints, then prints wall time, peak memory and ratios for:
   prune -r s3://... (--runs run directories of 3 checkpoints each, keep-last 1): dry run and real
                            (--only-policy: prune --policy of the same, a rule naming their parent, then each),
                            with the requests the server saw per run directory: planning (beyond the
-                           listing pages; target <= 1.1) and applying (beyond the plan; target <= 4)
+                           listing pages; target <= 1.1) and applying (target <= 4). A real prune
+                           plans from the listing and the state files and reads each family's newest
+                           index as it applies; a dry run reads it to plan.
 Issue targets: inspect >= 20x faster than download-then-inspect; verify within 1.5x of a parallel download.
 Caveat: moto (like the GCS emulator) reads a whole object to answer each ranged GET, so
 on it ranged reads of a large object cost far more than they do on S3; compare verify
@@ -128,8 +130,8 @@ def _prune_runs(server, runs: int, policy_paths: str | None = None) -> list:
     """`prune -r` over `runs` run directories of a bucket (planned from the tree's one listing,
     deleted in batches across run directories), or `prune --policy` with one rule `keep_last = 1`
     whose `paths` is `s3://BUCKET/<policy_paths>`: the requests the server saw per run directory,
-    for the plan (`--dry-run`, beyond the listing pages) and for the apply (the real run's requests
-    beyond its plan's)."""
+    for the plan (`--dry-run`, beyond the listing pages) and for the real run: its plan (the state
+    files it read, beyond the listing pages) and its apply (the rest)."""
     subprocess.run([sys.executable, __file__, "--upload-runs", str(runs)], check=True, env={**os.environ, **ENV})
     url = f"s3://{BUCKET}/runs"
     if policy_paths is None:
@@ -152,8 +154,12 @@ def _prune_runs(server, runs: int, policy_paths: str | None = None) -> list:
             planned = len(lines)
             what = f"plan: {(len(lines) - listings) / runs:.2f} per run directory beyond the tree's {listings} listing pages"
         else:
-            what = (f"apply: {(len(lines) - planned) / runs:.2f} per run directory beyond the plan "
-                    f"({deletes} DeleteObjects in all)")
+            # A real prune plans from the listing and each state file; the newest index of a family
+            # is read when the batched apply takes the run directory (a dry run reads it to plan).
+            states = sum(line.startswith("GET ") and line.split(" ")[1].endswith("/checkpoint") for line in lines)
+            what = (f"plan: {states / runs:.2f} per run directory beyond the {listings} listing pages; "
+                    f"apply: {(len(lines) - states - listings) / runs:.2f} per run directory "
+                    f"({deletes} DeleteObjects in all); the dry run's requests: {planned}")
         rows.append((f"{label} ({runs} run dirs)", result, None,
                      f"{len(lines)} requests, {len(lines) / runs:.2f} per run directory; {what}"))
     return rows

@@ -113,8 +113,18 @@ def test_recursive_prune_deletes_in_batches_what_tensorflow_says(logged_s3, fixt
     listings = [line for line in lines if "list-type=2" in line]
     assert len([line for line in listings if "delimiter=&" in line or line.endswith("delimiter= HTTP/1.1")]) == 1
     assert not any(f"prefix={url.split('/', 3)[3]}/run-" in line for line in listings), listings
-    assert sum("?delete" in line for line in lines) == 2, lines
+    # The indexes, the data, then the three locks: one DeleteObjects each.
+    assert sum("?delete" in line for line in lines) == 3, lines
     assert not any(line.startswith("PUT ") and ".ckpttool-prune.journal" in line for line in lines), lines
+    # Each run directory beyond the listing: its state file read (planning), then as it is applied
+    # its newest index read (is its data whole?), its lock made and its state file rewritten; no
+    # object looked at twice, no HEAD, no lock removed one by one.
+    newest = os.path.basename(tf.train.latest_checkpoint(str(fixtures_dir / "tf2_many")))
+    for run in RUNS:
+        run_path = f"/{url.split('://', 1)[1]}/{run}/"
+        mine = sorted(f"{method} {target.removeprefix(run_path)}" for method, target, *_ in
+                      (line.split(" ") for line in lines) if target.startswith(run_path))
+        assert mine == sorted(["GET checkpoint", f"GET {newest}.index", "PUT .ckpttool.lock", "PUT checkpoint"]), mine
     _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
 
 
@@ -242,7 +252,7 @@ def test_a_policy_over_a_bucket_is_planned_from_one_listing_and_deleted_in_batch
     assert _keys(logged_s3, url) == _expected_keys(fixtures_dir, expected)
     listings = [line for line in lines if "list-type=2" in line]
     assert not any(f"prefix={url.split('/', 3)[3]}/run-" in line for line in listings), listings
-    assert sum("?delete" in line for line in lines) == 2, lines  # indexes, data: one request each
+    assert sum("?delete" in line for line in lines) == 3, lines  # indexes, data, locks: one request each
     _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
 
 

@@ -120,8 +120,9 @@ def _finished_elsewhere(server, tmp_path, url: str, keep: str, left: set[str], t
 
 
 def test_a_batched_prune_writes_no_journal_object(logged_s3, fixtures_dir, tmp_path, tf):  # noqa: F811
-    """Per run directory: the lock (carrying the journal), the state file, the lock removed; the
-    deletions batched. What goes is what TensorFlow's state files say --keep-last 2 leaves."""
+    """Per run directory: the lock (carrying the journal), the state file; the deletions batched,
+    then the locks removed together (no lock left, none removed one by one). What goes is what
+    TensorFlow's state files say --keep-last 2 leaves."""
     url, expected, left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
     result = {}
     lines = _requests_of(logged_s3, lambda: result.update(
@@ -131,7 +132,8 @@ def test_a_batched_prune_writes_no_journal_object(logged_s3, fixtures_dir, tmp_p
     puts = [line for line in lines if line.startswith("PUT ")]
     assert len([p for p in puts if ".ckpttool.lock" in p]) == len(RUNS), puts
     assert not [p for p in puts if ".ckpttool-prune.journal" in p], puts
-    assert len([line for line in lines if line.startswith("DELETE ") and ".ckpttool.lock" in line]) == len(RUNS)
+    assert not [line for line in lines if line.startswith("DELETE ")], lines
+    assert sum("?delete" in line for line in lines) == 3, lines  # the indexes, the data, the locks
     _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
 
 
@@ -351,3 +353,113 @@ def test_a_lock_stays_readable_to_earlier_versions(logged_s3, tmp_path, tf):  # 
     restored = tf.Variable(np.zeros(3, np.float32))
     tf.train.Checkpoint(v=restored).read(tf.train.latest_checkpoint(str(down))).assert_existing_objects_matched()
     assert (restored.numpy() == 110).all()
+
+
+def _carried_journals(server, url: str) -> dict[str, set[str]]:
+    """The checkpoint names the lock object of each run directory carries in its journal, by run."""
+    fs, split = _fs(server)
+    found = {}
+    for run in RUNS:
+        try:
+            holder = json.loads(fs.cat_file(f"{split(url)[1]}/{run}/.ckpttool.lock"))
+        except FileNotFoundError:
+            continue
+        found[run] = {e["name"] for e in holder.get("journal", {}).get("deletions", [])}
+    return found
+
+
+def _journal_objects(server, url: str) -> dict[str, set[str]]:
+    fs, split = _fs(server)
+    found = {}
+    for run in RUNS:
+        try:
+            journal = json.loads(fs.cat_file(f"{split(url)[1]}/{run}/.ckpttool-prune.journal"))
+        except FileNotFoundError:
+            continue
+        found[run] = {e["name"] for e in journal["deletions"]}
+    return found
+
+
+def test_a_failed_request_in_a_batch_writes_each_journal_out_before_its_lock_goes(logged_s3, fixtures_dir,  # noqa: F811
+                                                                                  tmp_path, tf):
+    """A request failing after the batch's indexes went (a fault raised there: the data were never
+    deleted): each run's journal is written out as its journal object before its lock is removed
+    (removing the lock alone would lose the only record of the half-deleted checkpoints); the next
+    prune, from another host, finishes them and nothing else."""
+    from ckpttool.ops.retention.batches import apply_prunes
+    from ckpttool.ops.retention.prune import plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
+
+    url, expected, left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    rules = RetentionRules(2, None, None, (), None, None, False)
+    plans = [plan_prune(f"{url}/{run}", rules, whole_check_at_apply=True) for run in RUNS]
+    assert all(p.batchable and p.whole_unchecked for p in plans)
+
+    def fail(step: str) -> None:
+        if step == "removed the indexes":
+            raise OSError("the network went away")
+
+    results = apply_prunes(plans, fail)
+    assert all(isinstance(r, OSError) for r in results), results
+    assert _carried_journals(logged_s3, url) == {}  # every lock removed
+    assert _journal_objects(logged_s3, url) == expected
+    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
+    _finished_elsewhere(logged_s3, tmp_path, url, "2", left, tf)
+
+
+def test_an_interrupt_in_a_batch_leaves_each_lock_with_its_journal(logged_s3, fixtures_dir, tmp_path, tf):  # noqa: F811
+    """SIGINT once the batch's indexes are gone: the run unwinds (exit 130) but leaves each lock,
+    with the journal it carries (no request more on the way out); once stale, a prune from another
+    host finishes exactly those deletions."""
+    url, expected, left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    env = {**os.environ, "CKPTTOOL_TEST_PAUSE": "prune: removed the indexes"}
+    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "-r", "--yes", "--keep-last", "2", url],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    line = proc.stderr.readline()
+    assert line == "paused: prune: removed the indexes\n", line + proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    proc.stdin.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, err
+    proc.stderr.close()
+    assert _carried_journals(logged_s3, url) == expected
+    assert _journal_objects(logged_s3, url) == {}
+    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
+    assert _make_locks_stale(logged_s3, url) == expected
+    _finished_elsewhere(logged_s3, tmp_path, url, "2", left, tf)
+
+
+def test_locks_are_removed_together_only_while_young_and_never_anothers(logged_s3, tmp_path):  # noqa: F811
+    """release_locks: young locks of ours go in one DeleteObjects; one held longer than
+    BATCH_RELEASE_SECONDS goes by a DELETE conditional on the ETag our create returned, so that a
+    lock another run took since (ours broken as stale) stays."""
+    import dataclasses
+    import uuid
+
+    from ckpttool.ops.runs import lock
+    from tests.test_bucket_prune_batches import _requests_of
+
+    fs, split = _fs(logged_s3)
+    root = f"locks-{uuid.uuid4().hex[:8]}"
+    urls = [logged_s3.url(root, run) for run in RUNS]
+    for url in urls:
+        fs.pipe_file(f"{split(url)[1]}/notes.txt", b"the user's\n")
+    held: list = []
+    for url in urls:
+        with lock.directory_lock(url, timeout=0, held=held):
+            pass
+    assert [h.directory for h in held] == urls
+    assert all(fs.exists(f"{split(url)[1]}/.ckpttool.lock") for url in urls)  # left for release_locks
+    lines = [line for line in _requests_of(logged_s3, lambda: lock.release_locks(held[:2])) if "/settle-" not in line]
+    assert [line.split(" ")[0] for line in lines] == ["POST"] and "?delete" in lines[0], lines
+    fs.invalidate_cache()
+    assert [fs.exists(f"{split(url)[1]}/.ckpttool.lock") for url in urls] == [False, False, True]
+    # The third, held "long": another run broke it and took the lock anew meanwhile.
+    another = b'{"host": "another", "pid": 1, "token": "theirs"}'
+    fs.pipe_file(f"{split(urls[2])[1]}/.ckpttool.lock", another)
+    old = dataclasses.replace(held[2], taken=held[2].taken - lock.BATCH_RELEASE_SECONDS)
+    lines = [line for line in _requests_of(logged_s3, lambda: lock.release_locks([old])) if "/settle-" not in line]
+    assert [line.split(" ")[0] for line in lines] == ["DELETE"], lines
+    assert fs.cat_file(f"{split(urls[2])[1]}/.ckpttool.lock") == another
+    assert all(fs.cat_file(f"{split(url)[1]}/notes.txt") == b"the user's\n" for url in urls)

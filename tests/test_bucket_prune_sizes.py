@@ -78,6 +78,8 @@ def test_a_newest_shard_cut_short_in_the_bucket_is_still_found(logged_s3, tmp_pa
     shard = f"{url}/ckpt-3.data-00000-of-00001"
     with open(f"{local}/ckpt-3.data-00000-of-00001", "rb") as handle:
         _replace_object(logged_s3, shard, handle.read()[:-100])
+    dry = run_cli("prune", "-r", "--keep-last", "1", "--dry-run", "--json", url)
+    assert dry.exit_code == 0, dry.stderr
     result = {}
     lines = _requests_of(logged_s3, lambda: result.update(
         doc=run_cli("prune", "-r", "--keep-last", "1", "--yes", "--json", url)))
@@ -88,6 +90,10 @@ def test_a_newest_shard_cut_short_in_the_bucket_is_still_found(logged_s3, tmp_pa
     assert [d["name"] for d in run["deleted"]] == ["ckpt-1"]
     reasons = {k["name"]: k["reasons"] for k in run["kept"]}
     assert "ckpt-3.data-00000-of-00001 has" in reasons["ckpt-2"][0]
+    # The dry run read the index to plan, the real run as it applied (issue 26's planning costs one
+    # request less per run directory): both say the same.
+    (planned,) = dry.json()["directories"]
+    assert (planned["deleted"], planned["kept"]) == (run["deleted"], run["kept"])
     from ckpttool.storage import remote
 
     down = tmp_path / "down"

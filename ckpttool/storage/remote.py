@@ -622,6 +622,39 @@ def remove_if_tag(url: str, tag: str) -> bool:
     return True
 
 
+def remove_many_if_tags(objects: list[tuple[str, str]]) -> set[str]:
+    """Delete each object (url, tag) only if it is still the version `tag`, in S3 DeleteObjects
+    requests of up to 1,000 keys, each key with its ETag (a store that ignores the condition
+    deletes it all the same: the caller batches only what it knows to be its own). Returns the URLs
+    not deleted for any reason but another version being there now (those are left alone): the
+    caller removes them one by one. A failed request leaves all of its keys to the caller."""
+    from fsspec.asyn import sync
+
+    left: set[str] = set()
+    groups: dict[tuple[int, str], tuple[object, list[tuple[str, str, str]]]] = {}
+    for url, tag in objects:
+        where = locate(url)
+        bucket, key, _ = where.fs.split_path(where.path)
+        groups.setdefault((id(where.fs), bucket), (where.fs, []))[1].append((url, key, tag))
+    for (_id, bucket), (fs, items) in groups.items():
+        for start in range(0, len(items), 1000):
+            chunk = items[start:start + 1000]
+            url_of = {key: url for url, key, _tag in chunk}
+            try:
+                answer = sync(fs.loop, fs._call_s3, "delete_objects", Bucket=bucket,
+                              Delete={"Objects": [{"Key": key, "ETag": tag} for _url, key, tag in chunk],
+                                      "Quiet": True})
+            except Exception:  # noqa: BLE001 - the caller removes them one by one, and says what failed
+                left.update(url_of.values())
+                continue
+            left.update(url_of.get(error.get("Key"), "") for error in answer.get("Errors") or ()
+                        if error.get("Code") not in ("PreconditionFailed", "NoSuchKey"))
+            for _url, key, _tag in chunk:
+                fs.invalidate_cache(f"{bucket}/{key}")
+    left.discard("")
+    return left
+
+
 def read_tagged(url: str, limit: int, what: str) -> tuple[bytes, str | None] | None:
     """The object's bytes and its tag (S3 ETag) from one GET, so that a delete made on that tag
     (remove_if_tag) removes the very version read; None if there is no such object. TooLarge past

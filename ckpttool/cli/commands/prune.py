@@ -223,7 +223,8 @@ def command(
             if recursive and (moved := moved_out_of_tree(directory, d)):
                 raise BadInput(moved)
             planned = plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state, metric=scoring,
-                                 allow_damaged=allow_damaged_metrics, entries=listings.get(d))
+                                 allow_damaged=allow_damaged_metrics, entries=listings.get(d),
+                                 whole_check_at_apply=not dry_run)
             if planned.refusal and not dry_run:  # a dry run shows the plan, and the damage among its problems
                 refused_scans[d] = planned.scan
                 raise BadInput(planned.refusal, hint=DAMAGE_HINT)
@@ -248,10 +249,10 @@ def command(
     # own lock; a failure is raised once the others are done, the first in order, as it is one by one).
     applied = _apply_all([p for _d, p in plans], dry_run, json_out or quiet)
     unapplied = _unapplied(plans, applied, recursive)
-    done = [(d, plan, outcome) for (d, plan), outcome in zip(plans, applied) if not isinstance(outcome, Exception)]
-    results = [(d, plan, gone) for d, plan, (gone, _left) in done]
+    done = [(d, outcome) for (d, _plan), outcome in zip(plans, applied) if not isinstance(outcome, Exception)]
+    results = [(d, plan, gone) for d, (plan, gone, _left) in done]
     failed_result = apply_failed_runs(failed) if failed is not None and not dry_run else None
-    not_deleted = {d: left for d, _plan, (_gone, left) in done}
+    not_deleted = {d: left for d, (_plan, _gone, left) in done}
     if json_out:
         docs = [_plan_document(d, plan, deleted, dry_run, not_deleted[d]) for d, plan, deleted in results]
         docs += [{"directory": d, "error": error_fields(exc)} for d, exc in refused + unapplied]
@@ -320,18 +321,21 @@ def fleet_options(rules, budget: str | None, drop_failed_runs: str | None, recur
 
 
 def _apply_all(plans, dry_run: bool, quiet: bool, lock_timeout: float | None = None) -> list:
-    """(deleted, not deleted) of each plan, or the error that stopped it (the others go on), applied
-    several at a time and a bucket's deletions batched across run directories (ops/retention/batches.py);
-    one progress bar for them all on a terminal. A dry run applies nothing."""
+    """(plan, deleted, not deleted) of each plan, or the error that stopped it (the others go on),
+    applied several at a time and a bucket's deletions batched across run directories
+    (ops/retention/batches.py); one progress bar for them all on a terminal. The plan is the one
+    applied: a batched bucket plan that had not read its newest indexes keeps what reading them
+    protects. A dry run applies nothing."""
     from ckpttool.cli.progress import count_progress
     from ckpttool.ops.retention.batches import LOCK_TIMEOUT, apply_prunes
 
     if dry_run:
-        return [(p.deleted, ()) for p in plans]
+        return [(p, p.deleted, ()) for p in plans]
     with count_progress("pruning run directories", len(plans) if len(plans) > 1 else 0, quiet) as advance:
         results = apply_prunes(plans, _pause_point, advance and (lambda _directory: advance(1)),
                                lock_timeout=LOCK_TIMEOUT if lock_timeout is None else lock_timeout)
-    return [result if isinstance(result, Exception) else (result.deleted, result.problems) for result in results]
+    return [result if isinstance(result, Exception) else (result.plan, result.deleted, result.problems)
+            for result in results]
 
 
 def _unapplied(plans, applied, recursive: bool) -> list:
@@ -455,7 +459,7 @@ def prune_by_policy(file: str, dry_run: bool, yes: bool, json_out: bool, quiet: 
         return EXIT_NEGATIVE
     applied = _apply_all([p for _d, p in plans], dry_run, json_out or quiet, POLICY_LOCK_TIMEOUT)
     failed += [(d, a) for (d, _p), a in zip(plans, applied) if isinstance(a, BaseException)]
-    results = [(d, p, a[0], a[1]) for (d, p), a in zip(plans, applied) if not isinstance(a, BaseException)]
+    results = [(d, *a) for (d, _p), a in zip(plans, applied) if not isinstance(a, BaseException)]
     if json_out:
         docs = [{**_plan_document(d, p, gone, dry_run, left), "rule": rule_of[d].rule.document()}
                 for d, p, gone, left in results]

@@ -5,7 +5,9 @@ A bucket plan that plan_prune marked `batchable` (older saves its state file lis
 a store that writes conditionally: S3 If-Match) is applied without listing its directory again:
   1. each run directory of a batch locked with its journal carried in the lock object's body (one
      conditional PUT; a journal that would make the lock larger than earlier versions read one is
-     an object of its own, as apply_prune writes it), and its state file rewritten without
+     an object of its own, as apply_prune writes it), after the newest index of each TF family is
+     read if the plan left it unread (`whole_unchecked`: is its data whole? if not, the newest
+     whole one is kept: with_whole_checked); and its state file rewritten without
      the pruned entries only if it is still the version the plan listed (If-Match on its ETag): the
      evidence that nothing the plan depends on has changed since (that the saves it deletes are
      still older saves its writer lists). A state file changed since is not touched: that
@@ -14,11 +16,14 @@ a store that writes conditionally: S3 If-Match) is applied without listing its d
   2. every index of the batch deleted, in requests of up to 1,000 keys (S3 DeleteObjects), then
      every data file and `.meta`: no index is ever left without its data, so TensorFlow never sees
      half a checkpoint;
-  3. the journal objects deleted (if any), then each lock removed (only if still ours): the journal
-     it carries goes with it.
-The keys deleted are exactly those the plan listed and checked (path_problem). A failure or an
-interrupt in 2 leaves the journals (in the locks), which the next prune of each directory finishes:
-it breaks the stale lock after writing its journal out as a journal object (ops/runs/lock.py).
+  3. the journal objects deleted (if any), then the batch's locks removed together, each only if
+     still ours (lock.release_locks: S3 DeleteObjects with each key's ETag): the journals they carry
+     go with them.
+The keys deleted are exactly those the plan listed and checked (path_problem). An interrupt in 2
+leaves the journals (in the locks), which the next prune of each directory finishes: it breaks the
+stale lock after writing its journal out as a journal object (ops/runs/lock.py). A failed request in
+2 writes each lock's journal out so before removing it (a lock whose journal cannot be written is
+left, to be broken so once stale).
 Everything else (local directories, other stores, series members, journals to resume, debris) is
 applied by apply_prune, a bounded number of directories at a time.
 """
@@ -33,8 +38,9 @@ from typing import Callable
 from ckpttool.errors import Refused
 from ckpttool.formats.tf.state import STATE_FILENAME, format_state
 from ckpttool.ops.retention.prune import (JOURNAL_FILENAME, PrunePlan, PruneResult, apply_prune, apply_under_lock,
-                                          batchable, journal_document, refuse_unless_inside)
-from ckpttool.ops.runs.lock import LOCK_MAX_BYTES, locked_as_planned
+                                          batchable, journal_document, refuse_unless_inside,
+                                          with_whole_checked)
+from ckpttool.ops.runs.lock import LOCK_MAX_BYTES, HeldLock, keep_journal, locked_as_planned, release_locks
 from ckpttool.ops.runs.statefile import without_entries
 from ckpttool.storage import fs
 
@@ -115,15 +121,26 @@ def _apply_batch(batch: list[tuple[int, PrunePlan]], results: list, fault: Fault
                  workers: int, lock_timeout: float) -> None:
     prepared: list[_Prepared] = []
 
+    held: list[HeldLock] = []  # the batch's locks, removed together once it is done
+    left_locked: set[str] = set()  # run directories whose lock stays, carrying a journal not written out
+
     def prepare(position: int) -> None:
-        i, plan = batch[position]
+        i, planned = batch[position]
+        # Its newest indexes, if the plan left them unread (before our lock is written: the listing
+        # the plan came from still gives their sizes, no request more).
+        plan = caught(lambda: with_whole_checked(planned))
+        if isinstance(plan, Exception) or not plan.deleted:  # (all it deleted is kept now)
+            results[i] = plan if isinstance(plan, Exception) else PruneResult(plan, ())
+            if done:
+                done(planned.directory)
+            return
         lock = contextlib.ExitStack()
         document = journal_document(plan.deleted)
         journal = json.dumps(document).encode()
         journal_object = len(journal) > LOCK_JOURNAL_MAX
         try:
             lock.enter_context(locked_as_planned(plan.directory, plan.directory_id, "nothing deleted",
-                                                  lock_timeout, None if journal_object else document))
+                                                  lock_timeout, None if journal_object else document, held))
             if _journal_and_rewrite_state(plan, fault, journal if journal_object else None):
                 prepared.append(_Prepared(i, plan, lock, journal_object))
                 return
@@ -153,6 +170,10 @@ def _apply_batch(batch: list[tuple[int, PrunePlan]], results: list, fault: Fault
     except Exception as exc:  # noqa: BLE001 - the batch's run directories keep their journals
         for p in prepared:
             results[p.index] = exc
+        left_locked = _journals_kept(prepared)
+    except BaseException:  # an interrupt: the locks stay, carrying their journals, for the next prune
+        left_locked = {p.plan.directory for p in prepared}
+        raise
     finally:
         def release(position: int) -> None:
             p = prepared[position]
@@ -165,6 +186,25 @@ def _apply_batch(batch: list[tuple[int, PrunePlan]], results: list, fault: Fault
                 done(p.plan.directory)
 
         _each(release, list(range(len(prepared))), workers)
+        try:
+            release_locks([h for h in held if h.directory not in left_locked])
+        except Exception as exc:  # noqa: BLE001 - each run directory's lock is left stale: said there
+            for p in prepared:
+                if not isinstance(results[p.index], Exception):
+                    results[p.index] = exc
+
+
+def _journals_kept(prepared: list[_Prepared]) -> set[str]:
+    """After a failed batch: the journal each lock carries written out as its run directory's
+    journal object (the next prune finishes it); the run directories whose journal could not be
+    written, whose lock stays with the journal in it (a later prune breaks it once stale)."""
+    left_locked = set()
+    for p in prepared:
+        if not p.journal_object:  # (else its journal object is there still: removed only once all went)
+            failed = caught(lambda p=p: keep_journal(p.plan.directory, journal_document(p.plan.deleted)))
+            if failed is not None:
+                left_locked.add(p.plan.directory)
+    return left_locked
 
 
 def _journal_and_rewrite_state(plan: PrunePlan, fault: Fault, journal_object: bytes | None) -> bool:

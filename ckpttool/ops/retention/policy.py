@@ -226,7 +226,7 @@ def plan_policy(policy: Policy, dry_run: bool = False) -> PolicyPlan:
             raise BadInput(moved)
         planned = plan_prune(directory, rule.retention, clean=rule.clean, ignore_bad_state=rule.ignore_bad_state,
                              metric=rule.metric_for(directory), allow_damaged=rule.allow_damaged_metrics,
-                             entries=match.listings.get(directory))
+                             entries=match.listings.get(directory), whole_check_at_apply=not dry_run)
         if planned.refusal and not dry_run:
             raise BadInput(planned.refusal, hint=DAMAGE_HINT)
         return planned

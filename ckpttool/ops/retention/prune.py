@@ -90,6 +90,9 @@ class PrunePlan:
     state: CheckpointState | None = None  # the state file as planned by
     state_tag: str | None = None  # its version as listed (S3 ETag): a batched apply rewrites it only if unchanged
     batchable: bool = False  # a bucket's deletions that may be batched with other run directories'
+    # Batchable, planned without reading each TF family's newest index (is its data whole?): the
+    # batched apply reads it under the lock, and applies the directory as one is if it is not.
+    whole_unchecked: bool = False
     # The directory as planned by (its checkpoints, sizes, listing): `prune --budget` weighs the run by
     # it, with no second listing. Never trusted to apply: apply_prune scans again under the lock.
     scan: DirectoryScan | None = field(default=None, repr=False, compare=False)
@@ -111,12 +114,15 @@ class PruneResult:
         return sum(d.size_bytes for d in self.deleted)
 
 
-def protected_checkpoints(scan: DirectoryScan, damage: list[Damage] | None = None) -> dict[str, str]:
+def protected_checkpoints(scan: DirectoryScan, damage: list[Damage] | None = None,
+                          read_indexes: bool = True) -> dict[str, str]:
     """Checkpoints no rule may delete: the latest (also of other state files such as
     best_checkpoint), the HF Trainer's best_model_checkpoint, and saves of its family with
     a higher step written after it (a writer that has not updated the state
     file yet; a restarted job's old orphans have higher steps but older files). A trainer_state.json
-    read around damage (the best may be unknown or another) is added to `damage`."""
+    read around damage (the best may be unknown or another) is added to `damage`. Not
+    `read_indexes`: each TF family's newest complete checkpoint is taken to be whole, unread
+    (with_whole_checked reads them later)."""
     protected: dict[str, str] = {name: f"latest in {state_file}" for name, state_file in scan.other_latest.items()
                                  if scan.by_name(name)}
     latest = scan.latest
@@ -131,8 +137,8 @@ def protected_checkpoints(scan: DirectoryScan, damage: list[Damage] | None = Non
             damage.append(damaged)
         if best and scan.by_name(best):  # the Trainer keeps it for load_best_model_at_end
             protected.setdefault(best, "best_model_checkpoint in trainer_state.json")
-    for whole, cut in _newest_whole_tf(scan):
-        protected.setdefault(whole.name, f"newest of its family whose data is whole ({cut})")
+    for name, why in (_whole_protects(scan) if read_indexes else {}).items():
+        protected.setdefault(name, why)
     for c in _series_newer_than_complete(scan):
         protected.setdefault(c.name, "incomplete, newer than its series' newest complete member (save in progress?)")
     if latest is not None:
@@ -166,6 +172,26 @@ def _newest_whole_tf(scan: DirectoryScan) -> list[tuple[CheckpointInfo, str]]:
                 break
             cut.append(problem)
     return found
+
+
+def _whole_protects(scan: DirectoryScan) -> dict[str, str]:
+    """What _newest_whole_tf protects, and why."""
+    return {whole.name: f"newest of its family whose data is whole ({cut})" for whole, cut in _newest_whole_tf(scan)}
+
+
+def with_whole_checked(plan: PrunePlan) -> PrunePlan:
+    """`plan`, planned with each TF family's newest index unread (`whole_unchecked`), with them read
+    now (one read per family): a deletion that reading protects (the newest whole checkpoint, when
+    newer ones are cut short) kept instead, with the reason. Only deletions go: never more than
+    planned."""
+    if not plan.whole_unchecked:
+        return plan
+    protects = _whole_protects(plan.scan)
+    kept = plan.kept + tuple(Kept(d.name, d.step, (protects[d.name],), d.score) for d in plan.deleted
+                             if d.name in protects)
+    order = {c.name: i for i, c in enumerate(plan.scan.checkpoints)}
+    return replace(plan, kept=tuple(sorted(kept, key=lambda k: order.get(k.name, -1))), whole_unchecked=False,
+                   deleted=tuple(d for d in plan.deleted if d.name not in protects))
 
 
 def _data_cut_short(c: CheckpointInfo) -> str | None:
@@ -442,7 +468,7 @@ def _score(scan: DirectoryScan, complete: list, rules: RetentionRules, metric: M
 def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, now: float | None = None,
                ignore_bad_state: bool = False, metric: MetricOptions | None = None,
                allow_damaged: bool = False, entries: list[fs.Entry] | None = None,
-               scan: DirectoryScan | None = None) -> PrunePlan:
+               scan: DirectoryScan | None = None, whole_check_at_apply: bool = False) -> PrunePlan:
     """What a prune of `directory` would keep and delete; reads only.
 
     Refuses (BadInput) when the state file exists but cannot be read: the
@@ -456,6 +482,10 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     metric's own allow_damaged). `entries`: the directory's listing when the caller has it (a
     bucket's tree listing, find_checkpoint_dirs), else it is listed here; `scan`: the directory as
     the caller just scanned it (`ls -r --summary`), else it is scanned here.
+    `whole_check_at_apply`: a bucket plan that batchable() passes leaves reading each TF family's
+    newest index (is its data whole?) to the batched apply, under the lock (`whole_unchecked`): one
+    request less per run directory in planning, none more in all. A dry run reads it here, so that
+    what it shows is what a prune does.
     """
     rules.validate()
     now = time.time() if now is None else now
@@ -464,7 +494,9 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     if not ignore_bad_state:
         _refuse_bad_state(scan)
     best_damage: list[Damage] = []
-    protected = protected_checkpoints(scan, best_damage)
+    # Only a bucket's may wait: batchable() holds for bucket plans alone, and a local index costs no request.
+    unread = whole_check_at_apply and fs.is_url(scan.directory)
+    protected = protected_checkpoints(scan, best_damage, read_indexes=not unread)
     allow_damaged = allow_damaged or metric is not None and metric.allow_damaged
     complete = [c for c in scan.checkpoints if c.complete]
     scores = _score(scan, complete, rules, metric)
@@ -534,10 +566,12 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
         if scores is not None and any(d.kind == "checkpoint" for d in deleted) else None
     if refused is None and best_damage and not allow_damaged and _deletes_hf_members(scan, deleted):
         refused = _unknown_best(best_damage[0])
-    return PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state,
+    plan = PrunePlan(scan.directory, tuple(kept), tuple(deleted), tuple(problems), ignore_bad_state,
                      scores=scores, directory_id=directory_id, refusal=refused.message if refused else None,
                      allow_damaged=allow_damaged, state=scan.state, state_tag=scan.state_tag,
-                     batchable=batchable(scan, deleted), scan=scan)
+                     batchable=batchable(scan, deleted), whole_unchecked=unread, scan=scan)
+    # Applied as one directory is (not batched), the read would not be saved: done now.
+    return plan if plan.batchable else with_whole_checked(plan)
 
 
 # A rule's deletion, or the budget's (budget.BUDGET_KIND): either is a checkpoint as listed.

@@ -14,10 +14,15 @@ lock and a journal: ops/retention/batches.py). A run that breaks such a lock as 
 that journal out as the prune journal object (merged with one already there), so that the next
 prune finishes it by the journal's own checks; then it removes the lock only if it is still the
 version read (S3 If-Match), so that of two breakers at once only one takes it.
+
+A batch of such locks may be removed together (release_locks): one S3 DeleteObjects request whose
+every key carries the ETag our create returned (S3 deletes it only if still ours), for locks taken
+well within the time after which any host takes one for stale; any other is removed as one is.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -43,6 +48,24 @@ LOCK_MAX_BYTES = 1 << 16
 # A bucket lock older than this is taken to be left by a killed run and broken.
 # A prune of even 100k checkpoints finishes far sooner.
 STALE_REMOTE_LOCK_SECONDS = 3600.0
+
+
+# A lock is removed in a batch only while younger than this (by this process's clock): no host takes
+# it for stale before STALE_REMOTE_LOCK_SECONDS by its own clock, so a batched removal (a store may
+# ignore the ETag each key carries, as moto does) cannot take another run's lock unless the clocks
+# of two hosts differ by more than the rest of the hour.
+BATCH_RELEASE_SECONDS = STALE_REMOTE_LOCK_SECONDS / 4
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldLock:
+    """A bucket lock object of ours whose removal the holder batches (release_locks)."""
+
+    directory: str
+    lock_url: str
+    token: str
+    tag: str | None  # the ETag our create returned
+    taken: float  # time.monotonic() when it was created
 
 
 def _deadline(timeout: float) -> float:
@@ -100,7 +123,10 @@ def _host_lock_path(url: str) -> str:
 
 
 @contextlib.contextmanager
-def _remote_lock(url: str, timeout: float, journal: dict | None = None):
+def _remote_lock(url: str, timeout: float, journal: dict | None = None, held: list[HeldLock] | None = None):
+    """The lock object of bucket directory `url` (and this host's lock file for it). `held`: on a
+    clean exit the lock is not removed but added to it, for the caller's release_locks (an error or
+    an interrupt removes it at once)."""
     from ckpttool.storage import remote
     protocol, _ = remote.split_url(url)
     with _flock(_host_lock_path(url), timeout, url):
@@ -116,11 +142,12 @@ def _remote_lock(url: str, timeout: float, journal: dict | None = None):
             holder["journal"] = journal
         body = json.dumps(holder).encode()
         deadline = _deadline(timeout)
-        acquired, tag = False, None
+        acquired, tag, taken = False, None, 0.0
         try:
             while True:
                 try:
                     with commit_section():  # created and known to be ours at once: an interrupt then releases it
+                        taken = time.monotonic()
                         tag = remote.write_whole(lock_url, body, create_only=True)
                         acquired = True
                     break
@@ -135,10 +162,28 @@ def _remote_lock(url: str, timeout: float, journal: dict | None = None):
                                       hint="if no ckpttool run is active there, delete the lock object") from None
                     time.sleep(0.5)
             yield
+            if held is not None:
+                held.append(HeldLock(url, lock_url, token, tag, taken))
+                acquired = False  # the caller's to remove
         finally:
             if acquired:
                 with commit_section():  # a second signal must not cut the release short: other hosts wait
                     _release(remote, lock_url, token, tag)
+
+
+def release_locks(held: list[HeldLock]) -> None:
+    """Remove these lock objects of ours: those taken within BATCH_RELEASE_SECONDS in batched
+    requests (S3 DeleteObjects, each key only if still the ETag our create returned), the others,
+    and any the batch did not remove for a reason other than being another's now, one by one."""
+    from ckpttool.storage import remote
+
+    with commit_section():  # a second signal must not cut the release short: other hosts wait
+        young = [h for h in held if h.tag is not None and remote.conditional_tags(h.lock_url)
+                 and time.monotonic() - h.taken < BATCH_RELEASE_SECONDS]
+        left = remote.remove_many_if_tags([(h.lock_url, h.tag) for h in young]) if young else set()
+        for h in held:
+            if h not in young or h.lock_url in left:
+                _release(remote, h.lock_url, h.token, h.tag)
 
 
 def _release(remote, lock_url: str, token: str, tag: str | None = None, attempts: int = 3) -> None:
@@ -176,16 +221,19 @@ def _break(remote, url: str, lock_url: str, holder: dict, tag: str | None) -> No
         if tag is None:
             raise Refused(f"{lock_url} carries an interrupted prune's journal, and this store cannot remove it "
                           "conditionally; not breaking it", hint="ckpttool prune on S3 finishes it")
-        _keep_journal(remote, url, journal)
+        keep_journal(url, journal)
     if tag is not None and remote.conditional_tags(lock_url):
         remote.remove_if_tag(lock_url, tag)  # False: another run broke it first (and may hold a new one)
     else:
         remote.remove_many([lock_url])
 
 
-def _keep_journal(remote, url: str, journal) -> None:
-    """The journal a stale lock carries, added to the prune journal object (made if absent): an
-    entry already there is kept as it is. Refused when either is not a journal (nothing written)."""
+def keep_journal(url: str, journal) -> None:
+    """The journal a lock carries (a stale one's, or ours after a failed batch), added to bucket
+    directory `url`'s prune journal object (made if absent): an entry already there is kept as it
+    is. Refused when either is not a journal (nothing written)."""
+    from ckpttool.storage import remote
+
     journal_url = url.rstrip("/") + "/" + PRUNE_JOURNAL
 
     def entries(doc) -> list:
@@ -252,15 +300,15 @@ def read_lock_journal(directory: str) -> bytes | None:
 
 @contextlib.contextmanager
 def locked_as_planned(directory: str, planned: tuple[int, int] | None, nothing_done: str,
-                      timeout: float = 600.0, journal: dict | None = None):
+                      timeout: float = 600.0, journal: dict | None = None, held: list[HeldLock] | None = None):
     """The directory's lock for applying a plan made on it: a local directory opened once and
     locked through that descriptor, yielded as the fs.CheckedDirectory every change goes through
     (a bucket: None); Refused (saying `nothing_done`) when it is not the directory planned
     (`planned`: fs.directory_identity then), e.g. a component of its path swapped for a symlink;
     Refused too when the lock is not had within `timeout` seconds. `journal`: a bucket's, carried
-    in the lock object's body."""
+    in the lock object's body; `held`: a bucket's lock is left for release_locks (_remote_lock)."""
     if is_url(directory):
-        with directory_lock(directory, timeout, journal=journal):
+        with directory_lock(directory, timeout, journal=journal, held=held):
             yield None
         return
     with fs.open_checked_directory(directory) as checked, directory_lock(directory, timeout, fd=checked.fd):
@@ -283,7 +331,8 @@ def file_lock(path: str, what: str, hint: str | None = None):
 
 
 @contextlib.contextmanager
-def directory_lock(directory: str, timeout: float = 600.0, fd: int | None = None, journal: dict | None = None):
+def directory_lock(directory: str, timeout: float = 600.0, fd: int | None = None, journal: dict | None = None,
+                   held: list[HeldLock] | None = None):
     """Hold the directory's exclusive lock; Refused if not had within `timeout` s.
 
     A local directory is locked as itself (nothing is written into it), through `fd` when the
@@ -291,7 +340,7 @@ def directory_lock(directory: str, timeout: float = 600.0, fd: int | None = None
     leads to meanwhile); a bucket's lock object is removed when done.
     """
     if is_url(directory):
-        with _remote_lock(directory, timeout, journal):
+        with _remote_lock(directory, timeout, journal, held):
             yield
         return
     if journal is not None:
