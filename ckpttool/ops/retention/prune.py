@@ -484,8 +484,8 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     the caller just scanned it (`ls -r --summary`), else it is scanned here.
     `whole_check_at_apply`: a bucket plan that batchable() passes leaves reading each TF family's
     newest index (is its data whole?) to the batched apply, under the lock (`whole_unchecked`): one
-    request less per run directory in planning, none more in all. A dry run reads it here, so that
-    what it shows is what a prune does.
+    request less per run directory in planning, none more in all. A dry run, and a plan shown for
+    confirmation, read it here, so that what they show is what a prune does.
     """
     rules.validate()
     now = time.time() if now is None else now
