@@ -90,8 +90,8 @@ class PrunePlan:
     state: CheckpointState | None = None  # the state file as planned by
     state_tag: str | None = None  # its version as listed (S3 ETag): a batched apply rewrites it only if unchanged
     batchable: bool = False  # a bucket's deletions that may be batched with other run directories'
-    # Batchable, planned without reading each TF family's newest index (is its data whole?): the
-    # batched apply reads it under the lock, and applies the directory as one is if it is not.
+    # Planned without reading each TF family's newest index (is its data whole?): the batched apply
+    # reads it as it takes the run directory, and keeps what it protects (with_whole_checked).
     whole_unchecked: bool = False
     # The directory as planned by (its checkpoints, sizes, listing): `prune --budget` weighs the run by
     # it, with no second listing. Never trusted to apply: apply_prune scans again under the lock.
