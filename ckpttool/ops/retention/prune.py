@@ -52,6 +52,7 @@ from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, P
                                series_latest_name)
 from ckpttool.ops.retention.scoring import DAMAGE_HINT, MetricOptions, Scores, damage_refusal, score_checkpoints
 from ckpttool.ops.runs.statefile import update_state, without_entries
+from ckpttool.ops.runs.wholeness import newest_whole, summary
 
 JOURNAL_FILENAME = PRUNE_JOURNAL
 JOURNAL_MAX_BYTES = PRUNE_JOURNAL_MAX_BYTES
@@ -146,42 +147,18 @@ def protected_checkpoints(scan: DirectoryScan, damage: list[Damage] | None = Non
 
 def _newest_whole_tf(scan: DirectoryScan) -> list[tuple[CheckpointInfo, str]]:
     """For each TF family whose newest complete checkpoint's data shards end before its index says
-    (a full disk, a copy cut short: TensorFlow cannot restore it, though every file is there), the
-    newest one whose do not, and why the newer ones are not whole. One index is read per family
-    (more only while checkpoints are found cut short), in a bucket too: equal listed sizes prove
-    nothing there, since a string tensor's bytes in a shard are its value's, not fixed by its shape
-    (a newest shard cut short to exactly an older one's size is found only by its index)."""
+    (ops/runs/wholeness.py), the newest one whose do not, and why the newer ones are not whole. One
+    index is read per family (more only while checkpoints are found cut short), in a bucket too."""
     families: dict[str, list[CheckpointInfo]] = {}
     for c in scan.checkpoints:  # oldest first
         if c.format == "v2" and c.complete:
             families.setdefault(c.family, []).append(c)
     found = []
     for members in families.values():
-        cut = []
-        for c in reversed(members):
-            problem = _data_cut_short(c)
-            if problem is None:
-                if cut:
-                    found.append((c, "; ".join(cut[:2]) + (" ..." if len(cut) > 2 else "")))
-                break
-            cut.append(problem)
+        whole, cut = newest_whole(reversed(members))
+        if whole is not None and cut:
+            found.append((whole, summary(cut)))
     return found
-
-
-def _data_cut_short(c: CheckpointInfo) -> str | None:
-    """Why TF checkpoint `c`'s data shards do not hold what its index says, or None."""
-    from ckpttool.formats.tf.bundle import open_bundle
-
-    try:
-        with open_bundle(c.prefix) as bundle:
-            for shard_id, end in sorted(bundle.shard_ends().items()):
-                found = fs.stat_path(bundle.shard_path(shard_id))
-                if found is None or found.size < end:
-                    return (f"{c.name}'s {fs.basename(bundle.shard_path(shard_id))} has "
-                            f"{found.size if found else 0} bytes, its index says {end}")
-    except (CkptError, OSError) as exc:
-        return f"{c.name} cannot be read whole ({exc})"
-    return None
 
 
 def _series_family_latest(scan: DirectoryScan) -> list[CheckpointInfo]:
