@@ -114,7 +114,7 @@ def test_the_quick_path_prints_what_typer_prints(run):
 
 def test_a_whole_newest_is_answered_with_its_own_index_read_once(tf, tmp_path, monkeypatch):
     """The common case: the newest's data is whole, one index is read, and nothing is passed over."""
-    from ckpttool.formats.tf import bundle
+    from ckpttool.ops.runs import wholeness
     from ckpttool.ops.runs.latest import find_latest
 
     values = _objects(tf, False)
@@ -122,8 +122,8 @@ def test_a_whole_newest_is_answered_with_its_own_index_read_once(tf, tmp_path, m
     for _ in range(3):
         manager.save()
     opened = []
-    real = bundle.open_bundle
-    monkeypatch.setattr(bundle, "open_bundle", lambda prefix: opened.append(prefix) or real(prefix))
+    real = wholeness.shard_ends
+    monkeypatch.setattr(wholeness, "shard_ends", lambda prefix: opened.append(prefix) or real(prefix))
     result = find_latest(str(tmp_path), complete=True)
     assert result.prefix == os.path.abspath(tf.train.latest_checkpoint(str(tmp_path)))
     assert opened == [result.prefix] and result.warnings == ()
@@ -160,3 +160,19 @@ def test_in_a_bucket_too(logged_s3, tmp_path, tf, case):  # noqa: F811
     local = tmp_path / "again"
     shutil.copytree(directory, local)
     assert _answer(run_cli("latest", "--complete", "--json", str(local))) == expected
+
+
+@pytest.mark.parametrize("fixture", ["partitioned", "sharded", "max_shard", "every_dtype", "tf2_manager"])
+def test_shard_ends_are_where_tensorflow_ended_each_shard(fixtures_dir, fixture):
+    """What the whole-data check reads from an index, against the shards TensorFlow wrote (each ends
+    with its last tensor): partitioned variables (their slices hold the bytes), several shards,
+    a variable split across shards, every dtype (strings' bytes their values')."""
+    from ckpttool.formats.tf.shards import data_file_path, shard_ends
+
+    indexes = sorted((fixtures_dir / fixture).rglob("*.index"))
+    assert indexes
+    for index in indexes:
+        prefix = str(index)[:-len(".index")]
+        num_shards, ends = shard_ends(prefix)
+        written = {i: os.path.getsize(data_file_path(prefix, i, num_shards)) for i in range(num_shards)}
+        assert ends == {i: size for i, size in written.items() if size}, prefix

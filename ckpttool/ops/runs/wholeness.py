@@ -12,6 +12,7 @@ import os
 from typing import Iterable
 
 from ckpttool.errors import CkptError
+from ckpttool.formats.tf.shards import data_file_path, shard_ends
 from ckpttool.ops.runs.scan import CheckpointInfo
 from ckpttool.storage import fs
 
@@ -19,16 +20,14 @@ from ckpttool.storage import fs
 def data_cut_short(prefix: str) -> str | None:
     """Why the V2 checkpoint at `prefix` has a data shard shorter than its index says (or missing,
     or an index that cannot be read), or None when every shard is long enough."""
-    from ckpttool.formats.tf.bundle import open_bundle  # the protobuf reader: only when asked
-
     name = fs.basename(prefix)
     try:
-        with open_bundle(prefix) as bundle:
-            for shard_id, end in sorted(bundle.shard_ends().items()):
-                path = bundle.shard_path(shard_id)
-                size = _size(path)
-                if size is None or size < end:
-                    return f"{name}'s {fs.basename(path)} has {size or 0} bytes, its index says {end}"
+        num_shards, ends = shard_ends(prefix)
+        for shard_id, end in sorted(ends.items()):
+            path = data_file_path(prefix, shard_id, num_shards)
+            size = _size(path)
+            if size is None or size < end:
+                return f"{name}'s {fs.basename(path)} has {size or 0} bytes, its index says {end}"
     except (CkptError, OSError) as exc:
         return f"{name} cannot be read whole ({exc})"
     return None
