@@ -193,7 +193,9 @@ def match_policy(policy: Policy, survey: bool = False) -> PolicyMatch:
     ungoverned: list[str] = []
     if survey:
         near = walk([_parent(root) for root in first_rule], {})
-        ungoverned = [d for d in near if governing(d) is None]
+        # A run governed under another name (s3a:// for s3://, a link) is governed all the same.
+        names = {name for g in governed for name in fs.identity(g.directory)}
+        ungoverned = [d for d in near if governing(d) is None and names.isdisjoint(fs.identity(d))]
     return PolicyMatch(policy, tuple(matched), tuple(governed), tuple(ungoverned), tuple(problems), listings)
 
 
