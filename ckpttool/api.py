@@ -228,8 +228,9 @@ def best(directory: PathLike, metric: str, *, mode: str = "auto", metrics_file: 
          allow_damaged_metrics: bool = False) -> str | None:
     """The complete checkpoint of `directory` with the best `metric` score, as `latest --best` names
     it (`directory/<name>`), or None when none has a score: scored and ranked as `plan_prune`'s
-    keep_best and `average`'s best (ties to the older). A log read around damage raises BadInput
-    unless `allow_damaged_metrics`."""
+    keep_best and `average`'s best (ties to the older); one whose data shards are shorter than
+    its index says (TensorFlow cannot restore it) is passed over. A log read around damage raises
+    BadInput unless `allow_damaged_metrics`."""
     from ckpttool.ops.retention.scoring import find_best
 
     return find_best(os.fspath(directory), _metric_options(metric, mode, metrics_file, events_dir, name_pattern,

@@ -525,6 +525,37 @@ def test_latest_best(runs, tf):
     assert result.stdout == f"{runs / 'tf2'}/{ranked(expected_scores(tf2, values), tf2, 'min')[0]}\n"
 
 
+def _read_all(tf, prefix: Path) -> None:
+    reader = tf.train.load_checkpoint(str(prefix))
+    for name in reader.get_variable_to_shape_map():
+        reader.get_tensor(name)
+
+
+def test_latest_best_passes_over_a_best_whose_data_is_cut_short(run_copy, tf):
+    """The best-scored checkpoint's data shard cut short (TensorFlow cannot read it): --best answers
+    the next best whole one, which TensorFlow reads, and says why; all of them cut: no answer."""
+    run = run_copy("tf1")
+    before = checkpoints_of(run)
+    order = ranked(expected_scores(before, tf_values(tf, run, "val_loss")), before, "min")
+    for name in order[:2]:
+        shard = next(run.glob(f"{name}.data-*"))
+        os.truncate(shard, shard.stat().st_size - 1)
+        with pytest.raises(Exception):
+            _read_all(tf, run / name)
+    result = run_cli("latest", "--best", "--metric", "val_loss", run)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"{run}/{order[2]}\n"
+    assert "cut short" in result.stderr and order[0] in result.stderr and order[1] in result.stderr
+    _read_all(tf, run / order[2])
+    doc = run_cli("latest", "--best", "--metric", "val_loss", "--json", run).json()
+    assert doc["best"] == f"{run}/{order[2]}" and doc["step"] == before[order[2]]
+    for name in order[2:]:
+        shard = next(run.glob(f"{name}.data-*"))
+        os.truncate(shard, shard.stat().st_size - 1)
+    result = run_cli("latest", "--best", "--metric", "val_loss", run)
+    assert result.exit_code == 1 and result.stdout == "", result.stderr
+
+
 def test_latest_best_with_nothing_scored_is_a_negative_answer(runs, tmp_path):
     log = tmp_path / "log.csv"
     log.write_text("step,val_loss\n5,0.1\n")

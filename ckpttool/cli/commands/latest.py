@@ -18,8 +18,8 @@ def command(
         "--complete", help="The newest complete checkpoint (never one with missing shards, nor one whose data "
                            "shard is shorter than its index says: TensorFlow cannot restore it).")] = False,
     best: Annotated[bool, typer.Option(
-        "--best", help="The complete checkpoint with the best --metric score instead (for export jobs); exit 1 "
-                       "when none has a score.")] = False,
+        "--best", help="The complete checkpoint with the best --metric score instead (for export jobs), passing "
+                       "over one whose data is cut short; exit 1 when none has a score.")] = False,
     metric: Metric = None,
     mode: Mode = "auto",
     metrics_file: MetricsFile = None,
@@ -50,7 +50,9 @@ def command(
     --complete is TensorFlow's own answer, given without that read.
 
     With --best --metric TAG: the best-scored complete checkpoint (ties: the
-    older); the metric, its direction and source go to stderr. A log read
+    older) whose data shards hold what its index says (a better one cut short
+    is passed over, with a warning); the metric, its direction and source go
+    to stderr. A log read
     around damage is refused (exit 3) unless --allow-damaged-metrics, as
     prune refuses it. JSON: {directory, best, step, score, metric}.
 

@@ -56,6 +56,11 @@ def _best(directory: str, scoring, absolute: bool, step: bool, json_out: bool) -
     result = find_best(directory, scoring)
     render.warn_all(result.scores.warnings)
     render.warn_all(f"damaged metric source {d.message}" for d in result.scores.damage)
+    if result.cut:
+        from ckpttool.ops.runs.wholeness import summary
+
+        render.warn(f"{summary(list(result.cut))}: cut short, TensorFlow cannot restore "
+                    f"{'it' if len(result.cut) == 1 else 'them'}; passed over for --best")
     shown = result.prefix if absolute else result.best
     if json_out:
         render.emit_json("latest", {"directory": directory, "best": shown, "step": result.step,

@@ -25,6 +25,7 @@ from ckpttool.errors import BadInput, UsageProblem
 from ckpttool.formats.damage import Damage
 from ckpttool.ops.retention import metrics
 from ckpttool.ops.runs.scan import CheckpointInfo, scan_directory
+from ckpttool.ops.runs.wholeness import newest_whole
 from ckpttool.storage import fs
 
 MODES = ("auto", "min", "max")
@@ -156,19 +157,21 @@ class BestResult:
     step: int | None
     score: float | None
     scores: Scores
+    cut: tuple[str, ...] = ()  # why better-scored checkpoints were passed over: their data is cut short
 
 
 def find_best(directory: str, options: MetricOptions) -> BestResult:
-    """The complete checkpoint of `directory` with the best score (None when none is scored)."""
+    """The complete checkpoint of `directory` with the best score (None when none is scored) whose
+    data is whole: a better-scored one whose data shards are shorter than its index says (a full
+    disk, a copy cut short: TensorFlow cannot restore it) is passed over, and said so in `cut`."""
     scan = scan_directory(directory)
     complete = [c for c in scan.checkpoints if c.complete]
     scores = score_checkpoints(scan.directory, complete, options)
     refusal = damage_refusal(scores, options, "not choosing the best by these scores")
     if refusal is not None:
         raise refusal
-    best = scores.best(c.name for c in complete)
-    if not best:
-        return BestResult(directory, None, None, None, None, scores)
-    name = best[0]
-    chosen = scan.by_name(name)
-    return BestResult(directory, fs.join(directory, name), chosen.prefix, chosen.step, scores.score(name), scores)
+    chosen, cut = newest_whole(scan.by_name(name) for name in scores.ranked(c.name for c in complete))
+    if chosen is None:
+        return BestResult(directory, None, None, None, None, scores, tuple(cut))
+    return BestResult(directory, fs.join(directory, chosen.name), chosen.prefix, chosen.step,
+                      scores.score(chosen.name), scores, tuple(cut))
