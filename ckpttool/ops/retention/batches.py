@@ -170,6 +170,8 @@ def _apply_batch(batch: list[tuple[int, PrunePlan]], results: list, fault: Fault
     except Exception as exc:  # noqa: BLE001 - the batch's run directories keep their journals
         for p in prepared:
             results[p.index] = exc
+        # Every lock stays until its journal is written out: an interrupt meanwhile leaves them all.
+        left_locked = {p.plan.directory for p in prepared}
         left_locked = _journals_kept(prepared)
     except BaseException:  # an interrupt: the locks stay, carrying their journals, for the next prune
         left_locked = {p.plan.directory for p in prepared}

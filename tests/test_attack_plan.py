@@ -1,0 +1,239 @@
+"""Attacks on a bucket prune planned from the listing and the state files alone (issue 26, item 7):
+each TF family's newest index read as the batch takes the run, the batch's locks removed together,
+a failed batch's journals written out before its locks go. Against moto's S3 server and
+checkpoints TensorFlow's CheckpointManager wrote; what TensorFlow restores afterwards, and what a
+dry run said, are the witnesses."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.remote_servers import upload_tree
+from tests.test_bucket_prune_batches import RUNS, _keys, logged_s3  # noqa: F401 - a fixture
+from tests.test_bucket_prune_lock_journal import (_carried_journals, _finished_elsewhere, _fleet_with_user_files,
+                                                  _fs, _journal_objects, _make_locks_stale)
+from tests.test_remote import servers  # noqa: F401 - a fixture (the suite's S3 server and GCS emulator)
+
+
+def _two_runs_newest_cut_short(tf, tmp_path, server) -> tuple[str, int]:
+    """run-a then run-b (so that run-a's saves are the older), each three CheckpointManager saves of
+    one variable (values 1, 2, 3); run-a's ckpt-3 data shard cut short in the bucket. (URL, the size
+    of one whole checkpoint: index and data.)"""
+    from ckpttool.storage import remote
+
+    local = tmp_path / "runs"
+    for run in ("run-a", "run-b"):
+        variable = tf.Variable(np.zeros(4096, np.float32))
+        manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), str(local / run), max_to_keep=None)
+        for step in (1, 2, 3):
+            variable.assign(np.full(4096, step, np.float32))
+            manager.save(checkpoint_number=step)
+    url = upload_tree(server, str(local), f"budget-{uuid.uuid4().hex[:8]}")
+    shard = local / "run-a" / "ckpt-3.data-00000-of-00001"
+    remote.filesystem("s3").pipe_file(remote.split_url(f"{url}/run-a/{shard.name}")[1], shard.read_bytes()[:-100])
+    size = sum(os.path.getsize(local / "run-b" / name) for name in os.listdir(local / "run-b")
+               if name.startswith("ckpt-2."))
+    return url, size
+
+
+def _by_run(doc) -> dict[str, tuple[list, list]]:
+    return {d["directory"].rsplit("/", 1)[-1]: ([x["name"] for x in d["deleted"]],
+                                                 [(k["name"], k["reasons"]) for k in d["kept"]])
+            for d in doc["directories"]}
+
+
+def _restores(tf, tmp_path, url: str, run: str, name: str) -> float:
+    from ckpttool.storage import remote
+
+    down = tmp_path / f"down-{uuid.uuid4().hex[:6]}"
+    remote.filesystem("s3").get(remote.split_url(f"{url}/{run}")[1] + "/", str(down) + "/", recursive=True)
+    restored = tf.Variable(np.zeros(4096, np.float32))
+    tf.train.Checkpoint(v=restored).read(str(down / name)).assert_existing_objects_matched()
+    return float(restored.numpy()[0])
+
+
+def test_a_budget_never_counts_on_the_newest_whole_checkpoint_of_a_run_cut_short(logged_s3, tmp_path, tf):  # noqa: F811
+    """`prune -r --keep-last 2 --budget` with run-a's newest data cut short: ckpt-2 of run-a is the
+    newest whole one there (never the budget's). The budget is fitted to the plans: planned without
+    reading that index it took run-a's ckpt-2, which the apply then kept, so the run said the budget
+    fitted while it did not, and deleted other than its dry run said (run-b's ckpt-2 stayed)."""
+    url, size = _two_runs_newest_cut_short(tf, tmp_path, logged_s3)
+    budget = str(int(3.5 * size))  # what the rules leave (four checkpoints) needs one more to go
+    dry = run_cli("prune", "-r", "--keep-last", "2", "--budget", budget, "--dry-run", "--json", url)
+    assert dry.exit_code == 0, dry.stderr
+    real = run_cli("prune", "-r", "--keep-last", "2", "--budget", budget, "--yes", "--json", url)
+    assert real.exit_code == dry.exit_code, real.stderr
+    assert _by_run(real.json()) == _by_run(dry.json())
+    assert real.json()["budget"] == dry.json()["budget"]
+    left = {k for k in _keys(logged_s3, url) if k.split("/", 1)[1].startswith("ckpt-")}
+    assert left == {f"run-a/ckpt-{n}.{ext}" for n in (2, 3) for ext in ("index", "data-00000-of-00001")} | \
+        {f"run-b/ckpt-3.{ext}" for ext in ("index", "data-00000-of-00001")}
+    assert _restores(tf, tmp_path, url, "run-a", "ckpt-2") == 2.0
+    assert _restores(tf, tmp_path, url, "run-b", "ckpt-3") == 3.0
+
+
+def test_a_real_prune_gives_the_reasons_its_dry_run_gives(logged_s3, tmp_path, tf):  # noqa: F811
+    """`prune -r --keep-last 2` with run-a's newest data cut short: ckpt-2 of run-a is kept by the
+    rule and as the newest whole one; the real run (which read the index as it applied) says both
+    reasons, as the dry run does."""
+    url, _size = _two_runs_newest_cut_short(tf, tmp_path, logged_s3)
+    dry = run_cli("prune", "-r", "--keep-last", "2", "--dry-run", "--json", url)
+    assert dry.exit_code == 0, dry.stderr
+    real = run_cli("prune", "-r", "--keep-last", "2", "--yes", "--json", url)
+    assert real.exit_code == 0, real.stderr
+    assert _by_run(real.json()) == _by_run(dry.json())
+    assert _restores(tf, tmp_path, url, "run-a", "ckpt-2") == 2.0
+
+
+def test_an_interrupt_while_a_failed_batch_writes_its_journals_out_loses_none(logged_s3, fixtures_dir,  # noqa: F811
+                                                                             tmp_path, tf, monkeypatch):
+    """A request fails once the batch's indexes are gone; while the journals are being written out
+    of the locks (the second of three), SIGINT: no lock whose journal was not written out may go
+    (its half-deleted checkpoints would stay for ever, their data orphaned). Once stale, a prune
+    from another host finishes every journal."""
+    from ckpttool.ops.retention import batches
+    from ckpttool.ops.retention.prune import plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
+
+    url, expected, left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    rules = RetentionRules(2, None, None, (), None, None, False)
+    plans = [plan_prune(f"{url}/{run}", rules, whole_check_at_apply=True) for run in RUNS]
+    written = []
+
+    def keep_journal(directory, journal):
+        if written:
+            raise KeyboardInterrupt  # the signal, as it arrives between two requests
+        batches.lock_keep_journal(directory, journal)
+        written.append(directory)
+
+    monkeypatch.setattr(batches, "lock_keep_journal", batches.keep_journal, raising=False)
+    monkeypatch.setattr(batches, "keep_journal", keep_journal)
+
+    def fail(step: str) -> None:
+        if step == "removed the indexes":
+            raise OSError("the network went away")
+
+    with pytest.raises(KeyboardInterrupt):
+        batches.apply_prunes(plans, fail)
+    journals = _journal_objects(logged_s3, url)
+    carried = _carried_journals(logged_s3, url)
+    for run in RUNS:  # each run's journal somewhere: written out, or in its lock
+        assert journals.get(run, set()) | carried.get(run, set()) == expected[run], (run, journals, carried)
+    _make_locks_stale(logged_s3, url)
+    _finished_elsewhere(logged_s3, tmp_path, url, "2", left, tf)
+
+
+def test_a_lock_held_long_and_retaken_by_another_host_during_a_batch_stays(logged_s3, fixtures_dir,  # noqa: F811
+                                                                           tmp_path, tf, monkeypatch):
+    """The batch's locks held longer than BATCH_RELEASE_SECONDS (their `taken` made older, no
+    sleep); run-a's broken meanwhile by another host, which wrote its journal out and took the lock
+    anew: that lock stays (removed by a DELETE conditional on our ETag, which moto honours), the
+    others go, and every run's latest restores."""
+    from ckpttool.ops.retention import batches
+    from ckpttool.ops.retention.prune import plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
+    from ckpttool.ops.runs import lock
+    from tests.test_bucket_prune_batches import _assert_tf_loads_latest
+
+    url, expected, _left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    fs, split = _fs(logged_s3)
+    theirs = json.dumps({"host": "another", "pid": 1, "time": 0, "token": "theirs"}).encode()
+    rules = RetentionRules(2, None, None, (), None, None, False)
+    plans = [plan_prune(f"{url}/{run}", rules, whole_check_at_apply=True) for run in RUNS]
+    release = batches.release_locks
+
+    def aged(held):
+        fs.pipe_file(f"{split(url)[1]}/run-a/.ckpttool.lock", theirs)  # broken and retaken meanwhile
+        return release([dataclasses.replace(h, taken=h.taken - lock.BATCH_RELEASE_SECONDS) for h in held])
+
+    monkeypatch.setattr(batches, "release_locks", aged)
+    results = batches.apply_prunes(plans)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    fs.invalidate_cache()
+    assert fs.cat_file(f"{split(url)[1]}/run-a/.ckpttool.lock") == theirs
+    assert not [k for k in _keys(logged_s3, url) if k.endswith(".ckpttool.lock") and not k.startswith("run-a/")]
+    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
+
+
+class _Clock:
+    """time as the lock module sees it: a wait of `step` seconds per sleep, no real one; after
+    `sleeps` of them the other run's lock object is removed (it finished)."""
+
+    def __init__(self, step: float, sleeps: int, release):
+        self.offset, self.step, self.sleeps, self.release = 0.0, step, sleeps, release
+        import time
+
+        self.real = time
+
+    def time(self) -> float:
+        return self.real.time() + self.offset
+
+    def monotonic(self) -> float:
+        return self.real.monotonic() + self.offset
+
+    def sleep(self, _seconds: float) -> None:
+        self.offset += self.step
+        self.sleeps -= 1
+        if self.sleeps == 0:
+            self.release()
+
+
+def test_a_lock_taken_after_a_long_wait_says_when_it_was_taken(logged_s3, monkeypatch):  # noqa: F811
+    """Another run holds the lock; ours waits 3,000 s (a clock that moves, no sleep) and takes it.
+    Other hosts judge a lock stale by the time in its body: that must be when it was created, not
+    when the wait began (else the lock is stale to them 600 s after it was taken, while the batch
+    that holds it still removes it as young, and two prunes work in the directory at once)."""
+    from ckpttool.ops.runs import lock
+
+    fs, split = _fs(logged_s3)
+    url = logged_s3.url(f"wait-{uuid.uuid4().hex[:8]}", "run")
+    key = f"{split(url)[1]}/.ckpttool.lock"
+    clock = _Clock(1000.0, 3, lambda: fs.rm(key))
+    fs.pipe_file(key, json.dumps({"host": "another", "pid": 1, "time": clock.time(), "token": "t"}).encode())
+    monkeypatch.setattr(lock, "time", clock)
+    held: list = []
+    with lock.directory_lock(url, timeout=4000, held=held):
+        fs.invalidate_cache()
+        body = json.loads(fs.cat_file(key))
+        assert body["host"] != "another" and body["token"] != "t", body  # ours
+        assert clock.time() - body["time"] < 60, (clock.time(), body["time"])
+    lock.release_locks(held)
+
+
+@pytest.mark.parametrize("step", ["journal written", "state file rewritten", "removed the data", "journal removed"])
+def test_sigterm_at_each_step_of_a_batch_loses_no_journal(logged_s3, fixtures_dir, tmp_path, tf, step):  # noqa: F811
+    """SIGTERM at each pause of a batched `prune -r` (the first two in the workers that take the
+    runs): it exits 143; whatever was under way is journalled in the locks left (none written out,
+    no other request on the way out) or done; TensorFlow restores every run's latest; once the locks
+    are stale, a prune from another host finishes exactly what --keep-last 2 deletes, and a user's
+    file stays."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_bucket_prune_batches import _assert_tf_loads_latest
+
+    url, expected, left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    env = {**os.environ, "CKPTTOOL_TEST_PAUSE": f"prune: {step}"}
+    proc = subprocess.Popen([sys.executable, "-m", "ckpttool", "prune", "-r", "--yes", "--keep-last", "2", url],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    line = proc.stderr.readline()
+    assert line == f"paused: prune: {step}\n", line + proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    proc.stdin.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, err
+    proc.stderr.close()
+    carried = _carried_journals(logged_s3, url)
+    assert not _journal_objects(logged_s3, url)
+    assert carried == expected, carried
+    _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
+    _make_locks_stale(logged_s3, url)
+    _finished_elsewhere(logged_s3, tmp_path, url, "2", left, tf)
