@@ -137,18 +137,19 @@ def _remote_lock(url: str, timeout: float, journal: dict | None = None, held: li
             return
         lock_url = url.rstrip("/") + "/" + LOCK_FILENAME
         token = uuid.uuid4().hex
-        holder = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "token": token}
+        ours = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "token": token}
         if journal is not None:
-            holder["journal"] = journal
-        body = json.dumps(holder).encode()
+            ours["journal"] = journal
         deadline = _deadline(timeout)
         acquired, tag, taken = False, None, 0.0
         try:
             while True:
                 try:
                     with commit_section():  # created and known to be ours at once: an interrupt then releases it
-                        taken = time.monotonic()
-                        tag = remote.write_whole(lock_url, body, create_only=True)
+                        # Its time is when it is created, not when the wait began: other hosts take it
+                        # for stale by it (and release_locks batches it only while young by `taken`).
+                        taken, ours["time"] = time.monotonic(), time.time()
+                        tag = remote.write_whole(lock_url, json.dumps(ours).encode(), create_only=True)
                         acquired = True
                     break
                 except Refused:
