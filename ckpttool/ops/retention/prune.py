@@ -182,14 +182,20 @@ def _whole_protects(scan: DirectoryScan) -> dict[str, str]:
 def with_whole_checked(plan: PrunePlan) -> PrunePlan:
     """`plan`, planned with each TF family's newest index unread (`whole_unchecked`), with them read
     now (one read per family): a deletion that reading protects (the newest whole checkpoint, when
-    newer ones are cut short) kept instead, with the reason. Only deletions go: never more than
-    planned."""
+    newer ones are cut short) kept instead, with the reason; one kept already gets the reason too (as
+    plan_prune gives it: `prune --budget` never takes it, the output says why). Only deletions go:
+    never more than planned."""
     if not plan.whole_unchecked:
         return plan
-    protects = _whole_protects(plan.scan)
-    kept = plan.kept + tuple(Kept(d.name, d.step, (protects[d.name],), d.score) for d in plan.deleted
-                             if d.name in protects)
-    order = {c.name: i for i, c in enumerate(plan.scan.checkpoints)}
+    scan = plan.scan
+    protects = _whole_protects(scan)
+    # plan_prune's protected_checkpoints gives a TF checkpoint the first reason that protects it: one
+    # protected already as a latest keeps its reasons.
+    first = {*scan.other_latest, scan.state_latest, scan.latest.name if scan.latest is not None else None}
+    kept = tuple(replace(k, reasons=(protects[k.name],) + k.reasons) if k.name in protects and k.name not in first
+                 else k for k in plan.kept)
+    kept += tuple(Kept(d.name, d.step, (protects[d.name],), d.score) for d in plan.deleted if d.name in protects)
+    order = {c.name: i for i, c in enumerate(scan.checkpoints)}
     return replace(plan, kept=tuple(sorted(kept, key=lambda k: order.get(k.name, -1))), whole_unchecked=False,
                    deleted=tuple(d for d in plan.deleted if d.name not in protects))
 
