@@ -350,3 +350,33 @@ def test_a_failed_request_at_each_step_of_a_batch(logged_s3, fixtures_dir, tmp_p
     assert _carried_journals(logged_s3, url) == {}
     _assert_tf_loads_latest(logged_s3, url, tmp_path, tf)
     _finished_elsewhere(logged_s3, tmp_path, url, "2", left, tf)
+
+
+def test_one_lock_that_cannot_be_removed_leaves_the_others_of_the_batch_free(logged_s3, fixtures_dir,  # noqa: F811
+                                                                             tmp_path, monkeypatch):
+    """The batch's locks held long (removed one by one); run-a's removal fails every time: run-b's
+    and run-c's locks go all the same (else every other prune waits an hour for them) and their
+    results say what they deleted; run-a's says its lock was left."""
+    from ckpttool.ops.retention import batches
+    from ckpttool.ops.retention.prune import plan_prune
+    from ckpttool.ops.retention.rules import RetentionRules
+    from ckpttool.ops.runs import lock
+
+    url, expected, _left = _fleet_with_user_files(fixtures_dir, tmp_path, logged_s3)
+    rules = RetentionRules(2, None, None, (), None, None, False)
+    plans = [plan_prune(f"{url}/{run}", rules, whole_check_at_apply=True) for run in RUNS]
+    release, single = batches.release_locks, lock._release
+
+    def flaky(remote, lock_url, *args, **kwargs):
+        if "/run-a/" in lock_url:
+            raise OSError("the network went away")
+        return single(remote, lock_url, *args, **kwargs)
+
+    monkeypatch.setattr(lock, "_release", flaky)
+    monkeypatch.setattr(batches, "release_locks", lambda held: release(
+        [dataclasses.replace(h, taken=h.taken - lock.BATCH_RELEASE_SECONDS) for h in held]))
+    results = batches.apply_prunes(plans)
+    assert isinstance(results[0], OSError), results[0]
+    assert [{d.name for d in r.deleted} for r in results[1:]] == [expected["run-b"], expected["run-c"]]
+    locks = {k for k in _keys(logged_s3, url) if k.endswith(".ckpttool.lock")}
+    assert locks == {"run-a/.ckpttool.lock"}
