@@ -91,7 +91,8 @@ class PrunePlan:
     state_tag: str | None = None  # its version as listed (S3 ETag): a batched apply rewrites it only if unchanged
     batchable: bool = False  # a bucket's deletions that may be batched with other run directories'
     # Batchable, planned without reading each TF family's newest index (is its data whole?): the
-    # batched apply reads it under the lock, and applies the directory as one is if it is not.
+    # batched apply (and `prune --budget`) reads it first, by the listing planned by, and keeps
+    # what it protects (with_whole_checked): `deleted` may then shrink, never grow.
     whole_unchecked: bool = False
     # The directory as planned by (its checkpoints, sizes, listing): `prune --budget` weighs the run by
     # it, with no second listing. Never trusted to apply: apply_prune scans again under the lock.
@@ -489,7 +490,7 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     bucket's tree listing, find_checkpoint_dirs), else it is listed here; `scan`: the directory as
     the caller just scanned it (`ls -r --summary`), else it is scanned here.
     `whole_check_at_apply`: a bucket plan that batchable() passes leaves reading each TF family's
-    newest index (is its data whole?) to the batched apply, under the lock (`whole_unchecked`): one
+    newest index (is its data whole?) to the batched apply, before its lock (`whole_unchecked`): one
     request less per run directory in planning, none more in all. A dry run reads it here, so that
     what it shows is what a prune does.
     """
