@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Benchmark ckpttool on a bucket: moto's S3 server on 127.0.0.1, whole process, side by side.
 
-    python bench/bench_remote.py [--size-gib 1.0] [--repeats 3] [--out bench/out]
+    python bench/bench_remote.py [--size-gib 1.0] [--repeats 3] [--out bench/out] [--only-inspect]
 
 Starts moto's standalone S3 server (a real HTTP S3 API) in a process of its own, uploads
 a checkpoint of about --size-gib GiB (built once by bench_read.py's builder)
 and 1000 small checkpoints, then prints wall time, peak memory and ratios for:
-  inspect s3://...         vs downloading the directory (parallel, fsspec) then `ckpttool inspect` on it
+  inspect s3://...         vs downloading the directory (parallel, fsspec) then `ckpttool inspect` on it,
+                           run in turn (ours, theirs, ours ...): the median of the pairs' ratios
+                           (--only-inspect: this row alone, with the big checkpoint alone uploaded)
   verify s3://...          vs a plain parallel download of the same objects: ranged GETs of 8 MiB,
                            8 in flight (what `aws s3 cp` does), and fsspec's get (one GET per object)
   prune s3://... (1000)    the figure, and the requests the server saw
@@ -32,7 +34,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from common import CKPTTOOL, ENV, PYTHON, report, run_measured, size_parser  # noqa: E402
+from common import CKPTTOOL, ENV, PYTHON, report, run_measured, run_paired, size_parser  # noqa: E402
 from tests.remote_servers import BUCKET, start_s3  # noqa: E402  (the test suite's server, in its own process)
 
 
@@ -67,14 +69,16 @@ def main() -> None:
     parser.add_argument("--only-runs", action="store_true", help="only the prune -r case")
     parser.add_argument("--only-policy", action="store_true",
                         help="only prune --policy over --runs run directories (a rule naming their parent, then each)")
+    parser.add_argument("--only-inspect", action="store_true", help="only the inspect case")
     parser.add_argument("--upload", help=argparse.SUPPRESS)
+    parser.add_argument("--upload-big-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--upload-runs", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.upload_runs:
         _upload_runs(args.upload_runs)
         return
     if args.upload:
-        _upload(args.upload)
+        _upload(args.upload, many=not args.upload_big_only)
         return
     if args.only_runs or args.only_policy:
         server = start_s3(count_requests=True)
@@ -95,20 +99,22 @@ def main() -> None:
     ENV.update(server.env)  # the measured subprocesses get common.ENV, built at import
     # Uploading in a child process keeps this one small: a child started by vfork counts
     # its parent's resident memory in its own peak (ru_maxrss) until it execs.
-    subprocess.run([sys.executable, __file__, "--upload", big_dir], check=True)
+    subprocess.run([sys.executable, __file__, "--upload", big_dir] + ["--upload-big-only"] * args.only_inspect,
+                   check=True)
     size = sum(os.path.getsize(os.path.join(big_dir, f)) for f in os.listdir(big_dir))
     url = f"s3://{BUCKET}/big"
     r = args.repeats
-    rows = []
+    rows = [_inspect_row(server, url, size, r)]
+    if args.only_inspect:
+        report(rows)
+        server.stop()
+        return
 
     def measured(cmd):
         before = server.requests()
         result = run_measured(cmd, r)
         return result, (server.requests() - before) // (r + 1)
 
-    inspect, inspect_requests = measured(CKPTTOOL + ["inspect", "--json", url])
-    rows.append((f"inspect {url} ({size / 2**30:.2f} GiB)", inspect, run_measured(PYTHON + [DOWNLOAD_THEN_INSPECT, url], r),
-                 f"{inspect_requests} requests; vs download + inspect; target >= 20x"))
     verify, verify_requests = measured(CKPTTOOL + ["verify", url])
     ranged, ranged_requests = measured(PYTHON + [RANGED_DOWNLOAD, url])
     whole, whole_requests = measured(PYTHON + [WHOLE_OBJECT_DOWNLOAD, url])
@@ -124,6 +130,18 @@ def main() -> None:
     rows += _prune_runs(server, args.runs)
     report(rows)
     server.stop()
+
+
+def _inspect_row(server, url: str, size: int, repeats: int) -> tuple:
+    """`inspect --json URL` and download-then-inspect in turn, after one run of ours alone whose
+    requests are counted (the server's log settled before and after it)."""
+    ours = CKPTTOOL + ["inspect", "--json", url]
+    before = len(server.settled_log())
+    run_measured(ours, 1, warmup=False)
+    requests = len(server.settled_log()) - before
+    paired = run_paired(ours, PYTHON + [DOWNLOAD_THEN_INSPECT, url], repeats)
+    return (f"inspect {url} ({size / 2**30:.2f} GiB)", paired.ours, paired.theirs,
+            f"paired {paired.ratio:.1f}x, {requests} requests; vs download + inspect; target >= 20x")
 
 
 def _prune_runs(server, runs: int, policy_paths: str | None = None) -> list:
@@ -186,12 +204,14 @@ def _upload_runs(runs: int) -> None:
                       [(run, name) for run in range(runs) for name in files]))
 
 
-def _upload(big_dir: str) -> None:
-    """Put the big checkpoint and 1000 small ones into the bucket."""
+def _upload(big_dir: str, many: bool = True) -> None:
+    """Put the big checkpoint and (`many`) 1000 small ones into the bucket."""
     import fsspec
 
     fs = fsspec.filesystem("s3")
     fs.put(big_dir + "/", f"{BUCKET}/big/", recursive=True)
+    if not many:
+        return
     small = tempfile.mkdtemp()
     _many(small, 1000)
     fs.put(small + "/", f"{BUCKET}/many/", recursive=True)

@@ -44,7 +44,7 @@ complete -c ckpttool -n '__fish_seen_subcommand_from ls' -s h -l help -d 'Show t
 complete -c ckpttool -n '__fish_seen_subcommand_from latest' -F
 complete -c ckpttool -n '__fish_seen_subcommand_from latest' -l absolute -d 'Print an absolute path.'
 complete -c ckpttool -n '__fish_seen_subcommand_from latest' -l step -d 'Print the step number only.'
-complete -c ckpttool -n '__fish_seen_subcommand_from latest' -l complete -d 'The newest complete checkpoint (never one with missing shards).'
+complete -c ckpttool -n '__fish_seen_subcommand_from latest' -l complete -d 'The newest complete checkpoint (never one with missing shards, nor one whose data shard is shorter than its index says: TensorFlow cannot restore it).'
 complete -c ckpttool -n '__fish_seen_subcommand_from latest' -l best -d 'The complete checkpoint with the best --metric score instead (for export jobs); exit 1 when none has a score.'
 complete -c ckpttool -n '__fish_seen_subcommand_from latest' -l metric -r -F -d 'Score each checkpoint by TAG\'s value at its step exactly, read from TensorBoard event files under DIR (TAG, RUN/TAG, or Keras\' val_loss = validation/epoch_loss), a trainer_state.json, --metrics or --name-pattern. Keras logs epochs from 0 but numbers ModelCheckpoint\'s {epoch} from 1: a Keras file for {epoch}=k is scored by log epoch k-1, as Keras saved it. NaN/inf: no score.'
 complete -c ckpttool -n '__fish_seen_subcommand_from latest' -l mode -r -F -d 'min, max, or auto as Keras\' ModelCheckpoint: max for accuracy-like names, min for losses, by whole words of the name (the choice is printed; a name that says neither or both is refused).'

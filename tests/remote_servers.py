@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 
 BUCKET = "ckpt-bucket"
+_SETTLE_MARKER = f"/{BUCKET}/settle-"  # the path of Server.settled_log's marker requests, a uuid after it
 
 
 @dataclass
@@ -37,12 +38,14 @@ class Server:
 
     def settled_log(self) -> list[str]:
         """request_log() once every request answered so far is in it: a marker request is made and
-        waited for (the log is read from the server's stderr by a thread); the marker left out."""
+        waited for (the log is read from the server's stderr by a thread); the markers left out,
+        this call's and every earlier one's (so the lines between two calls are the requests made
+        in between, and no earlier marker among them)."""
         import urllib.error
         import urllib.request
         import uuid
 
-        marker = f"/{BUCKET}/settle-{uuid.uuid4().hex}"
+        marker = f"{_SETTLE_MARKER}{uuid.uuid4().hex}"
         try:
             urllib.request.urlopen(self.endpoint + marker, timeout=30).close()
         except urllib.error.HTTPError:
@@ -50,7 +53,7 @@ class Server:
         while not any(marker in line for line in self.request_log()):
             threading.Event().wait(0.01)  # polling a readiness condition: the line is being read
         lines = self.request_log()
-        return [line for line in lines if marker not in line]
+        return [line for line in lines if _SETTLE_MARKER not in line]
 
 
 _S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",

@@ -258,9 +258,9 @@ def _policy(tmp_path, url: str, keep: int):
 
 
 def test_an_api_policy_plan_applied_later_keeps_the_newest_whole_and_says_so(logged_s3, tmp_path, tf):  # noqa: F811
-    """ckpttool.plan_policy, then apply_prunes: the plan (planned with the index unread) lists ckpt-2,
-    the apply keeps it (ckpt-3's data cut short) and its result's plan says why; TensorFlow restores
-    ckpt-2."""
+    """ckpttool.plan_policy, then apply_prunes, ckpt-3's data cut short: the plan shows what is done
+    (ckpt-2 kept, the newest whole one), the apply keeps it and its result's plan says why;
+    TensorFlow restores ckpt-2."""
     import ckpttool
     from ckpttool.storage import remote
 
@@ -269,6 +269,7 @@ def test_an_api_policy_plan_applied_later_keeps_the_newest_whole_and_says_so(log
     remote.filesystem("s3").pipe_file(remote.split_url(f"{url}/{shard}")[1], (local / shard).read_bytes()[:-100])
     planned = ckpttool.plan_policy(_policy(tmp_path, url, 1))
     ((_governed, plan),) = planned.planned
+    assert [d.name for d in plan.deleted] == ["ckpt-1"]
     (result,) = ckpttool.apply_prunes([plan])
     assert not isinstance(result, Exception), result
     assert [d.name for d in result.deleted] == ["ckpt-1"]

@@ -355,29 +355,27 @@ def test_a_lock_stays_readable_to_earlier_versions(logged_s3, tmp_path, tf):  # 
     assert (restored.numpy() == 110).all()
 
 
-def _carried_journals(server, url: str) -> dict[str, set[str]]:
-    """The checkpoint names the lock object of each run directory carries in its journal, by run."""
+def _journal_names(server, url: str, key: str, journal_of) -> dict[str, set[str]]:
+    """The checkpoint names a journal lists in each run directory's object `key` (where there is
+    one), by run; `journal_of(document)` is the journal in that object's JSON."""
     fs, split = _fs(server)
     found = {}
     for run in RUNS:
         try:
-            holder = json.loads(fs.cat_file(f"{split(url)[1]}/{run}/.ckpttool.lock"))
+            document = json.loads(fs.cat_file(f"{split(url)[1]}/{run}/{key}"))
         except FileNotFoundError:
             continue
-        found[run] = {e["name"] for e in holder.get("journal", {}).get("deletions", [])}
+        found[run] = {e["name"] for e in journal_of(document).get("deletions", [])}
     return found
+
+
+def _carried_journals(server, url: str) -> dict[str, set[str]]:
+    """What the lock object of each run directory carries in its journal, by run."""
+    return _journal_names(server, url, ".ckpttool.lock", lambda holder: holder.get("journal", {}))
 
 
 def _journal_objects(server, url: str) -> dict[str, set[str]]:
-    fs, split = _fs(server)
-    found = {}
-    for run in RUNS:
-        try:
-            journal = json.loads(fs.cat_file(f"{split(url)[1]}/{run}/.ckpttool-prune.journal"))
-        except FileNotFoundError:
-            continue
-        found[run] = {e["name"] for e in journal["deletions"]}
-    return found
+    return _journal_names(server, url, ".ckpttool-prune.journal", lambda journal: journal)
 
 
 def test_a_failed_request_in_a_batch_writes_each_journal_out_before_its_lock_goes(logged_s3, fixtures_dir,  # noqa: F811

@@ -167,6 +167,29 @@ def test_budget_deletes_oldest_first_across_runs(fleet, tf):
         assert tf.train.load_checkpoint(latest).get_tensor("v/.ATTRIBUTES/VARIABLE_VALUE").shape == (4096,)
 
 
+def test_budget_reports_what_was_freed_when_a_run_cannot_be_locked(fleet, tf, monkeypatch):
+    """The budget's deletions planned in a run directory another run holds are not done: the budget
+    line and JSON say the bytes still there (by os.stat of TensorFlow's checkpoints), not the plan's."""
+    from ckpttool.ops.retention import batches
+    from ckpttool.ops.runs.lock import directory_lock
+
+    monkeypatch.setattr(batches, "LOCK_TIMEOUT", 0.0)  # not 600 s of waiting on the held lock
+    everything = _all_checkpoints(fleet, _runs(fleet), tf)
+    total = sum(e["size"] for _r, _n, e in everything)
+    candidates = sorted((e["time"], run, name, e["size"]) for run, name, e in everything if not e["latest"])
+    budget = total - sum(size for *_x, size in candidates[:4])
+    held = next(run for _t, run, _n, _s in candidates[:4])
+    with directory_lock(str(fleet / held)):
+        result = run_cli("prune", "-r", "--yes", "--budget", str(budget), "--json", fleet)
+    assert_one_line_error(result, 4)
+    left = sum(e["size"] for run, name, e in _all_checkpoints(fleet, _runs(fleet), tf))
+    not_freed = sum(size for _t, run, _n, size in candidates[:4] if run == held)
+    assert not_freed and left == budget + not_freed
+    outcome = result.json()["budget"]
+    assert outcome["bytes_after"] == left and outcome["missed_by_bytes"] == not_freed
+    assert outcome["deleted_count"] == sum(run != held for _t, run, _n, _s in candidates[:4])
+
+
 def test_budget_that_cannot_be_met_keeps_latest_best_and_keep_step(fleet, tf):
     runs = [fleet / "run_a", fleet / "run_b", fleet / "tf_started"]
     for other in set(_runs(fleet)) - set(runs) | {fleet / "keras_failed", fleet / "hf_failed"}:

@@ -268,6 +268,24 @@ def test_a_bucket_run_named_by_two_protocols_is_governed_once(servers, copy_fixt
     assert left == sorted(saves[-5:])
 
 
+def test_policy_check_counts_a_run_governed_under_another_protocol_as_governed(servers, copy_fixture,  # noqa: F811
+                                                                            tmp_path):
+    """Two runs, the first governed as s3://, the second as s3a://: the survey of their prefix under
+    each name finds neither ungoverned (each is the other name of a governed run)."""
+    server = servers["s3"]
+    up = tmp_path / "up"
+    up.mkdir()
+    for run in ("run-a", "run-b", "run-c"):
+        copy_fixture("tf2_many").rename(up / run)
+    url = upload_tree(server, str(up), fresh_prefix("alias-check"))
+    alias = url.replace("s3://", "s3a://")
+    policy = _write(tmp_path, f'[[rule]]\npaths = ["{url}/run-a"]\nkeep_last = 5\n\n'
+                              f'[[rule]]\npaths = ["{alias}/run-b"]\nkeep_last = 5\n')
+    check = run_cli("policy", "check", "--json", policy)
+    assert check.exit_code == 0, check.stderr
+    assert sorted(check.json()["ungoverned"]) == sorted([f"{url}/run-c", f"{alias}/run-c"])
+
+
 def test_a_run_failing_otherwise_does_not_hide_the_others(fixtures_dir, series_dir, tmp_path, monkeypatch, tf):
     """A run directory whose apply fails with no checkpoint or storage error (here out of memory
     while taking its lock) is not pruned; the others are, their deletions are reported (JSON), and

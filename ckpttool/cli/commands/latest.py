@@ -15,7 +15,8 @@ def command(
     absolute: Annotated[bool, typer.Option("--absolute", help="Print an absolute path.")] = False,
     step: Annotated[bool, typer.Option("--step", help="Print the step number only.")] = False,
     complete: Annotated[bool, typer.Option(
-        "--complete", help="The newest complete checkpoint (never one with missing shards).")] = False,
+        "--complete", help="The newest complete checkpoint (never one with missing shards, nor one whose data "
+                           "shard is shorter than its index says: TensorFlow cannot restore it).")] = False,
     best: Annotated[bool, typer.Option(
         "--best", help="The complete checkpoint with the best --metric score instead (for export jobs); exit 1 "
                        "when none has a score.")] = False,
@@ -40,6 +41,13 @@ def command(
     the paths relative, and both agree again). A missing or unreadable state
     file gives TensorFlow no answer and latest the newest complete checkpoint
     on disk: the highest step, then the newest files.
+
+    Complete means TensorFlow can restore it: every data shard its index
+    names is there and as long as the index says (a full disk or a copy cut
+    short leaves a shorter one). --complete reads the answer's index to tell,
+    and walks down past any found cut short, with a warning; so does the
+    newest complete checkpoint on disk. A state file's entry without
+    --complete is TensorFlow's own answer, given without that read.
 
     With --best --metric TAG: the best-scored complete checkpoint (ties: the
     older); the metric, its direction and source go to stderr. A log read

@@ -197,7 +197,7 @@ def command(
                            hint="see `ckpttool prune --help`")
     from ckpttool.ops.runs.directories import require_directory
     from ckpttool.ops.retention.prune import plan_prune
-    from ckpttool.ops.retention.budget import fit_budget
+    from ckpttool.ops.retention.budget import budget_as_applied, fit_budget
     from ckpttool.ops.retention.failed_runs import apply_failed_runs, plan_failed_runs
     from ckpttool.ops.runs.scan import find_checkpoint_dirs, for_each_directory, moved_out_of_tree
     from ckpttool.ops.retention.scoring import DAMAGE_HINT
@@ -224,7 +224,7 @@ def command(
                 raise BadInput(moved)
             planned = plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state, metric=scoring,
                                  allow_damaged=allow_damaged_metrics, entries=listings.get(d),
-                                 whole_check_at_apply=not dry_run)
+                                 whole_check_at_apply=yes and not dry_run)
             if planned.refusal and not dry_run:  # a dry run shows the plan, and the damage among its problems
                 refused_scans[d] = planned.scan
                 raise BadInput(planned.refusal, hint=DAMAGE_HINT)
@@ -249,6 +249,9 @@ def command(
     # own lock; a failure is raised once the others are done, the first in order, as it is one by one).
     applied = _apply_all([p for _d, p in plans], dry_run, json_out or quiet)
     unapplied = _unapplied(plans, applied, recursive)
+    if outcome is not None and not dry_run:  # the budget as met: a run that failed freed nothing
+        outcome = budget_as_applied(outcome, [p for _d, p in plans],
+                                    [None if isinstance(a, Exception) else a[1] for a in applied])
     done = [(d, outcome) for (d, _plan), outcome in zip(plans, applied) if not isinstance(outcome, Exception)]
     results = [(d, plan, gone) for d, (plan, gone, _left) in done]
     failed_result = apply_failed_runs(failed) if failed is not None and not dry_run else None
@@ -444,7 +447,7 @@ def prune_by_policy(file: str, dry_run: bool, yes: bool, json_out: bool, quiet: 
     from ckpttool.ops.retention.policy import plan_policy
     from ckpttool.ops.retention.policy_file import read_policy
 
-    planned = plan_policy(read_policy(file), dry_run)
+    planned = plan_policy(read_policy(file), dry_run, whole_check_at_apply=yes and not dry_run)
     match = planned.match
     rule_of = {g.directory: g for g in match.governed}
     render.warn_all(p.message for p in match.problems)

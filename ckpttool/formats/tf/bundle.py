@@ -25,7 +25,7 @@ from ckpttool.storage.fs import open_random_access
 from ckpttool.formats.tf.messages import (BundleHeader, EntryFields, checked_shape, parse_entry, parse_header,
                                        parse_message)
 from ckpttool.formats.tf.ordered_code import decode_slice_key, encode_slice_key
-from ckpttool.formats.tf.shards import data_file_path  # noqa: F401 - writers import it from here
+from ckpttool.formats.tf.shards import data_file_path, furthest_ends  # noqa: F401 - writers import data_file_path
 from ckpttool.formats.tf.table import read_table_file
 from ckpttool.text import quote
 from ckpttool.formats.variables import (
@@ -159,11 +159,7 @@ class Bundle:
 
     def shard_ends(self) -> dict[int, int]:
         """Where the last tensor stored in each referenced shard ends."""
-        ends: dict[int, int] = {}
-        for var in self.variables:
-            for part in var.parts:
-                ends[part.shard_id] = max(ends.get(part.shard_id, 0), part.offset + part.size)
-        return ends
+        return furthest_ends(part for var in self.variables for part in var.parts)
 
     def raw_entries(self) -> dict[bytes, pb.BundleEntryProto]:
         """Every index entry by key as a protobuf message, slice entries included (for writers)."""

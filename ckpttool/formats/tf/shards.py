@@ -11,10 +11,13 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from ckpttool.errors import CkptError
-from ckpttool.formats.tf.messages import parse_header
-from ckpttool.formats.tf.table import first_entry_of_file, first_entry_of_head_and_tail
+from typing import Iterable
+
+from ckpttool.errors import CkptError, CorruptCheckpoint
+from ckpttool.formats.tf.messages import parse_entry, parse_header
+from ckpttool.formats.tf.table import first_entry_of_file, first_entry_of_head_and_tail, read_table_file
 from ckpttool.storage import fs
+from ckpttool.text import quote
 
 _V1_SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<shard>\d{5})-of-(?P<count>\d{5})$")
 _V1_PATTERN_RE = re.compile(r"^(?P<stem>.+)-\?{5}-of-(?P<count>\d{5})$")
@@ -117,3 +120,35 @@ def _shard_count_of_header(value: bytes) -> int | None:
         return parse_header(value, "checkpoint index").num_shards
     except CkptError:
         return None
+
+
+def furthest_ends(parts: Iterable) -> dict[int, int]:
+    """Where the last of `parts` (stored tensors: shard_id, offset, size) in each data shard ends."""
+    ends: dict[int, int] = {}
+    for part in parts:
+        end = part.offset + part.size
+        if end > ends.get(part.shard_id, 0):
+            ends[part.shard_id] = end
+    return ends
+
+
+def shard_ends(prefix: str) -> tuple[int, dict[int, int]]:
+    """The V2 index's shard count, and where the last tensor it stores in each data shard ends: its
+    entries decoded (a partitioned variable's own entry stores nothing, its slices do), no tensor
+    model built, so a directory's `latest --complete` can tell a shard cut short without the
+    bundle reader. CorruptCheckpoint (NotFound) when the index cannot be read."""
+    index = prefix + ".index"
+    source = fs.basename(index)
+    items = read_table_file(index, "checkpoint index")
+    if not items or items[0][0] != b"":
+        raise CorruptCheckpoint(f"{source}: no bundle header (is this a checkpoint index?)")
+    num_shards = parse_header(items[0][1], source).num_shards
+    stored = []
+    for key, value in items[1:]:
+        entry = parse_entry(value, lambda key=key: f"{source}: entry {quote(key)}")
+        if entry.slices:
+            continue
+        if not 0 <= entry.shard_id < num_shards:
+            raise CorruptCheckpoint(f"{source}: entry {quote(key)} names shard {entry.shard_id} of {num_shards}")
+        stored.append(entry)
+    return num_shards, furthest_ends(stored)

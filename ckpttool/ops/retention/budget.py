@@ -88,6 +88,28 @@ def _whole_checked(plans: list[tuple[str, PrunePlan]]) -> list[tuple[str, PruneP
         return list(zip([d for d, _p in plans], pool.map(lambda item: with_whole_checked(item[1]), plans)))
 
 
+def budget_as_applied(outcome: BudgetOutcome, plans: list[PrunePlan],
+                      deleted: list[tuple[Deletion, ...] | None]) -> BudgetOutcome:
+    """`outcome` as the plans were carried out (`deleted`: what each deleted, None where its run
+    directory failed): a planned deletion not done (that run failed, or it was kept after all:
+    a newest index read as it was applied) still counts as there."""
+    rules_left = budget_left = done_by_budget = 0
+    for plan, gone in zip(plans, deleted):
+        names = {d.name for d in gone or ()}
+        for d in plan.deleted:
+            c = plan.scan.by_name(d.name) if plan.scan is not None else None
+            if c is None:
+                continue  # not a checkpoint the budget counted (debris, a temp)
+            if d.name in names:
+                done_by_budget += d.kind == BUDGET_KIND
+            elif d.kind == BUDGET_KIND:
+                budget_left += c.size_bytes
+            else:
+                rules_left += c.size_bytes
+    return replace(outcome, bytes_before=outcome.bytes_before + rules_left, deleted=done_by_budget,
+                   bytes_after=outcome.bytes_after + rules_left + budget_left)
+
+
 def _checkpoint_bytes(directory: str | DirectoryScan) -> int:
     """Checkpoint bytes of a directory, or of it as already scanned."""
     try:

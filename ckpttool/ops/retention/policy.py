@@ -193,7 +193,9 @@ def match_policy(policy: Policy, survey: bool = False) -> PolicyMatch:
     ungoverned: list[str] = []
     if survey:
         near = walk([_parent(root) for root in first_rule], {})
-        ungoverned = [d for d in near if governing(d) is None]
+        # A run governed under another name (s3a:// for s3://, a link) is governed all the same.
+        names = {name for g in governed for name in fs.identity(g.directory)}
+        ungoverned = [d for d in near if governing(d) is None and names.isdisjoint(fs.identity(d))]
     return PolicyMatch(policy, tuple(matched), tuple(governed), tuple(ungoverned), tuple(problems), listings)
 
 
@@ -207,10 +209,11 @@ class PolicyPlan:
     failed: tuple[tuple[Governed, Exception], ...]
 
 
-def plan_policy(policy: Policy, dry_run: bool = False) -> PolicyPlan:
+def plan_policy(policy: Policy, dry_run: bool = False, whole_check_at_apply: bool = False) -> PolicyPlan:
     """Plan every run directory `policy` governs by its rule (reads only), several at a time; a
     bucket's from the tree's one listing. A plan `refusal` (deletions that depend on scores read
-    around damage) fails its run directory, except in a `dry_run` (its problems then show it)."""
+    around damage) fails its run directory, except in a `dry_run` (its problems then show it).
+    `whole_check_at_apply`: plan_prune's, for plans about to be applied."""
     from ckpttool.ops.retention.batches import caught
     from ckpttool.ops.retention.prune import plan_prune
     from ckpttool.ops.retention.scoring import DAMAGE_HINT
@@ -226,7 +229,7 @@ def plan_policy(policy: Policy, dry_run: bool = False) -> PolicyPlan:
             raise BadInput(moved)
         planned = plan_prune(directory, rule.retention, clean=rule.clean, ignore_bad_state=rule.ignore_bad_state,
                              metric=rule.metric_for(directory), allow_damaged=rule.allow_damaged_metrics,
-                             entries=match.listings.get(directory), whole_check_at_apply=not dry_run)
+                             entries=match.listings.get(directory), whole_check_at_apply=whole_check_at_apply)
         if planned.refusal and not dry_run:
             raise BadInput(planned.refusal, hint=DAMAGE_HINT)
         return planned

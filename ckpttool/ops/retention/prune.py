@@ -52,6 +52,7 @@ from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, P
                                series_latest_name)
 from ckpttool.ops.retention.scoring import DAMAGE_HINT, MetricOptions, Scores, damage_refusal, score_checkpoints
 from ckpttool.ops.runs.statefile import update_state, without_entries
+from ckpttool.ops.runs.wholeness import newest_whole, summary
 
 JOURNAL_FILENAME = PRUNE_JOURNAL
 JOURNAL_MAX_BYTES = PRUNE_JOURNAL_MAX_BYTES
@@ -138,7 +139,7 @@ def protected_checkpoints(scan: DirectoryScan, damage: list[Damage] | None = Non
             damage.append(damaged)
         if best and scan.by_name(best):  # the Trainer keeps it for load_best_model_at_end
             protected.setdefault(best, "best_model_checkpoint in trainer_state.json")
-    for name, why in (_whole_protects(scan) if read_indexes else {}).items():
+    for name, why in (_newest_whole_tf(scan) if read_indexes else {}).items():
         protected.setdefault(name, why)
     for c in _series_newer_than_complete(scan):
         protected.setdefault(c.name, "incomplete, newer than its series' newest complete member (save in progress?)")
@@ -151,33 +152,21 @@ def protected_checkpoints(scan: DirectoryScan, damage: list[Damage] | None = Non
     return protected
 
 
-def _newest_whole_tf(scan: DirectoryScan) -> list[tuple[CheckpointInfo, str]]:
+def _newest_whole_tf(scan: DirectoryScan) -> dict[str, str]:
     """For each TF family whose newest complete checkpoint's data shards end before its index says
-    (a full disk, a copy cut short: TensorFlow cannot restore it, though every file is there), the
-    newest one whose do not, and why the newer ones are not whole. One index is read per family
-    (more only while checkpoints are found cut short), in a bucket too: equal listed sizes prove
-    nothing there, since a string tensor's bytes in a shard are its value's, not fixed by its shape
-    (a newest shard cut short to exactly an older one's size is found only by its index)."""
+    (ops/runs/wholeness.py), the newest one whose do not, with the reason it is kept: why the newer
+    ones are not whole. One index is read per family (more only while checkpoints are found cut
+    short), in a bucket too."""
     families: dict[str, list[CheckpointInfo]] = {}
     for c in scan.checkpoints:  # oldest first
         if c.format == "v2" and c.complete:
             families.setdefault(c.family, []).append(c)
-    found = []
+    found = {}
     for members in families.values():
-        cut = []
-        for c in reversed(members):
-            problem = _data_cut_short(c)
-            if problem is None:
-                if cut:
-                    found.append((c, "; ".join(cut[:2]) + (" ..." if len(cut) > 2 else "")))
-                break
-            cut.append(problem)
+        whole, cut = newest_whole(reversed(members))
+        if whole is not None and cut:
+            found[whole.name] = f"newest of its family whose data is whole ({summary(cut)})"
     return found
-
-
-def _whole_protects(scan: DirectoryScan) -> dict[str, str]:
-    """What _newest_whole_tf protects, and why."""
-    return {whole.name: f"newest of its family whose data is whole ({cut})" for whole, cut in _newest_whole_tf(scan)}
 
 
 def with_whole_checked(plan: PrunePlan) -> PrunePlan:
@@ -189,7 +178,7 @@ def with_whole_checked(plan: PrunePlan) -> PrunePlan:
     if not plan.whole_unchecked:
         return plan
     scan = plan.scan
-    protects = _whole_protects(scan)
+    protects = _newest_whole_tf(scan)
     # plan_prune's protected_checkpoints gives a TF checkpoint the first reason that protects it: one
     # protected already as a latest keeps its reasons.
     first = {*scan.other_latest, scan.state_latest, scan.latest.name if scan.latest is not None else None}
@@ -199,22 +188,6 @@ def with_whole_checked(plan: PrunePlan) -> PrunePlan:
     order = {c.name: i for i, c in enumerate(scan.checkpoints)}
     return replace(plan, kept=tuple(sorted(kept, key=lambda k: order.get(k.name, -1))), whole_unchecked=False,
                    deleted=tuple(d for d in plan.deleted if d.name not in protects))
-
-
-def _data_cut_short(c: CheckpointInfo) -> str | None:
-    """Why TF checkpoint `c`'s data shards do not hold what its index says, or None."""
-    from ckpttool.formats.tf.bundle import open_bundle
-
-    try:
-        with open_bundle(c.prefix) as bundle:
-            for shard_id, end in sorted(bundle.shard_ends().items()):
-                found = fs.stat_path(bundle.shard_path(shard_id))
-                if found is None or found.size < end:
-                    return (f"{c.name}'s {fs.basename(bundle.shard_path(shard_id))} has "
-                            f"{found.size if found else 0} bytes, its index says {end}")
-    except (CkptError, OSError) as exc:
-        return f"{c.name} cannot be read whole ({exc})"
-    return None
 
 
 def _series_family_latest(scan: DirectoryScan) -> list[CheckpointInfo]:
@@ -491,8 +464,8 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     the caller just scanned it (`ls -r --summary`), else it is scanned here.
     `whole_check_at_apply`: a bucket plan that batchable() passes leaves reading each TF family's
     newest index (is its data whole?) to the batched apply, before its lock (`whole_unchecked`): one
-    request less per run directory in planning, none more in all. A dry run reads it here, so that
-    what it shows is what a prune does.
+    request less per run directory in planning, none more in all. A dry run, and a plan shown for
+    confirmation, read it here, so that what they show is what a prune does.
     """
     rules.validate()
     now = time.time() if now is None else now

@@ -15,6 +15,7 @@ from ckpttool.text import excerpt
 from ckpttool.formats.tf.shards import checkpoint_exists, shard_count
 from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, newest_complete_prefix, newest_order,
                                     resolve_state_entry, scan_directory, split_step)
+from ckpttool.ops.runs.wholeness import data_cut_short, newest_whole, summary
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,20 @@ def _as_tensorflow_joins(directory: str, recorded: str) -> str:
 
 def find_latest(directory: str, scan: DirectoryScan | None = None, *, complete: bool = False) -> LatestResult:
     """`complete`: never answer an incomplete checkpoint (missing shards, data without
-    index), as TensorFlow would: the newest complete one instead. Otherwise an
-    incomplete answer comes with a warning."""
+    index, a data shard shorter than its index says), as TensorFlow would: the newest
+    complete one instead. Otherwise an incomplete answer comes with a warning; the newest
+    complete one on disk (no usable state file entry) is never one cut short either."""
     if not fs.is_url(directory) and not os.path.isdir(directory):
         raise NotFound(f"no such directory: {directory}")
     if scan is None:
         found = _named_by_state_file(directory) or _newest_without_state_file(directory)
-        if found is not None:
+        if found is not None and (not _claims_whole(found, complete) or data_cut_short(found.prefix) is None):
             return found
-        scan = scan_directory(directory)
+        scan = scan_directory(directory)  # found cut short: the scan walks down from it
+    return _whole_answer(directory, scan, _complete_answer(directory, scan, complete), complete)
+
+
+def _complete_answer(directory: str, scan: DirectoryScan, complete: bool) -> LatestResult:
     result = _latest_of_scan(directory, scan)
     chosen = scan.by_name(fs.basename(result.prefix)) if result.prefix else None
     if chosen is None or chosen.complete:
@@ -59,6 +65,36 @@ def find_latest(directory: str, scan: DirectoryScan | None = None, *, complete: 
     if newest is None:
         return LatestResult(directory, None, None, None, None, warnings)
     return _result(directory, fs.join(directory, newest.name), newest.prefix, "scan", warnings, newest)
+
+
+def _claims_whole(result: LatestResult, complete: bool) -> bool:
+    """Whether the answer must be a V2 checkpoint whose data shards are whole, read from its index:
+    with --complete, and when it is the newest complete one on disk (no usable state file entry).
+    A state file's entry without --complete is TensorFlow's answer, given without a read."""
+    if result.prefix is None or not (complete or result.source == "scan"):
+        return False
+    return result.format == "v2" if result.format is not None else _is_plain_file(result.prefix + ".index")
+
+
+def _whole_answer(directory: str, scan: DirectoryScan, result: LatestResult, complete: bool) -> LatestResult:
+    """`result`, or when its data shards are cut short, the newest TF checkpoint below it whose are
+    not (none: no answer), with a warning saying why the newer ones were passed over."""
+    if not _claims_whole(result, complete):
+        return result
+    chosen = scan.by_name(fs.basename(result.prefix))
+    if chosen is None:
+        return result
+    below = sorted((c for c in scan.checkpoints if c.complete and c.format in TF_FORMATS
+                    and newest_order(c) < newest_order(chosen)), key=newest_order, reverse=True)
+    whole, cut = newest_whole([chosen, *below])
+    if not cut:
+        return result
+    using = f"using {whole.name}" if whole is not None else "no checkpoint is complete"
+    warnings = result.warnings + (f"{summary(cut)}: cut short, TensorFlow cannot restore "
+                                  f"{'it' if len(cut) == 1 else 'them'}; {using}",)
+    if whole is None:
+        return LatestResult(directory, None, None, None, None, warnings)
+    return _result(directory, fs.join(directory, whole.name), whole.prefix, "scan", warnings, whole)
 
 
 def _passed_over(scan: DirectoryScan, chosen: CheckpointInfo | None) -> tuple[str, ...]:
