@@ -381,3 +381,31 @@ def test_one_lock_that_cannot_be_removed_leaves_the_others_of_the_batch_free(log
     assert [{d.name for d in r.deleted} for r in results[1:]] == [expected["run-b"], expected["run-c"]]
     locks = {k for k in _keys(logged_s3, url) if k.endswith(".ckpttool.lock")}
     assert locks == {"run-a/.ckpttool.lock"}
+
+
+def test_an_interrupt_starts_no_other_run_directory():
+    """_each over 40 run directories, two at a time; SIGINT reaches the main thread as the first is
+    taken (a worker raises it there, as the signal would): the interrupt is raised, and the run
+    directories not yet begun are never begun (each would be locked and its state file rewritten,
+    its lock then left for an hour), those begun finish. (Executor.map cancels what it has not
+    started when its caller stops.)"""
+    import _thread
+    import threading
+
+    from ckpttool.ops.retention.batches import _each
+
+    begun, finished = [], []
+    interrupted = threading.Event()
+
+    def take(item: int) -> None:
+        begun.append(item)
+        if item == 0:
+            _thread.interrupt_main()
+            interrupted.set()
+        interrupted.wait()
+        finished.append(item)
+
+    with pytest.raises(KeyboardInterrupt):
+        _each(take, list(range(40)), 2)
+    assert sorted(begun) == sorted(finished)
+    assert len(begun) < 40, begun
