@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.remote_servers import upload_tree
-from tests.test_bucket_prune_batches import RUNS, _keys, logged_s3  # noqa: F401 - a fixture
+from tests.test_bucket_prune_batches import RUNS, _keys, _requests_of, logged_s3  # noqa: F401 - a fixture
 from tests.test_bucket_prune_lock_journal import (_carried_journals, _finished_elsewhere, _fleet_with_user_files,
                                                   _fs, _journal_objects, _make_locks_stale)
 from tests.test_remote import servers  # noqa: F401 - a fixture (the suite's S3 server and GCS emulator)
@@ -65,10 +65,19 @@ def test_a_budget_never_counts_on_the_newest_whole_checkpoint_of_a_run_cut_short
     fitted while it did not, and deleted other than its dry run said (run-b's ckpt-2 stayed)."""
     url, size = _two_runs_newest_cut_short(tf, tmp_path, logged_s3)
     budget = str(int(3.5 * size))  # what the rules leave (four checkpoints) needs one more to go
-    dry = run_cli("prune", "-r", "--keep-last", "2", "--budget", budget, "--dry-run", "--json", url)
+    out = {}
+    dry_lines = _requests_of(logged_s3, lambda: out.update(dry=run_cli(
+        "prune", "-r", "--keep-last", "2", "--budget", budget, "--dry-run", "--json", url)))
+    dry = out["dry"]
     assert dry.exit_code == 0, dry.stderr
-    real = run_cli("prune", "-r", "--keep-last", "2", "--budget", budget, "--yes", "--json", url)
+    real_lines = _requests_of(logged_s3, lambda: out.update(real=run_cli(
+        "prune", "-r", "--keep-last", "2", "--budget", budget, "--yes", "--json", url)))
+    real = out["real"]
     assert real.exit_code == dry.exit_code, real.stderr
+    # The indexes read to fit the budget are not read again to apply: as many reads as the dry run.
+    index_reads = [sorted(line.split(" ")[1] for line in lines if line.startswith("GET ") and ".index" in line)
+                   for lines in (dry_lines, real_lines)]
+    assert index_reads[0] == index_reads[1], index_reads
     assert _by_run(real.json()) == _by_run(dry.json())
     assert real.json()["budget"] == dry.json()["budget"]
     left = {k for k in _keys(logged_s3, url) if k.split("/", 1)[1].startswith("ckpt-")}
