@@ -249,7 +249,8 @@ def plan_policy(policy: PathLike) -> "PolicyPlan":
     the policy governs (`governed.directory`, `governed.rule`) with its PrunePlan by that rule;
     `.failed` pairs one that could not be planned (damage, a metric that cannot be read, scores read
     around damage) with its error, the others planned all the same. A bad file raises UsageProblem
-    naming its line and key. Carry the plans out with `apply_prunes`."""
+    naming its line and key. Carry the plans out with `apply_prunes`: a result's `plan` is the one
+    applied."""
     from ckpttool.ops.retention.policy import plan_policy as plan
     from ckpttool.ops.retention.policy_file import read_policy
 

@@ -170,6 +170,8 @@ def _apply_batch(batch: list[tuple[int, PrunePlan]], results: list, fault: Fault
     except Exception as exc:  # noqa: BLE001 - the batch's run directories keep their journals
         for p in prepared:
             results[p.index] = exc
+        # Every lock stays until its journal is written out: an interrupt meanwhile leaves them all.
+        left_locked = {p.plan.directory for p in prepared}
         left_locked = _journals_kept(prepared)
     except BaseException:  # an interrupt: the locks stay, carrying their journals, for the next prune
         left_locked = {p.plan.directory for p in prepared}
@@ -186,12 +188,11 @@ def _apply_batch(batch: list[tuple[int, PrunePlan]], results: list, fault: Fault
                 done(p.plan.directory)
 
         _each(release, list(range(len(prepared))), workers)
-        try:
-            release_locks([h for h in held if h.directory not in left_locked])
-        except Exception as exc:  # noqa: BLE001 - each run directory's lock is left stale: said there
-            for p in prepared:
-                if not isinstance(results[p.index], Exception):
-                    results[p.index] = exc
+        # A lock that could not be removed is left stale: said for its run directory alone.
+        unreleased = release_locks([h for h in held if h.directory not in left_locked])
+        for i, plan in batch:
+            if plan.directory in unreleased and not isinstance(results[i], Exception):
+                results[i] = unreleased[plan.directory]
 
 
 def _journals_kept(prepared: list[_Prepared]) -> set[str]:

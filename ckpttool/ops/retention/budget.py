@@ -11,10 +11,11 @@ the bytes `ls -r` totals (logs and other files are not the budget's: nothing del
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from ckpttool.errors import CkptError
-from ckpttool.ops.retention.prune import Deletion, PrunePlan, batchable
+from ckpttool.ops.retention.prune import Deletion, PrunePlan, batchable, with_whole_checked
 from ckpttool.ops.retention.rules import yields_to_budget
 from ckpttool.ops.runs.scan import DirectoryScan, scan_directory
 
@@ -42,6 +43,9 @@ def fit_budget(plans: list[tuple[str, PrunePlan]], budget_bytes: int, untouched:
     untouched directory by its scan in `scans` (by directory, as planned); only a directory with
     neither is scanned here."""
     scans = scans or {}
+    # The newest indexes a plan left unread (a bucket's, read as the batch applies it): read now,
+    # since what they protect is never the budget's.
+    plans = _whole_checked(plans)
     left = sum(_checkpoint_bytes(scans.get(d) or d) for d in untouched)
     candidates = []  # (time, step, order of the plan, name, checkpoint)
     weighed: dict[int, DirectoryScan] = {}
@@ -73,6 +77,15 @@ def fit_budget(plans: list[tuple[str, PrunePlan]], budget_bytes: int, untouched:
                            batchable=plan.scan is not None and batchable(weighed[index], deleted))
         fitted.append((d, plan))
     return fitted, BudgetOutcome(budget_bytes, before, left, sum(len(x) for x in taken.values()))
+
+
+def _whole_checked(plans: list[tuple[str, PrunePlan]]) -> list[tuple[str, PrunePlan]]:
+    """Each plan with_whole_checked, a bucket's several at a time (one request each, waiting on the
+    network)."""
+    if not any(p.whole_unchecked for _d, p in plans):
+        return plans
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(zip([d for d, _p in plans], pool.map(lambda item: with_whole_checked(item[1]), plans)))
 
 
 def budget_as_applied(outcome: BudgetOutcome, plans: list[PrunePlan],

@@ -91,8 +91,9 @@ class PrunePlan:
     state: CheckpointState | None = None  # the state file as planned by
     state_tag: str | None = None  # its version as listed (S3 ETag): a batched apply rewrites it only if unchanged
     batchable: bool = False  # a bucket's deletions that may be batched with other run directories'
-    # Planned without reading each TF family's newest index (is its data whole?): the batched apply
-    # reads it as it takes the run directory, and keeps what it protects (with_whole_checked).
+    # Batchable, planned without reading each TF family's newest index (is its data whole?): the
+    # batched apply (and `prune --budget`) reads it first, by the listing planned by, and keeps
+    # what it protects (with_whole_checked): `deleted` may then shrink, never grow.
     whole_unchecked: bool = False
     # The directory as planned by (its checkpoints, sizes, listing): `prune --budget` weighs the run by
     # it, with no second listing. Never trusted to apply: apply_prune scans again under the lock.
@@ -171,14 +172,20 @@ def _newest_whole_tf(scan: DirectoryScan) -> dict[str, str]:
 def with_whole_checked(plan: PrunePlan) -> PrunePlan:
     """`plan`, planned with each TF family's newest index unread (`whole_unchecked`), with them read
     now (one read per family): a deletion that reading protects (the newest whole checkpoint, when
-    newer ones are cut short) kept instead, with the reason. Only deletions go: never more than
-    planned."""
+    newer ones are cut short) kept instead, with the reason; one kept already gets the reason too (as
+    plan_prune gives it: `prune --budget` never takes it, the output says why). Only deletions go:
+    never more than planned."""
     if not plan.whole_unchecked:
         return plan
-    protects = _newest_whole_tf(plan.scan)
-    kept = plan.kept + tuple(Kept(d.name, d.step, (protects[d.name],), d.score) for d in plan.deleted
-                             if d.name in protects)
-    order = {c.name: i for i, c in enumerate(plan.scan.checkpoints)}
+    scan = plan.scan
+    protects = _newest_whole_tf(scan)
+    # plan_prune's protected_checkpoints gives a TF checkpoint the first reason that protects it: one
+    # protected already as a latest keeps its reasons.
+    first = {*scan.other_latest, scan.state_latest, scan.latest.name if scan.latest is not None else None}
+    kept = tuple(replace(k, reasons=(protects[k.name],) + k.reasons) if k.name in protects and k.name not in first
+                 else k for k in plan.kept)
+    kept += tuple(Kept(d.name, d.step, (protects[d.name],), d.score) for d in plan.deleted if d.name in protects)
+    order = {c.name: i for i, c in enumerate(scan.checkpoints)}
     return replace(plan, kept=tuple(sorted(kept, key=lambda k: order.get(k.name, -1))), whole_unchecked=False,
                    deleted=tuple(d for d in plan.deleted if d.name not in protects))
 
@@ -456,7 +463,7 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     bucket's tree listing, find_checkpoint_dirs), else it is listed here; `scan`: the directory as
     the caller just scanned it (`ls -r --summary`), else it is scanned here.
     `whole_check_at_apply`: a bucket plan that batchable() passes leaves reading each TF family's
-    newest index (is its data whole?) to the batched apply, under the lock (`whole_unchecked`): one
+    newest index (is its data whole?) to the batched apply, before its lock (`whole_unchecked`): one
     request less per run directory in planning, none more in all. A dry run, and a plan shown for
     confirmation, read it here, so that what they show is what a prune does.
     """

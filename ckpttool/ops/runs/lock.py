@@ -137,18 +137,19 @@ def _remote_lock(url: str, timeout: float, journal: dict | None = None, held: li
             return
         lock_url = url.rstrip("/") + "/" + LOCK_FILENAME
         token = uuid.uuid4().hex
-        holder = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "token": token}
+        ours = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "token": token}
         if journal is not None:
-            holder["journal"] = journal
-        body = json.dumps(holder).encode()
+            ours["journal"] = journal
         deadline = _deadline(timeout)
         acquired, tag, taken = False, None, 0.0
         try:
             while True:
                 try:
                     with commit_section():  # created and known to be ours at once: an interrupt then releases it
-                        taken = time.monotonic()
-                        tag = remote.write_whole(lock_url, body, create_only=True)
+                        # Its time is when it is created, not when the wait began: other hosts take it
+                        # for stale by it (and release_locks batches it only while young by `taken`).
+                        taken, ours["time"] = time.monotonic(), time.time()
+                        tag = remote.write_whole(lock_url, json.dumps(ours).encode(), create_only=True)
                         acquired = True
                     break
                 except Refused:
@@ -171,19 +172,26 @@ def _remote_lock(url: str, timeout: float, journal: dict | None = None, held: li
                     _release(remote, lock_url, token, tag)
 
 
-def release_locks(held: list[HeldLock]) -> None:
+def release_locks(held: list[HeldLock]) -> dict[str, Exception]:
     """Remove these lock objects of ours: those taken within BATCH_RELEASE_SECONDS in batched
     requests (S3 DeleteObjects, each key only if still the ETag our create returned), the others,
-    and any the batch did not remove for a reason other than being another's now, one by one."""
+    and any the batch did not remove for a reason other than being another's now, one by one.
+    Returns the directories whose lock could not be removed, with the error (each is tried: one
+    failure must not leave the others locked until stale)."""
     from ckpttool.storage import remote
 
+    failed: dict[str, Exception] = {}
     with commit_section():  # a second signal must not cut the release short: other hosts wait
         young = [h for h in held if h.tag is not None and remote.conditional_tags(h.lock_url)
                  and time.monotonic() - h.taken < BATCH_RELEASE_SECONDS]
         left = remote.remove_many_if_tags([(h.lock_url, h.tag) for h in young]) if young else set()
         for h in held:
             if h not in young or h.lock_url in left:
-                _release(remote, h.lock_url, h.token, h.tag)
+                try:
+                    _release(remote, h.lock_url, h.token, h.tag)
+                except Exception as exc:  # noqa: BLE001 - the caller says so for that directory alone
+                    failed[h.directory] = exc
+    return failed
 
 
 def _release(remote, lock_url: str, token: str, tag: str | None = None, attempts: int = 3) -> None:
