@@ -409,6 +409,27 @@ def test_verify_keeps_a_damaged_checkpoint_from_the_command(run_dir, tmp_path, t
     assert damaged and damaged[0] in events[1]["message"]  # TensorFlow finds the damage watch named
 
 
+def test_a_checkpoint_whose_data_is_cut_short_is_damage_without_verify(run_dir, tmp_path, tf):
+    """A data shard shorter than its index says (TensorFlow cannot read it) is damage even without
+    --verify, as for `latest --complete`: the command never runs on it."""
+    steps = _steps(run_dir)
+    data = run_dir / f"model.ckpt-{steps[1]}.data-00000-of-00001"
+    os.truncate(data, data.stat().st_size - 1)
+    prefix = str(run_dir / f"model.ckpt-{steps[1]}")
+    reader = tf.train.load_checkpoint(prefix)
+    with pytest.raises(Exception):
+        for name, _shape in tf.train.list_variables(prefix):
+            reader.get_tensor(name)
+    result = run_cli("watch", run_dir, "--once", "--on-failure", "skip", "--json")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.exit_code == 1
+    assert [(e["event"], e["step"]) for e in events] == [("checkpoint", steps[0]), ("failed", steps[1])] + [
+        ("checkpoint", s) for s in steps[2:]]
+    assert "damaged" in events[1]["message"] and "its index says" in events[1]["message"]
+    stopped = run_cli("watch", run_dir, "--once", "--state", tmp_path / "s.json")
+    assert stopped.exit_code == 1 and [json.loads(line)["step"] for line in stopped.stdout.splitlines()] == steps[:1]
+
+
 def test_sigterm_lets_the_running_command_finish_records_it_and_starts_no_other(run_dir, tmp_path):
     fifo = tmp_path / "go"
     os.mkfifo(fifo)

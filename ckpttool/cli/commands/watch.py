@@ -63,8 +63,9 @@ def command(
 
     Every series ls lists is watched: TF prefixes, Keras checkpoint files, SavedModel versions,
     Orbax and HF steps. A checkpoint is acted on once complete by the rules of `latest --complete`
-    (never one whose files are still being written) and, in a local directory, once its files have
-    been left alone for a second. Each series goes in step order; an incomplete checkpoint that a
+    (never one whose files are still being written; a TF checkpoint whose data is shorter than its
+    index says is damage, as with --verify) and, in a local directory, once its files have been left
+    alone for a second. Each series goes in step order; an incomplete checkpoint that a
     later one leaves behind (an interrupted save) and one pruned before its turn are skipped with a
     warning.
 
@@ -243,7 +244,7 @@ class _Run:
 
     def _damage(self, item) -> str | None:
         if not self.verify:
-            return None
+            return self._cut_short(item)
         from ckpttool.ops.tensors.verify import verify_member
 
         report = verify_member(item.info, item.path)
@@ -252,6 +253,17 @@ class _Run:
         first = report.errors[0].message if report.errors else "damaged"
         return f"{item.name} is damaged: {first}" + (f" (and {len(report.errors) - 1} more)"
                                                     if len(report.errors) > 1 else "")
+
+    @staticmethod
+    def _cut_short(item) -> str | None:
+        """Without --verify, a TF checkpoint's data shards are still checked to hold what its index
+        says (one index read), as `latest --complete` does: TensorFlow cannot restore one cut short."""
+        if item.format != "v2":
+            return None
+        from ckpttool.ops.runs.wholeness import data_cut_short
+
+        problem = data_cut_short(item.info.prefix)
+        return None if problem is None else f"{item.name} is damaged: {problem}"
 
     def _skip(self, item, reason: str, message: str | None) -> None:
         from ckpttool.ops.runs.watch import record_skipped

@@ -1,6 +1,7 @@
 """What `watch` acts on next, and what it remembers between runs: pure planning over a directory
-scan (ops/runs/scan.py, so `watch` counts as a checkpoint exactly what `ls` counts; `latest
---complete` also reads its answer's index for a data shard cut short, which the scan does not), the
+scan (ops/runs/scan.py, so `watch` counts as a checkpoint exactly what `ls` counts; before acting
+on a TF checkpoint the CLI reads its index for a data shard cut short, as `latest --complete` does,
+and counts one as damage), the
 state file's model, and the command line made for each checkpoint.
 
 A checkpoint is acted on once it is complete by the scan's rules (every shard its index names, a
