@@ -206,6 +206,24 @@ def _nest(directory, depth: int) -> None:
         os.close(fd)
 
 
+def _unnest(directory) -> None:
+    """Remove what _nest made, from the deepest level up, without recursion: pytest removes an old
+    run's temporary directories with shutil.rmtree, which recurses once per level and fails at exit
+    (RecursionError, after every test passed) on 1,500 of them."""
+    fds = [os.open(directory, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        while "a" in os.listdir(fds[-1]):
+            fds.append(os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        for name in os.listdir(fds[-1]):
+            os.unlink(name, dir_fd=fds[-1])
+        while len(fds) > 1:
+            os.close(fds.pop())
+            os.rmdir("a", dir_fd=fds[-1])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def test_a_deeply_nested_step_directory_is_refused_and_never_wedges_the_journal(tmp_path):
     """checkpoint-5/global_step5/a/a/... 1,500 levels deep (DeepSpeed's directory may hold
     anything): prune crashed with RecursionError (exit 70) after writing its journal, and every
@@ -229,6 +247,7 @@ def test_a_deeply_nested_step_directory_is_refused_and_never_wedges_the_journal(
     after = run_cli("prune", "--yes", "--keep-last", "5", tmp_path)
     assert after.exit_code == 0, after.stderr
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-5"]
+    _unnest(tmp_path / "checkpoint-5" / "global_step5")
 
 
 # -- repair writes through the descriptor of the directory it planned on -------------------------
