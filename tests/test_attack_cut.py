@@ -1,0 +1,46 @@
+"""Attack tests of the cut-short data changes (a TF checkpoint whose data shard is shorter than its
+index says: TensorFlow cannot restore it). TensorFlow is the oracle: a checkpoint is restorable when
+tf.train.load_checkpoint reads every tensor it lists."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from tests.conftest import run_cli
+
+
+def _restorable(tf, prefix: str) -> bool:
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for key in reader.get_variable_to_shape_map():
+            reader.get_tensor(key)
+    except Exception:  # TensorFlow's verdict, whatever it raises
+        return False
+    return True
+
+
+def test_prune_keep_best_keeps_the_best_checkpoint_tensorflow_restores(tf, tmp_path):
+    """The best-scored checkpoint is cut short: `latest --best` passes over it to the best one
+    TensorFlow restores; prune --keep-best 1 must not delete that one while keeping, as "best", one
+    TensorFlow cannot restore (it did: the only restorable best went, the cut one stayed)."""
+    run = tmp_path / "run"
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(np.ones(100, np.float32))),
+                                         str(run), max_to_keep=None)
+    for _ in range(4):
+        manager.save()
+    prefixes = list(manager.checkpoints)
+    os.truncate(prefixes[2] + ".data-00000-of-00001", 5)  # ckpt-3, the best scored
+    metrics = tmp_path / "m.jsonl"
+    losses = {1: 9.0, 2: 5.0, 3: 3.0, 4: 8.0}
+    metrics.write_text("".join(json.dumps({"step": s, "loss": v}) + "\n" for s, v in losses.items()))
+    # TensorFlow's answer: the lowest loss among the checkpoints it restores.
+    restorable = [p for p in prefixes if _restorable(tf, p)]
+    best = min(restorable, key=lambda p: losses[int(p.rsplit("-", 1)[1])])
+    chosen = run_cli("latest", "--best", "--metric", "loss", "--metrics", str(metrics), str(run))
+    assert chosen.exit_code == 0 and chosen.stdout.strip() == best, chosen.stderr
+    done = run_cli("prune", "--keep-best", "1", "--metric", "loss", "--metrics", str(metrics),
+                   "--keep-last", "1", "--yes", str(run))
+    assert done.exit_code == 0, done.stderr
+    assert _restorable(tf, best), done.stdout  # still there, and TensorFlow still restores it
