@@ -169,6 +169,23 @@ def _newest_whole_tf(scan: DirectoryScan) -> dict[str, str]:
     return found
 
 
+def _best_whole_tf(complete: list[CheckpointInfo], scores: Scores) -> dict[str, str]:
+    """For each TF family whose best-scored checkpoint's data is cut short, the best-scored one whose
+    is whole, with why it is kept: what `latest --best` answers, TensorFlow cannot restore the one
+    the metric rules keep as best. Reads the best's index (more only while they are found cut)."""
+    families: dict[str, list[CheckpointInfo]] = {}
+    for c in complete:
+        if c.format == "v2":
+            families.setdefault(c.family, []).append(c)
+    found = {}
+    for members in families.values():
+        by_name = {c.name: c for c in members}
+        whole, cut = newest_whole(by_name[name] for name in scores.ranked(by_name))
+        if whole is not None and cut:
+            found[whole.name] = f"best of its family whose data is whole ({summary(cut)})"
+    return found
+
+
 def with_whole_checked(plan: PrunePlan) -> PrunePlan:
     """`plan`, planned with each TF family's newest index unread (`whole_unchecked`), with them read
     now (one read per family): a deletion that reading protects (the newest whole checkpoint, when
@@ -481,6 +498,9 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     complete = [c for c in scan.checkpoints if c.complete]
     scores = _score(scan, complete, rules, metric)
     score = scores.score if scores is not None else (lambda _name: None)
+    if scores is not None and not unread:
+        for name, why in _best_whole_tf(complete, scores).items():
+            protected.setdefault(name, why)
     reasons = keep_reasons(complete, rules, now, protected, scores)
     debris_age = rules.min_age_seconds if rules.min_age_seconds is not None else CLEAN_DEFAULT_MIN_AGE
     kept, deleted = [], []
