@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import uuid
 
 import numpy as np
+import pytest
 
 from tests.conftest import run_cli
+from tests.remote_servers import upload_tree
+from tests.test_bucket_prune_batches import logged_s3  # noqa: F401 - a fixture
+from tests.test_remote import servers  # noqa: F401 - a fixture (the suite's S3 server and GCS emulator)
 
 
 def _restorable(tf, prefix: str) -> bool:
@@ -21,10 +27,12 @@ def _restorable(tf, prefix: str) -> bool:
     return True
 
 
-def test_prune_keep_best_keeps_the_best_checkpoint_tensorflow_restores(tf, tmp_path):
+@pytest.mark.parametrize("where", ["local", "bucket"])
+def test_prune_keep_best_keeps_the_best_checkpoint_tensorflow_restores(tf, tmp_path, request, where):
     """The best-scored checkpoint is cut short: `latest --best` passes over it to the best one
     TensorFlow restores; prune --keep-best 1 must not delete that one while keeping, as "best", one
-    TensorFlow cannot restore (it did: the only restorable best went, the cut one stayed)."""
+    TensorFlow cannot restore (it did: the only restorable best went, the cut one stayed). In a
+    bucket the plan applied with --yes is batched, its newest index left to the apply."""
     run = tmp_path / "run"
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(np.ones(100, np.float32))),
                                          str(run), max_to_keep=None)
@@ -38,9 +46,16 @@ def test_prune_keep_best_keeps_the_best_checkpoint_tensorflow_restores(tf, tmp_p
     # TensorFlow's answer: the lowest loss among the checkpoints it restores.
     restorable = [p for p in prefixes if _restorable(tf, p)]
     best = min(restorable, key=lambda p: losses[int(p.rsplit("-", 1)[1])])
-    chosen = run_cli("latest", "--best", "--metric", "loss", "--metrics", str(metrics), str(run))
-    assert chosen.exit_code == 0 and chosen.stdout.strip() == best, chosen.stderr
+    target = str(run)
+    if where == "bucket":
+        target = upload_tree(request.getfixturevalue("logged_s3"), str(run), f"best-{uuid.uuid4().hex[:8]}")
+    chosen = run_cli("latest", "--best", "--metric", "loss", "--metrics", str(metrics), target)
+    assert chosen.exit_code == 0 and os.path.basename(chosen.stdout.strip()) == os.path.basename(best), chosen.stderr
     done = run_cli("prune", "--keep-best", "1", "--metric", "loss", "--metrics", str(metrics),
-                   "--keep-last", "1", "--yes", str(run))
+                   "--keep-last", "1", "--yes", target)
     assert done.exit_code == 0, done.stderr
+    if where == "bucket":  # what is left in the bucket, brought back for TensorFlow to read
+        shutil.rmtree(run)
+        from ckpttool.storage import remote
+        remote.filesystem("s3").get(remote.split_url(target)[1] + "/", str(run) + "/", recursive=True)
     assert _restorable(tf, best), done.stdout  # still there, and TensorFlow still restores it

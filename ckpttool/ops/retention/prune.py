@@ -498,7 +498,7 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     complete = [c for c in scan.checkpoints if c.complete]
     scores = _score(scan, complete, rules, metric)
     score = scores.score if scores is not None else (lambda _name: None)
-    if scores is not None and not unread:
+    if scores is not None:  # read even when the newest's index waits for the apply: the rules need it now
         for name, why in _best_whole_tf(complete, scores).items():
             protected.setdefault(name, why)
     reasons = keep_reasons(complete, rules, now, protected, scores)
