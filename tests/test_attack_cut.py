@@ -59,3 +59,38 @@ def test_prune_keep_best_keeps_the_best_checkpoint_tensorflow_restores(tf, tmp_p
         from ckpttool.storage import remote
         remote.filesystem("s3").get(remote.split_url(target)[1] + "/", str(run) + "/", recursive=True)
     assert _restorable(tf, best), done.stdout  # still there, and TensorFlow still restores it
+
+
+def _rewrite_entries(prefix: str, change) -> None:
+    """Rewrite `prefix.index` with `change(entry)` applied to each entry (TensorFlow's own proto)."""
+    from tensorflow.core.protobuf import tensor_bundle_pb2
+
+    from ckpttool.formats.tf.table import build_table, read_table_file
+
+    items = read_table_file(prefix + ".index", "checkpoint index")
+    rewritten = [items[0]]
+    for key, value in items[1:]:
+        entry = tensor_bundle_pb2.BundleEntryProto.FromString(value)
+        change(entry)
+        rewritten.append((key, entry.SerializeToString(deterministic=True)))
+    with open(prefix + ".index", "wb") as handle:
+        handle.write(build_table(rewritten))
+
+
+def test_a_zero_size_tensor_placed_past_the_shard_end_is_not_cut_short(tf, tmp_path):
+    """An empty tensor's entry says where its zero bytes are; TensorFlow reads none of them, so an
+    offset past the shard's end does not stop it restoring the checkpoint: latest --complete must
+    not pass over it (it did: furthest_ends counted offset + 0 as an end)."""
+    values = {"v": tf.Variable(np.ones(10, np.float32)), "empty": tf.Variable(np.zeros((0, 3), np.float32))}
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(**values), str(tmp_path), max_to_keep=None)
+    for _ in range(2):
+        manager.save()
+    newest = manager.checkpoints[-1]
+
+    def far(entry):
+        if entry.size == 0 and not entry.slices:
+            entry.offset = 10**6
+    _rewrite_entries(newest, far)
+    assert _restorable(tf, newest)
+    doc = run_cli("latest", "--complete", str(tmp_path))
+    assert (doc.exit_code, doc.stdout.strip()) == (0, newest), doc.stderr
