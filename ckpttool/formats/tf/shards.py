@@ -123,9 +123,12 @@ def _shard_count_of_header(value: bytes) -> int | None:
 
 
 def furthest_ends(parts: Iterable) -> dict[int, int]:
-    """Where the last of `parts` (stored tensors: shard_id, offset, size) in each data shard ends."""
+    """Where the last of `parts` (stored tensors: shard_id, offset, size) in each data shard ends.
+    An empty tensor ends nowhere: TensorFlow reads none of its bytes, wherever its offset points."""
     ends: dict[int, int] = {}
     for part in parts:
+        if not part.size:
+            continue
         end = part.offset + part.size
         if end > ends.get(part.shard_id, 0):
             ends[part.shard_id] = end
