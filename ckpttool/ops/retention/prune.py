@@ -52,7 +52,7 @@ from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, P
                                series_latest_name)
 from ckpttool.ops.retention.scoring import DAMAGE_HINT, MetricOptions, Scores, damage_refusal, score_checkpoints
 from ckpttool.ops.runs.statefile import update_state, without_entries
-from ckpttool.ops.runs.wholeness import newest_whole, summary
+from ckpttool.ops.runs.wholeness import first_whole, summary
 
 JOURNAL_FILENAME = PRUNE_JOURNAL
 JOURNAL_MAX_BYTES = PRUNE_JOURNAL_MAX_BYTES
@@ -154,35 +154,32 @@ def protected_checkpoints(scan: DirectoryScan, damage: list[Damage] | None = Non
 
 def _newest_whole_tf(scan: DirectoryScan) -> dict[str, str]:
     """For each TF family whose newest complete checkpoint's data shards end before its index says
-    (ops/runs/wholeness.py), the newest one whose do not, with the reason it is kept: why the newer
-    ones are not whole. One index is read per family (more only while checkpoints are found cut
-    short), in a bucket too."""
-    families: dict[str, list[CheckpointInfo]] = {}
-    for c in scan.checkpoints:  # oldest first
-        if c.format == "v2" and c.complete:
-            families.setdefault(c.family, []).append(c)
-    found = {}
-    for members in families.values():
-        whole, cut = newest_whole(reversed(members))
-        if whole is not None and cut:
-            found[whole.name] = f"newest of its family whose data is whole ({summary(cut)})"
-    return found
+    (ops/runs/wholeness.py), the newest one whose do not, with the reason it is kept. One index is
+    read per family (more only while checkpoints are found cut short), in a bucket too."""
+    return _first_whole_by_family(reversed([c for c in scan.checkpoints if c.complete]), "newest")
 
 
 def _best_whole_tf(complete: list[CheckpointInfo], scores: Scores) -> dict[str, str]:
     """For each TF family whose best-scored checkpoint's data is cut short, the best-scored one whose
     is whole, with why it is kept: what `latest --best` answers, TensorFlow cannot restore the one
     the metric rules keep as best. Reads the best's index (more only while they are found cut)."""
+    by_name = {c.name: c for c in complete}
+    return _first_whole_by_family((by_name[name] for name in scores.ranked(by_name)), "best")
+
+
+def _first_whole_by_family(preferred_first, what: str) -> dict[str, str]:
+    """For each TF family among the complete checkpoints `preferred_first` (the one a rule keeps
+    first, first) whose first one's data is cut short, the first whose is whole, and why it is kept
+    (`what`: newest, best)."""
     families: dict[str, list[CheckpointInfo]] = {}
-    for c in complete:
+    for c in preferred_first:
         if c.format == "v2":
             families.setdefault(c.family, []).append(c)
     found = {}
     for members in families.values():
-        by_name = {c.name: c for c in members}
-        whole, cut = newest_whole(by_name[name] for name in scores.ranked(by_name))
+        whole, cut = first_whole(members)
         if whole is not None and cut:
-            found[whole.name] = f"best of its family whose data is whole ({summary(cut)})"
+            found[whole.name] = f"{what} of its family whose data is whole ({summary(cut)})"
     return found
 
 

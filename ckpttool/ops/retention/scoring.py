@@ -25,7 +25,7 @@ from ckpttool.errors import BadInput, UsageProblem
 from ckpttool.formats.damage import Damage
 from ckpttool.ops.retention import metrics
 from ckpttool.ops.runs.scan import CheckpointInfo, scan_directory
-from ckpttool.ops.runs.wholeness import newest_whole
+from ckpttool.ops.runs.wholeness import first_whole
 from ckpttool.storage import fs
 
 MODES = ("auto", "min", "max")
@@ -170,7 +170,7 @@ def find_best(directory: str, options: MetricOptions) -> BestResult:
     refusal = damage_refusal(scores, options, "not choosing the best by these scores")
     if refusal is not None:
         raise refusal
-    chosen, cut = newest_whole(scan.by_name(name) for name in scores.ranked(c.name for c in complete))
+    chosen, cut = first_whole(scan.by_name(name) for name in scores.ranked(c.name for c in complete))
     if chosen is None:
         return BestResult(directory, None, None, None, None, scores, tuple(cut))
     return BestResult(directory, fs.join(directory, chosen.name), chosen.prefix, chosen.step,

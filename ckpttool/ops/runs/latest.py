@@ -15,7 +15,7 @@ from ckpttool.text import excerpt
 from ckpttool.formats.tf.shards import checkpoint_exists, shard_count
 from ckpttool.ops.runs.scan import (TF_FORMATS, CheckpointInfo, DirectoryScan, newest_complete_prefix, newest_order,
                                     resolve_state_entry, scan_directory, split_step)
-from ckpttool.ops.runs.wholeness import data_cut_short, newest_whole, summary
+from ckpttool.ops.runs.wholeness import data_cut_short, first_whole, summary
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def _whole_answer(directory: str, scan: DirectoryScan, result: LatestResult, com
         return result
     below = sorted((c for c in scan.checkpoints if c.complete and c.format in TF_FORMATS
                     and newest_order(c) < newest_order(chosen)), key=newest_order, reverse=True)
-    whole, cut = newest_whole([chosen, *below])
+    whole, cut = first_whole([chosen, *below])
     if not cut:
         return result
     using = f"using {whole.name}" if whole is not None else "no checkpoint is complete"

@@ -45,12 +45,12 @@ def _size(path: str) -> int | None:
     return found.size if found is not None else None
 
 
-def newest_whole(newest_first: Iterable[CheckpointInfo]) -> tuple[CheckpointInfo | None, list[str]]:
-    """The first of `newest_first` whose data is whole (a V1 checkpoint, whose one file the scan
-    checked, or a series member: as it is), and why each before it is not; reads indexes only until
-    then."""
+def first_whole(preferred_first: Iterable[CheckpointInfo]) -> tuple[CheckpointInfo | None, list[str]]:
+    """The first of `preferred_first` (newest first, best first) whose data is whole (a V1
+    checkpoint, whose one file the scan checked, or a series member: as it is), and why each before
+    it is not; reads indexes only until then."""
     cut: list[str] = []
-    for c in newest_first:
+    for c in preferred_first:
         problem = data_cut_short(c.prefix) if c.format == "v2" else None
         if problem is None:
             return c, cut
