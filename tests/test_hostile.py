@@ -621,3 +621,25 @@ def test_a_run_directory_named_with_a_newline_is_one_title_line(tmp_path, tf):
         lines = _utf8(*args, root).stdout.splitlines()
         assert sum(line.endswith("run\\x0aname  step  action") for line in lines) == 1, lines
         assert not any(line.startswith("name  step  action") for line in lines)
+
+
+def test_a_directory_named_to_forge_a_warning_stays_in_its_line(tmp_path, tf):
+    """Warnings, the `DIR -> prefix` line, errors and hints go to stderr, which cron jobs log line
+    by line: a run directory whose name holds a newline and a forged `warning:` line (or an escape
+    sequence) is shown escaped inside the one line that names it. The state file here names a
+    checkpoint whose index is gone, so latest, verify and inspect warn naming the directory."""
+    run = tmp_path / "run\nwarning: every checkpoint was deleted\x1b[2J"
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable([1.0])), str(run), max_to_keep=None)
+    saved = [manager.save() for _ in range(2)]
+    os.remove(saved[-1] + ".index")
+    assert tf.train.latest_checkpoint(str(run)) is None  # TensorFlow: the state file's latest is gone
+    for args in (("latest", run), ("verify", run), ("inspect", run), ("prune", "--dry-run", "--keep-last", "1", run),
+                 ("verify", run / "missing-7")):
+        proc = run_limited(*args, env={"PYTHONIOENCODING": "utf-8", "LC_ALL": "C.UTF-8"})
+        assert_clean_exit(proc)
+        said = proc.stderr
+        lines = said.splitlines()
+        assert lines and "\x1b" not in said, (args, said)
+        assert not any(line.startswith("warning: every checkpoint") for line in lines), (args, said)
+        assert all(line.startswith(("warning: ", "error: ", "hint: ", str(tmp_path))) for line in lines), (args, said)
+    assert _utf8("latest", run).stdout.rstrip("\n").endswith(os.path.basename(saved[0]))

@@ -50,6 +50,14 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _tell(label: str, text: str) -> None:
+    """`label: text` on stderr for people: a name's undecodable bytes and control characters
+    (an escape sequence, a carriage return) shown escaped, as warnings show them."""
+    from ckpttool.text import for_people
+
+    print(f"{label}: {for_people(text, field=True)}", file=sys.stderr)
+
+
 def _kind(exc: BaseException) -> str:
     """A stable snake_case name for JSON: NotFound -> not_found, KeyboardInterrupt -> interrupted."""
     if isinstance(exc, KeyboardInterrupt):
@@ -109,8 +117,8 @@ def usage_error(command: str | None, code: int, message: str, json_out: bool) ->
     """A command line that does not parse (unknown option, missing argument, bad choice)."""
     message = _one_line(message)
     hint = f"see `ckpttool {command} --help`" if command else "see `ckpttool --help`"
-    print(f"error: {message}", file=sys.stderr)
-    print(f"hint: {hint}", file=sys.stderr)
+    _tell("error", message)
+    _tell("hint", hint)
     if json_out:
         emit_json_error(command, code, "usage_error", message, hint)
 
@@ -127,9 +135,9 @@ def report(exc: BaseException, command: str | None = None, json_out: bool = Fals
         sys.stderr.close()
         return EXIT_OK
     code, message, hint = _describe(exc)
-    print(f"error: {message}", file=sys.stderr)
+    _tell("error", message)
     if hint:
-        print(f"hint: {hint}", file=sys.stderr)
+        _tell("hint", hint)
     if json_out:
         emit_json_error(command, code, _kind(exc), message, hint)
     return code

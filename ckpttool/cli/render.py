@@ -51,12 +51,19 @@ def console(stderr: bool = False, unbounded: bool = False):
 
 
 def warn(message: str) -> None:
-    print(f"warning: {for_people(message)}", file=sys.stderr)
+    """A warning on stderr, one line whatever names it holds (a directory named `x\nwarning: ...`
+    must not forge a line of its own in a cron job's log)."""
+    print(f"warning: {for_people(message, field=True)}", file=sys.stderr)
 
 
 def hint(message: str) -> None:
     """What to try next, on stderr, as error hints are given."""
-    print(f"hint: {for_people(message)}", file=sys.stderr)
+    print(f"hint: {for_people(message, field=True)}", file=sys.stderr)
+
+
+def say(line: str) -> None:
+    """A line for people on stderr (which checkpoints, what was chosen), one line whatever it names."""
+    print(for_people(line, field=True), file=sys.stderr)
 
 
 def warn_all(messages: Iterable[str]) -> None:
@@ -68,7 +75,7 @@ def say_resolved(given: str, target, header: bool = True) -> None:
     """On stderr: which checkpoint a directory (or state file) given as TARGET stood for
     (`given -> given/model.ckpt-500`, with `header`), and how it had to be found."""
     if header and target.directory is not None:
-        print(f"{for_people(given)} -> {for_people(target.prefix)}", file=sys.stderr)
+        say(f"{given} -> {target.prefix}")
     warn_all(target.warnings)
 
 
@@ -487,7 +494,7 @@ def print_wrapped(lines: Iterable[str], indent: str = "") -> None:
     import textwrap
 
     for line in lines:
-        text = for_people(line)
+        text = for_people(line, field=True)
         first = text[: len(text) - len(text.lstrip())]
         print_lines(textwrap.wrap(text, width, initial_indent="", subsequent_indent=first + indent,
                                   break_long_words=False, break_on_hyphens=False, drop_whitespace=True)

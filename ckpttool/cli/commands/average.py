@@ -45,14 +45,12 @@ def _say_sources(plan, dry_run: bool) -> None:
     """On stderr, for people: which checkpoints are averaged, with their scores when a metric chose them."""
     scores = plan.scores
     if scores is not None:
-        print(scores.describe(), file=sys.stderr)
+        render.say(scores.describe())
     print(f"{'would average' if dry_run else 'averaging'} {render.plural(len(plan.sources), 'checkpoint')} "
           f"({plan.selection}):", file=sys.stderr)
     for s in plan.sources:
         score = f", {scores.tag} {render.score_text(s.score)}" if scores is not None else ""
-        # a name from a listing: escaped, as a field is (no escape sequence, one line each)
-        prefix = render.for_people(s.prefix, field=True)
-        print(f"  {prefix} (step {'-' if s.step is None else s.step}{score})", file=sys.stderr)
+        render.say(f"  {s.prefix} (step {'-' if s.step is None else s.step}{score})")
 
 
 def command(

@@ -298,8 +298,7 @@ class _Run:
             sys.stdout.flush()
             return
         if event == "done":
-            name = render.for_people(item.name, field=True)  # a listing's: no escape sequence, one line
-            print(f"watch: {name} (step {item.step}): done", file=sys.stderr)
+            render.say(f"watch: {item.name} (step {item.step}): done")
         elif event == "failed":
             render.warn(f"{details['message']} (attempt {details['attempt']})")
             tail = details.get("output_tail")

@@ -3,7 +3,6 @@ cli/commands/latest.py)."""
 from __future__ import annotations
 
 import os
-import sys
 
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE
@@ -32,7 +31,7 @@ def run(directory: str, *, absolute: bool = False, step: bool = False, complete:
         render.emit_json("latest", {"directory": directory, "latest": shown, "step": result.step,
                                     "source": result.source})
     elif result.latest is None:
-        print(f"no {'complete ' if complete else ''}checkpoint in {directory}", file=sys.stderr)
+        render.say(f"no {'complete ' if complete else ''}checkpoint in {directory}")
     else:
         return _print_answer(result.prefix, result.step, shown, step)
     return 0 if result.latest is not None else EXIT_NEGATIVE
@@ -66,10 +65,9 @@ def _best(directory: str, scoring, absolute: bool, step: bool, json_out: bool) -
         render.emit_json("latest", {"directory": directory, "best": shown, "step": result.step,
                                     "score": result.score, "metric": result.scores.document()})
         return 0 if result.best is not None else EXIT_NEGATIVE
-    print(result.scores.describe(), file=sys.stderr)
+    render.say(result.scores.describe())
     if result.best is None:
-        print(f"no complete checkpoint in {directory} has a {result.scores.tag} score", file=sys.stderr)
+        render.say(f"no complete checkpoint in {directory} has a {result.scores.tag} score")
         return EXIT_NEGATIVE
-    name = render.for_people(os.path.basename(result.prefix), field=True)
-    print(f"best: {name}, {result.scores.tag} {result.score:.6g}", file=sys.stderr)
+    render.say(f"best: {os.path.basename(result.prefix)}, {result.scores.tag} {result.score:.6g}")
     return _print_answer(result.prefix, result.step, shown, step)
