@@ -32,6 +32,8 @@ import stat
 import threading
 from typing import BinaryIO, Iterator
 
+from ckpttool.storage.paths import local_absolute
+
 TEMP_SUFFIX_RE = re.compile(r"\.tmp[0-9a-f]{32}$")
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -75,7 +77,7 @@ def create_temp_beside(path: str, mode_of: str | None = None, into: list[str] | 
     `into`: the caller's list of its temps, to which the new one is added as it is created, with
     interrupts held: a Ctrl-C (or SIGTERM) then finds it there to remove, never a temp made but not
     yet known (a signal between os.open and the caller's append left one behind)."""
-    tmp = temp_name_for(os.path.abspath(path))
+    tmp = temp_name_for(local_absolute(path))
     fd = None
     try:
         with commit_section():
@@ -112,7 +114,7 @@ def link_temp_beside(source: str, path: str, into: list[str] | None = None) -> s
     """A hard link to `source` under a fresh temp name beside `path` (link() never follows or
     replaces what is at the new name); its path, ready for commit_replacement (`into`: as for
     create_temp_beside)."""
-    tmp = temp_name_for(os.path.abspath(path))
+    tmp = temp_name_for(local_absolute(path))
     with commit_section():
         os.link(source, tmp, follow_symlinks=False)
         if into is not None:
@@ -130,7 +132,7 @@ def discard_replacement(tmp: str, dir_fd: int | None = None) -> None:
 def commit_replacement(tmp: str, path: str, dir_fd: int | None = None) -> None:
     os.replace(_name(tmp, dir_fd), _name(path, dir_fd), src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     if dir_fd is None:
-        fsync_directory(os.path.dirname(os.path.abspath(path)))
+        fsync_directory(os.path.dirname(local_absolute(path)))
     else:
         os.fsync(dir_fd)
 

@@ -1,0 +1,55 @@
+"""Attack round 8: writers and their destinations, code a file brings, `watch --exec`. Each test
+failed on main before its fix; TensorFlow (or the other format's own library) says what the files
+hold afterwards."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import assert_one_line_error, run_cli
+from tests.test_rename_diff import assert_same_tensors
+
+
+# -- a path through a symlink and `..`: the system's parent, not the text's -----------------------
+
+def _run_behind_a_link(fixtures_dir, tmp_path):
+    """tmp/deep/model.ckpt-50 (a copy of the Saver run) and tmp/link -> deep/sub: to the system,
+    tmp/link/../model.ckpt-50 is deep/model.ckpt-50; to os.path.abspath it is tmp/model.ckpt-50."""
+    deep = tmp_path / "deep"
+    shutil.copytree(fixtures_dir / "saver_run", deep)
+    (deep / "sub").mkdir()
+    (tmp_path / "link").symlink_to("deep/sub")
+    return deep, tmp_path / "link" / ".." / "model.ckpt-50"
+
+
+@pytest.mark.parametrize("command", [["rename-vars", "--add-prefix", "x/"], ["convert", "--to", "tf"]])
+def test_a_source_named_through_a_link_and_dotdot_is_never_written_over(fixtures_dir, tmp_path, tf, command):
+    """SRC given as `link/../model.ckpt-50` is read where the system finds it (deep/), but was
+    compared with DST by its text (tmp/model.ckpt-50, nothing): DST deep/model.ckpt-50 with
+    --overwrite passed, and rename-vars deleted the source's index and data before copying them
+    (exit 3, the checkpoint gone); convert replaced it. Refused now (exit 4), SRC intact."""
+    deep, through_link = _run_behind_a_link(fixtures_dir, tmp_path)
+    result = run_cli(*command, "--overwrite", "--no-update-state", str(through_link), deep / "model.ckpt-50")
+    assert_one_line_error(result, 4)
+    assert "never modifies SRC" in result.stderr
+    assert_same_tensors(tf, fixtures_dir / "saver_run" / "model.ckpt-50", deep / "model.ckpt-50")
+
+
+def test_a_destination_through_a_link_and_dotdot_is_written_where_the_system_puts_it(fixtures_dir, tmp_path, tf):
+    """DST `link/../out` is deep/out to the system (as TensorFlow's own writer would place it),
+    not tmp/out as the text alone says."""
+    deep, through_link = _run_behind_a_link(fixtures_dir, tmp_path)
+    out = tmp_path / "link" / ".." / "out"
+    result = run_cli("rename-vars", "--add-prefix", "x/", deep / "model.ckpt-50", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert not (tmp_path / "out.index").exists()
+    reader = tf.train.load_checkpoint(str(deep / "out"))
+    source = tf.train.load_checkpoint(str(deep / "model.ckpt-50"))
+    names = set(source.get_variable_to_shape_map())
+    assert set(reader.get_variable_to_shape_map()) == {"x/" + n for n in names}
+    for name in names:
+        np.testing.assert_array_equal(reader.get_tensor("x/" + name), source.get_tensor(name))
+    assert tf.train.latest_checkpoint(str(deep)) == str(deep / "out")
