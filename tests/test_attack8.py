@@ -53,3 +53,36 @@ def test_a_destination_through_a_link_and_dotdot_is_written_where_the_system_put
     for name in names:
         np.testing.assert_array_equal(reader.get_tensor("x/" + name), source.get_tensor(name))
     assert tf.train.latest_checkpoint(str(deep)) == str(deep / "out")
+
+
+# -- watch --shell: a placeholder inside quotes ------------------------------------------------------
+
+def _run_named_to_run_a_command(copy_fixture, marker):
+    """The Saver run with its checkpoints renamed `m$(touch MARKER).ckpt-N`: a name anyone who may
+    write into the run directory can give a save (no slash needed: the marker is in the cwd)."""
+    run = copy_fixture("saver_run")
+    for path in list(run.iterdir()):
+        if path.name.startswith("model.ckpt-"):
+            path.rename(run / path.name.replace("model", f"m$(touch {marker})"))
+    (run / "checkpoint").unlink()
+    return run
+
+
+@pytest.mark.parametrize("template", ['echo "got {name}"', "echo 'got {name}'", "cat <<EOF\n{path}\nEOF"])
+def test_a_checkpoint_name_never_runs_through_a_quoted_placeholder(copy_fixture, tmp_path, tf, template,
+                                                                  monkeypatch):
+    """--shell quotes each value with shlex.quote, which holds only where the placeholder stands
+    bare: in `"{name}"` its single quotes are plain characters, in `'{name}'` they close and reopen
+    the template's own, and a here-document expands $(...) whatever the quotes. The name's
+    `$(touch pwned)` ran as root's command. Such a template is refused (exit 2) before anything runs;
+    bare placeholders still work (the name reaches the command as one literal word)."""
+    monkeypatch.chdir(tmp_path)
+    run = _run_named_to_run_a_command(copy_fixture, "pwned")
+    assert tf.train.load_checkpoint(str(run / "m$(touch pwned).ckpt-50")).get_variable_to_shape_map()
+    result = run_cli("watch", run, "--once", "--state", tmp_path / "s.json", "--shell", "--exec", template)
+    assert_one_line_error(result, 2)
+    assert not (tmp_path / "pwned").exists()
+    bare = run_cli("watch", run, "--once", "--state", tmp_path / "t.json", "--shell", "--exec", "echo got {name}")
+    assert bare.exit_code == 0, bare.stderr
+    assert "got m$(touch pwned).ckpt-50" in bare.stdout.splitlines()
+    assert not (tmp_path / "pwned").exists()

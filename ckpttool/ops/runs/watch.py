@@ -271,8 +271,35 @@ def command_words(template: str, item: WatchItem, directory: str, shell: bool) -
     with each value shell-quoted."""
     values = placeholder_values(item, directory)
     if shell:
+        check_shell_template(template)
         return ["/bin/sh", "-c", _PLACEHOLDER_RE.sub(lambda m: shlex.quote(values[m[1]]), template)]
     return [_PLACEHOLDER_RE.sub(lambda m: values[m[1]], word) for word in split_command(template)]
+
+
+def check_shell_template(template: str) -> None:
+    """UsageProblem when a placeholder of a --shell template sits where the shell would still parse
+    its shell-quoted value: inside quotes (in `"{name}"` the single quotes shlex.quote adds are plain
+    characters; in `'{name}'` they close and reopen the template's own: a name holding `$(...)` or
+    backquotes ran as a command either way) or after a here-document's `<<` (its body expands
+    `$(...)` whatever the quotes). Bare, the quoted value is one literal word."""
+    quote, escaped, heredoc = None, False, False
+    for at, char in enumerate(template):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote is None and char in "'\"":
+            quote = char
+        elif char == quote:
+            quote = None
+        elif quote is None and template.startswith("<<", at):
+            heredoc = True
+        elif char == "{" and (quote or heredoc) and _PLACEHOLDER_RE.match(template, at):
+            where = "inside quotes" if quote else "in a here-document"
+            raise UsageProblem(f"--exec: {_PLACEHOLDER_RE.match(template, at)[0]} is {where}, where the "
+                               "shell would still run what a checkpoint's name holds ($(...), backquotes)",
+                               hint="write placeholders bare (--shell quotes each value), or use "
+                                    "\"$CKPTTOOL_CHECKPOINT\" inside double quotes")
 
 
 def split_command(template: str) -> list[str]:
