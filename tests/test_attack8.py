@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
+from tests.test_keras_like import like_dir  # noqa: F401 - Keras 3 files written by Keras
 from tests.test_rename_diff import assert_same_tensors
 
 
@@ -86,3 +87,52 @@ def test_a_checkpoint_name_never_runs_through_a_quoted_placeholder(copy_fixture,
     assert bare.exit_code == 0, bare.stderr
     assert "got m$(touch pwned).ckpt-50" in bare.stdout.splitlines()
     assert not (tmp_path / "pwned").exists()
+
+
+# -- convert --like: the temp beside DST reopened by its name ---------------------------------------
+
+def test_like_never_writes_through_a_link_planted_in_its_temps_place(like_dir, tmp_path, monkeypatch):
+    """convert --like NAME.weights.h5 made its temp beside DST with O_EXCL|O_NOFOLLOW, copied the
+    template into it, then reopened the temp *by its name* (h5py, r+) to fill the weights. Whoever
+    may write in DST's directory sees the temp's name there: replaced in that window by a symlink to
+    another user's weights file of the same architecture, that file was filled with the source's
+    weights in place (and DST became the link). The weights are now written through the descriptor
+    the temp was made with, and a temp whose name names another file by the commit is refused
+    (exit 4, no DST): the victim's file holds what it held (h5py, the format's library, reads it)."""
+    from ckpttool.formats.keras import writer
+
+    shared, victim = tmp_path / "shared", tmp_path / "victim.weights.h5"
+    shared.mkdir()
+    shutil.copy(like_dir / "template.weights.h5", victim)
+    before = _h5_datasets(victim)
+    copy = writer.copy_template_weights
+
+    def copy_then_swap(template, out, scratch):
+        copy(template, out, scratch)
+        (temp,) = [p for p in shared.iterdir() if ".tmp" in p.name]  # what another user lists
+        temp.unlink()
+        temp.symlink_to(victim)
+
+    monkeypatch.setattr(writer, "copy_template_weights", copy_then_swap)
+    out = shared / "out.weights.h5"
+    result = run_cli("convert", like_dir / "trained.weights.h5", out, "--like", like_dir / "template.weights.h5")
+    assert _h5_datasets(victim) == before
+    assert_one_line_error(result, 4)
+    assert not os.path.lexists(out)
+    monkeypatch.setattr(writer, "copy_template_weights", copy)  # nobody in the way: DST is the source's weights
+    assert run_cli("convert", like_dir / "trained.weights.h5", out, "--like", like_dir / "template.weights.h5",
+                   ).exit_code == 0
+    trained, written = _h5_datasets(like_dir / "trained.weights.h5"), _h5_datasets(out)
+    assert written.keys() == before.keys() and all(written[k] == trained[k] for k in written)
+    assert any(written[k] != before[k] for k in written)
+
+
+def _h5_datasets(path) -> dict[str, bytes]:
+    """Every dataset of an HDF5 file (h5py reads it) under its path inside the file, as bytes."""
+    import h5py
+
+    found: dict[str, bytes] = {}
+    with h5py.File(path, "r") as h5:
+        h5.visititems(lambda name, obj: found.__setitem__(name, np.asarray(obj[()]).tobytes())
+                      if isinstance(obj, h5py.Dataset) else None)
+    return found

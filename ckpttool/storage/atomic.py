@@ -32,10 +32,13 @@ import stat
 import threading
 from typing import BinaryIO, Iterator
 
+from ckpttool.errors import Refused
 from ckpttool.storage.paths import local_absolute
 
 TEMP_SUFFIX_RE = re.compile(r"\.tmp[0-9a-f]{32}$")
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# read-write: a writer may reread its temp through the descriptor it made (never by its name, which
+# whoever may write beside it can replace by then)
+_CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def temp_name_for(path: str) -> str:
@@ -195,11 +198,28 @@ class StagedFile:
             self.handle.flush()
             if self.sync:
                 os.fsync(self.handle.fileno())
+            self._check_still_ours()
             self.handle.close()
             commit_replacement(self.tmp, self.path)
+        except _NotOurs:
+            self.handle.close()  # the name is another's now: nothing of ours to remove
+            raise Refused(f"{self.tmp} was replaced while it was written (by whoever may write in its "
+                          f"directory); {self.path} not written") from None
         except BaseException:
             self.discard()  # after the rename there is no temp left to remove: nothing happens
             raise
+
+    def _check_still_ours(self) -> None:
+        """_NotOurs unless the temp's name still names the file written through `handle`: the name,
+        in a directory others may write in, could be a planted link by now, which the rename would
+        make DST."""
+        opened = os.fstat(self.handle.fileno())
+        try:
+            found = os.lstat(self.tmp)
+        except FileNotFoundError:
+            raise _NotOurs from None
+        if (found.st_dev, found.st_ino) != (opened.st_dev, opened.st_ino):
+            raise _NotOurs
 
     def discard(self) -> None:
         """Remove the temp file, whatever closing it raises (a full disk fails the flush again)."""
@@ -209,6 +229,10 @@ class StagedFile:
             pass  # its bytes are being thrown away
         finally:
             discard_replacement(self.tmp)
+
+
+class _NotOurs(Exception):
+    """A staged file's temp name no longer names the file it wrote."""
 
 
 @contextlib.contextmanager
