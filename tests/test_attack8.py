@@ -136,3 +136,34 @@ def _h5_datasets(path) -> dict[str, bytes]:
         h5.visititems(lambda name, obj: found.__setitem__(name, np.asarray(obj[()]).tobytes())
                       if isinstance(obj, h5py.Dataset) else None)
     return found
+
+
+# -- watch: its state file in a directory others write in -----------------------------------------
+
+def test_a_watch_state_planted_by_another_user_is_not_resumed(copy_fixture, tmp_path, tf):
+    """watch keeps its state in DIR/.ckpttool-watch.json. In a shared run directory (sticky, anyone
+    may add a file) another user planted one before root's first watch, marking the series done up
+    to step 10^9: root's watch then ran its command on none of the checkpoints TensorFlow lists, and
+    said nothing. A state file of neither this user nor the directory's owner is refused (exit 3,
+    nothing run), as a planted prune journal is; one of ours is resumed as before."""
+    import json
+
+    from ckpttool.ops.runs.watch import SeriesMark, WatchState, state_document
+
+    run = copy_fixture("saver_run")
+    os.chmod(run, 0o1777)
+    listed = tf.train.get_checkpoint_state(str(run)).all_model_checkpoint_paths
+    assert listed
+    planted = run / ".ckpttool-watch.json"
+    mark = {"model.ckpt": SeriesMark(10**9, "model.ckpt-1000000000")}
+    planted.write_text(json.dumps(state_document(WatchState(os.path.realpath(run), mark))))
+    os.chown(planted, 4242, 4242)
+    calls = tmp_path / "calls"
+    command = f"sh -c 'echo $0 >> {calls}' {{path}}"
+    result = run_cli("watch", run, "--once", "--exec", command)
+    assert_one_line_error(result, 3)
+    assert "uid 4242" in result.stderr and not calls.exists()
+    planted.unlink()
+    done = run_cli("watch", run, "--once", "--exec", command)
+    assert done.exit_code == 0, done.stderr
+    assert calls.read_text().split() == [os.path.join(str(run), os.path.basename(p)) for p in listed]

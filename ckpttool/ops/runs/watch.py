@@ -203,6 +203,7 @@ def load_state(path: str, directory: str) -> WatchState:
     data = fs.read_capped(path, _STATE_LIMIT, "watch state file", missing_ok=True)
     if data is None:
         return WatchState(watched)
+    _refuse_anothers(path)
     try:
         document = json.loads(data)
         state = _state_of(document)
@@ -213,6 +214,18 @@ def load_state(path: str, directory: str) -> WatchState:
         raise Refused(f"{path} is the watch state of {excerpt(state.directory)}, not of {excerpt(watched)}",
                       hint="give each watched directory its own --state FILE")
     return state
+
+
+def _refuse_anothers(path: str) -> None:
+    """BadInput when the state file belongs to neither this user nor the owner of its directory:
+    anyone who may add a file there (DIR/.ckpttool-watch.json in a shared run directory) could have
+    planted it, marking every series done far ahead, and watch then acted on no checkpoint."""
+    owner = os.stat(path).st_uid
+    parent = os.stat(os.path.dirname(fs.absolute(path))).st_uid
+    if owner not in (os.geteuid(), parent):
+        raise BadInput(f"{path} belongs to uid {owner}, neither this user nor its directory's owner: not "
+                       "resumed (anyone who may write there could have planted it)",
+                       hint="look at it and remove it, or give --state FILE in a directory of yours")
 
 
 def _state_of(document) -> WatchState:
