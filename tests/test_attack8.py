@@ -167,3 +167,18 @@ def test_a_watch_state_planted_by_another_user_is_not_resumed(copy_fixture, tmp_
     done = run_cli("watch", run, "--once", "--exec", command)
     assert done.exit_code == 0, done.stderr
     assert calls.read_text().split() == [os.path.join(str(run), os.path.basename(p)) for p in listed]
+
+
+# -- average: the state file that chose its sources ---------------------------------------------------
+
+def test_average_of_a_run_directory_never_replaces_its_state_file(fixtures_dir, tmp_path, tf):
+    """`average RUN --last 2 -o RUN/checkpoint --to safetensors --overwrite` replaced the run's
+    state file (which picked the two) with a safetensors file: TensorFlow no longer found the
+    run's latest checkpoint. convert refuses this (test_source_safety); average now does too."""
+    run = tmp_path / "run"
+    shutil.copytree(fixtures_dir / "saver_run", run)
+    before = (run / "checkpoint").read_bytes()
+    result = run_cli("average", run, "--last", "2", "-o", run / "checkpoint", "--to", "safetensors", "--overwrite")
+    assert_one_line_error(result, 4)
+    assert (run / "checkpoint").read_bytes() == before
+    assert tf.train.latest_checkpoint(str(run)).endswith("model.ckpt-50")
