@@ -234,7 +234,7 @@ complete -c ckpttool -n '__fish_seen_subcommand_from export-json' -l json -d 'Pr
 complete -c ckpttool -n '__fish_seen_subcommand_from export-json' -s h -l help -d 'Show the help and exit.'
 complete -c ckpttool -n '__fish_seen_subcommand_from watch' -F
 complete -c ckpttool -n '__fish_seen_subcommand_from watch' -l exec -s e -r -F -d 'Run CMD for each checkpoint (split as a shell would, then {path}, {step}, {name}, {series}, {format} and {directory} replaced in each word; CKPTTOOL_CHECKPOINT, CKPTTOOL_STEP and CKPTTOOL_SERIES in its environment). Without it: one JSON line per checkpoint on stdout.'
-complete -c ckpttool -n '__fish_seen_subcommand_from watch' -l shell -d 'Run CMD with /bin/sh -c (values shell-quoted), for pipes and redirections.'
+complete -c ckpttool -n '__fish_seen_subcommand_from watch' -l shell -d 'Run CMD with /bin/sh -c (values shell-quoted: placeholders stand bare, never inside quotes), for pipes and redirections.'
 complete -c ckpttool -n '__fish_seen_subcommand_from watch' -l verify -d 'Check every CRC of a checkpoint (as verify does) before acting on it; damage counts as a failure of the command.'
 complete -c ckpttool -n '__fish_seen_subcommand_from watch' -l state -r -F -d 'Where what was done is kept (locked: one watch per file). Default: DIR/.ckpttool-watch.json when DIR is writable, else $XDG_STATE_HOME/ckpttool/watch/<hash of DIR>.json.'
 complete -c ckpttool -n '__fish_seen_subcommand_from watch' -l since -r -F -d 'Leave out checkpoints before step STEP.'

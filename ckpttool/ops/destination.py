@@ -83,11 +83,11 @@ def write_destination(path: str, data: bytes) -> None:
 def make_parents(path: str) -> list[str]:
     """Create the missing directories above `path`; those created, deepest first (for remove_empty)."""
     missing = []
-    parent = os.path.dirname(os.path.abspath(path))
+    parent = os.path.dirname(fs.local_absolute(path))
     while not os.path.lexists(parent):
         missing.append(parent)
         parent = os.path.dirname(parent)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    os.makedirs(os.path.dirname(fs.local_absolute(path)), exist_ok=True)
     return missing
 
 

@@ -32,8 +32,13 @@ import stat
 import threading
 from typing import BinaryIO, Iterator
 
+from ckpttool.errors import Refused
+from ckpttool.storage.paths import local_absolute
+
 TEMP_SUFFIX_RE = re.compile(r"\.tmp[0-9a-f]{32}$")
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# read-write: a writer may reread its temp through the descriptor it made (never by its name, which
+# whoever may write beside it can replace by then)
+_CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def temp_name_for(path: str) -> str:
@@ -75,7 +80,7 @@ def create_temp_beside(path: str, mode_of: str | None = None, into: list[str] | 
     `into`: the caller's list of its temps, to which the new one is added as it is created, with
     interrupts held: a Ctrl-C (or SIGTERM) then finds it there to remove, never a temp made but not
     yet known (a signal between os.open and the caller's append left one behind)."""
-    tmp = temp_name_for(os.path.abspath(path))
+    tmp = temp_name_for(local_absolute(path))
     fd = None
     try:
         with commit_section():
@@ -112,7 +117,7 @@ def link_temp_beside(source: str, path: str, into: list[str] | None = None) -> s
     """A hard link to `source` under a fresh temp name beside `path` (link() never follows or
     replaces what is at the new name); its path, ready for commit_replacement (`into`: as for
     create_temp_beside)."""
-    tmp = temp_name_for(os.path.abspath(path))
+    tmp = temp_name_for(local_absolute(path))
     with commit_section():
         os.link(source, tmp, follow_symlinks=False)
         if into is not None:
@@ -130,7 +135,7 @@ def discard_replacement(tmp: str, dir_fd: int | None = None) -> None:
 def commit_replacement(tmp: str, path: str, dir_fd: int | None = None) -> None:
     os.replace(_name(tmp, dir_fd), _name(path, dir_fd), src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     if dir_fd is None:
-        fsync_directory(os.path.dirname(os.path.abspath(path)))
+        fsync_directory(os.path.dirname(local_absolute(path)))
     else:
         os.fsync(dir_fd)
 
@@ -193,11 +198,28 @@ class StagedFile:
             self.handle.flush()
             if self.sync:
                 os.fsync(self.handle.fileno())
+            self._check_still_ours()
             self.handle.close()
             commit_replacement(self.tmp, self.path)
+        except _NotOurs:
+            self.handle.close()  # the name is another's now: nothing of ours to remove
+            raise Refused(f"{self.tmp} was replaced while it was written (by whoever may write in its "
+                          f"directory); {self.path} not written") from None
         except BaseException:
             self.discard()  # after the rename there is no temp left to remove: nothing happens
             raise
+
+    def _check_still_ours(self) -> None:
+        """_NotOurs unless the temp's name still names the file written through `handle`: the name,
+        in a directory others may write in, could be a planted link by now, which the rename would
+        make DST."""
+        opened = os.fstat(self.handle.fileno())
+        try:
+            found = os.lstat(self.tmp)
+        except FileNotFoundError:
+            raise _NotOurs from None
+        if (found.st_dev, found.st_ino) != (opened.st_dev, opened.st_ino):
+            raise _NotOurs
 
     def discard(self) -> None:
         """Remove the temp file, whatever closing it raises (a full disk fails the flush again)."""
@@ -207,6 +229,10 @@ class StagedFile:
             pass  # its bytes are being thrown away
         finally:
             discard_replacement(self.tmp)
+
+
+class _NotOurs(Exception):
+    """A staged file's temp name no longer names the file it wrote."""
 
 
 @contextlib.contextmanager

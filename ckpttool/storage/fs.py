@@ -18,6 +18,7 @@ import stat
 from typing import BinaryIO, Iterator, NamedTuple
 
 from ckpttool.errors import BadInput, NotFound
+from ckpttool.storage.paths import local_absolute
 
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
@@ -79,7 +80,7 @@ def _opened_outside(fd: int, path: str, dir_fd: int | None = None) -> bool:
         if dir_fd is not None:
             directory = os.readlink(f"/proc/self/fd/{dir_fd}")
         else:
-            directory = os.path.abspath(os.path.dirname(path) or ".")
+            directory = local_absolute(os.path.dirname(path) or ".")
             if os.path.dirname(opened) != directory:  # (the usual case, no link anywhere, walks no path)
                 directory = os.path.realpath(directory)
     except OSError:
@@ -306,7 +307,7 @@ def absolute(path: str) -> str:
     if is_url(path):
         scheme, _, rest = path.partition("://")
         return f"{scheme.lower()}://{rest}".rstrip("/")
-    return os.path.abspath(path)
+    return local_absolute(path)
 
 
 def leaves_its_directory(path: str) -> bool:
@@ -346,7 +347,7 @@ def identity(path: str) -> frozenset[tuple]:
             protocol, _, rest = absolute(path).partition("://")
             return frozenset({("url", remote.canonical_protocol(protocol), rest)})
         path = local
-    path = os.path.abspath(path)
+    path = local_absolute(path)
     keys: set[tuple] = {("real", os.path.realpath(path))}
     try:
         parent = os.stat(os.path.dirname(path))

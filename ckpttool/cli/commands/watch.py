@@ -33,7 +33,7 @@ def command(
              "{format} and {directory} replaced in each word; CKPTTOOL_CHECKPOINT, CKPTTOOL_STEP and "
              "CKPTTOOL_SERIES in its environment). Without it: one JSON line per checkpoint on stdout.")] = None,
     shell: Annotated[bool, typer.Option(
-        "--shell", help="Run CMD with /bin/sh -c (values shell-quoted), for pipes and redirections.")] = False,
+        "--shell", help="Run CMD with /bin/sh -c (values shell-quoted: placeholders stand bare, never inside quotes), for pipes and redirections.")] = False,
     verify: Annotated[bool, typer.Option(
         "--verify", help="Check every CRC of a checkpoint (as verify does) before acting on it; damage counts as "
                          "a failure of the command.")] = False,
@@ -113,9 +113,10 @@ def _parse_on_failure(text: str) -> tuple[str, int]:
 
 
 def _check_program(template: str, shell: bool) -> None:
-    from ckpttool.ops.runs.watch import split_command
+    from ckpttool.ops.runs.watch import check_shell_template, split_command
 
     if shell:
+        check_shell_template(template)
         return
     program = split_command(template)[0]
     if "{" not in program and shutil.which(program) is None:

@@ -38,9 +38,10 @@ def copy_template_weights(template: str, out: BinaryIO, scratch: str) -> None:
     out.flush()
 
 
-def fill_weights(h5_path: str, items: Iterable[tuple[bytes, str, tuple[int, ...], Callable[[], Iterable[bytes]]]]
-                 ) -> None:
-    """Overwrite datasets of the HDF5 file at `h5_path`: (dataset path, storage dtype, shape, chunks of
+def fill_weights(h5_path: str | BinaryIO,
+                 items: Iterable[tuple[bytes, str, tuple[int, ...], Callable[[], Iterable[bytes]]]]) -> None:
+    """Overwrite datasets of the HDF5 file at `h5_path` (a path, or a file open for reading and
+    writing): (dataset path, storage dtype, shape, chunks of
     its little-endian C-order bytes). Each dataset keeps its type; its shape must be the one planned
     (the template may have changed since)."""
     h5py = _import_h5py()

@@ -203,6 +203,7 @@ def load_state(path: str, directory: str) -> WatchState:
     data = fs.read_capped(path, _STATE_LIMIT, "watch state file", missing_ok=True)
     if data is None:
         return WatchState(watched)
+    _refuse_anothers(path)
     try:
         document = json.loads(data)
         state = _state_of(document)
@@ -213,6 +214,18 @@ def load_state(path: str, directory: str) -> WatchState:
         raise Refused(f"{path} is the watch state of {excerpt(state.directory)}, not of {excerpt(watched)}",
                       hint="give each watched directory its own --state FILE")
     return state
+
+
+def _refuse_anothers(path: str) -> None:
+    """BadInput when the state file belongs to neither this user nor the owner of its directory:
+    anyone who may add a file there (DIR/.ckpttool-watch.json in a shared run directory) could have
+    planted it, marking every series done far ahead, and watch then acted on no checkpoint."""
+    owner = os.stat(path).st_uid
+    parent = os.stat(os.path.dirname(fs.absolute(path))).st_uid
+    if owner not in (os.geteuid(), parent):
+        raise BadInput(f"{path} belongs to uid {owner}, neither this user nor its directory's owner: not "
+                       "resumed (anyone who may write there could have planted it)",
+                       hint="look at it and remove it, or give --state FILE in a directory of yours")
 
 
 def _state_of(document) -> WatchState:
@@ -271,8 +284,35 @@ def command_words(template: str, item: WatchItem, directory: str, shell: bool) -
     with each value shell-quoted."""
     values = placeholder_values(item, directory)
     if shell:
+        check_shell_template(template)
         return ["/bin/sh", "-c", _PLACEHOLDER_RE.sub(lambda m: shlex.quote(values[m[1]]), template)]
     return [_PLACEHOLDER_RE.sub(lambda m: values[m[1]], word) for word in split_command(template)]
+
+
+def check_shell_template(template: str) -> None:
+    """UsageProblem when a placeholder of a --shell template sits where the shell would still parse
+    its shell-quoted value: inside quotes (in `"{name}"` the single quotes shlex.quote adds are plain
+    characters; in `'{name}'` they close and reopen the template's own: a name holding `$(...)` or
+    backquotes ran as a command either way) or after a here-document's `<<` (its body expands
+    `$(...)` whatever the quotes). Bare, the quoted value is one literal word."""
+    quote, escaped, heredoc = None, False, False
+    for at, char in enumerate(template):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote is None and char in "'\"":
+            quote = char
+        elif char == quote:
+            quote = None
+        elif quote is None and template.startswith("<<", at):
+            heredoc = True
+        elif char == "{" and (quote or heredoc) and _PLACEHOLDER_RE.match(template, at):
+            where = "inside quotes" if quote else "in a here-document"
+            raise UsageProblem(f"--exec: {_PLACEHOLDER_RE.match(template, at)[0]} is {where}, where the "
+                               "shell would still run what a checkpoint's name holds ($(...), backquotes)",
+                               hint="write placeholders bare (--shell quotes each value), or use "
+                                    "\"$CKPTTOOL_CHECKPOINT\" inside double quotes")
 
 
 def split_command(template: str) -> list[str]:

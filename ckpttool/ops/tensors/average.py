@@ -264,6 +264,12 @@ def plan_average(sources: list[str], destination: str, *, last: int | None = Non
         with open_checkpoint(other.prefix, other.format) as reader:
             refuse_writing_over_source([*files_read(resolve_target(other.prefix)), *reader.data_files()], written,
                                        "average")
+    # and a run directory's state file, which chose them (--last, --steps, --best): plan_convert was
+    # given a prefix, not the directory
+    from ckpttool.formats.tf.state import STATE_FILENAME
+
+    refuse_writing_over_source([fs.join(s, STATE_FILENAME) for s in sources if fs.is_dir(s)],
+                               written, "average")
     if len(picked) == 1:
         warnings += (f"only one checkpoint ({base.prefix}): the result is a copy of it"
                      + ("" if how != "given" else "; give a run directory with --last, --steps or --best to "

@@ -678,7 +678,10 @@ def _write_keras(plan: ConvertPlan, source: _Source, update_state: bool = True) 
         staged = StagedFile(plan.destination)
         try:
             keras_writer.copy_template_weights(plan.template, staged.handle, scratch)
-            keras_writer.fill_weights(staged.tmp, items)
+            # through the temp's own descriptor: its name, in a directory others may write in, may
+            # name another file by now (a planted link), which h5py would fill in place
+            with os.fdopen(os.dup(staged.handle.fileno()), "r+b") as temp:
+                keras_writer.fill_weights(temp, items)
         except BaseException:
             staged.discard()
             raise
