@@ -182,3 +182,34 @@ def test_average_of_a_run_directory_never_replaces_its_state_file(fixtures_dir, 
     assert_one_line_error(result, 4)
     assert (run / "checkpoint").read_bytes() == before
     assert tf.train.latest_checkpoint(str(run)).endswith("model.ckpt-50")
+
+
+# -- a symlink in DST's place lends nothing --------------------------------------------------------
+
+def test_a_link_in_the_destinations_place_lends_neither_owner_nor_mode(fixtures_dir, tmp_path, tf):
+    """`convert --overwrite` onto DST, where another user planted a symlink to their own file: the
+    link is replaced (never written through), and the new file was given the link target's owner
+    and mode (as root: a file of uid 4242, 0o4755 asked for). A replaced regular file keeps its
+    own, as before; a replaced link gives the new file ours and the umask's."""
+    victim = tmp_path / "theirs.safetensors"
+    victim.write_bytes(b"theirs")
+    os.chmod(victim, 0o4755)
+    if os.geteuid() == 0:
+        os.chown(victim, 4242, 4242)
+    dst = tmp_path / "out.safetensors"
+    dst.symlink_to(victim)
+    result = run_cli("convert", fixtures_dir / "saver_run" / "model.ckpt-50", dst, "--overwrite")
+    assert result.exit_code == 0, result.stderr
+    assert victim.read_bytes() == b"theirs" and not dst.is_symlink()
+    made = dst.stat()
+    assert (made.st_uid, made.st_gid) == (os.geteuid(), os.getegid())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert made.st_mode & 0o7777 == 0o666 & ~umask
+    from safetensors.numpy import load_file
+
+    reader = tf.train.load_checkpoint(str(fixtures_dir / "saver_run" / "model.ckpt-50"))
+    loaded = load_file(str(dst))
+    assert set(loaded) <= set(reader.get_variable_to_shape_map()) and loaded
+    for name, value in loaded.items():
+        np.testing.assert_array_equal(value, reader.get_tensor(name))

@@ -59,11 +59,15 @@ def _name(path: str, dir_fd: int | None) -> str:
 
 
 def _take_mode_and_owner(fd: int, replaced: str, dir_fd: int | None = None) -> None:
-    """Give the file open at `fd` the mode (and owner, when we may) of `replaced`, if it exists."""
+    """Give the file open at `fd` the mode (and owner, when we may) of `replaced`, if it is a
+    regular file. A symlink in its place is replaced, not followed: the file it names (anyone's:
+    a link planted by another user) lends neither its owner nor its mode."""
     try:
-        old = os.stat(_name(replaced, dir_fd), dir_fd=dir_fd)
+        old = os.stat(_name(replaced, dir_fd), dir_fd=dir_fd, follow_symlinks=False)
     except OSError:
         return  # a new file: os.open gave it 0o666 minus the umask, as TensorFlow's get
+    if not stat.S_ISREG(old.st_mode):
+        return
     os.fchmod(fd, stat.S_IMODE(old.st_mode))
     if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
         try:
