@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -87,6 +88,35 @@ def test_a_checkpoint_name_never_runs_through_a_quoted_placeholder(copy_fixture,
     assert bare.exit_code == 0, bare.stderr
     assert "got m$(touch pwned).ckpt-50" in bare.stdout.splitlines()
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("shell", [False, True])
+def test_a_checkpoint_named_like_an_option_never_reaches_the_command(copy_fixture, tmp_path, tf, shell):
+    """A checkpoint someone named `--output=x.ckpt-N` (TensorFlow saves and reads it as any other):
+    `{name}` beginning a word made it an option of the command (`ls -d {name}` failed with
+    `unrecognized option`; to GNU tar or rsync it is an instruction). Such a checkpoint is skipped
+    with a warning (exit 1, the command never sees it); the others run; `x{name}` or `{path}` is
+    never an option."""
+    run = copy_fixture("saver_run")
+    for path in list(run.iterdir()):
+        if path.name.startswith("model.ckpt-50."):
+            path.rename(run / path.name.replace("model", "--output=x"))
+    (run / "checkpoint").unlink()
+    assert tf.train.load_checkpoint(str(run / "--output=x.ckpt-50")).get_variable_to_shape_map()
+    seen = tmp_path / "seen"
+    record = f"{sys.executable} -c \"import sys; open(sys.argv[1], 'a').write(repr(sys.argv[2:]) + chr(10))\" {seen}"
+    extra = ["--shell"] if shell else []
+    result = run_cli("watch", run, "--once", "--state", tmp_path / "s.json", *extra, "--exec", record + " {name}")
+    assert result.exit_code == 1, result.stderr
+    assert "--output=x" not in seen.read_text()
+    assert any(line.startswith("warning: --output=x.ckpt-50: its {name}") for line in result.stderr.splitlines())
+    called = [eval(line)[0] for line in seen.read_text().splitlines()]
+    others = sorted({p.name.split(".data")[0].split(".index")[0] for p in run.glob("model.ckpt-*.index")})
+    assert sorted(called) == others and others
+    prefixed = run_cli("watch", run, "--once", "--state", tmp_path / "t.json", *extra, "--exec",
+                       record + " x{name} {path}")
+    assert prefixed.exit_code == 0, prefixed.stderr
+    assert "'x--output=x.ckpt-50', " + repr(str(run / "--output=x.ckpt-50")) in seen.read_text()
 
 
 # -- convert --like: the temp beside DST reopened by its name ---------------------------------------

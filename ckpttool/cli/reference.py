@@ -84,8 +84,8 @@ EXIT_CODES = {
                     ("4", "the output exists (see --overwrite) or is a file of SRC")],
     "watch": [("0", "every checkpoint handled (--once: all there were; --timeout: until the quiet period ended)"),
               ("1", "a command failed (--on-failure stop, or its retries used up) or a checkpoint was skipped: "
-                    "failed under --on-failure skip, damaged under --verify, pruned before its turn, or passed "
-                    "over incomplete"),
+                    "failed under --on-failure skip, damaged under --verify, pruned before its turn, passed "
+                    "over incomplete, or named so that the command would take it for an option"),
               ("3", "DIR missing or unreadable; the state file is not a watch state file"),
               ("4", "another watch holds the state file (one consumer per state file); the state file belongs to "
                     "another directory")],
@@ -531,7 +531,8 @@ OUTPUT: dict[str, tuple[Document, ...]] = {
                                  "did not run (--verify found damage)", when="done or failed"),
             Field("attempt", "1 for the first run, then each retry", when="failed"),
             Field("output_tail", "the command's last output lines (stdout and stderr)", when="failed"),
-            Field("reason", "why it was skipped: gone (pruned before its turn), incomplete (passed over), failed",
+            Field("reason", "why it was skipped: gone (pruned before its turn), incomplete (passed over), failed, "
+                  "option-like ({name} or {series} would begin a word of the command with -)",
                   when="skipped"),
             Field("message", "what happened, for people", when="failed or skipped"),
         ), when="--exec"),

@@ -66,7 +66,8 @@ def command(
     (never one whose files are still being written; a TF checkpoint whose data is shorter than its
     index says is damage, as with --verify) and, in a local directory, once its files have been left
     alone for a second. Each series goes in step order; an incomplete checkpoint that a
-    later one leaves behind (an interrupted save) and one pruned before its turn are skipped with a
+    later one leaves behind (an interrupted save), one pruned before its turn and one whose {name}
+    or {series} would begin a word of the command with - (an option to it) are skipped with a
     warning.
 
     What was done is kept in the state file, replaced atomically after each command succeeds: a
@@ -191,10 +192,14 @@ class _Run:
     # -- one checkpoint ---------------------------------------------------------------------------
 
     def _handle(self, item) -> None:
-        from ckpttool.ops.runs.watch import record_stopped, still_there
+        from ckpttool.ops.runs.watch import option_like, record_stopped, still_there
 
         if not still_there(item):
             self._skip(item, "gone", f"{item.name} was removed before its turn (pruned?): skipped")
+            return
+        if self.exec is not None and (placeholder := option_like(self.exec, item, self.directory, self.shell)):
+            self._skip(item, "option-like", f"{item.name}: its {placeholder} would begin a word of the command "
+                                            "with '-', an option to it: skipped (write {path}, which is absolute)")
             return
         attempt = 0
         while True:

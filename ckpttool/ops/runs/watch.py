@@ -289,6 +289,23 @@ def command_words(template: str, item: WatchItem, directory: str, shell: bool) -
     return [_PLACEHOLDER_RE.sub(lambda m: values[m[1]], word) for word in split_command(template)]
 
 
+# A placeholder that begins a word: of a shell template, after a blank or an operator.
+_WORD_START_RE = re.compile(r"(?:^|(?<=[\s;|&()<>]))" + _PLACEHOLDER_RE.pattern)
+
+
+def option_like(template: str, item: WatchItem, directory: str, shell: bool) -> str | None:
+    """The placeholder that would begin a word of the command with `-` (`{name}` of a checkpoint
+    someone named `--delete.ckpt-1`: an option to the command, not a name), or None. `{path}` is
+    absolute, so never; `{name}` and `{series}` come from the directory's listing."""
+    values = placeholder_values(item, directory)
+    words = [template] if shell else split_command(template)
+    for word in words:
+        for match in (_WORD_START_RE.finditer(word) if shell else filter(None, [_PLACEHOLDER_RE.match(word)])):
+            if values[match[1]].startswith("-"):
+                return match[0]
+    return None
+
+
 def check_shell_template(template: str) -> None:
     """UsageProblem when a placeholder of a --shell template sits where the shell would still parse
     its shell-quoted value: inside quotes (in `"{name}"` the single quotes shlex.quote adds are plain
