@@ -158,3 +158,45 @@ def test_ls_json_template_rows_are_the_rows_of_the_plain_path(tmp_path, tf):
     templated, plain = json.loads(rows.text), jsonable(rows.plain())
     assert len(templated) == 3
     assert [list(row.items()) for row in templated] == [list(row.items()) for row in plain]
+
+
+def _damaged_run(tmp_path, tf, count: int = 12):
+    """`count` checkpoints TensorFlow wrote, some of them damaged as interrupted saves leave them."""
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable([1.0, 2.0])), str(tmp_path),
+                                         max_to_keep=None)
+    saved = [manager.save() for _ in range(count)]
+    os.truncate(saved[1] + ".index", os.path.getsize(saved[1] + ".index") - 7)  # its footer cut off
+    os.unlink(saved[2] + ".data-00000-of-00001")
+    os.rename(saved[3] + ".index", tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", saved[3] + ".index")  # a link: never a checkpoint file
+    with open(saved[4] + ".meta", "wb") as meta:
+        meta.write(b"\x0a\x00")
+    os.symlink(tmp_path / "elsewhere", saved[5] + ".meta")
+    return saved
+
+
+@pytest.mark.parametrize("helper_fails", [False, True])
+def test_a_scan_in_two_processes_is_the_scan_in_one(tmp_path, tf, monkeypatch, helper_fails):
+    """The forked helper that looks at half of a big directory's checkpoints changes nothing the
+    scan finds (damaged checkpoints included), and when it fails this process looks at them all."""
+    from ckpttool.ops.runs import scan
+
+    saved = _damaged_run(tmp_path, tf)
+    with pytest.raises(Exception):
+        tf.train.load_checkpoint(saved[1])  # TensorFlow cannot read the cut index either
+    alone = scan.scan_directory(str(tmp_path))
+    forks = []
+    real_fork = os.fork
+
+    def fork():
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(scan, "HELPER_MIN_PREFIXES", 1)
+    monkeypatch.setattr(os, "fork", fork)
+    if helper_fails:
+        monkeypatch.setattr(scan, "_send_common", lambda *a: 1 / 0)
+    assert scan.scan_directory(str(tmp_path), helper=True) == alone
+    assert forks == [1]
+    assert [c.complete for c in alone.checkpoints] == [
+        i not in (1, 2, 3) for i in range(len(saved))]

@@ -302,6 +302,14 @@ class Column:
     stack: bool = False  # when the table is still too wide: shown as `header value` under the row
 
 
+def to_terminal() -> bool:
+    """Whether what is printed goes to a terminal (a person reading), not a pipe or a file."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # no stdout, or closed
+        return False
+
+
 def terminal_width() -> int | None:
     """The width tables fit: $COLUMNS, else the terminal's; None (no limit) when stdout is piped."""
     columns = os.environ.get("COLUMNS", "")

@@ -234,7 +234,10 @@ def command(
     skipped = []  # keys of the tree never followed (`root/../other`): reported, not read
     dirs = find_checkpoint_dirs(directory, skipped) if recursive else [directory]
     render.warn_all(p.message for p in skipped)
-    scans = for_each_directory(scan_directory, dirs)
+    # One directory written to a pipe or file: looked at by two processes if it is big (the answer
+    # is the same; a terminal's reader is in no such hurry).
+    scans = ([scan_directory(directory, helper=not render.to_terminal())] if not recursive
+             else for_each_directory(scan_directory, dirs))
     if summary:
         return _summary(directory, dirs, scans, scoring, rules, json_out, quiet)
     scores = [None] * len(scans)

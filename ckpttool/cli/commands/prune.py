@@ -224,7 +224,8 @@ def command(
                 raise BadInput(moved)
             planned = plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state, metric=scoring,
                                  allow_damaged=allow_damaged_metrics, entries=listings.get(d),
-                                 whole_check_at_apply=yes and not dry_run)
+                                 whole_check_at_apply=yes and not dry_run,
+                                 helper=not recursive and not render.to_terminal())
             if planned.refusal and not dry_run:  # a dry run shows the plan, and the damage among its problems
                 refused_scans[d] = planned.scan
                 raise BadInput(planned.refusal, hint=DAMAGE_HINT)

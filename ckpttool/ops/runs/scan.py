@@ -7,9 +7,11 @@ agree on what a checkpoint is.
 from __future__ import annotations
 
 import gc
+import threading
 import math
 import os
 import re
+import signal
 from stat import S_ISREG
 from dataclasses import MISSING, dataclass, field, fields, replace
 from contextlib import contextmanager
@@ -238,11 +240,14 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def scan_directory(directory: str, entries: list[fs.Entry] | None = None) -> DirectoryScan:
+def scan_directory(directory: str, entries: list[fs.Entry] | None = None, *, helper: bool = False) -> DirectoryScan:
     """`entries`: the directory's listing when the caller has just made it (watch's one listing
-    per poll of a bucket), else it is listed here."""
+    per poll of a bucket), else it is listed here. `helper`: a local directory of many checkpoints
+    may be looked at by two processes (_look_at_in_two: the same scan, sooner when a second
+    processor is free); for a caller in no hurry for its answer, or one that writes to a terminal,
+    one is enough."""
     with gc_paused():
-        return _scan(directory, entries)
+        return _scan(directory, entries, helper)
 
 
 @dataclass
@@ -363,8 +368,7 @@ def _look_at(listed: _Listing, base: str, names, common: bool = True) -> None:
     for name in names:
         files = groups[name]
         index = files.index
-        if (common and index is not None and index not in stats and files.v1 is None and not files.v1_shards
-                and len(files.data) == 1 and (0, 1) in files.data and _look_at_common(listed, base, name, files)):
+        if common and index not in stats and _is_common(files) and _look_at_common(listed, base, name, files):
             continue
         if index is not None and index not in stats:
             try:
@@ -393,27 +397,132 @@ def _look_at_common(listed: _Listing, base: str, name: str, files: _Files) -> bo
     checkpoints make 200,000 of): True when all of it is there as regular files. Anything else (an
     index that is not whole or names other shards, a file gone or replaced, an error) returns
     False, with the index read in `stats`, for the general path to go on from."""
-    dir_fd, index, shard, meta = listed.dir_fd, files.index, files.data[(0, 1)], files.meta
+    index = files.index
     try:
-        read = fs.read_ends_at(dir_fd, index, HEAD_BYTES, FOOTER_SIZE)
+        read = fs.read_ends_at(listed.dir_fd, index, HEAD_BYTES, FOOTER_SIZE)
     except OSError:
         return False  # the general path reads it again and says what it is
     if read is None:
         return False
+    found = _common_of_read(listed.dir_fd, base, files, read)
+    if isinstance(found, int) or found is None:
+        listed.stats[index] = fs.Entry(index, base + index, "file", read[3], read[4])
+        listed.shard_counts[index] = found
+        return False
+    listed.shard_counts[index] = 1
+    listed.quick[name] = found
+    return True
+
+
+def _common_of_read(dir_fd: int, base: str, files: _Files, read: tuple) -> tuple[int, float] | int | None:
+    """A common prefix's (bytes of its files, time) given its index's read_ends_at, or, when it is
+    not all there, the shard count its index gives (None: not a whole index)."""
     head, tail, size, index_size, index_mtime = read
-    count = shard_count_of_head_and_tail(base + index, head, tail, size)
-    found = fs.lstat_at(dir_fd, shard) if count == 1 else None
+    count = shard_count_of_head_and_tail(base + files.index, head, tail, size)
+    meta = files.meta
+    found = fs.lstat_at(dir_fd, files.data[(0, 1)]) if count == 1 else None
     found_meta = fs.lstat_at(dir_fd, meta) if meta is not None and found is not None else None
     if (found is None or not S_ISREG(found.st_mode)
             or meta is not None and (found_meta is None or not S_ISREG(found_meta.st_mode))):
-        listed.stats[index] = fs.Entry(index, base + index, "file", index_size, index_mtime)
-        listed.shard_counts[index] = count
-        return False
-    listed.shard_counts[index] = 1
+        return count
     # The .meta is written after the checkpoint: its time is not the save's.
-    listed.quick[name] = (index_size + found.st_size + (0 if found_meta is None else found_meta.st_size),
-                          max(index_mtime, found.st_mtime))
-    return True
+    return (index_size + found.st_size + (0 if found_meta is None else found_meta.st_size),
+            max(index_mtime, found.st_mtime))
+
+
+def _is_common(files: _Files) -> bool:
+    """Whether the prefix's files are named as the common shape's (_look_at_common)."""
+    return (files.index is not None and files.v1 is None and not files.v1_shards and len(files.data) == 1
+            and (0, 1) in files.data)
+
+
+def _look_at_in_two(listed: _Listing, base: str, names: list[str]) -> None:
+    """_look_at, the common prefixes of the second half looked at by a forked process on another
+    processor meanwhile (their files' system calls are most of what a scan of 100,000 costs). It
+    sends each one's size and time (or None: looked at here again, as _look_at would); what it
+    sends is only numbers this process would have read itself, so nothing decided changes. Nothing
+    sent, or not all of it (the helper failed or was stopped): this process looks at them all."""
+    groups = listed.groups
+    common = [name for name in names if groups[name].index not in listed.stats and _is_common(groups[name])]
+    if len(common) < HELPER_MIN_PREFIXES or threading.active_count() > 1:
+        return _look_at(listed, base, names)  # too few to pay for a process (or threads: no fork)
+    theirs = common[len(common) // 2:]
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the helper: reads only, sends numbers, never returns into the caller's code
+        code = 1
+        try:
+            os.close(reading)
+            _send_common(listed, base, theirs, writing)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(writing)
+    sent = None
+    try:
+        taken = set(theirs)
+        _look_at(listed, base, [name for name in names if name not in taken])
+        sent = _receive(reading)
+    finally:
+        os.close(reading)
+        if sent is None:  # stopped here (an interrupt) or nothing sent: the helper's work is not wanted
+            _stop(pid)
+        os.waitpid(pid, 0)
+    found = None
+    if sent is not None:
+        import marshal
+
+        try:
+            found = marshal.loads(sent)
+        except (EOFError, ValueError, TypeError):
+            found = None
+    if not isinstance(found, list) or len(found) != len(theirs):
+        return _look_at(listed, base, theirs)
+    again = []
+    quick, shard_counts = listed.quick, listed.shard_counts
+    for name, seen in zip(theirs, found):
+        if seen is None:
+            again.append(name)
+        else:
+            shard_counts[groups[name].index] = 1
+            quick[name] = seen
+    _look_at(listed, base, again)
+
+
+HELPER_MIN_PREFIXES = 20_000  # fewer common prefixes: a second process costs more than it saves
+
+
+def _stop(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # already gone (reaped below)
+
+
+def _send_common(listed: _Listing, base: str, names: list[str], writing: int) -> None:
+    """In the helper: each common prefix's (bytes, time), None for any other, marshalled to `writing`."""
+    import marshal
+
+    dir_fd, groups, found = listed.dir_fd, listed.groups, []
+    append = found.append
+    for name in names:
+        files = groups[name]
+        try:
+            read = fs.read_ends_at(dir_fd, files.index, HEAD_BYTES, FOOTER_SIZE)
+            seen = None if read is None else _common_of_read(dir_fd, base, files, read)
+        except OSError:
+            seen = None
+        append(seen if isinstance(seen, tuple) else None)
+    with os.fdopen(writing, "wb") as pipe:
+        pipe.write(marshal.dumps(found))
+
+
+def _receive(reading: int) -> bytes | None:
+    """All the helper wrote, None if nothing."""
+    chunks = []
+    while chunk := os.read(reading, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks) or None
 
 
 def _look_again(listed: _Listing, base: str) -> None:
@@ -437,20 +546,21 @@ def _look_at_file(dir_fd: int, base: str, name: str, stats: dict[str, fs.Entry])
     return True
 
 
-def _scan(directory: str, entries: list[fs.Entry] | None = None) -> DirectoryScan:
+def _scan(directory: str, entries: list[fs.Entry] | None = None, helper: bool = False) -> DirectoryScan:
     remote = fs.is_url(directory)
     if not remote and not os.path.isdir(directory):
         raise NotFound(f"no such directory: {directory}")
     directory = fs.absolute(directory)
     dir_fd = None if remote or entries is not None else fs.open_directory(directory)
     try:
-        return _scan_listed(directory, entries, dir_fd)
+        return _scan_listed(directory, entries, dir_fd, helper)
     finally:
         if dir_fd is not None:
             os.close(dir_fd)
 
 
-def _scan_listed(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None) -> DirectoryScan:
+def _scan_listed(directory: str, entries: list[fs.Entry] | None, dir_fd: int | None,
+                 helper: bool = False) -> DirectoryScan:
     remote = fs.is_url(directory)
     problems: list[Problem] = []
     state, state_error = None, None
@@ -495,7 +605,7 @@ def _scan_listed(directory: str, entries: list[fs.Entry] | None, dir_fd: int | N
                 other_latest[latest] = name
 
     base = listed.base
-    _look_at(listed, base, list(groups))
+    (_look_at_in_two if helper and dir_fd is not None else _look_at)(listed, base, list(groups))
     _find_v1_checkpoints(groups, plain_files, state_names, remote)
     _look_again(listed, base)
 
