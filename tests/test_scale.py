@@ -193,6 +193,7 @@ def test_a_scan_in_two_processes_is_the_scan_in_one(tmp_path, tf, monkeypatch, h
         return real_fork()
 
     monkeypatch.setattr(scan, "HELPER_MIN_PREFIXES", 1)
+    monkeypatch.setattr(scan, "processor_free", lambda: True)
     monkeypatch.setattr(os, "fork", fork)
     if helper_fails:
         monkeypatch.setattr(scan, "_send_common", lambda *a: 1 / 0)
