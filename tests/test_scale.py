@@ -142,7 +142,7 @@ def test_ls_json_template_rows_are_the_rows_of_the_plain_path(tmp_path, tf):
     TF1 and TF2 prefixes, a prefix with a .meta, and one whose index is missing."""
     import json
 
-    from ckpttool.cli.commands.ls import scan_document
+    from ckpttool.cli.hot.ls import scan_document
     from ckpttool.cli.render import RawJSON, jsonable
     from ckpttool.ops.runs.scan import scan_directory
 

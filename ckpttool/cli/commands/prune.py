@@ -20,10 +20,10 @@ from ckpttool import _pause_for_test
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE, error_fields
 from ckpttool.cli import fleet
-from ckpttool.cli.metric_options import metric_options
+from ckpttool.cli.metric_options import metric_options, retention_rules
 from ckpttool.cli.options import (AllowDamagedMetrics, DropUnscored, DryRun, EventsDir, Json, KeepBest,
                                   KeepEveryHours, KeepEverySteps, KeepLast, KeepStep, Metric, MetricsFile, MinAge, Mode,
-                                  NamePatternOpt, Quiet, Recursive, Yes, retention_rules)
+                                  NamePatternOpt, Quiet, Recursive, Yes)
 from ckpttool.errors import BadInput, CkptError, Refused, UsageProblem
 from ckpttool.ops.runs.scan import gc_paused
 
