@@ -66,8 +66,36 @@ def test_checkpoints_are_described_as_their_files_say(tmp_path, tf):
             timestamp=info.timestamp, files=files)
         assert info.timestamp is not None
         assert hash(info) == hash(CheckpointInfo(**{f: getattr(info, f) for f in info.__dataclass_fields__}))
+        assert type(info) is CheckpointInfo  # made through a plain class (scan._CommonInfo), it is one
         with pytest.raises(AttributeError):
             info.name = "other"  # still frozen
+
+
+def test_a_header_decoded_inline_is_the_header_decoded_plainly(tmp_path, tf):
+    """shard_count_of_head_and_tail decodes the header TensorFlow writes inline: the same count as the
+    table's first entry decoded plainly, for the index TensorFlow wrote and for each of its first
+    bytes changed (the key's and value's lengths, the value), and for its footer's magic changed."""
+    from ckpttool.formats.tf.shards import _shard_count_of_first_entry, shard_count_of_head_and_tail
+    from ckpttool.formats.tf.table import FOOTER_SIZE, HEAD_BYTES, first_entry_of_head_and_tail
+
+    prefix = tf.train.Checkpoint(v=tf.Variable([1.0, 2.0])).write(str(tmp_path / "ckpt"))
+    written = open(prefix + ".index", "rb").read()
+    tf.train.load_checkpoint(prefix)  # TensorFlow reads it
+    variants = [written]
+    for at in range(min(24, len(written))):
+        for byte in (0, 1, 2, 0x7F, 0x80, 0xFF):
+            changed = bytearray(written)
+            changed[at] = byte
+            variants.append(bytes(changed))
+    variants.append(written[:-1] + b"\0")  # the magic number's last byte
+    path = str(tmp_path / "ckpt.index")
+    counts = set()
+    for data in variants:
+        head, tail, size = data[:HEAD_BYTES], data[-FOOTER_SIZE:], len(data)
+        plain = _shard_count_of_first_entry(first_entry_of_head_and_tail(path, head, tail, size, "checkpoint index"))
+        assert shard_count_of_head_and_tail(path, head, tail, size) == plain
+        counts.add(plain)
+    assert {1, None} <= counts
 
 
 @pytest.mark.parametrize("enabled", [True, False])
