@@ -431,10 +431,11 @@ def _look_at_in_two(listed: _Listing, base: str, names: list[str]) -> None:
     sends is only numbers this process would have read itself, so nothing decided changes. Nothing
     sent, or not all of it (the helper failed or was stopped): this process looks at them all."""
     groups = listed.groups
+    if len(names) < HELPER_MIN_PREFIXES or threading.active_count() > 1 or not processor_free():
+        return _look_at(listed, base, names)  # threads (no fork), or no processor to run it on
     common = [name for name in names if groups[name].index not in listed.stats and _is_common(groups[name])]
-    if len(common) < HELPER_MIN_PREFIXES or threading.active_count() > 1 or not processor_free():
-        # Too few to pay for a process, threads (no fork), or no processor to run it on.
-        return _look_at(listed, base, names)
+    if len(common) < HELPER_MIN_PREFIXES:
+        return _look_at(listed, base, names)  # too few to pay for a process
     theirs = common[len(common) // 2:]
     reading, writing = os.pipe()
     pid = os.fork()
