@@ -1,4 +1,4 @@
-"""The quick path (cli/quick.py: `latest`, `inspect`, `verify` and `convert` in their common forms, parsed without Typer)
+"""The quick path (cli/quick.py: `latest`, `inspect`, `verify`, `ls` and `convert` in their common forms, parsed without Typer)
 answers exactly as the Typer app does: the same stdout, stderr and exit code for each command line
 it takes, good and bad, compared in this process and as whole processes; it takes nothing Typer
 refuses (it leaves every other command line to Typer); each flag it knows is that flag of the Typer
@@ -58,6 +58,16 @@ QUICK_FORMS = [
     ["verify", "--json", "{tmp}/notes.txt"],
     ["verify", "--graph", "{saver_run}"],  # no graph there
     ["verify", "{saver_run}", "--debug", "--no-color"],
+    ["ls", "{saver_run}"],  # the table
+    ["ls", "--json", "{saver_run}"],
+    ["ls", "-q", "{tf2_manager}"],
+    ["ls", "--json", "-r", "{tmp}"],  # damaged/, moved/ (a stale state file) and the empty directory
+    ["ls", "--recursive", "{tmp}"],
+    ["ls", "--json", "{tmp}/empty"],
+    ["ls", "{tmp}/empty"],  # no checkpoints: the hint
+    ["ls", "{tmp}/missing"],
+    ["ls", "--json", "{tmp}/notes.txt"],  # not a directory
+    ["ls", "--quiet", "--json", "{tmp}/moved"],
     ["convert", "{saver_run}", "{tmp}/out.safetensors", "--overwrite"],
     ["convert", "--json", "{saver_run}", "{tmp}/out.safetensors", "--overwrite", "--dtype", "bfloat16"],
     ["convert", "-q", "--dry-run", "{saver_run}/model.ckpt-30", "{tmp}/out.npz", "--to", "npz"],
@@ -74,7 +84,8 @@ TYPER_FORMS = [
     ["latest", "--bogus", "D"], ["latest", "D", "E"], ["latest", "--json=1", "D"], ["latest", "--", "D"],
     ["latest", "--json", "--json", "D"], ["latest", ""], ["latest", "-"], ["latest", "-x", "D"],
     ["latest", "--best", "--metric", "loss", "D"], ["latest", "--metric=loss", "D"], ["inspect", "--tree", "D"],
-    ["inspect", "--stats", "--stats", "D"], ["inspect", "-qa", "D"], ["inspect", "--filter", "x", "D"], ["ls", "D"],
+    ["inspect", "--stats", "--stats", "D"], ["inspect", "-qa", "D"], ["inspect", "--filter", "x", "D"], ["ls", "--summary", "D"], ["ls", "--sort", "step", "D"],
+    ["ls", "--metric", "loss", "D"], ["ls", "-rq", "D"], ["ls", "--keep-last", "5", "D"], ["ls"], ["ls", "--help"],
     ["verify"], ["verify", "--help"], ["verify", "-ar", "D"], ["verify", "--manifest", "M", "D"], ["verify", "-m", "M", "D"],
     ["verify", "--tensors", "D"], ["verify", "--ignore-names", "D"], ["verify", "-a", "-a", "D"], ["--storage-option", "a=b", "latest", "D"], ["--debug", "--debug", "latest", "D"],
     ["Latest", "D"], ["--no-colour", "latest", "D"], ["latest", "--jso", "D"],
@@ -165,7 +176,8 @@ TYPER_PROBE = "import sys\nfrom ckpttool.cli.app import main\nmain(sys.argv[1:])
 
 @pytest.mark.parametrize("form", [["latest", "{saver_run}"], ["inspect", "--json", "{saver_run}"],
                                   ["latest", "--json", "--absolute", "--step", "{saver_run}"],
-                                  ["verify", "{tmp}/damaged"], ["verify", "--json", "-a", "{tmp}/damaged"]],
+                                  ["verify", "{tmp}/damaged"], ["verify", "--json", "-a", "{tmp}/damaged"],
+                                  ["ls", "--json", "{saver_run}"], ["ls", "-r", "{tmp}"]],
                          ids=" ".join)
 def test_whole_processes_answer_as_typer_does(paths, form):
     argv = _argv(form, paths)
@@ -190,7 +202,8 @@ print("LOADED:" + ",".join(loaded), file=sys.stderr)
 @pytest.mark.parametrize("form", [["latest", "{saver_run}"], ["latest", "--json", "--complete", "{tmp}/empty"],
                                   ["inspect", "--json", "{tf2_manager}"], ["inspect", "-q", "{saver_run}"],
                                   ["verify", "{saver_run}"], ["verify", "--json", "-a", "{sharded}"],
-                                  ["verify", "-q", "{tmp}/damaged"], ["convert", "{saver_run}", "{tmp}/out.safetensors"]],
+                                  ["verify", "-q", "{tmp}/damaged"], ["convert", "{saver_run}", "{tmp}/out.safetensors"],
+                                  ["ls", "--json", "{saver_run}"], ["ls", "-q", "{tmp}/damaged"]],
                          ids=" ".join)
 def test_hot_commands_import_neither_typer_nor_rich(paths, form):
     """Nor numpy, nor (for a TF checkpoint) the PyTorch readers; nor the verifier, but to verify (convert

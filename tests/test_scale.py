@@ -66,8 +66,36 @@ def test_checkpoints_are_described_as_their_files_say(tmp_path, tf):
             timestamp=info.timestamp, files=files)
         assert info.timestamp is not None
         assert hash(info) == hash(CheckpointInfo(**{f: getattr(info, f) for f in info.__dataclass_fields__}))
+        assert type(info) is CheckpointInfo  # made through a plain class (scan._CommonInfo), it is one
         with pytest.raises(AttributeError):
             info.name = "other"  # still frozen
+
+
+def test_a_header_decoded_inline_is_the_header_decoded_plainly(tmp_path, tf):
+    """shard_count_of_head_and_tail decodes the header TensorFlow writes inline: the same count as the
+    table's first entry decoded plainly, for the index TensorFlow wrote and for each of its first
+    bytes changed (the key's and value's lengths, the value), and for its footer's magic changed."""
+    from ckpttool.formats.tf.shards import _shard_count_of_first_entry, shard_count_of_head_and_tail
+    from ckpttool.formats.tf.table import FOOTER_SIZE, HEAD_BYTES, first_entry_of_head_and_tail
+
+    prefix = tf.train.Checkpoint(v=tf.Variable([1.0, 2.0])).write(str(tmp_path / "ckpt"))
+    written = open(prefix + ".index", "rb").read()
+    tf.train.load_checkpoint(prefix)  # TensorFlow reads it
+    variants = [written]
+    for at in range(min(24, len(written))):
+        for byte in (0, 1, 2, 0x7F, 0x80, 0xFF):
+            changed = bytearray(written)
+            changed[at] = byte
+            variants.append(bytes(changed))
+    variants.append(written[:-1] + b"\0")  # the magic number's last byte
+    path = str(tmp_path / "ckpt.index")
+    counts = set()
+    for data in variants:
+        head, tail, size = data[:HEAD_BYTES], data[-FOOTER_SIZE:], len(data)
+        plain = _shard_count_of_first_entry(first_entry_of_head_and_tail(path, head, tail, size, "checkpoint index"))
+        assert shard_count_of_head_and_tail(path, head, tail, size) == plain
+        counts.add(plain)
+    assert {1, None} <= counts
 
 
 @pytest.mark.parametrize("enabled", [True, False])
@@ -142,7 +170,7 @@ def test_ls_json_template_rows_are_the_rows_of_the_plain_path(tmp_path, tf):
     TF1 and TF2 prefixes, a prefix with a .meta, and one whose index is missing."""
     import json
 
-    from ckpttool.cli.commands.ls import scan_document
+    from ckpttool.cli.hot.ls import scan_document
     from ckpttool.cli.render import RawJSON, jsonable
     from ckpttool.ops.runs.scan import scan_directory
 
@@ -158,3 +186,46 @@ def test_ls_json_template_rows_are_the_rows_of_the_plain_path(tmp_path, tf):
     templated, plain = json.loads(rows.text), jsonable(rows.plain())
     assert len(templated) == 3
     assert [list(row.items()) for row in templated] == [list(row.items()) for row in plain]
+
+
+def _damaged_run(tmp_path, tf, count: int = 12):
+    """`count` checkpoints TensorFlow wrote, some of them damaged as interrupted saves leave them."""
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable([1.0, 2.0])), str(tmp_path),
+                                         max_to_keep=None)
+    saved = [manager.save() for _ in range(count)]
+    os.truncate(saved[1] + ".index", os.path.getsize(saved[1] + ".index") - 7)  # its footer cut off
+    os.unlink(saved[2] + ".data-00000-of-00001")
+    os.rename(saved[3] + ".index", tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", saved[3] + ".index")  # a link: never a checkpoint file
+    with open(saved[4] + ".meta", "wb") as meta:
+        meta.write(b"\x0a\x00")
+    os.symlink(tmp_path / "elsewhere", saved[5] + ".meta")
+    return saved
+
+
+@pytest.mark.parametrize("helper_fails", [False, True])
+def test_a_scan_in_two_processes_is_the_scan_in_one(tmp_path, tf, monkeypatch, helper_fails):
+    """The forked helper that looks at half of a big directory's checkpoints changes nothing the
+    scan finds (damaged checkpoints included), and when it fails this process looks at them all."""
+    from ckpttool.ops.runs import scan
+
+    saved = _damaged_run(tmp_path, tf)
+    with pytest.raises(Exception):
+        tf.train.load_checkpoint(saved[1])  # TensorFlow cannot read the cut index either
+    alone = scan.scan_directory(str(tmp_path))
+    forks = []
+    real_fork = os.fork
+
+    def fork():
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(scan, "HELPER_MIN_PREFIXES", 1)
+    monkeypatch.setattr(scan, "processor_free", lambda: True)
+    monkeypatch.setattr(os, "fork", fork)
+    if helper_fails:
+        monkeypatch.setattr(scan, "_send_common", lambda *a: 1 / 0)
+    assert scan.scan_directory(str(tmp_path), helper=True) == alone
+    assert forks == [1]
+    assert [c.complete for c in alone.checkpoints] == [
+        i not in (1, 2, 3) for i in range(len(saved))]

@@ -104,12 +104,3 @@ KeepStep = Annotated[Optional[List[int]], typer.Option("--keep-step", metavar="S
 MinAge = Annotated[Optional[str], typer.Option("--min-age", metavar="DURATION", help="Delete nothing younger than this (30m, 12h, 7d).")]
 KeepBest = Annotated[Optional[int], typer.Option("--keep-best", metavar="N", help="Keep the N best-scored checkpoints of each family by --metric (the best is kept whenever --metric is given; ties go to the older).")]
 DropUnscored = Annotated[bool, typer.Option("--drop-unscored", help="Let other rules decide about checkpoints without a score (by default they are kept).")]
-
-
-def retention_rules(keep_last: int | None, keep_every_hours: float | None, keep_every_steps: int | None,
-                    keep_step: list[int] | None, min_age: str | None, keep_best: int | None, drop_unscored: bool):
-    """The RetentionRules of the shared options (not validated: no rule at all is the caller's to judge)."""
-    from ckpttool.ops.retention.rules import RetentionRules, parse_duration
-
-    return RetentionRules(keep_last, keep_every_hours, keep_every_steps, tuple(keep_step or ()),
-                          parse_duration(min_age) if min_age is not None else None, keep_best, drop_unscored)

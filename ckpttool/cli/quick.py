@@ -1,5 +1,5 @@
 """The hot commands' common command lines run without Typer: `latest DIR`, `inspect TARGET`,
-`verify TARGET` and `convert SRC DST`, each with its usual flags (and convert with its --dtype, --to,
+`verify TARGET`, `ls DIR` and `convert SRC DST`, each with its usual flags (and convert with its --dtype, --to,
 --layout and one --transpose), parsed here from argv and handed to the same body (cli/hot/) under the
 same error handling (errors.run_body) as Typer would, so that they start without importing Typer or
 Rich or building the app (about half of `ckpttool latest`'s time, against the interpreter's own
@@ -30,6 +30,8 @@ FORMS = {
                               "-a": "all_", "--slices": "slices", "--stats": "stats"}, {}),
     "verify": (("target",), {"--json": "json_out", "--quiet": "quiet", "-q": "quiet", "--all": "all_", "-a": "all_",
                              "--recursive": "recursive", "-r": "recursive", "--graph": "graph"}, {}),
+    "ls": (("directory",), {"--json": "json_out", "--quiet": "quiet", "-q": "quiet", "--recursive": "recursive",
+                            "-r": "recursive"}, {}),
     "convert": (("source", "destination"),
                 {"--json": "json_out", "--quiet": "quiet", "-q": "quiet", "--overwrite": "overwrite",
                  "--strict": "strict", "--dry-run": "dry_run", "-n": "dry_run", "--no-update-state": "no_update_state"},
@@ -116,6 +118,8 @@ def run(form: tuple[str, dict, set[str]]) -> int:
         from ckpttool.cli.hot.inspect import run as body
     elif command == "verify":
         from ckpttool.cli.hot.verify import run as body
+    elif command == "ls":
+        from ckpttool.cli.hot.ls import run as body
     else:
         from ckpttool.cli.hot.convert import run as body
     set_debug("--debug" in global_flags)  # what the app's global options do (cli/app.root)

@@ -20,10 +20,10 @@ from ckpttool import _pause_for_test
 from ckpttool.cli import render
 from ckpttool.cli.errors import EXIT_NEGATIVE, error_fields
 from ckpttool.cli import fleet
-from ckpttool.cli.metric_options import metric_options
+from ckpttool.cli.metric_options import metric_options, retention_rules
 from ckpttool.cli.options import (AllowDamagedMetrics, DropUnscored, DryRun, EventsDir, Json, KeepBest,
                                   KeepEveryHours, KeepEverySteps, KeepLast, KeepStep, Metric, MetricsFile, MinAge, Mode,
-                                  NamePatternOpt, Quiet, Recursive, Yes, retention_rules)
+                                  NamePatternOpt, Quiet, Recursive, Yes)
 from ckpttool.errors import BadInput, CkptError, Refused, UsageProblem
 from ckpttool.ops.runs.scan import gc_paused
 
@@ -224,7 +224,8 @@ def command(
                 raise BadInput(moved)
             planned = plan_prune(d, rules, clean=clean, ignore_bad_state=ignore_bad_state, metric=scoring,
                                  allow_damaged=allow_damaged_metrics, entries=listings.get(d),
-                                 whole_check_at_apply=yes and not dry_run)
+                                 whole_check_at_apply=yes and not dry_run,
+                                 helper=not recursive and not render.to_terminal())
             if planned.refusal and not dry_run:  # a dry run shows the plan, and the damage among its problems
                 refused_scans[d] = planned.scan
                 raise BadInput(planned.refusal, hint=DAMAGE_HINT)

@@ -15,7 +15,8 @@ from typing import Iterable
 
 from ckpttool.errors import CkptError, CorruptCheckpoint
 from ckpttool.formats.tf.messages import parse_entry, parse_header
-from ckpttool.formats.tf.table import first_entry_of_file, first_entry_of_head_and_tail, read_table_file
+from ckpttool.formats.tf.table import (FOOTER_SIZE, MAGIC_BYTES, first_entry_of_file, first_entry_of_head_and_tail,
+                                      read_table_file)
 from ckpttool.storage import fs
 from ckpttool.text import quote
 
@@ -104,6 +105,12 @@ def shard_count(index_path: str, size: int) -> int | None:
 
 def shard_count_of_head_and_tail(index_path: str, head: bytes, tail: bytes, size: int) -> int | None:
     """shard_count, given the index's first HEAD_BYTES and last FOOTER_SIZE bytes (formats/tf/table.py)."""
+    # What TensorFlow writes (an uncompressed first block whose first entry, the header, has the
+    # empty key and a value shorter than 128 bytes), decoded here as first_plain_entry decodes it:
+    # a scan of 100,000 checkpoints takes this path 100,000 times.
+    if (size >= FOOTER_SIZE and tail[-8:] == MAGIC_BYTES and len(head) > 2 and head[0] == 0 and head[1] == 0
+            and head[2] < 0x80 and 3 + head[2] <= len(head)):
+        return _shard_count_of_header(head[3:3 + head[2]])
     return _shard_count_of_first_entry(first_entry_of_head_and_tail(index_path, head, tail, size, "checkpoint index"))
 
 

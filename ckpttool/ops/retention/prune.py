@@ -462,7 +462,8 @@ def _score(scan: DirectoryScan, complete: list, rules: RetentionRules, metric: M
 def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, now: float | None = None,
                ignore_bad_state: bool = False, metric: MetricOptions | None = None,
                allow_damaged: bool = False, entries: list[fs.Entry] | None = None,
-               scan: DirectoryScan | None = None, whole_check_at_apply: bool = False) -> PrunePlan:
+               scan: DirectoryScan | None = None, whole_check_at_apply: bool = False,
+               helper: bool = False) -> PrunePlan:
     """What a prune of `directory` would keep and delete; reads only.
 
     Refuses (BadInput) when the state file exists but cannot be read: the
@@ -475,7 +476,8 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     when its deletions depend on what the damage may have lost, unless `allow_damaged` (or the
     metric's own allow_damaged). `entries`: the directory's listing when the caller has it (a
     bucket's tree listing, find_checkpoint_dirs), else it is listed here; `scan`: the directory as
-    the caller just scanned it (`ls -r --summary`), else it is scanned here.
+    the caller just scanned it (`ls -r --summary`), else it is scanned here (`helper`: as
+    scan_directory's).
     `whole_check_at_apply`: a bucket plan that batchable() passes leaves reading each TF family's
     newest index (is its data whole?) to the batched apply, before its lock (`whole_unchecked`): one
     request less per run directory in planning, none more in all. A dry run, and a plan shown for
@@ -484,7 +486,7 @@ def plan_prune(directory: str, rules: RetentionRules, *, clean: bool = False, no
     rules.validate()
     now = time.time() if now is None else now
     directory_id = fs.directory_identity(directory)
-    scan = scan if scan is not None else scan_directory(directory, entries)
+    scan = scan if scan is not None else scan_directory(directory, entries, helper=helper)
     if not ignore_bad_state:
         _refuse_bad_state(scan)
     best_damage: list[Damage] = []
