@@ -183,8 +183,8 @@ def test_float32_to_bfloat16_finite_chunks_take_the_short_path(chunk, monkeypatc
     values = bits.view("<f4")
     stored = values.tobytes()
     calls = []
-    short_path = casting._float32_to_bfloat16_finite
-    monkeypatch.setattr(casting, "_float32_to_bfloat16_finite",
+    short_path = casting.float32_to_bfloat16_finite
+    monkeypatch.setattr(casting, "float32_to_bfloat16_finite",
                         lambda data, work, written: calls.append((bytes(data), short_path(data, work, written)))
                         or calls[-1][1])
     overflow = [0]
@@ -202,3 +202,26 @@ def test_float32_to_bfloat16_finite_chunks_take_the_short_path(chunk, monkeypatc
             special = np.isnan(piece).any() or np.isinf(piece.astype(ml_dtypes.bfloat16).astype(np.float32)).any()
         assert (result is None) == special
     assert any(result is not None for _data, result in calls)
+
+
+@pytest.mark.parametrize("target", ["float32", "float64", "float16"])
+def test_bfloat16_sources_cast_as_ml_dtypes_casts_them(target):
+    """Every bfloat16 bit pattern (NaN payloads, signalling and quiet, infinities, subnormals, values
+    float16 cannot hold), streamed in chunks that end inside an element and decoded into reused
+    buffers: ml_dtypes' cast bit for bit (NaNs too), float16's overflows counted."""
+    from ckpttool.ops.tensors.casting import cast_stream
+
+    bits = np.concatenate([np.arange(1 << 16, dtype=np.uint16)] * 3)
+    np.random.default_rng(31).shuffle(bits)
+    values = bits.view(ml_dtypes.bfloat16)
+    stored = bits.astype("<u2").tobytes()
+    chunks = [stored[i:i + 40_001] for i in range(0, len(stored), 40_001)]
+    overflow = [0]
+    # each piece is copied before the next is asked for, as convert's writers do (it may be a view)
+    got = b"".join(bytes(c) for c in cast_stream(iter(chunks), "bfloat16", target, overflow))
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = values.astype(NP[target])
+        overflows = np.isfinite(values.astype(np.float32)) & np.isinf(expected)
+    unsigned = f"<u{expected.itemsize}"
+    assert np.frombuffer(got, unsigned).tolist() == expected.view(unsigned).tolist()
+    assert overflow[0] == np.count_nonzero(overflows)

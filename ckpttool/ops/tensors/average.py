@@ -360,7 +360,7 @@ def _mean_stream(readers: list, name: str, dtype: str, keys: tuple[dict[str, str
     import numpy as np
 
     from ckpttool.formats.raw import iter_stored_views
-    from ckpttool.ops.tensors.casting import decode_floats, to_bfloat16
+    from ckpttool.ops.tensors.casting import float32_to_bfloat16_finite, decode_floats, to_bfloat16
 
     itemsize = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}[dtype]
     size = CHUNK_BYTES // itemsize * itemsize
@@ -369,13 +369,17 @@ def _mean_stream(readers: list, name: str, dtype: str, keys: tuple[dict[str, str
     streams = [_pieces(iter_stored_views(r, r.variable(key), size), size) for r, key in zip(readers, own)]
     wide = dtype == "float64"
     total = np.empty(size // itemsize, np.float64 if wide else np.float32)
-    written = np.empty(size // itemsize, "<f2") if dtype == "float16" else None
+    written = np.empty(size // itemsize, {"float16": "<f2", "bfloat16": "<u2"}[dtype]) \
+        if dtype in ("float16", "bfloat16") else None
+    # bfloat16: each source decoded into a buffer of its own, the mean rounded in the last
+    works = [np.empty(size // itemsize, "<u4") for _ in range(len(readers) + 1)] if dtype == "bfloat16" else None
     for pieces in zip(*streams):
         count = len(pieces[0]) // itemsize
-        values = [decode_floats(piece, dtype) for piece in pieces]
+        values = [decode_floats(piece, dtype, works[i] if works else None) for i, piece in enumerate(pieces)]
         mean = _mean(np, values, total[:count]) if wide else _mean32(np, values, total[:count])
-        if dtype == "bfloat16":
-            yield to_bfloat16(mean).tobytes()  # rounded once from the float32 mean
+        if dtype == "bfloat16":  # rounded once from the float32 mean
+            rounded = float32_to_bfloat16_finite(memoryview(mean).cast("B"), works[-1], written)
+            yield rounded if rounded is not None else to_bfloat16(mean).tobytes()
             continue
         if written is not None:
             np.copyto(written[:count], mean, casting="same_kind")  # to nearest even, as astype

@@ -55,11 +55,20 @@ class CastRule:
         return self.dtype
 
 
-def decode_floats(raw: bytes, dtype: str):
+def decode_floats(raw: bytes, dtype: str, work: "np.ndarray | None" = None):
+    """The values of stored little-endian `dtype` bytes (bfloat16 as float32). `work`: a reused uint32
+    buffer of at least as many elements that bfloat16 is decoded into, the values a view of it, valid
+    until the next call (two fresh arrays a chunk, faulted in anew, made this 10x slower)."""
     import numpy as np
 
     if dtype == "bfloat16":
-        return (np.frombuffer(raw, "<u2").astype("<u4") << 16).view("<f4")
+        half = np.frombuffer(raw, "<u2")
+        if work is None:
+            return (half.astype("<u4") << 16).view("<f4")
+        wide = work[:half.size]
+        np.copyto(wide, half)
+        np.left_shift(wide, 16, out=wide)
+        return wide.view("<f4")
     return np.frombuffer(raw, {"float16": "<f2", "float32": "<f4", "float64": "<f8"}[dtype])
 
 
@@ -129,7 +138,7 @@ def itemsize(dtype: str) -> int:
 _BFLOAT16_OVERFLOWS_FROM = 2.0 ** 128 - 2.0 ** 119
 
 
-def _float32_to_bfloat16_finite(data: bytes, work: "np.ndarray", written: "np.ndarray") -> memoryview | None:
+def float32_to_bfloat16_finite(data: bytes, work: "np.ndarray", written: "np.ndarray") -> memoryview | None:
     """The bfloat16 bytes of the float32 values in `data` when every one is finite and stays finite
     (then exactly what cast_values gives, with no overflow to count), else None: NaNs and overflows
     are cast_values' to do. One min and one max decide it; the rounding is four in-place integer
@@ -159,23 +168,37 @@ def cast_stream(chunks: Iterator[bytes], source: str, target: str, overflow: lis
 
     size = itemsize(source)
     rest = b""
-    work = np.empty(0, "<u4") if (source, target) == ("float32", "bfloat16") else None
-    written = np.empty(0, "<u2")
+    # reused buffers (the consumers are done with each piece before they ask for the next:
+    # convert._Source): float32 -> bfloat16 rounds in `work` into `written`; bfloat16 is decoded into
+    # `work`, and into `written` as float64
+    reuse = (source, target) == ("float32", "bfloat16") or source == "bfloat16"
+    exact = source == "bfloat16" and target in ("float32", "float64")  # no rounding, no overflow
+    written_dtype = {"bfloat16": "<u2", "float64": "<f8"}.get(target)
+    work, written = np.empty(0, "<u4"), None
     for chunk in chunks:
         data = rest + chunk if rest else chunk
         cut = len(data) - len(data) % size
         rest = bytes(data[cut:])  # a chunk may be a view of a reused buffer: what waits is copied
         if not cut:
             continue
-        if work is not None:
-            if work.size < cut // 4:
-                work, written = np.empty(cut // 4, "<u4"), np.empty(cut // 4, "<u2")
-            # the consumers are done with each piece before they ask for the next (convert._Source)
-            fast = _float32_to_bfloat16_finite(data[:cut] if cut < len(data) else data, work, written)
+        whole = data[:cut] if cut < len(data) else data
+        if reuse and work.size < cut // size:
+            work = np.empty(cut // size, "<u4")
+            written = np.empty(cut // size, written_dtype) if written_dtype else None
+        if source == "float32" and reuse:
+            fast = float32_to_bfloat16_finite(whole, work, written)
             if fast is not None:
                 yield fast
                 continue
-        out, count = cast_values(decode_floats(data[:cut], source), target, source)
+        values = decode_floats(whole, source, work if reuse else None)
+        if exact:  # NaNs keep their bits, as cast_values keeps them
+            if target == "float64":
+                with np.errstate(invalid="ignore"):  # a signalling NaN comes out quiet, as astype gives it
+                    np.copyto(written[:values.size], values)
+                values = written[:values.size]
+            yield memoryview(values).cast("B")
+            continue
+        out, count = cast_values(values, target, source)
         overflow[0] += count
         yield out
     if rest:
