@@ -31,7 +31,9 @@ from ckpttool.errors import BadInput, UsageProblem
 from ckpttool.storage import fs
 
 AVERAGED = ("bfloat16", "float16", "float32", "float64")
-CHUNK_BYTES = 256 << 10  # per source, in lockstep: the chunks and their sum stay in the CPU's cache
+# per source, in lockstep: the chunks and their sum stay in the CPU's last-level cache (5 x 1 GiB float32:
+# 512 KiB took 0.87x the user time of 256 KiB, fewer calls per byte, for 1.4 MB more)
+CHUNK_BYTES = 512 << 10
 
 
 @dataclass(frozen=True)
