@@ -160,46 +160,74 @@ def float32_to_bfloat16_finite(data: bytes, work: "np.ndarray", written: "np.nda
     return memoryview(out).cast("B")
 
 
+# The smallest magnitude that rounds to infinity, by the casts numpy does in one rounding: float16's
+# 65520 (the tie above 65504, rounded to the even 65536) and float32's 2**128 - 2**103 (likewise)
+_OVERFLOWS_FROM = {("float32", "float16"): 65520.0, ("float64", "float32"): 2.0 ** 128 - 2.0 ** 103}
+_NUMPY = {"float16": "<f2", "float32": "<f4", "float64": "<f8"}
+
+
+def _narrowed_finite(data: bytes, source: str, target: str, written: "np.ndarray") -> memoryview | None:
+    """The `target` bytes of the `source` values in `data` (a pair in _OVERFLOWS_FROM) when every one
+    is finite and stays finite (numpy's cast, as cast_values does it, with no overflow to count), else
+    None. One min and one max decide it; the cast goes into `written`, a reused buffer, the bytes
+    handed out a view of it, valid until the next call."""
+    import numpy as np
+
+    values = np.frombuffer(data, _NUMPY[source])
+    limit = _OVERFLOWS_FROM[(source, target)]
+    if values.size and not (values.min() > -limit and values.max() < limit):
+        return None  # a NaN fails both comparisons
+    out = written[:values.size]
+    np.copyto(out, values, casting="unsafe")  # astype's rounding: to nearest, ties to even
+    return memoryview(out).cast("B")
+
+
 def cast_stream(chunks: Iterator[bytes], source: str, target: str, overflow: list[int]
                 ) -> Iterator[bytes | memoryview]:
     """The stored bytes of a `source` variable as `target`, chunk by chunk; `overflow[0]` counts the
-    finite values that became infinite. A chunk may end inside an element: the rest waits for the next."""
+    finite values that became infinite. A chunk may end inside an element: the rest waits for the next.
+    The pieces handed out may be views of buffers reused for the next (the consumers are done with
+    each piece before they ask for the next: convert._Source): fresh arrays a chunk cost as much as
+    the cast."""
     import numpy as np
 
     size = itemsize(source)
     rest = b""
-    # reused buffers (the consumers are done with each piece before they ask for the next:
-    # convert._Source): float32 -> bfloat16 rounds in `work` into `written`; bfloat16 is decoded into
-    # `work`, and into `written` as float64
-    reuse = (source, target) == ("float32", "bfloat16") or source == "bfloat16"
-    exact = source == "bfloat16" and target in ("float32", "float64")  # no rounding, no overflow
-    written_dtype = {"bfloat16": "<u2", "float64": "<f8"}.get(target)
-    work, written = np.empty(0, "<u4"), None
+    rounds_bfloat16 = (source, target) == ("float32", "bfloat16")  # in place, float32_to_bfloat16_finite
+    narrows = (source, target) in _OVERFLOWS_FROM
+    decodes = source == "bfloat16"  # into `work`
+    # no rounding, no overflow: bfloat16 or float16 to float32 or float64, float32 to float64; copied
+    # into `written` but bfloat16's float32 decoding, handed on as it is
+    exact = target in ("float32", "float64") and itemsize(target) > itemsize(source)
+    copies = rounds_bfloat16 or narrows or exact and (source, target) != ("bfloat16", "float32")
+    work, written = np.empty(0, "<u4"), np.empty(0, "<u2" if target == "bfloat16" else _NUMPY[target])
     for chunk in chunks:
         data = rest + chunk if rest else chunk
         cut = len(data) - len(data) % size
         rest = bytes(data[cut:])  # a chunk may be a view of a reused buffer: what waits is copied
         if not cut:
             continue
-        whole = data[:cut] if cut < len(data) else data
-        if reuse and work.size < cut // size:
-            work = np.empty(cut // size, "<u4")
-            written = np.empty(cut // size, written_dtype) if written_dtype else None
-        if source == "float32" and reuse:
-            fast = float32_to_bfloat16_finite(whole, work, written)
+        whole, count = data[:cut] if cut < len(data) else data, cut // size
+        if (rounds_bfloat16 or decodes) and work.size < count:
+            work = np.empty(count, "<u4")
+        if copies and written.size < count:
+            written = np.empty(count, written.dtype)
+        if rounds_bfloat16 or narrows:
+            fast = (float32_to_bfloat16_finite(whole, work, written) if rounds_bfloat16
+                    else _narrowed_finite(whole, source, target, written))
             if fast is not None:
                 yield fast
                 continue
-        values = decode_floats(whole, source, work if reuse else None)
-        if exact:  # NaNs keep their bits, as cast_values keeps them
-            if target == "float64":
+        values = decode_floats(whole, source, work if decodes else None)
+        if exact:  # NaNs keep their bits as astype (cast_values) keeps them
+            if copies:
                 with np.errstate(invalid="ignore"):  # a signalling NaN comes out quiet, as astype gives it
-                    np.copyto(written[:values.size], values)
-                values = written[:values.size]
+                    np.copyto(written[:count], values)
+                values = written[:count]
             yield memoryview(values).cast("B")
             continue
-        out, count = cast_values(values, target, source)
-        overflow[0] += count
+        out, overflowed = cast_values(values, target, source)
+        overflow[0] += overflowed
         yield out
     if rest:
         raise ValueError("a variable's stored bytes end inside an element")  # the readers check sizes: a bug
