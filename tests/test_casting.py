@@ -251,3 +251,30 @@ def test_casts_between_numpy_floats_stream_as_astype(source, target):
     unsigned = f"<u{expected.itemsize}"
     assert np.frombuffer(got, unsigned).tolist() == expected.view(unsigned).tolist()
     assert overflow[0] == np.count_nonzero(np.isfinite(values) & np.isinf(expected))
+
+
+def test_float32_to_float16_on_the_bits_is_numpys_cast(monkeypatch):
+    """Every float32 below float16's overflow threshold in steps (each exponent's ties, exactly and
+    one bit either side, the largest that stay finite, float16's subnormals and the boundary of its
+    normal range, zeros), both signs, streamed in chunks without a NaN or an overflow: the integer
+    passes give numpy's astype bit for bit, and they are the path taken."""
+    from ckpttool.ops.tensors import casting
+
+    steps = np.arange(0, 0x477FF000, 4099, dtype=np.uint32)
+    ties = (steps & ~np.uint32(0x1FFF)) | 0x1000  # exactly between two float16 values
+    edges = np.array([0x477FEFFF, 0x477FE000, 0x38800000, 0x387FFFFF, 0x387FF000, 0x33000000, 0x33000001, 0x1],
+                     np.uint32)
+    bits = np.concatenate([steps, ties, ties - 1, ties + 1, edges])
+    bits = bits[bits < 0x477FF000]  # 65520 and above overflow: cast_values' to count
+    values = np.concatenate([bits, bits | 0x80000000]).view("<f4")
+    np.random.default_rng(41).shuffle(values)
+    stored = values.tobytes()
+    calls = []
+    on_bits = casting._float32_to_float16_bits
+    monkeypatch.setattr(casting, "_float32_to_float16_bits", lambda *a: calls.append(1) or on_bits(*a))
+    overflow = [0]
+    pieces = casting.cast_stream(iter([stored[i:i + 65_537] for i in range(0, len(stored), 65_537)]), "float32",
+                                 "float16", overflow)
+    got = np.frombuffer(b"".join(bytes(c) for c in pieces), "<u2")  # each copied before the next, as the writers do
+    assert got.tolist() == values.astype(np.float16).view(np.uint16).tolist()
+    assert overflow[0] == 0 and len(calls) == -(-len(stored) // 65_537)
