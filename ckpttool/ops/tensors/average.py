@@ -363,7 +363,7 @@ def _mean_stream(readers: list, name: str, dtype: str, keys: tuple[dict[str, str
     import numpy as np
 
     from ckpttool.formats.raw import iter_stored_views
-    from ckpttool.ops.tensors.casting import decode_floats, float32_to_bfloat16_finite, to_bfloat16
+    from ckpttool.ops.tensors.casting import decode_floats, float32_to_bfloat16_finite, narrowed_finite, to_bfloat16
 
     itemsize = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}[dtype]
     elements = CHUNK_BYTES // max(itemsize, 4)  # narrower dtypes are summed (and decoded) 4 bytes wide
@@ -374,8 +374,10 @@ def _mean_stream(readers: list, name: str, dtype: str, keys: tuple[dict[str, str
     wide = dtype == "float64"
     total = np.empty(elements, np.float64 if wide else np.float32)
     written = np.empty(elements, {"float16": "<f2", "bfloat16": "<u2"}[dtype]) if itemsize == 2 else None
-    # bfloat16: each source decoded into a buffer of its own, the mean rounded in the last
+    # bfloat16: each source decoded into a buffer of its own, the mean rounded in the last; float16:
+    # the mean rounded on its bits in two
     works = [np.empty(elements, "<u4") for _ in range(len(readers) + 1)] if dtype == "bfloat16" else None
+    halves = (np.empty(2 * elements, "<u4"), np.empty(elements, bool)) if dtype == "float16" else None
     for pieces in zip(*streams):
         count = len(pieces[0]) // itemsize
         values = [decode_floats(piece, dtype, works[i] if works else None) for i, piece in enumerate(pieces)]
@@ -385,6 +387,10 @@ def _mean_stream(readers: list, name: str, dtype: str, keys: tuple[dict[str, str
             yield rounded if rounded is not None else to_bfloat16(mean).tobytes()
             continue
         if written is not None:
+            rounded = narrowed_finite(memoryview(mean).cast("B"), "float32", "float16", written, *halves)
+            if rounded is not None:
+                yield rounded
+                continue
             np.copyto(written[:count], mean, casting="same_kind")  # to nearest even, as astype
             mean = written[:count]
         yield memoryview(mean).cast("B")  # a view: the writers are done with it before the next

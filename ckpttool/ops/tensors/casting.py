@@ -166,7 +166,7 @@ _OVERFLOWS_FROM = {("float32", "float16"): 65520.0, ("float64", "float32"): 2.0 
 _NUMPY = {"float16": "<f2", "float32": "<f4", "float64": "<f8"}
 
 
-def _narrowed_finite(data: bytes, source: str, target: str, written: "np.ndarray", work: "np.ndarray",
+def narrowed_finite(data: bytes, source: str, target: str, written: "np.ndarray", work: "np.ndarray",
                      tiny: "np.ndarray") -> memoryview | None:
     """The `target` bytes of the `source` values in `data` (a pair in _OVERFLOWS_FROM) when every one
     is finite and stays finite (numpy's cast, as cast_values does it, with no overflow to count), else
@@ -247,7 +247,7 @@ def cast_stream(chunks: Iterator[bytes], source: str, target: str, overflow: lis
             written = np.empty(count, written.dtype)
         if rounds_bfloat16 or narrows:
             fast = (float32_to_bfloat16_finite(whole, work, written) if rounds_bfloat16
-                    else _narrowed_finite(whole, source, target, written, work, tiny))
+                    else narrowed_finite(whole, source, target, written, work, tiny))
             if fast is not None:
                 yield fast
                 continue
