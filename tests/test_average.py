@@ -161,9 +161,15 @@ def test_layout_and_dtype_apply_to_the_mean(tmp_path, tf):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_narrow_float_means(tmp_path, tf, dtype):
+@pytest.mark.parametrize("chunk", [None, 1000])
+def test_narrow_float_means(tmp_path, tf, dtype, chunk, monkeypatch):
     """bfloat16 and float16 variables are summed in float32 and written in their dtype: within the
-    bound of assert_mean of numpy's float64 mean of what TensorFlow reads."""
+    bound of assert_mean of numpy's float64 mean of what TensorFlow reads; in one chunk, and in six
+    (each decoded into, and rounded in, the buffers reused for the next)."""
+    if chunk:
+        from ckpttool.ops.tensors import average
+
+        monkeypatch.setattr(average, "CHUNK_BYTES", chunk)
     rng = np.random.default_rng(1)
     prefixes = []
     for i in range(3):

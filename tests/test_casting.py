@@ -183,8 +183,8 @@ def test_float32_to_bfloat16_finite_chunks_take_the_short_path(chunk, monkeypatc
     values = bits.view("<f4")
     stored = values.tobytes()
     calls = []
-    short_path = casting._float32_to_bfloat16_finite
-    monkeypatch.setattr(casting, "_float32_to_bfloat16_finite",
+    short_path = casting.float32_to_bfloat16_finite
+    monkeypatch.setattr(casting, "float32_to_bfloat16_finite",
                         lambda data, work, written: calls.append((bytes(data), short_path(data, work, written)))
                         or calls[-1][1])
     overflow = [0]
@@ -202,3 +202,79 @@ def test_float32_to_bfloat16_finite_chunks_take_the_short_path(chunk, monkeypatc
             special = np.isnan(piece).any() or np.isinf(piece.astype(ml_dtypes.bfloat16).astype(np.float32)).any()
         assert (result is None) == special
     assert any(result is not None for _data, result in calls)
+
+
+@pytest.mark.parametrize("target", ["float32", "float64", "float16"])
+def test_bfloat16_sources_cast_as_ml_dtypes_casts_them(target):
+    """Every bfloat16 bit pattern (NaN payloads, signalling and quiet, infinities, subnormals, values
+    float16 cannot hold), streamed in chunks that end inside an element and decoded into reused
+    buffers: ml_dtypes' cast bit for bit (NaNs too), float16's overflows counted."""
+    from ckpttool.ops.tensors.casting import cast_stream
+
+    bits = np.concatenate([np.arange(1 << 16, dtype=np.uint16)] * 3)
+    np.random.default_rng(31).shuffle(bits)
+    values = bits.view(ml_dtypes.bfloat16)
+    stored = bits.astype("<u2").tobytes()
+    chunks = [stored[i:i + 40_001] for i in range(0, len(stored), 40_001)]
+    overflow = [0]
+    # each piece is copied before the next is asked for, as convert's writers do (it may be a view)
+    got = b"".join(bytes(c) for c in cast_stream(iter(chunks), "bfloat16", target, overflow))
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = values.astype(NP[target])
+        overflows = np.isfinite(values.astype(np.float32)) & np.isinf(expected)
+    unsigned = f"<u{expected.itemsize}"
+    assert np.frombuffer(got, unsigned).tolist() == expected.view(unsigned).tolist()
+    assert overflow[0] == np.count_nonzero(overflows)
+
+
+@pytest.mark.parametrize("source,target", [("float32", "float16"), ("float64", "float32"), ("float64", "float16"),
+                                           ("float16", "float32"), ("float16", "float64"), ("float32", "float64")])
+def test_casts_between_numpy_floats_stream_as_astype(source, target):
+    """Ordinary values (the chunks cast into reused buffers: nothing overflows, no NaN), then any bit
+    pattern (NaN payloads, infinities, subnormals, overflows: those chunks counted), streamed in chunks
+    that end inside an element: numpy's astype bit for bit, the overflows counted."""
+    from ckpttool.ops.tensors.casting import cast_stream
+
+    rng = np.random.default_rng(37)
+    width = np.dtype(source).itemsize
+    limit = float(np.finfo(target).max) if width > np.dtype(target).itemsize else float(np.finfo(source).max)
+    ordinary = (rng.uniform(-1, 1, 60_000) * limit * 0.999).astype(source)
+    bits = rng.integers(0, 2 ** (8 * width), 60_000, dtype=np.uint64).astype(f"u{width}").view(source)
+    values = np.concatenate([ordinary, bits])
+    stored = values.astype(values.dtype.newbyteorder("<")).tobytes()
+    chunks = [stored[i:i + 40_001] for i in range(0, len(stored), 40_001)]
+    overflow = [0]
+    # each piece is copied before the next is asked for, as convert's writers do (it may be a view)
+    got = b"".join(bytes(c) for c in cast_stream(iter(chunks), source, target, overflow))
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = values.astype(target)
+    unsigned = f"<u{expected.itemsize}"
+    assert np.frombuffer(got, unsigned).tolist() == expected.view(unsigned).tolist()
+    assert overflow[0] == np.count_nonzero(np.isfinite(values) & np.isinf(expected))
+
+
+def test_float32_to_float16_on_the_bits_is_numpys_cast(monkeypatch):
+    """Every float32 below float16's overflow threshold in steps (each exponent's ties, exactly and
+    one bit either side, the largest that stay finite, float16's subnormals and the boundary of its
+    normal range, zeros), both signs, streamed in chunks without a NaN or an overflow: the integer
+    passes give numpy's astype bit for bit, and they are the path taken."""
+    from ckpttool.ops.tensors import casting
+
+    steps = np.arange(0, 0x477FF000, 4099, dtype=np.uint32)
+    ties = (steps & ~np.uint32(0x1FFF)) | 0x1000  # exactly between two float16 values
+    edges = np.array([0x477FEFFF, 0x477FE000, 0x38800000, 0x387FFFFF, 0x387FF000, 0x33000000, 0x33000001, 0x1],
+                     np.uint32)
+    bits = np.concatenate([steps, ties, ties - 1, ties + 1, edges])
+    bits = bits[bits < 0x477FF000]  # 65520 and above overflow: cast_values' to count
+    values = np.concatenate([bits, bits | 0x80000000]).view("<f4")
+    np.random.default_rng(41).shuffle(values)
+    stored = values.tobytes()
+    calls = []
+    on_bits = casting._float32_to_float16_bits
+    monkeypatch.setattr(casting, "_float32_to_float16_bits", lambda *a: calls.append(1) or on_bits(*a))
+    overflow = [0]
+    pieces = casting.cast_stream(iter([stored[i:i + 65_537] for i in range(0, len(stored), 65_537)]), "float32",
+                                 "float16", overflow)
+    got = np.frombuffer(b"".join(bytes(c) for c in pieces), "<u2")  # each copied before the next, as the writers do
+    assert got.tolist() == values.astype(np.float16).view(np.uint16).tolist()
+    assert overflow[0] == 0 and len(calls) == -(-len(stored) // 65_537)

@@ -31,7 +31,10 @@ from ckpttool.errors import BadInput, UsageProblem
 from ckpttool.storage import fs
 
 AVERAGED = ("bfloat16", "float16", "float32", "float64")
-CHUNK_BYTES = 256 << 10  # per source, in lockstep: the chunks and their sum stay in the CPU's cache
+# per source, in lockstep (float32's; narrower dtypes as many elements): the chunks and their sum stay in
+# the CPU's last-level cache (5 x 1 GiB float32: 512 KiB took 0.87x the user time of 256 KiB, fewer calls
+# per byte, for 1.4 MB more)
+CHUNK_BYTES = 512 << 10
 
 
 @dataclass(frozen=True)
@@ -366,24 +369,34 @@ def _mean_stream(readers: list, name: str, dtype: str, keys: tuple[dict[str, str
     import numpy as np
 
     from ckpttool.formats.raw import iter_stored_views
-    from ckpttool.ops.tensors.casting import decode_floats, to_bfloat16
+    from ckpttool.ops.tensors.casting import decode_floats, float32_to_bfloat16_finite, narrowed_finite, to_bfloat16
 
     itemsize = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}[dtype]
-    size = CHUNK_BYTES // itemsize * itemsize
+    elements = CHUNK_BYTES // max(itemsize, 4)  # narrower dtypes are summed (and decoded) 4 bytes wide
+    size = elements * itemsize
     own = [k.get(name, name) for k in keys] if keys else [name] * len(readers)
     # each source's pieces are views of its own reused read buffer, used before the next is read
     streams = [_pieces(iter_stored_views(r, r.variable(key), size), size) for r, key in zip(readers, own)]
     wide = dtype == "float64"
-    total = np.empty(size // itemsize, np.float64 if wide else np.float32)
-    written = np.empty(size // itemsize, "<f2") if dtype == "float16" else None
+    total = np.empty(elements, np.float64 if wide else np.float32)
+    written = np.empty(elements, {"float16": "<f2", "bfloat16": "<u2"}[dtype]) if itemsize == 2 else None
+    # bfloat16: each source decoded into a buffer of its own, the mean rounded in the last; float16:
+    # the mean rounded on its bits in two
+    works = [np.empty(elements, "<u4") for _ in range(len(readers) + 1)] if dtype == "bfloat16" else None
+    halves = (np.empty(2 * elements, "<u4"), np.empty(elements, bool)) if dtype == "float16" else None
     for pieces in zip(*streams):
         count = len(pieces[0]) // itemsize
-        values = [decode_floats(piece, dtype) for piece in pieces]
+        values = [decode_floats(piece, dtype, works[i] if works else None) for i, piece in enumerate(pieces)]
         mean = _mean(np, values, total[:count]) if wide else _mean32(np, values, total[:count])
-        if dtype == "bfloat16":
-            yield to_bfloat16(mean).tobytes()  # rounded once from the float32 mean
+        if dtype == "bfloat16":  # rounded once from the float32 mean
+            rounded = float32_to_bfloat16_finite(memoryview(mean).cast("B"), works[-1], written)
+            yield rounded if rounded is not None else to_bfloat16(mean).tobytes()
             continue
         if written is not None:
+            rounded = narrowed_finite(memoryview(mean).cast("B"), "float32", "float16", written, *halves)
+            if rounded is not None:
+                yield rounded
+                continue
             np.copyto(written[:count], mean, casting="same_kind")  # to nearest even, as astype
             mean = written[:count]
         yield memoryview(mean).cast("B")  # a view: the writers are done with it before the next
