@@ -222,6 +222,8 @@ def test_a_scan_in_two_processes_is_the_scan_in_one(tmp_path, tf, monkeypatch, h
 
     monkeypatch.setattr(scan, "HELPER_MIN_PREFIXES", 1)
     monkeypatch.setattr(scan, "processor_free", lambda: True)
+    # No thread of an earlier test's (a server's, TensorFlow's) may keep the helper from forking.
+    monkeypatch.setattr(scan.threading, "active_count", lambda: 1)
     monkeypatch.setattr(os, "fork", fork)
     if helper_fails:
         monkeypatch.setattr(scan, "_send_common", lambda *a: 1 / 0)
