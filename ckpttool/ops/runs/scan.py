@@ -466,7 +466,7 @@ def _look_at_in_two(listed: _Listing, base: str, names: list[str]) -> None:
             found = marshal.loads(sent)
         except (EOFError, ValueError, TypeError):
             found = None
-    if not isinstance(found, list) or len(found) != len(theirs):
+    if not _well_formed(found, len(theirs)):
         return _look_at(listed, base, theirs)
     again = []
     quick, shard_counts = listed.quick, listed.shard_counts
@@ -477,6 +477,15 @@ def _look_at_in_two(listed: _Listing, base: str, names: list[str]) -> None:
             shard_counts[groups[name].index] = 1
             quick[name] = seen
     _look_at(listed, base, again)
+
+
+def _well_formed(found, count: int) -> bool:
+    """Whether the helper sent what _looked_at_common gives for `count` prefixes: None or (size,
+    mtime) each. Anything else (a helper's bug, bytes that happen to unmarshal) is not trusted: a
+    wrong item would fail far from here, in the middle of describing the checkpoints."""
+    return isinstance(found, list) and len(found) == count and all(
+        seen is None or type(seen) is tuple and len(seen) == 2 and type(seen[0]) is int and type(seen[1]) is float
+        for seen in found)
 
 
 HELPER_MIN_PREFIXES = 20_000  # fewer common prefixes: a second process costs more than it saves
