@@ -148,3 +148,81 @@ def test_the_helper_on_a_hostile_directory_is_the_scan_in_one(saved_prefix, tmp_
                  "indexlink.ckpt-40", "fifo.ckpt-42", "dir.ckpt-44", "nodata.ckpt-45", "datalink.ckpt-41",
                  "datafifo.ckpt-43"):
         assert name not in complete, (name, made[name])
+
+
+def _remaining(run: Path) -> list[bytes]:
+    return sorted(os.listdir(os.fsencode(run)))
+
+
+@pytest.mark.parametrize("helper", ["works", "all None", "killed mid-write"])
+def test_prune_with_the_helper_deletes_what_prune_without_it_deletes(saved_prefix, tmp_path, monkeypatch, tf, helper):
+    """prune --keep-last 3 --clean of the hostile directory, the helper forced on (its scan and the
+    scan again under the lock) and off: the same exit code, the same files left."""
+    from ckpttool.ops.runs import scan
+    from tests.conftest import run_cli
+
+    _hostile_run(saved_prefix, tmp_path / "plain")
+    _hostile_run(saved_prefix, tmp_path / "forked")
+    for run in ("plain", "forked"):  # every file as old: --clean's age and the order by time alike
+        for name in os.listdir(os.fsencode(tmp_path / run)):
+            os.utime(os.path.join(os.fsencode(tmp_path / run), name), (1e9, 1e9), follow_symlinks=False)
+    monkeypatch.setattr(scan, "processor_free", lambda: False)
+    plain = run_cli("prune", "--keep-last", "3", "--clean", "--yes", "--json", str(tmp_path / "plain"))
+    forks = _forced(monkeypatch, scan, _HELPERS[helper])
+    forked = run_cli("prune", "--keep-last", "3", "--clean", "--yes", "--json", str(tmp_path / "forked"))
+    assert forks, "the helper was not forked"
+    assert "Traceback" not in forked.stderr
+    assert forked.exit_code == plain.exit_code
+    assert _remaining(tmp_path / "forked") == _remaining(tmp_path / "plain")
+    assert forked.stdout.replace("forked", "plain") == plain.stdout
+    for name in ("cut-7.ckpt-20", "huge.ckpt-24"):  # incomplete: never the newest kept on the helper's word
+        assert (tmp_path / "forked" / (name + _SHARD)).exists() or not (tmp_path / "plain" / (name + _SHARD)).exists()
+
+
+_LS_FORMS = [["ls", "{run}"], ["ls", "--json", "{run}"], ["ls", "-q", "{run}"], ["ls", "--quiet", "--json", "{run}"],
+             ["ls", "-r", "{tmp}"], ["ls", "--json", "-r", "{tmp}"], ["ls", "--json", "{run}/model.ckpt-1.index"],
+             ["ls", "{run}/fifo.ckpt-42.index"], ["ls", "--json", "{run}/dir.ckpt-44.index"], ["ls", "{tmp}/link"],
+             ["ls", "--json", "{tmp}/dangling"], ["ls", "{tmp}/odd\nname"], ["ls", "--json", "{tmp}/odd\nname"],
+             ["ls", "-q", "{tmp}/nope\n"], ["ls", "--json", "-q", "-r", "{tmp}/nope"]]
+
+
+def test_ls_quick_path_on_a_hostile_directory_answers_as_typer_does(saved_prefix, tmp_path):
+    """ls (table, --json, -q, -r) of the hostile directory, of files, FIFOs, links and odd names given
+    as DIR: the quick path's stdout, stderr and exit code are Typer's."""
+    from tests.conftest import run_cli
+    from tests.test_quick_path import _quick
+
+    _hostile_run(saved_prefix, tmp_path / "run")
+    (tmp_path / "odd\nname").mkdir()
+    _copy(saved_prefix, tmp_path / "odd\nname", "m\x1b[31m.ckpt-1")
+    os.symlink(tmp_path / "run", tmp_path / "link")
+    os.symlink(tmp_path / "gone", tmp_path / "dangling")
+    for form in _LS_FORMS:
+        argv = [arg.format(run=str(tmp_path / "run"), tmp=str(tmp_path)) for arg in form]
+        typer = run_cli(*argv)
+        assert "Traceback" not in typer.stderr
+        assert _quick(argv) == (typer.exit_code, typer.stdout, typer.stderr), form
+
+
+@pytest.mark.parametrize("source", ["many_vars/many", "classic/model.ckpt-1"])
+def test_an_index_grown_while_the_helper_reads_it_is_not_whole(fixtures_dir, tmp_path, monkeypatch, tf, source):
+    """test_scan_races' index grown in place between its fstat and its reads, read by the forked
+    helper (the fstat replaced before the fork, so the helper's reads are the ones raced): the scan
+    calls it incomplete and the newest complete is the one before, as TensorFlow reads them."""
+    from ckpttool.ops.runs import scan
+    from tests.test_scan_races import _garbage_after, _grow_after_fstat, _two_steps
+
+    index = _two_steps(fixtures_dir, source, tmp_path / "run")
+    for step in range(3, 9):  # more prefixes, so that model.ckpt-2's half may be the helper's or not
+        for suffix in (".index", _SHARD):
+            shutil.copyfile(str(tmp_path / "run" / "model.ckpt-1") + suffix, tmp_path / "run" / f"old.ckpt-{step}{suffix}")
+            os.utime(tmp_path / "run" / f"old.ckpt-{step}{suffix}", (1e9, 1e9))
+    forks = _forced(monkeypatch, scan)
+    _grow_after_fstat(monkeypatch, index, _garbage_after)
+    found = scan.scan_directory(str(tmp_path / "run"), helper=True)
+    monkeypatch.undo()
+    assert forks == [1]
+    with pytest.raises(Exception):
+        tf.train.load_checkpoint(str(tmp_path / "run" / "model.ckpt-2")).get_variable_to_shape_map()
+    assert {c.name: c.complete for c in found.checkpoints}["model.ckpt-2"] is False
+    assert found.latest.name != "model.ckpt-2"
