@@ -226,3 +226,83 @@ def test_an_index_grown_while_the_helper_reads_it_is_not_whole(fixtures_dir, tmp
         tf.train.load_checkpoint(str(tmp_path / "run" / "model.ckpt-2")).get_variable_to_shape_map()
     assert {c.name: c.complete for c in found.checkpoints}["model.ckpt-2"] is False
     assert found.latest.name != "model.ckpt-2"
+
+
+_ML = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "float64": "float64"}
+
+
+def _hostile_floats(count: int, dtype: str, seed: int):
+    """`count` values of `dtype` from every class of float32 bit pattern: random bits, every exponent,
+    subnormals, bfloat16's and float16's ties and their neighbours, NaNs (quiet, signalling, with
+    payloads, both signs), infinities, -0.0, values that overflow bfloat16 and float16."""
+    import ml_dtypes
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    exponents = np.arange(256, dtype=np.uint32) << 23
+    special = np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001, 0xFFBFFFFF, 0x7FA00000,
+                        0x7F7FFFFF, 0x7F7F8000, 0x7F7F7FFF, 0x477FF000, 0x477FEFFF, 0x477FE000, 0x38800000,
+                        0x387FFFFF, 0x33800000, 0x33000000, 0x33000001, 1, 0x807FFFFF], np.uint32)
+    parts = [special, exponents, exponents | 0x80000000, exponents | 1, exponents | 0x7FFFFF,
+             rng.integers(0, 2 ** 32, count, dtype=np.uint64).astype(np.uint32),
+             rng.integers(0, 2 ** 32, count, dtype=np.uint64).astype(np.uint32) & 0xFFFF0000 | 0x8000,
+             rng.integers(0, 2 ** 32, count, dtype=np.uint64).astype(np.uint32) & 0xFFFFE000 | 0x1000,
+             rng.integers(0x30000000, 0x47800000, count, dtype=np.uint64).astype(np.uint32)]
+    bits = rng.permutation(np.concatenate(parts))[:count]
+    if bits.size < count:
+        bits = np.resize(bits, count)
+    values = bits.view(np.float32)
+    with np.errstate(all="ignore"):
+        if dtype == "float64":
+            wide = rng.integers(0, 2 ** 64, count, dtype=np.uint64).view(np.float64)
+            return np.where(rng.integers(0, 2, count).astype(bool), values.astype(np.float64), wide)
+        if dtype == "bfloat16":
+            return bits.astype(np.uint16).view(ml_dtypes.bfloat16)  # the low halves: every bfloat16 pattern class
+        if dtype == "float16":
+            return bits.astype(np.uint16).view(np.float16)
+        return values
+
+
+# Element counts around 512 KiB and 256 KiB pieces of each width, and small ones
+_SIZES = [131071, 131072, 131073, 65535, 65537, 262143, 262145, 7]
+
+
+@pytest.mark.parametrize("source", ["float32", "float64", "bfloat16", "float16"])
+def test_convert_dtype_of_every_float_class_is_numpys_and_ml_dtypes_cast(tmp_path, tf, source):
+    """convert --dtype of TensorFlow checkpoints holding every class of float bit pattern, in sizes
+    around the 512 KiB and 256 KiB pieces: each written tensor (read back by TensorFlow) is, bit for
+    bit, ml_dtypes' / numpy's astype of the source as TensorFlow reads it; NaNs as NaNs of the sign
+    (bfloat16 involved: the quiet NaN of the sign, as ml_dtypes gives it); the overflows counted."""
+    import ml_dtypes
+    import numpy as np
+
+    from tests.conftest import run_cli
+
+    src = tmp_path / "src" / "model.ckpt"
+    variables = {f"v{n}": tf.Variable(tf.constant(_hostile_floats(n, source, n))) for n in _SIZES}
+    tf.train.Checkpoint(**variables).write(str(src))
+    reader = tf.train.load_checkpoint(str(src))
+    stored = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith("v")}
+    assert len(stored) == len(_SIZES)
+    for target in ("bfloat16", "float16", "float32", "float64"):
+        if target == source:
+            continue
+        out = tmp_path / target / "model.ckpt"
+        result = run_cli("convert", "--json", str(src), str(out), "--dtype", target, "--no-update-state")
+        assert result.exit_code == 0, result.stderr
+        written = tf.train.load_checkpoint(str(out))
+        counted = {row["name"]: row["count"] for row in result.json().get("overflowed", [])}
+        for name, values in stored.items():
+            got = np.asarray(written.get_tensor(name))
+            with np.errstate(all="ignore"):
+                want = values.astype(getattr(ml_dtypes, target) if target == "bfloat16" else target)
+                finite = np.isfinite(values.astype(np.float64))
+                overflowed = int(np.count_nonzero(np.isinf(want.astype(np.float64)) & finite))
+            assert got.dtype == want.dtype, name
+            width = f"u{want.dtype.itemsize}"
+            nan = np.isnan(want.astype(np.float64))
+            assert np.array_equal(np.isnan(got.astype(np.float64)), nan), (source, target, name)
+            assert np.array_equal(got.view(width)[~nan], want.view(width)[~nan]), (source, target, name)
+            if "bfloat16" in (source, target):  # the quiet NaN of the sign
+                assert np.array_equal(got.view(width)[nan], want.view(width)[nan]), (source, target, name)
+            assert counted.get(name, 0) == overflowed, (source, target, name)
