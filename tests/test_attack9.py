@@ -306,3 +306,67 @@ def test_convert_dtype_of_every_float_class_is_numpys_and_ml_dtypes_cast(tmp_pat
             if "bfloat16" in (source, target):  # the quiet NaN of the sign
                 assert np.array_equal(got.view(width)[nan], want.view(width)[nan]), (source, target, name)
             assert counted.get(name, 0) == overflowed, (source, target, name)
+
+
+def _finite_hostile(count: int, dtype: str, seed: int, large: bool):
+    """Finite `dtype` values of every magnitude class (subnormals, ties, near the top of the range),
+    some infinities and NaNs unless only finite ones are asked for: average's inputs."""
+    import numpy as np
+
+    values = _hostile_floats(count, dtype, seed).copy()
+    with np.errstate(all="ignore"):
+        wide = values.astype(np.float64)
+    if not large:  # no inf/NaN, so the bound applies to every element
+        rng = np.random.default_rng(seed + 1)
+        bad = ~np.isfinite(wide)
+        values[bad] = rng.standard_normal(int(bad.sum())).astype(values.dtype)
+    return values
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_average_of_hostile_sources_keeps_the_documented_bound(tmp_path, tf, dtype, n):
+    """average of n TensorFlow checkpoints of hostile values (sizes around the 512 KiB chunk): each
+    finite mean is within the documented bound of numpy's float64 mean (gamma_n * mean|x| + 2**-150,
+    plus half a unit in the last place of float16/bfloat16); two float32 sources give the correctly
+    rounded mean; where an inf or NaN is among the values, the result is numpy's mean's inf or NaN."""
+    import ml_dtypes
+    import numpy as np
+
+    from tests.conftest import run_cli
+
+    sizes = [131071, 131073, 262145, 5]
+    sources = []
+    for i in range(n):
+        prefix = tmp_path / f"src{i}" / f"model.ckpt-{i + 1}"
+        variables = {f"v{s}": tf.Variable(tf.constant(_finite_hostile(s, dtype, 10 * s + i, large=False)))
+                     for s in sizes}
+        variables["odd"] = tf.Variable(tf.constant(_finite_hostile(70001, dtype, 7 + i, large=True)))
+        tf.train.Checkpoint(**variables).write(str(prefix))
+        sources.append(str(prefix))
+    out = tmp_path / "avg" / "model.ckpt-0"
+    result = run_cli("average", *sources, "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    written = tf.train.load_checkpoint(str(out))
+    readers = [tf.train.load_checkpoint(s) for s in sources]
+    u, target = 2.0 ** -24, getattr(ml_dtypes, dtype) if dtype == "bfloat16" else np.dtype(dtype)
+    for name in [f"v{s}" for s in sizes] + ["odd"]:
+        key = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
+        stack = np.stack([np.asarray(r.get_tensor(key)).astype(np.float64) for r in readers])
+        with np.errstate(all="ignore"):
+            exact = stack.mean(axis=0)
+        got = np.asarray(written.get_tensor(key))
+        assert got.dtype == target, name
+        got64 = got.astype(np.float64)
+        finite = np.isfinite(stack).all(axis=0)
+        assert np.array_equal(np.isnan(got64[~finite]), np.isnan(exact[~finite])), name
+        inf = ~finite & ~np.isnan(exact)
+        assert np.array_equal(got64[inf], exact[inf]), name
+        gamma = n * u / (1 - n * u)
+        half_ulp = 0.0 if dtype == "float32" else np.spacing(np.abs(got[finite])).astype(np.float64) / 2
+        bound = gamma * np.abs(stack[:, finite]).sum(axis=0) / n + 2.0 ** -150 + half_ulp
+        off = np.abs(got64[finite] - exact[finite])
+        worst = np.flatnonzero(off > bound)
+        assert not worst.size, (name, exact[finite][worst[:3]], got64[finite][worst[:3]])
+        if dtype == "float32" and n == 2:
+            assert np.array_equal(got[finite], exact[finite].astype(np.float32)), name
