@@ -183,7 +183,9 @@ _LS_FORMS = [["ls", "{run}"], ["ls", "--json", "{run}"], ["ls", "-q", "{run}"], 
              ["ls", "-r", "{tmp}"], ["ls", "--json", "-r", "{tmp}"], ["ls", "--json", "{run}/model.ckpt-1.index"],
              ["ls", "{run}/fifo.ckpt-42.index"], ["ls", "--json", "{run}/dir.ckpt-44.index"], ["ls", "{tmp}/link"],
              ["ls", "--json", "{tmp}/dangling"], ["ls", "{tmp}/odd\nname"], ["ls", "--json", "{tmp}/odd\nname"],
-             ["ls", "-q", "{tmp}/nope\n"], ["ls", "--json", "-q", "-r", "{tmp}/nope"]]
+             ["ls", "-q", "{tmp}/nope\n"], ["ls", "--json", "-q", "-r", "{tmp}/nope"],
+             ["ls", "--json", "{run}/model.ckpt-1.index/sub"], ["ls", "{tmp}/" + "x" * 300], ["ls", "--json", "{tmp}/loop"],
+             ["ls", "-r", "{tmp}/loop"], ["ls", "--json", "-r", "{run}/model.ckpt-1.index"], ["ls", "-q", "-r", "{tmp}/odd\nname"]]
 
 
 def test_ls_quick_path_on_a_hostile_directory_answers_as_typer_does(saved_prefix, tmp_path):
@@ -197,6 +199,7 @@ def test_ls_quick_path_on_a_hostile_directory_answers_as_typer_does(saved_prefix
     _copy(saved_prefix, tmp_path / "odd\nname", "m\x1b[31m.ckpt-1")
     os.symlink(tmp_path / "run", tmp_path / "link")
     os.symlink(tmp_path / "gone", tmp_path / "dangling")
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
     for form in _LS_FORMS:
         argv = [arg.format(run=str(tmp_path / "run"), tmp=str(tmp_path)) for arg in form]
         typer = run_cli(*argv)
@@ -370,3 +373,74 @@ def test_average_of_hostile_sources_keeps_the_documented_bound(tmp_path, tf, dty
         assert not worst.size, (name, exact[finite][worst[:3]], got64[finite][worst[:3]])
         if dtype == "float32" and n == 2:
             assert np.array_equal(got[finite], exact[finite].astype(np.float32)), name
+
+
+def _masked_crc32c(data: bytes) -> int:
+    import google_crc32c
+
+    value = int.from_bytes(google_crc32c.Checksum(data).digest(), "big")
+    return (((value >> 15) | (value << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _big_endian_copy(prefix: str, out: str) -> None:
+    """The TensorFlow bundle `prefix` as a big-endian machine writes it: the header's endianness
+    BIG, each tensor's elements byte-swapped in the data file, their checksums those of the new
+    bytes (TensorFlow's own protos; the table written by ckpttool's table builder)."""
+    import numpy as np
+    from tensorflow.core.protobuf import tensor_bundle_pb2
+
+    from ckpttool.formats.tf.table import build_table, read_table_file
+
+    items = read_table_file(prefix + ".index")
+    data = bytearray(Path(prefix + _SHARD).read_bytes())
+    rewritten = []
+    for key, value in items:
+        if key == b"":
+            header = tensor_bundle_pb2.BundleHeaderProto.FromString(value)
+            header.endianness = tensor_bundle_pb2.BundleHeaderProto.BIG
+            rewritten.append((key, header.SerializeToString()))
+            continue
+        entry = tensor_bundle_pb2.BundleEntryProto.FromString(value)
+        width = {1: 4, 2: 8, 19: 2, 14: 2, 9: 8, 3: 4}.get(entry.dtype)  # float, double, half, bfloat16, int64, int32
+        if width and entry.size:
+            stored = np.frombuffer(bytes(data[entry.offset:entry.offset + entry.size]), f"<u{width}")
+            data[entry.offset:entry.offset + entry.size] = stored.astype(f">u{width}").tobytes()
+            entry.crc32c = _masked_crc32c(bytes(data[entry.offset:entry.offset + entry.size]))
+        rewritten.append((key, entry.SerializeToString()))
+    Path(out + ".index").write_bytes(build_table(rewritten))
+    Path(out + _SHARD).write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("source", ["float32", "float64", "bfloat16", "float16"])
+def test_convert_dtype_of_a_big_endian_bundle_is_the_cast_of_its_values(tmp_path, tf, source):
+    """A big-endian bundle (its values TensorFlow wrote, swapped) converted with --dtype: each tensor
+    is ml_dtypes' / numpy's astype of the values, as for the little-endian original."""
+    import ml_dtypes
+    import numpy as np
+
+    from tests.conftest import run_cli
+
+    (tmp_path / "le").mkdir()
+    (tmp_path / "be").mkdir()
+    little, big = str(tmp_path / "le" / "model.ckpt"), str(tmp_path / "be" / "model.ckpt")
+    variables = {f"v{n}": tf.Variable(tf.constant(_hostile_floats(n, source, n))) for n in (131073, 65537, 7)}
+    tf.train.Checkpoint(**variables).write(little)
+    _big_endian_copy(little, big)
+    reader = tf.train.load_checkpoint(little)
+    for target in ("bfloat16", "float16", "float32", "float64"):
+        if target == source:
+            continue
+        out = tmp_path / target / "model.ckpt"
+        result = run_cli("convert", "--json", big, str(out), "--dtype", target, "--no-update-state")
+        assert result.exit_code == 0, result.stderr
+        written = tf.train.load_checkpoint(str(out))
+        for name in variables:
+            key = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
+            values = np.asarray(reader.get_tensor(key))
+            with np.errstate(all="ignore"):
+                want = values.astype(getattr(ml_dtypes, target) if target == "bfloat16" else target)
+            got = np.asarray(written.get_tensor(key))
+            width = f"u{want.dtype.itemsize}"
+            nan = np.isnan(want.astype(np.float64))
+            assert np.array_equal(np.isnan(got.astype(np.float64)), nan), (target, name)
+            assert np.array_equal(got.view(width)[~nan], want.view(width)[~nan]), (target, name)
