@@ -79,6 +79,11 @@ def _hostile_run(src: Path, run: Path) -> dict[str, str]:
     Path(meta + ".meta").write_bytes(b"\x0a\x00")
     meta = damaged("metalink.ckpt-49", "with a .meta link")
     os.symlink(str(src) + ".index", meta + ".meta")
+    v1 = damaged("v1beside.ckpt-50", "a table file named as the prefix (V1's shape) beside it")
+    Path(v1).write_bytes(index)
+    made[os.path.basename(v1)] = made["v1beside.ckpt-50"]
+    shard = damaged("v1shard.ckpt-51", "a V1 shard file of the prefix's stem beside it")
+    Path(shard + "-00000-of-00001").write_bytes(index)
     return made
 
 
@@ -444,3 +449,28 @@ def test_convert_dtype_of_a_big_endian_bundle_is_the_cast_of_its_values(tmp_path
             nan = np.isnan(want.astype(np.float64))
             assert np.array_equal(np.isnan(got.astype(np.float64)), nan), (target, name)
             assert np.array_equal(got.view(width)[~nan], want.view(width)[~nan]), (target, name)
+
+
+@pytest.mark.parametrize("error", [BlockingIOError(11, "Resource temporarily unavailable"),
+                                   OSError(12, "Cannot allocate memory")], ids=["EAGAIN", "ENOMEM"])
+def test_a_helper_that_cannot_be_forked_leaves_the_scan_to_this_process(saved_prefix, tmp_path, monkeypatch, tf,
+                                                                         error):
+    """fork refused (a process limit, a memory limit): the scan is the in-process scan, no error,
+    and no descriptor left open; ls --json and prune answer as without the helper."""
+    from ckpttool.ops.runs import scan
+    from tests.conftest import run_cli
+
+    _hostile_run(saved_prefix, tmp_path / "run")
+    alone = scan.scan_directory(str(tmp_path / "run"))
+    plain = run_cli("ls", "--json", str(tmp_path / "run"))
+    _forced(monkeypatch, scan)
+
+    def refused():
+        raise error
+
+    monkeypatch.setattr(os, "fork", refused)
+    before = set(os.listdir("/proc/self/fd"))
+    assert scan.scan_directory(str(tmp_path / "run"), helper=True) == alone
+    assert set(os.listdir("/proc/self/fd")) == before
+    forked = run_cli("ls", "--json", str(tmp_path / "run"))
+    assert (forked.exit_code, forked.stdout, forked.stderr) == (plain.exit_code, plain.stdout, plain.stderr)
