@@ -452,10 +452,11 @@ def test_convert_dtype_of_a_big_endian_bundle_is_the_cast_of_its_values(tmp_path
 
 
 @pytest.mark.parametrize("error", [BlockingIOError(11, "Resource temporarily unavailable"),
-                                   OSError(12, "Cannot allocate memory")], ids=["EAGAIN", "ENOMEM"])
+                                   OSError(12, "Cannot allocate memory"), OSError(24, "Too many open files")],
+                         ids=["fork EAGAIN", "fork ENOMEM", "pipe EMFILE"])
 def test_a_helper_that_cannot_be_forked_leaves_the_scan_to_this_process(saved_prefix, tmp_path, monkeypatch, tf,
                                                                          error):
-    """fork refused (a process limit, a memory limit): the scan is the in-process scan, no error,
+    """fork refused (a process limit, a memory limit), or no descriptors for its pipe: the scan is the in-process scan, no error,
     and no descriptor left open; ls --json and prune answer as without the helper."""
     from ckpttool.ops.runs import scan
     from tests.conftest import run_cli
@@ -468,7 +469,7 @@ def test_a_helper_that_cannot_be_forked_leaves_the_scan_to_this_process(saved_pr
     def refused():
         raise error
 
-    monkeypatch.setattr(os, "fork", refused)
+    monkeypatch.setattr(os, "pipe" if error.errno == 24 else "fork", refused)
     before = set(os.listdir("/proc/self/fd"))
     assert scan.scan_directory(str(tmp_path / "run"), helper=True) == alone
     assert set(os.listdir("/proc/self/fd")) == before

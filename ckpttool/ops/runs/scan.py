@@ -437,8 +437,16 @@ def _look_at_in_two(listed: _Listing, base: str, names: list[str]) -> None:
     if len(common) < HELPER_MIN_PREFIXES:
         return _look_at(listed, base, names)  # too few to pay for a process
     theirs = common[len(common) // 2:]
-    reading, writing = os.pipe()
-    pid = os.fork()
+    try:
+        reading, writing = os.pipe()
+    except OSError:  # no descriptors left: nothing to hand the helper's answer through
+        return _look_at(listed, base, names)
+    try:
+        pid = os.fork()
+    except OSError:  # no process to be had (a limit on processes or memory): this one looks at them all
+        os.close(reading)
+        os.close(writing)
+        return _look_at(listed, base, names)
     if pid == 0:  # the helper: reads only, sends numbers, never returns into the caller's code
         code = 1
         try:
