@@ -475,3 +475,27 @@ def test_a_helper_that_cannot_be_forked_leaves_the_scan_to_this_process(saved_pr
     assert set(os.listdir("/proc/self/fd")) == before
     forked = run_cli("ls", "--json", str(tmp_path / "run"))
     assert (forked.exit_code, forked.stdout, forked.stderr) == (plain.exit_code, plain.stdout, plain.stderr)
+
+
+def test_the_helper_with_sigchld_ignored_leaves_the_scan_as_it_is(saved_prefix, tmp_path, monkeypatch, tf):
+    """A process started with SIGCHLD ignored (inherited through exec from a supervisor that ignores
+    it): its children are reaped by the system and waitpid fails with ECHILD. The scan with the
+    helper forced on is still the in-process scan, and ls --json answers as without the helper."""
+    import signal
+
+    from ckpttool.ops.runs import scan
+    from tests.conftest import run_cli
+
+    _hostile_run(saved_prefix, tmp_path / "run")
+    alone = scan.scan_directory(str(tmp_path / "run"))
+    plain = run_cli("ls", "--json", str(tmp_path / "run"))
+    forks = _forced(monkeypatch, scan)
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        found = scan.scan_directory(str(tmp_path / "run"), helper=True)
+        forked = run_cli("ls", "--json", str(tmp_path / "run"))
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert forks
+    assert found == alone
+    assert (forked.exit_code, forked.stdout, forked.stderr) == (plain.exit_code, plain.stdout, plain.stderr)
