@@ -465,7 +465,10 @@ def _look_at_in_two(listed: _Listing, base: str, names: list[str]) -> None:
         os.close(reading)
         if sent is None:  # stopped here (an interrupt) or nothing sent: the helper's work is not wanted
             _stop(pid)
-        os.waitpid(pid, 0)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # SIGCHLD ignored (inherited through exec): the system reaped it
+            pass
     found = None
     if sent is not None:
         import marshal
