@@ -499,3 +499,40 @@ def test_the_helper_with_sigchld_ignored_leaves_the_scan_as_it_is(saved_prefix, 
     assert forks
     assert found == alone
     assert (forked.exit_code, forked.stdout, forked.stderr) == (plain.exit_code, plain.stdout, plain.stderr)
+
+
+@pytest.mark.parametrize("target", ["bfloat16", "float16", "float64"])
+def test_convert_dtype_of_partitioned_and_transposed_variables_is_the_cast(tmp_path, tf, target):
+    """A TF1 variable saved in 3 partitions of rows (pieces meeting inside the 512 KiB chunks) and a
+    transposed one, hostile values, converted with --dtype: the cast of what TensorFlow reads."""
+    import ml_dtypes
+    import numpy as np
+
+    from tests.conftest import run_cli
+
+    rows, cols = 1025, 129  # 132225 float32 elements: a partition's end falls inside a chunk
+    values = _hostile_floats(rows * cols, "float32", 5).reshape(rows, cols)
+    kernel = _hostile_floats(300 * 437, "float32", 6).reshape(300, 437)
+    prefix = str(tmp_path / "src" / "model.ckpt")
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        tf.compat.v1.get_variable("part", initializer=tf.constant(values),
+                                  partitioner=tf.compat.v1.fixed_size_partitioner(3))
+        tf.compat.v1.get_variable("dense/kernel", initializer=tf.constant(kernel))
+        session.run(tf.compat.v1.global_variables_initializer())
+        tf.compat.v1.train.Saver().save(session, prefix, write_meta_graph=False, write_state=False)
+    reader = tf.train.load_checkpoint(prefix)
+    dtype = getattr(ml_dtypes, target) if target == "bfloat16" else np.dtype(target)
+    for extra, name, want_of in (((), "part", lambda: reader.get_tensor("part")),
+                                 (("--transpose", "kernel=1,0"), "dense/kernel",
+                                  lambda: reader.get_tensor("dense/kernel").T)):
+        out = tmp_path / f"{target}-{len(extra)}" / "model.ckpt"
+        result = run_cli("convert", prefix, str(out), "--dtype", target, "--no-update-state", *extra)
+        assert result.exit_code == 0, result.stderr
+        got = np.asarray(tf.train.load_checkpoint(str(out)).get_tensor(name))
+        with np.errstate(all="ignore"):
+            want = np.ascontiguousarray(want_of()).astype(dtype)
+        assert got.shape == want.shape
+        width = f"u{want.dtype.itemsize}"
+        nan = np.isnan(want.astype(np.float64))
+        assert np.array_equal(np.isnan(got.astype(np.float64)), nan), name
+        assert np.array_equal(got.view(width)[~nan], want.view(width)[~nan]), name
