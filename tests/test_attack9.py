@@ -536,3 +536,43 @@ def test_convert_dtype_of_partitioned_and_transposed_variables_is_the_cast(tmp_p
         nan = np.isnan(want.astype(np.float64))
         assert np.array_equal(np.isnan(got.astype(np.float64)), nan), name
         assert np.array_equal(got.view(width)[~nan], want.view(width)[~nan]), name
+
+
+@pytest.mark.parametrize("source", ["float32", "bfloat16", "float64"])
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_convert_dtype_into_other_formats_is_the_cast_their_libraries_read(tmp_path, tf, source, suffix):
+    """convert --dtype of multi-chunk tensors into safetensors and npz (writers that must be done with
+    each reused piece before the next): what the safetensors library and numpy read is the cast."""
+    import ml_dtypes
+    import numpy as np
+
+    from tests.conftest import run_cli
+
+    prefix = str(tmp_path / "src" / "model.ckpt")
+    variables = {f"v{n}": tf.Variable(tf.constant(_hostile_floats(n, source, n))) for n in (262145, 131071, 3)}
+    tf.train.Checkpoint(**variables).write(prefix)
+    reader = tf.train.load_checkpoint(prefix)
+    for target in ("bfloat16", "float16", "float32"):
+        if target == source or (suffix == ".npz" and target == "bfloat16"):
+            continue
+        out = tmp_path / f"{target}{suffix}"
+        result = run_cli("convert", prefix, str(out), "--dtype", target)
+        assert result.exit_code == 0, result.stderr
+        if suffix == ".safetensors":
+            from safetensors import deserialize
+
+            stored = {name: info for name, info in deserialize(out.read_bytes())}
+            read = {name: np.frombuffer(bytes(info["data"]), f"<u{2 if '16' in target else 4}")
+                    for name, info in stored.items()}
+        else:
+            with np.load(out) as npz:
+                read = {name: npz[name].view(f"<u{npz[name].dtype.itemsize}").ravel() for name in npz.files}
+        dtype = getattr(ml_dtypes, target) if target == "bfloat16" else np.dtype(target)
+        for name in variables:
+            key = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
+            got = next(v for k, v in read.items() if k.split("/")[0] == name or k == key)
+            with np.errstate(all="ignore"):
+                want = np.asarray(reader.get_tensor(key)).astype(dtype)
+            width = f"u{want.dtype.itemsize}"
+            nan = np.isnan(want.astype(np.float64))
+            assert np.array_equal(got[~nan], want.view(width)[~nan]), (target, name)
