@@ -193,9 +193,12 @@ _LS_FORMS = [["ls", "{run}"], ["ls", "--json", "{run}"], ["ls", "-q", "{run}"], 
              ["ls", "-r", "{tmp}/loop"], ["ls", "--json", "-r", "{run}/model.ckpt-1.index"], ["ls", "-q", "-r", "{tmp}/odd\nname"]]
 
 
-def test_ls_quick_path_on_a_hostile_directory_answers_as_typer_does(saved_prefix, tmp_path):
+@pytest.mark.parametrize("helper", [False, True], ids=["plain", "quick path's scan with the helper forced"])
+def test_ls_quick_path_on_a_hostile_directory_answers_as_typer_does(saved_prefix, tmp_path, monkeypatch, helper):
     """ls (table, --json, -q, -r) of the hostile directory, of files, FIFOs, links and odd names given
-    as DIR: the quick path's stdout, stderr and exit code are Typer's."""
+    as DIR: the quick path's stdout, stderr and exit code are Typer's (Typer's scanning without the
+    helper, the quick path's with it or without)."""
+    from ckpttool.ops.runs import scan
     from tests.conftest import run_cli
     from tests.test_quick_path import _quick
 
@@ -207,8 +210,11 @@ def test_ls_quick_path_on_a_hostile_directory_answers_as_typer_does(saved_prefix
     os.symlink(tmp_path / "loop", tmp_path / "loop")
     for form in _LS_FORMS:
         argv = [arg.format(run=str(tmp_path / "run"), tmp=str(tmp_path)) for arg in form]
+        monkeypatch.setattr(scan, "processor_free", lambda: False)
         typer = run_cli(*argv)
         assert "Traceback" not in typer.stderr
+        if helper:
+            _forced(monkeypatch, scan)
         assert _quick(argv) == (typer.exit_code, typer.stdout, typer.stderr), form
 
 
