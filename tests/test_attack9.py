@@ -582,3 +582,38 @@ def test_convert_dtype_into_other_formats_is_the_cast_their_libraries_read(tmp_p
             width = f"u{want.dtype.itemsize}"
             nan = np.isnan(want.astype(np.float64))
             assert np.array_equal(got[~nan], want.view(width)[~nan]), (target, name)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_average_of_float64_sources_is_numpys_mean_bit_for_bit(tmp_path, tf, n):
+    """average of float64 checkpoints of hostile values (sizes around the chunk): numpy's float64 mean
+    of the stacked values, bit for bit, wherever that mean is finite; where numpy's sum overflows,
+    a finite mean within the documented bound, never inf."""
+    import numpy as np
+
+    from tests.conftest import run_cli
+
+    sources = []
+    for i in range(n):
+        prefix = tmp_path / f"src{i}" / f"model.ckpt-{i + 1}"
+        variables = {f"v{s}": tf.Variable(tf.constant(_finite_hostile(s, "float64", 3 * s + i, large=False)))
+                     for s in (65535, 65537, 131073)}
+        tf.train.Checkpoint(**variables).write(str(prefix))
+        sources.append(str(prefix))
+    out = tmp_path / "avg" / "model.ckpt-0"
+    result = run_cli("average", *sources, "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    written = tf.train.load_checkpoint(str(out))
+    readers = [tf.train.load_checkpoint(s) for s in sources]
+    for size in (65535, 65537, 131073):
+        key = f"v{size}/.ATTRIBUTES/VARIABLE_VALUE"
+        stack = np.stack([np.asarray(r.get_tensor(key)) for r in readers])
+        with np.errstate(all="ignore"):
+            mean = stack.mean(axis=0)
+        got = np.asarray(written.get_tensor(key))
+        finite = np.isfinite(mean)
+        assert np.array_equal(got[finite].view("<u8"), mean[finite].view("<u8")), key
+        assert np.isfinite(got).all(), key
+        exact = (stack / 8).sum(axis=0) / n * 8  # no overflow: scaled by a power of two
+        off = np.abs(got[~finite] - exact[~finite])
+        assert (off <= n * 2.0 ** -52 * np.abs(stack[:, ~finite]).sum(axis=0) / n).all(), key
