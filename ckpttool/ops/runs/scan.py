@@ -437,8 +437,16 @@ def _look_at_in_two(listed: _Listing, base: str, names: list[str]) -> None:
     if len(common) < HELPER_MIN_PREFIXES:
         return _look_at(listed, base, names)  # too few to pay for a process
     theirs = common[len(common) // 2:]
-    reading, writing = os.pipe()
-    pid = os.fork()
+    try:
+        reading, writing = os.pipe()
+    except OSError:  # no descriptors left: nothing to hand the helper's answer through
+        return _look_at(listed, base, names)
+    try:
+        pid = os.fork()
+    except OSError:  # no process to be had (a limit on processes or memory): this one looks at them all
+        os.close(reading)
+        os.close(writing)
+        return _look_at(listed, base, names)
     if pid == 0:  # the helper: reads only, sends numbers, never returns into the caller's code
         code = 1
         try:
@@ -457,7 +465,10 @@ def _look_at_in_two(listed: _Listing, base: str, names: list[str]) -> None:
         os.close(reading)
         if sent is None:  # stopped here (an interrupt) or nothing sent: the helper's work is not wanted
             _stop(pid)
-        os.waitpid(pid, 0)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # SIGCHLD ignored (inherited through exec): the system reaped it
+            pass
     found = None
     if sent is not None:
         import marshal
@@ -466,7 +477,7 @@ def _look_at_in_two(listed: _Listing, base: str, names: list[str]) -> None:
             found = marshal.loads(sent)
         except (EOFError, ValueError, TypeError):
             found = None
-    if not isinstance(found, list) or len(found) != len(theirs):
+    if not _well_formed(found, len(theirs)):
         return _look_at(listed, base, theirs)
     again = []
     quick, shard_counts = listed.quick, listed.shard_counts
@@ -477,6 +488,15 @@ def _look_at_in_two(listed: _Listing, base: str, names: list[str]) -> None:
             shard_counts[groups[name].index] = 1
             quick[name] = seen
     _look_at(listed, base, again)
+
+
+def _well_formed(found, count: int) -> bool:
+    """Whether the helper sent what _looked_at_common gives for `count` prefixes: None or (size,
+    mtime) each. Anything else (a helper's bug, bytes that happen to unmarshal) is not trusted: a
+    wrong item would fail far from here, in the middle of describing the checkpoints."""
+    return isinstance(found, list) and len(found) == count and all(
+        seen is None or type(seen) is tuple and len(seen) == 2 and type(seen[0]) is int and type(seen[1]) is float
+        for seen in found)
 
 
 HELPER_MIN_PREFIXES = 20_000  # fewer common prefixes: a second process costs more than it saves
