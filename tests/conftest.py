@@ -162,3 +162,24 @@ def assert_one_line_error(result, code: int) -> None:
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1, stderr
     assert all(line.startswith(("error: ", "hint: ", "warning: ")) for line in lines), stderr
+
+
+def force_scan_helper(monkeypatch) -> list:
+    """Make the scan of a local directory fork its helper (ops/runs/scan.py: _look_at_in_two)
+    whatever the directory's size and the machine's load; the list returned gets an item per fork.
+    No thread of an earlier test's (a server's, TensorFlow's) may keep it from forking either: the
+    scan forks only in a process of one thread, which the full suite's process is not."""
+    from ckpttool.ops.runs import scan
+
+    monkeypatch.setattr(scan, "HELPER_MIN_PREFIXES", 1)
+    monkeypatch.setattr(scan, "processor_free", lambda: True)
+    monkeypatch.setattr(scan.threading, "active_count", lambda: 1)
+    forks = []
+    real_fork = os.fork
+
+    def fork():
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", fork)
+    return forks

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import force_scan_helper
+
 _SHARD = ".data-00000-of-00001"
 
 
@@ -88,16 +90,7 @@ def _hostile_run(src: Path, run: Path) -> dict[str, str]:
 
 
 def _forced(monkeypatch, scan, send=None):
-    monkeypatch.setattr(scan, "HELPER_MIN_PREFIXES", 1)
-    monkeypatch.setattr(scan, "processor_free", lambda: True)
-    forks = []
-    real_fork = os.fork
-
-    def fork():
-        forks.append(1)
-        return real_fork()
-
-    monkeypatch.setattr(os, "fork", fork)
+    forks = force_scan_helper(monkeypatch)
     if send is not None:
         monkeypatch.setattr(scan, "_send_common", send)
     return forks

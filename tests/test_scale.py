@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import given, strategies as st
 
-from tests.conftest import run_cli
+from tests.conftest import force_scan_helper, run_cli
 
 
 def _datetime_iso(timestamp: float) -> str | None:
@@ -213,18 +213,7 @@ def test_a_scan_in_two_processes_is_the_scan_in_one(tmp_path, tf, monkeypatch, h
     with pytest.raises(Exception):
         tf.train.load_checkpoint(saved[1])  # TensorFlow cannot read the cut index either
     alone = scan.scan_directory(str(tmp_path))
-    forks = []
-    real_fork = os.fork
-
-    def fork():
-        forks.append(1)
-        return real_fork()
-
-    monkeypatch.setattr(scan, "HELPER_MIN_PREFIXES", 1)
-    monkeypatch.setattr(scan, "processor_free", lambda: True)
-    # No thread of an earlier test's (a server's, TensorFlow's) may keep the helper from forking.
-    monkeypatch.setattr(scan.threading, "active_count", lambda: 1)
-    monkeypatch.setattr(os, "fork", fork)
+    forks = force_scan_helper(monkeypatch)
     if helper_fails:
         monkeypatch.setattr(scan, "_send_common", lambda *a: 1 / 0)
     assert scan.scan_directory(str(tmp_path), helper=True) == alone
