@@ -315,6 +315,22 @@ def test_convert_dtype_of_every_float_class_is_numpys_and_ml_dtypes_cast(tmp_pat
             assert counted.get(name, 0) == overflowed, (source, target, name)
 
 
+def _averaged(tf, tmp_path, n, values_of):
+    """n TF2 checkpoints, the i-th holding values_of(i) (name -> array) as variables, averaged by
+    `ckpttool average`: TensorFlow's readers of the result and of the sources."""
+    from tests.conftest import run_cli
+
+    sources = []
+    for i in range(n):
+        prefix = tmp_path / f"src{i}" / f"model.ckpt-{i + 1}"
+        tf.train.Checkpoint(**{k: tf.Variable(tf.constant(v)) for k, v in values_of(i).items()}).write(str(prefix))
+        sources.append(str(prefix))
+    out = tmp_path / "avg" / "model.ckpt-0"
+    result = run_cli("average", *sources, "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    return tf.train.load_checkpoint(str(out)), [tf.train.load_checkpoint(s) for s in sources]
+
+
 def _finite_hostile(count: int, dtype: str, seed: int, large: bool):
     """Finite `dtype` values of every magnitude class (subnormals, ties, near the top of the range),
     some infinities and NaNs unless only finite ones are asked for: average's inputs."""
@@ -340,22 +356,13 @@ def test_average_of_hostile_sources_keeps_the_documented_bound(tmp_path, tf, dty
     import ml_dtypes
     import numpy as np
 
-    from tests.conftest import run_cli
-
     sizes = [131071, 131073, 262145, 5]
-    sources = []
-    for i in range(n):
-        prefix = tmp_path / f"src{i}" / f"model.ckpt-{i + 1}"
-        variables = {f"v{s}": tf.Variable(tf.constant(_finite_hostile(s, dtype, 10 * s + i, large=False)))
-                     for s in sizes}
-        variables["odd"] = tf.Variable(tf.constant(_finite_hostile(70001, dtype, 7 + i, large=True)))
-        tf.train.Checkpoint(**variables).write(str(prefix))
-        sources.append(str(prefix))
-    out = tmp_path / "avg" / "model.ckpt-0"
-    result = run_cli("average", *sources, "-o", str(out))
-    assert result.exit_code == 0, result.stderr
-    written = tf.train.load_checkpoint(str(out))
-    readers = [tf.train.load_checkpoint(s) for s in sources]
+
+    def values(i):
+        made = {f"v{s}": _finite_hostile(s, dtype, 10 * s + i, large=False) for s in sizes}
+        return {**made, "odd": _finite_hostile(70001, dtype, 7 + i, large=True)}
+
+    written, readers = _averaged(tf, tmp_path, n, values)
     u, target = 2.0 ** -24, getattr(ml_dtypes, dtype) if dtype == "bfloat16" else np.dtype(dtype)
     for name in [f"v{s}" for s in sizes] + ["odd"]:
         key = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
@@ -584,20 +591,8 @@ def test_average_of_float64_sources_is_numpys_mean_bit_for_bit(tmp_path, tf, n):
     a finite mean within the documented bound, never inf."""
     import numpy as np
 
-    from tests.conftest import run_cli
-
-    sources = []
-    for i in range(n):
-        prefix = tmp_path / f"src{i}" / f"model.ckpt-{i + 1}"
-        variables = {f"v{s}": tf.Variable(tf.constant(_finite_hostile(s, "float64", 3 * s + i, large=False)))
-                     for s in (65535, 65537, 131073)}
-        tf.train.Checkpoint(**variables).write(str(prefix))
-        sources.append(str(prefix))
-    out = tmp_path / "avg" / "model.ckpt-0"
-    result = run_cli("average", *sources, "-o", str(out))
-    assert result.exit_code == 0, result.stderr
-    written = tf.train.load_checkpoint(str(out))
-    readers = [tf.train.load_checkpoint(s) for s in sources]
+    written, readers = _averaged(tf, tmp_path, n, lambda i: {
+        f"v{s}": _finite_hostile(s, "float64", 3 * s + i, large=False) for s in (65535, 65537, 131073)})
     for size in (65535, 65537, 131073):
         key = f"v{size}/.ATTRIBUTES/VARIABLE_VALUE"
         stack = np.stack([np.asarray(r.get_tensor(key)) for r in readers])
