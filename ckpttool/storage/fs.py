@@ -522,7 +522,7 @@ def read_ends_and_lstat_at(dir_fd: int, jobs: Iterable[tuple[str, ...]], head: i
     answer: read_ends_at of the first, followed by the size and mtime of each other name; None
     when the first is not a regular file, another is not a regular file, or any of them is gone
     or refused (the caller then looks again its own way, and says what it is). One loop for
-    thousands of files (a directory's indexes, with their data shards): read_ends_at and lstat_at
+    thousands of files (a directory's indexes, with their data shards): read_ends_at and an lstat
     in a call each took more of a scan of 100,000 checkpoints than their system calls."""
     flags = _OPEN_FLAGS | os.O_NOFOLLOW  # a link is never followed: it is no checkpoint file
     open_at, close, lstat, regular, ends_of = os.open, os.close, os.stat, stat.S_ISREG, _ends_of
@@ -547,14 +547,6 @@ def read_ends_and_lstat_at(dir_fd: int, jobs: Iterable[tuple[str, ...]], head: i
         except OSError:
             found = None
         yield found
-
-
-def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
-    """lstat of `name` in the directory open at `dir_fd`, None if it is gone."""
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
 
 
 def walk_files(root: str, skipped: list[str] | None = None, listings: dict[str, list[Entry]] | None = None,

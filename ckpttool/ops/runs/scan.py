@@ -366,13 +366,9 @@ def _look_at(listed: _Listing, base: str, names, common: bool = True) -> None:
     if dir_fd is None:
         return
     if common:
-        commons = [name for name in names if groups[name].index not in stats and _is_common(groups[name])]
-        quick, shard_counts = listed.quick, listed.shard_counts
-        for name, seen in zip(commons, _looked_at_common(dir_fd, base, groups, commons)):
-            if seen is not None:
-                quick[name] = seen
-                shard_counts[groups[name].index] = 1
-        names = [name for name in names if name not in quick]
+        commons = _common_prefixes(listed, names)
+        _take_common(listed, commons, _looked_at_common(dir_fd, base, groups, commons))
+        names = [name for name in names if name not in listed.quick]
     for name in names:
         files = groups[name]
         index = files.index
@@ -424,16 +420,34 @@ def _is_common(files: _Files) -> bool:
             and (0, 1) in files.data)
 
 
+def _common_prefixes(listed: _Listing, names: list[str]) -> list[str]:
+    """Those of `names` whose files are named as the common shape's and whose index is not read yet."""
+    groups, stats = listed.groups, listed.stats
+    return [name for name in names if groups[name].index not in stats and _is_common(groups[name])]
+
+
+def _take_common(listed: _Listing, names: list[str], found: list[tuple | None]) -> list[str]:
+    """_looked_at_common's answers for `names` kept in `listed`; the names it answered None for."""
+    groups, quick, shard_counts = listed.groups, listed.quick, listed.shard_counts
+    again = []
+    for name, seen in zip(names, found):
+        if seen is None:
+            again.append(name)
+        else:
+            quick[name] = seen
+            shard_counts[groups[name].index] = 1
+    return again
+
+
 def _look_at_in_two(listed: _Listing, base: str, names: list[str]) -> None:
     """_look_at, the common prefixes of the second half looked at by a forked process on another
     processor meanwhile (their files' system calls are most of what a scan of 100,000 costs). It
     sends each one's size and time (or None: looked at here again, as _look_at would); what it
     sends is only numbers this process would have read itself, so nothing decided changes. Nothing
     sent, or not all of it (the helper failed or was stopped): this process looks at them all."""
-    groups = listed.groups
     if len(names) < HELPER_MIN_PREFIXES or threading.active_count() > 1 or not processor_free():
         return _look_at(listed, base, names)  # threads (no fork), or no processor to run it on
-    common = [name for name in names if groups[name].index not in listed.stats and _is_common(groups[name])]
+    common = _common_prefixes(listed, names)
     if len(common) < HELPER_MIN_PREFIXES:
         return _look_at(listed, base, names)  # too few to pay for a process
     theirs = common[len(common) // 2:]
@@ -479,15 +493,8 @@ def _look_at_in_two(listed: _Listing, base: str, names: list[str]) -> None:
             found = None
     if not _well_formed(found, len(theirs)):
         return _look_at(listed, base, theirs)
-    again = []
-    quick, shard_counts = listed.quick, listed.shard_counts
-    for name, seen in zip(theirs, found):
-        if seen is None:
-            again.append(name)
-        else:
-            shard_counts[groups[name].index] = 1
-            quick[name] = seen
-    _look_at(listed, base, again)
+    # What the helper answered None for, it looked at as the common shape: the general path's turn.
+    _look_at(listed, base, _take_common(listed, theirs, found), common=False)
 
 
 def _well_formed(found, count: int) -> bool:
